@@ -1,0 +1,61 @@
+//! The JSON-RPC errors Punie answers with: the right code, and a message a
+//! person can act on. Machine-readable details go in `data`.
+
+use agent_client_protocol::v1::schema::SessionId;
+use agent_client_protocol::{Error, ErrorCode};
+use serde_json::json;
+
+/// `-32602`: the params of `method` are wrong, and `problem` says how.
+pub fn invalid_params(method: &str, problem: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::INVALID_PARAMS, format!("{method}: {problem}"))
+}
+
+/// `-32601`: Punie does not offer `method`.
+pub fn method_not_found(method: &str) -> Error {
+    let message = if method.starts_with("session/") || method == "authenticate" {
+        format!(
+            "{method} is not supported by this Punie server; see agentCapabilities in the initialize response"
+        )
+    } else {
+        format!("unknown method `{method}`")
+    };
+    Error::new(ErrorCode::METHOD_NOT_FOUND, message).data(json!({ "method": method }))
+}
+
+/// `-32002`: no session with this id is held by the server.
+pub fn unknown_session(method: &str, session_id: &SessionId) -> Error {
+    Error::new(
+        ErrorCode::RESOURCE_NOT_FOUND,
+        format!("{method}: no session {session_id} on this server; create one with session/new"),
+    )
+    .data(json!({ "sessionId": session_id }))
+}
+
+/// `-32002`: the session exists but is attached to another connection.
+pub fn foreign_session(method: &str, session_id: &SessionId) -> Error {
+    Error::new(
+        ErrorCode::RESOURCE_NOT_FOUND,
+        format!(
+            "{method}: session {session_id} belongs to another connection; only the connection that created a session may use it"
+        ),
+    )
+    .data(json!({ "sessionId": session_id }))
+}
+
+/// `-32600`: the request is well formed but cannot be served in the session's current state.
+pub fn session_busy(method: &str, busy: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::INVALID_REQUEST, format!("{method}: {busy}"))
+}
+
+/// `-32603`: something failed on the server's side; `problem` says what.
+pub fn internal(method: &str, problem: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::INTERNAL_ERROR, format!("{method}: {problem}"))
+}
+
+/// `-32600`: the client skipped `initialize`.
+pub fn not_initialized(method: &str) -> Error {
+    Error::new(
+        ErrorCode::INVALID_REQUEST,
+        format!("{method}: the connection is not initialized; send initialize first"),
+    )
+}

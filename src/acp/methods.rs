@@ -1,0 +1,341 @@
+//! What each ACP method does on a connection.
+//!
+//! The SDK frames, parses and routes JSON-RPC; requests reach [`serve`]'s
+//! handler untyped so that Punie, not serde, words the errors: each method
+//! parses its own params and says exactly what is wrong with them. Long work
+//! (a turn) runs as a task of the connection, never inside the SDK's dispatch
+//! loop, so a running prompt blocks nothing else.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use agent_client_protocol::schema::ProtocolVersion;
+use agent_client_protocol::v1::schema::{
+    AgentCapabilities, CancelNotification, CloseSessionRequest, CloseSessionResponse, ContentBlock,
+    EmbeddedResourceResource, Implementation, InitializeRequest, InitializeResponse,
+    ListSessionsRequest, ListSessionsResponse, NewSessionRequest, NewSessionResponse,
+    PromptCapabilities, PromptRequest, PromptResponse, SessionCapabilities,
+    SessionCloseCapabilities, SessionListCapabilities, SessionNotification,
+};
+use agent_client_protocol::v1::{ConnectionTo, Responder};
+use agent_client_protocol::{Agent, Channel, Client, Error, UntypedMessage};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::connection::{ClientDescription, Connection};
+use super::errors;
+use crate::config::SESSION_LIST_PAGE;
+use crate::session::Turn;
+
+/// Serve ACP on `transport` for `connection` until the client leaves or the
+/// input ends.
+pub(super) async fn serve(connection: Arc<Connection>, transport: Channel) -> Result<(), Error> {
+    let requests = connection.clone();
+    let notifications = connection;
+    Agent
+        .v1()
+        .name("punie")
+        .on_receive_request(
+            async move |request: UntypedMessage,
+                        responder: Responder<Value>,
+                        cx: ConnectionTo<Client>| {
+                handle_request(&requests, request, responder, cx).await
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_notification(
+            async move |notification: UntypedMessage, _cx: ConnectionTo<Client>| {
+                handle_notification(&notifications, notification);
+                Ok(())
+            },
+            agent_client_protocol::on_receive_notification!(),
+        )
+        .connect_to(transport)
+        .await
+}
+
+async fn handle_request(
+    connection: &Arc<Connection>,
+    request: UntypedMessage,
+    responder: Responder<Value>,
+    cx: ConnectionTo<Client>,
+) -> Result<(), Error> {
+    let (method, params) = request.into_parts();
+    tracing::debug!(connection = connection.id, method, "request");
+    if method != "initialize" && connection.client().is_none() {
+        return responder.respond_with_error(errors::not_initialized(&method));
+    }
+    let result = match method.as_str() {
+        "initialize" => initialize(connection, params),
+        "session/new" => new_session(connection, params).await,
+        "session/prompt" => return prompt(connection, params, responder, cx).await,
+        "session/list" => list_sessions(connection, params),
+        "session/close" => close_session(connection, params),
+        "_punie/connection" => describe_connection(connection),
+        _ => Err(errors::method_not_found(&method)),
+    };
+    if let Err(error) = &result {
+        tracing::debug!(connection = connection.id, method, code = error.code.value(), message = %error.message, "answered with an error");
+    }
+    responder.respond_with_result(result)
+}
+
+fn handle_notification(connection: &Connection, notification: UntypedMessage) {
+    let (method, params) = notification.into_parts();
+    match method.as_str() {
+        "session/cancel" => match parse_params::<CancelNotification>(&method, params) {
+            Ok(cancel) => match connection.owned_session(&method, &cancel.session_id) {
+                Ok(session) => session.cancel_turn(),
+                Err(error) => tracing::info!(
+                    connection = connection.id,
+                    "ignored session/cancel: {}",
+                    error.message
+                ),
+            },
+            Err(error) => tracing::info!(
+                connection = connection.id,
+                "ignored session/cancel: {}",
+                error.message
+            ),
+        },
+        // The SDK itself acts on request cancellation.
+        "$/cancel_request" => {}
+        _ => tracing::debug!(
+            connection = connection.id,
+            method,
+            "ignored an unknown notification"
+        ),
+    }
+}
+
+fn initialize(connection: &Connection, params: Value) -> Result<Value, Error> {
+    let request: InitializeRequest = parse_params("initialize", params)?;
+    tracing::debug!(
+        connection = connection.id,
+        client = request.client_info.as_ref().map(|info| info.name.as_str()),
+        "initialize"
+    );
+    connection.set_client(ClientDescription {
+        capabilities: request.client_capabilities,
+        info: request.client_info,
+    });
+    to_json(
+        InitializeResponse::new(ProtocolVersion::V1)
+            .agent_capabilities(agent_capabilities())
+            .agent_info(Implementation::new("punie", crate::VERSION).title("Punie".to_owned())),
+    )
+}
+
+/// Only what Punie implements.
+fn agent_capabilities() -> AgentCapabilities {
+    AgentCapabilities::new()
+        .prompt_capabilities(PromptCapabilities::new().embedded_context(true))
+        .session_capabilities(
+            SessionCapabilities::new()
+                .list(SessionListCapabilities::new())
+                .close(SessionCloseCapabilities::new()),
+        )
+}
+
+async fn new_session(connection: &Connection, params: Value) -> Result<Value, Error> {
+    const METHOD: &str = "session/new";
+    let request: NewSessionRequest = parse_params(METHOD, params)?;
+    check_workspace(METHOD, &request.cwd).await?;
+    if !request.mcp_servers.is_empty() {
+        tracing::warn!(
+            connection = connection.id,
+            count = request.mcp_servers.len(),
+            "the client offered MCP servers; Punie does not use MCP servers yet"
+        );
+    }
+    let session = connection.create_session(request.cwd);
+    tracing::info!(connection = connection.id, session = %session.id(), cwd = %session.cwd().display(), "session created");
+    to_json(NewSessionResponse::new(session.id().clone()))
+}
+
+/// A session's `cwd` must be an absolute path to an existing directory.
+async fn check_workspace(method: &str, cwd: &Path) -> Result<(), Error> {
+    if !cwd.is_absolute() {
+        return Err(errors::invalid_params(
+            method,
+            format!(
+                "cwd must be an absolute path, but `{}` is relative",
+                cwd.display()
+            ),
+        ));
+    }
+    match tokio::fs::metadata(cwd).await {
+        Ok(metadata) if metadata.is_dir() => Ok(()),
+        Ok(_) => Err(errors::invalid_params(
+            method,
+            format!("cwd `{}` is not a directory", cwd.display()),
+        )),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(errors::invalid_params(
+            method,
+            format!("cwd `{}` does not exist", cwd.display()),
+        )),
+        Err(error) => Err(errors::invalid_params(
+            method,
+            format!("cwd `{}` cannot be used: {error}", cwd.display()),
+        )),
+    }
+}
+
+/// Admit a turn and run it as a task of the connection; the task answers the
+/// request when the turn ends.
+async fn prompt(
+    connection: &Arc<Connection>,
+    params: Value,
+    responder: Responder<Value>,
+    cx: ConnectionTo<Client>,
+) -> Result<(), Error> {
+    const METHOD: &str = "session/prompt";
+    let admitted = parse_params::<PromptRequest>(METHOD, params).and_then(|request| {
+        let session = connection.owned_session(METHOD, &request.session_id)?;
+        let text = prompt_text(&request.prompt)?;
+        session
+            .begin_turn(text, connection.turn_cancel_token())
+            .map_err(|busy| errors::session_busy(METHOD, busy))
+    });
+    let turn = match admitted {
+        Ok(turn) => turn,
+        Err(error) => {
+            tracing::debug!(connection = connection.id, message = %error.message, "refused a prompt");
+            return responder.respond_with_error(error);
+        }
+    };
+    let play = play_turn(turn, responder, cx);
+    if let Some(play) = connection.spawn_turn(play) {
+        // The connection is winding down, so the turn is already cancelled and
+        // ends at once; answering here keeps the answer ahead of the end of input.
+        play.await;
+    }
+    Ok(())
+}
+
+async fn play_turn(turn: Turn, responder: Responder<Value>, cx: ConnectionTo<Client>) {
+    const METHOD: &str = "session/prompt";
+    let session_id = turn.session_id().clone();
+    let cancel = turn.cancel_token();
+    let request_cancelled = responder.cancellation();
+    let run = turn.run(|update| {
+        cx.send_notification(SessionNotification::new(session_id.clone(), update))
+            .is_ok()
+    });
+    let mut run = std::pin::pin!(run);
+    let outcome = tokio::select! {
+        outcome = &mut run => outcome,
+        () = request_cancelled.cancelled() => {
+            cancel.cancel();
+            run.await
+        }
+    };
+    let answer = match outcome {
+        Ok(stop_reason) => {
+            tracing::debug!(session = %session_id, ?stop_reason, "turn ended");
+            to_json(PromptResponse::new(stop_reason))
+        }
+        Err(error) => {
+            tracing::warn!(session = %session_id, "turn failed: {error}");
+            Err(errors::internal(METHOD, error))
+        }
+    };
+    if responder.respond_with_result(answer).is_err() {
+        tracing::debug!(session = %session_id, "the client left before its prompt was answered");
+    }
+}
+
+/// The prompt as the model reads it. Text and links are always accepted,
+/// embedded resources because Punie advertises `embeddedContext`.
+fn prompt_text(blocks: &[ContentBlock]) -> Result<String, Error> {
+    const METHOD: &str = "session/prompt";
+    if blocks.is_empty() {
+        return Err(errors::invalid_params(
+            METHOD,
+            "the prompt is empty; send at least one content block",
+        ));
+    }
+    let mut parts = Vec::with_capacity(blocks.len());
+    for block in blocks {
+        let part = match block {
+            ContentBlock::Text(text) => text.text.clone(),
+            ContentBlock::ResourceLink(link) => format!("[{}]({})", link.name, link.uri),
+            ContentBlock::Resource(embedded) => match &embedded.resource {
+                EmbeddedResourceResource::TextResourceContents(file) => {
+                    format!("{}:\n{}", file.uri, file.text)
+                }
+                EmbeddedResourceResource::BlobResourceContents(file) => {
+                    format!("[binary content of {}]", file.uri)
+                }
+                _ => return Err(unsupported_content("this kind of embedded resource")),
+            },
+            ContentBlock::Image(_) => return Err(unsupported_content("image")),
+            ContentBlock::Audio(_) => return Err(unsupported_content("audio")),
+            _ => return Err(unsupported_content("this kind of")),
+        };
+        parts.push(part);
+    }
+    Ok(parts.join("\n"))
+}
+
+fn unsupported_content(kind: &str) -> Error {
+    errors::invalid_params(
+        "session/prompt",
+        format!(
+            "{kind} content is not supported; Punie accepts text, resource links and embedded resources (see promptCapabilities)"
+        ),
+    )
+}
+
+fn list_sessions(connection: &Connection, params: Value) -> Result<Value, Error> {
+    const METHOD: &str = "session/list";
+    let request: ListSessionsRequest = parse_params(METHOD, params)?;
+    let page = connection
+        .hub
+        .sessions
+        .list(
+            request.cwd.as_deref(),
+            request.cursor.as_deref(),
+            SESSION_LIST_PAGE,
+        )
+        .map_err(|error| errors::invalid_params(METHOD, error))?;
+    to_json(ListSessionsResponse::new(page.sessions).next_cursor(page.next_cursor))
+}
+
+fn close_session(connection: &Connection, params: Value) -> Result<Value, Error> {
+    const METHOD: &str = "session/close";
+    let request: CloseSessionRequest = parse_params(METHOD, params)?;
+    connection.owned_session(METHOD, &request.session_id)?;
+    connection.hub.sessions.remove(&request.session_id);
+    tracing::info!(connection = connection.id, session = %request.session_id, "session closed");
+    to_json(CloseSessionResponse::new())
+}
+
+/// `_punie/connection`: what the server knows about this connection, for
+/// diagnosing a client.
+fn describe_connection(connection: &Connection) -> Result<Value, Error> {
+    let client = connection.client();
+    Ok(json!({
+        "connectionId": connection.id,
+        "clientCapabilities": client.as_ref().map(|client| &client.capabilities),
+        "clientInfo": client.as_ref().and_then(|client| client.info.as_ref()),
+    }))
+}
+
+/// The params of `method` as `T`, or `-32602` naming what is wrong and where.
+fn parse_params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, Error> {
+    serde_path_to_error::deserialize(params).map_err(|error| {
+        let path = error.path().to_string();
+        let problem = error.into_inner();
+        if path == "." {
+            errors::invalid_params(method, problem)
+        } else {
+            errors::invalid_params(method, format!("`{path}`: {problem}"))
+        }
+    })
+}
+
+fn to_json(response: impl Serialize) -> Result<Value, Error> {
+    serde_json::to_value(response).map_err(Error::into_internal_error)
+}

@@ -1,0 +1,66 @@
+//! Protocol glue: one ACP connection, from the frames a client sends to the
+//! sessions they act on and back.
+//!
+//! [`AcpConnection`] is the agent side of one client connection, built on the
+//! official SDK (`agent-client-protocol`): the SDK parses and answers JSON-RPC,
+//! this module decides what each ACP method does. It is transport-neutral — the
+//! server hands it a [`agent_client_protocol::Channel`] of frames from a
+//! WebSocket or from the SDK's HTTP transport — and it keeps everything
+//! per-connection (the client's capabilities, its running turns) to itself.
+//! Session state lives in [`crate::session`]; sockets and HTTP live in
+//! [`crate::server`].
+
+mod connection;
+mod errors;
+mod methods;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::model::Model;
+use crate::session::{ConnectionId, SessionRegistry};
+
+pub use connection::AcpConnection;
+
+/// What every ACP connection of one server shares.
+pub struct AgentHub {
+    /// Every session the server holds.
+    pub sessions: SessionRegistry,
+    /// The model new sessions use.
+    pub model: Arc<dyn Model>,
+    /// Cancelled when the server begins to shut down.
+    pub shutdown: CancellationToken,
+    /// One entry per live ACP connection; waited on at shutdown.
+    connections: TaskTracker,
+    next_connection: AtomicU64,
+}
+
+impl AgentHub {
+    pub fn new(model: Arc<dyn Model>, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            sessions: SessionRegistry::new(),
+            model,
+            shutdown,
+            connections: TaskTracker::new(),
+            next_connection: AtomicU64::new(1),
+        })
+    }
+
+    /// How many ACP connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Wait until every connection has ended; call after [`Self::shutdown`] fired.
+    pub async fn connections_ended(&self) {
+        self.connections.close();
+        self.connections.wait().await;
+    }
+
+    fn next_connection_id(&self) -> ConnectionId {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,335 @@
+//! Who may talk to the server: the access token, and the checks every HTTP
+//! request passes before any work is done for it.
+//!
+//! A browser does not apply CORS to `ws://`, so binding to loopback protects
+//! nothing by itself: any web page could drive an agent that runs commands.
+//! Three checks stop that, in this order: the `Host` header must name this
+//! server (defeats DNS rebinding), a request carrying `Origin` comes from a web
+//! page and is refused, and the ACP endpoints need `Authorization: Bearer
+//! <token>`, compared in constant time. This module never logs or echoes a
+//! token; it does not know about ACP.
+
+use std::fmt;
+use std::fs;
+use std::io::{ErrorKind, Write as _};
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq as _;
+
+/// Environment variable that replaces the stored token.
+pub const TOKEN_ENV: &str = "PUNIE_TOKEN";
+
+/// Random bytes in a generated token: 256 bits.
+const TOKEN_BYTES: usize = 32;
+
+/// Tokens shorter than this (from `PUNIE_TOKEN`) are accepted with a warning.
+const WEAK_TOKEN_CHARS: usize = 32;
+
+/// The secret a client presents as `Authorization: Bearer <token>`.
+#[derive(Clone)]
+pub struct AccessToken(Arc<str>);
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccessToken(<redacted>)")
+    }
+}
+
+impl AccessToken {
+    /// The server's token: `PUNIE_TOKEN` if set, else the one stored in
+    /// `token_file`, else a fresh one stored there with mode 0600.
+    pub fn load_or_create(token_file: &Path) -> anyhow::Result<Self> {
+        if let Some(token) = Self::from_env()? {
+            return Ok(token);
+        }
+        if let Some(token) = Self::read_file(token_file)? {
+            return Ok(token);
+        }
+        let created = Self::generate()?;
+        match create_secret_file(token_file, created.as_str()) {
+            Ok(()) => {
+                tracing::info!(path = %token_file.display(), "created a new access token");
+                Ok(created)
+            }
+            // Another server created it first: use theirs.
+            Err(error) if error.kind() == ErrorKind::AlreadyExists => {
+                Self::read_file(token_file)?.context("the token file appeared but is empty")
+            }
+            Err(error) => Err(error)
+                .with_context(|| format!("cannot write the token file {}", token_file.display())),
+        }
+    }
+
+    /// The token a client should send: `PUNIE_TOKEN` if set, else the stored one.
+    pub fn for_client(token_file: &Path) -> anyhow::Result<Option<Self>> {
+        match Self::from_env()? {
+            Some(token) => Ok(Some(token)),
+            None => Self::read_file(token_file),
+        }
+    }
+
+    /// The token's text, for a client to put in its `Authorization` header.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `presented` is this token, in time independent of where they differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        self.0.as_bytes().ct_eq(presented).into()
+    }
+
+    fn from_env() -> anyhow::Result<Option<Self>> {
+        let Some(value) = std::env::var_os(TOKEN_ENV) else {
+            return Ok(None);
+        };
+        let value = value
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("{TOKEN_ENV} is not valid UTF-8"))?;
+        let value = value.trim();
+        anyhow::ensure!(!value.is_empty(), "{TOKEN_ENV} is set but empty");
+        anyhow::ensure!(
+            value.chars().all(|c| c.is_ascii_graphic()),
+            "{TOKEN_ENV} may only contain printable ASCII characters without spaces"
+        );
+        if value.len() < WEAK_TOKEN_CHARS {
+            tracing::warn!(
+                "{TOKEN_ENV} is shorter than {WEAK_TOKEN_CHARS} characters; a longer random token is safer"
+            );
+        }
+        Ok(Some(Self(value.into())))
+    }
+
+    fn read_file(token_file: &Path) -> anyhow::Result<Option<Self>> {
+        let text = match fs::read_to_string(token_file) {
+            Ok(text) => text,
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    format!("cannot read the token file {}", token_file.display())
+                });
+            }
+        };
+        tighten_permissions(token_file)?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Self(token.into())))
+    }
+
+    fn generate() -> anyhow::Result<Self> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        getrandom::fill(&mut bytes)
+            .map_err(|error| anyhow::anyhow!("no randomness for a token: {error}"))?;
+        Ok(Self(hex::encode(bytes).into()))
+    }
+}
+
+/// Make sure only the owner can read the token file.
+fn tighten_permissions(path: &Path) -> anyhow::Result<()> {
+    let mode = fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the token file was readable by others; setting it to 0600");
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Create `path` holding `contents`, mode 0600, all at once; fails with
+/// `AlreadyExists` rather than replacing an existing file.
+fn create_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("the token file has no parent directory"))?;
+    create_private_dir(dir)?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".token")
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    writeln!(file, "{contents}")?;
+    file.as_file().sync_all()?;
+    file.persist_noclobber(path).map_err(|error| error.error)?;
+    Ok(())
+}
+
+/// Create a directory (and its parents) readable only by the owner.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// What the request checks compare against; shared by all requests.
+#[derive(Debug)]
+pub struct RequestGuard {
+    token: AccessToken,
+    allowed_hosts: Vec<String>,
+}
+
+impl RequestGuard {
+    /// Checks for a server bound to `host:port`.
+    pub fn new(token: AccessToken, host: IpAddr, port: u16) -> Self {
+        Self {
+            token,
+            allowed_hosts: allowed_hosts(host, port),
+        }
+    }
+
+    fn host_allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let host = host.trim().to_ascii_lowercase();
+        self.allowed_hosts.contains(&host)
+    }
+
+    fn bearer_matches(&self, headers: &HeaderMap) -> Result<(), &'static str> {
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .ok_or("no access token: send `Authorization: Bearer <token>`")?;
+        let presented = bearer_token(value).ok_or(
+            "the Authorization header is not `Bearer <token>`: send `Authorization: Bearer <token>`",
+        )?;
+        if self.token.matches(presented) {
+            Ok(())
+        } else {
+            Err("wrong access token")
+        }
+    }
+}
+
+/// The `Host` values that name a server bound to `host:port`.
+fn allowed_hosts(host: IpAddr, port: u16) -> Vec<String> {
+    let bound = match host {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "[::1]".to_owned(),
+    ];
+    if !names.contains(&bound) {
+        names.push(bound);
+    }
+    names
+        .into_iter()
+        .map(|name| format!("{name}:{port}"))
+        .collect()
+}
+
+fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
+    let bytes = value.as_bytes();
+    let (scheme, rest) = bytes.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Refuse requests that do not name this server in `Host`, or that come from a
+/// web page (`Origin` present). Applies to every route.
+pub async fn check_host_and_origin(
+    State(guard): State<Arc<RequestGuard>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !guard.host_allowed(request.headers()) {
+        tracing::warn!("refused a request whose Host header does not name this server");
+        return refusal(
+            StatusCode::FORBIDDEN,
+            "the Host header does not name this server; connect to localhost or 127.0.0.1",
+        );
+    }
+    if request.headers().contains_key(header::ORIGIN) {
+        tracing::warn!("refused a request from a web page (Origin header present)");
+        return refusal(
+            StatusCode::FORBIDDEN,
+            "requests from web pages are refused (the request carries an Origin header)",
+        );
+    }
+    next.run(request).await
+}
+
+/// Refuse requests without this server's access token. Applies to the ACP endpoints.
+pub async fn require_token(
+    State(guard): State<Arc<RequestGuard>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match guard.bearer_matches(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(reason) => {
+            tracing::warn!(reason, "refused a request without the right access token");
+            let mut response = refusal(
+                StatusCode::UNAUTHORIZED,
+                &format!(
+                    "{reason}. The token is in $XDG_STATE_HOME/punie/token (or set {TOKEN_ENV})."
+                ),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"punie\""),
+            );
+            response
+        }
+    }
+}
+
+fn refusal(status: StatusCode, message: &str) -> Response {
+    (status, format!("{message}\n")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_on_loopback_answers_to_its_loopback_names_with_the_port() {
+        let hosts = allowed_hosts("127.0.0.1".parse().unwrap(), 8000);
+        assert_eq!(hosts, ["localhost:8000", "127.0.0.1:8000", "[::1]:8000"]);
+    }
+
+    #[test]
+    fn a_server_on_another_address_also_answers_to_that_address() {
+        let hosts = allowed_hosts("192.168.1.5".parse().unwrap(), 9);
+        assert!(hosts.contains(&"192.168.1.5:9".to_owned()));
+        let hosts = allowed_hosts("fe80::1".parse().unwrap(), 9);
+        assert!(hosts.contains(&"[fe80::1]:9".to_owned()));
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_case_insensitively_and_trimmed() {
+        let value = HeaderValue::from_static("bearer  abc ");
+        assert_eq!(bearer_token(&value), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(&HeaderValue::from_static("Basic abc")), None);
+        assert_eq!(bearer_token(&HeaderValue::from_static("Bearer ")), None);
+    }
+
+    #[test]
+    fn tokens_match_only_themselves() {
+        let token = AccessToken("secret-token".into());
+        assert!(token.matches(b"secret-token"));
+        assert!(!token.matches(b"secret-tokem"));
+        assert!(!token.matches(b"secret"));
+        assert_eq!(format!("{token:?}"), "AccessToken(<redacted>)");
+    }
+
+    #[test]
+    fn a_generated_token_has_256_bits() {
+        let token = AccessToken::generate().unwrap();
+        assert_eq!(token.as_str().len(), 64);
+        assert!(token.as_str().chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

@@ -1,0 +1,206 @@
+//! The command line: parses arguments with clap, sets up logging and the
+//! runtime, and hands over to the module that does the work. Every fatal error
+//! ends here as one line on stderr, and every command's outcome becomes one of
+//! the documented exit codes.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::bridge::{self, BridgeExit, DEFAULT_DRAIN_TIMEOUT};
+use crate::client::status::{self, Outcome};
+use crate::client::{SERVER_ENV, Target};
+use crate::config::{Paths, ServeConfig};
+use crate::{logging, server};
+
+/// How long, after the work is done, the runtime may take to stop its helper threads.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(100);
+
+/// Exit statuses, as `--help` and the README document them.
+pub mod exit {
+    /// Done.
+    pub const OK: u8 = 0;
+    /// An error.
+    pub const ERROR: u8 = 1;
+    /// The command line was wrong.
+    pub const USAGE: u8 = 2;
+    /// No server answers.
+    pub const NO_SERVER: u8 = 3;
+    /// Interrupted (Ctrl-C).
+    pub const INTERRUPTED: u8 = 130;
+}
+
+const EXIT_CODES: &str = "\
+Exit status: 0 done, 1 error, 2 usage, 3 no server answers, 130 interrupted.";
+
+/// Punie: a coding agent server that editors and people attach to.
+///
+/// Without a command, `punie` is the stdio bridge an IDE launches as its ACP
+/// agent: ACP messages on stdin and stdout, carried to and from the server.
+#[derive(Debug, Parser)]
+#[command(name = "punie", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Log filter: a level (error, warn, info, debug, trace) for Punie, or a
+    /// full RUST_LOG-style directive. Overrides RUST_LOG.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+
+    /// Also write diagnostics to this file.
+    #[arg(long, global = true, value_name = "PATH")]
+    log_file: Option<PathBuf>,
+
+    /// The server to talk to (ws://, wss://, http:// or https://). Default:
+    /// the one recorded by `punie serve`, else ws://127.0.0.1:8000/acp.
+    #[arg(long, global = true, env = SERVER_ENV, value_name = "URL")]
+    server: Option<String>,
+
+    /// Bridge only: after stdin closes, how long to wait for answers still owed.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DRAIN_TIMEOUT.as_secs_f64())]
+    drain_timeout: f64,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: ACP over WebSocket for many clients at once, in the
+    /// background until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Say whether a server is running, and how it is.
+    Status {
+        /// Print the answer as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the running server (the one `punie serve` recorded) and wait for it to exit.
+    Stop,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on. Anything but loopback makes the server reachable
+    /// from other machines.
+    #[arg(long, default_value = "127.0.0.1", value_parser = parse_host)]
+    host: IpAddr,
+
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+
+    /// The model sessions use. `test` is offline and deterministic.
+    #[arg(long, env = "PUNIE_MODEL", default_value = "test")]
+    model: String,
+}
+
+/// Run the command line and say how it went.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(error) = logging::init(cli.log_level.as_deref(), cli.log_file.as_deref()) {
+        eprintln!("punie: {error:#}");
+        return ExitCode::from(exit::USAGE);
+    }
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("punie: {error:#}");
+            exit::ERROR
+        }
+    };
+    ExitCode::from(code)
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let paths = Paths::from_env()?;
+    match cli.command {
+        Some(Command::Serve(args)) => {
+            let config = ServeConfig {
+                host: args.host,
+                port: args.port,
+                model: args.model,
+                paths,
+            };
+            multi_threaded(server::serve(config))?;
+            Ok(exit::OK)
+        }
+        Some(Command::Status { json }) => {
+            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            single_threaded(status::status(&target, json)).map(outcome_code)
+        }
+        Some(Command::Stop) => {
+            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            single_threaded(status::stop(&target, &paths)).map(outcome_code)
+        }
+        None => {
+            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            let drain = Duration::try_from_secs_f64(cli.drain_timeout)
+                .map_err(|_| anyhow::anyhow!("--drain-timeout must be a number of seconds"))?;
+            let exit = single_threaded(async move { Ok(bridge::run(target, drain).await) })?;
+            Ok(match exit {
+                BridgeExit::Done => exit::OK,
+                BridgeExit::ServerLost => exit::ERROR,
+            })
+        }
+    }
+}
+
+fn outcome_code(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::Done => exit::OK,
+        Outcome::NoServer => exit::NO_SERVER,
+    }
+}
+
+/// The server's runtime: one worker per core.
+fn multi_threaded<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(work);
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    result
+}
+
+/// A client's runtime: one thread is plenty, and starts fastest. Threads still
+/// blocked (on stdin, say) are not waited for.
+fn single_threaded<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(work);
+    runtime.shutdown_background();
+    result
+}
+
+/// An IP address, or `localhost`.
+fn parse_host(value: &str) -> Result<IpAddr, String> {
+    if value.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    value
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("`{value}` is not an IP address (or `localhost`)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn hosts_are_addresses_or_localhost() {
+        assert_eq!(parse_host("localhost"), Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(parse_host("[::1]"), Ok("::1".parse().unwrap()));
+        assert!(parse_host("example.com").is_err());
+    }
+}

@@ -1,0 +1,400 @@
+//! `punie` with no command: the stdio bridge an IDE launches as its ACP agent.
+//!
+//! A stateless proxy: one stdin line becomes one WebSocket text frame to the
+//! server, one frame from the server becomes one stdout line. Nothing but ACP
+//! ever reaches stdout; everything else goes to stderr. The bridge reads the
+//! messages only as far as it must to keep its promises: it remembers which
+//! requests the IDE is waiting on, so that when stdin closes it can wait for
+//! their answers, and when the server goes away it can answer them itself.
+
+use std::collections::HashSet;
+use std::io::{BufRead as _, Write as _};
+use std::time::Duration;
+
+use futures::{SinkExt as _, StreamExt as _};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::{ConnectError, Target};
+
+/// How long the bridge waits, after stdin closes, for answers still owed.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// When the server cannot be reached, how long the bridge keeps reading stdin
+/// for requests it should answer with the error before it exits.
+const UNREACHABLE_GRACE: Duration = Duration::from_millis(250);
+
+/// How long the bridge waits for the server to answer its close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Lines between the stdio threads and the WebSocket.
+const LINE_QUEUE: usize = 1024;
+
+/// Longest excerpt of a bad line quoted on stderr.
+const EXCERPT_CHARS: usize = 80;
+
+/// How the bridge ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeExit {
+    /// stdin closed and every answer was delivered.
+    Done,
+    /// The server could not be reached, or went away.
+    ServerLost,
+}
+
+/// The requests the IDE sent and is still waiting on, by id (as JSON text).
+#[derive(Default)]
+struct Pending {
+    ids: HashSet<String>,
+}
+
+impl Pending {
+    fn insert(&mut self, id: String) {
+        self.ids.insert(id);
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.ids.remove(id);
+    }
+
+    fn take_all(&mut self) -> Vec<String> {
+        self.ids.drain().collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Just enough of a JSON-RPC message to tell requests from responses.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<IgnoredAny>,
+}
+
+enum Kind {
+    Request(String),
+    Response(String),
+    Other,
+}
+
+fn classify(line: &str) -> Result<Kind, serde_json::Error> {
+    let envelope: Envelope = serde_json::from_str(line)?;
+    Ok(match (envelope.id, envelope.method) {
+        (Some(id), Some(_)) if !id.is_null() => Kind::Request(id.to_string()),
+        (Some(id), None) if !id.is_null() => Kind::Response(id.to_string()),
+        _ => Kind::Other,
+    })
+}
+
+/// Run the bridge until stdin closes or the server goes away.
+pub async fn run(target: Target, drain_timeout: Duration) -> BridgeExit {
+    let (stdin_lines, mut from_stdin) = mpsc::channel::<String>(LINE_QUEUE);
+    let (to_stdout, stdout_lines) = mpsc::channel::<String>(LINE_QUEUE);
+    std::thread::spawn(move || read_stdin(stdin_lines));
+    let stdout_done = std::thread::spawn(move || write_stdout(stdout_lines));
+
+    let exit = match target.connect().await {
+        Ok(socket) => proxy(socket, &mut from_stdin, &to_stdout, drain_timeout).await,
+        Err(error) => {
+            unreachable(&error, &mut from_stdin, &to_stdout).await;
+            BridgeExit::ServerLost
+        }
+    };
+    drop(to_stdout);
+    // Every line for stdout is written and flushed before the bridge exits.
+    let _ = tokio::task::spawn_blocking(move || stdout_done.join()).await;
+    exit
+}
+
+/// The server could not be reached: say so, and answer any request the IDE
+/// has already sent with the same message, so the IDE can show it.
+async fn unreachable(
+    error: &ConnectError,
+    from_stdin: &mut mpsc::Receiver<String>,
+    to_stdout: &mpsc::Sender<String>,
+) {
+    let message = error.to_string();
+    tracing::error!("{message}");
+    let deadline = tokio::time::Instant::now() + UNREACHABLE_GRACE;
+    while let Ok(Some(line)) = tokio::time::timeout_at(deadline, from_stdin.recv()).await {
+        if let Ok(Kind::Request(id)) = classify(&line) {
+            let _ = to_stdout.send(error_response(&id, &message)).await;
+        }
+    }
+}
+
+async fn proxy(
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    from_stdin: &mut mpsc::Receiver<String>,
+    to_stdout: &mpsc::Sender<String>,
+    drain_timeout: Duration,
+) -> BridgeExit {
+    let mut pending = Pending::default();
+    let (mut to_server, mut from_server) = socket.split();
+    // Set once stdin has closed: the bridge then only waits for what is owed.
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+
+    loop {
+        if drain_deadline.is_some() && pending.is_empty() {
+            break;
+        }
+        tokio::select! {
+            line = from_stdin.recv(), if drain_deadline.is_none() => {
+                let Some(line) = line else {
+                    drain_deadline = Some(tokio::time::Instant::now() + drain_timeout);
+                    continue;
+                };
+                match classify(&line) {
+                    Ok(Kind::Request(id)) => pending.insert(id),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(
+                        "stdin line is not valid JSON ({error}); forwarding it anyway: {}",
+                        excerpt(&line)
+                    ),
+                }
+                if let Err(error) = to_server.send(Message::text(line)).await {
+                    let reason = format!("the connection failed: {error}");
+                    return server_lost(&reason, &mut pending, to_stdout).await;
+                }
+            }
+            frame = from_server.next() => {
+                match frame_to_line(frame) {
+                    Ok(Some(line)) => {
+                        if let Ok(Kind::Response(id)) = classify(&line) {
+                            pending.remove(&id);
+                        }
+                        if to_stdout.send(line).await.is_err() {
+                            return BridgeExit::Done;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(reason) => return server_lost(&reason, &mut pending, to_stdout).await,
+                }
+            }
+            () = sleep_until(drain_deadline) => {
+                let message = format!("the server did not answer within {drain_timeout:?} after stdin closed");
+                tracing::warn!("{message}");
+                answer_all(&mut pending, &message, to_stdout).await;
+            }
+        }
+    }
+
+    // stdin closed and nothing is owed: close. The server answers what it
+    // already has (a parse error, say) before its own close frame; pass it on.
+    let goodbye = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "stdin closed".into(),
+    };
+    if to_server.send(Message::Close(Some(goodbye))).await.is_ok() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            while let Ok(Some(line)) = frame_to_line(from_server.next().await) {
+                if to_stdout.send(line).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    BridgeExit::Done
+}
+
+/// Sleep until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a frame from the server means for stdout: a line, nothing, or the end
+/// of the connection (with the reason).
+fn frame_to_line(
+    frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> Result<Option<String>, String> {
+    match frame {
+        Some(Ok(Message::Text(text))) => Ok(Some(one_line(text.as_str()))),
+        Some(Ok(Message::Binary(_))) => {
+            tracing::warn!("ignored a binary frame from the server: ACP messages are text");
+            Ok(None)
+        }
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(None),
+        Some(Ok(Message::Close(frame))) => Err(describe_close(frame)),
+        Some(Err(error)) => Err(format!("the connection failed: {error}")),
+        None => Err("the connection ended".to_owned()),
+    }
+}
+
+/// The server went away mid-session: say so, and answer everything still owed.
+async fn server_lost(
+    reason: &str,
+    pending: &mut Pending,
+    to_stdout: &mpsc::Sender<String>,
+) -> BridgeExit {
+    let message = format!(
+        "lost the connection to the Punie server: {reason}. See `punie status`, or restart it with `punie serve`"
+    );
+    tracing::error!("{message}");
+    answer_all(pending, &message, to_stdout).await;
+    BridgeExit::ServerLost
+}
+
+async fn answer_all(pending: &mut Pending, message: &str, to_stdout: &mpsc::Sender<String>) {
+    for id in pending.take_all() {
+        let _ = to_stdout.send(error_response(&id, message)).await;
+    }
+}
+
+/// A JSON-RPC error answering the request whose id is `id` (as JSON text).
+fn error_response(id: &str, message: &str) -> String {
+    let id: Value = serde_json::from_str(id).unwrap_or(Value::Null);
+    json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {"code": -32603, "message": message},
+    })
+    .to_string()
+}
+
+fn describe_close(frame: Option<CloseFrame>) -> String {
+    match frame {
+        Some(frame) if frame.reason.is_empty() => format!(
+            "the server closed the connection ({})",
+            u16::from(frame.code)
+        ),
+        Some(frame) => format!(
+            "the server closed the connection ({} {})",
+            u16::from(frame.code),
+            frame.reason
+        ),
+        None => "the server closed the connection".to_owned(),
+    }
+}
+
+/// A message as one line: frames are JSON, and JSON may be re-serialised
+/// without its newlines; anything else keeps its text with newlines escaped.
+fn one_line(text: &str) -> String {
+    if !text.contains(['\n', '\r']) {
+        return text.to_owned();
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(value) => value.to_string(),
+        Err(_) => text.replace('\r', "\\r").replace('\n', "\\n"),
+    }
+}
+
+fn excerpt(line: &str) -> String {
+    let mut excerpt: String = line.chars().take(EXCERPT_CHARS).collect();
+    if line.chars().nth(EXCERPT_CHARS).is_some() {
+        excerpt.push('…');
+    }
+    format!("{excerpt:?}")
+}
+
+/// Read stdin line by line on a thread of its own (a blocked read must not
+/// hold up the bridge). Lines end at `\n`; a trailing `\r` goes too.
+fn read_stdin(lines: mpsc::Sender<String>) {
+    let mut stdin = std::io::stdin().lock();
+    let mut buffer = Vec::new();
+    loop {
+        buffer.clear();
+        match stdin.read_until(b'\n', &mut buffer) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!("cannot read stdin: {error}");
+                return;
+            }
+        }
+        while matches!(buffer.last(), Some(b'\n' | b'\r')) {
+            buffer.pop();
+        }
+        if buffer.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let line = match String::from_utf8(std::mem::take(&mut buffer)) {
+            Ok(line) => line,
+            Err(error) => {
+                tracing::warn!(
+                    "stdin line is not valid UTF-8; forwarding it with replacement characters"
+                );
+                String::from_utf8_lossy(error.as_bytes()).into_owned()
+            }
+        };
+        if lines.blocking_send(line).is_err() {
+            return;
+        }
+    }
+}
+
+/// Write lines to stdout on a thread of its own, flushing whenever no more
+/// are waiting. Works for a pipe, a file or a terminal alike.
+fn write_stdout(mut lines: mpsc::Receiver<String>) {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    while let Some(line) = lines.blocking_recv() {
+        let mut written = out
+            .write_all(line.as_bytes())
+            .and_then(|()| out.write_all(b"\n"));
+        if written.is_ok() && lines.is_empty() {
+            written = out.flush();
+        }
+        if let Err(error) = written {
+            tracing::error!("cannot write to stdout: {error}");
+            return;
+        }
+    }
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_responses_are_told_apart_by_id_and_method() {
+        assert!(
+            matches!(classify(r#"{"jsonrpc":"2.0","id":1,"method":"x"}"#), Ok(Kind::Request(id)) if id == "1")
+        );
+        assert!(
+            matches!(classify(r#"{"jsonrpc":"2.0","id":"a","result":{}}"#), Ok(Kind::Response(id)) if id == "\"a\"")
+        );
+        assert!(matches!(
+            classify(r#"{"jsonrpc":"2.0","method":"n"}"#),
+            Ok(Kind::Other)
+        ));
+        assert!(classify("{oops").is_err());
+    }
+
+    #[test]
+    fn an_error_answer_keeps_the_id_exactly() {
+        let answer: Value = serde_json::from_str(&error_response("\"abc\"", "gone")).unwrap();
+        assert_eq!(answer["id"], "abc");
+        assert_eq!(answer["error"]["message"], "gone");
+        let answer: Value = serde_json::from_str(&error_response("7", "gone")).unwrap();
+        assert_eq!(answer["id"], 7);
+    }
+
+    #[test]
+    fn frames_become_single_lines() {
+        assert_eq!(one_line("{\n \"a\": 1\n}"), r#"{"a":1}"#);
+        assert_eq!(one_line("not\njson"), "not\\njson");
+        assert_eq!(one_line(r#"{"a":"é"}"#), r#"{"a":"é"}"#);
+    }
+
+    #[test]
+    fn excerpts_are_short() {
+        let long = "x".repeat(500);
+        assert!(excerpt(&long).chars().count() < 100);
+    }
+}

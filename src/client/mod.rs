@@ -1,0 +1,224 @@
+//! The thin clients of a Punie server: finding it, reaching it, and the
+//! commands built on that (the IDE bridge, `punie ask`, `status`, `stop`).
+//!
+//! Clients hold no session state: the server owns it all. This module resolves
+//! which server to talk to and opens WebSockets to it; it never touches the
+//! server's internals, only its public endpoints.
+
+pub mod bridge;
+pub mod status;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::auth::AccessToken;
+use crate::config::{MAX_MESSAGE_BYTES, Paths};
+use crate::server::ServerRecord;
+
+/// Where clients look when nothing says otherwise.
+pub const DEFAULT_SERVER: &str = "ws://127.0.0.1:8000/acp";
+
+/// Environment variable naming the server, like `--server`.
+pub const SERVER_ENV: &str = "PUNIE_SERVER";
+
+/// How long a client waits for the server to accept a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The server a client talks to, and how to get in.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The ACP WebSocket endpoint, e.g. `ws://127.0.0.1:8000/acp`.
+    pub acp_url: String,
+    /// The server's base HTTP URL, e.g. `http://127.0.0.1:8000`.
+    pub http_url: String,
+    pub token: Option<AccessToken>,
+    /// What `server.json` said, when the target came from it.
+    pub record: Option<ServerRecord>,
+}
+
+impl Target {
+    /// The server named by `--server`/`PUNIE_SERVER`, else the one recorded in
+    /// `server.json`, else [`DEFAULT_SERVER`]; the token from `PUNIE_TOKEN`,
+    /// else the token file.
+    pub fn locate(server: Option<&str>, paths: &Paths) -> anyhow::Result<Self> {
+        let token = AccessToken::for_client(&paths.token_file())?;
+        let (url, record) = match server {
+            Some(url) => (url.to_owned(), None),
+            None => match ServerRecord::read(&paths.server_file())? {
+                Some(record) => (record.url.clone(), Some(record)),
+                None => (DEFAULT_SERVER.to_owned(), None),
+            },
+        };
+        let (acp_url, http_url) = endpoints(&url)?;
+        Ok(Self {
+            acp_url,
+            http_url,
+            token,
+            record,
+        })
+    }
+
+    /// Open an authenticated WebSocket to the ACP endpoint.
+    pub async fn connect(
+        &self,
+    ) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, ConnectError> {
+        let mut request = self
+            .acp_url
+            .as_str()
+            .into_client_request()
+            .map_err(|error| {
+                ConnectError::new(
+                    self,
+                    format!("`{}` is not a WebSocket URL: {error}", self.acp_url),
+                )
+            })?;
+        if let Some(token) = &self.token {
+            let value =
+                HeaderValue::from_str(&format!("Bearer {}", token.as_str())).map_err(|_| {
+                    ConnectError::new(self, "the access token is not a valid header value".into())
+                })?;
+            request.headers_mut().insert("Authorization", value);
+        }
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_MESSAGE_BYTES));
+        let handshake = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+        match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Ok(Ok((socket, _))) => Ok(socket),
+            Ok(Err(error)) => Err(ConnectError::new(
+                self,
+                describe_handshake_error(self, &error),
+            )),
+            Err(_) => Err(ConnectError::new(
+                self,
+                format!("no answer within {CONNECT_TIMEOUT:?}"),
+            )),
+        }
+    }
+}
+
+/// The ACP WebSocket URL and the base HTTP URL of a server given as either.
+fn endpoints(url: &str) -> anyhow::Result<(String, String)> {
+    let url = url.trim().trim_end_matches('/');
+    let (scheme, rest) = url.split_once("://").with_context(|| {
+        format!("`{url}` is not a URL; expected something like {DEFAULT_SERVER}")
+    })?;
+    let (ws_scheme, http_scheme) = match scheme.to_ascii_lowercase().as_str() {
+        "ws" | "http" => ("ws", "http"),
+        "wss" | "https" => ("wss", "https"),
+        other => anyhow::bail!(
+            "`{url}`: unsupported scheme `{other}`; use ws://, wss://, http:// or https://"
+        ),
+    };
+    let (authority, path) = match rest.split_once('/') {
+        Some((authority, path)) => (authority, format!("/{path}")),
+        None => (rest, String::new()),
+    };
+    anyhow::ensure!(!authority.is_empty(), "`{url}` names no host");
+    let acp_path = if path.is_empty() {
+        "/acp".to_owned()
+    } else {
+        path
+    };
+    Ok((
+        format!("{ws_scheme}://{authority}{acp_path}"),
+        format!("{http_scheme}://{authority}"),
+    ))
+}
+
+/// Why a client could not reach the server, worded for the person at the keyboard.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the Punie server at {url}: {reason}. {fix}")]
+pub struct ConnectError {
+    pub url: String,
+    pub reason: String,
+    pub fix: &'static str,
+}
+
+impl ConnectError {
+    fn new(target: &Target, reason: String) -> Self {
+        let fix = if reason.contains("401") {
+            "Check the token: it is in $XDG_STATE_HOME/punie/token, or set PUNIE_TOKEN; `punie status` shows which server is running"
+        } else {
+            "Start one with `punie serve`, or see `punie status`"
+        };
+        Self {
+            url: target.acp_url.clone(),
+            reason,
+            fix,
+        }
+    }
+}
+
+fn describe_handshake_error(
+    target: &Target,
+    error: &tokio_tungstenite::tungstenite::Error,
+) -> String {
+    use tokio_tungstenite::tungstenite::Error;
+    match error {
+        Error::Http(response) if response.status() == 401 => {
+            if target.token.is_some() {
+                "it refused the access token (401)".to_owned()
+            } else {
+                "it wants an access token and none was found (401)".to_owned()
+            }
+        }
+        Error::Http(response) => format!("it answered HTTP {}", response.status()),
+        Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "nothing is listening there (connection refused)".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_base_url_gets_the_acp_path() {
+        assert_eq!(
+            endpoints("http://127.0.0.1:8000").unwrap(),
+            (
+                "ws://127.0.0.1:8000/acp".to_owned(),
+                "http://127.0.0.1:8000".to_owned()
+            )
+        );
+        assert_eq!(
+            endpoints("https://agent.example/").unwrap(),
+            (
+                "wss://agent.example/acp".to_owned(),
+                "https://agent.example".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn an_acp_url_is_kept() {
+        assert_eq!(
+            endpoints("ws://localhost:9/ws").unwrap(),
+            (
+                "ws://localhost:9/ws".to_owned(),
+                "http://localhost:9".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_an_example() {
+        assert!(
+            endpoints("localhost:8000")
+                .unwrap_err()
+                .to_string()
+                .contains(DEFAULT_SERVER)
+        );
+        assert!(endpoints("ftp://x").is_err());
+        assert!(endpoints("ws://").is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! `punie status` and `punie stop`: ask the server how it is, and stop exactly
+//! the server that was started — by the pid it recorded, once its own
+//! `/health` confirms that pid. Never by process name.
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use super::Target;
+use crate::config::Paths;
+use crate::server::ServerRecord;
+
+/// How long `status` and `stop` wait for `/health`.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long `stop` waits for the server to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `/health` says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub pid: u32,
+    pub connections: u64,
+    pub sessions: u64,
+    pub uptime_seconds: f64,
+}
+
+/// How a status or stop command ended; the CLI turns it into an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server answered (status) or stopped (stop).
+    Done,
+    /// No server answers.
+    NoServer,
+}
+
+/// Ask the server at `target` for its health.
+pub async fn health(target: &Target) -> anyhow::Result<Health> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(HEALTH_TIMEOUT)
+        .build()?;
+    let response = client
+        .get(format!("{}/health", target.http_url))
+        .send()
+        .await
+        .map_err(|error| anyhow::anyhow!(describe_request_error(&error)))?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "it answered HTTP {}",
+        response.status()
+    );
+    response
+        .json()
+        .await
+        .context("its /health answer is not Punie's")
+}
+
+fn describe_request_error(error: &reqwest::Error) -> String {
+    if error.is_connect() {
+        "nothing is listening there".to_owned()
+    } else if error.is_timeout() {
+        format!("no answer within {HEALTH_TIMEOUT:?}")
+    } else {
+        error.to_string()
+    }
+}
+
+/// `punie status`: print how the server is, as text or JSON.
+pub async fn status(target: &Target, json: bool) -> anyhow::Result<Outcome> {
+    let health = match health(target).await {
+        Ok(health) => health,
+        Err(error) => {
+            eprintln!(
+                "punie: no Punie server at {} ({error:#}). Start one with `punie serve`.",
+                target.http_url
+            );
+            return Ok(Outcome::NoServer);
+        }
+    };
+    if json {
+        let mut value = serde_json::to_value(&health)?;
+        value["url"] = target.http_url.clone().into();
+        println!("{value}");
+    } else {
+        let uptime = Duration::from_secs(health.uptime_seconds.max(0.0) as u64);
+        println!("Punie {} at {}", health.version, target.http_url);
+        println!("  pid          {}", health.pid);
+        println!("  uptime       {}", humantime::format_duration(uptime));
+        println!("  connections  {}", health.connections);
+        println!("  sessions     {}", health.sessions);
+    }
+    Ok(Outcome::Done)
+}
+
+/// `punie stop`: SIGTERM to the recorded server, once its `/health` confirms
+/// the pid, then wait for it to exit.
+pub async fn stop(target: &Target, paths: &Paths) -> anyhow::Result<Outcome> {
+    let Some(record) = &target.record else {
+        eprintln!(
+            "punie: no running server is recorded in {}; nothing to stop.",
+            paths.server_file().display()
+        );
+        return Ok(Outcome::NoServer);
+    };
+    // Held from before the check until the signal, so the pid cannot be reused in between.
+    let process = match pidfd(record.pid) {
+        Ok(process) => process,
+        Err(_) => {
+            eprintln!(
+                "punie: the recorded server (pid {}) is not running.",
+                record.pid
+            );
+            forget(record, paths);
+            return Ok(Outcome::NoServer);
+        }
+    };
+    let health = match health(target).await {
+        Ok(health) => health,
+        Err(error) => {
+            eprintln!(
+                "punie: the recorded server (pid {}) does not answer at {} ({error:#}); not signalling anything.",
+                record.pid, target.http_url
+            );
+            return Ok(Outcome::NoServer);
+        }
+    };
+    anyhow::ensure!(
+        health.pid == record.pid,
+        "the server at {} is pid {}, but the record says pid {}; not signalling anything",
+        target.http_url,
+        health.pid,
+        record.pid
+    );
+    rustix::process::pidfd_send_signal(&process, rustix::process::Signal::TERM)
+        .with_context(|| format!("cannot signal pid {}", record.pid))?;
+    tokio::time::timeout(STOP_TIMEOUT, exited(process))
+        .await
+        .with_context(|| format!("pid {} did not exit within {STOP_TIMEOUT:?}", record.pid))??;
+    eprintln!(
+        "punie: stopped the server at {} (pid {}).",
+        target.http_url, record.pid
+    );
+    Ok(Outcome::Done)
+}
+
+/// A record whose process is gone only misleads clients; remove it.
+fn forget(record: &ServerRecord, paths: &Paths) {
+    if record.remove(&paths.server_file()).is_ok() {
+        eprintln!("punie: removed its stale record.");
+    }
+}
+
+fn pidfd(pid: u32) -> std::io::Result<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| std::io::Error::other("pid 0 is not a process"))?;
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::empty(),
+    )?)
+}
+
+/// Completes when the process behind `process` exits: its pidfd turns readable.
+async fn exited(process: OwnedFd) -> anyhow::Result<()> {
+    // SAFETY: the AsyncFd owns the pidfd, and nothing else closes or replaces it.
+    let process = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(process, tokio::io::Interest::READABLE)?
+    };
+    let _ready = process.readable().await?;
+    Ok(())
+}

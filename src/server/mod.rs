@@ -1,0 +1,289 @@
+//! The network service `punie serve`: binds the listener, serves HTTP and
+//! WebSocket with axum, and owns the server's life from the ready line to a
+//! graceful shutdown.
+//!
+//! Routes: `GET /health` (no token), and ACP at `/acp` — a WebSocket upgrade,
+//! or the HTTP/SSE profile of the SDK's transport for everything else — with
+//! `/ws` serving the same WebSocket. Every request passes the checks in
+//! [`crate::auth`] first. On SIGINT or SIGTERM the server stops accepting,
+//! lets every connection wind down (running turns end `cancelled`, each
+//! WebSocket gets close frame 1001), removes `server.json` and exits 0.
+//!
+//! What ACP messages mean is [`crate::acp`]'s business, not this module's.
+
+mod record;
+mod websocket;
+
+use std::future::IntoFuture as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use agent_client_protocol_http::{AcpHttpServer, ServerOptions};
+use anyhow::Context as _;
+use axum::extract::{FromRequestParts as _, Request, State, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::serve::ListenerExt as _;
+use axum::{Json, Router, middleware};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+
+use crate::acp::{AcpConnection, AgentHub};
+use crate::auth::{self, AccessToken, RequestGuard};
+use crate::config::{MAX_MESSAGE_BYTES, SHUTDOWN_GRACE, ServeConfig};
+use crate::model;
+
+pub use record::ServerRecord;
+
+/// Pending connections the kernel queues before the server accepts them.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Initial read buffer of a WebSocket; it grows for large messages. Kept
+/// small because idle connections are the common case.
+const WEBSOCKET_READ_BUFFER: usize = 4 * 1024;
+
+/// Outgoing bytes a WebSocket gathers before writing them; a flush writes
+/// sooner. Lets a burst of messages go out in one write.
+const WEBSOCKET_WRITE_BUFFER: usize = 64 * 1024;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "port {port} on {host} is already in use — is Punie already running? See `punie status`"
+    )]
+    PortInUse { host: IpAddr, port: u16 },
+}
+
+/// What the routes share.
+#[derive(Clone)]
+struct AppState {
+    hub: Arc<AgentHub>,
+    /// The SDK's HTTP/SSE transport, for `/acp` requests that are not WebSocket upgrades.
+    http_transport: Router,
+    /// Open WebSockets; waited on at shutdown.
+    sockets: TaskTracker,
+    started: Instant,
+}
+
+/// Run `punie serve` until SIGINT or SIGTERM.
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    raise_open_file_limit();
+    let model = model::from_spec(&config.model)?;
+    let listener = bind(config.host, config.port)?;
+    let address = listener.local_addr()?;
+    let token = AccessToken::load_or_create(&config.paths.token_file())?;
+    let mut signals = Signals::install()?;
+    if !config.host.is_loopback() {
+        tracing::warn!(
+            "listening on {} — reachable from other machines; put TLS in front of it",
+            config.host
+        );
+    }
+
+    let shutdown = CancellationToken::new();
+    let hub = AgentHub::new(model, shutdown.clone());
+    let state = AppState {
+        http_transport: http_transport(hub.clone()),
+        hub: hub.clone(),
+        sockets: TaskTracker::new(),
+        started,
+    };
+    let guard = Arc::new(RequestGuard::new(token, config.host, address.port()));
+    let app = router(state.clone(), guard);
+
+    let record = ServerRecord::for_this_process(address, started_at);
+    let server_file = config.paths.server_file();
+    record.write(&server_file)?;
+    eprintln!("punie listening on http://{address}");
+    tracing::info!(model = config.model, "ready in {:?}", started.elapsed());
+
+    // ACP is many small messages each way; Nagle's algorithm would hold each
+    // one back until the previous is acknowledged.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {error}");
+        }
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    let mut served = std::pin::pin!(served);
+    tokio::select! {
+        result = &mut served => result.context("the server stopped unexpectedly")?,
+        signal = signals.next() => {
+            tracing::info!("{signal} received: shutting down");
+            shutdown.cancel();
+            let stopping = Instant::now();
+            let drained = async {
+                let _ = served.await;
+                state.sockets.close();
+                tokio::join!(state.sockets.wait(), hub.connections_ended());
+            };
+            tokio::select! {
+                () = drained => tracing::info!("every connection closed in {:?}", stopping.elapsed()),
+                () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; exiting anyway"),
+                signal = signals.next() => tracing::warn!("{signal} received again: exiting now"),
+            }
+        }
+    }
+    record.remove(&server_file)?;
+    Ok(())
+}
+
+fn router(state: AppState, guard: Arc<RequestGuard>) -> Router {
+    let acp = Router::new()
+        .route("/acp", any(acp_endpoint))
+        .route("/ws", get(websocket_endpoint))
+        .route_layer(middleware::from_fn_with_state(
+            guard.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .merge(acp)
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(
+            guard,
+            auth::check_host_and_origin,
+        ))
+}
+
+/// The SDK's HTTP/SSE profile of the ACP transport: one [`AcpConnection`] per
+/// client that POSTs `initialize`.
+fn http_transport(hub: Arc<AgentHub>) -> Router {
+    AcpHttpServer::new(move || AcpConnection::new(hub.clone()))
+        .with_options(ServerOptions::default().with_health_endpoint(false))
+        .into_router()
+}
+
+async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "ok",
+        "version": crate::VERSION,
+        "pid": std::process::id(),
+        "connections": state.hub.connection_count(),
+        "sessions": state.hub.sessions.len(),
+        "uptimeSeconds": (state.started.elapsed().as_millis() as f64) / 1000.0,
+    }))
+}
+
+/// `/acp`: a WebSocket upgrade is served here, anything else by the SDK's HTTP transport.
+async fn acp_endpoint(State(state): State<AppState>, request: Request) -> Response {
+    if state.hub.shutdown.is_cancelled() {
+        return shutting_down();
+    }
+    if !is_websocket_upgrade(&request) {
+        return match state.http_transport.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+    }
+    let (mut parts, _body) = request.into_parts();
+    match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(upgrade) => accept_websocket(upgrade, state),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+/// `/ws`: the same WebSocket endpoint, at the address the design notes name.
+async fn websocket_endpoint(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    if state.hub.shutdown.is_cancelled() {
+        return shutting_down();
+    }
+    accept_websocket(upgrade, state)
+}
+
+fn accept_websocket(upgrade: WebSocketUpgrade, state: AppState) -> Response {
+    let AppState { hub, sockets, .. } = state;
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(WEBSOCKET_READ_BUFFER)
+        .write_buffer_size(WEBSOCKET_WRITE_BUFFER)
+        .on_failed_upgrade(|error| tracing::debug!("WebSocket upgrade failed: {error}"))
+        .on_upgrade(move |socket| sockets.track_future(websocket::serve(socket, hub)))
+}
+
+fn is_websocket_upgrade(request: &Request) -> bool {
+    request
+        .headers()
+        .get_all(header::UPGRADE)
+        .iter()
+        .any(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+fn shutting_down() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is shutting down\n",
+    )
+        .into_response()
+}
+
+/// Bind `host:port`; a port in use is a [`StartError::PortInUse`].
+fn bind(host: IpAddr, port: u16) -> anyhow::Result<TcpListener> {
+    let address = SocketAddr::new(host, port);
+    let socket = match host {
+        IpAddr::V4(_) => TcpSocket::new_v4(),
+        IpAddr::V6(_) => TcpSocket::new_v6(),
+    }?;
+    // Lets a restarted server take its port back from connections in TIME_WAIT;
+    // it does not let two servers share a port.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address).map_err(|error| match error.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::Error::new(StartError::PortInUse { host, port }),
+        _ => anyhow::Error::new(error).context(format!("cannot listen on {address}")),
+    })?;
+    socket
+        .listen(LISTEN_BACKLOG)
+        .with_context(|| format!("cannot listen on {address}"))
+}
+
+/// Many clients mean many sockets: use every file descriptor the system allows.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(error) => tracing::warn!("cannot raise the open file limit: {error}"),
+    }
+}
+
+/// The signals that stop the server. Installed before the server is ready,
+/// so a signal sent right after the ready line is never missed.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            hangup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        })
+    }
+
+    /// The next stopping signal. A hangup does not stop the server: it runs
+    /// in the background until it is told to stop.
+    async fn next(&mut self) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.terminate.recv() => return "SIGTERM",
+                _ = self.interrupt.recv() => return "SIGINT",
+                _ = self.hangup.recv() => {
+                    tracing::info!("ignored SIGHUP: the server keeps running until SIGTERM or SIGINT");
+                }
+            }
+        }
+    }
+}

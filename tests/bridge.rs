@@ -1,0 +1,331 @@
+//! `punie`, the stdio bridge an IDE launches: ACP lines in and out, carried to
+//! and from the server, with nothing else ever on stdout.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use agent_client_protocol::v1::schema::{CancelNotification, PromptRequest, StopReason};
+use agent_client_protocol::{AcpAgent, AcpAgentConfig};
+use nix::sys::signal::Signal;
+use serde_json::json;
+use support::sdk::{Received, client, first_update, initialize, new_session, prompt};
+use support::{Bridge, Home, Server, unused_port, within};
+
+fn initialize_request(id: u64) -> serde_json::Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {"protocolVersion": 1, "clientCapabilities": {}}})
+}
+
+fn request(id: u64, method: &str, params: serde_json::Value) -> serde_json::Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+/// The bridge as the SDK's client role launches an agent: a child process on stdio.
+fn bridge_agent(server: &Server) -> AcpAgent {
+    let home = server.home.dir.path();
+    AcpAgent::new(
+        AcpAgentConfig::new(env!("CARGO_BIN_EXE_punie"))
+            .args(["--server", &server.ws_url()])
+            .env("PUNIE_TOKEN", &server.token)
+            .env(
+                "XDG_STATE_HOME",
+                home.join("bridge-state").to_string_lossy(),
+            )
+            .env("XDG_DATA_HOME", home.join("bridge-data").to_string_lossy())
+            .env(
+                "XDG_CONFIG_HOME",
+                home.join("bridge-config").to_string_lossy(),
+            ),
+    )
+}
+
+#[tokio::test]
+async fn an_acp_client_drives_the_server_through_the_bridge() {
+    let server = Server::start().await;
+    let workspace = server.home.workspace();
+    let received = Received::default();
+    client(bridge_agent(&server), received.clone(), async |cx| {
+        initialize(&cx).await?;
+        let session = new_session(&cx, &workspace).await?;
+        assert_eq!(
+            prompt(&cx, &session, "through the bridge").await?,
+            StopReason::EndTurn
+        );
+        let (text, chunks) = received.agent_text(&session);
+        assert_eq!(
+            text,
+            "Turn 1. You said: \"through the bridge\". That is the first thing you said."
+        );
+        assert!(chunks > 1, "the reply streams through the bridge in chunks");
+
+        let counting = cx.send_request(PromptRequest::new(
+            session.clone(),
+            vec!["count to 1000".into()],
+        ));
+        first_update(&received, &session).await;
+        cx.send_notification(CancelNotification::new(session.clone()))?;
+        assert_eq!(
+            counting.block_task().await?.stop_reason,
+            StopReason::Cancelled
+        );
+        Ok(())
+    })
+    .await;
+    assert_eq!(
+        server.health().await["sessions"],
+        0,
+        "the bridge's connection closed cleanly"
+    );
+}
+
+#[tokio::test]
+async fn requests_written_just_before_stdin_closes_are_all_answered() {
+    let server = Server::start().await;
+    let mut bridge = Bridge::to(&server);
+    bridge.send(initialize_request(1)).await;
+    bridge
+        .send(request(
+            2,
+            "session/new",
+            json!({"cwd": server.home.workspace(), "mcpServers": []}),
+        ))
+        .await;
+    for id in 3..103 {
+        bridge.send(request(id, "session/list", json!({}))).await;
+    }
+    bridge.send_line("this line is not JSON").await;
+    bridge.close_stdin();
+
+    let answers = bridge.rest().await;
+    let mut ids: Vec<u64> = answers.iter().filter_map(|a| a["id"].as_u64()).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (1..103).collect::<Vec<_>>(),
+        "every request got its answer"
+    );
+    assert!(
+        answers.iter().any(|a| a["error"]["code"] == -32700),
+        "the parse error for the bad line arrived too"
+    );
+    assert!(bridge.exit_status().await.success());
+}
+
+#[tokio::test]
+async fn with_no_server_the_pending_request_is_answered_and_the_bridge_exits_1_within_a_second() {
+    let home = Home::new();
+    let url = format!("ws://127.0.0.1:{}/acp", unused_port());
+    let started = Instant::now();
+    let mut bridge = Bridge::spawn(&home, &url, "any-token");
+    bridge.send(initialize_request(1)).await;
+    let answer = bridge.recv().await.expect("an answer to initialize");
+    let status = bridge.exit_status().await;
+    let took = started.elapsed();
+
+    assert_eq!(answer["id"], 1);
+    let message = answer["error"]["message"]
+        .as_str()
+        .expect("an error message");
+    assert!(message.contains(&url), "names the URL: {message}");
+    assert!(
+        message.contains("punie serve"),
+        "says how to fix it: {message}"
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        took < Duration::from_secs(1),
+        "gave up within a second, took {took:?}"
+    );
+    let stderr = bridge.stderr().await;
+    assert!(
+        stderr.contains(&url) && stderr.contains("punie serve"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_token_is_reported_with_its_fix() {
+    let server = Server::start().await;
+    let mut bridge = Bridge::spawn(&server.home, &server.ws_url(), "not-the-token");
+    bridge.send(initialize_request(1)).await;
+    let answer = bridge.recv().await.expect("an answer to initialize");
+    let message = answer["error"]["message"]
+        .as_str()
+        .expect("an error message");
+    assert!(message.contains("401"), "{message}");
+    assert!(message.contains("token"), "{message}");
+    assert_eq!(bridge.exit_status().await.code(), Some(1));
+}
+
+#[tokio::test]
+async fn an_invalid_line_is_reported_forwarded_and_survived() {
+    let server = Server::start().await;
+    let mut bridge = Bridge::to(&server);
+    bridge
+        .send_line("{\"jsonrpc\": \"2.0\", \"id\": 1, oops")
+        .await;
+    let answer = bridge.recv().await.expect("the server's answer");
+    assert_eq!(answer["error"]["code"], -32700, "{answer}");
+    bridge.send(initialize_request(2)).await;
+    assert!(bridge.response_to(2).await.get("result").is_some());
+    bridge.close_stdin();
+    assert!(bridge.exit_status().await.success());
+    let stderr = bridge.stderr().await;
+    assert!(stderr.contains("not valid JSON"), "{stderr}");
+    assert!(stderr.contains("oops"), "quotes an excerpt: {stderr}");
+}
+
+#[tokio::test]
+async fn a_20_mb_message_and_any_unicode_pass_through_intact() {
+    let server = Server::start().await;
+    let mut bridge = Bridge::to(&server);
+    bridge.send(initialize_request(1)).await;
+    bridge.response_to(1).await;
+    bridge
+        .send(request(
+            2,
+            "session/new",
+            json!({"cwd": server.home.workspace(), "mcpServers": []}),
+        ))
+        .await;
+    let session = bridge.response_to(2).await["result"]["sessionId"].clone();
+    let unicode =
+        "héllo 世界 🦀 مرحبا e\u{301} \u{200d}\u{1F469}\u{200D}\u{1F4BB} \"quoted\" \\ tab\t";
+    let mut big = unicode.repeat(20 * 1024 * 1024 / unicode.len() + 1);
+    big.push_str(" end");
+    assert!(big.len() > 20 * 1024 * 1024);
+    bridge
+        .send(request(
+            3,
+            "session/prompt",
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": big}]}),
+        ))
+        .await;
+    let mut text = String::new();
+    loop {
+        let message = bridge.recv().await.expect("the reply");
+        if message["id"] == 3 {
+            assert_eq!(message["result"]["stopReason"], "end_turn");
+            break;
+        }
+        if let Some(chunk) = message["params"]["update"]["content"]["text"].as_str() {
+            text.push_str(chunk);
+        }
+    }
+    assert!(
+        text.contains(&format!("You said: \"{big}\"")),
+        "the 20 MB prompt came back intact"
+    );
+    bridge.close_stdin();
+    assert!(bridge.exit_status().await.success());
+}
+
+#[tokio::test]
+async fn stdout_may_be_a_regular_file() {
+    let server = Server::start().await;
+    let output = server.home.dir.path().join("bridge-output.jsonl");
+    let mut child = server
+        .home
+        .command()
+        .args(["--server", &server.ws_url()])
+        .env("PUNIE_TOKEN", &server.token)
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{}\n", initialize_request(1)).as_bytes())
+            .await
+            .unwrap();
+    }
+    let status = within("the bridge to exit", child.wait()).await.unwrap();
+    assert!(status.success());
+    let written = std::fs::read_to_string(&output).unwrap();
+    let lines: Vec<serde_json::Value> = written
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{written}");
+    assert_eq!(lines[0]["result"]["agentInfo"]["name"], "punie");
+}
+
+#[tokio::test]
+async fn when_the_server_dies_mid_turn_the_waiting_request_gets_an_error_and_the_bridge_exits_1() {
+    let server = Server::start().await;
+    let mut bridge = Bridge::to(&server);
+    bridge.send(initialize_request(1)).await;
+    bridge.response_to(1).await;
+    bridge
+        .send(request(
+            2,
+            "session/new",
+            json!({"cwd": server.home.workspace(), "mcpServers": []}),
+        ))
+        .await;
+    let session = bridge.response_to(2).await["result"]["sessionId"].clone();
+    bridge
+        .send(request(
+            3,
+            "session/prompt",
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": "count to 1000"}]}),
+        ))
+        .await;
+    let update = bridge.recv().await.expect("the turn has begun");
+    assert_eq!(update["method"], "session/update");
+
+    server.signal(Signal::SIGKILL);
+    let answer = bridge.response_to(3).await;
+    let message = answer["error"]["message"]
+        .as_str()
+        .expect("an error for the waiting prompt");
+    assert!(message.contains("lost the connection"), "{message}");
+    assert_eq!(bridge.exit_status().await.code(), Some(1));
+    let stderr = bridge.stderr().await;
+    assert!(stderr.contains("lost the connection"), "{stderr}");
+}
+
+#[tokio::test]
+async fn when_the_server_shuts_down_the_bridge_passes_on_its_answers_then_exits_1() {
+    let mut server = Server::start().await;
+    let mut bridge = Bridge::to(&server);
+    bridge.send(initialize_request(1)).await;
+    bridge.response_to(1).await;
+    bridge
+        .send(request(
+            2,
+            "session/new",
+            json!({"cwd": server.home.workspace(), "mcpServers": []}),
+        ))
+        .await;
+    let session = bridge.response_to(2).await["result"]["sessionId"].clone();
+    bridge
+        .send(request(
+            3,
+            "session/prompt",
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": "count to 1000"}]}),
+        ))
+        .await;
+    bridge.recv().await.expect("the turn has begun");
+
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let answer = bridge.response_to(3).await;
+    assert_eq!(answer["result"]["stopReason"], "cancelled", "{answer}");
+    assert_eq!(bridge.exit_status().await.code(), Some(1));
+    let stderr = bridge.stderr().await;
+    assert!(
+        stderr.contains("1001"),
+        "says why the server closed: {stderr}"
+    );
+    assert!(server.exit_status().await.success());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(1),
+        "the bridge answered the server's close at once, so the server did not wait: {:?}",
+        signalled.elapsed()
+    );
+}

@@ -1,0 +1,221 @@
+//! A client's mistakes get the right JSON-RPC code and a message a person can
+//! act on, and the connection stays usable afterwards.
+
+mod support;
+
+use futures::SinkExt as _;
+use serde_json::{Value, json};
+use support::{RawClient, Server};
+
+/// The error of a response, asserting there is one.
+fn error(response: &Value) -> (i64, String) {
+    let error = response
+        .get("error")
+        .unwrap_or_else(|| panic!("expected an error, got {response}"));
+    (
+        error["code"].as_i64().expect("an integer code"),
+        error["message"].as_str().expect("a message").to_owned(),
+    )
+}
+
+/// The connection still works: a fresh session can be prompted.
+async fn still_usable(client: &mut RawClient, server: &Server) {
+    let session = client.new_session(&server.home.workspace()).await;
+    let answer = client.prompt(&session, "ping").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+}
+
+#[tokio::test]
+async fn an_unparsable_frame_is_answered_with_a_parse_error_and_the_connection_stays() {
+    let server = Server::start().await;
+    let mut client = server.initialized().await;
+    client.send_text("{this is not json").await;
+    let response = client.recv().await;
+    assert_eq!(response["id"], Value::Null);
+    assert_eq!(error(&response).0, -32700);
+    client.send_text("[1, 2]").await;
+    assert_eq!(error(&client.recv().await).0, -32600, "batches are refused");
+    still_usable(&mut client, &server).await;
+}
+
+#[tokio::test]
+async fn an_unknown_method_is_method_not_found() {
+    let server = Server::start().await;
+    let mut client = server.initialized().await;
+    let (code, message) = error(&client.request("frobnicate", json!({})).await);
+    assert_eq!(code, -32601);
+    assert!(message.contains("frobnicate"), "{message}");
+    let (code, message) = error(
+        &client
+            .request(
+                "session/load",
+                json!({"sessionId": "x", "cwd": "/", "mcpServers": []}),
+            )
+            .await,
+    );
+    assert_eq!(code, -32601, "session/load is not offered: {message}");
+    still_usable(&mut client, &server).await;
+}
+
+#[tokio::test]
+async fn a_bad_cwd_is_invalid_params_naming_the_problem() {
+    let server = Server::start().await;
+    let mut client = server.initialized().await;
+    let file = server.home.workspace().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let cases = [
+        (json!({"mcpServers": []}), "cwd"),
+        (
+            json!({"cwd": "relative/path", "mcpServers": []}),
+            "absolute",
+        ),
+        (
+            json!({"cwd": "/no/such/directory/anywhere", "mcpServers": []}),
+            "does not exist",
+        ),
+        (json!({"cwd": file, "mcpServers": []}), "not a directory"),
+        (json!({"cwd": 42, "mcpServers": []}), "cwd"),
+    ];
+    for (params, problem) in cases {
+        let (code, message) = error(&client.request("session/new", params.clone()).await);
+        assert_eq!(code, -32602, "{params}: {message}");
+        assert!(
+            message.starts_with("session/new: ") && message.contains(problem),
+            "{params}: the message names the problem ({problem}): {message}"
+        );
+    }
+    still_usable(&mut client, &server).await;
+}
+
+#[tokio::test]
+async fn a_prompt_to_an_unknown_session_is_resource_not_found() {
+    let server = Server::start().await;
+    let mut client = server.initialized().await;
+    let response = client.prompt("no-such-session", "hello").await;
+    let (code, message) = error(&response);
+    assert_eq!(code, -32002);
+    assert!(message.contains("no-such-session"), "{message}");
+    assert_eq!(response["error"]["data"]["sessionId"], "no-such-session");
+    still_usable(&mut client, &server).await;
+}
+
+#[tokio::test]
+async fn a_prompt_to_another_connections_session_is_refused() {
+    let server = Server::start().await;
+    let mut owner = server.initialized().await;
+    let mut other = server.initialized().await;
+    let session = owner.new_session(&server.home.workspace()).await;
+    let (code, message) = error(&other.prompt(&session, "let me in").await);
+    assert_eq!(code, -32002);
+    assert!(message.contains("another connection"), "{message}");
+    let (code, _) = error(
+        &other
+            .request("session/close", json!({"sessionId": session}))
+            .await,
+    );
+    assert_eq!(code, -32002, "nor may it close the session");
+    other
+        .notify("session/cancel", json!({"sessionId": session}))
+        .await;
+
+    // The owner is unaffected, and so is the refused client.
+    let answer = owner.prompt(&session, "mine").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn");
+    assert!(owner.agent_text(&session).contains("mine"));
+    still_usable(&mut other, &server).await;
+}
+
+#[tokio::test]
+async fn malformed_prompts_are_invalid_params() {
+    let server = Server::start().await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    let cases = [
+        (json!({"sessionId": session}), "prompt"),
+        (json!({"sessionId": session, "prompt": []}), "empty"),
+        (
+            json!({"sessionId": session, "prompt": [{"type": "image", "data": "AAAA", "mimeType": "image/png"}]}),
+            "image",
+        ),
+        (
+            json!({"prompt": [{"type": "text", "text": "hi"}]}),
+            "sessionId",
+        ),
+    ];
+    for (params, problem) in cases {
+        let (code, message) = error(&client.request("session/prompt", params.clone()).await);
+        assert_eq!(code, -32602, "{params}: {message}");
+        assert!(
+            message.contains(problem),
+            "{params}: names {problem}: {message}"
+        );
+    }
+    let answer = client.prompt(&session, "after all that").await;
+    assert_eq!(
+        answer["result"]["stopReason"], "end_turn",
+        "the session was not harmed"
+    );
+}
+
+#[tokio::test]
+async fn a_second_prompt_while_a_turn_runs_is_refused() {
+    let server = Server::start().await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    let first = client
+        .start_request(
+            "session/prompt",
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": "count to 1000"}]}),
+        )
+        .await;
+    let (code, message) = error(&client.prompt(&session, "me too").await);
+    assert_eq!(code, -32600);
+    assert!(message.contains("already running a turn"), "{message}");
+    client
+        .notify("session/cancel", json!({"sessionId": session}))
+        .await;
+    let answer = client.response_to(first).await;
+    assert_eq!(answer["result"]["stopReason"], "cancelled");
+}
+
+#[tokio::test]
+async fn requests_before_initialize_are_refused_and_initialize_still_works() {
+    let server = Server::start().await;
+    let mut client = server.raw().await;
+    let response = client
+        .request(
+            "session/new",
+            json!({"cwd": server.home.workspace(), "mcpServers": []}),
+        )
+        .await;
+    let (code, _) = error(&response);
+    assert_eq!(code, -32600);
+    client.initialize().await;
+    still_usable(&mut client, &server).await;
+}
+
+#[tokio::test]
+async fn one_clients_mistakes_never_reach_another() {
+    let server = Server::start().await;
+    let mut careful = server.initialized().await;
+    let session = careful.new_session(&server.home.workspace()).await;
+    let mut clumsy = server.raw().await;
+    clumsy.send_text("\u{0}\u{1}garbage").await;
+    clumsy
+        .request("initialize", json!({"protocolVersion": "banana"}))
+        .await;
+    clumsy
+        .send_text("{\"jsonrpc\":\"2.0\",\"id\":99,\"method\":")
+        .await;
+    clumsy
+        .ws
+        .send(tokio_tungstenite::tungstenite::Message::binary(vec![
+            0u8;
+            16
+        ]))
+        .await
+        .unwrap();
+    drop(clumsy);
+    let answer = careful.prompt(&session, "unbothered").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn");
+}

@@ -1,0 +1,367 @@
+//! The server's life: it starts in the background with no terminal, says where
+//! it is, keeps serving, and stops cleanly on a signal.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use support::{Home, RawClient, Server, within};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+#[tokio::test]
+async fn in_the_background_with_stdin_closed_it_keeps_serving_through_many_clients() {
+    let home = Home::new();
+    let mut command = home.command();
+    command.args(["serve", "--port", "0"]);
+    // A session of its own: no controlling terminal, like `punie serve &` after logout.
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut server = Server::spawn(home, command).await;
+
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut rounds = 0;
+    while Instant::now() < until || rounds < 5 {
+        let mut client = server.initialized().await;
+        let session = client.new_session(&server.home.workspace()).await;
+        let answer = client.prompt(&session, "still there?").await;
+        assert_eq!(answer["result"]["stopReason"], "end_turn");
+        client.ws.close(None).await.expect("the client closes");
+        assert_eq!(server.health().await["status"], "ok");
+        rounds += 1;
+    }
+    assert!(
+        server
+            .child
+            .try_wait()
+            .expect("the server's state")
+            .is_none(),
+        "the server is still running after {rounds} clients came and went"
+    );
+
+    server.signal(Signal::SIGTERM);
+    assert!(server.exit_status().await.success());
+    assert_eq!(
+        server.stdout().await,
+        "",
+        "the server writes nothing to stdout"
+    );
+}
+
+#[tokio::test]
+async fn it_records_where_it_listens_and_forgets_it_on_a_clean_exit() {
+    let mut server = Server::start().await;
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(server.home.server_file()).expect("server.json exists once ready"),
+    )
+    .expect("server.json is JSON");
+    assert_eq!(record["url"], format!("http://{}", server.address));
+    assert_eq!(record["pid"], json!(server.child.id().unwrap()));
+    assert_eq!(record["version"], env!("CARGO_PKG_VERSION"));
+    let started_at = record["startedAt"].as_str().expect("startedAt");
+    assert!(
+        humantime::parse_rfc3339(started_at).is_ok(),
+        "startedAt is RFC 3339: {started_at}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(server.home.state_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no temporary files are left: {leftovers:?}"
+    );
+
+    let health = server.health().await;
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(health["pid"], json!(server.child.id().unwrap()));
+    assert_eq!(health["connections"], 0);
+    assert_eq!(health["sessions"], 0);
+    assert!(health["uptimeSeconds"].as_f64().is_some());
+
+    server.signal(Signal::SIGINT);
+    assert!(server.exit_status().await.success());
+    assert!(
+        !server.home.server_file().exists(),
+        "server.json is removed on a clean exit"
+    );
+}
+
+#[tokio::test]
+async fn health_counts_connections_and_sessions() {
+    let server = Server::start().await;
+    let mut first = server.initialized().await;
+    let mut second = server.initialized().await;
+    first.new_session(&server.home.workspace()).await;
+    first.new_session(&server.home.workspace()).await;
+    second.new_session(&server.home.workspace()).await;
+    let health = server.health().await;
+    assert_eq!(health["connections"], 2);
+    assert_eq!(health["sessions"], 3);
+
+    first.ws.close(None).await.unwrap();
+    // The server closes its side once it has finished with the connection.
+    first.close_frame().await;
+    let health = server.health().await;
+    assert_eq!(health["connections"], 1);
+    assert_eq!(
+        health["sessions"], 1,
+        "a closed connection's sessions go with it"
+    );
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_a_one_line_error_naming_the_port() {
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = occupied.local_addr().unwrap().port();
+    let home = Home::new();
+    let output = within(
+        "punie serve to give up",
+        home.command()
+            .args(["serve", "--port", &port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line of error: {stderr}");
+    assert!(
+        lines[0].contains(&port.to_string()),
+        "names the port: {stderr}"
+    );
+    assert!(
+        lines[0].contains("punie status"),
+        "suggests punie status: {stderr}"
+    );
+    assert!(output.stdout.is_empty());
+    assert!(!home.server_file().exists());
+}
+
+#[tokio::test]
+async fn an_unknown_model_is_refused_at_start() {
+    let home = Home::new();
+    let output = home
+        .command()
+        .args(["serve", "--port", "0", "--model", "nonesuch"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("unknown model `nonesuch`"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_with_a_hundred_clients_closes_each_with_1001_and_exits_0_within_a_second() {
+    let mut server = Server::start().await;
+    let workspace = server.home.workspace();
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        let mut client = server.initialized().await;
+        client.new_session(&workspace).await;
+        clients.push(client);
+    }
+    // One of them is in the middle of a turn.
+    let mut busy = server.initialized().await;
+    let session = busy.new_session(&workspace).await;
+    let prompt = busy
+        .start_request(
+            "session/prompt",
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": "count to 1000"}]}),
+        )
+        .await;
+    let first_chunk = busy.recv().await;
+    assert_eq!(first_chunk["method"], "session/update", "{first_chunk}");
+
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let answer = busy.response_to(prompt).await;
+    assert_eq!(
+        answer["result"]["stopReason"], "cancelled",
+        "the running turn ends cancelled: {answer}"
+    );
+    clients.push(busy);
+    let closes = futures::future::join_all(clients.iter_mut().map(RawClient::close_frame)).await;
+    for frame in closes {
+        let frame = frame.expect("the close frame carries a code");
+        assert_eq!(frame.code, CloseCode::Away, "close code 1001: {frame:?}");
+    }
+    let status = server.exit_status().await;
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit 0, got {status:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "stopped within a second, took {took:?}"
+    );
+    assert!(!server.home.server_file().exists());
+}
+
+#[tokio::test]
+async fn sighup_does_not_stop_the_server() {
+    let mut server = Server::start().await;
+    server.signal(Signal::SIGHUP);
+    server.wait_for_log("SIGHUP").await;
+    assert_eq!(server.health().await["status"], "ok");
+    server.signal(Signal::SIGTERM);
+    assert!(server.exit_status().await.success());
+}
+
+#[tokio::test]
+async fn new_connections_are_refused_while_shutting_down_and_after() {
+    let mut server = Server::start().await;
+    let url = server.ws_url();
+    server.signal(Signal::SIGTERM);
+    assert!(server.exit_status().await.success());
+    let refused = tokio_tungstenite::connect_async(url.as_str()).await;
+    assert!(refused.is_err(), "nothing listens after exit");
+}
+
+/// A client of the transport's HTTP/SSE profile, speaking it by hand to see
+/// exactly what the server sends before it goes away.
+struct HttpProfileClient {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    connection_id: String,
+}
+
+type EventStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<eventsource_stream::Event, String>> + Send>,
+>;
+
+impl HttpProfileClient {
+    async fn initialize(server: &Server) -> Self {
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let url = server.http_url("/acp");
+        let response = http
+            .post(&url)
+            .bearer_auth(&server.token)
+            .header("Accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": 1}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let connection_id = response.headers()["acp-connection-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        Self {
+            http,
+            url,
+            token: server.token.clone(),
+            connection_id,
+        }
+    }
+
+    async fn post(&self, session: Option<&str>, message: Value) {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .header("Accept", "application/json, text/event-stream")
+            .header("Acp-Connection-Id", &self.connection_id)
+            .json(&message);
+        if let Some(session) = session {
+            request = request.header("Acp-Session-Id", session);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 202);
+    }
+
+    async fn events(&self, session: Option<&str>) -> EventStream {
+        use eventsource_stream::Eventsource as _;
+        use futures::StreamExt as _;
+        let mut request = self
+            .http
+            .get(&self.url)
+            .bearer_auth(&self.token)
+            .header("Accept", "text/event-stream")
+            .header("Acp-Connection-Id", &self.connection_id);
+        if let Some(session) = session {
+            request = request.header("Acp-Session-Id", session);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response
+            .bytes_stream()
+            .eventsource()
+            .map(|event| event.map_err(|error| error.to_string()))
+            .boxed()
+    }
+}
+
+/// The next JSON-RPC message on an SSE stream, skipping keep-alives.
+async fn next_message(events: &mut EventStream) -> Option<Value> {
+    use futures::StreamExt as _;
+    loop {
+        match within("an SSE event", events.next()).await? {
+            Ok(event) if event.data.is_empty() => continue,
+            Ok(event) => return Some(serde_json::from_str(&event.data).expect("SSE data is JSON")),
+            Err(error) => panic!("the SSE stream failed: {error}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_ends_a_turn_running_over_the_http_profile_and_still_exits_promptly() {
+    let mut server = Server::start().await;
+    let client = HttpProfileClient::initialize(&server).await;
+    let mut connection_events = client.events(None).await;
+    client
+        .post(None, json!({"jsonrpc": "2.0", "id": 1, "method": "session/new", "params": {"cwd": server.home.workspace(), "mcpServers": []}}))
+        .await;
+    let created = next_message(&mut connection_events)
+        .await
+        .expect("the session/new answer");
+    let session = created["result"]["sessionId"]
+        .as_str()
+        .expect("a session id")
+        .to_owned();
+    let mut session_events = client.events(Some(&session)).await;
+    client
+        .post(
+            Some(&session),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "session/prompt", "params": {"sessionId": session, "prompt": [{"type": "text", "text": "count to 1000"}]}}),
+        )
+        .await;
+    let first = next_message(&mut session_events)
+        .await
+        .expect("the first update");
+    assert_eq!(first["method"], "session/update");
+
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let answer = loop {
+        let message = next_message(&mut session_events)
+            .await
+            .expect("the prompt is answered before the stream ends");
+        if message["id"] == 2 {
+            break message;
+        }
+    };
+    assert_eq!(answer["result"]["stopReason"], "cancelled", "{answer}");
+    assert!(
+        next_message(&mut session_events).await.is_none(),
+        "then the stream ends"
+    );
+    let status = server.exit_status().await;
+    assert!(status.success(), "exit 0, got {status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        signalled.elapsed()
+    );
+}

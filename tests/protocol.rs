@@ -1,0 +1,391 @@
+//! ACP as a client sees it, through the official Rust SDK's client role and
+//! its WebSocket and HTTP transports.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent_client_protocol::UntypedMessage;
+use agent_client_protocol::schema::ProtocolVersion;
+use agent_client_protocol::v1::schema::{
+    CancelNotification, ClientCapabilities, CloseSessionRequest, FileSystemCapabilities,
+    InitializeRequest, ListSessionsRequest, PromptRequest, SessionId, SessionUpdate, StopReason,
+};
+use serde_json::{Value, json};
+use support::sdk::{Received, client, first_update, initialize, new_session, prompt};
+use support::{Server, sdk_transport, sdk_transport_to};
+
+#[tokio::test]
+async fn initialize_negotiates_version_1_and_advertises_only_what_punie_does() {
+    let server = Server::start().await;
+    let response = client(sdk_transport(&server), Received::default(), async |cx| {
+        cx.send_request(InitializeRequest::new(ProtocolVersion::V1))
+            .block_task()
+            .await
+    })
+    .await;
+    assert_eq!(response.protocol_version, ProtocolVersion::V1);
+    let info = response.agent_info.expect("agentInfo");
+    assert_eq!(info.name, "punie");
+    assert_eq!(info.title.as_deref(), Some("Punie"));
+    assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+    let capabilities = serde_json::to_value(&response.agent_capabilities).unwrap();
+    assert_eq!(capabilities["loadSession"], false);
+    assert_eq!(
+        capabilities["sessionCapabilities"],
+        json!({"list": {}, "close": {}})
+    );
+    assert_eq!(capabilities["promptCapabilities"]["image"], false);
+    assert_eq!(capabilities["promptCapabilities"]["audio"], false);
+    assert_eq!(
+        capabilities["mcpCapabilities"],
+        json!({"http": false, "sse": false})
+    );
+    assert!(response.auth_methods.is_empty());
+
+    // A client from the future is answered with the version Punie speaks.
+    let mut raw = server.raw().await;
+    let answer = raw
+        .request(
+            "initialize",
+            json!({"protocolVersion": 7, "clientCapabilities": {}}),
+        )
+        .await;
+    assert_eq!(answer["result"]["protocolVersion"], 1, "{answer}");
+}
+
+#[tokio::test]
+async fn a_prompt_streams_its_reply_and_the_session_remembers_the_conversation() {
+    let server = Server::start().await;
+    let workspace = server.home.workspace();
+    let received = Received::default();
+    let session = client(sdk_transport(&server), received.clone(), async |cx| {
+        initialize(&cx).await?;
+        let session = new_session(&cx, &workspace).await?;
+        assert_eq!(prompt(&cx, &session, "hello").await?, StopReason::EndTurn);
+        let (text, chunks) = received.agent_text(&session);
+        assert_eq!(
+            text,
+            "Turn 1. You said: \"hello\". That is the first thing you said."
+        );
+        assert!(
+            chunks > 1,
+            "the reply streams in several chunks, got {chunks}"
+        );
+
+        assert_eq!(prompt(&cx, &session, "again").await?, StopReason::EndTurn);
+        let (text, _) = received.agent_text(&session);
+        assert!(
+            text.ends_with("Turn 2. You said: \"again\". Before that you said: \"hello\"."),
+            "the second turn remembers the first: {text}"
+        );
+        Ok(session)
+    })
+    .await;
+    let titles: Vec<String> = received
+        .updates
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|n| n.session_id == session)
+        .filter_map(|n| match &n.update {
+            SessionUpdate::SessionInfoUpdate(info) => serde_json::to_value(info).ok(),
+            _ => None,
+        })
+        .filter_map(|info| info["title"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        titles,
+        ["hello"],
+        "the first prompt names the session, once"
+    );
+}
+
+#[tokio::test]
+async fn cancel_stops_a_streaming_turn_promptly() {
+    let server = Server::start().await;
+    let workspace = server.home.workspace();
+    let received = Received::default();
+    client(sdk_transport(&server), received.clone(), async |cx| {
+        initialize(&cx).await?;
+        let session = new_session(&cx, &workspace).await?;
+        let counting = cx.send_request(PromptRequest::new(
+            session.clone(),
+            vec!["count to 1000".into()],
+        ));
+        first_update(&received, &session).await;
+
+        let cancelled_at = Instant::now();
+        cx.send_notification(CancelNotification::new(session.clone()))?;
+        let answer = counting.block_task().await?;
+        let took = cancelled_at.elapsed();
+        assert_eq!(answer.stop_reason, StopReason::Cancelled);
+        assert!(
+            took < Duration::from_secs(1),
+            "cancelled promptly, took {took:?}"
+        );
+        let (text, _) = received.agent_text(&session);
+        assert!(!text.contains("1000"), "the count stopped early: {text}");
+
+        // The session goes on, and remembers what was cut short.
+        assert_eq!(prompt(&cx, &session, "next").await?, StopReason::EndTurn);
+        let (text, _) = received.agent_text(&session);
+        assert!(
+            text.contains("Before that you said: \"count to 1000\""),
+            "{text}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_running_prompt_blocks_nothing_else() {
+    let server = Server::start().await;
+    let workspace = server.home.workspace();
+    let received = Received::default();
+    let other_received = Received::default();
+    client(sdk_transport(&server), received.clone(), async |cx| {
+        initialize(&cx).await?;
+        let slow = new_session(&cx, &workspace).await?;
+        let counting = cx.send_request(PromptRequest::new(
+            slow.clone(),
+            vec!["count to 1000".into()],
+        ));
+        first_update(&received, &slow).await;
+
+        // On the same connection: listing, a new session, and its own turn.
+        let listed = cx
+            .send_request(ListSessionsRequest::new())
+            .block_task()
+            .await?;
+        assert_eq!(listed.sessions.len(), 1);
+        let quick = new_session(&cx, &workspace).await?;
+        assert_eq!(prompt(&cx, &quick, "quick").await?, StopReason::EndTurn);
+
+        // On another connection: a whole conversation.
+        client(
+            sdk_transport(&server),
+            other_received.clone(),
+            async |other| {
+                initialize(&other).await?;
+                let theirs = new_session(&other, &workspace).await?;
+                assert_eq!(prompt(&other, &theirs, "hi").await?, StopReason::EndTurn);
+                Ok(())
+            },
+        )
+        .await;
+
+        let (text, _) = received.agent_text(&slow);
+        assert!(
+            !text.contains("1000"),
+            "all that happened while the count ran"
+        );
+        cx.send_notification(CancelNotification::new(slow.clone()))?;
+        assert_eq!(
+            counting.block_task().await?.stop_reason,
+            StopReason::Cancelled
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_hundred_clients_with_two_sessions_each_get_only_their_own_updates() {
+    let server = Arc::new(Server::start().await);
+    let workspace = server.home.workspace();
+    let mut clients = tokio::task::JoinSet::new();
+    for n in 0..100 {
+        let server = server.clone();
+        let workspace = workspace.clone();
+        clients.spawn(async move {
+            let received = Received::default();
+            let sessions = client(sdk_transport(&server), received.clone(), async |cx| {
+                initialize(&cx).await?;
+                let a = new_session(&cx, &workspace).await?;
+                let b = new_session(&cx, &workspace).await?;
+                let (text_a, text_b) = (format!("client {n} session a"), format!("client {n} session b"));
+                let (stop_a, stop_b) =
+                    tokio::join!(prompt(&cx, &a, &text_a), prompt(&cx, &b, &text_b));
+                assert_eq!(stop_a?, StopReason::EndTurn);
+                assert_eq!(stop_b?, StopReason::EndTurn);
+                Ok([a, b])
+            })
+            .await;
+            let mut expected: Vec<String> = sessions.iter().map(ToString::to_string).collect();
+            expected.sort();
+            assert_eq!(received.sessions_seen(), expected, "client {n} saw only its own sessions");
+            for (session, name) in sessions.iter().zip(["a", "b"]) {
+                let (text, _) = received.agent_text(session);
+                assert_eq!(
+                    text,
+                    format!("Turn 1. You said: \"client {n} session {name}\". That is the first thing you said.")
+                );
+            }
+        });
+    }
+    while let Some(joined) = clients.join_next().await {
+        joined.expect("every client succeeded");
+    }
+}
+
+#[tokio::test]
+async fn list_shows_every_session_newest_first_and_close_forgets_one() {
+    let server = Server::start().await;
+    let alpha = server.home.dir.path().join("alpha");
+    let beta = server.home.dir.path().join("beta");
+    std::fs::create_dir_all(&alpha).unwrap();
+    std::fs::create_dir_all(&beta).unwrap();
+    client(sdk_transport(&server), Received::default(), async |cx| {
+        initialize(&cx).await?;
+        let first = new_session(&cx, &alpha).await?;
+        let second = new_session(&cx, &beta).await?;
+        let third = new_session(&cx, &alpha).await?;
+        prompt(&cx, &first, "Fix the flaky test\nand more").await?;
+
+        let all = cx
+            .send_request(ListSessionsRequest::new())
+            .block_task()
+            .await?;
+        let ids: Vec<&SessionId> = all.sessions.iter().map(|s| &s.session_id).collect();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(ids[0], &first, "the session prompted last is newest");
+        assert_eq!(all.sessions[0].title.as_deref(), Some("Fix the flaky test"));
+        assert!(all.sessions[0].updated_at.is_some());
+        assert!(all.next_cursor.is_none());
+
+        let in_alpha = cx
+            .send_request(ListSessionsRequest::new().cwd(alpha.clone()))
+            .block_task()
+            .await?;
+        let mut alpha_ids: Vec<String> = in_alpha
+            .sessions
+            .iter()
+            .map(|s| s.session_id.to_string())
+            .collect();
+        alpha_ids.sort();
+        let mut expected = vec![first.to_string(), third.to_string()];
+        expected.sort();
+        assert_eq!(alpha_ids, expected);
+
+        cx.send_request(CloseSessionRequest::new(second.clone()))
+            .block_task()
+            .await?;
+        let after = cx
+            .send_request(ListSessionsRequest::new())
+            .block_task()
+            .await?;
+        assert!(after.sessions.iter().all(|s| s.session_id != second));
+        let refused = prompt(&cx, &second, "hello?")
+            .await
+            .expect_err("a closed session is gone");
+        assert_eq!(refused.code.value(), -32002);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn list_pages_through_many_sessions_with_a_cursor() {
+    let server = Server::start().await;
+    let workspace = server.home.workspace();
+    let mut raw = server.initialized().await;
+    let mut created = Vec::new();
+    for _ in 0..150 {
+        created.push(raw.new_session(&workspace).await);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let params = match &cursor {
+            Some(cursor) => json!({"cursor": cursor}),
+            None => json!({}),
+        };
+        let page = raw.request("session/list", params).await;
+        pages += 1;
+        for session in page["result"]["sessions"].as_array().expect("sessions") {
+            seen.push(session["sessionId"].as_str().unwrap().to_owned());
+        }
+        match page["result"]["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 2);
+    seen.sort();
+    created.sort();
+    assert_eq!(seen, created, "every session exactly once");
+    let bad = raw
+        .request("session/list", json!({"cursor": "made-up"}))
+        .await;
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+}
+
+#[tokio::test]
+async fn client_capabilities_belong_to_their_connection() {
+    let server = Server::start().await;
+    let workspace = server.home.workspace();
+    let describe = UntypedMessage::new("_punie/connection", json!({})).unwrap();
+    let with_fs = ClientCapabilities::new()
+        .fs(FileSystemCapabilities::new()
+            .read_text_file(true)
+            .write_text_file(true))
+        .terminal(true);
+    let rich: Value = client(sdk_transport(&server), Received::default(), async |cx| {
+        cx.send_request(InitializeRequest::new(ProtocolVersion::V1).client_capabilities(with_fs))
+            .block_task()
+            .await?;
+        let plain: Value = client(sdk_transport(&server), Received::default(), async |other| {
+            // An odd initialize here must not change anything for anyone else.
+            other
+                .send_request(
+                    UntypedMessage::new(
+                        "initialize",
+                        json!({"protocolVersion": 1, "clientCapabilities": {"fs": {"readTextFile": false}, "surprise": [1, 2]}}),
+                    )
+                    .unwrap(),
+                )
+                .block_task()
+                .await?;
+            new_session(&other, &workspace).await?;
+            other.send_request(describe.clone()).block_task().await
+        })
+        .await;
+        assert_eq!(plain["clientCapabilities"]["fs"]["readTextFile"], false);
+        assert_eq!(plain["clientCapabilities"]["terminal"], false);
+
+        new_session(&cx, &workspace).await?;
+        cx.send_request(describe.clone()).block_task().await
+    })
+    .await;
+    assert_eq!(rich["clientCapabilities"]["fs"]["readTextFile"], true);
+    assert_eq!(rich["clientCapabilities"]["fs"]["writeTextFile"], true);
+    assert_eq!(rich["clientCapabilities"]["terminal"], true);
+}
+
+#[tokio::test]
+async fn the_http_and_sse_profile_serves_the_same_agent() {
+    let server = Server::start().await;
+    let workspace = server.home.workspace();
+    let received = Received::default();
+    let transport = sdk_transport_to(&server.http_url("/acp"), &server.token);
+    client(transport, received.clone(), async |cx| {
+        initialize(&cx).await?;
+        let session = new_session(&cx, &workspace).await?;
+        assert_eq!(
+            prompt(&cx, &session, "over http").await?,
+            StopReason::EndTurn
+        );
+        let (text, chunks) = received.agent_text(&session);
+        assert_eq!(
+            text,
+            "Turn 1. You said: \"over http\". That is the first thing you said."
+        );
+        assert!(chunks > 1);
+        Ok(())
+    })
+    .await;
+}
