@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::client::ask::{self, AskExit, AskOptions, OutputFormat};
 use crate::client::bridge::{self, BridgeExit, DEFAULT_DRAIN_TIMEOUT};
 use crate::client::status::{self, Outcome};
 use crate::client::{SERVER_ENV, Target};
 use crate::config::{Paths, ServeConfig};
-use crate::{logging, server};
+use crate::{editors, logging, server};
 
 /// How long, after the work is done, the runtime may take to stop its helper threads.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(100);
@@ -78,6 +79,40 @@ enum Command {
     },
     /// Stop the running server (the one `punie serve` recorded) and wait for it to exit.
     Stop,
+    /// Ask one question in a new session and print the answer as it streams.
+    #[command(after_help = EXIT_CODES)]
+    Ask(AskArgs),
+    /// Register this punie binary as an ACP agent with your editor.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+struct AskArgs {
+    /// The question. `-`, or nothing while stdin is not a terminal, reads it from stdin.
+    prompt: Option<String>,
+
+    /// The directory the agent works in; the current directory by default.
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+
+    /// What to print on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+
+    /// Allow every permission request without asking.
+    #[arg(long, short)]
+    yes: bool,
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// The JetBrains agent file to update [default: ~/.jetbrains/acp.json].
+    #[arg(long, value_name = "PATH", conflicts_with = "zed")]
+    output: Option<PathBuf>,
+
+    /// Print the entry for Zed's settings.json instead.
+    #[arg(long)]
+    zed: bool,
 }
 
 #[derive(Debug, Args)]
@@ -107,7 +142,11 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("punie: {error:#}");
-            exit::ERROR
+            if error.is::<UsageError>() {
+                exit::USAGE
+            } else {
+                exit::ERROR
+            }
         }
     };
     ExitCode::from(code)
@@ -134,6 +173,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let target = Target::locate(cli.server.as_deref(), &paths)?;
             single_threaded(status::stop(&target, &paths)).map(outcome_code)
         }
+        Some(Command::Ask(args)) => {
+            let options = ask_options(args)?;
+            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            let exit = single_threaded(async move { Ok(ask::run(target, options).await) })?;
+            Ok(match exit {
+                AskExit::Done => exit::OK,
+                AskExit::Failed => exit::ERROR,
+                AskExit::NoServer => exit::NO_SERVER,
+                AskExit::Interrupted => exit::INTERRUPTED,
+            })
+        }
+        Some(Command::Init(args)) => init(args),
         None => {
             let target = Target::locate(cli.server.as_deref(), &paths)?;
             let drain = Duration::try_from_secs_f64(cli.drain_timeout)
@@ -145,6 +196,79 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })
         }
     }
+}
+
+/// A usage mistake: exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn ask_options(args: AskArgs) -> anyhow::Result<AskOptions> {
+    use std::io::{IsTerminal as _, Read as _};
+    let prompt = match args.prompt.as_deref() {
+        Some(prompt) if prompt != "-" => prompt.to_owned(),
+        Some(_) => read_stdin()?,
+        None if !std::io::stdin().is_terminal() => read_stdin()?,
+        None => {
+            return Err(UsageError(
+                "no question: give it as an argument (`punie ask \"…\"`) or on stdin".to_owned(),
+            )
+            .into());
+        }
+    };
+    fn read_stdin() -> anyhow::Result<String> {
+        let mut prompt = String::new();
+        std::io::stdin().read_to_string(&mut prompt)?;
+        // `echo question | punie ask` ends the question with a newline that is not part of it.
+        let kept = prompt.trim_end_matches(['\n', '\r']).len();
+        prompt.truncate(kept);
+        Ok(prompt)
+    }
+    if prompt.trim().is_empty() {
+        return Err(UsageError("the question is empty".to_owned()).into());
+    }
+    let workspace = match args.workspace {
+        Some(workspace) => workspace,
+        None => std::env::current_dir()?,
+    };
+    Ok(AskOptions {
+        prompt,
+        workspace,
+        output: args.output,
+        yes: args.yes,
+    })
+}
+
+fn init(args: InitArgs) -> anyhow::Result<u8> {
+    let binary = editors::this_binary()?;
+    if args.zed {
+        println!("{:#}", editors::zed_entry(&binary));
+        eprintln!(
+            "Add this to the \"agent_servers\" of Zed's settings.json (~/.config/zed/settings.json)."
+        );
+        return Ok(exit::OK);
+    }
+    let path = match args.output {
+        Some(path) => path,
+        None => editors::jetbrains_file()?,
+    };
+    match editors::register_with_jetbrains(&path, &binary)? {
+        editors::Change::Unchanged => {
+            eprintln!("Punie is already set up in {}.", path.display());
+        }
+        editors::Change::Written => {
+            eprintln!("Added Punie ({}) to {}.", binary.display(), path.display());
+        }
+        editors::Change::Replaced { backup } => {
+            eprintln!(
+                "{} could not be read as JSON; it is kept as {}. Wrote a new one with Punie ({}).",
+                path.display(),
+                backup.display(),
+                binary.display()
+            );
+        }
+    }
+    Ok(exit::OK)
 }
 
 fn outcome_code(outcome: Outcome) -> u8 {

@@ -11,10 +11,12 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod editors;
 pub mod logging;
 pub mod model;
 pub mod server;
 pub mod session;
+pub mod workspace;
 
 /// The version every part of Punie reports: `agentInfo`, `/health`, `server.json`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -5,8 +5,11 @@
 //! which server to talk to and opens WebSockets to it; it never touches the
 //! server's internals, only its public endpoints.
 
+pub mod ask;
 pub mod bridge;
+pub mod service;
 pub mod status;
+pub mod transport;
 
 use std::time::Duration;
 

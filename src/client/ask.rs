@@ -1,0 +1,471 @@
+//! `punie ask "…"`: a one-shot ACP client. A new session in the workspace, one
+//! prompt, the answer streamed to stdout as it arrives, then exit.
+//!
+//! It is a full ACP client: it advertises `fs` and `terminal` and serves them
+//! from [`super::service`], confined to the workspace, and answers permission
+//! requests. What the agent does along the way (tool calls, thoughts, plans)
+//! goes to stderr, so stdout carries only the answer.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use agent_client_protocol::schema::ProtocolVersion;
+use agent_client_protocol::v1::schema::{
+    CancelNotification, ClientCapabilities, ContentBlock, CreateTerminalRequest,
+    FileSystemCapabilities, Implementation, InitializeRequest, KillTerminalRequest,
+    NewSessionRequest, Plan, PlanEntryStatus, PromptRequest, ReadTextFileRequest,
+    ReleaseTerminalRequest, RequestPermissionRequest, SessionNotification, SessionUpdate,
+    StopReason, TerminalOutputRequest, ToolCallStatus, WaitForTerminalExitRequest,
+    WriteTextFileRequest,
+};
+use agent_client_protocol::{Client, Error, on_receive_notification, on_receive_request};
+use serde_json::{Value, json};
+
+use super::service::{LocalService, Permissions};
+use super::{Target, transport};
+use crate::workspace::Workspace;
+
+/// How long `ask` waits, once done, for its goodbye to reach the server.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// What `punie ask` prints on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// The answer's text, as it arrives.
+    Text,
+    /// One JSON object at the end: text, stopReason, sessionId, tool calls.
+    Json,
+    /// Every ACP update as one JSON line as it arrives, then the result.
+    StreamJson,
+}
+
+/// What to ask, and how.
+#[derive(Debug, Clone)]
+pub struct AskOptions {
+    pub prompt: String,
+    pub workspace: PathBuf,
+    pub output: OutputFormat,
+    /// Allow every permission request.
+    pub yes: bool,
+}
+
+/// How `ask` ended; the CLI turns it into an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AskExit {
+    Done,
+    Failed,
+    NoServer,
+    Interrupted,
+}
+
+/// Ask once and print the answer.
+pub async fn run(target: Target, options: AskOptions) -> AskExit {
+    let workspace = match Workspace::new(&options.workspace) {
+        Ok(workspace) => workspace,
+        Err(error) => {
+            eprintln!("punie: the workspace cannot be used: {error}");
+            return AskExit::Failed;
+        }
+    };
+    let socket = match target.connect().await {
+        Ok(socket) => socket,
+        Err(error) => {
+            eprintln!("punie: {error}");
+            return AskExit::NoServer;
+        }
+    };
+    let (channel, closed) = transport::sdk_channel(socket);
+    let service = LocalService::new(workspace.clone(), Permissions::for_terminal(options.yes));
+    let view = Arc::new(Mutex::new(View::new(options.output)));
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    let outcome = converse(
+        channel,
+        &service,
+        &view,
+        &interrupted,
+        &options.prompt,
+        workspace.root(),
+    )
+    .await;
+    service.release_all();
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed).await;
+
+    let mut view = lock(&view);
+    match &outcome {
+        Ok(answer) => {
+            view.finish(answer);
+            if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+                AskExit::Interrupted
+            } else {
+                AskExit::Done
+            }
+        }
+        Err(error) => {
+            view.stop_spinner();
+            eprintln!("punie: {}", describe(error));
+            AskExit::Failed
+        }
+    }
+}
+
+/// The answer to the prompt.
+#[derive(Debug)]
+struct Answer {
+    session_id: String,
+    stop_reason: StopReason,
+}
+
+async fn converse(
+    channel: agent_client_protocol::Channel,
+    service: &Arc<LocalService>,
+    view: &Arc<Mutex<View>>,
+    interrupted: &Arc<std::sync::atomic::AtomicBool>,
+    prompt: &str,
+    root: &std::path::Path,
+) -> Result<Answer, Error> {
+    let watcher = view.clone();
+    let (read, write, create, output, wait, kill, release, permit) = (
+        service.clone(),
+        service.clone(),
+        service.clone(),
+        service.clone(),
+        service.clone(),
+        service.clone(),
+        service.clone(),
+        service.clone(),
+    );
+    Client
+        .v1()
+        .name("punie-ask")
+        .on_receive_notification(
+            async move |notification: SessionNotification, _cx| {
+                lock(&watcher).show(notification);
+                Ok(())
+            },
+            on_receive_notification!(),
+        )
+        .on_receive_request(
+            async move |request: ReadTextFileRequest, responder, _cx| {
+                responder.respond_with_result(read.read(request).await)
+            },
+            on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: WriteTextFileRequest, responder, _cx| {
+                responder.respond_with_result(write.write(request).await)
+            },
+            on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: CreateTerminalRequest, responder, _cx| {
+                responder.respond_with_result(create.create_terminal(request))
+            },
+            on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: TerminalOutputRequest, responder, _cx| {
+                responder.respond_with_result(output.terminal_output(request))
+            },
+            on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: WaitForTerminalExitRequest, responder, cx| {
+                let wait = wait.clone();
+                // Waiting may take long: out of the dispatch loop.
+                cx.spawn(
+                    async move { responder.respond_with_result(wait.wait_for_exit(request).await) },
+                )
+            },
+            on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: KillTerminalRequest, responder, _cx| {
+                responder.respond_with_result(kill.kill_terminal(request))
+            },
+            on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: ReleaseTerminalRequest, responder, _cx| {
+                responder.respond_with_result(release.release_terminal(request))
+            },
+            on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: RequestPermissionRequest, responder, cx| {
+                let permit = permit.clone();
+                // A person may take their time to answer.
+                cx.spawn(async move { responder.respond(permit.permission(request).await) })
+            },
+            on_receive_request!(),
+        )
+        .connect_with(channel, async |cx| {
+            let capabilities = ClientCapabilities::new()
+                .fs(FileSystemCapabilities::new()
+                    .read_text_file(true)
+                    .write_text_file(true))
+                .terminal(true);
+            cx.send_request(
+                InitializeRequest::new(ProtocolVersion::V1)
+                    .client_capabilities(capabilities)
+                    .client_info(Implementation::new("punie-ask", crate::VERSION)),
+            )
+            .block_task()
+            .await?;
+            let session_id = cx
+                .send_request(NewSessionRequest::new(root))
+                .block_task()
+                .await?
+                .session_id;
+            let canceller = cx.clone();
+            let cancelled_session = session_id.clone();
+            let interrupted = interrupted.clone();
+            let ctrl_c = tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    return;
+                }
+                interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+                eprintln!("\npunie: cancelling (press Ctrl-C again to quit at once)");
+                let _ = canceller.send_notification(CancelNotification::new(cancelled_session));
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(i32::from(crate::cli::exit::INTERRUPTED));
+                }
+            });
+            let response = cx
+                .send_request(PromptRequest::new(session_id.clone(), vec![prompt.into()]))
+                .block_task()
+                .await;
+            ctrl_c.abort();
+            Ok(Answer {
+                session_id: session_id.to_string(),
+                stop_reason: response?.stop_reason,
+            })
+        })
+        .await
+}
+
+fn describe(error: &Error) -> String {
+    if agent_client_protocol::is_incoming_transport_closed(error)
+        || agent_client_protocol::is_connection_terminated(error)
+    {
+        "lost the connection to the Punie server before the answer was complete; see `punie status`"
+            .to_owned()
+    } else {
+        error.message.clone()
+    }
+}
+
+/// What the person sees: the answer on stdout, the rest on stderr.
+struct View {
+    format: OutputFormat,
+    colour: bool,
+    spinner: Option<indicatif::ProgressBar>,
+    text: String,
+    tool_calls: BTreeMap<String, ToolCallRecord>,
+    /// Order in which tool calls first appeared.
+    tool_order: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ToolCallRecord {
+    title: String,
+    kind: String,
+    status: Option<ToolCallStatus>,
+    reported: bool,
+}
+
+impl View {
+    fn new(format: OutputFormat) -> Self {
+        let on_terminal = std::io::stderr().is_terminal();
+        let spinner = (format == OutputFormat::Text && on_terminal).then(|| {
+            let spinner = indicatif::ProgressBar::new_spinner().with_message("waiting for Punie…");
+            spinner.enable_steady_tick(Duration::from_millis(100));
+            spinner
+        });
+        Self {
+            format,
+            colour: on_terminal && std::env::var_os("NO_COLOR").is_none(),
+            spinner,
+            text: String::new(),
+            tool_calls: BTreeMap::new(),
+            tool_order: Vec::new(),
+        }
+    }
+
+    fn stop_spinner(&mut self) {
+        if let Some(spinner) = self.spinner.take() {
+            spinner.finish_and_clear();
+        }
+    }
+
+    fn show(&mut self, notification: SessionNotification) {
+        if self.format == OutputFormat::StreamJson {
+            println!(
+                "{}",
+                serde_json::to_string(&notification).unwrap_or_default()
+            );
+        }
+        match notification.update {
+            SessionUpdate::AgentMessageChunk(chunk) => {
+                if let ContentBlock::Text(text) = chunk.content {
+                    self.stop_spinner();
+                    if self.format == OutputFormat::Text {
+                        print!("{}", text.text);
+                        let _ = std::io::stdout().flush();
+                    }
+                    self.text.push_str(&text.text);
+                }
+            }
+            SessionUpdate::AgentThoughtChunk(chunk) => {
+                if let (ContentBlock::Text(text), OutputFormat::Text) = (chunk.content, self.format)
+                {
+                    self.stop_spinner();
+                    self.note(&self.styled(&text.text, anstyle::Style::new().dimmed()));
+                }
+            }
+            SessionUpdate::ToolCall(call) => {
+                let id = call.tool_call_id.to_string();
+                let record = self.tool_call(&id);
+                record.title = call.title;
+                record.kind = serde_json::to_value(call.kind)
+                    .ok()
+                    .and_then(|kind| kind.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                record.status = Some(call.status);
+                self.report_tool_call(&id);
+            }
+            SessionUpdate::ToolCallUpdate(update) => {
+                let id = update.tool_call_id.to_string();
+                let record = self.tool_call(&id);
+                if let Some(title) = update.fields.title {
+                    record.title = title;
+                }
+                if let Some(status) = update.fields.status {
+                    record.status = Some(status);
+                }
+                self.report_tool_call(&id);
+            }
+            SessionUpdate::Plan(plan) => self.show_plan(&plan),
+            _ => {}
+        }
+    }
+
+    fn tool_call(&mut self, id: &str) -> &mut ToolCallRecord {
+        if !self.tool_calls.contains_key(id) {
+            self.tool_order.push(id.to_owned());
+        }
+        self.tool_calls.entry(id.to_owned()).or_default()
+    }
+
+    /// One line per tool call, once it has finished.
+    fn report_tool_call(&mut self, id: &str) {
+        let Some(record) = self.tool_calls.get_mut(id) else {
+            return;
+        };
+        let mark = match record.status {
+            Some(ToolCallStatus::Completed) => "✓",
+            Some(ToolCallStatus::Failed) => "✗",
+            _ => return,
+        };
+        if record.reported || self.format != OutputFormat::Text {
+            return;
+        }
+        record.reported = true;
+        let line = format!("{mark} {}", record.title);
+        self.stop_spinner();
+        self.note(&line);
+    }
+
+    fn show_plan(&mut self, plan: &Plan) {
+        if self.format != OutputFormat::Text {
+            return;
+        }
+        self.stop_spinner();
+        let mut lines = vec!["Plan:".to_owned()];
+        for entry in &plan.entries {
+            let mark = match entry.status {
+                PlanEntryStatus::Completed => "[x]",
+                PlanEntryStatus::InProgress => "[>]",
+                _ => "[ ]",
+            };
+            lines.push(format!("  {mark} {}", entry.content));
+        }
+        self.note(&lines.join("\n"));
+    }
+
+    /// A line on stderr, on a line of its own even mid-answer.
+    fn note(&self, line: &str) {
+        let fresh_line = if self.text.is_empty() || self.text.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        eprintln!("{fresh_line}{line}");
+    }
+
+    fn styled(&self, text: &str, style: anstyle::Style) -> String {
+        if self.colour {
+            format!("{}{text}{}", style.render(), style.render_reset())
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn finish(&mut self, answer: &Answer) {
+        self.stop_spinner();
+        let stop_reason = serde_json::to_value(answer.stop_reason).unwrap_or(Value::Null);
+        match self.format {
+            OutputFormat::Text => {
+                if !self.text.is_empty() && !self.text.ends_with('\n') {
+                    println!();
+                }
+                if answer.stop_reason != StopReason::EndTurn {
+                    eprintln!(
+                        "punie: the turn ended: {}",
+                        stop_reason.as_str().unwrap_or("?")
+                    );
+                }
+            }
+            OutputFormat::Json => {
+                let tool_calls: Vec<Value> = self
+                    .tool_order
+                    .iter()
+                    .filter_map(|id| self.tool_calls.get(id).map(|record| (id, record)))
+                    .map(|(id, record)| {
+                        json!({
+                            "toolCallId": id,
+                            "title": record.title,
+                            "kind": record.kind,
+                            "status": record.status.and_then(|status| serde_json::to_value(status).ok()),
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    json!({
+                        "sessionId": answer.session_id,
+                        "stopReason": stop_reason,
+                        "text": self.text,
+                        "toolCalls": tool_calls,
+                    })
+                );
+            }
+            OutputFormat::StreamJson => {
+                println!(
+                    "{}",
+                    json!({"sessionId": answer.session_id, "stopReason": stop_reason})
+                );
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,267 @@
+//! What a full ACP client offers the agent: files and terminals in its
+//! workspace, and answers to permission requests. `punie ask` advertises `fs`
+//! and `terminal`, so it must serve them; everything stays inside the
+//! workspace, and a path outside it is a clear error, never an access.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::sync::Arc;
+
+use agent_client_protocol::v1::schema::{
+    CreateTerminalRequest, CreateTerminalResponse, KillTerminalRequest, KillTerminalResponse,
+    PermissionOption, PermissionOptionKind, ReadTextFileRequest, ReadTextFileResponse,
+    ReleaseTerminalRequest, ReleaseTerminalResponse, RequestPermissionOutcome,
+    RequestPermissionRequest, RequestPermissionResponse, SelectedPermissionOutcome,
+    TerminalExitStatus, TerminalOutputRequest, TerminalOutputResponse, WaitForTerminalExitRequest,
+    WaitForTerminalExitResponse, WriteTextFileRequest, WriteTextFileResponse,
+};
+use agent_client_protocol::{Error, ErrorCode};
+
+use crate::workspace::{ExitStatus, TerminalError, Terminals, Workspace, WorkspaceError};
+
+/// Who answers the agent's permission requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permissions {
+    /// `--yes`: allow everything.
+    AllowAll,
+    /// Ask the person at the terminal.
+    Ask,
+    /// Nobody can answer: reject, and say so.
+    RejectAll,
+}
+
+impl Permissions {
+    /// Ask when a person is at the terminal, else reject.
+    pub fn for_terminal(yes: bool) -> Self {
+        if yes {
+            Self::AllowAll
+        } else if std::io::stderr().is_terminal() && std::fs::File::open("/dev/tty").is_ok() {
+            Self::Ask
+        } else {
+            Self::RejectAll
+        }
+    }
+}
+
+/// The files, terminals and permissions one `punie ask` serves.
+pub struct LocalService {
+    workspace: Workspace,
+    terminals: Terminals,
+    permissions: Permissions,
+}
+
+impl LocalService {
+    pub fn new(workspace: Workspace, permissions: Permissions) -> Arc<Self> {
+        Arc::new(Self {
+            workspace,
+            terminals: Terminals::default(),
+            permissions,
+        })
+    }
+
+    pub async fn read(&self, request: ReadTextFileRequest) -> Result<ReadTextFileResponse, Error> {
+        let content = self
+            .workspace
+            .read_text(&request.path, request.line, request.limit)
+            .await
+            .map_err(workspace_error)?;
+        Ok(ReadTextFileResponse::new(content))
+    }
+
+    pub async fn write(
+        &self,
+        request: WriteTextFileRequest,
+    ) -> Result<WriteTextFileResponse, Error> {
+        self.workspace
+            .write_text(&request.path, &request.content)
+            .await
+            .map_err(workspace_error)?;
+        Ok(WriteTextFileResponse::new())
+    }
+
+    pub fn create_terminal(
+        &self,
+        request: CreateTerminalRequest,
+    ) -> Result<CreateTerminalResponse, Error> {
+        let env: Vec<(String, String)> = request
+            .env
+            .into_iter()
+            .map(|variable| (variable.name, variable.value))
+            .collect();
+        let limit = request
+            .output_byte_limit
+            .map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
+        let id = self
+            .terminals
+            .create(
+                &self.workspace,
+                &request.command,
+                &request.args,
+                &env,
+                request.cwd.as_deref(),
+                limit,
+            )
+            .map_err(terminal_error)?;
+        Ok(CreateTerminalResponse::new(id))
+    }
+
+    pub fn terminal_output(
+        &self,
+        request: TerminalOutputRequest,
+    ) -> Result<TerminalOutputResponse, Error> {
+        let output = self
+            .terminals
+            .output(&request.terminal_id.0)
+            .map_err(terminal_error)?;
+        Ok(TerminalOutputResponse::new(output.output, output.truncated)
+            .exit_status(output.exit.map(exit_status)))
+    }
+
+    pub async fn wait_for_exit(
+        &self,
+        request: WaitForTerminalExitRequest,
+    ) -> Result<WaitForTerminalExitResponse, Error> {
+        let exit = self
+            .terminals
+            .wait(&request.terminal_id.0)
+            .await
+            .map_err(terminal_error)?;
+        Ok(WaitForTerminalExitResponse::new(exit_status(exit)))
+    }
+
+    pub fn kill_terminal(
+        &self,
+        request: KillTerminalRequest,
+    ) -> Result<KillTerminalResponse, Error> {
+        self.terminals
+            .kill(&request.terminal_id.0)
+            .map_err(terminal_error)?;
+        Ok(KillTerminalResponse::new())
+    }
+
+    pub fn release_terminal(
+        &self,
+        request: ReleaseTerminalRequest,
+    ) -> Result<ReleaseTerminalResponse, Error> {
+        self.terminals
+            .release(&request.terminal_id.0)
+            .map_err(terminal_error)?;
+        Ok(ReleaseTerminalResponse::new())
+    }
+
+    /// Stop every command the agent started here.
+    pub fn release_all(&self) {
+        self.terminals.release_all();
+    }
+
+    /// Answer a permission request as `--yes`, the person, or nobody would.
+    pub async fn permission(&self, request: RequestPermissionRequest) -> RequestPermissionResponse {
+        let title = request
+            .tool_call
+            .fields
+            .title
+            .clone()
+            .unwrap_or_else(|| request.tool_call.tool_call_id.to_string());
+        let chosen = match self.permissions {
+            Permissions::AllowAll => first_of(
+                &request.options,
+                &[
+                    PermissionOptionKind::AllowOnce,
+                    PermissionOptionKind::AllowAlways,
+                ],
+            ),
+            Permissions::RejectAll => {
+                eprintln!(
+                    "punie: rejected \"{title}\": nobody is at a terminal to allow it (use --yes to allow)"
+                );
+                first_of(
+                    &request.options,
+                    &[
+                        PermissionOptionKind::RejectOnce,
+                        PermissionOptionKind::RejectAlways,
+                    ],
+                )
+            }
+            Permissions::Ask => {
+                let options = request.options.clone();
+                tokio::task::spawn_blocking(move || ask_at_terminal(&title, &options))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        };
+        let outcome = match chosen {
+            Some(option) => {
+                RequestPermissionOutcome::Selected(SelectedPermissionOutcome::new(option.option_id))
+            }
+            None => RequestPermissionOutcome::Cancelled,
+        };
+        RequestPermissionResponse::new(outcome)
+    }
+}
+
+fn first_of(
+    options: &[PermissionOption],
+    kinds: &[PermissionOptionKind],
+) -> Option<PermissionOption> {
+    kinds
+        .iter()
+        .find_map(|kind| options.iter().find(|option| option.kind == *kind))
+        .cloned()
+}
+
+/// Ask on the terminal (not stdin, which may carry the prompt). Anything but a
+/// listed choice rejects.
+fn ask_at_terminal(title: &str, options: &[PermissionOption]) -> Option<PermissionOption> {
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .ok()?;
+    let mut out = tty.try_clone().ok()?;
+    let _ = writeln!(out, "\nPunie asks to: {title}");
+    for (number, option) in options.iter().enumerate() {
+        let _ = writeln!(out, "  [{}] {}", number + 1, option.name);
+    }
+    let _ = write!(out, "Choose (anything else rejects): ");
+    let _ = out.flush();
+    let mut answer = String::new();
+    std::io::BufReader::new(tty).read_line(&mut answer).ok()?;
+    let chosen = answer
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|number| options.get(number.checked_sub(1)?))
+        .cloned();
+    chosen.or_else(|| {
+        first_of(
+            options,
+            &[
+                PermissionOptionKind::RejectOnce,
+                PermissionOptionKind::RejectAlways,
+            ],
+        )
+    })
+}
+
+fn exit_status(exit: ExitStatus) -> TerminalExitStatus {
+    TerminalExitStatus::new()
+        .exit_code(exit.code)
+        .signal(exit.signal)
+}
+
+fn workspace_error(error: WorkspaceError) -> Error {
+    let code = match error {
+        WorkspaceError::NotFound(_) => ErrorCode::RESOURCE_NOT_FOUND,
+        WorkspaceError::Outside { .. } | WorkspaceError::NotText(_) => ErrorCode::INVALID_PARAMS,
+        WorkspaceError::Io { .. } => ErrorCode::INTERNAL_ERROR,
+    };
+    Error::new(code, error.to_string())
+}
+
+fn terminal_error(error: TerminalError) -> Error {
+    match error {
+        TerminalError::Workspace(error) => workspace_error(error),
+        TerminalError::Unknown(_) => Error::new(ErrorCode::RESOURCE_NOT_FOUND, error.to_string()),
+        TerminalError::Spawn { .. } => Error::new(ErrorCode::INTERNAL_ERROR, error.to_string()),
+    }
+}

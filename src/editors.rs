@@ -1,0 +1,135 @@
+//! Editor integration, `punie init`: registers this `punie` binary as an ACP
+//! agent with JetBrains IDEs (`~/.jetbrains/acp.json`) and prints the entry
+//! for Zed. It edits only its own entry and never loses what else a file holds.
+
+use std::fs;
+use std::io::{ErrorKind, Write as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde_json::{Map, Value, json};
+
+/// The name editors show for Punie.
+pub const AGENT_NAME: &str = "Punie";
+
+/// What `punie init` did to the JetBrains file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The entry was already exactly right; nothing was written.
+    Unchanged,
+    /// The entry was added or corrected.
+    Written,
+    /// The old file could not be read as JSON; it was kept at this path and a
+    /// fresh file was written.
+    Replaced { backup: PathBuf },
+}
+
+/// Where JetBrains IDEs look for ACP agents.
+pub fn jetbrains_file() -> anyhow::Result<PathBuf> {
+    let home = etcetera::home_dir().context("cannot find the home directory")?;
+    Ok(home.join(".jetbrains").join("acp.json"))
+}
+
+/// This binary's absolute path, as editors should launch it.
+pub fn this_binary() -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe().context("cannot tell where this punie binary is")?;
+    Ok(fs::canonicalize(&path).unwrap_or(path))
+}
+
+/// Add or correct the Punie entry in the JetBrains file at `path`, keeping
+/// every other key and agent.
+pub fn register_with_jetbrains(path: &Path, binary: &Path) -> anyhow::Result<Change> {
+    let existing = match fs::read(path) {
+        Ok(bytes) => Some(bytes),
+        Err(error) if error.kind() == ErrorKind::NotFound => None,
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let (mut document, backup) = match &existing {
+        None => (Map::new(), None),
+        Some(bytes) => match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(document)) => (document, None),
+            _ => (Map::new(), Some(back_up(path)?)),
+        },
+    };
+    let entry = json!({"command": binary, "args": [], "env": {}});
+    let servers = document
+        .entry("agent_servers")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !servers.is_object() {
+        *servers = Value::Object(Map::new());
+    }
+    let Value::Object(servers) = servers else {
+        unreachable!("agent_servers was just made an object")
+    };
+    if backup.is_none() && servers.get(AGENT_NAME) == Some(&entry) {
+        return Ok(Change::Unchanged);
+    }
+    servers.insert(AGENT_NAME.to_owned(), entry);
+    write_json(path, &Value::Object(document))?;
+    Ok(match backup {
+        Some(backup) => Change::Replaced { backup },
+        None => Change::Written,
+    })
+}
+
+/// The `agent_servers` entry for Zed's `settings.json`.
+pub fn zed_entry(binary: &Path) -> Value {
+    json!({
+        "agent_servers": {
+            AGENT_NAME: {"type": "custom", "command": binary, "args": [], "env": {}}
+        }
+    })
+}
+
+/// Keep an unreadable file next to itself as `<name>.bak`.
+fn back_up(path: &Path) -> anyhow::Result<PathBuf> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".bak");
+    let backup = path.with_file_name(name);
+    fs::copy(path, &backup)
+        .with_context(|| format!("cannot back up {} to {}", path.display(), backup.display()))?;
+    Ok(backup)
+}
+
+/// Replace `path` with `value`, all at once.
+fn write_json(path: &Path, value: &Value) -> anyhow::Result<()> {
+    let dir = path.parent().context("the file has no parent directory")?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".acp.json")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let mut text = serde_json::to_vec_pretty(value)?;
+    text.push(b'\n');
+    file.write_all(&text)?;
+    file.as_file().sync_all()?;
+    file.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zed_entry_has_the_type_zed_requires() {
+        let entry = zed_entry(Path::new("/bin/punie"));
+        assert_eq!(entry["agent_servers"]["Punie"]["type"], "custom");
+        assert_eq!(entry["agent_servers"]["Punie"]["command"], "/bin/punie");
+    }
+
+    #[test]
+    fn a_non_object_agent_servers_is_replaced_by_an_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("acp.json");
+        fs::write(&path, r#"{"agent_servers": 3, "theme": "dark"}"#).unwrap();
+        assert_eq!(
+            register_with_jetbrains(&path, Path::new("/p")).unwrap(),
+            Change::Written
+        );
+        let written: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(written["theme"], "dark");
+        assert_eq!(written["agent_servers"]["Punie"]["command"], "/p");
+    }
+}

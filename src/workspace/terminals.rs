@@ -1,0 +1,303 @@
+//! Commands run inside a workspace, each with its output kept (up to a limit,
+//! the oldest bytes dropped first) until it is released.
+
+use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::sync::{Notify, watch};
+
+use super::{Workspace, WorkspaceError};
+
+/// Output kept per command when the caller sets no limit.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 1024 * 1024;
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExitStatus {
+    pub code: Option<u32>,
+    pub signal: Option<String>,
+}
+
+/// What a command has printed so far, and whether it has ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TerminalOutput {
+    pub output: String,
+    /// Earlier output was dropped to stay within the limit.
+    pub truncated: bool,
+    pub exit: Option<ExitStatus>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TerminalError {
+    #[error("no terminal `{0}`; it was never created or has been released")]
+    Unknown(String),
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+}
+
+/// The commands one client or session has running or finished.
+#[derive(Default)]
+pub struct Terminals {
+    running: Mutex<HashMap<String, Arc<Terminal>>>,
+}
+
+struct Terminal {
+    output: Mutex<Output>,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    kill: Notify,
+}
+
+struct Output {
+    bytes: Vec<u8>,
+    limit: usize,
+    truncated: bool,
+}
+
+impl Output {
+    fn push(&mut self, data: &[u8]) {
+        self.bytes.extend_from_slice(data);
+        if self.bytes.len() > self.limit {
+            let excess = self.bytes.len() - self.limit;
+            self.bytes.drain(..excess);
+            self.truncated = true;
+        }
+    }
+
+    fn text(&self) -> String {
+        // The cut may have split a character; start at the next whole one.
+        let start = self
+            .bytes
+            .iter()
+            .position(|byte| byte & 0b1100_0000 != 0b1000_0000)
+            .unwrap_or(self.bytes.len());
+        String::from_utf8_lossy(&self.bytes[start..]).into_owned()
+    }
+}
+
+impl Terminals {
+    /// Start `command` with `args` in `cwd` (the workspace root when `None`).
+    pub fn create(
+        &self,
+        workspace: &Workspace,
+        command: &str,
+        args: &[String],
+        env: &[(String, String)],
+        cwd: Option<&Path>,
+        output_limit: Option<usize>,
+    ) -> Result<String, TerminalError> {
+        let cwd = match cwd {
+            Some(cwd) => workspace.resolve(cwd)?,
+            None => workspace.root().to_owned(),
+        };
+        let mut child = tokio::process::Command::new(command)
+            .args(args)
+            .envs(env.iter().map(|(name, value)| (name, value)))
+            .current_dir(&cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| TerminalError::Spawn {
+                command: command.to_owned(),
+                source,
+            })?;
+        let (exit_tx, exit) = watch::channel(None);
+        let terminal = Arc::new(Terminal {
+            output: Mutex::new(Output {
+                bytes: Vec::new(),
+                limit: output_limit.unwrap_or(DEFAULT_OUTPUT_LIMIT),
+                truncated: false,
+            }),
+            exit,
+            kill: Notify::new(),
+        });
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let watched = terminal.clone();
+        tokio::spawn(async move {
+            let capture = async {
+                tokio::join!(
+                    capture(stdout, &watched.output),
+                    capture(stderr, &watched.output)
+                )
+            };
+            let status = tokio::select! {
+                status = async { capture.await; child.wait().await } => status,
+                () = watched.kill.notified() => {
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
+            };
+            let exit = match status {
+                Ok(status) => ExitStatus {
+                    code: status.code().and_then(|code| u32::try_from(code).ok()),
+                    signal: status.signal().map(signal_name),
+                },
+                Err(error) => {
+                    tracing::warn!("cannot tell how a command ended: {error}");
+                    ExitStatus::default()
+                }
+            };
+            exit_tx.send_replace(Some(exit));
+        });
+        let id = uuid::Uuid::new_v4().to_string();
+        self.lock().insert(id.clone(), terminal);
+        Ok(id)
+    }
+
+    /// The output so far, and the exit status once the command has ended.
+    pub fn output(&self, id: &str) -> Result<TerminalOutput, TerminalError> {
+        let terminal = self.get(id)?;
+        let output = lock(&terminal.output);
+        Ok(TerminalOutput {
+            output: output.text(),
+            truncated: output.truncated,
+            exit: terminal.exit.borrow().clone(),
+        })
+    }
+
+    /// Wait for the command to end.
+    pub async fn wait(&self, id: &str) -> Result<ExitStatus, TerminalError> {
+        let mut exit = self.get(id)?.exit.clone();
+        let ended = exit
+            .wait_for(Option::is_some)
+            .await
+            .map(|status| status.clone().unwrap_or_default());
+        Ok(ended.unwrap_or_default())
+    }
+
+    /// Stop the command; its output stays until it is released.
+    pub fn kill(&self, id: &str) -> Result<(), TerminalError> {
+        self.get(id)?.kill.notify_one();
+        Ok(())
+    }
+
+    /// Stop the command if it still runs, and forget it.
+    pub fn release(&self, id: &str) -> Result<(), TerminalError> {
+        let terminal = self
+            .lock()
+            .remove(id)
+            .ok_or_else(|| TerminalError::Unknown(id.to_owned()))?;
+        terminal.kill.notify_one();
+        Ok(())
+    }
+
+    /// Stop every command and forget them all.
+    pub fn release_all(&self) {
+        for (_, terminal) in self.lock().drain() {
+            terminal.kill.notify_one();
+        }
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Terminal>, TerminalError> {
+        self.lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| TerminalError::Unknown(id.to_owned()))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Terminal>>> {
+        lock(&self.running)
+    }
+}
+
+async fn capture(stream: Option<impl AsyncRead + Unpin>, output: &Mutex<Output>) {
+    let Some(mut stream) = stream else { return };
+    let mut buffer = vec![0u8; 8192];
+    while let Ok(read) = stream.read(&mut buffer).await {
+        if read == 0 {
+            break;
+        }
+        lock(output).push(&buffer[..read]);
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    rustix::process::Signal::from_named_raw(signal)
+        .map(|signal| format!("{signal:?}"))
+        .unwrap_or_else(|| signal.to_string())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_beyond_the_limit_drops_the_oldest_bytes_at_a_character_boundary() {
+        let mut output = Output {
+            bytes: Vec::new(),
+            limit: 5,
+            truncated: false,
+        };
+        output.push("ab".as_bytes());
+        assert!(!output.truncated);
+        output.push("cdé!".as_bytes()); // 'é' is two bytes
+        assert!(output.truncated);
+        assert_eq!(output.text(), "cdé!");
+        output.push("xyz".as_bytes());
+        assert_eq!(output.text(), "!xyz");
+    }
+
+    #[tokio::test]
+    async fn a_command_runs_in_the_workspace_and_reports_how_it_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = Workspace::new(dir.path()).unwrap();
+        let terminals = Terminals::default();
+        let id = terminals
+            .create(
+                &workspace,
+                "sh",
+                &["-c".into(), "pwd; echo oops >&2; exit 3".into()],
+                &[],
+                None,
+                None,
+            )
+            .unwrap();
+        let exit = terminals.wait(&id).await.unwrap();
+        assert_eq!(exit.code, Some(3));
+        let output = terminals.output(&id).unwrap();
+        assert!(output.output.contains(workspace.root().to_str().unwrap()));
+        assert!(output.output.contains("oops"));
+        terminals.release(&id).unwrap();
+        assert!(terminals.output(&id).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_killed_command_ends_with_its_signal() {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = Workspace::new(dir.path()).unwrap();
+        let terminals = Terminals::default();
+        let id = terminals
+            .create(&workspace, "sleep", &["30".into()], &[], None, None)
+            .unwrap();
+        terminals.kill(&id).unwrap();
+        let exit = terminals.wait(&id).await.unwrap();
+        assert_eq!(exit.code, None);
+        assert!(exit.signal.is_some());
+    }
+
+    #[test]
+    fn a_cwd_outside_the_workspace_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = Workspace::new(dir.path()).unwrap();
+        let terminals = Terminals::default();
+        let refused = terminals.create(&workspace, "true", &[], &[], Some(Path::new("/")), None);
+        assert!(matches!(refused, Err(TerminalError::Workspace(_))));
+    }
+}

@@ -1,0 +1,236 @@
+//! `punie ask`: one question, a new session, the answer streamed to stdout.
+
+mod support;
+
+use std::process::{Output, Stdio};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use support::{Home, Server, within};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+async fn ask(server: &Server, args: &[&str]) -> Output {
+    within(
+        "punie ask",
+        server
+            .home
+            .command()
+            .arg("ask")
+            .args(args)
+            .current_dir(server.home.workspace())
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("punie ask runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn the_answer_streams_to_stdout_and_nothing_else_does() {
+    let server = Server::start().await;
+    let output = ask(&server, &["what is this?"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "Turn 1. You said: \"what is this?\". That is the first thing you said.\n"
+    );
+    assert!(
+        !text(&output.stderr).contains('\u{1b}'),
+        "no colour or spinner when stderr is not a terminal: {:?}",
+        text(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn every_invocation_is_a_new_session_in_the_workspace() {
+    let server = Server::start().await;
+    let other = server.home.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&other).unwrap();
+    let first = ask(&server, &["one", "--output", "json"]).await;
+    let second = ask(
+        &server,
+        &[
+            "two",
+            "--output",
+            "json",
+            "--workspace",
+            other.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let first: Value = serde_json::from_slice(&first.stdout).unwrap();
+    let second: Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_ne!(first["sessionId"], second["sessionId"]);
+    assert!(
+        second["text"].as_str().unwrap().starts_with("Turn 1."),
+        "a fresh conversation"
+    );
+}
+
+#[tokio::test]
+async fn json_prints_one_object_at_the_end() {
+    let server = Server::start().await;
+    let output = ask(&server, &["--output", "json", "hi"]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = text(&output.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["stopReason"], "end_turn");
+    assert_eq!(
+        answer["text"],
+        "Turn 1. You said: \"hi\". That is the first thing you said."
+    );
+    assert!(answer["sessionId"].as_str().is_some());
+    assert_eq!(answer["toolCalls"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn stream_json_prints_every_update_as_a_line_then_the_result() {
+    let server = Server::start().await;
+    let output = ask(&server, &["--output", "stream-json", "hi"]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let lines: Vec<Value> = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every line is JSON"))
+        .collect();
+    let chunks: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["update"]["sessionUpdate"] == "agent_message_chunk")
+        .collect();
+    assert_eq!(chunks.len(), 4, "each chunk as it arrived");
+    let last = lines.last().unwrap();
+    assert_eq!(last["stopReason"], "end_turn");
+    assert_eq!(last["sessionId"], lines[0]["sessionId"]);
+}
+
+#[tokio::test]
+async fn the_question_can_come_from_stdin() {
+    let server = Server::start().await;
+    for args in [&["--output", "json"][..], &["-", "--output", "json"][..]] {
+        let mut child = server
+            .home
+            .command()
+            .arg("ask")
+            .args(args)
+            .current_dir(server.home.workspace())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all("a question\nover two lines\n".as_bytes())
+            .await
+            .unwrap();
+        drop(stdin);
+        let output = within("punie ask", child.wait_with_output()).await.unwrap();
+        assert_eq!(output.status.code(), Some(0));
+        let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(
+            answer["text"],
+            "Turn 1. You said: \"a question\nover two lines\". That is the first thing you said."
+        );
+    }
+}
+
+#[tokio::test]
+async fn exit_codes_say_what_went_wrong() {
+    let home = Home::new();
+    let nowhere = format!("ws://127.0.0.1:{}/acp", support::unused_port());
+    let no_server = home
+        .command()
+        .args(["ask", "--server", &nowhere, "hello"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(no_server.status.code(), Some(3));
+    assert!(
+        text(&no_server.stderr).contains("punie serve"),
+        "{}",
+        text(&no_server.stderr)
+    );
+
+    let server = Server::start().await;
+    let empty = ask(&server, &[""]).await;
+    assert_eq!(
+        empty.status.code(),
+        Some(2),
+        "an empty question is a usage error"
+    );
+    let unknown_flag = ask(&server, &["--frobnicate", "x"]).await;
+    assert_eq!(unknown_flag.status.code(), Some(2));
+    let no_workspace = ask(&server, &["--workspace", "/no/such/dir", "hello"]).await;
+    assert_eq!(no_workspace.status.code(), Some(1));
+    assert!(
+        text(&no_workspace.stderr).contains("/no/such/dir"),
+        "{}",
+        text(&no_workspace.stderr)
+    );
+
+    let help = ask(&server, &["--help"]).await;
+    let help = text(&help.stdout);
+    for documented in [
+        "0 done",
+        "1 error",
+        "2 usage",
+        "3 no server",
+        "130 interrupted",
+    ] {
+        assert!(
+            help.contains(documented),
+            "--help documents `{documented}`: {help}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ctrl_c_cancels_the_turn_prints_what_arrived_and_exits_130() {
+    let server = Server::start().await;
+    let mut child = server
+        .home
+        .command()
+        .args(["ask", "count to 1000"])
+        .current_dir(server.home.workspace())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains(" 3") {
+        let read = within("the count to start", stdout.read(&mut buffer))
+            .await
+            .unwrap();
+        assert!(read > 0, "stdout ended early");
+        seen.extend_from_slice(&buffer[..read]);
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGINT).unwrap();
+    let status = within("punie ask to stop", child.wait()).await.unwrap();
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).await.unwrap();
+    seen.extend_from_slice(&rest);
+    let printed = String::from_utf8_lossy(&seen).into_owned();
+    assert_eq!(status.code(), Some(130));
+    assert!(printed.starts_with("1 2 3"), "{printed}");
+    assert!(
+        !printed.contains("1000"),
+        "the turn was cancelled: {printed}"
+    );
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(stderr.contains("cancelled"), "{stderr}");
+}

@@ -1,0 +1,126 @@
+//! `punie init`: registers this binary with JetBrains IDEs and Zed without
+//! losing anything else in their files.
+
+mod support;
+
+use std::process::Output;
+
+use serde_json::{Value, json};
+use support::{Home, within};
+
+async fn punie(home: &Home, args: &[&str]) -> Output {
+    within("punie init", home.command().args(args).output())
+        .await
+        .expect("punie runs")
+}
+
+fn this_binary() -> String {
+    std::fs::canonicalize(env!("CARGO_BIN_EXE_punie"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn read_json(path: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn init_adds_punie_to_the_jetbrains_file_in_the_home_directory() {
+    let home = Home::new();
+    let output = punie(&home, &["init"]).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let file = home.dir.path().join(".jetbrains/acp.json");
+    assert_eq!(
+        read_json(&file),
+        json!({"agent_servers": {"Punie": {"command": this_binary(), "args": [], "env": {}}}})
+    );
+}
+
+#[tokio::test]
+async fn init_keeps_every_other_key_and_agent_and_twice_changes_nothing() {
+    let home = Home::new();
+    let file = home.dir.path().join("custom/acp.json");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let before = json!({
+        "agent_servers": {
+            "Other": {"command": "/usr/bin/other", "args": ["--flag"], "env": {"A": "1"}},
+            "Punie": {"command": "/old/punie", "args": ["old"], "env": {}}
+        },
+        "default_mcp_settings": {"x": true}
+    });
+    std::fs::write(&file, before.to_string()).unwrap();
+
+    let output = punie(&home, &["init", "--output", file.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let after = read_json(&file);
+    assert_eq!(
+        after["agent_servers"]["Other"],
+        before["agent_servers"]["Other"]
+    );
+    assert_eq!(
+        after["default_mcp_settings"],
+        before["default_mcp_settings"]
+    );
+    assert_eq!(
+        after["agent_servers"]["Punie"],
+        json!({"command": this_binary(), "args": [], "env": {}})
+    );
+    let keys: Vec<&String> = after.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["agent_servers", "default_mcp_settings"],
+        "key order kept"
+    );
+
+    let bytes = std::fs::read(&file).unwrap();
+    let again = punie(&home, &["init", "--output", file.to_str().unwrap()]).await;
+    assert_eq!(again.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already"));
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        bytes,
+        "running it twice changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_file_is_backed_up_and_reported_not_overwritten_silently() {
+    let home = Home::new();
+    let file = home.dir.path().join("acp.json");
+    std::fs::write(&file, "{ this is: not json").unwrap();
+    let output = punie(&home, &["init", "--output", file.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let backup = home.dir.path().join("acp.json.bak");
+    assert_eq!(
+        std::fs::read_to_string(&backup).unwrap(),
+        "{ this is: not json"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("acp.json.bak"), "{stderr}");
+    assert_eq!(
+        read_json(&file)["agent_servers"]["Punie"]["command"],
+        this_binary()
+    );
+}
+
+#[tokio::test]
+async fn init_zed_prints_a_custom_agent_server_entry() {
+    let home = Home::new();
+    let output = punie(&home, &["init", "--zed"]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let entry: Value = serde_json::from_slice(&output.stdout).expect("the entry is JSON");
+    assert_eq!(
+        entry,
+        json!({"agent_servers": {"Punie": {"type": "custom", "command": this_binary(), "args": [], "env": {}}}})
+    );
+    assert!(
+        !home.dir.path().join(".jetbrains").exists(),
+        "--zed writes nothing"
+    );
+}

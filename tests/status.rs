@@ -1,0 +1,138 @@
+//! `punie status` and `punie stop`: they find the server `punie serve`
+//! recorded, and stop exactly that one.
+
+mod support;
+
+use std::process::Output;
+
+use serde_json::{Value, json};
+use support::{Home, Server, within};
+
+async fn punie(home: &Home, args: &[&str]) -> Output {
+    within(
+        &format!("punie {}", args.join(" ")),
+        home.command()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("punie runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn status_describes_the_recorded_server() {
+    let server = Server::start().await;
+    let mut client = server.initialized().await;
+    client.new_session(&server.home.workspace()).await;
+
+    let output = punie(&server.home, &["status"]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(&format!("http://{}", server.address)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&server.child.id().unwrap().to_string()),
+        "{stdout}"
+    );
+    assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");
+    assert!(stdout.contains("uptime"), "{stdout}");
+
+    let output = punie(&server.home, &["status", "--json"]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let status: Value = serde_json::from_slice(&output.stdout).expect("--json prints JSON");
+    assert_eq!(status["url"], format!("http://{}", server.address));
+    assert_eq!(status["pid"], json!(server.child.id().unwrap()));
+    assert_eq!(status["connections"], 1);
+    assert_eq!(status["sessions"], 1);
+    assert!(status["uptimeSeconds"].as_f64().is_some());
+}
+
+#[tokio::test]
+async fn status_with_no_server_exits_3_with_a_hint() {
+    let home = Home::new();
+    let port = support::unused_port();
+    let output = punie(
+        &home,
+        &["status", "--server", &format!("http://127.0.0.1:{port}")],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("punie serve"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn stop_stops_the_recorded_server_and_waits_for_it() {
+    let mut server = Server::start().await;
+    let output = punie(&server.home, &["stop"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    // `punie stop` returned only once the server had exited.
+    assert!(
+        server.child.try_wait().unwrap().is_some(),
+        "the server had exited when stop returned"
+    );
+    assert!(server.exit_status().await.success());
+    assert!(!server.home.server_file().exists());
+
+    let again = punie(&server.home, &["stop"]).await;
+    assert_eq!(again.status.code(), Some(3), "nothing left to stop");
+}
+
+#[tokio::test]
+async fn stop_signals_nothing_when_the_record_names_another_process() {
+    let server = Server::start().await;
+    let mut bystander = tokio::process::Command::new("sleep")
+        .arg("30")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut record: Value =
+        serde_json::from_slice(&std::fs::read(server.home.server_file()).unwrap()).unwrap();
+    record["pid"] = json!(bystander.id().unwrap());
+    std::fs::write(server.home.server_file(), record.to_string()).unwrap();
+
+    let output = punie(&server.home, &["stop"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("not signalling"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the bystander lives"
+    );
+    assert_eq!(
+        server.health().await["status"],
+        "ok",
+        "and so does the server"
+    );
+}
+
+#[tokio::test]
+async fn stop_forgets_a_record_whose_process_is_gone() {
+    let home = Home::new();
+    let mut gone = tokio::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id().unwrap();
+    gone.wait().await.unwrap();
+    std::fs::create_dir_all(home.state_dir()).unwrap();
+    let record = json!({
+        "url": format!("http://127.0.0.1:{}", support::unused_port()),
+        "pid": pid,
+        "version": env!("CARGO_PKG_VERSION"),
+        "startedAt": "2026-01-01T00:00:00Z",
+    });
+    std::fs::write(home.server_file(), record.to_string()).unwrap();
+    let output = punie(&home, &["stop"]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    assert!(!home.server_file().exists(), "the stale record is removed");
+}
