@@ -14,7 +14,8 @@ use crate::client::ask::{self, AskExit, AskOptions, OutputFormat};
 use crate::client::bridge::{self, BridgeExit, DEFAULT_DRAIN_TIMEOUT};
 use crate::client::status::{self, Outcome};
 use crate::client::{SERVER_ENV, Target};
-use crate::config::{Paths, ServeConfig};
+use crate::config::{DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_TOOL_ROUNDS, Paths, ServeConfig};
+use crate::model::ModelSettings;
 use crate::{editors, logging, server};
 
 /// How long, after the work is done, the runtime may take to stop its helper threads.
@@ -126,9 +127,29 @@ struct ServeArgs {
     #[arg(long, default_value_t = 8000)]
     port: u16,
 
-    /// The model sessions use. `test` is offline and deterministic.
+    /// The model sessions use: test (offline, deterministic), openai:MODEL,
+    /// anthropic:MODEL, ollama:MODEL, lmstudio:MODEL, local:URL/MODEL or
+    /// script:PATH.
     #[arg(long, env = "PUNIE_MODEL", default_value = "test")]
     model: String,
+
+    /// Rounds of tool calls one turn may take before it ends with
+    /// max_turn_requests.
+    #[arg(long, env = "PUNIE_MAX_TOOL_ROUNDS", default_value_t = DEFAULT_MAX_TOOL_ROUNDS)]
+    max_tool_rounds: usize,
+
+    /// The model's context window in tokens, reported with token usage.
+    #[arg(long, default_value_t = DEFAULT_CONTEXT_WINDOW)]
+    context_window: u64,
+
+    /// Give up on a model that sends nothing for this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = ModelSettings::default().idle_timeout.as_secs_f64())]
+    model_idle_timeout: f64,
+
+    /// Retries of a model call that fails before its first token (429, 5xx,
+    /// connection refused or reset).
+    #[arg(long, default_value_t = ModelSettings::default().retries)]
+    model_retries: u32,
 }
 
 /// Run the command line and say how it went.
@@ -160,6 +181,19 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 host: args.host,
                 port: args.port,
                 model: args.model,
+                model_settings: ModelSettings {
+                    idle_timeout: Duration::try_from_secs_f64(args.model_idle_timeout).map_err(
+                        |_| {
+                            UsageError(
+                                "--model-idle-timeout must be a number of seconds".to_owned(),
+                            )
+                        },
+                    )?,
+                    retries: args.model_retries,
+                    ..ModelSettings::default()
+                },
+                max_tool_rounds: args.max_tool_rounds,
+                context_window: args.context_window,
                 paths,
             };
             multi_threaded(server::serve(config))?;

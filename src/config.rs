@@ -23,6 +23,12 @@ pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a graceful shutdown waits for connections to finish before exiting anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// Rounds of tool calls a turn may take unless configured otherwise.
+pub const DEFAULT_MAX_TOOL_ROUNDS: usize = 50;
+
+/// Context window reported with token usage unless configured otherwise.
+pub const DEFAULT_CONTEXT_WINDOW: u64 = 128_000;
+
 /// Most sessions one `session/list` page returns.
 pub const SESSION_LIST_PAGE: usize = 100;
 
@@ -35,6 +41,12 @@ pub struct ServeConfig {
     pub port: u16,
     /// The model new sessions use, e.g. `test`.
     pub model: String,
+    /// How patient the model's provider is.
+    pub model_settings: crate::model::ModelSettings,
+    /// Rounds of tool calls one turn may take.
+    pub max_tool_rounds: usize,
+    /// The model's context window in tokens, reported with token usage.
+    pub context_window: u64,
     /// Where the server keeps its files.
     pub paths: Paths,
 }

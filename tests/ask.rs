@@ -234,3 +234,74 @@ async fn ctrl_c_cancels_the_turn_prints_what_arrived_and_exits_130() {
         .unwrap();
     assert!(stderr.contains("cancelled"), "{stderr}");
 }
+
+/// A server on a `script:` model that reads, edits and runs in the workspace.
+async fn tool_using_server() -> Server {
+    let home = Home::new();
+    let script = home.dir.path().join("script.json");
+    let responses = serde_json::json!([
+        [{"tool_call": {"name": "read_file", "arguments": {"path": "notes.txt"}}}],
+        [{"tool_call": {"name": "edit_file", "arguments": {"path": "notes.txt", "old_text": "old", "new_text": "new"}}}],
+        [{"tool_call": {"name": "run_command", "arguments": {"command": "cat notes.txt > copy.txt"}}}],
+        [{"tool_call": {"name": "read_file", "arguments": {"path": "../outside.txt"}}}],
+        [{"text": "All done."}]
+    ]);
+    std::fs::write(&script, responses.to_string()).unwrap();
+    let model = format!("script:{}", script.display());
+    let server = Server::start_in(home, &["--model", &model]).await;
+    std::fs::write(server.home.workspace().join("notes.txt"), "old notes\n").unwrap();
+    std::fs::write(server.home.dir.path().join("outside.txt"), "secret").unwrap();
+    server
+}
+
+#[tokio::test]
+async fn ask_serves_files_and_commands_from_its_own_workspace() {
+    let server = tool_using_server().await;
+    let output = ask(&server, &["--yes", "--output", "json", "tidy the notes"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let workspace = server.home.workspace();
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("notes.txt")).unwrap(),
+        "new notes\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("copy.txt")).unwrap(),
+        "new notes\n"
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["text"], "All done.");
+    let statuses: Vec<&str> = answer["toolCalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|call| call["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["completed", "completed", "completed", "failed"],
+        "the escape was refused"
+    );
+    assert_eq!(answer["toolCalls"][2]["kind"], "execute");
+}
+
+#[tokio::test]
+async fn ask_reports_each_tool_call_on_stderr_and_rejects_when_nobody_can_answer() {
+    let server = tool_using_server().await;
+    let output = ask(&server, &["tidy the notes"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "All done.\n",
+        "stdout carries only the answer"
+    );
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("✓ Read notes.txt"), "{stderr}");
+    assert!(stderr.contains("✗ Edit notes.txt"), "{stderr}");
+    assert!(stderr.contains("rejected"), "says why: {stderr}");
+    assert_eq!(
+        std::fs::read_to_string(server.home.workspace().join("notes.txt")).unwrap(),
+        "old notes\n",
+        "nothing was changed without permission"
+    );
+    assert!(!server.home.workspace().join("copy.txt").exists());
+}

@@ -329,3 +329,42 @@ async fn when_the_server_shuts_down_the_bridge_passes_on_its_answers_then_exits_
         signalled.elapsed()
     );
 }
+
+#[tokio::test]
+async fn agent_requests_and_the_ides_answers_pass_through_the_bridge() {
+    let home = Home::new();
+    let script = home.dir.path().join("script.json");
+    let responses = json!([
+        [{"tool_call": {"name": "read_file", "arguments": {"path": "notes.txt"}}}],
+        [{"tool_call": {"name": "write_file", "arguments": {"path": "notes.txt", "content": "rewritten"}}}],
+        [{"text": "Done."}]
+    ]);
+    std::fs::write(&script, responses.to_string()).unwrap();
+    let model = format!("script:{}", script.display());
+    let server = Server::start_in(home, &["--model", &model]).await;
+    let workspace = server.home.workspace();
+    std::fs::write(workspace.join("notes.txt"), "original").unwrap();
+    let ide = support::sdk::Ide::new(&workspace, true, true);
+    let received = Received::default();
+    let stop = ide
+        .run(bridge_agent(&server), received.clone(), async |cx| {
+            ide.initialize(&cx).await?;
+            let session = new_session(&cx, &workspace).await?;
+            prompt(&cx, &session, "rewrite the notes").await
+        })
+        .await;
+    assert_eq!(stop, StopReason::EndTurn);
+    assert_eq!(
+        ide.requests(),
+        [
+            "fs/read_text_file",
+            "fs/read_text_file",
+            "session/request_permission",
+            "fs/write_text_file"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("notes.txt")).unwrap(),
+        "rewritten"
+    );
+}

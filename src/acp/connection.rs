@@ -136,13 +136,18 @@ impl Connection {
     }
 
     /// Create a session attached to this connection.
-    pub fn create_session(&self, cwd: std::path::PathBuf) -> Arc<Session> {
-        let session = self
-            .hub
-            .sessions
-            .create(cwd, self.id, self.hub.model.clone());
+    pub fn create_session(
+        &self,
+        cwd: std::path::PathBuf,
+    ) -> Result<Arc<Session>, crate::workspace::WorkspaceError> {
+        let session = self.hub.sessions.create(
+            cwd,
+            self.id,
+            self.hub.model.clone(),
+            self.hub.turn_settings.clone(),
+        )?;
         lock(&self.sessions).push(session.id().clone());
-        session
+        Ok(session)
     }
 
     /// A token that cancels one turn, and is cancelled with the connection.

@@ -15,7 +15,7 @@ use agent_client_protocol::v1::schema::{
     EmbeddedResourceResource, Implementation, InitializeRequest, InitializeResponse,
     ListSessionsRequest, ListSessionsResponse, NewSessionRequest, NewSessionResponse,
     PromptCapabilities, PromptRequest, PromptResponse, SessionCapabilities,
-    SessionCloseCapabilities, SessionListCapabilities, SessionNotification,
+    SessionCloseCapabilities, SessionListCapabilities,
 };
 use agent_client_protocol::v1::{ConnectionTo, Responder};
 use agent_client_protocol::{Agent, Channel, Client, Error, UntypedMessage};
@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::client_port::PromptingClient;
 use super::connection::{ClientDescription, Connection};
 use super::errors;
 use crate::config::SESSION_LIST_PAGE;
@@ -149,7 +150,9 @@ async fn new_session(connection: &Connection, params: Value) -> Result<Value, Er
             "the client offered MCP servers; Punie does not use MCP servers yet"
         );
     }
-    let session = connection.create_session(request.cwd);
+    let session = connection
+        .create_session(request.cwd)
+        .map_err(|error| errors::invalid_params(METHOD, error))?;
     tracing::info!(connection = connection.id, session = %session.id(), cwd = %session.cwd().display(), "session created");
     to_json(NewSessionResponse::new(session.id().clone()))
 }
@@ -205,7 +208,15 @@ async fn prompt(
             return responder.respond_with_error(error);
         }
     };
-    let play = play_turn(turn, responder, cx);
+    let client = PromptingClient {
+        cx,
+        session_id: turn.session_id().clone(),
+        capabilities: connection
+            .client()
+            .map(|client| client.capabilities)
+            .unwrap_or_default(),
+    };
+    let play = play_turn(turn, responder, client);
     if let Some(play) = connection.spawn_turn(play) {
         // The connection is winding down, so the turn is already cancelled and
         // ends at once; answering here keeps the answer ahead of the end of input.
@@ -214,15 +225,12 @@ async fn prompt(
     Ok(())
 }
 
-async fn play_turn(turn: Turn, responder: Responder<Value>, cx: ConnectionTo<Client>) {
+async fn play_turn(turn: Turn, responder: Responder<Value>, client: PromptingClient) {
     const METHOD: &str = "session/prompt";
     let session_id = turn.session_id().clone();
     let cancel = turn.cancel_token();
     let request_cancelled = responder.cancellation();
-    let run = turn.run(|update| {
-        cx.send_notification(SessionNotification::new(session_id.clone(), update))
-            .is_ok()
-    });
+    let run = turn.run(&client);
     let mut run = std::pin::pin!(run);
     let outcome = tokio::select! {
         outcome = &mut run => outcome,

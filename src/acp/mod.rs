@@ -10,6 +10,7 @@
 //! Session state lives in [`crate::session`]; sockets and HTTP live in
 //! [`crate::server`].
 
+mod client_port;
 mod connection;
 mod errors;
 mod methods;
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::model::Model;
-use crate::session::{ConnectionId, SessionRegistry};
+use crate::session::{ConnectionId, SessionRegistry, TurnSettings};
 
 pub use connection::AcpConnection;
 
@@ -31,6 +32,8 @@ pub struct AgentHub {
     pub sessions: SessionRegistry,
     /// The model new sessions use.
     pub model: Arc<dyn Model>,
+    /// How every session's turns run.
+    pub turn_settings: Arc<TurnSettings>,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
     /// One entry per live ACP connection; waited on at shutdown.
@@ -39,10 +42,15 @@ pub struct AgentHub {
 }
 
 impl AgentHub {
-    pub fn new(model: Arc<dyn Model>, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        model: Arc<dyn Model>,
+        turn_settings: TurnSettings,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Self {
             sessions: SessionRegistry::new(),
             model,
+            turn_settings: Arc::new(turn_settings),
             shutdown,
             connections: TaskTracker::new(),
             next_connection: AtomicU64::new(1),

@@ -1,70 +1,155 @@
 //! Model providers: one streaming interface every model implements, and the
-//! choice of model from a spec such as `test`.
+//! choice of model from a spec such as `test`, `openai:gpt-4.1` or
+//! `ollama:qwen3`.
 //!
 //! A provider turns a conversation into a stream of events as the model
-//! produces them; dropping the stream stops the model. Providers know nothing
-//! of ACP, sessions or connections: the turn loop in [`crate::session`] drives
-//! them and reports what they produce.
+//! produces them: text, thoughts, complete tool calls (a provider assembles
+//! arguments that arrive in pieces), token usage, and why the model stopped.
+//! Dropping the stream stops the model. Providers know nothing of ACP,
+//! sessions or connections: the turn loop in [`crate::session`] drives them
+//! and reports what they produce.
 
+mod anthropic;
+mod http;
+mod openai;
+mod script;
 mod test_model;
 
 use std::sync::Arc;
 
 use futures::stream::BoxStream;
+use serde_json::Value;
 
+pub use anthropic::AnthropicModel;
+pub use openai::{OpenAiModel, OpenAiServer};
+pub use script::ScriptModel;
 pub use test_model::TestModel;
 
-/// Who said a message in a conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    User,
-    Assistant,
-}
-
-/// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub role: Role,
-    pub text: String,
+/// One message of a conversation, in the shape every provider can express.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// What the person said.
+    User(String),
+    /// What the model answered: text, and the tools it asked to run.
+    Assistant {
+        text: String,
+        tool_calls: Vec<ToolCall>,
+    },
+    /// The result of one tool call, told back to the model.
+    ToolResult {
+        call_id: String,
+        name: String,
+        content: String,
+        is_error: bool,
+    },
 }
 
 impl Message {
     pub fn user(text: impl Into<String>) -> Self {
-        Self {
-            role: Role::User,
-            text: text.into(),
-        }
+        Self::User(text.into())
     }
 
     pub fn assistant(text: impl Into<String>) -> Self {
-        Self {
-            role: Role::Assistant,
+        Self::Assistant {
             text: text.into(),
+            tool_calls: Vec::new(),
         }
     }
 }
 
-/// What the model is asked: the user's new prompt, after the conversation so far.
+/// A tool call the model asked for, its arguments complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    /// The provider's id for the call; tool results refer to it.
+    pub id: String,
+    pub name: String,
+    /// The arguments as the model wrote them: a JSON object, if the model
+    /// wrote valid JSON. Arguments that are not valid JSON arrive as
+    /// `Value::String` holding the raw text, so the turn loop can tell the
+    /// model its arguments were malformed; no arguments at all arrive as `{}`.
+    pub arguments: Value,
+}
+
+/// A tool the model may call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments object.
+    pub parameters: Value,
+}
+
+/// What the model is asked.
 #[derive(Debug, Clone, Default)]
 pub struct ModelRequest {
-    /// Earlier turns, oldest first; shared with the session rather than copied.
-    pub history: Arc<Vec<Message>>,
-    pub prompt: Arc<str>,
+    /// Who Punie is, its tools, the workspace.
+    pub system: Arc<str>,
+    /// The conversation so far, oldest first, ending with the newest user
+    /// prompt or tool results. Shared rather than copied.
+    pub messages: Arc<Vec<Message>>,
+    /// The tools the model may call.
+    pub tools: Arc<Vec<ToolSpec>>,
+    /// Which prompt of the session this answers, counting from 1.
+    pub turn: usize,
+}
+
+impl ModelRequest {
+    /// The newest thing the person said.
+    pub fn prompt(&self) -> &str {
+        self.messages
+            .iter()
+            .rev()
+            .find_map(|message| match message {
+                Message::User(text) => Some(text.as_str()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Tokens a model call used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// Why the model stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// It is done, or waits for the results of its tool calls.
+    Done,
+    /// It ran out of output tokens.
+    MaxTokens,
+    /// It refused.
+    Refusal,
 }
 
 /// Something the model produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ModelEvent {
     /// A piece of the reply, in order.
     Text(String),
+    /// A piece of the model's reasoning.
+    Thought(String),
+    /// A tool call, complete.
+    ToolCall(ToolCall),
+    /// Token usage so far for this call.
+    Usage(Usage),
+    /// Why the model stopped; the last event of a call that ended normally.
+    Stop(Stop),
 }
 
-/// Why a model could not answer.
-#[derive(Debug, thiserror::Error)]
+/// Why a model could not answer, worded for the person who has to fix it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ModelError {
-    #[error("unknown model `{0}`; the models Punie knows are: test")]
+    #[error(
+        "unknown model `{0}`; use test, openai:MODEL, anthropic:MODEL, ollama:MODEL, lmstudio:MODEL, local:URL/MODEL or script:PATH"
+    )]
     UnknownModel(String),
-    #[error("the model failed: {0}")]
+    #[error("{0}")]
+    Setup(String),
+    #[error("{0}")]
     Provider(String),
 }
 
@@ -76,14 +161,204 @@ pub trait Model: Send + Sync + 'static {
     /// The spec this model was chosen by, e.g. `test`.
     fn id(&self) -> &str;
 
-    /// Start answering `request`. The stream ends when the reply is complete.
+    /// Start answering `request`. The stream ends after [`ModelEvent::Stop`],
+    /// or with an error.
     fn stream(&self, request: ModelRequest) -> ModelStream;
 }
 
-/// The model a spec names.
-pub fn from_spec(spec: &str) -> Result<Arc<dyn Model>, ModelError> {
-    match spec.trim() {
-        "test" => Ok(Arc::new(TestModel::default())),
-        other => Err(ModelError::UnknownModel(other.to_owned())),
+/// How patient providers are with a model server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSettings {
+    /// A stream that sends nothing for this long is given up on.
+    pub idle_timeout: std::time::Duration,
+    /// Attempts after the first when a call fails before its first event
+    /// (429, 5xx, a refused or reset connection).
+    pub retries: u32,
+    /// The first wait between attempts; each further wait doubles it.
+    pub retry_backoff: std::time::Duration,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout: std::time::Duration::from_secs(120),
+            retries: 3,
+            retry_backoff: std::time::Duration::from_millis(500),
+        }
+    }
+}
+
+/// The model a spec names, reading keys and base URLs from the environment:
+///
+/// | spec | server | key |
+/// |---|---|---|
+/// | `test` | none: the offline model | |
+/// | `openai:MODEL` | `OPENAI_BASE_URL`, else `https://api.openai.com/v1` | `OPENAI_API_KEY`, required |
+/// | `anthropic:MODEL` | `ANTHROPIC_BASE_URL`, else `https://api.anthropic.com` | `ANTHROPIC_API_KEY`, required |
+/// | `ollama:MODEL` | `OLLAMA_HOST`, else `http://127.0.0.1:11434`, plus `/v1` | `PUNIE_LOCAL_API_KEY`, if set |
+/// | `lmstudio:MODEL` | `http://127.0.0.1:1234/v1` | `PUNIE_LOCAL_API_KEY`, if set |
+/// | `local:URL/MODEL` | `URL` (everything up to `/v1`, else up to the last `/`) | `PUNIE_LOCAL_API_KEY`, if set |
+/// | `script:PATH` | none: replies scripted in a file | |
+///
+/// A malformed spec is an error here; a missing key is not — it is the error
+/// of every call, so the server starts and says what to do when asked.
+pub fn from_spec(spec: &str, settings: &ModelSettings) -> Result<Arc<dyn Model>, ModelError> {
+    from_spec_with_env(spec, settings, |name| std::env::var(name).ok())
+}
+
+/// [`from_spec`] with the environment given rather than read: `env` answers
+/// for each variable. For tests and embedders that must not touch the
+/// process environment.
+pub fn from_spec_with_env(
+    spec: &str,
+    settings: &ModelSettings,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn Model>, ModelError> {
+    let spec = spec.trim();
+    let var = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+    if spec == "test" {
+        return Ok(Arc::new(TestModel::default()));
+    }
+    let Some((provider, rest)) = spec.split_once(':') else {
+        return Err(ModelError::UnknownModel(spec.to_owned()));
+    };
+    let model = || model_name(provider, rest);
+    let local_key = || var(OpenAiServer::Local.key_variable());
+    Ok(match provider {
+        "script" => Arc::new(ScriptModel::load(std::path::Path::new(rest))?),
+        "openai" => {
+            let base = var("OPENAI_BASE_URL").unwrap_or_else(|| openai::OPENAI_BASE_URL.to_owned());
+            let key = var(OpenAiServer::OpenAi.key_variable());
+            Arc::new(OpenAiModel::new(
+                OpenAiServer::OpenAi,
+                &base,
+                model()?,
+                key,
+                settings,
+            )?)
+        }
+        "ollama" => {
+            let base = openai::ollama_base_url(var("OLLAMA_HOST").as_deref())?;
+            let server = OpenAiServer::Ollama;
+            Arc::new(OpenAiModel::new(
+                server,
+                base.as_str(),
+                model()?,
+                local_key(),
+                settings,
+            )?)
+        }
+        "lmstudio" => {
+            let (server, base) = (OpenAiServer::LmStudio, openai::LMSTUDIO_BASE_URL);
+            Arc::new(OpenAiModel::new(
+                server,
+                base,
+                model()?,
+                local_key(),
+                settings,
+            )?)
+        }
+        "local" => {
+            let (base, model) = openai::split_local_url(rest)?;
+            let server = OpenAiServer::Local;
+            Arc::new(OpenAiModel::new(
+                server,
+                base.as_str(),
+                &model,
+                local_key(),
+                settings,
+            )?)
+        }
+        "anthropic" => {
+            let base = var("ANTHROPIC_BASE_URL")
+                .unwrap_or_else(|| anthropic::ANTHROPIC_BASE_URL.to_owned());
+            let key = var(anthropic::KEY_VARIABLE);
+            Arc::new(AnthropicModel::new(&base, model()?, key, settings)?)
+        }
+        _ => return Err(ModelError::UnknownModel(spec.to_owned())),
+    })
+}
+
+/// The model name after `provider:`, which must be one word.
+fn model_name<'a>(provider: &str, rest: &'a str) -> Result<&'a str, ModelError> {
+    let name = rest.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(ModelError::Setup(format!(
+            "`{provider}:{rest}` needs a model name after `{provider}:`, e.g. {provider}:{}",
+            example_model(provider)
+        )));
+    }
+    Ok(name)
+}
+
+fn example_model(provider: &str) -> &'static str {
+    match provider {
+        "openai" => "gpt-4.1",
+        "anthropic" => "claude-sonnet-4-5",
+        "ollama" => "qwen3",
+        _ => "qwen3-8b",
+    }
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+
+    fn spec(spec: &str, env: &[(&str, &str)]) -> Result<Arc<dyn Model>, ModelError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        from_spec_with_env(spec, &ModelSettings::default(), move |name| {
+            env.iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        })
+    }
+
+    fn id(result: Result<Arc<dyn Model>, ModelError>) -> String {
+        match result {
+            Ok(model) => model.id().to_owned(),
+            Err(error) => format!("error: {error}"),
+        }
+    }
+
+    #[test]
+    fn every_network_provider_has_a_spec() {
+        assert_eq!(id(spec(" test ", &[])), "test");
+        assert_eq!(id(spec("openai:gpt-4.1", &[])), "openai:gpt-4.1");
+        assert_eq!(id(spec("anthropic:claude-x", &[])), "anthropic:claude-x");
+        assert_eq!(id(spec("ollama:qwen3:8b", &[])), "ollama:qwen3:8b");
+        assert_eq!(id(spec("lmstudio:qwen3", &[])), "lmstudio:qwen3");
+        assert_eq!(
+            id(spec("local:http://localhost:5001/v1/qwen", &[])),
+            "local:http://localhost:5001/v1/qwen"
+        );
+    }
+
+    #[test]
+    fn malformed_specs_are_refused_with_the_fix() {
+        assert!(matches!(
+            spec("gpt-4", &[]),
+            Err(ModelError::UnknownModel(_))
+        ));
+        assert!(matches!(
+            spec("gemini:x", &[]),
+            Err(ModelError::UnknownModel(_))
+        ));
+        let missing = id(spec("openai:", &[]));
+        assert!(missing.contains("e.g. openai:gpt-4.1"), "{missing}");
+        let spaced = id(spec("ollama:two words", &[]));
+        assert!(spaced.contains("needs a model name"), "{spaced}");
+        let local = id(spec("local:localhost:8080/m", &[]));
+        assert!(
+            local.contains("e.g. local:http://localhost:8080/v1/qwen3"),
+            "{local}"
+        );
+        let base = id(spec(
+            "openai:gpt-4.1",
+            &[("OPENAI_BASE_URL", "api.example.com")],
+        ));
+        assert!(base.contains("is not a URL"), "{base}");
     }
 }

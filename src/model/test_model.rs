@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 
-use super::{Model, ModelEvent, ModelRequest, ModelStream, Role};
+use super::{Message, Model, ModelEvent, ModelRequest, ModelStream, Stop};
 
 /// The pause between numbers when the test model counts.
 pub const COUNT_INTERVAL: Duration = Duration::from_millis(20);
@@ -43,20 +43,27 @@ impl Model for TestModel {
     }
 
     fn stream(&self, request: ModelRequest) -> ModelStream {
-        // Read from the end: a long conversation costs no more than a short one.
-        let previous = request
-            .history
-            .iter()
-            .rev()
-            .find(|message| message.role == Role::User)
-            .map(|message| message.text.as_str());
-        // Every earlier turn left a prompt and a reply.
-        let turn = request.history.len() / 2 + 1;
-        if let Some(n) = count_directive(&request.prompt) {
+        let prompt = request.prompt();
+        if let Some(n) = count_directive(prompt) {
             return count_to(n, self.count_interval);
         }
-        let chunks = reply_chunks(turn, &request.prompt, previous);
-        futures::stream::iter(chunks.into_iter().map(|chunk| Ok(ModelEvent::Text(chunk)))).boxed()
+        // Read from the end: a long conversation costs no more than a short one.
+        let previous = request
+            .messages
+            .iter()
+            .rev()
+            .filter_map(|message| match message {
+                Message::User(text) => Some(text.as_str()),
+                _ => None,
+            })
+            .nth(1);
+        let chunks = reply_chunks(request.turn, prompt, previous);
+        let events = chunks
+            .into_iter()
+            .map(ModelEvent::Text)
+            .chain([ModelEvent::Stop(Stop::Done)])
+            .map(Ok);
+        futures::stream::iter(events).boxed()
     }
 }
 
@@ -94,6 +101,7 @@ fn count_to(n: u64, interval: Duration) -> ModelStream {
                 yield Ok(ModelEvent::Text(i.to_string()));
             }
         }
+        yield Ok(ModelEvent::Stop(Stop::Done));
     }
     .boxed()
 }
@@ -101,18 +109,27 @@ fn count_to(n: u64, interval: Duration) -> ModelStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Message;
 
-    async fn reply(model: &TestModel, history: Vec<Message>, prompt: &str) -> Vec<String> {
+    async fn reply(model: &TestModel, mut history: Vec<Message>, prompt: &str) -> Vec<String> {
+        let turn = history
+            .iter()
+            .filter(|m| matches!(m, Message::User(_)))
+            .count()
+            + 1;
+        history.push(Message::user(prompt));
         let request = ModelRequest {
-            history: history.into(),
-            prompt: prompt.into(),
+            messages: history.into(),
+            turn,
+            ..ModelRequest::default()
         };
         model
             .stream(request)
-            .map(|event| match event {
-                Ok(ModelEvent::Text(text)) => text,
-                Err(error) => panic!("the test model failed: {error}"),
+            .filter_map(|event| async move {
+                match event {
+                    Ok(ModelEvent::Text(text)) => Some(text),
+                    Ok(ModelEvent::Stop(_)) => None,
+                    other => panic!("the test model produced {other:?}"),
+                }
             })
             .collect()
             .await

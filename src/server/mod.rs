@@ -37,7 +37,8 @@ use tower::ServiceExt as _;
 use crate::acp::{AcpConnection, AgentHub};
 use crate::auth::{self, AccessToken, RequestGuard};
 use crate::config::{MAX_MESSAGE_BYTES, SHUTDOWN_GRACE, ServeConfig};
-use crate::model;
+use crate::session::TurnSettings;
+use crate::{model, tools};
 
 pub use record::ServerRecord;
 
@@ -77,7 +78,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let started_at = SystemTime::now();
     let started = Instant::now();
     raise_open_file_limit();
-    let model = model::from_spec(&config.model)?;
+    let model = model::from_spec(&config.model, &config.model_settings)?;
     let listener = bind(config.host, config.port)?;
     let address = listener.local_addr()?;
     let token = AccessToken::load_or_create(&config.paths.token_file())?;
@@ -90,7 +91,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
 
     let shutdown = CancellationToken::new();
-    let hub = AgentHub::new(model, shutdown.clone());
+    let turn_settings = TurnSettings {
+        max_rounds: config.max_tool_rounds,
+        context_window: config.context_window,
+        tools: Arc::new(tools::specs()),
+    };
+    let hub = AgentHub::new(model, turn_settings, shutdown.clone());
     let state = AppState {
         http_transport: http_transport(hub.clone()),
         hub: hub.clone(),

@@ -3,9 +3,10 @@
 //!
 //! A session is created by one connection and stays attached to it; its
 //! updates go only there. The registry is the single source of truth for
-//! sessions, shared by all connections. This module speaks in ACP's session
-//! vocabulary (ids, updates, stop reasons) but never touches a transport: the
-//! turn loop hands each update to a sink the caller provides.
+//! sessions, shared by all connections. The turn loop drives the model and
+//! its tools until the model stops. This module speaks in ACP's session
+//! vocabulary (ids, updates, stop reasons) but never touches a transport: it
+//! reaches the client only through a [`crate::tools::ClientPort`].
 
 mod turn;
 
@@ -17,7 +18,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use agent_client_protocol::v1::schema::{SessionId, SessionInfo};
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{Message, Model};
+use crate::model::{Message, Model, ToolSpec};
+use crate::tools::PermissionMemory;
+use crate::workspace::{Terminals, Workspace, WorkspaceError};
 
 pub use turn::{Turn, TurnError};
 
@@ -27,12 +30,32 @@ pub type ConnectionId = u64;
 /// Longest session title, in characters, derived from the first prompt.
 const TITLE_CHARS: usize = 80;
 
+/// How turns run; the same for every session of a server.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    /// Rounds of tool calls one turn may take before it ends with
+    /// `max_turn_requests`.
+    pub max_rounds: usize,
+    /// The model's context window in tokens, reported with token usage.
+    pub context_window: u64,
+    /// The tools the model may call.
+    pub tools: Arc<Vec<ToolSpec>>,
+}
+
 /// One conversation.
 pub struct Session {
     id: SessionId,
     cwd: PathBuf,
     owner: ConnectionId,
     model: Arc<dyn Model>,
+    settings: Arc<TurnSettings>,
+    /// Who Punie is and where it works, for the model.
+    system_prompt: Arc<str>,
+    workspace: Workspace,
+    /// Commands Punie runs itself for this session.
+    terminals: Terminals,
+    /// "Always" answers to permission requests.
+    permissions: PermissionMemory,
     state: Mutex<SessionState>,
 }
 
@@ -40,6 +63,8 @@ struct SessionState {
     /// Shared with running turns' model requests; copied only if a turn still
     /// holds it when the next one is recorded.
     history: Arc<Vec<Message>>,
+    /// Prompts answered so far.
+    turns: usize,
     title: Option<String>,
     updated_at: SystemTime,
     /// Cancels the running turn; `None` when the session is idle.
@@ -81,13 +106,21 @@ impl Session {
             state.title = Some(title.clone());
         }
         let history = state.history.clone();
+        let number = state.turns + 1;
         Ok(Turn::new(
             self.clone(),
-            prompt.into(),
+            &prompt,
+            number,
             history,
             new_title,
             cancel,
         ))
+    }
+
+    /// The session is going away: stop its turn and its commands.
+    fn close(&self) {
+        self.cancel_turn();
+        self.terminals.release_all();
     }
 
     /// Stop the running turn, if any; it ends with `cancelled`.
@@ -97,12 +130,12 @@ impl Session {
         }
     }
 
-    /// Record a finished turn: the prompt and as much of the reply as the client saw.
-    fn end_turn(&self, prompt: &str, reply: String) {
+    /// Record a finished turn: the conversation now includes it, as far as
+    /// the client saw it.
+    fn end_turn(&self, history: Arc<Vec<Message>>) {
         let mut state = self.lock();
-        let history = Arc::make_mut(&mut state.history);
-        history.push(Message::user(prompt));
-        history.push(Message::assistant(reply));
+        state.history = history;
+        state.turns += 1;
         state.updated_at = SystemTime::now();
         state.running = None;
     }
@@ -126,6 +159,19 @@ impl Session {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Who Punie is, for the model: short and honest.
+fn system_prompt(root: &Path) -> String {
+    format!(
+        "You are Punie, a coding agent working in the user's project at {root} on {os}. \
+         You can read, list and search files, edit and write them, and run commands, using the tools provided; \
+         paths are relative to the project root. Writing, editing and running commands ask the user first, \
+         and the user may decline. Inspect before you change things, keep changes small, and say plainly what you did \
+         and what you did not manage to do.",
+        root = root.display(),
+        os = std::env::consts::OS,
+    )
 }
 
 /// A session's title: the first line of its first prompt, shortened.
@@ -169,21 +215,34 @@ impl SessionRegistry {
     }
 
     /// Create a session in `cwd`, attached to connection `owner`.
-    pub fn create(&self, cwd: PathBuf, owner: ConnectionId, model: Arc<dyn Model>) -> Arc<Session> {
+    pub fn create(
+        &self,
+        cwd: PathBuf,
+        owner: ConnectionId,
+        model: Arc<dyn Model>,
+        settings: Arc<TurnSettings>,
+    ) -> Result<Arc<Session>, WorkspaceError> {
+        let workspace = Workspace::new(&cwd)?;
         let session = Arc::new(Session {
             id: SessionId::new(uuid::Uuid::new_v4().to_string()),
+            system_prompt: system_prompt(workspace.root()).into(),
             cwd,
             owner,
             model,
+            settings,
+            workspace,
+            terminals: Terminals::default(),
+            permissions: PermissionMemory::default(),
             state: Mutex::new(SessionState {
                 history: Arc::default(),
+                turns: 0,
                 title: None,
                 updated_at: SystemTime::now(),
                 running: None,
             }),
         });
         self.lock().insert(session.id.clone(), session.clone());
-        session
+        Ok(session)
     }
 
     pub fn get(&self, id: &SessionId) -> Option<Arc<Session>> {
@@ -194,7 +253,7 @@ impl SessionRegistry {
     pub fn remove(&self, id: &SessionId) -> Option<Arc<Session>> {
         let removed = self.lock().remove(id);
         if let Some(session) = &removed {
-            session.cancel_turn();
+            session.close();
         }
         removed
     }
@@ -207,7 +266,7 @@ impl SessionRegistry {
             ids.iter().filter_map(|id| sessions.remove(id)).collect()
         };
         for session in &removed {
-            session.cancel_turn();
+            session.close();
         }
         removed.len()
     }
@@ -306,17 +365,32 @@ mod tests {
     use super::*;
     use crate::model::TestModel;
 
+    fn settings() -> Arc<TurnSettings> {
+        Arc::new(TurnSettings {
+            max_rounds: 5,
+            context_window: 1000,
+            tools: Arc::default(),
+        })
+    }
+
     fn registry_with(count: usize, cwd: &str) -> SessionRegistry {
         let registry = SessionRegistry::new();
         for _ in 0..count {
-            registry.create(PathBuf::from(cwd), 1, Arc::new(TestModel::default()));
+            registry
+                .create(
+                    PathBuf::from(cwd),
+                    1,
+                    Arc::new(TestModel::default()),
+                    settings(),
+                )
+                .unwrap();
         }
         registry
     }
 
     #[test]
     fn pages_cover_every_session_once_newest_first() {
-        let registry = registry_with(7, "/a");
+        let registry = registry_with(7, "/");
         let mut seen = Vec::new();
         let mut cursor = None;
         loop {
@@ -336,22 +410,29 @@ mod tests {
 
     #[test]
     fn listing_filters_by_cwd() {
-        let registry = registry_with(2, "/a");
-        registry.create(PathBuf::from("/b"), 2, Arc::new(TestModel::default()));
-        let page = registry.list(Some(Path::new("/b")), None, 10).unwrap();
+        let registry = registry_with(2, "/");
+        registry
+            .create(
+                PathBuf::from("/tmp"),
+                2,
+                Arc::new(TestModel::default()),
+                settings(),
+            )
+            .unwrap();
+        let page = registry.list(Some(Path::new("/tmp")), None, 10).unwrap();
         assert_eq!(page.sessions.len(), 1);
-        assert_eq!(page.sessions[0].cwd, Path::new("/b"));
+        assert_eq!(page.sessions[0].cwd, Path::new("/tmp"));
     }
 
     #[test]
     fn a_foreign_cursor_is_refused() {
-        let registry = registry_with(1, "/a");
+        let registry = registry_with(1, "/");
         assert!(registry.list(None, Some("nonsense"), 10).is_err());
     }
 
     #[test]
     fn sessions_can_be_forgotten_together() {
-        let registry = registry_with(3, "/a");
+        let registry = registry_with(3, "/");
         let ids: Vec<SessionId> = registry
             .list(None, None, 10)
             .unwrap()
@@ -366,7 +447,7 @@ mod tests {
 
     #[test]
     fn a_second_turn_is_refused_while_one_runs() {
-        let registry = registry_with(1, "/a");
+        let registry = registry_with(1, "/");
         let session = registry.list(None, None, 1).unwrap().sessions[0]
             .session_id
             .clone();

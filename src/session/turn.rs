@@ -1,16 +1,22 @@
-//! One turn: the model answers the prompt, and what it produces is handed to
-//! the client as it arrives, until the model stops or the turn is cancelled.
+//! One turn: the model answers the prompt, calling tools as it goes, until it
+//! stops, the turn is cancelled, or it has used up its rounds of tool calls.
+//! What the model produces reaches the client as it arrives.
 
 use std::sync::Arc;
 
 use agent_client_protocol::v1::schema::{
     ContentBlock, ContentChunk, SessionId, SessionInfoUpdate, SessionUpdate, StopReason,
+    UsageUpdate,
 };
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::Session;
-use crate::model::{Message, ModelError, ModelEvent, ModelRequest};
+use crate::model::{Message, ModelError, ModelEvent, ModelRequest, Stop, ToolCall};
+use crate::tools::{self, ClientPort, ToolContext, ToolOutcome};
+
+/// What the model is told about a tool call the turn never got to.
+const NOT_RUN: &str = "not run: the user cancelled the turn";
 
 /// Why a turn ended without a stop reason.
 #[derive(Debug, thiserror::Error)]
@@ -21,28 +27,42 @@ pub enum TurnError {
 
 /// A turn that has been admitted to its session; [`Turn::run`] plays it out.
 ///
-/// Dropping a turn that never ran still frees the session for the next prompt.
+/// Dropping a turn, run or not, records what happened and frees the session
+/// for the next prompt.
 pub struct Turn {
     session: Arc<Session>,
-    prompt: Arc<str>,
-    history: Arc<Vec<Message>>,
+    /// Which prompt of the session this is, counting from 1.
+    number: usize,
+    /// The conversation, growing as the turn goes on.
+    messages: Arc<Vec<Message>>,
     new_title: Option<String>,
     cancel: CancellationToken,
     recorded: bool,
 }
 
+/// What one call of the model produced.
+struct Round {
+    text: String,
+    tool_calls: Vec<ToolCall>,
+    stop: Stop,
+    /// The turn was cancelled (or the client left) while the model spoke.
+    cancelled: bool,
+}
+
 impl Turn {
     pub(super) fn new(
         session: Arc<Session>,
-        prompt: Arc<str>,
-        history: Arc<Vec<Message>>,
+        prompt: &str,
+        number: usize,
+        mut messages: Arc<Vec<Message>>,
         new_title: Option<String>,
         cancel: CancellationToken,
     ) -> Self {
+        Arc::make_mut(&mut messages).push(Message::user(prompt));
         Self {
             session,
-            prompt,
-            history,
+            number,
+            messages,
             new_title,
             cancel,
             recorded: false,
@@ -58,59 +78,175 @@ impl Turn {
         self.cancel.clone()
     }
 
-    /// Run the turn to its end. `send` delivers one update to the client and
-    /// returns whether it could; a client that is gone cancels the turn.
-    pub async fn run(
-        mut self,
-        mut send: impl FnMut(SessionUpdate) -> bool,
-    ) -> Result<StopReason, TurnError> {
+    /// Run the turn to its end, reaching the client through `client`. A
+    /// client that is gone cancels the turn.
+    pub async fn run(mut self, client: &impl ClientPort) -> Result<StopReason, TurnError> {
         if let Some(title) = self.new_title.take() {
-            send(SessionUpdate::SessionInfoUpdate(
+            client.notify(SessionUpdate::SessionInfoUpdate(
                 SessionInfoUpdate::new().title(title),
             ));
         }
-        let request = ModelRequest {
-            history: std::mem::take(&mut self.history),
-            prompt: self.prompt.clone(),
-        };
-        let mut stream = self.session.model.stream(request);
-        let mut reply = String::new();
-        let outcome = loop {
-            let event = tokio::select! {
-                biased;
-                () = self.cancel.cancelled() => break Ok(StopReason::Cancelled),
-                event = stream.next() => event,
-            };
-            match event {
-                None => break Ok(StopReason::EndTurn),
-                Some(Ok(ModelEvent::Text(text))) => {
-                    if !send(agent_text(text.clone())) {
-                        break Ok(StopReason::Cancelled);
-                    }
-                    reply.push_str(&text);
-                }
-                Some(Err(error)) => break Err(TurnError::Model(error)),
-            }
-        };
-        drop(stream);
-        self.record(reply);
+        let outcome = self.converse(client).await;
+        self.record();
         outcome
     }
 
-    fn record(&mut self, reply: String) {
+    async fn converse(&mut self, client: &impl ClientPort) -> Result<StopReason, TurnError> {
+        let session = self.session.clone();
+        let cancel = self.cancel.clone();
+        let context = ToolContext {
+            session_id: session.id(),
+            workspace: &session.workspace,
+            client,
+            terminals: &session.terminals,
+            permissions: &session.permissions,
+            cancel: &cancel,
+        };
+        for _ in 0..session.settings.max_rounds {
+            let round = self.ask_model(client).await?;
+            let Round {
+                text,
+                tool_calls,
+                stop,
+                cancelled,
+            } = round;
+            self.push(Message::Assistant {
+                text,
+                tool_calls: tool_calls.clone(),
+            });
+            if cancelled {
+                self.skip(&tool_calls);
+                return Ok(StopReason::Cancelled);
+            }
+            if tool_calls.is_empty() {
+                return Ok(stop_reason(stop));
+            }
+            for (done, call) in tool_calls.iter().enumerate() {
+                match tools::run(&context, call).await {
+                    ToolOutcome::Result { content, is_error } => self.push(Message::ToolResult {
+                        call_id: call.id.clone(),
+                        name: call.name.clone(),
+                        content,
+                        is_error,
+                    }),
+                    ToolOutcome::Cancelled => {
+                        self.skip(&tool_calls[done..]);
+                        return Ok(StopReason::Cancelled);
+                    }
+                }
+                if self.cancel.is_cancelled() {
+                    self.skip(&tool_calls[done + 1..]);
+                    return Ok(StopReason::Cancelled);
+                }
+            }
+        }
+        Ok(StopReason::MaxTurnRequests)
+    }
+
+    /// Call the model once, passing on what it says as it says it.
+    async fn ask_model(&mut self, client: &impl ClientPort) -> Result<Round, TurnError> {
+        let session = &self.session;
+        let request = ModelRequest {
+            system: session.system_prompt.clone(),
+            messages: self.messages.clone(),
+            tools: session.settings.tools.clone(),
+            turn: self.number,
+        };
+        let mut stream = session.model.stream(request);
+        let mut round = Round {
+            text: String::new(),
+            tool_calls: Vec::new(),
+            stop: Stop::Done,
+            cancelled: false,
+        };
+        loop {
+            let event = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => {
+                    round.cancelled = true;
+                    break;
+                }
+                event = stream.next() => event,
+            };
+            let update = match event {
+                None => break,
+                Some(Err(error)) => {
+                    // What the client saw stays in the conversation.
+                    drop(stream);
+                    self.push(Message::assistant(round.text));
+                    return Err(TurnError::Model(error));
+                }
+                Some(Ok(ModelEvent::Stop(stop))) => {
+                    round.stop = stop;
+                    continue;
+                }
+                Some(Ok(ModelEvent::ToolCall(call))) => {
+                    round.tool_calls.push(with_id(call));
+                    continue;
+                }
+                Some(Ok(ModelEvent::Text(text))) => {
+                    round.text.push_str(&text);
+                    SessionUpdate::AgentMessageChunk(ContentChunk::new(ContentBlock::from(text)))
+                }
+                Some(Ok(ModelEvent::Thought(text))) => {
+                    SessionUpdate::AgentThoughtChunk(ContentChunk::new(ContentBlock::from(text)))
+                }
+                Some(Ok(ModelEvent::Usage(usage))) => SessionUpdate::UsageUpdate(UsageUpdate::new(
+                    usage.input_tokens + usage.output_tokens,
+                    session.settings.context_window,
+                )),
+            };
+            if !client.notify(update) {
+                round.cancelled = true;
+                break;
+            }
+        }
+        Ok(round)
+    }
+
+    fn push(&mut self, message: Message) {
+        Arc::make_mut(&mut self.messages).push(message);
+    }
+
+    /// Every tool call the model asked for gets an answer, even one never run:
+    /// providers refuse a conversation with unanswered calls.
+    fn skip(&mut self, calls: &[ToolCall]) {
+        for call in calls {
+            self.push(Message::ToolResult {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                content: NOT_RUN.to_owned(),
+                is_error: true,
+            });
+        }
+    }
+
+    fn record(&mut self) {
         self.recorded = true;
-        self.session.end_turn(&self.prompt, reply);
+        self.session.end_turn(self.messages.clone());
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
         if !self.recorded {
-            self.record(String::new());
+            self.record();
         }
     }
 }
 
-fn agent_text(text: String) -> SessionUpdate {
-    SessionUpdate::AgentMessageChunk(ContentChunk::new(ContentBlock::from(text)))
+/// A call without an id gets one: results and the client both refer to it.
+fn with_id(mut call: ToolCall) -> ToolCall {
+    if call.id.is_empty() {
+        call.id = format!("call_{}", uuid::Uuid::new_v4().simple());
+    }
+    call
+}
+
+fn stop_reason(stop: Stop) -> StopReason {
+    match stop {
+        Stop::Done => StopReason::EndTurn,
+        Stop::MaxTokens => StopReason::MaxTokens,
+        Stop::Refusal => StopReason::Refusal,
+    }
 }

@@ -2,6 +2,7 @@
 //! temporary XDG directories, and clients that talk to it over real sockets.
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod fake_provider;
 pub mod sdk;
 
 use std::net::SocketAddr;

@@ -6,10 +6,16 @@ use std::sync::{Arc, Mutex};
 use agent_client_protocol::schema::ProtocolVersion;
 use agent_client_protocol::v1::ConnectionTo;
 use agent_client_protocol::v1::schema::{
-    ContentBlock, InitializeRequest, NewSessionRequest, PromptRequest, SessionId,
-    SessionNotification, SessionUpdate, StopReason,
+    ClientCapabilities, ContentBlock, CreateTerminalRequest, FileSystemCapabilities,
+    InitializeRequest, KillTerminalRequest, NewSessionRequest, PromptRequest, ReadTextFileRequest,
+    ReleaseTerminalRequest, RequestPermissionOutcome, RequestPermissionRequest,
+    RequestPermissionResponse, SelectedPermissionOutcome, SessionId, SessionNotification,
+    SessionUpdate, StopReason, TerminalOutputRequest, WaitForTerminalExitRequest,
+    WriteTextFileRequest,
 };
-use agent_client_protocol::{Agent, Client, ConnectTo, Error, on_receive_notification};
+use agent_client_protocol::{
+    Agent, Client, ConnectTo, Error, on_receive_notification, on_receive_request,
+};
 use tokio::sync::Notify;
 
 use super::within;
@@ -122,4 +128,225 @@ pub async fn first_update(received: &Received, session: &SessionId) {
         }
     })
     .await;
+}
+
+/// An SDK client that serves the agent's requests the way an IDE would: files
+/// and terminals in `workspace` (when it offers them), permission answers
+/// from a queue, and a record of every request it was sent.
+#[derive(Clone)]
+pub struct Ide {
+    pub offers_fs: bool,
+    pub offers_terminal: bool,
+    /// Option ids to answer permission requests with, in order; `allow_once`
+    /// when the queue is empty. `"cancel"` answers with the cancelled outcome.
+    pub answers: Arc<Mutex<std::collections::VecDeque<&'static str>>>,
+    /// Methods of the agent→client requests received, in order.
+    pub requests: Arc<Mutex<Vec<String>>>,
+    /// The permission requests received.
+    pub permissions: Arc<Mutex<Vec<RequestPermissionRequest>>>,
+    service: Arc<punie::client::service::LocalService>,
+}
+
+impl Ide {
+    pub fn new(workspace: &Path, offers_fs: bool, offers_terminal: bool) -> Self {
+        let workspace = punie::workspace::Workspace::new(workspace).expect("the workspace exists");
+        Self {
+            offers_fs,
+            offers_terminal,
+            answers: Arc::default(),
+            requests: Arc::default(),
+            permissions: Arc::default(),
+            service: punie::client::service::LocalService::new(
+                workspace,
+                punie::client::service::Permissions::RejectAll,
+            ),
+        }
+    }
+
+    pub fn answer_with(self, answers: &[&'static str]) -> Self {
+        self.answers.lock().unwrap().extend(answers.iter().copied());
+        self
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn record(&self, method: &str) {
+        self.requests.lock().unwrap().push(method.to_owned());
+    }
+
+    /// The capabilities this IDE advertises in `initialize`.
+    pub fn capabilities(&self) -> ClientCapabilities {
+        ClientCapabilities::new()
+            .fs(FileSystemCapabilities::new()
+                .read_text_file(self.offers_fs)
+                .write_text_file(self.offers_fs))
+            .terminal(self.offers_terminal)
+    }
+
+    /// Run `body` as this IDE on `transport`, recording updates into `received`.
+    pub async fn run<R>(
+        &self,
+        transport: impl ConnectTo<Client> + 'static,
+        received: Received,
+        body: impl AsyncFnOnce(ConnectionTo<Agent>) -> Result<R, Error>,
+    ) -> R {
+        let recorder = received.clone();
+        let (a, b, c, d, e, f, g, h) = (
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+        );
+        let run = Client
+            .v1()
+            .name("test-ide")
+            .on_receive_notification(
+                async move |notification: SessionNotification, _cx| {
+                    recorder.updates.lock().unwrap().push(notification);
+                    recorder.arrived.notify_one();
+                    Ok(())
+                },
+                on_receive_notification!(),
+            )
+            .on_receive_request(
+                async move |request: ReadTextFileRequest, responder, _cx| {
+                    a.record("fs/read_text_file");
+                    responder.respond_with_result(a.service.read(request).await)
+                },
+                on_receive_request!(),
+            )
+            .on_receive_request(
+                async move |request: WriteTextFileRequest, responder, _cx| {
+                    b.record("fs/write_text_file");
+                    responder.respond_with_result(b.service.write(request).await)
+                },
+                on_receive_request!(),
+            )
+            .on_receive_request(
+                async move |request: CreateTerminalRequest, responder, _cx| {
+                    c.record("terminal/create");
+                    responder.respond_with_result(c.service.create_terminal(request))
+                },
+                on_receive_request!(),
+            )
+            .on_receive_request(
+                async move |request: TerminalOutputRequest, responder, _cx| {
+                    d.record("terminal/output");
+                    responder.respond_with_result(d.service.terminal_output(request))
+                },
+                on_receive_request!(),
+            )
+            .on_receive_request(
+                async move |request: WaitForTerminalExitRequest, responder, cx| {
+                    e.record("terminal/wait_for_exit");
+                    let service = e.service.clone();
+                    cx.spawn(async move {
+                        responder.respond_with_result(service.wait_for_exit(request).await)
+                    })
+                },
+                on_receive_request!(),
+            )
+            .on_receive_request(
+                async move |request: KillTerminalRequest, responder, _cx| {
+                    f.record("terminal/kill");
+                    responder.respond_with_result(f.service.kill_terminal(request))
+                },
+                on_receive_request!(),
+            )
+            .on_receive_request(
+                async move |request: ReleaseTerminalRequest, responder, _cx| {
+                    g.record("terminal/release");
+                    responder.respond_with_result(g.service.release_terminal(request))
+                },
+                on_receive_request!(),
+            )
+            .on_receive_request(
+                async move |request: RequestPermissionRequest, responder, _cx| {
+                    h.record("session/request_permission");
+                    h.permissions.lock().unwrap().push(request);
+                    let answer = h
+                        .answers
+                        .lock()
+                        .unwrap()
+                        .pop_front()
+                        .unwrap_or("allow_once");
+                    let outcome = if answer == "cancel" {
+                        RequestPermissionOutcome::Cancelled
+                    } else {
+                        RequestPermissionOutcome::Selected(SelectedPermissionOutcome::new(answer))
+                    };
+                    responder.respond(RequestPermissionResponse::new(outcome))
+                },
+                on_receive_request!(),
+            )
+            .connect_with(transport, body);
+        within("the IDE to finish", run)
+            .await
+            .expect("the IDE ran without errors")
+    }
+
+    /// `initialize` advertising this IDE's capabilities.
+    pub async fn initialize(&self, cx: &ConnectionTo<Agent>) -> Result<(), Error> {
+        cx.send_request(
+            InitializeRequest::new(ProtocolVersion::V1).client_capabilities(self.capabilities()),
+        )
+        .block_task()
+        .await?;
+        Ok(())
+    }
+}
+
+impl Received {
+    /// The tool calls of `session` as the client last saw them: id, title,
+    /// kind, status, and the content of the last update.
+    pub fn tool_calls(&self, session: &SessionId) -> Vec<serde_json::Value> {
+        let mut calls: Vec<serde_json::Value> = Vec::new();
+        for notification in self
+            .updates
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| &n.session_id == session)
+        {
+            let update = serde_json::to_value(&notification.update).unwrap();
+            match update["sessionUpdate"].as_str() {
+                Some("tool_call") => {
+                    let mut call = update.clone();
+                    // The schema leaves out `pending`, the default status.
+                    let status = update
+                        .get("status")
+                        .cloned()
+                        .unwrap_or_else(|| "pending".into());
+                    call["status"] = status.clone();
+                    call["statuses"] = serde_json::json!([status]);
+                    calls.push(call);
+                }
+                Some("tool_call_update") => {
+                    let call = calls
+                        .iter_mut()
+                        .find(|call| call["toolCallId"] == update["toolCallId"])
+                        .expect("an update follows its tool_call");
+                    for (key, value) in update.as_object().unwrap() {
+                        if key != "sessionUpdate" {
+                            call[key] = value.clone();
+                        }
+                    }
+                    if let Some(status) = update.get("status") {
+                        call["statuses"]
+                            .as_array_mut()
+                            .unwrap()
+                            .push(status.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        calls
+    }
 }

@@ -1,0 +1,628 @@
+//! What the network providers share: one HTTP client per model, the POST that
+//! opens a server-sent event stream, retries with backoff before the stream
+//! has produced anything, the idle timeout while it runs, and errors worded
+//! for the person who has to fix them.
+//!
+//! This module knows HTTP and SSE, never a provider's JSON: each provider
+//! ([`super::openai`], [`super::anthropic`]) builds its request body and turns
+//! the events it gets back into [`ModelEvent`]s through a [`Decoder`]. It must
+//! not read the environment; `from_spec` does that.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventsource_stream::{Event, EventStreamError, Eventsource as _};
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use serde_json::Value;
+
+use super::{ModelError, ModelEvent, ModelSettings, ModelStream};
+
+/// How long connecting to a model server may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest wait between attempts, whatever a `Retry-After` header asks.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// How much of an error body that is not JSON goes into an error message.
+const ERROR_BODY_LIMIT: usize = 300;
+
+/// Who is at the other end of the connection, for wording errors.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    /// How a person calls it: `OpenAI`, `Ollama`, `the model server`.
+    pub name: &'static str,
+    /// Where it is, e.g. `http://127.0.0.1:11434/v1`.
+    pub base_url: Url,
+    /// The model asked for, for a 404's hint.
+    pub model: String,
+    /// For a server on the person's own machine: the question that helps when
+    /// nothing answers, e.g. `is Ollama running?`. `None` for cloud APIs.
+    pub not_running_hint: Option<&'static str>,
+    /// The environment variable holding the API key, for a 401's hint.
+    pub key_variable: Option<&'static str>,
+    /// Extra advice after a 404, e.g. how to download the model.
+    pub missing_model_hint: Option<String>,
+}
+
+/// One POST that answers with an event stream.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub url: Url,
+    pub headers: HeaderMap,
+    /// The JSON request body, serialised once and sent on every attempt.
+    pub body: Arc<str>,
+}
+
+/// The client every call of one model goes through.
+pub(crate) fn client_for(base_url: &Url) -> Result<reqwest::Client, ModelError> {
+    let mut builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
+    // A proxy configured for the internet should not swallow requests to a
+    // model server on this machine.
+    if is_loopback(base_url) {
+        builder = builder.no_proxy();
+    }
+    builder
+        .build()
+        .map_err(|error| ModelError::Setup(format!("cannot set up an HTTP client: {error}")))
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host_str() {
+        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// `base` with `path` appended to its path: `http://h/v1` + `chat/completions`.
+pub(crate) fn join(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let joined = format!(
+        "{}/{}",
+        base.path().trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    url.set_path(&joined);
+    url
+}
+
+/// Parse a base URL from a spec or the environment; `what` names its source.
+pub(crate) fn parse_base_url(text: &str, what: &str) -> Result<Url, ModelError> {
+    let url = Url::parse(text.trim())
+        .map_err(|error| ModelError::Setup(format!("{what} `{text}` is not a URL: {error}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ModelError::Setup(format!(
+            "{what} `{text}` must be an http:// or https:// URL"
+        )));
+    }
+    Ok(url)
+}
+
+/// Turns server-sent events into model events, one provider's wire format.
+pub(crate) trait Decoder: Send + 'static {
+    /// Push the model events `event` carries onto `out`; an `Err` ends the
+    /// call (events already pushed are still delivered first).
+    fn decode(&mut self, event: &Event, out: &mut Vec<ModelEvent>) -> Result<(), ModelError>;
+
+    /// The stream ended without a [`ModelEvent::Stop`]: push what is still
+    /// pending and the stop, or say why the reply is incomplete.
+    fn finish(&mut self, out: &mut Vec<ModelEvent>) -> Result<(), ModelError>;
+}
+
+/// Make `call` and decode its event stream into model events. The stream ends
+/// after the first [`ModelEvent::Stop`], or with the first error.
+pub(crate) fn model_stream(
+    client: reqwest::Client,
+    call: Call,
+    peer: Arc<Peer>,
+    settings: ModelSettings,
+    mut decoder: impl Decoder,
+) -> ModelStream {
+    let mut events = event_stream(client, call, peer, settings);
+    async_stream::stream! {
+        let mut out = Vec::new();
+        while let Some(event) = events.next().await {
+            let decoded = match event {
+                Ok(event) => decoder.decode(&event, &mut out),
+                Err(error) => Err(error),
+            };
+            for model_event in out.drain(..) {
+                let stop = matches!(model_event, ModelEvent::Stop(_));
+                yield Ok(model_event);
+                if stop {
+                    return;
+                }
+            }
+            if let Err(error) = decoded {
+                yield Err(error);
+                return;
+            }
+        }
+        let finished = decoder.finish(&mut out);
+        for model_event in out.drain(..) {
+            yield Ok(model_event);
+        }
+        if let Err(error) = finished {
+            yield Err(error);
+        }
+    }
+    .boxed()
+}
+
+/// A call that fails before it starts, e.g. for want of an API key.
+pub(crate) fn failed(error: ModelError) -> ModelStream {
+    futures::stream::iter([Err(error)]).boxed()
+}
+
+/// The error for a stream that ended before the reply said it was complete.
+pub(crate) fn cut_short(peer: &Peer) -> ModelError {
+    ModelError::Provider(format!(
+        "{} closed the stream before the reply was complete",
+        peer.name
+    ))
+}
+
+/// The events of `call`'s answer, with retries and the idle timeout applied.
+fn event_stream(
+    client: reqwest::Client,
+    call: Call,
+    peer: Arc<Peer>,
+    settings: ModelSettings,
+) -> BoxStream<'static, Result<Event, ModelError>> {
+    async_stream::stream! {
+        let mut retries_done = 0;
+        'attempts: loop {
+            let may_retry = retries_done < settings.retries;
+            let response = match open(&client, &call, &peer, settings.idle_timeout).await {
+                Ok(response) => response,
+                Err(failure) if failure.retryable && may_retry => {
+                    tokio::time::sleep(retry_wait(&settings, retries_done, failure.retry_after)).await;
+                    retries_done += 1;
+                    continue 'attempts;
+                }
+                Err(failure) if failure.answered => {
+                    yield Err(after_retries(failure.error, retries_done));
+                    return;
+                }
+                Err(failure) => {
+                    yield Err(failure.error);
+                    return;
+                }
+            };
+            let mut events = response.bytes_stream().eventsource();
+            let mut received_any = false;
+            loop {
+                let next = tokio::time::timeout(settings.idle_timeout, events.next()).await;
+                match next {
+                    Err(_elapsed) => {
+                        yield Err(idle_error(&peer, settings.idle_timeout));
+                        return;
+                    }
+                    Ok(None) => return,
+                    Ok(Some(Ok(event))) => {
+                        received_any = true;
+                        yield Ok(event);
+                    }
+                    Ok(Some(Err(error))) => {
+                        let retryable = matches!(&error, EventStreamError::Transport(error) if is_refused_or_reset(error));
+                        if retryable && !received_any && may_retry {
+                            tokio::time::sleep(retry_wait(&settings, retries_done, None)).await;
+                            retries_done += 1;
+                            continue 'attempts;
+                        }
+                        yield Err(stream_error(&peer, &error));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    .boxed()
+}
+
+/// Why an attempt failed, and whether another may succeed.
+struct Failure {
+    error: ModelError,
+    /// A 429, a 5xx, or a refused or reset connection.
+    retryable: bool,
+    /// The wait the server asked for before the next attempt.
+    retry_after: Option<Duration>,
+    /// Whether the server answered (with an error status) rather than not at all.
+    answered: bool,
+}
+
+/// `error`, saying how often the request was retried, if it was.
+fn after_retries(error: ModelError, retries_done: u32) -> ModelError {
+    match (error, retries_done) {
+        (ModelError::Provider(message), 1) => {
+            ModelError::Provider(format!("{message} (after 1 retry)"))
+        }
+        (ModelError::Provider(message), n) if n > 1 => {
+            ModelError::Provider(format!("{message} (after {n} retries)"))
+        }
+        (error, _) => error,
+    }
+}
+
+/// Send `call` and wait for a successful status.
+async fn open(
+    client: &reqwest::Client,
+    call: &Call,
+    peer: &Peer,
+    idle_timeout: Duration,
+) -> Result<reqwest::Response, Failure> {
+    let request = client
+        .post(call.url.clone())
+        .headers(call.headers.clone())
+        .body(call.body.to_string())
+        .send();
+    let response = match tokio::time::timeout(idle_timeout, request).await {
+        Err(_elapsed) => {
+            return Err(Failure {
+                error: idle_error(peer, idle_timeout),
+                retryable: false,
+                retry_after: None,
+                answered: false,
+            });
+        }
+        Ok(Err(error)) => {
+            return Err(Failure {
+                retryable: is_refused_or_reset(&error),
+                retry_after: None,
+                answered: false,
+                error: request_error(peer, &error),
+            });
+        }
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+    let retry_after = retry_after(response.headers());
+    // The error body is small; it may still never come, so the idle timeout holds.
+    let body = match tokio::time::timeout(idle_timeout, response.text()).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) | Err(_) => String::new(),
+    };
+    Err(Failure {
+        error: status_error(peer, status, &body),
+        retryable,
+        retry_after,
+        answered: true,
+    })
+}
+
+/// The wait before retry number `retries_done + 1`.
+fn retry_wait(settings: &ModelSettings, retries_done: u32, asked: Option<Duration>) -> Duration {
+    let backoff = settings
+        .retry_backoff
+        .saturating_mul(2u32.saturating_pow(retries_done));
+    asked.unwrap_or(backoff).min(MAX_RETRY_WAIT)
+}
+
+/// A `Retry-After` header in seconds (the HTTP-date form is left to backoff).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: f64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (seconds.is_finite() && seconds >= 0.0)
+        .then(|| Duration::from_secs_f64(seconds.min(MAX_RETRY_WAIT.as_secs_f64())))
+}
+
+fn is_refused_or_reset(error: &reqwest::Error) -> bool {
+    use std::io::ErrorKind;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+            )
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// The innermost cause of `error`, which is the one that says what happened.
+fn root_cause(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+fn idle_error(peer: &Peer, idle_timeout: Duration) -> ModelError {
+    ModelError::Provider(format!(
+        "{} sent nothing for {}; gave up waiting (the idle timeout)",
+        peer.name,
+        humantime::format_duration(idle_timeout)
+    ))
+}
+
+/// A request that got no HTTP answer at all.
+fn request_error(peer: &Peer, error: &reqwest::Error) -> ModelError {
+    let reason = root_cause(error);
+    let message = match peer.not_running_hint {
+        Some(hint) if error.is_connect() => {
+            if is_refused_or_reset(error) {
+                format!("no server at {} — {hint}", origin(&peer.base_url))
+            } else {
+                format!(
+                    "no server at {} ({reason}) — {hint}",
+                    origin(&peer.base_url)
+                )
+            }
+        }
+        _ if error.is_connect() => format!("cannot reach {}: {reason}", peer.base_url),
+        _ => format!("the request to {} failed: {reason}", peer.base_url),
+    };
+    ModelError::Provider(message)
+}
+
+/// An event stream that broke after it started.
+fn stream_error(peer: &Peer, error: &EventStreamError<reqwest::Error>) -> ModelError {
+    let reason = match error {
+        EventStreamError::Transport(error) => root_cause(error),
+        EventStreamError::Utf8(error) => format!("it sent text that is not UTF-8 ({error})"),
+        EventStreamError::Parser(error) => {
+            format!("it sent malformed server-sent events ({error})")
+        }
+    };
+    ModelError::Provider(format!("the stream from {} broke: {reason}", peer.name))
+}
+
+/// An HTTP answer other than success.
+fn status_error(peer: &Peer, status: StatusCode, body: &str) -> ModelError {
+    let code = status.as_u16();
+    let message = error_message(body);
+    let said = message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    let text = match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            let check = peer
+                .key_variable
+                .map(|variable| format!("; check {variable}"))
+                .unwrap_or_default();
+            format!("{} refused the API key ({code}){said}{check}", peer.name)
+        }
+        StatusCode::NOT_FOUND => {
+            let what = message.unwrap_or_else(|| format!("{} answered 404 Not Found", peer.name));
+            let extra = peer
+                .missing_model_hint
+                .as_deref()
+                .map(|hint| format!(" ({hint})"))
+                .unwrap_or_default();
+            format!("{what} — is the model name `{}` right?{extra}", peer.model)
+        }
+        _ => format!("{} answered {}{said}", peer.name, describe_status(status)),
+    };
+    ModelError::Provider(text)
+}
+
+/// `404 Not Found`; `529` for codes without a standard name.
+fn describe_status(status: StatusCode) -> String {
+    match status.canonical_reason() {
+        Some(reason) => format!("{} {reason}", status.as_u16()),
+        None => status.as_u16().to_string(),
+    }
+}
+
+/// The message in a provider's error body: `{"error": {"message": …}}` (OpenAI,
+/// Anthropic, llama.cpp), `{"error": "…"}` (Ollama), `{"message": …}` (vLLM)
+/// or `{"detail": …}`; else the body itself if it is short plain text.
+pub(crate) fn error_message(body: &str) -> Option<String> {
+    if let Ok(value) = serde_json::from_str::<Value>(body) {
+        return json_error_message(&value);
+    }
+    let body = body.trim();
+    if body.is_empty() || body.starts_with('<') {
+        return None;
+    }
+    Some(match body.char_indices().nth(ERROR_BODY_LIMIT) {
+        Some((end, _)) => format!("{}…", &body[..end]),
+        None => body.to_owned(),
+    })
+}
+
+/// The message of a JSON error object, as [`error_message`] describes.
+pub(crate) fn json_error_message(value: &Value) -> Option<String> {
+    let error = value.get("error").unwrap_or(value);
+    let message = match error {
+        Value::String(text) => Some(text.clone()),
+        Value::Object(fields) => ["message", "detail"]
+            .iter()
+            .find_map(|key| fields.get(*key))
+            .map(|message| match message {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            }),
+        _ => None,
+    }?;
+    let kind = error.get("type").and_then(Value::as_str);
+    Some(match kind {
+        Some(kind) if !message.contains(kind) => format!("{message} ({kind})"),
+        _ => message,
+    })
+}
+
+/// An error the model server reported in the middle of its stream.
+pub(crate) fn reported_error(peer: &Peer, value: &Value) -> ModelError {
+    let message = json_error_message(value).unwrap_or_else(|| value.to_string());
+    ModelError::Provider(format!("{} reported an error: {message}", peer.name))
+}
+
+/// Parse one event's JSON data, or say the server sent something else.
+pub(crate) fn parse_data<T: serde::de::DeserializeOwned>(
+    peer: &Peer,
+    event: &Event,
+) -> Result<T, ModelError> {
+    serde_json::from_str(&event.data).map_err(|error| {
+        let mut data = event.data.clone();
+        if let Some((end, _)) = data.char_indices().nth(ERROR_BODY_LIMIT) {
+            data.truncate(end);
+            data.push('…');
+        }
+        ModelError::Provider(format!(
+            "{} sent an event Punie does not understand ({error}): {data}",
+            peer.name
+        ))
+    })
+}
+
+/// Tool arguments as the model wrote them: the JSON value if it is valid, else
+/// the raw text as a string (see [`ModelEvent::ToolCall`]).
+pub(crate) fn tool_arguments(raw: &str) -> Value {
+    if raw.trim().is_empty() {
+        return Value::Object(serde_json::Map::new());
+    }
+    serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> Peer {
+        Peer {
+            name: "Ollama",
+            base_url: Url::parse("http://127.0.0.1:11434/v1").expect("a URL"),
+            model: "qwen3".to_owned(),
+            not_running_hint: Some("is Ollama running?"),
+            key_variable: None,
+            missing_model_hint: Some("`ollama pull qwen3` downloads it".to_owned()),
+        }
+    }
+
+    #[test]
+    fn error_messages_come_from_every_common_shape() {
+        assert_eq!(
+            error_message(
+                r#"{"error":{"message":"Incorrect API key","type":"invalid_request_error"}}"#
+            )
+            .as_deref(),
+            Some("Incorrect API key (invalid_request_error)")
+        );
+        assert_eq!(
+            error_message(
+                r#"{"type":"error","error":{"type":"not_found_error","message":"model: x"}}"#
+            )
+            .as_deref(),
+            Some("model: x (not_found_error)")
+        );
+        assert_eq!(
+            error_message(r#"{"error":"model \"qwen3\" not found, try pulling it first"}"#)
+                .as_deref(),
+            Some("model \"qwen3\" not found, try pulling it first")
+        );
+        assert_eq!(
+            error_message(r#"{"object":"error","message":"The model `m` does not exist."}"#)
+                .as_deref(),
+            Some("The model `m` does not exist.")
+        );
+        assert_eq!(error_message("<html>Bad Gateway</html>"), None);
+        assert_eq!(
+            error_message("upstream down").as_deref(),
+            Some("upstream down")
+        );
+        assert_eq!(error_message(""), None);
+    }
+
+    #[test]
+    fn status_errors_say_what_to_check() {
+        let unauthorized = status_error(&peer(), StatusCode::UNAUTHORIZED, r#"{"error":"no"}"#);
+        assert_eq!(
+            unauthorized.to_string(),
+            "Ollama refused the API key (401): no"
+        );
+        let missing = status_error(
+            &peer(),
+            StatusCode::NOT_FOUND,
+            r#"{"error":"model not found"}"#,
+        );
+        assert_eq!(
+            missing.to_string(),
+            "model not found — is the model name `qwen3` right? (`ollama pull qwen3` downloads it)"
+        );
+        let teapot = status_error(&peer(), StatusCode::BAD_REQUEST, "");
+        assert_eq!(teapot.to_string(), "Ollama answered 400 Bad Request");
+        let overloaded = StatusCode::from_u16(529).expect("a status");
+        let overloaded = status_error(&peer(), overloaded, r#"{"error":"busy"}"#);
+        assert_eq!(overloaded.to_string(), "Ollama answered 529: busy");
+    }
+
+    #[test]
+    fn waits_double_and_respect_retry_after_up_to_a_cap() {
+        let settings = ModelSettings {
+            retry_backoff: Duration::from_millis(100),
+            ..ModelSettings::default()
+        };
+        assert_eq!(retry_wait(&settings, 0, None), Duration::from_millis(100));
+        assert_eq!(retry_wait(&settings, 2, None), Duration::from_millis(400));
+        assert_eq!(retry_wait(&settings, 40, None), MAX_RETRY_WAIT);
+        assert_eq!(
+            retry_wait(&settings, 0, Some(Duration::ZERO)),
+            Duration::ZERO
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "3600".parse().expect("a header value"));
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_WAIT));
+        headers.insert(RETRY_AFTER, "2".parse().expect("a header value"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT"
+                .parse()
+                .expect("a header value"),
+        );
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn paths_join_without_doubled_slashes() {
+        let base = Url::parse("http://h:1/v1/").expect("a URL");
+        assert_eq!(
+            join(&base, "chat/completions").as_str(),
+            "http://h:1/v1/chat/completions"
+        );
+        let root = Url::parse("https://api.anthropic.com").expect("a URL");
+        assert_eq!(
+            join(&root, "v1/messages").as_str(),
+            "https://api.anthropic.com/v1/messages"
+        );
+    }
+
+    #[test]
+    fn malformed_arguments_are_kept_as_text() {
+        assert_eq!(tool_arguments(r#"{"a":1}"#), serde_json::json!({"a": 1}));
+        assert_eq!(tool_arguments(""), serde_json::json!({}));
+        assert_eq!(
+            tool_arguments(r#"{"a":"#),
+            Value::String(r#"{"a":"#.to_owned())
+        );
+    }
+}

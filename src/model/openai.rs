@@ -1,0 +1,693 @@
+//! OpenAI Chat Completions, streamed, and every server that speaks it: the
+//! OpenAI API itself, Ollama, LM Studio, and any other local server (llama.cpp,
+//! vLLM, mlx_lm.server …) given by URL.
+//!
+//! This module owns the request body (messages, tool calls, tool results,
+//! tools, stream flags), the decoding of `chat.completion.chunk` events into
+//! [`ModelEvent`]s (tool-call arguments assembled by `index`), and where each
+//! kind of server lives by default. HTTP, retries, timeouts and error wording
+//! are [`super::http`]'s; it must not read the environment (`from_spec` does).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use eventsource_stream::Event;
+use reqwest::Url;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::http::{self, Call, Decoder, Peer};
+use super::{
+    Message, Model, ModelError, ModelEvent, ModelRequest, ModelSettings, ModelStream, Stop,
+    ToolCall, ToolSpec, Usage,
+};
+
+/// Where the OpenAI API lives unless `OPENAI_BASE_URL` says otherwise.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+/// Where Ollama listens unless `OLLAMA_HOST` says otherwise.
+pub const OLLAMA_BASE_URL: &str = "http://127.0.0.1:11434/v1";
+/// Where LM Studio's server listens by default.
+pub const LMSTUDIO_BASE_URL: &str = "http://127.0.0.1:1234/v1";
+/// Ollama's port when `OLLAMA_HOST` names a host without one.
+const OLLAMA_PORT: u16 = 11434;
+
+/// Which kind of server speaks Chat Completions at the other end: it decides
+/// the wording of errors and whether an API key is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenAiServer {
+    /// The OpenAI API (`openai:`): needs `OPENAI_API_KEY`.
+    OpenAi,
+    /// Ollama (`ollama:`).
+    Ollama,
+    /// LM Studio's server (`lmstudio:`).
+    LmStudio,
+    /// Any other OpenAI-compatible server (`local:`).
+    Local,
+}
+
+impl OpenAiServer {
+    /// The spec prefix that chooses this server.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Ollama => "ollama",
+            Self::LmStudio => "lmstudio",
+            Self::Local => "local",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::OpenAi => "OpenAI",
+            Self::Ollama => "Ollama",
+            Self::LmStudio => "LM Studio",
+            Self::Local => "the model server",
+        }
+    }
+
+    fn not_running_hint(self) -> Option<&'static str> {
+        match self {
+            Self::OpenAi => None,
+            Self::Ollama => Some("is Ollama running?"),
+            Self::LmStudio => Some("is LM Studio's server running?"),
+            Self::Local => Some("is the model server running?"),
+        }
+    }
+
+    /// The environment variable an API key for this server comes from.
+    pub fn key_variable(self) -> &'static str {
+        match self {
+            Self::OpenAi => "OPENAI_API_KEY",
+            _ => "PUNIE_LOCAL_API_KEY",
+        }
+    }
+
+    fn missing_model_hint(self, model: &str, base_url: &Url) -> Option<String> {
+        match self {
+            Self::OpenAi => None,
+            Self::Ollama => Some(format!("`ollama pull {model}` downloads it")),
+            Self::LmStudio => Some("`lms ls` lists the models LM Studio has".to_owned()),
+            Self::Local => Some(format!(
+                "{} lists the models the server offers",
+                http::join(base_url, "models")
+            )),
+        }
+    }
+}
+
+/// A model behind an OpenAI-compatible Chat Completions endpoint.
+#[derive(Debug, Clone)]
+pub struct OpenAiModel {
+    id: String,
+    model: String,
+    url: Url,
+    /// The `Authorization` header, or why it cannot be sent; a missing key is
+    /// reported when the model is called, so the server can start without one.
+    authorization: Result<Option<HeaderValue>, ModelError>,
+    client: reqwest::Client,
+    settings: ModelSettings,
+    peer: Arc<Peer>,
+}
+
+impl OpenAiModel {
+    /// `model` at the Chat Completions endpoint under `base_url` (e.g.
+    /// `http://127.0.0.1:11434/v1`), sending `api_key` as a bearer token. The
+    /// OpenAI API requires a key; calling it without one yields an error that
+    /// says to set `OPENAI_API_KEY`. `from_spec` uses this after reading the
+    /// environment; tests and embedders can call it directly.
+    pub fn new(
+        server: OpenAiServer,
+        base_url: &str,
+        model: &str,
+        api_key: Option<String>,
+        settings: &ModelSettings,
+    ) -> Result<Self, ModelError> {
+        let model = model.trim();
+        if model.is_empty() {
+            return Err(ModelError::Setup(format!(
+                "`{}:` needs a model name",
+                server.prefix()
+            )));
+        }
+        let base_url = http::parse_base_url(base_url, "the base URL")?;
+        let id = match server {
+            OpenAiServer::Local => {
+                format!("local:{}/{model}", base_url.as_str().trim_end_matches('/'))
+            }
+            _ => format!("{}:{model}", server.prefix()),
+        };
+        let peer = Peer {
+            name: server.name(),
+            base_url: base_url.clone(),
+            model: model.to_owned(),
+            not_running_hint: server.not_running_hint(),
+            key_variable: Some(server.key_variable()),
+            missing_model_hint: server.missing_model_hint(model, &base_url),
+        };
+        Ok(Self {
+            id,
+            model: model.to_owned(),
+            url: http::join(&base_url, "chat/completions"),
+            authorization: authorization(server, api_key),
+            client: http::client_for(&base_url)?,
+            settings: settings.clone(),
+            peer: Arc::new(peer),
+        })
+    }
+
+    fn headers(&self) -> Result<HeaderMap, ModelError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        if let Some(value) = self.authorization.clone()? {
+            headers.insert(AUTHORIZATION, value);
+        }
+        Ok(headers)
+    }
+}
+
+fn authorization(
+    server: OpenAiServer,
+    api_key: Option<String>,
+) -> Result<Option<HeaderValue>, ModelError> {
+    let variable = server.key_variable();
+    let key = api_key.filter(|key| !key.trim().is_empty());
+    match key {
+        None if server == OpenAiServer::OpenAi => Err(ModelError::Setup(format!(
+            "{variable} is not set; export it, or choose another model with --model"
+        ))),
+        None => Ok(None),
+        Some(key) => {
+            let mut value =
+                HeaderValue::from_str(&format!("Bearer {}", key.trim())).map_err(|_| {
+                    ModelError::Setup(format!(
+                        "{variable} holds characters an HTTP header cannot carry; check its value"
+                    ))
+                })?;
+            value.set_sensitive(true);
+            Ok(Some(value))
+        }
+    }
+}
+
+impl Model for OpenAiModel {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn stream(&self, request: ModelRequest) -> ModelStream {
+        let headers = match self.headers() {
+            Ok(headers) => headers,
+            Err(error) => return http::failed(error),
+        };
+        let call = Call {
+            url: self.url.clone(),
+            headers,
+            body: request_body(&self.model, &request).to_string().into(),
+        };
+        let decoder = ChunkDecoder::new(self.peer.clone());
+        http::model_stream(
+            self.client.clone(),
+            call,
+            self.peer.clone(),
+            self.settings.clone(),
+            decoder,
+        )
+    }
+}
+
+/// Ollama's base URL from `OLLAMA_HOST`, read the way Ollama reads it:
+/// `host`, `host:port`, `http://host:port/path`; a bare host gets port 11434,
+/// and the bind-everything addresses `0.0.0.0` and `::` mean this machine.
+pub fn ollama_base_url(ollama_host: Option<&str>) -> Result<Url, ModelError> {
+    let Some(host) = ollama_host.map(str::trim).filter(|host| !host.is_empty()) else {
+        return http::parse_base_url(OLLAMA_BASE_URL, "the Ollama URL");
+    };
+    let (text, default_port) = match host.split_once("://") {
+        Some(_) => (host.to_owned(), None),
+        None => {
+            let (host_port, path) = host.split_once('/').unwrap_or((host, ""));
+            let host_port = if host_port.is_empty() {
+                "127.0.0.1"
+            } else {
+                host_port
+            };
+            let port = (!has_port(host_port)).then_some(OLLAMA_PORT);
+            (format!("http://{host_port}/{path}"), port)
+        }
+    };
+    let mut url = http::parse_base_url(&text, "OLLAMA_HOST")?;
+    let unusable = || ModelError::Setup(format!("OLLAMA_HOST `{host}` is not a usable address"));
+    if default_port.is_some() {
+        url.set_port(default_port).map_err(|()| unusable())?;
+    }
+    let this_machine = match url.host_str() {
+        Some("0.0.0.0") => Some("127.0.0.1"),
+        Some("[::]") => Some("[::1]"),
+        _ => None,
+    };
+    if let Some(host) = this_machine {
+        url.set_host(Some(host)).map_err(|_| unusable())?;
+    }
+    let path = format!("{}/v1", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    Ok(url)
+}
+
+/// Whether `host:port` text names a port (`[::1]:80` does, `::1` does not).
+fn has_port(host_port: &str) -> bool {
+    host_port.rsplit_once(':').is_some_and(|(host, port)| {
+        !port.is_empty()
+            && port.chars().all(|c| c.is_ascii_digit())
+            && (!host.contains(':') || host.ends_with(']'))
+    })
+}
+
+/// Split a `local:` URL into the server's base URL and the model name. The
+/// model is what follows `/v1/` (so names with slashes, such as
+/// `Qwen/Qwen3-8B`, work), or else the last path segment.
+pub fn split_local_url(text: &str) -> Result<(Url, String), ModelError> {
+    let usage = || {
+        ModelError::Setup(format!(
+            "`local:{text}` should be the server's URL followed by the model name, e.g. local:http://localhost:8080/v1/qwen3"
+        ))
+    };
+    let url = http::parse_base_url(text, "the local server URL").map_err(|_| usage())?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(usage());
+    }
+    let path = url.path().to_owned();
+    let (base_path, model) = match path.find("/v1/") {
+        Some(at) => (&path[..at + 3], &path[at + 4..]),
+        None => path.rsplit_once('/').ok_or_else(usage)?,
+    };
+    let model = model.trim_end_matches('/');
+    if model.is_empty() {
+        return Err(usage());
+    }
+    let mut base = url.clone();
+    base.set_path(base_path);
+    Ok((base, model.to_owned()))
+}
+
+/// The Chat Completions request for `request`.
+pub(crate) fn request_body(model: &str, request: &ModelRequest) -> Value {
+    let system = (!request.system.is_empty())
+        .then(|| json!({"role": "system", "content": &*request.system}));
+    let messages: Vec<Value> = system
+        .into_iter()
+        .chain(request.messages.iter().map(message_json))
+        .collect();
+    let mut body = json!({
+        "model": model,
+        "messages": messages,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    // Some servers reject an empty tools array.
+    if !request.tools.is_empty() {
+        body["tools"] = request.tools.iter().map(tool_json).collect();
+    }
+    body
+}
+
+fn message_json(message: &Message) -> Value {
+    match message {
+        Message::User(text) => json!({"role": "user", "content": text}),
+        Message::Assistant { text, tool_calls } if tool_calls.is_empty() => {
+            json!({"role": "assistant", "content": text})
+        }
+        Message::Assistant { text, tool_calls } => json!({
+            "role": "assistant",
+            "content": if text.is_empty() { Value::Null } else { Value::from(text.as_str()) },
+            "tool_calls": tool_calls.iter().map(tool_call_json).collect::<Vec<_>>(),
+        }),
+        Message::ToolResult {
+            call_id, content, ..
+        } => json!({"role": "tool", "tool_call_id": call_id, "content": content}),
+    }
+}
+
+fn tool_call_json(call: &ToolCall) -> Value {
+    // Malformed arguments were kept as the raw text; send them back as written.
+    let arguments = match &call.arguments {
+        Value::String(raw) => raw.clone(),
+        other => other.to_string(),
+    };
+    json!({
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": arguments},
+    })
+}
+
+fn tool_json(tool: &ToolSpec) -> Value {
+    json!({
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.parameters,
+        },
+    })
+}
+
+/// One `chat.completion.chunk`, or an error a server sends in its place.
+#[derive(Debug, Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Option<Vec<Choice>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Choice {
+    #[serde(default)]
+    delta: Option<Delta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+    /// The reasoning of DeepSeek, llama.cpp and vLLM.
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    /// The reasoning of Ollama and OpenRouter.
+    #[serde(default)]
+    reasoning: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ToolCallDelta {
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<FunctionDelta>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FunctionDelta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+/// A tool call whose pieces are still arriving.
+#[derive(Debug, Default)]
+struct PartialCall {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+/// Chunks in, model events out. Text and reasoning pass straight through;
+/// tool calls are held until the choice finishes; the stop waits for
+/// `[DONE]` so that the usage chunk that follows the finish comes before it.
+struct ChunkDecoder {
+    peer: Arc<Peer>,
+    calls: BTreeMap<usize, PartialCall>,
+    stop: Option<Stop>,
+    refused: bool,
+}
+
+impl ChunkDecoder {
+    fn new(peer: Arc<Peer>) -> Self {
+        Self {
+            peer,
+            calls: BTreeMap::new(),
+            stop: None,
+            refused: false,
+        }
+    }
+
+    fn add_tool_call_piece(&mut self, piece: ToolCallDelta) {
+        let index = piece
+            .index
+            .unwrap_or_else(|| self.slot_without_index(&piece));
+        let call = self.calls.entry(index).or_default();
+        if let Some(id) = piece.id.filter(|id| !id.is_empty()) {
+            call.id = id;
+        }
+        if let Some(function) = piece.function {
+            if let Some(name) = function.name.filter(|name| name != &call.name) {
+                call.name.push_str(&name);
+            }
+            if let Some(arguments) = function.arguments {
+                call.arguments.push_str(&arguments);
+            }
+        }
+    }
+
+    /// Where a piece from a server that omits `index` belongs: a new id starts
+    /// a new call; anything else continues the latest.
+    fn slot_without_index(&self, piece: &ToolCallDelta) -> usize {
+        match (self.calls.last_key_value(), piece.id.as_deref()) {
+            (None, _) => 0,
+            (Some((&last, call)), Some(id)) if !id.is_empty() && id != call.id => last + 1,
+            (Some((&last, _)), _) => last,
+        }
+    }
+
+    fn flush_tool_calls(&mut self, out: &mut Vec<ModelEvent>) {
+        for (_, call) in std::mem::take(&mut self.calls) {
+            let id = if call.id.is_empty() {
+                format!("call_{}", uuid::Uuid::new_v4().simple())
+            } else {
+                call.id
+            };
+            out.push(ModelEvent::ToolCall(ToolCall {
+                id,
+                name: call.name,
+                arguments: http::tool_arguments(&call.arguments),
+            }));
+        }
+    }
+
+    fn end(&mut self, out: &mut Vec<ModelEvent>) {
+        self.flush_tool_calls(out);
+        let stop = match self.stop.unwrap_or(Stop::Done) {
+            Stop::Done if self.refused => Stop::Refusal,
+            stop => stop,
+        };
+        out.push(ModelEvent::Stop(stop));
+    }
+
+    fn choice(&mut self, choice: Choice, out: &mut Vec<ModelEvent>) {
+        let delta = choice.delta.unwrap_or_default();
+        for thought in [delta.reasoning_content, delta.reasoning]
+            .into_iter()
+            .flatten()
+        {
+            if !thought.is_empty() {
+                out.push(ModelEvent::Thought(thought));
+            }
+        }
+        if let Some(text) = delta.content.filter(|text| !text.is_empty()) {
+            out.push(ModelEvent::Text(text));
+        }
+        if let Some(refusal) = delta.refusal.filter(|text| !text.is_empty()) {
+            self.refused = true;
+            out.push(ModelEvent::Text(refusal));
+        }
+        for piece in delta.tool_calls.into_iter().flatten() {
+            self.add_tool_call_piece(piece);
+        }
+        if let Some(reason) = choice.finish_reason {
+            self.flush_tool_calls(out);
+            self.stop = Some(stop_for(&reason));
+        }
+    }
+}
+
+fn stop_for(finish_reason: &str) -> Stop {
+    match finish_reason {
+        "length" => Stop::MaxTokens,
+        "content_filter" => Stop::Refusal,
+        _ => Stop::Done,
+    }
+}
+
+impl Decoder for ChunkDecoder {
+    fn decode(&mut self, event: &Event, out: &mut Vec<ModelEvent>) -> Result<(), ModelError> {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            self.end(out);
+            return Ok(());
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        if event.event == "error" {
+            let value = serde_json::from_str(data).unwrap_or_else(|_| Value::from(data));
+            return Err(http::reported_error(&self.peer, &value));
+        }
+        let chunk: Chunk = http::parse_data(&self.peer, event)?;
+        if let Some(error) = chunk.error {
+            return Err(http::reported_error(&self.peer, &json!({ "error": error })));
+        }
+        for choice in chunk.choices.into_iter().flatten() {
+            self.choice(choice, out);
+        }
+        if let Some(usage) = chunk.usage {
+            out.push(ModelEvent::Usage(Usage {
+                input_tokens: usage.prompt_tokens.unwrap_or_default(),
+                output_tokens: usage.completion_tokens.unwrap_or_default(),
+            }));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<ModelEvent>) -> Result<(), ModelError> {
+        // Some servers close the stream after the finish without `[DONE]`.
+        if self.stop.is_some() {
+            self.end(out);
+            Ok(())
+        } else {
+            Err(http::cut_short(&self.peer))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ollama_host_is_read_the_way_ollama_reads_it() {
+        let base = |host: Option<&str>| ollama_base_url(host).map(|url| url.to_string());
+        assert_eq!(
+            base(None).ok().as_deref(),
+            Some("http://127.0.0.1:11434/v1")
+        );
+        assert_eq!(
+            base(Some("gpu-box")).ok().as_deref(),
+            Some("http://gpu-box:11434/v1")
+        );
+        assert_eq!(
+            base(Some("0.0.0.0:9000")).ok().as_deref(),
+            Some("http://127.0.0.1:9000/v1")
+        );
+        assert_eq!(
+            base(Some("https://ollama.example.com/proxy"))
+                .ok()
+                .as_deref(),
+            Some("https://ollama.example.com/proxy/v1")
+        );
+        assert_eq!(
+            base(Some("[::1]")).ok().as_deref(),
+            Some("http://[::1]:11434/v1")
+        );
+        assert!(base(Some("http://")).is_err());
+    }
+
+    #[test]
+    fn local_urls_split_into_base_and_model() {
+        let split = |text: &str| {
+            split_local_url(text)
+                .map(|(base, model)| (base.to_string(), model))
+                .ok()
+        };
+        assert_eq!(
+            split("http://localhost:5001/v1/qwen3"),
+            Some(("http://localhost:5001/v1".to_owned(), "qwen3".to_owned()))
+        );
+        assert_eq!(
+            split("http://10.0.0.2:8000/v1/Qwen/Qwen3-8B"),
+            Some((
+                "http://10.0.0.2:8000/v1".to_owned(),
+                "Qwen/Qwen3-8B".to_owned()
+            ))
+        );
+        assert_eq!(
+            split("http://localhost:8080/my-model"),
+            Some(("http://localhost:8080/".to_owned(), "my-model".to_owned()))
+        );
+        assert_eq!(split("http://localhost:8080/v1/"), None);
+        assert_eq!(split("http://localhost:8080"), None);
+        assert_eq!(split("localhost:8080/v1/m"), None);
+    }
+
+    fn peer() -> Arc<Peer> {
+        Arc::new(Peer {
+            name: "the model server",
+            base_url: Url::parse("http://127.0.0.1:1/v1").expect("a URL"),
+            model: "m".to_owned(),
+            not_running_hint: None,
+            key_variable: None,
+            missing_model_hint: None,
+        })
+    }
+
+    fn decode_all(chunks: &[&str]) -> Vec<ModelEvent> {
+        let mut decoder = ChunkDecoder::new(peer());
+        let mut out = Vec::new();
+        for data in chunks {
+            let event = Event {
+                data: (*data).to_owned(),
+                ..Event::default()
+            };
+            decoder.decode(&event, &mut out).expect("a valid chunk");
+        }
+        out
+    }
+
+    #[test]
+    fn tool_calls_without_index_or_id_still_assemble() {
+        let events = decode_all(&[
+            r#"{"choices":[{"delta":{"tool_calls":[{"function":{"name":"read","arguments":"{\"pa"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"th\":1}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+            "[DONE]",
+        ]);
+        let [ModelEvent::ToolCall(call), ModelEvent::Stop(Stop::Done)] = events.as_slice() else {
+            panic!("unexpected events {events:?}");
+        };
+        assert_eq!(call.name, "read");
+        assert_eq!(call.arguments, json!({"path": 1}));
+        assert!(call.id.starts_with("call_"));
+    }
+
+    #[test]
+    fn an_empty_assistant_text_with_tool_calls_is_sent_as_null() {
+        let request = ModelRequest {
+            messages: Arc::new(vec![Message::Assistant {
+                text: String::new(),
+                tool_calls: vec![ToolCall {
+                    id: "c".to_owned(),
+                    name: "n".to_owned(),
+                    arguments: Value::String("{oops".to_owned()),
+                }],
+            }]),
+            ..ModelRequest::default()
+        };
+        let body = request_body("m", &request);
+        assert_eq!(body["messages"][0]["content"], Value::Null);
+        assert_eq!(
+            body["messages"][0]["tool_calls"][0]["function"]["arguments"],
+            "{oops"
+        );
+        assert!(body.get("tools").is_none());
+    }
+}

@@ -1,0 +1,209 @@
+//! `read_file`, `write_file` and `edit_file`: through the client's `fs/*`
+//! when it offers them (so the IDE sees unsaved buffers and shows the
+//! change), else on disk inside the workspace.
+
+use std::path::{Path, PathBuf};
+
+use agent_client_protocol::v1::schema::{
+    Diff, ReadTextFileRequest, ToolCallContent, ToolCallStatus, ToolKind, WriteTextFileRequest,
+};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::permission::{self, Decision};
+use super::{
+    ClientPort, Report, Stop, ToolContext, ToolOutcome, arguments, ask_client, for_the_model, shown,
+};
+
+#[derive(Deserialize)]
+struct ReadArgs {
+    path: String,
+    line: Option<u32>,
+    limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct WriteArgs {
+    path: String,
+    content: String,
+}
+
+#[derive(Deserialize)]
+struct EditArgs {
+    path: String,
+    old_text: String,
+    new_text: String,
+    #[serde(default)]
+    replace_all: bool,
+}
+
+pub(super) async fn read<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    report: &Report<'_, C>,
+    arguments_json: &Value,
+) -> Result<ToolOutcome, Stop> {
+    let args: ReadArgs = arguments("read_file", arguments_json)?;
+    let path = context.workspace.resolve(Path::new(&args.path))?;
+    report.start(
+        ToolKind::Read,
+        format!("Read {}", shown(context, &path)),
+        vec![path.clone()],
+    );
+    report.progress(Vec::new());
+    let text = read_text(context, &path, args.line, args.limit).await?;
+    report.finish(ToolCallStatus::Completed, Vec::new());
+    Ok(ToolOutcome::ok(for_the_model(&text)))
+}
+
+pub(super) async fn write<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    report: &Report<'_, C>,
+    arguments_json: &Value,
+) -> Result<ToolOutcome, Stop> {
+    let args: WriteArgs = arguments("write_file", arguments_json)?;
+    let path = context.workspace.resolve(Path::new(&args.path))?;
+    let title = format!("Write {}", shown(context, &path));
+    report.start(ToolKind::Edit, title.clone(), vec![path.clone()]);
+    let old = current_text(context, &path).await?;
+    let bytes = args.content.len();
+    change(
+        context,
+        report,
+        "write_file",
+        &title,
+        path,
+        old,
+        args.content,
+    )
+    .await?;
+    Ok(ToolOutcome::ok(format!(
+        "Wrote {bytes} bytes to {}.",
+        args.path
+    )))
+}
+
+pub(super) async fn edit<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    report: &Report<'_, C>,
+    arguments_json: &Value,
+) -> Result<ToolOutcome, Stop> {
+    let args: EditArgs = arguments("edit_file", arguments_json)?;
+    let path = context.workspace.resolve(Path::new(&args.path))?;
+    let title = format!("Edit {}", shown(context, &path));
+    report.start(ToolKind::Edit, title.clone(), vec![path.clone()]);
+    let Some(old) = current_text(context, &path).await? else {
+        return Err(Stop::Failed(format!(
+            "{} does not exist; use write_file to create it",
+            args.path
+        )));
+    };
+    let new = replaced(&old, &args.old_text, &args.new_text, args.replace_all)
+        .map_err(|problem| Stop::Failed(format!("{}: {problem}", args.path)))?;
+    change(context, report, "edit_file", &title, path, Some(old), new).await?;
+    Ok(ToolOutcome::ok(format!("Edited {}.", args.path)))
+}
+
+/// Ask, then write `new` over `old` at `path`, reporting the diff. A rejection
+/// writes nothing and tells the model so.
+async fn change<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    report: &Report<'_, C>,
+    tool: &str,
+    title: &str,
+    path: PathBuf,
+    old: Option<String>,
+    new: String,
+) -> Result<(), Stop> {
+    let diff = ToolCallContent::Diff(Diff::new(path.clone(), new.clone()).old_text(old));
+    match permission::ask(context, report, tool, title, vec![diff.clone()]).await {
+        Decision::Allowed => {}
+        Decision::Cancelled => return Err(Stop::Cancelled),
+        Decision::Rejected => {
+            return Err(Stop::Failed(
+                "the user declined this change; the file was not modified".to_owned(),
+            ));
+        }
+    }
+    report.progress(Vec::new());
+    if context.client.capabilities().fs.write_text_file {
+        ask_client(
+            context,
+            WriteTextFileRequest::new(context.session_id.clone(), path, new),
+        )
+        .await?;
+    } else {
+        context.workspace.write_text(&path, &new).await?;
+    }
+    report.finish(ToolCallStatus::Completed, vec![diff]);
+    Ok(())
+}
+
+/// The text at `path`, through the client when it can read files.
+async fn read_text<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    path: &Path,
+    line: Option<u32>,
+    limit: Option<u32>,
+) -> Result<String, Stop> {
+    if context.client.capabilities().fs.read_text_file {
+        let request = ReadTextFileRequest::new(context.session_id.clone(), path.to_owned())
+            .line(line)
+            .limit(limit);
+        Ok(ask_client(context, request).await?.content)
+    } else {
+        Ok(context.workspace.read_text(path, line, limit).await?)
+    }
+}
+
+/// The whole current text at `path`, or `None` for a file not yet there.
+async fn current_text<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    path: &Path,
+) -> Result<Option<String>, Stop> {
+    match tokio::fs::try_exists(path).await {
+        Ok(true) => read_text(context, path, None, None).await.map(Some),
+        Ok(false) => Ok(None),
+        Err(error) => Err(Stop::Failed(format!("{}: {error}", path.display()))),
+    }
+}
+
+/// `text` with `old` replaced by `new`: exactly one occurrence, or all of them
+/// when `all`.
+fn replaced(text: &str, old: &str, new: &str, all: bool) -> Result<String, String> {
+    if old.is_empty() {
+        return Err("old_text is empty; give the exact text to replace".to_owned());
+    }
+    match text.matches(old).count() {
+        0 => Err(
+            "old_text was not found; it must match the file exactly, including whitespace"
+                .to_owned(),
+        ),
+        1 => Ok(text.replacen(old, new, 1)),
+        _ if all => Ok(text.replace(old, new)),
+        count => Err(format!(
+            "old_text occurs {count} times; include more surrounding text to make it unique, or set replace_all"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edit_must_match_exactly_and_once() {
+        assert_eq!(replaced("a b c", "b", "B", false).unwrap(), "a B c");
+        assert!(
+            replaced("a b c", "x", "B", false)
+                .unwrap_err()
+                .contains("not found")
+        );
+        assert!(
+            replaced("b b", "b", "B", false)
+                .unwrap_err()
+                .contains("2 times")
+        );
+        assert_eq!(replaced("b b", "b", "B", true).unwrap(), "B B");
+        assert!(replaced("b", "", "B", false).is_err());
+    }
+}

@@ -1,0 +1,413 @@
+//! The tools the model can call, and how each call is carried out and
+//! reported.
+//!
+//! Every call is reported to the client as ACP sees tool calls: `tool_call`
+//! (kind, title, locations, raw input), then `tool_call_update` to
+//! `in_progress`, then `completed` or `failed` with content — a diff for
+//! writes and edits, a terminal for commands the client runs, text otherwise.
+//! Work is delegated by capability: when the client advertised
+//! `fs.readTextFile`, `fs.writeTextFile` or `terminal`, it goes through the
+//! client (the IDE sees unsaved buffers and shows the change); otherwise Punie
+//! does it itself inside the session's workspace. Either way a path outside
+//! the workspace is refused. Writing, editing and running commands ask
+//! permission first.
+//!
+//! This module speaks ACP's tool vocabulary but reaches the client only
+//! through [`ClientPort`]; it holds no session state beyond what it is handed.
+
+mod command;
+mod files;
+mod find;
+mod permission;
+
+use std::path::PathBuf;
+
+use agent_client_protocol::v1::schema::{
+    ClientCapabilities, ContentBlock, SessionId, SessionUpdate, ToolCall as AcpToolCall,
+    ToolCallContent, ToolCallId, ToolCallLocation, ToolCallStatus, ToolCallUpdate,
+    ToolCallUpdateFields, ToolKind,
+};
+use agent_client_protocol::{Error, JsonRpcRequest};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub use permission::PermissionMemory;
+
+use crate::model::{ToolCall, ToolSpec};
+use crate::workspace::{Terminals, Workspace};
+
+/// Most output of one tool call the model is shown; the rest is cut from the middle.
+pub const MODEL_OUTPUT_LIMIT: usize = 32 * 1024;
+
+/// What a tool can ask of the client that sent the prompt.
+pub trait ClientPort: Send + Sync {
+    /// What the client said it can do in `initialize`.
+    fn capabilities(&self) -> &ClientCapabilities;
+
+    /// Send a `session/update`; false if the client is gone.
+    fn notify(&self, update: SessionUpdate) -> bool;
+
+    /// Send an agent→client request and wait for the answer.
+    fn request<R>(&self, request: R) -> impl Future<Output = Result<R::Response, Error>> + Send
+    where
+        R: JsonRpcRequest + Send + 'static,
+        R::Response: Send + 'static;
+
+    /// Send an agent→client request without waiting for the answer.
+    fn send_detached<R>(&self, request: R)
+    where
+        R: JsonRpcRequest + Send + 'static,
+        R::Response: Send + 'static;
+}
+
+/// Everything a tool call may use.
+pub struct ToolContext<'a, C: ClientPort> {
+    pub session_id: &'a SessionId,
+    pub workspace: &'a Workspace,
+    pub client: &'a C,
+    /// Commands Punie runs itself, when the client has no terminal.
+    pub terminals: &'a Terminals,
+    pub permissions: &'a PermissionMemory,
+    pub cancel: &'a CancellationToken,
+}
+
+/// How a tool call ended.
+#[derive(Debug)]
+pub enum ToolOutcome {
+    /// The tool ran (or failed); tell the model this.
+    Result { content: String, is_error: bool },
+    /// The person cancelled: the turn ends.
+    Cancelled,
+}
+
+impl ToolOutcome {
+    fn ok(content: impl Into<String>) -> Self {
+        Self::Result {
+            content: content.into(),
+            is_error: false,
+        }
+    }
+
+    fn error(content: impl Into<String>) -> Self {
+        Self::Result {
+            content: content.into(),
+            is_error: true,
+        }
+    }
+}
+
+/// The tools, as the model is told about them.
+pub fn specs() -> Vec<ToolSpec> {
+    vec![
+        spec(
+            "read_file",
+            "Read a text file in the workspace. `line` (1-based) and `limit` select lines.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string", "description": "Path relative to the workspace root, or absolute inside it"},
+                    "line": {"type": "integer", "minimum": 1, "description": "First line to read"},
+                    "limit": {"type": "integer", "minimum": 1, "description": "Most lines to read"}
+                },
+                "required": ["path"]
+            }),
+        ),
+        spec(
+            "write_file",
+            "Create or replace a file in the workspace with `content`. Asks the user first.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string"},
+                    "content": {"type": "string", "description": "The whole new content of the file"}
+                },
+                "required": ["path", "content"]
+            }),
+        ),
+        spec(
+            "edit_file",
+            "Replace `old_text` with `new_text` in a file. `old_text` must match exactly and, unless `replace_all` is true, exactly once. Asks the user first.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string"},
+                    "old_text": {"type": "string", "description": "Exact text to replace, with enough context to be unique"},
+                    "new_text": {"type": "string"},
+                    "replace_all": {"type": "boolean", "description": "Replace every occurrence", "default": false}
+                },
+                "required": ["path", "old_text", "new_text"]
+            }),
+        ),
+        spec(
+            "list_files",
+            "List files under a directory of the workspace, respecting .gitignore. `glob` filters them, e.g. `*.rs` or `src/**/*.toml`.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string", "description": "Directory to list; the workspace root by default"},
+                    "glob": {"type": "string"}
+                }
+            }),
+        ),
+        spec(
+            "search",
+            "Search file contents with a regular expression, respecting .gitignore. Prints `path:line: text` for each match.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "pattern": {"type": "string", "description": "A regular expression (Rust regex syntax)"},
+                    "path": {"type": "string", "description": "File or directory to search; the workspace root by default"},
+                    "glob": {"type": "string", "description": "Only files matching this glob"}
+                },
+                "required": ["pattern"]
+            }),
+        ),
+        spec(
+            "run_command",
+            "Run a command in the workspace and return its exit status and output. Without `args`, `command` is a shell command line (sh -c); with `args`, it is a program run with those arguments. Asks the user first.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "command": {"type": "string"},
+                    "args": {"type": "array", "items": {"type": "string"}},
+                    "cwd": {"type": "string", "description": "Directory to run in; the workspace root by default"},
+                    "timeout_secs": {"type": "integer", "minimum": 1, "description": "Stop the command after this long (default 120)"}
+                },
+                "required": ["command"]
+            }),
+        ),
+    ]
+}
+
+fn spec(name: &str, description: &str, parameters: Value) -> ToolSpec {
+    ToolSpec {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        parameters,
+    }
+}
+
+/// Why a tool call stopped short.
+#[derive(Debug)]
+enum Stop {
+    /// The turn was cancelled while the tool ran.
+    Cancelled,
+    /// The tool failed; the message is for the model (and the person).
+    Failed(String),
+}
+
+impl From<String> for Stop {
+    fn from(problem: String) -> Self {
+        Self::Failed(problem)
+    }
+}
+
+impl From<crate::workspace::WorkspaceError> for Stop {
+    fn from(error: crate::workspace::WorkspaceError) -> Self {
+        Self::Failed(error.to_string())
+    }
+}
+
+/// Carry out one tool call the model made, reporting it to the client.
+pub async fn run<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -> ToolOutcome {
+    let report = Report::new(context, call);
+    let outcome = match call.name.as_str() {
+        "read_file" => files::read(context, &report, &call.arguments).await,
+        "write_file" => files::write(context, &report, &call.arguments).await,
+        "edit_file" => files::edit(context, &report, &call.arguments).await,
+        "list_files" => find::list(context, &report, &call.arguments).await,
+        "search" => find::search(context, &report, &call.arguments).await,
+        "run_command" => command::run(context, &report, &call.arguments).await,
+        other => Err(Stop::Failed(format!(
+            "there is no tool named `{other}`; the tools are read_file, write_file, edit_file, list_files, search and run_command"
+        ))),
+    };
+    match outcome {
+        Ok(outcome) => outcome,
+        Err(stop) => {
+            report.start(ToolKind::Other, format!("Call `{}`", call.name), Vec::new());
+            let (message, outcome) = match stop {
+                Stop::Cancelled => ("Cancelled".to_owned(), ToolOutcome::Cancelled),
+                Stop::Failed(problem) => (problem.clone(), ToolOutcome::error(problem)),
+            };
+            report.finish(ToolCallStatus::Failed, vec![text_content(&message)]);
+            outcome
+        }
+    }
+}
+
+/// Send `request` to the client, unless the turn is cancelled first.
+async fn ask_client<C, R>(context: &ToolContext<'_, C>, request: R) -> Result<R::Response, Stop>
+where
+    C: ClientPort,
+    R: JsonRpcRequest + Send + 'static,
+    R::Response: Send + 'static,
+{
+    let method = request.method().to_owned();
+    tokio::select! {
+        biased;
+        () = context.cancel.cancelled() => Err(Stop::Cancelled),
+        answer = context.client.request(request) => {
+            answer.map_err(|error| Stop::Failed(format!("the client could not do {method}: {}", error.message)))
+        }
+    }
+}
+
+/// `path` as the person reads it: relative to the workspace when inside it.
+fn shown(context: &ToolContext<'_, impl ClientPort>, path: &std::path::Path) -> String {
+    path.strip_prefix(context.workspace.root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// The arguments of a tool call as `T`, or a message for the model saying what is wrong.
+fn arguments<T: DeserializeOwned>(tool: &str, arguments: &Value) -> Result<T, String> {
+    if let Value::String(raw) = arguments {
+        return Err(format!("the arguments of {tool} are not valid JSON: {raw}"));
+    }
+    serde_path_to_error::deserialize(arguments).map_err(|error| {
+        let path = error.path().to_string();
+        if path == "." {
+            format!("invalid arguments for {tool}: {}", error.into_inner())
+        } else {
+            format!(
+                "invalid arguments for {tool}: `{path}`: {}",
+                error.into_inner()
+            )
+        }
+    })
+}
+
+/// Reports one tool call's progress to the client.
+struct Report<'a, C: ClientPort> {
+    client: &'a C,
+    id: ToolCallId,
+    raw_input: Value,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl<'a, C: ClientPort> Report<'a, C> {
+    fn new(context: &ToolContext<'a, C>, call: &ToolCall) -> Self {
+        let id = if call.id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            call.id.clone()
+        };
+        Self {
+            client: context.client,
+            id: ToolCallId::new(id),
+            raw_input: call.arguments.clone(),
+            started: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// `tool_call`: what is about to happen, pending. Only the first call counts.
+    fn start(&self, kind: ToolKind, title: String, locations: Vec<PathBuf>) {
+        if self
+            .started
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let call = AcpToolCall::new(self.id.clone(), title)
+            .kind(kind)
+            .status(ToolCallStatus::Pending)
+            .locations(
+                locations
+                    .into_iter()
+                    .map(ToolCallLocation::new)
+                    .collect::<Vec<_>>(),
+            )
+            .raw_input(self.raw_input.clone());
+        self.client.notify(SessionUpdate::ToolCall(call));
+    }
+
+    /// The fields of an update for this call.
+    fn update(&self, fields: ToolCallUpdateFields) -> ToolCallUpdate {
+        ToolCallUpdate::new(self.id.clone(), fields)
+    }
+
+    fn progress(&self, content: Vec<ToolCallContent>) {
+        let mut fields = ToolCallUpdateFields::new().status(ToolCallStatus::InProgress);
+        if !content.is_empty() {
+            fields = fields.content(content);
+        }
+        self.client
+            .notify(SessionUpdate::ToolCallUpdate(self.update(fields)));
+    }
+
+    fn finish(&self, status: ToolCallStatus, content: Vec<ToolCallContent>) {
+        let fields = ToolCallUpdateFields::new().status(status).content(content);
+        self.client
+            .notify(SessionUpdate::ToolCallUpdate(self.update(fields)));
+    }
+}
+
+fn text_content(text: &str) -> ToolCallContent {
+    ToolCallContent::from(ContentBlock::from(text.to_owned()))
+}
+
+/// `text`, cut from the middle if it is longer than the model should read.
+fn for_the_model(text: &str) -> String {
+    if text.len() <= MODEL_OUTPUT_LIMIT {
+        return text.to_owned();
+    }
+    let half = MODEL_OUTPUT_LIMIT / 2;
+    let head_end = floor_char_boundary(text, half);
+    let tail_start = floor_char_boundary(text, text.len() - half);
+    format!(
+        "{}\n[… {} bytes cut …]\n{}",
+        &text[..head_end],
+        tail_start - head_end,
+        &text[tail_start..]
+    )
+}
+
+fn floor_char_boundary(text: &str, mut index: usize) -> usize {
+    while !text.is_char_boundary(index) {
+        index -= 1;
+    }
+    index
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tool_has_an_object_schema() {
+        let specs = specs();
+        assert_eq!(specs.len(), 6);
+        for spec in &specs {
+            assert_eq!(spec.parameters["type"], "object", "{}", spec.name);
+        }
+    }
+
+    #[test]
+    fn long_output_is_cut_from_the_middle() {
+        let text = format!(
+            "{}{}",
+            "a".repeat(MODEL_OUTPUT_LIMIT),
+            "é".repeat(MODEL_OUTPUT_LIMIT)
+        );
+        let cut = for_the_model(&text);
+        assert!(cut.len() < MODEL_OUTPUT_LIMIT + 100);
+        assert!(cut.starts_with('a') && cut.ends_with('é'));
+        assert!(cut.contains("bytes cut"));
+    }
+
+    #[test]
+    fn malformed_arguments_are_explained() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Args {
+            #[allow(dead_code)]
+            path: String,
+        }
+        let error = arguments::<Args>("read_file", &json!({"path": 3})).unwrap_err();
+        assert!(error.contains("`path`"), "{error}");
+        let error = arguments::<Args>("read_file", &Value::String("{oops".into())).unwrap_err();
+        assert!(error.contains("not valid JSON"), "{error}");
+    }
+}

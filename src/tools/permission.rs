@@ -1,0 +1,123 @@
+//! Asking the person before a tool changes something, and remembering
+//! "always" answers for the rest of the session.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use agent_client_protocol::v1::schema::{
+    PermissionOption, PermissionOptionKind, RequestPermissionOutcome, RequestPermissionRequest,
+    ToolCallContent, ToolCallStatus, ToolCallUpdateFields,
+};
+
+use super::{ClientPort, Report, ToolContext};
+
+/// "Allow always" and "reject always" answers, per tool, for one session.
+#[derive(Debug, Default)]
+pub struct PermissionMemory {
+    always: Mutex<HashMap<String, bool>>,
+}
+
+impl PermissionMemory {
+    fn remembered(&self, tool: &str) -> Option<bool> {
+        self.lock().get(tool).copied()
+    }
+
+    fn remember(&self, tool: &str, allowed: bool) {
+        self.lock().insert(tool.to_owned(), allowed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+        self.always
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// What the person decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Rejected,
+    /// The prompt was cancelled while waiting: the turn ends.
+    Cancelled,
+}
+
+const OPTIONS: [(&str, &str, PermissionOptionKind); 4] = [
+    ("allow_once", "Allow", PermissionOptionKind::AllowOnce),
+    (
+        "allow_always",
+        "Always allow",
+        PermissionOptionKind::AllowAlways,
+    ),
+    ("reject_once", "Reject", PermissionOptionKind::RejectOnce),
+    (
+        "reject_always",
+        "Always reject",
+        PermissionOptionKind::RejectAlways,
+    ),
+];
+
+/// Ask whether `tool` may do what `title` says, showing `content` (a diff, say).
+pub(super) async fn ask<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    report: &Report<'_, C>,
+    tool: &str,
+    title: &str,
+    content: Vec<ToolCallContent>,
+) -> Decision {
+    if let Some(allowed) = context.permissions.remembered(tool) {
+        return if allowed {
+            Decision::Allowed
+        } else {
+            Decision::Rejected
+        };
+    }
+    let options = OPTIONS
+        .iter()
+        .map(|(id, name, kind)| PermissionOption::new(*id, *name, *kind))
+        .collect();
+    let mut fields = ToolCallUpdateFields::new()
+        .title(title.to_owned())
+        .status(ToolCallStatus::Pending);
+    if !content.is_empty() {
+        fields = fields.content(content);
+    }
+    let request =
+        RequestPermissionRequest::new(context.session_id.clone(), report.update(fields), options);
+    let answer = tokio::select! {
+        biased;
+        () = context.cancel.cancelled() => return Decision::Cancelled,
+        answer = context.client.request(request) => answer,
+    };
+    let outcome = match answer {
+        Ok(response) => response.outcome,
+        Err(error) => {
+            tracing::warn!(
+                "the client could not ask for permission ({}); treating it as a rejection",
+                error.message
+            );
+            return Decision::Rejected;
+        }
+    };
+    let chosen = match outcome {
+        RequestPermissionOutcome::Selected(selected) => selected.option_id,
+        RequestPermissionOutcome::Cancelled => return Decision::Cancelled,
+        _ => return Decision::Rejected,
+    };
+    let kind = OPTIONS
+        .iter()
+        .find(|(id, _, _)| *id == &*chosen.0)
+        .map(|(_, _, kind)| *kind);
+    match kind {
+        Some(PermissionOptionKind::AllowAlways) => {
+            context.permissions.remember(tool, true);
+            Decision::Allowed
+        }
+        Some(PermissionOptionKind::AllowOnce) => Decision::Allowed,
+        Some(PermissionOptionKind::RejectAlways) => {
+            context.permissions.remember(tool, false);
+            Decision::Rejected
+        }
+        _ => Decision::Rejected,
+    }
+}

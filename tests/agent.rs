@@ -1,0 +1,411 @@
+//! The agent loop end to end: a `script:` model calls tools, the server
+//! carries them out through the client (or itself), asks permission, and
+//! stops when cancelled. The client is the official SDK's client role.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use agent_client_protocol::v1::schema::{CancelNotification, PromptRequest, StopReason};
+use serde_json::{Value, json};
+use support::sdk::{Ide, Received, first_update, new_session, prompt};
+use support::{Home, Server, sdk_transport};
+
+/// A server on a `script:` model replaying `responses`.
+async fn scripted(responses: Value, extra: &[&str]) -> Server {
+    let home = Home::new();
+    let script = home.dir.path().join("script.json");
+    std::fs::write(&script, responses.to_string()).unwrap();
+    let model = format!("script:{}", script.display());
+    let mut args = vec!["--model", model.as_str()];
+    args.extend_from_slice(extra);
+    Server::start_in(home, &args).await
+}
+
+fn call(name: &str, arguments: Value) -> Value {
+    json!({"tool_call": {"name": name, "arguments": arguments}})
+}
+
+fn write_notes(server: &Server, text: &str) -> std::path::PathBuf {
+    let notes = server.home.workspace().join("notes.txt");
+    std::fs::write(&notes, text).unwrap();
+    notes
+}
+
+/// Prompt once as `ide` and return the stop reason and what was received.
+async fn one_turn(
+    server: &Server,
+    ide: &Ide,
+    text: &str,
+) -> (
+    StopReason,
+    Received,
+    agent_client_protocol::v1::schema::SessionId,
+) {
+    let received = Received::default();
+    let workspace = server.home.workspace();
+    let (stop, session) = ide
+        .run(sdk_transport(server), received.clone(), async |cx| {
+            ide.initialize(&cx).await?;
+            let session = new_session(&cx, &workspace).await?;
+            Ok((prompt(&cx, &session, text).await?, session))
+        })
+        .await;
+    (stop, received, session)
+}
+
+#[tokio::test]
+async fn a_turn_reads_asks_writes_and_runs_a_command_through_the_client() {
+    let server = scripted(
+        json!([
+            [{"text": "Let me look. "}, call("read_file", json!({"path": "notes.txt"}))],
+            [call("edit_file", json!({"path": "notes.txt", "old_text": "old", "new_text": "new"}))],
+            [call("run_command", json!({"command": "cat notes.txt; echo done-running"}))],
+            [{"thought": "All good."}, {"text": "Done."}, {"usage": {"input_tokens": 100, "output_tokens": 20}}]
+        ]),
+        &[],
+    )
+    .await;
+    let notes = write_notes(&server, "old text\n");
+    let ide = Ide::new(&server.home.workspace(), true, true);
+    let (stop, received, session) = one_turn(&server, &ide, "fix the notes").await;
+
+    assert_eq!(stop, StopReason::EndTurn);
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "new text\n");
+    assert_eq!(
+        ide.requests(),
+        [
+            "fs/read_text_file",
+            "fs/read_text_file",
+            "session/request_permission",
+            "fs/write_text_file",
+            "session/request_permission",
+            "terminal/create",
+            "terminal/wait_for_exit",
+            "terminal/output",
+            "terminal/release",
+        ],
+        "every tool went through the client"
+    );
+    let calls = received.tool_calls(&session);
+    assert_eq!(calls.len(), 3);
+    for call in &calls {
+        assert_eq!(
+            call["statuses"],
+            json!(["pending", "in_progress", "completed"]),
+            "{call}"
+        );
+    }
+    assert_eq!(calls[0]["kind"], "read");
+    assert_eq!(calls[0]["title"], "Read notes.txt");
+    assert_eq!(calls[0]["rawInput"], json!({"path": "notes.txt"}));
+    assert_eq!(calls[0]["locations"][0]["path"], json!(notes));
+    assert_eq!(calls[1]["kind"], "edit");
+    assert_eq!(
+        calls[1]["content"][0],
+        json!({"type": "diff", "path": notes, "oldText": "old text\n", "newText": "new text\n"})
+    );
+    assert_eq!(calls[2]["kind"], "execute");
+    assert_eq!(calls[2]["content"][0]["type"], "terminal");
+    let permission = &ide.permissions.lock().unwrap()[0];
+    let kinds: Vec<Value> = permission
+        .options
+        .iter()
+        .map(|option| serde_json::to_value(option.kind).unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["allow_once", "allow_always", "reject_once", "reject_always"]
+    );
+    let (text, _) = received.agent_text(&session);
+    assert_eq!(text, "Let me look. Done.");
+    let updates: Vec<Value> = received
+        .updates
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|n| serde_json::to_value(&n.update).unwrap())
+        .collect();
+    assert!(updates.iter().any(
+        |u| u["sessionUpdate"] == "agent_thought_chunk" && u["content"]["text"] == "All good."
+    ));
+    assert!(
+        updates
+            .iter()
+            .any(|u| u["sessionUpdate"] == "usage_update" && u["used"] == 120)
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_write_leaves_the_file_byte_for_byte_untouched() {
+    let server = scripted(
+        json!([
+            [call("write_file", json!({"path": "notes.txt", "content": "overwritten"}))],
+            [{"text": "Understood."}]
+        ]),
+        &[],
+    )
+    .await;
+    let notes = write_notes(&server, "precious\r\nbytes\n");
+    let before = std::fs::read(&notes).unwrap();
+    let ide = Ide::new(&server.home.workspace(), true, true).answer_with(&["reject_once"]);
+    let (stop, received, session) = one_turn(&server, &ide, "overwrite it").await;
+    assert_eq!(stop, StopReason::EndTurn);
+    assert_eq!(std::fs::read(&notes).unwrap(), before);
+    assert!(!ide.requests().contains(&"fs/write_text_file".to_owned()));
+    let calls = received.tool_calls(&session);
+    assert_eq!(calls[0]["status"], "failed");
+    assert!(
+        calls[0]["content"][0]["content"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("declined")
+    );
+}
+
+#[tokio::test]
+async fn allow_always_skips_the_second_prompt_and_reject_always_refuses_without_asking() {
+    let server = scripted(
+        json!([
+            [call("write_file", json!({"path": "a.txt", "content": "a"}))],
+            [call("write_file", json!({"path": "b.txt", "content": "b"}))],
+            [call("run_command", json!({"command": "touch ran"}))],
+            [call("run_command", json!({"command": "touch ran"}))],
+            [{"text": "ok"}]
+        ]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    let ide = Ide::new(&workspace, true, true).answer_with(&["allow_always", "reject_always"]);
+    let (stop, received, session) = one_turn(&server, &ide, "write twice").await;
+    assert_eq!(stop, StopReason::EndTurn);
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("a.txt")).unwrap(),
+        "a"
+    );
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("b.txt")).unwrap(),
+        "b"
+    );
+    let asked = ide
+        .requests()
+        .iter()
+        .filter(|m| *m == "session/request_permission")
+        .count();
+    assert_eq!(asked, 2, "once for write_file, once for run_command");
+    assert!(
+        !workspace.join("ran").exists(),
+        "the command was rejected, twice"
+    );
+    let statuses: Vec<Value> = received
+        .tool_calls(&session)
+        .iter()
+        .map(|c| c["status"].clone())
+        .collect();
+    assert_eq!(statuses, ["completed", "completed", "failed", "failed"]);
+}
+
+#[tokio::test]
+async fn without_client_capabilities_the_same_turn_runs_on_the_server() {
+    let server = scripted(
+        json!([
+            [call("read_file", json!({"path": "notes.txt"}))],
+            [call("edit_file", json!({"path": "notes.txt", "old_text": "old", "new_text": "new"}))],
+            [call("run_command", json!({"command": "echo hello from the server > out.txt"}))],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    let notes = write_notes(&server, "old text\n");
+    let ide = Ide::new(&server.home.workspace(), false, false);
+    let (stop, received, session) = one_turn(&server, &ide, "fix the notes").await;
+    assert_eq!(stop, StopReason::EndTurn);
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "new text\n");
+    assert_eq!(
+        std::fs::read_to_string(server.home.workspace().join("out.txt")).unwrap(),
+        "hello from the server\n"
+    );
+    assert_eq!(
+        ide.requests(),
+        ["session/request_permission", "session/request_permission"],
+        "only permission goes to a client without fs or terminal"
+    );
+    let calls = received.tool_calls(&session);
+    assert!(
+        calls.iter().all(|call| call["status"] == "completed"),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn paths_outside_the_workspace_are_refused_and_never_reach_the_client() {
+    let server = scripted(
+        json!([
+            [call("read_file", json!({"path": "../secret.txt"}))],
+            [call("read_file", json!({"path": "/etc/passwd"}))],
+            [call("read_file", json!({"path": "link/secret.txt"}))],
+            [call("write_file", json!({"path": "link/planted.txt", "content": "x"}))],
+            [{"text": "Refused."}]
+        ]),
+        &[],
+    )
+    .await;
+    let outside = server.home.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "secret").unwrap();
+    std::fs::write(server.home.dir.path().join("secret.txt"), "secret").unwrap();
+    std::os::unix::fs::symlink(&outside, server.home.workspace().join("link")).unwrap();
+    let ide = Ide::new(&server.home.workspace(), true, true);
+    let (stop, received, session) = one_turn(&server, &ide, "try to escape").await;
+    assert_eq!(stop, StopReason::EndTurn);
+    assert!(
+        ide.requests().is_empty(),
+        "nothing reached the client: {:?}",
+        ide.requests()
+    );
+    assert!(!outside.join("planted.txt").exists());
+    for call in received.tool_calls(&session) {
+        assert_eq!(call["status"], "failed");
+        let message = call["content"][0]["content"]["text"].as_str().unwrap();
+        assert!(message.contains("outside the workspace"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn a_turn_ends_with_max_turn_requests_after_its_rounds() {
+    let round = json!([call("list_files", json!({}))]);
+    let server = scripted(
+        json!([round, round, round, [{"text": "never"}]]),
+        &["--max-tool-rounds", "2"],
+    )
+    .await;
+    let ide = Ide::new(&server.home.workspace(), true, true);
+    let (stop, received, session) = one_turn(&server, &ide, "loop").await;
+    assert_eq!(stop, StopReason::MaxTurnRequests);
+    assert_eq!(received.tool_calls(&session).len(), 2);
+}
+
+#[tokio::test]
+async fn cancel_stops_a_streaming_reply_within_100_ms() {
+    let server = scripted(
+        json!([[{"text": "one "}, {"pause_ms": 30000}, {"text": "never"}]]),
+        &[],
+    )
+    .await;
+    let ide = Ide::new(&server.home.workspace(), true, true);
+    cancel_mid_turn(&server, &ide).await;
+}
+
+#[tokio::test]
+async fn cancel_kills_a_long_command_on_the_client_and_releases_it() {
+    let server = scripted(
+        json!([[call("run_command", json!({"command": "sleep 30"}))]]),
+        &[],
+    )
+    .await;
+    let ide = Ide::new(&server.home.workspace(), true, true);
+    cancel_mid_turn(&server, &ide).await;
+    let requests = ide.requests();
+    let tail: Vec<&str> = requests
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(tail, ["terminal/kill", "terminal/release"], "{requests:?}");
+}
+
+#[tokio::test]
+async fn cancel_kills_a_long_command_the_server_runs_itself() {
+    let server = scripted(
+        json!([[call(
+            "run_command",
+            json!({"command": "echo $$ > pid; exec sleep 30"})
+        )]]),
+        &[],
+    )
+    .await;
+    let ide = Ide::new(&server.home.workspace(), false, false);
+    cancel_mid_turn(&server, &ide).await;
+    let pid: i32 = std::fs::read_to_string(server.home.workspace().join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The command may already be gone; if not, its pidfd turns readable when it exits.
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        panic!("a real pid")
+    };
+    if let Ok(process) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        // SAFETY: the AsyncFd owns the pidfd and nothing else closes it.
+        let process = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(process, tokio::io::Interest::READABLE)
+                .unwrap()
+        };
+        let _ready = support::within("the command to be killed", process.readable())
+            .await
+            .unwrap();
+    }
+}
+
+/// Prompt, wait until the turn is visibly under way, cancel, and check the
+/// prompt answers `cancelled` within 100 ms.
+async fn cancel_mid_turn(server: &Server, ide: &Ide) {
+    let received = Received::default();
+    let workspace = server.home.workspace();
+    ide.run(sdk_transport(server), received.clone(), async |cx| {
+        ide.initialize(&cx).await?;
+        let session = new_session(&cx, &workspace).await?;
+        let running = cx.send_request(PromptRequest::new(session.clone(), vec!["go".into()]));
+        first_update(&received, &session).await;
+        // For a command, wait until it really runs.
+        support::within("the command to start", async {
+            while received
+                .tool_calls(&session)
+                .iter()
+                .any(|c| c["kind"] == "execute" && c["status"] != "in_progress")
+                || (received.tool_calls(&session).is_empty()
+                    && received.agent_text(&session).0.is_empty())
+            {
+                let arrived = received.arrived.notified();
+                arrived.await;
+            }
+            if received
+                .tool_calls(&session)
+                .iter()
+                .any(|c| c["kind"] == "execute")
+            {
+                wait_for_file_or_request(&workspace, ide).await;
+            }
+        })
+        .await;
+        let cancelled_at = Instant::now();
+        cx.send_notification(CancelNotification::new(session.clone()))?;
+        let answer = running.block_task().await?;
+        let took = cancelled_at.elapsed();
+        assert_eq!(answer.stop_reason, StopReason::Cancelled);
+        assert!(
+            took < Duration::from_millis(100),
+            "answered cancelled in {took:?}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+/// A command is running once the client saw terminal/create, or, for the
+/// server's own commands, once its pid file exists.
+async fn wait_for_file_or_request(workspace: &Path, ide: &Ide) {
+    loop {
+        if ide.requests().iter().any(|m| m == "terminal/wait_for_exit")
+            || workspace.join("pid").exists()
+        {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}

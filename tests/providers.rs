@@ -1,0 +1,792 @@
+//! The network model providers against local fakes that speak the real wire
+//! formats: OpenAI Chat Completions (and the local servers that copy it) and
+//! Anthropic Messages, streamed as server-sent events.
+//!
+//! Every provider is chosen the way the server chooses it, through
+//! `from_spec_with_env`, with its base URL and key given per test instead of
+//! through the process environment, which parallel tests would race on.
+
+#[path = "support/fake_provider.rs"]
+mod fake_provider;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_provider::{
+    FakeProvider, Part, Reply, anthropic_event, anthropic_message_end, anthropic_message_start,
+    anthropic_text_block, anthropic_text_reply, anthropic_tool_block, openai_delta, openai_done,
+    openai_finish, openai_text_reply, openai_usage,
+};
+use futures::StreamExt as _;
+use punie::model::{
+    Message, Model, ModelError, ModelEvent, ModelRequest, ModelSettings, ModelStream, Stop,
+    ToolCall, ToolSpec, Usage, from_spec_with_env,
+};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+/// How long any single wait in a test may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(DEADLINE, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}"),
+    }
+}
+
+/// Patient enough for any test, and no retries unless a test asks.
+fn settings() -> ModelSettings {
+    ModelSettings {
+        idle_timeout: Duration::from_secs(10),
+        retries: 0,
+        retry_backoff: Duration::from_millis(1),
+    }
+}
+
+/// Choose a model by `spec` with only `vars` set in its environment.
+fn model_with(spec: &str, settings: &ModelSettings, vars: &[(&str, &str)]) -> Arc<dyn Model> {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect();
+    let env = move |name: &str| {
+        vars.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    match from_spec_with_env(spec, settings, env) {
+        Ok(model) => model,
+        Err(error) => panic!("`{spec}` was refused: {error}"),
+    }
+}
+
+/// The fake as an OpenAI-compatible `local:` server.
+fn local_model(fake: &FakeProvider, settings: &ModelSettings) -> Arc<dyn Model> {
+    model_with(
+        &format!("local:{}/v1/fake-model", fake.url()),
+        settings,
+        &[],
+    )
+}
+
+/// The fake as the Anthropic API.
+fn anthropic_model(fake: &FakeProvider, settings: &ModelSettings) -> Arc<dyn Model> {
+    let base = fake.url();
+    model_with(
+        "anthropic:claude-fake",
+        settings,
+        &[
+            ("ANTHROPIC_BASE_URL", &base),
+            ("ANTHROPIC_API_KEY", "sk-ant-test"),
+        ],
+    )
+}
+
+fn ask(prompt: &str) -> ModelRequest {
+    ModelRequest {
+        system: "You are Punie.".into(),
+        messages: Arc::new(vec![Message::user(prompt)]),
+        tools: Arc::new(Vec::new()),
+        turn: 1,
+    }
+}
+
+/// Everything one call produced, and the error it ended with, if any.
+async fn run(model: &dyn Model, request: ModelRequest) -> (Vec<ModelEvent>, Option<ModelError>) {
+    collect(model.stream(request)).await
+}
+
+async fn collect(mut stream: ModelStream) -> (Vec<ModelEvent>, Option<ModelError>) {
+    within("the model's reply", async {
+        let mut events = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(event) => events.push(event),
+                Err(error) => return (events, Some(error)),
+            }
+        }
+        (events, None)
+    })
+    .await
+}
+
+/// The error a call ended with; fails if it ended well.
+async fn error_of(model: &dyn Model, request: ModelRequest) -> String {
+    match run(model, request).await {
+        (_, Some(error)) => error.to_string(),
+        (events, None) => panic!("expected an error, got {events:?}"),
+    }
+}
+
+fn text(piece: &str) -> ModelEvent {
+    ModelEvent::Text(piece.to_owned())
+}
+
+fn thought(piece: &str) -> ModelEvent {
+    ModelEvent::Thought(piece.to_owned())
+}
+
+fn usage(input_tokens: u64, output_tokens: u64) -> ModelEvent {
+    ModelEvent::Usage(Usage {
+        input_tokens,
+        output_tokens,
+    })
+}
+
+fn tool_call(id: &str, name: &str, arguments: Value) -> ModelEvent {
+    ModelEvent::ToolCall(ToolCall {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        arguments,
+    })
+}
+
+/// A port nothing listens on.
+async fn closed_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    listener.local_addr().expect("its address")
+}
+
+/// A conversation with every kind of message, and two tools.
+fn conversation() -> ModelRequest {
+    ModelRequest {
+        system: "You are Punie.".into(),
+        messages: Arc::new(vec![
+            Message::user("What is in main.rs?"),
+            Message::Assistant {
+                text: "Let me look.".to_owned(),
+                tool_calls: vec![ToolCall {
+                    id: "call_1".to_owned(),
+                    name: "read_file".to_owned(),
+                    arguments: json!({"path": "src/main.rs"}),
+                }],
+            },
+            Message::ToolResult {
+                call_id: "call_1".to_owned(),
+                name: "read_file".to_owned(),
+                content: "fn main() {}".to_owned(),
+                is_error: false,
+            },
+            Message::Assistant {
+                text: String::new(),
+                tool_calls: vec![ToolCall {
+                    id: "call_2".to_owned(),
+                    name: "run".to_owned(),
+                    arguments: json!({"command": "cargo test"}),
+                }],
+            },
+            Message::ToolResult {
+                call_id: "call_2".to_owned(),
+                name: "run".to_owned(),
+                content: "no such command".to_owned(),
+                is_error: true,
+            },
+        ]),
+        tools: Arc::new(vec![
+            ToolSpec {
+                name: "read_file".to_owned(),
+                description: "Read a file of the workspace.".to_owned(),
+                parameters: json!({
+                    "type": "object",
+                    "properties": {"path": {"type": "string"}},
+                    "required": ["path"],
+                }),
+            },
+            ToolSpec {
+                name: "run".to_owned(),
+                description: "Run a command.".to_owned(),
+                parameters: json!({
+                    "type": "object",
+                    "properties": {"command": {"type": "string"}},
+                }),
+            },
+        ]),
+        turn: 1,
+    }
+}
+
+// ---------------------------------------------------------------- OpenAI
+
+#[tokio::test]
+async fn openai_text_streams_each_delta_as_it_arrives() {
+    let gate = Arc::new(Notify::new());
+    let fake = FakeProvider::start([Reply::Stream(vec![
+        Part::Send(openai_delta(json!({"role": "assistant", "content": ""}))),
+        Part::Send(openai_delta(json!({"content": "Hel"}))),
+        Part::Wait(gate.clone()),
+        Part::Send(openai_delta(json!({"content": "lo"}))),
+        Part::Send(openai_delta(json!({"content": ", world"}))),
+        Part::Send(openai_finish("stop")),
+        Part::Send(openai_usage(12, 3)),
+        Part::Send(openai_done()),
+    ])])
+    .await;
+    let model = local_model(&fake, &settings());
+    let mut stream = model.stream(ask("hello"));
+
+    // The first piece arrives while the server still holds back the rest.
+    let first = within("the first piece", stream.next()).await;
+    assert_eq!(first.map(|item| item.ok()), Some(Some(text("Hel"))));
+    gate.notify_one();
+
+    let (rest, error) = collect(stream).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        rest,
+        [
+            text("lo"),
+            text(", world"),
+            usage(12, 3),
+            ModelEvent::Stop(Stop::Done)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn openai_tool_call_arguments_split_mid_json_are_assembled() {
+    let fake = FakeProvider::start([Reply::events([
+        openai_delta(json!({"role": "assistant", "content": null, "tool_calls": [
+            {"index": 0, "id": "call_abc", "type": "function",
+             "function": {"name": "read_file", "arguments": ""}}
+        ]})),
+        openai_delta(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"pa"}}]})),
+        openai_delta(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "th\": \"src/ma"}}]}),
+        ),
+        openai_delta(json!({"tool_calls": [{"index": 0, "function": {"arguments": "in.rs\"}"}}]})),
+        openai_finish("tool_calls"),
+        openai_usage(30, 9),
+        openai_done(),
+    ])])
+    .await;
+    let (events, error) = run(&*local_model(&fake, &settings()), ask("read it")).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        events,
+        [
+            tool_call("call_abc", "read_file", json!({"path": "src/main.rs"})),
+            usage(30, 9),
+            ModelEvent::Stop(Stop::Done),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn several_openai_tool_calls_in_one_message_come_out_in_order() {
+    let call = |index: usize, id: &str, name: &str| {
+        openai_delta(
+            json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+            "function": {"name": name, "arguments": ""}}]}),
+        )
+    };
+    let arguments = |index: usize, piece: &str| {
+        openai_delta(json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
+    };
+    let fake = FakeProvider::start([Reply::events([
+        openai_delta(json!({"role": "assistant", "content": "Two things. "})),
+        call(0, "call_a", "read_file"),
+        arguments(0, "{\"path\":"),
+        call(1, "call_b", "list"),
+        arguments(1, "{\"dir\": \"src\"}"),
+        arguments(0, " \"a.rs\"}"),
+        call(2, "call_c", "run"),
+        arguments(2, "{\"command\": \"ls"),
+        openai_finish("tool_calls"),
+        openai_done(),
+    ])])
+    .await;
+    let (events, error) = run(&*local_model(&fake, &settings()), ask("go")).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        events,
+        [
+            text("Two things. "),
+            tool_call("call_a", "read_file", json!({"path": "a.rs"})),
+            tool_call("call_b", "list", json!({"dir": "src"})),
+            // Malformed arguments come through as the raw text.
+            tool_call(
+                "call_c",
+                "run",
+                Value::String("{\"command\": \"ls".to_owned())
+            ),
+            ModelEvent::Stop(Stop::Done),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn reasoning_of_either_spelling_becomes_thoughts() {
+    let fake = FakeProvider::start([Reply::events([
+        openai_delta(json!({"role": "assistant", "reasoning_content": "First, "})),
+        openai_delta(json!({"reasoning": "then."})),
+        openai_delta(json!({"content": "Answer."})),
+        openai_finish("stop"),
+        openai_done(),
+    ])])
+    .await;
+    let (events, error) = run(&*local_model(&fake, &settings()), ask("think")).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        events,
+        [
+            thought("First, "),
+            thought("then."),
+            text("Answer."),
+            ModelEvent::Stop(Stop::Done)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn openai_finish_reasons_become_stops() {
+    let reply = |reason: &str| {
+        Reply::events([
+            openai_delta(json!({"content": "x"})),
+            openai_finish(reason),
+            openai_done(),
+        ])
+    };
+    let fake = FakeProvider::start([reply("length"), reply("content_filter"), reply("stop")]).await;
+    let model = local_model(&fake, &settings());
+    for expected in [Stop::MaxTokens, Stop::Refusal, Stop::Done] {
+        let (events, error) = run(&*model, ask("x")).await;
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(events.last(), Some(&ModelEvent::Stop(expected)));
+    }
+}
+
+#[tokio::test]
+async fn an_error_in_the_middle_of_an_openai_stream_ends_the_call_with_its_message() {
+    let fake = FakeProvider::start([Reply::events([
+        openai_delta(json!({"content": "Partly"})),
+        format!(
+            "data: {}\n\n",
+            json!({"error": {"message": "The server had an error while processing your request.",
+                             "type": "server_error"}})
+        ),
+    ])])
+    .await;
+    let (events, error) = run(&*local_model(&fake, &settings()), ask("x")).await;
+    assert_eq!(events, [text("Partly")]);
+    let error = error.expect("an error").to_string();
+    assert!(
+        error.contains("The server had an error while processing your request."),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_429_is_retried_when_retry_after_says_so() {
+    let fake = FakeProvider::start([
+        Reply::Status {
+            status: 429,
+            headers: vec![("retry-after", "0".to_owned())],
+            body: json!({"error": {"message": "Rate limit reached", "type": "requests"}})
+                .to_string(),
+        },
+        Reply::events(openai_text_reply(&["fine"])),
+    ])
+    .await;
+    // Backoff alone would wait longer than the test's deadline: only
+    // `Retry-After: 0` lets this finish.
+    let settings = ModelSettings {
+        retries: 1,
+        retry_backoff: Duration::from_secs(3600),
+        ..settings()
+    };
+    let (events, error) = run(&*local_model(&fake, &settings), ask("x")).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(events.first(), Some(&text("fine")));
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn server_errors_beyond_the_retries_end_the_call() {
+    let failure = || Reply::status(500, json!({"error": {"message": "kaboom"}}));
+    let fake = FakeProvider::start([failure(), failure(), failure()]).await;
+    let settings = ModelSettings {
+        retries: 1,
+        ..settings()
+    };
+    let error = error_of(&*local_model(&fake, &settings), ask("x")).await;
+    assert_eq!(
+        error,
+        "the model server answered 500 Internal Server Error: kaboom (after 1 retry)"
+    );
+    assert_eq!(fake.requests().len(), 2, "one attempt and one retry");
+}
+
+#[tokio::test]
+async fn a_stream_that_stalls_fails_after_the_idle_timeout() {
+    let fake = FakeProvider::start([Reply::Stream(vec![
+        Part::Send(openai_delta(json!({"content": "Thinking"}))),
+        Part::Stall,
+    ])])
+    .await;
+    let settings = ModelSettings {
+        idle_timeout: Duration::from_millis(200),
+        ..settings()
+    };
+    let (events, error) = run(&*local_model(&fake, &settings), ask("x")).await;
+    assert_eq!(events, [text("Thinking")]);
+    let error = error.expect("an idle timeout").to_string();
+    assert!(error.contains("sent nothing for 200ms"), "{error}");
+}
+
+#[tokio::test]
+async fn nothing_listening_names_the_server_to_start() {
+    let addr = closed_port().await;
+    let settings = ModelSettings {
+        retries: 2,
+        ..settings()
+    };
+    let host = addr.to_string();
+    let ollama = model_with("ollama:qwen3", &settings, &[("OLLAMA_HOST", &host)]);
+    assert_eq!(
+        error_of(&*ollama, ask("x")).await,
+        format!("no server at http://{addr} — is Ollama running?")
+    );
+    let local = model_with(&format!("local:http://{addr}/v1/m"), &settings, &[]);
+    assert_eq!(
+        error_of(&*local, ask("x")).await,
+        format!("no server at http://{addr} — is the model server running?")
+    );
+    let base = format!("http://{addr}/v1");
+    let openai = model_with(
+        "openai:gpt-4.1",
+        &settings,
+        &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", "sk-test")],
+    );
+    let error = error_of(&*openai, ask("x")).await;
+    assert!(
+        error.starts_with(&format!("cannot reach {base}: ")),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_openai_key_says_how_to_fix_it() {
+    let model = model_with("openai:gpt-4.1", &settings(), &[]);
+    assert_eq!(
+        error_of(&*model, ask("x")).await,
+        "OPENAI_API_KEY is not set; export it, or choose another model with --model"
+    );
+}
+
+#[tokio::test]
+async fn refused_keys_and_unknown_models_are_worded_for_a_person() {
+    let fake = FakeProvider::start([
+        Reply::status(
+            401,
+            json!({"error": {"message": "Incorrect API key provided: sk-wrong.",
+                             "type": "invalid_request_error", "code": "invalid_api_key"}}),
+        ),
+        Reply::status(
+            404,
+            json!({"error": {"message": "The model `gpt-nope` does not exist or you do not have access to it.",
+                             "type": "invalid_request_error", "code": "model_not_found"}}),
+        ),
+    ])
+    .await;
+    let base = format!("{}/v1", fake.url());
+    let model = model_with(
+        "openai:gpt-nope",
+        &settings(),
+        &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", "sk-wrong")],
+    );
+    assert_eq!(
+        error_of(&*model, ask("x")).await,
+        "OpenAI refused the API key (401): Incorrect API key provided: sk-wrong. \
+         (invalid_request_error); check OPENAI_API_KEY"
+    );
+    assert_eq!(
+        error_of(&*model, ask("x")).await,
+        "The model `gpt-nope` does not exist or you do not have access to it. \
+         (invalid_request_error) — is the model name `gpt-nope` right?"
+    );
+}
+
+#[tokio::test]
+async fn the_openai_request_carries_the_conversation_tools_and_stream_flags() {
+    let fake = FakeProvider::start([Reply::events(openai_text_reply(&["ok"]))]).await;
+    let base = format!("{}/v1", fake.url());
+    let model = model_with(
+        "openai:gpt-test",
+        &settings(),
+        &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", "sk-test")],
+    );
+    let (_, error) = run(&*model, conversation()).await;
+    assert!(error.is_none(), "{error:?}");
+
+    let [request] = fake.requests().try_into().expect("one request");
+    assert_eq!(request.path, "/v1/chat/completions");
+    assert_eq!(request.headers["authorization"], "Bearer sk-test");
+    assert_eq!(
+        request.body,
+        json!({
+            "model": "gpt-test",
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": [
+                {"role": "system", "content": "You are Punie."},
+                {"role": "user", "content": "What is in main.rs?"},
+                {"role": "assistant", "content": "Let me look.", "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "read_file", "arguments": "{\"path\":\"src/main.rs\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "fn main() {}"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_2", "type": "function",
+                     "function": {"name": "run", "arguments": "{\"command\":\"cargo test\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_2", "content": "no such command"},
+            ],
+            "tools": [
+                {"type": "function", "function": {
+                    "name": "read_file",
+                    "description": "Read a file of the workspace.",
+                    "parameters": {"type": "object",
+                                   "properties": {"path": {"type": "string"}},
+                                   "required": ["path"]}}},
+                {"type": "function", "function": {
+                    "name": "run",
+                    "description": "Run a command.",
+                    "parameters": {"type": "object",
+                                   "properties": {"command": {"type": "string"}}}}},
+            ],
+        })
+    );
+}
+
+#[tokio::test]
+async fn local_servers_get_a_key_only_when_one_is_configured() {
+    let fake = FakeProvider::start([
+        Reply::events(openai_text_reply(&["a"])),
+        Reply::events(openai_text_reply(&["b"])),
+    ])
+    .await;
+    let spec = format!("local:{}/v1/fake-model", fake.url());
+    let (_, error) = run(&*model_with(&spec, &settings(), &[]), ask("x")).await;
+    assert!(error.is_none(), "{error:?}");
+    let keyed = model_with(&spec, &settings(), &[("PUNIE_LOCAL_API_KEY", "local-key")]);
+    let (_, error) = run(&*keyed, ask("x")).await;
+    assert!(error.is_none(), "{error:?}");
+
+    let requests = fake.requests();
+    assert!(requests[0].headers.get("authorization").is_none());
+    assert_eq!(requests[1].headers["authorization"], "Bearer local-key");
+    assert_eq!(requests[1].body["model"], "fake-model");
+}
+
+// ------------------------------------------------------------- Anthropic
+
+#[tokio::test]
+async fn anthropic_text_streams_each_delta_as_it_arrives_with_usage() {
+    let gate = Arc::new(Notify::new());
+    let mut parts = vec![
+        Part::Send(anthropic_message_start(25)),
+        Part::Send(anthropic_event(json!({"type": "ping"}))),
+    ];
+    let block = anthropic_text_block(0, &["Hello", "! How", " can I help?"]);
+    parts.extend(block[..2].iter().cloned().map(Part::Send));
+    parts.push(Part::Wait(gate.clone()));
+    parts.extend(block[2..].iter().cloned().map(Part::Send));
+    parts.extend(
+        anthropic_message_end("end_turn", 15)
+            .into_iter()
+            .map(Part::Send),
+    );
+    let fake = FakeProvider::start([Reply::Stream(parts)]).await;
+    let model = anthropic_model(&fake, &settings());
+    let mut stream = model.stream(ask("hi"));
+
+    let first = within("the first piece", stream.next()).await;
+    assert_eq!(first.map(|item| item.ok()), Some(Some(text("Hello"))));
+    gate.notify_one();
+
+    let (rest, error) = collect(stream).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        rest,
+        [
+            text("! How"),
+            text(" can I help?"),
+            usage(25, 15),
+            ModelEvent::Stop(Stop::Done)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn anthropic_tool_use_input_split_mid_json_is_assembled_per_block() {
+    let mut events = vec![anthropic_message_start(40)];
+    events.extend(anthropic_text_block(0, &["Let me look."]));
+    events.extend(anthropic_tool_block(
+        1,
+        "toolu_01",
+        "read_file",
+        &["", "{\"pa", "th\": \"src/ma", "in.rs\"}"],
+    ));
+    events.extend(anthropic_tool_block(2, "toolu_02", "list", &[]));
+    events.extend(anthropic_message_end("tool_use", 60));
+    let fake = FakeProvider::start([Reply::events(events)]).await;
+    let (events, error) = run(&*anthropic_model(&fake, &settings()), ask("read it")).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        events,
+        [
+            text("Let me look."),
+            tool_call("toolu_01", "read_file", json!({"path": "src/main.rs"})),
+            tool_call("toolu_02", "list", json!({})),
+            usage(40, 60),
+            ModelEvent::Stop(Stop::Done),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn anthropic_thinking_becomes_thoughts() {
+    let mut events = vec![
+        anthropic_message_start(10),
+        anthropic_event(json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "thinking", "thinking": ""}})),
+        anthropic_event(json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "Let me solve this "}})),
+        anthropic_event(json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "step by step."}})),
+        anthropic_event(json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"}})),
+        anthropic_event(json!({"type": "content_block_stop", "index": 0})),
+    ];
+    events.extend(anthropic_text_block(1, &["42"]));
+    events.extend(anthropic_message_end("end_turn", 20));
+    let fake = FakeProvider::start([Reply::events(events)]).await;
+    let (events, error) = run(&*anthropic_model(&fake, &settings()), ask("think")).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        events,
+        [
+            thought("Let me solve this "),
+            thought("step by step."),
+            text("42"),
+            usage(10, 20),
+            ModelEvent::Stop(Stop::Done),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn anthropic_stop_reasons_become_stops() {
+    let reply = |reason: &str| {
+        let mut events = vec![anthropic_message_start(1)];
+        events.extend(anthropic_text_block(0, &["x"]));
+        events.extend(anthropic_message_end(reason, 1));
+        Reply::events(events)
+    };
+    let fake = FakeProvider::start([
+        reply("max_tokens"),
+        reply("refusal"),
+        reply("stop_sequence"),
+        reply("end_turn"),
+    ])
+    .await;
+    let model = anthropic_model(&fake, &settings());
+    for expected in [Stop::MaxTokens, Stop::Refusal, Stop::Done, Stop::Done] {
+        let (events, error) = run(&*model, ask("x")).await;
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(events.last(), Some(&ModelEvent::Stop(expected)));
+    }
+}
+
+#[tokio::test]
+async fn an_anthropic_error_event_ends_the_call_with_its_message() {
+    let mut events = vec![anthropic_message_start(5)];
+    events.extend(anthropic_text_block(0, &["Par"]));
+    events.push(anthropic_event(
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    ));
+    let fake = FakeProvider::start([Reply::events(events)]).await;
+    let (events, error) = run(&*anthropic_model(&fake, &settings()), ask("x")).await;
+    assert_eq!(events, [text("Par")]);
+    assert_eq!(
+        error.expect("an error").to_string(),
+        "Anthropic reported an error: Overloaded (overloaded_error)"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_anthropic_key_says_how_to_fix_it() {
+    let model = model_with("anthropic:claude-fake", &settings(), &[]);
+    assert_eq!(
+        error_of(&*model, ask("x")).await,
+        "ANTHROPIC_API_KEY is not set; export it, or choose another model with --model"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_anthropic_key_is_worded_for_a_person() {
+    let fake = FakeProvider::start([Reply::status(
+        401,
+        json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}),
+    )])
+    .await;
+    assert_eq!(
+        error_of(&*anthropic_model(&fake, &settings()), ask("x")).await,
+        "Anthropic refused the API key (401): invalid x-api-key (authentication_error); \
+         check ANTHROPIC_API_KEY"
+    );
+}
+
+#[tokio::test]
+async fn the_anthropic_request_carries_the_conversation_tools_and_headers() {
+    let fake = FakeProvider::start([Reply::events(anthropic_text_reply(&["ok"]))]).await;
+    let (_, error) = run(&*anthropic_model(&fake, &settings()), conversation()).await;
+    assert!(error.is_none(), "{error:?}");
+
+    let [request] = fake.requests().try_into().expect("one request");
+    assert_eq!(request.path, "/v1/messages");
+    assert_eq!(request.headers["x-api-key"], "sk-ant-test");
+    assert_eq!(request.headers["anthropic-version"], "2023-06-01");
+    assert_eq!(
+        request.body,
+        json!({
+            "model": "claude-fake",
+            "max_tokens": 8192,
+            "stream": true,
+            "system": "You are Punie.",
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "What is in main.rs?"}]},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Let me look."},
+                    {"type": "tool_use", "id": "call_1", "name": "read_file",
+                     "input": {"path": "src/main.rs"}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "call_1",
+                     "content": "fn main() {}", "is_error": false},
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "call_2", "name": "run",
+                     "input": {"command": "cargo test"}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "call_2",
+                     "content": "no such command", "is_error": true},
+                ]},
+            ],
+            "tools": [
+                {"name": "read_file", "description": "Read a file of the workspace.",
+                 "input_schema": {"type": "object",
+                                  "properties": {"path": {"type": "string"}},
+                                  "required": ["path"]}},
+                {"name": "run", "description": "Run a command.",
+                 "input_schema": {"type": "object",
+                                  "properties": {"command": {"type": "string"}}}},
+            ],
+        })
+    );
+}

@@ -1,0 +1,338 @@
+//! A local stand-in for a model API (OpenAI Chat Completions or Anthropic
+//! Messages) on 127.0.0.1, port 0: it records every request and answers each
+//! with the next scripted [`Reply`] — server-sent events in the provider's
+//! real wire format, or an HTTP error. Point a provider at it with
+//! `local:http://ADDR/v1/MODEL`, `OPENAI_BASE_URL=http://ADDR/v1` or
+//! `ANTHROPIC_BASE_URL=http://ADDR`.
+//!
+//! Self-contained (no `super::`), so a test binary may include it by path.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+/// One part of a streamed answer.
+#[derive(Clone)]
+pub enum Part {
+    /// Send this text as it is (already framed as SSE).
+    Send(String),
+    /// Wait until the test calls `notify_one` on it.
+    Wait(Arc<Notify>),
+    /// Send nothing more, and never close.
+    Stall,
+}
+
+/// How the fake answers one request.
+#[derive(Clone)]
+pub enum Reply {
+    /// `200 OK`, `text/event-stream`, these parts; closes after the last.
+    Stream(Vec<Part>),
+    /// An error status with headers and a body.
+    Status {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    },
+}
+
+impl Reply {
+    /// A stream of these already-framed events, sent at once.
+    pub fn events(events: impl IntoIterator<Item = String>) -> Self {
+        Self::Stream(events.into_iter().map(Part::Send).collect())
+    }
+
+    /// An error status with a JSON body.
+    pub fn status(status: u16, body: Value) -> Self {
+        Self::Status {
+            status,
+            headers: vec![("content-type", "application/json".to_owned())],
+            body: body.to_string(),
+        }
+    }
+}
+
+/// A request the fake received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub headers: HeaderMap,
+    /// The body as JSON, or `Value::Null` if it was not JSON.
+    pub body: Value,
+}
+
+struct Shared {
+    replies: Mutex<VecDeque<Reply>>,
+    requests: Mutex<Vec<Recorded>>,
+}
+
+/// The running fake; it stops when dropped.
+pub struct FakeProvider {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeProvider {
+    /// Serve `replies`, one per request, in order; requests beyond them get
+    /// a 500 saying the fake has no reply left.
+    pub async fn start(replies: impl IntoIterator<Item = Reply>) -> Self {
+        let shared = Arc::new(Shared {
+            replies: Mutex::new(replies.into_iter().collect()),
+            requests: Mutex::new(Vec::new()),
+        });
+        let app = axum::Router::new()
+            .fallback(answer)
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port for the fake provider");
+        let addr = listener.local_addr().expect("the fake provider's address");
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            shared,
+            server,
+        }
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request so far, oldest first.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared
+            .requests
+            .lock()
+            .expect("the request log")
+            .clone()
+    }
+}
+
+impl Drop for FakeProvider {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn answer(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let recorded = Recorded {
+        path: uri.path().to_owned(),
+        headers,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    };
+    shared
+        .requests
+        .lock()
+        .expect("the request log")
+        .push(recorded);
+    let reply = shared.replies.lock().expect("the replies").pop_front();
+    let reply = reply.unwrap_or_else(|| Reply::Status {
+        status: 500,
+        headers: Vec::new(),
+        body: r#"{"error":{"message":"the fake provider has no reply left"}}"#.to_owned(),
+    });
+    respond(reply)
+}
+
+fn respond(reply: Reply) -> Response {
+    match reply {
+        Reply::Stream(parts) => {
+            let body = async_stream::stream! {
+                for part in parts {
+                    match part {
+                        Part::Send(text) => yield Ok::<_, Infallible>(text),
+                        Part::Wait(gate) => gate.notified().await,
+                        Part::Stall => std::future::pending::<()>().await,
+                    }
+                }
+            };
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .header("cache-control", "no-cache")
+                .body(Body::from_stream(body))
+                .expect("a streaming response")
+        }
+        Reply::Status {
+            status,
+            headers,
+            body,
+        } => {
+            let mut response =
+                Response::builder().status(StatusCode::from_u16(status).expect("a valid status"));
+            for (name, value) in headers {
+                response = response.header(name, value);
+            }
+            response.body(Body::from(body)).expect("an error response")
+        }
+    }
+}
+
+/// One OpenAI `chat.completion.chunk` event carrying `choice` (an object
+/// with `delta` and `finish_reason`), as `data: {...}`.
+pub fn openai_chunk(choice: Value) -> String {
+    let chunk = serde_json::json!({
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": "fake-model",
+        "system_fingerprint": "fp_fake",
+        "choices": [choice],
+    });
+    format!("data: {chunk}\n\n")
+}
+
+/// A delta chunk with no finish reason.
+pub fn openai_delta(delta: Value) -> String {
+    openai_chunk(serde_json::json!({
+        "index": 0,
+        "delta": delta,
+        "logprobs": null,
+        "finish_reason": null,
+    }))
+}
+
+/// The chunk that finishes the choice.
+pub fn openai_finish(reason: &str) -> String {
+    openai_chunk(serde_json::json!({
+        "index": 0,
+        "delta": {},
+        "logprobs": null,
+        "finish_reason": reason,
+    }))
+}
+
+/// The usage chunk `stream_options.include_usage` asks for: no choices.
+pub fn openai_usage(prompt_tokens: u64, completion_tokens: u64) -> String {
+    let chunk = serde_json::json!({
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": "fake-model",
+        "choices": [],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    });
+    format!("data: {chunk}\n\n")
+}
+
+/// The end of an OpenAI stream.
+pub fn openai_done() -> String {
+    "data: [DONE]\n\n".to_owned()
+}
+
+/// A whole OpenAI reply of text `pieces`, finished with `stop` and usage.
+pub fn openai_text_reply(pieces: &[&str]) -> Vec<String> {
+    let mut events = vec![openai_delta(
+        serde_json::json!({"role": "assistant", "content": ""}),
+    )];
+    events.extend(
+        pieces
+            .iter()
+            .map(|piece| openai_delta(serde_json::json!({ "content": piece }))),
+    );
+    events.extend([openai_finish("stop"), openai_usage(10, 5), openai_done()]);
+    events
+}
+
+/// One Anthropic Messages event, `event: TYPE` then `data: {...}`.
+pub fn anthropic_event(data: Value) -> String {
+    let kind = data["type"].as_str().unwrap_or("message").to_owned();
+    format!("event: {kind}\ndata: {data}\n\n")
+}
+
+/// `message_start` reporting `input_tokens`.
+pub fn anthropic_message_start(input_tokens: u64) -> String {
+    anthropic_event(serde_json::json!({
+        "type": "message_start",
+        "message": {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": "claude-fake",
+            "stop_reason": null,
+            "stop_sequence": null,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+        },
+    }))
+}
+
+/// `message_delta` with the stop reason and output tokens, then `message_stop`.
+pub fn anthropic_message_end(stop_reason: &str, output_tokens: u64) -> Vec<String> {
+    vec![
+        anthropic_event(serde_json::json!({
+            "type": "message_delta",
+            "delta": {"stop_reason": stop_reason, "stop_sequence": null},
+            "usage": {"output_tokens": output_tokens},
+        })),
+        anthropic_event(serde_json::json!({"type": "message_stop"})),
+    ]
+}
+
+/// A whole text block at `index`, in `pieces`.
+pub fn anthropic_text_block(index: usize, pieces: &[&str]) -> Vec<String> {
+    let mut events = vec![anthropic_event(serde_json::json!({
+        "type": "content_block_start",
+        "index": index,
+        "content_block": {"type": "text", "text": ""},
+    }))];
+    events.extend(pieces.iter().map(|piece| {
+        anthropic_event(serde_json::json!({
+            "type": "content_block_delta",
+            "index": index,
+            "delta": {"type": "text_delta", "text": piece},
+        }))
+    }));
+    events.push(anthropic_event(
+        serde_json::json!({"type": "content_block_stop", "index": index}),
+    ));
+    events
+}
+
+/// A whole `tool_use` block at `index`, its input JSON in `pieces`.
+pub fn anthropic_tool_block(index: usize, id: &str, name: &str, pieces: &[&str]) -> Vec<String> {
+    let mut events = vec![anthropic_event(serde_json::json!({
+        "type": "content_block_start",
+        "index": index,
+        "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}},
+    }))];
+    events.extend(pieces.iter().map(|piece| {
+        anthropic_event(serde_json::json!({
+            "type": "content_block_delta",
+            "index": index,
+            "delta": {"type": "input_json_delta", "partial_json": piece},
+        }))
+    }));
+    events.push(anthropic_event(
+        serde_json::json!({"type": "content_block_stop", "index": index}),
+    ));
+    events
+}
+
+/// A whole Anthropic reply of text `pieces`, ending `end_turn`.
+pub fn anthropic_text_reply(pieces: &[&str]) -> Vec<String> {
+    let mut events = vec![anthropic_message_start(25)];
+    events.extend(anthropic_text_block(0, pieces));
+    events.extend(anthropic_message_end("end_turn", 15));
+    events
+}
