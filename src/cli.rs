@@ -147,7 +147,7 @@ struct ServeArgs {
     model_idle_timeout: f64,
 
     /// Retries of a model call that fails before its first token (429, 5xx,
-    /// connection refused or reset).
+    /// a reset connection).
     #[arg(long, default_value_t = ModelSettings::default().retries)]
     model_retries: u32,
 }

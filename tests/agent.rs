@@ -409,3 +409,149 @@ async fn wait_for_file_or_request(workspace: &Path, ide: &Ide) {
         tokio::task::yield_now().await;
     }
 }
+
+mod against_a_provider {
+    //! The same loop with an OpenAI-compatible model server in place of the
+    //! script: what the provider streams reaches the client, and what the
+    //! tools return reaches the provider.
+
+    use super::*;
+    use support::fake_provider::{
+        FakeProvider, Reply, openai_delta, openai_done, openai_finish, openai_text_reply,
+        openai_usage,
+    };
+
+    fn tool_call_reply() -> Reply {
+        Reply::events([
+            openai_delta(json!({"role": "assistant", "content": "Reading. "})),
+            openai_delta(
+                json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": "{\"pa"}}]}),
+            ),
+            openai_delta(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "th\": \"notes.txt\"}"}}]}),
+            ),
+            openai_finish("tool_calls"),
+            openai_usage(50, 10),
+            openai_done(),
+        ])
+    }
+
+    async fn server_on(provider: &FakeProvider) -> Server {
+        let model = format!("local:{}/v1/fake-model", provider.url());
+        Server::start_in(Home::new(), &["--model", &model]).await
+    }
+
+    #[tokio::test]
+    async fn tool_results_reach_the_model_and_its_answer_reaches_the_client() {
+        let provider = FakeProvider::start([
+            tool_call_reply(),
+            Reply::events(openai_text_reply(&["The notes ", "say hi."])),
+        ])
+        .await;
+        let server = server_on(&provider).await;
+        write_notes(&server, "hi there\n");
+        let ide = Ide::new(&server.home.workspace(), true, true);
+        let (stop, received, session) = one_turn(&server, &ide, "what do the notes say?").await;
+        assert_eq!(stop, StopReason::EndTurn);
+        assert_eq!(
+            received.agent_text(&session).0,
+            "Reading. The notes say hi."
+        );
+        assert_eq!(ide.requests(), ["fs/read_text_file"]);
+
+        let requests = provider.requests();
+        assert_eq!(requests.len(), 2);
+        let first = &requests[0].body;
+        assert_eq!(first["model"], "fake-model");
+        assert_eq!(first["stream"], true);
+        assert_eq!(first["messages"][0]["role"], "system");
+        assert_eq!(
+            first["messages"][1],
+            json!({"role": "user", "content": "what do the notes say?"})
+        );
+        let tools: Vec<&str> = first["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            tools,
+            [
+                "read_file",
+                "write_file",
+                "edit_file",
+                "list_files",
+                "search",
+                "run_command"
+            ]
+        );
+        let second = &requests[1].body["messages"];
+        assert_eq!(
+            second[2]["tool_calls"][0]["function"]["arguments"],
+            "{\"path\":\"notes.txt\"}"
+        );
+        assert_eq!(second[3]["role"], "tool");
+        assert_eq!(second[3]["tool_call_id"], "call_1");
+        assert_eq!(second[3]["content"], "hi there\n");
+    }
+
+    #[tokio::test]
+    async fn the_next_prompt_sends_the_whole_conversation_with_its_tool_calls() {
+        let provider = FakeProvider::start([
+            tool_call_reply(),
+            Reply::events(openai_text_reply(&["First answer."])),
+            Reply::events(openai_text_reply(&["Second answer."])),
+        ])
+        .await;
+        let server = server_on(&provider).await;
+        write_notes(&server, "hi\n");
+        let ide = Ide::new(&server.home.workspace(), false, false);
+        let workspace = server.home.workspace();
+        ide.run(sdk_transport(&server), Received::default(), async |cx| {
+            ide.initialize(&cx).await?;
+            let session = new_session(&cx, &workspace).await?;
+            prompt(&cx, &session, "one").await?;
+            prompt(&cx, &session, "two").await
+        })
+        .await;
+        let last = &provider.requests()[2].body["messages"];
+        let roles: Vec<&str> = last
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            roles,
+            ["system", "user", "assistant", "tool", "assistant", "user"]
+        );
+        assert_eq!(last[5]["content"], "two");
+    }
+
+    #[tokio::test]
+    async fn a_model_server_that_is_not_running_is_named_in_the_error() {
+        let home = Home::new();
+        let port = support::unused_port();
+        let mut command = home.command();
+        command
+            .args(["serve", "--port", "0", "--model", "ollama:qwen3"])
+            .env("OLLAMA_HOST", format!("127.0.0.1:{port}"));
+        let server = Server::spawn(home, command).await;
+        let mut client = server.initialized().await;
+        let session = client.new_session(&server.home.workspace()).await;
+        let started = Instant::now();
+        let answer = client.prompt(&session, "hello").await;
+        let message = answer["error"]["message"]
+            .as_str()
+            .expect("an error the user can act on");
+        assert!(message.contains("is Ollama running?"), "{message}");
+        assert!(message.contains(&port.to_string()), "{message}");
+        assert!(started.elapsed() < Duration::from_secs(10), "no hang");
+        let again = client.prompt(&session, "hello?").await;
+        assert!(
+            again.get("error").is_some(),
+            "the session is free for the next prompt: {again}"
+        );
+    }
+}

@@ -305,3 +305,36 @@ async fn ask_reports_each_tool_call_on_stderr_and_rejects_when_nobody_can_answer
     );
     assert!(!server.home.workspace().join("copy.txt").exists());
 }
+
+#[tokio::test]
+async fn ask_completes_a_tool_using_turn_against_a_model_server() {
+    use support::fake_provider::{
+        FakeProvider, Reply, openai_delta, openai_done, openai_finish, openai_text_reply,
+    };
+    let provider = FakeProvider::start([
+        Reply::events([
+            openai_delta(serde_json::json!({"tool_calls": [{"index": 0, "id": "call_run", "type": "function", "function": {"name": "run_command", "arguments": "{\"command\": \"echo from-the-terminal\"}"}}]})),
+            openai_finish("tool_calls"),
+            openai_done(),
+        ]),
+        Reply::events(openai_text_reply(&["It printed ", "from-the-terminal."])),
+    ])
+    .await;
+    let model = format!("local:{}/v1/fake", provider.url());
+    let server = Server::start_in(Home::new(), &["--model", &model]).await;
+    let output = ask(&server, &["--yes", "run it"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "It printed from-the-terminal.\n");
+    assert!(
+        text(&output.stderr).contains("✓ Run `echo from-the-terminal`"),
+        "{}",
+        text(&output.stderr)
+    );
+    let result = &provider.requests()[1].body["messages"][3];
+    assert_eq!(result["role"], "tool");
+    let content = result["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("exit code 0") && content.contains("from-the-terminal"),
+        "{content}"
+    );
+}

@@ -543,7 +543,7 @@ async fn the_openai_request_carries_the_conversation_tools_and_stream_flags() {
                     {"id": "call_2", "type": "function",
                      "function": {"name": "run", "arguments": "{\"command\":\"cargo test\"}"}}
                 ]},
-                {"role": "tool", "tool_call_id": "call_2", "content": "no such command"},
+                {"role": "tool", "tool_call_id": "call_2", "content": "Error: no such command"},
             ],
             "tools": [
                 {"type": "function", "function": {

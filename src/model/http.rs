@@ -211,7 +211,7 @@ fn event_stream(
                         yield Ok(event);
                     }
                     Ok(Some(Err(error))) => {
-                        let retryable = matches!(&error, EventStreamError::Transport(error) if is_refused_or_reset(error));
+                        let retryable = matches!(&error, EventStreamError::Transport(error) if is_reset(error));
                         if retryable && !received_any && may_retry {
                             tokio::time::sleep(retry_wait(&settings, retries_done, None)).await;
                             retries_done += 1;
@@ -230,7 +230,7 @@ fn event_stream(
 /// Why an attempt failed, and whether another may succeed.
 struct Failure {
     error: ModelError,
-    /// A 429, a 5xx, or a refused or reset connection.
+    /// A 429, a 5xx, or a reset connection.
     retryable: bool,
     /// The wait the server asked for before the next attempt.
     retry_after: Option<Duration>,
@@ -273,8 +273,10 @@ async fn open(
             });
         }
         Ok(Err(error)) => {
+            // A refused connection means nothing listens: waiting rarely helps,
+            // and the person should hear so at once. A reset may be passing.
             return Err(Failure {
-                retryable: is_refused_or_reset(&error),
+                retryable: is_reset(&error),
                 retry_after: None,
                 answered: false,
                 error: request_error(peer, &error),
@@ -323,22 +325,30 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 fn is_refused_or_reset(error: &reqwest::Error) -> bool {
+    io_error_kind(error).is_some_and(|kind| kind == std::io::ErrorKind::ConnectionRefused)
+        || is_reset(error)
+}
+
+fn is_reset(error: &reqwest::Error) -> bool {
     use std::io::ErrorKind;
+    io_error_kind(error).is_some_and(|kind| {
+        matches!(
+            kind,
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+        )
+    })
+}
+
+/// The kind of the I/O error underneath `error`, if there is one.
+fn io_error_kind(error: &reqwest::Error) -> Option<std::io::ErrorKind> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = source {
-        if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                ErrorKind::ConnectionRefused
-                    | ErrorKind::ConnectionReset
-                    | ErrorKind::ConnectionAborted
-            )
-        {
-            return true;
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
         }
         source = error.source();
     }
-    false
+    None
 }
 
 /// The innermost cause of `error`, which is the one that says what happened.

@@ -172,7 +172,7 @@ pub struct ModelSettings {
     /// A stream that sends nothing for this long is given up on.
     pub idle_timeout: std::time::Duration,
     /// Attempts after the first when a call fails before its first event
-    /// (429, 5xx, a refused or reset connection).
+    /// (429, 5xx, a reset connection).
     pub retries: u32,
     /// The first wait between attempts; each further wait doubles it.
     pub retry_backoff: std::time::Duration,

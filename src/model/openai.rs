@@ -324,8 +324,19 @@ fn message_json(message: &Message) -> Value {
             "tool_calls": tool_calls.iter().map(tool_call_json).collect::<Vec<_>>(),
         }),
         Message::ToolResult {
-            call_id, content, ..
-        } => json!({"role": "tool", "tool_call_id": call_id, "content": content}),
+            call_id,
+            content,
+            is_error,
+            ..
+        } => {
+            // Chat Completions has no error flag on tool results: say it in words.
+            let content = if *is_error {
+                format!("Error: {content}")
+            } else {
+                content.clone()
+            };
+            json!({"role": "tool", "tool_call_id": call_id, "content": content})
+        }
     }
 }
 
