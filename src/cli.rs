@@ -10,11 +10,15 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::ask::{self, AskExit, AskOptions, OutputFormat};
+use crate::client::ask::{self, AskExit, AskOptions, Conversation, OutputFormat};
 use crate::client::bridge::{self, BridgeExit, DEFAULT_DRAIN_TIMEOUT};
+use crate::client::sessions;
 use crate::client::status::{self, Outcome};
 use crate::client::{SERVER_ENV, Target};
-use crate::config::{DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_TOOL_ROUNDS, Paths, ServeConfig};
+use crate::config::{
+    DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_TOOL_ROUNDS, DEFAULT_REATTACH_TIMEOUT,
+    DEFAULT_SESSION_IDLE_TIMEOUT, Paths, ServeConfig,
+};
 use crate::model::ModelSettings;
 use crate::{editors, logging, server};
 
@@ -80,9 +84,13 @@ enum Command {
     },
     /// Stop the running server (the one `punie serve` recorded) and wait for it to exit.
     Stop,
-    /// Ask one question in a new session and print the answer as it streams.
+    /// Ask one question — in a new session, or going on with a kept one — and
+    /// print the answer as it streams.
     #[command(after_help = EXIT_CODES)]
     Ask(AskArgs),
+    /// List the sessions the server keeps, newest first, or delete one.
+    #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
+    Sessions(SessionsArgs),
     /// Register this punie binary as an ACP agent with your editor.
     Init(InitArgs),
 }
@@ -103,6 +111,37 @@ struct AskArgs {
     /// Allow every permission request without asking.
     #[arg(long, short)]
     yes: bool,
+
+    /// Go on with this session (see `punie sessions`) instead of starting one.
+    #[arg(long, value_name = "ID")]
+    session: Option<String>,
+
+    /// Go on with the workspace's most recent session.
+    #[arg(long = "continue", short = 'c', conflicts_with = "session")]
+    continue_: bool,
+}
+
+#[derive(Debug, Args)]
+struct SessionsArgs {
+    /// Only the sessions whose workspace is this directory.
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<PathBuf>,
+
+    /// Print a JSON array of {sessionId, cwd, title, updatedAt}.
+    #[arg(long)]
+    json: bool,
+
+    #[command(subcommand)]
+    action: Option<SessionsAction>,
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsAction {
+    /// Delete a session: the server forgets it, on disk too.
+    Delete {
+        /// The session's id, as `punie sessions` shows it.
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +189,23 @@ struct ServeArgs {
     /// a reset connection).
     #[arg(long, default_value_t = ModelSettings::default().retries)]
     model_retries: u32,
+
+    /// How long a turn whose client has gone waits for another client to
+    /// attach when it needs one (a permission, a file), before it ends
+    /// cancelled.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_REATTACH_TIMEOUT.as_secs_f64())]
+    reattach_timeout: f64,
+
+    /// How long an attached session may sit idle before its conversation is
+    /// dropped from memory (it is read back from the store when needed).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_SESSION_IDLE_TIMEOUT.as_secs_f64())]
+    session_idle_timeout: f64,
+}
+
+/// `seconds` as a duration, or a usage error naming `flag`.
+fn seconds(seconds: f64, flag: &str) -> Result<Duration, UsageError> {
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| UsageError(format!("{flag} must be a number of seconds")))
 }
 
 /// Run the command line and say how it went.
@@ -182,18 +238,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 port: args.port,
                 model: args.model,
                 model_settings: ModelSettings {
-                    idle_timeout: Duration::try_from_secs_f64(args.model_idle_timeout).map_err(
-                        |_| {
-                            UsageError(
-                                "--model-idle-timeout must be a number of seconds".to_owned(),
-                            )
-                        },
-                    )?,
+                    idle_timeout: seconds(args.model_idle_timeout, "--model-idle-timeout")?,
                     retries: args.model_retries,
                     ..ModelSettings::default()
                 },
                 max_tool_rounds: args.max_tool_rounds,
                 context_window: args.context_window,
+                reattach_timeout: seconds(args.reattach_timeout, "--reattach-timeout")?,
+                session_idle_timeout: seconds(args.session_idle_timeout, "--session-idle-timeout")?,
                 paths,
             };
             multi_threaded(server::serve(config))?;
@@ -217,6 +269,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 AskExit::NoServer => exit::NO_SERVER,
                 AskExit::Interrupted => exit::INTERRUPTED,
             })
+        }
+        Some(Command::Sessions(args)) => {
+            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            single_threaded(async move {
+                match args.action {
+                    Some(SessionsAction::Delete { id }) => sessions::delete(&target, &id).await,
+                    None => sessions::list(&target, args.cwd.as_deref(), args.json).await,
+                }
+            })
+            .map(outcome_code)
         }
         Some(Command::Init(args)) => init(args),
         None => {
@@ -265,9 +327,15 @@ fn ask_options(args: AskArgs) -> anyhow::Result<AskOptions> {
         Some(workspace) => workspace,
         None => std::env::current_dir()?,
     };
+    let conversation = match (args.session, args.continue_) {
+        (Some(id), _) => Conversation::Resume(id),
+        (None, true) => Conversation::Continue,
+        (None, false) => Conversation::New,
+    };
     Ok(AskOptions {
         prompt,
         workspace,
+        conversation,
         output: args.output,
         yes: args.yes,
     })

@@ -32,6 +32,17 @@ pub const DEFAULT_CONTEXT_WINDOW: u64 = 128_000;
 /// Most sessions one `session/list` page returns.
 pub const SESSION_LIST_PAGE: usize = 100;
 
+/// How long a turn whose client has gone waits for another to attach when
+/// it needs one, unless configured otherwise.
+pub const DEFAULT_REATTACH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long an attached session may sit idle before its conversation leaves
+/// memory, unless configured otherwise.
+pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How often the server looks for idle sessions to evict.
+pub const EVICTION_INTERVAL: Duration = Duration::from_secs(10);
+
 /// The settings of one `punie serve`.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -47,6 +58,11 @@ pub struct ServeConfig {
     pub max_tool_rounds: usize,
     /// The model's context window in tokens, reported with token usage.
     pub context_window: u64,
+    /// How long a turn waits for a client to attach when it needs one.
+    pub reattach_timeout: Duration,
+    /// How long an attached session may sit idle before its conversation
+    /// leaves memory.
+    pub session_idle_timeout: Duration,
     /// Where the server keeps its files.
     pub paths: Paths,
 }
@@ -80,6 +96,11 @@ impl Paths {
     /// The record of the running server: `server.json`.
     pub fn server_file(&self) -> PathBuf {
         self.state_dir.join("server.json")
+    }
+
+    /// The session store.
+    pub fn database_file(&self) -> PathBuf {
+        self.data_dir.join("punie.db")
     }
 
     /// The access token clients present to the server.

@@ -16,6 +16,7 @@ pub mod logging;
 pub mod model;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod tools;
 pub mod workspace;
 

@@ -48,12 +48,25 @@ async fn an_unknown_method_is_method_not_found() {
     let (code, message) = error(
         &client
             .request(
-                "session/load",
-                json!({"sessionId": "x", "cwd": "/", "mcpServers": []}),
+                "session/set_mode",
+                json!({"sessionId": "x", "modeId": "ask"}),
             )
             .await,
     );
-    assert_eq!(code, -32601, "session/load is not offered: {message}");
+    assert_eq!(code, -32601, "session/set_mode is not offered: {message}");
+    let (code, message) = error(
+        &client
+            .request(
+                "session/load",
+                json!({"sessionId": "no-such-session", "cwd": "/", "mcpServers": []}),
+            )
+            .await,
+    );
+    assert_eq!(code, -32002, "{message}");
+    assert!(
+        message.contains("session/list"),
+        "the fix is named: {message}"
+    );
     still_usable(&mut client, &server).await;
 }
 
@@ -100,14 +113,18 @@ async fn a_prompt_to_an_unknown_session_is_resource_not_found() {
 }
 
 #[tokio::test]
-async fn a_prompt_to_another_connections_session_is_refused() {
+async fn a_prompt_to_a_session_the_connection_is_not_attached_to_is_refused() {
     let server = Server::start().await;
     let mut owner = server.initialized().await;
     let mut other = server.initialized().await;
     let session = owner.new_session(&server.home.workspace()).await;
     let (code, message) = error(&other.prompt(&session, "let me in").await);
     assert_eq!(code, -32002);
-    assert!(message.contains("another connection"), "{message}");
+    assert!(message.contains("not attached"), "{message}");
+    assert!(
+        message.contains("session/load"),
+        "the fix is named: {message}"
+    );
     let (code, _) = error(
         &other
             .request("session/close", json!({"sessionId": session}))

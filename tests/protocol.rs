@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use agent_client_protocol::UntypedMessage;
 use agent_client_protocol::schema::ProtocolVersion;
 use agent_client_protocol::v1::schema::{
-    CancelNotification, ClientCapabilities, CloseSessionRequest, FileSystemCapabilities,
-    InitializeRequest, ListSessionsRequest, PromptRequest, SessionId, SessionUpdate, StopReason,
+    CancelNotification, ClientCapabilities, CloseSessionRequest, DeleteSessionRequest,
+    FileSystemCapabilities, InitializeRequest, ListSessionsRequest, PromptRequest, SessionId,
+    SessionUpdate, StopReason,
 };
 use serde_json::{Value, json};
 use support::sdk::{Received, client, first_update, initialize, new_session, prompt};
@@ -31,10 +32,10 @@ async fn initialize_negotiates_version_1_and_advertises_only_what_punie_does() {
     assert_eq!(info.title.as_deref(), Some("Punie"));
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
     let capabilities = serde_json::to_value(&response.agent_capabilities).unwrap();
-    assert_eq!(capabilities["loadSession"], false);
+    assert_eq!(capabilities["loadSession"], true);
     assert_eq!(
         capabilities["sessionCapabilities"],
-        json!({"list": {}, "close": {}})
+        json!({"list": {}, "resume": {}, "close": {}, "delete": {}})
     );
     assert_eq!(capabilities["promptCapabilities"]["image"], false);
     assert_eq!(capabilities["promptCapabilities"]["audio"], false);
@@ -232,7 +233,7 @@ async fn a_hundred_clients_with_two_sessions_each_get_only_their_own_updates() {
 }
 
 #[tokio::test]
-async fn list_shows_every_session_newest_first_and_close_forgets_one() {
+async fn list_shows_every_session_newest_first_close_detaches_and_delete_forgets() {
     let server = Server::start().await;
     let alpha = server.home.dir.path().join("alpha");
     let beta = server.home.dir.path().join("beta");
@@ -277,11 +278,29 @@ async fn list_shows_every_session_newest_first_and_close_forgets_one() {
             .send_request(ListSessionsRequest::new())
             .block_task()
             .await?;
-        assert!(after.sessions.iter().all(|s| s.session_id != second));
+        assert!(
+            after.sessions.iter().any(|s| s.session_id == second),
+            "a closed session stays stored"
+        );
         let refused = prompt(&cx, &second, "hello?")
             .await
-            .expect_err("a closed session is gone");
+            .expect_err("a closed session is detached");
         assert_eq!(refused.code.value(), -32002);
+
+        cx.send_request(DeleteSessionRequest::new(second.clone()))
+            .block_task()
+            .await?;
+        let after = cx
+            .send_request(ListSessionsRequest::new())
+            .block_task()
+            .await?;
+        assert!(after.sessions.iter().all(|s| s.session_id != second));
+        let again = cx
+            .send_request(DeleteSessionRequest::new(second.clone()))
+            .block_task()
+            .await
+            .expect_err("a deleted session is gone");
+        assert_eq!(again.code.value(), -32002);
         Ok(())
     })
     .await;

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use agent_client_protocol::v1::ConnectionTo;
 use agent_client_protocol::v1::schema::{ClientCapabilities, Implementation, SessionId};
 use agent_client_protocol::{Agent, Channel, Client, ConnectTo, Error};
 use futures::StreamExt as _;
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{AgentHub, errors, methods};
-use crate::session::{ConnectionId, Session};
+use crate::session::{ClientHandle, ConnectionId, RegistryError, Session};
 
 /// The agent side of one client connection, for any transport that carries
 /// ACP frames.
@@ -103,21 +104,18 @@ pub(super) struct Connection {
     pub hub: Arc<AgentHub>,
     /// What the client said of itself in `initialize`; never shared.
     client: Mutex<Option<ClientDescription>>,
-    /// The sessions this connection created; forgotten with it.
+    /// The sessions this connection is attached to; detached when it ends.
     sessions: Mutex<Vec<SessionId>>,
     /// The turns this connection started and that are still running.
     turns: TaskTracker,
     /// False once the connection winds down: new turns end at once, cancelled.
     admitting_turns: Mutex<bool>,
-    /// Cancelled when the connection ends or the server shuts down.
-    cancel: CancellationToken,
 }
 
 impl Connection {
     fn new(hub: Arc<AgentHub>) -> Self {
         Self {
             id: hub.next_connection_id(),
-            cancel: hub.shutdown.child_token(),
             hub,
             client: Mutex::new(None),
             sessions: Mutex::new(Vec::new()),
@@ -135,37 +133,73 @@ impl Connection {
         lock(&self.client).clone()
     }
 
+    /// This connection as a session reaches it.
+    pub fn handle(&self, cx: ConnectionTo<Client>) -> ClientHandle {
+        ClientHandle {
+            connection: self.id,
+            cx,
+            capabilities: self
+                .client()
+                .map(|client| client.capabilities)
+                .unwrap_or_default(),
+        }
+    }
+
     /// Create a session attached to this connection.
     pub fn create_session(
         &self,
         cwd: std::path::PathBuf,
-    ) -> Result<Arc<Session>, crate::workspace::WorkspaceError> {
-        let session = self.hub.sessions.create(
-            cwd,
-            self.id,
-            self.hub.model.clone(),
-            self.hub.turn_settings.clone(),
-        )?;
-        lock(&self.sessions).push(session.id().clone());
+        cx: ConnectionTo<Client>,
+    ) -> Result<Arc<Session>, RegistryError> {
+        let session = self.hub.sessions.create(cwd, self.handle(cx))?;
+        self.remember(session.id());
         Ok(session)
     }
 
-    /// A token that cancels one turn, and is cancelled with the connection.
-    pub fn turn_cancel_token(&self) -> CancellationToken {
-        self.cancel.child_token()
-    }
-
-    /// The session `id`, if it exists and this connection may use it.
-    pub fn owned_session(&self, method: &str, id: &SessionId) -> Result<Arc<Session>, Error> {
-        let session = self
+    /// Attach this connection to the stored session `id`; with `replaying`,
+    /// live updates wait until the replay is sent. Returns the session and
+    /// the newest entry of its history the replay must include.
+    pub async fn attach_session(
+        &self,
+        id: &SessionId,
+        cx: ConnectionTo<Client>,
+        replaying: bool,
+    ) -> Result<(Arc<Session>, i64), RegistryError> {
+        let attached = self
             .hub
             .sessions
-            .get(id)
-            .ok_or_else(|| errors::unknown_session(method, id))?;
-        if session.owner() != self.id {
-            return Err(errors::foreign_session(method, id));
+            .attach(id, self.handle(cx), replaying)
+            .await?;
+        self.remember(id);
+        Ok(attached)
+    }
+
+    fn remember(&self, id: &SessionId) {
+        let mut sessions = lock(&self.sessions);
+        if !sessions.contains(id) {
+            sessions.push(id.clone());
         }
-        Ok(session)
+    }
+
+    /// Detach this connection from session `id`; false if it was not attached.
+    pub fn detach_session(&self, id: &SessionId) -> bool {
+        lock(&self.sessions).retain(|attached| attached != id);
+        self.hub.sessions.detach(id, self.id)
+    }
+
+    /// A token that cancels one turn. Only the server's shutdown cancels it
+    /// otherwise: a turn outlives the connection that started it.
+    pub fn turn_cancel_token(&self) -> CancellationToken {
+        self.hub.shutdown.child_token()
+    }
+
+    /// The session `id`, if this connection is attached to it.
+    pub fn attached_session(&self, method: &str, id: &SessionId) -> Result<Arc<Session>, Error> {
+        match self.hub.sessions.get(id) {
+            Some(session) if session.is_attached(self.id) => Ok(session),
+            Some(_) => Err(errors::not_attached(method, id)),
+            None => Err(errors::unknown_session(method, id)),
+        }
     }
 
     /// Run `turn` as a task of this connection. While winding down, the turn
@@ -178,7 +212,7 @@ impl Connection {
         if !*admitting {
             return Some(turn);
         }
-        self.turns.spawn(turn);
+        self.turns.spawn(self.hub.turns.track_future(turn));
         None
     }
 
@@ -191,16 +225,17 @@ impl Connection {
         self.turns.wait().await;
     }
 
-    /// The client is gone: stop its turns and forget its sessions.
+    /// The client is gone: detach it from its sessions. Their turns go on.
     fn end(&self) {
-        self.cancel.cancel();
         let sessions = std::mem::take(&mut *lock(&self.sessions));
-        let forgotten = self.hub.sessions.remove_all(&sessions);
-        if forgotten > 0 {
+        for id in &sessions {
+            self.hub.sessions.detach(id, self.id);
+        }
+        if !sessions.is_empty() {
             tracing::debug!(
                 connection = self.id,
-                sessions = forgotten,
-                "forgot the sessions of a closed connection"
+                sessions = sessions.len(),
+                "detached a closed connection from its sessions"
             );
         }
     }

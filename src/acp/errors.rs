@@ -22,24 +22,38 @@ pub fn method_not_found(method: &str) -> Error {
     Error::new(ErrorCode::METHOD_NOT_FOUND, message).data(json!({ "method": method }))
 }
 
-/// `-32002`: no session with this id is held by the server.
+/// `-32002`: no session with this id, in memory or stored.
 pub fn unknown_session(method: &str, session_id: &SessionId) -> Error {
     Error::new(
         ErrorCode::RESOURCE_NOT_FOUND,
-        format!("{method}: no session {session_id} on this server; create one with session/new"),
+        format!(
+            "{method}: no session {session_id} on this server; session/list shows the sessions there are, session/new creates one"
+        ),
     )
     .data(json!({ "sessionId": session_id }))
 }
 
-/// `-32002`: the session exists but is attached to another connection.
-pub fn foreign_session(method: &str, session_id: &SessionId) -> Error {
+/// `-32002`: the session exists but this connection is not attached to it.
+pub fn not_attached(method: &str, session_id: &SessionId) -> Error {
     Error::new(
         ErrorCode::RESOURCE_NOT_FOUND,
         format!(
-            "{method}: session {session_id} belongs to another connection; only the connection that created a session may use it"
+            "{method}: this connection is not attached to session {session_id}; attach with session/load or session/resume first"
         ),
     )
     .data(json!({ "sessionId": session_id }))
+}
+
+/// The error for a registry failure of `method` on session `id`.
+pub fn registry(method: &str, id: &SessionId, error: crate::session::RegistryError) -> Error {
+    use crate::session::RegistryError;
+    match error {
+        RegistryError::Unknown(_) => unknown_session(method, id),
+        RegistryError::InvalidCursor(_) | RegistryError::Workspace(_) => {
+            invalid_params(method, error)
+        }
+        RegistryError::Store(error) => internal(method, error),
+    }
 }
 
 /// `-32600`: the request is well formed but cannot be served in the session's current state.

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use agent_client_protocol::schema::ProtocolVersion;
 use agent_client_protocol::v1::schema::{
     AgentCapabilities, CancelNotification, CloseSessionRequest, CloseSessionResponse, ContentBlock,
-    EmbeddedResourceResource, Implementation, InitializeRequest, InitializeResponse,
-    ListSessionsRequest, ListSessionsResponse, NewSessionRequest, NewSessionResponse,
-    PromptCapabilities, PromptRequest, PromptResponse, SessionCapabilities,
-    SessionCloseCapabilities, SessionListCapabilities,
+    DeleteSessionRequest, DeleteSessionResponse, EmbeddedResourceResource, Implementation,
+    InitializeRequest, InitializeResponse, ListSessionsRequest, ListSessionsResponse,
+    LoadSessionRequest, LoadSessionResponse, McpServer, NewSessionRequest, NewSessionResponse,
+    PromptCapabilities, PromptRequest, PromptResponse, ResumeSessionRequest, ResumeSessionResponse,
+    SessionCapabilities, SessionCloseCapabilities, SessionDeleteCapabilities, SessionId,
+    SessionListCapabilities, SessionNotification, SessionResumeCapabilities,
 };
 use agent_client_protocol::v1::{ConnectionTo, Responder};
 use agent_client_protocol::{Agent, Channel, Client, Error, UntypedMessage};
@@ -23,11 +25,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::client_port::PromptingClient;
 use super::connection::{ClientDescription, Connection};
 use super::errors;
 use crate::config::SESSION_LIST_PAGE;
-use crate::session::Turn;
+use crate::session::{BeginError, Turn};
 
 /// Serve ACP on `transport` for `connection` until the client leaves or the
 /// input ends.
@@ -69,10 +70,13 @@ async fn handle_request(
     }
     let result = match method.as_str() {
         "initialize" => initialize(connection, params),
-        "session/new" => new_session(connection, params).await,
-        "session/prompt" => return prompt(connection, params, responder, cx).await,
-        "session/list" => list_sessions(connection, params),
+        "session/new" => new_session(connection, params, cx).await,
+        "session/load" => load_session(connection, params, cx).await,
+        "session/resume" => resume_session(connection, params, cx).await,
+        "session/prompt" => return prompt(connection, params, responder).await,
+        "session/list" => list_sessions(connection, params).await,
         "session/close" => close_session(connection, params),
+        "session/delete" => delete_session(connection, params).await,
         "_punie/connection" => describe_connection(connection),
         _ => Err(errors::method_not_found(&method)),
     };
@@ -86,7 +90,7 @@ fn handle_notification(connection: &Connection, notification: UntypedMessage) {
     let (method, params) = notification.into_parts();
     match method.as_str() {
         "session/cancel" => match parse_params::<CancelNotification>(&method, params) {
-            Ok(cancel) => match connection.owned_session(&method, &cancel.session_id) {
+            Ok(cancel) => match connection.attached_session(&method, &cancel.session_id) {
                 Ok(session) => session.cancel_turn(),
                 Err(error) => tracing::info!(
                     connection = connection.id,
@@ -131,30 +135,93 @@ fn initialize(connection: &Connection, params: Value) -> Result<Value, Error> {
 /// Only what Punie implements.
 fn agent_capabilities() -> AgentCapabilities {
     AgentCapabilities::new()
+        .load_session(true)
         .prompt_capabilities(PromptCapabilities::new().embedded_context(true))
         .session_capabilities(
             SessionCapabilities::new()
                 .list(SessionListCapabilities::new())
-                .close(SessionCloseCapabilities::new()),
+                .resume(SessionResumeCapabilities::new())
+                .close(SessionCloseCapabilities::new())
+                .delete(SessionDeleteCapabilities::new()),
         )
 }
 
-async fn new_session(connection: &Connection, params: Value) -> Result<Value, Error> {
+async fn new_session(
+    connection: &Connection,
+    params: Value,
+    cx: ConnectionTo<Client>,
+) -> Result<Value, Error> {
     const METHOD: &str = "session/new";
     let request: NewSessionRequest = parse_params(METHOD, params)?;
     check_workspace(METHOD, &request.cwd).await?;
-    if !request.mcp_servers.is_empty() {
-        tracing::warn!(
-            connection = connection.id,
-            count = request.mcp_servers.len(),
-            "the client offered MCP servers; Punie does not use MCP servers yet"
-        );
-    }
+    warn_of_mcp_servers(connection, &request.mcp_servers);
     let session = connection
-        .create_session(request.cwd)
+        .create_session(request.cwd, cx)
         .map_err(|error| errors::invalid_params(METHOD, error))?;
     tracing::info!(connection = connection.id, session = %session.id(), cwd = %session.cwd().display(), "session created");
     to_json(NewSessionResponse::new(session.id().clone()))
+}
+
+fn warn_of_mcp_servers(connection: &Connection, servers: &[McpServer]) {
+    if !servers.is_empty() {
+        tracing::warn!(
+            connection = connection.id,
+            count = servers.len(),
+            "the client offered MCP servers; Punie does not use MCP servers yet"
+        );
+    }
+}
+
+/// `session/load`: attach, replay the whole history as `session/update`
+/// notifications, then answer.
+async fn load_session(
+    connection: &Connection,
+    params: Value,
+    cx: ConnectionTo<Client>,
+) -> Result<Value, Error> {
+    const METHOD: &str = "session/load";
+    let request: LoadSessionRequest = parse_params(METHOD, params)?;
+    warn_of_mcp_servers(connection, &request.mcp_servers);
+    let id = request.session_id;
+    let (session, newest) = connection
+        .attach_session(&id, cx.clone(), true)
+        .await
+        .map_err(|error| errors::registry(METHOD, &id, error))?;
+    warn_of_other_cwd(&id, session.cwd(), &request.cwd);
+    let replay = session.replay(newest).await;
+    let replayed = replay.as_ref().map_or(0, Vec::len);
+    for update in replay.unwrap_or_default() {
+        let _ = cx.send_notification(SessionNotification::new(id.clone(), update));
+    }
+    session.replayed(connection.id);
+    tracing::info!(connection = connection.id, session = %id, updates = replayed, "session loaded");
+    to_json(LoadSessionResponse::new())
+}
+
+/// `session/resume`: attach without replay.
+async fn resume_session(
+    connection: &Connection,
+    params: Value,
+    cx: ConnectionTo<Client>,
+) -> Result<Value, Error> {
+    const METHOD: &str = "session/resume";
+    let request: ResumeSessionRequest = parse_params(METHOD, params)?;
+    warn_of_mcp_servers(connection, &request.mcp_servers);
+    let id = request.session_id;
+    let (session, _) = connection
+        .attach_session(&id, cx, false)
+        .await
+        .map_err(|error| errors::registry(METHOD, &id, error))?;
+    warn_of_other_cwd(&id, session.cwd(), &request.cwd);
+    tracing::info!(connection = connection.id, session = %id, "session resumed");
+    to_json(ResumeSessionResponse::new())
+}
+
+/// A session keeps the workspace it was created in.
+fn warn_of_other_cwd(id: &SessionId, stored: &Path, asked: &Path) {
+    if stored != asked {
+        tracing::info!(session = %id, stored = %stored.display(), asked = %asked.display(), "the session keeps the workspace it was created in");
+    }
 }
 
 /// A session's `cwd` must be an absolute path to an existing directory.
@@ -191,32 +258,33 @@ async fn prompt(
     connection: &Arc<Connection>,
     params: Value,
     responder: Responder<Value>,
-    cx: ConnectionTo<Client>,
 ) -> Result<(), Error> {
     const METHOD: &str = "session/prompt";
-    let admitted = parse_params::<PromptRequest>(METHOD, params).and_then(|request| {
-        let session = connection.owned_session(METHOD, &request.session_id)?;
+    let admitted = async {
+        let request = parse_params::<PromptRequest>(METHOD, params)?;
+        let session = connection.attached_session(METHOD, &request.session_id)?;
         let text = prompt_text(&request.prompt)?;
         session
-            .begin_turn(text, connection.turn_cancel_token())
-            .map_err(|busy| errors::session_busy(METHOD, busy))
-    });
-    let turn = match admitted {
+            .begin_turn(
+                request.prompt,
+                text,
+                connection.id,
+                connection.turn_cancel_token(),
+            )
+            .await
+            .map_err(|error| match error {
+                BeginError::Busy(busy) => errors::session_busy(METHOD, busy),
+                BeginError::Store(error) => errors::internal(METHOD, error),
+            })
+    };
+    let turn = match admitted.await {
         Ok(turn) => turn,
         Err(error) => {
             tracing::debug!(connection = connection.id, message = %error.message, "refused a prompt");
             return responder.respond_with_error(error);
         }
     };
-    let client = PromptingClient {
-        cx,
-        session_id: turn.session_id().clone(),
-        capabilities: connection
-            .client()
-            .map(|client| client.capabilities)
-            .unwrap_or_default(),
-    };
-    let play = play_turn(turn, responder, client);
+    let play = play_turn(turn, responder, connection.hub.clone());
     if let Some(play) = connection.spawn_turn(play) {
         // The connection is winding down, so the turn is already cancelled and
         // ends at once; answering here keeps the answer ahead of the end of input.
@@ -225,12 +293,13 @@ async fn prompt(
     Ok(())
 }
 
-async fn play_turn(turn: Turn, responder: Responder<Value>, client: PromptingClient) {
+async fn play_turn(turn: Turn, responder: Responder<Value>, hub: Arc<super::AgentHub>) {
     const METHOD: &str = "session/prompt";
     let session_id = turn.session_id().clone();
+    let session = turn.session().clone();
     let cancel = turn.cancel_token();
     let request_cancelled = responder.cancellation();
-    let run = turn.run(&client);
+    let run = turn.run();
     let mut run = std::pin::pin!(run);
     let outcome = tokio::select! {
         outcome = &mut run => outcome,
@@ -249,6 +318,9 @@ async fn play_turn(turn: Turn, responder: Responder<Value>, client: PromptingCli
             Err(errors::internal(METHOD, error))
         }
     };
+    // Every update of the turn reaches the clients before its answer.
+    hub.sessions.store().flush().await;
+    hub.sessions.turn_ended(&session);
     if responder.respond_with_result(answer).is_err() {
         tracing::debug!(session = %session_id, "the client left before its prompt was answered");
     }
@@ -296,7 +368,7 @@ fn unsupported_content(kind: &str) -> Error {
     )
 }
 
-fn list_sessions(connection: &Connection, params: Value) -> Result<Value, Error> {
+async fn list_sessions(connection: &Connection, params: Value) -> Result<Value, Error> {
     const METHOD: &str = "session/list";
     let request: ListSessionsRequest = parse_params(METHOD, params)?;
     let page = connection
@@ -307,17 +379,39 @@ fn list_sessions(connection: &Connection, params: Value) -> Result<Value, Error>
             request.cursor.as_deref(),
             SESSION_LIST_PAGE,
         )
-        .map_err(|error| errors::invalid_params(METHOD, error))?;
+        .await
+        .map_err(|error| match error {
+            crate::session::RegistryError::Store(error) => errors::internal(METHOD, error),
+            other => errors::invalid_params(METHOD, other),
+        })?;
     to_json(ListSessionsResponse::new(page.sessions).next_cursor(page.next_cursor))
 }
 
+/// `session/close`: detach; the session stays stored, and its running turn
+/// goes on for whoever else is attached.
 fn close_session(connection: &Connection, params: Value) -> Result<Value, Error> {
     const METHOD: &str = "session/close";
     let request: CloseSessionRequest = parse_params(METHOD, params)?;
-    connection.owned_session(METHOD, &request.session_id)?;
-    connection.hub.sessions.remove(&request.session_id);
+    connection.attached_session(METHOD, &request.session_id)?;
+    connection.detach_session(&request.session_id);
     tracing::info!(connection = connection.id, session = %request.session_id, "session closed");
     to_json(CloseSessionResponse::new())
+}
+
+/// `session/delete`: gone from memory and disk; a running turn is cancelled.
+async fn delete_session(connection: &Connection, params: Value) -> Result<Value, Error> {
+    const METHOD: &str = "session/delete";
+    let request: DeleteSessionRequest = parse_params(METHOD, params)?;
+    let id = request.session_id;
+    connection.detach_session(&id);
+    connection
+        .hub
+        .sessions
+        .delete(&id)
+        .await
+        .map_err(|error| errors::registry(METHOD, &id, error))?;
+    tracing::info!(connection = connection.id, session = %id, "session deleted");
+    to_json(DeleteSessionResponse::new())
 }
 
 /// `_punie/connection`: what the server knows about this connection, for

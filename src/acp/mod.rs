@@ -10,7 +10,6 @@
 //! Session state lives in [`crate::session`]; sockets and HTTP live in
 //! [`crate::server`].
 
-mod client_port;
 mod connection;
 mod errors;
 mod methods;
@@ -21,38 +20,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::model::Model;
-use crate::session::{ConnectionId, SessionRegistry, TurnSettings};
+use crate::session::{ConnectionId, SessionRegistry};
 
 pub use connection::AcpConnection;
 
 /// What every ACP connection of one server shares.
 pub struct AgentHub {
-    /// Every session the server holds.
+    /// Every session in memory, and the way to the stored ones.
     pub sessions: SessionRegistry,
-    /// The model new sessions use.
-    pub model: Arc<dyn Model>,
-    /// How every session's turns run.
-    pub turn_settings: Arc<TurnSettings>,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
     /// One entry per live ACP connection; waited on at shutdown.
     connections: TaskTracker,
+    /// Every running turn, whether or not its prompter is still connected.
+    turns: TaskTracker,
     next_connection: AtomicU64,
 }
 
 impl AgentHub {
-    pub fn new(
-        model: Arc<dyn Model>,
-        turn_settings: TurnSettings,
-        shutdown: CancellationToken,
-    ) -> Arc<Self> {
+    pub fn new(sessions: SessionRegistry, shutdown: CancellationToken) -> Arc<Self> {
         Arc::new(Self {
-            sessions: SessionRegistry::new(),
-            model,
-            turn_settings: Arc::new(turn_settings),
+            sessions,
             shutdown,
             connections: TaskTracker::new(),
+            turns: TaskTracker::new(),
             next_connection: AtomicU64::new(1),
         })
     }
@@ -62,10 +53,13 @@ impl AgentHub {
         self.connections.len()
     }
 
-    /// Wait until every connection has ended; call after [`Self::shutdown`] fired.
+    /// Wait until every connection and every turn has ended; call after
+    /// [`Self::shutdown`] fired.
     pub async fn connections_ended(&self) {
         self.connections.close();
         self.connections.wait().await;
+        self.turns.close();
+        self.turns.wait().await;
     }
 
     fn next_connection_id(&self) -> ConnectionId {

@@ -1,5 +1,6 @@
-//! `punie ask "…"`: a one-shot ACP client. A new session in the workspace, one
-//! prompt, the answer streamed to stdout as it arrives, then exit.
+//! `punie ask "…"`: a one-shot ACP client. One prompt in the workspace — in a
+//! new session, or continuing one the server keeps — the answer streamed to
+//! stdout as it arrives, then exit.
 //!
 //! It is a full ACP client: it advertises `fs` and `terminal` and serves them
 //! from [`super::service`], confined to the workspace, and answers permission
@@ -8,28 +9,27 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use agent_client_protocol::schema::ProtocolVersion;
+use agent_client_protocol::v1::ConnectionTo;
 use agent_client_protocol::v1::schema::{
     CancelNotification, ClientCapabilities, ContentBlock, CreateTerminalRequest,
-    FileSystemCapabilities, Implementation, InitializeRequest, KillTerminalRequest,
-    NewSessionRequest, Plan, PlanEntryStatus, PromptRequest, ReadTextFileRequest,
-    ReleaseTerminalRequest, RequestPermissionRequest, SessionNotification, SessionUpdate,
+    FileSystemCapabilities, InitializeResponse, KillTerminalRequest, NewSessionRequest, Plan,
+    PlanEntryStatus, PromptRequest, ReadTextFileRequest, ReleaseTerminalRequest,
+    RequestPermissionRequest, ResumeSessionRequest, SessionId, SessionNotification, SessionUpdate,
     StopReason, TerminalOutputRequest, ToolCallStatus, WaitForTerminalExitRequest,
     WriteTextFileRequest,
 };
-use agent_client_protocol::{Client, Error, on_receive_notification, on_receive_request};
+use agent_client_protocol::{
+    Agent, Client, Error, ErrorCode, on_receive_notification, on_receive_request,
+};
 use serde_json::{Value, json};
 
 use super::service::{LocalService, Permissions};
-use super::{Target, transport};
+use super::{Target, sessions};
 use crate::workspace::Workspace;
-
-/// How long `ask` waits, once done, for its goodbye to reach the server.
-const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// What `punie ask` prints on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,11 +42,23 @@ pub enum OutputFormat {
     StreamJson,
 }
 
+/// Which conversation the prompt goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conversation {
+    /// A new session in the workspace.
+    New,
+    /// The session with this id, as the server keeps it.
+    Resume(String),
+    /// The workspace's most recently used session.
+    Continue,
+}
+
 /// What to ask, and how.
 #[derive(Debug, Clone)]
 pub struct AskOptions {
     pub prompt: String,
     pub workspace: PathBuf,
+    pub conversation: Conversation,
     pub output: OutputFormat,
     /// Allow every permission request.
     pub yes: bool,
@@ -70,33 +82,29 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
             return AskExit::Failed;
         }
     };
-    let socket = match target.connect().await {
-        Ok(socket) => socket,
-        Err(error) => {
-            eprintln!("punie: {error}");
-            return AskExit::NoServer;
-        }
-    };
-    let (channel, closed) = transport::sdk_channel(socket);
     let service = LocalService::new(workspace.clone(), Permissions::for_terminal(options.yes));
     let view = Arc::new(Mutex::new(View::new(options.output)));
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
-    let outcome = converse(
-        channel,
-        &service,
-        &view,
-        &interrupted,
-        &options.prompt,
-        workspace.root(),
-    )
-    .await;
-    service.release_all();
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed).await;
+    let outcome = target
+        .converse(async |channel| {
+            let outcome = converse(
+                channel,
+                &service,
+                &view,
+                &interrupted,
+                &options,
+                workspace.root(),
+            )
+            .await;
+            service.release_all();
+            outcome
+        })
+        .await;
 
     let mut view = lock(&view);
     match &outcome {
-        Ok(answer) => {
+        Ok(Ok(answer)) => {
             view.finish(answer);
             if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
                 AskExit::Interrupted
@@ -104,10 +112,15 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
                 AskExit::Done
             }
         }
+        Ok(Err(error)) => {
+            view.stop_spinner();
+            eprintln!("punie: {}", super::describe(error));
+            AskExit::Failed
+        }
         Err(error) => {
             view.stop_spinner();
-            eprintln!("punie: {}", describe(error));
-            AskExit::Failed
+            eprintln!("punie: {error}");
+            AskExit::NoServer
         }
     }
 }
@@ -124,8 +137,8 @@ async fn converse(
     service: &Arc<LocalService>,
     view: &Arc<Mutex<View>>,
     interrupted: &Arc<std::sync::atomic::AtomicBool>,
-    prompt: &str,
-    root: &std::path::Path,
+    options: &AskOptions,
+    root: &Path,
 ) -> Result<Answer, Error> {
     let watcher = view.clone();
     let (read, write, create, output, wait, kill, release, permit) = (
@@ -208,18 +221,8 @@ async fn converse(
                     .read_text_file(true)
                     .write_text_file(true))
                 .terminal(true);
-            cx.send_request(
-                InitializeRequest::new(ProtocolVersion::V1)
-                    .client_capabilities(capabilities)
-                    .client_info(Implementation::new("punie-ask", crate::VERSION)),
-            )
-            .block_task()
-            .await?;
-            let session_id = cx
-                .send_request(NewSessionRequest::new(root))
-                .block_task()
-                .await?
-                .session_id;
+            let server = super::initialize(&cx, "punie-ask", capabilities).await?;
+            let session_id = open_session(&cx, &server, &options.conversation, root).await?;
             let canceller = cx.clone();
             let cancelled_session = session_id.clone();
             let interrupted = interrupted.clone();
@@ -235,7 +238,10 @@ async fn converse(
                 }
             });
             let response = cx
-                .send_request(PromptRequest::new(session_id.clone(), vec![prompt.into()]))
+                .send_request(PromptRequest::new(
+                    session_id.clone(),
+                    vec![options.prompt.as_str().into()],
+                ))
                 .block_task()
                 .await;
             ctrl_c.abort();
@@ -247,15 +253,38 @@ async fn converse(
         .await
 }
 
-fn describe(error: &Error) -> String {
-    if agent_client_protocol::is_incoming_transport_closed(error)
-        || agent_client_protocol::is_connection_terminated(error)
-    {
-        "lost the connection to the Punie server before the answer was complete; see `punie status`"
-            .to_owned()
-    } else {
-        error.message.clone()
-    }
+/// The session the prompt goes to: a new one, or a kept one attached to this
+/// connection without replaying its history, so stdout gets only the new answer.
+async fn open_session(
+    cx: &ConnectionTo<Agent>,
+    server: &InitializeResponse,
+    conversation: &Conversation,
+    root: &Path,
+) -> Result<SessionId, Error> {
+    let session_id = match conversation {
+        Conversation::New => {
+            return Ok(cx
+                .send_request(NewSessionRequest::new(root))
+                .block_task()
+                .await?
+                .session_id);
+        }
+        Conversation::Resume(id) => SessionId::new(id.as_str()),
+        Conversation::Continue => sessions::newest(cx, server, root).await?.ok_or_else(|| {
+            Error::new(
+                ErrorCode::RESOURCE_NOT_FOUND,
+                format!(
+                    "there is no earlier session in {} to continue; drop --continue to start a new one",
+                    root.display()
+                ),
+            )
+        })?,
+    };
+    sessions::require(server, "session/resume", |offered| offered.resume.is_some())?;
+    cx.send_request(ResumeSessionRequest::new(session_id.clone(), root))
+        .block_task()
+        .await?;
+    Ok(session_id)
 }
 
 /// What the person sees: the answer on stdout, the rest on stderr.

@@ -8,7 +8,6 @@
 //! their answers, and when the server goes away it can answer them itself.
 
 use std::collections::HashSet;
-use std::io::{BufRead as _, Write as _};
 use std::time::Duration;
 
 use futures::{SinkExt as _, StreamExt as _};
@@ -21,6 +20,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{ConnectError, Target};
+
+mod stdio;
 
 /// How long the bridge waits, after stdin closes, for answers still owed.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,8 +100,8 @@ fn classify(line: &str) -> Result<Kind, serde_json::Error> {
 pub async fn run(target: Target, drain_timeout: Duration) -> BridgeExit {
     let (stdin_lines, mut from_stdin) = mpsc::channel::<String>(LINE_QUEUE);
     let (to_stdout, stdout_lines) = mpsc::channel::<String>(LINE_QUEUE);
-    std::thread::spawn(move || read_stdin(stdin_lines));
-    let stdout_done = std::thread::spawn(move || write_stdout(stdout_lines));
+    stdio::spawn_stdin_reader(stdin_lines);
+    let stdout_done = stdio::spawn_stdout_writer(stdout_lines);
 
     let exit = match target.connect().await {
         Ok(socket) => proxy(socket, &mut from_stdin, &to_stdout, drain_timeout).await,
@@ -111,7 +112,7 @@ pub async fn run(target: Target, drain_timeout: Duration) -> BridgeExit {
     };
     drop(to_stdout);
     // Every line for stdout is written and flushed before the bridge exits.
-    let _ = tokio::task::spawn_blocking(move || stdout_done.join()).await;
+    stdout_done.finish().await;
     exit
 }
 
@@ -299,62 +300,6 @@ fn excerpt(line: &str) -> String {
         excerpt.push('…');
     }
     format!("{excerpt:?}")
-}
-
-/// Read stdin line by line on a thread of its own (a blocked read must not
-/// hold up the bridge). Lines end at `\n`; a trailing `\r` goes too.
-fn read_stdin(lines: mpsc::Sender<String>) {
-    let mut stdin = std::io::stdin().lock();
-    let mut buffer = Vec::new();
-    loop {
-        buffer.clear();
-        match stdin.read_until(b'\n', &mut buffer) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(error) => {
-                tracing::error!("cannot read stdin: {error}");
-                return;
-            }
-        }
-        while matches!(buffer.last(), Some(b'\n' | b'\r')) {
-            buffer.pop();
-        }
-        if buffer.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let line = match String::from_utf8(std::mem::take(&mut buffer)) {
-            Ok(line) => line,
-            Err(error) => {
-                tracing::warn!(
-                    "stdin line is not valid UTF-8; forwarding it with replacement characters"
-                );
-                String::from_utf8_lossy(error.as_bytes()).into_owned()
-            }
-        };
-        if lines.blocking_send(line).is_err() {
-            return;
-        }
-    }
-}
-
-/// Write lines to stdout on a thread of its own, flushing whenever no more
-/// are waiting. Works for a pipe, a file or a terminal alike.
-fn write_stdout(mut lines: mpsc::Receiver<String>) {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    while let Some(line) = lines.blocking_recv() {
-        let mut written = out
-            .write_all(line.as_bytes())
-            .and_then(|()| out.write_all(b"\n"));
-        if written.is_ok() && lines.is_empty() {
-            written = out.flush();
-        }
-        if let Err(error) = written {
-            tracing::error!("cannot write to stdout: {error}");
-            return;
-        }
-    }
-    let _ = out.flush();
 }
 
 #[cfg(test)]

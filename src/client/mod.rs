@@ -1,18 +1,27 @@
 //! The thin clients of a Punie server: finding it, reaching it, and the
-//! commands built on that (the IDE bridge, `punie ask`, `status`, `stop`).
+//! commands built on that (the IDE bridge, `punie ask`, `punie sessions`,
+//! `status`, `stop`).
 //!
 //! Clients hold no session state: the server owns it all. This module resolves
-//! which server to talk to and opens WebSockets to it; it never touches the
-//! server's internals, only its public endpoints.
+//! which server to talk to, opens WebSockets to it and starts the ACP
+//! conversations the SDK clients hold over them; it never touches the server's
+//! internals, only its public endpoints.
 
 pub mod ask;
 pub mod bridge;
 pub mod service;
+pub mod sessions;
 pub mod status;
 pub mod transport;
 
 use std::time::Duration;
 
+use agent_client_protocol::schema::ProtocolVersion;
+use agent_client_protocol::v1::ConnectionTo;
+use agent_client_protocol::v1::schema::{
+    ClientCapabilities, Implementation, InitializeRequest, InitializeResponse,
+};
+use agent_client_protocol::{Agent, Channel, Error};
 use anyhow::Context as _;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -32,6 +41,9 @@ pub const SERVER_ENV: &str = "PUNIE_SERVER";
 
 /// How long a client waits for the server to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long an SDK client waits, once done, for its goodbye to reach the server.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// The server a client talks to, and how to get in.
 #[derive(Debug, Clone)]
@@ -103,6 +115,46 @@ impl Target {
                 format!("no answer within {CONNECT_TIMEOUT:?}"),
             )),
         }
+    }
+
+    /// Connect, hand the connection to `conversation` as an SDK channel, and
+    /// once it is over give the close frame a moment to go out, so the server
+    /// sees a clean goodbye rather than a dropped socket.
+    pub async fn converse<T>(
+        &self,
+        conversation: impl AsyncFnOnce(Channel) -> T,
+    ) -> Result<T, ConnectError> {
+        let (channel, closed) = transport::sdk_channel(self.connect().await?);
+        let outcome = conversation(channel).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed).await;
+        Ok(outcome)
+    }
+}
+
+/// `initialize` as Punie's clients send it: protocol v1, naming the client.
+pub async fn initialize(
+    cx: &ConnectionTo<Agent>,
+    name: &str,
+    capabilities: ClientCapabilities,
+) -> Result<InitializeResponse, Error> {
+    cx.send_request(
+        InitializeRequest::new(ProtocolVersion::V1)
+            .client_capabilities(capabilities)
+            .client_info(Implementation::new(name, crate::VERSION)),
+    )
+    .block_task()
+    .await
+}
+
+/// What an SDK client tells the person when a request fails: the server's own
+/// message, or that the connection went away.
+pub fn describe(error: &Error) -> String {
+    if agent_client_protocol::is_incoming_transport_closed(error)
+        || agent_client_protocol::is_connection_terminated(error)
+    {
+        "lost the connection to the Punie server before it answered; see `punie status`".to_owned()
+    } else {
+        error.message.clone()
     }
 }
 

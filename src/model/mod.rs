@@ -26,7 +26,9 @@ pub use script::ScriptModel;
 pub use test_model::TestModel;
 
 /// One message of a conversation, in the shape every provider can express.
-#[derive(Debug, Clone, PartialEq)]
+/// Stored as JSON, so a renamed field needs a schema migration.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Message {
     /// What the person said.
     User(String),
@@ -58,7 +60,7 @@ impl Message {
 }
 
 /// A tool call the model asked for, its arguments complete.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ToolCall {
     /// The provider's id for the call; tool results refer to it.
     pub id: String,

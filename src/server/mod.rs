@@ -17,7 +17,7 @@ mod websocket;
 use std::future::IntoFuture as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use agent_client_protocol_http::{AcpHttpServer, ServerOptions};
 use anyhow::Context as _;
@@ -36,8 +36,9 @@ use tower::ServiceExt as _;
 
 use crate::acp::{AcpConnection, AgentHub};
 use crate::auth::{self, AccessToken, RequestGuard};
-use crate::config::{MAX_MESSAGE_BYTES, SHUTDOWN_GRACE, ServeConfig};
-use crate::session::TurnSettings;
+use crate::config::{EVICTION_INTERVAL, MAX_MESSAGE_BYTES, SHUTDOWN_GRACE, ServeConfig};
+use crate::session::{ModelChoice, SessionRegistry, TurnSettings};
+use crate::store::Store;
 use crate::{model, tools};
 
 pub use record::ServerRecord;
@@ -91,12 +92,17 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
 
     let shutdown = CancellationToken::new();
-    let turn_settings = TurnSettings {
-        max_rounds: config.max_tool_rounds,
-        context_window: config.context_window,
-        tools: Arc::new(tools::specs()),
-    };
-    let hub = AgentHub::new(model, turn_settings, shutdown.clone());
+    let store = Store::open(&config.paths.database_file())?;
+    let sessions = session_registry(&config, store.clone(), model);
+    let recovered = sessions.recover_interrupted().await?;
+    if recovered > 0 {
+        tracing::info!(
+            sessions = recovered,
+            "recorded turns the last server was stopped in"
+        );
+    }
+    let hub = AgentHub::new(sessions, shutdown.clone());
+    tokio::spawn(evict_idle_sessions(hub.clone()));
     let state = AppState {
         http_transport: http_transport(hub.clone()),
         hub: hub.clone(),
@@ -141,8 +147,65 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             }
         }
     }
+    store.close();
     record.remove(&server_file)?;
     Ok(())
+}
+
+fn session_registry(
+    config: &ServeConfig,
+    store: Store,
+    model: Arc<dyn model::Model>,
+) -> SessionRegistry {
+    let settings = TurnSettings {
+        max_rounds: config.max_tool_rounds,
+        context_window: config.context_window,
+        tools: Arc::new(tools::specs()),
+        reattach_timeout: config.reattach_timeout,
+        idle_timeout: config.session_idle_timeout,
+    };
+    let model_settings = config.model_settings.clone();
+    // A stored session continues with the model it was created with.
+    let model_for = move |spec: &str| match model::from_spec(spec, &model_settings) {
+        Ok(model) => Some(model),
+        Err(error) => {
+            tracing::warn!(
+                model = spec,
+                "a stored session's model is unavailable ({error}); it continues with the server's model"
+            );
+            None
+        }
+    };
+    SessionRegistry::new(
+        store,
+        Arc::new(settings),
+        ModelChoice {
+            spec: config.model.clone(),
+            model,
+        },
+        Box::new(model_for),
+    )
+}
+
+/// Drop the conversations of idle sessions from memory, until shutdown.
+async fn evict_idle_sessions(hub: Arc<AgentHub>) {
+    // A short idle timeout is looked after as promptly as it asks.
+    let every = hub
+        .sessions
+        .idle_timeout()
+        .clamp(Duration::from_millis(10), EVICTION_INTERVAL);
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let evicted = hub.sessions.evict_idle();
+        if evicted > 0 {
+            tracing::debug!(sessions = evicted, "dropped idle conversations from memory");
+        }
+    }
 }
 
 fn router(state: AppState, guard: Arc<RequestGuard>) -> Router {
@@ -178,6 +241,7 @@ async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
         "pid": std::process::id(),
         "connections": state.hub.connection_count(),
         "sessions": state.hub.sessions.len(),
+        "conversationsInMemory": state.hub.sessions.conversations_in_memory(),
         "uptimeSeconds": (state.started.elapsed().as_millis() as f64) / 1000.0,
     }))
 }

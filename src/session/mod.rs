@@ -1,27 +1,37 @@
-//! Sessions and the turn loop: every conversation the server holds, who it
-//! belongs to, what was said, and the one turn that may be running in it.
+//! Sessions and the turn loop: every conversation, who is attached to it,
+//! what was said, and the one turn that may be running in it.
 //!
-//! A session is created by one connection and stays attached to it; its
-//! updates go only there. The registry is the single source of truth for
-//! sessions, shared by all connections. The turn loop drives the model and
-//! its tools until the model stops. This module speaks in ACP's session
-//! vocabulary (ids, updates, stop reasons) but never touches a transport: it
-//! reaches the client only through a [`crate::tools::ClientPort`].
+//! A session lives in the store; it is in memory only while a connection is
+//! attached to it or a turn runs in it, and even then its conversation is
+//! dropped from memory when it has been idle a while. Several connections may
+//! be attached at once: each receives every update, written to the store
+//! before it is sent. The registry is the single source of truth for which
+//! sessions are in memory. This module speaks ACP's session vocabulary (ids,
+//! updates, stop reasons) and reaches clients only through the SDK's
+//! connection handles; it never touches a transport.
 
+mod attachments;
+mod history;
+mod port;
 mod turn;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use agent_client_protocol::v1::schema::{SessionId, SessionInfo};
+use agent_client_protocol::v1::schema::{
+    ContentBlock, SessionId, SessionInfo, SessionNotification, SessionUpdate,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Message, Model, ToolSpec};
+use crate::store::{EntryKind, ListPosition, SessionRow, Store, StoreError};
 use crate::tools::PermissionMemory;
 use crate::workspace::{Terminals, Workspace, WorkspaceError};
 
+pub use attachments::ClientHandle;
+pub use port::SessionPort;
 pub use turn::{Turn, TurnError};
 
 /// Identifies one client connection for the lifetime of the server.
@@ -30,7 +40,7 @@ pub type ConnectionId = u64;
 /// Longest session title, in characters, derived from the first prompt.
 const TITLE_CHARS: usize = 80;
 
-/// How turns run; the same for every session of a server.
+/// How turns run and sessions are kept; the same for every session of a server.
 #[derive(Debug, Clone)]
 pub struct TurnSettings {
     /// Rounds of tool calls one turn may take before it ends with
@@ -40,13 +50,18 @@ pub struct TurnSettings {
     pub context_window: u64,
     /// The tools the model may call.
     pub tools: Arc<Vec<ToolSpec>>,
+    /// How long a turn whose client has gone waits for another to attach
+    /// when it needs one, before it ends cancelled.
+    pub reattach_timeout: Duration,
+    /// How long an attached session may sit idle before its conversation is
+    /// dropped from memory (it is read back from the store when needed).
+    pub idle_timeout: Duration,
 }
 
-/// One conversation.
+/// One conversation, in memory.
 pub struct Session {
     id: SessionId,
     cwd: PathBuf,
-    owner: ConnectionId,
     model: Arc<dyn Model>,
     settings: Arc<TurnSettings>,
     /// Who Punie is and where it works, for the model.
@@ -56,19 +71,23 @@ pub struct Session {
     terminals: Terminals,
     /// "Always" answers to permission requests.
     permissions: PermissionMemory,
+    store: Store,
+    attachments: attachments::Attachments,
     state: Mutex<SessionState>,
 }
 
 struct SessionState {
-    /// Shared with running turns' model requests; copied only if a turn still
-    /// holds it when the next one is recorded.
-    history: Arc<Vec<Message>>,
+    /// The conversation as the model sees it; `None` when dropped from
+    /// memory. Shared with a running turn's model requests.
+    history: Option<Arc<Vec<Message>>>,
     /// Prompts answered so far.
     turns: usize,
     title: Option<String>,
-    updated_at: SystemTime,
     /// Cancels the running turn; `None` when the session is idle.
     running: Option<CancellationToken>,
+    /// Why the running turn is ending, when it is not the model's doing.
+    end_note: Option<String>,
+    last_active: Instant,
 }
 
 /// Why a prompt cannot start a turn now.
@@ -85,42 +104,60 @@ impl Session {
         &self.cwd
     }
 
-    /// The connection that created the session and receives its updates.
-    pub fn owner(&self) -> ConnectionId {
-        self.owner
+    pub fn is_attached(&self, connection: ConnectionId) -> bool {
+        self.attachments.contains(connection)
     }
 
-    /// Start a turn for `prompt`, unless one is running. `cancel` stops it.
-    pub fn begin_turn(
+    /// Start a turn for `prompt` sent by `prompter`, unless one is running.
+    /// `cancel` stops it.
+    pub async fn begin_turn(
         self: &Arc<Self>,
-        prompt: String,
+        prompt: Vec<ContentBlock>,
+        text: String,
+        prompter: ConnectionId,
         cancel: CancellationToken,
-    ) -> Result<Turn, SessionBusy> {
+    ) -> Result<Turn, BeginError> {
+        let history = self.conversation().await?;
         let mut state = self.lock();
         if state.running.is_some() {
-            return Err(SessionBusy(self.id.clone()));
+            return Err(BeginError::Busy(SessionBusy(self.id.clone())));
         }
         state.running = Some(cancel.clone());
-        let new_title = state.title.is_none().then(|| title_from(&prompt));
+        state.end_note = None;
+        state.last_active = Instant::now();
+        let new_title = state.title.is_none().then(|| title_from(&text));
         if let Some(title) = &new_title {
             state.title = Some(title.clone());
+            self.store.set_title(&self.id.0, title);
         }
-        let history = state.history.clone();
         let number = state.turns + 1;
-        Ok(Turn::new(
-            self.clone(),
-            &prompt,
-            number,
-            history,
-            new_title,
-            cancel,
-        ))
+        drop(state);
+        self.store.turn_started(&self.id.0, number as i64);
+        for block in prompt {
+            self.publish(
+                SessionUpdate::UserMessageChunk(
+                    agent_client_protocol::v1::schema::ContentChunk::new(block),
+                ),
+                Some(prompter),
+            );
+        }
+        let port = SessionPort {
+            session: self.clone(),
+            prompter,
+            cancel: cancel.clone(),
+        };
+        Ok(Turn::new(port, &text, number, history, new_title, cancel))
     }
 
-    /// The session is going away: stop its turn and its commands.
-    fn close(&self) {
-        self.cancel_turn();
-        self.terminals.release_all();
+    /// The conversation, read back from the store if it was dropped.
+    async fn conversation(&self) -> Result<Arc<Vec<Message>>, StoreError> {
+        if let Some(history) = self.lock().history.clone() {
+            return Ok(history);
+        }
+        let entries = self.store.history(&self.id.0).await?;
+        let history = Arc::new(history::conversation(&entries));
+        let mut state = self.lock();
+        Ok(state.history.get_or_insert(history).clone())
     }
 
     /// Stop the running turn, if any; it ends with `cancelled`.
@@ -130,27 +167,85 @@ impl Session {
         }
     }
 
-    /// Record a finished turn: the conversation now includes it, as far as
-    /// the client saw it.
-    fn end_turn(&self, history: Arc<Vec<Message>>) {
-        let mut state = self.lock();
-        state.history = history;
-        state.turns += 1;
-        state.updated_at = SystemTime::now();
-        state.running = None;
+    /// The replay to `connection` has been sent; live updates follow.
+    pub fn replayed(&self, connection: ConnectionId) {
+        self.attachments.replayed(connection);
     }
 
-    /// What `session/list` shows of this session, with its place in the list.
-    fn list_entry(&self) -> (ListKey, SessionInfo) {
-        let state = self.lock();
-        let key = ListKey {
-            updated_nanos: nanos_since_epoch(state.updated_at),
-            id: self.id.to_string(),
+    /// The updates `session/load` replays: the history up to entry `newest`.
+    pub async fn replay(&self, newest: i64) -> Result<Vec<SessionUpdate>, StoreError> {
+        let entries = self.store.history(&self.id.0).await?;
+        Ok(history::replay(&entries, newest))
+    }
+
+    /// Say why the running turn ends, for the history.
+    fn note_turn_end(&self, note: String) {
+        self.lock().end_note = Some(note);
+    }
+
+    /// Store `update`, then send it to every attached connection but `except`.
+    fn publish(self: &Arc<Self>, update: SessionUpdate, except: Option<ConnectionId>) {
+        let body = match serde_json::to_string(&update) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(session = %self.id, "cannot store an update: {error}");
+                return;
+            }
         };
-        let info = SessionInfo::new(self.id.clone(), self.cwd.clone())
-            .title(state.title.clone())
-            .updated_at(humantime::format_rfc3339_millis(state.updated_at).to_string());
-        (key, info)
+        let session = self.clone();
+        self.store.append(
+            &self.id.0,
+            EntryKind::Update,
+            body,
+            Some(Box::new(move || {
+                let notification = SessionNotification::new(session.id.clone(), update);
+                session.attachments.deliver(&notification, except);
+            })),
+        );
+    }
+
+    /// Store a message of the conversation.
+    fn remember(&self, message: &Message) {
+        match serde_json::to_string(message) {
+            Ok(body) => self
+                .store
+                .append(&self.id.0, EntryKind::Message, body, None),
+            Err(error) => tracing::error!(session = %self.id, "cannot store a message: {error}"),
+        }
+    }
+
+    /// Record a finished turn: the conversation now includes it, as far as
+    /// the clients saw it.
+    fn end_turn(&self, history: Arc<Vec<Message>>, outcome: &str) {
+        let mut state = self.lock();
+        let note = state.end_note.take();
+        state.history = Some(history);
+        state.turns += 1;
+        state.last_active = Instant::now();
+        state.running = None;
+        drop(state);
+        let ended = serde_json::json!({"stopReason": outcome, "note": note});
+        self.store.turn_ended(&self.id.0, ended.to_string());
+    }
+
+    fn is_running(&self) -> bool {
+        self.lock().running.is_some()
+    }
+
+    /// Drop the conversation from memory if the session has been idle longer
+    /// than `idle`; true if it did.
+    fn evict_if_idle(&self, idle: Duration) -> bool {
+        let mut state = self.lock();
+        if state.running.is_some() || state.history.is_none() || state.last_active.elapsed() < idle
+        {
+            return false;
+        }
+        state.history = None;
+        true
+    }
+
+    fn has_history_in_memory(&self) -> bool {
+        self.lock().history.is_some()
     }
 
     fn lock(&self) -> MutexGuard<'_, SessionState> {
@@ -159,6 +254,15 @@ impl Session {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Why a prompt did not start a turn.
+#[derive(Debug, thiserror::Error)]
+pub enum BeginError {
+    #[error(transparent)]
+    Busy(#[from] SessionBusy),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Who Punie is, for the model: short and honest.
@@ -185,9 +289,14 @@ fn title_from(prompt: &str) -> String {
     title
 }
 
-/// Every session the server holds.
-pub struct SessionRegistry {
-    sessions: Mutex<HashMap<SessionId, Arc<Session>>>,
+/// Makes a stored session's model from its spec; `None` if it cannot.
+pub type ModelFactory = Box<dyn Fn(&str) -> Option<Arc<dyn Model>> + Send + Sync>;
+
+/// The model a session was created with, and how to make it again.
+#[derive(Clone)]
+pub struct ModelChoice {
+    pub spec: String,
+    pub model: Arc<dyn Model>,
 }
 
 /// One page of `session/list`.
@@ -196,81 +305,190 @@ pub struct SessionPage {
     pub next_cursor: Option<String>,
 }
 
-/// A `session/list` cursor that this server did not hand out.
+/// Why a session could not be listed, opened or created.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown cursor `{0}`; pass the nextCursor of a previous session/list, or none")]
-pub struct InvalidCursor(pub String);
+pub enum RegistryError {
+    #[error("unknown cursor `{0}`; pass the nextCursor of a previous session/list, or none")]
+    InvalidCursor(String),
+    #[error("no session {0}; session/list shows the sessions there are")]
+    Unknown(SessionId),
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
-impl Default for SessionRegistry {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Every session in memory, and the way to the stored ones.
+pub struct SessionRegistry {
+    sessions: Mutex<HashMap<SessionId, Arc<Session>>>,
+    store: Store,
+    settings: Arc<TurnSettings>,
+    default_model: ModelChoice,
+    /// Makes a session's model from its stored spec.
+    model_for: ModelFactory,
 }
 
 impl SessionRegistry {
-    pub fn new() -> Self {
+    pub fn new(
+        store: Store,
+        settings: Arc<TurnSettings>,
+        default_model: ModelChoice,
+        model_for: ModelFactory,
+    ) -> Self {
         Self {
             sessions: Mutex::new(HashMap::new()),
+            store,
+            settings,
+            default_model,
+            model_for,
         }
     }
 
-    /// Create a session in `cwd`, attached to connection `owner`.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Create a session in `cwd`, attached to `client`.
     pub fn create(
         &self,
         cwd: PathBuf,
-        owner: ConnectionId,
-        model: Arc<dyn Model>,
-        settings: Arc<TurnSettings>,
-    ) -> Result<Arc<Session>, WorkspaceError> {
-        let workspace = Workspace::new(&cwd)?;
-        let session = Arc::new(Session {
-            id: SessionId::new(uuid::Uuid::new_v4().to_string()),
-            system_prompt: system_prompt(workspace.root()).into(),
+        client: ClientHandle,
+    ) -> Result<Arc<Session>, RegistryError> {
+        let now = crate::store::now_us();
+        let row = SessionRow {
+            id: uuid::Uuid::new_v4().to_string(),
             cwd,
-            owner,
+            title: None,
+            model: self.default_model.spec.clone(),
+            created_us: now,
+            updated_us: now,
+            turns: 0,
+            running: false,
+        };
+        let session = self.revive(&row, self.default_model.model.clone(), Some(Vec::new()))?;
+        self.store.create_session(row);
+        session.attachments.attach(client, false);
+        self.lock().insert(session.id.clone(), session.clone());
+        Ok(session)
+    }
+
+    /// Attach `client` to the session `id`, reading it from the store if it
+    /// is not in memory. With `replaying`, updates wait for
+    /// [`Session::replayed`]. Returns the session and the newest stored
+    /// entry it had when `client` was attached.
+    pub async fn attach(
+        &self,
+        id: &SessionId,
+        client: ClientHandle,
+        replaying: bool,
+    ) -> Result<(Arc<Session>, i64), RegistryError> {
+        let session = match self.get(id) {
+            Some(session) => session,
+            None => {
+                let row = self
+                    .store
+                    .session(&id.0)
+                    .await?
+                    .ok_or_else(|| RegistryError::Unknown(id.clone()))?;
+                let model = if row.model == self.default_model.spec {
+                    self.default_model.model.clone()
+                } else {
+                    (self.model_for)(&row.model).unwrap_or_else(|| self.default_model.model.clone())
+                };
+                let revived = self.revive(&row, model, None)?;
+                self.lock().entry(id.clone()).or_insert(revived).clone()
+            }
+        };
+        // Attaching in the store's order: every update before this point is
+        // stored (and replayed), every one after it is delivered.
+        let (attached, newest) = tokio::sync::oneshot::channel();
+        let attaching = session.clone();
+        self.store.at_newest(
+            &id.0,
+            Box::new(move |newest| {
+                attaching.attachments.attach(client, replaying);
+                let _ = attached.send(newest);
+            }),
+        );
+        let newest = newest.await.unwrap_or(i64::MAX);
+        Ok((session, newest))
+    }
+
+    fn revive(
+        &self,
+        row: &SessionRow,
+        model: Arc<dyn Model>,
+        history: Option<Vec<Message>>,
+    ) -> Result<Arc<Session>, RegistryError> {
+        let workspace = Workspace::new(&row.cwd)?;
+        Ok(Arc::new(Session {
+            id: SessionId::new(row.id.clone()),
+            system_prompt: system_prompt(workspace.root()).into(),
+            cwd: row.cwd.clone(),
             model,
-            settings,
+            settings: self.settings.clone(),
             workspace,
             terminals: Terminals::default(),
             permissions: PermissionMemory::default(),
+            store: self.store.clone(),
+            attachments: attachments::Attachments::default(),
             state: Mutex::new(SessionState {
-                history: Arc::default(),
-                turns: 0,
-                title: None,
-                updated_at: SystemTime::now(),
+                history: history.map(Arc::new),
+                turns: usize::try_from(row.turns).unwrap_or(0),
+                title: row.title.clone(),
                 running: None,
+                end_note: None,
+                last_active: Instant::now(),
             }),
-        });
-        self.lock().insert(session.id.clone(), session.clone());
-        Ok(session)
+        }))
     }
 
     pub fn get(&self, id: &SessionId) -> Option<Arc<Session>> {
         self.lock().get(id).cloned()
     }
 
-    /// Forget a session; its running turn, if any, is cancelled.
-    pub fn remove(&self, id: &SessionId) -> Option<Arc<Session>> {
-        let removed = self.lock().remove(id);
-        if let Some(session) = &removed {
-            session.close();
-        }
-        removed
-    }
-
-    /// Forget the sessions `ids` at once, cancelling their running turns;
-    /// returns how many were still held.
-    pub fn remove_all(&self, ids: &[SessionId]) -> usize {
-        let removed: Vec<Arc<Session>> = {
-            let mut sessions = self.lock();
-            ids.iter().filter_map(|id| sessions.remove(id)).collect()
+    /// Detach `connection` from session `id`; a session nobody is attached
+    /// to and with no turn running leaves memory. False if it was not attached.
+    pub fn detach(&self, id: &SessionId, connection: ConnectionId) -> bool {
+        let Some(session) = self.get(id) else {
+            return false;
         };
-        for session in &removed {
-            session.close();
-        }
-        removed.len()
+        let detached = session.attachments.detach(connection);
+        self.unload_if_unused(&session);
+        detached
     }
 
+    /// A turn has ended: the session leaves memory if nobody is attached.
+    pub fn turn_ended(&self, session: &Arc<Session>) {
+        self.unload_if_unused(session);
+    }
+
+    fn unload_if_unused(&self, session: &Arc<Session>) {
+        let mut sessions = self.lock();
+        if session.attachments.is_empty() && !session.is_running() {
+            sessions.remove(&session.id);
+            drop(sessions);
+            session.terminals.release_all();
+        }
+    }
+
+    /// Delete session `id` from memory and disk; its running turn is cancelled.
+    pub async fn delete(&self, id: &SessionId) -> Result<(), RegistryError> {
+        if let Some(session) = self.lock().remove(id) {
+            session.cancel_turn();
+            session.terminals.release_all();
+        }
+        match self.store.delete(&id.0).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(RegistryError::Unknown(id.clone())),
+            Err(message) => Err(RegistryError::Store(StoreError::message(
+                self.store.path(),
+                message,
+            ))),
+        }
+    }
+
+    /// Sessions in memory.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -279,35 +497,70 @@ impl SessionRegistry {
         self.len() == 0
     }
 
-    /// Sessions newest first, optionally only those in `cwd`, `page_size` at a
-    /// time. The cursor names the last session of the previous page.
-    pub fn list(
+    /// Sessions in memory whose conversation is held too.
+    pub fn conversations_in_memory(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|session| session.has_history_in_memory())
+            .count()
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.settings.idle_timeout
+    }
+
+    /// Drop the conversations of sessions idle longer than the idle timeout.
+    pub fn evict_idle(&self) -> usize {
+        let sessions: Vec<Arc<Session>> = self.lock().values().cloned().collect();
+        sessions
+            .iter()
+            .filter(|session| session.evict_if_idle(self.settings.idle_timeout))
+            .count()
+    }
+
+    /// Stored sessions newest first, optionally only those in `cwd`,
+    /// `page_size` at a time. The cursor names the last session of the
+    /// previous page.
+    pub async fn list(
         &self,
         cwd: Option<&Path>,
         cursor: Option<&str>,
         page_size: usize,
-    ) -> Result<SessionPage, InvalidCursor> {
+    ) -> Result<SessionPage, RegistryError> {
         let after = cursor.map(parse_cursor).transpose()?;
-        let mut entries: Vec<(ListKey, SessionInfo)> = self
-            .lock()
-            .values()
-            .filter(|session| cwd.is_none_or(|cwd| session.cwd == cwd))
-            .map(|session| session.list_entry())
-            .collect();
-        entries.sort_by(|(a, _), (b, _)| a.cmp(b));
-        let start = match &after {
-            Some(after) => entries.partition_point(|(key, _)| key <= after),
-            None => 0,
-        };
-        let rest = &entries[start..];
-        let page: Vec<(ListKey, SessionInfo)> = rest.iter().take(page_size).cloned().collect();
-        let next_cursor = (rest.len() > page_size)
-            .then(|| page.last().map(|(key, _)| key.to_cursor()))
-            .flatten();
+        let page = self
+            .store
+            .list(cwd.map(Path::to_owned), after, page_size)
+            .await?;
         Ok(SessionPage {
-            sessions: page.into_iter().map(|(_, info)| info).collect(),
-            next_cursor,
+            sessions: page.rows.iter().map(list_entry).collect(),
+            next_cursor: page.next.map(|position| to_cursor(&position)),
         })
+    }
+
+    /// Record the turns the server was stopped in the middle of as ended,
+    /// keeping what their clients saw in the conversation.
+    pub async fn recover_interrupted(&self) -> Result<usize, StoreError> {
+        let interrupted = self.store.interrupted().await?;
+        for row in &interrupted {
+            let entries = self.store.history(&row.id).await?;
+            for message in history::unfinished_turn_messages(&entries) {
+                if let Ok(body) = serde_json::to_string(&message) {
+                    self.store.append(&row.id, EntryKind::Message, body, None);
+                }
+            }
+            let ended = serde_json::json!({
+                "stopReason": "cancelled",
+                "note": "the server stopped during this turn",
+            });
+            self.store.turn_ended(&row.id, ended.to_string());
+            tracing::info!(
+                session = row.id,
+                "recorded a turn the server was stopped in as cancelled"
+            );
+        }
+        self.store.flush().await;
+        Ok(interrupted.len())
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Session>>> {
@@ -317,155 +570,46 @@ impl SessionRegistry {
     }
 }
 
-/// Sort key of `session/list`: newest first, ties broken by id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ListKey {
-    updated_nanos: u128,
-    id: String,
+/// What `session/list` shows of a stored session.
+fn list_entry(row: &SessionRow) -> SessionInfo {
+    let updated =
+        std::time::UNIX_EPOCH + Duration::from_micros(u64::try_from(row.updated_us).unwrap_or(0));
+    SessionInfo::new(SessionId::new(row.id.clone()), row.cwd.clone())
+        .title(row.title.clone())
+        .updated_at(humantime::format_rfc3339_millis(updated).to_string())
 }
 
-impl Ord for ListKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        other
-            .updated_nanos
-            .cmp(&self.updated_nanos)
-            .then_with(|| self.id.cmp(&other.id))
-    }
+fn to_cursor(position: &ListPosition) -> String {
+    format!("{}.{}", position.updated_us, position.id)
 }
 
-impl PartialOrd for ListKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl ListKey {
-    fn to_cursor(&self) -> String {
-        format!("{}.{}", self.updated_nanos, self.id)
-    }
-}
-
-fn parse_cursor(cursor: &str) -> Result<ListKey, InvalidCursor> {
-    let invalid = || InvalidCursor(cursor.to_owned());
-    let (nanos, id) = cursor.split_once('.').ok_or_else(invalid)?;
-    Ok(ListKey {
-        updated_nanos: nanos.parse().map_err(|_| invalid())?,
+fn parse_cursor(cursor: &str) -> Result<ListPosition, RegistryError> {
+    let invalid = || RegistryError::InvalidCursor(cursor.to_owned());
+    let (updated_us, id) = cursor.split_once('.').ok_or_else(invalid)?;
+    Ok(ListPosition {
+        updated_us: updated_us.parse().map_err(|_| invalid())?,
         id: id.to_owned(),
     })
-}
-
-fn nanos_since_epoch(time: SystemTime) -> u128 {
-    time.duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::TestModel;
-
-    fn settings() -> Arc<TurnSettings> {
-        Arc::new(TurnSettings {
-            max_rounds: 5,
-            context_window: 1000,
-            tools: Arc::default(),
-        })
-    }
-
-    fn registry_with(count: usize, cwd: &str) -> SessionRegistry {
-        let registry = SessionRegistry::new();
-        for _ in 0..count {
-            registry
-                .create(
-                    PathBuf::from(cwd),
-                    1,
-                    Arc::new(TestModel::default()),
-                    settings(),
-                )
-                .unwrap();
-        }
-        registry
-    }
-
-    #[test]
-    fn pages_cover_every_session_once_newest_first() {
-        let registry = registry_with(7, "/");
-        let mut seen = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = registry.list(None, cursor.as_deref(), 3).unwrap();
-            seen.extend(page.sessions.iter().map(|info| info.session_id.to_string()));
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-        assert_eq!(seen.len(), 7);
-        let mut unique = seen.clone();
-        unique.sort();
-        unique.dedup();
-        assert_eq!(unique.len(), 7);
-    }
-
-    #[test]
-    fn listing_filters_by_cwd() {
-        let registry = registry_with(2, "/");
-        registry
-            .create(
-                PathBuf::from("/tmp"),
-                2,
-                Arc::new(TestModel::default()),
-                settings(),
-            )
-            .unwrap();
-        let page = registry.list(Some(Path::new("/tmp")), None, 10).unwrap();
-        assert_eq!(page.sessions.len(), 1);
-        assert_eq!(page.sessions[0].cwd, Path::new("/tmp"));
-    }
-
-    #[test]
-    fn a_foreign_cursor_is_refused() {
-        let registry = registry_with(1, "/");
-        assert!(registry.list(None, Some("nonsense"), 10).is_err());
-    }
-
-    #[test]
-    fn sessions_can_be_forgotten_together() {
-        let registry = registry_with(3, "/");
-        let ids: Vec<SessionId> = registry
-            .list(None, None, 10)
-            .unwrap()
-            .sessions
-            .into_iter()
-            .map(|info| info.session_id)
-            .collect();
-        assert_eq!(registry.remove_all(&ids[..2]), 2);
-        assert_eq!(registry.remove_all(&ids[..2]), 0, "already gone");
-        assert_eq!(registry.len(), 1);
-    }
-
-    #[test]
-    fn a_second_turn_is_refused_while_one_runs() {
-        let registry = registry_with(1, "/");
-        let session = registry.list(None, None, 1).unwrap().sessions[0]
-            .session_id
-            .clone();
-        let session = registry.get(&session).unwrap();
-        let _turn = session
-            .begin_turn("one".into(), CancellationToken::new())
-            .unwrap();
-        assert!(
-            session
-                .begin_turn("two".into(), CancellationToken::new())
-                .is_err()
-        );
-    }
 
     #[test]
     fn titles_come_from_the_first_line_of_the_first_prompt() {
         assert_eq!(title_from("  Fix the build\nthen more"), "Fix the build");
         let long = "x".repeat(200);
         assert_eq!(title_from(&long).chars().count(), TITLE_CHARS);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        let position = ListPosition {
+            updated_us: 1_700_000_000_000,
+            id: "a.b".into(),
+        };
+        assert_eq!(parse_cursor(&to_cursor(&position)).unwrap(), position);
+        assert!(parse_cursor("nonsense").is_err());
     }
 }

@@ -11,7 +11,7 @@ use agent_client_protocol::v1::schema::{
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::Session;
+use super::{Session, SessionPort};
 use crate::model::{Message, ModelError, ModelEvent, ModelRequest, Stop, ToolCall};
 use crate::tools::{self, ClientPort, ToolContext, ToolOutcome};
 
@@ -31,6 +31,8 @@ pub enum TurnError {
 /// for the next prompt.
 pub struct Turn {
     session: Arc<Session>,
+    /// How the turn reaches clients.
+    port: SessionPort,
     /// Which prompt of the session this is, counting from 1.
     number: usize,
     /// The conversation, growing as the turn goes on.
@@ -51,22 +53,24 @@ struct Round {
 
 impl Turn {
     pub(super) fn new(
-        session: Arc<Session>,
+        port: SessionPort,
         prompt: &str,
         number: usize,
-        mut messages: Arc<Vec<Message>>,
+        messages: Arc<Vec<Message>>,
         new_title: Option<String>,
         cancel: CancellationToken,
     ) -> Self {
-        Arc::make_mut(&mut messages).push(Message::user(prompt));
-        Self {
-            session,
+        let mut turn = Self {
+            session: port.session.clone(),
+            port,
             number,
             messages,
             new_title,
             cancel,
             recorded: false,
-        }
+        };
+        turn.push(Message::user(prompt));
+        turn
     }
 
     pub fn session_id(&self) -> &SessionId {
@@ -78,20 +82,29 @@ impl Turn {
         self.cancel.clone()
     }
 
-    /// Run the turn to its end, reaching the client through `client`. A
-    /// client that is gone cancels the turn.
-    pub async fn run(mut self, client: &impl ClientPort) -> Result<StopReason, TurnError> {
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// Run the turn to its end. It goes on if the client that sent the
+    /// prompt leaves; the other attached clients see it through.
+    pub async fn run(mut self) -> Result<StopReason, TurnError> {
+        let port = self.port.clone();
         if let Some(title) = self.new_title.take() {
-            client.notify(SessionUpdate::SessionInfoUpdate(
+            port.notify(SessionUpdate::SessionInfoUpdate(
                 SessionInfoUpdate::new().title(title),
             ));
         }
-        let outcome = self.converse(client).await;
-        self.record();
+        let outcome = self.converse(&port).await;
+        let ended = match &outcome {
+            Ok(stop_reason) => stop_reason_name(*stop_reason),
+            Err(_) => "error",
+        };
+        self.record(ended);
         outcome
     }
 
-    async fn converse(&mut self, client: &impl ClientPort) -> Result<StopReason, TurnError> {
+    async fn converse(&mut self, client: &SessionPort) -> Result<StopReason, TurnError> {
         let session = self.session.clone();
         let cancel = self.cancel.clone();
         let context = ToolContext {
@@ -144,7 +157,7 @@ impl Turn {
     }
 
     /// Call the model once, passing on what it says as it says it.
-    async fn ask_model(&mut self, client: &impl ClientPort) -> Result<Round, TurnError> {
+    async fn ask_model(&mut self, client: &SessionPort) -> Result<Round, TurnError> {
         let session = &self.session;
         let request = ModelRequest {
             system: session.system_prompt.clone(),
@@ -204,7 +217,9 @@ impl Turn {
         Ok(round)
     }
 
+    /// Add `message` to the conversation, in memory and in the store.
     fn push(&mut self, message: Message) {
+        self.session.remember(&message);
         Arc::make_mut(&mut self.messages).push(message);
     }
 
@@ -221,17 +236,29 @@ impl Turn {
         }
     }
 
-    fn record(&mut self) {
+    fn record(&mut self, outcome: &str) {
         self.recorded = true;
-        self.session.end_turn(self.messages.clone());
+        self.session.end_turn(self.messages.clone(), outcome);
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
         if !self.recorded {
-            self.record();
+            self.record("cancelled");
         }
+    }
+}
+
+/// A stop reason as ACP spells it.
+fn stop_reason_name(stop_reason: StopReason) -> &'static str {
+    match stop_reason {
+        StopReason::EndTurn => "end_turn",
+        StopReason::MaxTokens => "max_tokens",
+        StopReason::MaxTurnRequests => "max_turn_requests",
+        StopReason::Refusal => "refusal",
+        StopReason::Cancelled => "cancelled",
+        _ => "other",
     }
 }
 

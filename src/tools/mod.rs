@@ -42,16 +42,19 @@ pub const MODEL_OUTPUT_LIMIT: usize = 32 * 1024;
 
 /// What a tool can ask of the client that sent the prompt.
 pub trait ClientPort: Send + Sync {
-    /// What the client said it can do in `initialize`.
-    fn capabilities(&self) -> &ClientCapabilities;
+    /// What the client that would answer a request now said it can do in
+    /// `initialize`; nothing, when no client is there.
+    fn capabilities(&self) -> ClientCapabilities;
 
-    /// Send a `session/update`; false if the client is gone.
+    /// Send a `session/update`; false if the turn should stop because
+    /// nobody can receive it.
     fn notify(&self, update: SessionUpdate) -> bool;
 
-    /// Send an agent→client request and wait for the answer.
+    /// Send an agent→client request and wait for the answer. A request may
+    /// be sent again to another client, hence `Clone`.
     fn request<R>(&self, request: R) -> impl Future<Output = Result<R::Response, Error>> + Send
     where
-        R: JsonRpcRequest + Send + 'static,
+        R: JsonRpcRequest + Clone + Send + 'static,
         R::Response: Send + 'static;
 
     /// Send an agent→client request without waiting for the answer.

@@ -1,0 +1,144 @@
+//! The connections attached to one session: who receives its updates, and
+//! which of them answers the requests a turn makes.
+//!
+//! A connection being caught up by `session/load` is attached before its
+//! replay is sent, so it misses nothing; what arrives for it meanwhile waits
+//! in its backlog and follows the replay, in order.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use agent_client_protocol::Client;
+use agent_client_protocol::v1::ConnectionTo;
+use agent_client_protocol::v1::schema::{ClientCapabilities, SessionNotification};
+use tokio::sync::Notify;
+
+use super::ConnectionId;
+
+/// One client connection as a session reaches it, through the SDK's handle
+/// (never a socket).
+#[derive(Clone)]
+pub struct ClientHandle {
+    pub connection: ConnectionId,
+    pub cx: ConnectionTo<Client>,
+    pub capabilities: ClientCapabilities,
+}
+
+struct Attached {
+    handle: ClientHandle,
+    /// `Some` while the connection's replay is being sent.
+    backlog: Option<Vec<SessionNotification>>,
+}
+
+#[derive(Default)]
+pub struct Attachments {
+    attached: Mutex<Vec<Attached>>,
+    /// Woken whenever a connection attaches.
+    arrived: Notify,
+}
+
+impl Attachments {
+    /// Attach `handle`; with `replaying`, its updates wait until
+    /// [`Self::replayed`]. False if it was attached already.
+    pub fn attach(&self, handle: ClientHandle, replaying: bool) -> bool {
+        let mut attached = self.lock();
+        if attached
+            .iter()
+            .any(|entry| entry.handle.connection == handle.connection)
+        {
+            return false;
+        }
+        attached.push(Attached {
+            handle,
+            backlog: replaying.then(Vec::new),
+        });
+        drop(attached);
+        self.arrived.notify_waiters();
+        true
+    }
+
+    /// The replay to `connection` has been sent: pass on what waited for it.
+    pub fn replayed(&self, connection: ConnectionId) {
+        let mut attached = self.lock();
+        if let Some(entry) = attached
+            .iter_mut()
+            .find(|entry| entry.handle.connection == connection)
+            && let Some(backlog) = entry.backlog.take()
+        {
+            for notification in backlog {
+                let _ = entry.handle.cx.send_notification(notification);
+            }
+        }
+    }
+
+    /// Detach `connection`; false if it was not attached.
+    pub fn detach(&self, connection: ConnectionId) -> bool {
+        let mut attached = self.lock();
+        let before = attached.len();
+        attached.retain(|entry| entry.handle.connection != connection);
+        attached.len() != before
+    }
+
+    pub fn contains(&self, connection: ConnectionId) -> bool {
+        self.lock()
+            .iter()
+            .any(|entry| entry.handle.connection == connection)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Send `notification` to every attached connection but `except`.
+    pub fn deliver(&self, notification: &SessionNotification, except: Option<ConnectionId>) {
+        let mut attached = self.lock();
+        for entry in attached.iter_mut() {
+            if Some(entry.handle.connection) == except {
+                continue;
+            }
+            match &mut entry.backlog {
+                Some(backlog) => backlog.push(notification.clone()),
+                None => {
+                    let _ = entry.handle.cx.send_notification(notification.clone());
+                }
+            }
+        }
+    }
+
+    /// Who answers a turn's requests: `preferred` (the prompter) while it is
+    /// attached, else the connection attached longest.
+    pub fn target(&self, preferred: ConnectionId) -> Option<ClientHandle> {
+        let attached = self.lock();
+        attached
+            .iter()
+            .find(|entry| entry.handle.connection == preferred)
+            .or_else(|| attached.first())
+            .map(|entry| entry.handle.clone())
+    }
+
+    /// [`Self::target`], waiting up to `patience` for a connection to attach.
+    pub async fn wait_for_target(
+        &self,
+        preferred: ConnectionId,
+        patience: Duration,
+    ) -> Option<ClientHandle> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let arrived = self.arrived.notified();
+            let mut arrived = std::pin::pin!(arrived);
+            arrived.as_mut().enable();
+            if let Some(target) = self.target(preferred) {
+                return Some(target);
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Attached>> {
+        self.attached
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

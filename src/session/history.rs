@@ -1,0 +1,306 @@
+//! Reading a stored history back: the conversation the model continues from,
+//! the updates `session/load` replays, and what a turn cut short by a server
+//! stop leaves to be recorded.
+//!
+//! A replay is what the clients saw, made compact: agent text and thoughts
+//! coalesced into few chunks, each tool call in its final state, the latest
+//! token usage once at the end.
+
+use std::collections::HashMap;
+
+use agent_client_protocol::v1::schema::{ContentBlock, ContentChunk, SessionUpdate, TextContent};
+
+use crate::model::Message;
+use crate::store::{Entry, EntryKind};
+
+/// Largest coalesced text chunk of a replay, in bytes.
+const REPLAY_CHUNK_BYTES: usize = 64 * 1024;
+
+/// What the model is told about a tool call the server never finished.
+const NOT_RUN_STOPPED: &str = "not run: the server stopped during the turn";
+
+/// The conversation as the model sees it.
+pub fn conversation(entries: &[Entry]) -> Vec<Message> {
+    entries
+        .iter()
+        .filter(|entry| entry.kind == EntryKind::Message)
+        .filter_map(parse)
+        .collect()
+}
+
+/// The updates to replay, up to and including entry `newest`.
+pub fn replay(entries: &[Entry], newest: i64) -> Vec<SessionUpdate> {
+    let mut replay = Replay::default();
+    for entry in entries.iter().take_while(|entry| entry.seq <= newest) {
+        match entry.kind {
+            EntryKind::Update => {
+                if let Some(update) = parse(entry) {
+                    replay.push(update);
+                }
+            }
+            EntryKind::TurnStarted | EntryKind::TurnEnded => replay.break_text(),
+            EntryKind::Message => {}
+        }
+    }
+    replay.finish()
+}
+
+#[derive(Default)]
+struct Replay {
+    updates: Vec<SessionUpdate>,
+    /// Where each tool call is in `updates`.
+    tool_calls: HashMap<String, usize>,
+    usage: Option<SessionUpdate>,
+    /// The last update may take more text.
+    text_open: bool,
+}
+
+impl Replay {
+    fn push(&mut self, update: SessionUpdate) {
+        match update {
+            SessionUpdate::AgentMessageChunk(chunk) => {
+                self.push_text(chunk, SessionUpdate::AgentMessageChunk);
+            }
+            SessionUpdate::AgentThoughtChunk(chunk) => {
+                self.push_text(chunk, SessionUpdate::AgentThoughtChunk);
+            }
+            SessionUpdate::UserMessageChunk(chunk) => {
+                self.push_text(chunk, SessionUpdate::UserMessageChunk);
+            }
+            SessionUpdate::ToolCall(call) => {
+                self.tool_calls
+                    .insert(call.tool_call_id.0.to_string(), self.updates.len());
+                self.push_other(SessionUpdate::ToolCall(call));
+            }
+            SessionUpdate::ToolCallUpdate(update) => {
+                let known = self.tool_calls.get(&*update.tool_call_id.0).copied();
+                match known.and_then(|index| self.updates.get_mut(index)) {
+                    Some(SessionUpdate::ToolCall(call)) => call.update(update.fields),
+                    _ => self.push_other(SessionUpdate::ToolCallUpdate(update)),
+                }
+            }
+            SessionUpdate::UsageUpdate(usage) => {
+                self.usage = Some(SessionUpdate::UsageUpdate(usage));
+            }
+            other => self.push_other(other),
+        }
+    }
+
+    /// Text joins the previous chunk when both are text of the same kind.
+    fn push_text(&mut self, chunk: ContentChunk, wrap: fn(ContentChunk) -> SessionUpdate) {
+        if self.text_open
+            && let ContentBlock::Text(text) = &chunk.content
+            && let Some(last) = self.updates.last_mut()
+            && let Some(previous) = same_kind_text(last, wrap)
+            && previous.len() + text.text.len() <= REPLAY_CHUNK_BYTES
+        {
+            previous.push_str(&text.text);
+            return;
+        }
+        let is_text = matches!(chunk.content, ContentBlock::Text(_));
+        self.updates.push(wrap(chunk));
+        self.text_open = is_text;
+    }
+
+    fn push_other(&mut self, update: SessionUpdate) {
+        self.updates.push(update);
+        self.text_open = false;
+    }
+
+    /// A turn boundary: the next text starts a chunk of its own.
+    fn break_text(&mut self) {
+        self.text_open = false;
+    }
+
+    fn finish(mut self) -> Vec<SessionUpdate> {
+        self.updates.extend(self.usage);
+        self.updates
+    }
+}
+
+/// The text of `update` if it is a text chunk of the kind `wrap` makes.
+fn same_kind_text(
+    update: &mut SessionUpdate,
+    wrap: fn(ContentChunk) -> SessionUpdate,
+) -> Option<&mut String> {
+    let probe = wrap(ContentChunk::new(ContentBlock::Text(TextContent::new(""))));
+    let chunk = match (update, probe) {
+        (SessionUpdate::AgentMessageChunk(chunk), SessionUpdate::AgentMessageChunk(_))
+        | (SessionUpdate::AgentThoughtChunk(chunk), SessionUpdate::AgentThoughtChunk(_))
+        | (SessionUpdate::UserMessageChunk(chunk), SessionUpdate::UserMessageChunk(_)) => chunk,
+        _ => return None,
+    };
+    match &mut chunk.content {
+        ContentBlock::Text(text) => Some(&mut text.text),
+        _ => None,
+    }
+}
+
+/// The messages a turn the server stopped in still owes the conversation:
+/// an answer for each tool call it never finished, then the text the clients
+/// saw that no message holds yet.
+pub fn unfinished_turn_messages(entries: &[Entry]) -> Vec<Message> {
+    let Some(start) = entries
+        .iter()
+        .rposition(|entry| entry.kind == EntryKind::TurnStarted)
+    else {
+        return Vec::new();
+    };
+    let turn = &entries[start + 1..];
+    let messages: Vec<(usize, Message)> = turn
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| entry.kind == EntryKind::Message)
+        .filter_map(|(index, entry)| Some((index, parse::<Message>(entry)?)))
+        .collect();
+
+    let mut owed = Vec::new();
+    if let Some(calls) = messages
+        .iter()
+        .rev()
+        .find_map(|(_, message)| match message {
+            Message::Assistant { tool_calls, .. } if !tool_calls.is_empty() => Some(tool_calls),
+            _ => None,
+        })
+    {
+        for call in calls {
+            let answered = messages.iter().any(|(_, message)| {
+                matches!(message, Message::ToolResult { call_id, .. } if *call_id == call.id)
+            });
+            if !answered {
+                owed.push(Message::ToolResult {
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    content: NOT_RUN_STOPPED.to_owned(),
+                    is_error: true,
+                });
+            }
+        }
+    }
+
+    let unsaid_from = messages.last().map_or(0, |(index, _)| index + 1);
+    let text: String = turn[unsaid_from..]
+        .iter()
+        .filter(|entry| entry.kind == EntryKind::Update)
+        .filter_map(|entry| match parse(entry)? {
+            SessionUpdate::AgentMessageChunk(ContentChunk {
+                content: ContentBlock::Text(text),
+                ..
+            }) => Some(text.text),
+            _ => None,
+        })
+        .collect();
+    if !text.is_empty() {
+        owed.push(Message::assistant(text));
+    }
+    owed
+}
+
+fn parse<T: serde::de::DeserializeOwned>(entry: &Entry) -> Option<T> {
+    match serde_json::from_str(&entry.body) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::warn!(
+                seq = entry.seq,
+                "skipped a stored entry that cannot be read: {error}"
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_client_protocol::v1::schema::{
+        ToolCall, ToolCallStatus, ToolCallUpdate, ToolCallUpdateFields,
+    };
+
+    fn entries(items: Vec<(EntryKind, String)>) -> Vec<Entry> {
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(index, (kind, body))| Entry {
+                seq: index as i64 + 1,
+                kind,
+                body,
+            })
+            .collect()
+    }
+
+    fn update(update: SessionUpdate) -> (EntryKind, String) {
+        (EntryKind::Update, serde_json::to_string(&update).unwrap())
+    }
+
+    fn message(message: Message) -> (EntryKind, String) {
+        (EntryKind::Message, serde_json::to_string(&message).unwrap())
+    }
+
+    fn text(kind: fn(ContentChunk) -> SessionUpdate, text: &str) -> SessionUpdate {
+        kind(ContentChunk::new(ContentBlock::from(text.to_owned())))
+    }
+
+    #[test]
+    fn a_replay_coalesces_text_and_shows_tool_calls_in_their_final_state() {
+        let stored = entries(vec![
+            (EntryKind::TurnStarted, "1".into()),
+            update(text(SessionUpdate::UserMessageChunk, "hi")),
+            update(text(SessionUpdate::AgentMessageChunk, "Hel")),
+            update(text(SessionUpdate::AgentMessageChunk, "lo")),
+            update(SessionUpdate::ToolCall(ToolCall::new("c1", "Read a"))),
+            update(SessionUpdate::ToolCallUpdate(ToolCallUpdate::new(
+                "c1",
+                ToolCallUpdateFields::new().status(ToolCallStatus::Completed),
+            ))),
+            update(text(SessionUpdate::AgentMessageChunk, "done")),
+            (EntryKind::TurnEnded, "{}".into()),
+        ]);
+        let replay = replay(&stored, i64::MAX);
+        assert_eq!(replay.len(), 4, "{replay:?}");
+        assert!(
+            matches!(&replay[1], SessionUpdate::AgentMessageChunk(chunk) if matches!(&chunk.content, ContentBlock::Text(t) if t.text == "Hello"))
+        );
+        assert!(
+            matches!(&replay[2], SessionUpdate::ToolCall(call) if call.status == ToolCallStatus::Completed)
+        );
+    }
+
+    #[test]
+    fn a_replay_stops_at_the_newest_entry_it_was_given() {
+        let stored = entries(vec![
+            update(text(SessionUpdate::AgentMessageChunk, "a")),
+            update(text(SessionUpdate::AgentThoughtChunk, "b")),
+        ]);
+        assert_eq!(replay(&stored, 1).len(), 1);
+    }
+
+    #[test]
+    fn an_interrupted_turn_owes_its_unanswered_calls_and_its_unsaid_text() {
+        let call = crate::model::ToolCall {
+            id: "c1".into(),
+            name: "read_file".into(),
+            arguments: serde_json::json!({}),
+        };
+        let stored = entries(vec![
+            (EntryKind::TurnStarted, "1".into()),
+            message(Message::user("go")),
+            message(Message::Assistant {
+                text: String::new(),
+                tool_calls: vec![call],
+            }),
+        ]);
+        let owed = unfinished_turn_messages(&stored);
+        assert!(matches!(&owed[..], [Message::ToolResult { call_id, .. }] if call_id == "c1"));
+
+        let stored = entries(vec![
+            (EntryKind::TurnStarted, "1".into()),
+            message(Message::user("go")),
+            update(text(SessionUpdate::AgentMessageChunk, "half an ")),
+            update(text(SessionUpdate::AgentMessageChunk, "answer")),
+        ]);
+        assert_eq!(
+            unfinished_turn_messages(&stored),
+            vec![Message::assistant("half an answer")]
+        );
+    }
+}

@@ -1,0 +1,650 @@
+//! The embedded store: every session and its whole history, in SQLite (WAL)
+//! at `$XDG_DATA_HOME/punie/punie.db`, with versioned schema migrations.
+//!
+//! One writer thread owns the only writing connection. Appends are queued
+//! without waiting and written in batches, one transaction per batch; what
+//! the caller wanted done after the write (sending an update to clients) runs
+//! only once the batch is committed. That is how "write before you send" costs
+//! little: a client never receives an update that is not already in the
+//! database file, so even `kill -9` loses nothing a client saw. Reads use
+//! their own connections, which WAL lets run beside the writer.
+//!
+//! The store knows sessions as rows and history as opaque JSON entries; what
+//! an entry means (an ACP update, a model message) is [`crate::session`]'s
+//! business. It never talks to clients or models.
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
+
+/// Most commands written in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// Read connections kept open between reads.
+const IDLE_READERS: usize = 4;
+
+/// How long a connection waits for a lock another holds (a checkpoint, say).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Something went wrong with the database; the message says what and where.
+#[derive(Debug, thiserror::Error)]
+#[error("the session store at {path}: {source}")]
+pub struct StoreError {
+    path: PathBuf,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl StoreError {
+    /// An error described in words.
+    pub fn message(path: &Path, message: String) -> Self {
+        Self {
+            path: path.to_owned(),
+            source: message.into(),
+        }
+    }
+}
+
+/// The kinds of history entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A `session/update` as clients received it.
+    Update,
+    /// A message of the conversation as the model sees it.
+    Message,
+    /// A prompt began a turn; the body is the turn's number.
+    TurnStarted,
+    /// A turn ended; the body says how.
+    TurnEnded,
+}
+
+impl EntryKind {
+    fn code(self) -> i64 {
+        match self {
+            Self::Update => 0,
+            Self::Message => 1,
+            Self::TurnStarted => 2,
+            Self::TurnEnded => 3,
+        }
+    }
+
+    fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            0 => Self::Update,
+            1 => Self::Message,
+            2 => Self::TurnStarted,
+            3 => Self::TurnEnded,
+            _ => return None,
+        })
+    }
+}
+
+/// One stored history entry, oldest first by `seq`.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub seq: i64,
+    pub kind: EntryKind,
+    pub body: String,
+}
+
+/// A session as `session/list` shows it, and as it is revived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id: String,
+    pub cwd: PathBuf,
+    pub title: Option<String>,
+    /// The model spec the session was created with, e.g. `ollama:qwen3`.
+    pub model: String,
+    pub created_us: i64,
+    pub updated_us: i64,
+    /// Prompts answered so far.
+    pub turns: i64,
+    /// A turn had begun and not ended when the row was last written.
+    pub running: bool,
+}
+
+/// One page of sessions, newest first.
+#[derive(Debug, Clone)]
+pub struct SessionRows {
+    pub rows: Vec<SessionRow>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<ListPosition>,
+}
+
+/// A place in the newest-first order of sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPosition {
+    pub updated_us: i64,
+    pub id: String,
+}
+
+/// Runs once the write it follows is committed (or has failed, logged).
+pub type AfterWrite = Box<dyn FnOnce() + Send>;
+
+enum Command {
+    CreateSession(SessionRow),
+    Append {
+        session: String,
+        kind: EntryKind,
+        body: String,
+        at_us: i64,
+        then: Option<AfterWrite>,
+    },
+    SetTitle {
+        session: String,
+        title: String,
+    },
+    TurnStarted {
+        session: String,
+        number: i64,
+        at_us: i64,
+    },
+    TurnEnded {
+        session: String,
+        body: String,
+        at_us: i64,
+    },
+    Delete {
+        session: String,
+        done: tokio::sync::oneshot::Sender<Result<bool, String>>,
+    },
+    /// Completes once everything queued before it is written.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+    /// Runs, once everything queued before it is written, with the newest
+    /// entry of the session.
+    AtNewest {
+        session: String,
+        then: Box<dyn FnOnce(i64) + Send>,
+    },
+}
+
+/// The store of one server. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Command>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl Store {
+    /// Open (creating if need be) the database at `path`, bring its schema up
+    /// to date, and start the writer.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| StoreError {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|error| fail(error.into()))?;
+        }
+        let mut writer =
+            open_connection(path, OpenFlags::default()).map_err(|error| fail(error.into()))?;
+        schema::migrate(&mut writer).map_err(fail)?;
+        let (sender, commands) = mpsc::channel();
+        let thread_path = path.to_owned();
+        let thread = std::thread::Builder::new()
+            .name("punie-store".into())
+            .spawn(move || write_loop(&thread_path, writer, &commands))
+            .map_err(|error| fail(error.into()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(Some(sender)),
+                writer_thread: Mutex::new(Some(thread)),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn create_session(&self, row: SessionRow) {
+        self.send(Command::CreateSession(row));
+    }
+
+    /// Queue an entry; `then` runs once it is committed.
+    pub fn append(&self, session: &str, kind: EntryKind, body: String, then: Option<AfterWrite>) {
+        let command = Command::Append {
+            session: session.to_owned(),
+            kind,
+            body,
+            at_us: now_us(),
+            then,
+        };
+        if let Err(command) = self.try_send(command)
+            && let Command::Append {
+                then: Some(then), ..
+            } = *command
+        {
+            // The store is closed (the server is stopping): still deliver.
+            then();
+        }
+    }
+
+    pub fn set_title(&self, session: &str, title: &str) {
+        self.send(Command::SetTitle {
+            session: session.to_owned(),
+            title: title.to_owned(),
+        });
+    }
+
+    pub fn turn_started(&self, session: &str, number: i64) {
+        self.send(Command::TurnStarted {
+            session: session.to_owned(),
+            number,
+            at_us: now_us(),
+        });
+    }
+
+    /// Record the end of the running turn; `body` says how it ended.
+    pub fn turn_ended(&self, session: &str, body: String) {
+        self.send(Command::TurnEnded {
+            session: session.to_owned(),
+            body,
+            at_us: now_us(),
+        });
+    }
+
+    /// Run `then` on the writer once everything queued so far is written,
+    /// with the sequence number of the session's newest entry (0 if none):
+    /// anything appended later comes after that point.
+    pub fn at_newest(&self, session: &str, then: Box<dyn FnOnce(i64) + Send>) {
+        let command = Command::AtNewest {
+            session: session.to_owned(),
+            then,
+        };
+        if let Err(command) = self.try_send(command)
+            && let Command::AtNewest { then, .. } = *command
+        {
+            then(i64::MAX);
+        }
+    }
+
+    /// Wait until everything queued so far is written.
+    pub async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.try_send(Command::Barrier(done)).is_ok() {
+            let _ = written.await;
+        }
+    }
+
+    /// Delete a session and its history; false if there was no such session.
+    pub async fn delete(&self, session: &str) -> Result<bool, String> {
+        let (done, deleted) = tokio::sync::oneshot::channel();
+        self.try_send(Command::Delete {
+            session: session.to_owned(),
+            done,
+        })
+        .map_err(|_| "the store is closed".to_owned())?;
+        deleted
+            .await
+            .unwrap_or_else(|_| Err("the store stopped".to_owned()))
+    }
+
+    /// Write everything queued and stop the writer. Later appends are not
+    /// stored, but their follow-ups still run.
+    pub fn close(&self) {
+        drop(lock(&self.inner.writer).take());
+        if let Some(thread) = lock(&self.inner.writer_thread).take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// One session's row.
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |connection| {
+            connection
+                .query_row(
+                    &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
+                    [&id],
+                    session_row,
+                )
+                .optional()
+        })
+        .await
+    }
+
+    /// Sessions newest first, only those in `cwd` if given, after `after`.
+    pub async fn list(
+        &self,
+        cwd: Option<PathBuf>,
+        after: Option<ListPosition>,
+        page: usize,
+    ) -> Result<SessionRows, StoreError> {
+        self.read(move |connection| list_sessions(connection, cwd.as_deref(), after, page))
+            .await
+    }
+
+    /// Every entry of one session's history, oldest first.
+    pub async fn history(&self, session: &str) -> Result<Vec<Entry>, StoreError> {
+        let session = session.to_owned();
+        self.read(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT seq, kind, body FROM entries WHERE session_id = ?1 ORDER BY seq",
+            )?;
+            let rows = statement.query_map([&session], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get(2)?))
+            })?;
+            let mut entries = Vec::new();
+            for row in rows {
+                let (seq, kind, body) = row?;
+                if let Some(kind) = EntryKind::from_code(kind) {
+                    entries.push(Entry { seq, kind, body });
+                }
+            }
+            Ok(entries)
+        })
+        .await
+    }
+
+    /// Sessions whose last turn never ended: the server stopped mid-turn.
+    pub async fn interrupted(&self) -> Result<Vec<SessionRow>, StoreError> {
+        self.read(|connection| {
+            let mut statement = connection.prepare(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE running = 1"
+            ))?;
+            let rows = statement.query_map([], session_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// How many sessions are stored.
+    pub async fn count(&self) -> Result<i64, StoreError> {
+        self.read(|connection| {
+            connection.query_row("SELECT count(*) FROM sessions", [], |row| row.get(0))
+        })
+        .await
+    }
+
+    fn send(&self, command: Command) {
+        let _ = self.try_send(command);
+    }
+
+    /// Queue `command`; handed back if the store is closed.
+    fn try_send(&self, command: Command) -> Result<(), Box<Command>> {
+        match &*lock(&self.inner.writer) {
+            Some(writer) => writer
+                .send(command)
+                .map_err(|mpsc::SendError(command)| Box::new(command)),
+            None => Err(Box::new(command)),
+        }
+    }
+
+    /// Run `read` on a read connection, off the async threads.
+    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let connection = match lock(&inner.readers).pop() {
+                Some(connection) => connection,
+                None => open_connection(&inner.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+            };
+            let result = read(&connection);
+            let mut idle = lock(&inner.readers);
+            if idle.len() < IDLE_READERS {
+                idle.push(connection);
+            }
+            result
+        })
+        .await;
+        let error: Box<dyn std::error::Error + Send + Sync> = match outcome {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => error.into(),
+            Err(join) => join.into(),
+        };
+        Err(StoreError {
+            path: self.inner.path.clone(),
+            source: error,
+        })
+    }
+}
+
+const SESSION_COLUMNS: &str = "id, cwd, title, model, created_us, updated_us, turns, running";
+
+fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id: row.get(0)?,
+        cwd: PathBuf::from(row.get::<_, String>(1)?),
+        title: row.get(2)?,
+        model: row.get(3)?,
+        created_us: row.get(4)?,
+        updated_us: row.get(5)?,
+        turns: row.get(6)?,
+        running: row.get(7)?,
+    })
+}
+
+fn list_sessions(
+    connection: &Connection,
+    cwd: Option<&Path>,
+    after: Option<ListPosition>,
+    page: usize,
+) -> rusqlite::Result<SessionRows> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions
+         WHERE (?1 IS NULL OR cwd = ?1)
+           AND (?2 IS NULL OR updated_us < ?2 OR (updated_us = ?2 AND id > ?3))
+         ORDER BY updated_us DESC, id ASC
+         LIMIT ?4"
+    ))?;
+    let cwd = cwd.map(|cwd| cwd.to_string_lossy().into_owned());
+    let (after_ms, after_id) = match after {
+        Some(position) => (Some(position.updated_us), Some(position.id)),
+        None => (None, None),
+    };
+    let limit = i64::try_from(page.saturating_add(1)).unwrap_or(i64::MAX);
+    let mut rows: Vec<SessionRow> = statement
+        .query_map(params![cwd, after_ms, after_id, limit], session_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    let next = if rows.len() > page {
+        rows.truncate(page);
+        rows.last().map(|row| ListPosition {
+            updated_us: row.updated_us,
+            id: row.id.clone(),
+        })
+    } else {
+        None
+    };
+    Ok(SessionRows { rows, next })
+}
+
+fn open_connection(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
+    let connection = Connection::open_with_flags(path, flags)?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(connection)
+}
+
+/// The writer thread: take what is queued, write it in one transaction, then
+/// run what waited on it. Ends when every sender is gone.
+fn write_loop(path: &Path, mut connection: Connection, commands: &mpsc::Receiver<Command>) {
+    while let Ok(first) = commands.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match commands.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        let written = write_batch(&mut connection, &batch);
+        if let Err(error) = &written {
+            tracing::error!(
+                store = %path.display(),
+                commands = batch.len(),
+                "could not write to the session store: {error}; clients still get their updates, but this history is not stored"
+            );
+        }
+        finish_batch(&connection, batch, written.ok());
+    }
+}
+
+/// Write `batch` in one transaction; for each delete in it, whether it found
+/// its session.
+fn write_batch(connection: &mut Connection, batch: &[Command]) -> rusqlite::Result<Vec<bool>> {
+    let transaction = connection.transaction()?;
+    let mut touched: Vec<(&str, i64)> = Vec::new();
+    let mut deletes = Vec::new();
+    for command in batch {
+        match command {
+            Command::CreateSession(row) => {
+                transaction
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO sessions (id, cwd, title, model, created_us, updated_us, turns, running)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
+                    )?
+                    .execute(params![
+                        row.id,
+                        row.cwd.to_string_lossy(),
+                        row.title,
+                        row.model,
+                        row.created_us,
+                        row.updated_us,
+                        row.turns
+                    ])?;
+            }
+            Command::Append {
+                session,
+                kind,
+                body,
+                at_us,
+                ..
+            } => {
+                transaction
+                    .prepare_cached(
+                        "INSERT INTO entries (session_id, kind, body) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![session, kind.code(), body])?;
+                touch(&mut touched, session, *at_us);
+            }
+            Command::SetTitle { session, title } => {
+                transaction
+                    .prepare_cached("UPDATE sessions SET title = ?2 WHERE id = ?1")?
+                    .execute(params![session, title])?;
+            }
+            Command::TurnStarted {
+                session,
+                number,
+                at_us,
+            } => {
+                transaction
+                    .prepare_cached(
+                        "INSERT INTO entries (session_id, kind, body) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![
+                        session,
+                        EntryKind::TurnStarted.code(),
+                        number.to_string()
+                    ])?;
+                transaction
+                    .prepare_cached("UPDATE sessions SET running = 1 WHERE id = ?1")?
+                    .execute([session])?;
+                touch(&mut touched, session, *at_us);
+            }
+            Command::TurnEnded {
+                session,
+                body,
+                at_us,
+            } => {
+                transaction
+                    .prepare_cached(
+                        "INSERT INTO entries (session_id, kind, body) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![session, EntryKind::TurnEnded.code(), body])?;
+                transaction
+                    .prepare_cached(
+                        "UPDATE sessions SET running = 0, turns = turns + 1 WHERE id = ?1",
+                    )?
+                    .execute([session])?;
+                touch(&mut touched, session, *at_us);
+            }
+            Command::Delete { session, .. } => {
+                transaction
+                    .prepare_cached("DELETE FROM entries WHERE session_id = ?1")?
+                    .execute([session])?;
+                let deleted = transaction
+                    .prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+                    .execute([session])?;
+                touched.retain(|(touched, _)| touched != session);
+                deletes.push(deleted > 0);
+            }
+            Command::Barrier(_) | Command::AtNewest { .. } => {}
+        }
+    }
+    for (session, at_us) in touched {
+        transaction
+            .prepare_cached("UPDATE sessions SET updated_us = max(updated_us, ?2) WHERE id = ?1")?
+            .execute(params![session, at_us])?;
+    }
+    transaction.commit()?;
+    Ok(deletes)
+}
+
+fn touch<'a>(touched: &mut Vec<(&'a str, i64)>, session: &'a str, at_us: i64) {
+    match touched.iter_mut().find(|(id, _)| *id == session) {
+        Some((_, latest)) => *latest = (*latest).max(at_us),
+        None => touched.push((session, at_us)),
+    }
+}
+
+/// Run what waited on `batch`; `deletes` is `None` if it was not written.
+fn finish_batch(connection: &Connection, batch: Vec<Command>, deletes: Option<Vec<bool>>) {
+    let written = deletes.is_some();
+    let mut deleted = deletes.unwrap_or_default().into_iter();
+    for command in batch {
+        match command {
+            Command::Append {
+                then: Some(then), ..
+            } => then(),
+            Command::Barrier(done) => {
+                let _ = done.send(());
+            }
+            Command::Delete { done, .. } => {
+                let outcome = if written {
+                    Ok(deleted.next().unwrap_or(false))
+                } else {
+                    Err("the session store could not be written; see the server's log".to_owned())
+                };
+                let _ = done.send(outcome);
+            }
+            Command::AtNewest { session, then } => then(newest_entry(connection, &session)),
+            _ => {}
+        }
+    }
+}
+
+fn newest_entry(connection: &Connection, session: &str) -> i64 {
+    connection
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM entries WHERE session_id = ?1")
+        .and_then(|mut statement| statement.query_row([session], |row| row.get(0)))
+        .unwrap_or(i64::MAX)
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
+        })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

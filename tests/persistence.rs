@@ -1,0 +1,406 @@
+//! Sessions that survive: stored in SQLite, loaded and resumed by other
+//! connections, shared by several at once, and kept across a `kill -9` of the
+//! server.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use support::{Home, RawClient, Server, within};
+
+/// A script: turn 1 writes a file (asking permission first), turn 2 talks.
+const SCRIPT: &str = r#"[
+  [{"text": "Let me "}, {"text": "write it. "},
+   {"tool_call": {"id": "call-1", "name": "write_file", "arguments": {"path": "note.txt", "content": "hello"}}}],
+  [{"text": "Wrote "}, {"text": "note.txt."}],
+  [{"text": "Second turn."}]
+]"#;
+
+fn script_server_args(home: &Home) -> Vec<String> {
+    let script = home.dir.path().join("script.json");
+    std::fs::write(&script, SCRIPT).expect("the script is written");
+    vec!["--model".to_owned(), format!("script:{}", script.display())]
+}
+
+async fn script_server(extra: &[&str]) -> Server {
+    let home = Home::new();
+    let mut args = script_server_args(&home);
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_in(home, &args).await
+}
+
+/// Read messages until the agent asks for permission; returns that request.
+async fn permission_request(client: &mut RawClient) -> Value {
+    loop {
+        let message = client.recv().await;
+        if message["method"] == "session/request_permission" {
+            return message;
+        }
+        client.notifications.push(message);
+    }
+}
+
+async fn allow(client: &mut RawClient, request: &Value) {
+    client
+        .send(json!({
+            "jsonrpc": "2.0",
+            "id": request["id"],
+            "result": {"outcome": {"outcome": "selected", "optionId": "allow_once"}},
+        }))
+        .await;
+}
+
+fn updates<'a>(messages: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    messages
+        .iter()
+        .filter(|m| m["method"] == "session/update")
+        .map(|m| &m["params"]["update"])
+        .filter(|u| u["sessionUpdate"] == kind)
+        .collect()
+}
+
+fn text_of(updates: &[&Value]) -> String {
+    updates
+        .iter()
+        .map(|u| u["content"]["text"].as_str().unwrap_or_default())
+        .collect()
+}
+
+async fn attach(client: &mut RawClient, method: &str, session: &str, cwd: &Path) -> Value {
+    let response = client
+        .request(
+            method,
+            json!({"sessionId": session, "cwd": cwd, "mcpServers": []}),
+        )
+        .await;
+    assert!(
+        response.get("result").is_some(),
+        "{method} failed: {response}"
+    );
+    response
+}
+
+/// Turn 1 of the script, answered by `client`, to its end.
+async fn first_turn(client: &mut RawClient, session: &str) {
+    let id = client
+        .start_request(
+            "session/prompt",
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": "write a note"}]}),
+        )
+        .await;
+    let request = permission_request(client).await;
+    allow(client, &request).await;
+    let answer = client.response_to(id).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+}
+
+#[tokio::test]
+async fn a_new_connection_loads_the_whole_history_and_continues_the_conversation() {
+    let server = script_server(&[]).await;
+    let workspace = server.home.workspace();
+    let mut first = server.initialized().await;
+    let session = first.new_session(&workspace).await;
+    first_turn(&mut first, &session).await;
+    let live_text = first.agent_text(&session);
+    assert_eq!(live_text, "Let me write it. Wrote note.txt.");
+    drop(first);
+
+    let mut second = server.initialized().await;
+    attach(&mut second, "session/load", &session, &workspace).await;
+    let replay = std::mem::take(&mut second.notifications);
+    let prompts = updates(&replay, "user_message_chunk");
+    assert_eq!(text_of(&prompts), "write a note", "the prompt is replayed");
+    let agent = updates(&replay, "agent_message_chunk");
+    assert_eq!(
+        text_of(&agent),
+        live_text,
+        "the agent text is replayed whole"
+    );
+    assert!(
+        agent.len() <= 2,
+        "the text is coalesced into few chunks: {agent:?}"
+    );
+    let calls = updates(&replay, "tool_call");
+    assert_eq!(calls.len(), 1, "{replay:?}");
+    assert_eq!(calls[0]["toolCallId"], "call-1");
+    assert_eq!(calls[0]["status"], "completed", "in its final state");
+    assert!(
+        updates(&replay, "tool_call_update").is_empty(),
+        "folded into the tool call"
+    );
+    let titles = updates(&replay, "session_info_update");
+    assert_eq!(titles[0]["title"], "write a note");
+
+    let answer = second.prompt(&session, "and now?").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(
+        second.agent_text(&session),
+        "Second turn.",
+        "the script went on where the conversation was"
+    );
+}
+
+#[tokio::test]
+async fn every_attached_connection_receives_a_turns_updates_and_a_second_prompt_is_refused() {
+    let server = script_server(&[]).await;
+    let workspace = server.home.workspace();
+    let mut prompter = server.initialized().await;
+    let session = prompter.new_session(&workspace).await;
+    let mut watcher = server.initialized().await;
+    attach(&mut watcher, "session/resume", &session, &workspace).await;
+
+    let id = prompter
+        .start_request(
+            "session/prompt",
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": "write a note"}]}),
+        )
+        .await;
+    let request = permission_request(&mut prompter).await;
+
+    // While the turn waits for the person, the watcher may not start another.
+    let refused = watcher.prompt(&session, "me too").await;
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("already running a turn"), "{message}");
+
+    allow(&mut prompter, &request).await;
+    let answer = prompter.response_to(id).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn");
+
+    // The watcher sees the prompt and everything the agent said.
+    let seen = within("the watcher's updates", async {
+        loop {
+            let text = text_of(&updates(&watcher.notifications, "agent_message_chunk"));
+            if text == "Let me write it. Wrote note.txt." {
+                return watcher.notifications.clone();
+            }
+            let message = watcher.recv().await;
+            watcher.notifications.push(message);
+        }
+    })
+    .await;
+    assert_eq!(
+        text_of(&updates(&seen, "user_message_chunk")),
+        "write a note"
+    );
+    assert!(!updates(&seen, "tool_call").is_empty());
+    assert!(
+        updates(&prompter.notifications, "user_message_chunk").is_empty(),
+        "the prompter is not sent its own prompt back"
+    );
+}
+
+#[tokio::test]
+async fn when_the_prompter_leaves_mid_turn_another_attached_connection_answers() {
+    let server = script_server(&[]).await;
+    let workspace = server.home.workspace();
+    let mut prompter = server.initialized().await;
+    let session = prompter.new_session(&workspace).await;
+    let mut watcher = server.initialized().await;
+    attach(&mut watcher, "session/resume", &session, &workspace).await;
+
+    prompter
+        .start_request(
+            "session/prompt",
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": "write a note"}]}),
+        )
+        .await;
+    permission_request(&mut prompter).await;
+    drop(prompter);
+
+    // The turn goes on: the question goes to the connection still attached.
+    let request = permission_request(&mut watcher).await;
+    allow(&mut watcher, &request).await;
+    within("the end of the turn", async {
+        while !text_of(&updates(&watcher.notifications, "agent_message_chunk"))
+            .ends_with("Wrote note.txt.")
+        {
+            let message = watcher.recv().await;
+            watcher.notifications.push(message);
+        }
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("note.txt")).unwrap(),
+        "hello"
+    );
+}
+
+#[tokio::test]
+async fn a_turn_nobody_can_answer_ends_cancelled_and_the_history_says_so() {
+    let server = script_server(&["--reattach-timeout", "0.3"]).await;
+    let workspace = server.home.workspace();
+    let mut prompter = server.initialized().await;
+    let session = prompter.new_session(&workspace).await;
+    prompter
+        .start_request(
+            "session/prompt",
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": "write a note"}]}),
+        )
+        .await;
+    permission_request(&mut prompter).await;
+    drop(prompter);
+
+    let database = server.home.dir.path().join("data/punie/punie.db");
+    let ended = within("the turn to end", async {
+        loop {
+            if let Some(ended) = turn_end(&database, &session) {
+                return ended;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(ended["stopReason"], "cancelled", "{ended}");
+    let note = ended["note"].as_str().unwrap_or_default();
+    assert!(note.contains("no client was attached"), "{note}");
+    assert!(
+        !workspace.join("note.txt").exists(),
+        "nothing was written without permission"
+    );
+}
+
+/// The stored end of the session's last turn, if it has ended.
+fn turn_end(database: &Path, session: &str) -> Option<Value> {
+    let connection =
+        rusqlite::Connection::open_with_flags(database, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    let body: String = connection
+        .query_row(
+            "SELECT body FROM entries WHERE session_id = ?1 AND kind = 3 ORDER BY seq DESC LIMIT 1",
+            [session],
+            |row| row.get(0),
+        )
+        .ok()?;
+    serde_json::from_str(&body).ok()
+}
+
+#[tokio::test]
+async fn after_kill_9_mid_turn_a_restarted_server_lists_loads_and_continues_the_session() {
+    let home = Home::new();
+    let args = script_server_args(&home);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = Server::start_in(home, &args).await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    client
+        .start_request(
+            "session/prompt",
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": "write a note"}]}),
+        )
+        .await;
+    // The turn is waiting for permission: everything before it was sent.
+    permission_request(&mut client).await;
+    let seen = client.notifications.clone();
+    server.signal(nix::sys::signal::Signal::SIGKILL);
+    server.exit_status().await;
+    drop(client);
+
+    let home = server.home;
+    let server = Server::start_in(home, &args).await;
+    let mut client = server.initialized().await;
+    let listed = client.request("session/list", json!({})).await;
+    let sessions = listed["result"]["sessions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(sessions.len(), 1, "{listed}");
+    assert_eq!(sessions[0]["sessionId"], session.as_str());
+    assert_eq!(sessions[0]["title"], "write a note");
+
+    attach(&mut client, "session/load", &session, &workspace).await;
+    let replay = std::mem::take(&mut client.notifications);
+    assert_eq!(
+        text_of(&updates(&replay, "agent_message_chunk")),
+        text_of(&updates(&seen, "agent_message_chunk")),
+        "everything the client saw is replayed"
+    );
+    assert_eq!(
+        text_of(&updates(&seen, "agent_message_chunk")),
+        "Let me write it. "
+    );
+    assert_eq!(updates(&replay, "tool_call").len(), 1);
+
+    let database = server.home.dir.path().join("data/punie/punie.db");
+    let ended = turn_end(&database, &session).expect("the interrupted turn is recorded as ended");
+    assert_eq!(ended["stopReason"], "cancelled");
+
+    // The conversation continues: the script's next response is the second.
+    let answer = client.prompt(&session, "try again").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(client.agent_text(&session), "Wrote note.txt.");
+}
+
+#[tokio::test]
+async fn session_list_pages_through_every_session_newest_first() {
+    let server = Server::start().await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let mut created = Vec::new();
+    for _ in 0..205 {
+        created.push(client.new_session(&workspace).await);
+    }
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let params = match &cursor {
+            Some(cursor) => json!({"cursor": cursor}),
+            None => json!({}),
+        };
+        let page = client.request("session/list", params).await;
+        pages += 1;
+        for session in page["result"]["sessions"].as_array().unwrap() {
+            listed.push(session["sessionId"].as_str().unwrap().to_owned());
+        }
+        match page["result"]["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    created.reverse();
+    assert_eq!(listed, created, "every session once, newest first");
+    let bad = client
+        .request("session/list", json!({"cursor": "not-a-cursor"}))
+        .await;
+    assert_eq!(bad["error"]["code"], -32602);
+}
+
+#[tokio::test]
+async fn sessions_leave_memory_when_detached_or_idle_and_stay_stored() {
+    let server = Server::start_in(Home::new(), &["--session-idle-timeout", "0.05"]).await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let mut sessions = Vec::new();
+    for _ in 0..20 {
+        let session = client.new_session(&workspace).await;
+        client.prompt(&session, "hello").await;
+        sessions.push(session);
+    }
+    // Attached but idle: their conversations leave memory.
+    within("idle conversations to be dropped", async {
+        while server.health().await["conversationsInMemory"] != 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // And read back when the session is used again.
+    let answer = client.prompt(&sessions[0], "again").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn");
+    assert!(client.agent_text(&sessions[0]).contains("Turn 2."));
+
+    drop(client);
+    within("detached sessions to leave memory", async {
+        while server.health().await["sessions"] != 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut client = server.initialized().await;
+    let listed = client.request("session/list", json!({})).await;
+    assert_eq!(listed["result"]["sessions"].as_array().unwrap().len(), 20);
+}
