@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use axum::body::{Body, Bytes};
+use axum::serve::ListenerExt as _;
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -162,6 +163,12 @@ impl Provider {
         let app = axum::Router::new().fallback(move || {
             let stamps = stamps.clone();
             async move { stream_reply(stamps, tokens, interval) }
+        });
+        // Streaming APIs send each event at once, as nginx and the cloud
+        // providers do (`tcp_nodelay`); without it Nagle's algorithm holds
+        // each small event back behind the previous one's acknowledgement.
+        let listener = listener.tap_io(|stream| {
+            let _ = stream.set_nodelay(true);
         });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

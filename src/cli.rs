@@ -16,8 +16,10 @@ use crate::client::sessions;
 use crate::client::status::{self, Outcome};
 use crate::client::{SERVER_ENV, Target};
 use crate::config::{
-    DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_TOOL_ROUNDS, DEFAULT_REATTACH_TIMEOUT,
-    DEFAULT_SESSION_IDLE_TIMEOUT, Paths, ServeConfig,
+    ConnectionLimits, DEFAULT_CLIENT_REQUEST_TIMEOUT, DEFAULT_CONTEXT_WINDOW,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TOOL_ROUNDS, DEFAULT_OUTGOING_QUEUE,
+    DEFAULT_OUTGOING_STALL, DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT, DEFAULT_REATTACH_TIMEOUT,
+    DEFAULT_SESSION_IDLE_TIMEOUT, MAX_MESSAGE_BYTES, Paths, ServeConfig,
 };
 use crate::model::ModelSettings;
 use crate::{editors, logging, server};
@@ -200,6 +202,55 @@ struct ServeArgs {
     /// dropped from memory (it is read back from the store when needed).
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_SESSION_IDLE_TIMEOUT.as_secs_f64())]
     session_idle_timeout: f64,
+
+    /// Largest message a client may send, in bytes; a bigger one closes its
+    /// connection with 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+
+    /// Most connections at once; past it, new ones get 503.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+
+    /// Most messages waiting to be written to one client.
+    #[arg(long, value_name = "MESSAGES", default_value_t = DEFAULT_OUTGOING_QUEUE)]
+    outgoing_queue: usize,
+
+    /// How long a client's outgoing queue may stay full (the client is not
+    /// reading) before it is disconnected.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_OUTGOING_STALL.as_secs_f64())]
+    outgoing_stall: f64,
+
+    /// How long a client may take to answer a file or terminal request
+    /// before the model is told it did not.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_CLIENT_REQUEST_TIMEOUT.as_secs_f64())]
+    client_request_timeout: f64,
+
+    /// How often each WebSocket is pinged.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_PING_INTERVAL.as_secs_f64())]
+    ping_interval: f64,
+
+    /// How long a WebSocket may stay silent (no pong, no message) before it
+    /// is dropped; its sessions stay stored.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_PONG_TIMEOUT.as_secs_f64())]
+    pong_timeout: f64,
+}
+
+/// `count`, unless it is zero.
+fn at_least_one(count: usize, flag: &str) -> Result<usize, UsageError> {
+    if count == 0 {
+        return Err(UsageError(format!("{flag} must be at least 1")));
+    }
+    Ok(count)
+}
+
+/// `seconds` as a duration greater than zero, or a usage error naming `flag`.
+fn positive_seconds(value: f64, flag: &str) -> Result<Duration, UsageError> {
+    let duration = seconds(value, flag)?;
+    if duration.is_zero() {
+        return Err(UsageError(format!("{flag} must be more than 0 seconds")));
+    }
+    Ok(duration)
 }
 
 /// `seconds` as a duration, or a usage error naming `flag`.
@@ -246,6 +297,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 context_window: args.context_window,
                 reattach_timeout: seconds(args.reattach_timeout, "--reattach-timeout")?,
                 session_idle_timeout: seconds(args.session_idle_timeout, "--session-idle-timeout")?,
+                limits: ConnectionLimits {
+                    max_message_bytes: at_least_one(args.max_message_bytes, "--max-message-bytes")?,
+                    max_connections: at_least_one(args.max_connections, "--max-connections")?,
+                    outgoing_queue: at_least_one(args.outgoing_queue, "--outgoing-queue")?,
+                    outgoing_stall: seconds(args.outgoing_stall, "--outgoing-stall")?,
+                    client_request_timeout: seconds(
+                        args.client_request_timeout,
+                        "--client-request-timeout",
+                    )?,
+                    ping_interval: positive_seconds(args.ping_interval, "--ping-interval")?,
+                    pong_timeout: seconds(args.pong_timeout, "--pong-timeout")?,
+                },
                 paths,
             };
             multi_threaded(server::serve(config))?;

@@ -14,8 +14,30 @@ use std::time::Duration;
 use anyhow::Context as _;
 use etcetera::BaseStrategy as _;
 
-/// Largest JSON-RPC message (one WebSocket message) the server accepts.
+/// Largest JSON-RPC message (one WebSocket message) accepted, unless
+/// configured otherwise; the clients use it too.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most connections the server holds at once, unless configured otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// Most messages waiting to be written to one client, unless configured otherwise.
+pub const DEFAULT_OUTGOING_QUEUE: usize = 4096;
+
+/// How long a client's full outgoing queue may stay full before the client
+/// is disconnected, unless configured otherwise.
+pub const DEFAULT_OUTGOING_STALL: Duration = Duration::from_secs(10);
+
+/// How long a client may take to answer `fs/*` and `terminal/*` requests,
+/// unless configured otherwise. Permission requests wait for the person.
+pub const DEFAULT_CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often the server pings each WebSocket, unless configured otherwise.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
+
+/// How long a WebSocket may stay silent (no pong, no message) before it is
+/// dropped, unless configured otherwise.
+pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the server waits for a client to answer its close frame.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -63,8 +85,43 @@ pub struct ServeConfig {
     /// How long an attached session may sit idle before its conversation
     /// leaves memory.
     pub session_idle_timeout: Duration,
+    /// What one connection may cost the server.
+    pub limits: ConnectionLimits,
     /// Where the server keeps its files.
     pub paths: Paths,
+}
+
+/// What one connection may cost the server, and how long it may keep it waiting.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Largest message; a bigger one closes the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Most connections at once; past it, upgrades get 503.
+    pub max_connections: usize,
+    /// Most messages waiting to be written to one client.
+    pub outgoing_queue: usize,
+    /// How long that queue may stay full before the client is disconnected.
+    pub outgoing_stall: Duration,
+    /// How long a client may take to answer `fs/*` and `terminal/*`.
+    pub client_request_timeout: Duration,
+    /// How often each WebSocket is pinged.
+    pub ping_interval: Duration,
+    /// How long a WebSocket may stay silent before it is dropped.
+    pub pong_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            outgoing_queue: DEFAULT_OUTGOING_QUEUE,
+            outgoing_stall: DEFAULT_OUTGOING_STALL,
+            client_request_timeout: DEFAULT_CLIENT_REQUEST_TIMEOUT,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            pong_timeout: DEFAULT_PONG_TIMEOUT,
+        }
+    }
 }
 
 /// The directories Punie writes to, resolved once from the environment.

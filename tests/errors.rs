@@ -35,6 +35,12 @@ async fn an_unparsable_frame_is_answered_with_a_parse_error_and_the_connection_s
     assert_eq!(error(&response).0, -32700);
     client.send_text("[1, 2]").await;
     assert_eq!(error(&client.recv().await).0, -32600, "batches are refused");
+    // Megabytes of garbage get a short answer, not an echo.
+    client.send_text("{garbage ".repeat(500_000)).await;
+    let response = client.recv().await;
+    assert_eq!(error(&response).0, -32700);
+    let size = response.to_string().len();
+    assert!(size < 4096, "the answer is {size} bytes");
     still_usable(&mut client, &server).await;
 }
 

@@ -30,13 +30,14 @@ use axum::{Json, Router, middleware};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use crate::acp::{AcpConnection, AgentHub};
 use crate::auth::{self, AccessToken, RequestGuard};
-use crate::config::{EVICTION_INTERVAL, MAX_MESSAGE_BYTES, SHUTDOWN_GRACE, ServeConfig};
+use crate::config::{ConnectionLimits, EVICTION_INTERVAL, SHUTDOWN_GRACE, ServeConfig};
 use crate::session::{ModelChoice, SessionRegistry, TurnSettings};
 use crate::store::Store;
 use crate::{model, tools};
@@ -71,6 +72,9 @@ struct AppState {
     http_transport: Router,
     /// Open WebSockets; waited on at shutdown.
     sockets: TaskTracker,
+    /// One permit per connection the server may still take.
+    connection_slots: Arc<Semaphore>,
+    limits: Arc<ConnectionLimits>,
     started: Instant,
 }
 
@@ -107,6 +111,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         http_transport: http_transport(hub.clone()),
         hub: hub.clone(),
         sockets: TaskTracker::new(),
+        connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+        limits: Arc::new(config.limits.clone()),
         started,
     };
     let guard = Arc::new(RequestGuard::new(token, config.host, address.port()));
@@ -163,6 +169,7 @@ fn session_registry(
         tools: Arc::new(tools::specs()),
         reattach_timeout: config.reattach_timeout,
         idle_timeout: config.session_idle_timeout,
+        client_request_timeout: config.limits.client_request_timeout,
     };
     let model_settings = config.model_settings.clone();
     // A stored session continues with the model it was created with.
@@ -252,6 +259,9 @@ async fn acp_endpoint(State(state): State<AppState>, request: Request) -> Respon
         return shutting_down();
     }
     if !is_websocket_upgrade(&request) {
+        if state.hub.connection_count() >= state.limits.max_connections {
+            return too_many_connections(state.limits.max_connections);
+        }
         return match state.http_transport.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
@@ -272,15 +282,44 @@ async fn websocket_endpoint(State(state): State<AppState>, upgrade: WebSocketUpg
     accept_websocket(upgrade, state)
 }
 
+/// Upgrade to a WebSocket, if the server has room for one more connection:
+/// the slot is taken before any work is done, and held until the socket ends.
 fn accept_websocket(upgrade: WebSocketUpgrade, state: AppState) -> Response {
-    let AppState { hub, sockets, .. } = state;
+    let AppState {
+        hub,
+        sockets,
+        connection_slots,
+        limits,
+        ..
+    } = state;
+    let Ok(slot) = connection_slots.try_acquire_owned() else {
+        return too_many_connections(limits.max_connections);
+    };
     upgrade
-        .max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes)
         .read_buffer_size(WEBSOCKET_READ_BUFFER)
         .write_buffer_size(WEBSOCKET_WRITE_BUFFER)
         .on_failed_upgrade(|error| tracing::debug!("WebSocket upgrade failed: {error}"))
-        .on_upgrade(move |socket| sockets.track_future(websocket::serve(socket, hub)))
+        .on_upgrade(move |socket| {
+            sockets.track_future(async move {
+                websocket::serve(socket, hub, &limits).await;
+                drop(slot);
+            })
+        })
+}
+
+fn too_many_connections(limit: usize) -> Response {
+    tracing::warn!(
+        limit,
+        "refused a connection: the server is at --max-connections"
+    );
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        format!("the server holds its limit of {limit} connections (--max-connections); try again later\n"),
+    )
+        .into_response()
 }
 
 fn is_websocket_upgrade(request: &Request) -> bool {

@@ -3,89 +3,270 @@
 //!
 //! The socket ends with a close frame that says why: 1001 when the server is
 //! shutting down, 1000 when the conversation simply ended, 1011 when the
-//! connection failed. The socket knows nothing of what the messages mean.
+//! connection failed, 1009 when the client sent a message over the limit,
+//! 1008 when the client stopped reading or went silent (no pong). A client
+//! that stops reading costs at most its bounded queue, and never slows anyone
+//! else. The socket knows nothing of what the messages mean.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use agent_client_protocol::{Channel, ConnectTo as _, TransportFrame};
+use agent_client_protocol::{Channel, ConnectTo as _, ErrorCode, TransportFrame};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use futures::stream::SplitSink;
 use futures::{SinkExt as _, StreamExt as _};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_tungstenite::tungstenite;
+use tokio_util::sync::CancellationToken;
 
 use crate::acp::{AcpConnection, AgentHub};
-use crate::config::CLOSE_HANDSHAKE_TIMEOUT;
+use crate::config::{CLOSE_HANDSHAKE_TIMEOUT, ConnectionLimits};
 
-/// Serve ACP on `socket` until either side closes it.
-pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>) {
+/// Why the server ended a connection the client did not end.
+#[derive(Debug, Clone)]
+enum Dropped {
+    /// The client sent a message over the limit.
+    TooBig { limit: usize },
+    /// The client stopped reading; its queue stayed full.
+    NotReading { stall: Duration },
+    /// Nothing arrived, not even a pong, for this long.
+    Silent { timeout: Duration },
+}
+
+impl Dropped {
+    fn close_frame(&self) -> CloseFrame {
+        let (code, reason) = match self {
+            Self::TooBig { limit } => (
+                close_code::SIZE,
+                format!("message too big: the limit is {limit} bytes (--max-message-bytes)"),
+            ),
+            Self::NotReading { stall } => (
+                close_code::POLICY,
+                format!("the client stopped reading for {stall:?}"),
+            ),
+            Self::Silent { timeout } => (
+                close_code::POLICY,
+                format!("no pong or message for {timeout:?}"),
+            ),
+        };
+        CloseFrame {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Serve ACP on `socket` until either side closes it, or the client breaks
+/// one of `limits`.
+pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &ConnectionLimits) {
     let (socket_end, connection_end) = Channel::duplex();
     let (mut from_connection, to_connection) = socket_end.into_parts();
     let connection = tokio::spawn(AcpConnection::new(hub.clone()).connect_to(connection_end));
     let (mut outgoing, mut incoming) = socket.split();
     let (close_sent, close_sent_rx) = tokio::sync::oneshot::channel::<()>();
+    // Why the server drops the client, once it does; reading ends at once.
+    let why_dropped = Arc::new(Mutex::new(None::<Dropped>));
+    let dropped = CancellationToken::new();
+    let drop_client = {
+        let why_dropped = why_dropped.clone();
+        let dropped = dropped.clone();
+        move |why: Dropped| {
+            let mut first = lock(&why_dropped);
+            if first.is_none() {
+                tracing::info!("dropping a client: {}", why.close_frame().reason);
+                *first = Some(why);
+                dropped.cancel();
+            }
+        }
+    };
+    let last_heard = Arc::new(Mutex::new(Instant::now()));
 
-    let reader = async move {
-        // After our close frame, wait a little for the client's answer, no longer.
-        let mut handshake_over = std::pin::pin!(async move {
-            let _ = close_sent_rx.await;
-            tokio::time::sleep(CLOSE_HANDSHAKE_TIMEOUT).await;
-        });
-        loop {
-            let message = tokio::select! {
-                message = incoming.next() => message,
-                () = &mut handshake_over => break,
-            };
-            match message {
-                Some(Ok(Message::Text(text))) => {
-                    // Once the connection stops taking input the frame has no
-                    // one to go to; the close frame follows shortly.
-                    let _ = to_connection.unbounded_send(TransportFrame::parse_json(text.as_str()));
+    let reader = {
+        let drop_client = drop_client.clone();
+        let last_heard = last_heard.clone();
+        let dropped = dropped.clone();
+        let max_message_bytes = limits.max_message_bytes;
+        async move {
+            // After our close frame, wait a little for the client's answer, no longer.
+            let mut handshake_over = std::pin::pin!(async move {
+                let _ = close_sent_rx.await;
+                tokio::time::sleep(CLOSE_HANDSHAKE_TIMEOUT).await;
+            });
+            loop {
+                let message = tokio::select! {
+                    message = incoming.next() => message,
+                    () = &mut handshake_over => break,
+                    () = dropped.cancelled() => break,
+                };
+                *lock(&last_heard) = Instant::now();
+                match message {
+                    Some(Ok(Message::Text(text))) => {
+                        // Once the connection stops taking input the frame has no
+                        // one to go to; the close frame follows shortly.
+                        let _ = to_connection.unbounded_send(incoming_frame(text.as_str()));
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        tracing::warn!("ignored a binary frame: ACP messages are text frames");
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(error)) => {
+                        if is_too_big(error) {
+                            drop_client(Dropped::TooBig {
+                                limit: max_message_bytes,
+                            });
+                        }
+                        break;
+                    }
                 }
-                Some(Ok(Message::Binary(_))) => {
-                    tracing::warn!("ignored a binary frame: ACP messages are text frames");
+            }
+            // Dropping `to_connection` tells the connection the client is gone.
+        }
+    };
+
+    // Between the connection and the socket: at most `outgoing_queue`
+    // messages wait for a client, and a queue that stays full drops it.
+    let (queue, mut queued) = tokio::sync::mpsc::channel::<TransportFrame>(limits.outgoing_queue);
+    let stall = limits.outgoing_stall;
+    let queuer = {
+        let drop_client = drop_client.clone();
+        async move {
+            while let Some(frame) = from_connection.next().await {
+                if let Err(TrySendError::Full(frame)) = queue.try_send(frame) {
+                    match tokio::time::timeout(stall, queue.send(frame)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            drop_client(Dropped::NotReading { stall });
+                            break;
+                        }
+                    }
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Err(error)) => {
-                    tracing::debug!("WebSocket read failed: {error}");
+            }
+            // Dropping `queue` lets the writer finish.
+        }
+    };
+
+    let writer = {
+        let (ping_interval, pong_timeout) = (limits.ping_interval, limits.pong_timeout);
+        async move {
+            let mut pings = tokio::time::interval_at(
+                tokio::time::Instant::now() + ping_interval,
+                ping_interval,
+            );
+            pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                // A write to a client that does not read blocks; dropping it
+                // must not wait for that write.
+                let written = tokio::select! {
+                    frame = queued.recv() => match frame {
+                        Some(frame) => tokio::select! {
+                            written = write_burst(&mut outgoing, frame, &mut queued) => written,
+                            () = dropped.cancelled() => break,
+                        },
+                        None => break,
+                    },
+                    _ = pings.tick() => {
+                        if lock(&last_heard).elapsed() > pong_timeout {
+                            drop_client(Dropped::Silent { timeout: pong_timeout });
+                            break;
+                        }
+                        tokio::select! {
+                            sent = outgoing.send(Message::Ping(Default::default())) => sent.is_ok(),
+                            () = dropped.cancelled() => break,
+                        }
+                    }
+                    () = dropped.cancelled() => break,
+                };
+                if !written {
                     break;
                 }
             }
-        }
-        // Dropping `to_connection` tells the connection the client is gone.
-    };
-
-    let writer = async move {
-        // Messages come in bursts (a turn's updates, then its answer): queue
-        // every one already waiting, then write them out together.
-        'writing: while let Some(frame) = from_connection.next().await {
-            let mut next = Some(frame);
-            while let Some(frame) = next {
-                if let Some(message) = frame_message(frame)
-                    && outgoing.feed(message).await.is_err()
-                {
-                    break 'writing;
+            let ended = match connection.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            let why = lock(&why_dropped).clone();
+            let frame = match why {
+                Some(why) => why.close_frame(),
+                None => close_frame(hub.shutdown.is_cancelled(), ended),
+            };
+            // When the client closed first, the WebSocket has already queued its
+            // answer and refuses ours; flushing still delivers the queued one. When
+            // the client is gone, neither matters — and a client that does not
+            // read gets no longer than the close handshake.
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                if outgoing.send(Message::Close(Some(frame))).await.is_err() {
+                    let _ = outgoing.flush().await;
                 }
-                next = from_connection.try_recv().ok();
-            }
-            if outgoing.flush().await.is_err() {
-                break;
-            }
+            })
+            .await;
+            let _ = close_sent.send(());
         }
-        let ended = match connection.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(error) => Err(error.to_string()),
-        };
-        let frame = close_frame(hub.shutdown.is_cancelled(), ended);
-        // When the client closed first, the WebSocket has already queued its
-        // answer and refuses ours; flushing still delivers the queued one. When
-        // the client is gone, neither matters.
-        if outgoing.send(Message::Close(Some(frame))).await.is_err() {
-            let _ = outgoing.flush().await;
-        }
-        let _ = close_sent.send(());
     };
 
-    futures::join!(reader, writer);
+    futures::join!(reader, queuer, writer);
+}
+
+/// Write `first` and every message already waiting after it, then flush:
+/// messages come in bursts (a turn's updates, then its answer). False if the
+/// socket failed.
+async fn write_burst(
+    outgoing: &mut SplitSink<WebSocket, Message>,
+    first: TransportFrame,
+    queued: &mut tokio::sync::mpsc::Receiver<TransportFrame>,
+) -> bool {
+    let mut next = Some(first);
+    while let Some(frame) = next {
+        if let Some(message) = frame_message(frame)
+            && outgoing.feed(message).await.is_err()
+        {
+            return false;
+        }
+        next = queued.try_recv().ok();
+    }
+    outgoing.flush().await.is_ok()
+}
+
+/// Longest excerpt of a frame that is not JSON quoted back in the `-32700`
+/// answer; a client sending megabytes of garbage gets a short answer.
+const PARSE_ERROR_EXCERPT_BYTES: usize = 1024;
+
+/// The SDK frame for a text frame. Text that is not JSON at all is cut to an
+/// excerpt (still not JSON) before the SDK quotes it back.
+fn incoming_frame(text: &str) -> TransportFrame {
+    let frame = TransportFrame::parse_json(text);
+    match &frame {
+        TransportFrame::Malformed { raw, error }
+            if error.code == ErrorCode::PARSE_ERROR && raw.len() > PARSE_ERROR_EXCERPT_BYTES =>
+        {
+            let mut end = PARSE_ERROR_EXCERPT_BYTES;
+            while !raw.is_char_boundary(end) {
+                end -= 1;
+            }
+            TransportFrame::parse_json(&format!("{}…", &raw[..end]))
+        }
+        _ => frame,
+    }
+}
+
+/// Whether a read failed because the message was over the size limit.
+fn is_too_big(error: axum::Error) -> bool {
+    let error = error.into_inner();
+    match error.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => true,
+        _ => {
+            tracing::debug!("WebSocket read failed: {error}");
+            false
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The WebSocket message carrying `frame`. The SDK built the frame itself, so

@@ -56,6 +56,8 @@ pub struct TurnSettings {
     /// How long an attached session may sit idle before its conversation is
     /// dropped from memory (it is read back from the store when needed).
     pub idle_timeout: Duration,
+    /// How long a client may take to answer `fs/*` and `terminal/*` requests.
+    pub client_request_timeout: Duration,
 }
 
 /// One conversation, in memory.
@@ -320,7 +322,7 @@ pub enum RegistryError {
 
 /// Every session in memory, and the way to the stored ones.
 pub struct SessionRegistry {
-    sessions: Mutex<HashMap<SessionId, Arc<Session>>>,
+    sessions: Arc<SessionMap>,
     store: Store,
     settings: Arc<TurnSettings>,
     default_model: ModelChoice,
@@ -336,7 +338,7 @@ impl SessionRegistry {
         model_for: ModelFactory,
     ) -> Self {
         Self {
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Arc::default(),
             store,
             settings,
             default_model,
@@ -382,7 +384,7 @@ impl SessionRegistry {
         client: ClientHandle,
         replaying: bool,
     ) -> Result<(Arc<Session>, i64), RegistryError> {
-        let session = match self.get(id) {
+        let candidate = match self.get(id) {
             Some(session) => session,
             None => {
                 let row = self
@@ -395,23 +397,38 @@ impl SessionRegistry {
                 } else {
                     (self.model_for)(&row.model).unwrap_or_else(|| self.default_model.model.clone())
                 };
-                let revived = self.revive(&row, model, None)?;
-                self.lock().entry(id.clone()).or_insert(revived).clone()
+                self.revive(&row, model, None)?
             }
         };
-        // Attaching in the store's order: every update before this point is
-        // stored (and replayed), every one after it is delivered.
-        let (attached, newest) = tokio::sync::oneshot::channel();
-        let attaching = session.clone();
+        // Attach in the store's order: every update before this point is
+        // stored (and replayed), every one after it is delivered. Taking the
+        // registry's lock there makes attaching and unloading one step, and a
+        // session deleted meanwhile is not brought back.
+        let (attached, answer) = tokio::sync::oneshot::channel();
+        let sessions = self.sessions.clone();
         self.store.at_newest(
             &id.0,
             Box::new(move |newest| {
-                attaching.attachments.attach(client, replaying);
-                let _ = attached.send(newest);
+                let attached_to = newest.map(|newest| {
+                    let mut sessions = lock_map(&sessions);
+                    let session = sessions
+                        .entry(candidate.id.clone())
+                        .or_insert(candidate)
+                        .clone();
+                    session.attachments.attach(client, replaying);
+                    (session, newest)
+                });
+                let _ = attached.send(attached_to);
             }),
         );
-        let newest = newest.await.unwrap_or(i64::MAX);
-        Ok((session, newest))
+        match answer.await {
+            Ok(Some(attached)) => Ok(attached),
+            Ok(None) => Err(RegistryError::Unknown(id.clone())),
+            Err(_) => Err(RegistryError::Store(StoreError::message(
+                self.store.path(),
+                "the store stopped".to_owned(),
+            ))),
+        }
     }
 
     fn revive(
@@ -472,13 +489,18 @@ impl SessionRegistry {
         }
     }
 
-    /// Delete session `id` from memory and disk; its running turn is cancelled.
+    /// Delete session `id` from memory and disk; its running turn is
+    /// cancelled, and what it still writes is dropped.
     pub async fn delete(&self, id: &SessionId) -> Result<(), RegistryError> {
-        if let Some(session) = self.lock().remove(id) {
+        if let Some(session) = self.get(id) {
             session.cancel_turn();
+        }
+        let deleted = self.store.delete(&id.0).await;
+        // After the delete is written, so an attach queued before it is undone too.
+        if let Some(session) = self.lock().remove(id) {
             session.terminals.release_all();
         }
-        match self.store.delete(&id.0).await {
+        match deleted {
             Ok(true) => Ok(()),
             Ok(false) => Err(RegistryError::Unknown(id.clone())),
             Err(message) => Err(RegistryError::Store(StoreError::message(
@@ -564,10 +586,17 @@ impl SessionRegistry {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Session>>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock_map(&self.sessions)
     }
+}
+
+type SessionMap = Mutex<HashMap<SessionId, Arc<Session>>>;
+
+fn lock_map(sessions: &SessionMap) -> MutexGuard<'_, HashMap<SessionId, Arc<Session>>> {
+    // A panic while holding the lock leaves plain data behind, still usable.
+    sessions
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What `session/list` shows of a stored session.

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use agent_client_protocol::v1::schema::{ClientCapabilities, SessionUpdate};
-use agent_client_protocol::{Error, JsonRpcRequest};
+use agent_client_protocol::{Error, ErrorCode, JsonRpcRequest};
 use tokio_util::sync::CancellationToken;
 
 use super::{ConnectionId, Session};
@@ -22,14 +22,38 @@ pub struct SessionPort {
     pub(super) cancel: CancellationToken,
 }
 
+/// Requests that wait as long as they need: a person deciding, a command
+/// running (under its own timeout).
+const PATIENT_METHODS: &[&str] = &["session/request_permission", "terminal/wait_for_exit"];
+
 impl SessionPort {
+    /// `answer`, within the client request timeout unless `method` waits for
+    /// as long as it takes.
+    async fn patient<T>(
+        &self,
+        method: &str,
+        answer: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        if PATIENT_METHODS.contains(&method) {
+            return answer.await;
+        }
+        let limit = self.session.settings.client_request_timeout;
+        tokio::time::timeout(limit, answer)
+            .await
+            .unwrap_or_else(|_| {
+                Err(failure(format!(
+                    "the client did not answer {method} within {limit:?} (--client-request-timeout)"
+                )))
+            })
+    }
+
     fn no_client(&self) -> Error {
         let patience = self.session.settings.reattach_timeout;
         self.session.note_turn_end(format!(
             "no client was attached to answer a request for {patience:?}"
         ));
         self.cancel.cancel();
-        Error::internal_error().data(format!(
+        failure(format!(
             "no client attached to session {} within {patience:?}; the turn was cancelled",
             self.session.id
         ))
@@ -61,12 +85,17 @@ impl ClientPort for SessionPort {
         loop {
             let target = tokio::select! {
                 target = self.session.attachments.wait_for_target(self.prompter, patience) => target,
-                () = self.cancel.cancelled() => return Err(Error::internal_error().data("the turn was cancelled")),
+                () = self.cancel.cancelled() => return Err(failure("the turn was cancelled".to_owned())),
             };
             let Some(target) = target else {
                 return Err(self.no_client());
             };
-            match target.cx.send_request(request.clone()).block_task().await {
+            let answer = target.cx.send_request(request.clone()).block_task();
+            let answer = tokio::select! {
+                answer = self.patient(request.method(), answer) => answer,
+                () = self.cancel.cancelled() => return Err(failure("the turn was cancelled".to_owned())),
+            };
+            match answer {
                 Ok(response) => return Ok(response),
                 // The connection went away before it answered: ask another.
                 Err(error)
@@ -89,4 +118,10 @@ impl ClientPort for SessionPort {
             target.cx.send_request(request).detach();
         }
     }
+}
+
+/// A request that did not get an answer, said so the model (and the person)
+/// can tell why.
+fn failure(message: String) -> Error {
+    Error::new(ErrorCode::INTERNAL_ERROR, message)
 }

@@ -125,6 +125,9 @@ pub struct ListPosition {
 /// Runs once the write it follows is committed (or has failed, logged).
 pub type AfterWrite = Box<dyn FnOnce() + Send>;
 
+/// Runs on the writer with a session's newest entry: see [`Store::at_newest`].
+pub type AtNewest = Box<dyn FnOnce(Option<i64>) + Send>;
+
 enum Command {
     CreateSession(SessionRow),
     Append {
@@ -155,10 +158,10 @@ enum Command {
     /// Completes once everything queued before it is written.
     Barrier(tokio::sync::oneshot::Sender<()>),
     /// Runs, once everything queued before it is written, with the newest
-    /// entry of the session.
+    /// entry of the session (`None` if there is no such session).
     AtNewest {
         session: String,
-        then: Box<dyn FnOnce(i64) + Send>,
+        then: AtNewest,
     },
 }
 
@@ -257,9 +260,10 @@ impl Store {
     }
 
     /// Run `then` on the writer once everything queued so far is written,
-    /// with the sequence number of the session's newest entry (0 if none):
-    /// anything appended later comes after that point.
-    pub fn at_newest(&self, session: &str, then: Box<dyn FnOnce(i64) + Send>) {
+    /// with the sequence number of the session's newest entry (0 if none, and
+    /// `None` if the session is not stored): anything appended later comes
+    /// after that point, and nothing is written while `then` runs.
+    pub fn at_newest(&self, session: &str, then: AtNewest) {
         let command = Command::AtNewest {
             session: session.to_owned(),
             then,
@@ -267,7 +271,7 @@ impl Store {
         if let Err(command) = self.try_send(command)
             && let Command::AtNewest { then, .. } = *command
         {
-            then(i64::MAX);
+            then(None);
         }
     }
 
@@ -524,11 +528,11 @@ fn write_batch(connection: &mut Connection, batch: &[Command]) -> rusqlite::Resu
                 at_us,
                 ..
             } => {
-                transaction
-                    .prepare_cached(
-                        "INSERT INTO entries (session_id, kind, body) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![session, kind.code(), body])?;
+                transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
+                    session,
+                    kind.code(),
+                    body
+                ])?;
                 touch(&mut touched, session, *at_us);
             }
             Command::SetTitle { session, title } => {
@@ -541,15 +545,11 @@ fn write_batch(connection: &mut Connection, batch: &[Command]) -> rusqlite::Resu
                 number,
                 at_us,
             } => {
-                transaction
-                    .prepare_cached(
-                        "INSERT INTO entries (session_id, kind, body) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![
-                        session,
-                        EntryKind::TurnStarted.code(),
-                        number.to_string()
-                    ])?;
+                transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
+                    session,
+                    EntryKind::TurnStarted.code(),
+                    number.to_string()
+                ])?;
                 transaction
                     .prepare_cached("UPDATE sessions SET running = 1 WHERE id = ?1")?
                     .execute([session])?;
@@ -560,11 +560,11 @@ fn write_batch(connection: &mut Connection, batch: &[Command]) -> rusqlite::Resu
                 body,
                 at_us,
             } => {
-                transaction
-                    .prepare_cached(
-                        "INSERT INTO entries (session_id, kind, body) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![session, EntryKind::TurnEnded.code(), body])?;
+                transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
+                    session,
+                    EntryKind::TurnEnded.code(),
+                    body
+                ])?;
                 transaction
                     .prepare_cached(
                         "UPDATE sessions SET running = 0, turns = turns + 1 WHERE id = ?1",
@@ -593,6 +593,10 @@ fn write_batch(connection: &mut Connection, batch: &[Command]) -> rusqlite::Resu
     transaction.commit()?;
     Ok(deletes)
 }
+
+/// Entries of a deleted session (the tail of a cancelled turn) are dropped.
+const INSERT_ENTRY: &str = "INSERT INTO entries (session_id, kind, body)
+     SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?1)";
 
 fn touch<'a>(touched: &mut Vec<(&'a str, i64)>, session: &'a str, at_us: i64) {
     match touched.iter_mut().find(|(id, _)| *id == session) {
@@ -627,11 +631,22 @@ fn finish_batch(connection: &Connection, batch: Vec<Command>, deletes: Option<Ve
     }
 }
 
-fn newest_entry(connection: &Connection, session: &str) -> i64 {
-    connection
-        .prepare_cached("SELECT coalesce(max(seq), 0) FROM entries WHERE session_id = ?1")
-        .and_then(|mut statement| statement.query_row([session], |row| row.get(0)))
-        .unwrap_or(i64::MAX)
+/// The newest entry of a stored session: 0 if it has none, `None` if the
+/// session is not stored. A read that fails counts every entry.
+fn newest_entry(connection: &Connection, session: &str) -> Option<i64> {
+    let newest = connection
+        .prepare_cached(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM entries WHERE session_id = ?1)
+             FROM sessions WHERE id = ?1",
+        )
+        .and_then(|mut statement| statement.query_row([session], |row| row.get(0)).optional());
+    match newest {
+        Ok(newest) => newest,
+        Err(error) => {
+            tracing::warn!("cannot read the newest entry of session {session}: {error}");
+            Some(i64::MAX)
+        }
+    }
 }
 
 /// Microseconds since the Unix epoch.
@@ -647,4 +662,83 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, cwd: &str) -> SessionRow {
+        SessionRow {
+            id: id.to_owned(),
+            cwd: PathBuf::from(cwd),
+            title: None,
+            model: "test".to_owned(),
+            created_us: 1,
+            updated_us: 1,
+            turns: 0,
+            running: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_are_kept_in_order_and_follow_ups_run_after_the_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("punie.db")).unwrap();
+        store.create_session(row("a", "/w"));
+        let (sent, delivered) = tokio::sync::oneshot::channel();
+        for n in 0..100 {
+            store.append("a", EntryKind::Update, n.to_string(), None);
+        }
+        let reader = store.clone();
+        store.append(
+            "a",
+            EntryKind::Message,
+            "last".into(),
+            Some(Box::new(move || {
+                let _ = sent.send(());
+            })),
+        );
+        delivered.await.unwrap();
+        let history = reader.history("a").await.unwrap();
+        assert_eq!(history.len(), 101, "written before the follow-up ran");
+        assert!(history.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+        assert_eq!(history[7].body, "7");
+        assert_eq!(history[100].kind, EntryKind::Message);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_session_is_gone_and_its_late_entries_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("punie.db")).unwrap();
+        store.create_session(row("a", "/w"));
+        store.create_session(row("b", "/x"));
+        store.append("a", EntryKind::Update, "{}".into(), None);
+        assert_eq!(store.delete("a").await, Ok(true));
+        assert_eq!(store.delete("a").await, Ok(false));
+        store.append("a", EntryKind::Update, "late".into(), None);
+        store.flush().await;
+        assert!(store.history("a").await.unwrap().is_empty());
+        assert_eq!(store.session("a").await.unwrap(), None);
+        let listed = store.list(None, None, 10).await.unwrap();
+        assert_eq!(listed.rows.len(), 1);
+        assert_eq!(listed.rows[0].id, "b");
+    }
+
+    #[tokio::test]
+    async fn a_reopened_store_keeps_everything_and_its_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("punie.db");
+        let store = Store::open(&path).unwrap();
+        store.create_session(row("a", "/w"));
+        store.turn_started("a", 1);
+        store.close();
+        let store = Store::open(&path).unwrap();
+        let interrupted = store.interrupted().await.unwrap();
+        assert_eq!(interrupted.len(), 1, "the turn never ended");
+        assert_eq!(
+            store.history("a").await.unwrap()[0].kind,
+            EntryKind::TurnStarted
+        );
+    }
 }

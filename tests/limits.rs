@@ -1,0 +1,250 @@
+//! The server's limits: the largest message, the most connections, a client
+//! that stops reading or goes silent, and a client slow to answer the agent.
+//! Each costs only the client that breaks it.
+
+mod support;
+
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+use support::{Home, RawClient, Server, handshake_status, within};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+async fn server_with(args: &[&str]) -> Server {
+    Server::start_in(Home::new(), args).await
+}
+
+/// The close frame the server sends, skipping whatever comes before it.
+async fn close_frame_of(client: &mut RawClient) -> (CloseCode, String) {
+    within("the close frame", async {
+        loop {
+            match client.ws.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (frame.code, frame.reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) => panic!("a close frame without a code"),
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => panic!("the connection failed before its close frame: {error}"),
+                None => panic!("the connection ended without a close frame"),
+            }
+        }
+    })
+    .await
+}
+
+async fn still_serves(server: &Server) {
+    let mut other = server.initialized().await;
+    let session = other.new_session(&server.home.workspace()).await;
+    let answer = other.prompt(&session, "still there?").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_closes_that_connection_with_1009() {
+    let server = server_with(&["--max-message-bytes", "4096"]).await;
+    let mut bystander = server.initialized().await;
+    let mut offender = server.initialized().await;
+    let big = json!({"jsonrpc": "2.0", "id": 9, "method": "session/list", "params": {"pad": "x".repeat(8192)}});
+    offender.send(big).await;
+    let (code, reason) = close_frame_of(&mut offender).await;
+    assert_eq!(code, CloseCode::Size);
+    assert!(
+        reason.contains("4096"),
+        "the reason names the limit: {reason}"
+    );
+    // A message under the limit is fine, and nobody else noticed.
+    let listed = bystander.request("session/list", json!({})).await;
+    assert!(listed.get("result").is_some(), "{listed}");
+    still_serves(&server).await;
+}
+
+#[tokio::test]
+async fn past_the_most_connections_new_upgrades_get_503() {
+    let server = server_with(&["--max-connections", "2"]).await;
+    let first = server.initialized().await;
+    let _second = server.initialized().await;
+    let auth = format!("Bearer {}", server.token);
+    let status = handshake_status(&server.ws_url(), &[("Authorization", &auth)]).await;
+    assert_eq!(status, 503);
+    drop(first);
+    // The slot comes back once the first connection has ended.
+    within("a free slot", async {
+        loop {
+            let status = handshake_status(&server.ws_url(), &[("Authorization", &auth)]).await;
+            if status == 101 {
+                return;
+            }
+            assert_eq!(status, 503);
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_and_slows_nobody() {
+    let mut server = server_with(&["--outgoing-queue", "4", "--outgoing-stall", "0.2"]).await;
+    let workspace = server.home.workspace();
+    let mut reader = server.initialized().await;
+    let session = reader.new_session(&workspace).await;
+    // A long answer makes every replay of this session megabytes long.
+    let long = "word ".repeat(200_000);
+    let answer = reader.prompt(&session, &long).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn");
+
+    let mut sluggard = server.initialized().await;
+    for _ in 0..40 {
+        sluggard
+            .send(json!({"jsonrpc": "2.0", "id": 1, "method": "session/load",
+                         "params": {"sessionId": session, "cwd": workspace, "mcpServers": []}}))
+            .await;
+    }
+    // While the sluggard reads nothing, everyone else is served as usual.
+    still_serves(&server).await;
+    server.wait_for_log("the client stopped reading").await;
+    let (code, reason) = close_frame_of(&mut sluggard).await;
+    assert_eq!(code, CloseCode::Policy);
+    assert!(reason.contains("stopped reading"), "{reason}");
+    still_serves(&server).await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_and_its_session_stays() {
+    let mut server = server_with(&["--ping-interval", "0.05", "--pong-timeout", "0.3"]).await;
+    let workspace = server.home.workspace();
+    let mut silent = server.initialized().await;
+    let session = silent.new_session(&workspace).await;
+    // Not reading means not answering pings either.
+    server.wait_for_log("no pong or message for").await;
+    within("the connection to be gone", async {
+        while server.health().await["connections"] != 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let mut back = server.initialized().await;
+    let loaded = back
+        .request(
+            "session/load",
+            json!({"sessionId": session, "cwd": workspace, "mcpServers": []}),
+        )
+        .await;
+    assert!(
+        loaded.get("result").is_some(),
+        "the session stays: {loaded}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_keeps_answering_pings_stays() {
+    let server = server_with(&["--ping-interval", "0.05", "--pong-timeout", "0.3"]).await;
+    let mut client = server.initialized().await;
+    // Reading answers the pings; a second of that is several pong timeouts.
+    let reading = async {
+        let mut pings = 0;
+        while let Some(message) = client.ws.next().await {
+            match message {
+                Ok(Message::Ping(_)) => pings += 1,
+                other => panic!("only pings were expected, got {other:?}"),
+            }
+        }
+        pings
+    };
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(1), reading).await;
+    assert!(outcome.is_err(), "the connection stayed open");
+    let listed = client.request("session/list", json!({})).await;
+    assert!(listed.get("result").is_some(), "{listed}");
+}
+
+/// A script whose first response reads a file, then says what happened.
+const READ_SCRIPT: &str = r#"[
+  [{"tool_call": {"id": "r1", "name": "read_file", "arguments": {"path": "a.txt"}}}],
+  [{"text": "done"}]
+]"#;
+
+#[tokio::test]
+async fn a_client_slow_to_answer_a_file_request_times_out_for_the_model() {
+    let home = Home::new();
+    let script = home.dir.path().join("script.json");
+    std::fs::write(&script, READ_SCRIPT).unwrap();
+    let model = format!("script:{}", script.display());
+    let server = Server::start_in(
+        home,
+        &["--model", &model, "--client-request-timeout", "0.2"],
+    )
+    .await;
+    let mut client = server.raw().await;
+    let init = client
+        .request(
+            "initialize",
+            json!({"protocolVersion": 1, "clientCapabilities": {"fs": {"readTextFile": true}}}),
+        )
+        .await;
+    assert!(init.get("result").is_some());
+    let session = client.new_session(&server.home.workspace()).await;
+    let answer = client.prompt(&session, "read it").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let asked = client
+        .notifications
+        .iter()
+        .any(|m| m["method"] == "fs/read_text_file");
+    assert!(asked, "the server asked the client for the file");
+    let failed: Vec<&Value> = client
+        .notifications
+        .iter()
+        .filter(|m| m["params"]["update"]["sessionUpdate"] == "tool_call_update")
+        .filter(|m| m["params"]["update"]["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", client.notifications);
+    let said = failed[0].to_string();
+    assert!(
+        said.contains("did not answer fs/read_text_file"),
+        "the failure says why: {said}"
+    );
+}
+
+/// A script whose first response writes a file, which asks permission first.
+const WRITE_SCRIPT: &str = r#"[
+  [{"tool_call": {"id": "w1", "name": "write_file", "arguments": {"path": "a.txt", "content": "x"}}}],
+  [{"text": "done"}]
+]"#;
+
+#[tokio::test]
+async fn a_permission_request_waits_for_the_person_past_the_timeout_and_can_be_cancelled() {
+    let home = Home::new();
+    let script = home.dir.path().join("script.json");
+    std::fs::write(&script, WRITE_SCRIPT).unwrap();
+    let model = format!("script:{}", script.display());
+    let server = Server::start_in(
+        home,
+        &["--model", &model, "--client-request-timeout", "0.1"],
+    )
+    .await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    let id = client
+        .start_request(
+            "session/prompt",
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": "write"}]}),
+        )
+        .await;
+    let asked = within("the permission request", async {
+        loop {
+            let message = client.recv().await;
+            if message["method"] == "session/request_permission" {
+                return message;
+            }
+        }
+    })
+    .await;
+    assert!(!asked["id"].is_null(), "{asked}");
+    // Several request timeouts pass: the person is still being asked.
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(600), client.recv()).await;
+    assert!(waited.is_err(), "nothing happens meanwhile: {waited:?}");
+    client
+        .notify("session/cancel", json!({"sessionId": session}))
+        .await;
+    let answer = client.response_to(id).await;
+    assert_eq!(answer["result"]["stopReason"], "cancelled", "{answer}");
+    assert!(!server.home.workspace().join("a.txt").exists());
+}
