@@ -57,23 +57,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("tokens: cannot build the tokio runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&settings)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("tokens: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    support::block_on(
+        "tokens",
+        tokio::runtime::Builder::new_current_thread(),
+        run(&settings),
+    )
 }
 
 struct Settings {

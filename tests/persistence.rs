@@ -404,3 +404,86 @@ async fn sessions_leave_memory_when_detached_or_idle_and_stay_stored() {
     let listed = client.request("session/list", json!({})).await;
     assert_eq!(listed["result"]["sessions"].as_array().unwrap().len(), 20);
 }
+
+/// The next `_punie/session_status` of `session` a watcher receives.
+async fn next_status(watcher: &mut RawClient, session: &str) -> String {
+    loop {
+        let message = watcher.recv().await;
+        if message["method"] == "_punie/session_status" && message["params"]["sessionId"] == session
+        {
+            return message["params"]["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_watcher_sees_every_sessions_status_change_on_the_server() {
+    let server = script_server(&[]).await;
+    let workspace = server.home.workspace();
+    let mut watcher = server.initialized().await;
+    let now = watcher.request("_punie/watch", json!({})).await;
+    assert_eq!(now["result"]["sessions"], json!([]), "{now}");
+
+    let mut ide = server.initialized().await;
+    let session = ide.new_session(&workspace).await;
+    assert_eq!(next_status(&mut watcher, &session).await, "idle");
+    let id = ide
+        .start_request(
+            "session/prompt",
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": "write a note"}]}),
+        )
+        .await;
+    assert_eq!(next_status(&mut watcher, &session).await, "running");
+    let request = permission_request(&mut ide).await;
+    assert_eq!(
+        next_status(&mut watcher, &session).await,
+        "waiting_for_permission"
+    );
+    allow(&mut ide, &request).await;
+    assert_eq!(next_status(&mut watcher, &session).await, "running");
+    ide.response_to(id).await;
+    assert_eq!(next_status(&mut watcher, &session).await, "idle");
+
+    // A watcher that arrives later gets the sessions in memory at once.
+    let mut late = server.initialized().await;
+    let now = late.request("_punie/watch", json!({})).await;
+    assert_eq!(now["result"]["sessions"][0]["sessionId"], session.as_str());
+    assert_eq!(now["result"]["sessions"][0]["title"], "write a note");
+    assert_eq!(now["result"]["sessions"][0]["status"], "idle");
+}
+
+#[tokio::test]
+async fn a_new_session_may_choose_its_model() {
+    let server = script_server(&[]).await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let info = client.request("_punie/info", json!({})).await;
+    let default = info["result"]["defaultModel"].as_str().unwrap_or_default();
+    assert!(default.starts_with("script:"), "{info}");
+
+    let created = client
+        .request(
+            "session/new",
+            json!({"cwd": workspace, "mcpServers": [], "_meta": {"punie/model": "test"}}),
+        )
+        .await;
+    let session = created["result"]["sessionId"].as_str().unwrap().to_owned();
+    client.prompt(&session, "hello").await;
+    assert!(
+        client.agent_text(&session).starts_with("Turn 1. You said"),
+        "the test model answered, not the script"
+    );
+
+    let refused = client
+        .request(
+            "session/new",
+            json!({"cwd": workspace, "mcpServers": [], "_meta": {"punie/model": "nonsense:x"}}),
+        )
+        .await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("nonsense"), "{message}");
+}

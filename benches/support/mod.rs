@@ -26,6 +26,27 @@ pub fn punie_binary() -> PathBuf {
     }
 }
 
+/// Run a benchmark's async `work` on a runtime from `builder`; a failure is
+/// printed as `name: error` and ends the process with status 1.
+pub fn block_on(
+    name: &str,
+    mut builder: tokio::runtime::Builder,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    let outcome = builder
+        .enable_all()
+        .build()
+        .context("cannot build the tokio runtime")
+        .and_then(|runtime| runtime.block_on(work));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{name}: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The benchmark's title and what it runs on.
 pub fn print_machine(title: &str, binary: &Path, quick: bool) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -112,13 +133,23 @@ impl Server {
 
     /// Start a server on `model`, with `env` added to its environment.
     pub fn start_with(binary: &Path, model: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with_args(binary, &["--model", model], env)
+    }
+
+    /// Start `punie serve --port 0 ARGS…`, with `env` added to its environment.
+    pub fn start_with_args(
+        binary: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let home = Home::new()?;
         let log = home.file("serve.log");
         let stderr =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let mut child = home
             .command(binary)
-            .args(["serve", "--port", "0", "--model", model])
+            .args(["serve", "--port", "0"])
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -153,6 +184,11 @@ impl Server {
             token,
             log,
         })
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Stop the server with SIGTERM; it must exit cleanly and have logged no

@@ -149,9 +149,11 @@ impl Connection {
     pub fn create_session(
         &self,
         cwd: std::path::PathBuf,
+        model: Option<&str>,
         cx: ConnectionTo<Client>,
     ) -> Result<Arc<Session>, RegistryError> {
-        let session = self.hub.sessions.create(cwd, self.handle(cx))?;
+        let model = self.hub.sessions.model_choice(model)?;
+        let session = self.hub.sessions.create(cwd, model, self.handle(cx))?;
         self.remember(session.id());
         Ok(session)
     }

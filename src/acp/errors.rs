@@ -49,7 +49,7 @@ pub fn registry(method: &str, id: &SessionId, error: crate::session::RegistryErr
     use crate::session::RegistryError;
     match error {
         RegistryError::Unknown(_) => unknown_session(method, id),
-        RegistryError::InvalidCursor(_) | RegistryError::Workspace(_) => {
+        RegistryError::InvalidCursor(_) | RegistryError::Workspace(_) | RegistryError::Model(_) => {
             invalid_params(method, error)
         }
         RegistryError::Store(error) => internal(method, error),

@@ -78,6 +78,8 @@ async fn handle_request(
         "session/close" => close_session(connection, params),
         "session/delete" => delete_session(connection, params).await,
         "_punie/connection" => describe_connection(connection),
+        "_punie/info" => describe_server(connection),
+        "_punie/watch" => watch_sessions(connection, cx),
         _ => Err(errors::method_not_found(&method)),
     };
     if let Err(error) = &result {
@@ -155,12 +157,27 @@ async fn new_session(
     let request: NewSessionRequest = parse_params(METHOD, params)?;
     check_workspace(METHOD, &request.cwd).await?;
     warn_of_mcp_servers(connection, &request.mcp_servers);
+    let model = match request.meta.as_ref().and_then(|meta| meta.get(MODEL_META)) {
+        None => None,
+        Some(Value::String(spec)) => Some(spec.as_str()),
+        Some(other) => {
+            return Err(errors::invalid_params(
+                METHOD,
+                format!(
+                    "`_meta.{MODEL_META}` must be a model spec such as \"ollama:qwen3\", not {other}"
+                ),
+            ));
+        }
+    };
     let session = connection
-        .create_session(request.cwd, cx)
+        .create_session(request.cwd, model, cx)
         .map_err(|error| errors::invalid_params(METHOD, error))?;
     tracing::info!(connection = connection.id, session = %session.id(), cwd = %session.cwd().display(), "session created");
     to_json(NewSessionResponse::new(session.id().clone()))
 }
+
+/// Where `session/new` may name the session's model, e.g. `"ollama:qwen3"`.
+const MODEL_META: &str = "punie/model";
 
 fn warn_of_mcp_servers(connection: &Connection, servers: &[McpServer]) {
     if !servers.is_empty() {
@@ -423,6 +440,48 @@ fn describe_connection(connection: &Connection) -> Result<Value, Error> {
         "clientCapabilities": client.as_ref().map(|client| &client.capabilities),
         "clientInfo": client.as_ref().and_then(|client| client.info.as_ref()),
     }))
+}
+
+/// `_punie/info`: what this server is and which model new sessions get.
+fn describe_server(connection: &Connection) -> Result<Value, Error> {
+    Ok(json!({
+        "version": crate::VERSION,
+        "defaultModel": connection.hub.sessions.default_model(),
+    }))
+}
+
+/// `_punie/watch`: the status of every session in memory now, then a
+/// `_punie/session_status` notification for every change, whoever causes it,
+/// until the connection ends.
+fn watch_sessions(connection: &Connection, cx: ConnectionTo<Client>) -> Result<Value, Error> {
+    let (now, mut changes) = connection.hub.sessions.watch();
+    let id = connection.id;
+    tokio::spawn(async move {
+        loop {
+            let status = tokio::select! {
+                status = changes.recv() => status,
+                () = cx.incoming_closed() => return,
+            };
+            let status = match status {
+                Ok(status) => status,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(
+                        connection = id,
+                        missed,
+                        "a watcher fell behind on session statuses"
+                    );
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let sent = UntypedMessage::new("_punie/session_status", &status)
+                .and_then(|notification| cx.send_notification(notification));
+            if sent.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(json!({ "sessions": now }))
 }
 
 /// The params of `method` as `T`, or `-32602` naming what is wrong and where.

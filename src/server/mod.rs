@@ -172,16 +172,9 @@ fn session_registry(
         client_request_timeout: config.limits.client_request_timeout,
     };
     let model_settings = config.model_settings.clone();
-    // A stored session continues with the model it was created with.
-    let model_for = move |spec: &str| match model::from_spec(spec, &model_settings) {
-        Ok(model) => Some(model),
-        Err(error) => {
-            tracing::warn!(
-                model = spec,
-                "a stored session's model is unavailable ({error}); it continues with the server's model"
-            );
-            None
-        }
+    // A session continues with the model it was created with.
+    let model_for = move |spec: &str| {
+        model::from_spec(spec, &model_settings).map_err(|error| error.to_string())
     };
     SessionRegistry::new(
         store,

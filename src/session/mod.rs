@@ -75,6 +75,8 @@ pub struct Session {
     permissions: PermissionMemory,
     store: Store,
     attachments: attachments::Attachments,
+    /// Where status changes go.
+    watchers: tokio::sync::broadcast::Sender<SessionStatus>,
     state: Mutex<SessionState>,
 }
 
@@ -90,7 +92,30 @@ struct SessionState {
     /// Why the running turn is ending, when it is not the model's doing.
     end_note: Option<String>,
     last_active: Instant,
+    activity: Activity,
 }
+
+/// What a session is doing, as watchers of the server see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activity {
+    Idle,
+    Running,
+    WaitingForPermission,
+}
+
+/// One session's state, sent to every watcher when it changes.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionStatus {
+    pub session_id: SessionId,
+    pub cwd: PathBuf,
+    pub title: Option<String>,
+    pub status: Activity,
+}
+
+/// Status changes a slow watcher may fall behind by before it misses some.
+const STATUS_BACKLOG: usize = 1024;
 
 /// Why a prompt cannot start a turn now.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +159,7 @@ impl Session {
         }
         let number = state.turns + 1;
         drop(state);
+        self.set_activity(Activity::Running);
         self.store.turn_started(&self.id.0, number as i64);
         for block in prompt {
             self.publish(
@@ -226,8 +252,31 @@ impl Session {
         state.last_active = Instant::now();
         state.running = None;
         drop(state);
+        self.set_activity(Activity::Idle);
         let ended = serde_json::json!({"stopReason": outcome, "note": note});
         self.store.turn_ended(&self.id.0, ended.to_string());
+    }
+
+    /// Record what the session is doing, and tell the watchers.
+    fn set_activity(&self, activity: Activity) {
+        let mut state = self.lock();
+        if activity == Activity::Running && state.running.is_none() {
+            // The turn ended meanwhile: idle it stays.
+            return;
+        }
+        state.activity = activity;
+        drop(state);
+        let _ = self.watchers.send(self.status());
+    }
+
+    pub fn status(&self) -> SessionStatus {
+        let state = self.lock();
+        SessionStatus {
+            session_id: self.id.clone(),
+            cwd: self.cwd.clone(),
+            title: state.title.clone(),
+            status: state.activity,
+        }
     }
 
     fn is_running(&self) -> bool {
@@ -291,8 +340,8 @@ fn title_from(prompt: &str) -> String {
     title
 }
 
-/// Makes a stored session's model from its spec; `None` if it cannot.
-pub type ModelFactory = Box<dyn Fn(&str) -> Option<Arc<dyn Model>> + Send + Sync>;
+/// Makes a session's model from its spec, or says why it cannot.
+pub type ModelFactory = Box<dyn Fn(&str) -> Result<Arc<dyn Model>, String> + Send + Sync>;
 
 /// The model a session was created with, and how to make it again.
 #[derive(Clone)]
@@ -316,6 +365,8 @@ pub enum RegistryError {
     Unknown(SessionId),
     #[error(transparent)]
     Workspace(#[from] WorkspaceError),
+    #[error("{0}")]
+    Model(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -328,6 +379,7 @@ pub struct SessionRegistry {
     default_model: ModelChoice,
     /// Makes a session's model from its stored spec.
     model_for: ModelFactory,
+    watchers: tokio::sync::broadcast::Sender<SessionStatus>,
 }
 
 impl SessionRegistry {
@@ -343,17 +395,54 @@ impl SessionRegistry {
             settings,
             default_model,
             model_for,
+            watchers: tokio::sync::broadcast::Sender::new(STATUS_BACKLOG),
         }
+    }
+
+    /// The model a new session asked for by `spec`, or the server's.
+    pub fn model_choice(&self, spec: Option<&str>) -> Result<ModelChoice, RegistryError> {
+        match spec {
+            None => Ok(self.default_model.clone()),
+            Some(spec) if spec == self.default_model.spec => Ok(self.default_model.clone()),
+            Some(spec) => (self.model_for)(spec)
+                .map(|model| ModelChoice {
+                    spec: spec.to_owned(),
+                    model,
+                })
+                .map_err(RegistryError::Model),
+        }
+    }
+
+    /// The server's model, for sessions that do not ask for another.
+    pub fn default_model(&self) -> &str {
+        &self.default_model.spec
+    }
+
+    /// The status of every session in memory, and every change from now on.
+    pub fn watch(
+        &self,
+    ) -> (
+        Vec<SessionStatus>,
+        tokio::sync::broadcast::Receiver<SessionStatus>,
+    ) {
+        let changes = self.watchers.subscribe();
+        let now = self
+            .lock()
+            .values()
+            .map(|session| session.status())
+            .collect();
+        (now, changes)
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    /// Create a session in `cwd`, attached to `client`.
+    /// Create a session in `cwd` on `model`, attached to `client`.
     pub fn create(
         &self,
         cwd: PathBuf,
+        model: ModelChoice,
         client: ClientHandle,
     ) -> Result<Arc<Session>, RegistryError> {
         let now = crate::store::now_us();
@@ -361,16 +450,17 @@ impl SessionRegistry {
             id: uuid::Uuid::new_v4().to_string(),
             cwd,
             title: None,
-            model: self.default_model.spec.clone(),
+            model: model.spec.clone(),
             created_us: now,
             updated_us: now,
             turns: 0,
             running: false,
         };
-        let session = self.revive(&row, self.default_model.model.clone(), Some(Vec::new()))?;
+        let session = self.revive(&row, model.model, Some(Vec::new()))?;
         self.store.create_session(row);
         session.attachments.attach(client, false);
         self.lock().insert(session.id.clone(), session.clone());
+        let _ = self.watchers.send(session.status());
         Ok(session)
     }
 
@@ -395,7 +485,14 @@ impl SessionRegistry {
                 let model = if row.model == self.default_model.spec {
                     self.default_model.model.clone()
                 } else {
-                    (self.model_for)(&row.model).unwrap_or_else(|| self.default_model.model.clone())
+                    (self.model_for)(&row.model).unwrap_or_else(|error| {
+                        tracing::warn!(
+                            session = row.id,
+                            model = row.model,
+                            "the session's model is unavailable ({error}); it continues with the server's"
+                        );
+                        self.default_model.model.clone()
+                    })
                 };
                 self.revive(&row, model, None)?
             }
@@ -449,6 +546,7 @@ impl SessionRegistry {
             permissions: PermissionMemory::default(),
             store: self.store.clone(),
             attachments: attachments::Attachments::default(),
+            watchers: self.watchers.clone(),
             state: Mutex::new(SessionState {
                 history: history.map(Arc::new),
                 turns: usize::try_from(row.turns).unwrap_or(0),
@@ -456,6 +554,7 @@ impl SessionRegistry {
                 running: None,
                 end_note: None,
                 last_active: Instant::now(),
+                activity: Activity::Idle,
             }),
         }))
     }

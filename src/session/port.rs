@@ -90,11 +90,19 @@ impl ClientPort for SessionPort {
             let Some(target) = target else {
                 return Err(self.no_client());
             };
+            let asks_the_person = request.method() == "session/request_permission";
+            if asks_the_person {
+                self.session
+                    .set_activity(super::Activity::WaitingForPermission);
+            }
             let answer = target.cx.send_request(request.clone()).block_task();
             let answer = tokio::select! {
                 answer = self.patient(request.method(), answer) => answer,
                 () = self.cancel.cancelled() => return Err(failure("the turn was cancelled".to_owned())),
             };
+            if asks_the_person {
+                self.session.set_activity(super::Activity::Running);
+            }
             match answer {
                 Ok(response) => return Ok(response),
                 // The connection went away before it answered: ask another.

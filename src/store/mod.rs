@@ -174,7 +174,8 @@ pub struct Store {
 struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Command>>>,
-    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The writer and the checkpointer, joined on close.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -192,17 +193,30 @@ impl Store {
         let mut writer =
             open_connection(path, OpenFlags::default()).map_err(|error| fail(error.into()))?;
         schema::migrate(&mut writer).map_err(fail)?;
+        // Checkpoints copy the log into the database and sync it: slow, and
+        // never on the path between a model's token and the client.
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|error| fail(error.into()))?;
+        let checkpointer =
+            open_connection(path, OpenFlags::default()).map_err(|error| fail(error.into()))?;
         let (sender, commands) = mpsc::channel();
+        let (nudge, nudges) = mpsc::channel();
         let thread_path = path.to_owned();
-        let thread = std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("punie-store".into())
-            .spawn(move || write_loop(&thread_path, writer, &commands))
+            .spawn(move || write_loop(&thread_path, writer, &commands, &nudge))
+            .map_err(|error| fail(error.into()))?;
+        let checkpoint_path = path.to_owned();
+        let checkpoint_thread = std::thread::Builder::new()
+            .name("punie-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpoint_path, &checkpointer, &nudges))
             .map_err(|error| fail(error.into()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 writer: Mutex::new(Some(sender)),
-                writer_thread: Mutex::new(Some(thread)),
+                threads: Mutex::new(vec![writer_thread, checkpoint_thread]),
                 readers: Mutex::new(Vec::new()),
             }),
         })
@@ -300,7 +314,8 @@ impl Store {
     /// stored, but their follow-ups still run.
     pub fn close(&self) {
         drop(lock(&self.inner.writer).take());
-        if let Some(thread) = lock(&self.inner.writer_thread).take() {
+        // The writer ends first; the checkpointer follows when it does.
+        for thread in std::mem::take(&mut *lock(&self.inner.threads)) {
             let _ = thread.join();
         }
     }
@@ -476,7 +491,13 @@ fn open_connection(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection
 
 /// The writer thread: take what is queued, write it in one transaction, then
 /// run what waited on it. Ends when every sender is gone.
-fn write_loop(path: &Path, mut connection: Connection, commands: &mpsc::Receiver<Command>) {
+fn write_loop(
+    path: &Path,
+    mut connection: Connection,
+    commands: &mpsc::Receiver<Command>,
+    checkpoint: &mpsc::Sender<()>,
+) {
+    let mut since_checkpoint = 0;
     while let Ok(first) = commands.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -494,6 +515,38 @@ fn write_loop(path: &Path, mut connection: Connection, commands: &mpsc::Receiver
             );
         }
         finish_batch(&connection, batch, written.ok());
+        since_checkpoint += 1;
+        if since_checkpoint >= CHECKPOINT_EVERY_BATCHES {
+            since_checkpoint = 0;
+            let _ = checkpoint.send(());
+        }
+    }
+}
+
+/// Batches written between two nudges to the checkpointer.
+const CHECKPOINT_EVERY_BATCHES: usize = 256;
+
+/// How often the log is checkpointed when few batches are written.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The checkpointer thread: copy the write-ahead log into the database now
+/// and then, without ever blocking the writer (`PASSIVE`). Ends, with a last
+/// full checkpoint, when the writer does.
+fn checkpoint_loop(path: &Path, connection: &Connection, nudges: &mpsc::Receiver<()>) {
+    loop {
+        let last = matches!(
+            nudges.recv_timeout(CHECKPOINT_INTERVAL),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+        let mode = if last { "TRUNCATE" } else { "PASSIVE" };
+        if let Err(error) =
+            connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
+        {
+            tracing::warn!(store = %path.display(), "could not checkpoint the session store: {error}");
+        }
+        if last {
+            return;
+        }
     }
 }
 
