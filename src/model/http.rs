@@ -366,7 +366,7 @@ fn origin(url: &Url) -> String {
 
 fn idle_error(peer: &Peer, idle_timeout: Duration) -> ModelError {
     ModelError::Provider(format!(
-        "{} sent nothing for {}; gave up waiting (the idle timeout)",
+        "{} sent nothing for {}; gave up waiting (if it is just slow, raise --model-idle-timeout)",
         peer.name,
         humantime::format_duration(idle_timeout)
     ))

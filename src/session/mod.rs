@@ -144,6 +144,8 @@ impl Session {
         prompter: ConnectionId,
         cancel: CancellationToken,
     ) -> Result<Turn, BeginError> {
+        // A turn the store cannot keep would be lost without anyone knowing.
+        self.store.writable()?;
         let history = self.conversation().await?;
         let mut state = self.lock();
         if state.running.is_some() {

@@ -9,6 +9,11 @@
 //! database file, so even `kill -9` loses nothing a client saw. Reads use
 //! their own connections, which WAL lets run beside the writer.
 //!
+//! When the disk refuses a write (full, read-only, failing), the writer keeps
+//! what it could not write, in order, and tries again every second; clients
+//! still get their updates meanwhile. Until it succeeds, [`Store::writable`]
+//! fails, so that no new turn starts on the belief that it is saved.
+//!
 //! The store knows sessions as rows and history as opaque JSON entries; what
 //! an entry means (an ACP update, a model message) is [`crate::session`]'s
 //! business. It never talks to clients or models.
@@ -17,7 +22,7 @@ mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
@@ -28,15 +33,23 @@ const MAX_BATCH: usize = 1024;
 const IDLE_READERS: usize = 4;
 
 /// How long a connection waits for a lock another holds (a checkpoint, say).
-const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the writer tries again to write what the disk refused.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Most bytes of refused writes held for the next try; a disk that stays
+/// full must not fill the memory too. Writes past it are lost (and logged).
+const MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
 
 /// Something went wrong with the database; the message says what and where.
+// The problem is kept as words, not as a source error: the message already
+// carries it, and a chain would print it twice.
 #[derive(Debug, thiserror::Error)]
-#[error("the session store at {path}: {source}")]
+#[error("the session store at {}: {problem}", path.display())]
 pub struct StoreError {
     path: PathBuf,
-    #[source]
-    source: Box<dyn std::error::Error + Send + Sync>,
+    problem: String,
 }
 
 impl StoreError {
@@ -44,8 +57,12 @@ impl StoreError {
     pub fn message(path: &Path, message: String) -> Self {
         Self {
             path: path.to_owned(),
-            source: message.into(),
+            problem: message,
         }
+    }
+
+    fn from_error(path: &Path, error: &(dyn std::error::Error + 'static)) -> Self {
+        Self::message(path, describe(error))
     }
 }
 
@@ -173,6 +190,9 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
+    /// Why the disk refused the writes the writer still holds; `None` while
+    /// everything queued could be written.
+    refused: Arc<Mutex<Option<String>>>,
     writer: Mutex<Option<mpsc::Sender<Command>>>,
     /// The writer and the checkpointer, joined on close.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -183,47 +203,68 @@ impl Store {
     /// Open (creating if need be) the database at `path`, bring its schema up
     /// to date, and start the writer.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let fail = |source: Box<dyn std::error::Error + Send + Sync>| StoreError {
-            path: path.to_owned(),
-            source,
-        };
+        let fail = |error: &(dyn std::error::Error + 'static)| StoreError::from_error(path, error);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|error| fail(error.into()))?;
+            std::fs::create_dir_all(dir).map_err(|error| fail(&error))?;
         }
         let mut writer =
-            open_connection(path, OpenFlags::default()).map_err(|error| fail(error.into()))?;
-        schema::migrate(&mut writer).map_err(fail)?;
+            open_connection(path, OpenFlags::default()).map_err(|error| fail(&error))?;
+        schema::migrate(&mut writer).map_err(|error| fail(&*error))?;
         // Checkpoints copy the log into the database and sync it: slow, and
         // never on the path between a model's token and the client.
         writer
             .pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(|error| fail(error.into()))?;
+            .map_err(|error| fail(&error))?;
         let checkpointer =
-            open_connection(path, OpenFlags::default()).map_err(|error| fail(error.into()))?;
+            open_connection(path, OpenFlags::default()).map_err(|error| fail(&error))?;
+        // Opened now, so the server's open files do not creep up with its first reads.
+        let readers = (0..IDLE_READERS)
+            .map(|_| open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY))
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|error| fail(&error))?;
         let (sender, commands) = mpsc::channel();
         let (nudge, nudges) = mpsc::channel();
         let thread_path = path.to_owned();
+        let refused = Arc::new(Mutex::new(None));
+        let thread_refused = refused.clone();
         let writer_thread = std::thread::Builder::new()
             .name("punie-store".into())
-            .spawn(move || write_loop(&thread_path, writer, &commands, &nudge))
-            .map_err(|error| fail(error.into()))?;
+            .spawn(move || write_loop(&thread_path, writer, &commands, &nudge, &thread_refused))
+            .map_err(|error| fail(&error))?;
         let checkpoint_path = path.to_owned();
         let checkpoint_thread = std::thread::Builder::new()
             .name("punie-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpoint_path, &checkpointer, &nudges))
-            .map_err(|error| fail(error.into()))?;
+            .map_err(|error| fail(&error))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
+                refused,
                 writer: Mutex::new(Some(sender)),
                 threads: Mutex::new(vec![writer_thread, checkpoint_thread]),
-                readers: Mutex::new(Vec::new()),
+                readers: Mutex::new(readers),
             }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Fails while the disk refuses writes: what is written now would not be
+    /// stored, so new turns should not start.
+    pub fn writable(&self) -> Result<(), StoreError> {
+        match &*lock(&self.inner.refused) {
+            None => Ok(()),
+            Some(problem) => Err(StoreError::message(
+                &self.inner.path,
+                format!(
+                    "cannot write to it: {problem}. Prompts are refused until it can be written \
+                     again; free disk space or make it writable (the server tries again every {}s)",
+                    RETRY_INTERVAL.as_secs()
+                ),
+            )),
+        }
     }
 
     pub fn create_session(&self, row: SessionRow) {
@@ -422,15 +463,11 @@ impl Store {
             result
         })
         .await;
-        let error: Box<dyn std::error::Error + Send + Sync> = match outcome {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(error)) => error.into(),
-            Err(join) => join.into(),
-        };
-        Err(StoreError {
-            path: self.inner.path.clone(),
-            source: error,
-        })
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(StoreError::from_error(&self.inner.path, &error)),
+            Err(join) => Err(StoreError::from_error(&self.inner.path, &join)),
+        }
     }
 }
 
@@ -490,35 +527,93 @@ fn open_connection(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection
 }
 
 /// The writer thread: take what is queued, write it in one transaction, then
-/// run what waited on it. Ends when every sender is gone.
+/// run what waited on it. Writes the disk refused are held and tried again,
+/// before anything newer. Ends when every sender is gone.
 fn write_loop(
     path: &Path,
     mut connection: Connection,
     commands: &mpsc::Receiver<Command>,
     checkpoint: &mpsc::Sender<()>,
+    refused: &Mutex<Option<String>>,
 ) {
+    let mut held = Held::default();
+    // What `refused` says, without taking its lock for every batch.
+    let mut refusal: Option<String> = None;
     let mut since_checkpoint = 0;
-    while let Ok(first) = commands.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match commands.try_recv() {
-                Ok(command) => batch.push(command),
-                Err(_) => break,
+    loop {
+        let next = if held.commands.is_empty() {
+            commands
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+        } else {
+            commands.recv_timeout(RETRY_INTERVAL)
+        };
+        let stopping = matches!(next, Err(mpsc::RecvTimeoutError::Disconnected));
+        let retried = held.commands.len();
+        let mut batch = std::mem::take(&mut held.commands);
+        held.bytes = 0;
+        if let Ok(first) = next {
+            batch.push(first);
+            while batch.len() < retried + MAX_BATCH {
+                match commands.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
             }
         }
-        let written = write_batch(&mut connection, &batch);
-        if let Err(error) = &written {
-            tracing::error!(
-                store = %path.display(),
-                commands = batch.len(),
-                "could not write to the session store: {error}; clients still get their updates, but this history is not stored"
-            );
+        if batch.is_empty() {
+            return;
         }
-        finish_batch(&connection, batch, written.ok());
-        since_checkpoint += 1;
-        if since_checkpoint >= CHECKPOINT_EVERY_BATCHES {
-            since_checkpoint = 0;
-            let _ = checkpoint.send(());
+        let outcome = match write_batch(&mut connection, &batch) {
+            Ok(deletes) => {
+                held.overflowed = false;
+                if retried > 0 {
+                    tracing::info!(
+                        store = %path.display(),
+                        "the session store is writable again; {retried} held writes are stored"
+                    );
+                }
+                since_checkpoint += 1;
+                if since_checkpoint >= CHECKPOINT_EVERY_BATCHES {
+                    since_checkpoint = 0;
+                    let _ = checkpoint.send(());
+                }
+                Outcome::Written(deletes)
+            }
+            Err(error) if is_the_disks_doing(&error) => {
+                let problem = describe(&error);
+                if refusal.as_ref() != Some(&problem) {
+                    tracing::error!(
+                        "cannot write to the session store at {}: {problem}; clients still get their updates, which are held in memory and written once it can be (free disk space or make it writable)",
+                        path.display()
+                    );
+                    *lock(refused) = Some(problem.clone());
+                    refusal = Some(problem.clone());
+                }
+                Outcome::Held(problem)
+            }
+            Err(error) => {
+                tracing::error!(
+                    store = %path.display(),
+                    commands = batch.len(),
+                    "could not write to the session store: {error}; clients still get their updates, but this history is not stored"
+                );
+                Outcome::Dropped(describe(&error))
+            }
+        };
+        finish_batch(&connection, batch, outcome, &mut held, path);
+        if held.commands.is_empty() && refusal.take().is_some() {
+            *lock(refused) = None;
+        }
+        if stopping {
+            if !held.commands.is_empty() {
+                tracing::error!(
+                    store = %path.display(),
+                    "{} writes were never stored: the disk still refuses them",
+                    held.commands.len()
+                );
+            }
+            return;
         }
     }
 }
@@ -542,12 +637,112 @@ fn checkpoint_loop(path: &Path, connection: &Connection, nudges: &mpsc::Receiver
         if let Err(error) =
             connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
         {
-            tracing::warn!(store = %path.display(), "could not checkpoint the session store: {error}");
+            tracing::warn!(store = %path.display(), "could not checkpoint the session store: {}", describe(&error));
         }
         if last {
             return;
         }
     }
+}
+
+/// What became of a batch.
+enum Outcome {
+    /// Committed; for each delete in it, whether it found its session.
+    Written(Vec<bool>),
+    /// Refused by the disk, for this reason: held for the next try.
+    Held(String),
+    /// Failed for good, for this reason.
+    Dropped(String),
+}
+
+/// Writes the disk refused, oldest first, to try again.
+#[derive(Default)]
+struct Held {
+    commands: Vec<Command>,
+    /// Roughly what they take in memory.
+    bytes: usize,
+    /// Whether writes were lost for want of room to hold them.
+    overflowed: bool,
+}
+
+impl Held {
+    fn hold(&mut self, command: Command, path: &Path) {
+        let size = 64
+            + match &command {
+                Command::Append { body, .. } | Command::TurnEnded { body, .. } => body.len(),
+                Command::SetTitle { title, .. } => title.len(),
+                _ => 0,
+            };
+        if self.bytes + size > MAX_HELD_BYTES {
+            if !self.overflowed {
+                tracing::error!(
+                    store = %path.display(),
+                    "the session store has refused writes for too long; newer history is lost until it can be written"
+                );
+                self.overflowed = true;
+            }
+            return;
+        }
+        self.bytes += size;
+        self.commands.push(command);
+    }
+}
+
+/// Whether a failed write may succeed later without Punie changing anything:
+/// the disk is full, read-only or failing, or the file is locked.
+fn is_the_disks_doing(error: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(
+        error.sqlite_error_code(),
+        Some(
+            ErrorCode::DiskFull
+                | ErrorCode::ReadOnly
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+                | ErrorCode::PermissionDenied
+                | ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::FileLockingProtocolFailed
+        )
+    )
+}
+
+/// What went wrong, in words that point at the fix: SQLite's own messages
+/// ("disk I/O error") do not say what to check.
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    use rusqlite::ErrorCode;
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(code) = error
+            .downcast_ref::<rusqlite::Error>()
+            .and_then(rusqlite::Error::sqlite_error_code)
+        {
+            let words = match code {
+                ErrorCode::DiskFull => "the disk is full",
+                ErrorCode::ReadOnly => "it is read-only",
+                ErrorCode::SystemIoFailure => {
+                    "the disk failed a read or write; it may be full, read-only or failing"
+                }
+                ErrorCode::CannotOpen => {
+                    "cannot open it; it may be a directory, or in a directory Punie may not write to"
+                }
+                ErrorCode::PermissionDenied => "permission denied",
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::FileLockingProtocolFailed => {
+                    "another process holds it locked, perhaps a second `punie serve` with the same data directory"
+                }
+                ErrorCode::NotADatabase => {
+                    "it is not an SQLite database; move it aside and Punie starts a new one"
+                }
+                ErrorCode::DatabaseCorrupt => "it is damaged (SQLite reports corruption)",
+                _ => break,
+            };
+            return words.to_owned();
+        }
+        cause = error.source();
+    }
+    error.to_string()
 }
 
 /// Write `batch` in one transaction; for each delete in it, whether it found
@@ -658,28 +853,63 @@ fn touch<'a>(touched: &mut Vec<(&'a str, i64)>, session: &'a str, at_us: i64) {
     }
 }
 
-/// Run what waited on `batch`; `deletes` is `None` if it was not written.
-fn finish_batch(connection: &Connection, batch: Vec<Command>, deletes: Option<Vec<bool>>) {
-    let written = deletes.is_some();
-    let mut deleted = deletes.unwrap_or_default().into_iter();
+/// Run what waited on `batch`, and hold what the disk refused to write.
+fn finish_batch(
+    connection: &Connection,
+    batch: Vec<Command>,
+    outcome: Outcome,
+    held: &mut Held,
+    path: &Path,
+) {
+    let holding = matches!(outcome, Outcome::Held(_));
+    let (mut deleted, failure) = match outcome {
+        Outcome::Written(deletes) => (deletes.into_iter(), None),
+        Outcome::Held(problem) | Outcome::Dropped(problem) => {
+            (Vec::new().into_iter(), Some(problem))
+        }
+    };
     for command in batch {
         match command {
             Command::Append {
-                then: Some(then), ..
-            } => then(),
+                session,
+                kind,
+                body,
+                at_us,
+                then,
+            } => {
+                if let Some(then) = then {
+                    then();
+                }
+                if holding {
+                    let command = Command::Append {
+                        session,
+                        kind,
+                        body,
+                        at_us,
+                        then: None,
+                    };
+                    held.hold(command, path);
+                }
+            }
             Command::Barrier(done) => {
                 let _ = done.send(());
             }
             Command::Delete { done, .. } => {
-                let outcome = if written {
-                    Ok(deleted.next().unwrap_or(false))
-                } else {
-                    Err("the session store could not be written; see the server's log".to_owned())
+                let outcome = match &failure {
+                    None => Ok(deleted.next().unwrap_or(false)),
+                    Some(problem) => Err(format!("cannot write to it: {problem}")),
                 };
                 let _ = done.send(outcome);
             }
             Command::AtNewest { session, then } => then(newest_entry(connection, &session)),
-            _ => {}
+            command @ (Command::CreateSession(_)
+            | Command::SetTitle { .. }
+            | Command::TurnStarted { .. }
+            | Command::TurnEnded { .. }) => {
+                if holding {
+                    held.hold(command, path);
+                }
+            }
         }
     }
 }

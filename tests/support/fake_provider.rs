@@ -8,7 +8,6 @@
 //! Self-contained (no `super::`), so a test binary may include it by path.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +27,10 @@ pub enum Part {
     Wait(Arc<Notify>),
     /// Send nothing more, and never close.
     Stall,
+    /// Drop the connection at once, without ending the response: a server
+    /// that crashed mid-reply.
+    #[allow(dead_code)] // tests/providers.rs includes this file but has no use for it.
+    Abort,
 }
 
 /// How the fake answers one request.
@@ -157,9 +160,12 @@ fn respond(reply: Reply) -> Response {
             let body = async_stream::stream! {
                 for part in parts {
                     match part {
-                        Part::Send(text) => yield Ok::<_, Infallible>(text),
+                        Part::Send(text) => yield Ok::<_, std::io::Error>(text),
                         Part::Wait(gate) => gate.notified().await,
                         Part::Stall => std::future::pending::<()>().await,
+                        // A body that fails makes hyper drop the connection
+                        // before the chunk that would end the response.
+                        Part::Abort => yield Err(std::io::Error::other("the fake provider aborts")),
                     }
                 }
             };

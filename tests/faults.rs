@@ -1,0 +1,863 @@
+//! Faults a long-running server must live through: clients that vanish
+//! without a word, a bridge or the server itself killed mid-turn, a model
+//! server that hangs or talks nonsense, a store that cannot be written, and a
+//! flood of connections that come and go. Each test says what must still work.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use support::fake_provider::{FakeProvider, Part, Reply, openai_delta, openai_text_reply};
+use support::{Bridge, Home, RawClient, Server, within};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+
+/// End `client`'s connection with a TCP reset and no close frame, as a client
+/// that crashed or lost its network does.
+fn vanish(client: RawClient) {
+    client
+        .ws
+        .get_ref()
+        .get_ref()
+        .set_zero_linger()
+        .expect("SO_LINGER can be set");
+    drop(client);
+}
+
+/// Poll `/health` until `done` holds for it; returns that answer.
+async fn health_until(server: &Server, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    within(what, async {
+        loop {
+            let health = server.health().await;
+            if done(&health) {
+                return health;
+            }
+            // /health has no way to wait for a change; ask again shortly.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+fn connections(health: &Value) -> u64 {
+    health["connections"].as_u64().expect("a connection count")
+}
+
+/// The session updates of `kind` among `messages`.
+fn updates<'a>(messages: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    messages
+        .iter()
+        .filter(|m| m["method"] == "session/update")
+        .map(|m| &m["params"]["update"])
+        .filter(|u| u["sessionUpdate"] == kind)
+        .collect()
+}
+
+fn text_of(updates: &[&Value]) -> String {
+    updates
+        .iter()
+        .map(|u| u["content"]["text"].as_str().unwrap_or_default())
+        .collect()
+}
+
+fn agent_text(messages: &[Value]) -> String {
+    text_of(&updates(messages, "agent_message_chunk"))
+}
+
+/// What the `test` model answers to `count to n`.
+fn counted(n: u64) -> String {
+    (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(" ")
+}
+
+/// Read messages until the agent asks for permission; returns that request.
+async fn permission_request(client: &mut RawClient) -> Value {
+    loop {
+        let message = client.recv().await;
+        if message["method"] == "session/request_permission" {
+            return message;
+        }
+        client.notifications.push(message);
+    }
+}
+
+async fn allow(client: &mut RawClient, request: &Value) {
+    client
+        .send(json!({
+            "jsonrpc": "2.0",
+            "id": request["id"],
+            "result": {"outcome": {"outcome": "selected", "optionId": "allow_once"}},
+        }))
+        .await;
+}
+
+/// Read messages until the agent text `client` has seen satisfies `done`.
+async fn agent_text_until(client: &mut RawClient, done: impl Fn(&str) -> bool) {
+    while !done(&agent_text(&client.notifications)) {
+        let message = client.recv().await;
+        client.notifications.push(message);
+    }
+}
+
+/// `session/load` `session` on `client`; returns the replayed messages.
+async fn load(client: &mut RawClient, session: &str, cwd: &Path) -> Vec<Value> {
+    client.notifications.clear();
+    let response = client
+        .request(
+            "session/load",
+            json!({"sessionId": session, "cwd": cwd, "mcpServers": []}),
+        )
+        .await;
+    assert!(
+        response.get("result").is_some(),
+        "session/load failed: {response}"
+    );
+    std::mem::take(&mut client.notifications)
+}
+
+fn database(home: &Home) -> PathBuf {
+    home.dir.path().join("data/punie/punie.db")
+}
+
+/// How the session's last turn ended, as stored, once it has.
+fn turn_end(database: &Path, session: &str) -> Option<Value> {
+    let connection =
+        rusqlite::Connection::open_with_flags(database, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    let body: String = connection
+        .query_row(
+            "SELECT body FROM entries WHERE session_id = ?1 AND kind = 3 ORDER BY seq DESC LIMIT 1",
+            [session],
+            |row| row.get(0),
+        )
+        .ok()?;
+    serde_json::from_str(&body).ok()
+}
+
+fn assert_no_panic(server: &Server) {
+    let log = server.log();
+    assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+}
+
+fn write_script(home: &Home, script: &Value) -> String {
+    let path = home.dir.path().join("script.json");
+    std::fs::write(&path, script.to_string()).expect("the script is written");
+    format!("script:{}", path.display())
+}
+
+#[tokio::test]
+async fn a_client_reset_mid_turn_harms_no_one_and_its_turn_is_seen_through() {
+    // Every session's first prompt asks to write a file; once allowed, the
+    // model streams for about two seconds.
+    let streamed: Vec<String> = (1..=40).map(|i| format!("w{i} ")).collect();
+    let mut stream = Vec::new();
+    for piece in &streamed {
+        stream.push(json!({"text": piece}));
+        stream.push(json!({"pause_ms": 50}));
+    }
+    let script = json!([
+        [{"text": "Let me write it. "},
+         {"tool_call": {"id": "call-1", "name": "write_file", "arguments": {"path": "note.txt", "content": "hello"}}}],
+        stream,
+    ]);
+    let home = Home::new();
+    let model = write_script(&home, &script);
+    let server = Server::start_in(home, &["--model", &model, "--reattach-timeout", "0.5"]).await;
+    let workspace = server.home.workspace();
+    let full_text = format!("Let me write it. {}", streamed.concat());
+    let baseline = connections(&server.health().await);
+
+    // One client vanishes while its turn waits for it to answer a permission
+    // request; another while its turn streams.
+    let mut waiting = server.initialized().await;
+    let waiting_session = waiting.new_session(&workspace).await;
+    waiting
+        .start_request(
+            "session/prompt",
+            json!({"sessionId": waiting_session, "prompt": [{"type": "text", "text": "write a note"}]}),
+        )
+        .await;
+    permission_request(&mut waiting).await;
+
+    let mut streaming = server.initialized().await;
+    let streaming_session = streaming.new_session(&workspace).await;
+    streaming
+        .start_request(
+            "session/prompt",
+            json!({"sessionId": streaming_session, "prompt": [{"type": "text", "text": "write a note"}]}),
+        )
+        .await;
+    let request = permission_request(&mut streaming).await;
+    allow(&mut streaming, &request).await;
+    agent_text_until(&mut streaming, |text| text.contains("w1 ")).await;
+
+    // A third client's turn is streaming too when the other two vanish.
+    let mut steady = server.initialized().await;
+    let steady_session = steady.new_session(&workspace).await;
+    let prompt = steady
+        .start_request(
+            "session/prompt",
+            json!({"sessionId": steady_session, "prompt": [{"type": "text", "text": "write a note"}]}),
+        )
+        .await;
+    let request = permission_request(&mut steady).await;
+    allow(&mut steady, &request).await;
+    agent_text_until(&mut steady, |text| text.contains("w1 ")).await;
+    assert_eq!(
+        connections(&server.health().await),
+        baseline + 3,
+        "three connections are open"
+    );
+
+    vanish(waiting);
+    vanish(streaming);
+
+    let answer = steady.response_to(prompt).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(agent_text(&steady.notifications), full_text);
+    // New clients are served as before.
+    let mut newcomer = server.initialized().await;
+    let listed = newcomer.request("session/list", json!({})).await;
+    assert_eq!(
+        listed["result"]["sessions"].as_array().map(Vec::len),
+        Some(3)
+    );
+    drop(newcomer);
+
+    health_until(
+        &server,
+        "the vanished connections to be counted out",
+        |health| connections(health) == baseline + 1,
+    )
+    .await;
+    // The two orphaned turns end (the steady client keeps its session in
+    // memory): one cancelled for want of anyone to ask, one to its end.
+    health_until(&server, "the orphaned turns to end", |health| {
+        health["sessions"] == 1
+    })
+    .await;
+    let database = database(&server.home);
+    let ended = turn_end(&database, &waiting_session).expect("the waiting turn ended");
+    assert_eq!(ended["stopReason"], "cancelled", "{ended}");
+    let note = ended["note"].as_str().unwrap_or_default();
+    assert!(note.contains("no client was attached"), "{note}");
+    let ended = turn_end(&database, &streaming_session).expect("the streaming turn ended");
+    assert_eq!(
+        ended["stopReason"], "end_turn",
+        "a turn outlives its connection: {ended}"
+    );
+
+    // Everything the orphaned turn said after its client vanished was kept.
+    let replay = load(&mut steady, &streaming_session, &workspace).await;
+    assert_eq!(agent_text(&replay), full_text);
+    assert_no_panic(&server);
+}
+
+#[tokio::test]
+async fn a_bridge_killed_mid_turn_leaves_the_server_serving_and_the_session_stored() {
+    let server = Server::start().await;
+    let workspace = server.home.workspace();
+    let baseline = connections(&server.health().await);
+
+    let mut bridge = Bridge::to(&server);
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": 1, "clientCapabilities": {}}}))
+        .await;
+    bridge.response_to(1).await;
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": 2, "method": "session/new", "params": {"cwd": workspace, "mcpServers": []}}))
+        .await;
+    let session = bridge.response_to(2).await["result"]["sessionId"]
+        .as_str()
+        .expect("a session id")
+        .to_owned();
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": 3, "method": "session/prompt", "params": {"sessionId": session, "prompt": [{"type": "text", "text": "count to 100"}]}}))
+        .await;
+    let update = bridge.recv().await.expect("the turn has begun");
+    assert_eq!(update["method"], "session/update", "{update}");
+    assert_eq!(
+        connections(&server.health().await),
+        baseline + 1,
+        "the bridge is connected"
+    );
+
+    bridge.child.start_kill().expect("the bridge can be killed");
+    let status = bridge.exit_status().await;
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(Signal::SIGKILL as i32)
+    );
+
+    health_until(
+        &server,
+        "the bridge's connection to be counted out",
+        |health| connections(health) == baseline,
+    )
+    .await;
+    // The turn goes on without its client, to its end; then the session,
+    // with no one attached, leaves memory and lives on in the store.
+    health_until(&server, "the turn to end", |health| health["sessions"] == 0).await;
+    let ended = turn_end(&database(&server.home), &session).expect("the turn ended");
+    assert_eq!(ended["stopReason"], "end_turn", "{ended}");
+
+    let mut client = server.initialized().await;
+    let replay = load(&mut client, &session, &workspace).await;
+    assert_eq!(
+        text_of(&updates(&replay, "user_message_chunk")),
+        "count to 100"
+    );
+    assert_eq!(agent_text(&replay), counted(100));
+    let answer = client.prompt(&session, "and now?").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(
+        client.agent_text(&session),
+        "Turn 2. You said: \"and now?\". Before that you said: \"count to 100\"."
+    );
+    assert_no_panic(&server);
+}
+
+/// `punie ask` with its output streamed as JSON lines, as a script runs it.
+struct Ask {
+    child: tokio::process::Child,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    /// Every line of stdout so far, parsed.
+    lines: Vec<Value>,
+}
+
+impl Ask {
+    fn spawn(server: &Server, question: &str) -> Self {
+        let mut child = server
+            .home
+            .command()
+            .args(["ask", "--output", "stream-json", question])
+            .current_dir(server.home.workspace())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("punie ask starts");
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        Self {
+            child,
+            stdout,
+            lines: Vec::new(),
+        }
+    }
+
+    /// The next line of stdout; `None` once it is closed.
+    async fn next(&mut self) -> Option<&Value> {
+        let line = within("a line from punie ask", self.stdout.next_line())
+            .await
+            .expect("stdout is readable")?;
+        let value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("stream-json prints only JSON, got {line:?}"));
+        self.lines.push(value);
+        self.lines.last()
+    }
+
+    fn agent_text(&self) -> String {
+        self.lines
+            .iter()
+            .filter(|line| line["update"]["sessionUpdate"] == "agent_message_chunk")
+            .map(|line| {
+                line["update"]["content"]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn when_the_server_is_killed_mid_turn_its_clients_fail_and_a_restart_replays_what_they_saw() {
+    let mut server = Server::start().await;
+    let workspace = server.home.workspace();
+
+    let mut bridge = Bridge::to(&server);
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": 1, "clientCapabilities": {}}}))
+        .await;
+    bridge.response_to(1).await;
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": 2, "method": "session/new", "params": {"cwd": workspace, "mcpServers": []}}))
+        .await;
+    let bridge_session = bridge.response_to(2).await["result"]["sessionId"]
+        .as_str()
+        .expect("a session id")
+        .to_owned();
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": 3, "method": "session/prompt", "params": {"sessionId": bridge_session, "prompt": [{"type": "text", "text": "count to 1000"}]}}))
+        .await;
+    let mut bridge_saw = vec![bridge.recv().await.expect("the turn has begun")];
+
+    let mut ask = Ask::spawn(&server, "count to 1000");
+    let ask_session = loop {
+        let line = ask.next().await.expect("punie ask streams updates");
+        if line["update"]["sessionUpdate"] == "agent_message_chunk" {
+            break line["sessionId"].as_str().expect("a session id").to_owned();
+        }
+    };
+
+    server.signal(Signal::SIGKILL);
+    server.exit_status().await;
+
+    // The bridge answers the prompt it still owes with an error, then exits 1.
+    let answer = loop {
+        let message = bridge.recv().await.expect("an answer to the prompt");
+        if message["id"] == 3 {
+            break message;
+        }
+        bridge_saw.push(message);
+    };
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("lost the connection"), "{answer}");
+    bridge_saw.extend(bridge.rest().await);
+    assert_eq!(bridge.exit_status().await.code(), Some(1));
+
+    // `punie ask` says what happened and exits 1.
+    while ask.next().await.is_some() {}
+    let status = within("punie ask to exit", ask.child.wait())
+        .await
+        .expect("an exit status");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = ask.child.stderr.take() {
+        within("punie ask's stderr", pipe.read_to_string(&mut stderr))
+            .await
+            .expect("stderr is readable");
+    }
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("lost the connection"), "{stderr}");
+    assert!(
+        !ask.lines
+            .iter()
+            .any(|line| line.get("stopReason").is_some()),
+        "no result is printed for a turn that never ended: {:?}",
+        ask.lines.last()
+    );
+
+    let server = Server::start_in(server.home, &[]).await;
+    let mut client = server.initialized().await;
+    for (session, saw) in [
+        (&bridge_session, agent_text(&bridge_saw)),
+        (&ask_session, ask.agent_text()),
+    ] {
+        assert!(!saw.is_empty(), "the client saw the turn begin");
+        let replay = load(&mut client, session, &workspace).await;
+        let replayed = agent_text(&replay);
+        assert!(
+            replayed.starts_with(&saw),
+            "everything the client saw is replayed: saw {saw:?}, replayed {replayed:?}"
+        );
+    }
+    assert_no_panic(&server);
+}
+
+#[tokio::test]
+async fn a_model_server_that_hangs_or_breaks_mid_reply_ends_only_that_turn_with_a_clear_error() {
+    let crash = std::sync::Arc::new(tokio::sync::Notify::new());
+    let provider = FakeProvider::start([
+        // The headers, then nothing at all.
+        Reply::Stream(vec![Part::Stall]),
+        // A start, then lines that are no server-sent events, then data that
+        // is not JSON.
+        Reply::Stream(vec![
+            Part::Send(openai_delta(
+                json!({"role": "assistant", "content": "Partial answer. "}),
+            )),
+            Part::Send("this is not an event\n: nor is this\n\n".to_owned()),
+            Part::Send("data: {\"choices\": [oops\n\n".to_owned()),
+        ]),
+        // A start, then the response ends as if the reply were complete.
+        Reply::Stream(vec![Part::Send(openai_delta(
+            json!({"role": "assistant", "content": "Cut short. "}),
+        ))]),
+        // A start, then the connection drops mid-response.
+        Reply::Stream(vec![
+            Part::Send(openai_delta(
+                json!({"role": "assistant", "content": "Broken off. "}),
+            )),
+            Part::Wait(crash.clone()),
+            Part::Abort,
+        ]),
+        Reply::events(openai_text_reply(&["All ", "good."])),
+    ])
+    .await;
+    let model = format!("local:{}/v1/fake-model", provider.url());
+    let server = Server::start_in(
+        Home::new(),
+        &[
+            "--model",
+            &model,
+            "--model-idle-timeout",
+            "0.5",
+            // Each reply above is for one call.
+            "--model-retries",
+            "0",
+        ],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+
+    let started = Instant::now();
+    let hung = client.prompt(&session, "hang").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the idle timeout ended the turn: {:?}",
+        started.elapsed()
+    );
+    let garbled = client.prompt(&session, "garble").await;
+    let cut = client.prompt(&session, "cut").await;
+    // The crash comes once the start has reached the client.
+    let breaking = client
+        .start_request(
+            "session/prompt",
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": "break"}]}),
+        )
+        .await;
+    agent_text_until(&mut client, |text| text.ends_with("Broken off. ")).await;
+    crash.notify_one();
+    let broken = client.response_to(breaking).await;
+    for (answer, expected) in [
+        (&hung, "sent nothing for 500ms"),
+        (&garbled, "sent an event Punie does not understand"),
+        (&cut, "closed the stream before the reply was complete"),
+        (&broken, "the stream from the model server broke"),
+    ] {
+        assert_eq!(answer["error"]["code"], -32603, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("session/prompt: ") && message.contains(expected),
+            "expected {expected:?}: {message}"
+        );
+    }
+    assert_eq!(
+        agent_text(&client.notifications),
+        "Partial answer. Cut short. Broken off. ",
+        "what streamed before each fault reached the client"
+    );
+
+    // The session, and the server, go on; the model is told what the person saw.
+    let fine = client.prompt(&session, "again").await;
+    assert_eq!(fine["result"]["stopReason"], "end_turn", "{fine}");
+    let requests = provider.requests();
+    assert_eq!(requests.len(), 5);
+    let said: Vec<&str> = requests[4].body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .map(|m| m["content"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        said,
+        ["", "Partial answer. ", "Cut short. ", "Broken off. "]
+    );
+
+    // And the stored history has every piece, for another client to load.
+    let mut other = server.initialized().await;
+    let replay = load(&mut other, &session, &workspace).await;
+    assert_eq!(
+        agent_text(&replay),
+        "Partial answer. Cut short. Broken off. All good."
+    );
+    assert_eq!(
+        text_of(&updates(&replay, "user_message_chunk")),
+        "hanggarblecutbreakagain"
+    );
+    assert_eq!(server.health().await["status"], "ok");
+    assert_no_panic(&server);
+}
+
+/// Set the server's file size limit: the kernel refuses (EFBIG) any write at
+/// or past `bytes` into any file, whatever the file's size already is.
+fn limit_file_size(server: &Server, bytes: u64) {
+    let pid = i32::try_from(server.child.id().expect("the server runs")).expect("a pid");
+    rlimit::prlimit(
+        pid,
+        rlimit::Resource::FSIZE,
+        Some((bytes, rlimit::INFINITY)),
+        None,
+    )
+    .expect("the server's file size limit can be set");
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_written_refuses_new_work_clearly_and_recovers_losing_nothing() {
+    // A full or read-only disk cannot be made without privileges, and root
+    // (as in CI) writes through any file mode. A file size limit binds every
+    // process, root too: at 0, every write to a file fails, as on a disk that
+    // is full or read-only. Its signal, SIGXFSZ, would kill the server first,
+    // so the server starts with it ignored (that is inherited across exec).
+    let home = Home::new();
+    let mut command = home.command();
+    command.args(["serve", "--port", "0"]);
+    // SAFETY: only sigaction, which is async-signal-safe, runs in the child.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::signal::signal(Signal::SIGXFSZ, nix::sys::signal::SigHandler::SigIgn)
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut server = Server::spawn(home, command).await;
+    let workspace = server.home.workspace();
+    let database = database(&server.home);
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    client.prompt(&session, "before").await;
+
+    limit_file_size(&server, 0);
+
+    // A turn already admitted runs to its end, and its client hears it all.
+    let answer = client.prompt(&session, "while the disk is full").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert!(
+        client.agent_text(&session).ends_with(
+            "Turn 2. You said: \"while the disk is full\". Before that you said: \"before\"."
+        ),
+        "{}",
+        client.agent_text(&session)
+    );
+    let shown = database.display().to_string();
+    server
+        .wait_for_log("cannot write to the session store")
+        .await;
+    assert!(server.log().contains(&shown), "{}", server.log());
+
+    // New turns are refused with a reason and a way out, on any connection,
+    // in any session…
+    let mut other = server.initialized().await;
+    let during = other.new_session(&workspace).await;
+    for answer in [
+        client.prompt(&session, "more").await,
+        other.prompt(&during, "first").await,
+    ] {
+        assert_eq!(answer["error"]["code"], -32603, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("session/prompt: "), "{message}");
+        assert!(message.contains(&shown), "names the store: {message}");
+        assert!(message.contains("cannot write"), "says what: {message}");
+        assert!(
+            message.contains("free disk space"),
+            "says what to do: {message}"
+        );
+    }
+    // …while what is stored can still be read.
+    let listed = other.request("session/list", json!({})).await;
+    assert_eq!(
+        listed["result"]["sessions"][0]["sessionId"],
+        session.as_str(),
+        "{listed}"
+    );
+
+    // Room again: the store catches up, and nothing was lost.
+    limit_file_size(&server, rlimit::INFINITY);
+    server
+        .wait_for_log("the session store is writable again")
+        .await;
+    let mut loader = server.initialized().await;
+    let replay = load(&mut loader, &session, &workspace).await;
+    assert_eq!(
+        text_of(&updates(&replay, "user_message_chunk")),
+        "beforewhile the disk is full",
+        "the turn that ran while the store could not be written is stored"
+    );
+    assert!(
+        agent_text(&replay).ends_with("Before that you said: \"before\"."),
+        "{replay:?}"
+    );
+    let answer = client.prompt(&session, "after").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert!(client.agent_text(&session).ends_with(
+        "Turn 3. You said: \"after\". Before that you said: \"while the disk is full\"."
+    ));
+    let answer = other.prompt(&during, "first").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let listed = other.request("session/list", json!({})).await;
+    assert_eq!(
+        listed["result"]["sessions"].as_array().map(Vec::len),
+        Some(2),
+        "the session made while the store could not be written is stored: {listed}"
+    );
+    assert_no_panic(&server);
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_opened_stops_the_server_at_once_with_one_clear_line() {
+    let home = Home::new();
+    // Something that is not a database where the database belongs.
+    std::fs::create_dir_all(database(&home)).expect("a directory in the database's place");
+    let output = within(
+        "punie serve to give up",
+        home.command()
+            .args(["serve", "--port", "0"])
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("punie serve runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    let shown = database(&home).display().to_string();
+    assert!(last.starts_with("punie: the session store at "), "{stderr}");
+    assert_eq!(
+        last.matches(&shown).count(),
+        1,
+        "names the store once: {last}"
+    );
+    assert!(last.contains("cannot open"), "{last}");
+}
+
+/// How one short-lived client of the flood behaves before it disappears.
+#[derive(Clone, Copy, Debug)]
+enum Churn {
+    /// Half a WebSocket handshake.
+    MidHandshake,
+    /// A WebSocket, and nothing said.
+    Upgraded,
+    /// Gone after `initialize`.
+    Initialized,
+    /// Gone right after sending a prompt.
+    Prompted,
+    /// Gone while its turn streams.
+    Streaming,
+}
+
+const CHURN: [Churn; 5] = [
+    Churn::MidHandshake,
+    Churn::Upgraded,
+    Churn::Initialized,
+    Churn::Prompted,
+    Churn::Streaming,
+];
+
+async fn churn_once(server: &Server, workspace: &Path, how: Churn, reset: bool) {
+    if let Churn::MidHandshake = how {
+        let mut tcp = tokio::net::TcpStream::connect(server.address)
+            .await
+            .expect("the server accepts");
+        let partial = format!(
+            "GET /acp HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+            server.address
+        );
+        tcp.write_all(partial.as_bytes())
+            .await
+            .expect("the request starts");
+        if reset {
+            tcp.set_zero_linger().expect("SO_LINGER can be set");
+        }
+        return;
+    }
+    let mut client = server.raw().await;
+    match how {
+        Churn::MidHandshake | Churn::Upgraded => {}
+        Churn::Initialized => {
+            client.initialize().await;
+        }
+        Churn::Prompted | Churn::Streaming => {
+            client.initialize().await;
+            let session = client.new_session(workspace).await;
+            client
+                .start_request(
+                    "session/prompt",
+                    json!({"sessionId": session, "prompt": [{"type": "text", "text": "count to 10"}]}),
+                )
+                .await;
+            if let Churn::Streaming = how {
+                client.recv().await;
+            }
+        }
+    }
+    if reset {
+        vanish(client);
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_clients_coming_and_going_do_not_disturb_the_steady_ones() {
+    const FLOOD: usize = 1000;
+    const AT_ONCE: usize = 8;
+    let server = std::sync::Arc::new(Server::start().await);
+    let workspace = server.home.workspace();
+    let flood_over = tokio_util::sync::CancellationToken::new();
+
+    let mut steady = Vec::new();
+    for _ in 0..3 {
+        let mut client = server.initialized().await;
+        let session = client.new_session(&workspace).await;
+        steady.push((client, session));
+    }
+    let baseline = server.health().await;
+
+    let steady_turns: Vec<_> = steady
+        .into_iter()
+        .map(|(mut client, session)| {
+            let flood_over = flood_over.clone();
+            tokio::spawn(async move {
+                let mut turns = 0;
+                while turns == 0 || !flood_over.is_cancelled() {
+                    client.notifications.clear();
+                    let answer = client.prompt(&session, "count to 20").await;
+                    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+                    assert_eq!(client.agent_text(&session), counted(20));
+                    turns += 1;
+                }
+                (client, turns)
+            })
+        })
+        .collect();
+
+    let flood: Vec<_> = (0..AT_ONCE)
+        .map(|lane| {
+            let server = server.clone();
+            let workspace = workspace.clone();
+            tokio::spawn(async move {
+                for n in (lane..FLOOD).step_by(AT_ONCE) {
+                    churn_once(&server, &workspace, CHURN[n % CHURN.len()], n % 2 == 0).await;
+                }
+            })
+        })
+        .collect();
+    within("the flood of clients", async {
+        for lane in flood {
+            lane.await.expect("no client of the flood failed");
+        }
+    })
+    .await;
+    flood_over.cancel();
+
+    let mut steady = Vec::new();
+    for turns in steady_turns {
+        let (client, turns) = within("the steady clients' turns", turns)
+            .await
+            .expect("every turn of the steady clients completed");
+        assert!(turns >= 1);
+        steady.push(client);
+    }
+    health_until(
+        &server,
+        "the flood's connections to be counted out",
+        |health| health["connections"] == baseline["connections"],
+    )
+    .await;
+    health_until(&server, "the flood's turns to end", |health| {
+        health["sessions"] == baseline["sessions"]
+    })
+    .await;
+    drop(steady);
+    let stored: i64 = rusqlite::Connection::open(database(&server.home))
+        .and_then(|db| db.query_row("SELECT count(*) FROM sessions", [], |row| row.get(0)))
+        .expect("the store can be read");
+    assert_eq!(
+        usize::try_from(stored).ok(),
+        Some(3 + 2 * FLOOD / CHURN.len()),
+        "every session the flood made is stored"
+    );
+    assert_no_panic(&server);
+}
