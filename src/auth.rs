@@ -5,8 +5,10 @@
 //! nothing by itself: any web page could drive an agent that runs commands.
 //! Three checks stop that, in this order: the `Host` header must name this
 //! server (defeats DNS rebinding), a request carrying `Origin` comes from a web
-//! page and is refused, and the ACP endpoints need `Authorization: Bearer
-//! <token>`, compared in constant time. This module never logs or echoes a
+//! page and is refused unless that page is the server's own app, and the ACP
+//! endpoints need `Authorization: Bearer <token>`, compared in constant time —
+//! or, from the app's own pages only, the cookie of a signed-in browser
+//! ([`crate::web::sign_in`] keeps those). This module never logs or echoes a
 //! token; it does not know about ACP.
 
 use std::fmt;
@@ -24,6 +26,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq as _;
 
+use crate::web::SignIns;
+
 /// Environment variable that replaces the stored token.
 pub const TOKEN_ENV: &str = "PUNIE_TOKEN";
 
@@ -32,6 +36,9 @@ const TOKEN_BYTES: usize = 32;
 
 /// Tokens shorter than this (from `PUNIE_TOKEN`) are accepted with a warning.
 const WEAK_TOKEN_CHARS: usize = 32;
+
+/// Longest `Origin` quoted in the log; the header is the requester's text.
+const MAX_LOGGED_ORIGIN_CHARS: usize = 100;
 
 /// The secret a client presents as `Authorization: Bearer <token>`.
 #[derive(Clone)]
@@ -174,23 +181,38 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 pub struct RequestGuard {
     token: AccessToken,
     allowed_hosts: Vec<String>,
+    browsers: Arc<SignIns>,
 }
 
 impl RequestGuard {
-    /// Checks for a server bound to `host:port`.
-    pub fn new(token: AccessToken, host: IpAddr, port: u16) -> Self {
+    /// Checks for a server bound to `host:port`, whose signed-in browsers
+    /// are in `browsers`.
+    pub fn new(token: AccessToken, host: IpAddr, port: u16, browsers: Arc<SignIns>) -> Self {
         Self {
             token,
             allowed_hosts: allowed_hosts(host, port),
+            browsers,
         }
     }
 
-    fn host_allowed(&self, headers: &HeaderMap) -> bool {
-        let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+    /// The `Host` header, lowercased, if it names this server.
+    fn allowed_host(&self, headers: &HeaderMap) -> Option<String> {
+        let host = headers.get(header::HOST)?.to_str().ok()?;
+        let host = host.trim().to_ascii_lowercase();
+        self.allowed_hosts.contains(&host).then_some(host)
+    }
+
+    /// Whether the request's `Origin` is this server's own: a page it served,
+    /// under the name the request uses. Pages on another port of the same
+    /// host are other origins, even though browsers send them its cookies.
+    fn own_origin(&self, headers: &HeaderMap) -> bool {
+        let (Some(host), Some(origin)) = (self.allowed_host(headers), headers.get(header::ORIGIN))
+        else {
             return false;
         };
-        let host = host.trim().to_ascii_lowercase();
-        self.allowed_hosts.contains(&host)
+        origin
+            .as_bytes()
+            .eq_ignore_ascii_case(format!("http://{host}").as_bytes())
     }
 
     fn bearer_matches(&self, headers: &HeaderMap) -> Result<(), &'static str> {
@@ -238,31 +260,37 @@ fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Refuse requests that do not name this server in `Host`, or that come from a
-/// web page (`Origin` present). Applies to every route.
+/// Refuse requests that do not name this server in `Host`, or that come from
+/// a web page (`Origin` present) other than the server's own app. Applies to
+/// every route.
 pub async fn check_host_and_origin(
     State(guard): State<Arc<RequestGuard>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if !guard.host_allowed(request.headers()) {
+    if guard.allowed_host(request.headers()).is_none() {
         tracing::warn!("refused a request whose Host header does not name this server");
         return refusal(
             StatusCode::FORBIDDEN,
             "the Host header does not name this server; connect to localhost or 127.0.0.1",
         );
     }
-    if request.headers().contains_key(header::ORIGIN) {
-        tracing::warn!("refused a request from a web page (Origin header present)");
+    if let Some(origin) = request.headers().get(header::ORIGIN)
+        && !guard.own_origin(request.headers())
+    {
+        let origin = String::from_utf8_lossy(origin.as_bytes());
+        let origin: String = origin.chars().take(MAX_LOGGED_ORIGIN_CHARS).collect();
+        tracing::warn!(%origin, "refused a request from another web page");
         return refusal(
             StatusCode::FORBIDDEN,
-            "requests from web pages are refused (the request carries an Origin header)",
+            "requests from web pages other than Punie's own are refused (the request carries another Origin)",
         );
     }
     next.run(request).await
 }
 
-/// Refuse requests without this server's access token. Applies to the ACP endpoints.
+/// Refuse requests without this server's access token. Applies to the routes
+/// only a program holding the token may use.
 pub async fn require_token(
     State(guard): State<Arc<RequestGuard>>,
     request: Request,
@@ -270,21 +298,44 @@ pub async fn require_token(
 ) -> Response {
     match guard.bearer_matches(request.headers()) {
         Ok(()) => next.run(request).await,
-        Err(reason) => {
-            tracing::warn!(reason, "refused a request without the right access token");
-            let mut response = refusal(
-                StatusCode::UNAUTHORIZED,
-                &format!(
-                    "{reason}. The token is in $XDG_STATE_HOME/punie/token (or set {TOKEN_ENV})."
-                ),
-            );
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"punie\""),
-            );
-            response
-        }
+        Err(reason) => token_refusal(reason),
     }
+}
+
+/// Let in a client of the ACP endpoints: a program with the access token, or
+/// the app's own page in a signed-in browser. A page never gets in by the
+/// token (it cannot know it), nor a program by a cookie without the page's
+/// Origin.
+pub async fn require_client(
+    State(guard): State<Arc<RequestGuard>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers();
+    if !headers.contains_key(header::ORIGIN) {
+        return require_token(State(guard), request, next).await;
+    }
+    if guard.own_origin(headers) && guard.browsers.signed_in(headers) {
+        return next.run(request).await;
+    }
+    tracing::warn!("refused a page of this server's app that is not signed in");
+    refusal(
+        StatusCode::FORBIDDEN,
+        "this browser is not signed in: open the sign-in link `punie serve` printed, or run `punie open`",
+    )
+}
+
+fn token_refusal(reason: &str) -> Response {
+    tracing::warn!(reason, "refused a request without the right access token");
+    let mut response = refusal(
+        StatusCode::UNAUTHORIZED,
+        &format!("{reason}. The token is in $XDG_STATE_HOME/punie/token (or set {TOKEN_ENV})."),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"punie\""),
+    );
+    response
 }
 
 fn refusal(status: StatusCode, message: &str) -> Response {
@@ -324,6 +375,29 @@ mod tests {
         assert!(!token.matches(b"secret-tokem"));
         assert!(!token.matches(b"secret"));
         assert_eq!(format!("{token:?}"), "AccessToken(<redacted>)");
+    }
+
+    #[test]
+    fn only_a_page_of_this_server_under_the_name_the_request_uses_is_its_own_origin() {
+        let guard = RequestGuard::new(
+            AccessToken("t".into()),
+            "127.0.0.1".parse().unwrap(),
+            8000,
+            Arc::new(SignIns::new(8000)),
+        );
+        let own = |host: &str, origin: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+            guard.own_origin(&headers)
+        };
+        assert!(own("127.0.0.1:8000", "http://127.0.0.1:8000"));
+        assert!(own("LOCALHOST:8000", "http://localhost:8000"));
+        assert!(!own("127.0.0.1:8000", "http://localhost:8000"));
+        assert!(!own("127.0.0.1:8000", "http://127.0.0.1:9000"));
+        assert!(!own("127.0.0.1:8000", "https://127.0.0.1:8000"));
+        assert!(!own("127.0.0.1:8000", "null"));
+        assert!(!own("evil.example:8000", "http://evil.example:8000"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::config::{
     DEFAULT_SESSION_IDLE_TIMEOUT, MAX_MESSAGE_BYTES, Paths, ServeConfig,
 };
 use crate::model::ModelSettings;
-use crate::{editors, logging, server};
+use crate::{editors, logging, server, web};
 
 /// How long, after the work is done, the runtime may take to stop its helper threads.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(100);
@@ -95,6 +95,13 @@ enum Command {
     Sessions(SessionsArgs),
     /// Register this punie binary as an ACP agent with your editor.
     Init(InitArgs),
+    /// Open Punie in the browser, signed in with a fresh one-time link.
+    #[command(after_help = EXIT_CODES)]
+    Open {
+        /// Print the link instead of opening a browser.
+        #[arg(long)]
+        print: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -344,6 +351,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             .map(outcome_code)
         }
         Some(Command::Init(args)) => init(args),
+        Some(Command::Open { print }) => {
+            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            single_threaded(async move { web::open::run(&target, print).await }).map(outcome_code)
+        }
         None => {
             let target = Target::locate(cli.server.as_deref(), &paths)?;
             let drain = Duration::try_from_secs_f64(cli.drain_timeout)

@@ -18,6 +18,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod tools;
+pub mod web;
 pub mod workspace;
 
 /// The version every part of Punie reports: `agentInfo`, `/health`, `server.json`.

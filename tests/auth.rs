@@ -226,3 +226,230 @@ async fn the_token_never_appears_in_the_logs() {
     assert!(!log.contains(&server.token), "the token is in the log");
     assert!(!log.contains(half), "part of the token is in the log");
 }
+
+/// What the server answers `method` on `path` with the given headers: status,
+/// `WWW-Authenticate` and body.
+async fn http_answer(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Option<String>, String) {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut request = http
+        .request(method, server.http_url(path))
+        .header("Accept", "application/json, text/event-stream")
+        .header("Content-Type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":1}}"#);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = within("an HTTP answer", request.send()).await.unwrap();
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("WWW-Authenticate")
+        .map(|value| value.to_str().unwrap().to_owned());
+    (status, challenge, response.text().await.unwrap())
+}
+
+/// What is wrong with a request, its path, its headers, and the status it gets.
+type Refusal<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+
+#[tokio::test]
+async fn every_http_door_refuses_like_the_websocket_doors() {
+    let server = Server::start().await;
+    let good = bearer(&server.token);
+    let foreign_host = format!("evil.example:{}", server.port());
+    let in_query = format!("/acp?token={}", server.token);
+    let basic = format!("Basic {}", server.token);
+    for method in [
+        reqwest::Method::POST,
+        reqwest::Method::GET,
+        reqwest::Method::DELETE,
+    ] {
+        let refusals: [Refusal; 6] = [
+            ("no token", "/acp", vec![], 401),
+            (
+                "a wrong token",
+                "/acp",
+                vec![("Authorization", "Bearer not-the-token")],
+                401,
+            ),
+            (
+                "not a bearer token",
+                "/acp",
+                vec![("Authorization", &basic)],
+                401,
+            ),
+            ("a token in the query string", &in_query, vec![], 401),
+            (
+                "a web page's Origin",
+                "/acp",
+                vec![
+                    ("Authorization", &good),
+                    ("Origin", "http://localhost:3000"),
+                ],
+                403,
+            ),
+            (
+                "a foreign Host",
+                "/acp",
+                vec![("Authorization", &good), ("Host", &foreign_host)],
+                403,
+            ),
+        ];
+        for (what, path, headers, status) in refusals {
+            let (answered, challenge, body) =
+                http_answer(&server, method.clone(), path, &headers).await;
+            assert_eq!(answered, status, "{method} {path}: {what}: {body}");
+            if status == 401 {
+                assert_eq!(
+                    challenge.as_deref(),
+                    Some("Bearer realm=\"punie\""),
+                    "{method}: {what}"
+                );
+            }
+            assert!(
+                !body.contains(&server.token) && !body.contains("not-the-token"),
+                "{method}: {what}: the answer echoes a token: {body}"
+            );
+        }
+    }
+    let (status, _, body) = http_answer(
+        &server,
+        reqwest::Method::POST,
+        "/acp",
+        &[("Authorization", &good)],
+    )
+    .await;
+    assert_eq!(status, 200, "the right token is let in: {body}");
+}
+
+#[tokio::test]
+async fn a_token_offered_any_way_but_the_authorization_header_is_refused_at_every_door() {
+    let server = Server::start().await;
+    let token = &server.token;
+    let query_names = ["token", "access_token", "bearer", "authorization"];
+    let header_ways = [
+        ("Sec-WebSocket-Protocol", token.clone()),
+        ("Sec-WebSocket-Protocol", format!("bearer, {token}")),
+        ("Cookie", format!("token={token}")),
+        ("X-Punie-Token", token.clone()),
+        ("Proxy-Authorization", bearer(token)),
+        ("Authorization", token.clone()),
+        ("Authorization", format!("Bearer{token}")),
+    ];
+    for path in ["/acp", "/ws"] {
+        for name in query_names {
+            let url = format!("ws://{}{path}?{name}={token}", server.address);
+            assert_eq!(handshake_status(&url, &[]).await, 401, "{path}?{name}=");
+        }
+        let url = format!("ws://{}{path}", server.address);
+        for (header, value) in &header_ways {
+            assert_eq!(
+                handshake_status(&url, &[(header, value)]).await,
+                401,
+                "{path}: the token in {header}: {value}"
+            );
+        }
+    }
+    for name in query_names {
+        let path = format!("/acp?{name}={token}");
+        let (status, _, body) = http_answer(&server, reqwest::Method::POST, &path, &[]).await;
+        assert_eq!(status, 401, "POST {path}: {body}");
+    }
+    for (header, value) in &header_ways {
+        let (status, _, body) =
+            http_answer(&server, reqwest::Method::POST, "/acp", &[(header, value)]).await;
+        assert_eq!(status, 401, "POST /acp: the token in {header}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_token_stays_out_of_a_trace_log_and_out_of_health_whatever_door_it_is_offered_at() {
+    // Punie's own trace, then every crate's: the HTTP and WebSocket stacks see
+    // the raw headers.
+    offer_the_token_everywhere_and_read_the_log("trace").await;
+    offer_the_token_everywhere_and_read_the_log("trace,punie=trace").await;
+}
+
+async fn offer_the_token_everywhere_and_read_the_log(log_level: &str) {
+    let home = Home::new();
+    let mut command = home.command();
+    command.args(["serve", "--port", "0", "--log-level", log_level]);
+    let mut server = Server::spawn(home, command).await;
+    let token = server.token.clone();
+    let good = bearer(&token);
+    let half = &token[..32];
+    // The token with its last character changed.
+    let last = if token.ends_with('0') { '1' } else { '0' };
+    let near = format!("{}{last}", &token[..63]);
+
+    // Through every door: accepted, and refused with a wrong, partial or misplaced token.
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    client.prompt(&session, "hello").await;
+    let ws = format!("ws://{}/ws", server.address);
+    assert_eq!(
+        handshake_status(&ws, &[("Authorization", &good)]).await,
+        101
+    );
+    for url in [server.ws_url(), ws] {
+        for value in [bearer(half), bearer(&near), token.clone()] {
+            assert_eq!(
+                handshake_status(&url, &[("Authorization", &value)]).await,
+                401,
+                "{url}: Authorization: {value}"
+            );
+        }
+        assert_eq!(
+            handshake_status(&format!("{url}?token={token}"), &[]).await,
+            401
+        );
+        assert_eq!(
+            handshake_status(&url, &[("Authorization", &good), ("Origin", "http://x")]).await,
+            403
+        );
+    }
+    let (status, _, _) = http_answer(
+        &server,
+        reqwest::Method::POST,
+        "/acp",
+        &[("Authorization", &good)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    for value in [bearer(half), bearer(&near)] {
+        let (status, _, _) = http_answer(
+            &server,
+            reqwest::Method::POST,
+            "/acp",
+            &[("Authorization", &value)],
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+    let path = format!("/acp?token={token}");
+    let (status, _, _) = http_answer(&server, reqwest::Method::POST, &path, &[]).await;
+    assert_eq!(status, 401);
+    let health = server.health().await.to_string();
+    assert!(!health.contains(half), "/health shows the token: {health}");
+
+    server.signal(Signal::SIGTERM);
+    assert!(server.exit_status().await.success());
+    let log = server.log();
+    assert!(
+        log.contains("DEBUG") && log.contains("refused"),
+        "--log-level {log_level}: the log is verbose and records the refusals:\n{log}"
+    );
+    if log_level.contains(',') {
+        assert!(log.contains("TRACE"), "every crate logs at trace:\n{log}");
+    }
+    for secret in [&token[..], half, &token[32..], &near[..]] {
+        assert!(
+            !log.contains(secret),
+            "--log-level {log_level}: the log holds (part of) a token: {secret}"
+        );
+    }
+}

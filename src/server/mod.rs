@@ -4,7 +4,8 @@
 //!
 //! Routes: `GET /health` (no token), and ACP at `/acp` — a WebSocket upgrade,
 //! or the HTTP/SSE profile of the SDK's transport for everything else — with
-//! `/ws` serving the same WebSocket. Every request passes the checks in
+//! `/ws` serving the same WebSocket; the browser app at `/` with its sign-in
+//! routes ([`crate::web`]). Every request passes the checks in
 //! [`crate::auth`] first. On SIGINT or SIGTERM the server stops accepting,
 //! lets every connection wind down (running turns end `cancelled`, each
 //! WebSocket gets close frame 1001), removes `server.json` and exits 0.
@@ -40,6 +41,7 @@ use crate::auth::{self, AccessToken, RequestGuard};
 use crate::config::{ConnectionLimits, EVICTION_INTERVAL, SHUTDOWN_GRACE, ServeConfig};
 use crate::session::{ModelChoice, SessionRegistry, TurnSettings};
 use crate::store::Store;
+use crate::web::{self, SignIns};
 use crate::{model, tools};
 
 pub use record::ServerRecord;
@@ -115,13 +117,24 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         limits: Arc::new(config.limits.clone()),
         started,
     };
-    let guard = Arc::new(RequestGuard::new(token, config.host, address.port()));
-    let app = router(state.clone(), guard);
+    let sign_ins = Arc::new(SignIns::new(address.port()));
+    let guard = Arc::new(RequestGuard::new(
+        token,
+        config.host,
+        address.port(),
+        sign_ins.clone(),
+    ));
+    let app = router(state.clone(), guard, sign_ins.clone());
+    let sign_in_link = web::startup_link(&sign_ins, address)?;
 
     let record = ServerRecord::for_this_process(address, started_at);
     let server_file = config.paths.server_file();
     record.write(&server_file)?;
     eprintln!("punie listening on http://{address}");
+    eprintln!(
+        "punie: sign in from a browser with {sign_in_link} (it works once, within {}; `punie open` makes another)",
+        humantime::format_duration(web::LINK_LIFETIME)
+    );
     tracing::info!(model = config.model, "ready in {:?}", started.elapsed());
 
     // ACP is many small messages each way; Nagle's algorithm would hold each
@@ -208,18 +221,23 @@ async fn evict_idle_sessions(hub: Arc<AgentHub>) {
     }
 }
 
-fn router(state: AppState, guard: Arc<RequestGuard>) -> Router {
+fn router(state: AppState, guard: Arc<RequestGuard>, sign_ins: Arc<SignIns>) -> Router {
     let acp = Router::new()
         .route("/acp", any(acp_endpoint))
         .route("/ws", get(websocket_endpoint))
         .route_layer(middleware::from_fn_with_state(
             guard.clone(),
-            auth::require_token,
+            auth::require_client,
         ));
+    let sign_in_links = web::link_routes(sign_ins.clone()).route_layer(
+        middleware::from_fn_with_state(guard.clone(), auth::require_token),
+    );
     Router::new()
         .route("/health", get(health))
         .merge(acp)
         .with_state(state)
+        .merge(web::routes(sign_ins))
+        .merge(sign_in_links)
         .layer(middleware::from_fn_with_state(
             guard,
             auth::check_host_and_origin,

@@ -29,7 +29,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 /// Most commands written in one transaction.
 const MAX_BATCH: usize = 1024;
 
-/// Read connections kept open between reads.
+/// Read connections, opened at start and shared by every read.
 const IDLE_READERS: usize = 4;
 
 /// How long a connection waits for a lock another holds (a checkpoint, say).
@@ -197,6 +197,8 @@ struct Inner {
     /// The writer and the checkpointer, joined on close.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per pooled read connection.
+    read_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Store {
@@ -243,6 +245,7 @@ impl Store {
                 writer: Mutex::new(Some(sender)),
                 threads: Mutex::new(vec![writer_thread, checkpoint_thread]),
                 readers: Mutex::new(readers),
+                read_slots: Arc::new(tokio::sync::Semaphore::new(IDLE_READERS)),
             }),
         })
     }
@@ -449,17 +452,18 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        // Reads wait their turn for one of the pooled connections: the
+        // server's open files stay the same however many read at once.
+        let permit = self.inner.read_slots.clone().acquire_owned().await;
         let inner = self.inner.clone();
         let outcome = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let connection = match lock(&inner.readers).pop() {
                 Some(connection) => connection,
                 None => open_connection(&inner.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
             };
             let result = read(&connection);
-            let mut idle = lock(&inner.readers);
-            if idle.len() < IDLE_READERS {
-                idle.push(connection);
-            }
+            lock(&inner.readers).push(connection);
             result
         })
         .await;

@@ -2,17 +2,24 @@
 //! operations confined to it.
 //!
 //! Every path an agent names is resolved here before it is touched: relative
-//! paths are taken from the root, `..` is applied, and symlinks are followed;
-//! whatever lands outside the root is refused with an error that says so.
+//! paths are taken from the root, `..` is applied, and symlinks are followed —
+//! dangling ones too, since writing through one creates its target; whatever
+//! lands outside the root is refused with an error that says so.
 //! Used by `punie ask` to serve `fs/*` and `terminal/*`, and by the server's
 //! own tools. Knows nothing of ACP or sessions.
 
 mod terminals;
 
+use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
 
 pub use terminals::{ExitStatus, TerminalError, TerminalOutput, Terminals};
+
+/// Symlinks one path may pass through: as many as Linux follows before it
+/// gives up with `ELOOP`, so a loop is refused rather than walked forever.
+const MAX_SYMLINKS: usize = 40;
 
 /// Why a path or file operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -55,23 +62,7 @@ impl Workspace {
             root: self.root.clone(),
         };
         let joined = lexically_normal(&self.root.join(path)).ok_or_else(outside)?;
-        // Follow symlinks as far as the path exists; the rest is yet to be created.
-        let mut existing = joined.as_path();
-        let mut missing = Vec::new();
-        let real = loop {
-            match std::fs::canonicalize(existing) {
-                Ok(real) => break real,
-                Err(error) if error.kind() == ErrorKind::NotFound => {
-                    missing.push(existing.file_name().ok_or_else(outside)?);
-                    existing = existing.parent().ok_or_else(outside)?;
-                }
-                Err(error) => return Err(io_error(existing, error)),
-            }
-        };
-        let resolved = missing
-            .iter()
-            .rev()
-            .fold(real, |path, name| path.join(name));
+        let resolved = follow(&joined).map_err(|error| io_error(path, error))?;
         if resolved.starts_with(&self.root) {
             Ok(resolved)
         } else {
@@ -118,6 +109,69 @@ fn io_error(path: &Path, source: std::io::Error) -> WorkspaceError {
         path: path.to_owned(),
         source,
     }
+}
+
+/// One step of a path being followed.
+enum Step {
+    Root,
+    Up,
+    Name(OsString),
+}
+
+fn steps(path: &Path) -> impl DoubleEndedIterator<Item = Step> + '_ {
+    path.components().filter_map(|component| match component {
+        Component::Prefix(_) | Component::RootDir => Some(Step::Root),
+        Component::CurDir => None,
+        Component::ParentDir => Some(Step::Up),
+        Component::Normal(name) => Some(Step::Name(name.to_owned())),
+    })
+}
+
+/// Where the kernel lands when it opens or creates the absolute `path`: each
+/// symlink is followed where it stands, a dangling one too (writing through
+/// it creates its target, wherever that is). Past the first missing component
+/// the rest is yet to be created, so it is taken as it is.
+fn follow(path: &Path) -> std::io::Result<PathBuf> {
+    let mut pending: VecDeque<Step> = steps(path).collect();
+    let mut landed = PathBuf::from("/");
+    let mut missing = false;
+    let mut links = 0;
+    while let Some(step) = pending.pop_front() {
+        match step {
+            Step::Root => landed = PathBuf::from("/"),
+            // The kernel cannot go up from something that does not exist.
+            Step::Up if missing => return Err(ErrorKind::NotFound.into()),
+            Step::Up => {
+                landed.pop();
+            }
+            Step::Name(name) if missing => landed.push(name),
+            Step::Name(name) => {
+                let next = landed.join(name);
+                match std::fs::symlink_metadata(&next) {
+                    Ok(metadata) if metadata.is_symlink() => {
+                        links += 1;
+                        if links > MAX_SYMLINKS {
+                            return Err(rustix::io::Errno::LOOP.into());
+                        }
+                        let target = std::fs::read_link(&next)?;
+                        for step in steps(&target).rev() {
+                            pending.push_front(step);
+                        }
+                    }
+                    Ok(metadata) if !metadata.is_dir() && !pending.is_empty() => {
+                        return Err(rustix::io::Errno::NOTDIR.into());
+                    }
+                    Ok(_) => landed = next,
+                    Err(error) if error.kind() == ErrorKind::NotFound => {
+                        missing = true;
+                        landed = next;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+    }
+    Ok(landed)
 }
 
 /// `path` with `.` and `..` applied, or `None` if `..` climbs above the root
@@ -203,6 +257,14 @@ mod tests {
         assert!(workspace.resolve(Path::new("link")).is_err());
         assert!(workspace.resolve(Path::new("up/secret")).is_err());
         assert!(workspace.resolve(Path::new("up/new-file")).is_err());
+        // A dangling symlink leads where a write through it would create a file.
+        std::os::unix::fs::symlink(dir.path().join("planted"), root.join("dangling")).unwrap();
+        assert!(workspace.resolve(Path::new("dangling")).is_err());
+        std::os::unix::fs::symlink("src/later.rs", root.join("pending")).unwrap();
+        assert_eq!(
+            workspace.resolve(Path::new("pending")).unwrap(),
+            root.join("src/later.rs")
+        );
         // A sibling directory whose name starts like the root is still outside.
         std::fs::create_dir_all(dir.path().join("root2")).unwrap();
         assert!(workspace.resolve(&dir.path().join("root2/x")).is_err());

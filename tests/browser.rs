@@ -1,0 +1,327 @@
+//! The browser app end to end: real headless Chromium, driven by Playwright
+//! from the Node scenarios in `tests/browser/`, against a real `punie serve`
+//! with a `script:` model (or the `test` model, which repeats its prompt). Each test starts the server, runs one scenario
+//! with the server's address and a sign-in link in its environment, and
+//! fails if the scenario does (any expectation, or any error in a browser
+//! console). Screenshots land in `target/browser-artifacts/`.
+//!
+//! `scripts/test` installs what these need: Debian's `chromium` and
+//! `npm ci` in `tests/browser`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use agent_client_protocol::v1::schema::ResumeSessionRequest;
+use serde_json::{Value, json};
+use support::sdk::{self, Received};
+use support::{Home, Server};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// How long a whole scenario may take: a browser start, a few pages, a few turns.
+const SCENARIO_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Scenarios watch replies stream in real time; two browsers at once on a
+/// small machine would blur what each one sees.
+static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn artifacts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-artifacts")
+}
+
+/// Fail with what to do when the browser or Playwright is missing.
+fn check_installed() {
+    let chromium = std::env::var("PUNIE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: run scripts/test (it installs Debian's chromium), or `apt-get install chromium`"
+    );
+    assert!(
+        browser_dir().join("node_modules/playwright-core").exists(),
+        "Playwright is missing: run scripts/test, or `npm ci` in tests/browser"
+    );
+}
+
+/// `punie serve` whose model replays `script`.
+async fn server_with_script(script: Value) -> Server {
+    let home = Home::new();
+    let path = home.dir.path().join("script.json");
+    std::fs::write(&path, script.to_string()).unwrap();
+    let model = format!("script:{}", path.display());
+    Server::start_in(home, &["--model", &model]).await
+}
+
+/// The sign-in link `punie serve` printed at start.
+async fn printed_link(server: &mut Server) -> String {
+    let marker = "sign in from a browser with ";
+    server.wait_for_log(marker).await;
+    let log = server.log();
+    let rest = &log[log.find(marker).unwrap() + marker.len()..];
+    rest.split_whitespace().next().unwrap().to_owned()
+}
+
+/// A running Node scenario.
+struct Scenario {
+    name: String,
+    child: Child,
+    stdout: tokio::io::Lines<BufReader<ChildStdout>>,
+    stderr: tokio::task::JoinHandle<String>,
+    /// Every line the scenario printed so far.
+    said: Vec<String>,
+}
+
+impl Scenario {
+    /// `node tests/browser/<name>.mjs`, told where the server is and how to sign in.
+    async fn start(name: &str, server: &mut Server, extra: &[(&str, String)]) -> Self {
+        check_installed();
+        let link = printed_link(server).await;
+        let mut command = Command::new("node");
+        command
+            .arg(browser_dir().join(format!("{name}.mjs")))
+            .current_dir(browser_dir())
+            .env("PUNIE_URL", server.http_url(""))
+            .env("PUNIE_LINK", link)
+            .env("PUNIE_WORKSPACE", server.home.workspace())
+            .env("PUNIE_ARTIFACTS", artifacts_dir())
+            .envs(extra.iter().map(|(key, value)| (key, value)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .expect("node runs: the browser tests need Node 20 or later");
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        });
+        Self {
+            name: name.to_owned(),
+            child,
+            stdout,
+            stderr,
+            said: Vec::new(),
+        }
+    }
+
+    /// Wait for the scenario to print `line`, failing with its output if it
+    /// ends first.
+    async fn wait_for(&mut self, line: &str) {
+        let waited = tokio::time::timeout(SCENARIO_DEADLINE, async {
+            while let Ok(Some(next)) = self.stdout.next_line().await {
+                let found = next == line;
+                self.said.push(next);
+                if found {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if waited != Ok(true) {
+            let why = self.failure().await;
+            panic!("the {} scenario never said `{line}`:\n{why}", self.name);
+        }
+    }
+
+    /// Wait for the scenario to finish; it must succeed. Returns what it said.
+    async fn passes(mut self) -> Vec<String> {
+        self.wait_for("done").await;
+        let status = tokio::time::timeout(SCENARIO_DEADLINE, self.child.wait())
+            .await
+            .expect("the scenario exits after `done`")
+            .unwrap();
+        if !status.success() {
+            let why = self.failure().await;
+            panic!("the {} scenario failed ({status}):\n{why}", self.name);
+        }
+        self.said
+    }
+
+    async fn failure(&mut self) -> String {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        let _ = self.child.start_kill();
+        let stderr = (&mut self.stderr).await.unwrap_or_default();
+        format!("stderr:\n{stderr}")
+    }
+}
+
+#[tokio::test]
+async fn a_sign_in_link_works_once_and_only_signed_in_browsers_connect() {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    let mut server = Server::start().await;
+    Scenario::start("sign_in", &mut server, &[])
+        .await
+        .passes()
+        .await;
+}
+
+#[tokio::test]
+async fn a_new_session_streams_its_reply_and_a_reload_restores_it() {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    let script = json!([
+        [
+            {"text": "# Streaming\n\nThe first part arrives, "},
+            {"pause_ms": 1500},
+            {"text": "then the second, "},
+            {"pause_ms": 1500},
+            {"text": "and then some code:\n\n```rust\nfn main() {\n    println!(\"hi\");\n}\n```\n\n"},
+            {"text": "Hostile bits: <img src=x onerror=\"document.title='owned'\"> and [a link](javascript:document.title='owned').\n\nThe last part."},
+            {"usage": {"input_tokens": 1200, "output_tokens": 34}}
+        ],
+        [
+            {"text": "Counting: 1"}, {"pause_ms": 400}, {"text": " 2"}, {"pause_ms": 400},
+            {"text": " 3"}, {"pause_ms": 400}, {"text": " 4"}, {"pause_ms": 400},
+            {"text": " 5"}, {"pause_ms": 400}, {"text": " 6"}, {"pause_ms": 400},
+            {"text": " 7"}, {"pause_ms": 400}, {"text": " 8"}, {"pause_ms": 400},
+            {"text": " 9"}, {"pause_ms": 400}, {"text": " 10"}, {"pause_ms": 400},
+            {"text": " and so on, slowly."}, {"pause_ms": 30000}
+        ]
+    ]);
+    let mut server = server_with_script(script).await;
+    Scenario::start("stream", &mut server, &[])
+        .await
+        .passes()
+        .await;
+}
+
+#[tokio::test]
+async fn a_rejected_permission_writes_nothing_and_an_allowed_one_writes_the_file() {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    let write = json!({"tool_call": {"name": "write_file",
+        "arguments": {"path": "notes.txt", "content": "written by punie\n"}}});
+    let script = json!([
+        [{"text": "I will write the notes. "}, write],
+        [{"text": "You declined, so nothing was written."}],
+        [{"text": "Trying again. "}, write],
+        [{"text": "The notes are written."}]
+    ]);
+    let mut server = server_with_script(script).await;
+    let notes = server.home.workspace().join("notes.txt");
+    Scenario::start("permissions", &mut server, &[])
+        .await
+        .passes()
+        .await;
+    assert_eq!(
+        std::fs::read_to_string(&notes).expect("the allowed write happened"),
+        "written by punie\n"
+    );
+}
+
+#[tokio::test]
+async fn a_session_another_client_drives_updates_live_in_the_page() {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    let script = json!([
+        [{"text": "Reply to the first prompt."}],
+        [
+            {"text": "Live "}, {"pause_ms": 1500},
+            {"text": "reply "}, {"pause_ms": 1500},
+            {"text": "to the second prompt."}
+        ]
+    ]);
+    let mut server = server_with_script(script).await;
+    let workspace = server.home.workspace();
+    let other_workspace = server.home.dir.path().join("other-project");
+    std::fs::create_dir_all(&other_workspace).unwrap();
+
+    // The IDE, through the Rust SDK: a session with some history before the
+    // page opens.
+    let session = sdk::client(
+        support::sdk_transport(&server),
+        Received::default(),
+        async |cx| {
+            sdk::initialize(&cx).await?;
+            let session = sdk::new_session(&cx, &workspace).await?;
+            sdk::prompt(&cx, &session, "first from the IDE").await?;
+            Ok(session)
+        },
+    )
+    .await;
+
+    let mut scenario = Scenario::start(
+        "live",
+        &mut server,
+        &[
+            ("PUNIE_SESSION", session.to_string()),
+            (
+                "PUNIE_OTHER_WORKSPACE",
+                other_workspace.display().to_string(),
+            ),
+        ],
+    )
+    .await;
+    scenario.wait_for("watching").await;
+
+    // Once the page watches: the IDE prompts again, then starts another session.
+    sdk::client(
+        support::sdk_transport(&server),
+        Received::default(),
+        async |cx| {
+            sdk::initialize(&cx).await?;
+            cx.send_request(ResumeSessionRequest::new(session.clone(), &workspace))
+                .block_task()
+                .await?;
+            sdk::prompt(&cx, &session, "second from the IDE").await?;
+            let another = sdk::new_session(&cx, &other_workspace).await?;
+            sdk::prompt(&cx, &another, "another from the IDE").await?;
+            Ok(())
+        },
+    )
+    .await;
+    scenario.passes().await;
+}
+
+#[tokio::test]
+async fn a_page_from_another_origin_cannot_open_the_websocket() {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    let mut server = Server::start().await;
+    let said = Scenario::start("origin", &mut server, &[])
+        .await
+        .passes()
+        .await;
+    // The server itself refused the other site's page, not the browser. (The
+    // data: page may be stopped by the browser before it reaches the server;
+    // tests/browser_auth.rs shows the server refuses `Origin: null` too.)
+    let other_page = said
+        .iter()
+        .find_map(|line| line.strip_prefix("another site at "))
+        .expect("the scenario names the other site");
+    server
+        .wait_for_log(&format!(
+            "refused a request from another web page origin={other_page}"
+        ))
+        .await;
+}
+
+#[tokio::test]
+async fn files_attach_by_picker_and_by_drop_a_session_picks_its_model_and_keys_move_between_sessions()
+ {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    // The `test` model repeats the prompt, attachments included; the script
+    // is the model the page picks for a session of its own.
+    let mut server = Server::start().await;
+    let script = server.home.dir.path().join("chosen.json");
+    std::fs::write(
+        &script,
+        json!([[{"text": "A reply from the chosen model."}]]).to_string(),
+    )
+    .unwrap();
+    Scenario::start(
+        "attachments",
+        &mut server,
+        &[("PUNIE_SCRIPT", script.display().to_string())],
+    )
+    .await
+    .passes()
+    .await;
+}

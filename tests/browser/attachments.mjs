@@ -1,0 +1,72 @@
+// Files go with a prompt as embedded resources, chosen with the file picker
+// or dropped on the conversation; the `test` model repeats the prompt it
+// got, attachments included. A new session can have a model of its own. The
+// keyboard moves between sessions.
+
+import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
+
+const link = env('PUNIE_LINK');
+const workspace = env('PUNIE_WORKSPACE');
+const script = env('PUNIE_SCRIPT');
+
+await scenario('attachments', async (browser) => {
+  const page = await browser.newPage();
+  await signIn(page, link);
+  const first = await newSession(page, workspace);
+
+  await page.locator('#file-input').setInputFiles({
+    name: 'picked.md',
+    mimeType: 'text/markdown',
+    buffer: Buffer.from('# Picked\nchosen with the picker\n'),
+  });
+  await page.locator('#attachments .chip', { hasText: 'picked.md' }).waitFor();
+
+  // A drop, as the browser delivers one.
+  await page.evaluate(() => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File(['dropped on the page\n'], 'dropped.txt', { type: 'text/plain' }));
+    const main = document.querySelector('#main');
+    for (const type of ['dragenter', 'dragover', 'drop']) {
+      main.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+    }
+  });
+  await page.locator('#attachments .chip', { hasText: 'dropped.txt' }).waitFor();
+  await browser.shot(page, 'attached');
+
+  await prompt(page, 'Read these');
+  await turnOver(page);
+  const reply = await page.locator('.message.agent').textContent();
+  for (const part of ['Read these', 'file:///picked.md', 'chosen with the picker', 'file:///dropped.txt', 'dropped on the page']) {
+    expect(reply.includes(part), `the model to get ${JSON.stringify(part)}, it said ${JSON.stringify(reply)}`);
+  }
+  const chips = await page.locator('.message.user .chip').allTextContents();
+  expect(chips.length === 2, `the prompt to show its two files, got ${JSON.stringify(chips)}`);
+  expect((await page.locator('#attachments .chip').count()) === 0, 'the composer emptied');
+  await browser.shot(page, 'sent');
+
+  // A session with a model of its own; a model the server cannot make is refused.
+  await page.locator('#new-session').click();
+  await page.locator('#new-session-cwd').fill(workspace);
+  await page.locator('#new-session-model').fill('nonesuch');
+  await page.locator('#create-session').click();
+  await page.locator('#new-session-error', { hasText: 'nonesuch' }).waitFor();
+  expect(await page.locator('#new-session-dialog').isVisible(), 'the dialog to stay open with the error');
+  await browser.shot(page, 'unknown-model');
+  await page.locator('#new-session-dialog button[value="cancel"]').click();
+  await page.locator('#new-session-dialog').waitFor({ state: 'hidden' });
+  const second = await newSession(page, workspace, `script:${script}`);
+  await prompt(page, 'The second session');
+  await page.locator('.message.agent', { hasText: 'A reply from the chosen model.' }).waitFor();
+  await turnOver(page);
+
+  // Alt+↑/↓ go through the sessions in the list's order; newest first.
+  const current = () => page.locator('.session[aria-current="true"]').getAttribute('data-session-id');
+  expect((await current()) === second, 'the new session open');
+  await page.keyboard.press('Alt+ArrowDown');
+  await page.locator(`.session[aria-current="true"][data-session-id="${first}"]`).waitFor();
+  await page.locator('.message.agent', { hasText: 'Read these' }).waitFor();
+  await page.keyboard.press('Alt+ArrowUp');
+  await page.locator(`.session[aria-current="true"][data-session-id="${second}"]`).waitFor();
+  await page.locator('.message.agent', { hasText: 'A reply from the chosen model.' }).waitFor();
+  expect(new URL(page.url()).hash === `#session=${second}`, 'the address to follow');
+});

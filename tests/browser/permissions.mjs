@@ -1,0 +1,54 @@
+// Permission questions are answered in the tool call's card: the card shows
+// the diff and all four options; "Reject" leaves the file untouched and
+// "Allow" writes it.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
+
+const link = env('PUNIE_LINK');
+const workspace = env('PUNIE_WORKSPACE');
+const notes = join(workspace, 'notes.txt');
+
+await scenario('permissions', async (browser) => {
+  const page = await browser.newPage();
+  await signIn(page, link);
+  const id = await newSession(page, workspace);
+
+  await prompt(page, 'Write the notes');
+  const first = page.locator('.tool-call').first();
+  await first.locator('.permission .options button').first().waitFor();
+  const options = await first.locator('.permission .options button').evaluateAll((buttons) =>
+    buttons.map((b) => `${b.dataset.optionId}:${b.textContent}`),
+  );
+  expect(
+    JSON.stringify(options) ===
+      JSON.stringify(['allow_once:Allow', 'allow_always:Always allow', 'reject_once:Reject', 'reject_always:Always reject']),
+    `all four options, got ${JSON.stringify(options)}`,
+  );
+  expect((await first.locator('.tool-title').textContent()).includes('notes.txt'), 'the card to name the file');
+  await first.locator('.diff-line.added', { hasText: 'written by punie' }).waitFor();
+  await page.locator(`.session[data-session-id="${id}"] .status[data-status="waiting_for_permission"]`).waitFor();
+  expect(!existsSync(notes), 'nothing written while the question stands');
+  expect((await page.title()).startsWith('(1) '), `the tab to count the question, got ${await page.title()}`);
+  await browser.shot(page, 'asked');
+
+  await first.locator('button[data-option-id="reject_once"]').click();
+  await first.locator('.answered', { hasText: 'You chose: Reject' }).waitFor();
+  await page.locator('.message.agent', { hasText: 'You declined' }).waitFor();
+  await turnOver(page);
+  expect((await first.getAttribute('data-status')) === 'failed', 'the rejected call to have failed');
+  expect(!existsSync(notes), 'a rejected write to leave the file untouched');
+  await browser.shot(page, 'rejected');
+
+  await prompt(page, 'Write them after all');
+  const second = page.locator('.tool-call').nth(1);
+  await second.locator('button[data-option-id="allow_once"]').click();
+  await second.locator('.answered', { hasText: 'You chose: Allow' }).waitFor();
+  await page.locator('.message.agent', { hasText: 'The notes are written.' }).waitFor();
+  await turnOver(page);
+  await page.locator('.tool-call[data-status="completed"]').waitFor();
+  expect(existsSync(notes) && readFileSync(notes, 'utf8') === 'written by punie\n', 'an allowed write to write the file');
+  await page.locator(`.session[data-session-id="${id}"] .status[data-status="idle"]`).waitFor();
+  await browser.shot(page, 'allowed');
+});

@@ -1,0 +1,40 @@
+// Signing in by link: the link leads into the app and sets an HttpOnly,
+// SameSite=Strict cookie; the same link a second time does not work, and a
+// browser without the cookie is told how to sign in.
+
+import { env, expect, scenario, signIn } from './lib.mjs';
+
+const url = env('PUNIE_URL');
+const link = env('PUNIE_LINK');
+
+await scenario('sign-in', async (browser) => {
+  const stranger = await browser.newPage();
+  await stranger.goto(url);
+  await stranger.locator('#sign-in').waitFor();
+  expect(await stranger.locator('#sign-in').textContent().then((t) => t.includes('punie open')), 'the page to say how to sign in');
+  expect(await stranger.locator('#connection[data-state="disconnected"]').isVisible(), 'no connection without a sign-in');
+  await browser.shot(stranger, 'not-signed-in');
+
+  const page = await browser.newPage();
+  await signIn(page, link);
+  expect(!(await page.locator('#sign-in').isVisible()), 'no sign-in notice once signed in');
+  await page.locator('#new-session').waitFor();
+  const cookies = await page.context().cookies(url);
+  expect(cookies.length === 1, `one cookie, got ${JSON.stringify(cookies.map((c) => c.name))}`);
+  const [cookie] = cookies;
+  expect(cookie.httpOnly, 'the cookie to be HttpOnly');
+  expect(cookie.sameSite === 'Strict', `the cookie to be SameSite=Strict, got ${cookie.sameSite}`);
+  expect(!(await page.evaluate(() => document.cookie)), 'scripts not to see the cookie');
+  await browser.shot(page, 'signed-in');
+
+  // The same link, in another browser profile: used up.
+  browser.allowError(/\/sign-in\//, /status of 403/);
+  const late = await browser.newPage();
+  const answer = await late.goto(link);
+  expect(answer.status() === 403, `a used link to answer 403, got ${answer.status()}`);
+  expect((await late.locator('h1').textContent()).includes('does not work'), 'the page to say the link does not work');
+  expect((await late.context().cookies(url)).length === 0, 'no cookie from a used link');
+  await browser.shot(late, 'link-used-twice');
+  await late.goto(url);
+  await late.locator('#sign-in').waitFor();
+});

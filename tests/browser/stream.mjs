@@ -1,0 +1,80 @@
+// Start a session from the page and watch its reply stream in as rendered,
+// highlighted Markdown with the token usage; cancel a slow turn with Esc;
+// reload and find the session as it was; then the same in a narrow window.
+
+import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
+
+const link = env('PUNIE_LINK');
+const workspace = env('PUNIE_WORKSPACE');
+
+await scenario('stream', async (browser) => {
+  const page = await browser.newPage();
+  await signIn(page, link);
+  await page.locator('#welcome').waitFor();
+  const id = await newSession(page, workspace);
+
+  await prompt(page, 'Show me streaming');
+  const reply = page.locator('.message.agent').first();
+  // Part of the reply is on the page while the turn still runs.
+  await reply.filter({ hasText: 'The first part arrives' }).waitFor();
+  const partial = await reply.textContent();
+  expect(!partial.includes('The last part'), `a partial reply first, got ${JSON.stringify(partial)}`);
+  expect(await page.locator('#cancel').isVisible(), 'Cancel to show while the turn runs');
+  expect(await page.locator('#send').isDisabled(), 'Send to wait while the turn runs');
+  await browser.shot(page, 'streaming');
+
+  await reply.filter({ hasText: 'The last part.' }).waitFor();
+  await turnOver(page);
+  expect((await reply.locator('h1').textContent()) === 'Streaming', 'the heading rendered as Markdown');
+  expect(await reply.locator('pre.code code.hljs .hljs-keyword').count() > 0, 'the Rust code highlighted');
+  // Sanitised: HTML in the model's text stays text, script links lose their target.
+  expect((await reply.textContent()).includes('<img src=x'), 'raw HTML shown as text');
+  expect((await reply.locator('img').count()) === 0, 'no image element from the model');
+  const href = await reply.locator('a', { hasText: 'a link' }).getAttribute('href');
+  expect(href === null, `a javascript: link to lose its target, got ${href}`);
+  expect(!(await page.title()).includes('owned'), 'nothing the model wrote ran');
+  await page.locator('#usage-text').filter({ hasText: '1.2k / 128k tokens' }).waitFor();
+  const entry = page.locator(`.session[data-session-id="${id}"]`);
+  await entry.filter({ hasText: 'Show me streaming' }).waitFor();
+  const group = page.locator('.session-group', { has: entry });
+  expect((await group.getAttribute('data-cwd')) === workspace, 'the session under its project');
+  expect((await page.locator('#session-title').textContent()) === 'Show me streaming', 'the session titled by its first prompt');
+  await browser.shot(page, 'replied');
+
+  // A slow turn, cancelled with Esc.
+  await prompt(page, 'Count slowly');
+  const counting = page.locator('.message.agent').nth(1);
+  await counting.filter({ hasText: 'Counting: 1 2' }).waitFor();
+  await page.keyboard.press('Escape');
+  await page.locator('.turn-end.cancelled').waitFor();
+  await turnOver(page);
+  expect(!(await counting.textContent()).includes('and so on'), 'the turn to stop where it was cancelled');
+  await browser.shot(page, 'cancelled');
+
+  // A reload comes back to the same session, its history replayed.
+  await page.reload();
+  await page.locator('#connection[data-state="connected"]').waitFor();
+  await page.locator('.message.agent pre.code').waitFor();
+  expect(new URL(page.url()).hash === `#session=${id}`, 'the session in the address');
+  const users = await page.locator('.message.user .user-text').allTextContents();
+  expect(JSON.stringify(users) === JSON.stringify(['Show me streaming', 'Count slowly']), `both prompts replayed, got ${JSON.stringify(users)}`);
+  expect((await page.locator('.message.agent').nth(1).textContent()).startsWith('Counting: 1 2'), 'the cancelled reply replayed as far as it went');
+  await page.locator('#usage-text').filter({ hasText: 'tokens' }).waitFor();
+  await browser.shot(page, 'reloaded');
+
+  // A narrow window: the session list is a drawer behind the ☰ button.
+  await page.setViewportSize({ width: 390, height: 760 });
+  expect(await page.locator('#toggle-sessions').isVisible(), 'the sessions button in a narrow window');
+  // The list slides out of the way.
+  await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().right <= 1);
+  await browser.shot(page, 'narrow');
+  await page.locator('#toggle-sessions').click();
+  await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().x >= 0);
+  await browser.shot(page, 'narrow-sessions');
+  await entry.click();
+  await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().right <= 1);
+  const composer = await page.locator('#composer').boundingBox();
+  expect(composer.width <= 390, `the composer to fit, it is ${composer.width}px wide`);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
+  expect(overflow <= 390, `nothing wider than the window, got ${overflow}px`);
+});

@@ -1,0 +1,643 @@
+// Punie in the browser: an ACP client over the page's own WebSocket. It lists
+// every session on the server grouped by project, opens them (history
+// replays, live updates follow), starts new ones, prompts with attachments,
+// answers permission questions and cancels turns. The server owns all state;
+// this page only shows it.
+
+import { Connection, RpcError, METHOD_NOT_FOUND } from './acp.js';
+import { Transcript } from './transcript.js';
+
+/** Biggest file the page attaches to a prompt. */
+const MAX_ATTACHMENT_BYTES = 8 * 1024 * 1024;
+
+/** Pages of session/list read at start; 100 sessions each. */
+const MAX_LIST_PAGES = 20;
+
+const RECONNECT_DELAYS_MS = [500, 1000, 2000, 5000];
+
+const STATUS_TEXT = {
+  running: 'running',
+  waiting_for_permission: 'waiting for you',
+  idle: 'idle',
+};
+
+const $ = (selector) => document.querySelector(selector);
+
+const ui = {
+  body: document.body,
+  connection: $('#connection'),
+  notice: $('#notice'),
+  signIn: $('#sign-in'),
+  sessionTitle: $('#session-title'),
+  sessionCwd: $('#session-cwd'),
+  usage: $('#usage'),
+  usageMeter: $('#usage-meter'),
+  usageText: $('#usage-text'),
+  toggleSessions: $('#toggle-sessions'),
+  sidebar: $('#sidebar'),
+  groups: $('#session-groups'),
+  newSession: $('#new-session'),
+  main: $('#main'),
+  welcome: $('#welcome'),
+  transcriptHost: $('#transcript-host'),
+  composer: $('#composer'),
+  prompt: $('#prompt'),
+  attachments: $('#attachments'),
+  fileInput: $('#file-input'),
+  send: $('#send'),
+  cancel: $('#cancel'),
+  dialog: $('#new-session-dialog'),
+  newSessionForm: $('#new-session-form'),
+  newSessionCwd: $('#new-session-cwd'),
+  newSessionModel: $('#new-session-model'),
+  newSessionError: $('#new-session-error'),
+  knownCwds: $('#known-cwds'),
+  dropZone: $('#drop-zone'),
+};
+
+const state = {
+  connection: null,
+  defaultModel: null,
+  /** Every session the page knows: id → { sessionId, cwd, title, status, updatedAt }. */
+  sessions: new Map(),
+  /** Sessions this connection is attached to: id → Transcript. */
+  transcripts: new Map(),
+  /** Sessions whose turn this page started and that have not answered yet. */
+  prompting: new Set(),
+  current: null,
+  /** Files to go with the next prompt: { name, size, block }. */
+  attachments: [],
+  reconnects: 0,
+};
+
+function showNotice(text) {
+  ui.notice.textContent = text;
+  ui.notice.hidden = !text;
+}
+
+function setConnection(text, kind) {
+  ui.connection.textContent = text;
+  ui.connection.dataset.state = kind;
+}
+
+function describe(error) {
+  return error instanceof Error ? error.message : String(error);
+}
+
+// ---------------------------------------------------------------- sessions
+
+function upsertSession(info) {
+  const known = state.sessions.get(info.sessionId) || { status: 'idle' };
+  const merged = { ...known };
+  for (const [key, value] of Object.entries(info)) {
+    if (value !== undefined && value !== null) merged[key] = value;
+  }
+  state.sessions.set(info.sessionId, merged);
+  return merged;
+}
+
+/** What a session is doing, as far as the server and this page know. */
+function statusOf(id) {
+  const transcript = state.transcripts.get(id);
+  if (transcript?.waitingForPermission) return 'waiting_for_permission';
+  const status = state.sessions.get(id)?.status || 'idle';
+  if (status === 'idle' && state.prompting.has(id)) return 'running';
+  return status;
+}
+
+function basename(path) {
+  const parts = path.split('/').filter(Boolean);
+  return parts.length ? parts[parts.length - 1] : path;
+}
+
+function timeAgo(iso) {
+  if (!iso) return '';
+  const seconds = (Date.now() - Date.parse(iso)) / 1000;
+  if (!Number.isFinite(seconds)) return '';
+  if (seconds < 60) return 'just now';
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
+  return new Date(iso).toLocaleDateString();
+}
+
+/** Sessions grouped by project, most recently used first, in sidebar order. */
+function groupedSessions() {
+  const groups = new Map();
+  const recent = (s) => Date.parse(s.updatedAt || '') || 0;
+  const sorted = [...state.sessions.values()].sort((a, b) => recent(b) - recent(a));
+  for (const session of sorted) {
+    if (!groups.has(session.cwd)) groups.set(session.cwd, []);
+    groups.get(session.cwd).push(session);
+  }
+  return groups;
+}
+
+function sessionOrder() {
+  return [...groupedSessions().values()].flat().map((s) => s.sessionId);
+}
+
+function renderSessions() {
+  const groups = groupedSessions();
+  ui.groups.replaceChildren();
+  if (groups.size === 0) {
+    const empty = document.createElement('p');
+    empty.className = 'sessions-empty';
+    empty.textContent = 'No sessions yet.';
+    ui.groups.append(empty);
+  }
+  for (const [cwd, sessions] of groups) {
+    const group = document.createElement('section');
+    group.className = 'session-group';
+    group.dataset.cwd = cwd;
+    const heading = document.createElement('h2');
+    heading.textContent = basename(cwd);
+    heading.title = cwd;
+    const path = document.createElement('span');
+    path.className = 'group-path';
+    path.textContent = cwd;
+    heading.append(path);
+    const list = document.createElement('ul');
+    for (const session of sessions) {
+      const item = document.createElement('li');
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'session';
+      button.dataset.sessionId = session.sessionId;
+      const status = statusOf(session.sessionId);
+      button.dataset.status = status;
+      if (session.sessionId === state.current) button.setAttribute('aria-current', 'true');
+      const title = document.createElement('span');
+      title.className = 'session-title';
+      title.textContent = session.title || 'Untitled session';
+      const meta = document.createElement('span');
+      meta.className = 'session-meta';
+      const badge = document.createElement('span');
+      badge.className = 'status';
+      badge.dataset.status = status;
+      badge.textContent = STATUS_TEXT[status] || status;
+      const when = document.createElement('span');
+      when.className = 'when';
+      when.textContent = timeAgo(session.updatedAt);
+      meta.append(badge, when);
+      button.append(title, meta);
+      button.addEventListener('click', () => openSession(session.sessionId));
+      item.append(button);
+      list.append(item);
+    }
+    group.append(heading, list);
+    ui.groups.append(group);
+  }
+  ui.knownCwds.replaceChildren(
+    ...[...groups.keys()].map((cwd) => {
+      const option = document.createElement('option');
+      option.value = cwd;
+      return option;
+    }),
+  );
+}
+
+function renderHeader() {
+  const session = state.sessions.get(state.current);
+  ui.sessionTitle.textContent = session ? session.title || 'Untitled session' : '';
+  ui.sessionCwd.textContent = session ? session.cwd : '';
+  const waiting = [...state.sessions.keys()].filter((id) => statusOf(id) === 'waiting_for_permission').length;
+  const title = session ? `${session.title || 'Untitled session'} — Punie` : 'Punie';
+  document.title = waiting ? `(${waiting}) ${title}` : title;
+  const usage = state.transcripts.get(state.current)?.usage;
+  ui.usage.hidden = !usage;
+  if (usage) {
+    ui.usageMeter.max = usage.size || 1;
+    ui.usageMeter.value = Math.min(usage.used, usage.size || usage.used);
+    ui.usageText.textContent = `${tokens(usage.used)} / ${tokens(usage.size)} tokens`;
+    ui.usage.title = `${usage.used} of ${usage.size} tokens of the context window used`;
+  }
+}
+
+function tokens(count) {
+  if (count >= 1_000_000) return `${(count / 1_000_000).toFixed(1)}M`;
+  if (count >= 10_000) return `${Math.round(count / 1000)}k`;
+  if (count >= 1000) return `${(count / 1000).toFixed(1)}k`;
+  return String(count ?? 0);
+}
+
+function renderComposer() {
+  const open = Boolean(state.current && state.transcripts.has(state.current));
+  const running = open && statusOf(state.current) !== 'idle';
+  const mine = state.prompting.has(state.current);
+  ui.composer.hidden = !open;
+  ui.send.disabled = !state.connection || running;
+  ui.cancel.hidden = !running;
+  ui.cancel.disabled = !state.connection;
+  ui.cancel.title = mine ? 'Cancel the running turn (Esc)' : 'Cancel the turn another client is running (Esc)';
+  ui.attachments.replaceChildren(
+    ...state.attachments.map((attachment, index) => {
+      const chip = document.createElement('span');
+      chip.className = 'chip attachment pending';
+      chip.textContent = attachment.name;
+      const remove = document.createElement('button');
+      remove.type = 'button';
+      remove.className = 'remove';
+      remove.textContent = '×';
+      remove.setAttribute('aria-label', `Remove ${attachment.name}`);
+      remove.addEventListener('click', () => {
+        state.attachments.splice(index, 1);
+        renderComposer();
+      });
+      chip.append(remove);
+      return chip;
+    }),
+  );
+}
+
+function render() {
+  renderSessions();
+  renderHeader();
+  renderComposer();
+  ui.welcome.hidden = Boolean(state.current && state.transcripts.has(state.current));
+}
+
+// ---------------------------------------------------------------- opening
+
+function showTranscript(id) {
+  const transcript = state.transcripts.get(id);
+  ui.transcriptHost.replaceChildren(...(transcript ? [transcript.node] : []));
+  ui.transcriptHost.scrollTop = ui.transcriptHost.scrollHeight;
+}
+
+function newTranscript(id) {
+  const transcript = new Transcript(id);
+  transcript.onChange = (update) => {
+    if (update?.sessionUpdate === 'session_info_update' && update.title) {
+      upsertSession({ sessionId: id, title: update.title });
+    }
+    scheduleRender(id);
+  };
+  state.transcripts.set(id, transcript);
+  return transcript;
+}
+
+let renderQueued = false;
+function scheduleRender(id) {
+  if (id === state.current) stickToBottom();
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    render();
+  });
+}
+
+/** Keep the newest output in view, unless the person scrolled up to read. */
+function stickToBottom() {
+  const host = ui.transcriptHost;
+  const nearBottom = host.scrollHeight - host.scrollTop - host.clientHeight < 120;
+  if (nearBottom) requestAnimationFrame(() => (host.scrollTop = host.scrollHeight));
+}
+
+function remember(id) {
+  const hash = id ? `#session=${encodeURIComponent(id)}` : '';
+  if (location.hash !== hash) history.replaceState(null, '', hash || location.pathname);
+}
+
+async function openSession(id) {
+  state.current = id;
+  remember(id);
+  ui.body.classList.remove('sessions-open');
+  if (state.transcripts.has(id)) {
+    showTranscript(id);
+    render();
+    ui.prompt.focus();
+    return;
+  }
+  const session = state.sessions.get(id);
+  const transcript = newTranscript(id);
+  showTranscript(id);
+  render();
+  transcript.node.classList.add('loading');
+  try {
+    await state.connection.request('session/load', { sessionId: id, cwd: session?.cwd || '/', mcpServers: [] });
+  } catch (error) {
+    state.transcripts.delete(id);
+    if (state.current === id) showTranscript(null);
+    showNotice(`Cannot open the session: ${describe(error)}`);
+    render();
+    return;
+  } finally {
+    transcript.node.classList.remove('loading');
+  }
+  if (state.current === id) {
+    showTranscript(id);
+    ui.prompt.focus();
+  }
+  render();
+}
+
+function moveSession(step) {
+  const order = sessionOrder();
+  if (order.length === 0) return;
+  const here = order.indexOf(state.current);
+  const next = here === -1 ? (step > 0 ? 0 : order.length - 1) : (here + step + order.length) % order.length;
+  openSession(order[next]);
+  document.querySelector(`.session[data-session-id="${CSS.escape(order[next])}"]`)?.scrollIntoView({ block: 'nearest' });
+}
+
+// ---------------------------------------------------------------- new session
+
+function openNewSessionDialog() {
+  ui.newSessionError.textContent = '';
+  const current = state.sessions.get(state.current);
+  if (!ui.newSessionCwd.value) ui.newSessionCwd.value = current?.cwd || '';
+  ui.newSessionModel.placeholder = state.defaultModel ? `${state.defaultModel} (the server's default)` : "the server's default";
+  ui.dialog.showModal();
+  ui.newSessionCwd.focus();
+}
+
+async function createSession(cwd, model) {
+  const params = { cwd, mcpServers: [] };
+  if (model && model !== state.defaultModel) params._meta = { 'punie/model': model };
+  const { sessionId } = await state.connection.request('session/new', params);
+  upsertSession({ sessionId, cwd, title: null, status: 'idle', updatedAt: new Date().toISOString() });
+  newTranscript(sessionId);
+  state.current = sessionId;
+  remember(sessionId);
+  showTranscript(sessionId);
+  render();
+  ui.prompt.focus();
+}
+
+// ---------------------------------------------------------------- prompting
+
+async function send() {
+  const id = state.current;
+  const transcript = state.transcripts.get(id);
+  const text = ui.prompt.value;
+  if (!transcript || !state.connection || statusOf(id) !== 'idle') return;
+  if (!text.trim() && state.attachments.length === 0) return;
+  const prompt = [];
+  if (text.trim()) prompt.push({ type: 'text', text });
+  for (const attachment of state.attachments) prompt.push(attachment.block);
+  ui.prompt.value = '';
+  state.attachments = [];
+  transcript.localPrompt(prompt);
+  state.prompting.add(id);
+  upsertSession({ sessionId: id, updatedAt: new Date().toISOString() });
+  render();
+  stickToBottom();
+  try {
+    const { stopReason } = await state.connection.request('session/prompt', { sessionId: id, prompt });
+    transcript.turnEnded(stopReason);
+  } catch (error) {
+    transcript.lapseQuestions('The turn ended before an answer.');
+    transcript.note(describe(error));
+  } finally {
+    state.prompting.delete(id);
+    render();
+    stickToBottom();
+  }
+}
+
+function cancel() {
+  const id = state.current;
+  if (!id || !state.connection || statusOf(id) === 'idle') return;
+  state.connection.notify('session/cancel', { sessionId: id });
+  // The protocol asks a client that cancels to answer its open questions so.
+  state.transcripts.get(id)?.lapseQuestions('Cancelled.');
+  render();
+}
+
+// ---------------------------------------------------------------- attachments
+
+function base64(bytes) {
+  let binary = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}
+
+async function attach(files) {
+  try {
+    await readAttachments(files);
+  } catch (error) {
+    showNotice(`Cannot attach the file: ${describe(error)}`);
+  }
+  renderComposer();
+}
+
+async function readAttachments(files) {
+  for (const file of files) {
+    if (file.size > MAX_ATTACHMENT_BYTES) {
+      showNotice(`${file.name} is larger than ${MAX_ATTACHMENT_BYTES / 1024 / 1024} MiB; it was not attached.`);
+      continue;
+    }
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    const uri = `file:///${encodeURIComponent(file.name)}`;
+    let resource;
+    try {
+      const text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+      resource = { uri, text, mimeType: file.type || 'text/plain' };
+    } catch {
+      resource = { uri, blob: base64(bytes), mimeType: file.type || 'application/octet-stream' };
+    }
+    state.attachments.push({ name: file.name, size: file.size, block: { type: 'resource', resource } });
+  }
+}
+
+// ---------------------------------------------------------------- the server
+
+function handleNotification(method, params) {
+  if (method === 'session/update') {
+    const transcript = state.transcripts.get(params.sessionId);
+    const update = params.update || {};
+    if (update.sessionUpdate === 'session_info_update' && update.title) {
+      upsertSession({ sessionId: params.sessionId, title: update.title });
+    }
+    if (transcript) transcript.apply(update);
+    else scheduleRender(params.sessionId);
+  } else if (method === '_punie/session_status') {
+    const before = state.sessions.get(params.sessionId)?.status;
+    const session = upsertSession(params);
+    if (params.status !== before && params.status !== 'idle') session.updatedAt = new Date().toISOString();
+    scheduleRender(params.sessionId);
+  } else if (method === '$/cancel_request') {
+    for (const transcript of state.transcripts.values()) {
+      transcript.lapseQuestion(params?.requestId ?? params?.id, 'The agent no longer needs an answer.');
+    }
+    scheduleRender(null);
+  }
+}
+
+async function handleRequest(method, params, id) {
+  if (method !== 'session/request_permission') {
+    throw new RpcError(METHOD_NOT_FOUND, `${method} is not offered by Punie's browser app`);
+  }
+  const transcript = state.transcripts.get(params.sessionId);
+  if (!transcript) return { outcome: { outcome: 'cancelled' } };
+  const answer = transcript.ask(id, params);
+  scheduleRender(params.sessionId);
+  const optionId = await answer;
+  scheduleRender(params.sessionId);
+  return optionId ? { outcome: { outcome: 'selected', optionId } } : { outcome: { outcome: 'cancelled' } };
+}
+
+/** A request the server may not offer yet: its result, or null. */
+async function optional(method, params) {
+  try {
+    return await state.connection.request(method, params);
+  } catch (error) {
+    if (error instanceof RpcError && error.code === METHOD_NOT_FOUND) return null;
+    throw error;
+  }
+}
+
+async function listSessions() {
+  let cursor;
+  for (let page = 0; page < MAX_LIST_PAGES; page++) {
+    const params = cursor ? { cursor } : {};
+    const answer = await state.connection.request('session/list', params);
+    for (const session of answer.sessions || []) upsertSession(session);
+    cursor = answer.nextCursor;
+    if (!cursor) break;
+  }
+}
+
+function wsUrl() {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${location.host}/acp`;
+}
+
+async function connect() {
+  setConnection('connecting…', 'connecting');
+  const connection = await Connection.open(wsUrl());
+  connection.onNotification(handleNotification);
+  connection.onRequest(handleRequest);
+  connection.onClose(() => lost(connection));
+  state.connection = connection;
+  await connection.request('initialize', {
+    protocolVersion: 1,
+    clientCapabilities: { fs: { readTextFile: false, writeTextFile: false }, terminal: false },
+    clientInfo: { name: 'punie-browser', title: 'Punie in the browser', version: '1' },
+  });
+  const info = await optional('_punie/info', {});
+  state.defaultModel = info?.defaultModel || null;
+  const watched = await optional('_punie/watch', {});
+  for (const session of watched?.sessions || []) upsertSession(session);
+  await listSessions();
+  setConnection(info?.version ? `connected · Punie ${info.version}` : 'connected', 'connected');
+  state.reconnects = 0;
+  showNotice('');
+}
+
+function lost(connection) {
+  if (state.connection !== connection) return;
+  state.connection = null;
+  for (const transcript of state.transcripts.values()) transcript.lapseQuestions('The connection to the server closed.');
+  state.transcripts.clear();
+  state.prompting.clear();
+  showTranscript(null);
+  setConnection('disconnected', 'disconnected');
+  render();
+  const delay = RECONNECT_DELAYS_MS[Math.min(state.reconnects, RECONNECT_DELAYS_MS.length - 1)];
+  state.reconnects += 1;
+  setTimeout(start, delay);
+}
+
+async function signedIn() {
+  const response = await fetch('/signed-in', { cache: 'no-store' });
+  const answer = await response.json();
+  return answer.signedIn === true;
+}
+
+async function start() {
+  try {
+    if (!(await signedIn())) {
+      ui.signIn.hidden = false;
+      ui.body.classList.add('signed-out');
+      setConnection('not signed in', 'disconnected');
+      return;
+    }
+    await connect();
+  } catch (error) {
+    setConnection('disconnected', 'disconnected');
+    showNotice(`Cannot reach the Punie server (${describe(error)}). Trying again…`);
+    const delay = RECONNECT_DELAYS_MS[Math.min(state.reconnects, RECONNECT_DELAYS_MS.length - 1)];
+    state.reconnects += 1;
+    setTimeout(start, delay);
+    return;
+  }
+  const wanted = new URLSearchParams(location.hash.slice(1)).get('session');
+  const reopen = state.current || wanted;
+  state.current = null;
+  render();
+  if (reopen && state.sessions.has(reopen)) await openSession(reopen);
+  else if (reopen) remember(null);
+}
+
+// ---------------------------------------------------------------- events
+
+ui.composer.addEventListener('submit', (event) => {
+  event.preventDefault();
+  send();
+});
+ui.cancel.addEventListener('click', cancel);
+ui.newSession.addEventListener('click', openNewSessionDialog);
+ui.toggleSessions.addEventListener('click', () => ui.body.classList.toggle('sessions-open'));
+ui.fileInput.addEventListener('change', async () => {
+  await attach([...ui.fileInput.files]);
+  ui.fileInput.value = '';
+});
+
+ui.newSessionForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  if (event.submitter?.value === 'cancel') {
+    ui.dialog.close();
+    return;
+  }
+  const cwd = ui.newSessionCwd.value.trim();
+  const model = ui.newSessionModel.value.trim();
+  ui.newSessionError.textContent = '';
+  try {
+    await createSession(cwd, model);
+    ui.dialog.close();
+  } catch (error) {
+    ui.newSessionError.textContent = describe(error);
+  }
+});
+
+// Files dropped anywhere on the conversation go with the next prompt.
+let dragDepth = 0;
+ui.main.addEventListener('dragenter', (event) => {
+  if (!event.dataTransfer?.types.includes('Files')) return;
+  dragDepth += 1;
+  ui.body.classList.add('dragging');
+});
+ui.main.addEventListener('dragleave', () => {
+  dragDepth = Math.max(0, dragDepth - 1);
+  if (dragDepth === 0) ui.body.classList.remove('dragging');
+});
+ui.main.addEventListener('dragover', (event) => {
+  if (event.dataTransfer?.types.includes('Files')) event.preventDefault();
+});
+ui.main.addEventListener('drop', (event) => {
+  event.preventDefault();
+  dragDepth = 0;
+  ui.body.classList.remove('dragging');
+  if (state.current && event.dataTransfer?.files.length) attach([...event.dataTransfer.files]);
+});
+
+document.addEventListener('keydown', (event) => {
+  if (ui.dialog.open) return;
+  if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    send();
+  } else if (event.key === 'Escape') {
+    if (ui.body.classList.contains('sessions-open')) ui.body.classList.remove('sessions-open');
+    else cancel();
+  } else if (event.altKey && (event.key === 'ArrowDown' || event.key === 'ArrowUp')) {
+    event.preventDefault();
+    moveSession(event.key === 'ArrowDown' ? 1 : -1);
+  }
+});
+
+// Relative times in the list go stale; redraw them now and then.
+setInterval(renderSessions, 60_000);
+
+start();

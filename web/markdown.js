@@ -1,0 +1,89 @@
+// Agent text as HTML: Markdown by marked, code highlighted by highlight.js,
+// and everything through DOMPurify before it reaches the page. The model's
+// text is untrusted: it may quote a web page or a hostile file.
+
+import { Marked } from './vendor/marked.esm.js';
+import DOMPurify from './vendor/purify.es.mjs';
+import hljs from './vendor/highlight/core.js';
+import bash from './vendor/highlight/languages/bash.js';
+import c from './vendor/highlight/languages/c.js';
+import cpp from './vendor/highlight/languages/cpp.js';
+import css from './vendor/highlight/languages/css.js';
+import diff from './vendor/highlight/languages/diff.js';
+import go from './vendor/highlight/languages/go.js';
+import ini from './vendor/highlight/languages/ini.js';
+import java from './vendor/highlight/languages/java.js';
+import javascript from './vendor/highlight/languages/javascript.js';
+import json from './vendor/highlight/languages/json.js';
+import markdown from './vendor/highlight/languages/markdown.js';
+import plaintext from './vendor/highlight/languages/plaintext.js';
+import python from './vendor/highlight/languages/python.js';
+import rust from './vendor/highlight/languages/rust.js';
+import shell from './vendor/highlight/languages/shell.js';
+import sql from './vendor/highlight/languages/sql.js';
+import typescript from './vendor/highlight/languages/typescript.js';
+import xml from './vendor/highlight/languages/xml.js';
+import yaml from './vendor/highlight/languages/yaml.js';
+
+const languages = {
+  bash, c, cpp, css, diff, go, ini, java, javascript, json, markdown,
+  plaintext, python, rust, shell, sql, typescript, xml, yaml,
+};
+for (const [name, language] of Object.entries(languages)) hljs.registerLanguage(name, language);
+hljs.registerAliases(['toml'], { languageName: 'ini' });
+hljs.configure({ ignoreUnescapedHTML: true });
+
+/** `text` as highlighted HTML, in `language` when known, else guessed. */
+export function highlight(text, language) {
+  const known = language && hljs.getLanguage(language);
+  try {
+    return known ? hljs.highlight(text, { language, ignoreIllegals: true }).value : hljs.highlightAuto(text).value;
+  } catch {
+    return escapeHtml(text);
+  }
+}
+
+export function escapeHtml(text) {
+  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+}
+
+const marked = new Marked({
+  gfm: true,
+  renderer: {
+    code({ text, lang }) {
+      const language = (lang || '').trim().split(/\s+/)[0];
+      const label = language ? `<span class="code-language">${escapeHtml(language)}</span>` : '';
+      return `<pre class="code">${label}<code class="hljs">${highlight(text, language)}</code></pre>`;
+    },
+    // HTML in the model's text is shown as text, never parsed: even an inert
+    // parse of `<img onerror=…>` makes the browser try the handler (which the
+    // page's policy then blocks).
+    html({ text }) {
+      return escapeHtml(text);
+    },
+    // Images would be fetched from wherever the model points: shown as links instead.
+    image({ href, text }) {
+      return `<a href="${escapeHtml(href || '')}">${escapeHtml(text || href || 'image')}</a>`;
+    },
+  },
+});
+
+// Links open in a new tab, and never tell the target where they came from.
+DOMPurify.addHook('afterSanitizeAttributes', (node) => {
+  if (node.tagName === 'A' && node.hasAttribute('href')) {
+    node.setAttribute('target', '_blank');
+    node.setAttribute('rel', 'noopener noreferrer');
+  }
+});
+
+const PURIFY = {
+  FORBID_TAGS: ['style', 'img', 'svg', 'math', 'form', 'input', 'button', 'textarea', 'select', 'iframe', 'video', 'audio', 'source', 'picture'],
+  // Inline styles would break the page's policy (and its layout).
+  FORBID_ATTR: ['style'],
+  ADD_ATTR: ['target'],
+};
+
+/** Markdown `text` as sanitised HTML. */
+export function renderMarkdown(text) {
+  return DOMPurify.sanitize(marked.parse(text), PURIFY);
+}

@@ -1,0 +1,308 @@
+// One session's conversation on the page: `session/update` notifications
+// (replayed history, then live ones) become messages, thoughts, tool call
+// cards and permission questions. It owns its own DOM and nothing else.
+
+import { renderMarkdown } from './markdown.js';
+import { renderDiff } from './diff.js';
+
+const STATUS_LABELS = {
+  pending: 'pending',
+  in_progress: 'running',
+  completed: 'done',
+  failed: 'failed',
+};
+
+const STOP_REASONS = {
+  cancelled: 'Cancelled.',
+  max_tokens: 'Stopped: the model reached its output limit.',
+  max_turn_requests: 'Stopped: the turn made too many tool calls.',
+  refusal: 'The model refused.',
+};
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** The name a resource URI shows: the last part of its path. */
+export function resourceName(uri) {
+  try {
+    const path = new URL(uri).pathname;
+    return decodeURIComponent(path.split('/').filter(Boolean).pop() || uri);
+  } catch {
+    return uri;
+  }
+}
+
+/** A chip for an attached resource (or a link to one). */
+function resourceChip(block) {
+  const uri = block.type === 'resource' ? block.resource?.uri : block.uri;
+  const chip = element('span', 'chip attachment', block.name || resourceName(uri || ''));
+  chip.title = uri || '';
+  return chip;
+}
+
+/** Agent text that grows chunk by chunk and is drawn at most once a frame. */
+class AgentMessage {
+  constructor(parent) {
+    this.text = '';
+    this.node = element('div', 'message agent markdown');
+    this.frame = 0;
+    parent.append(this.node);
+  }
+
+  append(text) {
+    this.text += text;
+    if (!this.frame) {
+      this.frame = requestAnimationFrame(() => {
+        this.frame = 0;
+        this.draw();
+      });
+    }
+  }
+
+  draw() {
+    this.node.innerHTML = renderMarkdown(this.text);
+  }
+}
+
+/** A tool call, as its card shows it, updated as the call goes on. */
+class ToolCallCard {
+  constructor(parent, id) {
+    this.id = id;
+    this.fields = {};
+    this.node = element('article', 'tool-call');
+    this.node.dataset.toolCallId = id;
+    const header = element('header', 'tool-header');
+    this.kind = element('span', 'tool-kind');
+    this.title = element('span', 'tool-title');
+    this.status = element('span', 'tool-status');
+    header.append(this.kind, this.title, this.status);
+    this.locations = element('div', 'tool-locations');
+    this.content = element('div', 'tool-content');
+    this.permission = element('div', 'permission');
+    this.permission.hidden = true;
+    this.node.append(header, this.locations, this.content, this.permission);
+    parent.append(this.node);
+  }
+
+  update(fields) {
+    Object.assign(this.fields, Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined && v !== null)));
+    const { title, kind, status = 'pending', content, locations } = this.fields;
+    this.kind.textContent = kind || 'tool';
+    this.kind.dataset.kind = kind || 'other';
+    this.title.textContent = title || 'Tool call';
+    this.node.dataset.status = status;
+    this.status.textContent = this.waiting ? 'waiting for you' : STATUS_LABELS[status] || status;
+    this.locations.textContent = (locations || [])
+      .map((l) => (l.line ? `${l.path}:${l.line}` : l.path))
+      .join('  ');
+    this.locations.hidden = !this.locations.textContent;
+    if (fields.content !== undefined && fields.content !== null) this.drawContent(content || []);
+  }
+
+  drawContent(content) {
+    this.content.replaceChildren();
+    for (const item of content) {
+      if (item.type === 'diff') {
+        this.content.append(renderDiff(item.path, item.oldText, item.newText));
+      } else if (item.type === 'terminal') {
+        this.content.append(element('pre', 'output', `Output in terminal ${item.terminalId}`));
+      } else if (item.type === 'content' && item.content?.type === 'text') {
+        if (item.content.text) this.content.append(element('pre', 'output', item.content.text));
+      } else if (item.type === 'content' && item.content) {
+        this.content.append(resourceChip(item.content));
+      }
+    }
+  }
+
+  /** Ask the person; resolves with the chosen option id, or null if the question lapsed. */
+  ask(options) {
+    this.waiting = true;
+    this.update({});
+    this.permission.hidden = false;
+    this.permission.replaceChildren();
+    this.permission.append(element('p', 'question', 'Allow this?'));
+    const buttons = element('div', 'options');
+    this.permission.append(buttons);
+    return new Promise((resolve) => {
+      this.settle = (optionId, label) => {
+        this.settle = null;
+        this.waiting = false;
+        this.permission.replaceChildren(element('p', 'answered', label));
+        this.permission.dataset.answer = optionId || 'none';
+        this.update({});
+        resolve(optionId);
+      };
+      for (const option of options) {
+        const button = element('button', `option ${option.kind}`, option.name);
+        button.type = 'button';
+        button.dataset.optionId = option.optionId;
+        button.addEventListener('click', () => this.settle?.(option.optionId, `You chose: ${option.name}`));
+        buttons.append(button);
+      }
+      buttons.querySelector('button')?.focus({ preventScroll: true });
+    });
+  }
+
+  /** The question no longer stands (the turn was cancelled or ended). */
+  lapse(why) {
+    this.settle?.(null, why);
+  }
+}
+
+export class Transcript {
+  constructor(sessionId) {
+    this.sessionId = sessionId;
+    this.node = element('div', 'transcript');
+    this.node.dataset.sessionId = sessionId;
+    this.empty = element('p', 'transcript-empty', 'Nothing here yet. Ask Punie something.');
+    this.node.append(this.empty);
+    this.cards = new Map();
+    this.last = null;
+    this.plan = null;
+    this.usage = null;
+    /** Permission questions waiting for the person: request id → card. */
+    this.questions = new Map();
+    this.onChange = () => {};
+  }
+
+  /** Start a new block of the conversation. */
+  push(node, kind) {
+    this.empty.remove();
+    this.node.append(node);
+    this.last = { kind, node };
+    return node;
+  }
+
+  /** The user's message the next chunk joins, or a new one. */
+  userMessage() {
+    if (this.last?.kind !== 'user') {
+      const node = element('div', 'message user');
+      node.append(element('div', 'user-text'), element('div', 'attachments'));
+      this.push(node, 'user');
+    }
+    return this.last.node;
+  }
+
+  addUserBlock(block) {
+    const node = this.userMessage();
+    if (block.type === 'text') {
+      const text = node.querySelector('.user-text');
+      text.textContent += text.textContent ? `\n${block.text}` : block.text;
+    } else if (block.type === 'resource' || block.type === 'resource_link') {
+      node.querySelector('.attachments').append(resourceChip(block));
+    }
+  }
+
+  /** The prompt this page sent: the server sends it to everyone else. */
+  localPrompt(blocks) {
+    this.last = null;
+    for (const block of blocks) this.addUserBlock(block);
+  }
+
+  apply(update) {
+    switch (update.sessionUpdate) {
+      case 'user_message_chunk':
+        this.addUserBlock(update.content);
+        break;
+      case 'agent_message_chunk':
+        if (this.last?.kind !== 'agent') {
+          const message = new AgentMessage(this.node);
+          this.empty.remove();
+          this.last = { kind: 'agent', node: message.node, message };
+        }
+        if (update.content?.type === 'text') this.last.message.append(update.content.text);
+        break;
+      case 'agent_thought_chunk': {
+        if (this.last?.kind !== 'thought') {
+          const details = element('details', 'thought');
+          details.append(element('summary', '', 'Thinking'), element('div', 'thought-text'));
+          this.push(details, 'thought');
+        }
+        const text = this.last.node.querySelector('.thought-text');
+        if (update.content?.type === 'text') text.textContent += update.content.text;
+        break;
+      }
+      case 'tool_call':
+      case 'tool_call_update':
+        this.card(update.toolCallId).update(update);
+        break;
+      case 'plan':
+        this.drawPlan(update.entries || []);
+        break;
+      case 'usage_update':
+        this.usage = { used: update.used, size: update.size };
+        break;
+      default:
+        break;
+    }
+    this.onChange(update);
+  }
+
+  card(id) {
+    let card = this.cards.get(id);
+    if (!card) {
+      this.empty.remove();
+      card = new ToolCallCard(this.node, id);
+      this.cards.set(id, card);
+      this.last = { kind: 'tool', node: card.node };
+    }
+    return card;
+  }
+
+  drawPlan(entries) {
+    if (this.last?.kind !== 'plan') {
+      this.plan = this.push(element('ol', 'plan'), 'plan');
+    }
+    this.plan.replaceChildren(
+      ...entries.map((entry) => {
+        const item = element('li', `plan-entry ${entry.status}`, entry.content);
+        item.dataset.status = entry.status;
+        return item;
+      }),
+    );
+  }
+
+  /** Ask the person about `request` (session/request_permission) in its card. */
+  async ask(requestId, request) {
+    const call = request.toolCall || {};
+    const card = this.card(call.toolCallId || `permission-${requestId}`);
+    card.update(call);
+    this.questions.set(requestId, card);
+    this.onChange();
+    const optionId = await card.ask(request.options || []);
+    this.questions.delete(requestId);
+    this.onChange();
+    return optionId;
+  }
+
+  get waitingForPermission() {
+    return this.questions.size > 0;
+  }
+
+  /** Every open question lapses, e.g. because the turn was cancelled. */
+  lapseQuestions(why) {
+    for (const card of this.questions.values()) card.lapse(why);
+    this.questions.clear();
+  }
+
+  lapseQuestion(requestId, why) {
+    this.questions.get(requestId)?.lapse(why);
+    this.questions.delete(requestId);
+  }
+
+  turnEnded(stopReason) {
+    this.lapseQuestions('The turn ended before an answer.');
+    const note = STOP_REASONS[stopReason];
+    if (note) this.push(element('p', `turn-end ${stopReason}`, note), 'note');
+    this.last = null;
+  }
+
+  note(text, className = 'error-note') {
+    this.push(element('p', className, text), 'note');
+    this.last = null;
+  }
+}
