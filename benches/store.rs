@@ -800,7 +800,8 @@ async fn measure_load(binary: &Path, options: &Options) -> anyhow::Result<()> {
     }
     let mut table = Table::new(
         &format!(
-            "session/load of a session holding {LOAD_UPDATES} updates, fresh connection each time, send → response, {} loads (target: median <= {} ms)",
+            "session/load of a session holding {} updates, fresh connection each time, send → response, {} loads (target: median <= {} ms)",
+            thousands(LOAD_UPDATES),
             options.loads,
             TARGET_LOAD.as_millis()
         ),
@@ -1452,6 +1453,10 @@ fn populate(path: &Path, cwd: &Path, count: usize) -> anyhow::Result<()> {
     }
     transaction.commit()?;
     connection.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+    drop(connection);
+    // On disk before the server starts: otherwise the server's first fsync
+    // (its token, server.json) waits for the kernel to write this file back.
+    File::open(path)?.sync_all()?;
     Ok(())
 }
 

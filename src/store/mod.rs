@@ -638,15 +638,35 @@ fn checkpoint_loop(path: &Path, connection: &Connection, nudges: &mpsc::Receiver
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
         let mode = if last { "TRUNCATE" } else { "PASSIVE" };
-        if let Err(error) =
-            connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
-        {
-            tracing::warn!(store = %path.display(), "could not checkpoint the session store: {}", describe(&error));
+        match checkpoint(connection, mode) {
+            // Under steady writes a passive checkpoint never finds a moment
+            // to start the log over, and the log would grow until the disk
+            // is full. Past a bound, wait for one (the writer pauses briefly).
+            Ok(log_pages) if !last && log_pages > MAX_LOG_PAGES => {
+                if let Err(error) = checkpoint(connection, "TRUNCATE") {
+                    tracing::warn!(store = %path.display(), "could not shorten the session store's log: {}", describe(&error));
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(store = %path.display(), "could not checkpoint the session store: {}", describe(&error));
+            }
         }
         if last {
             return;
         }
     }
+}
+
+/// Most pages the write-ahead log may hold before a checkpoint waits to
+/// start it over: 64 MiB at SQLite's 4 KiB pages.
+const MAX_LOG_PAGES: i64 = 16 * 1024;
+
+/// Run a checkpoint; the pages in the log, as SQLite reports them.
+fn checkpoint(connection: &Connection, mode: &str) -> rusqlite::Result<i64> {
+    connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+        row.get(1)
+    })
 }
 
 /// What became of a batch.

@@ -4,8 +4,9 @@
 use rusqlite::Connection;
 use rusqlite_migration::{M, Migrations};
 
-const MIGRATIONS: &[M<'static>] = &[M::up(
-    "CREATE TABLE sessions (
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(
+        "CREATE TABLE sessions (
          id         TEXT PRIMARY KEY NOT NULL,
          cwd        TEXT NOT NULL,
          title      TEXT,
@@ -24,7 +25,11 @@ const MIGRATIONS: &[M<'static>] = &[M::up(
          body       TEXT NOT NULL
      );
      CREATE INDEX entries_by_session ON entries (session_id, seq);",
-)];
+    ),
+    // Finding the turns a stopped server left running, at every start, must
+    // not read every stored session.
+    M::up("CREATE INDEX sessions_running ON sessions (id) WHERE running = 1;"),
+];
 
 /// Bring the database to the newest schema, with the settings every
 /// connection relies on.
