@@ -4,6 +4,7 @@
 //! The socket ends with a close frame that says why: 1001 when the server is
 //! shutting down, 1000 when the conversation simply ended, 1011 when the
 //! connection failed, 1009 when the client sent a message over the limit,
+//! 1007 when it sent a text frame that is not UTF-8,
 //! 1008 when the client stopped reading or went silent (no pong). A client
 //! that stops reading costs at most its bounded queue, and never slows anyone
 //! else. The socket knows nothing of what the messages mean.
@@ -27,6 +28,8 @@ use crate::config::{CLOSE_HANDSHAKE_TIMEOUT, ConnectionLimits};
 enum Dropped {
     /// The client sent a message over the limit.
     TooBig { limit: usize },
+    /// The client sent a text frame that is not UTF-8.
+    NotText,
     /// The client stopped reading; its queue stayed full.
     NotReading { stall: Duration },
     /// Nothing arrived, not even a pong, for this long.
@@ -39,6 +42,10 @@ impl Dropped {
             Self::TooBig { limit } => (
                 close_code::SIZE,
                 format!("message too big: the limit is {limit} bytes (--max-message-bytes)"),
+            ),
+            Self::NotText => (
+                close_code::INVALID,
+                "a text frame that is not valid UTF-8".to_owned(),
             ),
             Self::NotReading { stall } => (
                 close_code::POLICY,
@@ -111,10 +118,8 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) | None => break,
                     Some(Err(error)) => {
-                        if is_too_big(error) {
-                            drop_client(Dropped::TooBig {
-                                limit: max_message_bytes,
-                            });
+                        if let Some(why) = read_failure(error, max_message_bytes) {
+                            drop_client(why);
                         }
                         break;
                     }
@@ -251,14 +256,18 @@ fn incoming_frame(text: &str) -> TransportFrame {
     }
 }
 
-/// Whether a read failed because the message was over the size limit.
-fn is_too_big(error: axum::Error) -> bool {
+/// Why a read failed, when it was the client's doing and the close frame
+/// should say so.
+fn read_failure(error: axum::Error, max_message_bytes: usize) -> Option<Dropped> {
     let error = error.into_inner();
     match error.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => true,
+        Some(tungstenite::Error::Capacity(_)) => Some(Dropped::TooBig {
+            limit: max_message_bytes,
+        }),
+        Some(tungstenite::Error::Utf8(_)) => Some(Dropped::NotText),
         _ => {
             tracing::debug!("WebSocket read failed: {error}");
-            false
+            None
         }
     }
 }
