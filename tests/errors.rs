@@ -185,12 +185,7 @@ async fn a_second_prompt_while_a_turn_runs_is_refused() {
     let server = Server::start().await;
     let mut client = server.initialized().await;
     let session = client.new_session(&server.home.workspace()).await;
-    let first = client
-        .start_request(
-            "session/prompt",
-            json!({"sessionId": session, "prompt": [{"type": "text", "text": "count to 1000"}]}),
-        )
-        .await;
+    let first = client.start_prompt(&session, "count to 1000").await;
     let (code, message) = error(&client.prompt(&session, "me too").await);
     assert_eq!(code, -32600);
     assert!(message.contains("already running a turn"), "{message}");

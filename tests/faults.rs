@@ -72,27 +72,6 @@ fn counted(n: u64) -> String {
     (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(" ")
 }
 
-/// Read messages until the agent asks for permission; returns that request.
-async fn permission_request(client: &mut RawClient) -> Value {
-    loop {
-        let message = client.recv().await;
-        if message["method"] == "session/request_permission" {
-            return message;
-        }
-        client.notifications.push(message);
-    }
-}
-
-async fn allow(client: &mut RawClient, request: &Value) {
-    client
-        .send(json!({
-            "jsonrpc": "2.0",
-            "id": request["id"],
-            "result": {"outcome": {"outcome": "selected", "optionId": "allow_once"}},
-        }))
-        .await;
-}
-
 /// Read messages until the agent text `client` has seen satisfies `done`.
 async fn agent_text_until(client: &mut RawClient, done: impl Fn(&str) -> bool) {
     while !done(&agent_text(&client.notifications)) {
@@ -173,37 +152,24 @@ async fn a_client_reset_mid_turn_harms_no_one_and_its_turn_is_seen_through() {
     // request; another while its turn streams.
     let mut waiting = server.initialized().await;
     let waiting_session = waiting.new_session(&workspace).await;
-    waiting
-        .start_request(
-            "session/prompt",
-            json!({"sessionId": waiting_session, "prompt": [{"type": "text", "text": "write a note"}]}),
-        )
-        .await;
-    permission_request(&mut waiting).await;
+    waiting.start_prompt(&waiting_session, "write a note").await;
+    waiting.permission_request().await;
 
     let mut streaming = server.initialized().await;
     let streaming_session = streaming.new_session(&workspace).await;
     streaming
-        .start_request(
-            "session/prompt",
-            json!({"sessionId": streaming_session, "prompt": [{"type": "text", "text": "write a note"}]}),
-        )
+        .start_prompt(&streaming_session, "write a note")
         .await;
-    let request = permission_request(&mut streaming).await;
-    allow(&mut streaming, &request).await;
+    let request = streaming.permission_request().await;
+    streaming.allow(&request).await;
     agent_text_until(&mut streaming, |text| text.contains("w1 ")).await;
 
     // A third client's turn is streaming too when the other two vanish.
     let mut steady = server.initialized().await;
     let steady_session = steady.new_session(&workspace).await;
-    let prompt = steady
-        .start_request(
-            "session/prompt",
-            json!({"sessionId": steady_session, "prompt": [{"type": "text", "text": "write a note"}]}),
-        )
-        .await;
-    let request = permission_request(&mut steady).await;
-    allow(&mut steady, &request).await;
+    let prompt = steady.start_prompt(&steady_session, "write a note").await;
+    let request = steady.permission_request().await;
+    steady.allow(&request).await;
     agent_text_until(&mut steady, |text| text.contains("w1 ")).await;
     assert_eq!(
         connections(&server.health().await),
@@ -513,12 +479,7 @@ async fn a_model_server_that_hangs_or_breaks_mid_reply_ends_only_that_turn_with_
     let garbled = client.prompt(&session, "garble").await;
     let cut = client.prompt(&session, "cut").await;
     // The crash comes once the start has reached the client.
-    let breaking = client
-        .start_request(
-            "session/prompt",
-            json!({"sessionId": session, "prompt": [{"type": "text", "text": "break"}]}),
-        )
-        .await;
+    let breaking = client.start_prompt(&session, "break").await;
     agent_text_until(&mut client, |text| text.ends_with("Broken off. ")).await;
     crash.notify_one();
     let broken = client.response_to(breaking).await;
@@ -763,12 +724,7 @@ async fn churn_once(server: &Server, workspace: &Path, how: Churn, reset: bool) 
         Churn::Prompted | Churn::Streaming => {
             client.initialize().await;
             let session = client.new_session(workspace).await;
-            client
-                .start_request(
-                    "session/prompt",
-                    json!({"sessionId": session, "prompt": [{"type": "text", "text": "count to 10"}]}),
-                )
-                .await;
+            client.start_prompt(&session, "count to 10").await;
             if let Churn::Streaming = how {
                 client.recv().await;
             }

@@ -177,12 +177,7 @@ async fn sigterm_with_a_hundred_clients_closes_each_with_1001_and_exits_0_within
     // One of them is in the middle of a turn.
     let mut busy = server.initialized().await;
     let session = busy.new_session(&workspace).await;
-    let prompt = busy
-        .start_request(
-            "session/prompt",
-            json!({"sessionId": session, "prompt": [{"type": "text", "text": "count to 1000"}]}),
-        )
-        .await;
+    let prompt = busy.start_prompt(&session, "count to 1000").await;
     let first_chunk = busy.recv().await;
     assert_eq!(first_chunk["method"], "session/update", "{first_chunk}");
 

@@ -222,21 +222,8 @@ async fn a_permission_request_waits_for_the_person_past_the_timeout_and_can_be_c
     .await;
     let mut client = server.initialized().await;
     let session = client.new_session(&server.home.workspace()).await;
-    let id = client
-        .start_request(
-            "session/prompt",
-            json!({"sessionId": session, "prompt": [{"type": "text", "text": "write"}]}),
-        )
-        .await;
-    let asked = within("the permission request", async {
-        loop {
-            let message = client.recv().await;
-            if message["method"] == "session/request_permission" {
-                return message;
-            }
-        }
-    })
-    .await;
+    let id = client.start_prompt(&session, "write").await;
+    let asked = within("the permission request", client.permission_request()).await;
     assert!(!asked["id"].is_null(), "{asked}");
     // Several request timeouts pass: the person is still being asked.
     let waited = tokio::time::timeout(std::time::Duration::from_millis(600), client.recv()).await;

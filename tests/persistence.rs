@@ -31,27 +31,6 @@ async fn script_server(extra: &[&str]) -> Server {
     Server::start_in(home, &args).await
 }
 
-/// Read messages until the agent asks for permission; returns that request.
-async fn permission_request(client: &mut RawClient) -> Value {
-    loop {
-        let message = client.recv().await;
-        if message["method"] == "session/request_permission" {
-            return message;
-        }
-        client.notifications.push(message);
-    }
-}
-
-async fn allow(client: &mut RawClient, request: &Value) {
-    client
-        .send(json!({
-            "jsonrpc": "2.0",
-            "id": request["id"],
-            "result": {"outcome": {"outcome": "selected", "optionId": "allow_once"}},
-        }))
-        .await;
-}
-
 fn updates<'a>(messages: &'a [Value], kind: &str) -> Vec<&'a Value> {
     messages
         .iter()
@@ -84,14 +63,9 @@ async fn attach(client: &mut RawClient, method: &str, session: &str, cwd: &Path)
 
 /// Turn 1 of the script, answered by `client`, to its end.
 async fn first_turn(client: &mut RawClient, session: &str) {
-    let id = client
-        .start_request(
-            "session/prompt",
-            json!({"sessionId": session, "prompt": [{"type": "text", "text": "write a note"}]}),
-        )
-        .await;
-    let request = permission_request(client).await;
-    allow(client, &request).await;
+    let id = client.start_prompt(session, "write a note").await;
+    let request = client.permission_request().await;
+    client.allow(&request).await;
     let answer = client.response_to(id).await;
     assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
 }
@@ -151,13 +125,8 @@ async fn every_attached_connection_receives_a_turns_updates_and_a_second_prompt_
     let mut watcher = server.initialized().await;
     attach(&mut watcher, "session/resume", &session, &workspace).await;
 
-    let id = prompter
-        .start_request(
-            "session/prompt",
-            json!({"sessionId": session, "prompt": [{"type": "text", "text": "write a note"}]}),
-        )
-        .await;
-    let request = permission_request(&mut prompter).await;
+    let id = prompter.start_prompt(&session, "write a note").await;
+    let request = prompter.permission_request().await;
 
     // While the turn waits for the person, the watcher may not start another.
     let refused = watcher.prompt(&session, "me too").await;
@@ -165,7 +134,7 @@ async fn every_attached_connection_receives_a_turns_updates_and_a_second_prompt_
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("already running a turn"), "{message}");
 
-    allow(&mut prompter, &request).await;
+    prompter.allow(&request).await;
     let answer = prompter.response_to(id).await;
     assert_eq!(answer["result"]["stopReason"], "end_turn");
 
@@ -201,18 +170,13 @@ async fn when_the_prompter_leaves_mid_turn_another_attached_connection_answers()
     let mut watcher = server.initialized().await;
     attach(&mut watcher, "session/resume", &session, &workspace).await;
 
-    prompter
-        .start_request(
-            "session/prompt",
-            json!({"sessionId": session, "prompt": [{"type": "text", "text": "write a note"}]}),
-        )
-        .await;
-    permission_request(&mut prompter).await;
+    prompter.start_prompt(&session, "write a note").await;
+    prompter.permission_request().await;
     drop(prompter);
 
     // The turn goes on: the question goes to the connection still attached.
-    let request = permission_request(&mut watcher).await;
-    allow(&mut watcher, &request).await;
+    let request = watcher.permission_request().await;
+    watcher.allow(&request).await;
     within("the end of the turn", async {
         while !text_of(&updates(&watcher.notifications, "agent_message_chunk"))
             .ends_with("Wrote note.txt.")
@@ -234,13 +198,8 @@ async fn a_turn_nobody_can_answer_ends_cancelled_and_the_history_says_so() {
     let workspace = server.home.workspace();
     let mut prompter = server.initialized().await;
     let session = prompter.new_session(&workspace).await;
-    prompter
-        .start_request(
-            "session/prompt",
-            json!({"sessionId": session, "prompt": [{"type": "text", "text": "write a note"}]}),
-        )
-        .await;
-    permission_request(&mut prompter).await;
+    prompter.start_prompt(&session, "write a note").await;
+    prompter.permission_request().await;
     drop(prompter);
 
     let database = server.home.dir.path().join("data/punie/punie.db");
@@ -286,14 +245,9 @@ async fn after_kill_9_mid_turn_a_restarted_server_lists_loads_and_continues_the_
     let workspace = server.home.workspace();
     let mut client = server.initialized().await;
     let session = client.new_session(&workspace).await;
-    client
-        .start_request(
-            "session/prompt",
-            json!({"sessionId": session, "prompt": [{"type": "text", "text": "write a note"}]}),
-        )
-        .await;
+    client.start_prompt(&session, "write a note").await;
     // The turn is waiting for permission: everything before it was sent.
-    permission_request(&mut client).await;
+    client.permission_request().await;
     let seen = client.notifications.clone();
     server.signal(nix::sys::signal::Signal::SIGKILL);
     server.exit_status().await;
@@ -430,19 +384,14 @@ async fn a_watcher_sees_every_sessions_status_change_on_the_server() {
     let mut ide = server.initialized().await;
     let session = ide.new_session(&workspace).await;
     assert_eq!(next_status(&mut watcher, &session).await, "idle");
-    let id = ide
-        .start_request(
-            "session/prompt",
-            json!({"sessionId": session, "prompt": [{"type": "text", "text": "write a note"}]}),
-        )
-        .await;
+    let id = ide.start_prompt(&session, "write a note").await;
     assert_eq!(next_status(&mut watcher, &session).await, "running");
-    let request = permission_request(&mut ide).await;
+    let request = ide.permission_request().await;
     assert_eq!(
         next_status(&mut watcher, &session).await,
         "waiting_for_permission"
     );
-    allow(&mut ide, &request).await;
+    ide.allow(&request).await;
     assert_eq!(next_status(&mut watcher, &session).await, "running");
     ide.response_to(id).await;
     assert_eq!(next_status(&mut watcher, &session).await, "idle");

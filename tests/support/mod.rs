@@ -367,11 +367,39 @@ impl RawClient {
 
     /// Prompt `session` with `text` and wait for the answer.
     pub async fn prompt(&mut self, session: &str, text: &str) -> Value {
-        self.request(
+        let id = self.start_prompt(session, text).await;
+        self.response_to(id).await
+    }
+
+    /// Prompt `session` with `text` without waiting; returns the request's id.
+    pub async fn start_prompt(&mut self, session: &str, text: &str) -> u64 {
+        self.start_request(
             "session/prompt",
             json!({"sessionId": session, "prompt": [{"type": "text", "text": text}]}),
         )
         .await
+    }
+
+    /// Read messages until the agent asks for permission; returns that
+    /// request, keeping everything before it in [`Self::notifications`].
+    pub async fn permission_request(&mut self) -> Value {
+        loop {
+            let message = self.recv().await;
+            if message["method"] == "session/request_permission" {
+                return message;
+            }
+            self.notifications.push(message);
+        }
+    }
+
+    /// Answer a permission `request` with "allow once".
+    pub async fn allow(&mut self, request: &Value) {
+        self.send(json!({
+            "jsonrpc": "2.0",
+            "id": request["id"],
+            "result": {"outcome": {"outcome": "selected", "optionId": "allow_once"}},
+        }))
+        .await;
     }
 
     /// The agent text of `session` among the notifications collected so far.
