@@ -40,7 +40,10 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 mod support;
-use support::{DEADLINE, Home, Server, Table, percentile, print_machine, punie_binary, verdict};
+use support::{
+    DEADLINE, Home, Server, Table, percentile, print_machine, proc_status_kib, punie_binary,
+    verdict,
+};
 
 /// The question `punie ask` is measured with, and the test model's answer.
 const PROMPT: &str = "hello";
@@ -444,21 +447,6 @@ fn describe_status(pid: Pid, exit: &Exit) -> String {
 /// into the child's figure.
 fn own_peak_rss_kib() -> anyhow::Result<u64> {
     proc_status_kib("self", "VmHWM:")
-}
-
-/// A `… kB` field of `/proc/<pid>/status`.
-fn proc_status_kib(pid: &str, field: &str) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    let line = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .with_context(|| format!("{path} has no {field} line"))?;
-    line.trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .with_context(|| format!("{field} in {path} is not a number: `{line}`"))
 }
 
 /// `punie --version`: exec, dynamic linking, clap and exit, with no runtime
@@ -1054,7 +1042,7 @@ async fn measure_bridge_latency(binary: &Path, settings: &Settings) -> anyhow::R
         through_bridge.push(bridge.round_trip(session_list(id), id).await?);
     }
     let bridge_cpu = cpu_time(pid)?.saturating_sub(cpu_before);
-    let bridge_rss = proc_status_kib(&pid.to_string(), "VmRSS:")?;
+    let bridge_rss = proc_status_kib(pid, "VmRSS:")?;
     let bridge_exit = bridge.close().await?;
     direct.close().await;
     server.stop()?;

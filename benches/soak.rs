@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 mod support;
-use support::{DEADLINE, Server, Table, print_machine, punie_binary, verdict};
+use support::{DEADLINE, Server, Table, print_machine, proc_status_kib, punie_binary, verdict};
 
 /// Most RSS growth after the warm-up, as a fraction of the first sample.
 const RSS_TOLERANCE: f64 = 0.05;
@@ -197,7 +197,7 @@ async fn run(settings: &Settings) -> anyhow::Result<()> {
         ticks.tick().await;
         let sample = Sample {
             at: started.elapsed(),
-            rss_kib: proc_status_kib(pid, "VmRSS")?,
+            rss_kib: proc_status_kib(pid, "VmRSS:")?,
             fds: std::fs::read_dir(format!("/proc/{pid}/fd"))?.count(),
             turns_completed: tally.turns_completed.load(Ordering::Relaxed),
         };
@@ -268,15 +268,6 @@ fn report(settings: &Settings, samples: &[Sample], tally: &Tally) {
         verdict(completed == started && failures == 0),
     ]);
     table.print();
-}
-
-fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
 type Socket =

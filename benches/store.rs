@@ -24,9 +24,8 @@
 //! measures another one. Every server gets its own temporary XDG directories.
 
 use std::fs::{self, File};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -35,8 +34,6 @@ use agent_client_protocol::v1::schema::{ContentBlock, ContentChunk, SessionUpdat
 use anyhow::{Context as _, anyhow, bail, ensure};
 use futures::{SinkExt as _, StreamExt as _};
 use nix::libc;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use punie::model::Message as ModelMessage;
 use punie::store::{EntryKind, SessionRow, Store};
 use serde::Deserialize;
@@ -47,8 +44,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 mod support;
 use support::{
-    DEADLINE, Home, Table, percentile, print_machine, punie_binary, stop_child, verdict,
-    wait_for_ready_line, wait_with_deadline,
+    DEADLINE, Home, Server, Table, percentile, print_machine, proc_status_kib, punie_binary,
+    verdict,
 };
 
 /// Updates in the session `load` replays.
@@ -230,61 +227,19 @@ impl Options {
 /// A running `punie serve` in a home this benchmark may have filled first;
 /// killed if dropped while running.
 struct Serve {
-    home: Home,
-    child: Option<Child>,
+    server: Server,
     pid: u32,
-    address: SocketAddr,
-    token: String,
-    log: PathBuf,
-    /// From just before `spawn()` to the ready line seen (polled every 1 ms).
-    ready_in: Duration,
 }
 
 impl Serve {
     fn start(binary: &Path, home: Home, model: &str) -> anyhow::Result<Self> {
-        let log = home.file("serve.log");
-        let stderr =
-            File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let begin = Instant::now();
-        let mut child = home
-            .command(binary)
-            .args(["serve", "--port", "0", "--model", model])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("cannot start {} serve", binary.display()))?;
-        let address = match wait_for_ready_line(&mut child, &log) {
-            Ok(address) => address,
-            Err(error) => {
-                stop_child(&mut child);
-                return Err(error);
-            }
-        };
-        let ready_in = begin.elapsed();
-        let token_file = home.file("state/punie/token");
-        let token = fs::read_to_string(&token_file)
-            .with_context(|| {
-                format!(
-                    "the server is ready but {} is missing",
-                    token_file.display()
-                )
-            })?
-            .trim()
-            .to_owned();
-        Ok(Self {
-            pid: child.id(),
-            home,
-            child: Some(child),
-            address,
-            token,
-            log,
-            ready_in,
-        })
+        let server = Server::start_in(binary, home, &["--model", model], &[])?;
+        let pid = server.pid().context("the server is running")?;
+        Ok(Self { server, pid })
     }
 
     fn workspace(&self) -> PathBuf {
-        self.home.file("workspace")
+        self.server.home.file("workspace")
     }
 
     /// A `… kB` field of the server's `/proc/<pid>/status`, in KiB.
@@ -304,56 +259,9 @@ impl Serve {
 
     /// SIGTERM; the server must exit cleanly. Warnings and errors it logged
     /// are printed.
-    fn stop(mut self) -> anyhow::Result<()> {
-        let mut child = self
-            .child
-            .take()
-            .context("the server was already stopped")?;
-        let pid = i32::try_from(child.id()).context("the server's pid fits in an i32")?;
-        kill(Pid::from_raw(pid), Signal::SIGTERM).context("cannot send SIGTERM to the server")?;
-        let status = wait_with_deadline(&mut child)?;
-        ensure!(status.success(), "the server exited with {status}");
-        let log = fs::read_to_string(&self.log).unwrap_or_default();
-        let complaints: Vec<&str> = log
-            .lines()
-            .filter(|line| {
-                line.contains(" WARN ") || line.contains(" ERROR ") || line.contains("panicked")
-            })
-            .collect();
-        if !complaints.is_empty() {
-            println!(
-                "  server stderr: {} warning/error lines, first ones:",
-                complaints.len()
-            );
-            for line in complaints.iter().take(5) {
-                println!("    {line}");
-            }
-        }
-        Ok(())
+    fn stop(self) -> anyhow::Result<()> {
+        self.server.stop()
     }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            stop_child(child);
-        }
-    }
-}
-
-/// A `… kB` field of `/proc/<pid>/status`, in KiB.
-fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    let line = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .with_context(|| format!("{path} has no {field} line"))?;
-    line.trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .with_context(|| format!("{field} in {path} is not a number: `{line}`"))
 }
 
 /// User + system CPU time of process `pid`, from `/proc/<pid>/stat`.
@@ -520,10 +428,10 @@ struct Client {
 
 impl Client {
     async fn connect(server: &Serve) -> anyhow::Result<Self> {
-        let mut request = format!("ws://{}/acp", server.address).into_client_request()?;
+        let mut request = format!("ws://{}/acp", server.server.address).into_client_request()?;
         request.headers_mut().insert(
             "authorization",
-            HeaderValue::from_str(&format!("Bearer {}", server.token))?,
+            HeaderValue::from_str(&format!("Bearer {}", server.server.token))?,
         );
         let (socket, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(request))
             .await
@@ -1564,7 +1472,7 @@ async fn measure_rss(binary: &Path, options: &Options) -> anyhow::Result<()> {
             rss_after.push(server.status_kib("VmRSS:")?);
         }
         let hwm = server.status_kib("VmHWM:")?;
-        let ready_in = server.ready_in;
+        let ready_in = server.server.ready_in;
         server.stop()?;
         runs.push(RssRun {
             stored,

@@ -122,6 +122,8 @@ pub struct Server {
     pub address: SocketAddr,
     pub token: String,
     log: PathBuf,
+    /// From just before `spawn()` to the ready line seen (polled every 1 ms).
+    pub ready_in: Duration,
 }
 
 impl Server {
@@ -142,10 +144,21 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let home = Home::new()?;
+        Self::start_in(binary, Home::new()?, args, env)
+    }
+
+    /// Start `punie serve --port 0 ARGS…` in `home`, which may have been
+    /// filled beforehand, with `env` added to its environment.
+    pub fn start_in(
+        binary: &Path,
+        home: Home,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let log = home.file("serve.log");
         let stderr =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let begin = Instant::now();
         let mut child = home
             .command(binary)
             .args(["serve", "--port", "0"])
@@ -163,6 +176,7 @@ impl Server {
                 return Err(error);
             }
         };
+        let ready_in = begin.elapsed();
         let token_file = home.file("state/punie/token");
         let token = fs::read_to_string(&token_file)
             .with_context(|| {
@@ -183,6 +197,7 @@ impl Server {
             address,
             token,
             log,
+            ready_in,
         })
     }
 
@@ -279,6 +294,22 @@ pub fn wait_for_ready_line(child: &mut Child, log: &Path) -> anyhow::Result<Sock
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// A `… kB` field of `/proc/<pid>/status` (`pid` may be `self`), in KiB;
+/// `field` includes its colon, e.g. `VmRSS:`.
+pub fn proc_status_kib(pid: impl std::fmt::Display, field: &str) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .with_context(|| format!("{path} has no {field} line"))?;
+    line.trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .with_context(|| format!("{field} in {path} is not a number: `{line}`"))
 }
 
 /// The nearest-rank percentile of sorted `values`.
