@@ -35,6 +35,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+mod support;
+use support::{Table, percentile, verdict};
+
 /// How long any single wait (a handshake, a response, a process exit) may take.
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -1498,7 +1501,7 @@ async fn measure_rss(binary: &Path, settings: &Settings) -> anyhow::Result<()> {
         ]);
         previous = (level, rss);
     }
-    if let (Some(slope), Some(row)) = (last_slope, table.rows.last_mut()) {
+    if let (Some(slope), Some(row)) = (last_slope, table.last_row_mut()) {
         row[5] = verdict(slope <= TARGET_KB_PER_CONNECTION);
     }
     drop(clients);
@@ -1703,15 +1706,6 @@ impl Stats {
     }
 }
 
-/// The nearest-rank percentile of sorted `values`.
-fn percentile(sorted: &[u32], percent: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (percent / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 /// How often each distinct value occurs, in order of first appearance.
 fn count_by<T: PartialEq>(values: impl Iterator<Item = T>) -> Vec<(T, usize)> {
     let mut counts: Vec<(T, usize)> = Vec::new();
@@ -1745,61 +1739,4 @@ fn ms_us(micros: u32) -> String {
 
 fn kib(value: u64) -> String {
     format!("{:.1} MiB", value as f64 / 1024.0)
-}
-
-fn verdict(met: bool) -> String {
-    if met { "met" } else { "MISSED" }.to_owned()
-}
-
-/// A Markdown table, printed when complete.
-struct Table {
-    title: String,
-    headers: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-
-impl Table {
-    fn new(title: &str, headers: &[&str]) -> Self {
-        Self {
-            title: title.to_owned(),
-            headers: headers.iter().map(|&header| header.to_owned()).collect(),
-            rows: Vec::new(),
-        }
-    }
-
-    fn row(&mut self, row: Vec<String>) {
-        self.rows.push(row);
-    }
-
-    fn print(&self) {
-        let widths: Vec<usize> = (0..self.headers.len())
-            .map(|column| {
-                std::iter::once(&self.headers)
-                    .chain(&self.rows)
-                    .filter_map(|row| row.get(column))
-                    .map(|cell| cell.chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let line = |cells: &[String]| {
-            let mut text = String::from("|");
-            for (cell, width) in cells.iter().zip(&widths) {
-                let _ = write!(
-                    text,
-                    " {cell}{} |",
-                    " ".repeat(width - cell.chars().count())
-                );
-            }
-            text
-        };
-        println!("\n{}\n", self.title);
-        println!("{}", line(&self.headers));
-        let rule: Vec<String> = widths.iter().map(|&width| "-".repeat(width)).collect();
-        println!("{}", line(&rule));
-        for row in &self.rows {
-            println!("{}", line(row));
-        }
-        println!();
-    }
 }

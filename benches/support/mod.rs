@@ -345,6 +345,11 @@ impl Table {
         self.rows.push(row);
     }
 
+    /// The row added last, to fill in a cell known only later.
+    pub fn last_row_mut(&mut self) -> Option<&mut Vec<String>> {
+        self.rows.last_mut()
+    }
+
     pub fn print(&self) {
         let widths: Vec<usize> = (0..self.headers.len())
             .map(|column| {
