@@ -44,11 +44,12 @@ pub fn not_attached(method: &str, session_id: &SessionId) -> Error {
     .data(json!({ "sessionId": session_id }))
 }
 
-/// The error for a registry failure of `method` on session `id`.
-pub fn registry(method: &str, id: &SessionId, error: crate::session::RegistryError) -> Error {
+/// The error for a registry failure of `method`: the client's mistakes are
+/// `-32602` or `-32002`, the server's own `-32603`.
+pub fn registry(method: &str, error: crate::session::RegistryError) -> Error {
     use crate::session::RegistryError;
     match error {
-        RegistryError::Unknown(_) => unknown_session(method, id),
+        RegistryError::Unknown(id) => unknown_session(method, &id),
         RegistryError::InvalidCursor(_) | RegistryError::Workspace(_) | RegistryError::Model(_) => {
             invalid_params(method, error)
         }

@@ -171,7 +171,7 @@ async fn new_session(
     };
     let session = connection
         .create_session(request.cwd, model, cx)
-        .map_err(|error| errors::invalid_params(METHOD, error))?;
+        .map_err(|error| errors::registry(METHOD, error))?;
     tracing::info!(connection = connection.id, session = %session.id(), cwd = %session.cwd().display(), "session created");
     to_json(NewSessionResponse::new(session.id().clone()))
 }
@@ -203,7 +203,7 @@ async fn load_session(
     let (session, newest) = connection
         .attach_session(&id, cx.clone(), true)
         .await
-        .map_err(|error| errors::registry(METHOD, &id, error))?;
+        .map_err(|error| errors::registry(METHOD, error))?;
     warn_of_other_cwd(&id, session.cwd(), &request.cwd);
     let replay = session.replay(newest).await;
     let replayed = replay.as_ref().map_or(0, Vec::len);
@@ -228,7 +228,7 @@ async fn resume_session(
     let (session, _) = connection
         .attach_session(&id, cx, false)
         .await
-        .map_err(|error| errors::registry(METHOD, &id, error))?;
+        .map_err(|error| errors::registry(METHOD, error))?;
     warn_of_other_cwd(&id, session.cwd(), &request.cwd);
     tracing::info!(connection = connection.id, session = %id, "session resumed");
     to_json(ResumeSessionResponse::new())
@@ -397,10 +397,7 @@ async fn list_sessions(connection: &Connection, params: Value) -> Result<Value, 
             SESSION_LIST_PAGE,
         )
         .await
-        .map_err(|error| match error {
-            crate::session::RegistryError::Store(error) => errors::internal(METHOD, error),
-            other => errors::invalid_params(METHOD, other),
-        })?;
+        .map_err(|error| errors::registry(METHOD, error))?;
     to_json(ListSessionsResponse::new(page.sessions).next_cursor(page.next_cursor))
 }
 
@@ -426,7 +423,7 @@ async fn delete_session(connection: &Connection, params: Value) -> Result<Value,
         .sessions
         .delete(&id)
         .await
-        .map_err(|error| errors::registry(METHOD, &id, error))?;
+        .map_err(|error| errors::registry(METHOD, error))?;
     tracing::info!(connection = connection.id, session = %id, "session deleted");
     to_json(DeleteSessionResponse::new())
 }

@@ -30,8 +30,7 @@ pub enum TurnError {
 /// Dropping a turn, run or not, records what happened and frees the session
 /// for the next prompt.
 pub struct Turn {
-    session: Arc<Session>,
-    /// How the turn reaches clients.
+    /// How the turn reaches clients; it holds the session too.
     port: SessionPort,
     /// Which prompt of the session this is, counting from 1.
     number: usize,
@@ -61,7 +60,6 @@ impl Turn {
         cancel: CancellationToken,
     ) -> Self {
         let mut turn = Self {
-            session: port.session.clone(),
             port,
             number,
             messages,
@@ -74,7 +72,7 @@ impl Turn {
     }
 
     pub fn session_id(&self) -> &SessionId {
-        self.session.id()
+        self.port.session.id()
     }
 
     /// The token that cancels this turn.
@@ -83,7 +81,7 @@ impl Turn {
     }
 
     pub fn session(&self) -> &Arc<Session> {
-        &self.session
+        &self.port.session
     }
 
     /// Run the turn to its end. It goes on if the client that sent the
@@ -105,7 +103,7 @@ impl Turn {
     }
 
     async fn converse(&mut self, client: &SessionPort) -> Result<StopReason, TurnError> {
-        let session = self.session.clone();
+        let session = self.port.session.clone();
         let cancel = self.cancel.clone();
         let context = ToolContext {
             session_id: session.id(),
@@ -158,7 +156,7 @@ impl Turn {
 
     /// Call the model once, passing on what it says as it says it.
     async fn ask_model(&mut self, client: &SessionPort) -> Result<Round, TurnError> {
-        let session = &self.session;
+        let session = &self.port.session;
         let request = ModelRequest {
             system: session.system_prompt.clone(),
             messages: self.messages.clone(),
@@ -219,7 +217,7 @@ impl Turn {
 
     /// Add `message` to the conversation, in memory and in the store.
     fn push(&mut self, message: Message) {
-        self.session.remember(&message);
+        self.port.session.remember(&message);
         Arc::make_mut(&mut self.messages).push(message);
     }
 
@@ -238,7 +236,7 @@ impl Turn {
 
     fn record(&mut self, outcome: &str) {
         self.recorded = true;
-        self.session.end_turn(self.messages.clone(), outcome);
+        self.port.session.end_turn(self.messages.clone(), outcome);
     }
 }
 
