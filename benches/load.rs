@@ -383,6 +383,9 @@ impl Home {
             File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         Command::new(binary)
             .args(["serve", "--port", &port.to_string(), "--model", "test"])
+            // Room for the most connections any measurement opens (10,000
+            // idle ones), past the server's default limit of 4,096.
+            .args(["--max-connections", "10100"])
             .env("XDG_STATE_HOME", self.dir.path().join("state"))
             .env("XDG_DATA_HOME", self.dir.path().join("data"))
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))

@@ -41,8 +41,7 @@ usage: cargo bench --bench soak -- [options]
   --minutes=M          how long they are held (default 10)
   --turn-every=S       each connection prompts about every S seconds (default 60)
   --warm-up=S          samples before this are not judged (default 60; quick 15)
-  --idle=S             the server's --session-idle-timeout (default 30: shorter than
-                       --turn-every, so conversations leave memory between turns)
+  --idle=S             the server's --session-idle-timeout (default: the server's own)
 
 PUNIE_BIN overrides the binary.";
 
@@ -52,7 +51,7 @@ struct Settings {
     duration: Duration,
     turn_every: Duration,
     warm_up: Duration,
-    idle: f64,
+    idle: Option<f64>,
 }
 
 impl Settings {
@@ -96,7 +95,7 @@ impl Settings {
             duration: Duration::from_secs_f64(minutes.unwrap_or(default_minutes) * 60.0),
             turn_every: Duration::from_secs_f64(turn_every.unwrap_or(60.0)),
             warm_up: Duration::from_secs_f64(warm_up.unwrap_or(default_warm_up)),
-            idle: idle.unwrap_or(30.0),
+            idle,
         }))
     }
 }
@@ -144,19 +143,12 @@ async fn run(settings: &Settings) -> anyhow::Result<()> {
     print_machine("punie soak benchmark", &binary, settings.quick);
     // Room for every connection, plus a few for whoever looks in meanwhile.
     let room = (settings.connections + 64).to_string();
-    let idle = settings.idle.to_string();
-    let server = Server::start_with_args(
-        &binary,
-        &[
-            "--model",
-            "test",
-            "--max-connections",
-            &room,
-            "--session-idle-timeout",
-            &idle,
-        ],
-        &[],
-    )?;
+    let idle = settings.idle.map(|seconds| seconds.to_string());
+    let mut args = vec!["--model", "test", "--max-connections", &room];
+    if let Some(idle) = &idle {
+        args.extend(["--session-idle-timeout", idle]);
+    }
+    let server = Server::start_with_args(&binary, &args, &[])?;
     let pid = server.pid().context("the server is running")?;
     let url = format!("ws://{}/acp", server.address);
     let workspace = server.home.file("workspace");
@@ -164,8 +156,11 @@ async fn run(settings: &Settings) -> anyhow::Result<()> {
     let stop = tokio_util::sync::CancellationToken::new();
 
     println!(
-        "  holding {} connections for {:?}, each prompting about every {:?}; --session-idle-timeout {} s",
-        settings.connections, settings.duration, settings.turn_every, settings.idle
+        "  holding {} connections for {:?}, each prompting about every {:?}; --session-idle-timeout {}",
+        settings.connections,
+        settings.duration,
+        settings.turn_every,
+        idle.map_or("not given".to_owned(), |seconds| format!("{seconds} s"))
     );
     let ramp_started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();

@@ -197,6 +197,36 @@ async fn a_second_prompt_while_a_turn_runs_is_refused() {
 }
 
 #[tokio::test]
+async fn a_cancel_sent_as_a_request_cancels_and_is_answered() {
+    let server = Server::start().await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    let turn = client.start_prompt(&session, "count to 1000").await;
+    let answer = client
+        .request("session/cancel", json!({"sessionId": session}))
+        .await;
+    assert_eq!(answer["result"], Value::Null, "{answer}");
+    assert!(answer.get("error").is_none(), "{answer}");
+    let ended = client.response_to(turn).await;
+    assert_eq!(ended["result"]["stopReason"], "cancelled");
+
+    let (code, message) = error(&client.request("session/cancel", json!({})).await);
+    assert_eq!(code, -32602, "{message}");
+    assert!(message.contains("sessionId"), "{message}");
+    let mut other = server.initialized().await;
+    let (code, message) = error(
+        &other
+            .request("session/cancel", json!({"sessionId": session}))
+            .await,
+    );
+    assert_eq!(
+        code, -32002,
+        "only an attached client may cancel: {message}"
+    );
+    still_usable(&mut client, &server).await;
+}
+
+#[tokio::test]
 async fn requests_before_initialize_are_refused_and_initialize_still_works() {
     let server = Server::start().await;
     let mut client = server.raw().await;

@@ -552,19 +552,11 @@ async fn a_store_that_cannot_be_written_refuses_new_work_clearly_and_recovers_lo
     // A full or read-only disk cannot be made without privileges, and root
     // (as in CI) writes through any file mode. A file size limit binds every
     // process, root too: at 0, every write to a file fails, as on a disk that
-    // is full or read-only. Its signal, SIGXFSZ, would kill the server first,
-    // so the server starts with it ignored (that is inherited across exec).
+    // is full or read-only. Its signal, SIGXFSZ, kills a process by default;
+    // the server must outlive it.
     let home = Home::new();
     let mut command = home.command();
     command.args(["serve", "--port", "0"]);
-    // SAFETY: only sigaction, which is async-signal-safe, runs in the child.
-    unsafe {
-        command.pre_exec(|| {
-            nix::sys::signal::signal(Signal::SIGXFSZ, nix::sys::signal::SigHandler::SigIgn)
-                .map(drop)
-                .map_err(std::io::Error::from)
-        });
-    }
     let mut server = Server::spawn(home, command).await;
     let workspace = server.home.workspace();
     let database = database(&server.home);
@@ -588,6 +580,7 @@ async fn a_store_that_cannot_be_written_refuses_new_work_clearly_and_recovers_lo
     server
         .wait_for_log("cannot write to the session store")
         .await;
+    server.wait_for_log("past the file size limit").await;
     assert!(server.log().contains(&shown), "{}", server.log());
 
     // New turns are refused with a reason and a way out, on any connection,

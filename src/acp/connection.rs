@@ -94,7 +94,8 @@ async fn relay(client: Channel, sdk: Channel, stop_intake: impl Future<Output = 
 /// What a client said of itself in `initialize`.
 #[derive(Debug, Clone)]
 pub(super) struct ClientDescription {
-    pub capabilities: ClientCapabilities,
+    /// Shared with every session the connection attaches to: they are large.
+    pub capabilities: Arc<ClientCapabilities>,
     pub info: Option<Implementation>,
 }
 

@@ -77,6 +77,7 @@ async fn handle_request(
         "session/list" => list_sessions(connection, params).await,
         "session/close" => close_session(connection, params),
         "session/delete" => delete_session(connection, params).await,
+        "session/cancel" => cancel_by_request(connection, params),
         "_punie/connection" => describe_connection(connection),
         "_punie/info" => describe_server(connection),
         "_punie/watch" => watch_sessions(connection, cx),
@@ -91,21 +92,15 @@ async fn handle_request(
 fn handle_notification(connection: &Connection, notification: UntypedMessage) {
     let (method, params) = notification.into_parts();
     match method.as_str() {
-        "session/cancel" => match parse_params::<CancelNotification>(&method, params) {
-            Ok(cancel) => match connection.attached_session(&method, &cancel.session_id) {
-                Ok(session) => session.cancel_turn(),
-                Err(error) => tracing::info!(
+        "session/cancel" => {
+            if let Err(error) = cancel_turn(connection, params) {
+                tracing::info!(
                     connection = connection.id,
                     "ignored session/cancel: {}",
                     error.message
-                ),
-            },
-            Err(error) => tracing::info!(
-                connection = connection.id,
-                "ignored session/cancel: {}",
-                error.message
-            ),
-        },
+                );
+            }
+        }
         // The SDK itself acts on request cancellation.
         "$/cancel_request" => {}
         _ => tracing::debug!(
@@ -116,6 +111,27 @@ fn handle_notification(connection: &Connection, notification: UntypedMessage) {
     }
 }
 
+/// `session/cancel`: the session's running turn, if any, ends `cancelled`.
+fn cancel_turn(connection: &Connection, params: Value) -> Result<(), Error> {
+    let method = "session/cancel";
+    let cancel = parse_params::<CancelNotification>(method, params)?;
+    connection
+        .attached_session(method, &cancel.session_id)?
+        .cancel_turn();
+    Ok(())
+}
+
+/// ACP makes `session/cancel` a notification, but a client that sends it with
+/// an id still means it: the turn is cancelled, and the answer says whether
+/// that could be done.
+fn cancel_by_request(connection: &Connection, params: Value) -> Result<Value, Error> {
+    tracing::debug!(
+        connection = connection.id,
+        "session/cancel came as a request; ACP sends it as a notification"
+    );
+    cancel_turn(connection, params).map(|()| Value::Null)
+}
+
 fn initialize(connection: &Connection, params: Value) -> Result<Value, Error> {
     let request: InitializeRequest = parse_params("initialize", params)?;
     tracing::debug!(
@@ -124,7 +140,7 @@ fn initialize(connection: &Connection, params: Value) -> Result<Value, Error> {
         "initialize"
     );
     connection.set_client(ClientDescription {
-        capabilities: request.client_capabilities,
+        capabilities: Arc::new(request.client_capabilities),
         info: request.client_info,
     });
     to_json(
@@ -434,7 +450,7 @@ fn describe_connection(connection: &Connection) -> Result<Value, Error> {
     let client = connection.client();
     Ok(json!({
         "connectionId": connection.id,
-        "clientCapabilities": client.as_ref().map(|client| &client.capabilities),
+        "clientCapabilities": client.as_ref().map(|client| &*client.capabilities),
         "clientInfo": client.as_ref().and_then(|client| client.info.as_ref()),
     }))
 }

@@ -376,12 +376,17 @@ fn raise_open_file_limit() {
     }
 }
 
-/// The signals that stop the server. Installed before the server is ready,
-/// so a signal sent right after the ready line is never missed.
+/// The signals that stop the server, and those it must outlive. Installed
+/// before the server is ready, so a signal sent right after the ready line is
+/// never missed.
 struct Signals {
     terminate: Signal,
     interrupt: Signal,
     hangup: Signal,
+    /// A write past the file size limit (`ulimit -f`): by default it kills
+    /// the process. Handled, the write fails instead, and the store holds it
+    /// and says so, as on a full disk.
+    file_too_big: Signal,
 }
 
 impl Signals {
@@ -390,6 +395,8 @@ impl Signals {
             terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
             interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             hangup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+            file_too_big: signal(SignalKind::from_raw(rustix::process::Signal::XFSZ.as_raw()))
+                .context("cannot handle SIGXFSZ")?,
         })
     }
 
@@ -402,6 +409,9 @@ impl Signals {
                 _ = self.interrupt.recv() => return "SIGINT",
                 _ = self.hangup.recv() => {
                     tracing::info!("ignored SIGHUP: the server keeps running until SIGTERM or SIGINT");
+                }
+                _ = self.file_too_big.recv() => {
+                    tracing::warn!("a write went past the file size limit (ulimit -f); the store keeps what it could not write and retries");
                 }
             }
         }

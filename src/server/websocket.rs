@@ -130,14 +130,19 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
     };
 
     // Between the connection and the socket: at most `outgoing_queue`
-    // messages wait for a client, and a queue that stays full drops it.
-    let (queue, mut queued) = tokio::sync::mpsc::channel::<TransportFrame>(limits.outgoing_queue);
+    // messages wait for a client, and a queue that stays full drops it. The
+    // frames are boxed because the channel allocates its slots 32 at a time
+    // and keeps spare blocks once a burst has needed them: with the frames
+    // themselves in the slots (128 bytes each), every connection's queue grew
+    // by 4 KiB blocks over its first turns.
+    let (queue, mut queued) =
+        tokio::sync::mpsc::channel::<Box<TransportFrame>>(limits.outgoing_queue);
     let stall = limits.outgoing_stall;
     let queuer = {
         let drop_client = drop_client.clone();
         async move {
             while let Some(frame) = from_connection.next().await {
-                if let Err(TrySendError::Full(frame)) = queue.try_send(frame) {
+                if let Err(TrySendError::Full(frame)) = queue.try_send(Box::new(frame)) {
                     match tokio::time::timeout(stall, queue.send(frame)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break,
@@ -219,12 +224,12 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
 /// socket failed.
 async fn write_burst(
     outgoing: &mut SplitSink<WebSocket, Message>,
-    first: TransportFrame,
-    queued: &mut tokio::sync::mpsc::Receiver<TransportFrame>,
+    first: Box<TransportFrame>,
+    queued: &mut tokio::sync::mpsc::Receiver<Box<TransportFrame>>,
 ) -> bool {
     let mut next = Some(first);
     while let Some(frame) = next {
-        if let Some(message) = frame_message(frame)
+        if let Some(message) = frame_message(*frame)
             && outgoing.feed(message).await.is_err()
         {
             return false;

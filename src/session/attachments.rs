@@ -5,7 +5,7 @@
 //! replay is sent, so it misses nothing; what arrives for it meanwhile waits
 //! in its backlog and follows the replay, in order.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use agent_client_protocol::Client;
@@ -21,7 +21,7 @@ use super::ConnectionId;
 pub struct ClientHandle {
     pub connection: ConnectionId,
     pub cx: ConnectionTo<Client>,
-    pub capabilities: ClientCapabilities,
+    pub capabilities: Arc<ClientCapabilities>,
 }
 
 struct Attached {

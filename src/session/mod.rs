@@ -152,6 +152,9 @@ impl Session {
             return Err(BeginError::Busy(SessionBusy(self.id.clone())));
         }
         state.running = Some(cancel.clone());
+        // The turn holds the conversation until it ends, as its only holder,
+        // so adding to it never copies it.
+        state.history = None;
         state.end_note = None;
         state.last_active = Instant::now();
         let new_title = state.title.is_none().then(|| title_from(&text));
@@ -297,8 +300,10 @@ impl Session {
         true
     }
 
+    /// A running turn holds the conversation itself.
     fn has_history_in_memory(&self) -> bool {
-        self.lock().history.is_some()
+        let state = self.lock();
+        state.history.is_some() || state.running.is_some()
     }
 
     fn lock(&self) -> MutexGuard<'_, SessionState> {

@@ -61,7 +61,7 @@ impl SessionPort {
 }
 
 impl ClientPort for SessionPort {
-    fn capabilities(&self) -> ClientCapabilities {
+    fn capabilities(&self) -> Arc<ClientCapabilities> {
         self.session
             .attachments
             .target(self.prompter)

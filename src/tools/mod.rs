@@ -21,6 +21,7 @@ mod find;
 mod permission;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use agent_client_protocol::v1::schema::{
     ClientCapabilities, ContentBlock, SessionId, SessionUpdate, ToolCall as AcpToolCall,
@@ -44,7 +45,7 @@ pub const MODEL_OUTPUT_LIMIT: usize = 32 * 1024;
 pub trait ClientPort: Send + Sync {
     /// What the client that would answer a request now said it can do in
     /// `initialize`; nothing, when no client is there.
-    fn capabilities(&self) -> ClientCapabilities;
+    fn capabilities(&self) -> Arc<ClientCapabilities>;
 
     /// Send a `session/update`; false if the turn should stop because
     /// nobody can receive it.
