@@ -28,6 +28,7 @@ const ui = {
   connection: $('#connection'),
   notice: $('#notice'),
   signIn: $('#sign-in'),
+  signOut: $('#sign-out'),
   sessionTitle: $('#session-title'),
   sessionCwd: $('#session-cwd'),
   usage: $('#usage'),
@@ -546,14 +547,46 @@ async function signedIn() {
   return answer.signedIn === true;
 }
 
+function showSignedOut(words) {
+  ui.signIn.hidden = false;
+  ui.signOut.hidden = true;
+  ui.body.classList.add('signed-out');
+  setConnection(words, 'disconnected');
+}
+
+// The server forgets this browser's cookie, so a copy of it stops working
+// too; the page closes its own connection and shows how to sign in again.
+async function signOut() {
+  ui.signOut.disabled = true;
+  try {
+    const response = await fetch('/sign-out', { method: 'POST', cache: 'no-store' });
+    if (!response.ok) throw new Error(`the server answered ${response.status}`);
+  } catch (error) {
+    ui.signOut.disabled = false;
+    showNotice(`Cannot sign out (${describe(error)}).`);
+    return;
+  }
+  const connection = state.connection;
+  state.connection = null;
+  connection?.close();
+  for (const transcript of state.transcripts.values()) transcript.lapseQuestions('This browser signed out.');
+  state.transcripts.clear();
+  state.prompting.clear();
+  state.sessions.clear();
+  state.current = null;
+  showTranscript(null);
+  render();
+  showSignedOut('signed out');
+}
+
 async function start() {
   try {
     if (!(await signedIn())) {
-      ui.signIn.hidden = false;
-      ui.body.classList.add('signed-out');
-      setConnection('not signed in', 'disconnected');
+      showSignedOut('not signed in');
       return;
     }
+    ui.signOut.hidden = false;
+    ui.signOut.disabled = false;
     await connect();
   } catch (error) {
     setConnection('disconnected', 'disconnected');
@@ -578,6 +611,7 @@ ui.composer.addEventListener('submit', (event) => {
   send();
 });
 ui.cancel.addEventListener('click', cancel);
+ui.signOut.addEventListener('click', signOut);
 ui.newSession.addEventListener('click', openNewSessionDialog);
 ui.toggleSessions.addEventListener('click', () => ui.body.classList.toggle('sessions-open'));
 ui.fileInput.addEventListener('change', async () => {

@@ -40,6 +40,7 @@ pub fn routes(sign_ins: Arc<SignIns>) -> Router {
         .route("/favicon.ico", get(icon))
         .route(&format!("{LINK_PATH}{{code}}"), get(sign_in))
         .route("/signed-in", get(signed_in))
+        .route("/sign-out", post(sign_out))
         .with_state(sign_ins)
 }
 
@@ -191,6 +192,20 @@ async fn signed_in(State(sign_ins): State<Arc<SignIns>>, headers: HeaderMap) -> 
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `POST /sign-out`: this browser's cookie stops working and is forgotten.
+/// Connections it already opened stay until they close; the page closes its
+/// own.
+async fn sign_out(State(sign_ins): State<Arc<SignIns>>, headers: HeaderMap) -> Response {
+    if sign_ins.sign_out(&headers) {
+        tracing::info!("a browser signed out");
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let answer = response.headers_mut();
+    answer.insert(header::SET_COOKIE, sign_ins.clear_cookie());
+    answer.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

@@ -142,6 +142,27 @@ impl SignIns {
         matched
     }
 
+    /// Sign the browser out: the cookies it presents stop working, here and
+    /// in any copy of them. False if it was not signed in.
+    pub fn sign_out(&self, headers: &HeaderMap) -> bool {
+        let presented: Vec<&[u8]> = cookie_values(headers, &self.cookie_name).collect();
+        let mut state = self.lock();
+        let before = state.cookies.len();
+        state
+            .cookies
+            .retain(|cookie| !presented.iter().any(|value| cookie.matches(value)));
+        state.cookies.len() < before
+    }
+
+    /// The `Set-Cookie` header that makes the browser forget its cookie.
+    pub fn clear_cookie(&self) -> HeaderValue {
+        let cleared = format!(
+            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict",
+            self.cookie_name
+        );
+        HeaderValue::from_str(&cleared).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
     /// The `Set-Cookie` header that hands `value` to the browser: never
     /// readable by scripts, never sent along with another site's requests.
     pub fn set_cookie(&self, value: &str) -> Option<HeaderValue> {
@@ -248,6 +269,32 @@ mod tests {
         let set = set.to_str().unwrap();
         assert!(set.starts_with(&format!("punie_8123={cookie};")), "{set}");
         assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"));
+    }
+
+    #[test]
+    fn a_signed_out_cookie_stops_working() {
+        let sign_ins = SignIns::new(8000);
+        let browser = |sign_ins: &SignIns| {
+            let code = sign_ins.new_code().unwrap();
+            let value = sign_ins.redeem(&code).unwrap().unwrap();
+            cookie_headers(&format!("punie_8000={value}"))
+        };
+        let (leaving, staying) = (browser(&sign_ins), browser(&sign_ins));
+        assert!(sign_ins.signed_in(&leaving));
+        assert!(sign_ins.sign_out(&leaving));
+        assert!(
+            !sign_ins.signed_in(&leaving),
+            "a copy of the cookie is refused too"
+        );
+        assert!(!sign_ins.sign_out(&leaving), "only once");
+        assert!(
+            sign_ins.signed_in(&staying),
+            "another browser stays signed in"
+        );
+        let cleared = sign_ins.clear_cookie();
+        let cleared = cleared.to_str().unwrap();
+        assert!(cleared.starts_with("punie_8000=;"), "{cleared}");
+        assert!(cleared.contains("Max-Age=0"), "{cleared}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 // Signing in by link: the link leads into the app and sets an HttpOnly,
 // SameSite=Strict cookie; the same link a second time does not work, and a
-// browser without the cookie is told how to sign in.
+// browser without the cookie is told how to sign in. Signing out forgets the
+// cookie in the browser and on the server, so a copy of it is refused.
 
 import { env, expect, scenario, signIn } from './lib.mjs';
 
@@ -26,6 +27,21 @@ await scenario('sign-in', async (browser) => {
   expect(cookie.sameSite === 'Strict', `the cookie to be SameSite=Strict, got ${cookie.sameSite}`);
   expect(!(await page.evaluate(() => document.cookie)), 'scripts not to see the cookie');
   await browser.shot(page, 'signed-in');
+
+  await page.locator('#connection[data-state="connected"]').waitFor();
+  await page.locator('#sign-out').click();
+  await page.locator('#sign-in').waitFor();
+  expect(await page.locator('#connection[data-state="disconnected"]').isVisible(), 'no connection once signed out');
+  expect(!(await page.locator('#sign-out').isVisible()), 'no sign-out button once signed out');
+  expect((await page.context().cookies(url)).length === 0, 'the browser to forget the cookie');
+  await browser.shot(page, 'signed-out');
+  await page.reload();
+  await page.locator('#sign-in').waitFor();
+  const copy = await browser.newPage();
+  await copy.context().addCookies([cookie]);
+  await copy.goto(url);
+  await copy.locator('#sign-in').waitFor();
+  expect(await copy.locator('#connection[data-state="disconnected"]').isVisible(), 'a copy of a signed-out cookie not to sign in');
 
   // The same link, in another browser profile: used up.
   browser.allowError(/\/sign-in\//, /status of 403/);
