@@ -527,13 +527,19 @@ async function connect() {
   showNotice('');
 }
 
-function lost(connection) {
-  if (state.connection !== connection) return;
+// What the page knew through its connection no longer holds; open questions
+// (permission cards) say why they can no longer be answered.
+function forgetConnection(why) {
   state.connection = null;
-  for (const transcript of state.transcripts.values()) transcript.lapseQuestions('The connection to the server closed.');
+  for (const transcript of state.transcripts.values()) transcript.lapseQuestions(why);
   state.transcripts.clear();
   state.prompting.clear();
   showTranscript(null);
+}
+
+function lost(connection) {
+  if (state.connection !== connection) return;
+  forgetConnection('The connection to the server closed.');
   setConnection('disconnected', 'disconnected');
   render();
   const delay = RECONNECT_DELAYS_MS[Math.min(state.reconnects, RECONNECT_DELAYS_MS.length - 1)];
@@ -567,14 +573,10 @@ async function signOut() {
     return;
   }
   const connection = state.connection;
-  state.connection = null;
+  forgetConnection('This browser signed out.');
   connection?.close();
-  for (const transcript of state.transcripts.values()) transcript.lapseQuestions('This browser signed out.');
-  state.transcripts.clear();
-  state.prompting.clear();
   state.sessions.clear();
   state.current = null;
-  showTranscript(null);
   render();
   showSignedOut('signed out');
 }

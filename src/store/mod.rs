@@ -820,8 +820,12 @@ fn write_batch(
     flush: bool,
 ) -> rusqlite::Result<Written> {
     let transaction = connection.transaction()?;
-    // Each session touched, its newest time, and whether that must be written now.
-    let mut touched: Vec<(&str, i64, bool)> = Vec::new();
+    // Each session touched, its newest time, and whether that must be written
+    // now. Times left for later come first, so a delete drops them too.
+    let mut touched: Vec<(&str, i64, bool)> = stamps
+        .pending()
+        .map(|(session, at_us)| (session, at_us, false))
+        .collect();
     let mut deletes = Vec::new();
     for command in batch {
         match command {
@@ -903,16 +907,6 @@ fn write_batch(
                 deletes.push(deleted > 0);
             }
             Command::Barrier(_) | Command::AtNewest { .. } => {}
-        }
-    }
-    let deleted = |session: &str| {
-        batch.iter().any(
-            |command| matches!(command, Command::Delete { session: gone, .. } if gone == session),
-        )
-    };
-    for (session, at_us) in stamps.pending() {
-        if !deleted(session) {
-            touch(&mut touched, session, at_us, flush || stamps.due(session));
         }
     }
     let mut stamped = Vec::with_capacity(touched.len());

@@ -204,7 +204,9 @@ async fn sign_out(State(sign_ins): State<Arc<SignIns>>, headers: HeaderMap) -> R
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     let answer = response.headers_mut();
-    answer.insert(header::SET_COOKIE, sign_ins.clear_cookie());
+    if let Some(cleared) = sign_ins.clear_cookie() {
+        answer.insert(header::SET_COOKIE, cleared);
+    }
     answer.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

@@ -155,19 +155,19 @@ impl SignIns {
     }
 
     /// The `Set-Cookie` header that makes the browser forget its cookie.
-    pub fn clear_cookie(&self) -> HeaderValue {
-        let cleared = format!(
-            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict",
-            self.cookie_name
-        );
-        HeaderValue::from_str(&cleared).unwrap_or_else(|_| HeaderValue::from_static(""))
+    pub fn clear_cookie(&self) -> Option<HeaderValue> {
+        self.cookie_header("", "; Max-Age=0")
     }
 
     /// The `Set-Cookie` header that hands `value` to the browser: never
     /// readable by scripts, never sent along with another site's requests.
     pub fn set_cookie(&self, value: &str) -> Option<HeaderValue> {
+        self.cookie_header(value, "")
+    }
+
+    fn cookie_header(&self, value: &str, lifetime: &str) -> Option<HeaderValue> {
         HeaderValue::from_str(&format!(
-            "{}={value}; Path=/; HttpOnly; SameSite=Strict",
+            "{}={value}; Path=/{lifetime}; HttpOnly; SameSite=Strict",
             self.cookie_name
         ))
         .ok()
@@ -291,7 +291,7 @@ mod tests {
             sign_ins.signed_in(&staying),
             "another browser stays signed in"
         );
-        let cleared = sign_ins.clear_cookie();
+        let cleared = sign_ins.clear_cookie().unwrap();
         let cleared = cleared.to_str().unwrap();
         assert!(cleared.starts_with("punie_8000=;"), "{cleared}");
         assert!(cleared.contains("Max-Age=0"), "{cleared}");
