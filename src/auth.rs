@@ -14,7 +14,7 @@
 use std::fmt;
 use std::fs;
 use std::io::{ErrorKind, Write as _};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::Arc;
@@ -181,16 +181,33 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 pub struct RequestGuard {
     token: AccessToken,
     allowed_hosts: Vec<String>,
+    /// Names given with `--allowed-host`: a reverse proxy's, which may serve
+    /// the app over TLS.
+    proxied_hosts: Vec<String>,
+    /// The port, when the server listens on every address (`0.0.0.0`, `::`):
+    /// then any IP address names it. DNS rebinding needs a name, never an
+    /// address, so accepting addresses opens nothing to it.
+    any_address_port: Option<u16>,
     browsers: Arc<SignIns>,
 }
 
 impl RequestGuard {
-    /// Checks for a server bound to `host:port`, whose signed-in browsers
-    /// are in `browsers`.
-    pub fn new(token: AccessToken, host: IpAddr, port: u16, browsers: Arc<SignIns>) -> Self {
+    /// Checks for a server bound to `host:port`, also reached by the names
+    /// in `proxied_hosts`, whose signed-in browsers are in `browsers`.
+    pub fn new(
+        token: AccessToken,
+        (host, port): (IpAddr, u16),
+        proxied_hosts: &[String],
+        browsers: Arc<SignIns>,
+    ) -> Self {
         Self {
             token,
             allowed_hosts: allowed_hosts(host, port),
+            proxied_hosts: proxied_hosts
+                .iter()
+                .map(|name| name.trim().to_ascii_lowercase())
+                .collect(),
+            any_address_port: host.is_unspecified().then_some(port),
             browsers,
         }
     }
@@ -199,20 +216,28 @@ impl RequestGuard {
     fn allowed_host(&self, headers: &HeaderMap) -> Option<String> {
         let host = headers.get(header::HOST)?.to_str().ok()?;
         let host = host.trim().to_ascii_lowercase();
-        self.allowed_hosts.contains(&host).then_some(host)
+        let names_this_server = self.allowed_hosts.contains(&host)
+            || self.proxied_hosts.contains(&host)
+            || self.any_address_port.is_some_and(|port| {
+                host.parse::<SocketAddr>()
+                    .is_ok_and(|address| address.port() == port)
+            });
+        names_this_server.then_some(host)
     }
 
     /// Whether the request's `Origin` is this server's own: a page it served,
-    /// under the name the request uses. Pages on another port of the same
-    /// host are other origins, even though browsers send them its cookies.
+    /// under the name the request uses — over TLS too when that name is a
+    /// proxy's. Pages on another port of the same host are other origins,
+    /// even though browsers send them its cookies.
     fn own_origin(&self, headers: &HeaderMap) -> bool {
         let (Some(host), Some(origin)) = (self.allowed_host(headers), headers.get(header::ORIGIN))
         else {
             return false;
         };
-        origin
-            .as_bytes()
-            .eq_ignore_ascii_case(format!("http://{host}").as_bytes())
+        let origin = origin.as_bytes();
+        origin.eq_ignore_ascii_case(format!("http://{host}").as_bytes())
+            || (self.proxied_hosts.contains(&host)
+                && origin.eq_ignore_ascii_case(format!("https://{host}").as_bytes()))
     }
 
     fn bearer_matches(&self, headers: &HeaderMap) -> Result<(), &'static str> {
@@ -272,7 +297,7 @@ pub async fn check_host_and_origin(
         tracing::warn!("refused a request whose Host header does not name this server");
         return refusal(
             StatusCode::FORBIDDEN,
-            "the Host header does not name this server; connect to localhost or 127.0.0.1",
+            "the Host header does not name this server; connect to localhost or 127.0.0.1, or start the server with --allowed-host NAME for a name of its own",
         );
     }
     if let Some(origin) = request.headers().get(header::ORIGIN)
@@ -381,8 +406,8 @@ mod tests {
     fn only_a_page_of_this_server_under_the_name_the_request_uses_is_its_own_origin() {
         let guard = RequestGuard::new(
             AccessToken("t".into()),
-            "127.0.0.1".parse().unwrap(),
-            8000,
+            ("127.0.0.1".parse().unwrap(), 8000),
+            &["Punie.Example".to_owned()],
             Arc::new(SignIns::new(8000)),
         );
         let own = |host: &str, origin: &str| {
@@ -398,6 +423,33 @@ mod tests {
         assert!(!own("127.0.0.1:8000", "https://127.0.0.1:8000"));
         assert!(!own("127.0.0.1:8000", "null"));
         assert!(!own("evil.example:8000", "http://evil.example:8000"));
+        // A proxy's name, served over TLS or not.
+        assert!(own("punie.example", "https://punie.example"));
+        assert!(own("punie.example", "http://punie.example"));
+        assert!(!own("punie.example", "https://evil.example"));
+        // An address is a name only when the server listens on every address.
+        assert!(!own("10.0.0.7:8000", "http://10.0.0.7:8000"));
+    }
+
+    #[test]
+    fn a_server_on_every_address_answers_to_any_address_with_its_port() {
+        let guard = RequestGuard::new(
+            AccessToken("t".into()),
+            ("0.0.0.0".parse().unwrap(), 8000),
+            &[],
+            Arc::new(SignIns::new(8000)),
+        );
+        let allowed = |host: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            guard.allowed_host(&headers).is_some()
+        };
+        assert!(allowed("10.0.0.7:8000"));
+        assert!(allowed("[fe80::1]:8000"));
+        assert!(allowed("localhost:8000"));
+        assert!(!allowed("10.0.0.7:9000"));
+        assert!(!allowed("10.0.0.7"));
+        assert!(!allowed("evil.example:8000"));
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use anyhow::Context as _;
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::client::ask::{self, AskExit, AskOptions, Conversation, OutputFormat};
 use crate::client::bridge::{self, BridgeExit, DEFAULT_DRAIN_TIMEOUT};
@@ -16,7 +17,7 @@ use crate::client::sessions;
 use crate::client::status::{self, Outcome};
 use crate::client::{SERVER_ENV, Target};
 use crate::config::{
-    ConnectionLimits, DEFAULT_CLIENT_REQUEST_TIMEOUT, DEFAULT_CONTEXT_WINDOW,
+    self, ConnectionLimits, DEFAULT_CLIENT_REQUEST_TIMEOUT, DEFAULT_CONTEXT_WINDOW,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TOOL_ROUNDS, DEFAULT_OUTGOING_QUEUE,
     DEFAULT_OUTGOING_STALL, DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT, DEFAULT_REATTACH_TIMEOUT,
     DEFAULT_SESSION_IDLE_TIMEOUT, MAX_MESSAGE_BYTES, Paths, ServeConfig,
@@ -77,6 +78,10 @@ pub struct Cli {
 enum Command {
     /// Run the server: ACP over WebSocket for many clients at once, in the
     /// background until SIGINT or SIGTERM.
+    ///
+    /// Every flag can also be set under [serve] in
+    /// $XDG_CONFIG_HOME/punie/config.toml, by its long name
+    /// (`max-connections = 8192`); a flag given here wins.
     Serve(ServeArgs),
     /// Say whether a server is running, and how it is.
     Status {
@@ -175,6 +180,13 @@ struct ServeArgs {
     #[arg(long, default_value_t = 8000)]
     port: u16,
 
+    /// Another name clients reach the server by, as it appears in their
+    /// `Host` header (a reverse proxy's, e.g. punie.example.com); repeat for
+    /// more. Loopback names always work, and with --host 0.0.0.0 so do IP
+    /// addresses.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
+
     /// The model sessions use: test (offline, deterministic), openai:MODEL,
     /// anthropic:MODEL, ollama:MODEL, lmstudio:MODEL, local:URL/MODEL or
     /// script:PATH.
@@ -268,7 +280,13 @@ fn seconds(seconds: f64, flag: &str) -> Result<Duration, UsageError> {
 
 /// Run the command line and say how it went.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_command_line() {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("punie: {error:#}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     if let Err(error) = logging::init(cli.log_level.as_deref(), cli.log_file.as_deref()) {
         eprintln!("punie: {error:#}");
         return ExitCode::from(exit::USAGE);
@@ -287,6 +305,53 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The command line, with `punie serve`'s defaults taken from the settings
+/// file where it gives them. Help and usage errors exit here, as clap does.
+fn parse_command_line() -> anyhow::Result<Cli> {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Some(Command::Serve(_))) {
+        return Ok(cli);
+    }
+    let file = Paths::from_env()?.settings_file();
+    let settings = config::serve_settings(&file)?;
+    if settings.is_empty() {
+        return Ok(cli);
+    }
+    let mut command = Cli::command();
+    let mut serve = command
+        .find_subcommand_mut("serve")
+        .context("`punie serve` is a command")?
+        .clone();
+    for (name, values) in settings {
+        let arg = serve
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(name.as_str()) && !arg.is_global_set())
+            .ok_or_else(|| {
+                config::SettingsError::new(
+                    &file,
+                    format!("`{name}` is not a flag of `punie serve` (see `punie serve --help`)"),
+                )
+            })?;
+        // Checked here, so that a bad value is blamed on the file, not on
+        // a flag the user never typed.
+        let id = arg.get_id().clone();
+        let as_flags = values.iter().map(|value| format!("--{name}={value}"));
+        if let Err(error) = serve
+            .clone()
+            .try_get_matches_from(std::iter::once("serve".to_owned()).chain(as_flags))
+        {
+            let why = error.to_string();
+            let why = why.lines().next().unwrap_or_default();
+            let why = why.strip_prefix("error: ").unwrap_or(why);
+            return Err(config::SettingsError::new(&file, format!("[serve] {why}")).into());
+        }
+        serve = serve.mut_arg(id, |arg| arg.default_values(values));
+    }
+    let command = command.mut_subcommand("serve", |_| serve);
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).map_err(|error| error.exit())
+}
+
 fn run(cli: Cli) -> anyhow::Result<u8> {
     let paths = Paths::from_env()?;
     match cli.command {
@@ -294,6 +359,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let config = ServeConfig {
                 host: args.host,
                 port: args.port,
+                allowed_hosts: args.allowed_hosts,
                 model: args.model,
                 model_settings: ModelSettings {
                     idle_timeout: seconds(args.model_idle_timeout, "--model-idle-timeout")?,
@@ -437,7 +503,7 @@ fn init(args: InitArgs) -> anyhow::Result<u8> {
         }
         editors::Change::Replaced { backup } => {
             eprintln!(
-                "{} could not be read as JSON; it is kept as {}. Wrote a new one with Punie ({}).",
+                "{} was not a JSON object with a map of agents; the old file is kept as {}. Wrote a corrected one with Punie ({}).",
                 path.display(),
                 backup.display(),
                 binary.display()
@@ -490,7 +556,6 @@ fn parse_host(value: &str) -> Result<IpAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory as _;
 
     #[test]
     fn the_command_line_is_well_formed() {

@@ -4,11 +4,17 @@
 //! Every file Punie writes lives under the XDG base directories
 //! (`XDG_STATE_HOME`, `XDG_DATA_HOME`, `XDG_CONFIG_HOME`, with the usual
 //! `~/.local/state`, `~/.local/share` and `~/.config` fallbacks), so pointing
-//! those variables at a temporary directory isolates a test completely. This
-//! module only resolves paths and holds values; it does no other I/O.
+//! those variables at a temporary directory isolates a test completely.
+//!
+//! The user's settings file, `$XDG_CONFIG_HOME/punie/config.toml`, gives
+//! `punie serve` other defaults: its `[serve]` table holds flags of `punie
+//! serve` by their long names (`max-connections = 8192`). A flag on the
+//! command line wins over an environment variable, which wins over the file.
+//! This module resolves paths, reads that file and holds values; applying the
+//! settings to the command line is [`crate::cli`]'s business.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -77,6 +83,8 @@ pub struct ServeConfig {
     pub host: IpAddr,
     /// Port to bind; 0 picks a free one.
     pub port: u16,
+    /// Other names clients reach the server by (a reverse proxy's).
+    pub allowed_hosts: Vec<String>,
     /// The model new sessions use, e.g. `test`.
     pub model: String,
     /// How patient the model's provider is.
@@ -168,5 +176,83 @@ impl Paths {
     /// The access token clients present to the server.
     pub fn token_file(&self) -> PathBuf {
         self.state_dir.join("token")
+    }
+
+    /// The user's settings: `config.toml`.
+    pub fn settings_file(&self) -> PathBuf {
+        self.config_dir.join("config.toml")
+    }
+}
+
+/// One setting of the settings file: a flag's long name and its values.
+pub type Setting = (String, Vec<String>);
+
+/// The settings file could not be used; the message says where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("the settings file {}: {problem}", path.display())]
+pub struct SettingsError {
+    path: PathBuf,
+    problem: String,
+}
+
+impl SettingsError {
+    /// A problem with the file at `path`, in words.
+    pub fn new(path: &Path, problem: impl Into<String>) -> Self {
+        Self {
+            path: path.to_owned(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The `[serve]` settings of the file at `path`; none when there is no file.
+pub fn serve_settings(path: &Path) -> Result<Vec<Setting>, SettingsError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(SettingsError::new(path, error.to_string())),
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|error: toml::de::Error| SettingsError::new(path, error.to_string()))?;
+    let mut settings = Vec::new();
+    for (section, value) in table {
+        let toml::Value::Table(serve) = value else {
+            return Err(SettingsError::new(
+                path,
+                format!("`{section}` is not a table; settings go under [serve]"),
+            ));
+        };
+        if section != "serve" {
+            return Err(SettingsError::new(
+                path,
+                format!("there is no [{section}] table; settings go under [serve]"),
+            ));
+        }
+        for (name, value) in serve {
+            let values = setting_values(&value).ok_or_else(|| {
+                SettingsError::new(
+                    path,
+                    format!("[serve] {name} must be a number, a string, true or false, or a list of them"),
+                )
+            })?;
+            settings.push((name, values));
+        }
+    }
+    Ok(settings)
+}
+
+/// A setting's values as the command line would give them.
+fn setting_values(value: &toml::Value) -> Option<Vec<String>> {
+    let one = |value: &toml::Value| match value {
+        toml::Value::String(text) => Some(text.clone()),
+        toml::Value::Integer(number) => Some(number.to_string()),
+        toml::Value::Float(number) => Some(number.to_string()),
+        toml::Value::Boolean(flag) => Some(flag.to_string()),
+        _ => None,
+    };
+    match value {
+        toml::Value::Array(items) => items.iter().map(one).collect(),
+        single => one(single).map(|value| vec![value]),
     }
 }

@@ -19,8 +19,9 @@ pub enum Change {
     Unchanged,
     /// The entry was added or corrected.
     Written,
-    /// The old file could not be read as JSON; it was kept at this path and a
-    /// fresh file was written.
+    /// The old file could not be read as JSON, or its `agent_servers` was not
+    /// a map of agents; it was kept at this path and a corrected file was
+    /// written.
     Replaced { backup: PathBuf },
 }
 
@@ -44,7 +45,7 @@ pub fn register_with_jetbrains(path: &Path, binary: &Path) -> anyhow::Result<Cha
         Err(error) if error.kind() == ErrorKind::NotFound => None,
         Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
     };
-    let (mut document, backup) = match &existing {
+    let (mut document, mut backup) = match &existing {
         None => (Map::new(), None),
         Some(bytes) => match serde_json::from_slice::<Value>(bytes) {
             Ok(Value::Object(document)) => (document, None),
@@ -56,6 +57,8 @@ pub fn register_with_jetbrains(path: &Path, binary: &Path) -> anyhow::Result<Cha
         .entry("agent_servers")
         .or_insert_with(|| Value::Object(Map::new()));
     if !servers.is_object() {
+        // Whatever it held is not ours to drop unseen.
+        backup = Some(back_up(path)?);
         *servers = Value::Object(Map::new());
     }
     let Value::Object(servers) = servers else {
@@ -81,14 +84,42 @@ pub fn zed_entry(binary: &Path) -> Value {
     })
 }
 
-/// Keep an unreadable file next to itself as `<name>.bak`.
+/// Most numbered backups tried before giving up.
+const MAX_BACKUPS: usize = 1000;
+
+/// Keep a file next to itself as `<name>.bak` — or `<name>.bak.1`, `.bak.2`…
+/// when earlier backups are there: an older backup is never overwritten.
 fn back_up(path: &Path) -> anyhow::Result<PathBuf> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".bak");
-    let backup = path.with_file_name(name);
-    fs::copy(path, &backup)
-        .with_context(|| format!("cannot back up {} to {}", path.display(), backup.display()))?;
-    Ok(backup)
+    let contents = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    for number in 0..MAX_BACKUPS {
+        let backup = match number {
+            0 => path.with_file_name(format!("{name}.bak")),
+            n => path.with_file_name(format!("{name}.bak.{n}")),
+        };
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&backup)
+        {
+            Ok(mut file) => {
+                file.write_all(&contents)
+                    .and_then(|()| file.sync_all())
+                    .with_context(|| format!("cannot write {}", backup.display()))?;
+                return Ok(backup);
+            }
+            Err(error) if error.kind() == ErrorKind::AlreadyExists => continue,
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    format!("cannot back up {} to {}", path.display(), backup.display())
+                });
+            }
+        }
+    }
+    anyhow::bail!(
+        "cannot back up {}: {MAX_BACKUPS} backups are already there",
+        path.display()
+    )
 }
 
 /// Replace `path` with `value`, all at once.
@@ -120,16 +151,39 @@ mod tests {
     }
 
     #[test]
-    fn a_non_object_agent_servers_is_replaced_by_an_object() {
+    fn a_non_object_agent_servers_is_backed_up_then_replaced_by_an_object() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("acp.json");
-        fs::write(&path, r#"{"agent_servers": 3, "theme": "dark"}"#).unwrap();
+        let original = r#"{"agent_servers": 3, "theme": "dark"}"#;
+        fs::write(&path, original).unwrap();
+        let backup = dir.path().join("acp.json.bak");
         assert_eq!(
             register_with_jetbrains(&path, Path::new("/p")).unwrap(),
-            Change::Written
+            Change::Replaced {
+                backup: backup.clone()
+            }
         );
+        assert_eq!(fs::read_to_string(&backup).unwrap(), original);
         let written: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         assert_eq!(written["theme"], "dark");
         assert_eq!(written["agent_servers"]["Punie"]["command"], "/p");
+    }
+
+    #[test]
+    fn an_earlier_backup_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("acp.json");
+        fs::write(dir.path().join("acp.json.bak"), "first").unwrap();
+        fs::write(&path, "not json").unwrap();
+        let Change::Replaced { backup } = register_with_jetbrains(&path, Path::new("/p")).unwrap()
+        else {
+            panic!("an unreadable file is replaced")
+        };
+        assert_eq!(backup, dir.path().join("acp.json.bak.1"));
+        assert_eq!(fs::read_to_string(&backup).unwrap(), "not json");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("acp.json.bak")).unwrap(),
+            "first"
+        );
     }
 }

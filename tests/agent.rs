@@ -7,7 +7,9 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use agent_client_protocol::v1::schema::{CancelNotification, PromptRequest, StopReason};
+use agent_client_protocol::v1::schema::{
+    CancelNotification, LoadSessionRequest, PromptRequest, StopReason,
+};
 use serde_json::{Value, json};
 use support::sdk::{Ide, Received, first_update, new_session, prompt};
 use support::{Home, Server, sdk_transport};
@@ -272,6 +274,152 @@ async fn paths_outside_the_workspace_are_refused_and_never_reach_the_client() {
         let message = call["content"][0]["content"]["text"].as_str().unwrap();
         assert!(message.contains("outside the workspace"), "{message}");
     }
+}
+
+/// The text of the last content item of `call` as the client last saw it.
+fn content_text(call: &Value) -> &str {
+    let content = call["content"].as_array().expect("the call has content");
+    content
+        .last()
+        .and_then(|item| item["content"]["text"].as_str())
+        .unwrap_or_else(|| panic!("text content: {call}"))
+}
+
+#[tokio::test]
+async fn reads_listings_and_searches_show_the_client_what_the_model_was_given() {
+    let server = scripted(
+        json!([
+            [call("read_file", json!({"path": "notes.txt"}))],
+            [call("list_files", json!({}))],
+            [call("search", json!({"pattern": "needle"}))],
+            [call("read_file", json!({"path": "big.txt"}))],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    write_notes(&server, "a needle here\n");
+    let big = "x".repeat(200 * 1024);
+    std::fs::write(server.home.workspace().join("big.txt"), &big).unwrap();
+    let ide = Ide::new(&server.home.workspace(), true, true);
+    let (stop, received, session) = one_turn(&server, &ide, "look around").await;
+    assert_eq!(stop, StopReason::EndTurn);
+    let calls = received.tool_calls(&session);
+    assert_eq!(calls.len(), 4);
+    for call in &calls {
+        assert_eq!(
+            call["statuses"],
+            json!(["pending", "in_progress", "completed"]),
+            "{call}"
+        );
+    }
+    assert_eq!(content_text(&calls[0]), "a needle here\n");
+    assert_eq!(calls[1]["title"], "List the workspace");
+    assert_eq!(content_text(&calls[1]), "big.txt\nnotes.txt");
+    assert_eq!(calls[2]["title"], "Search for `needle` in the workspace");
+    assert_eq!(content_text(&calls[2]), "notes.txt:1: a needle here");
+    // A long file reaches the client cut as the model got it, saying so.
+    let shown = content_text(&calls[3]);
+    assert!(shown.len() < 40 * 1024, "{} bytes", shown.len());
+    assert!(shown.contains("bytes cut"), "{}", &shown[..100]);
+}
+
+#[tokio::test]
+async fn calls_that_fail_early_still_go_in_progress_and_keep_their_kind_and_title() {
+    let server = scripted(
+        json!([
+            [call("write_file", json!({"path": "notes.txt", "content": "x"}))],
+            [call("edit_file", json!({"path": "notes.txt", "old_text": "missing", "new_text": "y"}))],
+            [call("edit_file", json!({"path": "notes.txt", "old_text": "twice", "new_text": "y"}))],
+            [call("read_file", json!({"path": "../secret.txt"}))],
+            [call("run_command", json!({"command": "ls", "cwd": "/"}))],
+            [call("run_command", json!({"command": 3}))],
+            [call("list_files", json!({"path": "notes.txt", "glob": "[oops"}))],
+            [call("no_such_tool", json!({}))],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    let notes = write_notes(&server, "twice twice\n");
+    let ide = Ide::new(&server.home.workspace(), true, true).answer_with(&["reject_once"]);
+    let (stop, received, session) = one_turn(&server, &ide, "fail in every way").await;
+    assert_eq!(stop, StopReason::EndTurn);
+    let calls = received.tool_calls(&session);
+    let seen: Vec<(Value, Value)> = calls
+        .iter()
+        .map(|call| (call["kind"].clone(), call["title"].clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (json!("edit"), json!("Write notes.txt")),
+            (json!("edit"), json!("Edit notes.txt")),
+            (json!("edit"), json!("Edit notes.txt")),
+            (json!("read"), json!("Read ../secret.txt")),
+            (json!("execute"), json!("Run `ls` in /")),
+            (json!("execute"), json!("Run a command")),
+            (json!("search"), json!("List [oops in notes.txt")),
+            // `other` is the schema's default kind, left out on the wire.
+            (Value::Null, json!("Call `no_such_tool`")),
+        ]
+    );
+    for call in &calls {
+        assert_eq!(
+            call["statuses"],
+            json!(["pending", "in_progress", "failed"]),
+            "{call}"
+        );
+        assert!(!content_text(call).is_empty(), "says why: {call}");
+    }
+    assert_eq!(calls[0]["locations"][0]["path"], json!(notes));
+    assert_eq!(calls[1]["locations"][0]["path"], json!(notes));
+    for refused in [&calls[3], &calls[4]] {
+        assert!(
+            refused.get("locations").is_none(),
+            "a refused path is not offered to the client: {refused}"
+        );
+    }
+    assert!(content_text(&calls[1]).contains("not found"));
+    assert!(content_text(&calls[2]).contains("2 times"));
+}
+
+#[tokio::test]
+async fn a_command_in_the_client_terminal_leaves_its_output_for_every_watcher() {
+    let server = scripted(
+        json!([
+            [call("run_command", json!({"command": "echo from-the-terminal"}))],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    let ide = Ide::new(&workspace, true, true);
+    let (stop, received, session) = one_turn(&server, &ide, "run it").await;
+    assert_eq!(stop, StopReason::EndTurn);
+    let calls = received.tool_calls(&session);
+    assert_eq!(calls[0]["title"], "Run `echo from-the-terminal`");
+    assert_eq!(calls[0]["content"][0]["type"], "terminal");
+    assert_eq!(
+        content_text(&calls[0]),
+        "exit code 0; output:\nfrom-the-terminal\n"
+    );
+
+    // A client that loads the session later, with no terminal of its own,
+    // still reads what the command printed.
+    let watcher = Received::default();
+    support::sdk::client(sdk_transport(&server), watcher.clone(), async |cx| {
+        support::sdk::initialize(&cx).await?;
+        cx.send_request(LoadSessionRequest::new(session.clone(), workspace.clone()))
+            .block_task()
+            .await?;
+        Ok(())
+    })
+    .await;
+    let replayed = watcher.tool_calls(&session);
+    assert_eq!(replayed[0]["status"], "completed");
+    assert_eq!(replayed[0]["content"], calls[0]["content"]);
 }
 
 #[tokio::test]

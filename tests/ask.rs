@@ -5,7 +5,7 @@ mod support;
 use std::process::{Output, Stdio};
 
 use nix::sys::signal::Signal;
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::{Home, Server, within};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -156,6 +156,24 @@ async fn exit_codes_say_what_went_wrong() {
     );
 
     let server = Server::start().await;
+    // A server that refuses is there: an error, not "no server".
+    let refused = server
+        .home
+        .command()
+        .args(["ask", "hello"])
+        .env("PUNIE_TOKEN", "f".repeat(64))
+        .current_dir(server.home.workspace())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("refused the access token (401)"),
+        "{}",
+        text(&refused.stderr)
+    );
+
     let empty = ask(&server, &[""]).await;
     assert_eq!(
         empty.status.code(),
@@ -233,6 +251,33 @@ async fn ctrl_c_cancels_the_turn_prints_what_arrived_and_exits_130() {
         .await
         .unwrap();
     assert!(stderr.contains("cancelled"), "{stderr}");
+}
+
+#[tokio::test]
+async fn ctrl_c_while_connecting_exits_130_at_once() {
+    // A server that takes the connection and never answers the handshake.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/acp", listener.local_addr().unwrap());
+    let home = Home::new();
+    let mut child = home
+        .command()
+        .args(["ask", "--server", &url, "hello"])
+        .env("PUNIE_TOKEN", "t".repeat(64))
+        .current_dir(home.workspace())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_held, _) = within("ask to connect", listener.accept()).await.unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGINT).unwrap();
+    let status = within("punie ask to stop", child.wait()).await.unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "an exit status, not death by the signal: {status:?}"
+    );
 }
 
 /// A server on a `script:` model that reads, edits and runs in the workspace.
@@ -337,4 +382,124 @@ async fn ask_completes_a_tool_using_turn_against_a_model_server() {
         content.starts_with("exit code 0") && content.contains("from-the-terminal"),
         "{content}"
     );
+}
+
+/// An agent that asks `punie ask` for files and a terminal outside the
+/// workspace. Punie's server refuses such paths before they reach a client,
+/// so only a misbehaving agent can show that `ask` refuses them too: this one
+/// speaks ACP over a WebSocket by hand. It answers the prompt once every
+/// request has been answered, and hands back the answers by request id.
+async fn misbehaving_agent(
+    listener: tokio::net::TcpListener,
+    requests: Vec<(&'static str, Value)>,
+) -> std::collections::HashMap<u64, Value> {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let (stream, _) = listener.accept().await.unwrap();
+    let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+    let mut answers = std::collections::HashMap::new();
+    let mut prompt_id = None;
+    while let Some(Ok(message)) = ws.next().await {
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let message: Value = serde_json::from_str(&text).unwrap();
+        let reply = |result: Value| {
+            Message::text(
+                json!({"jsonrpc": "2.0", "id": message["id"], "result": result}).to_string(),
+            )
+        };
+        match message["method"].as_str() {
+            Some("initialize") => ws
+                .send(reply(
+                    json!({"protocolVersion": 1, "agentCapabilities": {}, "authMethods": []}),
+                ))
+                .await
+                .unwrap(),
+            Some("session/new") => ws.send(reply(json!({"sessionId": "s1"}))).await.unwrap(),
+            Some("session/prompt") => {
+                prompt_id = Some(message["id"].clone());
+                for (id, (method, params)) in requests.iter().enumerate() {
+                    let request = json!({"jsonrpc": "2.0", "id": 100 + id, "method": method, "params": params});
+                    ws.send(Message::text(request.to_string())).await.unwrap();
+                }
+            }
+            Some(_) => {}
+            None => {
+                answers.insert(message["id"].as_u64().unwrap(), message);
+                if answers.len() == requests.len() {
+                    let done = json!({"jsonrpc": "2.0", "id": prompt_id.take(), "result": {"stopReason": "end_turn"}});
+                    ws.send(Message::text(done.to_string())).await.unwrap();
+                }
+            }
+        }
+    }
+    answers
+}
+
+#[tokio::test]
+async fn asks_own_files_and_terminals_refuse_paths_outside_the_workspace() {
+    let home = Home::new();
+    let workspace = home.workspace();
+    std::fs::write(workspace.join("inside.txt"), "inside\n").unwrap();
+    let outside = home.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "secret\n").unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), workspace.join("link")).unwrap();
+    let escapes = [
+        (
+            "fs/read_text_file",
+            json!({"sessionId": "s1", "path": outside.join("secret.txt")}),
+        ),
+        (
+            "fs/read_text_file",
+            json!({"sessionId": "s1", "path": workspace.join("../outside/secret.txt")}),
+        ),
+        (
+            "fs/read_text_file",
+            json!({"sessionId": "s1", "path": workspace.join("link")}),
+        ),
+        (
+            "fs/write_text_file",
+            json!({"sessionId": "s1", "path": outside.join("new.txt"), "content": "x"}),
+        ),
+        (
+            "terminal/create",
+            json!({"sessionId": "s1", "command": "touch", "args": ["made-here"], "cwd": outside}),
+        ),
+    ];
+    let mut requests = escapes.to_vec();
+    requests.push((
+        "fs/read_text_file",
+        json!({"sessionId": "s1", "path": workspace.join("inside.txt")}),
+    ));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/acp", listener.local_addr().unwrap());
+    let agent = tokio::spawn(misbehaving_agent(listener, requests));
+    let output = within(
+        "punie ask",
+        home.command()
+            .args(["ask", "--server", &url, "--yes", "go"])
+            .env("PUNIE_TOKEN", "t".repeat(64))
+            .current_dir(&workspace)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let answers = within("the agent's answers", agent).await.unwrap();
+
+    for (index, (method, _)) in escapes.iter().enumerate() {
+        let answer = &answers[&(100 + index as u64)];
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            answer.get("result").is_none() && message.contains("outside the workspace"),
+            "{method} #{index} refused with a clear message: {answer}"
+        );
+    }
+    assert_eq!(answers[&105]["result"]["content"], "inside\n");
+    assert!(!outside.join("new.txt").exists(), "nothing written outside");
+    assert!(!outside.join("made-here").exists(), "nothing run outside");
 }

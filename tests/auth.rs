@@ -453,3 +453,59 @@ async fn offer_the_token_everywhere_and_read_the_log(log_level: &str) {
         );
     }
 }
+
+#[tokio::test]
+async fn a_server_on_every_address_warns_and_answers_to_addresses_and_its_proxys_name() {
+    // `--log-level error` must not hide the warning: it is not a log line.
+    let mut server = Server::start_in(
+        Home::new(),
+        &[
+            "--host",
+            "0.0.0.0",
+            "--allowed-host",
+            "punie.example",
+            "--log-level",
+            "error",
+        ],
+    )
+    .await;
+    server
+        .wait_for_log("is reachable from other machines, and the token")
+        .await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let status_with = |host: String, origin: Option<&'static str>| {
+        let mut request = http.get(server.http_url("/health")).header("Host", host);
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let port = server.port();
+    // Another machine reaches it by one of this machine's addresses.
+    assert_eq!(status_with(format!("10.1.2.3:{port}"), None).await, 200);
+    assert_eq!(status_with(format!("[fd00::7]:{port}"), None).await, 200);
+    // A name is still refused, unless it is the proxy's.
+    assert_eq!(status_with(format!("evil.example:{port}"), None).await, 403);
+    assert_eq!(status_with("punie.example".into(), None).await, 200);
+    // The app served through a TLS proxy is the server's own page.
+    assert_eq!(
+        status_with("punie.example".into(), Some("https://punie.example")).await,
+        200
+    );
+    assert_eq!(
+        status_with("punie.example".into(), Some("https://evil.example")).await,
+        403
+    );
+}
+
+#[tokio::test]
+async fn a_server_on_loopback_gives_no_network_warning() {
+    let mut server = Server::start().await;
+    // The warning would come between the ready line and the sign-in link.
+    server.wait_for_log("sign in from a browser").await;
+    assert!(
+        !server.log().contains("reachable from other machines"),
+        "{}",
+        server.log()
+    );
+}

@@ -112,32 +112,39 @@ async fn requests_written_just_before_stdin_closes_are_all_answered() {
     assert!(bridge.exit_status().await.success());
 }
 
-#[tokio::test]
-async fn with_no_server_the_pending_request_is_answered_and_the_bridge_exits_1_within_a_second() {
-    let home = Home::new();
-    let url = format!("ws://127.0.0.1:{}/acp", unused_port());
+/// A bridge to `url` that cannot get in: its `initialize` must be answered
+/// with an error and the bridge must exit 1, within a second. The error's
+/// message, and what the bridge said on stderr.
+async fn refused_initialize(home: &Home, url: &str, token: &str) -> (String, String) {
     let started = Instant::now();
-    let mut bridge = Bridge::spawn(&home, &url, "any-token");
+    let mut bridge = Bridge::spawn(home, url, token);
     bridge.send(initialize_request(1)).await;
     let answer = bridge.recv().await.expect("an answer to initialize");
     let status = bridge.exit_status().await;
     let took = started.elapsed();
-
     assert_eq!(answer["id"], 1);
-    let message = answer["error"]["message"]
-        .as_str()
-        .expect("an error message");
-    assert!(message.contains(&url), "names the URL: {message}");
-    assert!(
-        message.contains("punie serve"),
-        "says how to fix it: {message}"
-    );
     assert_eq!(status.code(), Some(1));
     assert!(
         took < Duration::from_secs(1),
         "gave up within a second, took {took:?}"
     );
-    let stderr = bridge.stderr().await;
+    let message = answer["error"]["message"]
+        .as_str()
+        .expect("an error message")
+        .to_owned();
+    (message, bridge.stderr().await)
+}
+
+#[tokio::test]
+async fn with_no_server_the_pending_request_is_answered_and_the_bridge_exits_1_within_a_second() {
+    let home = Home::new();
+    let url = format!("ws://127.0.0.1:{}/acp", unused_port());
+    let (message, stderr) = refused_initialize(&home, &url, "any-token").await;
+    assert!(message.contains(&url), "names the URL: {message}");
+    assert!(
+        message.contains("punie serve"),
+        "says how to fix it: {message}"
+    );
     assert!(
         stderr.contains(&url) && stderr.contains("punie serve"),
         "{stderr}"
@@ -147,15 +154,17 @@ async fn with_no_server_the_pending_request_is_answered_and_the_bridge_exits_1_w
 #[tokio::test]
 async fn a_refused_token_is_reported_with_its_fix() {
     let server = Server::start().await;
-    let mut bridge = Bridge::spawn(&server.home, &server.ws_url(), "not-the-token");
-    bridge.send(initialize_request(1)).await;
-    let answer = bridge.recv().await.expect("an answer to initialize");
-    let message = answer["error"]["message"]
-        .as_str()
-        .expect("an error message");
+    let (message, stderr) =
+        refused_initialize(&server.home, &server.ws_url(), "not-the-token").await;
     assert!(message.contains("401"), "{message}");
     assert!(message.contains("token"), "{message}");
-    assert_eq!(bridge.exit_status().await.code(), Some(1));
+    // The same words on stderr, for whoever reads the IDE's log.
+    assert!(
+        stderr.contains(&server.ws_url())
+            && stderr.contains("refused the access token (401)")
+            && stderr.contains("PUNIE_TOKEN"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -176,6 +176,7 @@ async fn a_new_session_streams_its_reply_and_a_reload_restores_it() {
             {"text": "then the second, "},
             {"pause_ms": 1500},
             {"text": "and then some code:\n\n```rust\nfn main() {\n    println!(\"hi\");\n}\n```\n\n"},
+            {"pause_ms": 1500},
             {"text": "Hostile bits: <img src=x onerror=\"document.title='owned'\"> and [a link](javascript:document.title='owned').\n\nThe last part."},
             {"usage": {"input_tokens": 1200, "output_tokens": 34}}
         ],
@@ -320,6 +321,43 @@ async fn files_attach_by_picker_and_by_drop_a_session_picks_its_model_and_keys_m
         "attachments",
         &mut server,
         &[("PUNIE_SCRIPT", script.display().to_string())],
+    )
+    .await
+    .passes()
+    .await;
+}
+
+#[tokio::test]
+async fn sessions_past_the_first_two_thousand_are_listed_on_demand() {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    const STORED: usize = 2_050;
+    let mut server = Server::start().await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    for id in 0..STORED {
+        client
+            .send(
+                json!({"jsonrpc": "2.0", "id": 1000 + id, "method": "session/new",
+                         "params": {"cwd": workspace, "mcpServers": []}}),
+            )
+            .await;
+    }
+    for id in 0..STORED {
+        let created = client.response_to(1000 + id as u64).await;
+        assert!(created["result"]["sessionId"].is_string(), "{created}");
+    }
+    // Detached, they are only stored: the page learns of them by listing.
+    drop(client);
+    support::within("the sessions to leave memory", async {
+        while server.health().await["sessions"] != 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    Scenario::start(
+        "older",
+        &mut server,
+        &[("PUNIE_SESSIONS", STORED.to_string())],
     )
     .await
     .passes()

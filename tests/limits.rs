@@ -136,6 +136,46 @@ async fn a_silent_client_is_dropped_and_its_session_stays() {
 }
 
 #[tokio::test]
+async fn a_silent_client_is_dropped_even_while_a_write_to_it_is_stuck() {
+    // The queue is never full here (one large answer, then nothing), so only
+    // the silence can end this connection.
+    let mut server = server_with(&[
+        "--ping-interval",
+        "0.05",
+        "--pong-timeout",
+        "0.3",
+        "--outgoing-stall",
+        "3600",
+    ])
+    .await;
+    let workspace = server.home.workspace();
+    let mut author = server.initialized().await;
+    let session = author.new_session(&workspace).await;
+    let long = "word ".repeat(400_000);
+    let answer = author.prompt(&session, &long).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn");
+    drop(author);
+
+    // Megabytes more than the socket buffers hold, then neither reading nor
+    // sending: the server's write to it can never finish.
+    let mut stuck = server.initialized().await;
+    for id in 0..16 {
+        stuck
+            .send(json!({"jsonrpc": "2.0", "id": id, "method": "session/load",
+                         "params": {"sessionId": session, "cwd": workspace, "mcpServers": []}}))
+            .await;
+    }
+    server.wait_for_log("no pong or message for").await;
+    within("the stuck connection to be gone", async {
+        while server.health().await["connections"] != 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    still_serves(&server).await;
+}
+
+#[tokio::test]
 async fn a_client_that_keeps_answering_pings_stays() {
     let server = server_with(&["--ping-interval", "0.05", "--pong-timeout", "0.3"]).await;
     let mut client = server.initialized().await;
@@ -234,4 +274,152 @@ async fn a_permission_request_waits_for_the_person_past_the_timeout_and_can_be_c
     let answer = client.response_to(id).await;
     assert_eq!(answer["result"]["stopReason"], "cancelled", "{answer}");
     assert!(!server.home.workspace().join("a.txt").exists());
+}
+
+/// Open a connection of the HTTP/SSE profile; its `Acp-Connection-Id`.
+async fn http_profile_initialize(server: &Server) -> reqwest::Response {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("an HTTP client")
+        .post(server.http_url("/acp"))
+        .bearer_auth(&server.token)
+        .header("Accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": 1}}))
+        .send()
+        .await
+        .expect("the initialize POST is answered")
+}
+
+fn connection_id_of(response: &reqwest::Response) -> String {
+    response.headers()["acp-connection-id"]
+        .to_str()
+        .expect("a connection id")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn both_doors_share_the_most_connections_and_a_held_connection_keeps_working() {
+    let server = server_with(&["--max-connections", "1"]).await;
+    let auth = format!("Bearer {}", server.token);
+    let opened = http_profile_initialize(&server).await;
+    assert_eq!(opened.status(), 200);
+    let id = connection_id_of(&opened);
+
+    // The one slot is taken: neither door opens another connection.
+    assert_eq!(
+        handshake_status(&server.ws_url(), &[("Authorization", &auth)]).await,
+        503
+    );
+    assert_eq!(http_profile_initialize(&server).await.status(), 503);
+
+    // The connection that holds it is still served.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let listed = http
+        .post(server.http_url("/acp"))
+        .bearer_auth(&server.token)
+        .header("Accept", "application/json, text/event-stream")
+        .header("Acp-Connection-Id", &id)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "session/list", "params": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 202);
+
+    // Ended by the client, it gives its slot back.
+    let ended = http
+        .delete(server.http_url("/acp"))
+        .bearer_auth(&server.token)
+        .header("Acp-Connection-Id", &id)
+        .send()
+        .await
+        .unwrap();
+    assert!(ended.status().is_success(), "{}", ended.status());
+    assert_eq!(
+        handshake_status(&server.ws_url(), &[("Authorization", &auth)]).await,
+        101
+    );
+}
+
+#[tokio::test]
+async fn a_silent_http_profile_connection_is_ended_and_gives_its_slot_back() {
+    let mut server = server_with(&[
+        "--max-connections",
+        "1",
+        "--ping-interval",
+        "0.05",
+        "--pong-timeout",
+        "0.3",
+    ])
+    .await;
+    let opened = http_profile_initialize(&server).await;
+    assert_eq!(opened.status(), 200);
+    server
+        .wait_for_log("its HTTP connection sent nothing")
+        .await;
+    within("the connection to be gone", async {
+        while server.health().await["connections"] != 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(http_profile_initialize(&server).await.status(), 200);
+}
+
+/// A home whose settings file holds `settings`.
+fn home_with_settings(settings: &str) -> Home {
+    let home = Home::new();
+    let dir = home.dir.path().join("config/punie");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.toml"), settings).unwrap();
+    home
+}
+
+#[tokio::test]
+async fn the_settings_file_sets_a_limit_and_a_flag_overrides_it() {
+    let settings = "[serve]\nmax-connections = 1\n";
+    let server = Server::start_in(home_with_settings(settings), &[]).await;
+    let auth = format!("Bearer {}", server.token);
+    let _first = server.initialized().await;
+    assert_eq!(
+        handshake_status(&server.ws_url(), &[("Authorization", &auth)]).await,
+        503
+    );
+
+    let server = Server::start_in(home_with_settings(settings), &["--max-connections", "2"]).await;
+    let auth = format!("Bearer {}", server.token);
+    let _first = server.initialized().await;
+    assert_eq!(
+        handshake_status(&server.ws_url(), &[("Authorization", &auth)]).await,
+        101
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_settings_file_is_a_usage_error_that_names_the_file_and_the_setting() {
+    for (settings, expected) in [
+        (
+            "[serve]\nmax-conections = 1\n",
+            "`max-conections` is not a flag",
+        ),
+        (
+            "[serve]\nmax-connections = \"many\"\n",
+            "invalid value 'many' for '--max-connections",
+        ),
+        ("[serve\n", "TOML parse error"),
+        ("[server]\nport = 1\n", "there is no [server] table"),
+    ] {
+        let home = home_with_settings(settings);
+        let output = home
+            .command()
+            .args(["serve", "--port", "0"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{settings}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("config/punie/config.toml"), "{stderr}");
+        assert!(stderr.contains(expected), "{settings}: {stderr}");
+    }
 }

@@ -6,8 +6,13 @@ mod support;
 
 use std::path::Path;
 
+use agent_client_protocol::v1::schema::PromptRequest;
 use serde_json::{Value, json};
-use support::{Home, RawClient, Server, within};
+use support::fake_provider::{
+    FakeProvider, Reply, openai_delta, openai_done, openai_finish, openai_text_reply,
+};
+use support::sdk::{Ide, Received, new_session};
+use support::{Home, RawClient, Server, sdk_transport, within};
 
 /// A script: turn 1 writes a file (asking permission first), turn 2 talks.
 const SCRIPT: &str = r#"[
@@ -192,32 +197,282 @@ async fn when_the_prompter_leaves_mid_turn_another_attached_connection_answers()
     );
 }
 
+/// A `write_file` of "hello" to note.txt, as an OpenAI-compatible model
+/// streams it.
+fn write_call_reply() -> Reply {
+    Reply::events([
+        openai_delta(json!({"role": "assistant", "content": "Writing. "})),
+        openai_delta(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+            "function": {"name": "write_file", "arguments": "{\"path\": \"note.txt\", \"content\": \"hello\"}"}}]}),
+        ),
+        openai_finish("tool_calls"),
+        openai_done(),
+    ])
+}
+
+/// Read `session`'s status changes until its turn has run and ended.
+async fn until_turn_ended(watcher: &mut RawClient, session: &str) {
+    let mut ran = false;
+    loop {
+        match next_status(watcher, session).await.as_str() {
+            "running" => ran = true,
+            "idle" if ran => return,
+            _ => {}
+        }
+    }
+}
+
+/// The text of a replayed tool call's content.
+fn content_text(call: &Value) -> String {
+    call["content"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["content"]["text"].as_str())
+        .collect()
+}
+
 #[tokio::test]
-async fn a_turn_nobody_can_answer_ends_cancelled_and_the_history_says_so() {
-    let server = script_server(&["--reattach-timeout", "0.3"]).await;
+async fn a_turn_nobody_can_answer_ends_cancelled_and_the_history_says_why() {
+    let provider = FakeProvider::start([
+        write_call_reply(),
+        Reply::events(openai_text_reply(&["I see."])),
+    ])
+    .await;
+    let model = format!("local:{}/v1/fake-model", provider.url());
+    let server = Server::start_in(
+        Home::new(),
+        &["--model", &model, "--reattach-timeout", "0.3"],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    let mut watcher = server.initialized().await;
+    watcher.request("_punie/watch", json!({})).await;
+    let mut prompter = server.initialized().await;
+    let session = prompter.new_session(&workspace).await;
+    prompter.start_prompt(&session, "write a note").await;
+    prompter.permission_request().await;
+    drop(prompter);
+    within("the turn to end", until_turn_ended(&mut watcher, &session)).await;
+    assert!(
+        !workspace.join("note.txt").exists(),
+        "nothing was written without permission"
+    );
+
+    // What a later client is shown: the call failed because nobody was
+    // there to answer, not because the person declined.
+    let mut later = server.initialized().await;
+    attach(&mut later, "session/load", &session, &workspace).await;
+    let replay = std::mem::take(&mut later.notifications);
+    let calls = updates(&replay, "tool_call");
+    assert_eq!(calls.len(), 1, "{replay:?}");
+    assert_eq!(calls[0]["status"], "failed", "{}", calls[0]);
+    let why = content_text(calls[0]);
+    assert!(why.contains("no client was attached"), "{why}");
+    assert!(why.contains("cancelled"), "{why}");
+    assert!(!why.contains("declined"), "{why}");
+
+    // And what the model is told, as the conversation goes on.
+    let answer = later.prompt(&session, "what happened?").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let requests = provider.requests();
+    let messages = &requests[1].body["messages"];
+    assert_eq!(messages[3]["role"], "tool", "{messages}");
+    assert_eq!(messages[3]["tool_call_id"], "call_1");
+    let told = messages[3]["content"].as_str().unwrap_or_default();
+    assert!(told.contains("no client was attached"), "{told}");
+    assert!(!told.contains("declined"), "{told}");
+}
+
+#[tokio::test]
+async fn a_connection_that_attaches_while_the_turn_waits_answers_it_and_the_turn_completes() {
+    let mut server = script_server(&[]).await;
     let workspace = server.home.workspace();
     let mut prompter = server.initialized().await;
     let session = prompter.new_session(&workspace).await;
     prompter.start_prompt(&session, "write a note").await;
     prompter.permission_request().await;
     drop(prompter);
+    server
+        .wait_for_log("no client is attached to answer session/request_permission; waiting")
+        .await;
 
-    let database = server.home.dir.path().join("data/punie/punie.db");
-    let ended = within("the turn to end", async {
-        loop {
-            if let Some(ended) = turn_end(&database, &session) {
-                return ended;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut later = server.initialized().await;
+    attach(&mut later, "session/load", &session, &workspace).await;
+    let pending = later
+        .notifications
+        .iter()
+        .position(|message| message["method"] == "session/request_permission");
+    let request = match pending {
+        Some(index) => later.notifications.remove(index),
+        None => later.permission_request().await,
+    };
+    assert_eq!(request["params"]["toolCall"]["toolCallId"], "call-1");
+    later.allow(&request).await;
+    within("the end of the turn", async {
+        while !text_of(&updates(&later.notifications, "agent_message_chunk"))
+            .ends_with("Wrote note.txt.")
+        {
+            let message = later.recv().await;
+            later.notifications.push(message);
         }
     })
     .await;
-    assert_eq!(ended["stopReason"], "cancelled", "{ended}");
-    let note = ended["note"].as_str().unwrap_or_default();
-    assert!(note.contains("no client was attached"), "{note}");
-    assert!(
-        !workspace.join("note.txt").exists(),
-        "nothing was written without permission"
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("note.txt")).unwrap(),
+        "hello"
+    );
+    // The turn is over: the session takes the next prompt.
+    let answer = later.prompt(&session, "and now?").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+}
+
+/// A raw client that advertises `capabilities` in `initialize`.
+async fn initialized_with(server: &Server, capabilities: Value) -> RawClient {
+    let mut client = server.raw().await;
+    let response = client
+        .request(
+            "initialize",
+            json!({"protocolVersion": 1, "clientCapabilities": capabilities,
+                   "clientInfo": {"name": "raw-test", "version": "0"}}),
+        )
+        .await;
+    assert!(response.get("result").is_some(), "{response}");
+    client
+}
+
+/// Read `client`'s messages until its agent text of `session` ends with
+/// `text`; fail if the server sends it any request but a permission request,
+/// which it allows.
+async fn answer_permissions_until(client: &mut RawClient, session: &str, text: &str) {
+    within(&format!("`{text}`"), async {
+        while !client.agent_text(session).ends_with(text) {
+            let message = client.recv().await;
+            if message.get("id").is_some() && message.get("method").is_some() {
+                assert_eq!(
+                    message["method"], "session/request_permission",
+                    "a client without capabilities was sent {message}"
+                );
+                client.allow(&message).await;
+            }
+            client.notifications.push(message);
+        }
+    })
+    .await;
+}
+
+/// The final state of `session`'s tool call `id` among `client`'s updates.
+fn final_state(client: &RawClient, session: &str, id: &str) -> Value {
+    let mut call = json!({});
+    for message in &client.notifications {
+        let update = &message["params"]["update"];
+        if message["method"] == "session/update"
+            && message["params"]["sessionId"] == session
+            && update["toolCallId"] == id
+        {
+            for (key, value) in update.as_object().into_iter().flatten() {
+                call[key] = value.clone();
+            }
+        }
+    }
+    call
+}
+
+#[tokio::test]
+async fn a_command_whose_client_leaves_fails_at_once_and_its_terminal_is_asked_of_nobody_else() {
+    let home = Home::new();
+    let script = home.dir.path().join("script.json");
+    let responses = json!([
+        [{"tool_call": {"id": "run-1", "name": "run_command",
+                        "arguments": {"command": "sleep 30", "timeout_secs": 3600}}}],
+        [{"text": "It went away."}]
+    ]);
+    std::fs::write(&script, responses.to_string()).unwrap();
+    let model = format!("script:{}", script.display());
+    let server = Server::start_in(home, &["--model", &model]).await;
+    let workspace = server.home.workspace();
+    let ide = Ide::new(&workspace, true, true);
+    let mut other = server.initialized().await;
+    let session = ide
+        .run(sdk_transport(&server), Received::default(), async |cx| {
+            ide.initialize(&cx).await?;
+            let session = new_session(&cx, &workspace).await?;
+            attach(&mut other, "session/resume", &session.0, &workspace).await;
+            // Detached: the IDE dies with the prompt outstanding, without
+            // cancelling it.
+            cx.send_request(PromptRequest::new(session.clone(), vec!["run".into()]))
+                .detach();
+            within("the command to run on the IDE", async {
+                while !ide.requests().iter().any(|m| m == "terminal/wait_for_exit") {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await;
+            // Returning closes the IDE's connection mid-command.
+            Ok(session.0.to_string())
+        })
+        .await;
+
+    // Within the test's deadline, far short of the command's timeout.
+    answer_permissions_until(&mut other, &session, "It went away.").await;
+    let call = final_state(&other, &session, "run-1");
+    assert_eq!(call["status"], "failed", "{call}");
+    let why = content_text(&call);
+    assert!(why.contains("went away"), "{why}");
+}
+
+#[tokio::test]
+async fn a_request_is_not_rerouted_to_a_client_without_the_capability_it_needs() {
+    let home = Home::new();
+    let script = home.dir.path().join("script.json");
+    let write = json!({"tool_call": {"name": "write_file",
+                                     "arguments": {"path": "note.txt", "content": "hello"}}});
+    std::fs::write(
+        &script,
+        json!([[write], [write], [{"text": "Done."}]]).to_string(),
+    )
+    .unwrap();
+    let model = format!("script:{}", script.display());
+    let server = Server::start_in(home, &["--model", &model]).await;
+    let workspace = server.home.workspace();
+    let mut editor = initialized_with(
+        &server,
+        json!({"fs": {"readTextFile": true, "writeTextFile": true}}),
+    )
+    .await;
+    let session = editor.new_session(&workspace).await;
+    let mut other = server.initialized().await;
+    attach(&mut other, "session/resume", &session, &workspace).await;
+
+    editor.start_prompt(&session, "write a note").await;
+    let request = editor.permission_request().await;
+    editor.allow(&request).await;
+    loop {
+        let message = editor.recv().await;
+        if message["method"] == "fs/write_text_file" {
+            break;
+        }
+    }
+    // The editor leaves without writing.
+    drop(editor);
+
+    answer_permissions_until(&mut other, &session, "Done.").await;
+    let calls: Vec<Value> = updates(&other.notifications, "tool_call")
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let first = final_state(&other, &session, calls[0]["toolCallId"].as_str().unwrap());
+    assert_eq!(first["status"], "failed", "{first}");
+    let why = content_text(&first);
+    assert!(why.contains("does not offer `fs.writeTextFile`"), "{why}");
+    // Called again, the server writes the file itself.
+    let second = final_state(&other, &session, calls[1]["toolCallId"].as_str().unwrap());
+    assert_eq!(second["status"], "completed", "{second}");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("note.txt")).unwrap(),
+        "hello"
     );
 }
 

@@ -408,3 +408,77 @@ async fn the_http_and_sse_profile_serves_the_same_agent() {
     })
     .await;
 }
+
+/// A local model server that lists `models` at `GET /v1/models`, as Ollama
+/// does, for as long as the test runs; its address.
+async fn model_server_listing(models: &[&str]) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let body = json!({"object": "list", "data": models.iter()
+        .map(|id| json!({"id": id, "object": "model", "owned_by": "library"}))
+        .collect::<Vec<_>>()})
+    .to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|end| end == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => request.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                assert!(
+                    request.starts_with(b"GET /v1/models "),
+                    "{}",
+                    String::from_utf8_lossy(&request)
+                );
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn the_models_offered_are_the_default_then_what_local_servers_have_installed() {
+    let ollama = model_server_listing(&["qwen3:8b", "llama3.2"]).await;
+    let home = support::Home::new();
+    let mut command = home.command();
+    command
+        .args(["serve", "--port", "0"])
+        .env("OLLAMA_HOST", ollama.to_string());
+    let server = Server::spawn(home, command).await;
+    let mut client = server.initialized().await;
+    let answer = client.request("_punie/models", json!({})).await;
+    let models: Vec<&str> = answer["result"]["models"]
+        .as_array()
+        .expect("a list of models")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        models[..3],
+        ["test", "ollama:qwen3:8b", "ollama:llama3.2"],
+        "{answer}"
+    );
+
+    // No local server running: only the default.
+    let home = support::Home::new();
+    let mut command = home.command();
+    command.args(["serve", "--port", "0"]).env(
+        "OLLAMA_HOST",
+        format!("127.0.0.1:{}", support::unused_port()),
+    );
+    let server = Server::spawn(home, command).await;
+    let mut client = server.initialized().await;
+    let answer = client.request("_punie/models", json!({})).await;
+    assert_eq!(answer["result"]["models"][0], "test", "{answer}");
+}

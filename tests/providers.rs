@@ -404,6 +404,82 @@ async fn a_429_is_retried_when_retry_after_says_so() {
     assert_eq!(fake.requests().len(), 2);
 }
 
+/// One retry, at once.
+fn one_retry() -> ModelSettings {
+    ModelSettings {
+        retries: 1,
+        ..settings()
+    }
+}
+
+/// `first`, then a good reply: the call succeeds on the retry.
+async fn succeeds_after(first: Reply) {
+    let fake = FakeProvider::start([first, Reply::events(openai_text_reply(&["fine"]))]).await;
+    let (events, error) = run(&*local_model(&fake, &one_retry()), ask("x")).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(events.first(), Some(&text("fine")));
+    assert_eq!(fake.requests().len(), 2, "one attempt and one retry");
+}
+
+#[tokio::test]
+async fn a_reset_connection_is_retried() {
+    succeeds_after(Reply::Reset).await;
+}
+
+#[tokio::test]
+async fn a_connection_closed_before_the_answer_is_retried() {
+    succeeds_after(Reply::Close).await;
+}
+
+#[tokio::test]
+async fn a_server_error_is_retried() {
+    succeeds_after(Reply::status(
+        503,
+        json!({"error": {"message": "overloaded"}}),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_after_its_first_token_is_not_retried() {
+    let crash = Arc::new(Notify::new());
+    let fake = FakeProvider::start([
+        Reply::Stream(vec![
+            Part::Send(openai_delta(json!({"content": "Half"}))),
+            Part::Wait(crash.clone()),
+            Part::Abort,
+        ]),
+        Reply::events(openai_text_reply(&["again"])),
+    ])
+    .await;
+    let mut stream = local_model(&fake, &one_retry()).stream(ask("x"));
+    let first = within("the first token", stream.next()).await;
+    assert!(
+        matches!(&first, Some(Ok(event)) if *event == text("Half")),
+        "{first:?}"
+    );
+    crash.notify_one();
+    let (rest, error) = collect(stream).await;
+    assert_eq!(rest, [], "nothing is said twice");
+    let error = error.expect("the broken stream").to_string();
+    assert!(
+        error.starts_with("the stream from the model server broke"),
+        "{error}"
+    );
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_connection_closed_every_time_ends_the_call_after_the_retries() {
+    let fake = FakeProvider::start([Reply::Close, Reply::Close]).await;
+    let error = error_of(&*local_model(&fake, &one_retry()), ask("x")).await;
+    assert!(
+        error.contains("connection closed before message completed"),
+        "{error}"
+    );
+    assert_eq!(fake.requests().len(), 2);
+}
+
 #[tokio::test]
 async fn server_errors_beyond_the_retries_end_the_call() {
     let failure = || Reply::status(500, json!({"error": {"message": "kaboom"}}));

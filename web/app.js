@@ -10,8 +10,9 @@ import { Transcript } from './transcript.js';
 /** Biggest file the page attaches to a prompt. */
 const MAX_ATTACHMENT_BYTES = 8 * 1024 * 1024;
 
-/** Pages of session/list read at start; 100 sessions each. */
-const MAX_LIST_PAGES = 20;
+/** Pages of session/list read at start, and at each "Show older
+ * sessions"; 100 sessions each. */
+const LIST_PAGES_AT_ONCE = 20;
 
 const RECONNECT_DELAYS_MS = [500, 1000, 2000, 5000];
 
@@ -51,6 +52,8 @@ const ui = {
   newSessionForm: $('#new-session-form'),
   newSessionCwd: $('#new-session-cwd'),
   newSessionModel: $('#new-session-model'),
+  knownModels: $('#known-models'),
+  olderSessions: $('#older-sessions'),
   newSessionError: $('#new-session-error'),
   knownCwds: $('#known-cwds'),
   dropZone: $('#drop-zone'),
@@ -59,6 +62,8 @@ const ui = {
 const state = {
   connection: null,
   defaultModel: null,
+  /** The session/list cursor of the sessions not read yet, if any. */
+  olderSessions: null,
   /** Every session the page knows: id → { sessionId, cwd, title, status, updatedAt }. */
   sessions: new Map(),
   /** Sessions this connection is attached to: id → Transcript. */
@@ -489,15 +494,40 @@ async function optional(method, params) {
   }
 }
 
-async function listSessions() {
-  let cursor;
-  for (let page = 0; page < MAX_LIST_PAGES; page++) {
+/** Read the next pages of session/list: from the newest, or from where the
+ * last read stopped. Older sessions wait for the button, so that a server
+ * with many thousands of sessions does not slow the page's start. */
+async function listSessions({ older = false } = {}) {
+  let cursor = older ? state.olderSessions : undefined;
+  for (let page = 0; page < LIST_PAGES_AT_ONCE; page++) {
     const params = cursor ? { cursor } : {};
     const answer = await state.connection.request('session/list', params);
     for (const session of answer.sessions || []) upsertSession(session);
     cursor = answer.nextCursor;
     if (!cursor) break;
   }
+  state.olderSessions = cursor || null;
+  ui.olderSessions.hidden = !state.olderSessions;
+}
+
+/** Offer the models the server names (its default, then what the local
+ * model servers have installed) in the New session dialog. Any other model
+ * spec can still be typed. */
+async function offerModels(connection) {
+  let answer;
+  try {
+    answer = await optional('_punie/models', {});
+  } catch {
+    return; // Only suggestions; the dialog works without them.
+  }
+  if (state.connection !== connection) return;
+  ui.knownModels.replaceChildren(
+    ...(answer?.models || []).map((model) => {
+      const option = document.createElement('option');
+      option.value = model;
+      return option;
+    }),
+  );
 }
 
 function wsUrl() {
@@ -519,6 +549,8 @@ async function connect() {
   });
   const info = await optional('_punie/info', {});
   state.defaultModel = info?.defaultModel || null;
+  // Asking the local model servers may take a moment: not waited for.
+  offerModels(connection);
   const watched = await optional('_punie/watch', {});
   for (const session of watched?.sessions || []) upsertSession(session);
   await listSessions();
@@ -615,6 +647,17 @@ ui.composer.addEventListener('submit', (event) => {
 ui.cancel.addEventListener('click', cancel);
 ui.signOut.addEventListener('click', signOut);
 ui.newSession.addEventListener('click', openNewSessionDialog);
+ui.olderSessions.addEventListener('click', async () => {
+  ui.olderSessions.disabled = true;
+  try {
+    await listSessions({ older: true });
+    render();
+  } catch (error) {
+    showNotice(`Could not list older sessions: ${describe(error)}`);
+  } finally {
+    ui.olderSessions.disabled = false;
+  }
+});
 ui.toggleSessions.addEventListener('click', () => ui.body.classList.toggle('sessions-open'));
 ui.fileInput.addEventListener('change', async () => {
   await attach([...ui.fileInput.files]);

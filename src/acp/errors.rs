@@ -33,12 +33,14 @@ pub fn unknown_session(method: &str, session_id: &SessionId) -> Error {
     .data(json!({ "sessionId": session_id }))
 }
 
-/// `-32002`: the session exists but this connection is not attached to it.
+/// `-32002`: this connection is not attached to the session, which may or
+/// may not exist: finding out would cost a read of the store on a path any
+/// client can call at will, so the message covers both.
 pub fn not_attached(method: &str, session_id: &SessionId) -> Error {
     Error::new(
         ErrorCode::RESOURCE_NOT_FOUND,
         format!(
-            "{method}: this connection is not attached to session {session_id}; attach with session/load or session/resume first"
+            "{method}: this connection is not attached to a session {session_id}; if it exists (session/list shows the sessions there are), attach with session/load or session/resume first, else create one with session/new"
         ),
     )
     .data(json!({ "sessionId": session_id }))

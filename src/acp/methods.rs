@@ -80,6 +80,10 @@ async fn handle_request(
         "session/cancel" => cancel_by_request(connection, params),
         "_punie/connection" => describe_connection(connection),
         "_punie/info" => describe_server(connection),
+        "_punie/models" => {
+            list_models(connection, responder);
+            return Ok(());
+        }
         "_punie/watch" => watch_sessions(connection, cx),
         _ => Err(errors::method_not_found(&method)),
     };
@@ -461,6 +465,24 @@ fn describe_server(connection: &Connection) -> Result<Value, Error> {
         "version": crate::VERSION,
         "defaultModel": connection.hub.sessions.default_model(),
     }))
+}
+
+/// `_punie/models`: models a new session could use — the server's default,
+/// then those the local model servers have installed. Answered from a task of
+/// its own: asking those servers may take a moment, and other requests of the
+/// connection must not wait for it.
+fn list_models(connection: &Connection, responder: Responder<Value>) {
+    let default = connection.hub.sessions.default_model().to_owned();
+    tokio::spawn(async move {
+        let ollama_host = std::env::var("OLLAMA_HOST").ok();
+        let mut models = vec![default];
+        for model in crate::model::local_models(ollama_host.as_deref()).await {
+            if !models.contains(&model) {
+                models.push(model);
+            }
+        }
+        let _ = responder.respond_with_result(Ok(json!({ "models": models })));
+    });
 }
 
 /// `_punie/watch`: the status of every session in memory now, then a

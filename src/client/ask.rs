@@ -84,7 +84,8 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
     };
     let service = LocalService::new(workspace.clone(), Permissions::for_terminal(options.yes));
     let view = Arc::new(Mutex::new(View::new(options.output)));
-    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let interrupt = Arc::new(Interrupt::default());
+    let watching = interrupt.clone().watch();
 
     let outcome = target
         .converse(async |channel| {
@@ -92,7 +93,7 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
                 channel,
                 &service,
                 &view,
-                &interrupted,
+                &interrupt,
                 &options,
                 workspace.root(),
             )
@@ -101,12 +102,13 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
             outcome
         })
         .await;
+    watching.abort();
 
     let mut view = lock(&view);
     match &outcome {
         Ok(Ok(answer)) => {
             view.finish(answer);
-            if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            if interrupt.was_pressed() {
                 AskExit::Interrupted
             } else {
                 AskExit::Done
@@ -120,9 +122,66 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
         Err(error) => {
             view.stop_spinner();
             eprintln!("punie: {error}");
-            AskExit::NoServer
+            if error.answered {
+                AskExit::Failed
+            } else {
+                AskExit::NoServer
+            }
         }
     }
+}
+
+/// What Ctrl-C does: before the turn starts, quit at once (nothing to keep);
+/// during it, cancel the turn and print what arrived; a second Ctrl-C quits.
+/// One handler from the start, so that no Ctrl-C finds the process without
+/// one and dies of the signal instead of exiting 130.
+#[derive(Default)]
+struct Interrupt {
+    pressed: std::sync::atomic::AtomicBool,
+    turn: Mutex<Option<(ConnectionTo<Agent>, SessionId)>>,
+}
+
+impl Interrupt {
+    fn watch(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Created here, not in the task: the handler is in place before the
+        // first await, so a Ctrl-C while connecting is not missed.
+        let ctrl_c = signal(SignalKind::interrupt());
+        tokio::spawn(async move {
+            let Ok(mut ctrl_c) = ctrl_c else {
+                return;
+            };
+            if ctrl_c.recv().await.is_none() {
+                return;
+            }
+            self.pressed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let turn = lock(&self.turn).take();
+            match turn {
+                Some((connection, session)) => {
+                    eprintln!("\npunie: cancelling (press Ctrl-C again to quit at once)");
+                    let _ = connection.send_notification(CancelNotification::new(session));
+                }
+                None => quit_interrupted(),
+            }
+            if ctrl_c.recv().await.is_some() {
+                quit_interrupted();
+            }
+        })
+    }
+
+    fn turn_started(&self, connection: ConnectionTo<Agent>, session: SessionId) {
+        *lock(&self.turn) = Some((connection, session));
+    }
+
+    fn was_pressed(&self) -> bool {
+        self.pressed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn quit_interrupted() -> ! {
+    eprintln!("\npunie: interrupted");
+    std::process::exit(i32::from(crate::cli::exit::INTERRUPTED));
 }
 
 /// The answer to the prompt.
@@ -136,7 +195,7 @@ async fn converse(
     channel: agent_client_protocol::Channel,
     service: &Arc<LocalService>,
     view: &Arc<Mutex<View>>,
-    interrupted: &Arc<std::sync::atomic::AtomicBool>,
+    interrupt: &Interrupt,
     options: &AskOptions,
     root: &Path,
 ) -> Result<Answer, Error> {
@@ -223,20 +282,7 @@ async fn converse(
                 .terminal(true);
             let server = super::initialize(&cx, "punie-ask", capabilities).await?;
             let session_id = open_session(&cx, &server, &options.conversation, root).await?;
-            let canceller = cx.clone();
-            let cancelled_session = session_id.clone();
-            let interrupted = interrupted.clone();
-            let ctrl_c = tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_err() {
-                    return;
-                }
-                interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
-                eprintln!("\npunie: cancelling (press Ctrl-C again to quit at once)");
-                let _ = canceller.send_notification(CancelNotification::new(cancelled_session));
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(i32::from(crate::cli::exit::INTERRUPTED));
-                }
-            });
+            interrupt.turn_started(cx.clone(), session_id.clone());
             let response = cx
                 .send_request(PromptRequest::new(
                     session_id.clone(),
@@ -244,7 +290,6 @@ async fn converse(
                 ))
                 .block_task()
                 .await;
-            ctrl_c.abort();
             Ok(Answer {
                 session_id: session_id.to_string(),
                 stop_reason: response?.stop_reason,

@@ -106,10 +106,11 @@ impl Target {
         let handshake = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
         match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
             Ok(Ok((socket, _))) => Ok(socket),
-            Ok(Err(error)) => Err(ConnectError::new(
-                self,
-                describe_handshake_error(self, &error),
-            )),
+            Ok(Err(error)) => Err(ConnectError {
+                // It answered, but refused: a server is there.
+                answered: matches!(error, tokio_tungstenite::tungstenite::Error::Http(_)),
+                ..ConnectError::new(self, describe_handshake_error(self, &error))
+            }),
             Err(_) => Err(ConnectError::new(
                 self,
                 format!("no answer within {CONNECT_TIMEOUT:?}"),
@@ -194,6 +195,9 @@ pub struct ConnectError {
     pub url: String,
     pub reason: String,
     pub fix: &'static str,
+    /// A server answered (and refused the connection), as opposed to none
+    /// answering at all.
+    pub answered: bool,
 }
 
 impl ConnectError {
@@ -207,6 +211,7 @@ impl ConnectError {
             url: target.acp_url.clone(),
             reason,
             fix,
+            answered: false,
         }
     }
 }

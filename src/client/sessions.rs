@@ -120,6 +120,8 @@ async fn with_server<T>(
     match outcome {
         Ok(Ok(value)) => Ok(Some(value)),
         Ok(Err(error)) => Err(anyhow::anyhow!(super::describe(&error))),
+        // A server that refused is an error, not an absent server.
+        Err(error) if error.answered => Err(error.into()),
         Err(error) => {
             eprintln!("punie: {error}");
             Ok(None)

@@ -211,7 +211,7 @@ fn event_stream(
                         yield Ok(event);
                     }
                     Ok(Some(Err(error))) => {
-                        let retryable = matches!(&error, EventStreamError::Transport(error) if is_reset(error));
+                        let retryable = matches!(&error, EventStreamError::Transport(error) if is_dropped(error));
                         if retryable && !received_any && may_retry {
                             tokio::time::sleep(retry_wait(&settings, retries_done, None)).await;
                             retries_done += 1;
@@ -230,7 +230,7 @@ fn event_stream(
 /// Why an attempt failed, and whether another may succeed.
 struct Failure {
     error: ModelError,
-    /// A 429, a 5xx, or a reset connection.
+    /// A 429, a 5xx, or a connection dropped before the answer.
     retryable: bool,
     /// The wait the server asked for before the next attempt.
     retry_after: Option<Duration>,
@@ -274,9 +274,9 @@ async fn open(
         }
         Ok(Err(error)) => {
             // A refused connection means nothing listens: waiting rarely helps,
-            // and the person should hear so at once. A reset may be passing.
+            // and the person should hear so at once. A dropped one may be passing.
             return Err(Failure {
-                retryable: is_reset(&error),
+                retryable: is_dropped(&error),
                 retry_after: None,
                 answered: false,
                 error: request_error(peer, &error),
@@ -327,6 +327,29 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 fn is_refused_or_reset(error: &reqwest::Error) -> bool {
     io_error_kind(error).is_some_and(|kind| kind == std::io::ErrorKind::ConnectionRefused)
         || is_reset(error)
+}
+
+/// Whether the connection was reset or closed before the answer was complete:
+/// a server restarting, a proxy giving up, or a keep-alive connection the
+/// server closed just as it was reused. Another attempt may well succeed.
+fn is_dropped(error: &reqwest::Error) -> bool {
+    is_reset(error) || closed_before_answer(error)
+}
+
+/// hyper's `IncompleteMessage`: the server closed the connection (FIN) before
+/// the whole answer came.
+fn closed_before_answer(error: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 fn is_reset(error: &reqwest::Error) -> bool {

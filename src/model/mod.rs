@@ -10,6 +10,7 @@
 //! and reports what they produce.
 
 mod anthropic;
+mod discover;
 mod http;
 mod openai;
 mod script;
@@ -21,6 +22,7 @@ use futures::stream::BoxStream;
 use serde_json::Value;
 
 pub use anthropic::AnthropicModel;
+pub use discover::local_models;
 pub use openai::{OpenAiModel, OpenAiServer};
 pub use script::ScriptModel;
 pub use test_model::TestModel;

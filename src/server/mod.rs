@@ -12,6 +12,7 @@
 //!
 //! What ACP messages mean is [`crate::acp`]'s business, not this module's.
 
+mod http_profile;
 mod record;
 mod websocket;
 
@@ -20,7 +21,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use agent_client_protocol_http::{AcpHttpServer, ServerOptions};
 use anyhow::Context as _;
 use axum::extract::{FromRequestParts as _, Request, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
@@ -34,9 +34,8 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt as _;
 
-use crate::acp::{AcpConnection, AgentHub};
+use crate::acp::AgentHub;
 use crate::auth::{self, AccessToken, RequestGuard};
 use crate::config::{ConnectionLimits, EVICTION_INTERVAL, SHUTDOWN_GRACE, ServeConfig};
 use crate::session::{ModelChoice, SessionRegistry, TurnSettings};
@@ -44,6 +43,7 @@ use crate::store::Store;
 use crate::web::{self, SignIns};
 use crate::{model, tools};
 
+use http_profile::HttpProfile;
 pub use record::ServerRecord;
 
 /// Pending connections the kernel queues before the server accepts them.
@@ -70,8 +70,8 @@ pub enum StartError {
 #[derive(Clone)]
 struct AppState {
     hub: Arc<AgentHub>,
-    /// The SDK's HTTP/SSE transport, for `/acp` requests that are not WebSocket upgrades.
-    http_transport: Router,
+    /// The HTTP/SSE profile, for `/acp` requests that are not WebSocket upgrades.
+    http_profile: Arc<HttpProfile>,
     /// Open WebSockets; waited on at shutdown.
     sockets: TaskTracker,
     /// One permit per connection the server may still take.
@@ -90,12 +90,6 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let token = AccessToken::load_or_create(&config.paths.token_file())?;
     let mut signals = Signals::install()?;
-    if !config.host.is_loopback() {
-        tracing::warn!(
-            "listening on {} — reachable from other machines; put TLS in front of it",
-            config.host
-        );
-    }
 
     let shutdown = CancellationToken::new();
     let store = Store::open(&config.paths.database_file())?;
@@ -109,19 +103,26 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
     let hub = AgentHub::new(sessions, shutdown.clone());
     tokio::spawn(evict_idle_sessions(hub.clone()));
+    let connection_slots = Arc::new(Semaphore::new(config.limits.max_connections));
+    let http_profile = Arc::new(HttpProfile::new(hub.clone(), connection_slots.clone()));
+    tokio::spawn(end_silent_http_connections(
+        http_profile.clone(),
+        config.limits.clone(),
+        shutdown.clone(),
+    ));
     let state = AppState {
-        http_transport: http_transport(hub.clone()),
+        http_profile,
         hub: hub.clone(),
         sockets: TaskTracker::new(),
-        connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+        connection_slots,
         limits: Arc::new(config.limits.clone()),
         started,
     };
     let sign_ins = Arc::new(SignIns::new(address.port()));
     let guard = Arc::new(RequestGuard::new(
         token,
-        config.host,
-        address.port(),
+        (config.host, address.port()),
+        &config.allowed_hosts,
         sign_ins.clone(),
     ));
     let app = router(state.clone(), guard, sign_ins.clone());
@@ -131,6 +132,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let server_file = config.paths.server_file();
     record.write(&server_file)?;
     eprintln!("punie listening on http://{address}");
+    if !config.host.is_loopback() {
+        // Not a log line: no log level may hide it.
+        eprintln!(
+            "punie: warning: listening on {} is reachable from other machines, and the token and the browser's cookie cross the network in the clear; put a TLS proxy in front (see the README)",
+            config.host
+        );
+    }
     eprintln!(
         "punie: sign in from a browser with {sign_in_link} (it works once, within {}; `punie open` makes another)",
         humantime::format_duration(web::LINK_LIFETIME)
@@ -243,12 +251,22 @@ fn router(state: AppState, guard: Arc<RequestGuard>, sign_ins: Arc<SignIns>) -> 
         ))
 }
 
-/// The SDK's HTTP/SSE profile of the ACP transport: one [`AcpConnection`] per
-/// client that POSTs `initialize`.
-fn http_transport(hub: Arc<AgentHub>) -> Router {
-    AcpHttpServer::new(move || AcpConnection::new(hub.clone()))
-        .with_options(ServerOptions::default().with_health_endpoint(false))
-        .into_router()
+/// End connections of the HTTP profile that went silent, until shutdown: the
+/// profile has no pings, so silence is all there is to judge.
+async fn end_silent_http_connections(
+    profile: Arc<HttpProfile>,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(limits.ping_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        profile.end_silent(limits.pong_timeout).await;
+    }
 }
 
 async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
@@ -269,12 +287,9 @@ async fn acp_endpoint(State(state): State<AppState>, request: Request) -> Respon
         return shutting_down();
     }
     if !is_websocket_upgrade(&request) {
-        if state.hub.connection_count() >= state.limits.max_connections {
-            return too_many_connections(state.limits.max_connections);
-        }
-        return match state.http_transport.clone().oneshot(request).await {
+        return match state.http_profile.serve(request).await {
             Ok(response) => response,
-            Err(never) => match never {},
+            Err(http_profile::NoSlot) => too_many_connections(state.limits.max_connections),
         };
     }
     let (mut parts, _body) = request.into_parts();

@@ -159,6 +159,15 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
 
     let writer = {
         let (ping_interval, pong_timeout) = (limits.ping_interval, limits.pong_timeout);
+        let dropped_for_silence = move || {
+            let silent = lock(&last_heard).elapsed() > pong_timeout;
+            if silent {
+                drop_client(Dropped::Silent {
+                    timeout: pong_timeout,
+                });
+            }
+            silent
+        };
         async move {
             let mut pings = tokio::time::interval_at(
                 tokio::time::Instant::now() + ping_interval,
@@ -170,15 +179,27 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
                 // must not wait for that write.
                 let written = tokio::select! {
                     frame = queued.recv() => match frame {
-                        Some(frame) => tokio::select! {
-                            written = write_burst(&mut outgoing, frame, &mut queued) => written,
-                            () = dropped.cancelled() => break,
-                        },
+                        Some(frame) => {
+                            let burst = write_burst(&mut outgoing, frame, &mut queued);
+                            tokio::pin!(burst);
+                            // A client that neither reads nor sends leaves this
+                            // write pending with nothing queued behind it: no
+                            // ping goes out and the queue never fills, so its
+                            // silence is judged here too.
+                            loop {
+                                tokio::select! {
+                                    written = &mut burst => break written,
+                                    _ = pings.tick() => if dropped_for_silence() {
+                                        break false;
+                                    },
+                                    () = dropped.cancelled() => break false,
+                                }
+                            }
+                        }
                         None => break,
                     },
                     _ = pings.tick() => {
-                        if lock(&last_heard).elapsed() > pong_timeout {
-                            drop_client(Dropped::Silent { timeout: pong_timeout });
+                        if dropped_for_silence() {
                             break;
                         }
                         tokio::select! {

@@ -85,6 +85,14 @@ impl Attachments {
             .any(|entry| entry.handle.connection == connection)
     }
 
+    /// The attached connection `connection`, if it still is.
+    pub fn handle(&self, connection: ConnectionId) -> Option<ClientHandle> {
+        self.lock()
+            .iter()
+            .find(|entry| entry.handle.connection == connection)
+            .map(|entry| entry.handle.clone())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }

@@ -178,6 +178,7 @@ impl Session {
             session: self.clone(),
             prompter,
             cancel: cancel.clone(),
+            terminals: Arc::default(),
         };
         Ok(Turn::new(port, &text, number, history, new_title, cancel))
     }
@@ -214,6 +215,12 @@ impl Session {
     /// Say why the running turn ends, for the history.
     fn note_turn_end(&self, note: String) {
         self.lock().end_note = Some(note);
+    }
+
+    /// Why the running turn is ending, when it is not the model's doing
+    /// nor the person's.
+    fn turn_end_note(&self) -> Option<String> {
+        self.lock().end_note.clone()
     }
 
     /// Store `update`, then send it to every attached connection but `except`.

@@ -3,14 +3,21 @@
 //! `session/request_permission`) go to the connection that sent the prompt,
 //! or, once that one has gone, to another attached connection — waiting a
 //! bounded time for one to attach, after which the turn ends cancelled.
+//!
+//! A request is only ever sent to a connection that can answer it: one that
+//! refers to a terminal a client created goes to that client alone (no other
+//! client knows the terminal), and one that needs a capability (`fs.*`,
+//! `terminal`) fails at once when the connection that would answer it did
+//! not advertise it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use agent_client_protocol::v1::schema::{ClientCapabilities, SessionUpdate};
-use agent_client_protocol::{Error, ErrorCode, JsonRpcRequest};
+use agent_client_protocol::{Error, ErrorCode, JsonRpcRequest, JsonRpcResponse};
 use tokio_util::sync::CancellationToken;
 
-use super::{ConnectionId, Session};
+use super::{ClientHandle, ConnectionId, Session};
 use crate::tools::ClientPort;
 
 /// The clients of one turn.
@@ -20,11 +27,21 @@ pub struct SessionPort {
     /// The connection that sent the prompt.
     pub(super) prompter: ConnectionId,
     pub(super) cancel: CancellationToken,
+    /// The connection that created each client-side terminal of this turn.
+    pub(super) terminals: Arc<Mutex<HashMap<String, ConnectionId>>>,
 }
 
 /// Requests that wait as long as they need: a person deciding, a command
 /// running (under its own timeout).
 const PATIENT_METHODS: &[&str] = &["session/request_permission", "terminal/wait_for_exit"];
+
+/// Requests about a terminal that exists only on the client that created it.
+const TERMINAL_FOLLOW_UPS: &[&str] = &[
+    "terminal/output",
+    "terminal/wait_for_exit",
+    "terminal/kill",
+    "terminal/release",
+];
 
 impl SessionPort {
     /// `answer`, within the client request timeout unless `method` waits for
@@ -47,16 +64,90 @@ impl SessionPort {
             })
     }
 
-    fn no_client(&self) -> Error {
+    /// Nobody attached in time: the turn ends cancelled, and says why.
+    fn no_client(&self, method: &str) -> Error {
         let patience = self.session.settings.reattach_timeout;
-        self.session.note_turn_end(format!(
-            "no client was attached to answer a request for {patience:?}"
-        ));
+        let reason = format!(
+            "no client was attached within {patience:?} to answer {method} (--reattach-timeout)"
+        );
+        tracing::info!(session = %self.session.id, "{reason}; the turn is cancelled");
+        self.session.note_turn_end(reason.clone());
         self.cancel.cancel();
-        failure(format!(
-            "no client attached to session {} within {patience:?}; the turn was cancelled",
-            self.session.id
-        ))
+        failure(format!("{reason}; the turn was cancelled"))
+    }
+
+    /// The terminal a follow-up request refers to, and the connection that
+    /// created it, when this turn created it on a client.
+    fn terminal_owner<R: JsonRpcRequest>(&self, request: &R) -> Option<(String, ConnectionId)> {
+        if !TERMINAL_FOLLOW_UPS.contains(&request.method()) {
+            return None;
+        }
+        let message = request.to_untyped_message().ok()?;
+        let terminal = message.params.get("terminalId")?.as_str()?.to_owned();
+        let owner = *self.owners().get(&terminal)?;
+        Some((terminal, owner))
+    }
+
+    fn owners(&self) -> MutexGuard<'_, HashMap<String, ConnectionId>> {
+        self.terminals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Send a follow-up about `terminal` to `owner`, the client running it,
+    /// and to no other: another client would not know the terminal, and a
+    /// wait for it would last until the command's timeout.
+    async fn ask_owner<R>(
+        &self,
+        terminal: &str,
+        owner: ConnectionId,
+        request: R,
+    ) -> Result<R::Response, Error>
+    where
+        R: JsonRpcRequest + Send + 'static,
+        R::Response: Send + 'static,
+    {
+        let gone = || {
+            failure(format!(
+                "the client running the command (terminal {terminal}) went away; how the command ended is unknown"
+            ))
+        };
+        let Some(target) = self.session.attachments.handle(owner) else {
+            return Err(gone());
+        };
+        let method = request.method().to_owned();
+        if method == "terminal/release" {
+            self.owners().remove(terminal);
+        }
+        let answer = target.cx.send_request(request).block_task();
+        let answer = tokio::select! {
+            answer = self.patient(&method, answer) => answer,
+            () = self.cancel.cancelled() => return Err(cancelled()),
+        };
+        match answer {
+            Err(error) if has_gone(&error, &target) => {
+                self.session.attachments.detach(target.connection);
+                Err(gone())
+            }
+            answer => answer,
+        }
+    }
+
+    /// Note which connection runs the terminal `response` names.
+    fn remember_terminal<T: JsonRpcResponse>(
+        &self,
+        method: &str,
+        response: &T,
+        connection: ConnectionId,
+    ) {
+        let created = response.clone().into_json(method).ok();
+        if let Some(terminal) = created
+            .as_ref()
+            .and_then(|created| created.get("terminalId"))
+            .and_then(|terminal| terminal.as_str())
+        {
+            self.owners().insert(terminal.to_owned(), connection);
+        }
     }
 }
 
@@ -81,35 +172,54 @@ impl ClientPort for SessionPort {
     {
         // Everything the turn said before this request reaches clients first.
         self.session.store.flush().await;
+        if let Some((terminal, owner)) = self.terminal_owner(&request) {
+            return self.ask_owner(&terminal, owner, request).await;
+        }
+        let method = request.method().to_owned();
         let patience = self.session.settings.reattach_timeout;
         loop {
+            if self.session.attachments.target(self.prompter).is_none() {
+                tracing::info!(
+                    session = %self.session.id,
+                    "no client is attached to answer {method}; waiting up to {patience:?} for one"
+                );
+            }
             let target = tokio::select! {
                 target = self.session.attachments.wait_for_target(self.prompter, patience) => target,
-                () = self.cancel.cancelled() => return Err(failure("the turn was cancelled".to_owned())),
+                () = self.cancel.cancelled() => return Err(cancelled()),
             };
             let Some(target) = target else {
-                return Err(self.no_client());
+                return Err(self.no_client(&method));
             };
-            let asks_the_person = request.method() == "session/request_permission";
+            if let Some(capability) = lacking_capability(&method, &target.capabilities) {
+                return Err(failure(format!(
+                    "the client this {method} was meant for is gone, and the client attached now \
+                     does not offer `{capability}`; nothing was done. Called again, the tool does \
+                     the work on the server instead"
+                )));
+            }
+            let asks_the_person = method == "session/request_permission";
             if asks_the_person {
                 self.session
                     .set_activity(super::Activity::WaitingForPermission);
             }
             let answer = target.cx.send_request(request.clone()).block_task();
             let answer = tokio::select! {
-                answer = self.patient(request.method(), answer) => answer,
-                () = self.cancel.cancelled() => return Err(failure("the turn was cancelled".to_owned())),
+                answer = self.patient(&method, answer) => answer,
+                () = self.cancel.cancelled() => return Err(cancelled()),
             };
             if asks_the_person {
                 self.session.set_activity(super::Activity::Running);
             }
             match answer {
-                Ok(response) => return Ok(response),
+                Ok(response) => {
+                    if method == "terminal/create" {
+                        self.remember_terminal(&method, &response, target.connection);
+                    }
+                    return Ok(response);
+                }
                 // The connection went away before it answered: ask another.
-                Err(error)
-                    if agent_client_protocol::is_incoming_transport_closed(&error)
-                        || target.cx.is_incoming_closed() =>
-                {
+                Err(error) if has_gone(&error, &target) => {
                     self.session.attachments.detach(target.connection);
                 }
                 Err(error) => return Err(error),
@@ -122,14 +232,82 @@ impl ClientPort for SessionPort {
         R: JsonRpcRequest + Send + 'static,
         R::Response: Send + 'static,
     {
-        if let Some(target) = self.session.attachments.target(self.prompter) {
+        let target = match self.terminal_owner(&request) {
+            Some((terminal, owner)) => {
+                if request.method() == "terminal/release" {
+                    self.owners().remove(&terminal);
+                }
+                // With its client gone, there is nobody left to tell.
+                self.session.attachments.handle(owner)
+            }
+            None => self
+                .session
+                .attachments
+                .target(self.prompter)
+                .filter(|target| {
+                    lacking_capability(request.method(), &target.capabilities).is_none()
+                }),
+        };
+        if let Some(target) = target {
             target.cx.send_request(request).detach();
         }
     }
+}
+
+/// The capability, as `initialize` spells it, that `method` needs and
+/// `capabilities` lacks.
+fn lacking_capability(method: &str, capabilities: &ClientCapabilities) -> Option<&'static str> {
+    let (needed, offered) = match method {
+        "fs/read_text_file" => ("fs.readTextFile", capabilities.fs.read_text_file),
+        "fs/write_text_file" => ("fs.writeTextFile", capabilities.fs.write_text_file),
+        _ if method.starts_with("terminal/") => ("terminal", capabilities.terminal),
+        _ => return None,
+    };
+    (!offered).then_some(needed)
+}
+
+/// Whether `error` means `target` went away before it answered.
+fn has_gone(error: &Error, target: &ClientHandle) -> bool {
+    agent_client_protocol::is_incoming_transport_closed(error) || target.cx.is_incoming_closed()
+}
+
+fn cancelled() -> Error {
+    failure("the turn was cancelled".to_owned())
 }
 
 /// A request that did not get an answer, said so the model (and the person)
 /// can tell why.
 fn failure(message: String) -> Error {
     Error::new(ErrorCode::INTERNAL_ERROR, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_client_protocol::v1::schema::FileSystemCapabilities;
+
+    #[test]
+    fn fs_and_terminal_requests_need_their_capability_and_permission_none() {
+        let none = ClientCapabilities::new();
+        assert_eq!(
+            lacking_capability("fs/write_text_file", &none),
+            Some("fs.writeTextFile")
+        );
+        assert_eq!(
+            lacking_capability("terminal/create", &none),
+            Some("terminal")
+        );
+        assert_eq!(
+            lacking_capability("session/request_permission", &none),
+            None
+        );
+        let all = ClientCapabilities::new()
+            .fs(FileSystemCapabilities::new()
+                .read_text_file(true)
+                .write_text_file(true))
+            .terminal(true);
+        for method in ["fs/read_text_file", "fs/write_text_file", "terminal/create"] {
+            assert_eq!(lacking_capability(method, &all), None, "{method}");
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use agent_client_protocol::v1::schema::{
     ContentBlock, ContentChunk, SessionId, SessionInfoUpdate, SessionUpdate, StopReason,
-    UsageUpdate,
+    ToolCallContent, ToolCallStatus, ToolCallUpdate, ToolCallUpdateFields, UsageUpdate,
 };
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
@@ -141,6 +141,7 @@ impl Turn {
                         is_error,
                     }),
                     ToolOutcome::Cancelled => {
+                        self.explain_cancel(call);
                         self.skip(&tool_calls[done..]);
                         return Ok(StopReason::Cancelled);
                     }
@@ -224,14 +225,42 @@ impl Turn {
     /// Every tool call the model asked for gets an answer, even one never run:
     /// providers refuse a conversation with unanswered calls.
     fn skip(&mut self, calls: &[ToolCall]) {
+        let not_run = self.not_run();
         for call in calls {
             self.push(Message::ToolResult {
                 call_id: call.id.clone(),
                 name: call.name.clone(),
-                content: NOT_RUN.to_owned(),
+                content: not_run.clone(),
                 is_error: true,
             });
         }
+    }
+
+    /// Why tool calls were not run: the person cancelled, unless the turn
+    /// noted another reason (no client left to answer it, say).
+    fn not_run(&self) -> String {
+        match self.port.session.turn_end_note() {
+            Some(note) => format!("not run: {note}; the turn was cancelled"),
+            None => NOT_RUN.to_owned(),
+        }
+    }
+
+    /// The tool call cut short by a cancel the person did not ask for ends
+    /// saying why, both live and in what `session/load` replays (its final
+    /// state).
+    fn explain_cancel(&self, call: &ToolCall) {
+        if self.port.session.turn_end_note().is_none() {
+            return;
+        }
+        let why = ToolCallContent::from(ContentBlock::from(self.not_run()));
+        let fields = ToolCallUpdateFields::new()
+            .status(ToolCallStatus::Failed)
+            .content(vec![why]);
+        self.port
+            .notify(SessionUpdate::ToolCallUpdate(ToolCallUpdate::new(
+                call.id.clone(),
+                fields,
+            )));
     }
 
     fn record(&mut self, outcome: &str) {

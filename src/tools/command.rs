@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use agent_client_protocol::v1::schema::{
     CreateTerminalRequest, KillTerminalRequest, ReleaseTerminalRequest, Terminal,
-    TerminalExitStatus, TerminalOutputRequest, ToolCallContent, ToolCallStatus, ToolKind,
+    TerminalExitStatus, TerminalOutputRequest, ToolCallContent, ToolCallStatus,
     WaitForTerminalExitRequest,
 };
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::permission::{self, Decision};
 use super::{
     ClientPort, Report, Stop, ToolContext, ToolOutcome, arguments, ask_client, for_the_model,
-    shown, text_content,
+    text_content,
 };
 use crate::workspace::ExitStatus;
 
@@ -59,22 +59,11 @@ pub(super) async fn run<C: ClientPort>(
         .timeout_secs
         .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
         .min(MAX_TIMEOUT);
-    let (program, argv, shown_line) = match args.args {
-        Some(argv) => {
-            let line = std::iter::once(args.command.clone())
-                .chain(argv.iter().cloned())
-                .collect::<Vec<_>>()
-                .join(" ");
-            (args.command, argv, line)
-        }
-        None => (
-            "sh".to_owned(),
-            vec!["-c".to_owned(), args.command.clone()],
-            args.command,
-        ),
+    let (program, argv) = match args.args {
+        Some(argv) => (args.command, argv),
+        None => ("sh".to_owned(), vec!["-c".to_owned(), args.command]),
     };
-    let title = format!("Run `{shown_line}` in {}", shown(context, &cwd));
-    report.start(ToolKind::Execute, title.clone(), vec![cwd.clone()]);
+    let title = report.title().to_owned();
     match permission::ask(context, report, "run_command", &title, Vec::new()).await {
         Decision::Allowed => {}
         Decision::Cancelled => return Err(Stop::Cancelled),
@@ -84,16 +73,19 @@ pub(super) async fn run<C: ClientPort>(
             ));
         }
     }
-    let (ran, content) = if context.client.capabilities().terminal {
+    let (ran, mut content) = if context.client.capabilities().terminal {
         on_client(context, report, program, argv, cwd, timeout).await?
     } else {
         report.progress(Vec::new());
         let ran = locally(context, &program, &argv, &cwd, timeout).await?;
-        let content = vec![text_content(&ran.output)];
-        (ran, content)
+        (ran, Vec::new())
     };
+    // The output goes along as text even beside the client's terminal: other
+    // attached clients, and a later `session/load`, have no such terminal.
+    let result = for_the_model(&describe(&ran, timeout));
+    content.push(text_content(&result));
     report.finish(ToolCallStatus::Completed, content);
-    Ok(ToolOutcome::ok(for_the_model(&describe(&ran, timeout))))
+    Ok(ToolOutcome::ok(result))
 }
 
 /// Run through the client's terminal, which the client shows as it runs.

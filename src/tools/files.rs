@@ -5,14 +5,15 @@
 use std::path::{Path, PathBuf};
 
 use agent_client_protocol::v1::schema::{
-    Diff, ReadTextFileRequest, ToolCallContent, ToolCallStatus, ToolKind, WriteTextFileRequest,
+    Diff, ReadTextFileRequest, ToolCallContent, ToolCallStatus, WriteTextFileRequest,
 };
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::permission::{self, Decision};
 use super::{
-    ClientPort, Report, Stop, ToolContext, ToolOutcome, arguments, ask_client, for_the_model, shown,
+    ClientPort, Report, Stop, ToolContext, ToolOutcome, arguments, ask_client, for_the_model,
+    text_content,
 };
 
 #[derive(Deserialize)]
@@ -44,15 +45,10 @@ pub(super) async fn read<C: ClientPort>(
 ) -> Result<ToolOutcome, Stop> {
     let args: ReadArgs = arguments("read_file", arguments_json)?;
     let path = context.workspace.resolve(Path::new(&args.path))?;
-    report.start(
-        ToolKind::Read,
-        format!("Read {}", shown(context, &path)),
-        vec![path.clone()],
-    );
     report.progress(Vec::new());
-    let text = read_text(context, &path, args.line, args.limit).await?;
-    report.finish(ToolCallStatus::Completed, Vec::new());
-    Ok(ToolOutcome::ok(for_the_model(&text)))
+    let text = for_the_model(&read_text(context, &path, args.line, args.limit).await?);
+    report.finish(ToolCallStatus::Completed, vec![text_content(&text)]);
+    Ok(ToolOutcome::ok(text))
 }
 
 pub(super) async fn write<C: ClientPort>(
@@ -62,20 +58,9 @@ pub(super) async fn write<C: ClientPort>(
 ) -> Result<ToolOutcome, Stop> {
     let args: WriteArgs = arguments("write_file", arguments_json)?;
     let path = context.workspace.resolve(Path::new(&args.path))?;
-    let title = format!("Write {}", shown(context, &path));
-    report.start(ToolKind::Edit, title.clone(), vec![path.clone()]);
     let old = current_text(context, &path).await?;
     let bytes = args.content.len();
-    change(
-        context,
-        report,
-        "write_file",
-        &title,
-        path,
-        old,
-        args.content,
-    )
-    .await?;
+    change(context, report, "write_file", path, old, args.content).await?;
     Ok(ToolOutcome::ok(format!(
         "Wrote {bytes} bytes to {}.",
         args.path
@@ -89,8 +74,6 @@ pub(super) async fn edit<C: ClientPort>(
 ) -> Result<ToolOutcome, Stop> {
     let args: EditArgs = arguments("edit_file", arguments_json)?;
     let path = context.workspace.resolve(Path::new(&args.path))?;
-    let title = format!("Edit {}", shown(context, &path));
-    report.start(ToolKind::Edit, title.clone(), vec![path.clone()]);
     let Some(old) = current_text(context, &path).await? else {
         return Err(Stop::Failed(format!(
             "{} does not exist; use write_file to create it",
@@ -99,7 +82,7 @@ pub(super) async fn edit<C: ClientPort>(
     };
     let new = replaced(&old, &args.old_text, &args.new_text, args.replace_all)
         .map_err(|problem| Stop::Failed(format!("{}: {problem}", args.path)))?;
-    change(context, report, "edit_file", &title, path, Some(old), new).await?;
+    change(context, report, "edit_file", path, Some(old), new).await?;
     Ok(ToolOutcome::ok(format!("Edited {}.", args.path)))
 }
 
@@ -109,13 +92,13 @@ async fn change<C: ClientPort>(
     context: &ToolContext<'_, C>,
     report: &Report<'_, C>,
     tool: &str,
-    title: &str,
     path: PathBuf,
     old: Option<String>,
     new: String,
 ) -> Result<(), Stop> {
     let diff = ToolCallContent::Diff(Diff::new(path.clone(), new.clone()).old_text(old));
-    match permission::ask(context, report, tool, title, vec![diff.clone()]).await {
+    let title = report.title().to_owned();
+    match permission::ask(context, report, tool, &title, vec![diff.clone()]).await {
         Decision::Allowed => {}
         Decision::Cancelled => return Err(Stop::Cancelled),
         Decision::Rejected => {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_client_protocol::v1::schema::{ToolCallStatus, ToolKind};
+use agent_client_protocol::v1::schema::ToolCallStatus;
 use globset::{GlobBuilder, GlobMatcher};
 use grep_regex::RegexMatcher;
 use grep_searcher::sinks::UTF8;
@@ -11,7 +11,9 @@ use grep_searcher::{BinaryDetection, SearcherBuilder};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ClientPort, Report, Stop, ToolContext, ToolOutcome, arguments, for_the_model, shown};
+use super::{
+    ClientPort, Report, Stop, ToolContext, ToolOutcome, arguments, for_the_model, text_content,
+};
 
 /// Most paths `list_files` returns.
 const MAX_FILES: usize = 2000;
@@ -44,16 +46,12 @@ pub(super) async fn list<C: ClientPort>(
     let dir = context
         .workspace
         .resolve(Path::new(args.path.as_deref().unwrap_or(".")))?;
-    let title = match &args.glob {
-        Some(glob) => format!("List {glob} in {}", shown(context, &dir)),
-        None => format!("List {}", shown(context, &dir)),
-    };
-    report.start(ToolKind::Search, title, vec![dir.clone()]);
     report.progress(Vec::new());
     let glob = args.glob.as_deref().map(glob_matcher).transpose()?;
     let listing = blocking(context, move || list_files(&dir, glob.as_ref())).await?;
-    report.finish(ToolCallStatus::Completed, Vec::new());
-    Ok(ToolOutcome::ok(for_the_model(&listing)))
+    let listing = for_the_model(&listing);
+    report.finish(ToolCallStatus::Completed, vec![text_content(&listing)]);
+    Ok(ToolOutcome::ok(listing))
 }
 
 pub(super) async fn search<C: ClientPort>(
@@ -65,11 +63,6 @@ pub(super) async fn search<C: ClientPort>(
     let root = context
         .workspace
         .resolve(Path::new(args.path.as_deref().unwrap_or(".")))?;
-    report.start(
-        ToolKind::Search,
-        format!("Search for `{}` in {}", args.pattern, shown(context, &root)),
-        vec![root.clone()],
-    );
     report.progress(Vec::new());
     let matcher = RegexMatcher::new(&args.pattern).map_err(|error| {
         Stop::Failed(format!(
@@ -82,8 +75,9 @@ pub(super) async fn search<C: ClientPort>(
         search_files(&root, &matcher, glob.as_ref())
     })
     .await?;
-    report.finish(ToolCallStatus::Completed, Vec::new());
-    Ok(ToolOutcome::ok(for_the_model(&found)))
+    let found = for_the_model(&found);
+    report.finish(ToolCallStatus::Completed, vec![text_content(&found)]);
+    Ok(ToolOutcome::ok(found))
 }
 
 /// Run filesystem work off the async threads, unless the turn is cancelled first.

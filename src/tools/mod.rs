@@ -4,7 +4,10 @@
 //! Every call is reported to the client as ACP sees tool calls: `tool_call`
 //! (kind, title, locations, raw input), then `tool_call_update` to
 //! `in_progress`, then `completed` or `failed` with content — a diff for
-//! writes and edits, a terminal for commands the client runs, text otherwise.
+//! writes and edits, a terminal for commands the client runs (and their
+//! output as text, for clients that did not run them), text otherwise: what
+//! the model was given, so cut at [`MODEL_OUTPUT_LIMIT`] like it. A call
+//! refused before its work began goes through the same three steps.
 //! Work is delegated by capability: when the client advertised
 //! `fs.readTextFile`, `fs.writeTextFile` or `terminal`, it goes through the
 //! client (the IDE sees unsaved buffers and shows the change); otherwise Punie
@@ -20,8 +23,9 @@ mod files;
 mod find;
 mod permission;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use agent_client_protocol::v1::schema::{
     ClientCapabilities, ContentBlock, SessionId, SessionUpdate, ToolCall as AcpToolCall,
@@ -52,7 +56,8 @@ pub trait ClientPort: Send + Sync {
     fn notify(&self, update: SessionUpdate) -> bool;
 
     /// Send an agent→client request and wait for the answer. A request may
-    /// be sent again to another client, hence `Clone`.
+    /// be sent again to another client, hence `Clone` — but never one about
+    /// a terminal, which only the client that created it knows.
     fn request<R>(&self, request: R) -> impl Future<Output = Result<R::Response, Error>> + Send
     where
         R: JsonRpcRequest + Clone + Send + 'static,
@@ -215,7 +220,9 @@ impl From<crate::workspace::WorkspaceError> for Stop {
 
 /// Carry out one tool call the model made, reporting it to the client.
 pub async fn run<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -> ToolOutcome {
-    let report = Report::new(context, call);
+    let heading = heading(context, call);
+    let report = Report::new(context, call, heading.title);
+    report.start(heading.kind, heading.locations);
     let outcome = match call.name.as_str() {
         "read_file" => files::read(context, &report, &call.arguments).await,
         "write_file" => files::write(context, &report, &call.arguments).await,
@@ -230,7 +237,6 @@ pub async fn run<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -
     match outcome {
         Ok(outcome) => outcome,
         Err(stop) => {
-            report.start(ToolKind::Other, format!("Call `{}`", call.name), Vec::new());
             let (message, outcome) = match stop {
                 Stop::Cancelled => ("Cancelled".to_owned(), ToolOutcome::Cancelled),
                 Stop::Failed(problem) => (problem.clone(), ToolOutcome::error(problem)),
@@ -258,12 +264,106 @@ where
     }
 }
 
+/// How a call is shown to the person.
+struct Heading {
+    kind: ToolKind,
+    title: String,
+    locations: Vec<PathBuf>,
+}
+
+/// How `call` is shown, worked out from its raw arguments alone: a call
+/// refused for its arguments or its path is still shown as what it tried to
+/// do. Only paths inside the workspace become locations: a client is never
+/// pointed at a path the call was refused for.
+fn heading<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -> Heading {
+    let raw = &call.arguments;
+    let text = |key: &str| raw.get(key).and_then(Value::as_str);
+    let file = |kind, verb: &str| {
+        let (place, location) = match text("path") {
+            Some(path) => place(context, path),
+            None => ("a file".to_owned(), None),
+        };
+        Heading {
+            kind,
+            title: format!("{verb} {place}"),
+            locations: location.into_iter().collect(),
+        }
+    };
+    let directory = |key: &str| match text(key) {
+        Some(path) => place(context, path),
+        None => (
+            "the workspace".to_owned(),
+            Some(context.workspace.root().to_owned()),
+        ),
+    };
+    match call.name.as_str() {
+        "read_file" => file(ToolKind::Read, "Read"),
+        "write_file" => file(ToolKind::Edit, "Write"),
+        "edit_file" => file(ToolKind::Edit, "Edit"),
+        "list_files" | "search" => {
+            let (place, location) = directory("path");
+            let title = match (call.name.as_str(), text("glob"), text("pattern")) {
+                ("list_files", Some(glob), _) => format!("List {glob} in {place}"),
+                ("list_files", None, _) => format!("List {place}"),
+                (_, _, Some(pattern)) => format!("Search for `{pattern}` in {place}"),
+                (_, _, None) => format!("Search {place}"),
+            };
+            Heading {
+                kind: ToolKind::Search,
+                title,
+                locations: location.into_iter().collect(),
+            }
+        }
+        "run_command" => {
+            let (place, location) = directory("cwd");
+            let at_root = location.as_deref() == Some(context.workspace.root());
+            let title = match command_line(raw) {
+                Some(line) if at_root => format!("Run `{line}`"),
+                Some(line) => format!("Run `{line}` in {place}"),
+                None => "Run a command".to_owned(),
+            };
+            Heading {
+                kind: ToolKind::Execute,
+                title,
+                locations: location.into_iter().collect(),
+            }
+        }
+        other => Heading {
+            kind: ToolKind::Other,
+            title: format!("Call `{other}`"),
+            locations: Vec::new(),
+        },
+    }
+}
+
+/// A path argument as the person reads it, and where it really is when the
+/// workspace allows it; a refused path is shown as the model wrote it.
+fn place<C: ClientPort>(context: &ToolContext<'_, C>, path: &str) -> (String, Option<PathBuf>) {
+    match context.workspace.resolve(Path::new(path)) {
+        Ok(real) => (shown(context, &real), Some(real)),
+        Err(_) => (path.to_owned(), None),
+    }
+}
+
+/// The command line of a `run_command` call: `command`, then `args` if any.
+fn command_line(raw: &Value) -> Option<String> {
+    let command = raw.get("command")?.as_str()?;
+    let args = raw.get("args").and_then(Value::as_array);
+    Some(
+        std::iter::once(command)
+            .chain(args.into_iter().flatten().filter_map(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
 /// `path` as the person reads it: relative to the workspace when inside it.
-fn shown(context: &ToolContext<'_, impl ClientPort>, path: &std::path::Path) -> String {
-    path.strip_prefix(context.workspace.root())
-        .unwrap_or(path)
-        .display()
-        .to_string()
+fn shown(context: &ToolContext<'_, impl ClientPort>, path: &Path) -> String {
+    match path.strip_prefix(context.workspace.root()) {
+        Ok(relative) if relative.as_os_str().is_empty() => "the workspace".to_owned(),
+        Ok(relative) => relative.display().to_string(),
+        Err(_) => path.display().to_string(),
+    }
 }
 
 /// The arguments of a tool call as `T`, or a message for the model saying what is wrong.
@@ -288,12 +388,14 @@ fn arguments<T: DeserializeOwned>(tool: &str, arguments: &Value) -> Result<T, St
 struct Report<'a, C: ClientPort> {
     client: &'a C,
     id: ToolCallId,
+    title: String,
     raw_input: Value,
-    started: std::sync::atomic::AtomicBool,
+    /// Whether `in_progress` has been sent.
+    progressed: AtomicBool,
 }
 
 impl<'a, C: ClientPort> Report<'a, C> {
-    fn new(context: &ToolContext<'a, C>, call: &ToolCall) -> Self {
+    fn new(context: &ToolContext<'a, C>, call: &ToolCall, title: String) -> Self {
         let id = if call.id.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
@@ -302,20 +404,20 @@ impl<'a, C: ClientPort> Report<'a, C> {
         Self {
             client: context.client,
             id: ToolCallId::new(id),
+            title,
             raw_input: call.arguments.clone(),
-            started: std::sync::atomic::AtomicBool::new(false),
+            progressed: AtomicBool::new(false),
         }
     }
 
-    /// `tool_call`: what is about to happen, pending. Only the first call counts.
-    fn start(&self, kind: ToolKind, title: String, locations: Vec<PathBuf>) {
-        if self
-            .started
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            return;
-        }
-        let call = AcpToolCall::new(self.id.clone(), title)
+    /// What the call does, as the person is asked about it.
+    fn title(&self) -> &str {
+        &self.title
+    }
+
+    /// `tool_call`: what is about to happen, pending.
+    fn start(&self, kind: ToolKind, locations: Vec<PathBuf>) {
+        let call = AcpToolCall::new(self.id.clone(), self.title.clone())
             .kind(kind)
             .status(ToolCallStatus::Pending)
             .locations(
@@ -334,6 +436,7 @@ impl<'a, C: ClientPort> Report<'a, C> {
     }
 
     fn progress(&self, content: Vec<ToolCallContent>) {
+        self.progressed.store(true, Ordering::Relaxed);
         let mut fields = ToolCallUpdateFields::new().status(ToolCallStatus::InProgress);
         if !content.is_empty() {
             fields = fields.content(content);
@@ -342,7 +445,12 @@ impl<'a, C: ClientPort> Report<'a, C> {
             .notify(SessionUpdate::ToolCallUpdate(self.update(fields)));
     }
 
+    /// The last update. A call that stopped before its work began still
+    /// passes through `in_progress`, so every client sees the same sequence.
     fn finish(&self, status: ToolCallStatus, content: Vec<ToolCallContent>) {
+        if !self.progressed.load(Ordering::Relaxed) {
+            self.progress(Vec::new());
+        }
         let fields = ToolCallUpdateFields::new().status(status).content(content);
         self.client
             .notify(SessionUpdate::ToolCallUpdate(self.update(fields)));

@@ -91,6 +91,9 @@ pub(super) async fn ask<C: ClientPort>(
     };
     let outcome = match answer {
         Ok(response) => response.outcome,
+        // The request failed because the turn ended (no client attached in
+        // time, say): nobody declined, and the turn says why it ended.
+        Err(_) if context.cancel.is_cancelled() => return Decision::Cancelled,
         Err(error) => {
             tracing::warn!(
                 "the client could not ask for permission ({}); treating it as a rejection",

@@ -47,6 +47,14 @@ await scenario('attachments', async (browser) => {
   // A session with a model of its own; a model the server cannot make is refused.
   await page.locator('#new-session').click();
   await page.locator('#new-session-cwd').fill(workspace);
+  // The model field offers the models the server names, the default first.
+  expect(
+    (await page.locator('#new-session-model').getAttribute('list')) === 'known-models',
+    'the model field to offer choices',
+  );
+  await page.locator('#known-models option').first().waitFor({ state: 'attached' });
+  const offered = await page.locator('#known-models option').evaluateAll((options) => options.map((o) => o.value));
+  expect(offered[0] === 'test', `the server's default model offered first, got ${JSON.stringify(offered)}`);
   await page.locator('#new-session-model').fill('nonesuch');
   await page.locator('#create-session').click();
   await page.locator('#new-session-error', { hasText: 'nonesuch' }).waitFor();

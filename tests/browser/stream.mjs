@@ -21,7 +21,12 @@ await scenario('stream', async (browser) => {
   expect(!partial.includes('The last part'), `a partial reply first, got ${JSON.stringify(partial)}`);
   expect(await page.locator('#cancel').isVisible(), 'Cancel to show while the turn runs');
   expect(await page.locator('#send').isDisabled(), 'Send to wait while the turn runs');
+  // Rendered as it streams, not only once the turn is over.
+  expect((await reply.locator('h1').textContent()) === 'Streaming', 'the heading rendered while streaming');
   await browser.shot(page, 'streaming');
+  await reply.locator('pre.code code.hljs .hljs-keyword').first().waitFor();
+  expect(!(await reply.textContent()).includes('The last part'), 'the code highlighted before the reply is over');
+  expect(await page.locator('#cancel').isVisible(), 'the turn still running while the code shows highlighted');
 
   await reply.filter({ hasText: 'The last part.' }).waitFor();
   await turnOver(page);

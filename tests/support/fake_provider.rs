@@ -9,13 +9,18 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
+use axum::serve::{IncomingStream, Listener};
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 /// One part of a streamed answer.
@@ -44,6 +49,12 @@ pub enum Reply {
         headers: Vec<(&'static str, String)>,
         body: String,
     },
+    /// Read the request, then reset the connection (RST) without answering:
+    /// a server that crashed, or a proxy that gave up.
+    Reset,
+    /// Read the request, then close the connection (FIN) without answering:
+    /// a server that restarted, or closed a keep-alive connection as it was reused.
+    Close,
 }
 
 impl Reply {
@@ -93,13 +104,14 @@ impl FakeProvider {
         });
         let app = axum::Router::new()
             .fallback(answer)
-            .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .with_state(shared.clone())
+            .into_make_service_with_connect_info::<Connection>();
+        let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a port for the fake provider");
         let addr = listener.local_addr().expect("the fake provider's address");
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(Droppable(listener), app).await;
         });
         Self {
             addr,
@@ -131,6 +143,7 @@ impl Drop for FakeProvider {
 
 async fn answer(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(connection): ConnectInfo<Connection>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -151,11 +164,13 @@ async fn answer(
         headers: Vec::new(),
         body: r#"{"error":{"message":"the fake provider has no reply left"}}"#.to_owned(),
     });
-    respond(reply)
+    respond(reply, &connection)
 }
 
-fn respond(reply: Reply) -> Response {
+fn respond(reply: Reply, connection: &Connection) -> Response {
     match reply {
+        Reply::Reset => connection.drop_with(Ending::Reset),
+        Reply::Close => connection.drop_with(Ending::Close),
         Reply::Stream(parts) => {
             let body = async_stream::stream! {
                 for part in parts {
@@ -187,6 +202,118 @@ fn respond(reply: Reply) -> Response {
             }
             response.body(Body::from(body)).expect("an error response")
         }
+    }
+}
+
+/// How a connection ends before anything is written to it.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    Reset,
+    Close,
+}
+
+/// A TCP listener whose connections a handler can drop: hyper owns the
+/// socket, so the handler marks the connection and the socket's next read or
+/// write fails, which makes hyper let go of it before writing the answer.
+struct Droppable(TcpListener);
+
+impl Listener for Droppable {
+    type Io = DroppableStream;
+    type Addr = Connection;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, _)) => {
+                    let ending = Arc::new(Mutex::new(None));
+                    let handle = Connection(ending.clone());
+                    return (DroppableStream { stream, ending }, handle);
+                }
+                // Out of descriptors, say: the test fails on its own deadline.
+                Err(_) => tokio::task::yield_now().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(Connection(Arc::new(Mutex::new(None))))
+    }
+}
+
+/// The handler's hold on its connection, as its connect info.
+#[derive(Clone, Debug)]
+struct Connection(Arc<Mutex<Option<Ending>>>);
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, Droppable>> for Connection {
+    fn connect_info(stream: IncomingStream<'_, Droppable>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+impl Connection {
+    /// End the connection as `ending` says; the response is never written.
+    fn drop_with(&self, ending: Ending) -> Response {
+        *self.0.lock().expect("the connection's ending") = Some(ending);
+        Response::new(Body::empty())
+    }
+}
+
+struct DroppableStream {
+    stream: TcpStream,
+    ending: Arc<Mutex<Option<Ending>>>,
+}
+
+impl DroppableStream {
+    /// The error that makes hyper drop the connection, once it is to end.
+    fn ended(&self) -> Option<std::io::Error> {
+        let ending = (*self.ending.lock().expect("the connection's ending"))?;
+        if let Ending::Reset = ending {
+            // Closing with a zero linger sends RST instead of FIN.
+            let _ = self.stream.set_zero_linger();
+        }
+        Some(std::io::Error::other(
+            "the fake provider drops the connection",
+        ))
+    }
+}
+
+impl AsyncRead for DroppableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(error) = self.ended() {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for DroppableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Some(error) = self.ended() {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if let Some(error) = self.ended() {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if let Some(error) = self.ended() {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
