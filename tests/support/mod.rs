@@ -489,8 +489,19 @@ impl Bridge {
 
     /// The bridge to `url`, presenting `token`.
     pub fn spawn(home: &Home, url: &str, token: &str) -> Self {
-        let mut child = home
-            .command()
+        Self::spawn_with(home, url, token, |_| {})
+    }
+
+    /// The same, with `adjust` changing the command first.
+    pub fn spawn_with(
+        home: &Home,
+        url: &str,
+        token: &str,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Self {
+        let mut command = home.command();
+        adjust(&mut command);
+        let mut child = command
             .args(["--server", url])
             .env("PUNIE_TOKEN", token)
             .stdin(Stdio::piped())
