@@ -1084,6 +1084,12 @@ fn server_drain_time(log: &Path) -> Option<Duration> {
     logged_duration(log, "every connection closed in ")
 }
 
+/// The server's own `the session store closed in 12.3ms` log line: its last
+/// writes and checkpoint, after the connections closed.
+fn store_close_time(log: &Path) -> Option<Duration> {
+    logged_duration(log, "the session store closed in ")
+}
+
 /// A duration as `Debug` prints it: `812.5µs`, `1.2ms`, `3s`.
 fn parse_debug_duration(text: &str) -> Option<Duration> {
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
@@ -1559,6 +1565,8 @@ async fn measure_rss(binary: &Path, settings: &Settings) -> anyhow::Result<()> {
 struct ShutdownOutcome {
     /// What the server logs as the time its connections took to close.
     drained: Option<Duration>,
+    /// What the server logs as the time its store took to close, after.
+    store_closed: Option<Duration>,
     exited_after: Duration,
     last_close_after: Duration,
     status: ExitStatus,
@@ -1577,6 +1585,7 @@ async fn measure_shutdown(binary: &Path, settings: &Settings) -> anyhow::Result<
             "SIGTERM→exit",
             "SIGTERM→last close frame",
             "server's drain (own log)",
+            "then the store's close (own log)",
             "exit status",
             "close codes",
             "running turns ended",
@@ -1606,6 +1615,11 @@ async fn measure_shutdown(binary: &Path, settings: &Settings) -> anyhow::Result<
             outcome.drained.map_or("not logged".to_owned(), |drained| {
                 format!("{} ms", ms(drained))
             }),
+            outcome
+                .store_closed
+                .map_or("not logged".to_owned(), |closed| {
+                    format!("{} ms", ms(closed))
+                }),
             outcome.status.to_string(),
             describe_counts(&outcome.endings, Ending::describe),
             if running_turns {
@@ -1682,6 +1696,7 @@ async fn shutdown_once(
         .unwrap_or(signalled);
     Ok(ShutdownOutcome {
         drained: server_drain_time(&server.log),
+        store_closed: store_close_time(&server.log),
         exited_after: exited_at - signalled,
         last_close_after: last_close.saturating_duration_since(signalled),
         status,

@@ -42,6 +42,9 @@ usage: cargo bench --bench soak -- [options]
   --turn-every=S       each connection prompts about every S seconds (default 60)
   --warm-up=S          samples before this are not judged (default 60; quick 15)
   --idle=S             the server's --session-idle-timeout (default: the server's own)
+  --turns-per-session=N  each connection closes its session and starts a new
+                       one after N turns, so conversations stop growing
+                       (default: one session for the whole soak)
 
 PUNIE_BIN overrides the binary.";
 
@@ -52,6 +55,7 @@ struct Settings {
     turn_every: Duration,
     warm_up: Duration,
     idle: Option<f64>,
+    turns_per_session: Option<u64>,
 }
 
 impl Settings {
@@ -67,6 +71,7 @@ impl Settings {
         let mut quick = false;
         let (mut connections, mut minutes, mut turn_every, mut warm_up) = (None, None, None, None);
         let mut idle = None;
+        let mut turns_per_session = None;
         for arg in args {
             match arg.as_str() {
                 "--bench" => {}
@@ -81,6 +86,9 @@ impl Settings {
                 }
                 _ if arg.starts_with("--warm-up=") => warm_up = Some(number(&arg, "--warm-up=")?),
                 _ if arg.starts_with("--idle=") => idle = Some(number(&arg, "--idle=")?),
+                _ if arg.starts_with("--turns-per-session=") => {
+                    turns_per_session = Some(number(&arg, "--turns-per-session=")?.max(1.0) as u64);
+                }
                 other => return Err(format!("unknown argument `{other}`")),
             }
         }
@@ -96,6 +104,7 @@ impl Settings {
             turn_every: Duration::from_secs_f64(turn_every.unwrap_or(60.0)),
             warm_up: Duration::from_secs_f64(warm_up.unwrap_or(default_warm_up)),
             idle,
+            turns_per_session,
         }))
     }
 }
@@ -156,11 +165,16 @@ async fn run(settings: &Settings) -> anyhow::Result<()> {
     let stop = tokio_util::sync::CancellationToken::new();
 
     println!(
-        "  holding {} connections for {:?}, each prompting about every {:?}; --session-idle-timeout {}",
+        "  holding {} connections for {:?}, each prompting about every {:?}; --session-idle-timeout {}; {}",
         settings.connections,
         settings.duration,
         settings.turn_every,
-        idle.map_or("not given".to_owned(), |seconds| format!("{seconds} s"))
+        idle.map_or("not given".to_owned(), |seconds| format!("{seconds} s")),
+        settings
+            .turns_per_session
+            .map_or("one session each".to_owned(), |turns| format!(
+                "a new session every {turns} turns"
+            )),
     );
     let ramp_started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
@@ -176,7 +190,7 @@ async fn run(settings: &Settings) -> anyhow::Result<()> {
         while let Some(client) = opened.join_next().await {
             let client = client.context("a client task panicked")??;
             let (tally, stop, every) = (tally.clone(), stop.clone(), settings.turn_every);
-            clients.spawn(client.soak(tally, stop, every));
+            clients.spawn(client.soak(tally, stop, every, settings.turns_per_session));
         }
     }
     println!(
@@ -272,6 +286,7 @@ type Socket =
 struct Client {
     socket: Socket,
     session: Value,
+    workspace: Value,
     index: usize,
     next_id: u64,
 }
@@ -294,6 +309,7 @@ impl Client {
         let mut client = Self {
             socket,
             session: Value::Null,
+            workspace: json!(workspace),
             index,
             next_id: 1,
         };
@@ -303,11 +319,22 @@ impl Client {
                 json!({"protocolVersion": 1, "clientCapabilities": {}}),
             )
             .await?;
-        let session = client
-            .call("session/new", json!({"cwd": workspace, "mcpServers": []}))
-            .await?;
-        client.session = session["sessionId"].clone();
+        client.new_session().await?;
         Ok(client)
+    }
+
+    async fn new_session(&mut self) -> anyhow::Result<()> {
+        let params = json!({"cwd": self.workspace, "mcpServers": []});
+        let session = self.call("session/new", params).await?;
+        self.session = session["sessionId"].clone();
+        Ok(())
+    }
+
+    /// Close the session (it stays stored) and start another.
+    async fn next_session(&mut self) -> anyhow::Result<()> {
+        self.call("session/close", json!({"sessionId": self.session}))
+            .await?;
+        self.new_session().await
     }
 
     /// Prompt about every `every`, spread over the period, until `stop`.
@@ -316,7 +343,9 @@ impl Client {
         tally: Arc<Tally>,
         stop: tokio_util::sync::CancellationToken,
         every: Duration,
+        turns_per_session: Option<u64>,
     ) {
+        let mut turns_in_session = 0;
         let offset = every.mul_f64((self.index % 997) as f64 / 997.0);
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset, every);
         loop {
@@ -338,6 +367,15 @@ impl Client {
                     }
                 },
             }
+            if turns_per_session == Some(turns_in_session) {
+                turns_in_session = 0;
+                if let Err(error) = self.next_session().await {
+                    eprintln!("soak: could not start another session: {error:#}");
+                    tally.failures.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+            turns_in_session += 1;
             tally.turns_started.fetch_add(1, Ordering::Relaxed);
             let prompt =
                 json!({"sessionId": self.session, "prompt": [{"type": "text", "text": "soak"}]});

@@ -280,6 +280,10 @@ fn seconds(seconds: f64, flag: &str) -> Result<Duration, UsageError> {
 
 /// Run the command line and say how it went.
 pub fn main() -> ExitCode {
+    // TLS (model providers, wss:// servers) uses ring. Installed before
+    // anything can need it; when a build links a second provider (tests do),
+    // this keeps the choice the same.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match parse_command_line() {
         Ok(cli) => cli,
         Err(error) => {

@@ -18,7 +18,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -51,12 +51,9 @@ const FRAME_DEADLINE: Duration = Duration::from_secs(10);
 /// a few seconds of the ordinary `cargo test`.
 const DEFAULT_CASES: u64 = 400;
 
-/// Connections one in-process server serves before a fresh one takes its
-/// place. The store's write-ahead log is not reset while writes keep coming,
-/// so a single store would take tens of gigabytes of disk over a million
-/// connections; what is under test here is the frames, not the store's
-/// endurance.
-const ROUND_CASES: u64 = 25_000;
+/// How often the size of the store's write-ahead log is looked at while the
+/// in-process run writes to it.
+const LOG_WATCH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Connections the WebSocket run opens unless `PUNIE_FUZZ_SOCKET_CASES` says otherwise.
 const DEFAULT_SOCKET_CASES: u64 = 24;
@@ -1076,7 +1073,7 @@ fn fuzz(
 fn every_frame_is_answered_well_or_not_at_all_and_the_connection_goes_on() {
     count_panics();
     let cases = env_number("PUNIE_FUZZ_CASES", DEFAULT_CASES);
-    let workers = workers().min(cases.clamp(1, ROUND_CASES));
+    let workers = workers().min(cases.max(1));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1085,44 +1082,56 @@ fn every_frame_is_answered_well_or_not_at_all_and_the_connection_goes_on() {
     let tally = Mutex::new(Tally::default());
     let started = Instant::now();
     let panics_before = PANICS.load(Ordering::SeqCst);
-    let mut failures = Vec::new();
-    let mut shutdowns = Vec::new();
-    let mut done = 0;
-    while done < cases && failures.is_empty() {
-        let round = ROUND_CASES.min(cases - done);
-        done += round;
-        let agent = {
-            let _entered = runtime.enter();
-            Agent::start()
-        };
-        failures = std::thread::scope(|scope| {
-            let running: Vec<_> = (0..workers)
-                .map(|worker| {
-                    let share = round / workers + u64::from(worker < round % workers);
-                    let (agent, tally) = (&agent, &tally);
-                    scope.spawn(move || {
-                        fuzz(agent, handle, share, tally)
-                            .map(|failure| format!("worker {worker}: {failure}"))
-                    })
-                })
-                .collect();
-            running
-                .into_iter()
-                .filter_map(|worker| worker.join().expect("the worker does not panic"))
-                .collect()
+    // One server and one store for the whole run, however long: the store's
+    // log must stay bounded under it.
+    let agent = {
+        let _entered = runtime.enter();
+        Agent::start()
+    };
+    let log = agent.home.path().join("punie.db-wal");
+    let fuzzing = AtomicBool::new(true);
+    let (failures, largest_log): (Vec<String>, u64) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut largest = 0;
+            while fuzzing.load(Ordering::SeqCst) {
+                largest = largest.max(std::fs::metadata(&log).map_or(0, |file| file.len()));
+                std::thread::sleep(LOG_WATCH_INTERVAL);
+            }
+            largest
         });
-        shutdowns.push(handle.block_on(async {
-            agent.hub.shutdown.cancel();
-            tokio::time::timeout(FRAME_DEADLINE, agent.hub.connections_ended()).await
-        }));
-        agent.hub.sessions.store().close();
-    }
+        let running: Vec<_> = (0..workers)
+            .map(|worker| {
+                let share = cases / workers + u64::from(worker < cases % workers);
+                let (agent, tally) = (&agent, &tally);
+                scope.spawn(move || {
+                    fuzz(agent, handle, share, tally)
+                        .map(|failure| format!("worker {worker}: {failure}"))
+                })
+            })
+            .collect();
+        let failures = running
+            .into_iter()
+            .filter_map(|worker| worker.join().expect("the worker does not panic"))
+            .collect();
+        fuzzing.store(false, Ordering::SeqCst);
+        (
+            failures,
+            watcher.join().expect("the watcher does not panic"),
+        )
+    });
+    let shutdown = handle.block_on(async {
+        agent.hub.shutdown.cancel();
+        tokio::time::timeout(FRAME_DEADLINE, agent.hub.connections_ended()).await
+    });
+    agent.hub.sessions.store().close();
     let elapsed = started.elapsed();
-    let shutdown: Result<Vec<()>, _> = shutdowns.into_iter().collect();
     let tally = tally.into_inner().unwrap();
+    let database =
+        std::fs::metadata(agent.home.path().join("punie.db")).map_or(0, |file| file.len());
     eprintln!(
         "hostile input: {cases} connections, {} frames, {workers} at a time, in {:.1} s ({:.0} frames/s); \
-         answers: {} results, {} turns, errors by code {:?}; {} messages from the agent",
+         answers: {} results, {} turns, errors by code {:?}; {} messages from the agent; \
+         one store: database {:.1} MiB, its log at most {:.1} MiB",
         tally.frames,
         elapsed.as_secs_f64(),
         tally.frames as f64 / elapsed.as_secs_f64(),
@@ -1130,6 +1139,8 @@ fn every_frame_is_answered_well_or_not_at_all_and_the_connection_goes_on() {
         tally.turns,
         tally.errors,
         tally.from_agent,
+        database as f64 / 1048576.0,
+        largest_log as f64 / 1048576.0,
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert_eq!(

@@ -103,9 +103,8 @@ impl Target {
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_MESSAGE_BYTES));
-        let handshake = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
-        match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
-            Ok(Ok((socket, _))) => Ok(socket),
+        match tokio::time::timeout(CONNECT_TIMEOUT, handshake(request, config)).await {
+            Ok(Ok(socket)) => Ok(socket),
             Ok(Err(error)) => Err(ConnectError {
                 // It answered, but refused: a server is there.
                 answered: matches!(error, tokio_tungstenite::tungstenite::Error::Http(_)),
@@ -130,6 +129,36 @@ impl Target {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed).await;
         Ok(outcome)
     }
+}
+
+/// The WebSocket handshake. A plain `ws://` connection is opened here rather
+/// than by the TLS-capable connector, which would bring its TLS code into
+/// every client's start: a client's memory is mostly the pages of the binary
+/// it touches.
+async fn handshake(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    config: WebSocketConfig,
+) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, tokio_tungstenite::tungstenite::Error> {
+    let uri = request.uri();
+    if uri.scheme_str() != Some("ws") {
+        return tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+            .await
+            .map(|(socket, _)| socket);
+    }
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let stream = TcpStream::connect((host, uri.port_u16().unwrap_or(80))).await?;
+    stream.set_nodelay(true)?;
+    tokio_tungstenite::client_async_with_config(
+        request,
+        MaybeTlsStream::Plain(stream),
+        Some(config),
+    )
+    .await
+    .map(|(socket, _)| socket)
 }
 
 /// `initialize` as Punie's clients send it: protocol v1, naming the client.

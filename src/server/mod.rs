@@ -174,7 +174,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             }
         }
     }
+    let closing = Instant::now();
     store.close();
+    tracing::info!("the session store closed in {:?}", closing.elapsed());
     record.remove(&server_file)?;
     Ok(())
 }

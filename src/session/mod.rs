@@ -188,7 +188,7 @@ impl Session {
         if let Some(history) = self.lock().history.clone() {
             return Ok(history);
         }
-        let entries = self.store.history(&self.id.0).await?;
+        let entries = self.store.messages(&self.id.0).await?;
         let history = Arc::new(history::conversation(&entries));
         let mut state = self.lock();
         Ok(state.history.get_or_insert(history).clone())

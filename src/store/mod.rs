@@ -399,12 +399,30 @@ impl Store {
 
     /// Every entry of one session's history, oldest first.
     pub async fn history(&self, session: &str) -> Result<Vec<Entry>, StoreError> {
+        self.entries(session, None).await
+    }
+
+    /// Only the entries of `session` that are messages of the conversation,
+    /// oldest first: what a prompt needs, without the updates clients were
+    /// sent, which are most of a history and of no use to the model.
+    pub async fn messages(&self, session: &str) -> Result<Vec<Entry>, StoreError> {
+        self.entries(session, Some(EntryKind::Message)).await
+    }
+
+    /// The entries of `session`, oldest first: all, or those of one kind.
+    async fn entries(
+        &self,
+        session: &str,
+        only: Option<EntryKind>,
+    ) -> Result<Vec<Entry>, StoreError> {
         let session = session.to_owned();
         self.read(move |connection| {
             let mut statement = connection.prepare_cached(
-                "SELECT seq, kind, body FROM entries WHERE session_id = ?1 ORDER BY seq",
+                "SELECT seq, kind, body FROM entries \
+                 WHERE session_id = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY seq",
             )?;
-            let rows = statement.query_map([&session], |row| {
+            let only = only.map(EntryKind::code);
+            let rows = statement.query_map(params![session, only], |row| {
                 Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get(2)?))
             })?;
             let mut entries = Vec::new();
@@ -1152,6 +1170,30 @@ mod tests {
         assert!(history.windows(2).all(|pair| pair[0].seq < pair[1].seq));
         assert_eq!(history[7].body, "7");
         assert_eq!(history[100].kind, EntryKind::Message);
+    }
+
+    #[tokio::test]
+    async fn a_conversation_is_read_without_the_updates_around_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("punie.db")).unwrap();
+        store.create_session(row("a", "/w"));
+        store.create_session(row("b", "/w"));
+        for n in 0..10 {
+            store.append("a", EntryKind::Update, format!("update {n}"), None);
+            store.append("a", EntryKind::Message, format!("message {n}"), None);
+            store.append("b", EntryKind::Message, format!("other {n}"), None);
+        }
+        store.append("a", EntryKind::TurnEnded, "{}".into(), None);
+        store.flush().await;
+        let messages = store.messages("a").await.unwrap();
+        let bodies: Vec<&str> = messages.iter().map(|entry| entry.body.as_str()).collect();
+        let expected: Vec<String> = (0..10).map(|n| format!("message {n}")).collect();
+        assert_eq!(bodies, expected);
+        assert!(
+            messages
+                .iter()
+                .all(|entry| entry.kind == EntryKind::Message)
+        );
     }
 
     #[tokio::test]
