@@ -161,6 +161,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         signal = signals.next() => {
             tracing::info!("{signal} received: shutting down");
             shutdown.cancel();
+            store.checkpoint_soon();
             let stopping = Instant::now();
             let drained = async {
                 let _ = served.await;

@@ -201,6 +201,9 @@ struct Inner {
     /// everything queued could be written.
     refused: Arc<Mutex<Option<String>>>,
     writer: Mutex<Option<mpsc::Sender<Command>>>,
+    /// Asks the checkpointer for a checkpoint now; dropped on close, so that
+    /// the checkpointer ends when the writer does.
+    checkpoint_nudge: Mutex<Option<mpsc::Sender<()>>>,
     /// The writer and the checkpointer, joined on close.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
@@ -233,6 +236,7 @@ impl Store {
             .map_err(|error| fail(&error))?;
         let (sender, commands) = mpsc::channel();
         let (nudge, nudges) = mpsc::channel();
+        let outside_nudge = nudge.clone();
         let thread_path = path.to_owned();
         let refused = Arc::new(Mutex::new(None));
         let thread_refused = refused.clone();
@@ -250,6 +254,7 @@ impl Store {
                 path: path.to_owned(),
                 refused,
                 writer: Mutex::new(Some(sender)),
+                checkpoint_nudge: Mutex::new(Some(outside_nudge)),
                 threads: Mutex::new(vec![writer_thread, checkpoint_thread]),
                 readers: Mutex::new(readers),
                 read_slots: Arc::new(tokio::sync::Semaphore::new(IDLE_READERS)),
@@ -363,7 +368,16 @@ impl Store {
 
     /// Write everything queued and stop the writer. Later appends are not
     /// stored, but their follow-ups still run.
+    /// Start a checkpoint now, beside whatever else runs: at shutdown, so
+    /// that the last one, on close, has little left to copy.
+    pub fn checkpoint_soon(&self) {
+        if let Some(nudge) = lock(&self.inner.checkpoint_nudge).as_ref() {
+            let _ = nudge.send(());
+        }
+    }
+
     pub fn close(&self) {
+        drop(lock(&self.inner.checkpoint_nudge).take());
         drop(lock(&self.inner.writer).take());
         // The writer ends first; the checkpointer follows when it does.
         for thread in std::mem::take(&mut *lock(&self.inner.threads)) {
