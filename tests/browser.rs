@@ -348,12 +348,11 @@ async fn sessions_past_the_first_two_thousand_are_listed_on_demand() {
     }
     // Detached, they are only stored: the page learns of them by listing.
     drop(client);
-    support::within("the sessions to leave memory", async {
-        while server.health().await["sessions"] != 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    server
+        .health_until("the sessions to leave memory", |health| {
+            health["sessions"] == 0
+        })
+        .await;
     Scenario::start(
         "older",
         &mut server,

@@ -27,21 +27,6 @@ fn vanish(client: RawClient) {
     drop(client);
 }
 
-/// Poll `/health` until `done` holds for it; returns that answer.
-async fn health_until(server: &Server, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    within(what, async {
-        loop {
-            let health = server.health().await;
-            if done(&health) {
-                return health;
-            }
-            // /health has no way to wait for a change; ask again shortly.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-}
-
 fn connections(health: &Value) -> u64 {
     health["connections"].as_u64().expect("a connection count")
 }
@@ -192,18 +177,18 @@ async fn a_client_reset_mid_turn_harms_no_one_and_its_turn_is_seen_through() {
     );
     drop(newcomer);
 
-    health_until(
-        &server,
-        "the vanished connections to be counted out",
-        |health| connections(health) == baseline + 1,
-    )
-    .await;
+    server
+        .health_until("the vanished connections to be counted out", |health| {
+            connections(health) == baseline + 1
+        })
+        .await;
     // The two orphaned turns end (the steady client keeps its session in
     // memory): one cancelled for want of anyone to ask, one to its end.
-    health_until(&server, "the orphaned turns to end", |health| {
-        health["sessions"] == 1
-    })
-    .await;
+    server
+        .health_until("the orphaned turns to end", |health| {
+            health["sessions"] == 1
+        })
+        .await;
     let database = database(&server.home);
     let ended = turn_end(&database, &waiting_session).expect("the waiting turn ended");
     assert_eq!(ended["stopReason"], "cancelled", "{ended}");
@@ -257,15 +242,16 @@ async fn a_bridge_killed_mid_turn_leaves_the_server_serving_and_the_session_stor
         Some(Signal::SIGKILL as i32)
     );
 
-    health_until(
-        &server,
-        "the bridge's connection to be counted out",
-        |health| connections(health) == baseline,
-    )
-    .await;
+    server
+        .health_until("the bridge's connection to be counted out", |health| {
+            connections(health) == baseline
+        })
+        .await;
     // The turn goes on without its client, to its end; then the session,
     // with no one attached, leaves memory and lives on in the store.
-    health_until(&server, "the turn to end", |health| health["sessions"] == 0).await;
+    server
+        .health_until("the turn to end", |health| health["sessions"] == 0)
+        .await;
     let ended = turn_end(&database(&server.home), &session).expect("the turn ended");
     assert_eq!(ended["stopReason"], "end_turn", "{ended}");
 
@@ -789,16 +775,16 @@ async fn a_thousand_clients_coming_and_going_do_not_disturb_the_steady_ones() {
         assert!(turns >= 1);
         steady.push(client);
     }
-    health_until(
-        &server,
-        "the flood's connections to be counted out",
-        |health| health["connections"] == baseline["connections"],
-    )
-    .await;
-    health_until(&server, "the flood's turns to end", |health| {
-        health["sessions"] == baseline["sessions"]
-    })
-    .await;
+    server
+        .health_until("the flood's connections to be counted out", |health| {
+            health["connections"] == baseline["connections"]
+        })
+        .await;
+    server
+        .health_until("the flood's turns to end", |health| {
+            health["sessions"] == baseline["sessions"]
+        })
+        .await;
     drop(steady);
     let stored: i64 = rusqlite::Connection::open(database(&server.home))
         .and_then(|db| db.query_row("SELECT count(*) FROM sessions", [], |row| row.get(0)))

@@ -241,14 +241,7 @@ impl HttpProfileClient {
     async fn initialize(server: &Server) -> Self {
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let url = server.http_url("/acp");
-        let response = http
-            .post(&url)
-            .bearer_auth(&server.token)
-            .header("Accept", "application/json, text/event-stream")
-            .json(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": 1}}))
-            .send()
-            .await
-            .unwrap();
+        let response = server.http_profile_initialize().await;
         assert_eq!(response.status(), 200);
         let connection_id = response.headers()["acp-connection-id"]
             .to_str()

@@ -116,12 +116,11 @@ async fn a_silent_client_is_dropped_and_its_session_stays() {
     let session = silent.new_session(&workspace).await;
     // Not reading means not answering pings either.
     server.wait_for_log("no pong or message for").await;
-    within("the connection to be gone", async {
-        while server.health().await["connections"] != 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    server
+        .health_until("the connection to be gone", |health| {
+            health["connections"] == 0
+        })
+        .await;
     let mut back = server.initialized().await;
     let loaded = back
         .request(
@@ -166,12 +165,11 @@ async fn a_silent_client_is_dropped_even_while_a_write_to_it_is_stuck() {
             .await;
     }
     server.wait_for_log("no pong or message for").await;
-    within("the stuck connection to be gone", async {
-        while server.health().await["connections"] != 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    server
+        .health_until("the stuck connection to be gone", |health| {
+            health["connections"] == 0
+        })
+        .await;
     still_serves(&server).await;
 }
 
@@ -276,21 +274,6 @@ async fn a_permission_request_waits_for_the_person_past_the_timeout_and_can_be_c
     assert!(!server.home.workspace().join("a.txt").exists());
 }
 
-/// Open a connection of the HTTP/SSE profile; its `Acp-Connection-Id`.
-async fn http_profile_initialize(server: &Server) -> reqwest::Response {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("an HTTP client")
-        .post(server.http_url("/acp"))
-        .bearer_auth(&server.token)
-        .header("Accept", "application/json, text/event-stream")
-        .json(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": 1}}))
-        .send()
-        .await
-        .expect("the initialize POST is answered")
-}
-
 fn connection_id_of(response: &reqwest::Response) -> String {
     response.headers()["acp-connection-id"]
         .to_str()
@@ -302,7 +285,7 @@ fn connection_id_of(response: &reqwest::Response) -> String {
 async fn both_doors_share_the_most_connections_and_a_held_connection_keeps_working() {
     let server = server_with(&["--max-connections", "1"]).await;
     let auth = format!("Bearer {}", server.token);
-    let opened = http_profile_initialize(&server).await;
+    let opened = server.http_profile_initialize().await;
     assert_eq!(opened.status(), 200);
     let id = connection_id_of(&opened);
 
@@ -311,7 +294,7 @@ async fn both_doors_share_the_most_connections_and_a_held_connection_keeps_worki
         handshake_status(&server.ws_url(), &[("Authorization", &auth)]).await,
         503
     );
-    assert_eq!(http_profile_initialize(&server).await.status(), 503);
+    assert_eq!(server.http_profile_initialize().await.status(), 503);
 
     // The connection that holds it is still served.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -352,18 +335,17 @@ async fn a_silent_http_profile_connection_is_ended_and_gives_its_slot_back() {
         "0.3",
     ])
     .await;
-    let opened = http_profile_initialize(&server).await;
+    let opened = server.http_profile_initialize().await;
     assert_eq!(opened.status(), 200);
     server
         .wait_for_log("its HTTP connection sent nothing")
         .await;
-    within("the connection to be gone", async {
-        while server.health().await["connections"] != 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
-    assert_eq!(http_profile_initialize(&server).await.status(), 200);
+    server
+        .health_until("the connection to be gone", |health| {
+            health["connections"] == 0
+        })
+        .await;
+    assert_eq!(server.http_profile_initialize().await.status(), 200);
 }
 
 /// A home whose settings file holds `settings`.

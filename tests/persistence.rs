@@ -289,6 +289,8 @@ async fn a_turn_nobody_can_answer_ends_cancelled_and_the_history_says_why() {
 async fn a_connection_that_attaches_while_the_turn_waits_answers_it_and_the_turn_completes() {
     let mut server = script_server(&[]).await;
     let workspace = server.home.workspace();
+    let mut watcher = server.initialized().await;
+    watcher.request("_punie/watch", json!({})).await;
     let mut prompter = server.initialized().await;
     let session = prompter.new_session(&workspace).await;
     prompter.start_prompt(&session, "write a note").await;
@@ -323,7 +325,8 @@ async fn a_connection_that_attaches_while_the_turn_waits_answers_it_and_the_turn
         std::fs::read_to_string(workspace.join("note.txt")).unwrap(),
         "hello"
     );
-    // The turn is over: the session takes the next prompt.
+    // Once the turn is over, the session takes the next prompt.
+    within("the turn to end", until_turn_ended(&mut watcher, &session)).await;
     let answer = later.prompt(&session, "and now?").await;
     assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
 }
@@ -591,24 +594,22 @@ async fn sessions_leave_memory_when_detached_or_idle_and_stay_stored() {
         sessions.push(session);
     }
     // Attached but idle: their conversations leave memory.
-    within("idle conversations to be dropped", async {
-        while server.health().await["conversationsInMemory"] != 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    server
+        .health_until("idle conversations to be dropped", |health| {
+            health["conversationsInMemory"] == 0
+        })
+        .await;
     // And read back when the session is used again.
     let answer = client.prompt(&sessions[0], "again").await;
     assert_eq!(answer["result"]["stopReason"], "end_turn");
     assert!(client.agent_text(&sessions[0]).contains("Turn 2."));
 
     drop(client);
-    within("detached sessions to leave memory", async {
-        while server.health().await["sessions"] != 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    server
+        .health_until("detached sessions to leave memory", |health| {
+            health["sessions"] == 0
+        })
+        .await;
     let mut client = server.initialized().await;
     let listed = client.request("session/list", json!({})).await;
     assert_eq!(listed["result"]["sessions"].as_array().unwrap().len(), 20);

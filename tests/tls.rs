@@ -8,10 +8,10 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{Bridge, Home, Server};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -53,23 +53,34 @@ fn tls_proxy(listener: TcpListener, server: SocketAddr, home: &Home) -> PathBuf 
     cert_file
 }
 
-#[tokio::test]
-async fn the_bridge_reaches_a_server_behind_a_tls_proxy_on_wss() {
+/// A server behind a TLS proxy that it knows by name: the server, and the
+/// proxy's `wss://` URL and certificate file.
+async fn server_behind_a_tls_proxy() -> (Server, String, PathBuf) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_port = listener.local_addr().unwrap().port();
-    let proxy_name = format!("localhost:{proxy_port}");
+    let proxy_name = format!("localhost:{}", listener.local_addr().unwrap().port());
     let server = Server::start_in(Home::new(), &["--allowed-host", &proxy_name]).await;
     let cert_file = tls_proxy(listener, server.address, &server.home);
-    let url = format!("wss://{proxy_name}/acp");
+    (server, format!("wss://{proxy_name}/acp"), cert_file)
+}
 
-    let mut bridge = Bridge::spawn_with(&server.home, &url, &server.token, |command| {
-        command.env("SSL_CERT_FILE", &cert_file);
+/// The bridge to `url`, trusting only the certificates in `trusted`, and the
+/// answer to the `initialize` it was sent.
+async fn bridge_initialized(server: &Server, url: &str, trusted: &Path) -> (Bridge, Value) {
+    let mut bridge = Bridge::spawn_with(&server.home, url, &server.token, |command| {
+        command.env("SSL_CERT_FILE", trusted);
     });
     bridge
         .send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
                      "params": {"protocolVersion": 1}}))
         .await;
     let answer = bridge.response_to(1).await;
+    (bridge, answer)
+}
+
+#[tokio::test]
+async fn the_bridge_reaches_a_server_behind_a_tls_proxy_on_wss() {
+    let (server, url, cert_file) = server_behind_a_tls_proxy().await;
+    let (mut bridge, answer) = bridge_initialized(&server, &url, &cert_file).await;
     assert_eq!(answer["result"]["protocolVersion"], 1, "{answer}");
     bridge
         .send(json!({"jsonrpc": "2.0", "id": 2, "method": "session/new",
@@ -85,23 +96,11 @@ async fn the_bridge_reaches_a_server_behind_a_tls_proxy_on_wss() {
 
 #[tokio::test]
 async fn a_certificate_the_client_does_not_trust_is_refused_with_a_clear_error() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_name = format!("localhost:{}", listener.local_addr().unwrap().port());
-    let server = Server::start_in(Home::new(), &["--allowed-host", &proxy_name]).await;
-    tls_proxy(listener, server.address, &server.home);
-    let url = format!("wss://{proxy_name}/acp");
-
+    let (server, url, _) = server_behind_a_tls_proxy().await;
     // The system's store does not know the proxy's certificate.
     let empty_store = server.home.dir.path().join("empty.pem");
     std::fs::write(&empty_store, "").unwrap();
-    let mut bridge = Bridge::spawn_with(&server.home, &url, &server.token, |command| {
-        command.env("SSL_CERT_FILE", &empty_store);
-    });
-    bridge
-        .send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                     "params": {"protocolVersion": 1}}))
-        .await;
-    let answer = bridge.response_to(1).await;
+    let (mut bridge, answer) = bridge_initialized(&server, &url, &empty_store).await;
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(
         message.contains(&url) && message.to_lowercase().contains("certificate"),

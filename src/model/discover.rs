@@ -8,8 +8,11 @@
 
 use std::time::Duration;
 
+use reqwest::Url;
 use serde::Deserialize;
 
+use super::ModelError;
+use super::http;
 use super::openai::{LMSTUDIO_BASE_URL, ollama_base_url};
 
 /// How long a local server may take to list its models.
@@ -33,31 +36,29 @@ struct ListedModel {
 /// `ollama:qwen3:8b`, `lmstudio:openai/gpt-oss-20b`. `ollama_host` is the
 /// value of `OLLAMA_HOST`, read as `ollama:` models read it.
 pub async fn local_models(ollama_host: Option<&str>) -> Vec<String> {
-    let ollama = async {
-        match ollama_base_url(ollama_host) {
-            Ok(base) => listed("ollama", base.as_str()).await,
-            Err(_) => Vec::new(),
-        }
-    };
-    let lmstudio = listed("lmstudio", LMSTUDIO_BASE_URL);
+    let ollama = listed("ollama", ollama_base_url(ollama_host));
+    let lmstudio = listed(
+        "lmstudio",
+        http::parse_base_url(LMSTUDIO_BASE_URL, "the LM Studio URL"),
+    );
     let (mut models, lmstudio) = tokio::join!(ollama, lmstudio);
     models.extend(lmstudio);
     models
 }
 
 /// The models the server at `base` (…/v1) lists, as `prefix:id` specs.
-async fn listed(prefix: &str, base: &str) -> Vec<String> {
-    let Ok(client) = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(LIST_TIMEOUT)
-        .build()
-    else {
+async fn listed(prefix: &str, base: Result<Url, ModelError>) -> Vec<String> {
+    let Ok(base) = base else {
         return Vec::new();
     };
-    let url = format!("{}/models", base.trim_end_matches('/'));
+    let Ok(client) = http::client_for(&base) else {
+        return Vec::new();
+    };
+    let url = http::join(&base, "models");
     let list = async {
         client
-            .get(&url)
+            .get(url.clone())
+            .timeout(LIST_TIMEOUT)
             .send()
             .await?
             .error_for_status()?

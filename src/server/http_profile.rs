@@ -19,7 +19,7 @@ use agent_client_protocol_http::{AcpHttpServer, ServerOptions};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use futures::StreamExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -78,7 +78,7 @@ impl HttpProfile {
     /// Serve one request of the profile. `Err` when it would open a
     /// connection and the server has no slot left for one.
     pub(super) async fn serve(&self, request: Request) -> Result<Response, NoSlot> {
-        match connection_id(&request) {
+        match connection_id(request.headers()) {
             None => self.open(request).await,
             Some(id) => Ok(self.continue_connection(&id, request).await),
         }
@@ -89,7 +89,7 @@ impl HttpProfile {
     async fn open(&self, request: Request) -> Result<Response, NoSlot> {
         let slot = self.slots.clone().try_acquire_owned().map_err(|_| NoSlot)?;
         let response = self.forward(request).await;
-        if let Some(id) = connection_id_of(&response) {
+        if let Some(id) = connection_id(response.headers()) {
             self.lock().insert(
                 id,
                 Tracked {
@@ -122,8 +122,8 @@ impl HttpProfile {
     }
 
     /// End the connections that have sent nothing for `timeout` and hold no
-    /// event stream open; their slots come back. How many were ended.
-    pub(super) async fn end_silent(&self, timeout: Duration) -> usize {
+    /// event stream open; their slots come back.
+    pub(super) async fn end_silent(&self, timeout: Duration) {
         let silent: Vec<String> = {
             let mut connections = self.lock();
             let silent: Vec<String> = connections
@@ -152,7 +152,6 @@ impl HttpProfile {
                 self.forward(request).await;
             }
         }
-        silent.len()
     }
 
     async fn forward(&self, request: Request) -> Response {
@@ -173,16 +172,10 @@ impl HttpProfile {
 #[derive(Debug)]
 pub(super) struct NoSlot;
 
-fn connection_id(request: &Request) -> Option<String> {
-    header_text(request.headers().get(CONNECTION_ID))
-}
-
-fn connection_id_of(response: &Response) -> Option<String> {
-    header_text(response.headers().get(CONNECTION_ID))
-}
-
-fn header_text(value: Option<&axum::http::HeaderValue>) -> Option<String> {
-    value
+/// The connection a request names, or a response to `initialize` opened.
+fn connection_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CONNECTION_ID)
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned)
 }

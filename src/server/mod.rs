@@ -217,17 +217,30 @@ async fn evict_idle_sessions(hub: Arc<AgentHub>) {
     // twice per timeout drops a conversation within 1.5 timeouts of its turn.
     let every =
         (hub.sessions.idle_timeout() / 2).clamp(Duration::from_millis(10), EVICTION_INTERVAL);
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = hub.shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    until_shutdown(every, hub.shutdown.clone(), || {
         let evicted = hub.sessions.evict_idle();
         if evicted > 0 {
             tracing::debug!(sessions = evicted, "dropped idle conversations from memory");
         }
+        std::future::ready(())
+    })
+    .await;
+}
+
+/// Run `work` every `period` until `shutdown`.
+async fn until_shutdown<F: Future<Output = ()>>(
+    period: Duration,
+    shutdown: CancellationToken,
+    mut work: impl FnMut() -> F,
+) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        work().await;
     }
 }
 
@@ -261,15 +274,10 @@ async fn end_silent_http_connections(
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(limits.ping_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        profile.end_silent(limits.pong_timeout).await;
-    }
+    until_shutdown(limits.ping_interval, shutdown, || {
+        profile.end_silent(limits.pong_timeout)
+    })
+    .await;
 }
 
 async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {

@@ -119,17 +119,34 @@ impl SessionPort {
         if method == "terminal/release" {
             self.owners().remove(terminal);
         }
+        self.ask(&target, &method, request).await?.ok_or_else(gone)
+    }
+
+    /// Send `request` to `target` and wait for the answer as long as
+    /// `method` allows, or until the turn is cancelled. `None` when `target`
+    /// went away before it answered; it is detached.
+    async fn ask<R>(
+        &self,
+        target: &ClientHandle,
+        method: &str,
+        request: R,
+    ) -> Result<Option<R::Response>, Error>
+    where
+        R: JsonRpcRequest + Send + 'static,
+        R::Response: Send + 'static,
+    {
         let answer = target.cx.send_request(request).block_task();
         let answer = tokio::select! {
-            answer = self.patient(&method, answer) => answer,
+            answer = self.patient(method, answer) => answer,
             () = self.cancel.cancelled() => return Err(cancelled()),
         };
         match answer {
-            Err(error) if has_gone(&error, &target) => {
+            Ok(response) => Ok(Some(response)),
+            Err(error) if has_gone(&error, target) => {
                 self.session.attachments.detach(target.connection);
-                Err(gone())
+                Ok(None)
             }
-            answer => answer,
+            Err(error) => Err(error),
         }
     }
 
@@ -203,26 +220,16 @@ impl ClientPort for SessionPort {
                 self.session
                     .set_activity(super::Activity::WaitingForPermission);
             }
-            let answer = target.cx.send_request(request.clone()).block_task();
-            let answer = tokio::select! {
-                answer = self.patient(&method, answer) => answer,
-                () = self.cancel.cancelled() => return Err(cancelled()),
-            };
-            if asks_the_person {
+            let answer = self.ask(&target, &method, request.clone()).await;
+            if asks_the_person && !self.cancel.is_cancelled() {
                 self.session.set_activity(super::Activity::Running);
             }
-            match answer {
-                Ok(response) => {
-                    if method == "terminal/create" {
-                        self.remember_terminal(&method, &response, target.connection);
-                    }
-                    return Ok(response);
+            // `None`: the connection went away before it answered; ask another.
+            if let Some(response) = answer? {
+                if method == "terminal/create" {
+                    self.remember_terminal(&method, &response, target.connection);
                 }
-                // The connection went away before it answered: ask another.
-                Err(error) if has_gone(&error, &target) => {
-                    self.session.attachments.detach(target.connection);
-                }
-                Err(error) => return Err(error),
+                return Ok(response);
             }
         }
     }

@@ -366,8 +366,6 @@ impl Store {
             .unwrap_or_else(|_| Err("the store stopped".to_owned()))
     }
 
-    /// Write everything queued and stop the writer. Later appends are not
-    /// stored, but their follow-ups still run.
     /// Start a checkpoint now, beside whatever else runs: at shutdown, so
     /// that the last one, on close, has little left to copy.
     pub fn checkpoint_soon(&self) {
@@ -376,6 +374,8 @@ impl Store {
         }
     }
 
+    /// Write everything queued and stop the writer. Later appends are not
+    /// stored, but their follow-ups still run.
     pub fn close(&self) {
         drop(lock(&self.inner.checkpoint_nudge).take());
         drop(lock(&self.inner.writer).take());

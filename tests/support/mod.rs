@@ -211,6 +211,38 @@ impl Server {
         response.json().await.expect("/health is JSON")
     }
 
+    /// `initialize` POSTed to the HTTP/SSE profile: the answer, whose
+    /// `Acp-Connection-Id` names the connection it opened.
+    pub async fn http_profile_initialize(&self) -> reqwest::Response {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("an HTTP client")
+            .post(self.http_url("/acp"))
+            .bearer_auth(&self.token)
+            .header("Accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                          "params": {"protocolVersion": 1}}))
+            .send()
+            .await
+            .expect("the initialize POST is answered")
+    }
+
+    /// Poll `/health` until `done` holds for it; returns that answer.
+    pub async fn health_until(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        within(what, async {
+            loop {
+                let health = self.health().await;
+                if done(&health) {
+                    return health;
+                }
+                // /health has no way to wait for a change; ask again shortly.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
     /// A raw WebSocket client at `/acp`, with the token, not yet initialized.
     pub async fn raw(&self) -> RawClient {
         RawClient::connect(&self.ws_url(), &self.token).await
