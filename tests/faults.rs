@@ -533,13 +533,232 @@ fn limit_file_size(server: &Server, bytes: u64) {
     .expect("the server's file size limit can be set");
 }
 
+/// A small tmpfs mounted over a directory for one test: a real file system
+/// that fills up and can be made read-only. Mounting needs root
+/// (CAP_SYS_ADMIN), as the test suite has on CI.
+struct Disk {
+    dir: PathBuf,
+}
+
+impl Disk {
+    fn mount(dir: &Path, size: &str) -> Self {
+        use nix::mount::{MsFlags, mount};
+        std::fs::create_dir_all(dir).expect("the mount point");
+        let options = format!("size={size},mode=0755");
+        mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .expect("a tmpfs can be mounted (these tests run as root)");
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn remount(&self, read_only: bool) {
+        use nix::mount::{MsFlags, mount};
+        let mut flags = MsFlags::MS_REMOUNT;
+        if read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount(None::<&str>, &self.dir, None::<&str>, flags, None::<&str>)
+            .expect("the tmpfs can be remounted");
+    }
+
+    /// Write a file until the disk refuses: no room is left for anyone.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.dir.join("filler");
+        let mut file = std::fs::File::create(&path).expect("the filler file");
+        let block = vec![0_u8; 4096];
+        loop {
+            match file.write_all(&block) {
+                Ok(()) => {}
+                Err(error) if error.raw_os_error() == Some(nix::libc::ENOSPC) => return path,
+                Err(error) => panic!("filling the disk: {error}"),
+            }
+        }
+    }
+}
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        // Detached, so that a server still holding files does not keep it.
+        let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// The message of a prompt refused because the store cannot be written.
+fn assert_refused_for_the_store(answer: &Value, database: &Path, problem: &str) {
+    assert_eq!(answer["error"]["code"], -32603, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("session/prompt: "), "{message}");
+    assert!(
+        message.contains(&database.display().to_string()),
+        "names the store: {message}"
+    );
+    assert!(message.contains(problem), "says what: {message}");
+    assert!(
+        message.contains("free disk space or make it writable"),
+        "says what to do: {message}"
+    );
+}
+
 #[tokio::test]
-async fn a_store_that_cannot_be_written_refuses_new_work_clearly_and_recovers_losing_nothing() {
-    // A full or read-only disk cannot be made without privileges, and root
-    // (as in CI) writes through any file mode. A file size limit binds every
-    // process, root too: at 0, every write to a file fails, as on a disk that
-    // is full or read-only. Its signal, SIGXFSZ, kills a process by default;
-    // the server must outlive it.
+async fn a_full_disk_refuses_new_turns_clearly_and_once_freed_the_store_has_every_turn() {
+    let home = Home::new();
+    let database = database(&home);
+    let disk = Disk::mount(database.parent().expect("a data directory"), "1m");
+    let mut server = Server::start_in(home, &[]).await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    client.prompt(&session, "before").await;
+
+    let filler = disk.fill();
+    // The log the store writes to may have room left from before, so turns
+    // are admitted until the store has met the full disk.
+    let mut admitted = vec!["before".to_owned()];
+    let refusal = loop {
+        let prompt = format!("full {}", admitted.len());
+        let answer = client.prompt(&session, &prompt).await;
+        if answer.get("error").is_some() {
+            break answer;
+        }
+        assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+        assert!(
+            client.agent_text(&session).ends_with(&format!(
+                "You said: \"{prompt}\". Before that you said: \"{}\".",
+                admitted.last().map_or("", String::as_str)
+            )),
+            "a turn admitted runs to its end: {}",
+            client.agent_text(&session)
+        );
+        admitted.push(prompt);
+        assert!(admitted.len() < 50, "the store never met the full disk");
+    };
+    assert_refused_for_the_store(&refusal, &database, "the disk is full");
+    server
+        .wait_for_log("cannot write to the session store")
+        .await;
+    let listed = client.request("session/list", json!({})).await;
+    assert_eq!(
+        listed["result"]["sessions"][0]["sessionId"],
+        session.as_str(),
+        "what is stored can still be read: {listed}"
+    );
+
+    std::fs::remove_file(filler).expect("room again");
+    server
+        .wait_for_log("the session store is writable again")
+        .await;
+    let mut loader = server.initialized().await;
+    let replay = load(&mut loader, &session, &workspace).await;
+    assert_eq!(
+        text_of(&updates(&replay, "user_message_chunk")),
+        admitted.concat(),
+        "every turn a client saw is stored"
+    );
+    let answer = client.prompt(&session, "after").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let last = admitted.last().map_or("", String::as_str);
+    assert!(
+        client
+            .agent_text(&session)
+            .ends_with(&format!("Before that you said: \"{last}\".")),
+        "{}",
+        client.agent_text(&session)
+    );
+    assert_no_panic(&server);
+}
+
+#[tokio::test]
+async fn a_store_on_a_read_only_disk_is_served_for_reading_until_it_can_be_written() {
+    let home = Home::new();
+    let database = database(&home);
+    let disk = Disk::mount(database.parent().expect("a data directory"), "4m");
+    let mut server = Server::start_in(home, &[]).await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    client.prompt(&session, "before").await;
+    server.signal(Signal::SIGTERM);
+    assert!(server.exit_status().await.success());
+    // As SQLite leaves a database whose last connection closed: no log, and
+    // none of the shared memory a reader would otherwise need to create.
+    for suffix in ["-wal", "-shm"] {
+        let mut path = database.clone().into_os_string();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        if let Ok(metadata) = std::fs::metadata(&path) {
+            if suffix == "-wal" {
+                assert_eq!(metadata.len(), 0, "a clean stop leaves an empty log");
+            }
+            std::fs::remove_file(path).expect("the file can be removed");
+        }
+    }
+    disk.remount(true);
+
+    let mut server = Server::start_in(server.home, &[]).await;
+    server
+        .wait_for_log("is read-only (its file system is mounted read-only): sessions can be listed and loaded, but prompts are refused")
+        .await;
+    let mut client = server.initialized().await;
+    let listed = client.request("session/list", json!({})).await;
+    assert_eq!(
+        listed["result"]["sessions"][0]["sessionId"],
+        session.as_str(),
+        "{listed}"
+    );
+    let replay = load(&mut client, &session, &workspace).await;
+    assert_eq!(
+        agent_text(&replay),
+        "Turn 1. You said: \"before\". That is the first thing you said."
+    );
+    let refused = client.prompt(&session, "while read-only").await;
+    assert_refused_for_the_store(&refused, &database, "it is read-only");
+    let during = client.new_session(&workspace).await;
+    let refused = client.prompt(&during, "first").await;
+    assert_refused_for_the_store(&refused, &database, "it is read-only");
+    assert_eq!(server.health().await["status"], "ok");
+
+    disk.remount(false);
+    server
+        .wait_for_log("the session store is writable again")
+        .await;
+    let answer = client.prompt(&session, "after").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert!(
+        client
+            .agent_text(&session)
+            .ends_with("Turn 2. You said: \"after\". Before that you said: \"before\"."),
+        "{}",
+        client.agent_text(&session)
+    );
+    let mut other = server.initialized().await;
+    let replay = load(&mut other, &session, &workspace).await;
+    assert_eq!(
+        text_of(&updates(&replay, "user_message_chunk")),
+        "beforeafter",
+        "what is written once the store can be is read back"
+    );
+    let listed = other.request("session/list", json!({})).await;
+    assert_eq!(
+        listed["result"]["sessions"].as_array().map(Vec::len),
+        Some(2),
+        "the session made while the store could only be read is stored: {listed}"
+    );
+    assert_no_panic(&server);
+}
+
+#[tokio::test]
+async fn a_store_past_the_file_size_limit_refuses_new_work_clearly_and_recovers_losing_nothing() {
+    // A file size limit makes every write to a file fail (EFBIG), root's
+    // too, and its signal, SIGXFSZ, kills a process by default: the server
+    // must outlive it, and then behave as on a full disk.
     let home = Home::new();
     let mut command = home.command();
     command.args(["serve", "--port", "0"]);
@@ -577,15 +796,7 @@ async fn a_store_that_cannot_be_written_refuses_new_work_clearly_and_recovers_lo
         client.prompt(&session, "more").await,
         other.prompt(&during, "first").await,
     ] {
-        assert_eq!(answer["error"]["code"], -32603, "{answer}");
-        let message = answer["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.starts_with("session/prompt: "), "{message}");
-        assert!(message.contains(&shown), "names the store: {message}");
-        assert!(message.contains("cannot write"), "says what: {message}");
-        assert!(
-            message.contains("free disk space"),
-            "says what to do: {message}"
-        );
+        assert_refused_for_the_store(&answer, &database, "cannot write");
     }
     // …while what is stored can still be read.
     let listed = other.request("session/list", json!({})).await;

@@ -12,7 +12,9 @@
 //! When the disk refuses a write (full, read-only, failing), the writer keeps
 //! what it could not write, in order, and tries again every second; clients
 //! still get their updates meanwhile. Until it succeeds, [`Store::writable`]
-//! fails, so that no new turn starts on the belief that it is saved.
+//! fails, so that no new turn starts on the belief that it is saved. A
+//! database the disk lets Punie read but not write is opened for reading, and
+//! for writing once the disk allows it.
 //!
 //! The store knows sessions as rows and history as opaque JSON entries; what
 //! an entry means (an ACP update, a model message) is [`crate::session`]'s
@@ -189,6 +191,22 @@ enum Command {
     },
 }
 
+/// The pooled read connections.
+struct Readers {
+    idle: Vec<Connection>,
+    /// Whether they read the database as a file nobody writes: see
+    /// [`read_only_way_in`]. Replaced once the store can be written again.
+    immutable: bool,
+}
+
+/// The writer's connection.
+enum WriterConnection {
+    Writing(Connection),
+    /// The disk lets Punie only read the database: writes are refused (and
+    /// held) until it can be opened for writing. Reads still run here.
+    Reading(Connection),
+}
+
 /// The store of one server. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -206,39 +224,58 @@ struct Inner {
     checkpoint_nudge: Mutex<Option<mpsc::Sender<()>>>,
     /// The writer and the checkpointer, joined on close.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Readers>,
     /// One permit per pooled read connection.
     read_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Store {
     /// Open (creating if need be) the database at `path`, bring its schema up
-    /// to date, and start the writer.
+    /// to date, and start the writer. A database the disk lets Punie read but
+    /// not write is opened for reading: sessions can be listed and loaded, new
+    /// prompts are refused, and the writer tries again to open it for writing
+    /// every [`RETRY_INTERVAL`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let fail = |error: &(dyn std::error::Error + 'static)| StoreError::from_error(path, error);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|error| fail(&error))?;
         }
-        let mut writer =
-            open_connection(path, OpenFlags::default()).map_err(|error| fail(&error))?;
-        schema::migrate(&mut writer).map_err(|error| fail(&*error))?;
-        // Checkpoints copy the log into the database and sync it: slow, and
-        // never on the path between a model's token and the client.
-        writer
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(|error| fail(&error))?;
-        let checkpointer =
-            open_connection(path, OpenFlags::default()).map_err(|error| fail(&error))?;
-        // Opened now, so the server's open files do not creep up with its first reads.
+        let (writer, read_only) = match open_writer(path) {
+            Ok(writer) => (WriterConnection::Writing(writer), None),
+            Err(error) => match why_read_only(path) {
+                Some(reason) => {
+                    let immutable = read_only_way_in(path).map_err(|error| fail(&*error))?;
+                    let reader = open_reader(path, immutable).map_err(|error| fail(&error))?;
+                    (WriterConnection::Reading(reader), Some((reason, immutable)))
+                }
+                None => return Err(fail(&*error)),
+            },
+        };
+        // Opened now, so the server's open files do not creep up with its
+        // first reads. A read-only store has none to spare.
+        let checkpointer = match read_only {
+            None => {
+                Some(open_connection(path, OpenFlags::default()).map_err(|error| fail(&error))?)
+            }
+            Some(_) => None,
+        };
+        let immutable = read_only.is_some_and(|(_, immutable)| immutable);
         let readers = (0..IDLE_READERS)
-            .map(|_| open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY))
+            .map(|_| open_reader(path, immutable))
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|error| fail(&error))?;
+        let refused = Arc::new(Mutex::new(read_only.map(|(reason, _)| {
+            tracing::error!(
+                "the session store at {} is read-only ({reason}): sessions can be listed and loaded, but prompts are refused until it can be written (the server tries again every {}s)",
+                path.display(),
+                RETRY_INTERVAL.as_secs()
+            );
+            describe(&read_only_error())
+        })));
         let (sender, commands) = mpsc::channel();
         let (nudge, nudges) = mpsc::channel();
         let outside_nudge = nudge.clone();
         let thread_path = path.to_owned();
-        let refused = Arc::new(Mutex::new(None));
         let thread_refused = refused.clone();
         let writer_thread = std::thread::Builder::new()
             .name("punie-store".into())
@@ -247,7 +284,7 @@ impl Store {
         let checkpoint_path = path.to_owned();
         let checkpoint_thread = std::thread::Builder::new()
             .name("punie-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpoint_path, &checkpointer, &nudges))
+            .spawn(move || checkpoint_loop(&checkpoint_path, checkpointer, &nudges))
             .map_err(|error| fail(&error))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -256,7 +293,10 @@ impl Store {
                 writer: Mutex::new(Some(sender)),
                 checkpoint_nudge: Mutex::new(Some(outside_nudge)),
                 threads: Mutex::new(vec![writer_thread, checkpoint_thread]),
-                readers: Mutex::new(readers),
+                readers: Mutex::new(Readers {
+                    idle: readers,
+                    immutable,
+                }),
                 read_slots: Arc::new(tokio::sync::Semaphore::new(IDLE_READERS)),
             }),
         })
@@ -497,12 +537,25 @@ impl Store {
         let inner = self.inner.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let connection = match lock(&inner.readers).pop() {
+            let (idle, immutable) = {
+                let mut readers = lock(&inner.readers);
+                // Once written, the file is no longer what immutable
+                // connections took it for.
+                if readers.immutable && lock(&inner.refused).is_none() {
+                    readers.idle.clear();
+                    readers.immutable = false;
+                }
+                (readers.idle.pop(), readers.immutable)
+            };
+            let connection = match idle {
                 Some(connection) => connection,
-                None => open_connection(&inner.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+                None => open_reader(&inner.path, immutable)?,
             };
             let result = read(&connection);
-            lock(&inner.readers).push(connection);
+            let mut readers = lock(&inner.readers);
+            if readers.immutable == immutable {
+                readers.idle.push(connection);
+            }
             result
         })
         .await;
@@ -563,6 +616,92 @@ fn list_sessions(
     Ok(SessionRows { rows, next })
 }
 
+/// The writer's connection, with the schema brought up to date.
+fn open_writer(path: &Path) -> Result<Connection, Box<dyn std::error::Error + Send + Sync>> {
+    let mut connection = open_connection(path, OpenFlags::default())?;
+    // SQLite opens a file it may not write for reading, without a word.
+    if connection.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(read_only_error().into());
+    }
+    schema::migrate(&mut connection)?;
+    // Checkpoints copy the log into the database and sync it: slow, and
+    // never on the path between a model's token and the client.
+    connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(connection)
+}
+
+/// Why the database at `path` can be read but not written, if that is why
+/// it could not be opened for writing.
+fn why_read_only(path: &Path) -> Option<&'static str> {
+    let error = std::fs::OpenOptions::new().write(true).open(path).err()?;
+    match error.kind() {
+        std::io::ErrorKind::ReadOnlyFilesystem => Some("its file system is mounted read-only"),
+        std::io::ErrorKind::PermissionDenied => Some("Punie may not write to the file"),
+        _ => None,
+    }
+}
+
+/// How a database that cannot be written is read: `false` as usual, `true`
+/// as an immutable file. SQLite reads a WAL database through a shared-memory
+/// file beside it, which it cannot create on a read-only disk; when that file
+/// is missing and the log is empty (as after a clean stop), nothing is
+/// missed by reading the database file alone.
+fn read_only_way_in(path: &Path) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    // Opening is lazy: the first read tells whether the way in works.
+    let (immutable, connection) = match open_reader(path, false).and_then(|reader| {
+        reader.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+        Ok(reader)
+    }) {
+        Ok(reader) => (false, reader),
+        Err(error) if log_is_empty(path) => {
+            tracing::debug!("reading the session store as an immutable file: {error}");
+            (true, open_reader(path, true)?)
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if !schema::is_current(&connection)? {
+        return Err("it is read-only, and its schema is not the one this version of Punie reads; make it writable so that it can be brought up to date".into());
+    }
+    Ok(immutable)
+}
+
+fn log_is_empty(path: &Path) -> bool {
+    let mut log = path.as_os_str().to_owned();
+    log.push("-wal");
+    std::fs::metadata(log).map_or(true, |log| log.len() == 0)
+}
+
+/// What SQLite says of a write to a database opened read-only.
+fn read_only_error() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+        None,
+    )
+}
+
+/// Path characters an SQLite URI must have escaped.
+const URI_PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+fn open_reader(path: &Path, immutable: bool) -> rusqlite::Result<Connection> {
+    if !immutable {
+        return open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY);
+    }
+    use std::os::unix::ffi::OsStrExt as _;
+    let uri = format!(
+        "file:{}?immutable=1",
+        percent_encoding::percent_encode(path.as_os_str().as_bytes(), URI_PATH)
+    );
+    open_connection(
+        Path::new(&uri),
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )
+}
+
 fn open_connection(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
     let connection = Connection::open_with_flags(path, flags)?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
@@ -576,7 +715,7 @@ fn open_connection(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection
 /// before anything newer. Ends when every sender is gone.
 fn write_loop(
     path: &Path,
-    mut connection: Connection,
+    mut connection: WriterConnection,
     commands: &mpsc::Receiver<Command>,
     checkpoint: &mpsc::Sender<()>,
     refused: &Mutex<Option<String>>,
@@ -584,11 +723,13 @@ fn write_loop(
     let mut held = Held::default();
     let mut stamps = Stamps::default();
     // What `refused` says, without taking its lock for every batch.
-    let mut refusal: Option<String> = None;
+    let mut refusal: Option<String> = lock(refused).clone();
     let mut since_checkpoint = 0;
     loop {
-        // Held writes are tried again after a pause, with any time that is due.
-        let wait = if held.commands.is_empty() {
+        // Held writes, and a store that could only be read, are tried again
+        // after a pause, with any time that is due.
+        let wait = if held.commands.is_empty() && matches!(connection, WriterConnection::Writing(_))
+        {
             stamps.next_due()
         } else {
             Some(RETRY_INTERVAL)
@@ -616,13 +757,26 @@ fn write_loop(
             || batch
                 .iter()
                 .any(|command| matches!(command, Command::Barrier(_)));
+        if let WriterConnection::Reading(_) = connection
+            && let Ok(writer) = open_writer(path)
+        {
+            connection = WriterConnection::Writing(writer);
+            if held.commands.is_empty() && refusal.take().is_some() {
+                tracing::info!(store = %path.display(), "the session store is writable again");
+                *lock(refused) = None;
+            }
+        }
         if batch.is_empty() && !stamps.any_due(flush) {
             if stopping {
                 return;
             }
             continue;
         }
-        let outcome = match write_batch(&mut connection, &batch, &stamps, flush) {
+        let written = match &mut connection {
+            WriterConnection::Writing(writer) => write_batch(writer, &batch, &stamps, flush),
+            WriterConnection::Reading(_) => Err(read_only_error()),
+        };
+        let outcome = match written {
             Ok(Written { deletes, stamped }) => {
                 stamps.record(stamped, &batch);
                 held.overflowed = false;
@@ -667,8 +821,10 @@ fn write_loop(
                 Outcome::Dropped(describe(&error))
             }
         };
-        finish_batch(&connection, batch, outcome, &mut held, path);
-        if held.commands.is_empty() && refusal.take().is_some() {
+        let wrote = matches!(outcome, Outcome::Written(_));
+        let (WriterConnection::Writing(reader) | WriterConnection::Reading(reader)) = &connection;
+        finish_batch(reader, batch, outcome, &mut held, path);
+        if wrote && held.commands.is_empty() && refusal.take().is_some() {
             *lock(refused) = None;
         }
         if stopping {
@@ -692,13 +848,25 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 
 /// The checkpointer thread: copy the write-ahead log into the database now
 /// and then, without ever blocking the writer (`PASSIVE`). Ends, with a last
-/// full checkpoint, when the writer does.
-fn checkpoint_loop(path: &Path, connection: &Connection, nudges: &mpsc::Receiver<()>) {
+/// full checkpoint, when the writer does. A store that could only be read
+/// has nothing to checkpoint until it can be written.
+fn checkpoint_loop(path: &Path, mut connection: Option<Connection>, nudges: &mpsc::Receiver<()>) {
     loop {
         let last = matches!(
             nudges.recv_timeout(CHECKPOINT_INTERVAL),
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
+        if connection.is_none() {
+            connection = open_connection(path, OpenFlags::default())
+                .ok()
+                .filter(|connection| connection.is_readonly(rusqlite::MAIN_DB) == Ok(false));
+        }
+        let Some(connection) = &connection else {
+            if last {
+                return;
+            }
+            continue;
+        };
         let mode = if last { "TRUNCATE" } else { "PASSIVE" };
         match checkpoint(connection, mode) {
             // Under steady writes a passive checkpoint never finds a moment

@@ -44,6 +44,14 @@ pub fn migrate(
     Ok(())
 }
 
+/// Whether the database has exactly the schema this version reads, for a
+/// database that cannot be written and so cannot be brought up to date.
+pub fn is_current(
+    connection: &Connection,
+) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(Migrations::from_slice(MIGRATIONS).pending_migrations(connection)? == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
