@@ -407,33 +407,23 @@ async fn when_the_server_is_killed_mid_turn_its_clients_fail_and_a_restart_repla
     assert_no_panic(&server);
 }
 
-#[tokio::test]
-async fn a_model_server_that_hangs_or_breaks_mid_reply_ends_only_that_turn_with_a_clear_error() {
-    let crash = std::sync::Arc::new(tokio::sync::Notify::new());
+/// A model server's reply that goes wrong, and what the turn shows for it.
+struct ProviderFault {
+    reply: Reply,
+    /// What streams to the client before the fault.
+    partial: &'static str,
+    /// Released once `partial` has reached the client.
+    release: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// What the turn's error says.
+    says: &'static str,
+}
+
+/// A faulty reply ends only its own turn, promptly and with a clear error;
+/// what streamed before it reached the client, is stored, and is what the
+/// model is told it said; the next prompt works.
+async fn a_provider_fault_ends_only_its_turn(fault: ProviderFault) {
     let provider = FakeProvider::start([
-        // The headers, then nothing at all.
-        Reply::Stream(vec![Part::Stall]),
-        // A start, then lines that are no server-sent events, then data that
-        // is not JSON.
-        Reply::Stream(vec![
-            Part::Send(openai_delta(
-                json!({"role": "assistant", "content": "Partial answer. "}),
-            )),
-            Part::Send("this is not an event\n: nor is this\n\n".to_owned()),
-            Part::Send("data: {\"choices\": [oops\n\n".to_owned()),
-        ]),
-        // A start, then the response ends as if the reply were complete.
-        Reply::Stream(vec![Part::Send(openai_delta(
-            json!({"role": "assistant", "content": "Cut short. "}),
-        ))]),
-        // A start, then the connection drops mid-response.
-        Reply::Stream(vec![
-            Part::Send(openai_delta(
-                json!({"role": "assistant", "content": "Broken off. "}),
-            )),
-            Part::Wait(crash.clone()),
-            Part::Abort,
-        ]),
+        fault.reply,
         Reply::events(openai_text_reply(&["All ", "good."])),
     ])
     .await;
@@ -456,68 +446,118 @@ async fn a_model_server_that_hangs_or_breaks_mid_reply_ends_only_that_turn_with_
     let session = client.new_session(&workspace).await;
 
     let started = Instant::now();
-    let hung = client.prompt(&session, "hang").await;
+    let turn = client.start_prompt(&session, "fault").await;
+    if let Some(release) = fault.release {
+        agent_text_until(&mut client, |text| text.ends_with(fault.partial)).await;
+        release.notify_one();
+    }
+    let answer = client.response_to(turn).await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
-        "the idle timeout ended the turn: {:?}",
+        "the turn ended promptly: {:?}",
         started.elapsed()
     );
-    let garbled = client.prompt(&session, "garble").await;
-    let cut = client.prompt(&session, "cut").await;
-    // The crash comes once the start has reached the client.
-    let breaking = client.start_prompt(&session, "break").await;
-    agent_text_until(&mut client, |text| text.ends_with("Broken off. ")).await;
-    crash.notify_one();
-    let broken = client.response_to(breaking).await;
-    for (answer, expected) in [
-        (&hung, "sent nothing for 500ms"),
-        (&garbled, "sent an event Punie does not understand"),
-        (&cut, "closed the stream before the reply was complete"),
-        (&broken, "the stream from the model server broke"),
-    ] {
-        assert_eq!(answer["error"]["code"], -32603, "{answer}");
-        let message = answer["error"]["message"].as_str().unwrap_or_default();
-        assert!(
-            message.starts_with("session/prompt: ") && message.contains(expected),
-            "expected {expected:?}: {message}"
-        );
-    }
+    assert_eq!(answer["error"]["code"], -32603, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("session/prompt: ") && message.contains(fault.says),
+        "expected {:?}: {message}",
+        fault.says
+    );
     assert_eq!(
         agent_text(&client.notifications),
-        "Partial answer. Cut short. Broken off. ",
-        "what streamed before each fault reached the client"
+        fault.partial,
+        "what streamed before the fault reached the client"
     );
 
     // The session, and the server, go on; the model is told what the person saw.
     let fine = client.prompt(&session, "again").await;
     assert_eq!(fine["result"]["stopReason"], "end_turn", "{fine}");
     let requests = provider.requests();
-    assert_eq!(requests.len(), 5);
-    let said: Vec<&str> = requests[4].body["messages"]
+    assert_eq!(requests.len(), 2);
+    let said: Vec<&str> = requests[1].body["messages"]
         .as_array()
         .expect("messages")
         .iter()
         .filter(|m| m["role"] == "assistant")
         .map(|m| m["content"].as_str().unwrap_or_default())
         .collect();
-    assert_eq!(
-        said,
-        ["", "Partial answer. ", "Cut short. ", "Broken off. "]
-    );
+    assert_eq!(said, [fault.partial]);
 
     // And the stored history has every piece, for another client to load.
     let mut other = server.initialized().await;
     let replay = load(&mut other, &session, &workspace).await;
-    assert_eq!(
-        agent_text(&replay),
-        "Partial answer. Cut short. Broken off. All good."
-    );
+    assert_eq!(agent_text(&replay), format!("{}All good.", fault.partial));
     assert_eq!(
         text_of(&updates(&replay, "user_message_chunk")),
-        "hanggarblecutbreakagain"
+        "faultagain"
     );
     assert_eq!(server.health().await["status"], "ok");
     assert_no_panic(&server);
+}
+
+#[tokio::test]
+async fn a_model_server_that_hangs_ends_the_turn_after_the_idle_timeout() {
+    a_provider_fault_ends_only_its_turn(ProviderFault {
+        // The headers, then nothing at all.
+        reply: Reply::Stream(vec![Part::Stall]),
+        partial: "",
+        release: None,
+        says: "sent nothing for 500ms",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_model_server_that_sends_malformed_events_ends_the_turn_with_a_clear_error() {
+    a_provider_fault_ends_only_its_turn(ProviderFault {
+        // A start, then lines that are no server-sent events, then data that
+        // is not JSON.
+        reply: Reply::Stream(vec![
+            Part::Send(openai_delta(
+                json!({"role": "assistant", "content": "Partial answer. "}),
+            )),
+            Part::Send("this is not an event\n: nor is this\n\n".to_owned()),
+            Part::Send("data: {\"choices\": [oops\n\n".to_owned()),
+        ]),
+        partial: "Partial answer. ",
+        release: None,
+        says: "sent an event Punie does not understand",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_model_server_that_ends_its_reply_early_ends_the_turn_with_a_clear_error() {
+    a_provider_fault_ends_only_its_turn(ProviderFault {
+        // A start, then the response ends as if the reply were complete.
+        reply: Reply::Stream(vec![Part::Send(openai_delta(
+            json!({"role": "assistant", "content": "Cut short. "}),
+        ))]),
+        partial: "Cut short. ",
+        release: None,
+        says: "closed the stream before the reply was complete",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_model_server_that_drops_the_connection_mid_reply_ends_the_turn_with_a_clear_error() {
+    let crash = std::sync::Arc::new(tokio::sync::Notify::new());
+    a_provider_fault_ends_only_its_turn(ProviderFault {
+        // A start, then the connection drops mid-response.
+        reply: Reply::Stream(vec![
+            Part::Send(openai_delta(
+                json!({"role": "assistant", "content": "Broken off. "}),
+            )),
+            Part::Wait(crash.clone()),
+            Part::Abort,
+        ]),
+        partial: "Broken off. ",
+        release: Some(crash),
+        says: "the stream from the model server broke",
+    })
+    .await;
 }
 
 /// Set the server's file size limit: the kernel refuses (EFBIG) any write at
