@@ -703,3 +703,125 @@ mod against_a_provider {
         );
     }
 }
+
+/// Every key of `value` not inside an opaque part (a tool's own arguments and
+/// output, `_meta`) that is not camelCase, with where it is.
+fn keys_not_camel_case(value: &Value, at: &str, found: &mut Vec<String>) {
+    match value {
+        Value::Object(object) => {
+            for (key, inner) in object {
+                if matches!(key.as_str(), "rawInput" | "rawOutput" | "_meta") {
+                    continue;
+                }
+                if key.contains('_') || key.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    found.push(format!("{at}.{key}"));
+                }
+                keys_not_camel_case(inner, &format!("{at}.{key}"), found);
+            }
+        }
+        Value::Array(items) => {
+            for (index, inner) in items.iter().enumerate() {
+                keys_not_camel_case(inner, &format!("{at}[{index}]"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What a client answers to each request a turn makes of it.
+fn answer_for(request: &Value) -> Value {
+    let params = &request["params"];
+    match request["method"].as_str().unwrap_or_default() {
+        "fs/read_text_file" => json!({"content": "old text\n"}),
+        "session/request_permission" => json!({"outcome": {
+            "outcome": "selected",
+            "optionId": params["options"][0]["optionId"],
+        }}),
+        "terminal/create" => json!({"terminalId": "term-1"}),
+        "terminal/wait_for_exit" => json!({"exitCode": 0}),
+        "terminal/output" => {
+            json!({"output": "done\n", "truncated": false, "exitStatus": {"exitCode": 0}})
+        }
+        // fs/write_text_file, terminal/release, terminal/kill
+        _ => json!({}),
+    }
+}
+
+#[tokio::test]
+async fn everything_the_agent_sends_a_client_is_camel_case_on_the_wire() {
+    let server = scripted(
+        json!([
+            [call("read_file", json!({"path": "notes.txt"}))],
+            [call("edit_file", json!({"path": "notes.txt", "old_text": "old", "new_text": "new"}))],
+            [call("run_command", json!({"command": "echo", "args": ["done"], "timeout_secs": 5}))],
+            [{"thought": "Checked."}, {"text": "Done."}, {"usage": {"input_tokens": 10, "output_tokens": 2}}]
+        ]),
+        &[],
+    )
+    .await;
+    write_notes(&server, "old text\n");
+    let mut client = server.raw().await;
+    let initialized = client
+        .request(
+            "initialize",
+            json!({
+                "protocolVersion": 1,
+                "clientCapabilities": {"fs": {"readTextFile": true, "writeTextFile": true}, "terminal": true},
+                "clientInfo": {"name": "wire-test", "version": "0"},
+            }),
+        )
+        .await;
+    let session = client.new_session(&server.home.workspace()).await;
+    let turn = client.start_prompt(&session, "fix the notes").await;
+    let mut sent = vec![initialized];
+    sent.append(&mut client.notifications);
+    let mut methods = Vec::new();
+    let answer = loop {
+        let message = client.recv().await;
+        if message["id"] == json!(turn) && message.get("method").is_none() {
+            break message;
+        }
+        if let Some(method) = message["method"].as_str()
+            && message.get("id").is_some()
+        {
+            methods.push(method.to_owned());
+            let result = answer_for(&message);
+            client
+                .send(json!({"jsonrpc": "2.0", "id": message["id"], "result": result}))
+                .await;
+        }
+        sent.push(message);
+    };
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    sent.push(answer);
+    assert_eq!(
+        methods,
+        [
+            "fs/read_text_file",
+            "fs/read_text_file",
+            "session/request_permission",
+            "fs/write_text_file",
+            "session/request_permission",
+            "terminal/create",
+            "terminal/wait_for_exit",
+            "terminal/output",
+            "terminal/release",
+        ],
+        "the turn went through the client"
+    );
+    let mut found = Vec::new();
+    for message in &sent {
+        keys_not_camel_case(message, "", &mut found);
+    }
+    assert!(found.is_empty(), "keys that are not camelCase: {found:?}");
+    // The check sees what it must: ids and tool calls are in what was sent.
+    let all = Value::Array(sent).to_string();
+    for key in [
+        "\"sessionId\"",
+        "\"toolCallId\"",
+        "\"optionId\"",
+        "\"terminalId\"",
+    ] {
+        assert!(all.contains(key), "{key} was sent");
+    }
+}
