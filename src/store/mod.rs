@@ -657,7 +657,10 @@ fn read_only_way_in(path: &Path) -> Result<bool, Box<dyn std::error::Error + Sen
             tracing::debug!("reading the session store as an immutable file: {error}");
             (true, open_reader(path, true)?)
         }
-        Err(error) => return Err(error.into()),
+        Err(error) => {
+            tracing::debug!("cannot read the session store without writing: {error}");
+            return Err("it is read-only, and its log (the `-wal` file beside it) holds writes that SQLite can only read where it may write; make it writable".into());
+        }
     };
     if !schema::is_current(&connection)? {
         return Err("it is read-only, and its schema is not the one this version of Punie reads; make it writable so that it can be brought up to date".into());
