@@ -30,6 +30,18 @@ struct Attached {
     backlog: Option<Vec<SessionNotification>>,
 }
 
+impl Attached {
+    /// Send `notification` now, or after the replay if one is being sent.
+    fn pass(&mut self, notification: SessionNotification) {
+        match &mut self.backlog {
+            Some(backlog) => backlog.push(notification),
+            None => {
+                let _ = self.handle.cx.send_notification(notification);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Attachments {
     attached: Mutex<Vec<Attached>>,
@@ -98,18 +110,21 @@ impl Attachments {
     }
 
     /// Send `notification` to every attached connection but `except`.
-    pub fn deliver(&self, notification: &SessionNotification, except: Option<ConnectionId>) {
+    pub fn deliver(&self, notification: SessionNotification, except: Option<ConnectionId>) {
         let mut attached = self.lock();
-        for entry in attached.iter_mut() {
-            if Some(entry.handle.connection) == except {
-                continue;
-            }
-            match &mut entry.backlog {
-                Some(backlog) => backlog.push(notification.clone()),
-                None => {
-                    let _ = entry.handle.cx.send_notification(notification.clone());
-                }
-            }
+        let receives = |entry: &Attached| Some(entry.handle.connection) != except;
+        let Some(last) = attached.iter().rposition(receives) else {
+            return;
+        };
+        // The last one (most often the only one) takes the notification
+        // itself: this runs on the store's writer once per update, and a copy
+        // is an allocation for every string in it.
+        let (others, last) = attached.split_at_mut(last);
+        for entry in others.iter_mut().filter(|entry| receives(entry)) {
+            entry.pass(notification.clone());
+        }
+        if let Some(last) = last.first_mut() {
+            last.pass(notification);
         }
     }
 

@@ -232,14 +232,16 @@ impl Session {
                 return;
             }
         };
+        // The follow-up runs on the store's writer, between its commits:
+        // what can be made here is made here.
+        let notification = SessionNotification::new(self.id.clone(), update);
         let session = self.clone();
         self.store.append(
             &self.id.0,
             EntryKind::Update,
             body,
             Some(Box::new(move || {
-                let notification = SessionNotification::new(session.id.clone(), update);
-                session.attachments.deliver(&notification, except);
+                session.attachments.deliver(notification, except);
             })),
         );
     }
