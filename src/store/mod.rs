@@ -764,9 +764,10 @@ fn write_loop(
             && let Ok(writer) = open_writer(path)
         {
             connection = WriterConnection::Writing(writer);
+            // Cleared before it is said: whoever reads the line may prompt.
             if held.commands.is_empty() && refusal.take().is_some() {
-                tracing::info!(store = %path.display(), "the session store is writable again");
                 *lock(refused) = None;
+                tracing::info!(store = %path.display(), "the session store is writable again");
             }
         }
         if batch.is_empty() && !stamps.any_due(flush) {
@@ -783,12 +784,6 @@ fn write_loop(
             Ok(Written { deletes, stamped }) => {
                 stamps.record(stamped, &batch);
                 held.overflowed = false;
-                if retried > 0 {
-                    tracing::info!(
-                        store = %path.display(),
-                        "the session store is writable again; {retried} held writes are stored"
-                    );
-                }
                 since_checkpoint += 1;
                 if since_checkpoint >= CHECKPOINT_EVERY_BATCHES {
                     since_checkpoint = 0;
@@ -829,6 +824,10 @@ fn write_loop(
         finish_batch(reader, batch, outcome, &mut held, path);
         if wrote && held.commands.is_empty() && refusal.take().is_some() {
             *lock(refused) = None;
+            tracing::info!(
+                store = %path.display(),
+                "the session store is writable again; {retried} held writes are stored"
+            );
         }
         if stopping {
             if !held.commands.is_empty() {
