@@ -393,16 +393,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Some(Command::Status { json }) => {
             let target = Target::locate(cli.server.as_deref(), &paths)?;
-            single_threaded(status::status(&target, json)).map(outcome_code)
+            single_threaded(|| status::status(&target, json)).map(outcome_code)
         }
         Some(Command::Stop) => {
             let target = Target::locate(cli.server.as_deref(), &paths)?;
-            single_threaded(status::stop(&target, &paths)).map(outcome_code)
+            single_threaded(|| status::stop(&target, &paths)).map(outcome_code)
         }
         Some(Command::Ask(args)) => {
             let options = ask_options(args)?;
             let target = Target::locate(cli.server.as_deref(), &paths)?;
-            let exit = single_threaded(async move { Ok(ask::run(target, options).await) })?;
+            let exit = single_threaded(|| async move { Ok(ask::run(target, options).await) })?;
             Ok(match exit {
                 AskExit::Done => exit::OK,
                 AskExit::Failed => exit::ERROR,
@@ -412,7 +412,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Some(Command::Sessions(args)) => {
             let target = Target::locate(cli.server.as_deref(), &paths)?;
-            single_threaded(async move {
+            single_threaded(|| async move {
                 match args.action {
                     Some(SessionsAction::Delete { id }) => sessions::delete(&target, &id).await,
                     None => sessions::list(&target, args.cwd.as_deref(), args.json).await,
@@ -423,13 +423,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Init(args)) => init(args),
         Some(Command::Open { print }) => {
             let target = Target::locate(cli.server.as_deref(), &paths)?;
-            single_threaded(async move { web::open::run(&target, print).await }).map(outcome_code)
+            single_threaded(|| async move { web::open::run(&target, print).await })
+                .map(outcome_code)
         }
         None => {
             let target = Target::locate(cli.server.as_deref(), &paths)?;
             let drain = Duration::try_from_secs_f64(cli.drain_timeout)
                 .map_err(|_| anyhow::anyhow!("--drain-timeout must be a number of seconds"))?;
-            let exit = single_threaded(async move { Ok(bridge::run(target, drain).await) })?;
+            let exit = single_threaded(|| async move { Ok(bridge::run(target, drain).await) })?;
             Ok(match exit {
                 BridgeExit::Done => exit::OK,
                 BridgeExit::ServerLost => exit::ERROR,
@@ -536,13 +537,30 @@ fn multi_threaded<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::R
 
 /// A client's runtime: one thread is plenty, and starts fastest. Threads still
 /// blocked (on stdin, say) are not waited for.
-fn single_threaded<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+///
+/// `make` creates the work, which goes on the heap before the runtime starts:
+/// a client's futures are kilobytes big, and each stack frame that held one
+/// by value (here, `run`, the runtime's `block_on`) would stay part of the
+/// stack under everything the work does — tens of KiB of resident memory per
+/// frame, since every page of a large frame is touched on entry.
+fn single_threaded<T, F>(make: impl FnOnce() -> F) -> anyhow::Result<T>
+where
+    F: Future<Output = anyhow::Result<T>>,
+{
+    let work = on_heap(make);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let result = runtime.block_on(work);
     runtime.shutdown_background();
     result
+}
+
+/// The future `make` creates, moved to the heap. Never inlined: the frame that
+/// briefly holds the future is gone before the future first runs.
+#[inline(never)]
+fn on_heap<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    Box::pin(make())
 }
 
 /// An IP address, or `localhost`.

@@ -45,6 +45,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long an SDK client waits, once done, for its goodbye to reach the server.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// How much a client's WebSocket reads at a time. The library zero-fills its
+/// whole read buffer before every read, 128 KiB by default: a client that
+/// reads JSON-RPC messages of a few hundred bytes would make all of it
+/// resident for nothing. A bigger message still arrives whole (the buffer
+/// grows to hold its frame), in more reads.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// The server a client talks to, and how to get in.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -101,6 +108,7 @@ impl Target {
             request.headers_mut().insert("Authorization", value);
         }
         let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
             .max_message_size(Some(MAX_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_MESSAGE_BYTES));
         match tokio::time::timeout(CONNECT_TIMEOUT, handshake(request, config)).await {
