@@ -12,6 +12,43 @@ fn main() {
         // stay small.
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
+    let order = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default())
+        .join("link")
+        .join("client-functions.txt");
+    println!("cargo:rerun-if-changed={}", order.display());
+    if links_with_rust_lld() && order.is_file() {
+        // The functions the clients run (`punie ask`, the stdio bridge), side
+        // by side at the start of the code. A client's memory is mostly the
+        // pages of the binary it touches, and the kernel maps 64 KiB around
+        // each page it first touches: spread over the whole of `.text`, the
+        // 1.6 MB of code `ask` runs made it map 5.7 MiB of the binary.
+        // Names the list has but the build lacks (after a change of code or
+        // of a dependency) are skipped in silence; `scripts/client-order`
+        // writes the list again.
+        // `-Xlinker` hands the path over whole, commas and all.
+        for arg in [
+            "-Xlinker".to_owned(),
+            format!("--symbol-ordering-file={}", order.display()),
+            "-Xlinker".to_owned(),
+            "--no-warn-symbol-ordering".to_owned(),
+        ] {
+            println!("cargo:rustc-link-arg-bins={arg}");
+        }
+    }
+}
+
+/// True when the binary is linked by the linker Rust ships (LLD), which is the
+/// default for x86_64 Linux and takes a symbol ordering file; GNU ld does not.
+/// A linker chosen in the configuration or the flags may be another one, so
+/// then the list is left out.
+fn links_with_rust_lld() -> bool {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let flags = var("CARGO_ENCODED_RUSTFLAGS");
+    var("TARGET") == "x86_64-unknown-linux-gnu"
+        && std::env::var_os("RUSTC_LINKER").is_none()
+        && !flags.contains("linker")
+        && !flags.contains("link-self-contained")
+        && !flags.contains("fuse-ld")
 }
 
 /// True when this machine's C toolchain links a program with packed
