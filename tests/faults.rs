@@ -574,38 +574,53 @@ fn limit_file_size(server: &Server, bytes: u64) {
 }
 
 /// A small tmpfs mounted over a directory for one test: a real file system
-/// that fills up and can be made read-only. Mounting needs root
-/// (CAP_SYS_ADMIN), as the test suite has on CI.
+/// that fills up and can be made read-only. Mounting takes root: the tests
+/// run as root (as on CI) or through `sudo -n`.
 struct Disk {
     dir: PathBuf,
 }
 
+/// Run `command` as root, to its end; whether it succeeded.
+fn as_root(command: &[&str]) -> bool {
+    let mut run = if rustix::process::geteuid().is_root() {
+        std::process::Command::new(command[0])
+    } else {
+        let mut sudo = std::process::Command::new("sudo");
+        sudo.args(["-n", command[0]]);
+        sudo
+    };
+    run.args(&command[1..])
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 impl Disk {
     fn mount(dir: &Path, size: &str) -> Self {
-        use nix::mount::{MsFlags, mount};
         std::fs::create_dir_all(dir).expect("the mount point");
-        let options = format!("size={size},mode=0755");
-        mount(
-            Some("tmpfs"),
-            dir,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some(options.as_str()),
-        )
-        .expect("a tmpfs can be mounted (these tests run as root)");
+        // Owned by whoever runs the test, as the directory it covers was.
+        let options = format!(
+            "size={size},mode=0755,uid={},gid={}",
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw()
+        );
+        let dir_text = dir.to_str().expect("a UTF-8 temporary path");
+        assert!(
+            as_root(&["mount", "-t", "tmpfs", "-o", &options, "tmpfs", dir_text]),
+            "a tmpfs can be mounted on {dir_text} (it takes root, or sudo without a password)"
+        );
         Self {
             dir: dir.to_owned(),
         }
     }
 
     fn remount(&self, read_only: bool) {
-        use nix::mount::{MsFlags, mount};
-        let mut flags = MsFlags::MS_REMOUNT;
-        if read_only {
-            flags |= MsFlags::MS_RDONLY;
-        }
-        mount(None::<&str>, &self.dir, None::<&str>, flags, None::<&str>)
-            .expect("the tmpfs can be remounted");
+        let how = if read_only {
+            "remount,ro"
+        } else {
+            "remount,rw"
+        };
+        let dir = self.dir.to_str().expect("a UTF-8 temporary path");
+        assert!(as_root(&["mount", "-o", how, dir]), "{how} {dir}");
     }
 
     /// Write a file until the disk refuses: no room is left for anyone.
@@ -626,8 +641,10 @@ impl Disk {
 
 impl Drop for Disk {
     fn drop(&mut self) {
-        // Detached, so that a server still holding files does not keep it.
-        let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+        // Detached (lazy), so that a server still holding files does not keep it.
+        if let Some(dir) = self.dir.to_str() {
+            as_root(&["umount", "--lazy", dir]);
+        }
     }
 }
 
