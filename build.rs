@@ -16,7 +16,7 @@ fn main() {
         .join("link")
         .join("client-functions.txt");
     println!("cargo:rerun-if-changed={}", order.display());
-    if links_with_rust_lld() && order.is_file() {
+    if order.is_file() && linker_takes_an_ordering_file() {
         // The functions the clients run (`punie ask`, the stdio bridge), side
         // by side at the start of the code. A client's memory is mostly the
         // pages of the binary it touches, and the kernel maps 64 KiB around
@@ -26,29 +26,51 @@ fn main() {
         // of a dependency) are skipped in silence; `scripts/client-order`
         // writes the list again.
         // `-Xlinker` hands the path over whole, commas and all.
-        for arg in [
-            "-Xlinker".to_owned(),
-            format!("--symbol-ordering-file={}", order.display()),
-            "-Xlinker".to_owned(),
-            "--no-warn-symbol-ordering".to_owned(),
-        ] {
+        for arg in ordering_args(&order) {
             println!("cargo:rustc-link-arg-bins={arg}");
         }
     }
 }
 
-/// True when the binary is linked by the linker Rust ships (LLD), which is the
-/// default for x86_64 Linux and takes a symbol ordering file; GNU ld does not.
-/// A linker chosen in the configuration or the flags may be another one, so
-/// then the list is left out.
-fn links_with_rust_lld() -> bool {
+/// The linker arguments that hand `list` to the linker.
+fn ordering_args(list: &Path) -> [String; 4] {
+    [
+        "-Xlinker".to_owned(),
+        format!("--symbol-ordering-file={}", list.display()),
+        "-Xlinker".to_owned(),
+        "--no-warn-symbol-ordering".to_owned(),
+    ]
+}
+
+/// True when the linker this build's binaries get (LLD, Rust's default on
+/// x86_64 Linux, but not GNU ld, which distributions' compilers may use)
+/// takes a symbol ordering file: a program is linked with an empty one, the
+/// way the binary will be.
+fn linker_takes_an_ordering_file() -> bool {
     let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let out_dir = Path::new(&std::env::var_os("OUT_DIR").unwrap_or_default()).to_owned();
+    let source = out_dir.join("order_probe.rs");
+    let list = out_dir.join("order_probe.txt");
+    if std::fs::write(&source, "fn main() {}\n").is_err() || std::fs::write(&list, "").is_err() {
+        return false;
+    }
+    let mut rustc = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()));
+    rustc
+        .arg(&source)
+        .arg("-o")
+        .arg(out_dir.join("order_probe"))
+        .args(["--target", &var("TARGET")]);
+    if let Some(linker) = std::env::var_os("RUSTC_LINKER") {
+        rustc
+            .arg("-C")
+            .arg(format!("linker={}", linker.to_string_lossy()));
+    }
     let flags = var("CARGO_ENCODED_RUSTFLAGS");
-    var("TARGET") == "x86_64-unknown-linux-gnu"
-        && std::env::var_os("RUSTC_LINKER").is_none()
-        && !flags.contains("linker")
-        && !flags.contains("link-self-contained")
-        && !flags.contains("fuse-ld")
+    rustc.args(flags.split('\u{1f}').filter(|flag| !flag.is_empty()));
+    for arg in ordering_args(&list) {
+        rustc.arg("-C").arg(format!("link-arg={arg}"));
+    }
+    rustc.output().is_ok_and(|output| output.status.success())
 }
 
 /// True when this machine's C toolchain links a program with packed

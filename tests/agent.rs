@@ -771,9 +771,16 @@ async fn everything_the_agent_sends_a_client_is_camel_case_on_the_wire() {
             }),
         )
         .await;
-    let session = client.new_session(&server.home.workspace()).await;
+    let workspace = server.home.workspace();
+    let created = client
+        .request("session/new", json!({"cwd": workspace, "mcpServers": []}))
+        .await;
+    let session = created["result"]["sessionId"]
+        .as_str()
+        .expect("a session")
+        .to_owned();
     let turn = client.start_prompt(&session, "fix the notes").await;
-    let mut sent = vec![initialized];
+    let mut sent = vec![initialized, created];
     sent.append(&mut client.notifications);
     let mut methods = Vec::new();
     let answer = loop {
@@ -794,6 +801,27 @@ async fn everything_the_agent_sends_a_client_is_camel_case_on_the_wire() {
     };
     assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
     sent.push(answer);
+    // And what other requests answer: a listing, a replay, an error.
+    sent.push(client.request("session/list", json!({})).await);
+    let mut loader = server.raw().await;
+    loader.initialize().await;
+    let loaded = loader
+        .request(
+            "session/load",
+            json!({"sessionId": session, "cwd": workspace, "mcpServers": []}),
+        )
+        .await;
+    assert!(loaded.get("result").is_some(), "{loaded}");
+    sent.push(loaded);
+    sent.append(&mut loader.notifications);
+    let refused = client
+        .request(
+            "session/prompt",
+            json!({"sessionId": "no-such-session", "prompt": []}),
+        )
+        .await;
+    assert!(refused.get("error").is_some(), "{refused}");
+    sent.push(refused);
     assert_eq!(
         methods,
         [

@@ -573,11 +573,14 @@ fn limit_file_size(server: &Server, bytes: u64) {
     .expect("the server's file size limit can be set");
 }
 
-/// A small tmpfs mounted over a directory for one test: a real file system
-/// that fills up and can be made read-only. Mounting takes root: the tests
-/// run as root (as on CI) or through `sudo -n`.
+/// A small tmpfs mounted over a home's data directory for one test: a real
+/// file system that fills up and can be made read-only. Mounting takes root:
+/// the tests run as root (as on CI) or through `sudo -n`.
 struct Disk {
     dir: PathBuf,
+    /// The home it is in, removed once it is unmounted: while mounted, the
+    /// home's own cleanup cannot remove it.
+    home: PathBuf,
 }
 
 /// Run `command` as root, to its end; whether it succeeded.
@@ -595,8 +598,12 @@ fn as_root(command: &[&str]) -> bool {
 }
 
 impl Disk {
-    fn mount(dir: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(dir).expect("the mount point");
+    fn mount(home: &Home, size: &str) -> Self {
+        let dir = database(home)
+            .parent()
+            .expect("a data directory")
+            .to_owned();
+        std::fs::create_dir_all(&dir).expect("the mount point");
         // Owned by whoever runs the test, as the directory it covers was.
         let options = format!(
             "size={size},mode=0755,uid={},gid={}",
@@ -609,7 +616,8 @@ impl Disk {
             "a tmpfs can be mounted on {dir_text} (it takes root, or sudo without a password)"
         );
         Self {
-            dir: dir.to_owned(),
+            dir,
+            home: home.dir.path().to_owned(),
         }
     }
 
@@ -642,8 +650,10 @@ impl Disk {
 impl Drop for Disk {
     fn drop(&mut self) {
         // Detached (lazy), so that a server still holding files does not keep it.
-        if let Some(dir) = self.dir.to_str() {
-            as_root(&["umount", "--lazy", dir]);
+        if let Some(dir) = self.dir.to_str()
+            && as_root(&["umount", "--lazy", dir])
+        {
+            let _ = std::fs::remove_dir_all(&self.home);
         }
     }
 }
@@ -668,7 +678,7 @@ fn assert_refused_for_the_store(answer: &Value, database: &Path, problem: &str) 
 async fn a_full_disk_refuses_new_turns_clearly_and_once_freed_the_store_has_every_turn() {
     let home = Home::new();
     let database = database(&home);
-    let disk = Disk::mount(database.parent().expect("a data directory"), "1m");
+    let disk = Disk::mount(&home, "1m");
     let mut server = Server::start_in(home, &[]).await;
     let workspace = server.home.workspace();
     let mut client = server.initialized().await;
@@ -736,7 +746,7 @@ async fn a_full_disk_refuses_new_turns_clearly_and_once_freed_the_store_has_ever
 async fn a_store_on_a_read_only_disk_is_served_for_reading_until_it_can_be_written() {
     let home = Home::new();
     let database = database(&home);
-    let disk = Disk::mount(database.parent().expect("a data directory"), "4m");
+    let disk = Disk::mount(&home, "4m");
     let mut server = Server::start_in(home, &[]).await;
     let workspace = server.home.workspace();
     let mut client = server.initialized().await;

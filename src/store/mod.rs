@@ -224,7 +224,8 @@ struct Inner {
     checkpoint_nudge: Mutex<Option<mpsc::Sender<()>>>,
     /// The writer and the checkpointer, joined on close.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    readers: Mutex<Readers>,
+    /// Shared with the writer, which replaces immutable readers once it can write.
+    readers: Arc<Mutex<Readers>>,
     /// One permit per pooled read connection.
     read_slots: Arc<tokio::sync::Semaphore>,
 }
@@ -264,6 +265,10 @@ impl Store {
             .map(|_| open_reader(path, immutable))
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|error| fail(&error))?;
+        let readers = Arc::new(Mutex::new(Readers {
+            idle: readers,
+            immutable,
+        }));
         let refused = Arc::new(Mutex::new(read_only.map(|(reason, _)| {
             tracing::error!(
                 "the session store at {} is read-only ({reason}): sessions can be listed and loaded, but prompts are refused until it can be written (the server tries again every {}s)",
@@ -277,9 +282,19 @@ impl Store {
         let outside_nudge = nudge.clone();
         let thread_path = path.to_owned();
         let thread_refused = refused.clone();
+        let thread_readers = readers.clone();
         let writer_thread = std::thread::Builder::new()
             .name("punie-store".into())
-            .spawn(move || write_loop(&thread_path, writer, &commands, &nudge, &thread_refused))
+            .spawn(move || {
+                write_loop(
+                    &thread_path,
+                    writer,
+                    &commands,
+                    &nudge,
+                    &thread_refused,
+                    &thread_readers,
+                );
+            })
             .map_err(|error| fail(&error))?;
         let checkpoint_path = path.to_owned();
         let checkpoint_thread = std::thread::Builder::new()
@@ -293,10 +308,7 @@ impl Store {
                 writer: Mutex::new(Some(sender)),
                 checkpoint_nudge: Mutex::new(Some(outside_nudge)),
                 threads: Mutex::new(vec![writer_thread, checkpoint_thread]),
-                readers: Mutex::new(Readers {
-                    idle: readers,
-                    immutable,
-                }),
+                readers,
                 read_slots: Arc::new(tokio::sync::Semaphore::new(IDLE_READERS)),
             }),
         })
@@ -539,12 +551,6 @@ impl Store {
             let _permit = permit;
             let (idle, immutable) = {
                 let mut readers = lock(&inner.readers);
-                // Once written, the file is no longer what immutable
-                // connections took it for.
-                if readers.immutable && lock(&inner.refused).is_none() {
-                    readers.idle.clear();
-                    readers.immutable = false;
-                }
                 (readers.idle.pop(), readers.immutable)
             };
             let connection = match idle {
@@ -722,6 +728,7 @@ fn write_loop(
     commands: &mpsc::Receiver<Command>,
     checkpoint: &mpsc::Sender<()>,
     refused: &Mutex<Option<String>>,
+    readers: &Mutex<Readers>,
 ) {
     let mut held = Held::default();
     let mut stamps = Stamps::default();
@@ -764,8 +771,15 @@ fn write_loop(
             && let Ok(writer) = open_writer(path)
         {
             connection = WriterConnection::Writing(writer);
+            // The file is about to change under connections that took it for
+            // immutable; those out on a read are dropped when they return.
+            let mut pool = lock(readers);
+            pool.idle.clear();
+            pool.immutable = false;
+            drop(pool);
+            // With writes held, the refusal stands until they are stored.
             // Cleared before it is said: whoever reads the line may prompt.
-            if held.commands.is_empty() && refusal.take().is_some() {
+            if retried == 0 && refusal.take().is_some() {
                 *lock(refused) = None;
                 tracing::info!(store = %path.display(), "the session store is writable again");
             }
@@ -801,12 +815,13 @@ fn write_loop(
             Err(error) if is_the_disks_doing(&error) => {
                 let problem = describe(&error);
                 if refusal.as_ref() != Some(&problem) {
+                    // Refused before it is said: whoever reads the line may prompt.
+                    *lock(refused) = Some(problem.clone());
+                    refusal = Some(problem.clone());
                     tracing::error!(
                         "cannot write to the session store at {}: {problem}; clients still get their updates, which are held in memory and written once it can be (free disk space or make it writable)",
                         path.display()
                     );
-                    *lock(refused) = Some(problem.clone());
-                    refusal = Some(problem.clone());
                 }
                 Outcome::Held(problem)
             }
@@ -1025,6 +1040,11 @@ fn write_batch(
     // BEGIN and COMMIT stay prepared like the statements between them: a
     // streamed update is often a transaction of its own, and parsing the two
     // anew each time was a tenth of its cost.
+    if !connection.is_autocommit() {
+        // A transaction an earlier failure left open would make every BEGIN
+        // fail from now on.
+        connection.execute_batch("ROLLBACK")?;
+    }
     connection.prepare_cached("BEGIN")?.execute([])?;
     let written = write_commands(connection, batch, stamps, flush).and_then(|written| {
         connection.prepare_cached("COMMIT")?.execute([])?;
