@@ -81,6 +81,51 @@ fn main() -> ExitCode {
     }
 }
 
+/// How much of `link/client-functions.txt` the binary still has: names the
+/// build lacks (after a dependency or compiler change) are code the linker
+/// left scattered, and the clients' memory grows with them.
+fn ordering_list_found(binary: &Path) -> String {
+    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("link/client-functions.txt");
+    let Ok(list) = fs::read_to_string(&list) else {
+        return "clients' function list: not found".to_owned();
+    };
+    let wanted: std::collections::HashSet<&str> = list
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    // Read line by line: the whole symbol table would raise this process's
+    // peak memory, which a child's `ru_maxrss` starts from.
+    let nm = Command::new("nm")
+        .arg(binary)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let Some((mut nm, symbols)) = nm
+        .ok()
+        .and_then(|mut nm| nm.stdout.take().map(|symbols| (nm, symbols)))
+    else {
+        return "clients' function list: cannot read the binary's symbols (nm)".to_owned();
+    };
+    let found = io::BufRead::lines(io::BufReader::new(symbols))
+        .map_while(Result::ok)
+        .filter(|line| {
+            line.split_whitespace()
+                .last()
+                .is_some_and(|name| wanted.contains(name))
+        })
+        .count();
+    let _ = nm.wait();
+    format!(
+        "clients' function list: {found} of {} names in the binary{}",
+        wanted.len(),
+        if found * 10 < wanted.len() * 9 {
+            " (stale: run scripts/client-order)"
+        } else {
+            ""
+        }
+    )
+}
+
 const USAGE: &str = "\
 usage: cargo bench --bench clients -- [ask] [bridge-start] [bridge-latency] [options]
 
@@ -107,6 +152,7 @@ fn run(options: &Options) -> anyhow::Result<()> {
         binary.display()
     );
     print_machine("punie client benchmark", &binary, options.quick);
+    println!("  {}", ordering_list_found(&binary));
     if options.wants(Measurement::Ask) {
         measure_ask(&binary, &settings).context("the ask measurement failed")?;
     }
