@@ -57,6 +57,20 @@ async fn one_turn(
     (stop, received, session)
 }
 
+/// The requests a turn that reads, edits (asking first) and runs a command
+/// makes of a client that offers files and terminals.
+const THROUGH_THE_CLIENT: [&str; 9] = [
+    "fs/read_text_file",
+    "fs/read_text_file",
+    "session/request_permission",
+    "fs/write_text_file",
+    "session/request_permission",
+    "terminal/create",
+    "terminal/wait_for_exit",
+    "terminal/output",
+    "terminal/release",
+];
+
 #[tokio::test]
 async fn a_turn_reads_asks_writes_and_runs_a_command_through_the_client() {
     let server = scripted(
@@ -77,17 +91,7 @@ async fn a_turn_reads_asks_writes_and_runs_a_command_through_the_client() {
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "new text\n");
     assert_eq!(
         ide.requests(),
-        [
-            "fs/read_text_file",
-            "fs/read_text_file",
-            "session/request_permission",
-            "fs/write_text_file",
-            "session/request_permission",
-            "terminal/create",
-            "terminal/wait_for_exit",
-            "terminal/output",
-            "terminal/release",
-        ],
+        THROUGH_THE_CLIENT,
         "every tool went through the client"
     );
     let calls = received.tool_calls(&session);
@@ -823,18 +827,7 @@ async fn everything_the_agent_sends_a_client_is_camel_case_on_the_wire() {
     assert!(refused.get("error").is_some(), "{refused}");
     sent.push(refused);
     assert_eq!(
-        methods,
-        [
-            "fs/read_text_file",
-            "fs/read_text_file",
-            "session/request_permission",
-            "fs/write_text_file",
-            "session/request_permission",
-            "terminal/create",
-            "terminal/wait_for_exit",
-            "terminal/output",
-            "terminal/release",
-        ],
+        methods, THROUGH_THE_CLIENT,
         "the turn went through the client"
     );
     let mut found = Vec::new();

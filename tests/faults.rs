@@ -674,16 +674,52 @@ fn assert_refused_for_the_store(answer: &Value, database: &Path, problem: &str) 
     );
 }
 
-#[tokio::test]
-async fn a_full_disk_refuses_new_turns_clearly_and_once_freed_the_store_has_every_turn() {
-    let home = Home::new();
+/// A server in a home, with one session whose first turn said "before".
+struct Prompted {
+    server: Server,
+    workspace: PathBuf,
+    database: PathBuf,
+    client: RawClient,
+    session: String,
+}
+
+async fn prompted_once(home: Home) -> Prompted {
     let database = database(&home);
-    let disk = Disk::mount(&home, "1m");
-    let mut server = Server::start_in(home, &[]).await;
+    let server = Server::start_in(home, &[]).await;
     let workspace = server.home.workspace();
     let mut client = server.initialized().await;
     let session = client.new_session(&workspace).await;
     client.prompt(&session, "before").await;
+    Prompted {
+        server,
+        workspace,
+        database,
+        client,
+        session,
+    }
+}
+
+/// `session/list` on `client` shows `session` first: what is stored can
+/// still be read.
+async fn assert_listed_first(client: &mut RawClient, session: &str) {
+    let listed = client.request("session/list", json!({})).await;
+    assert_eq!(
+        listed["result"]["sessions"][0]["sessionId"], session,
+        "{listed}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_new_turns_clearly_and_once_freed_the_store_has_every_turn() {
+    let home = Home::new();
+    let disk = Disk::mount(&home, "1m");
+    let Prompted {
+        mut server,
+        workspace,
+        database,
+        mut client,
+        session,
+    } = prompted_once(home).await;
 
     let filler = disk.fill();
     // The log the store writes to may have room left from before, so turns
@@ -711,12 +747,7 @@ async fn a_full_disk_refuses_new_turns_clearly_and_once_freed_the_store_has_ever
     server
         .wait_for_log("cannot write to the session store")
         .await;
-    let listed = client.request("session/list", json!({})).await;
-    assert_eq!(
-        listed["result"]["sessions"][0]["sessionId"],
-        session.as_str(),
-        "what is stored can still be read: {listed}"
-    );
+    assert_listed_first(&mut client, &session).await;
 
     std::fs::remove_file(filler).expect("room again");
     server
@@ -745,13 +776,14 @@ async fn a_full_disk_refuses_new_turns_clearly_and_once_freed_the_store_has_ever
 #[tokio::test]
 async fn a_store_on_a_read_only_disk_is_served_for_reading_until_it_can_be_written() {
     let home = Home::new();
-    let database = database(&home);
     let disk = Disk::mount(&home, "4m");
-    let mut server = Server::start_in(home, &[]).await;
-    let workspace = server.home.workspace();
-    let mut client = server.initialized().await;
-    let session = client.new_session(&workspace).await;
-    client.prompt(&session, "before").await;
+    let Prompted {
+        mut server,
+        workspace,
+        database,
+        session,
+        ..
+    } = prompted_once(home).await;
     server.signal(Signal::SIGTERM);
     assert!(server.exit_status().await.success());
     // As SQLite leaves a database whose last connection closed: no log, and
@@ -774,12 +806,7 @@ async fn a_store_on_a_read_only_disk_is_served_for_reading_until_it_can_be_writt
         .wait_for_log("is read-only (its file system is mounted read-only): sessions can be listed and loaded, but prompts are refused")
         .await;
     let mut client = server.initialized().await;
-    let listed = client.request("session/list", json!({})).await;
-    assert_eq!(
-        listed["result"]["sessions"][0]["sessionId"],
-        session.as_str(),
-        "{listed}"
-    );
+    assert_listed_first(&mut client, &session).await;
     let replay = load(&mut client, &session, &workspace).await;
     assert_eq!(
         agent_text(&replay),
@@ -826,15 +853,13 @@ async fn a_store_past_the_file_size_limit_refuses_new_work_clearly_and_recovers_
     // A file size limit makes every write to a file fail (EFBIG), root's
     // too, and its signal, SIGXFSZ, kills a process by default: the server
     // must outlive it, and then behave as on a full disk.
-    let home = Home::new();
-    let mut command = home.command();
-    command.args(["serve", "--port", "0"]);
-    let mut server = Server::spawn(home, command).await;
-    let workspace = server.home.workspace();
-    let database = database(&server.home);
-    let mut client = server.initialized().await;
-    let session = client.new_session(&workspace).await;
-    client.prompt(&session, "before").await;
+    let Prompted {
+        mut server,
+        workspace,
+        database,
+        mut client,
+        session,
+    } = prompted_once(Home::new()).await;
 
     limit_file_size(&server, 0);
 
@@ -866,12 +891,7 @@ async fn a_store_past_the_file_size_limit_refuses_new_work_clearly_and_recovers_
         assert_refused_for_the_store(&answer, &database, "cannot write");
     }
     // …while what is stored can still be read.
-    let listed = other.request("session/list", json!({})).await;
-    assert_eq!(
-        listed["result"]["sessions"][0]["sessionId"],
-        session.as_str(),
-        "{listed}"
-    );
+    assert_listed_first(&mut other, &session).await;
 
     // Room again: the store catches up, and nothing was lost.
     limit_file_size(&server, rlimit::INFINITY);

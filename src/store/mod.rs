@@ -255,9 +255,7 @@ impl Store {
         // Opened now, so the server's open files do not creep up with its
         // first reads. A read-only store has none to spare.
         let checkpointer = match read_only {
-            None => {
-                Some(open_connection(path, OpenFlags::default()).map_err(|error| fail(&error))?)
-            }
+            None => Some(open_for_writing(path).map_err(|error| fail(&error))?),
             Some(_) => None,
         };
         let immutable = read_only.is_some_and(|(_, immutable)| immutable);
@@ -624,15 +622,21 @@ fn list_sessions(
 
 /// The writer's connection, with the schema brought up to date.
 fn open_writer(path: &Path) -> Result<Connection, Box<dyn std::error::Error + Send + Sync>> {
-    let mut connection = open_connection(path, OpenFlags::default())?;
-    // SQLite opens a file it may not write for reading, without a word.
-    if connection.is_readonly(rusqlite::MAIN_DB)? {
-        return Err(read_only_error().into());
-    }
+    let mut connection = open_for_writing(path)?;
     schema::migrate(&mut connection)?;
     // Checkpoints copy the log into the database and sync it: slow, and
     // never on the path between a model's token and the client.
     connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(connection)
+}
+
+/// A connection that can write, or an error: SQLite opens a file it may not
+/// write for reading, without a word.
+fn open_for_writing(path: &Path) -> rusqlite::Result<Connection> {
+    let connection = open_connection(path, OpenFlags::default())?;
+    if connection.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(read_only_error());
+    }
     Ok(connection)
 }
 
@@ -874,9 +878,7 @@ fn checkpoint_loop(path: &Path, mut connection: Option<Connection>, nudges: &mps
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
         if connection.is_none() {
-            connection = open_connection(path, OpenFlags::default())
-                .ok()
-                .filter(|connection| connection.is_readonly(rusqlite::MAIN_DB) == Ok(false));
+            connection = open_for_writing(path).ok();
         }
         let Some(connection) = &connection else {
             if last {
