@@ -457,6 +457,9 @@ impl Store {
         after: Option<ListPosition>,
         page: usize,
     ) -> Result<SessionRows, StoreError> {
+        // A session created just before, still queued, is listed too: missed
+        // on the first page, it would fall before the cursor of the next.
+        self.flush().await;
         self.read(move |connection| list_sessions(connection, cwd.as_deref(), after, page))
             .await
     }
