@@ -1,13 +1,13 @@
 //! The embedded store: every session and its whole history, in SQLite (WAL)
 //! at `$XDG_DATA_HOME/punie/punie.db`, with versioned schema migrations.
 //!
-//! One writer thread owns the only writing connection. Appends are queued
-//! without waiting and written in batches, one transaction per batch; what
-//! the caller wanted done after the write (sending an update to clients) runs
-//! only once the batch is committed. That is how "write before you send" costs
-//! little: a client never receives an update that is not already in the
-//! database file, so even `kill -9` loses nothing a client saw. Reads use
-//! their own connections, which WAL lets run beside the writer.
+//! One connection writes ([`writer`]). Appends are queued without waiting and
+//! written in batches, one transaction per batch; what the caller wanted done
+//! after the write (sending an update to clients) runs only once the batch is
+//! committed. That is how "write before you send" costs little: a client
+//! never receives an update that is not already in the database file, so even
+//! `kill -9` loses nothing a client saw. Reads use their own connections,
+//! which WAL lets run beside the writer.
 //!
 //! When the disk refuses a write (full, read-only, failing), the writer keeps
 //! what it could not write, in order, and tries again every second; clients
@@ -21,16 +21,16 @@
 //! business. It never talks to clients or models.
 
 mod schema;
+mod writer;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 
-/// Most commands written in one transaction.
-const MAX_BATCH: usize = 1024;
+use writer::{Command, Shared, WriterConnection};
 
 /// Read connections, opened at start and shared by every read.
 const IDLE_READERS: usize = 4;
@@ -46,10 +46,6 @@ const PAGE_CACHE_KIB: i64 = 256;
 
 /// How often the writer tries again to write what the disk refused.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Most bytes of refused writes held for the next try; a disk that stays
-/// full must not fill the memory too. Writes past it are lost (and logged).
-const MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
 
 /// Something went wrong with the database; the message says what and where.
 // The problem is kept as words, not as a source error: the message already
@@ -148,48 +144,14 @@ pub struct ListPosition {
     pub id: String,
 }
 
-/// Runs once the write it follows is committed (or has failed, logged).
+/// Runs once the write it follows is committed (or has failed, logged): on
+/// the writer thread, or before the call that queued it returns, on the
+/// caller's thread. Either way in the order of the writes, one at a time;
+/// it must not take a lock that a caller of the store may hold.
 pub type AfterWrite = Box<dyn FnOnce() + Send>;
 
 /// Runs on the writer with a session's newest entry: see [`Store::at_newest`].
 pub type AtNewest = Box<dyn FnOnce(Option<i64>) + Send>;
-
-enum Command {
-    CreateSession(SessionRow),
-    Append {
-        session: String,
-        kind: EntryKind,
-        body: String,
-        at_us: i64,
-        then: Option<AfterWrite>,
-    },
-    SetTitle {
-        session: String,
-        title: String,
-    },
-    TurnStarted {
-        session: String,
-        number: i64,
-        at_us: i64,
-    },
-    TurnEnded {
-        session: String,
-        body: String,
-        at_us: i64,
-    },
-    Delete {
-        session: String,
-        done: tokio::sync::oneshot::Sender<Result<bool, String>>,
-    },
-    /// Completes once everything queued before it is written.
-    Barrier(tokio::sync::oneshot::Sender<()>),
-    /// Runs, once everything queued before it is written, with the newest
-    /// entry of the session (`None` if there is no such session).
-    AtNewest {
-        session: String,
-        then: AtNewest,
-    },
-}
 
 /// The pooled read connections.
 struct Readers {
@@ -197,14 +159,6 @@ struct Readers {
     /// Whether they read the database as a file nobody writes: see
     /// [`read_only_way_in`]. Replaced once the store can be written again.
     immutable: bool,
-}
-
-/// The writer's connection.
-enum WriterConnection {
-    Writing(Connection),
-    /// The disk lets Punie only read the database: writes are refused (and
-    /// held) until it can be opened for writing. Reads still run here.
-    Reading(Connection),
 }
 
 /// The store of one server. Cheap to clone.
@@ -218,7 +172,8 @@ struct Inner {
     /// Why the disk refused the writes the writer still holds; `None` while
     /// everything queued could be written.
     refused: Arc<Mutex<Option<String>>>,
-    writer: Mutex<Option<mpsc::Sender<Command>>>,
+    /// The queue of commands and the writer.
+    shared: Arc<Shared>,
     /// Asks the checkpointer for a checkpoint now; dropped on close, so that
     /// the checkpointer ends when the writer does.
     checkpoint_nudge: Mutex<Option<mpsc::Sender<()>>>,
@@ -228,6 +183,14 @@ struct Inner {
     readers: Arc<Mutex<Readers>>,
     /// One permit per pooled read connection.
     read_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Drop for Inner {
+    /// A store dropped without [`Store::close`] still writes what is queued,
+    /// and its threads end.
+    fn drop(&mut self) {
+        self.shared.close();
+    }
 }
 
 impl Store {
@@ -275,36 +238,39 @@ impl Store {
             );
             describe(&read_only_error())
         })));
-        let (sender, commands) = mpsc::channel();
         let (nudge, nudges) = mpsc::channel();
-        let outside_nudge = nudge.clone();
-        let thread_path = path.to_owned();
-        let thread_refused = refused.clone();
-        let thread_readers = readers.clone();
+        let checkpoint_blocks_writes = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared::new(
+            path,
+            writer,
+            refused.clone(),
+            readers.clone(),
+            nudge.clone(),
+            checkpoint_blocks_writes.clone(),
+        ));
+        let thread_shared = shared.clone();
         let writer_thread = std::thread::Builder::new()
             .name("punie-store".into())
-            .spawn(move || {
-                write_loop(
-                    &thread_path,
-                    writer,
-                    &commands,
-                    &nudge,
-                    &thread_refused,
-                    &thread_readers,
-                );
-            })
+            .spawn(move || writer::write_loop(&thread_shared))
             .map_err(|error| fail(&error))?;
         let checkpoint_path = path.to_owned();
         let checkpoint_thread = std::thread::Builder::new()
             .name("punie-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpoint_path, checkpointer, &nudges))
+            .spawn(move || {
+                writer::checkpoint_loop(
+                    &checkpoint_path,
+                    checkpointer,
+                    &nudges,
+                    &checkpoint_blocks_writes,
+                );
+            })
             .map_err(|error| fail(&error))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 refused,
-                writer: Mutex::new(Some(sender)),
-                checkpoint_nudge: Mutex::new(Some(outside_nudge)),
+                shared,
+                checkpoint_nudge: Mutex::new(Some(nudge)),
                 threads: Mutex::new(vec![writer_thread, checkpoint_thread]),
                 readers,
                 read_slots: Arc::new(tokio::sync::Semaphore::new(IDLE_READERS)),
@@ -336,7 +302,7 @@ impl Store {
         self.send(Command::CreateSession(row));
     }
 
-    /// Queue an entry; `then` runs once it is committed.
+    /// Queue an entry; `then` runs once it is committed (see [`AfterWrite`]).
     pub fn append(&self, session: &str, kind: EntryKind, body: String, then: Option<AfterWrite>) {
         let command = Command::Append {
             session: session.to_owned(),
@@ -428,7 +394,7 @@ impl Store {
     /// stored, but their follow-ups still run.
     pub fn close(&self) {
         drop(lock(&self.inner.checkpoint_nudge).take());
-        drop(lock(&self.inner.writer).take());
+        self.inner.shared.close();
         // The writer ends first; the checkpointer follows when it does.
         for thread in std::mem::take(&mut *lock(&self.inner.threads)) {
             let _ = thread.join();
@@ -530,12 +496,7 @@ impl Store {
 
     /// Queue `command`; handed back if the store is closed.
     fn try_send(&self, command: Command) -> Result<(), Box<Command>> {
-        match &*lock(&self.inner.writer) {
-            Some(writer) => writer
-                .send(command)
-                .map_err(|mpsc::SendError(command)| Box::new(command)),
-            None => Err(Box::new(command)),
-        }
+        self.inner.shared.submit(command)
     }
 
     /// Run `read` on a read connection, off the async threads.
@@ -726,267 +687,6 @@ fn open_connection(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection
     Ok(connection)
 }
 
-/// The writer thread: take what is queued, write it in one transaction, then
-/// run what waited on it. Writes the disk refused are held and tried again,
-/// before anything newer. Ends when every sender is gone.
-fn write_loop(
-    path: &Path,
-    mut connection: WriterConnection,
-    commands: &mpsc::Receiver<Command>,
-    checkpoint: &mpsc::Sender<()>,
-    refused: &Mutex<Option<String>>,
-    readers: &Mutex<Readers>,
-) {
-    let mut held = Held::default();
-    let mut stamps = Stamps::default();
-    // What `refused` says, without taking its lock for every batch.
-    let mut refusal: Option<String> = lock(refused).clone();
-    let mut since_checkpoint = 0;
-    loop {
-        // Held writes, and a store that could only be read, are tried again
-        // after a pause, with any time that is due.
-        let wait = if held.commands.is_empty() && matches!(connection, WriterConnection::Writing(_))
-        {
-            stamps.next_due()
-        } else {
-            Some(RETRY_INTERVAL)
-        };
-        let next = match wait {
-            None => commands
-                .recv()
-                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-            Some(limit) => commands.recv_timeout(limit),
-        };
-        let stopping = matches!(next, Err(mpsc::RecvTimeoutError::Disconnected));
-        let retried = held.commands.len();
-        let mut batch = std::mem::take(&mut held.commands);
-        held.bytes = 0;
-        if let Ok(first) = next {
-            batch.push(first);
-            while batch.len() < retried + MAX_BATCH {
-                match commands.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
-            }
-        }
-        let flush = stopping
-            || batch
-                .iter()
-                .any(|command| matches!(command, Command::Barrier(_)));
-        if let WriterConnection::Reading(_) = connection
-            && let Ok(writer) = open_writer(path)
-        {
-            connection = WriterConnection::Writing(writer);
-            // The file is about to change under connections that took it for
-            // immutable; those out on a read are dropped when they return.
-            let mut pool = lock(readers);
-            pool.idle.clear();
-            pool.immutable = false;
-            drop(pool);
-            // With writes held, the refusal stands until they are stored.
-            // Cleared before it is said: whoever reads the line may prompt.
-            if retried == 0 && refusal.take().is_some() {
-                *lock(refused) = None;
-                tracing::info!(store = %path.display(), "the session store is writable again");
-            }
-        }
-        if batch.is_empty() && !stamps.any_due(flush) {
-            if stopping {
-                return;
-            }
-            continue;
-        }
-        let written = match &mut connection {
-            WriterConnection::Writing(writer) => write_batch(writer, &batch, &stamps, flush),
-            WriterConnection::Reading(_) => Err(read_only_error()),
-        };
-        let outcome = match written {
-            Ok(Written { deletes, stamped }) => {
-                stamps.record(stamped, &batch);
-                held.overflowed = false;
-                since_checkpoint += 1;
-                if since_checkpoint >= CHECKPOINT_EVERY_BATCHES {
-                    since_checkpoint = 0;
-                    let _ = checkpoint.send(());
-                }
-                Outcome::Written(deletes)
-            }
-            Err(error) if batch.is_empty() => {
-                // Only update times were due. They are not worth holding:
-                // the end of each turn writes its session's again.
-                stamps.forget_pending();
-                tracing::debug!(store = %path.display(), "could not write sessions' update times: {}", describe(&error));
-                Outcome::Dropped(describe(&error))
-            }
-            Err(error) if is_the_disks_doing(&error) => {
-                let problem = describe(&error);
-                if refusal.as_ref() != Some(&problem) {
-                    // Refused before it is said: whoever reads the line may prompt.
-                    *lock(refused) = Some(problem.clone());
-                    refusal = Some(problem.clone());
-                    tracing::error!(
-                        "cannot write to the session store at {}: {problem}; clients still get their updates, which are held in memory and written once it can be (free disk space or make it writable)",
-                        path.display()
-                    );
-                }
-                Outcome::Held(problem)
-            }
-            Err(error) => {
-                tracing::error!(
-                    store = %path.display(),
-                    commands = batch.len(),
-                    "could not write to the session store: {error}; clients still get their updates, but this history is not stored"
-                );
-                Outcome::Dropped(describe(&error))
-            }
-        };
-        let wrote = matches!(outcome, Outcome::Written(_));
-        let (WriterConnection::Writing(reader) | WriterConnection::Reading(reader)) = &connection;
-        finish_batch(reader, batch, outcome, &mut held, path);
-        if wrote && held.commands.is_empty() && refusal.take().is_some() {
-            *lock(refused) = None;
-            tracing::info!(
-                store = %path.display(),
-                "the session store is writable again; {retried} held writes are stored"
-            );
-        }
-        if stopping {
-            if !held.commands.is_empty() {
-                tracing::error!(
-                    store = %path.display(),
-                    "{} writes were never stored: the disk still refuses them",
-                    held.commands.len()
-                );
-            }
-            return;
-        }
-    }
-}
-
-/// Batches written between two nudges to the checkpointer.
-const CHECKPOINT_EVERY_BATCHES: usize = 256;
-
-/// How often the log is checkpointed when few batches are written.
-const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The checkpointer thread: copy the write-ahead log into the database now
-/// and then, without ever blocking the writer (`PASSIVE`). Ends, with a last
-/// full checkpoint, when the writer does. A store that could only be read
-/// has nothing to checkpoint until it can be written.
-fn checkpoint_loop(path: &Path, mut connection: Option<Connection>, nudges: &mpsc::Receiver<()>) {
-    loop {
-        let last = matches!(
-            nudges.recv_timeout(CHECKPOINT_INTERVAL),
-            Err(mpsc::RecvTimeoutError::Disconnected)
-        );
-        if connection.is_none() {
-            connection = open_for_writing(path).ok();
-        }
-        let Some(connection) = &connection else {
-            if last {
-                return;
-            }
-            continue;
-        };
-        let mode = if last { "TRUNCATE" } else { "PASSIVE" };
-        match checkpoint(connection, mode) {
-            // Under steady writes a passive checkpoint never finds a moment
-            // to start the log over, and the log would grow until the disk
-            // is full. Past a bound, wait for one (the writer pauses
-            // briefly). RESTART rather than TRUNCATE: the log is reused from
-            // its start in place, where cutting a 64 MiB file took 20 ms more
-            // with the writer waiting.
-            Ok(log_pages) if !last && log_pages > MAX_LOG_PAGES => {
-                if let Err(error) = checkpoint(connection, "RESTART") {
-                    tracing::warn!(store = %path.display(), "could not shorten the session store's log: {}", describe(&error));
-                }
-            }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(store = %path.display(), "could not checkpoint the session store: {}", describe(&error));
-            }
-        }
-        if last {
-            return;
-        }
-    }
-}
-
-/// Most pages the write-ahead log may hold before a checkpoint waits to
-/// start it over: 16 MiB at the 1 KiB pages of a database created now, 64 MiB
-/// at the 4 KiB pages of older ones.
-const MAX_LOG_PAGES: i64 = 16 * 1024;
-
-/// Run a checkpoint; the pages in the log, as SQLite reports them.
-fn checkpoint(connection: &Connection, mode: &str) -> rusqlite::Result<i64> {
-    connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
-        row.get(1)
-    })
-}
-
-/// What became of a batch.
-enum Outcome {
-    /// Committed; for each delete in it, whether it found its session.
-    Written(Vec<bool>),
-    /// Refused by the disk, for this reason: held for the next try.
-    Held(String),
-    /// Failed for good, for this reason.
-    Dropped(String),
-}
-
-/// Writes the disk refused, oldest first, to try again.
-#[derive(Default)]
-struct Held {
-    commands: Vec<Command>,
-    /// Roughly what they take in memory.
-    bytes: usize,
-    /// Whether writes were lost for want of room to hold them.
-    overflowed: bool,
-}
-
-impl Held {
-    fn hold(&mut self, command: Command, path: &Path) {
-        let size = 64
-            + match &command {
-                Command::Append { body, .. } | Command::TurnEnded { body, .. } => body.len(),
-                Command::SetTitle { title, .. } => title.len(),
-                _ => 0,
-            };
-        if self.bytes + size > MAX_HELD_BYTES {
-            if !self.overflowed {
-                tracing::error!(
-                    store = %path.display(),
-                    "the session store has refused writes for too long; newer history is lost until it can be written"
-                );
-                self.overflowed = true;
-            }
-            return;
-        }
-        self.bytes += size;
-        self.commands.push(command);
-    }
-}
-
-/// Whether a failed write may succeed later without Punie changing anything:
-/// the disk is full, read-only or failing, or the file is locked.
-fn is_the_disks_doing(error: &rusqlite::Error) -> bool {
-    use rusqlite::ErrorCode;
-    matches!(
-        error.sqlite_error_code(),
-        Some(
-            ErrorCode::DiskFull
-                | ErrorCode::ReadOnly
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::CannotOpen
-                | ErrorCode::PermissionDenied
-                | ErrorCode::DatabaseBusy
-                | ErrorCode::DatabaseLocked
-                | ErrorCode::FileLockingProtocolFailed
-        )
-    )
-}
-
 /// What went wrong, in words that point at the fix: SQLite's own messages
 /// ("disk I/O error") do not say what to check.
 fn describe(error: &(dyn std::error::Error + 'static)) -> String {
@@ -1025,324 +725,6 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     error.to_string()
 }
 
-/// What one transaction wrote.
-struct Written {
-    /// For each delete in the batch, whether it found its session.
-    deletes: Vec<bool>,
-    /// Sessions whose `updated_us` it wrote, and those it left for later
-    /// (`false`) with the time they should get.
-    stamped: Vec<(String, i64, bool)>,
-}
-
-/// Write `batch` in one transaction, with the `updated_us` of the sessions it
-/// touched where due (all of them when `flush`).
-fn write_batch(
-    connection: &mut Connection,
-    batch: &[Command],
-    stamps: &Stamps,
-    flush: bool,
-) -> rusqlite::Result<Written> {
-    // BEGIN and COMMIT stay prepared like the statements between them: a
-    // streamed update is often a transaction of its own, and parsing the two
-    // anew each time was a tenth of its cost.
-    if !connection.is_autocommit() {
-        // A transaction an earlier failure left open would make every BEGIN
-        // fail from now on.
-        connection.execute_batch("ROLLBACK")?;
-    }
-    connection.prepare_cached("BEGIN")?.execute([])?;
-    let written = write_commands(connection, batch, stamps, flush).and_then(|written| {
-        connection.prepare_cached("COMMIT")?.execute([])?;
-        Ok(written)
-    });
-    if written.is_err() && !connection.is_autocommit() {
-        let _ = connection.execute_batch("ROLLBACK");
-    }
-    written
-}
-
-/// The statements of [`write_batch`], inside its transaction.
-fn write_commands(
-    transaction: &Connection,
-    batch: &[Command],
-    stamps: &Stamps,
-    flush: bool,
-) -> rusqlite::Result<Written> {
-    // Each session touched, its newest time, and whether that must be written
-    // now. Times left for later come first, so a delete drops them too.
-    let mut touched: Vec<(&str, i64, bool)> = stamps
-        .pending()
-        .map(|(session, at_us)| (session, at_us, false))
-        .collect();
-    let mut deletes = Vec::new();
-    for command in batch {
-        match command {
-            Command::CreateSession(row) => {
-                transaction
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO sessions (id, cwd, title, model, created_us, updated_us, turns, running)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
-                    )?
-                    .execute(params![
-                        row.id,
-                        row.cwd.to_string_lossy(),
-                        row.title,
-                        row.model,
-                        row.created_us,
-                        row.updated_us,
-                        row.turns
-                    ])?;
-            }
-            Command::Append {
-                session,
-                kind,
-                body,
-                at_us,
-                ..
-            } => {
-                transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
-                    session,
-                    kind.code(),
-                    body
-                ])?;
-                touch(&mut touched, session, *at_us, false);
-            }
-            Command::SetTitle { session, title } => {
-                transaction
-                    .prepare_cached("UPDATE sessions SET title = ?2 WHERE id = ?1")?
-                    .execute(params![session, title])?;
-            }
-            Command::TurnStarted {
-                session,
-                number,
-                at_us,
-            } => {
-                transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
-                    session,
-                    EntryKind::TurnStarted.code(),
-                    number.to_string()
-                ])?;
-                transaction
-                    .prepare_cached("UPDATE sessions SET running = 1 WHERE id = ?1")?
-                    .execute([session])?;
-                touch(&mut touched, session, *at_us, true);
-            }
-            Command::TurnEnded {
-                session,
-                body,
-                at_us,
-            } => {
-                transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
-                    session,
-                    EntryKind::TurnEnded.code(),
-                    body
-                ])?;
-                transaction
-                    .prepare_cached(
-                        "UPDATE sessions SET running = 0, turns = turns + 1 WHERE id = ?1",
-                    )?
-                    .execute([session])?;
-                touch(&mut touched, session, *at_us, true);
-            }
-            Command::Delete { session, .. } => {
-                transaction
-                    .prepare_cached("DELETE FROM entries WHERE session_id = ?1")?
-                    .execute([session])?;
-                let deleted = transaction
-                    .prepare_cached("DELETE FROM sessions WHERE id = ?1")?
-                    .execute([session])?;
-                touched.retain(|(touched, ..)| touched != session);
-                deletes.push(deleted > 0);
-            }
-            Command::Barrier(_) | Command::AtNewest { .. } => {}
-        }
-    }
-    let mut stamped = Vec::with_capacity(touched.len());
-    for (session, at_us, now) in touched {
-        let now = now || flush || stamps.due(session);
-        if now {
-            transaction
-                .prepare_cached(
-                    "UPDATE sessions SET updated_us = max(updated_us, ?2) WHERE id = ?1",
-                )?
-                .execute(params![session, at_us])?;
-        }
-        stamped.push((session.to_owned(), at_us, now));
-    }
-    Ok(Written { deletes, stamped })
-}
-
-/// Entries of a deleted session (the tail of a cancelled turn) are dropped.
-const INSERT_ENTRY: &str = "INSERT INTO entries (session_id, kind, body)
-     SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?1)";
-
-fn touch<'a>(touched: &mut Vec<(&'a str, i64, bool)>, session: &'a str, at_us: i64, now: bool) {
-    match touched.iter_mut().find(|(id, ..)| *id == session) {
-        Some((_, latest, due)) => {
-            *latest = (*latest).max(at_us);
-            *due |= now;
-        }
-        None => touched.push((session, at_us, now)),
-    }
-}
-
-/// How stale a session's `updated_us` may get while its turn streams. It
-/// only orders `session/list`, and rewriting that row and its two indexes
-/// with every update more than doubled the pages each small commit wrote.
-/// The start and end of a turn, and a flush, always write it.
-const STAMP_EVERY: Duration = Duration::from_secs(1);
-
-/// When the writer last wrote the `updated_us` of each recently active
-/// session, and a newer time it has not written yet.
-#[derive(Default)]
-struct Stamps(HashMap<String, Stamp>);
-
-struct Stamp {
-    written: Instant,
-    pending: Option<i64>,
-}
-
-impl Stamps {
-    /// Whether `session`'s time is written with the next transaction that
-    /// touches it.
-    fn due(&self, session: &str) -> bool {
-        self.0
-            .get(session)
-            .is_none_or(|stamp| stamp.written.elapsed() >= STAMP_EVERY)
-    }
-
-    fn pending(&self) -> impl Iterator<Item = (&str, i64)> {
-        self.0
-            .iter()
-            .filter_map(|(session, stamp)| Some((session.as_str(), stamp.pending?)))
-    }
-
-    fn any_due(&self, flush: bool) -> bool {
-        self.pending()
-            .any(|(session, _)| flush || self.due(session))
-    }
-
-    /// How long until the first time left for later must be written.
-    fn next_due(&self) -> Option<Duration> {
-        self.0
-            .values()
-            .filter(|stamp| stamp.pending.is_some())
-            .map(|stamp| STAMP_EVERY.saturating_sub(stamp.written.elapsed()))
-            .min()
-    }
-
-    fn forget_pending(&mut self) {
-        for stamp in self.0.values_mut() {
-            stamp.pending = None;
-        }
-    }
-
-    /// Note what a committed transaction wrote, and forget sessions quiet
-    /// for longer than [`STAMP_EVERY`].
-    fn record(&mut self, stamped: Vec<(String, i64, bool)>, batch: &[Command]) {
-        let now = Instant::now();
-        for (session, at_us, written) in stamped {
-            if written {
-                self.0.insert(
-                    session,
-                    Stamp {
-                        written: now,
-                        pending: None,
-                    },
-                );
-            } else if let Some(stamp) = self.0.get_mut(&session) {
-                stamp.pending = Some(stamp.pending.map_or(at_us, |pending| pending.max(at_us)));
-            }
-        }
-        for command in batch {
-            if let Command::Delete { session, .. } = command {
-                self.0.remove(session);
-            }
-        }
-        self.0
-            .retain(|_, stamp| stamp.pending.is_some() || stamp.written.elapsed() < STAMP_EVERY);
-    }
-}
-
-/// Run what waited on `batch`, and hold what the disk refused to write.
-fn finish_batch(
-    connection: &Connection,
-    batch: Vec<Command>,
-    outcome: Outcome,
-    held: &mut Held,
-    path: &Path,
-) {
-    let holding = matches!(outcome, Outcome::Held(_));
-    let (mut deleted, failure) = match outcome {
-        Outcome::Written(deletes) => (deletes.into_iter(), None),
-        Outcome::Held(problem) | Outcome::Dropped(problem) => {
-            (Vec::new().into_iter(), Some(problem))
-        }
-    };
-    for command in batch {
-        match command {
-            Command::Append {
-                session,
-                kind,
-                body,
-                at_us,
-                then,
-            } => {
-                if let Some(then) = then {
-                    then();
-                }
-                if holding {
-                    let command = Command::Append {
-                        session,
-                        kind,
-                        body,
-                        at_us,
-                        then: None,
-                    };
-                    held.hold(command, path);
-                }
-            }
-            Command::Barrier(done) => {
-                let _ = done.send(());
-            }
-            Command::Delete { done, .. } => {
-                let outcome = match &failure {
-                    None => Ok(deleted.next().unwrap_or(false)),
-                    Some(problem) => Err(format!("cannot write to it: {problem}")),
-                };
-                let _ = done.send(outcome);
-            }
-            Command::AtNewest { session, then } => then(newest_entry(connection, &session)),
-            command @ (Command::CreateSession(_)
-            | Command::SetTitle { .. }
-            | Command::TurnStarted { .. }
-            | Command::TurnEnded { .. }) => {
-                if holding {
-                    held.hold(command, path);
-                }
-            }
-        }
-    }
-}
-
-/// The newest entry of a stored session: 0 if it has none, `None` if the
-/// session is not stored. A read that fails counts every entry.
-fn newest_entry(connection: &Connection, session: &str) -> Option<i64> {
-    let newest = connection
-        .prepare_cached(
-            "SELECT (SELECT coalesce(max(seq), 0) FROM entries WHERE session_id = ?1)
-             FROM sessions WHERE id = ?1",
-        )
-        .and_then(|mut statement| statement.query_row([session], |row| row.get(0)).optional());
-    match newest {
-        Ok(newest) => newest,
-        Err(error) => {
-            tracing::warn!("cannot read the newest entry of session {session}: {error}");
-            Some(i64::MAX)
-        }
-    }
-}
-
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> i64 {
     SystemTime::now()
@@ -1360,7 +742,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use super::writer::STAMP_EVERY;
     use super::*;
+    use std::time::Instant;
 
     fn row(id: &str, cwd: &str) -> SessionRow {
         SessionRow {
@@ -1478,6 +862,126 @@ mod tests {
         let before = updated_us(&store, "a").await;
         store.flush().await;
         assert!(updated_us(&store, "a").await > before);
+    }
+
+    /// Which thread ran a follow-up, and in what order follow-ups ran.
+    #[derive(Default)]
+    struct FollowUps(Mutex<Vec<(String, Option<String>)>>);
+
+    impl FollowUps {
+        fn note(self: &Arc<Self>, body: &str) -> Option<AfterWrite> {
+            let notes = self.clone();
+            let body = body.to_owned();
+            Some(Box::new(move || {
+                let thread = std::thread::current().name().map(str::to_owned);
+                lock(&notes.0).push((body, thread));
+            }))
+        }
+
+        fn ran(&self) -> Vec<(String, Option<String>)> {
+            lock(&self.0).clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lone_update_is_written_by_its_own_thread_and_a_burst_by_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("punie.db")).unwrap();
+        store.create_session(row("a", "/w"));
+        store.flush().await;
+        let follow_ups = Arc::new(FollowUps::default());
+
+        // After a quiet spell, the append is committed and its follow-up has
+        // run by the time `append` returns, on the caller's thread.
+        std::thread::sleep(writer::BURST_GAP * 2);
+        store.append(
+            "a",
+            EntryKind::Update,
+            "lone".into(),
+            follow_ups.note("lone"),
+        );
+        let here = std::thread::current().name().map(str::to_owned);
+        assert_eq!(follow_ups.ran(), [("lone".to_owned(), here.clone())]);
+
+        // Back to back, the rest of a burst goes to the writer thread.
+        for n in 0..1000 {
+            let body = n.to_string();
+            store.append("a", EntryKind::Update, body.clone(), follow_ups.note(&body));
+        }
+        store.flush().await;
+        let ran = follow_ups.ran();
+        assert_eq!(ran.len(), 1001);
+        let by_writer = ran
+            .iter()
+            .filter(|(_, thread)| thread.as_deref() == Some("punie-store"))
+            .count();
+        assert!(
+            by_writer >= 990,
+            "{by_writer} of 1,000 burst follow-ups ran on the writer"
+        );
+        let history = store.history("a").await.unwrap();
+        let stored: Vec<&str> = history.iter().map(|entry| entry.body.as_str()).collect();
+        let followed: Vec<&str> = ran.iter().map(|(body, _)| body.as_str()).collect();
+        assert_eq!(
+            stored, followed,
+            "follow-ups ran in the order of the writes"
+        );
+    }
+
+    #[tokio::test]
+    async fn appends_from_many_threads_keep_each_threads_order_and_follow_ups_the_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("punie.db")).unwrap();
+        store.create_session(row("a", "/w"));
+        store.flush().await;
+        let follow_ups = Arc::new(FollowUps::default());
+        let threads: Vec<_> = (0..4)
+            .map(|thread| {
+                let (store, follow_ups) = (store.clone(), follow_ups.clone());
+                std::thread::spawn(move || {
+                    for n in 0..300 {
+                        let body = format!("{thread}:{n:03}");
+                        store.append("a", EntryKind::Update, body.clone(), follow_ups.note(&body));
+                        // Now and then a quiet spell, so that some appends
+                        // are written where they were made, racing the rest.
+                        if n % 7 == thread {
+                            std::thread::sleep(writer::BURST_GAP * 3);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        store.flush().await;
+        let ran = follow_ups.ran();
+        let history = store.history("a").await.unwrap();
+        let stored: Vec<&str> = history.iter().map(|entry| entry.body.as_str()).collect();
+        let followed: Vec<&str> = ran.iter().map(|(body, _)| body.as_str()).collect();
+        assert_eq!(stored.len(), 1200);
+        assert_eq!(
+            stored, followed,
+            "follow-ups ran in the order of the writes"
+        );
+        for thread in 0..4 {
+            let own: Vec<&str> = stored
+                .iter()
+                .copied()
+                .filter(|body| body.starts_with(&format!("{thread}:")))
+                .collect();
+            let mut sorted = own.clone();
+            sorted.sort_unstable();
+            assert_eq!(own, sorted, "thread {thread}'s appends stored out of order");
+        }
+        let elsewhere = ran
+            .iter()
+            .filter(|(_, thread)| thread.as_deref() != Some("punie-store"))
+            .count();
+        assert!(
+            elsewhere > 0,
+            "no append was written by the thread that made it"
+        );
     }
 
     #[tokio::test]

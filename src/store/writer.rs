@@ -1,0 +1,898 @@
+//! The writer: the only connection that writes the session store, the
+//! queue of commands waiting for it, and the checkpointer beside it.
+//!
+//! Commands are queued without waiting and written in batches, one
+//! transaction per batch; what waited on a command (sending an update to
+//! clients) runs once its batch is committed. A burst is written by the
+//! writer thread; a lone update after a quiet spell is written at once by
+//! the thread that queued it, which skips two thread wake-ups. Either way
+//! one writer at a time, in queue order. This module owns how and when
+//! history reaches the disk; it knows nothing of what an entry means, and
+//! never reads for a client.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, TryLockError, mpsc};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::{
+    AfterWrite, AtNewest, EntryKind, RETRY_INTERVAL, Readers, SessionRow, describe, lock,
+    open_for_writing, open_writer, read_only_error,
+};
+
+/// Most commands written in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// Most bytes of refused writes held for the next try; a disk that stays
+/// full must not fill the memory too. Writes past it are lost (and logged).
+const MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
+
+pub(super) enum Command {
+    CreateSession(SessionRow),
+    Append {
+        session: String,
+        kind: EntryKind,
+        body: String,
+        at_us: i64,
+        then: Option<AfterWrite>,
+    },
+    SetTitle {
+        session: String,
+        title: String,
+    },
+    TurnStarted {
+        session: String,
+        number: i64,
+        at_us: i64,
+    },
+    TurnEnded {
+        session: String,
+        body: String,
+        at_us: i64,
+    },
+    Delete {
+        session: String,
+        done: tokio::sync::oneshot::Sender<Result<bool, String>>,
+    },
+    /// Completes once everything queued before it is written.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+    /// Runs, once everything queued before it is written, with the newest
+    /// entry of the session (`None` if there is no such session).
+    AtNewest {
+        session: String,
+        then: AtNewest,
+    },
+}
+
+/// The writer's connection.
+pub(super) enum WriterConnection {
+    Writing(Connection),
+    /// The disk lets Punie only read the database: writes are refused (and
+    /// held) until it can be opened for writing. Reads still run here.
+    Reading(Connection),
+}
+
+/// Appends closer together than this are a burst: the writer thread takes
+/// them, in batches. One that comes after a quiet spell, as a model's tokens
+/// do, is written at once on the thread that queued it, when nothing else is
+/// writing: handing a lone update to another thread and being woken when it
+/// is done cost more than its commit (a halted vCPU wakes slowly).
+pub(super) const BURST_GAP: Duration = Duration::from_micros(100);
+
+/// What the store's handles and its writer thread share: the queue of
+/// commands, and the writer, taken by whichever thread writes.
+pub(super) struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the writer thread.
+    wake: Condvar,
+    writer: Mutex<Writer>,
+    /// Set while the checkpointer holds the log's write lock: a thread that
+    /// queued an update then leaves it to the writer thread rather than wait.
+    checkpoint_blocks_writes: Arc<AtomicBool>,
+}
+
+struct Queue {
+    commands: VecDeque<Command>,
+    open: bool,
+    /// When a command was last queued, or last written where it was queued.
+    last_queued: Option<Instant>,
+    /// The writer thread has been asked to look again.
+    nudged: bool,
+    /// The writer thread is waiting on [`Shared::wake`].
+    sleeping: bool,
+}
+
+/// The only writing connection, and what writing needs to remember.
+pub(super) struct Writer {
+    path: PathBuf,
+    connection: WriterConnection,
+    held: Held,
+    stamps: Stamps,
+    /// What `refused` says, without taking its lock for every batch.
+    refusal: Option<String>,
+    refused: Arc<Mutex<Option<String>>>,
+    readers: Arc<Mutex<Readers>>,
+    since_checkpoint: usize,
+    /// Dropped when the writer thread ends, so that the checkpointer does.
+    checkpoint: Option<mpsc::Sender<()>>,
+    /// When the writer thread wakes next with nothing queued; `None`: only
+    /// when something is.
+    wakes_at: Option<Instant>,
+}
+
+impl Shared {
+    pub(super) fn new(
+        path: &Path,
+        connection: WriterConnection,
+        refused: Arc<Mutex<Option<String>>>,
+        readers: Arc<Mutex<Readers>>,
+        checkpoint: mpsc::Sender<()>,
+        checkpoint_blocks_writes: Arc<AtomicBool>,
+    ) -> Self {
+        let refusal = lock(&refused).clone();
+        Self {
+            queue: Mutex::new(Queue {
+                commands: VecDeque::new(),
+                open: true,
+                last_queued: None,
+                nudged: false,
+                sleeping: false,
+            }),
+            wake: Condvar::new(),
+            writer: Mutex::new(Writer {
+                path: path.to_owned(),
+                connection,
+                held: Held::default(),
+                stamps: Stamps::default(),
+                refusal,
+                refused,
+                readers,
+                since_checkpoint: 0,
+                checkpoint: Some(checkpoint),
+                wakes_at: None,
+            }),
+            checkpoint_blocks_writes,
+        }
+    }
+
+    /// Queue `command`; handed back if the store is closed. It is written on
+    /// this thread when it comes alone after a quiet spell ([`BURST_GAP`])
+    /// and the writer is free, else by the writer thread.
+    pub(super) fn submit(&self, command: Command) -> Result<(), Box<Command>> {
+        let now = Instant::now();
+        let here = command.may_run_anywhere();
+        let alone = {
+            let mut queue = lock(&self.queue);
+            if !queue.open {
+                return Err(Box::new(command));
+            }
+            let quiet = queue
+                .last_queued
+                .is_none_or(|last| now.duration_since(last) >= BURST_GAP);
+            queue.last_queued = Some(now);
+            queue.commands.push_back(command);
+            quiet && queue.commands.len() == 1
+        };
+        if !(here && alone && self.write_here()) {
+            self.nudge();
+        }
+        Ok(())
+    }
+
+    /// Write what is queued on this thread, if the writer is free, well and
+    /// not held up by a checkpoint; false if it was left to the writer thread.
+    fn write_here(&self) -> bool {
+        if self.checkpoint_blocks_writes.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        if !writer.is_well() {
+            return false;
+        }
+        let (batch, _) = self.take_queued(true);
+        writer.write(batch, false);
+        let wake_thread = writer.wakes_too_late();
+        drop(writer);
+        let mut queue = lock(&self.queue);
+        // The quiet spell counts from now: a caller that appends again at
+        // once is in a burst, however long this commit took.
+        queue.last_queued = Some(Instant::now());
+        // Whatever was queued meanwhile, by threads that found the writer
+        // taken, is the writer thread's.
+        let more = !queue.commands.is_empty();
+        drop(queue);
+        if wake_thread || more {
+            self.nudge();
+        }
+        true
+    }
+
+    /// Take the oldest commands queued, as many as one transaction holds;
+    /// for a thread other than the writer's, only those that may run there.
+    /// Also whether the store is closed with nothing left queued.
+    fn take_queued(&self, elsewhere: bool) -> (Vec<Command>, bool) {
+        let mut queue = lock(&self.queue);
+        let mut batch = Vec::with_capacity(queue.commands.len().min(MAX_BATCH));
+        while batch.len() < MAX_BATCH
+            && queue
+                .commands
+                .front()
+                .is_some_and(|command| !elsewhere || command.may_run_anywhere())
+        {
+            batch.extend(queue.commands.pop_front());
+        }
+        (batch, !queue.open && queue.commands.is_empty())
+    }
+
+    fn nudge(&self) {
+        let mut queue = lock(&self.queue);
+        queue.nudged = true;
+        if queue.sleeping {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Stop taking commands; the writer thread writes what is queued and ends.
+    pub(super) fn close(&self) {
+        lock(&self.queue).open = false;
+        self.nudge();
+    }
+
+    /// Wait until something is queued, the writer thread is nudged, the
+    /// store closes, or `until`.
+    fn wait_for_work(&self, until: Option<Instant>) {
+        let mut queue = lock(&self.queue);
+        while queue.commands.is_empty() && queue.open && !queue.nudged {
+            queue.sleeping = true;
+            queue = match until {
+                None => self
+                    .wake
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(until) => {
+                    let Some(left) = until.checked_duration_since(Instant::now()) else {
+                        break;
+                    };
+                    self.wake
+                        .wait_timeout(queue, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+        queue.sleeping = false;
+        queue.nudged = false;
+    }
+}
+
+/// The writer thread: wait for commands (or for held writes and update
+/// times to come due), write them in one transaction, then run what waited
+/// on them. Ends once the store is closed and everything queued is written.
+pub(super) fn write_loop(shared: &Shared) {
+    loop {
+        let until = lock(&shared.writer).plan_wake();
+        shared.wait_for_work(until);
+        let mut writer = lock(&shared.writer);
+        // Taken with the writer held: batches are written in queue order.
+        let (batch, stopping) = shared.take_queued(false);
+        writer.write(batch, stopping);
+        if stopping {
+            writer.checkpoint = None;
+            return;
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command may be written, and what waits on it run, on any
+    /// thread that queues a command: not a delete (a long statement), nor
+    /// [`Command::AtNewest`], whose follow-up takes the session registry's
+    /// lock and must not run where a caller may hold it.
+    fn may_run_anywhere(&self) -> bool {
+        !matches!(self, Self::Delete { .. } | Self::AtNewest { .. })
+    }
+}
+
+impl Writer {
+    /// Whether a batch can go straight to the disk: nothing held from a
+    /// refused write, and a connection that writes.
+    fn is_well(&self) -> bool {
+        self.held.commands.is_empty() && matches!(self.connection, WriterConnection::Writing(_))
+    }
+
+    /// When the writer thread must look again with nothing queued: to retry
+    /// what the disk refused, or to write an update time that came due.
+    fn next_wake(&self) -> Option<Instant> {
+        if self.is_well() {
+            self.stamps.next_due()
+        } else {
+            Some(Instant::now() + RETRY_INTERVAL)
+        }
+    }
+
+    fn plan_wake(&mut self) -> Option<Instant> {
+        self.wakes_at = self.next_wake();
+        self.wakes_at
+    }
+
+    /// Whether a batch written off the writer thread left work that the
+    /// thread, asleep, would come to too late.
+    fn wakes_too_late(&self) -> bool {
+        match (self.next_wake(), self.wakes_at) {
+            (Some(due), Some(planned)) => due < planned,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// Write `queued` after anything held from a refused write, in one
+    /// transaction, then run what waited on it. `stopping`: the last batch,
+    /// which writes every pending update time.
+    fn write(&mut self, queued: Vec<Command>, stopping: bool) {
+        let retried = self.held.commands.len();
+        let mut batch = std::mem::take(&mut self.held.commands);
+        self.held.bytes = 0;
+        batch.extend(queued);
+        let flush = stopping
+            || batch
+                .iter()
+                .any(|command| matches!(command, Command::Barrier(_)));
+        self.reopen_for_writing(retried);
+        if batch.is_empty() && !self.stamps.any_due(flush) {
+            self.say_unstored_if(stopping);
+            return;
+        }
+        let written = match &mut self.connection {
+            WriterConnection::Writing(writer) => write_batch(writer, &batch, &self.stamps, flush),
+            WriterConnection::Reading(_) => Err(read_only_error()),
+        };
+        let outcome = self.outcome(written, &batch);
+        let wrote = matches!(outcome, Outcome::Written(_));
+        let (WriterConnection::Writing(reader) | WriterConnection::Reading(reader)) =
+            &self.connection;
+        finish_batch(reader, batch, outcome, &mut self.held, &self.path);
+        if wrote && self.held.commands.is_empty() && self.refusal.take().is_some() {
+            *lock(&self.refused) = None;
+            tracing::info!(
+                store = %self.path.display(),
+                "the session store is writable again; {retried} held writes are stored"
+            );
+        }
+        self.say_unstored_if(stopping);
+    }
+
+    /// A store that could only be read is opened for writing once the disk
+    /// allows it.
+    fn reopen_for_writing(&mut self, retried: usize) {
+        if let WriterConnection::Reading(_) = self.connection
+            && let Ok(writer) = open_writer(&self.path)
+        {
+            self.connection = WriterConnection::Writing(writer);
+            // The file is about to change under connections that took it for
+            // immutable; those out on a read are dropped when they return.
+            let mut pool = lock(&self.readers);
+            pool.idle.clear();
+            pool.immutable = false;
+            drop(pool);
+            // With writes held, the refusal stands until they are stored.
+            // Cleared before it is said: whoever reads the line may prompt.
+            if retried == 0 && self.refusal.take().is_some() {
+                *lock(&self.refused) = None;
+                tracing::info!(store = %self.path.display(), "the session store is writable again");
+            }
+        }
+    }
+
+    /// What became of a batch, from what writing it returned.
+    fn outcome(&mut self, written: rusqlite::Result<Written>, batch: &[Command]) -> Outcome {
+        let path = self.path.display();
+        match written {
+            Ok(Written { deletes, stamped }) => {
+                self.stamps.record(stamped, batch);
+                self.held.overflowed = false;
+                self.since_checkpoint += 1;
+                if self.since_checkpoint >= CHECKPOINT_EVERY_BATCHES {
+                    self.since_checkpoint = 0;
+                    if let Some(checkpoint) = &self.checkpoint {
+                        let _ = checkpoint.send(());
+                    }
+                }
+                Outcome::Written(deletes)
+            }
+            Err(error) if batch.is_empty() => {
+                // Only update times were due. They are not worth holding:
+                // the end of each turn writes its session's again.
+                self.stamps.forget_pending();
+                tracing::debug!(store = %path, "could not write sessions' update times: {}", describe(&error));
+                Outcome::Dropped(describe(&error))
+            }
+            Err(error) if is_the_disks_doing(&error) => {
+                let problem = describe(&error);
+                if self.refusal.as_ref() != Some(&problem) {
+                    // Refused before it is said: whoever reads the line may prompt.
+                    *lock(&self.refused) = Some(problem.clone());
+                    self.refusal = Some(problem.clone());
+                    tracing::error!(
+                        "cannot write to the session store at {path}: {problem}; clients still get their updates, which are held in memory and written once it can be (free disk space or make it writable)"
+                    );
+                }
+                Outcome::Held(problem)
+            }
+            Err(error) => {
+                tracing::error!(
+                    store = %path,
+                    commands = batch.len(),
+                    "could not write to the session store: {error}; clients still get their updates, but this history is not stored"
+                );
+                Outcome::Dropped(describe(&error))
+            }
+        }
+    }
+
+    fn say_unstored_if(&self, stopping: bool) {
+        if stopping && !self.held.commands.is_empty() {
+            tracing::error!(
+                store = %self.path.display(),
+                "{} writes were never stored: the disk still refuses them",
+                self.held.commands.len()
+            );
+        }
+    }
+}
+
+/// Batches written between two nudges to the checkpointer.
+const CHECKPOINT_EVERY_BATCHES: usize = 256;
+
+/// How often the log is checkpointed when few batches are written.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The checkpointer thread: copy the write-ahead log into the database now
+/// and then, without ever blocking the writer (`PASSIVE`). Ends, with a last
+/// full checkpoint, when the writer does. A store that could only be read
+/// has nothing to checkpoint until it can be written.
+pub(super) fn checkpoint_loop(
+    path: &Path,
+    mut connection: Option<Connection>,
+    nudges: &mpsc::Receiver<()>,
+    blocks_writes: &AtomicBool,
+) {
+    loop {
+        let last = matches!(
+            nudges.recv_timeout(CHECKPOINT_INTERVAL),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+        if connection.is_none() {
+            connection = open_for_writing(path).ok();
+        }
+        let Some(connection) = &connection else {
+            if last {
+                return;
+            }
+            continue;
+        };
+        let mode = if last { "TRUNCATE" } else { "PASSIVE" };
+        match checkpoint(connection, mode) {
+            // Under steady writes a passive checkpoint never finds a moment
+            // to start the log over, and the log would grow until the disk
+            // is full. Past a bound, wait for one (the writer pauses
+            // briefly). RESTART rather than TRUNCATE: the log is reused from
+            // its start in place, where cutting a 64 MiB file took 20 ms more
+            // with the writer waiting.
+            Ok(log_pages) if !last && log_pages > MAX_LOG_PAGES => {
+                blocks_writes.store(true, Ordering::Release);
+                let restarted = checkpoint(connection, "RESTART");
+                blocks_writes.store(false, Ordering::Release);
+                if let Err(error) = restarted {
+                    tracing::warn!(store = %path.display(), "could not shorten the session store's log: {}", describe(&error));
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(store = %path.display(), "could not checkpoint the session store: {}", describe(&error));
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// Most pages the write-ahead log may hold before a checkpoint waits to
+/// start it over: 16 MiB at the 1 KiB pages of a database created now, 64 MiB
+/// at the 4 KiB pages of older ones.
+const MAX_LOG_PAGES: i64 = 16 * 1024;
+
+/// Run a checkpoint; the pages in the log, as SQLite reports them.
+fn checkpoint(connection: &Connection, mode: &str) -> rusqlite::Result<i64> {
+    connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+        row.get(1)
+    })
+}
+
+/// What became of a batch.
+enum Outcome {
+    /// Committed; for each delete in it, whether it found its session.
+    Written(Vec<bool>),
+    /// Refused by the disk, for this reason: held for the next try.
+    Held(String),
+    /// Failed for good, for this reason.
+    Dropped(String),
+}
+
+/// Writes the disk refused, oldest first, to try again.
+#[derive(Default)]
+struct Held {
+    commands: Vec<Command>,
+    /// Roughly what they take in memory.
+    bytes: usize,
+    /// Whether writes were lost for want of room to hold them.
+    overflowed: bool,
+}
+
+impl Held {
+    fn hold(&mut self, command: Command, path: &Path) {
+        let size = 64
+            + match &command {
+                Command::Append { body, .. } | Command::TurnEnded { body, .. } => body.len(),
+                Command::SetTitle { title, .. } => title.len(),
+                _ => 0,
+            };
+        if self.bytes + size > MAX_HELD_BYTES {
+            if !self.overflowed {
+                tracing::error!(
+                    store = %path.display(),
+                    "the session store has refused writes for too long; newer history is lost until it can be written"
+                );
+                self.overflowed = true;
+            }
+            return;
+        }
+        self.bytes += size;
+        self.commands.push(command);
+    }
+}
+
+/// Whether a failed write may succeed later without Punie changing anything:
+/// the disk is full, read-only or failing, or the file is locked.
+fn is_the_disks_doing(error: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(
+        error.sqlite_error_code(),
+        Some(
+            ErrorCode::DiskFull
+                | ErrorCode::ReadOnly
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+                | ErrorCode::PermissionDenied
+                | ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::FileLockingProtocolFailed
+        )
+    )
+}
+
+/// What one transaction wrote.
+struct Written {
+    /// For each delete in the batch, whether it found its session.
+    deletes: Vec<bool>,
+    /// Sessions whose `updated_us` it wrote, and those it left for later
+    /// (`false`) with the time they should get.
+    stamped: Vec<(String, i64, bool)>,
+}
+
+/// Write `batch` in one transaction, with the `updated_us` of the sessions it
+/// touched where due (all of them when `flush`).
+fn write_batch(
+    connection: &mut Connection,
+    batch: &[Command],
+    stamps: &Stamps,
+    flush: bool,
+) -> rusqlite::Result<Written> {
+    // BEGIN and COMMIT stay prepared like the statements between them: a
+    // streamed update is often a transaction of its own, and parsing the two
+    // anew each time was a tenth of its cost.
+    if !connection.is_autocommit() {
+        // A transaction an earlier failure left open would make every BEGIN
+        // fail from now on.
+        connection.execute_batch("ROLLBACK")?;
+    }
+    connection.prepare_cached("BEGIN")?.execute([])?;
+    let written = write_commands(connection, batch, stamps, flush).and_then(|written| {
+        connection.prepare_cached("COMMIT")?.execute([])?;
+        Ok(written)
+    });
+    if written.is_err() && !connection.is_autocommit() {
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    written
+}
+
+/// The statements of [`write_batch`], inside its transaction.
+fn write_commands(
+    transaction: &Connection,
+    batch: &[Command],
+    stamps: &Stamps,
+    flush: bool,
+) -> rusqlite::Result<Written> {
+    // Each session touched, its newest time, and whether that must be written
+    // now. Times left for later come first, so a delete drops them too.
+    let mut touched: Vec<(&str, i64, bool)> = stamps
+        .pending()
+        .map(|(session, at_us)| (session, at_us, false))
+        .collect();
+    let mut deletes = Vec::new();
+    for command in batch {
+        match command {
+            Command::CreateSession(row) => {
+                transaction
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO sessions (id, cwd, title, model, created_us, updated_us, turns, running)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
+                    )?
+                    .execute(params![
+                        row.id,
+                        row.cwd.to_string_lossy(),
+                        row.title,
+                        row.model,
+                        row.created_us,
+                        row.updated_us,
+                        row.turns
+                    ])?;
+            }
+            Command::Append {
+                session,
+                kind,
+                body,
+                at_us,
+                ..
+            } => {
+                transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
+                    session,
+                    kind.code(),
+                    body
+                ])?;
+                touch(&mut touched, session, *at_us, false);
+            }
+            Command::SetTitle { session, title } => {
+                transaction
+                    .prepare_cached("UPDATE sessions SET title = ?2 WHERE id = ?1")?
+                    .execute(params![session, title])?;
+            }
+            Command::TurnStarted {
+                session,
+                number,
+                at_us,
+            } => {
+                transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
+                    session,
+                    EntryKind::TurnStarted.code(),
+                    number.to_string()
+                ])?;
+                transaction
+                    .prepare_cached("UPDATE sessions SET running = 1 WHERE id = ?1")?
+                    .execute([session])?;
+                touch(&mut touched, session, *at_us, true);
+            }
+            Command::TurnEnded {
+                session,
+                body,
+                at_us,
+            } => {
+                transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
+                    session,
+                    EntryKind::TurnEnded.code(),
+                    body
+                ])?;
+                transaction
+                    .prepare_cached(
+                        "UPDATE sessions SET running = 0, turns = turns + 1 WHERE id = ?1",
+                    )?
+                    .execute([session])?;
+                touch(&mut touched, session, *at_us, true);
+            }
+            Command::Delete { session, .. } => {
+                transaction
+                    .prepare_cached("DELETE FROM entries WHERE session_id = ?1")?
+                    .execute([session])?;
+                let deleted = transaction
+                    .prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+                    .execute([session])?;
+                touched.retain(|(touched, ..)| touched != session);
+                deletes.push(deleted > 0);
+            }
+            Command::Barrier(_) | Command::AtNewest { .. } => {}
+        }
+    }
+    let mut stamped = Vec::with_capacity(touched.len());
+    for (session, at_us, now) in touched {
+        let now = now || flush || stamps.due(session);
+        if now {
+            transaction
+                .prepare_cached(
+                    "UPDATE sessions SET updated_us = max(updated_us, ?2) WHERE id = ?1",
+                )?
+                .execute(params![session, at_us])?;
+        }
+        stamped.push((session.to_owned(), at_us, now));
+    }
+    Ok(Written { deletes, stamped })
+}
+
+/// Entries of a deleted session (the tail of a cancelled turn) are dropped.
+const INSERT_ENTRY: &str = "INSERT INTO entries (session_id, kind, body)
+     SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?1)";
+
+fn touch<'a>(touched: &mut Vec<(&'a str, i64, bool)>, session: &'a str, at_us: i64, now: bool) {
+    match touched.iter_mut().find(|(id, ..)| *id == session) {
+        Some((_, latest, due)) => {
+            *latest = (*latest).max(at_us);
+            *due |= now;
+        }
+        None => touched.push((session, at_us, now)),
+    }
+}
+
+/// How stale a session's `updated_us` may get while its turn streams. It
+/// only orders `session/list`, and rewriting that row and its two indexes
+/// with every update more than doubled the pages each small commit wrote.
+/// The start and end of a turn, and a flush, always write it.
+pub(super) const STAMP_EVERY: Duration = Duration::from_secs(1);
+
+/// When the writer last wrote the `updated_us` of each recently active
+/// session, and a newer time it has not written yet.
+#[derive(Default)]
+struct Stamps(HashMap<String, Stamp>);
+
+struct Stamp {
+    written: Instant,
+    pending: Option<i64>,
+}
+
+impl Stamps {
+    /// Whether `session`'s time is written with the next transaction that
+    /// touches it.
+    fn due(&self, session: &str) -> bool {
+        self.0
+            .get(session)
+            .is_none_or(|stamp| stamp.written.elapsed() >= STAMP_EVERY)
+    }
+
+    fn pending(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.0
+            .iter()
+            .filter_map(|(session, stamp)| Some((session.as_str(), stamp.pending?)))
+    }
+
+    fn any_due(&self, flush: bool) -> bool {
+        self.pending()
+            .any(|(session, _)| flush || self.due(session))
+    }
+
+    /// When the first time left for later must be written: an instant
+    /// fixed by when it was last written, so that asking twice gives the same.
+    fn next_due(&self) -> Option<Instant> {
+        self.0
+            .values()
+            .filter(|stamp| stamp.pending.is_some())
+            .map(|stamp| stamp.written + STAMP_EVERY)
+            .min()
+    }
+
+    fn forget_pending(&mut self) {
+        for stamp in self.0.values_mut() {
+            stamp.pending = None;
+        }
+    }
+
+    /// Note what a committed transaction wrote, and forget sessions quiet
+    /// for longer than [`STAMP_EVERY`].
+    fn record(&mut self, stamped: Vec<(String, i64, bool)>, batch: &[Command]) {
+        let now = Instant::now();
+        for (session, at_us, written) in stamped {
+            if written {
+                self.0.insert(
+                    session,
+                    Stamp {
+                        written: now,
+                        pending: None,
+                    },
+                );
+            } else if let Some(stamp) = self.0.get_mut(&session) {
+                stamp.pending = Some(stamp.pending.map_or(at_us, |pending| pending.max(at_us)));
+            }
+        }
+        for command in batch {
+            if let Command::Delete { session, .. } = command {
+                self.0.remove(session);
+            }
+        }
+        self.0
+            .retain(|_, stamp| stamp.pending.is_some() || stamp.written.elapsed() < STAMP_EVERY);
+    }
+}
+
+/// Run what waited on `batch`, and hold what the disk refused to write.
+fn finish_batch(
+    connection: &Connection,
+    batch: Vec<Command>,
+    outcome: Outcome,
+    held: &mut Held,
+    path: &Path,
+) {
+    let holding = matches!(outcome, Outcome::Held(_));
+    let (mut deleted, failure) = match outcome {
+        Outcome::Written(deletes) => (deletes.into_iter(), None),
+        Outcome::Held(problem) | Outcome::Dropped(problem) => {
+            (Vec::new().into_iter(), Some(problem))
+        }
+    };
+    for command in batch {
+        match command {
+            Command::Append {
+                session,
+                kind,
+                body,
+                at_us,
+                then,
+            } => {
+                if let Some(then) = then {
+                    then();
+                }
+                if holding {
+                    let command = Command::Append {
+                        session,
+                        kind,
+                        body,
+                        at_us,
+                        then: None,
+                    };
+                    held.hold(command, path);
+                }
+            }
+            Command::Barrier(done) => {
+                let _ = done.send(());
+            }
+            Command::Delete { done, .. } => {
+                let outcome = match &failure {
+                    None => Ok(deleted.next().unwrap_or(false)),
+                    Some(problem) => Err(format!("cannot write to it: {problem}")),
+                };
+                let _ = done.send(outcome);
+            }
+            Command::AtNewest { session, then } => then(newest_entry(connection, &session)),
+            command @ (Command::CreateSession(_)
+            | Command::SetTitle { .. }
+            | Command::TurnStarted { .. }
+            | Command::TurnEnded { .. }) => {
+                if holding {
+                    held.hold(command, path);
+                }
+            }
+        }
+    }
+}
+
+/// The newest entry of a stored session: 0 if it has none, `None` if the
+/// session is not stored. A read that fails counts every entry.
+fn newest_entry(connection: &Connection, session: &str) -> Option<i64> {
+    let newest = connection
+        .prepare_cached(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM entries WHERE session_id = ?1)
+             FROM sessions WHERE id = ?1",
+        )
+        .and_then(|mut statement| statement.query_row([session], |row| row.get(0)).optional());
+    match newest {
+        Ok(newest) => newest,
+        Err(error) => {
+            tracing::warn!("cannot read the newest entry of session {session}: {error}");
+            Some(i64::MAX)
+        }
+    }
+}
