@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::fake_provider::{FakeProvider, Part, Reply, openai_delta, openai_text_reply};
-use support::{Bridge, Home, RawClient, Server, within};
+use support::{Bridge, Home, RawClient, Server, turn_end, within};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
 /// End `client`'s connection with a TCP reset and no close frame, as a client
@@ -83,21 +83,6 @@ async fn load(client: &mut RawClient, session: &str, cwd: &Path) -> Vec<Value> {
 
 fn database(home: &Home) -> PathBuf {
     home.dir.path().join("data/punie/punie.db")
-}
-
-/// How the session's last turn ended, as stored, once it has.
-fn turn_end(database: &Path, session: &str) -> Option<Value> {
-    let connection =
-        rusqlite::Connection::open_with_flags(database, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .ok()?;
-    let body: String = connection
-        .query_row(
-            "SELECT body FROM entries WHERE session_id = ?1 AND kind = 3 ORDER BY seq DESC LIMIT 1",
-            [session],
-            |row| row.get(0),
-        )
-        .ok()?;
-    serde_json::from_str(&body).ok()
 }
 
 fn assert_no_panic(server: &Server) {
