@@ -171,6 +171,142 @@ async fn a_rejected_write_leaves_the_file_byte_for_byte_untouched() {
 }
 
 #[tokio::test]
+async fn a_cancelled_permission_answer_ends_the_turn_cancelled_and_writes_nothing() {
+    let server = scripted(
+        json!([
+            [
+                {"text": "Overwriting. "},
+                call("write_file", json!({"path": "notes.txt", "content": "overwritten"})),
+                call("run_command", json!({"command": "touch ran"}))
+            ],
+            [{"text": "Understood."}]
+        ]),
+        &[],
+    )
+    .await;
+    let notes = write_notes(&server, "precious\r\nbytes\n");
+    let before = std::fs::read(&notes).unwrap();
+    let workspace = server.home.workspace();
+    let database = server.home.dir.path().join("data/punie/punie.db");
+    let ide = Ide::new(&workspace, true, true).answer_with(&["cancel"]);
+    let received = Received::default();
+    let (stop, ended, next, session) = ide
+        .run(sdk_transport(&server), received.clone(), async |cx| {
+            ide.initialize(&cx).await?;
+            let session = new_session(&cx, &workspace).await?;
+            let stop = prompt(&cx, &session, "overwrite it").await?;
+            // The turn's end is stored before its prompt is answered.
+            let ended = support::turn_end(&database, &session.to_string());
+            let next = prompt(&cx, &session, "never mind").await?;
+            Ok((stop, ended, next, session))
+        })
+        .await;
+
+    assert_eq!(stop, StopReason::Cancelled);
+    assert_eq!(
+        std::fs::read(&notes).unwrap(),
+        before,
+        "the file is untouched"
+    );
+    assert!(
+        !workspace.join("ran").exists(),
+        "the call after it was not run"
+    );
+    assert_eq!(
+        ide.requests(),
+        ["fs/read_text_file", "session/request_permission"],
+        "read for the diff and asked once; nothing was written or run"
+    );
+    let calls = received.tool_calls(&session);
+    assert_eq!(
+        calls.len(),
+        1,
+        "only the call that asked is shown: {calls:?}"
+    );
+    assert_eq!(calls[0]["title"], "Write notes.txt");
+    assert_eq!(calls[0]["status"], "failed", "{}", calls[0]);
+    assert_eq!(content_text(&calls[0]), "Cancelled");
+    let ended = ended.expect("the cancelled turn's end is stored");
+    assert_eq!(ended["stopReason"], "cancelled", "{ended}");
+    assert_eq!(
+        ended["note"],
+        Value::Null,
+        "the person cancelled; nothing else needs saying: {ended}"
+    );
+
+    // The session is free again, and the script goes on where it was.
+    assert_eq!(next, StopReason::EndTurn);
+    assert_eq!(received.agent_text(&session).0, "Overwriting. Understood.");
+
+    // A client that loads the session later is shown the same failed call.
+    let watcher = Received::default();
+    support::sdk::client(sdk_transport(&server), watcher.clone(), async |cx| {
+        support::sdk::initialize(&cx).await?;
+        cx.send_request(LoadSessionRequest::new(session.clone(), workspace.clone()))
+            .block_task()
+            .await?;
+        Ok(())
+    })
+    .await;
+    let replayed = watcher.tool_calls(&session);
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    assert_eq!(replayed[0]["status"], "failed");
+    assert_eq!(replayed[0]["content"], calls[0]["content"]);
+    assert_eq!(watcher.agent_text(&session).0, "Overwriting. Understood.");
+}
+
+#[tokio::test]
+async fn a_cancelled_permission_answer_stops_an_edit_and_a_command_before_they_run() {
+    let server = scripted(
+        json!([
+            [call("edit_file", json!({"path": "notes.txt", "old_text": "old", "new_text": "new"}))],
+            [call("run_command", json!({"command": "touch ran"}))],
+            [{"text": "Fine."}]
+        ]),
+        &[],
+    )
+    .await;
+    let notes = write_notes(&server, "old text\n");
+    let workspace = server.home.workspace();
+    // Without the client's fs and terminal: the server would do both itself.
+    let ide = Ide::new(&workspace, false, false).answer_with(&["cancel", "cancel"]);
+    let received = Received::default();
+    let (stops, session) = ide
+        .run(sdk_transport(&server), received.clone(), async |cx| {
+            ide.initialize(&cx).await?;
+            let session = new_session(&cx, &workspace).await?;
+            let mut stops = Vec::new();
+            for text in ["edit it", "run it", "then stop"] {
+                stops.push(prompt(&cx, &session, text).await?);
+            }
+            Ok((stops, session))
+        })
+        .await;
+    assert_eq!(
+        stops,
+        [
+            StopReason::Cancelled,
+            StopReason::Cancelled,
+            StopReason::EndTurn
+        ]
+    );
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "old text\n");
+    assert!(!workspace.join("ran").exists(), "the command never ran");
+    let calls = received.tool_calls(&session);
+    let seen: Vec<(Value, Value)> = calls
+        .iter()
+        .map(|call| (call["kind"].clone(), call["status"].clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (json!("edit"), json!("failed")),
+            (json!("execute"), json!("failed"))
+        ]
+    );
+}
+
+#[tokio::test]
 async fn allow_always_skips_the_second_prompt_and_reject_always_refuses_without_asking() {
     let server = scripted(
         json!([
@@ -679,6 +815,56 @@ mod against_a_provider {
             ["system", "user", "assistant", "tool", "assistant", "user"]
         );
         assert_eq!(last[5]["content"], "two");
+    }
+
+    #[tokio::test]
+    async fn after_a_cancelled_permission_answer_the_model_is_told_the_call_was_not_run() {
+        let provider = FakeProvider::start([
+            Reply::events([
+                openai_delta(
+                    json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_w", "type": "function", "function": {"name": "write_file", "arguments": "{\"path\": \"notes.txt\", \"content\": \"gone\"}"}}]}),
+                ),
+                openai_finish("tool_calls"),
+                openai_done(),
+            ]),
+            Reply::events(openai_text_reply(&["Left it alone."])),
+        ])
+        .await;
+        let server = server_on(&provider).await;
+        let notes = write_notes(&server, "keep\n");
+        let workspace = server.home.workspace();
+        let ide = Ide::new(&workspace, true, true).answer_with(&["cancel"]);
+        let stops = ide
+            .run(sdk_transport(&server), Received::default(), async |cx| {
+                ide.initialize(&cx).await?;
+                let session = new_session(&cx, &workspace).await?;
+                let first = prompt(&cx, &session, "overwrite the notes").await?;
+                Ok((first, prompt(&cx, &session, "what happened?").await?))
+            })
+            .await;
+        assert_eq!(stops, (StopReason::Cancelled, StopReason::EndTurn));
+        assert_eq!(std::fs::read_to_string(&notes).unwrap(), "keep\n");
+
+        let requests = provider.requests();
+        assert_eq!(
+            requests.len(),
+            2,
+            "the cancelled turn asked the model no more"
+        );
+        let messages = &requests[1].body["messages"];
+        let roles: Vec<&str> = messages
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["system", "user", "assistant", "tool", "user"]);
+        assert_eq!(messages[3]["tool_call_id"], "call_w");
+        assert_eq!(
+            messages[3]["content"],
+            "Error: not run: the user cancelled the turn"
+        );
+        assert_eq!(messages[4]["content"], "what happened?");
     }
 
     #[tokio::test]

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use support::fake_provider::{FakeProvider, Part, Reply, openai_delta, openai_text_reply};
-use support::{Bridge, Home, RawClient, Server, within};
+use support::fake_provider::{FakeProvider, Part, Reply, Wire};
+use support::{Bridge, Home, RawClient, Server, turn_end, within};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
 /// End `client`'s connection with a TCP reset and no close frame, as a client
@@ -83,21 +83,6 @@ async fn load(client: &mut RawClient, session: &str, cwd: &Path) -> Vec<Value> {
 
 fn database(home: &Home) -> PathBuf {
     home.dir.path().join("data/punie/punie.db")
-}
-
-/// How the session's last turn ended, as stored, once it has.
-fn turn_end(database: &Path, session: &str) -> Option<Value> {
-    let connection =
-        rusqlite::Connection::open_with_flags(database, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .ok()?;
-    let body: String = connection
-        .query_row(
-            "SELECT body FROM entries WHERE session_id = ?1 AND kind = 3 ORDER BY seq DESC LIMIT 1",
-            [session],
-            |row| row.get(0),
-        )
-        .ok()?;
-    serde_json::from_str(&body).ok()
 }
 
 fn assert_no_panic(server: &Server) {
@@ -409,28 +394,46 @@ async fn when_the_server_is_killed_mid_turn_its_clients_fail_and_a_restart_repla
 
 /// A model server's reply that goes wrong, and what the turn shows for it.
 struct ProviderFault {
+    /// The provider's wire format.
+    wire: Wire,
     reply: Reply,
     /// What streams to the client before the fault.
     partial: &'static str,
     /// Released once `partial` has reached the client.
     release: Option<std::sync::Arc<tokio::sync::Notify>>,
     /// What the turn's error says.
-    says: &'static str,
+    says: String,
+}
+
+/// A reply in `wire`'s format that streams `partial`, then goes on with `rest`.
+fn opening_then(wire: Wire, partial: &str, rest: Vec<Part>) -> Reply {
+    let mut parts: Vec<Part> = wire
+        .text_opening(partial)
+        .into_iter()
+        .map(Part::Send)
+        .collect();
+    parts.extend(rest);
+    Reply::Stream(parts)
 }
 
 /// A faulty reply ends only its own turn, promptly and with a clear error;
 /// what streamed before it reached the client, is stored, and is what the
 /// model is told it said; the next prompt works.
 async fn a_provider_fault_ends_only_its_turn(fault: ProviderFault) {
+    let wire = fault.wire;
     let provider = FakeProvider::start([
         fault.reply,
-        Reply::events(openai_text_reply(&["All ", "good."])),
+        Reply::events(wire.text_reply(&["All ", "good."])),
     ])
     .await;
-    let model = format!("local:{}/v1/fake-model", provider.url());
-    let server = Server::start_in(
-        Home::new(),
-        &[
+    let (model, environment) = wire.model_spec(&provider);
+    let home = Home::new();
+    let mut command = home.command();
+    command
+        .args([
+            "serve",
+            "--port",
+            "0",
             "--model",
             &model,
             "--model-idle-timeout",
@@ -438,9 +441,9 @@ async fn a_provider_fault_ends_only_its_turn(fault: ProviderFault) {
             // Each reply above is for one call.
             "--model-retries",
             "0",
-        ],
-    )
-    .await;
+        ])
+        .envs(environment);
+    let server = Server::spawn(home, command).await;
     let workspace = server.home.workspace();
     let mut client = server.initialized().await;
     let session = client.new_session(&workspace).await;
@@ -460,8 +463,8 @@ async fn a_provider_fault_ends_only_its_turn(fault: ProviderFault) {
     assert_eq!(answer["error"]["code"], -32603, "{answer}");
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(
-        message.starts_with("session/prompt: ") && message.contains(fault.says),
-        "expected {:?}: {message}",
+        message.starts_with("session/prompt: ") && message.contains(&fault.says),
+        "{wire:?}: expected {:?}: {message}",
         fault.says
     );
     assert_eq!(
@@ -475,14 +478,12 @@ async fn a_provider_fault_ends_only_its_turn(fault: ProviderFault) {
     assert_eq!(fine["result"]["stopReason"], "end_turn", "{fine}");
     let requests = provider.requests();
     assert_eq!(requests.len(), 2);
-    let said: Vec<&str> = requests[1].body["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .filter(|m| m["role"] == "assistant")
-        .map(|m| m["content"].as_str().unwrap_or_default())
+    let said = wire.assistant_texts(&requests[1].body);
+    let partial: Vec<&str> = [fault.partial]
+        .into_iter()
+        .filter(|partial| !partial.is_empty())
         .collect();
-    assert_eq!(said, [fault.partial]);
+    assert_eq!(said, partial, "{wire:?}");
 
     // And the stored history has every piece, for another client to load.
     let mut other = server.initialized().await;
@@ -498,66 +499,95 @@ async fn a_provider_fault_ends_only_its_turn(fault: ProviderFault) {
 
 #[tokio::test]
 async fn a_model_server_that_hangs_ends_the_turn_after_the_idle_timeout() {
-    a_provider_fault_ends_only_its_turn(ProviderFault {
-        // The headers, then nothing at all.
-        reply: Reply::Stream(vec![Part::Stall]),
-        partial: "",
-        release: None,
-        says: "sent nothing for 500ms",
-    })
-    .await;
+    for wire in Wire::ALL {
+        a_provider_fault_ends_only_its_turn(ProviderFault {
+            wire,
+            // The headers, then nothing at all.
+            reply: Reply::Stream(vec![Part::Stall]),
+            partial: "",
+            release: None,
+            says: format!("{} sent nothing for 500ms", wire.peer_name()),
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_model_server_that_stalls_mid_reply_ends_the_turn_after_the_idle_timeout() {
+    for wire in Wire::ALL {
+        a_provider_fault_ends_only_its_turn(ProviderFault {
+            wire,
+            reply: opening_then(wire, "Thinking about it. ", vec![Part::Stall]),
+            partial: "Thinking about it. ",
+            release: None,
+            says: format!("{} sent nothing for 500ms", wire.peer_name()),
+        })
+        .await;
+    }
 }
 
 #[tokio::test]
 async fn a_model_server_that_sends_malformed_events_ends_the_turn_with_a_clear_error() {
-    a_provider_fault_ends_only_its_turn(ProviderFault {
-        // A start, then lines that are no server-sent events, then data that
-        // is not JSON.
-        reply: Reply::Stream(vec![
-            Part::Send(openai_delta(
-                json!({"role": "assistant", "content": "Partial answer. "}),
-            )),
-            Part::Send("this is not an event\n: nor is this\n\n".to_owned()),
-            Part::Send("data: {\"choices\": [oops\n\n".to_owned()),
-        ]),
-        partial: "Partial answer. ",
-        release: None,
-        says: "sent an event Punie does not understand",
-    })
-    .await;
+    for wire in Wire::ALL {
+        a_provider_fault_ends_only_its_turn(ProviderFault {
+            wire,
+            // A start, then lines that are no server-sent events, then data
+            // that is not JSON.
+            reply: opening_then(
+                wire,
+                "Partial answer. ",
+                vec![
+                    Part::Send("this is not an event\n: nor is this\n\n".to_owned()),
+                    Part::Send(wire.malformed_event()),
+                ],
+            ),
+            partial: "Partial answer. ",
+            release: None,
+            says: format!(
+                "{} sent an event Punie does not understand",
+                wire.peer_name()
+            ),
+        })
+        .await;
+    }
 }
 
 #[tokio::test]
 async fn a_model_server_that_ends_its_reply_early_ends_the_turn_with_a_clear_error() {
-    a_provider_fault_ends_only_its_turn(ProviderFault {
-        // A start, then the response ends as if the reply were complete.
-        reply: Reply::Stream(vec![Part::Send(openai_delta(
-            json!({"role": "assistant", "content": "Cut short. "}),
-        ))]),
-        partial: "Cut short. ",
-        release: None,
-        says: "closed the stream before the reply was complete",
-    })
-    .await;
+    for wire in Wire::ALL {
+        a_provider_fault_ends_only_its_turn(ProviderFault {
+            wire,
+            // A start, then the response ends as if the reply were complete.
+            reply: opening_then(wire, "Cut short. ", Vec::new()),
+            partial: "Cut short. ",
+            release: None,
+            says: format!(
+                "{} closed the stream before the reply was complete",
+                wire.peer_name()
+            ),
+        })
+        .await;
+    }
 }
 
 #[tokio::test]
 async fn a_model_server_that_drops_the_connection_mid_reply_ends_the_turn_with_a_clear_error() {
-    let crash = std::sync::Arc::new(tokio::sync::Notify::new());
-    a_provider_fault_ends_only_its_turn(ProviderFault {
-        // A start, then the connection drops mid-response.
-        reply: Reply::Stream(vec![
-            Part::Send(openai_delta(
-                json!({"role": "assistant", "content": "Broken off. "}),
-            )),
-            Part::Wait(crash.clone()),
-            Part::Abort,
-        ]),
-        partial: "Broken off. ",
-        release: Some(crash),
-        says: "the stream from the model server broke",
-    })
-    .await;
+    for wire in Wire::ALL {
+        let crash = std::sync::Arc::new(tokio::sync::Notify::new());
+        a_provider_fault_ends_only_its_turn(ProviderFault {
+            wire,
+            // A start, then the connection drops mid-response.
+            reply: opening_then(
+                wire,
+                "Broken off. ",
+                vec![Part::Wait(crash.clone()), Part::Abort],
+            ),
+            partial: "Broken off. ",
+            release: Some(crash),
+            says: format!("the stream from {} broke", wire.peer_name()),
+        })
+        .await;
+    }
 }
 
 /// Set the server's file size limit: the kernel refuses (EFBIG) any write at

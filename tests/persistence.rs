@@ -12,7 +12,7 @@ use support::fake_provider::{
     FakeProvider, Reply, openai_delta, openai_done, openai_finish, openai_text_reply,
 };
 use support::sdk::{Ide, Received, new_session};
-use support::{Home, RawClient, Server, sdk_transport, within};
+use support::{Home, RawClient, Server, sdk_transport, turn_end, within};
 
 /// A script: turn 1 writes a file (asking permission first), turn 2 talks.
 const SCRIPT: &str = r#"[
@@ -477,21 +477,6 @@ async fn a_request_is_not_rerouted_to_a_client_without_the_capability_it_needs()
         std::fs::read_to_string(workspace.join("note.txt")).unwrap(),
         "hello"
     );
-}
-
-/// The stored end of the session's last turn, if it has ended.
-fn turn_end(database: &Path, session: &str) -> Option<Value> {
-    let connection =
-        rusqlite::Connection::open_with_flags(database, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .ok()?;
-    let body: String = connection
-        .query_row(
-            "SELECT body FROM entries WHERE session_id = ?1 AND kind = 3 ORDER BY seq DESC LIMIT 1",
-            [session],
-            |row| row.get(0),
-        )
-        .ok()?;
-    serde_json::from_str(&body).ok()
 }
 
 #[tokio::test]

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fake_provider::{
-    FakeProvider, Part, Reply, anthropic_event, anthropic_message_end, anthropic_message_start,
-    anthropic_text_block, anthropic_text_reply, anthropic_tool_block, openai_delta, openai_done,
-    openai_finish, openai_text_reply, openai_usage,
+    FakeProvider, Part, Reply, Wire, anthropic_event, anthropic_message_end,
+    anthropic_message_start, anthropic_text_block, anthropic_text_reply, anthropic_tool_block,
+    openai_delta, openai_done, openai_finish, openai_text_reply, openai_usage,
 };
 use futures::StreamExt as _;
 use punie::model::{
@@ -62,26 +62,25 @@ fn model_with(spec: &str, settings: &ModelSettings, vars: &[(&str, &str)]) -> Ar
     }
 }
 
+/// The fake as a provider speaking `wire`: `local:` for OpenAI's format,
+/// `anthropic:` for Anthropic's.
+fn model_on(wire: Wire, fake: &FakeProvider, settings: &ModelSettings) -> Arc<dyn Model> {
+    let (spec, env) = wire.model_spec(fake);
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    model_with(&spec, settings, &env)
+}
+
 /// The fake as an OpenAI-compatible `local:` server.
 fn local_model(fake: &FakeProvider, settings: &ModelSettings) -> Arc<dyn Model> {
-    model_with(
-        &format!("local:{}/v1/fake-model", fake.url()),
-        settings,
-        &[],
-    )
+    model_on(Wire::OpenAi, fake, settings)
 }
 
 /// The fake as the Anthropic API.
 fn anthropic_model(fake: &FakeProvider, settings: &ModelSettings) -> Arc<dyn Model> {
-    let base = fake.url();
-    model_with(
-        "anthropic:claude-fake",
-        settings,
-        &[
-            ("ANTHROPIC_BASE_URL", &base),
-            ("ANTHROPIC_API_KEY", "sk-ant-test"),
-        ],
-    )
+    model_on(Wire::Anthropic, fake, settings)
 }
 
 fn ask(prompt: &str) -> ModelRequest {
@@ -379,29 +378,11 @@ async fn an_error_in_the_middle_of_an_openai_stream_ends_the_call_with_its_messa
     );
 }
 
-#[tokio::test]
-async fn a_429_is_retried_when_retry_after_says_so() {
-    let fake = FakeProvider::start([
-        Reply::Status {
-            status: 429,
-            headers: vec![("retry-after", "0".to_owned())],
-            body: json!({"error": {"message": "Rate limit reached", "type": "requests"}})
-                .to_string(),
-        },
-        Reply::events(openai_text_reply(&["fine"])),
-    ])
-    .await;
-    // Backoff alone would wait longer than the test's deadline: only
-    // `Retry-After: 0` lets this finish.
-    let settings = ModelSettings {
-        retries: 1,
-        retry_backoff: Duration::from_secs(3600),
-        ..settings()
-    };
-    let (events, error) = run(&*local_model(&fake, &settings), ask("x")).await;
-    assert!(error.is_none(), "{error:?}");
-    assert_eq!(events.first(), Some(&text("fine")));
-    assert_eq!(fake.requests().len(), 2);
+// ------------------------------- Retries and the idle timeout, either wire
+
+/// A 429 as the provider words it, without `Retry-After`.
+fn rate_limited(wire: Wire) -> Reply {
+    wire.error_status(429, "rate_limit_error", "Rate limit reached")
 }
 
 /// One retry, at once.
@@ -413,104 +394,239 @@ fn one_retry() -> ModelSettings {
 }
 
 /// `first`, then a good reply: the call succeeds on the retry.
-async fn succeeds_after(first: Reply) {
-    let fake = FakeProvider::start([first, Reply::events(openai_text_reply(&["fine"]))]).await;
-    let (events, error) = run(&*local_model(&fake, &one_retry()), ask("x")).await;
-    assert!(error.is_none(), "{error:?}");
-    assert_eq!(events.first(), Some(&text("fine")));
-    assert_eq!(fake.requests().len(), 2, "one attempt and one retry");
+async fn succeeds_after(wire: Wire, first: Reply) {
+    let fake = FakeProvider::start([first, Reply::events(wire.text_reply(&["fine"]))]).await;
+    let (events, error) = run(&*model_on(wire, &fake, &one_retry()), ask("x")).await;
+    assert!(error.is_none(), "{wire:?}: {error:?}");
+    assert_eq!(events.first(), Some(&text("fine")), "{wire:?}");
+    assert_eq!(
+        fake.requests().len(),
+        2,
+        "{wire:?}: one attempt and one retry"
+    );
+}
+
+#[tokio::test]
+async fn a_429_is_retried_when_retry_after_says_so() {
+    for wire in Wire::ALL {
+        let fake = FakeProvider::start([
+            rate_limited(wire).with_header("retry-after", "0"),
+            Reply::events(wire.text_reply(&["fine"])),
+        ])
+        .await;
+        // Backoff alone would wait longer than the test's deadline: only
+        // `Retry-After: 0` lets this finish.
+        let settings = ModelSettings {
+            retries: 1,
+            retry_backoff: Duration::from_secs(3600),
+            ..settings()
+        };
+        let (events, error) = run(&*model_on(wire, &fake, &settings), ask("x")).await;
+        assert!(error.is_none(), "{wire:?}: {error:?}");
+        assert_eq!(events.first(), Some(&text("fine")), "{wire:?}");
+        assert_eq!(fake.requests().len(), 2, "{wire:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_429_is_retried_no_sooner_than_retry_after_asks() {
+    for wire in Wire::ALL {
+        let fake = FakeProvider::start([
+            rate_limited(wire).with_header("retry-after", "1"),
+            Reply::events(wire.text_reply(&["fine"])),
+        ])
+        .await;
+        // The backoff is a millisecond: only the header makes it wait longer.
+        let (events, error) = run(&*model_on(wire, &fake, &one_retry()), ask("x")).await;
+        assert!(error.is_none(), "{wire:?}: {error:?}");
+        assert_eq!(events.first(), Some(&text("fine")), "{wire:?}");
+        let [first, second] = fake
+            .requests()
+            .try_into()
+            .expect("one attempt and one retry");
+        let waited = second.at.duration_since(first.at);
+        assert!(
+            waited >= Duration::from_secs(1),
+            "{wire:?}: retried after {waited:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_429_without_retry_after_is_retried() {
+    for wire in Wire::ALL {
+        succeeds_after(wire, rate_limited(wire)).await;
+    }
 }
 
 #[tokio::test]
 async fn a_reset_connection_is_retried() {
-    succeeds_after(Reply::Reset).await;
+    for wire in Wire::ALL {
+        succeeds_after(wire, Reply::Reset).await;
+    }
 }
 
 #[tokio::test]
 async fn a_connection_closed_before_the_answer_is_retried() {
-    succeeds_after(Reply::Close).await;
+    for wire in Wire::ALL {
+        succeeds_after(wire, Reply::Close).await;
+    }
 }
 
 #[tokio::test]
 async fn a_server_error_is_retried() {
-    succeeds_after(Reply::status(
-        503,
-        json!({"error": {"message": "overloaded"}}),
-    ))
+    for wire in Wire::ALL {
+        succeeds_after(wire, wire.error_status(503, "api_error", "overloaded")).await;
+    }
+}
+
+#[tokio::test]
+async fn an_overloaded_anthropic_api_is_retried() {
+    // Anthropic's own status for "overloaded", outside the standard names.
+    succeeds_after(
+        Wire::Anthropic,
+        Wire::Anthropic.error_status(529, "overloaded_error", "Overloaded"),
+    )
     .await;
 }
 
 #[tokio::test]
 async fn a_stream_that_breaks_after_its_first_token_is_not_retried() {
-    let crash = Arc::new(Notify::new());
-    let fake = FakeProvider::start([
-        Reply::Stream(vec![
-            Part::Send(openai_delta(json!({"content": "Half"}))),
-            Part::Wait(crash.clone()),
-            Part::Abort,
-        ]),
-        Reply::events(openai_text_reply(&["again"])),
-    ])
-    .await;
-    let mut stream = local_model(&fake, &one_retry()).stream(ask("x"));
-    let first = within("the first token", stream.next()).await;
-    assert!(
-        matches!(&first, Some(Ok(event)) if *event == text("Half")),
-        "{first:?}"
-    );
-    crash.notify_one();
-    let (rest, error) = collect(stream).await;
-    assert_eq!(rest, [], "nothing is said twice");
-    let error = error.expect("the broken stream").to_string();
-    assert!(
-        error.starts_with("the stream from the model server broke"),
-        "{error}"
-    );
-    assert_eq!(fake.requests().len(), 1);
+    for wire in Wire::ALL {
+        let crash = Arc::new(Notify::new());
+        let mut parts: Vec<Part> = wire
+            .text_opening("Half")
+            .into_iter()
+            .map(Part::Send)
+            .collect();
+        parts.extend([Part::Wait(crash.clone()), Part::Abort]);
+        let fake = FakeProvider::start([
+            Reply::Stream(parts),
+            Reply::events(wire.text_reply(&["again"])),
+        ])
+        .await;
+        let mut stream = model_on(wire, &fake, &one_retry()).stream(ask("x"));
+        let first = within("the first token", stream.next()).await;
+        assert!(
+            matches!(&first, Some(Ok(event)) if *event == text("Half")),
+            "{wire:?}: {first:?}"
+        );
+        crash.notify_one();
+        let (rest, error) = collect(stream).await;
+        assert_eq!(rest, [], "{wire:?}: nothing is said twice");
+        let error = error.expect("the broken stream").to_string();
+        let broke = format!("the stream from {} broke", wire.peer_name());
+        assert!(error.starts_with(&broke), "{wire:?}: {error}");
+        assert_eq!(fake.requests().len(), 1, "{wire:?}");
+    }
 }
 
 #[tokio::test]
 async fn a_connection_closed_every_time_ends_the_call_after_the_retries() {
-    let fake = FakeProvider::start([Reply::Close, Reply::Close]).await;
-    let error = error_of(&*local_model(&fake, &one_retry()), ask("x")).await;
-    assert!(
-        error.contains("connection closed before message completed"),
-        "{error}"
-    );
-    assert_eq!(fake.requests().len(), 2);
+    for wire in Wire::ALL {
+        let fake = FakeProvider::start([Reply::Close, Reply::Close]).await;
+        let error = error_of(&*model_on(wire, &fake, &one_retry()), ask("x")).await;
+        assert!(
+            error.contains("connection closed before message completed"),
+            "{wire:?}: {error}"
+        );
+        assert_eq!(fake.requests().len(), 2, "{wire:?}");
+    }
 }
 
 #[tokio::test]
 async fn server_errors_beyond_the_retries_end_the_call() {
-    let failure = || Reply::status(500, json!({"error": {"message": "kaboom"}}));
-    let fake = FakeProvider::start([failure(), failure(), failure()]).await;
-    let settings = ModelSettings {
-        retries: 1,
-        ..settings()
-    };
-    let error = error_of(&*local_model(&fake, &settings), ask("x")).await;
-    assert_eq!(
-        error,
-        "the model server answered 500 Internal Server Error: kaboom (after 1 retry)"
-    );
-    assert_eq!(fake.requests().len(), 2, "one attempt and one retry");
+    for wire in Wire::ALL {
+        let failure = || wire.error_status(500, "api_error", "kaboom");
+        let fake = FakeProvider::start([failure(), failure(), failure()]).await;
+        let error = error_of(&*model_on(wire, &fake, &one_retry()), ask("x")).await;
+        assert_eq!(
+            error,
+            format!(
+                "{} answered 500 Internal Server Error: kaboom (api_error) (after 1 retry)",
+                wire.peer_name()
+            )
+        );
+        assert_eq!(
+            fake.requests().len(),
+            2,
+            "{wire:?}: one attempt and one retry"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_beyond_the_retries_end_the_call_saying_so() {
+    for wire in Wire::ALL {
+        let fake = FakeProvider::start([rate_limited(wire), rate_limited(wire)]).await;
+        let error = error_of(&*model_on(wire, &fake, &one_retry()), ask("x")).await;
+        assert_eq!(
+            error,
+            format!(
+                "{} answered 429 Too Many Requests: Rate limit reached (rate_limit_error) \
+                 (after 1 retry)",
+                wire.peer_name()
+            )
+        );
+        assert_eq!(fake.requests().len(), 2, "{wire:?}");
+    }
 }
 
 #[tokio::test]
 async fn a_stream_that_stalls_fails_after_the_idle_timeout() {
-    let fake = FakeProvider::start([Reply::Stream(vec![
-        Part::Send(openai_delta(json!({"content": "Thinking"}))),
-        Part::Stall,
-    ])])
-    .await;
-    let settings = ModelSettings {
-        idle_timeout: Duration::from_millis(200),
-        ..settings()
-    };
-    let (events, error) = run(&*local_model(&fake, &settings), ask("x")).await;
-    assert_eq!(events, [text("Thinking")]);
-    let error = error.expect("an idle timeout").to_string();
-    assert!(error.contains("sent nothing for 200ms"), "{error}");
+    for wire in Wire::ALL {
+        let mut parts: Vec<Part> = wire
+            .text_opening("Thinking")
+            .into_iter()
+            .map(Part::Send)
+            .collect();
+        parts.push(Part::Stall);
+        let fake = FakeProvider::start([Reply::Stream(parts)]).await;
+        let settings = ModelSettings {
+            idle_timeout: Duration::from_millis(200),
+            ..settings()
+        };
+        let (events, error) = run(&*model_on(wire, &fake, &settings), ask("x")).await;
+        assert_eq!(events, [text("Thinking")], "{wire:?}");
+        let error = error.expect("an idle timeout").to_string();
+        let stalled = format!("{} sent nothing for 200ms", wire.peer_name());
+        assert!(error.starts_with(&stalled), "{wire:?}: {error}");
+        assert!(error.contains("--model-idle-timeout"), "{wire:?}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_reply_that_ends_before_it_is_complete_is_an_error() {
+    for wire in Wire::ALL {
+        let fake = FakeProvider::start([Reply::events(wire.text_opening("Cut short"))]).await;
+        let (events, error) = run(&*model_on(wire, &fake, &settings()), ask("x")).await;
+        assert_eq!(events, [text("Cut short")], "{wire:?}");
+        assert_eq!(
+            error.map(|error| error.to_string()),
+            Some(format!(
+                "{} closed the stream before the reply was complete",
+                wire.peer_name()
+            ))
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_event_that_is_not_json_ends_the_call_quoting_it() {
+    for wire in Wire::ALL {
+        let mut events = wire.text_opening("Partly");
+        events.push(wire.malformed_event());
+        let fake = FakeProvider::start([Reply::events(events)]).await;
+        let (events, error) = run(&*model_on(wire, &fake, &settings()), ask("x")).await;
+        assert_eq!(events, [text("Partly")], "{wire:?}");
+        let error = error.expect("an error").to_string();
+        let not_understood = format!(
+            "{} sent an event Punie does not understand",
+            wire.peer_name()
+        );
+        assert!(error.starts_with(&not_understood), "{wire:?}: {error}");
+        assert!(error.contains("oops"), "{wire:?}: {error}");
+    }
 }
 
 #[tokio::test]

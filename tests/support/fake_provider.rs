@@ -71,6 +71,25 @@ impl Reply {
             body: body.to_string(),
         }
     }
+
+    /// The same error status with header `name` added.
+    pub fn with_header(self, name: &'static str, value: &str) -> Self {
+        match self {
+            Self::Status {
+                status,
+                mut headers,
+                body,
+            } => {
+                headers.push((name, value.to_owned()));
+                Self::Status {
+                    status,
+                    headers,
+                    body,
+                }
+            }
+            _ => panic!("only an error status carries headers here"),
+        }
+    }
 }
 
 /// A request the fake received.
@@ -80,6 +99,8 @@ pub struct Recorded {
     pub headers: HeaderMap,
     /// The body as JSON, or `Value::Null` if it was not JSON.
     pub body: Value,
+    /// When the fake had read it.
+    pub at: std::time::Instant,
 }
 
 struct Shared {
@@ -152,6 +173,7 @@ async fn answer(
         path: uri.path().to_owned(),
         headers,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        at: std::time::Instant::now(),
     };
     shared
         .requests
@@ -468,4 +490,111 @@ pub fn anthropic_text_reply(pieces: &[&str]) -> Vec<String> {
     events.extend(anthropic_text_block(0, pieces));
     events.extend(anthropic_message_end("end_turn", 15));
     events
+}
+
+/// The wire formats the fake speaks, for what must hold for every provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// OpenAI Chat Completions, as the local servers (`local:`) speak it.
+    OpenAi,
+    /// Anthropic Messages (`anthropic:`).
+    Anthropic,
+}
+
+impl Wire {
+    pub const ALL: [Self; 2] = [Self::OpenAi, Self::Anthropic];
+
+    /// The `--model` spec that points Punie at `fake` in this format, and the
+    /// environment that spec reads.
+    pub fn model_spec(self, fake: &FakeProvider) -> (String, Vec<(&'static str, String)>) {
+        match self {
+            Self::OpenAi => (format!("local:{}/v1/fake-model", fake.url()), Vec::new()),
+            Self::Anthropic => (
+                "anthropic:claude-fake".to_owned(),
+                vec![
+                    ("ANTHROPIC_BASE_URL", fake.url()),
+                    ("ANTHROPIC_API_KEY", "sk-ant-test".to_owned()),
+                ],
+            ),
+        }
+    }
+
+    /// How Punie names the server in its errors.
+    pub fn peer_name(self) -> &'static str {
+        match self {
+            Self::OpenAi => "the model server",
+            Self::Anthropic => "Anthropic",
+        }
+    }
+
+    /// A whole reply of text `pieces`, ended as the provider ends one.
+    pub fn text_reply(self, pieces: &[&str]) -> Vec<String> {
+        match self {
+            Self::OpenAi => openai_text_reply(pieces),
+            Self::Anthropic => anthropic_text_reply(pieces),
+        }
+    }
+
+    /// The events that open a reply and stream `text`, leaving it unfinished.
+    pub fn text_opening(self, text: &str) -> Vec<String> {
+        match self {
+            Self::OpenAi => vec![openai_delta(
+                serde_json::json!({"role": "assistant", "content": text}),
+            )],
+            Self::Anthropic => {
+                let mut events = vec![anthropic_message_start(10)];
+                let block = anthropic_text_block(0, &[text]);
+                // The block's start and its one delta, not its stop.
+                events.extend(block[..2].iter().cloned());
+                events
+            }
+        }
+    }
+
+    /// An error answer with `status`, its body shaped as the provider shapes it.
+    pub fn error_status(self, status: u16, kind: &str, message: &str) -> Reply {
+        let body = match self {
+            Self::OpenAi => serde_json::json!({
+                "error": {"message": message, "type": kind, "param": null, "code": null},
+            }),
+            Self::Anthropic => serde_json::json!({
+                "type": "error",
+                "error": {"type": kind, "message": message},
+            }),
+        };
+        Reply::status(status, body)
+    }
+
+    /// An event that is framed well but whose data is not the JSON it should be.
+    pub fn malformed_event(self) -> String {
+        match self {
+            Self::OpenAi => "data: {\"choices\": [oops\n\n".to_owned(),
+            Self::Anthropic => {
+                "event: content_block_delta\ndata: {\"type\": \"content_block_delta\", oops\n\n"
+                    .to_owned()
+            }
+        }
+    }
+
+    /// The assistant's non-empty texts in a request body the fake recorded,
+    /// oldest first.
+    #[allow(dead_code)] // tests/providers.rs includes this file but has no use for it.
+    pub fn assistant_texts(self, body: &Value) -> Vec<String> {
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        messages
+            .iter()
+            .filter(|message| message["role"] == "assistant")
+            .map(|message| match self {
+                Self::OpenAi => message["content"].as_str().unwrap_or_default().to_owned(),
+                Self::Anthropic => message["content"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|block| block["type"] == "text")
+                    .filter_map(|block| block["text"].as_str())
+                    .collect(),
+            })
+            .filter(|text| !text.is_empty())
+            .collect()
+    }
 }

@@ -626,3 +626,20 @@ pub fn unused_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("its address").port()
 }
+
+/// How `session`'s last turn ended, as the server stored it in `database`
+/// (`stopReason`, and a `note` saying why when it was not the model's doing),
+/// once it has ended.
+pub fn turn_end(database: &Path, session: &str) -> Option<Value> {
+    let connection =
+        rusqlite::Connection::open_with_flags(database, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    let body: String = connection
+        .query_row(
+            "SELECT body FROM entries WHERE session_id = ?1 AND kind = 3 ORDER BY seq DESC LIMIT 1",
+            [session],
+            |row| row.get(0),
+        )
+        .ok()?;
+    serde_json::from_str(&body).ok()
+}
