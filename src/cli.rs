@@ -45,6 +45,13 @@ pub mod exit {
 const EXIT_CODES: &str = "\
 Exit status: 0 done, 1 error, 2 usage, 3 no server answers, 130 interrupted.";
 
+const STATUS_EXIT_CODES: &str = "\
+Exit status: 0 a server answers, 1 error, 2 usage, 3 no server answers.";
+
+const STOP_EXIT_CODES: &str = "\
+Exit status: 0 stopped, 1 error (the recorded pid is not the server that answers, \
+or it did not exit), 2 usage, 3 no server to stop (none recorded, or it does not answer).";
+
 /// Punie: a coding agent server that editors and people attach to.
 ///
 /// Without a command, `punie` is the stdio bridge an IDE launches as its ACP
@@ -84,12 +91,14 @@ enum Command {
     /// (`max-connections = 8192`); a flag given here wins.
     Serve(ServeArgs),
     /// Say whether a server is running, and how it is.
+    #[command(after_help = STATUS_EXIT_CODES)]
     Status {
         /// Print the answer as one JSON object.
         #[arg(long)]
         json: bool,
     },
     /// Stop the running server (the one `punie serve` recorded) and wait for it to exit.
+    #[command(after_help = STOP_EXIT_CODES)]
     Stop,
     /// Ask one question — in a new session, or going on with a kept one — and
     /// print the answer as it streams.

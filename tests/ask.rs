@@ -6,6 +6,7 @@ use std::process::{Output, Stdio};
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
+use support::terminal::Terminal;
 use support::{Home, Server, within};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -280,20 +281,25 @@ async fn ctrl_c_while_connecting_exits_130_at_once() {
     );
 }
 
-/// A server on a `script:` model that reads, edits and runs in the workspace.
-async fn tool_using_server() -> Server {
+/// A server whose sessions play `responses` (a `script:` model).
+async fn scripted_server(responses: Value) -> Server {
     let home = Home::new();
     let script = home.dir.path().join("script.json");
-    let responses = serde_json::json!([
+    std::fs::write(&script, responses.to_string()).unwrap();
+    let model = format!("script:{}", script.display());
+    Server::start_in(home, &["--model", &model]).await
+}
+
+/// A server on a `script:` model that reads, edits and runs in the workspace.
+async fn tool_using_server() -> Server {
+    let server = scripted_server(json!([
         [{"tool_call": {"name": "read_file", "arguments": {"path": "notes.txt"}}}],
         [{"tool_call": {"name": "edit_file", "arguments": {"path": "notes.txt", "old_text": "old", "new_text": "new"}}}],
         [{"tool_call": {"name": "run_command", "arguments": {"command": "cat notes.txt > copy.txt"}}}],
         [{"tool_call": {"name": "read_file", "arguments": {"path": "../outside.txt"}}}],
         [{"text": "All done."}]
-    ]);
-    std::fs::write(&script, responses.to_string()).unwrap();
-    let model = format!("script:{}", script.display());
-    let server = Server::start_in(home, &["--model", &model]).await;
+    ]))
+    .await;
     std::fs::write(server.home.workspace().join("notes.txt"), "old notes\n").unwrap();
     std::fs::write(server.home.dir.path().join("outside.txt"), "secret").unwrap();
     server
@@ -502,4 +508,303 @@ async fn asks_own_files_and_terminals_refuse_paths_outside_the_workspace() {
     assert_eq!(answers[&105]["result"]["content"], "inside\n");
     assert!(!outside.join("new.txt").exists(), "nothing written outside");
     assert!(!outside.join("made-here").exists(), "nothing run outside");
+}
+
+#[tokio::test]
+async fn punie_server_finds_the_server_when_the_record_points_elsewhere() {
+    let server = Server::start().await;
+    // Another home: its record names a server that is gone, and it has no token file.
+    let home = Home::new();
+    let recorded = home.record_a_gone_server();
+    let asking = || {
+        let mut command = home.command();
+        command
+            .args(["ask", "--output", "json", "who is there?"])
+            .env("PUNIE_TOKEN", &server.token)
+            .current_dir(home.workspace())
+            .stdin(Stdio::null());
+        command
+    };
+
+    let by_record = within("punie ask", asking().output()).await.unwrap();
+    assert_eq!(by_record.status.code(), Some(3), "the record leads nowhere");
+    let recorded_acp = format!("{}/acp", recorded.replace("http://", "ws://"));
+    assert!(
+        text(&by_record.stderr).contains(&recorded_acp),
+        "{}",
+        text(&by_record.stderr)
+    );
+
+    let by_override = within(
+        "punie ask",
+        asking().env("PUNIE_SERVER", server.ws_url()).output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        by_override.status.code(),
+        Some(0),
+        "{}",
+        text(&by_override.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&by_override.stdout).unwrap();
+    assert_eq!(
+        answer["text"],
+        "Turn 1. You said: \"who is there?\". That is the first thing you said."
+    );
+    let mut client = server.initialized().await;
+    let listed = client
+        .request("session/list", json!({"cwd": home.workspace()}))
+        .await;
+    assert_eq!(
+        listed["result"]["sessions"][0]["sessionId"], answer["sessionId"],
+        "the session is on the server PUNIE_SERVER names: {listed}"
+    );
+}
+
+#[tokio::test]
+async fn with_nothing_recorded_and_no_override_ask_tries_the_default_address() {
+    const DEFAULT: &str = "ws://127.0.0.1:8000/acp";
+    let home = Home::new();
+    let output = within(
+        "punie ask",
+        home.command()
+            .args(["ask", "hello"])
+            .current_dir(home.workspace())
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stderr = text(&output.stderr);
+    // Whatever may listen on port 8000 here, this home has no token to get
+    // in with: every way of failing names the address it tried.
+    assert!(stderr.contains(DEFAULT), "names {DEFAULT}: {stderr}");
+    assert!(output.stdout.is_empty());
+    match std::net::TcpStream::connect("127.0.0.1:8000") {
+        Err(_) => assert_eq!(output.status.code(), Some(3), "no server: {stderr}"),
+        Ok(_) => {
+            eprintln!("note: something listens on 127.0.0.1:8000; only the message is checked");
+            assert!(
+                matches!(output.status.code(), Some(1 | 3)),
+                "{:?}: {stderr}",
+                output.status
+            );
+        }
+    }
+}
+
+const THOUGHT: &str = "Thinking it over.";
+
+/// `punie ask` with its stderr on a terminal; stdout, the exit status and
+/// everything the terminal showed.
+async fn ask_on_a_terminal(
+    server: &Server,
+    args: &[&str],
+    adjust: impl FnOnce(&mut tokio::process::Command),
+) -> (String, std::process::ExitStatus, String) {
+    let mut command = server.home.command();
+    command
+        .arg("ask")
+        .args(args)
+        .current_dir(server.home.workspace());
+    adjust(&mut command);
+    let (mut terminal, mut child) = Terminal::spawn(command);
+    let mut stdout = String::new();
+    within(
+        "punie ask's stdout",
+        child.stdout.take().unwrap().read_to_string(&mut stdout),
+    )
+    .await
+    .unwrap();
+    let status = within("punie ask to exit", child.wait()).await.unwrap();
+    (stdout, status, terminal.closed().await)
+}
+
+#[tokio::test]
+async fn ask_writes_no_ansi_escapes_when_stderr_is_not_a_terminal_or_no_color_is_set() {
+    let server = scripted_server(json!([[{"thought": THOUGHT}, {"text": "Done."}]])).await;
+
+    let piped = ask(&server, &["think"]).await;
+    assert_eq!(piped.status.code(), Some(0), "{}", text(&piped.stderr));
+    let stderr = text(&piped.stderr);
+    assert!(stderr.contains(THOUGHT), "the thought is shown: {stderr:?}");
+    assert!(!stderr.contains('\u{1b}'), "not a terminal: {stderr:?}");
+
+    let (stdout, status, screen) = ask_on_a_terminal(&server, &["think"], |command| {
+        command.env("NO_COLOR", "1");
+    })
+    .await;
+    assert_eq!(status.code(), Some(0), "{screen:?}");
+    assert_eq!(stdout, "Done.\n");
+    assert!(screen.contains(THOUGHT), "the thought is shown: {screen:?}");
+    assert!(
+        !screen.contains('\u{1b}'),
+        "NO_COLOR: no colour and no spinner, even on a terminal: {screen:?}"
+    );
+
+    // Without NO_COLOR, the same terminal gets the thought dimmed.
+    let (_, status, screen) = ask_on_a_terminal(&server, &["think"], |_| {}).await;
+    assert_eq!(status.code(), Some(0), "{screen:?}");
+    assert!(
+        screen.contains(&format!("\u{1b}[2m{THOUGHT}")),
+        "dimmed on a terminal: {screen:?}"
+    );
+}
+
+/// The options a permission question on `screen` offers: number and name.
+fn offered_options(screen: &str) -> Vec<(String, String)> {
+    screen
+        .lines()
+        .filter_map(|line| {
+            let (number, name) = line.trim().strip_prefix('[')?.split_once("] ")?;
+            number.parse::<usize>().ok()?;
+            Some((number.to_owned(), name.trim().to_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn on_a_terminal_ask_asks_before_a_change_and_does_what_the_answer_says() {
+    let server = scripted_server(json!([
+        [{"tool_call": {"name": "write_file", "arguments": {"path": "new.txt", "content": "written\n"}}}],
+        [{"text": "Finished."}]
+    ]))
+    .await;
+    let file = server.home.workspace().join("new.txt");
+
+    for (answer, written) in [("Reject", false), ("Allow", true)] {
+        let mut command = server.home.command();
+        command
+            .args(["ask", "write it"])
+            .current_dir(server.home.workspace());
+        let (mut terminal, mut child) = Terminal::spawn(command);
+        terminal.wait_for("Choose (anything else rejects): ").await;
+        let screen = terminal.screen();
+        assert!(screen.contains("Punie asks to: "), "{screen:?}");
+        let options = offered_options(&screen);
+        let names: Vec<&str> = options.iter().map(|(_, name)| name.as_str()).collect();
+        assert!(
+            names.contains(&"Allow")
+                && names.contains(&"Always allow")
+                && names.contains(&"Reject"),
+            "allow once, allow always and reject are offered: {names:?}"
+        );
+        let (number, _) = options.iter().find(|(_, name)| name == answer).unwrap();
+        terminal.type_keys(&format!("{number}\n"));
+
+        let mut stdout = String::new();
+        within(
+            "punie ask's stdout",
+            child.stdout.take().unwrap().read_to_string(&mut stdout),
+        )
+        .await
+        .unwrap();
+        let status = within("punie ask to exit", child.wait()).await.unwrap();
+        let screen = terminal.closed().await;
+        assert_eq!(status.code(), Some(0), "{screen:?}");
+        assert_eq!(stdout, "Finished.\n");
+        if written {
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), "written\n");
+            assert!(screen.contains("✓ "), "the write completed: {screen:?}");
+        } else {
+            assert!(!file.exists(), "rejected: nothing written");
+            assert!(screen.contains("✗ "), "the write failed: {screen:?}");
+        }
+    }
+}
+
+/// An agent that streams a little of an answer and then never answers the
+/// prompt, not even once it is cancelled: Punie's server always honours a
+/// cancel at once, so only such an agent leaves `punie ask` waiting after
+/// the first Ctrl-C. It hands over the `session/cancel` it receives.
+async fn agent_that_ignores_cancel(
+    listener: tokio::net::TcpListener,
+    cancel_received: tokio::sync::oneshot::Sender<Value>,
+) {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let (stream, _) = listener.accept().await.unwrap();
+    let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+    let mut cancel_received = Some(cancel_received);
+    while let Some(Ok(message)) = ws.next().await {
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let message: Value = serde_json::from_str(&text).unwrap();
+        let reply = |result: Value| {
+            Message::text(
+                json!({"jsonrpc": "2.0", "id": message["id"], "result": result}).to_string(),
+            )
+        };
+        match message["method"].as_str() {
+            Some("initialize") => ws
+                .send(reply(
+                    json!({"protocolVersion": 1, "agentCapabilities": {}, "authMethods": []}),
+                ))
+                .await
+                .unwrap(),
+            Some("session/new") => ws.send(reply(json!({"sessionId": "s1"}))).await.unwrap(),
+            Some("session/prompt") => {
+                let chunk = json!({"jsonrpc": "2.0", "method": "session/update", "params": {
+                    "sessionId": "s1",
+                    "update": {"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": "partial answer"}},
+                }});
+                ws.send(Message::text(chunk.to_string())).await.unwrap();
+            }
+            Some("session/cancel") => {
+                if let Some(received) = cancel_received.take() {
+                    let _ = received.send(message);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn on_a_terminal_the_first_ctrl_c_cancels_and_a_second_quits_at_once() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/acp", listener.local_addr().unwrap());
+    let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel();
+    let agent = tokio::spawn(agent_that_ignores_cancel(listener, cancel_tx));
+    let home = Home::new();
+    let mut command = home.command();
+    command
+        .args(["ask", "--server", &url, "go on and on"])
+        .env("PUNIE_TOKEN", "t".repeat(64))
+        .current_dir(home.workspace());
+    let (mut terminal, mut child) = Terminal::spawn(command);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("partial answer") {
+        let read = within("the answer to start", stdout.read(&mut buffer))
+            .await
+            .unwrap();
+        assert!(read > 0, "stdout ended early");
+        seen.extend_from_slice(&buffer[..read]);
+    }
+
+    terminal.ctrl_c();
+    let cancel = within("session/cancel to reach the agent", cancel_rx)
+        .await
+        .expect("the agent received session/cancel");
+    assert_eq!(cancel["params"]["sessionId"], "s1", "{cancel}");
+    terminal.wait_for("press Ctrl-C again").await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "after one Ctrl-C, ask waits for the cancelled turn to end"
+    );
+
+    terminal.ctrl_c();
+    let status = within("punie ask to quit", child.wait()).await.unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "an exit status, not death by the signal: {status:?}"
+    );
+    let screen = terminal.closed().await;
+    assert!(screen.contains("interrupted"), "{screen:?}");
+    agent.abort();
 }

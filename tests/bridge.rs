@@ -377,3 +377,48 @@ async fn agent_requests_and_the_ides_answers_pass_through_the_bridge() {
         "rewritten"
     );
 }
+
+#[tokio::test]
+async fn the_log_file_gets_the_bridges_diagnostics_while_stdout_carries_only_acp() {
+    let server = Server::start().await;
+    let log_file = server.home.dir.path().join("bridge.log");
+    let mut bridge = Bridge::spawn_with(&server.home, &server.ws_url(), &server.token, |command| {
+        command.arg("--log-file").arg(&log_file);
+    });
+    bridge
+        .send_line("{\"jsonrpc\": \"2.0\", \"id\": 1, oops")
+        .await;
+    bridge.send(initialize_request(2)).await;
+    bridge.close_stdin();
+    // `recv` fails the test on any stdout line that is not JSON.
+    let lines = bridge.rest().await;
+    assert!(bridge.exit_status().await.success());
+    assert_eq!(
+        lines.len(),
+        2,
+        "the two answers and nothing else: {lines:?}"
+    );
+    assert!(
+        lines.iter().all(|line| line["jsonrpc"] == "2.0"),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|line| line["error"]["code"] == -32700));
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["id"] == 2 && line.get("result").is_some())
+    );
+
+    let logged = std::fs::read_to_string(&log_file).expect("the log file was written");
+    assert!(logged.contains("not valid JSON"), "{logged:?}");
+    assert!(logged.contains("oops"), "quotes an excerpt: {logged:?}");
+    assert!(
+        !logged.contains('\u{1b}'),
+        "no colour in a file: {logged:?}"
+    );
+    let stderr = bridge.stderr().await;
+    assert!(
+        stderr.contains("not valid JSON"),
+        "stderr has it too: {stderr}"
+    );
+}

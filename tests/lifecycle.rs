@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::{Home, RawClient, Server, within};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
@@ -214,14 +215,84 @@ async fn sighup_does_not_stop_the_server() {
     assert!(server.exit_status().await.success());
 }
 
+/// A WebSocket upgrade to `url` with the token: `Ok` when the server took it,
+/// else how it was refused. A refusal by HTTP must be 503.
+async fn upgrade(url: &str, token: &str) -> Result<(), String> {
+    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
+    let mut request = url.into_client_request().expect("a WebSocket URL");
+    request.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {token}").parse().expect("a header value"),
+    );
+    match within(
+        "the WebSocket handshake",
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503, "refused as unavailable");
+            Err(format!("HTTP {}", response.status()))
+        }
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 #[tokio::test]
 async fn new_connections_are_refused_while_shutting_down_and_after() {
+    use futures::StreamExt as _;
     let mut server = Server::start().await;
-    let url = server.ws_url();
+    // A client that does not answer the server's close frame keeps the
+    // server draining: it waits for the answer (for a bounded time).
+    let mut lingering = server.initialized().await;
     server.signal(Signal::SIGTERM);
+    let frame = loop {
+        match within("the close frame", lingering.ws.next())
+            .await
+            .expect("the connection is open")
+            .expect("the frame is readable")
+        {
+            Message::Close(frame) => break frame.expect("the close frame carries a code"),
+            _ => continue,
+        }
+    };
+    // 1001 goes out only once the server has begun shutting down.
+    assert_eq!(frame.code, CloseCode::Away, "{frame:?}");
+
+    let acp = upgrade(&server.ws_url(), &server.token).await;
+    let ws = upgrade(&server.ws_url().replace("/acp", "/ws"), &server.token).await;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(server.http_url("/acp"))
+        .bearer_auth(&server.token)
+        .header("Accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": 1}}))
+        .send()
+        .await;
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server was still draining while the new connections were tried"
+    );
+    assert!(acp.is_err(), "no WebSocket at /acp while shutting down");
+    assert!(ws.is_err(), "no WebSocket at /ws while shutting down");
+    if let Ok(response) = http {
+        assert_eq!(
+            response.status(),
+            503,
+            "no HTTP/SSE connection while shutting down"
+        );
+    }
+
+    // The client answers the close; the server finishes and exits.
+    while let Some(Ok(_)) = within("the end of the stream", lingering.ws.next()).await {}
     assert!(server.exit_status().await.success());
-    let refused = tokio_tungstenite::connect_async(url.as_str()).await;
-    assert!(refused.is_err(), "nothing listens after exit");
+    assert!(
+        upgrade(&server.ws_url(), &server.token).await.is_err(),
+        "nothing listens after exit"
+    );
 }
 
 /// A client of the transport's HTTP/SSE profile, speaking it by hand to see

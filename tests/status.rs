@@ -136,3 +136,85 @@ async fn stop_forgets_a_record_whose_process_is_gone() {
     assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
     assert!(!home.server_file().exists(), "the stale record is removed");
 }
+
+#[tokio::test]
+async fn status_and_stop_help_document_their_exit_statuses() {
+    let home = Home::new();
+    let status = punie(&home, &["status", "--help"]).await;
+    assert_eq!(status.status.code(), Some(0));
+    let help = text(&status.stdout);
+    for documented in ["0 a server answers", "1 error", "2 usage", "3 no server"] {
+        assert!(
+            help.contains(documented),
+            "`punie status --help` documents `{documented}`: {help}"
+        );
+    }
+    let stop = punie(&home, &["stop", "--help"]).await;
+    assert_eq!(stop.status.code(), Some(0));
+    let help = text(&stop.stdout);
+    for documented in ["0 stopped", "1 error", "2 usage", "3 no server to stop"] {
+        assert!(
+            help.contains(documented),
+            "`punie stop --help` documents `{documented}`: {help}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn punie_server_overrides_the_recorded_server_and_the_flag_overrides_both() {
+    let server = Server::start().await;
+    let home = Home::new();
+    let recorded = home.record_a_gone_server();
+    let live = format!("http://{}", server.address);
+
+    let recorded_only = punie(&home, &["status", "--json"]).await;
+    assert_eq!(
+        recorded_only.status.code(),
+        Some(3),
+        "the record alone leads nowhere"
+    );
+    assert!(
+        text(&recorded_only.stderr).contains(&recorded),
+        "{}",
+        text(&recorded_only.stderr)
+    );
+
+    let overridden = within(
+        "punie status",
+        home.command()
+            .args(["status", "--json"])
+            .env("PUNIE_SERVER", server.ws_url())
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        overridden.status.code(),
+        Some(0),
+        "{}",
+        text(&overridden.stderr)
+    );
+    let status: Value = serde_json::from_slice(&overridden.stdout).unwrap();
+    assert_eq!(status["url"], live);
+    assert_eq!(status["pid"], json!(server.child.id().unwrap()));
+
+    let flag_wins = within(
+        "punie status",
+        home.command()
+            .args(["status", "--json", "--server", &live])
+            .env("PUNIE_SERVER", &recorded)
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        flag_wins.status.code(),
+        Some(0),
+        "{}",
+        text(&flag_wins.stderr)
+    );
+    let status: Value = serde_json::from_slice(&flag_wins.stdout).unwrap();
+    assert_eq!(status["url"], live);
+}

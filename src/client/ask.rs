@@ -353,15 +353,16 @@ struct ToolCallRecord {
 
 impl View {
     fn new(format: OutputFormat) -> Self {
-        let on_terminal = std::io::stderr().is_terminal();
-        let spinner = (format == OutputFormat::Text && on_terminal).then(|| {
+        // The spinner redraws itself with escapes too: NO_COLOR stops it as well.
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let spinner = (format == OutputFormat::Text && colour).then(|| {
             let spinner = indicatif::ProgressBar::new_spinner().with_message("waiting for Punie…");
             spinner.enable_steady_tick(Duration::from_millis(100));
             spinner
         });
         Self {
             format,
-            colour: on_terminal && std::env::var_os("NO_COLOR").is_none(),
+            colour,
             spinner,
             text: String::new(),
             tool_calls: BTreeMap::new(),

@@ -4,6 +4,7 @@
 
 pub mod fake_provider;
 pub mod sdk;
+pub mod terminal;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,21 @@ impl Home {
         dir
     }
 
+    /// A `server.json` naming a server that is not there (nothing listens at
+    /// its address); returns that address.
+    pub fn record_a_gone_server(&self) -> String {
+        std::fs::create_dir_all(self.state_dir()).expect("the state directory");
+        let url = format!("http://127.0.0.1:{}", unused_port());
+        let record = json!({
+            "url": url,
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "startedAt": "2026-01-01T00:00:00Z",
+        });
+        std::fs::write(self.server_file(), record.to_string()).expect("server.json is written");
+        url
+    }
+
     /// `punie` with its environment pointed at this home.
     pub fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_punie"));
@@ -73,8 +89,10 @@ impl Home {
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("HOME", self.dir.path())
             .env_remove("PUNIE_TOKEN")
+            .env_remove("PUNIE_SERVER")
             .env_remove("PUNIE_MODEL")
             .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
             .kill_on_drop(true);
         command
     }
