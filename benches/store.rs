@@ -48,8 +48,8 @@ use support::{
     verdict,
 };
 
-/// Between one-at-a-time appends of the paced series: a model streaming a
-/// thousand tokens a second.
+/// Between one-at-a-time appends of the paced series, unless `--pace-us`
+/// says otherwise: a model streaming a thousand tokens a second.
 const PACE: Duration = Duration::from_millis(1);
 
 /// Updates in the session `load` replays.
@@ -80,6 +80,7 @@ options:
   --loads=N          timed session/loads per session shape (default 20, quick 5)
   --runs=N           bursts of appends, and streamed turns (default 11, quick 3)
   --appends=N        appends per burst (default 10000)
+  --pace-us=N        between the appends of the paced series (default 1000)
   --sessions=A,B,…   stored-session counts of rss (default 100,1000,10000,100000;
                      quick 100,1000,10000)
 
@@ -160,6 +161,8 @@ struct Options {
     loads: usize,
     runs: usize,
     appends: usize,
+    /// Between the appends of the paced series.
+    pace: Duration,
     sessions: Vec<usize>,
 }
 
@@ -175,6 +178,7 @@ impl Options {
         };
         let (mut selected, mut quick, mut help) = (Vec::new(), false, false);
         let (mut loads, mut runs, mut appends, mut sessions) = (None, None, None, None);
+        let mut pace = None;
         for arg in args {
             match arg.as_str() {
                 // `cargo bench` passes `--bench` to every bench binary.
@@ -192,6 +196,9 @@ impl Options {
                         "--loads" => loads = Some(count(value, option)?),
                         "--runs" => runs = Some(count(value, option)?),
                         "--appends" => appends = Some(count(value, option)?),
+                        "--pace-us" => {
+                            pace = Some(Duration::from_micros(count(value, option)? as u64));
+                        }
                         "--sessions" => {
                             sessions = Some(
                                 value
@@ -217,6 +224,7 @@ impl Options {
             loads: loads.unwrap_or(if quick { 5 } else { 20 }),
             runs: runs.unwrap_or(if quick { 3 } else { 11 }),
             appends: appends.unwrap_or(10_000),
+            pace: pace.unwrap_or(PACE),
             sessions: sessions.unwrap_or_else(|| default_sessions.to_vec()),
         })
     }
@@ -1168,8 +1176,8 @@ async fn measure_append(binary: &Path, options: &Options) -> anyhow::Result<()> 
 
     let paced_path = dir.path().join("paced.db");
     let store = open_store(&paced_path, dir.path()).await?;
-    one_at_a_time(&store, warm_up, 0, PACE)?;
-    let paced_appends = one_at_a_time(&store, single_count, warm_up, PACE)?;
+    one_at_a_time(&store, warm_up, 0, options.pace)?;
+    let paced_appends = one_at_a_time(&store, single_count, warm_up, options.pace)?;
     let paced_closed = close_measured(store, warm_up + single_count)?;
 
     let scripts = tempfile::tempdir().context("cannot create a directory for the scripts")?;
@@ -1287,9 +1295,9 @@ async fn measure_append(binary: &Path, options: &Options) -> anyhow::Result<()> 
     let (cpu, caller_cpu, checkpoint, written) = store_per_update(&[&paced_appends]);
     table.row(vec![
         format!(
-            "{} one at a time, {} ms apart (commit − append is the cost)",
+            "{} one at a time, {} µs apart (commit − append is the cost)",
             thousands(paced_appends.appends),
-            PACE.as_millis()
+            options.pace.as_micros()
         ),
         "1".to_owned(),
         "—".to_owned(),
@@ -1307,11 +1315,11 @@ async fn measure_append(binary: &Path, options: &Options) -> anyhow::Result<()> 
     ]);
     table.print();
     println!(
-        "  amortised: first append to last commit, divided by the appends. commit − append: from the append call to its follow-up running, after the commit (on the writer thread, or on the appending thread when the append came after a quiet spell and was written there). Store CPU: schedstat run time of punie-store (the writer thread; follow-ups here only store a timestamp) plus the appending thread's (in bursts all of it, the bench's loop included, which does little else; one at a time only its time inside `append`), and of punie-checkpoint; bytes written: wchar of all three, the WAL and the checkpoints. Closing the store: this process's CPU (getrusage) and bytes written (/proc/self/io) while it closes, the final checkpoint included, divided by every append the store took (warm-up too). Databases after closing: {:.1} MiB (bursts), {:.1} MiB (one at a time), {:.1} MiB ({} ms apart).",
+        "  amortised: first append to last commit, divided by the appends. commit − append: from the append call to its follow-up running, after the commit (on the writer thread, or on the appending thread when the append came after a quiet spell and was written there). Store CPU: schedstat run time of punie-store (the writer thread; follow-ups here only store a timestamp) plus the appending thread's (in bursts all of it, the bench's loop included, which does little else; one at a time only its time inside `append`), and of punie-checkpoint; bytes written: wchar of all three, the WAL and the checkpoints. Closing the store: this process's CPU (getrusage) and bytes written (/proc/self/io) while it closes, the final checkpoint included, divided by every append the store took (warm-up too). Databases after closing: {:.1} MiB (bursts), {:.1} MiB (one at a time), {:.1} MiB ({} µs apart).",
         database_size(&bursts_path) as f64 / (1024.0 * 1024.0),
         database_size(&single_path) as f64 / (1024.0 * 1024.0),
         database_size(&paced_path) as f64 / (1024.0 * 1024.0),
-        PACE.as_millis()
+        options.pace.as_micros()
     );
 
     let mut table = Table::new(
