@@ -26,6 +26,10 @@ use super::{
 /// Most commands written in one transaction.
 const MAX_BATCH: usize = 1024;
 
+/// Most commands a thread other than the writer's takes from the queue at
+/// once: it came to write its own, and the others' follow-ups run there too.
+const MAX_BATCH_ELSEWHERE: usize = 16;
+
 /// Most bytes of refused writes held for the next try; a disk that stays
 /// full must not fill the memory too. Writes past it are lost (and logged).
 const MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
@@ -91,7 +95,7 @@ pub(super) struct Shared {
     writer: Mutex<Writer>,
     /// Set while the checkpointer holds the log's write lock: a thread that
     /// queued an update then leaves it to the writer thread rather than wait.
-    checkpoint_blocks_writes: Arc<AtomicBool>,
+    checkpoint_blocks_writes: AtomicBool,
 }
 
 struct Queue {
@@ -133,7 +137,6 @@ impl Shared {
         refused: Arc<Mutex<Option<String>>>,
         readers: Arc<Mutex<Readers>>,
         checkpoint: mpsc::Sender<()>,
-        checkpoint_blocks_writes: Arc<AtomicBool>,
     ) -> Self {
         let refusal = lock(&refused).clone();
         Self {
@@ -158,16 +161,19 @@ impl Shared {
                 checkpoint: Some(checkpoint),
                 wakes_at: None,
             }),
-            checkpoint_blocks_writes,
+            checkpoint_blocks_writes: AtomicBool::new(false),
         }
     }
 
-    /// Queue `command`; handed back if the store is closed. It is written on
-    /// this thread when it comes alone after a quiet spell ([`BURST_GAP`])
-    /// and the writer is free, else by the writer thread.
+    /// Queue `command`; handed back if the store is closed. An entry is
+    /// written on this thread when it comes alone after a quiet spell
+    /// ([`BURST_GAP`]) and the writer is free; the rest by the writer thread.
     pub(super) fn submit(&self, command: Command) -> Result<(), Box<Command>> {
         let now = Instant::now();
-        let here = command.may_run_anywhere();
+        // Only an entry: the commands around a turn (its start, title and
+        // end, a flush) come with others close behind, which one batch of
+        // the writer thread takes better than a commit each here.
+        let here = matches!(command, Command::Append { .. });
         let alone = {
             let mut queue = lock(&self.queue);
             if !queue.open {
@@ -189,15 +195,13 @@ impl Shared {
     /// Write what is queued on this thread, if the writer is free, well and
     /// not held up by a checkpoint; false if it was left to the writer thread.
     fn write_here(&self) -> bool {
-        if self.checkpoint_blocks_writes.load(Ordering::Acquire) {
-            return false;
-        }
         let mut writer = match self.writer.try_lock() {
             Ok(writer) => writer,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return false,
         };
-        if !writer.is_well() {
+        // Read with the writer held: see [`Shared::hold_writes_off_threads`].
+        if !writer.is_well() || self.checkpoint_blocks_writes.load(Ordering::SeqCst) {
             return false;
         }
         let (batch, _) = self.take_queued(true);
@@ -223,8 +227,13 @@ impl Shared {
     /// Also whether the store is closed with nothing left queued.
     fn take_queued(&self, elsewhere: bool) -> (Vec<Command>, bool) {
         let mut queue = lock(&self.queue);
-        let mut batch = Vec::with_capacity(queue.commands.len().min(MAX_BATCH));
-        while batch.len() < MAX_BATCH
+        let most = if elsewhere {
+            MAX_BATCH_ELSEWHERE
+        } else {
+            MAX_BATCH
+        };
+        let mut batch = Vec::with_capacity(queue.commands.len().min(most));
+        while batch.len() < most
             && queue
                 .commands
                 .front()
@@ -233,6 +242,17 @@ impl Shared {
             batch.extend(queue.commands.pop_front());
         }
         (batch, !queue.open && queue.commands.is_empty())
+    }
+
+    /// Keep writes on the writer thread while `work` runs (a checkpoint that
+    /// holds the log's write lock): once the flag is up, no other thread takes
+    /// the writer, and one that had taken it has finished.
+    pub(super) fn hold_writes_off_threads<T>(&self, work: impl FnOnce() -> T) -> T {
+        self.checkpoint_blocks_writes.store(true, Ordering::SeqCst);
+        drop(lock(&self.writer));
+        let done = work();
+        self.checkpoint_blocks_writes.store(false, Ordering::SeqCst);
+        done
     }
 
     fn nudge(&self) {
@@ -280,6 +300,7 @@ impl Shared {
 /// times to come due), write them in one transaction, then run what waited
 /// on them. Ends once the store is closed and everything queued is written.
 pub(super) fn write_loop(shared: &Shared) {
+    let _ending = EndOfTheWriter(shared);
     loop {
         let until = lock(&shared.writer).plan_wake();
         shared.wait_for_work(until);
@@ -288,9 +309,25 @@ pub(super) fn write_loop(shared: &Shared) {
         let (batch, stopping) = shared.take_queued(false);
         writer.write(batch, stopping);
         if stopping {
-            writer.checkpoint = None;
             return;
         }
+    }
+}
+
+/// Whatever way the writer thread ends, the store stops taking commands and
+/// lets go of what is queued (waiters are released), and the checkpointer
+/// ends after it.
+struct EndOfTheWriter<'a>(&'a Shared);
+
+impl Drop for EndOfTheWriter<'_> {
+    fn drop(&mut self) {
+        let stranded = {
+            let mut queue = lock(&self.0.queue);
+            queue.open = false;
+            std::mem::take(&mut queue.commands)
+        };
+        drop(stranded);
+        lock(&self.0.writer).checkpoint = None;
     }
 }
 
@@ -365,7 +402,7 @@ impl Writer {
         }
         let written = match &mut self.connection {
             WriterConnection::Writing(writer) => {
-                write_batch(writer, &batch, &self.stamps, &mut self.gone, flush)
+                write_batch(writer, &batch, &self.stamps, &self.gone, flush)
             }
             WriterConnection::Reading(_) => Err(read_only_error()),
         };
@@ -412,6 +449,11 @@ impl Writer {
         match written {
             Ok(Written { deletes, stamped }) => {
                 self.stamps.record(stamped, batch);
+                self.gone
+                    .extend(batch.iter().filter_map(|command| match command {
+                        Command::Delete { session, .. } => Some(session.clone()),
+                        _ => None,
+                    }));
                 self.held.overflowed = false;
                 self.since_checkpoint += 1;
                 if self.since_checkpoint >= CHECKPOINT_EVERY_BATCHES {
@@ -477,7 +519,7 @@ pub(super) fn checkpoint_loop(
     path: &Path,
     mut connection: Option<Connection>,
     nudges: &mpsc::Receiver<()>,
-    blocks_writes: &AtomicBool,
+    shared: &Shared,
 ) {
     loop {
         let last = matches!(
@@ -502,9 +544,8 @@ pub(super) fn checkpoint_loop(
             // its start in place, where cutting a 64 MiB file took 20 ms more
             // with the writer waiting.
             Ok(log_pages) if !last && log_pages > MAX_LOG_PAGES => {
-                blocks_writes.store(true, Ordering::Release);
-                let restarted = checkpoint(connection, "RESTART");
-                blocks_writes.store(false, Ordering::Release);
+                let restarted =
+                    shared.hold_writes_off_threads(|| checkpoint(connection, "RESTART"));
                 if let Err(error) = restarted {
                     tracing::warn!(store = %path.display(), "could not shorten the session store's log: {}", describe(&error));
                 }
@@ -609,7 +650,7 @@ fn write_batch(
     connection: &mut Connection,
     batch: &[Command],
     stamps: &Stamps,
-    gone: &mut HashSet<String>,
+    gone: &HashSet<String>,
     flush: bool,
 ) -> rusqlite::Result<Written> {
     // BEGIN and COMMIT stay prepared like the statements between them: a
@@ -636,7 +677,7 @@ fn write_commands(
     transaction: &Connection,
     batch: &[Command],
     stamps: &Stamps,
-    gone: &mut HashSet<String>,
+    gone: &HashSet<String>,
     flush: bool,
 ) -> rusqlite::Result<Written> {
     // Each session touched, its newest time, and whether that must be written
@@ -646,10 +687,13 @@ fn write_commands(
         .map(|(session, at_us)| (session, at_us, false))
         .collect();
     let mut deletes = Vec::new();
+    // Deleted earlier in this batch: `gone` learns of them only once the
+    // batch is committed.
+    let mut deleted_here: Vec<&str> = Vec::new();
     for command in batch {
         if command
             .session()
-            .is_some_and(|session| gone.contains(session))
+            .is_some_and(|session| gone.contains(session) || deleted_here.contains(&session))
         {
             continue;
         }
@@ -730,7 +774,7 @@ fn write_commands(
                     .execute([session])?;
                 touched.retain(|(touched, ..)| touched != session);
                 deletes.push(deleted > 0);
-                gone.insert(session.clone());
+                deleted_here.push(session);
             }
             Command::Barrier(_) | Command::AtNewest { .. } => {}
         }
@@ -868,7 +912,7 @@ fn finish_batch(
                 then,
             } => {
                 if let Some(then) = then {
-                    then();
+                    follow_up(then);
                 }
                 if holding {
                     let command = Command::Append {
@@ -891,7 +935,10 @@ fn finish_batch(
                 };
                 let _ = done.send(outcome);
             }
-            Command::AtNewest { session, then } => then(newest_entry(connection, &session)),
+            Command::AtNewest { session, then } => {
+                let newest = newest_entry(connection, &session);
+                follow_up(|| then(newest));
+            }
             command @ (Command::CreateSession(_)
             | Command::SetTitle { .. }
             | Command::TurnStarted { .. }
@@ -901,6 +948,17 @@ fn finish_batch(
                 }
             }
         }
+    }
+}
+
+/// Run what waited on a write. One that panics is logged and the rest still
+/// run: a panic must not stop the writer, nor cut short a batch's follow-ups
+/// on the thread that wrote it.
+fn follow_up(work: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err() {
+        tracing::error!(
+            "something that waited on a write to the session store panicked; the store goes on"
+        );
     }
 }
 
@@ -919,5 +977,94 @@ fn newest_entry(connection: &Connection, session: &str) -> Option<i64> {
             tracing::warn!("cannot read the newest entry of session {session}: {error}");
             Some(i64::MAX)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(session: &str, body: String) -> Command {
+        Command::Append {
+            session: session.to_owned(),
+            kind: EntryKind::Update,
+            body,
+            at_us: 1,
+            then: None,
+        }
+    }
+
+    fn stored(path: &Path, session: &str) -> Vec<String> {
+        let reader = Connection::open(path).unwrap();
+        let mut statement = reader
+            .prepare("SELECT body FROM entries WHERE session_id = ?1 ORDER BY seq")
+            .unwrap();
+        statement
+            .query_map([session], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_delete_the_disk_refused_leaves_the_session_to_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("punie.db");
+        let connection = open_writer(&path).unwrap();
+        for id in ["x", "y"] {
+            connection
+                .execute(
+                    "INSERT INTO sessions (id, cwd, model, created_us, updated_us) \
+                     VALUES (?1, '/w', 'test', 1, 1)",
+                    [id],
+                )
+                .unwrap();
+        }
+        // The database may not grow: a batch that needs a page fails whole.
+        let pages: i64 = connection
+            .query_row("PRAGMA page_count", [], |row| row.get(0))
+            .unwrap();
+        connection
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let readers = Arc::new(Mutex::new(Readers {
+            idle: Vec::new(),
+            immutable: false,
+        }));
+        let (checkpoint, _nudges) = mpsc::channel();
+        let shared = Shared::new(
+            &path,
+            WriterConnection::Writing(connection),
+            Arc::default(),
+            readers,
+            checkpoint,
+        );
+        let mut writer = lock(&shared.writer);
+        let (done, deleted) = tokio::sync::oneshot::channel();
+        let delete = Command::Delete {
+            session: "x".to_owned(),
+            done,
+        };
+        writer.write(vec![delete, append("y", "y".repeat(64 * 1024))], false);
+        assert!(
+            deleted.blocking_recv().unwrap().is_err(),
+            "the delete was refused"
+        );
+        assert!(writer.gone.is_empty(), "{:?}", writer.gone);
+
+        // Once the disk takes writes again, x's next entry is stored.
+        let WriterConnection::Writing(connection) = &writer.connection else {
+            panic!("the writer still writes");
+        };
+        connection
+            .pragma_update(None, "max_page_count", 1 << 30)
+            .unwrap();
+        writer.write(vec![append("x", "later".to_owned())], false);
+        assert_eq!(stored(&path, "x"), ["later"]);
+        assert_eq!(
+            stored(&path, "y").len(),
+            1,
+            "the held entry was written too"
+        );
     }
 }
