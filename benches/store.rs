@@ -9,9 +9,11 @@
 //!   once alternating at every event (nothing to coalesce).
 //! - `append`: the store's cost per update. In this process, through the
 //!   library (`punie::store::Store`): bursts of appends whose follow-ups stamp
-//!   each commit, and appends one at a time; the writer thread's CPU and
-//!   writes from `/proc/self/task/<tid>/{schedstat,io}`. For contrast, turns
-//!   of text streamed through a real server, with its writer thread's use.
+//!   each commit, appends one at a time back to back, and one at a time 1 ms
+//!   apart (`--pace-us`); the CPU and writes of the writer thread and of the
+//!   appending thread (which commits a lone update itself) from
+//!   `/proc/self/task/<tid>/{schedstat,io}`. For contrast, turns of text
+//!   streamed through a real server, with its writer thread's use.
 //! - `rss`: the server's memory with 100 to 100,000 sessions stored. The
 //!   database is filled before the server starts (schema by `Store::open`,
 //!   rows by rusqlite in one transaction), then a fixed workload runs — list
