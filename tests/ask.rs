@@ -390,52 +390,77 @@ async fn ask_completes_a_tool_using_turn_against_a_model_server() {
     );
 }
 
+/// One ACP client connection to an agent written by hand, over a WebSocket:
+/// it answers `initialize` and `session/new` (session `s1`) itself.
+struct HandWrittenAgent {
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+}
+
+impl HandWrittenAgent {
+    async fn accept(listener: tokio::net::TcpListener) -> Self {
+        let (stream, _) = listener.accept().await.unwrap();
+        let ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+        Self { ws }
+    }
+
+    /// The next message past the handshake; `None` once the client has gone.
+    async fn next(&mut self) -> Option<Value> {
+        use futures::StreamExt as _;
+        use tokio_tungstenite::tungstenite::Message;
+        while let Some(Ok(message)) = self.ws.next().await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let message: Value = serde_json::from_str(&text).unwrap();
+            let result = match message["method"].as_str() {
+                Some("initialize") => {
+                    json!({"protocolVersion": 1, "agentCapabilities": {}, "authMethods": []})
+                }
+                Some("session/new") => json!({"sessionId": "s1"}),
+                _ => return Some(message),
+            };
+            self.send(json!({"jsonrpc": "2.0", "id": message["id"], "result": result}))
+                .await;
+        }
+        None
+    }
+
+    async fn send(&mut self, message: Value) {
+        use futures::SinkExt as _;
+        let text = tokio_tungstenite::tungstenite::Message::text(message.to_string());
+        self.ws.send(text).await.unwrap();
+    }
+}
+
 /// An agent that asks `punie ask` for files and a terminal outside the
 /// workspace. Punie's server refuses such paths before they reach a client,
-/// so only a misbehaving agent can show that `ask` refuses them too: this one
-/// speaks ACP over a WebSocket by hand. It answers the prompt once every
-/// request has been answered, and hands back the answers by request id.
+/// so only a misbehaving agent can show that `ask` refuses them too. It
+/// answers the prompt once every request has been answered, and hands back
+/// the answers by request id.
 async fn misbehaving_agent(
     listener: tokio::net::TcpListener,
     requests: Vec<(&'static str, Value)>,
 ) -> std::collections::HashMap<u64, Value> {
-    use futures::{SinkExt as _, StreamExt as _};
-    use tokio_tungstenite::tungstenite::Message;
-    let (stream, _) = listener.accept().await.unwrap();
-    let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+    let mut agent = HandWrittenAgent::accept(listener).await;
     let mut answers = std::collections::HashMap::new();
     let mut prompt_id = None;
-    while let Some(Ok(message)) = ws.next().await {
-        let Message::Text(text) = message else {
-            continue;
-        };
-        let message: Value = serde_json::from_str(&text).unwrap();
-        let reply = |result: Value| {
-            Message::text(
-                json!({"jsonrpc": "2.0", "id": message["id"], "result": result}).to_string(),
-            )
-        };
+    while let Some(message) = agent.next().await {
         match message["method"].as_str() {
-            Some("initialize") => ws
-                .send(reply(
-                    json!({"protocolVersion": 1, "agentCapabilities": {}, "authMethods": []}),
-                ))
-                .await
-                .unwrap(),
-            Some("session/new") => ws.send(reply(json!({"sessionId": "s1"}))).await.unwrap(),
             Some("session/prompt") => {
                 prompt_id = Some(message["id"].clone());
                 for (id, (method, params)) in requests.iter().enumerate() {
-                    let request = json!({"jsonrpc": "2.0", "id": 100 + id, "method": method, "params": params});
-                    ws.send(Message::text(request.to_string())).await.unwrap();
+                    agent
+                        .send(json!({"jsonrpc": "2.0", "id": 100 + id, "method": method, "params": params}))
+                        .await;
                 }
             }
             Some(_) => {}
             None => {
                 answers.insert(message["id"].as_u64().unwrap(), message);
                 if answers.len() == requests.len() {
-                    let done = json!({"jsonrpc": "2.0", "id": prompt_id.take(), "result": {"stopReason": "end_turn"}});
-                    ws.send(Message::text(done.to_string())).await.unwrap();
+                    agent
+                        .send(json!({"jsonrpc": "2.0", "id": prompt_id.take(), "result": {"stopReason": "end_turn"}}))
+                        .await;
                 }
             }
         }
@@ -722,35 +747,17 @@ async fn agent_that_ignores_cancel(
     listener: tokio::net::TcpListener,
     cancel_received: tokio::sync::oneshot::Sender<Value>,
 ) {
-    use futures::{SinkExt as _, StreamExt as _};
-    use tokio_tungstenite::tungstenite::Message;
-    let (stream, _) = listener.accept().await.unwrap();
-    let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+    let mut agent = HandWrittenAgent::accept(listener).await;
     let mut cancel_received = Some(cancel_received);
-    while let Some(Ok(message)) = ws.next().await {
-        let Message::Text(text) = message else {
-            continue;
-        };
-        let message: Value = serde_json::from_str(&text).unwrap();
-        let reply = |result: Value| {
-            Message::text(
-                json!({"jsonrpc": "2.0", "id": message["id"], "result": result}).to_string(),
-            )
-        };
+    while let Some(message) = agent.next().await {
         match message["method"].as_str() {
-            Some("initialize") => ws
-                .send(reply(
-                    json!({"protocolVersion": 1, "agentCapabilities": {}, "authMethods": []}),
-                ))
-                .await
-                .unwrap(),
-            Some("session/new") => ws.send(reply(json!({"sessionId": "s1"}))).await.unwrap(),
             Some("session/prompt") => {
-                let chunk = json!({"jsonrpc": "2.0", "method": "session/update", "params": {
-                    "sessionId": "s1",
-                    "update": {"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": "partial answer"}},
-                }});
-                ws.send(Message::text(chunk.to_string())).await.unwrap();
+                agent
+                    .send(json!({"jsonrpc": "2.0", "method": "session/update", "params": {
+                        "sessionId": "s1",
+                        "update": {"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": "partial answer"}},
+                    }}))
+                    .await;
             }
             Some("session/cancel") => {
                 if let Some(received) = cancel_received.take() {
