@@ -239,15 +239,7 @@ async fn a_cancelled_permission_answer_ends_the_turn_cancelled_and_writes_nothin
     assert_eq!(received.agent_text(&session).0, "Overwriting. Understood.");
 
     // A client that loads the session later is shown the same failed call.
-    let watcher = Received::default();
-    support::sdk::client(sdk_transport(&server), watcher.clone(), async |cx| {
-        support::sdk::initialize(&cx).await?;
-        cx.send_request(LoadSessionRequest::new(session.clone(), workspace.clone()))
-            .block_task()
-            .await?;
-        Ok(())
-    })
-    .await;
+    let watcher = loaded_afresh(&server, &session, &workspace).await;
     let replayed = watcher.tool_calls(&session);
     assert_eq!(replayed.len(), 1, "{replayed:?}");
     assert_eq!(replayed[0]["status"], "failed");
@@ -417,6 +409,24 @@ async fn paths_outside_the_workspace_are_refused_and_never_reach_the_client() {
 }
 
 /// The text of the last content item of `call` as the client last saw it.
+/// What a new client that loads `session` is shown.
+async fn loaded_afresh(
+    server: &Server,
+    session: &agent_client_protocol::v1::schema::SessionId,
+    workspace: &Path,
+) -> Received {
+    let watcher = Received::default();
+    support::sdk::client(sdk_transport(server), watcher.clone(), async |cx| {
+        support::sdk::initialize(&cx).await?;
+        cx.send_request(LoadSessionRequest::new(session.clone(), workspace))
+            .block_task()
+            .await?;
+        Ok(())
+    })
+    .await;
+    watcher
+}
+
 fn content_text(call: &Value) -> &str {
     let content = call["content"].as_array().expect("the call has content");
     content
@@ -548,15 +558,7 @@ async fn a_command_in_the_client_terminal_leaves_its_output_for_every_watcher() 
 
     // A client that loads the session later, with no terminal of its own,
     // still reads what the command printed.
-    let watcher = Received::default();
-    support::sdk::client(sdk_transport(&server), watcher.clone(), async |cx| {
-        support::sdk::initialize(&cx).await?;
-        cx.send_request(LoadSessionRequest::new(session.clone(), workspace.clone()))
-            .block_task()
-            .await?;
-        Ok(())
-    })
-    .await;
+    let watcher = loaded_afresh(&server, &session, &workspace).await;
     let replayed = watcher.tool_calls(&session);
     assert_eq!(replayed[0]["status"], "completed");
     assert_eq!(replayed[0]["content"], calls[0]["content"]);
