@@ -9,10 +9,16 @@ use serde_json::{Value, json};
 use support::{Home, Server, within};
 
 async fn punie(home: &Home, args: &[&str]) -> Output {
+    punie_with(home, args, &[]).await
+}
+
+/// `punie` with `env` set too.
+async fn punie_with(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Output {
     within(
         &format!("punie {}", args.join(" ")),
         home.command()
             .args(args)
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .output(),
     )
@@ -179,16 +185,12 @@ async fn punie_server_overrides_the_recorded_server_and_the_flag_overrides_both(
         text(&recorded_only.stderr)
     );
 
-    let overridden = within(
-        "punie status",
-        home.command()
-            .args(["status", "--json"])
-            .env("PUNIE_SERVER", server.ws_url())
-            .stdin(std::process::Stdio::null())
-            .output(),
+    let overridden = punie_with(
+        &home,
+        &["status", "--json"],
+        &[("PUNIE_SERVER", &server.ws_url())],
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         overridden.status.code(),
         Some(0),
@@ -199,16 +201,12 @@ async fn punie_server_overrides_the_recorded_server_and_the_flag_overrides_both(
     assert_eq!(status["url"], live);
     assert_eq!(status["pid"], json!(server.child.id().unwrap()));
 
-    let flag_wins = within(
-        "punie status",
-        home.command()
-            .args(["status", "--json", "--server", &live])
-            .env("PUNIE_SERVER", &recorded)
-            .stdin(std::process::Stdio::null())
-            .output(),
+    let flag_wins = punie_with(
+        &home,
+        &["status", "--json", "--server", &live],
+        &[("PUNIE_SERVER", &recorded)],
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         flag_wins.status.code(),
         Some(0),
