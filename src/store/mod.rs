@@ -888,14 +888,33 @@ mod tests {
         fn ran(&self) -> Vec<(String, Option<String>)> {
             lock(&self.0).clone()
         }
+
+        /// The bodies of session `a`'s history, once it is checked that the
+        /// follow-ups ran in the order of the writes.
+        async fn ran_in_stored_order(&self, store: &Store) -> Vec<String> {
+            let history = store.history("a").await.unwrap();
+            let stored: Vec<String> = history.into_iter().map(|entry| entry.body).collect();
+            let followed: Vec<String> = self.ran().into_iter().map(|(body, _)| body).collect();
+            assert_eq!(
+                stored, followed,
+                "follow-ups ran in the order of the writes"
+            );
+            stored
+        }
     }
 
-    #[tokio::test]
-    async fn a_lone_update_is_written_by_its_own_thread_and_a_burst_by_the_writer() {
+    /// A store in a temporary directory, holding session `a`.
+    async fn stored_session_a() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("punie.db")).unwrap();
         store.create_session(row("a", "/w"));
         store.flush().await;
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_lone_update_is_written_by_its_own_thread_and_a_burst_by_the_writer() {
+        let (_dir, store) = stored_session_a().await;
         let follow_ups = Arc::new(FollowUps::default());
 
         // After a quiet spell, the append is committed and its follow-up has
@@ -933,21 +952,12 @@ mod tests {
             by_writer >= 990,
             "{by_writer} of 1,000 burst follow-ups ran on the writer"
         );
-        let history = store.history("a").await.unwrap();
-        let stored: Vec<&str> = history.iter().map(|entry| entry.body.as_str()).collect();
-        let followed: Vec<&str> = ran.iter().map(|(body, _)| body.as_str()).collect();
-        assert_eq!(
-            stored, followed,
-            "follow-ups ran in the order of the writes"
-        );
+        follow_ups.ran_in_stored_order(&store).await;
     }
 
     #[tokio::test]
     async fn appends_from_many_threads_keep_each_threads_order_and_follow_ups_the_stores() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("punie.db")).unwrap();
-        store.create_session(row("a", "/w"));
-        store.flush().await;
+        let (_dir, store) = stored_session_a().await;
         let follow_ups = Arc::new(FollowUps::default());
         let threads: Vec<_> = (0..4)
             .map(|thread| {
@@ -970,18 +980,12 @@ mod tests {
         }
         store.flush().await;
         let ran = follow_ups.ran();
-        let history = store.history("a").await.unwrap();
-        let stored: Vec<&str> = history.iter().map(|entry| entry.body.as_str()).collect();
-        let followed: Vec<&str> = ran.iter().map(|(body, _)| body.as_str()).collect();
+        let stored = follow_ups.ran_in_stored_order(&store).await;
         assert_eq!(stored.len(), 1200);
-        assert_eq!(
-            stored, followed,
-            "follow-ups ran in the order of the writes"
-        );
         for thread in 0..4 {
             let own: Vec<&str> = stored
                 .iter()
-                .copied()
+                .map(String::as_str)
                 .filter(|body| body.starts_with(&format!("{thread}:")))
                 .collect();
             let mut sorted = own.clone();
@@ -1001,10 +1005,7 @@ mod tests {
     #[tokio::test]
     async fn a_follow_up_that_panics_stops_neither_the_writes_nor_the_follow_ups_after_it() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("punie.db")).unwrap();
-        store.create_session(row("a", "/w"));
-        store.flush().await;
+        let (_dir, store) = stored_session_a().await;
         let ran = Arc::new(AtomicUsize::new(0));
         let follow_up = |fails: bool| -> Option<AfterWrite> {
             let ran = ran.clone();
