@@ -395,8 +395,13 @@ fn one_retry() -> ModelSettings {
 
 /// `first`, then a good reply: the call succeeds on the retry.
 async fn succeeds_after(wire: Wire, first: Reply) {
+    succeeds_on_the_retry(wire, first, &one_retry()).await;
+}
+
+/// [`succeeds_after`] with `settings`; the provider, for what it was asked.
+async fn succeeds_on_the_retry(wire: Wire, first: Reply, settings: &ModelSettings) -> FakeProvider {
     let fake = FakeProvider::start([first, Reply::events(wire.text_reply(&["fine"]))]).await;
-    let (events, error) = run(&*model_on(wire, &fake, &one_retry()), ask("x")).await;
+    let (events, error) = run(&*model_on(wire, &fake, settings), ask("x")).await;
     assert!(error.is_none(), "{wire:?}: {error:?}");
     assert_eq!(events.first(), Some(&text("fine")), "{wire:?}");
     assert_eq!(
@@ -404,16 +409,12 @@ async fn succeeds_after(wire: Wire, first: Reply) {
         2,
         "{wire:?}: one attempt and one retry"
     );
+    fake
 }
 
 #[tokio::test]
 async fn a_429_is_retried_when_retry_after_says_so() {
     for wire in Wire::ALL {
-        let fake = FakeProvider::start([
-            rate_limited(wire).with_header("retry-after", "0"),
-            Reply::events(wire.text_reply(&["fine"])),
-        ])
-        .await;
         // Backoff alone would wait longer than the test's deadline: only
         // `Retry-After: 0` lets this finish.
         let settings = ModelSettings {
@@ -421,25 +422,17 @@ async fn a_429_is_retried_when_retry_after_says_so() {
             retry_backoff: Duration::from_secs(3600),
             ..settings()
         };
-        let (events, error) = run(&*model_on(wire, &fake, &settings), ask("x")).await;
-        assert!(error.is_none(), "{wire:?}: {error:?}");
-        assert_eq!(events.first(), Some(&text("fine")), "{wire:?}");
-        assert_eq!(fake.requests().len(), 2, "{wire:?}");
+        let first = rate_limited(wire).with_header("retry-after", "0");
+        succeeds_on_the_retry(wire, first, &settings).await;
     }
 }
 
 #[tokio::test]
 async fn a_429_is_retried_no_sooner_than_retry_after_asks() {
     for wire in Wire::ALL {
-        let fake = FakeProvider::start([
-            rate_limited(wire).with_header("retry-after", "1"),
-            Reply::events(wire.text_reply(&["fine"])),
-        ])
-        .await;
         // The backoff is a millisecond: only the header makes it wait longer.
-        let (events, error) = run(&*model_on(wire, &fake, &one_retry()), ask("x")).await;
-        assert!(error.is_none(), "{wire:?}: {error:?}");
-        assert_eq!(events.first(), Some(&text("fine")), "{wire:?}");
+        let first = rate_limited(wire).with_header("retry-after", "1");
+        let fake = succeeds_on_the_retry(wire, first, &one_retry()).await;
         let [first, second] = fake
             .requests()
             .try_into()
