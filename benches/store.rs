@@ -1216,25 +1216,6 @@ async fn measure_append(binary: &Path, options: &Options) -> anyhow::Result<()> 
             "target",
         ],
     );
-    let latencies = |runs: &[&AppendRun]| {
-        let mut all: Vec<Duration> = runs
-            .iter()
-            .flat_map(|run| run.latencies.iter().copied())
-            .collect();
-        all.sort_unstable();
-        all
-    };
-    let store_per_update = |runs: &[&AppendRun]| {
-        let used: StoreUse = runs.iter().map(|run| run.used).sum();
-        let caller: ThreadUse = runs.iter().map(|run| run.caller).sum();
-        let count: usize = runs.iter().map(|run| run.appends).sum();
-        per_update(used, caller, count)
-    };
-    let burst_refs: Vec<&AppendRun> = bursts.iter().collect();
-    let all = latencies(&burst_refs);
-    let total: Duration = bursts.iter().map(|run| run.total).sum();
-    let count: usize = bursts.iter().map(|run| run.appends).sum();
-    let (cpu, caller_cpu, checkpoint, written) = store_per_update(&burst_refs);
     let closed = |closed: &Closed| {
         format!(
             "{} CPU, {:.0} B",
@@ -1242,7 +1223,42 @@ async fn measure_append(binary: &Path, options: &Options) -> anyhow::Result<()> 
             closed.written as f64 / closed.appends as f64
         )
     };
-    table.row(vec![
+    // The columns from commit − append to closing, and the median of
+    // commit − append.
+    let measured = |runs: &[&AppendRun], closed_store: &Closed| {
+        let mut latencies: Vec<Duration> = runs
+            .iter()
+            .flat_map(|run| run.latencies.iter().copied())
+            .collect();
+        latencies.sort_unstable();
+        let used: StoreUse = runs.iter().map(|run| run.used).sum();
+        let caller: ThreadUse = runs.iter().map(|run| run.caller).sum();
+        let count: usize = runs.iter().map(|run| run.appends).sum();
+        let (cpu, caller_cpu, checkpoint, written) = per_update(used, caller, count);
+        let median = percentile(&latencies, 50.0);
+        let columns = vec![
+            us(median),
+            us(percentile(&latencies, 99.0)),
+            us(latencies.last().copied().unwrap_or_default()),
+            cpu,
+            caller_cpu,
+            checkpoint,
+            written,
+            closed(closed_store),
+        ];
+        (columns, median)
+    };
+    let throughput = |appends: usize, total: Duration| {
+        format!(
+            "{}/s",
+            thousands((appends as f64 / total.as_secs_f64()) as usize)
+        )
+    };
+
+    let burst_refs: Vec<&AppendRun> = bursts.iter().collect();
+    let total: Duration = bursts.iter().map(|run| run.total).sum();
+    let count: usize = bursts.iter().map(|run| run.appends).sum();
+    let mut row = vec![
         format!(
             "bursts of {}, queued back to back",
             thousands(options.appends)
@@ -1254,23 +1270,13 @@ async fn measure_append(binary: &Path, options: &Options) -> anyhow::Result<()> 
             us(amortised[0]),
             us(amortised.last().copied().unwrap_or_default())
         ),
-        format!(
-            "{}/s",
-            thousands((count as f64 / total.as_secs_f64()) as usize)
-        ),
-        us(percentile(&all, 50.0)),
-        us(percentile(&all, 99.0)),
-        us(all.last().copied().unwrap_or_default()),
-        cpu,
-        caller_cpu,
-        checkpoint,
-        written,
-        closed(&bursts_closed),
-        verdict(median_amortised <= TARGET_PER_UPDATE),
-    ]);
-    let single_latencies = latencies(&[&single]);
-    let (cpu, caller_cpu, checkpoint, written) = store_per_update(&[&single]);
-    table.row(vec![
+        throughput(count, total),
+    ];
+    row.extend(measured(&burst_refs, &bursts_closed).0);
+    row.push(verdict(median_amortised <= TARGET_PER_UPDATE));
+    table.row(row);
+
+    let mut row = vec![
         format!(
             "{} one at a time, each after the last commit",
             thousands(single.appends)
@@ -1278,24 +1284,13 @@ async fn measure_append(binary: &Path, options: &Options) -> anyhow::Result<()> 
         "1".to_owned(),
         us(single.amortised()),
         "—".to_owned(),
-        format!(
-            "{}/s",
-            thousands((single.appends as f64 / single.total.as_secs_f64()) as usize)
-        ),
-        us(percentile(&single_latencies, 50.0)),
-        us(percentile(&single_latencies, 99.0)),
-        us(single_latencies.last().copied().unwrap_or_default()),
-        cpu,
-        caller_cpu,
-        checkpoint,
-        written,
-        closed(&single_closed),
-        verdict(single.amortised() <= TARGET_PER_UPDATE),
-    ]);
-    let paced_latencies = latencies(&[&paced_appends]);
-    let paced_median = percentile(&paced_latencies, 50.0);
-    let (cpu, caller_cpu, checkpoint, written) = store_per_update(&[&paced_appends]);
-    table.row(vec![
+        throughput(single.appends, single.total),
+    ];
+    row.extend(measured(&[&single], &single_closed).0);
+    row.push(verdict(single.amortised() <= TARGET_PER_UPDATE));
+    table.row(row);
+
+    let mut row = vec![
         format!(
             "{} one at a time, {} µs apart (commit − append is the cost)",
             thousands(paced_appends.appends),
@@ -1305,16 +1300,11 @@ async fn measure_append(binary: &Path, options: &Options) -> anyhow::Result<()> 
         "—".to_owned(),
         "—".to_owned(),
         "—".to_owned(),
-        us(paced_median),
-        us(percentile(&paced_latencies, 99.0)),
-        us(paced_latencies.last().copied().unwrap_or_default()),
-        cpu,
-        caller_cpu,
-        checkpoint,
-        written,
-        closed(&paced_closed),
-        verdict(paced_median <= TARGET_PER_UPDATE),
-    ]);
+    ];
+    let (columns, paced_median) = measured(&[&paced_appends], &paced_closed);
+    row.extend(columns);
+    row.push(verdict(paced_median <= TARGET_PER_UPDATE));
+    table.row(row);
     table.print();
     println!(
         "  amortised: first append to last commit, divided by the appends. commit − append: from the append call to its follow-up running, after the commit (on the writer thread, or on the appending thread when the append came after a quiet spell and was written there). Store CPU: schedstat run time of punie-store (the writer thread; follow-ups here only store a timestamp) plus the appending thread's (in bursts all of it, the bench's loop included, which does little else; one at a time only its time inside `append`), and of punie-checkpoint; bytes written: wchar of all three, the WAL and the checkpoints. Closing the store: this process's CPU (getrusage) and bytes written (/proc/self/io) while it closes, the final checkpoint included, divided by every append the store took (warm-up too). Databases after closing: {:.1} MiB (bursts), {:.1} MiB (one at a time), {:.1} MiB ({} µs apart).",
