@@ -207,6 +207,18 @@ async fn exit_codes_say_what_went_wrong() {
     }
 }
 
+/// What `stdout` printed, read until it holds `text`.
+async fn read_until(stdout: &mut tokio::process::ChildStdout, text: &str, what: &str) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains(text) {
+        let read = within(what, stdout.read(&mut buffer)).await.unwrap();
+        assert!(read > 0, "stdout ended early");
+        seen.extend_from_slice(&buffer[..read]);
+    }
+    seen
+}
+
 #[tokio::test]
 async fn ctrl_c_cancels_the_turn_prints_what_arrived_and_exits_130() {
     let server = Server::start().await;
@@ -221,15 +233,7 @@ async fn ctrl_c_cancels_the_turn_prints_what_arrived_and_exits_130() {
         .spawn()
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buffer = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains(" 3") {
-        let read = within("the count to start", stdout.read(&mut buffer))
-            .await
-            .unwrap();
-        assert!(read > 0, "stdout ended early");
-        seen.extend_from_slice(&buffer[..read]);
-    }
+    let mut seen = read_until(&mut stdout, " 3", "the count to start").await;
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
     nix::sys::signal::kill(pid, Signal::SIGINT).unwrap();
     let status = within("punie ask to stop", child.wait()).await.unwrap();
@@ -783,15 +787,7 @@ async fn on_a_terminal_the_first_ctrl_c_cancels_and_a_second_quits_at_once() {
         .current_dir(home.workspace());
     let (mut terminal, mut child) = Terminal::spawn(command);
     let mut stdout = child.stdout.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buffer = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains("partial answer") {
-        let read = within("the answer to start", stdout.read(&mut buffer))
-            .await
-            .unwrap();
-        assert!(read > 0, "stdout ended early");
-        seen.extend_from_slice(&buffer[..read]);
-    }
+    read_until(&mut stdout, "partial answer", "the answer to start").await;
 
     terminal.ctrl_c();
     let cancel = within("session/cancel to reach the agent", cancel_rx)
