@@ -18,9 +18,9 @@ use crate::client::status::{self, Outcome};
 use crate::client::{SERVER_ENV, Target};
 use crate::config::{
     self, ConnectionLimits, DEFAULT_CLIENT_REQUEST_TIMEOUT, DEFAULT_CONTEXT_WINDOW,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TOOL_ROUNDS, DEFAULT_OUTGOING_QUEUE,
-    DEFAULT_OUTGOING_STALL, DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT, DEFAULT_REATTACH_TIMEOUT,
-    DEFAULT_SESSION_IDLE_TIMEOUT, MAX_MESSAGE_BYTES, Paths, ServeConfig,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TOOL_ROUNDS,
+    DEFAULT_OUTGOING_QUEUE, DEFAULT_OUTGOING_STALL, DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT,
+    DEFAULT_REATTACH_TIMEOUT, DEFAULT_SESSION_IDLE_TIMEOUT, MAX_MESSAGE_BYTES, Paths, ServeConfig,
 };
 use crate::model::ModelSettings;
 use crate::{editors, logging, server, web};
@@ -262,6 +262,11 @@ struct ServeArgs {
     /// is dropped; its sessions stay stored.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_PONG_TIMEOUT.as_secs_f64())]
     pong_timeout: f64,
+
+    /// How long a connection may take to send a request's headers, or sit
+    /// idle between requests, before it is closed. An open WebSocket is past it.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs_f64())]
+    header_timeout: f64,
 }
 
 /// `count`, unless it is zero.
@@ -394,6 +399,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     )?,
                     ping_interval: positive_seconds(args.ping_interval, "--ping-interval")?,
                     pong_timeout: seconds(args.pong_timeout, "--pong-timeout")?,
+                    header_timeout: positive_seconds(args.header_timeout, "--header-timeout")?,
                 },
                 paths,
             };

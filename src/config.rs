@@ -30,7 +30,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Most messages waiting to be written to one client, unless configured otherwise.
 pub const DEFAULT_OUTGOING_QUEUE: usize = 4096;
 
-/// How long a client's full outgoing queue may stay full before the client
+/// How long a client may stay behind with its outgoing queue full before it
 /// is disconnected, unless configured otherwise.
 pub const DEFAULT_OUTGOING_STALL: Duration = Duration::from_secs(10);
 
@@ -44,6 +44,12 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
 /// How long a WebSocket may stay silent (no pong, no message) before it is
 /// dropped, unless configured otherwise.
 pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a connection may take to send a request's headers, or sit idle
+/// between requests, unless configured otherwise. Without it a connection
+/// that never finishes a request would hold a socket for ever, and it needs
+/// no token to do so. An open WebSocket is past it.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the server waits for a client to answer its close frame.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -113,7 +119,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Most messages waiting to be written to one client.
     pub outgoing_queue: usize,
-    /// How long that queue may stay full before the client is disconnected.
+    /// How long a client may stay behind with that queue full before it is
+    /// disconnected.
     pub outgoing_stall: Duration,
     /// How long a client may take to answer `fs/*` and `terminal/*`.
     pub client_request_timeout: Duration,
@@ -121,6 +128,9 @@ pub struct ConnectionLimits {
     pub ping_interval: Duration,
     /// How long a WebSocket may stay silent before it is dropped.
     pub pong_timeout: Duration,
+    /// How long a connection may take over a request's headers, or sit idle
+    /// between requests.
+    pub header_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -133,6 +143,7 @@ impl Default for ConnectionLimits {
             client_request_timeout: DEFAULT_CLIENT_REQUEST_TIMEOUT,
             ping_interval: DEFAULT_PING_INTERVAL,
             pong_timeout: DEFAULT_PONG_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
         }
     }
 }

@@ -82,6 +82,58 @@ async fn past_the_most_connections_new_upgrades_get_503() {
 }
 
 #[tokio::test]
+async fn a_connection_that_never_finishes_a_request_is_closed_and_an_open_websocket_is_not() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = server_with(&["--header-timeout", "0.3"]).await;
+    let mut websocket = server.initialized().await;
+    let host = format!("Host: {}\r\n", server.address);
+
+    let mut half_sent = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let head = format!("GET /health HTTP/1.1\r\n{host}");
+    half_sent.write_all(head.as_bytes()).await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let request = format!("GET /health HTTP/1.1\r\n{host}\r\n");
+    idle.write_all(request.as_bytes()).await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+
+    let mut unanswered = Vec::new();
+    within("the half-sent request's connection to close", async {
+        half_sent.read_to_end(&mut unanswered).await
+    })
+    .await
+    .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&unanswered).contains("\"status\""),
+        "a request never finished gets no answer"
+    );
+    // Answered, then kept alive: it may sit idle no longer than a request's
+    // headers may take.
+    let mut answered = Vec::new();
+    within("the idle connection to close", async {
+        idle.read_to_end(&mut answered).await
+    })
+    .await
+    .unwrap();
+    let answered = String::from_utf8_lossy(&answered);
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    let mut nothing = Vec::new();
+    within("the connection that sent nothing to close", async {
+        silent.read_to_end(&mut nothing).await
+    })
+    .await
+    .unwrap();
+
+    let listed = websocket.request("session/list", json!({})).await;
+    assert!(listed.get("result").is_some(), "{listed}");
+}
+
+#[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected_and_slows_nobody() {
     let mut server = server_with(&["--outgoing-queue", "4", "--outgoing-stall", "0.2"]).await;
     let workspace = server.home.workspace();
@@ -103,6 +155,46 @@ async fn a_client_that_stops_reading_is_disconnected_and_slows_nobody() {
     still_serves(&server).await;
     server.wait_for_log("the client stopped reading").await;
     let (code, reason) = close_frame_of(&mut sluggard).await;
+    assert_eq!(code, CloseCode::Policy);
+    assert!(reason.contains("stopped reading"), "{reason}");
+    still_serves(&server).await;
+}
+
+#[tokio::test]
+async fn a_client_that_reads_only_now_and_then_is_disconnected() {
+    // It takes a message every 50 ms, well within the stall of 0.5 s, but
+    // the queue never empties: what the server makes for it piles up.
+    let mut server = server_with(&["--outgoing-queue", "4", "--outgoing-stall", "0.5"]).await;
+    let workspace = server.home.workspace();
+    let mut author = server.initialized().await;
+    let session = author.new_session(&workspace).await;
+    let answer = author.prompt(&session, &"word ".repeat(200_000)).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn");
+
+    let mut laggard = server.initialized().await;
+    for id in 0..40 {
+        laggard
+            .send(json!({"jsonrpc": "2.0", "id": id, "method": "session/load",
+                         "params": {"sessionId": session, "cwd": workspace, "mcpServers": []}}))
+            .await;
+    }
+    let reading_slowly = async {
+        let mut pace = tokio::time::interval(std::time::Duration::from_millis(50));
+        loop {
+            pace.tick().await;
+            match laggard.ws.next().await {
+                Some(Ok(Message::Close(_))) | None => {
+                    panic!("the connection ended before the server said why")
+                }
+                Some(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        () = server.wait_for_log("the client stopped reading") => {}
+        () = reading_slowly => {}
+    }
+    let (code, reason) = close_frame_of(&mut laggard).await;
     assert_eq!(code, CloseCode::Policy);
     assert!(reason.contains("stopped reading"), "{reason}");
     still_serves(&server).await;
@@ -132,6 +224,19 @@ async fn a_silent_client_is_dropped_and_its_session_stays() {
         loaded.get("result").is_some(),
         "the session stays: {loaded}"
     );
+}
+
+#[tokio::test]
+async fn silence_is_judged_when_the_pong_timeout_runs_out_not_at_the_next_ping() {
+    // No ping falls due within the test: only the pong timeout can end it.
+    let mut server = server_with(&["--ping-interval", "3600", "--pong-timeout", "0.3"]).await;
+    let _silent = server.initialized().await;
+    server.wait_for_log("no pong or message for").await;
+    server
+        .health_until("the connection to be gone", |health| {
+            health["connections"] == 0
+        })
+        .await;
 }
 
 #[tokio::test]

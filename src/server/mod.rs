@@ -13,10 +13,10 @@
 //! What ACP messages mean is [`crate::acp`]'s business, not this module's.
 
 mod http_profile;
+mod listener;
 mod record;
 mod websocket;
 
-use std::future::IntoFuture as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -26,7 +26,6 @@ use axum::extract::{FromRequestParts as _, Request, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::serve::ListenerExt as _;
 use axum::{Json, Router, middleware};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpSocket};
@@ -145,26 +144,22 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
     tracing::info!(model = config.model, "ready in {:?}", started.elapsed());
 
-    // ACP is many small messages each way; Nagle's algorithm would hold each
-    // one back until the previous is acknowledged.
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {error}");
-        }
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let served = listener::serve_http(
+        listener,
+        app,
+        config.limits.header_timeout,
+        shutdown.clone(),
+    );
     let mut served = std::pin::pin!(served);
     tokio::select! {
-        result = &mut served => result.context("the server stopped unexpectedly")?,
+        () = &mut served => anyhow::bail!("the server stopped accepting connections unexpectedly"),
         signal = signals.next() => {
             tracing::info!("{signal} received: shutting down");
             shutdown.cancel();
             store.checkpoint_soon();
             let stopping = Instant::now();
             let drained = async {
-                let _ = served.await;
+                served.await;
                 state.sockets.close();
                 tokio::join!(state.sockets.wait(), hub.connections_ended());
             };

@@ -6,8 +6,9 @@
 //! connection failed, 1009 when the client sent a message over the limit,
 //! 1007 when it sent a text frame that is not UTF-8,
 //! 1008 when the client stopped reading or went silent (no pong). A client
-//! that stops reading costs at most its bounded queue, and never slows anyone
-//! else. The socket knows nothing of what the messages mean.
+//! that falls behind costs at most what is made for it while its bounded
+//! queue stays full, and never slows anyone else. The socket knows nothing
+//! of what the messages mean.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use agent_client_protocol::{Channel, ConnectTo as _, ErrorCode, TransportFrame};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures::stream::SplitSink;
-use futures::{SinkExt as _, StreamExt as _};
+use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
@@ -130,25 +131,45 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
     };
 
     // Between the connection and the socket: at most `outgoing_queue`
-    // messages wait for a client, and a queue that stays full drops it. The
-    // frames are boxed because the channel allocates its slots 32 at a time
-    // and keeps spare blocks once a burst has needed them: with the frames
-    // themselves in the slots (128 bytes each), every connection's queue grew
-    // by 4 KiB blocks over its first turns.
+    // messages wait for a client, and a client that stays behind with it
+    // full is dropped. The frames are boxed because the channel allocates its
+    // slots 32 at a time and keeps spare blocks once a burst has needed them:
+    // with the frames themselves in the slots (128 bytes each), every
+    // connection's queue grew by 4 KiB blocks over its first turns.
     let (queue, mut queued) =
         tokio::sync::mpsc::channel::<Box<TransportFrame>>(limits.outgoing_queue);
     let stall = limits.outgoing_stall;
     let queuer = {
         let drop_client = drop_client.clone();
         async move {
-            while let Some(frame) = from_connection.next().await {
-                if let Err(TrySendError::Full(frame)) = queue.try_send(Box::new(frame)) {
-                    match tokio::time::timeout(stall, queue.send(frame)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break,
-                        Err(_) => {
-                            drop_client(Dropped::NotReading { stall });
-                            break;
+            // When the client fell behind: the queue was found full, and the
+            // messages made for it since have kept coming faster than it
+            // took them. Room made now and then does not count: a client
+            // reading a message now and then would stay behind for ever,
+            // with what the server makes for it piling up before the queue.
+            let mut full_since = None;
+            loop {
+                let frame = match from_connection.next().now_or_never() {
+                    Some(frame) => frame,
+                    None => {
+                        full_since = None;
+                        from_connection.next().await
+                    }
+                };
+                let Some(frame) = frame else { break };
+                match queue.try_send(Box::new(frame)) {
+                    Ok(()) => {}
+                    // The writer is gone; the connection is told by the reader.
+                    Err(TrySendError::Closed(_)) => {}
+                    Err(TrySendError::Full(frame)) => {
+                        let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
+                        match tokio::time::timeout_at(since + stall, queue.send(frame)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break,
+                            Err(_) => {
+                                drop_client(Dropped::NotReading { stall });
+                                break;
+                            }
                         }
                     }
                 }
@@ -159,14 +180,18 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
 
     let writer = {
         let (ping_interval, pong_timeout) = (limits.ping_interval, limits.pong_timeout);
-        let dropped_for_silence = move || {
-            let silent = lock(&last_heard).elapsed() > pong_timeout;
-            if silent {
+        // Runs when the silence timer fires: anything heard since moves the
+        // timer on; else the client is dropped and this answers false.
+        let still_heard = move |silence: std::pin::Pin<&mut tokio::time::Sleep>| {
+            let deadline = tokio::time::Instant::from_std(*lock(&last_heard)) + pong_timeout;
+            if deadline <= tokio::time::Instant::now() {
                 drop_client(Dropped::Silent {
                     timeout: pong_timeout,
                 });
+                return false;
             }
-            silent
+            silence.reset(deadline);
+            true
         };
         async move {
             let mut pings = tokio::time::interval_at(
@@ -174,6 +199,8 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
                 ping_interval,
             );
             pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let silence = tokio::time::sleep(pong_timeout);
+            tokio::pin!(silence);
             loop {
                 // A write to a client that does not read blocks; dropping it
                 // must not wait for that write.
@@ -189,7 +216,7 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
                             loop {
                                 tokio::select! {
                                     written = &mut burst => break written,
-                                    _ = pings.tick() => if dropped_for_silence() {
+                                    () = &mut silence => if !still_heard(silence.as_mut()) {
                                         break false;
                                     },
                                     () = dropped.cancelled() => break false,
@@ -198,14 +225,15 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
                         }
                         None => break,
                     },
-                    _ = pings.tick() => {
-                        if dropped_for_silence() {
+                    _ = pings.tick() => tokio::select! {
+                        sent = outgoing.send(Message::Ping(Default::default())) => sent.is_ok(),
+                        () = dropped.cancelled() => break,
+                    },
+                    () = &mut silence => {
+                        if !still_heard(silence.as_mut()) {
                             break;
                         }
-                        tokio::select! {
-                            sent = outgoing.send(Message::Ping(Default::default())) => sent.is_ok(),
-                            () = dropped.cancelled() => break,
-                        }
+                        true
                     }
                     () = dropped.cancelled() => break,
                 };
