@@ -340,6 +340,31 @@ async fn ask_serves_files_and_commands_from_its_own_workspace() {
 }
 
 #[tokio::test]
+async fn ask_runs_the_agents_commands_in_a_terminal_of_its_own() {
+    // Run by the server, a command's result is text; run through the
+    // client's terminal, the tool call shows that terminal.
+    let server = tool_using_server().await;
+    let output = ask(
+        &server,
+        &["--yes", "--output", "stream-json", "tidy the notes"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let lines: Vec<Value> = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every line is JSON"))
+        .collect();
+    let terminals: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .filter(|line| line["update"]["sessionUpdate"] == "tool_call_update")
+        .flat_map(|line| line["update"]["content"].as_array().into_iter().flatten())
+        .filter(|content| content["type"] == "terminal")
+        .filter_map(|content| content["terminalId"].as_str())
+        .collect();
+    assert_eq!(terminals.len(), 1, "{}", text(&output.stdout));
+}
+
+#[tokio::test]
 async fn ask_reports_each_tool_call_on_stderr_and_rejects_when_nobody_can_answer() {
     let server = tool_using_server().await;
     let output = ask(&server, &["tidy the notes"]).await;
@@ -398,13 +423,18 @@ async fn ask_completes_a_tool_using_turn_against_a_model_server() {
 /// it answers `initialize` and `session/new` (session `s1`) itself.
 struct HandWrittenAgent {
     ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    /// What the client said it can do, once it has said so.
+    client_capabilities: Value,
 }
 
 impl HandWrittenAgent {
     async fn accept(listener: tokio::net::TcpListener) -> Self {
         let (stream, _) = listener.accept().await.unwrap();
         let ws = tokio_tungstenite::accept_async(stream).await.unwrap();
-        Self { ws }
+        Self {
+            ws,
+            client_capabilities: Value::Null,
+        }
     }
 
     /// The next message past the handshake; `None` once the client has gone.
@@ -418,6 +448,7 @@ impl HandWrittenAgent {
             let message: Value = serde_json::from_str(&text).unwrap();
             let result = match message["method"].as_str() {
                 Some("initialize") => {
+                    self.client_capabilities = message["params"]["clientCapabilities"].clone();
                     json!({"protocolVersion": 1, "agentCapabilities": {}, "authMethods": []})
                 }
                 Some("session/new") => json!({"sessionId": "s1"}),
@@ -440,11 +471,11 @@ impl HandWrittenAgent {
 /// workspace. Punie's server refuses such paths before they reach a client,
 /// so only a misbehaving agent can show that `ask` refuses them too. It
 /// answers the prompt once every request has been answered, and hands back
-/// the answers by request id.
+/// the answers by request id, and the capabilities the client offered.
 async fn misbehaving_agent(
     listener: tokio::net::TcpListener,
     requests: Vec<(&'static str, Value)>,
-) -> std::collections::HashMap<u64, Value> {
+) -> (std::collections::HashMap<u64, Value>, Value) {
     let mut agent = HandWrittenAgent::accept(listener).await;
     let mut answers = std::collections::HashMap::new();
     let mut prompt_id = None;
@@ -469,7 +500,7 @@ async fn misbehaving_agent(
             }
         }
     }
-    answers
+    (answers, agent.client_capabilities)
 }
 
 #[tokio::test]
@@ -524,7 +555,16 @@ async fn asks_own_files_and_terminals_refuse_paths_outside_the_workspace() {
     .await
     .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    let answers = within("the agent's answers", agent).await.unwrap();
+    let (answers, capabilities) = within("the agent's answers", agent).await.unwrap();
+    assert_eq!(
+        (
+            &capabilities["fs"]["readTextFile"],
+            &capabilities["fs"]["writeTextFile"],
+            &capabilities["terminal"],
+        ),
+        (&json!(true), &json!(true), &json!(true)),
+        "punie ask offers files and terminals: {capabilities}"
+    );
 
     for (index, (method, _)) in escapes.iter().enumerate() {
         let answer = &answers[&(100 + index as u64)];

@@ -152,6 +152,58 @@ async fn with_no_server_the_pending_request_is_answered_and_the_bridge_exits_1_w
 }
 
 #[tokio::test]
+async fn a_server_that_never_answers_is_reported_within_a_second() {
+    let home = Home::new();
+    // It listens but never accepts: the kernel takes the connection, and
+    // nobody answers the upgrade.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/acp", silent.local_addr().unwrap());
+    let (message, stderr) = refused_initialize(&home, &url, "any-token").await;
+    assert!(
+        message.contains(&url) && message.contains("no answer"),
+        "names the URL and the reason: {message}"
+    );
+    assert!(stderr.contains(&url), "{stderr}");
+}
+
+#[tokio::test]
+async fn after_stdin_closes_a_request_the_server_never_answers_gets_an_error_at_the_drain_timeout()
+{
+    let home = Home::new();
+    let model =
+        home.script_model(&json!([[{"text": "one "}, {"pause_ms": 30000}, {"text": "never"}]]));
+    let server = Server::start_in(home, &["--model", &model]).await;
+    let mut bridge = Bridge::spawn_with(&server.home, &server.ws_url(), &server.token, |command| {
+        command.args(["--drain-timeout", "0.3"]);
+    });
+    bridge.send(initialize_request(1)).await;
+    bridge
+        .send(request(
+            2,
+            "session/new",
+            json!({"cwd": server.home.workspace(), "mcpServers": []}),
+        ))
+        .await;
+    let session = bridge.response_to(2).await["result"]["sessionId"].clone();
+    bridge
+        .send(request(
+            3,
+            "session/prompt",
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": "go"}]}),
+        ))
+        .await;
+    bridge.close_stdin();
+
+    let answer = bridge.response_to(3).await;
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("did not answer within 300ms after stdin closed"),
+        "{answer}"
+    );
+    assert!(bridge.exit_status().await.success());
+}
+
+#[tokio::test]
 async fn a_refused_token_is_reported_with_its_fix() {
     let server = Server::start().await;
     let (message, stderr) =
@@ -342,14 +394,11 @@ async fn when_the_server_shuts_down_the_bridge_passes_on_its_answers_then_exits_
 #[tokio::test]
 async fn agent_requests_and_the_ides_answers_pass_through_the_bridge() {
     let home = Home::new();
-    let script = home.dir.path().join("script.json");
-    let responses = json!([
+    let model = home.script_model(&json!([
         [{"tool_call": {"name": "read_file", "arguments": {"path": "notes.txt"}}}],
         [{"tool_call": {"name": "write_file", "arguments": {"path": "notes.txt", "content": "rewritten"}}}],
         [{"text": "Done."}]
-    ]);
-    std::fs::write(&script, responses.to_string()).unwrap();
-    let model = format!("script:{}", script.display());
+    ]));
     let server = Server::start_in(home, &["--model", &model]).await;
     let workspace = server.home.workspace();
     std::fs::write(workspace.join("notes.txt"), "original").unwrap();

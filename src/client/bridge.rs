@@ -26,8 +26,13 @@ mod stdio;
 /// How long the bridge waits, after stdin closes, for answers still owed.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// When the server cannot be reached, how long the bridge keeps reading stdin
-/// for requests it should answer with the error before it exits.
+/// How long the bridge waits for the server to accept it. With
+/// [`UNREACHABLE_GRACE`], an IDE hears within a second that no server is there.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// When the server cannot be reached, how long after its start the bridge
+/// keeps reading stdin for requests to answer with the error: an IDE writes
+/// `initialize` as soon as it has started the bridge.
 const UNREACHABLE_GRACE: Duration = Duration::from_millis(250);
 
 /// How long the bridge waits for the server to answer its close frame.
@@ -103,10 +108,13 @@ pub async fn run(target: Target, drain_timeout: Duration) -> BridgeExit {
     stdio::spawn_stdin_reader(stdin_lines);
     let stdout_done = stdio::spawn_stdout_writer(stdout_lines);
 
-    let exit = match target.connect().await {
+    let started = tokio::time::Instant::now();
+    // A proxy passes on whatever its server sends, whatever the size.
+    let exit = match target.connect_with(CONNECT_TIMEOUT, None).await {
         Ok(socket) => proxy(socket, &mut from_stdin, &to_stdout, drain_timeout).await,
         Err(error) => {
-            unreachable(&error, &mut from_stdin, &to_stdout).await;
+            let deadline = started + UNREACHABLE_GRACE;
+            unreachable(&error, deadline, &mut from_stdin, &to_stdout).await;
             BridgeExit::ServerLost
         }
     };
@@ -117,15 +125,17 @@ pub async fn run(target: Target, drain_timeout: Duration) -> BridgeExit {
 }
 
 /// The server could not be reached: say so, and answer any request the IDE
-/// has already sent with the same message, so the IDE can show it.
+/// has sent, or sends before `deadline`, with the same message, so the IDE
+/// can show it.
 async fn unreachable(
     error: &ConnectError,
+    deadline: tokio::time::Instant,
     from_stdin: &mut mpsc::Receiver<String>,
     to_stdout: &mpsc::Sender<String>,
 ) {
     let message = error.to_string();
     tracing::error!("{message}");
-    let deadline = tokio::time::Instant::now() + UNREACHABLE_GRACE;
+    // A deadline already past still takes the lines waiting.
     while let Ok(Some(line)) = tokio::time::timeout_at(deadline, from_stdin.recv()).await {
         if let Ok(Kind::Request(id)) = classify(&line) {
             let _ = to_stdout.send(error_response(&id, &message)).await;

@@ -90,6 +90,17 @@ impl Target {
     pub async fn connect(
         &self,
     ) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, ConnectError> {
+        self.connect_with(CONNECT_TIMEOUT, Some(MAX_MESSAGE_BYTES))
+            .await
+    }
+
+    /// [`Self::connect`], giving up after `timeout`, and taking messages up
+    /// to `max_message_bytes` (any size if `None`).
+    pub async fn connect_with(
+        &self,
+        timeout: Duration,
+        max_message_bytes: Option<usize>,
+    ) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, ConnectError> {
         let mut request = self
             .acp_url
             .as_str()
@@ -109,9 +120,9 @@ impl Target {
         }
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_BYTES)
-            .max_message_size(Some(MAX_MESSAGE_BYTES))
-            .max_frame_size(Some(MAX_MESSAGE_BYTES));
-        match tokio::time::timeout(CONNECT_TIMEOUT, handshake(request, config)).await {
+            .max_message_size(max_message_bytes)
+            .max_frame_size(max_message_bytes);
+        match tokio::time::timeout(timeout, handshake(request, config)).await {
             Ok(Ok(socket)) => Ok(socket),
             Ok(Err(error)) => Err(ConnectError {
                 // It answered, but refused: a server is there.
@@ -120,7 +131,7 @@ impl Target {
             }),
             Err(_) => Err(ConnectError::new(
                 self,
-                format!("no answer within {CONNECT_TIMEOUT:?}"),
+                format!("no answer within {timeout:?}"),
             )),
         }
     }

@@ -80,6 +80,14 @@ impl Home {
         url
     }
 
+    /// `--model` for a `script:` model that plays `responses`, a list of
+    /// model turns, from a file in this home.
+    pub fn script_model(&self, responses: &Value) -> String {
+        let script = self.dir.path().join("script.json");
+        std::fs::write(&script, responses.to_string()).expect("the script is written");
+        format!("script:{}", script.display())
+    }
+
     /// `punie` with its environment pointed at this home.
     pub fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_punie"));
