@@ -32,7 +32,12 @@ async fn an_unparsable_frame_is_answered_with_a_parse_error_and_the_connection_s
     client.send_text("{this is not json").await;
     let response = client.recv().await;
     assert_eq!(response["id"], Value::Null);
-    assert_eq!(error(&response).0, -32700);
+    let (code, message) = error(&response);
+    assert_eq!(code, -32700);
+    assert!(
+        message.contains("not valid JSON") && message.contains("column"),
+        "says what is wrong and where: {message}"
+    );
     client.send_text("[1, 2]").await;
     assert_eq!(error(&client.recv().await).0, -32600, "batches are refused");
     // Megabytes of garbage get a short answer, not an echo.

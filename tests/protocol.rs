@@ -225,10 +225,21 @@ async fn a_hundred_clients_with_two_sessions_each_get_only_their_own_updates() {
                     format!("Turn 1. You said: \"client {n} session {name}\". That is the first thing you said.")
                 );
             }
+            expected
         });
     }
+    let mut ids = std::collections::HashSet::new();
     while let Some(joined) = clients.join_next().await {
-        joined.expect("every client succeeded");
+        ids.extend(joined.expect("every client succeeded"));
+    }
+    assert_eq!(ids.len(), 200, "every session has an id of its own");
+    for id in &ids {
+        let parsed = uuid::Uuid::parse_str(id).unwrap_or_else(|_| panic!("{id} is a UUID"));
+        assert_eq!(
+            parsed.get_version(),
+            Some(uuid::Version::Random),
+            "{id} is random, so unguessable"
+        );
     }
 }
 
@@ -383,6 +394,33 @@ async fn client_capabilities_belong_to_their_connection() {
     assert_eq!(rich["clientCapabilities"]["fs"]["readTextFile"], true);
     assert_eq!(rich["clientCapabilities"]["fs"]["writeTextFile"], true);
     assert_eq!(rich["clientCapabilities"]["terminal"], true);
+}
+
+#[tokio::test]
+async fn ws_the_python_punies_address_serves_the_same_agent() {
+    let server = Server::start().await;
+    let workspace = server.home.workspace();
+    let received = Received::default();
+    let url = server.ws_url().replace("/acp", "/ws");
+    client(
+        sdk_transport_to(&url, &server.token),
+        received.clone(),
+        async |cx| {
+            initialize(&cx).await?;
+            let session = new_session(&cx, &workspace).await?;
+            assert_eq!(
+                prompt(&cx, &session, "over /ws").await?,
+                StopReason::EndTurn
+            );
+            let (text, _) = received.agent_text(&session);
+            assert_eq!(
+                text,
+                "Turn 1. You said: \"over /ws\". That is the first thing you said."
+            );
+            Ok(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

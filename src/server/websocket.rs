@@ -292,22 +292,34 @@ async fn write_burst(
 /// answer; a client sending megabytes of garbage gets a short answer.
 const PARSE_ERROR_EXCERPT_BYTES: usize = 1024;
 
-/// The SDK frame for a text frame. Text that is not JSON at all is cut to an
-/// excerpt (still not JSON) before the SDK quotes it back.
+/// The SDK frame for a text frame. For text that is not JSON at all, the
+/// SDK's bare "Parse error" gains what is wrong and where, and the text is
+/// cut to an excerpt before the SDK quotes it back.
 fn incoming_frame(text: &str) -> TransportFrame {
-    let frame = TransportFrame::parse_json(text);
-    match &frame {
-        TransportFrame::Malformed { raw, error }
-            if error.code == ErrorCode::PARSE_ERROR && raw.len() > PARSE_ERROR_EXCERPT_BYTES =>
-        {
-            let mut end = PARSE_ERROR_EXCERPT_BYTES;
-            while !raw.is_char_boundary(end) {
-                end -= 1;
+    match TransportFrame::parse_json(text) {
+        TransportFrame::Malformed { raw, mut error } if error.code == ErrorCode::PARSE_ERROR => {
+            if let Err(why) = serde_json::from_str::<serde::de::IgnoredAny>(&raw) {
+                error.message = format!("Parse error: the message is not valid JSON ({why})");
             }
-            TransportFrame::parse_json(&format!("{}…", &raw[..end]))
+            let raw = excerpt(raw);
+            error = error.data(serde_json::json!({ "line": raw }));
+            TransportFrame::Malformed { raw, error }
         }
-        _ => frame,
+        frame => frame,
     }
+}
+
+/// At most [`PARSE_ERROR_EXCERPT_BYTES`] of `text`, marked when cut.
+fn excerpt(mut text: String) -> String {
+    if text.len() > PARSE_ERROR_EXCERPT_BYTES {
+        let mut end = PARSE_ERROR_EXCERPT_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// Why a read failed, when it was the client's doing and the close frame

@@ -518,14 +518,15 @@ pub fn sdk_transport(server: &Server) -> agent_client_protocol_http::HttpClient 
     sdk_transport_to(&server.ws_url(), &server.token)
 }
 
-/// The SDK's HTTP or WebSocket transport to `url`, carrying `token`.
+/// The SDK's HTTP or WebSocket transport to `url`, its path as given,
+/// carrying `token`.
 pub fn sdk_transport_to(url: &str, token: &str) -> agent_client_protocol_http::HttpClient {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
         format!("Bearer {token}").parse().expect("a header value"),
     );
-    agent_client_protocol_http::HttpClient::builder(url)
+    agent_client_protocol_http::HttpClient::builder_with_endpoint(url)
         .configure_http(|http| http.no_proxy().default_headers(headers))
         .build()
         .expect("a transport")
