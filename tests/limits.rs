@@ -443,13 +443,102 @@ async fn a_silent_http_profile_connection_is_ended_and_gives_its_slot_back() {
     let opened = server.http_profile_initialize().await;
     assert_eq!(opened.status(), 200);
     server
-        .wait_for_log("its HTTP connection sent nothing")
+        .wait_for_log("it sent nothing for 300ms and holds no event stream")
         .await;
     server
         .health_until("the connection to be gone", |health| {
             health["connections"] == 0
         })
         .await;
+    assert_eq!(server.http_profile_initialize().await.status(), 200);
+}
+
+#[tokio::test]
+async fn an_http_profile_client_that_stops_reading_its_event_stream_is_dropped() {
+    use tokio::io::AsyncWriteExt as _;
+    let mut server = server_with(&["--ping-interval", "0.05", "--outgoing-stall", "0.3"]).await;
+    // Sessions to list: each answer is then kilobytes long.
+    let mut bystander = server.initialized().await;
+    for _ in 0..100 {
+        bystander.new_session(&server.home.workspace()).await;
+    }
+    let opened = server.http_profile_initialize().await;
+    let id = opened.headers()["acp-connection-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // The event stream, opened and never read.
+    let mut stream = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let get = format!(
+        "GET /acp HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAcp-Connection-Id: {id}\r\nAccept: text/event-stream\r\n\r\n",
+        server.address, server.token
+    );
+    stream.write_all(get.as_bytes()).await.unwrap();
+
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let list = |request_id: u64| {
+        http.post(server.http_url("/acp"))
+            .bearer_auth(&server.token)
+            .header("Acp-Connection-Id", &id)
+            .json(&json!({"jsonrpc": "2.0", "id": request_id, "method": "session/list", "params": {}}))
+            .send()
+    };
+    // Answers pile up behind the unread stream until the connection is gone.
+    within("the connection to be ended", async {
+        for request_id in 1.. {
+            let status = list(request_id).await.unwrap().status();
+            if status == 404 {
+                return;
+            }
+            assert_eq!(status, 202);
+        }
+    })
+    .await;
+    server
+        .wait_for_log("it stopped reading its event stream for 300ms")
+        .await;
+    let listed = bystander.request("session/list", json!({})).await;
+    assert!(listed.get("result").is_some(), "{listed}");
+}
+
+#[tokio::test]
+async fn an_http_profile_message_over_the_limit_is_refused_with_413() {
+    let server = server_with(&["--max-message-bytes", "4096"]).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let big = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                     "params": {"protocolVersion": 1, "pad": "x".repeat(8192)}});
+    let declared = http
+        .post(server.http_url("/acp"))
+        .bearer_auth(&server.token)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(declared.status(), 413);
+    let why = declared.text().await.unwrap();
+    assert!(
+        why.contains("4096") && why.contains("--max-message-bytes"),
+        "{why}"
+    );
+    // Sent in chunks, it says nothing of its size until it is read.
+    let chunks = futures::stream::iter(
+        big.to_string()
+            .into_bytes()
+            .chunks(1024)
+            .map(|chunk| Ok::<_, std::io::Error>(chunk.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let streamed = http
+        .post(server.http_url("/acp"))
+        .bearer_auth(&server.token)
+        .header("Content-Type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 413);
     assert_eq!(server.http_profile_initialize().await.status(), 200);
 }
 

@@ -6,26 +6,30 @@
 //! doors together; later requests carry the connection's `Acp-Connection-Id`
 //! and are never refused for want of a slot. The profile has no pings, so a
 //! connection that sends nothing and holds no event stream open for the pong
-//! timeout is ended as a silent WebSocket is (its sessions stay stored).
+//! timeout is ended as a silent WebSocket is (its sessions stay stored), and
+//! so is one whose event stream the client has stopped reading for the
+//! outgoing stall. A POST body over the largest message is refused with 413.
 //!
 //! What the messages mean is [`crate::acp`]'s business, not this module's.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use agent_client_protocol_http::{AcpHttpServer, ServerOptions};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::Response;
-use futures::StreamExt as _;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
+use futures::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
 use crate::acp::{AcpConnection, AgentHub};
+use crate::config::ConnectionLimits;
 
 /// The header that names a connection of the HTTP profile.
 const CONNECTION_ID: &str = "acp-connection-id";
@@ -34,6 +38,7 @@ const CONNECTION_ID: &str = "acp-connection-id";
 pub(super) struct HttpProfile {
     transport: Router,
     slots: Arc<Semaphore>,
+    limits: Arc<ConnectionLimits>,
     connections: Mutex<HashMap<String, Tracked>>,
 }
 
@@ -44,33 +49,67 @@ struct Tracked {
     last_heard: Instant,
     /// Event streams (`GET`) the client holds open: while one is, the
     /// transport's own keep-alives find out whether the client is there.
-    open_streams: Arc<AtomicUsize>,
+    streams: Arc<Mutex<Streams>>,
 }
 
-/// Counts an open event stream until the stream is dropped.
-struct OpenStream(Arc<AtomicUsize>);
+/// A connection's open event streams, and whether its client reads them.
+#[derive(Default)]
+struct Streams {
+    open: usize,
+    /// Since when a message taken from a stream has waited to be written:
+    /// once the client stops reading, nothing more is taken.
+    stuck_since: Option<Instant>,
+}
 
-impl OpenStream {
-    fn new(count: Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
+/// An event stream of `response`, keeping its connection's [`Streams`].
+struct WatchedStream<S> {
+    inner: S,
+    streams: Arc<Mutex<Streams>>,
+}
+
+impl<S> WatchedStream<S> {
+    fn new(inner: S, streams: Arc<Mutex<Streams>>) -> Self {
+        lock(&streams).open += 1;
+        Self { inner, streams }
     }
 }
 
-impl Drop for OpenStream {
+impl<S: Stream + Unpin> Stream for WatchedStream<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let polled = Pin::new(&mut self.inner).poll_next(context);
+        // Asked for more: what was taken before has been written.
+        let stuck_since = match &polled {
+            Poll::Ready(Some(_)) => Some(Instant::now()),
+            Poll::Ready(None) | Poll::Pending => None,
+        };
+        lock(&self.streams).stuck_since = stuck_since;
+        polled
+    }
+}
+
+impl<S> Drop for WatchedStream<S> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let mut streams = lock(&self.streams);
+        streams.open -= 1;
+        streams.stuck_since = None;
     }
 }
 
 impl HttpProfile {
-    pub(super) fn new(hub: Arc<AgentHub>, slots: Arc<Semaphore>) -> Self {
+    pub(super) fn new(
+        hub: Arc<AgentHub>,
+        slots: Arc<Semaphore>,
+        limits: Arc<ConnectionLimits>,
+    ) -> Self {
         let transport = AcpHttpServer::new(move || AcpConnection::new(hub.clone()))
             .with_options(ServerOptions::default().with_health_endpoint(false))
             .into_router();
         Self {
             transport,
             slots,
+            limits,
             connections: Mutex::new(HashMap::new()),
         }
     }
@@ -78,6 +117,13 @@ impl HttpProfile {
     /// Serve one request of the profile. `Err` when it would open a
     /// connection and the server has no slot left for one.
     pub(super) async fn serve(&self, request: Request) -> Result<Response, NoSlot> {
+        if let Some(refusal) = self.refuse_if_too_big(request.headers()) {
+            return Ok(refusal);
+        }
+        // A body that turns out bigger makes the transport answer 413 once
+        // it has read that much.
+        let limit = self.limits.max_message_bytes;
+        let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
         match connection_id(request.headers()) {
             None => self.open(request).await,
             Some(id) => Ok(self.continue_connection(&id, request).await),
@@ -95,7 +141,7 @@ impl HttpProfile {
                 Tracked {
                     _slot: slot,
                     last_heard: Instant::now(),
-                    open_streams: Arc::new(AtomicUsize::new(0)),
+                    streams: Arc::default(),
                 },
             );
         }
@@ -104,45 +150,69 @@ impl HttpProfile {
 
     async fn continue_connection(&self, id: &str, request: Request) -> Response {
         let method = request.method().clone();
-        let open_streams = self.lock().get_mut(id).map(|tracked| {
+        let streams = self.lock().get_mut(id).map(|tracked| {
             tracked.last_heard = Instant::now();
-            tracked.open_streams.clone()
+            tracked.streams.clone()
         });
         let response = self.forward(request).await;
         if method == Method::DELETE {
             self.lock().remove(id);
             return response;
         }
-        match open_streams {
-            Some(count) if method == Method::GET && response.status() == StatusCode::OK => {
-                counting_open_stream(response, count)
+        match streams {
+            Some(streams) if method == Method::GET && response.status() == StatusCode::OK => {
+                watched_stream(response, streams)
             }
             _ => response,
         }
     }
 
-    /// End the connections that have sent nothing for `timeout` and hold no
-    /// event stream open; their slots come back.
-    pub(super) async fn end_silent(&self, timeout: Duration) {
-        let silent: Vec<String> = {
+    /// The 413 for a request whose body says it is bigger than the largest
+    /// message, before any of it is read.
+    fn refuse_if_too_big(&self, headers: &HeaderMap) -> Option<Response> {
+        let limit = self.limits.max_message_bytes;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())?;
+        if declared <= limit as u64 {
+            return None;
+        }
+        let why = format!("message too big: the limit is {limit} bytes (--max-message-bytes)");
+        tracing::info!("refused an HTTP request: {why}");
+        Some((StatusCode::PAYLOAD_TOO_LARGE, why).into_response())
+    }
+
+    /// End the connections that have sent nothing for the pong timeout and
+    /// hold no event stream open, and those whose client has stopped reading
+    /// its event stream for the outgoing stall; their slots come back.
+    pub(super) async fn end_silent(&self) {
+        let (timeout, stall) = (self.limits.pong_timeout, self.limits.outgoing_stall);
+        let ended: Vec<(String, String)> = {
             let mut connections = self.lock();
-            let silent: Vec<String> = connections
+            let ended: Vec<(String, String)> = connections
                 .iter()
-                .filter(|(_, tracked)| {
-                    tracked.open_streams.load(Ordering::Relaxed) == 0
-                        && tracked.last_heard.elapsed() > timeout
+                .filter_map(|(id, tracked)| {
+                    let streams = lock(&tracked.streams);
+                    let why = if streams
+                        .stuck_since
+                        .is_some_and(|since| since.elapsed() > stall)
+                    {
+                        format!("it stopped reading its event stream for {stall:?}")
+                    } else if streams.open == 0 && tracked.last_heard.elapsed() > timeout {
+                        format!("it sent nothing for {timeout:?} and holds no event stream")
+                    } else {
+                        return None;
+                    };
+                    Some((id.clone(), why))
                 })
-                .map(|(id, _)| id.clone())
                 .collect();
-            for id in &silent {
+            for (id, _) in &ended {
                 connections.remove(id);
             }
-            silent
+            ended
         };
-        for id in &silent {
-            tracing::info!(
-                "dropping a client: its HTTP connection sent nothing for {timeout:?} and holds no event stream"
-            );
+        for (id, why) in &ended {
+            tracing::info!("dropping a client of the HTTP profile: {why}");
             let ended = Request::builder()
                 .method(Method::DELETE)
                 .uri("/acp")
@@ -162,10 +232,14 @@ impl HttpProfile {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Tracked>> {
-        self.connections
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.connections)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Every connection slot is taken.
@@ -180,12 +254,9 @@ fn connection_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The event stream of `response`, counted in `count` while it is open.
-fn counting_open_stream(response: Response, count: Arc<AtomicUsize>) -> Response {
+/// The event stream of `response`, kept in `streams` while it is open.
+fn watched_stream(response: Response, streams: Arc<Mutex<Streams>>) -> Response {
     let (parts, body) = response.into_parts();
-    let open = OpenStream::new(count);
-    let stream = body.into_data_stream().inspect(move |_| {
-        let _ = &open;
-    });
+    let stream = WatchedStream::new(body.into_data_stream(), streams);
     Response::from_parts(parts, Body::from_stream(stream))
 }

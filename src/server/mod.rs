@@ -103,10 +103,15 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let hub = AgentHub::new(sessions, shutdown.clone());
     tokio::spawn(evict_idle_sessions(hub.clone()));
     let connection_slots = Arc::new(Semaphore::new(config.limits.max_connections));
-    let http_profile = Arc::new(HttpProfile::new(hub.clone(), connection_slots.clone()));
+    let limits = Arc::new(config.limits.clone());
+    let http_profile = Arc::new(HttpProfile::new(
+        hub.clone(),
+        connection_slots.clone(),
+        limits.clone(),
+    ));
     tokio::spawn(end_silent_http_connections(
         http_profile.clone(),
-        config.limits.clone(),
+        limits.ping_interval,
         shutdown.clone(),
     ));
     let state = AppState {
@@ -114,7 +119,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         hub: hub.clone(),
         sockets: TaskTracker::new(),
         connection_slots,
-        limits: Arc::new(config.limits.clone()),
+        limits,
         started,
     };
     let sign_ins = Arc::new(SignIns::new(address.port()));
@@ -262,17 +267,14 @@ fn router(state: AppState, guard: Arc<RequestGuard>, sign_ins: Arc<SignIns>) -> 
         ))
 }
 
-/// End connections of the HTTP profile that went silent, until shutdown: the
-/// profile has no pings, so silence is all there is to judge.
+/// End connections of the HTTP profile that went silent or stopped reading,
+/// until shutdown: the profile has no pings, so that is all there is to judge.
 async fn end_silent_http_connections(
     profile: Arc<HttpProfile>,
-    limits: ConnectionLimits,
+    every: Duration,
     shutdown: CancellationToken,
 ) {
-    until_shutdown(limits.ping_interval, shutdown, || {
-        profile.end_silent(limits.pong_timeout)
-    })
-    .await;
+    until_shutdown(every, shutdown, || profile.end_silent()).await;
 }
 
 async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
