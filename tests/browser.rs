@@ -220,6 +220,32 @@ async fn a_rejected_permission_writes_nothing_and_an_allowed_one_writes_the_file
 }
 
 #[tokio::test]
+async fn tool_cards_show_an_edits_diff_and_a_commands_output_and_cancel_stops_a_turn() {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    let edit = json!({"tool_call": {"name": "edit_file", "arguments":
+        {"path": "list.txt", "old_text": "item", "new_text": "entry", "replace_all": true}}});
+    let run = json!({"tool_call": {"name": "run_command", "arguments":
+        {"command": "printf 'out one\\nout two\\n'"}}});
+    let script = json!([
+        [{"text": "Tidying. "}, edit],
+        [run],
+        [{"text": "Tidied."}],
+        [{"text": "Counting: 1"}, {"pause_ms": 400}, {"text": " 2"}, {"pause_ms": 30000}, {"text": " never"}]
+    ]);
+    let mut server = server_with_script(script).await;
+    let list = server.home.workspace().join("list.txt");
+    std::fs::write(&list, "first item\nb\nc\nd\ne\nf\ng\nh\ni\nj\nlast item\n").unwrap();
+    Scenario::start("tools", &mut server, &[])
+        .await
+        .passes()
+        .await;
+    assert_eq!(
+        std::fs::read_to_string(&list).unwrap(),
+        "first entry\nb\nc\nd\ne\nf\ng\nh\ni\nj\nlast entry\n"
+    );
+}
+
+#[tokio::test]
 async fn a_session_another_client_drives_updates_live_in_the_page() {
     let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
     let script = json!([
@@ -228,7 +254,9 @@ async fn a_session_another_client_drives_updates_live_in_the_page() {
             {"text": "Live "}, {"pause_ms": 1500},
             {"text": "reply "}, {"pause_ms": 1500},
             {"text": "to the second prompt."}
-        ]
+        ],
+        [{"tool_call": {"name": "write_file", "arguments": {"path": "ide.txt", "content": "from the IDE\n"}}}],
+        [{"text": "Written."}]
     ]);
     let mut server = server_with_script(script).await;
     let workspace = server.home.workspace();
@@ -279,6 +307,25 @@ async fn a_session_another_client_drives_updates_live_in_the_page() {
         },
     )
     .await;
+
+    // The IDE's next turn asks the IDE, not the page, for permission: the
+    // page learns the session is waiting from the server.
+    scenario.wait_for("saw the other session").await;
+    let mut ide = server.initialized().await;
+    let session = session.to_string();
+    let resumed = ide
+        .request(
+            "session/resume",
+            json!({"sessionId": session, "cwd": workspace, "mcpServers": []}),
+        )
+        .await;
+    assert!(resumed.get("result").is_some(), "{resumed}");
+    let prompted = ide.start_prompt(&session, "third from the IDE").await;
+    let asked = ide.permission_request().await;
+    scenario.wait_for("saw the IDE's question").await;
+    ide.allow(&asked).await;
+    let answer = ide.response_to(prompted).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
     scenario.passes().await;
 }
 

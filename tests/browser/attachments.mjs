@@ -21,15 +21,21 @@ await scenario('attachments', async (browser) => {
   });
   await page.locator('#attachments .chip', { hasText: 'picked.md' }).waitFor();
 
-  // A drop, as the browser delivers one.
-  await page.evaluate(() => {
+  // A drop, as the browser delivers one. The page must take the dragover
+  // (prevent its default), or a real browser opens the file instead.
+  const taken = await page.evaluate(() => {
     const transfer = new DataTransfer();
     transfer.items.add(new File(['dropped on the page\n'], 'dropped.txt', { type: 'text/plain' }));
     const main = document.querySelector('#main');
+    const prevented = {};
     for (const type of ['dragenter', 'dragover', 'drop']) {
-      main.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+      const event = new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true });
+      main.dispatchEvent(event);
+      prevented[type] = event.defaultPrevented;
     }
+    return prevented;
   });
+  expect(taken.dragover && taken.drop, `the page to take the drag and the drop, got ${JSON.stringify(taken)}`);
   await page.locator('#attachments .chip', { hasText: 'dropped.txt' }).waitFor();
   await browser.shot(page, 'attached');
 

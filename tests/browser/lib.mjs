@@ -7,7 +7,7 @@
 // stdout (`tests/browser.rs` waits on some of them) and exits non-zero on the
 // first failed expectation.
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -49,6 +49,10 @@ export class Browser {
     this.shots = 0;
     this.artifacts = env('PUNIE_ARTIFACTS');
     mkdirSync(this.artifacts, { recursive: true });
+    // This run's screenshots replace the last run's, rather than mix with them.
+    for (const file of readdirSync(this.artifacts)) {
+      if (file.startsWith(`${scenario}-`) && file.endsWith('.png')) rmSync(join(this.artifacts, file));
+    }
   }
 
   /** A fresh browser profile (its own cookies) with one page open. */

@@ -1,7 +1,7 @@
 // A session an IDE drives through the Rust SDK shows up in the page: its
 // history replays when opened, and the IDE's next prompt and reply stream in
-// live, with the session's status in the list; a session the IDE starts
-// later appears on its own.
+// live, with the session's status in the list (waiting, too, when the IDE
+// is asked for permission); a session the IDE starts later appears on its own.
 
 import { env, expect, scenario, signal, signIn } from './lib.mjs';
 
@@ -39,4 +39,14 @@ await scenario('live', async (browser) => {
   await other.waitFor();
   await other.filter({ hasText: 'another from the IDE' }).waitFor();
   await browser.shot(page, 'another-session');
+  signal('saw the other session');
+
+  // The IDE is asked for permission: the page shows the session waiting,
+  // though the question is not the page's to answer.
+  await entry.locator('.status[data-status="waiting_for_permission"]').waitFor();
+  expect((await page.locator('.permission:not([hidden])').count()) === 0, 'no question in the page');
+  await browser.shot(page, 'ide-waiting');
+  signal("saw the IDE's question");
+  await page.locator('.message.agent', { hasText: 'Written.' }).waitFor();
+  await entry.locator('.status[data-status="idle"]').waitFor();
 });

@@ -1,0 +1,49 @@
+// Tool calls as cards: an edit shows its diff (removed, added and context
+// lines, each change in a hunk of its own), a command shows its output, and
+// each card's status follows its call. The Cancel button stops a running turn.
+
+import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
+
+const link = env('PUNIE_LINK');
+const workspace = env('PUNIE_WORKSPACE');
+
+await scenario('tools', async (browser) => {
+  const page = await browser.newPage();
+  await signIn(page, link);
+  await newSession(page, workspace);
+
+  await prompt(page, 'Tidy the list');
+  const edit = page.locator('.tool-call').first();
+  await edit.locator('button[data-option-id="allow_once"]').waitFor();
+  const diff = edit.locator('.diff');
+  const rows = await diff.locator('.diff-line').evaluateAll((lines) =>
+    lines.map((line) => `${line.classList[1]} ${line.querySelector('.diff-text').textContent}`),
+  );
+  for (const row of ['removed first item', 'added first entry', 'context b', 'removed last item', 'added last entry']) {
+    expect(rows.includes(row), `the diff to show "${row}", got ${JSON.stringify(rows)}`);
+  }
+  expect(!rows.includes('context f'), `lines far from a change left out, got ${JSON.stringify(rows)}`);
+  expect((await diff.locator('.diff-gap').count()) === 1, 'the two changes in hunks of their own');
+  expect((await diff.locator('.diff-counts').textContent()).trim() === '+2 −2', 'the counts of added and removed lines');
+  await browser.shot(page, 'edit-asked');
+  await edit.locator('button[data-option-id="allow_once"]').click();
+  await page.locator('.tool-call[data-status="completed"]').first().waitFor();
+
+  const command = page.locator('.tool-call').nth(1);
+  await command.locator('button[data-option-id="allow_once"]').click();
+  await page.locator('.message.agent', { hasText: 'Tidied.' }).waitFor();
+  await turnOver(page);
+  expect((await command.getAttribute('data-status')) === 'completed', 'the command to have completed');
+  const output = await command.locator('.output').textContent();
+  expect(output.includes('out one\nout two'), `the card to show the command's output, got ${JSON.stringify(output)}`);
+  await browser.shot(page, 'tools-done');
+
+  await prompt(page, 'Count slowly');
+  await page.locator('.message.agent', { hasText: 'Counting: 1' }).waitFor();
+  await page.locator('#cancel').click();
+  await page.locator('.turn-end.cancelled').waitFor();
+  await turnOver(page);
+  const counted = await page.locator('.message.agent', { hasText: 'Counting' }).textContent();
+  expect(!counted.includes('never'), `nothing after the cancel, got ${JSON.stringify(counted)}`);
+  await browser.shot(page, 'cancelled');
+});
