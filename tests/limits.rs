@@ -542,6 +542,40 @@ async fn an_http_profile_message_over_the_limit_is_refused_with_413() {
     assert_eq!(server.http_profile_initialize().await.status(), 200);
 }
 
+#[tokio::test]
+async fn each_limit_has_its_documented_default() {
+    let help = Home::new()
+        .command()
+        .args(["serve", "--help"])
+        .output()
+        .await
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for (flag, default) in [
+        ("--max-message-bytes", "67108864"),
+        ("--max-connections", "4096"),
+        ("--outgoing-queue", "4096"),
+        ("--outgoing-stall", "10"),
+        ("--client-request-timeout", "60"),
+        ("--ping-interval", "20"),
+        ("--pong-timeout", "60"),
+        ("--header-timeout", "10"),
+    ] {
+        let start = help
+            .find(&format!("  {flag} "))
+            .unwrap_or_else(|| panic!("{flag} in the help"));
+        let section = &help[start..];
+        let end = section[2..]
+            .find("\n  --")
+            .map_or(section.len(), |end| end + 2);
+        assert!(
+            section[..end].contains(&format!("[default: {default}]")),
+            "{flag} defaults to {default}: {}",
+            &section[..end]
+        );
+    }
+}
+
 /// A home whose settings file holds `settings`.
 fn home_with_settings(settings: &str) -> Home {
     let home = Home::new();
