@@ -957,7 +957,7 @@ impl Wire for InProcess {
         let to_agent = self.to_agent.as_ref().ok_or("the client already left")?;
         // Exactly what the WebSocket loop does with a text frame.
         to_agent
-            .unbounded_send(TransportFrame::parse_json(&text))
+            .unbounded_send(punie::acp::frame_from_text(&text))
             .map_err(|_| "the connection stopped taking frames".to_owned())
     }
 

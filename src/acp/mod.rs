@@ -12,6 +12,7 @@
 
 mod connection;
 mod errors;
+mod frames;
 mod methods;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::session::{ConnectionId, SessionRegistry};
 
 pub use connection::AcpConnection;
+pub use frames::frame_from_text;
 
 /// What every ACP connection of one server shares.
 pub struct AgentHub {

@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_client_protocol::{Channel, ConnectTo as _, ErrorCode, TransportFrame};
+use agent_client_protocol::{Channel, ConnectTo as _, TransportFrame};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures::stream::SplitSink;
 use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
@@ -21,7 +21,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 
-use crate::acp::{AcpConnection, AgentHub};
+use crate::acp::{AcpConnection, AgentHub, frame_from_text};
 use crate::config::{CLOSE_HANDSHAKE_TIMEOUT, ConnectionLimits};
 
 /// Why the server ended a connection the client did not end.
@@ -111,7 +111,7 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
                     Some(Ok(Message::Text(text))) => {
                         // Once the connection stops taking input the frame has no
                         // one to go to; the close frame follows shortly.
-                        let _ = to_connection.unbounded_send(incoming_frame(text.as_str()));
+                        let _ = to_connection.unbounded_send(frame_from_text(text.as_str()));
                     }
                     Some(Ok(Message::Binary(_))) => {
                         tracing::warn!("ignored a binary frame: ACP messages are text frames");
@@ -286,40 +286,6 @@ async fn write_burst(
         next = queued.try_recv().ok();
     }
     outgoing.flush().await.is_ok()
-}
-
-/// Longest excerpt of a frame that is not JSON quoted back in the `-32700`
-/// answer; a client sending megabytes of garbage gets a short answer.
-const PARSE_ERROR_EXCERPT_BYTES: usize = 1024;
-
-/// The SDK frame for a text frame. For text that is not JSON at all, the
-/// SDK's bare "Parse error" gains what is wrong and where, and the text is
-/// cut to an excerpt before the SDK quotes it back.
-fn incoming_frame(text: &str) -> TransportFrame {
-    match TransportFrame::parse_json(text) {
-        TransportFrame::Malformed { raw, mut error } if error.code == ErrorCode::PARSE_ERROR => {
-            if let Err(why) = serde_json::from_str::<serde::de::IgnoredAny>(&raw) {
-                error.message = format!("Parse error: the message is not valid JSON ({why})");
-            }
-            let raw = excerpt(raw);
-            error = error.data(serde_json::json!({ "line": raw }));
-            TransportFrame::Malformed { raw, error }
-        }
-        frame => frame,
-    }
-}
-
-/// At most [`PARSE_ERROR_EXCERPT_BYTES`] of `text`, marked when cut.
-fn excerpt(mut text: String) -> String {
-    if text.len() > PARSE_ERROR_EXCERPT_BYTES {
-        let mut end = PARSE_ERROR_EXCERPT_BYTES;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
 }
 
 /// Why a read failed, when it was the client's doing and the close frame
