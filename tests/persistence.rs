@@ -531,6 +531,68 @@ async fn after_kill_9_mid_turn_a_restarted_server_lists_loads_and_continues_the_
     assert_eq!(client.agent_text(&session), "Wrote note.txt.");
 }
 
+/// Stop `server` as a person would (SIGTERM) and start it again in the
+/// same home with `args`, after `meanwhile` has had the stopped server's
+/// database.
+async fn restart(mut server: Server, args: &[&str], meanwhile: impl FnOnce(&Path)) -> Server {
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.exit_status().await.success());
+    let home = server.home;
+    meanwhile(&home.dir.path().join("data/punie/punie.db"));
+    Server::start_in(home, args).await
+}
+
+#[tokio::test]
+async fn a_history_that_cannot_be_read_fails_the_load_instead_of_replaying_nothing() {
+    let home = Home::new();
+    let args = script_server_args(&home);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_in(home, &args).await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    first_turn(&mut client, &session).await;
+    drop(client);
+
+    // One stored update of the session is damaged: its body is no longer text.
+    let server = restart(server, &args, |database| {
+        let connection = rusqlite::Connection::open(database).unwrap();
+        let damaged = connection
+            .execute(
+                "UPDATE entries SET body = X'00FF' WHERE seq = \
+                 (SELECT min(seq) FROM entries WHERE session_id = ?1 AND kind = 0)",
+                [&session],
+            )
+            .unwrap();
+        assert_eq!(damaged, 1);
+    })
+    .await;
+
+    let mut client = server.initialized().await;
+    let loaded = client
+        .request(
+            "session/load",
+            json!({"sessionId": session, "cwd": workspace, "mcpServers": []}),
+        )
+        .await;
+    assert_eq!(loaded["error"]["code"], -32603, "{loaded}");
+    let message = loaded["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("could not be read"), "{message}");
+    assert!(message.contains(&session), "{message}");
+    assert!(
+        message.contains("punie.db"),
+        "it says where, and why: {message}"
+    );
+    assert!(
+        updates(&client.notifications, "agent_message_chunk").is_empty(),
+        "nothing was replayed: {:?}",
+        client.notifications
+    );
+    // The failed load left the connection unattached.
+    let refused = client.prompt(&session, "and now?").await;
+    assert_eq!(refused["error"]["code"], -32002, "{refused}");
+}
+
 #[tokio::test]
 async fn session_list_pages_through_every_session_newest_first() {
     let server = Server::start().await;
