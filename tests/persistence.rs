@@ -519,7 +519,13 @@ async fn after_kill_9_mid_turn_a_restarted_server_lists_loads_and_continues_the_
         text_of(&updates(&seen, "agent_message_chunk")),
         "Let me write it. "
     );
-    assert_eq!(updates(&replay, "tool_call").len(), 1);
+    let calls = updates(&replay, "tool_call");
+    assert_eq!(calls.len(), 1, "{replay:?}");
+    // It was waiting for permission when the server died; the turn is over,
+    // so the call is too, and says why.
+    assert_eq!(calls[0]["status"], "failed", "{}", calls[0]);
+    let why = content_text(calls[0]);
+    assert!(why.contains("the server stopped"), "{why}");
 
     let database = server.home.dir.path().join("data/punie/punie.db");
     let ended = turn_end(&database, &session).expect("the interrupted turn is recorded as ended");

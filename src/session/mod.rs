@@ -676,7 +676,9 @@ impl SessionRegistry {
     }
 
     /// Record the turns the server was stopped in the middle of as ended,
-    /// keeping what their clients saw in the conversation.
+    /// keeping what their clients saw in the conversation, and ending the
+    /// tool calls they saw begin as failed: a replay must not show a call
+    /// still waiting for permission, or running, in a turn that is over.
     pub async fn recover_interrupted(&self) -> Result<usize, StoreError> {
         let interrupted = self.store.interrupted().await?;
         for row in &interrupted {
@@ -684,6 +686,11 @@ impl SessionRegistry {
             for message in history::unfinished_turn_messages(&entries) {
                 if let Ok(body) = serde_json::to_string(&message) {
                     self.store.append(&row.id, EntryKind::Message, body, None);
+                }
+            }
+            for update in history::unfinished_turn_updates(&entries) {
+                if let Ok(body) = serde_json::to_string(&update) {
+                    self.store.append(&row.id, EntryKind::Update, body, None);
                 }
             }
             let ended = serde_json::json!({
