@@ -166,6 +166,60 @@ async fn every_attached_connection_receives_a_turns_updates_and_a_second_prompt_
     );
 }
 
+/// Whether `message` is a request (to the client), not a notification or an answer.
+fn is_request(message: &Value) -> bool {
+    message.get("method").is_some() && message.get("id").is_some()
+}
+
+#[tokio::test]
+async fn a_turns_requests_go_to_the_prompter_not_the_connection_attached_longest() {
+    let server = script_server(&[]).await;
+    let workspace = server.home.workspace();
+    // The creator is attached first, and stays.
+    let mut creator = server.initialized().await;
+    let session = creator.new_session(&workspace).await;
+    let mut prompter = server.initialized().await;
+    attach(&mut prompter, "session/load", &session, &workspace).await;
+
+    let id = prompter.start_prompt(&session, "write a note").await;
+    // Whichever connection is asked first: it must be the prompter.
+    let request = within("the permission request", async {
+        loop {
+            tokio::select! {
+                message = creator.recv() => {
+                    assert!(!is_request(&message), "the creator was asked: {message}");
+                    creator.notifications.push(message);
+                }
+                message = prompter.recv() => {
+                    if message["method"] == "session/request_permission" {
+                        return message;
+                    }
+                    prompter.notifications.push(message);
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(request["params"]["sessionId"], session.as_str());
+    prompter.allow(&request).await;
+    let answer = prompter.response_to(id).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+
+    // The creator saw the whole turn, and was asked nothing in it.
+    within("the creator's updates", async {
+        while !creator.agent_text(&session).ends_with("Wrote note.txt.") {
+            let message = creator.recv().await;
+            assert!(!is_request(&message), "the creator was asked: {message}");
+            creator.notifications.push(message);
+        }
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("note.txt")).unwrap(),
+        "hello"
+    );
+}
+
 #[tokio::test]
 async fn when_the_prompter_leaves_mid_turn_another_attached_connection_answers() {
     let server = script_server(&[]).await;
