@@ -653,6 +653,107 @@ async fn a_history_that_cannot_be_read_fails_the_load_instead_of_replaying_nothi
     assert_eq!(refused["error"]["code"], -32002, "{refused}");
 }
 
+/// A script whose every turn writes a file (named for the turn) and runs a
+/// command that would leave `ran.txt`, then talks.
+const ALWAYS_SCRIPT: &str = r#"[
+  [{"tool_call": {"name": "write_file", "arguments": {"path": "1.txt", "content": "one"}}},
+   {"tool_call": {"name": "run_command", "arguments": {"command": "echo ran > ran.txt"}}}],
+  [{"text": "Turn one."}],
+  [{"tool_call": {"name": "write_file", "arguments": {"path": "2.txt", "content": "two"}}},
+   {"tool_call": {"name": "run_command", "arguments": {"command": "echo ran > ran.txt"}}}],
+  [{"text": "Turn two."}],
+  [{"tool_call": {"name": "write_file", "arguments": {"path": "3.txt", "content": "three"}}},
+   {"tool_call": {"name": "run_command", "arguments": {"command": "echo ran > ran.txt"}}}],
+  [{"text": "Turn three."}]
+]"#;
+
+/// Answer a permission `request` with the option `option`.
+async fn answer_permission(client: &mut RawClient, request: &Value, option: &str) {
+    client
+        .send(json!({
+            "jsonrpc": "2.0",
+            "id": request["id"],
+            "result": {"outcome": {"outcome": "selected", "optionId": option}},
+        }))
+        .await;
+}
+
+/// Prompt `session` and wait for the answer, failing if the server asks
+/// `client` anything meanwhile.
+async fn prompt_unasked(client: &mut RawClient, session: &str, text: &str) -> Value {
+    let id = client.start_prompt(session, text).await;
+    loop {
+        let message = client.recv().await;
+        if message["id"] == json!(id) && message.get("method").is_none() {
+            return message;
+        }
+        assert!(
+            message.get("method").is_none() || message.get("id").is_none(),
+            "the person was asked again: {message}"
+        );
+        client.notifications.push(message);
+    }
+}
+
+#[tokio::test]
+async fn always_answers_hold_after_the_session_leaves_memory_and_after_a_restart() {
+    let home = Home::new();
+    let script = home.dir.path().join("script.json");
+    std::fs::write(&script, ALWAYS_SCRIPT).unwrap();
+    let model = format!("script:{}", script.display());
+    let args = ["--model", model.as_str()];
+    let server = Server::start_in(home, &args).await;
+    let workspace = server.home.workspace();
+
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    let id = client.start_prompt(&session, "one").await;
+    let write = client.permission_request().await;
+    answer_permission(&mut client, &write, "allow_always").await;
+    let run = client.permission_request().await;
+    answer_permission(&mut client, &run, "reject_always").await;
+    let answer = client.response_to(id).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("1.txt")).unwrap(),
+        "one"
+    );
+
+    // Nobody attached: the session leaves memory, and with it the tools'
+    // memory of the answers.
+    drop(client);
+    server
+        .health_until("the session to leave memory", |health| {
+            health["sessions"] == 0
+        })
+        .await;
+    let mut client = server.initialized().await;
+    attach(&mut client, "session/load", &session, &workspace).await;
+    client.notifications.clear();
+    let answer = prompt_unasked(&mut client, &session, "two").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(client.agent_text(&session), "Turn two.");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("2.txt")).unwrap(),
+        "two",
+        "allowed always"
+    );
+    assert!(!workspace.join("ran.txt").exists(), "rejected always");
+    drop(client);
+
+    let server = restart(server, &args, |_| {}).await;
+    let mut client = server.initialized().await;
+    attach(&mut client, "session/resume", &session, &workspace).await;
+    let answer = prompt_unasked(&mut client, &session, "three").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("3.txt")).unwrap(),
+        "three",
+        "still allowed always"
+    );
+    assert!(!workspace.join("ran.txt").exists(), "still rejected always");
+}
+
 #[tokio::test]
 async fn session_list_pages_through_every_session_newest_first() {
     let server = Server::start().await;
