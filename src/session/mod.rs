@@ -361,16 +361,20 @@ pub enum BeginError {
     Store(#[from] StoreError),
 }
 
-/// Who Punie is, for the model: short and honest.
-fn system_prompt(root: &Path) -> String {
+/// Who Punie is, for the model: short and honest. The tools are named from
+/// the list the model is given, so the prompt never names one it lacks.
+fn system_prompt(root: &Path, tools: &[ToolSpec]) -> String {
+    let names: Vec<&str> = tools.iter().map(|tool| tool.name.as_str()).collect();
     format!(
-        "You are Punie, a coding agent working in the user's project at {root} on {os}. \
-         You can read, list and search files, edit and write them, and run commands, using the tools provided; \
+        "You are Punie, a coding agent working in the user's project at {root} on {os} ({arch}). \
+         Your tools are {names}: with them you read, list and search files, edit and write them, and run commands; \
          paths are relative to the project root. Writing, editing and running commands ask the user first, \
          and the user may decline. Inspect before you change things, keep changes small, and say plainly what you did \
          and what you did not manage to do.",
         root = root.display(),
         os = std::env::consts::OS,
+        arch = std::env::consts::ARCH,
+        names = names.join(", "),
     )
 }
 
@@ -598,7 +602,7 @@ impl SessionRegistry {
         let workspace = Workspace::new(&row.cwd)?;
         Ok(Arc::new(Session {
             id: SessionId::new(row.id.clone()),
-            system_prompt: system_prompt(workspace.root()).into(),
+            system_prompt: system_prompt(workspace.root(), &self.settings.tools).into(),
             cwd: row.cwd.clone(),
             model,
             settings: self.settings.clone(),
