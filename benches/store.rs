@@ -885,6 +885,7 @@ fn session_row(id: &str, cwd: &Path, number: i64) -> SessionRow {
         updated_us: 1_700_000_000_000_000 + number * 1_000 + 500,
         turns: 0,
         running: false,
+        permissions: None,
     }
 }
 

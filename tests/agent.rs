@@ -732,6 +732,37 @@ mod against_a_provider {
     }
 
     #[tokio::test]
+    async fn the_system_prompt_names_the_workspace_root_the_platform_and_every_tool() {
+        let provider = FakeProvider::start([Reply::events(openai_text_reply(&["Hi."]))]).await;
+        let server = server_on(&provider).await;
+        let workspace = server.home.workspace();
+        let mut client = server.initialized().await;
+        let session = client.new_session(&workspace).await;
+        let answer = client.prompt(&session, "who are you?").await;
+        assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+
+        let requests = provider.requests();
+        let first = &requests[0].body;
+        assert_eq!(first["messages"][0]["role"], "system");
+        let system = first["messages"][0]["content"].as_str().unwrap_or_default();
+        assert!(system.contains("Punie"), "{system}");
+        let root = std::fs::canonicalize(&workspace).unwrap();
+        assert!(
+            system.contains(&root.display().to_string()),
+            "names the workspace root {}: {system}",
+            root.display()
+        );
+        assert!(system.contains(std::env::consts::OS), "{system}");
+        // Every tool the model is given, by the name it calls it with.
+        let tools = first["tools"].as_array().unwrap();
+        assert_eq!(tools.len(), 6);
+        for tool in tools {
+            let name = tool["function"]["name"].as_str().unwrap();
+            assert!(system.contains(name), "does not name {name}: {system}");
+        }
+    }
+
+    #[tokio::test]
     async fn tool_results_reach_the_model_and_its_answer_reaches_the_client() {
         let provider = FakeProvider::start([
             tool_call_reply(),

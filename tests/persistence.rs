@@ -166,6 +166,60 @@ async fn every_attached_connection_receives_a_turns_updates_and_a_second_prompt_
     );
 }
 
+/// Whether `message` is a request (to the client), not a notification or an answer.
+fn is_request(message: &Value) -> bool {
+    message.get("method").is_some() && message.get("id").is_some()
+}
+
+#[tokio::test]
+async fn a_turns_requests_go_to_the_prompter_not_the_connection_attached_longest() {
+    let server = script_server(&[]).await;
+    let workspace = server.home.workspace();
+    // The creator is attached first, and stays.
+    let mut creator = server.initialized().await;
+    let session = creator.new_session(&workspace).await;
+    let mut prompter = server.initialized().await;
+    attach(&mut prompter, "session/load", &session, &workspace).await;
+
+    let id = prompter.start_prompt(&session, "write a note").await;
+    // Whichever connection is asked first: it must be the prompter.
+    let request = within("the permission request", async {
+        loop {
+            tokio::select! {
+                message = creator.recv() => {
+                    assert!(!is_request(&message), "the creator was asked: {message}");
+                    creator.notifications.push(message);
+                }
+                message = prompter.recv() => {
+                    if message["method"] == "session/request_permission" {
+                        return message;
+                    }
+                    prompter.notifications.push(message);
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(request["params"]["sessionId"], session.as_str());
+    prompter.allow(&request).await;
+    let answer = prompter.response_to(id).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+
+    // The creator saw the whole turn, and was asked nothing in it.
+    within("the creator's updates", async {
+        while !creator.agent_text(&session).ends_with("Wrote note.txt.") {
+            let message = creator.recv().await;
+            assert!(!is_request(&message), "the creator was asked: {message}");
+            creator.notifications.push(message);
+        }
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("note.txt")).unwrap(),
+        "hello"
+    );
+}
+
 #[tokio::test]
 async fn when_the_prompter_leaves_mid_turn_another_attached_connection_answers() {
     let server = script_server(&[]).await;
@@ -519,7 +573,13 @@ async fn after_kill_9_mid_turn_a_restarted_server_lists_loads_and_continues_the_
         text_of(&updates(&seen, "agent_message_chunk")),
         "Let me write it. "
     );
-    assert_eq!(updates(&replay, "tool_call").len(), 1);
+    let calls = updates(&replay, "tool_call");
+    assert_eq!(calls.len(), 1, "{replay:?}");
+    // It was waiting for permission when the server died; the turn is over,
+    // so the call is too, and says why.
+    assert_eq!(calls[0]["status"], "failed", "{}", calls[0]);
+    let why = content_text(calls[0]);
+    assert!(why.contains("the server stopped"), "{why}");
 
     let database = server.home.dir.path().join("data/punie/punie.db");
     let ended = turn_end(&database, &session).expect("the interrupted turn is recorded as ended");
@@ -529,6 +589,169 @@ async fn after_kill_9_mid_turn_a_restarted_server_lists_loads_and_continues_the_
     let answer = client.prompt(&session, "try again").await;
     assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
     assert_eq!(client.agent_text(&session), "Wrote note.txt.");
+}
+
+/// Stop `server` as a person would (SIGTERM) and start it again in the
+/// same home with `args`, after `meanwhile` has had the stopped server's
+/// database.
+async fn restart(mut server: Server, args: &[&str], meanwhile: impl FnOnce(&Path)) -> Server {
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.exit_status().await.success());
+    let home = server.home;
+    meanwhile(&home.dir.path().join("data/punie/punie.db"));
+    Server::start_in(home, args).await
+}
+
+#[tokio::test]
+async fn a_history_that_cannot_be_read_fails_the_load_instead_of_replaying_nothing() {
+    let home = Home::new();
+    let args = script_server_args(&home);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_in(home, &args).await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    first_turn(&mut client, &session).await;
+    drop(client);
+
+    // One stored update of the session is damaged: its body is no longer text.
+    let server = restart(server, &args, |database| {
+        let connection = rusqlite::Connection::open(database).unwrap();
+        let damaged = connection
+            .execute(
+                "UPDATE entries SET body = X'00FF' WHERE seq = \
+                 (SELECT min(seq) FROM entries WHERE session_id = ?1 AND kind = 0)",
+                [&session],
+            )
+            .unwrap();
+        assert_eq!(damaged, 1);
+    })
+    .await;
+
+    let mut client = server.initialized().await;
+    let loaded = client
+        .request(
+            "session/load",
+            json!({"sessionId": session, "cwd": workspace, "mcpServers": []}),
+        )
+        .await;
+    assert_eq!(loaded["error"]["code"], -32603, "{loaded}");
+    let message = loaded["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("could not be read"), "{message}");
+    assert!(message.contains(&session), "{message}");
+    assert!(
+        message.contains("punie.db"),
+        "it says where, and why: {message}"
+    );
+    assert!(
+        updates(&client.notifications, "agent_message_chunk").is_empty(),
+        "nothing was replayed: {:?}",
+        client.notifications
+    );
+    // The failed load left the connection unattached.
+    let refused = client.prompt(&session, "and now?").await;
+    assert_eq!(refused["error"]["code"], -32002, "{refused}");
+}
+
+/// A script whose every turn writes a file (named for the turn) and runs a
+/// command that would leave `ran.txt`, then talks.
+const ALWAYS_SCRIPT: &str = r#"[
+  [{"tool_call": {"name": "write_file", "arguments": {"path": "1.txt", "content": "one"}}},
+   {"tool_call": {"name": "run_command", "arguments": {"command": "echo ran > ran.txt"}}}],
+  [{"text": "Turn one."}],
+  [{"tool_call": {"name": "write_file", "arguments": {"path": "2.txt", "content": "two"}}},
+   {"tool_call": {"name": "run_command", "arguments": {"command": "echo ran > ran.txt"}}}],
+  [{"text": "Turn two."}],
+  [{"tool_call": {"name": "write_file", "arguments": {"path": "3.txt", "content": "three"}}},
+   {"tool_call": {"name": "run_command", "arguments": {"command": "echo ran > ran.txt"}}}],
+  [{"text": "Turn three."}]
+]"#;
+
+/// Answer a permission `request` with the option `option`.
+async fn answer_permission(client: &mut RawClient, request: &Value, option: &str) {
+    client
+        .send(json!({
+            "jsonrpc": "2.0",
+            "id": request["id"],
+            "result": {"outcome": {"outcome": "selected", "optionId": option}},
+        }))
+        .await;
+}
+
+/// Prompt `session` and wait for the answer, failing if the server asks
+/// `client` anything meanwhile.
+async fn prompt_unasked(client: &mut RawClient, session: &str, text: &str) -> Value {
+    let id = client.start_prompt(session, text).await;
+    loop {
+        let message = client.recv().await;
+        if message["id"] == json!(id) && message.get("method").is_none() {
+            return message;
+        }
+        assert!(
+            message.get("method").is_none() || message.get("id").is_none(),
+            "the person was asked again: {message}"
+        );
+        client.notifications.push(message);
+    }
+}
+
+#[tokio::test]
+async fn always_answers_hold_after_the_session_leaves_memory_and_after_a_restart() {
+    let home = Home::new();
+    let script = home.dir.path().join("script.json");
+    std::fs::write(&script, ALWAYS_SCRIPT).unwrap();
+    let model = format!("script:{}", script.display());
+    let args = ["--model", model.as_str()];
+    let server = Server::start_in(home, &args).await;
+    let workspace = server.home.workspace();
+
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    let id = client.start_prompt(&session, "one").await;
+    let write = client.permission_request().await;
+    answer_permission(&mut client, &write, "allow_always").await;
+    let run = client.permission_request().await;
+    answer_permission(&mut client, &run, "reject_always").await;
+    let answer = client.response_to(id).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("1.txt")).unwrap(),
+        "one"
+    );
+
+    // Nobody attached: the session leaves memory, and with it the tools'
+    // memory of the answers.
+    drop(client);
+    server
+        .health_until("the session to leave memory", |health| {
+            health["sessions"] == 0
+        })
+        .await;
+    let mut client = server.initialized().await;
+    attach(&mut client, "session/load", &session, &workspace).await;
+    client.notifications.clear();
+    let answer = prompt_unasked(&mut client, &session, "two").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(client.agent_text(&session), "Turn two.");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("2.txt")).unwrap(),
+        "two",
+        "allowed always"
+    );
+    assert!(!workspace.join("ran.txt").exists(), "rejected always");
+    drop(client);
+
+    let server = restart(server, &args, |_| {}).await;
+    let mut client = server.initialized().await;
+    attach(&mut client, "session/resume", &session, &workspace).await;
+    let answer = prompt_unasked(&mut client, &session, "three").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("3.txt")).unwrap(),
+        "three",
+        "still allowed always"
+    );
+    assert!(!workspace.join("ran.txt").exists(), "still rejected always");
 }
 
 #[tokio::test]

@@ -210,7 +210,8 @@ fn warn_of_mcp_servers(connection: &Connection, servers: &[McpServer]) {
 }
 
 /// `session/load`: attach, replay the whole history as `session/update`
-/// notifications, then answer.
+/// notifications, then answer. A history that cannot be read is an error,
+/// not an empty replay: the client would take the session for a new one.
 async fn load_session(
     connection: &Connection,
     params: Value,
@@ -225,9 +226,23 @@ async fn load_session(
         .await
         .map_err(|error| errors::registry(METHOD, error))?;
     warn_of_other_cwd(&id, session.cwd(), &request.cwd);
-    let replay = session.replay(newest).await;
-    let replayed = replay.as_ref().map_or(0, Vec::len);
-    for update in replay.unwrap_or_default() {
+    let replay = match session.replay(newest).await {
+        Ok(replay) => replay,
+        Err(error) => {
+            // A client told the load failed must not go on receiving the
+            // session's updates as if it had the history before them.
+            connection.detach_session(&id);
+            tracing::warn!(connection = connection.id, session = %id, "cannot replay the session: {error}");
+            return Err(errors::internal(
+                METHOD,
+                format!(
+                    "the history of session {id} could not be read, so it was not loaded: {error}"
+                ),
+            ));
+        }
+    };
+    let replayed = replay.len();
+    for update in replay {
         let _ = cx.send_notification(SessionNotification::new(id.clone(), update));
     }
     session.replayed(connection.id);

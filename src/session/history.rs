@@ -1,6 +1,7 @@
 //! Reading a stored history back: the conversation the model continues from,
 //! the updates `session/load` replays, and what a turn cut short by a server
-//! stop leaves to be recorded.
+//! stop leaves to be recorded (the messages the model is owed, and the final
+//! state of the tool calls the clients saw begin).
 //!
 //! A replay is what the clients saw, made compact: agent text and thoughts
 //! coalesced into few chunks, each tool call in its final state, the latest
@@ -8,7 +9,10 @@
 
 use std::collections::HashMap;
 
-use agent_client_protocol::v1::schema::{ContentBlock, ContentChunk, SessionUpdate, TextContent};
+use agent_client_protocol::v1::schema::{
+    ContentBlock, ContentChunk, SessionUpdate, TextContent, ToolCallContent, ToolCallId,
+    ToolCallStatus, ToolCallUpdate, ToolCallUpdateFields,
+};
 
 use crate::model::Message;
 use crate::store::{Entry, EntryKind};
@@ -18,6 +22,9 @@ const REPLAY_CHUNK_BYTES: usize = 64 * 1024;
 
 /// What the model is told about a tool call the server never finished.
 const NOT_RUN_STOPPED: &str = "not run: the server stopped during the turn";
+
+/// What clients are shown of a tool call the server never finished.
+const STOPPED: &str = "not finished: the server stopped during the turn; the turn was cancelled";
 
 /// The conversation as the model sees it.
 pub fn conversation(entries: &[Entry]) -> Vec<Message> {
@@ -136,17 +143,58 @@ fn same_kind_text(
     }
 }
 
+/// The entries of the last turn, after its start; none if no turn began.
+fn last_turn(entries: &[Entry]) -> &[Entry] {
+    entries
+        .iter()
+        .rposition(|entry| entry.kind == EntryKind::TurnStarted)
+        .map_or(&[], |start| &entries[start + 1..])
+}
+
+/// The updates a turn the server stopped in still owes its clients: each
+/// tool call they saw begin but never saw end ends `failed`, saying why, so
+/// that a replay shows no call still waiting or running.
+pub fn unfinished_turn_updates(entries: &[Entry]) -> Vec<SessionUpdate> {
+    // Every call the turn reported, in order, with its latest status.
+    let mut calls: Vec<(ToolCallId, ToolCallStatus)> = Vec::new();
+    for entry in last_turn(entries) {
+        if entry.kind != EntryKind::Update {
+            continue;
+        }
+        match parse(entry) {
+            Some(SessionUpdate::ToolCall(call)) => calls.push((call.tool_call_id, call.status)),
+            Some(SessionUpdate::ToolCallUpdate(update)) => {
+                if let Some(status) = update.fields.status
+                    && let Some((_, latest)) =
+                        calls.iter_mut().find(|(id, _)| *id == update.tool_call_id)
+                {
+                    *latest = status;
+                }
+            }
+            _ => {}
+        }
+    }
+    calls
+        .into_iter()
+        .filter(|(_, status)| !matches!(status, ToolCallStatus::Completed | ToolCallStatus::Failed))
+        .map(|(id, _)| {
+            let why = ToolCallContent::from(ContentBlock::from(STOPPED.to_owned()));
+            let fields = ToolCallUpdateFields::new()
+                .status(ToolCallStatus::Failed)
+                .content(vec![why]);
+            SessionUpdate::ToolCallUpdate(ToolCallUpdate::new(id, fields))
+        })
+        .collect()
+}
+
 /// The messages a turn the server stopped in still owes the conversation:
 /// an answer for each tool call it never finished, then the text the clients
 /// saw that no message holds yet.
 pub fn unfinished_turn_messages(entries: &[Entry]) -> Vec<Message> {
-    let Some(start) = entries
-        .iter()
-        .rposition(|entry| entry.kind == EntryKind::TurnStarted)
-    else {
+    let turn = last_turn(entries);
+    if turn.is_empty() {
         return Vec::new();
-    };
-    let turn = &entries[start + 1..];
+    }
     let messages: Vec<(usize, Message)> = turn
         .iter()
         .enumerate()
@@ -301,6 +349,45 @@ mod tests {
         assert_eq!(
             unfinished_turn_messages(&stored),
             vec![Message::assistant("half an answer")]
+        );
+    }
+
+    #[test]
+    fn an_interrupted_turn_ends_the_tool_calls_it_left_unfinished() {
+        let status = |id: &str, status| {
+            update(SessionUpdate::ToolCallUpdate(ToolCallUpdate::new(
+                id.to_owned(),
+                ToolCallUpdateFields::new().status(status),
+            )))
+        };
+        let stored = entries(vec![
+            (EntryKind::TurnStarted, "1".into()),
+            update(SessionUpdate::ToolCall(ToolCall::new("done", "Read a"))),
+            status("done", ToolCallStatus::Completed),
+            update(SessionUpdate::ToolCall(ToolCall::new("running", "Run b"))),
+            status("running", ToolCallStatus::InProgress),
+            update(SessionUpdate::ToolCall(ToolCall::new("asking", "Write c"))),
+        ]);
+        let owed = unfinished_turn_updates(&stored);
+        let ended: Vec<&str> = owed
+            .iter()
+            .map(|update| match update {
+                SessionUpdate::ToolCallUpdate(update) => {
+                    assert_eq!(update.fields.status, Some(ToolCallStatus::Failed));
+                    &*update.tool_call_id.0
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ended, ["running", "asking"]);
+
+        let mut stored = stored;
+        stored.extend(entries(owed.into_iter().map(update).collect()));
+        let replayed = replay(&stored, i64::MAX);
+        assert!(
+            replayed.iter().all(|update| matches!(update,
+                SessionUpdate::ToolCall(call) if matches!(call.status, ToolCallStatus::Completed | ToolCallStatus::Failed))),
+            "{replayed:?}"
         );
     }
 }

@@ -1,9 +1,10 @@
 //! Sessions and the turn loop: every conversation, who is attached to it,
 //! what was said, and the one turn that may be running in it.
 //!
-//! A session lives in the store; it is in memory only while a connection is
-//! attached to it or a turn runs in it, and even then its conversation is
-//! dropped from memory when it has been idle a while. Several connections may
+//! A session lives in the store, its "always" answers to permission requests
+//! with it; it is in memory only while a connection is attached to it or a
+//! turn runs in it, and even then its conversation is dropped from memory
+//! when it has been idle a while. Several connections may
 //! be attached at once: each receives every update, written to the store
 //! before it is sent. The registry is the single source of truth for which
 //! sessions are in memory. This module speaks ACP's session vocabulary (ids,
@@ -71,7 +72,8 @@ pub struct Session {
     workspace: Workspace,
     /// Commands Punie runs itself for this session.
     terminals: Terminals,
-    /// "Always" answers to permission requests.
+    /// "Always" answers to permission requests, as the tools keep them
+    /// while the session is in memory.
     permissions: PermissionMemory,
     store: Store,
     attachments: attachments::Attachments,
@@ -91,6 +93,9 @@ struct SessionState {
     running: Option<CancellationToken>,
     /// Why the running turn is ending, when it is not the model's doing.
     end_note: Option<String>,
+    /// "Always" answers to permission requests by tool name (`true`:
+    /// allowed), as stored: they outlive the session's stay in memory.
+    lasting_answers: HashMap<String, bool>,
     last_active: Instant,
     activity: Activity,
 }
@@ -179,6 +184,7 @@ impl Session {
             prompter,
             cancel: cancel.clone(),
             terminals: Arc::default(),
+            calls: Arc::default(),
         };
         Ok(Turn::new(port, &text, number, history, new_title, cancel))
     }
@@ -210,6 +216,29 @@ impl Session {
     pub async fn replay(&self, newest: i64) -> Result<Vec<SessionUpdate>, StoreError> {
         let entries = self.store.history(&self.id.0).await?;
         Ok(history::replay(&entries, newest))
+    }
+
+    /// The lasting answer to permission requests for `tool`: `Some(true)`
+    /// for "always allow", `Some(false)` for "always reject".
+    fn lasting_answer(&self, tool: &str) -> Option<bool> {
+        self.lock().lasting_answers.get(tool).copied()
+    }
+
+    /// Keep an "always" answer for `tool` for the rest of the session, in
+    /// the store too.
+    fn keep_lasting_answer(&self, tool: &str, allowed: bool) {
+        let mut state = self.lock();
+        if state.lasting_answers.insert(tool.to_owned(), allowed) == Some(allowed) {
+            return;
+        }
+        let stored = serde_json::to_string(&state.lasting_answers);
+        drop(state);
+        match stored {
+            Ok(stored) => self.store.set_permissions(&self.id.0, stored),
+            Err(error) => {
+                tracing::error!(session = %self.id, "cannot store a permission answer: {error}");
+            }
+        }
     }
 
     /// Say why the running turn ends, for the history.
@@ -332,17 +361,36 @@ pub enum BeginError {
     Store(#[from] StoreError),
 }
 
-/// Who Punie is, for the model: short and honest.
-fn system_prompt(root: &Path) -> String {
+/// Who Punie is, for the model: short and honest. The tools are named from
+/// the list the model is given, so the prompt never names one it lacks.
+fn system_prompt(root: &Path, tools: &[ToolSpec]) -> String {
+    let names: Vec<&str> = tools.iter().map(|tool| tool.name.as_str()).collect();
     format!(
-        "You are Punie, a coding agent working in the user's project at {root} on {os}. \
-         You can read, list and search files, edit and write them, and run commands, using the tools provided; \
+        "You are Punie, a coding agent working in the user's project at {root} on {os} ({arch}). \
+         Your tools are {names}: with them you read, list and search files, edit and write them, and run commands; \
          paths are relative to the project root. Writing, editing and running commands ask the user first, \
          and the user may decline. Inspect before you change things, keep changes small, and say plainly what you did \
          and what you did not manage to do.",
         root = root.display(),
         os = std::env::consts::OS,
+        arch = std::env::consts::ARCH,
+        names = names.join(", "),
     )
+}
+
+/// The "always" answers stored with `row`. Unreadable ones are dropped: the
+/// person is asked again, which is safe.
+fn lasting_answers(row: &SessionRow) -> HashMap<String, bool> {
+    let Some(stored) = &row.permissions else {
+        return HashMap::new();
+    };
+    serde_json::from_str(stored).unwrap_or_else(|error| {
+        tracing::warn!(
+            session = row.id,
+            "ignored stored permission answers that cannot be read: {error}"
+        );
+        HashMap::new()
+    })
 }
 
 /// A session's title: the first line of its first prompt, shortened.
@@ -471,6 +519,7 @@ impl SessionRegistry {
             updated_us: now,
             turns: 0,
             running: false,
+            permissions: None,
         };
         let session = self.revive(&row, model.model, Some(Vec::new()))?;
         self.store.create_session(row);
@@ -553,7 +602,7 @@ impl SessionRegistry {
         let workspace = Workspace::new(&row.cwd)?;
         Ok(Arc::new(Session {
             id: SessionId::new(row.id.clone()),
-            system_prompt: system_prompt(workspace.root()).into(),
+            system_prompt: system_prompt(workspace.root(), &self.settings.tools).into(),
             cwd: row.cwd.clone(),
             model,
             settings: self.settings.clone(),
@@ -569,6 +618,7 @@ impl SessionRegistry {
                 title: row.title.clone(),
                 running: None,
                 end_note: None,
+                lasting_answers: lasting_answers(row),
                 last_active: Instant::now(),
                 activity: Activity::Idle,
             }),
@@ -676,7 +726,9 @@ impl SessionRegistry {
     }
 
     /// Record the turns the server was stopped in the middle of as ended,
-    /// keeping what their clients saw in the conversation.
+    /// keeping what their clients saw in the conversation, and ending the
+    /// tool calls they saw begin as failed: a replay must not show a call
+    /// still waiting for permission, or running, in a turn that is over.
     pub async fn recover_interrupted(&self) -> Result<usize, StoreError> {
         let interrupted = self.store.interrupted().await?;
         for row in &interrupted {
@@ -684,6 +736,11 @@ impl SessionRegistry {
             for message in history::unfinished_turn_messages(&entries) {
                 if let Ok(body) = serde_json::to_string(&message) {
                     self.store.append(&row.id, EntryKind::Message, body, None);
+                }
+            }
+            for update in history::unfinished_turn_updates(&entries) {
+                if let Ok(body) = serde_json::to_string(&update) {
+                    self.store.append(&row.id, EntryKind::Update, body, None);
                 }
             }
             let ended = serde_json::json!({

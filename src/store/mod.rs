@@ -126,6 +126,9 @@ pub struct SessionRow {
     pub turns: i64,
     /// A turn had begun and not ended when the row was last written.
     pub running: bool,
+    /// The session's lasting answers to permission requests, as
+    /// [`crate::session`] encodes them; `None` until it has one.
+    pub permissions: Option<String>,
 }
 
 /// One page of sessions, newest first.
@@ -323,6 +326,14 @@ impl Store {
         self.send(Command::SetTitle {
             session: session.to_owned(),
             title: title.to_owned(),
+        });
+    }
+
+    /// Replace the session's lasting answers to permission requests.
+    pub fn set_permissions(&self, session: &str, permissions: String) {
+        self.send(Command::SetPermissions {
+            session: session.to_owned(),
+            permissions,
         });
     }
 
@@ -533,7 +544,8 @@ impl Store {
     }
 }
 
-const SESSION_COLUMNS: &str = "id, cwd, title, model, created_us, updated_us, turns, running";
+const SESSION_COLUMNS: &str =
+    "id, cwd, title, model, created_us, updated_us, turns, running, permissions";
 
 fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
     Ok(SessionRow {
@@ -545,6 +557,7 @@ fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
         updated_us: row.get(5)?,
         turns: row.get(6)?,
         running: row.get(7)?,
+        permissions: row.get(8)?,
     })
 }
 
@@ -754,6 +767,7 @@ mod tests {
             updated_us: 1,
             turns: 0,
             running: false,
+            permissions: None,
         }
     }
 

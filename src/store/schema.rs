@@ -29,6 +29,10 @@ const MIGRATIONS: &[M<'static>] = &[
     // Finding the turns a stopped server left running, at every start, must
     // not read every stored session.
     M::up("CREATE INDEX sessions_running ON sessions (id) WHERE running = 1;"),
+    // "Always" answers to permission requests hold for the rest of a session,
+    // which outlives the server process; they are read with the row when the
+    // session is brought back into memory.
+    M::up("ALTER TABLE sessions ADD COLUMN permissions TEXT;"),
 ];
 
 /// Bytes per page of a new database. A third of the bytes per one-update

@@ -47,6 +47,10 @@ pub(super) enum Command {
         session: String,
         title: String,
     },
+    SetPermissions {
+        session: String,
+        permissions: String,
+    },
     TurnStarted {
         session: String,
         number: i64,
@@ -599,6 +603,7 @@ impl Held {
             + match &command {
                 Command::Append { body, .. } | Command::TurnEnded { body, .. } => body.len(),
                 Command::SetTitle { title, .. } => title.len(),
+                Command::SetPermissions { permissions, .. } => permissions.len(),
                 _ => 0,
             };
         if self.bytes + size > MAX_HELD_BYTES {
@@ -732,6 +737,14 @@ fn write_commands(
                 transaction
                     .prepare_cached("UPDATE sessions SET title = ?2 WHERE id = ?1")?
                     .execute(params![session, title])?;
+            }
+            Command::SetPermissions {
+                session,
+                permissions,
+            } => {
+                transaction
+                    .prepare_cached("UPDATE sessions SET permissions = ?2 WHERE id = ?1")?
+                    .execute(params![session, permissions])?;
             }
             Command::TurnStarted {
                 session,
@@ -941,6 +954,7 @@ fn finish_batch(
             }
             command @ (Command::CreateSession(_)
             | Command::SetTitle { .. }
+            | Command::SetPermissions { .. }
             | Command::TurnStarted { .. }
             | Command::TurnEnded { .. }) => {
                 if holding {
