@@ -4,9 +4,8 @@
 //! A session lives in the store, its "always" answers to permission requests
 //! with it; it is in memory only while a connection is attached to it or a
 //! turn runs in it, and even then its conversation is dropped from memory
-//! when it has been idle a while. Several connections may
-//! be attached at once: each receives every update, written to the store
-//! before it is sent. The registry is the single source of truth for which
+//! when it has been idle a while. Several connections may be attached at
+//! once: each receives every update, written to the store before it is sent. The registry is the single source of truth for which
 //! sessions are in memory. This module speaks ACP's session vocabulary (ids,
 //! updates, stop reasons) and reaches clients only through the SDK's
 //! connection handles; it never touches a transport.
@@ -28,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::{Message, Model, ToolSpec};
 use crate::store::{EntryKind, ListPosition, SessionRow, Store, StoreError};
-use crate::tools::PermissionMemory;
+use crate::tools::{LastingAnswers, PermissionMemory};
 use crate::workspace::{Terminals, Workspace, WorkspaceError};
 
 pub use attachments::ClientHandle;
@@ -72,8 +71,8 @@ pub struct Session {
     workspace: Workspace,
     /// Commands Punie runs itself for this session.
     terminals: Terminals,
-    /// "Always" answers to permission requests, as the tools keep them
-    /// while the session is in memory.
+    /// "Always" answers to permission requests, from the store and kept
+    /// there as they change.
     permissions: PermissionMemory,
     store: Store,
     attachments: attachments::Attachments,
@@ -93,9 +92,6 @@ struct SessionState {
     running: Option<CancellationToken>,
     /// Why the running turn is ending, when it is not the model's doing.
     end_note: Option<String>,
-    /// "Always" answers to permission requests by tool name (`true`:
-    /// allowed), as stored: they outlive the session's stay in memory.
-    lasting_answers: HashMap<String, bool>,
     last_active: Instant,
     activity: Activity,
 }
@@ -184,7 +180,6 @@ impl Session {
             prompter,
             cancel: cancel.clone(),
             terminals: Arc::default(),
-            calls: Arc::default(),
         };
         Ok(Turn::new(port, &text, number, history, new_title, cancel))
     }
@@ -216,29 +211,6 @@ impl Session {
     pub async fn replay(&self, newest: i64) -> Result<Vec<SessionUpdate>, StoreError> {
         let entries = self.store.history(&self.id.0).await?;
         Ok(history::replay(&entries, newest))
-    }
-
-    /// The lasting answer to permission requests for `tool`: `Some(true)`
-    /// for "always allow", `Some(false)` for "always reject".
-    fn lasting_answer(&self, tool: &str) -> Option<bool> {
-        self.lock().lasting_answers.get(tool).copied()
-    }
-
-    /// Keep an "always" answer for `tool` for the rest of the session, in
-    /// the store too.
-    fn keep_lasting_answer(&self, tool: &str, allowed: bool) {
-        let mut state = self.lock();
-        if state.lasting_answers.insert(tool.to_owned(), allowed) == Some(allowed) {
-            return;
-        }
-        let stored = serde_json::to_string(&state.lasting_answers);
-        drop(state);
-        match stored {
-            Ok(stored) => self.store.set_permissions(&self.id.0, stored),
-            Err(error) => {
-                tracing::error!(session = %self.id, "cannot store a permission answer: {error}");
-            }
-        }
     }
 
     /// Say why the running turn ends, for the history.
@@ -380,16 +352,16 @@ fn system_prompt(root: &Path, tools: &[ToolSpec]) -> String {
 
 /// The "always" answers stored with `row`. Unreadable ones are dropped: the
 /// person is asked again, which is safe.
-fn lasting_answers(row: &SessionRow) -> HashMap<String, bool> {
+fn lasting_answers(row: &SessionRow) -> LastingAnswers {
     let Some(stored) = &row.permissions else {
-        return HashMap::new();
+        return LastingAnswers::new();
     };
     serde_json::from_str(stored).unwrap_or_else(|error| {
         tracing::warn!(
             session = row.id,
             "ignored stored permission answers that cannot be read: {error}"
         );
-        HashMap::new()
+        LastingAnswers::new()
     })
 }
 
@@ -593,6 +565,21 @@ impl SessionRegistry {
         }
     }
 
+    /// The permission memory of the session stored as `row`: its stored
+    /// answers, and every change written back.
+    fn permission_memory(&self, row: &SessionRow) -> PermissionMemory {
+        let (store, id) = (self.store.clone(), row.id.clone());
+        PermissionMemory::new(
+            lasting_answers(row),
+            move |answers| match serde_json::to_string(answers) {
+                Ok(stored) => store.set_permissions(&id, stored),
+                Err(error) => {
+                    tracing::error!(session = id, "cannot store a permission answer: {error}");
+                }
+            },
+        )
+    }
+
     fn revive(
         &self,
         row: &SessionRow,
@@ -608,7 +595,7 @@ impl SessionRegistry {
             settings: self.settings.clone(),
             workspace,
             terminals: Terminals::default(),
-            permissions: PermissionMemory::default(),
+            permissions: self.permission_memory(row),
             store: self.store.clone(),
             attachments: attachments::Attachments::default(),
             watchers: self.watchers.clone(),
@@ -618,7 +605,6 @@ impl SessionRegistry {
                 title: row.title.clone(),
                 running: None,
                 end_note: None,
-                lasting_answers: lasting_answers(row),
                 last_active: Instant::now(),
                 activity: Activity::Idle,
             }),

@@ -9,18 +9,12 @@
 //! client knows the terminal), and one that needs a capability (`fs.*`,
 //! `terminal`) fails at once when the connection that would answer it did
 //! not advertise it.
-//!
-//! "Always allow" and "always reject" answers are kept with the session, in
-//! the store: a permission request about a tool the person answered that way
-//! before, even in an earlier stay of the session in memory or an earlier
-//! run of the server, is answered the same way without asking again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use agent_client_protocol::v1::schema::{ClientCapabilities, SessionUpdate};
 use agent_client_protocol::{Error, ErrorCode, JsonRpcRequest, JsonRpcResponse};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{ClientHandle, ConnectionId, Session};
@@ -35,22 +29,11 @@ pub struct SessionPort {
     pub(super) cancel: CancellationToken,
     /// The connection that created each client-side terminal of this turn.
     pub(super) terminals: Arc<Mutex<HashMap<String, ConnectionId>>>,
-    /// The tool each call of the model's latest round names, by call id:
-    /// a permission request names only the call.
-    pub(super) calls: Arc<Mutex<HashMap<String, String>>>,
 }
-
-/// The method whose answers may be remembered for the rest of a session.
-const PERMISSION: &str = "session/request_permission";
-
-/// The option ids, as the tools offer them, of the answers that hold for the
-/// rest of a session.
-const ALLOW_ALWAYS: &str = "allow_always";
-const REJECT_ALWAYS: &str = "reject_always";
 
 /// Requests that wait as long as they need: a person deciding, a command
 /// running (under its own timeout).
-const PATIENT_METHODS: &[&str] = &[PERMISSION, "terminal/wait_for_exit"];
+const PATIENT_METHODS: &[&str] = &["session/request_permission", "terminal/wait_for_exit"];
 
 /// Requests about a terminal that exists only on the client that created it.
 const TERMINAL_FOLLOW_UPS: &[&str] = &[
@@ -61,46 +44,6 @@ const TERMINAL_FOLLOW_UPS: &[&str] = &[
 ];
 
 impl SessionPort {
-    /// The tool calls the model asked for in this round, which the requests
-    /// that follow may be about.
-    pub(super) fn expect_calls(&self, calls: &[crate::model::ToolCall]) {
-        let mut named = lock(&self.calls);
-        named.clear();
-        named.extend(
-            calls
-                .iter()
-                .map(|call| (call.id.clone(), call.name.clone())),
-        );
-    }
-
-    /// The tool a permission request asks about.
-    fn tool_asked_about<R: JsonRpcRequest>(&self, request: &R) -> Option<String> {
-        let message = request.to_untyped_message().ok()?;
-        let call = message
-            .params
-            .get("toolCall")?
-            .get("toolCallId")?
-            .as_str()?;
-        lock(&self.calls).get(call).cloned()
-    }
-
-    /// Keep `answer` for the rest of the session if the person chose an
-    /// "always" option.
-    fn keep_if_lasting<T: JsonRpcResponse>(&self, tool: &str, answer: &T) {
-        let Ok(answer) = answer.clone().into_json(PERMISSION) else {
-            return;
-        };
-        let outcome = &answer["outcome"];
-        if outcome["outcome"] != "selected" {
-            return;
-        }
-        match outcome["optionId"].as_str() {
-            Some(ALLOW_ALWAYS) => self.session.keep_lasting_answer(tool, true),
-            Some(REJECT_ALWAYS) => self.session.keep_lasting_answer(tool, false),
-            _ => {}
-        }
-    }
-
     /// `answer`, within the client request timeout unless `method` waits for
     /// as long as it takes.
     async fn patient<T>(
@@ -146,7 +89,9 @@ impl SessionPort {
     }
 
     fn owners(&self) -> MutexGuard<'_, HashMap<String, ConnectionId>> {
-        lock(&self.terminals)
+        self.terminals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Send a follow-up about `terminal` to `owner`, the client running it,
@@ -242,24 +187,12 @@ impl ClientPort for SessionPort {
         R: JsonRpcRequest + Clone + Send + 'static,
         R::Response: Send + 'static,
     {
-        let method = request.method().to_owned();
-        let tool = (method == PERMISSION)
-            .then(|| self.tool_asked_about(&request))
-            .flatten();
-        if let Some(tool) = &tool
-            && let Some(allowed) = self.session.lasting_answer(tool)
-        {
-            // Answered "always" before this stay of the session in memory:
-            // the tools learn it again from the same answer the person gave.
-            let option = if allowed { ALLOW_ALWAYS } else { REJECT_ALWAYS };
-            let answer = json!({"outcome": {"outcome": "selected", "optionId": option}});
-            return R::Response::from_json(&method, answer);
-        }
         // Everything the turn said before this request reaches clients first.
         self.session.store.flush().await;
         if let Some((terminal, owner)) = self.terminal_owner(&request) {
             return self.ask_owner(&terminal, owner, request).await;
         }
+        let method = request.method().to_owned();
         let patience = self.session.settings.reattach_timeout;
         loop {
             if self.session.attachments.target(self.prompter).is_none() {
@@ -282,7 +215,7 @@ impl ClientPort for SessionPort {
                      the work on the server instead"
                 )));
             }
-            let asks_the_person = method == PERMISSION;
+            let asks_the_person = method == "session/request_permission";
             if asks_the_person {
                 self.session
                     .set_activity(super::Activity::WaitingForPermission);
@@ -295,9 +228,6 @@ impl ClientPort for SessionPort {
             if let Some(response) = answer? {
                 if method == "terminal/create" {
                     self.remember_terminal(&method, &response, target.connection);
-                }
-                if let Some(tool) = &tool {
-                    self.keep_if_lasting(tool, &response);
                 }
                 return Ok(response);
             }
@@ -341,13 +271,6 @@ fn lacking_capability(method: &str, capabilities: &ClientCapabilities) -> Option
         _ => return None,
     };
     (!offered).then_some(needed)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain data behind, still usable.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Whether `error` means `target` went away before it answered.

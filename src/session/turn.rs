@@ -132,7 +132,6 @@ impl Turn {
             if tool_calls.is_empty() {
                 return Ok(stop_reason(stop));
             }
-            client.expect_calls(&tool_calls);
             for (done, call) in tool_calls.iter().enumerate() {
                 match tools::run(&context, call).await {
                     ToolOutcome::Result { content, is_error } => self.push(Message::ToolResult {

@@ -37,7 +37,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-pub use permission::PermissionMemory;
+pub use permission::{LastingAnswers, PermissionMemory};
 
 use crate::model::{ToolCall, ToolSpec};
 use crate::workspace::{Terminals, Workspace};

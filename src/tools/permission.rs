@@ -1,5 +1,7 @@
 //! Asking the person before a tool changes something, and remembering
-//! "always" answers for the rest of the session.
+//! "always" answers for the rest of the session. Whoever holds the session
+//! keeps those answers where they outlive it in memory: the memory starts
+//! from them and hands over every change.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,25 +13,61 @@ use agent_client_protocol::v1::schema::{
 
 use super::{ClientPort, Report, ToolContext};
 
+/// "Always" answers by tool name: `true` for "allow always", `false` for
+/// "reject always".
+pub type LastingAnswers = HashMap<String, bool>;
+
 /// "Allow always" and "reject always" answers, per tool, for one session.
-#[derive(Debug, Default)]
 pub struct PermissionMemory {
-    always: Mutex<HashMap<String, bool>>,
+    always: Mutex<LastingAnswers>,
+    /// Told every answer kept, each time one changes.
+    keep: Box<dyn Fn(&LastingAnswers) + Send + Sync>,
 }
 
 impl PermissionMemory {
+    /// A memory that starts from `answers` and hands every change to `keep`.
+    pub fn new(
+        answers: LastingAnswers,
+        keep: impl Fn(&LastingAnswers) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            always: Mutex::new(answers),
+            keep: Box::new(keep),
+        }
+    }
+
     fn remembered(&self, tool: &str) -> Option<bool> {
         self.lock().get(tool).copied()
     }
 
     fn remember(&self, tool: &str, allowed: bool) {
-        self.lock().insert(tool.to_owned(), allowed);
+        let mut answers = self.lock();
+        // Kept under the lock, so that what is kept last is the newest.
+        if answers.insert(tool.to_owned(), allowed) != Some(allowed) {
+            (self.keep)(&answers);
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LastingAnswers> {
         self.always
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Default for PermissionMemory {
+    /// Nothing remembered, and nothing kept beyond this memory.
+    fn default() -> Self {
+        Self::new(LastingAnswers::new(), |_| {})
+    }
+}
+
+impl std::fmt::Debug for PermissionMemory {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PermissionMemory")
+            .field("always", &*self.lock())
+            .finish_non_exhaustive()
     }
 }
 
