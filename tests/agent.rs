@@ -621,22 +621,66 @@ async fn cancel_kills_a_long_command_the_server_runs_itself() {
     .await;
     let ide = Ide::new(&server.home.workspace(), false, false);
     cancel_mid_turn(&server, &ide).await;
-    let pid: i32 = std::fs::read_to_string(server.home.workspace().join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // The command may already be gone; if not, its pidfd turns readable when it exits.
-    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
-        panic!("a real pid")
-    };
+    ended(pid_in(&server.home.workspace().join("pid"))).await;
+}
+
+/// A shell that starts a background job, writes the job's pid to `pid` (whole,
+/// by renaming it into place) and waits for it: the job is a grandchild of
+/// Punie that the shell never passes a signal on to.
+const BACKGROUND_JOB: &str = "sleep 30 & echo $! > pid.new && mv pid.new pid; wait";
+
+#[tokio::test]
+async fn cancel_kills_what_a_command_the_server_runs_has_started() {
+    let server = scripted(
+        json!([[call("run_command", json!({"command": BACKGROUND_JOB}))]]),
+        &[],
+    )
+    .await;
+    let ide = Ide::new(&server.home.workspace(), false, false);
+    cancel_mid_turn(&server, &ide).await;
+    ended(pid_in(&server.home.workspace().join("pid"))).await;
+}
+
+#[tokio::test]
+async fn a_command_that_times_out_is_stopped_with_what_it_has_started() {
+    let server = scripted(
+        json!([
+            [call(
+                "run_command",
+                json!({"command": BACKGROUND_JOB, "timeout_secs": 1})
+            )],
+            [{"text": "It took too long."}]
+        ]),
+        &[],
+    )
+    .await;
+    let ide = Ide::new(&server.home.workspace(), false, false);
+    let (stop, received, session) = one_turn(&server, &ide, "go").await;
+    assert_eq!(stop, StopReason::EndTurn);
+    let calls = received.tool_calls(&session);
+    let result = content_text(&calls[0]);
+    assert!(result.starts_with("timed out after 1 s"), "{result}");
+    ended(pid_in(&server.home.workspace().join("pid"))).await;
+}
+
+/// The pid a command wrote to `file`.
+fn pid_in(file: &Path) -> rustix::process::Pid {
+    let text = std::fs::read_to_string(file).unwrap();
+    let pid: i32 = text.trim().parse().unwrap();
+    rustix::process::Pid::from_raw(pid).expect("a real pid")
+}
+
+/// Wait until process `pid` has exited (it may be gone already).
+async fn ended(pid: rustix::process::Pid) {
+    // Its pidfd turns readable when it exits, reaped or not: an orphan's
+    // reaper may be slow, or, in a container, absent.
     if let Ok(process) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
         // SAFETY: the AsyncFd owns the pidfd and nothing else closes it.
         let process = unsafe {
             tokio::io::unix::AsyncFd::register_with_interest(process, tokio::io::Interest::READABLE)
                 .unwrap()
         };
-        let _ready = support::within("the command to be killed", process.readable())
+        let _ready = support::within(&format!("process {pid:?} to end"), process.readable())
             .await
             .unwrap();
     }
@@ -710,6 +754,7 @@ mod against_a_provider {
         FakeProvider, Reply, openai_delta, openai_done, openai_finish, openai_text_reply,
         openai_usage,
     };
+
 
     fn tool_call_reply() -> Reply {
         Reply::events([
