@@ -610,6 +610,71 @@ async fn cancel_kills_a_long_command_on_the_client_and_releases_it() {
 }
 
 #[tokio::test]
+async fn a_terminal_the_client_creates_after_the_cancel_is_killed_and_released() {
+    let server = scripted(
+        json!([[call("run_command", json!({"command": "sleep 30"}))]]),
+        &[],
+    )
+    .await;
+    let ide = Ide::new(&server.home.workspace(), true, true);
+    cancel_while_the_client_holds(&server, &ide, "terminal/create").await;
+}
+
+#[tokio::test]
+async fn a_cancel_while_the_client_reads_a_terminal_still_releases_it() {
+    let server = scripted(
+        json!([[call("run_command", json!({"command": "true"}))]]),
+        &[],
+    )
+    .await;
+    let ide = Ide::new(&server.home.workspace(), true, true);
+    cancel_while_the_client_holds(&server, &ide, "terminal/output").await;
+}
+
+/// Prompt for a command in the client's terminal; once `ide` has been asked
+/// `method`, cancel, and answer `method` only after the prompt has answered
+/// `cancelled` (within 100 ms). The terminal the client created is still
+/// killed, then released.
+async fn cancel_while_the_client_holds(server: &Server, ide: &Ide, method: &'static str) {
+    let bell = ide.hold(method);
+    let workspace = server.home.workspace();
+    ide.run(sdk_transport(server), Received::default(), async |cx| {
+        ide.initialize(&cx).await?;
+        let session = new_session(&cx, &workspace).await?;
+        let running = cx.send_request(PromptRequest::new(session.clone(), vec!["go".into()]));
+        ide.until_requests(&format!("{method} to be asked"), |requests| {
+            requests.iter().any(|m| m == method)
+        })
+        .await;
+        let cancelled_at = Instant::now();
+        cx.send_notification(CancelNotification::new(session.clone()))?;
+        let answer = running.block_task().await?;
+        let took = cancelled_at.elapsed();
+        assert_eq!(answer.stop_reason, StopReason::Cancelled);
+        assert!(
+            took < Duration::from_millis(100),
+            "answered cancelled in {took:?}"
+        );
+        bell.notify_one();
+        ide.until_requests("the terminal to be released", |requests| {
+            requests.iter().any(|m| m == "terminal/release")
+        })
+        .await;
+        Ok(())
+    })
+    .await;
+    let terminals = ide.terminals.lock().unwrap().clone();
+    let Some((_, id)) = terminals.first() else {
+        panic!("no terminal was created")
+    };
+    let expected: Vec<(String, String)> = ["terminal/create", "terminal/kill", "terminal/release"]
+        .iter()
+        .map(|method| ((*method).to_owned(), id.clone()))
+        .collect();
+    assert_eq!(terminals, expected);
+}
+
+#[tokio::test]
 async fn cancel_kills_a_long_command_the_server_runs_itself() {
     let server = scripted(
         json!([[call(
