@@ -816,10 +816,26 @@ mod against_a_provider {
 
     use super::*;
     use support::fake_provider::{
-        FakeProvider, Reply, openai_delta, openai_done, openai_finish, openai_text_reply,
-        openai_usage,
+        FakeProvider, Reply, Wire, anthropic_text_reply, openai_delta, openai_done, openai_finish,
+        openai_text_reply, openai_usage,
     };
 
+    /// The `usage_update`s `session` received, as (used, size), in order.
+    fn usage_updates(
+        received: &Received,
+        session: &agent_client_protocol::v1::schema::SessionId,
+    ) -> Vec<(u64, u64)> {
+        received
+            .updates
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| &n.session_id == session)
+            .map(|n| serde_json::to_value(&n.update).unwrap())
+            .filter(|u| u["sessionUpdate"] == "usage_update")
+            .map(|u| (u["used"].as_u64().unwrap(), u["size"].as_u64().unwrap()))
+            .collect()
+    }
 
     fn tool_call_reply() -> Reply {
         Reply::events([
@@ -856,6 +872,12 @@ mod against_a_provider {
         assert_eq!(
             received.agent_text(&session).0,
             "Reading. The notes say hi."
+        );
+        // Each call's usage: 50 + 10 tokens, then 10 + 5.
+        let window = punie::config::DEFAULT_CONTEXT_WINDOW;
+        assert_eq!(
+            usage_updates(&received, &session),
+            [(60, window), (15, window)]
         );
         assert_eq!(ide.requests(), ["fs/read_text_file"]);
 
@@ -977,6 +999,39 @@ mod against_a_provider {
             "Error: not run: the user cancelled the turn"
         );
         assert_eq!(messages[4]["content"], "what happened?");
+    }
+
+    #[tokio::test]
+    async fn an_anthropic_reply_streams_its_text_and_usage_to_the_client() {
+        let provider =
+            FakeProvider::start([Reply::events(anthropic_text_reply(&["Hello ", "there."]))]).await;
+        let home = Home::new();
+        let (model, env) = Wire::Anthropic.model_spec(&provider);
+        let mut command = home.command();
+        command.args([
+            "serve",
+            "--port",
+            "0",
+            "--model",
+            &model,
+            "--context-window",
+            "200000",
+        ]);
+        command.envs(env);
+        let server = Server::spawn(home, command).await;
+        let ide = Ide::new(&server.home.workspace(), false, false);
+        let (stop, received, session) = one_turn(&server, &ide, "hi").await;
+        assert_eq!(stop, StopReason::EndTurn);
+        let (text, chunks) = received.agent_text(&session);
+        assert_eq!((text.as_str(), chunks), ("Hello there.", 2));
+        // message_start's 25 input tokens and message_delta's 15 output tokens.
+        assert_eq!(usage_updates(&received, &session), [(40, 200_000)]);
+        let requests = provider.requests();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].path, "/v1/messages");
+        assert_eq!(requests[0].headers["x-api-key"], "sk-ant-test");
+        assert_eq!(requests[0].body["model"], "claude-fake");
+        assert_eq!(requests[0].body["stream"], true);
     }
 
     #[tokio::test]
