@@ -204,7 +204,7 @@ struct ServeArgs {
 
     /// Rounds of tool calls one turn may take before it ends with
     /// max_turn_requests.
-    #[arg(long, env = "PUNIE_MAX_TOOL_ROUNDS", default_value_t = DEFAULT_MAX_TOOL_ROUNDS)]
+    #[arg(long, env = "PUNIE_MAX_TOOL_ROUNDS", default_value_t = DEFAULT_MAX_TOOL_ROUNDS, value_parser = parse_rounds)]
     max_tool_rounds: usize,
 
     /// The model's context window in tokens, reported with token usage.
@@ -392,13 +392,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     max_message_bytes: at_least_one(args.max_message_bytes, "--max-message-bytes")?,
                     max_connections: at_least_one(args.max_connections, "--max-connections")?,
                     outgoing_queue: at_least_one(args.outgoing_queue, "--outgoing-queue")?,
-                    outgoing_stall: seconds(args.outgoing_stall, "--outgoing-stall")?,
-                    client_request_timeout: seconds(
+                    // 0 would end every connection, or every request to a
+                    // client, at once.
+                    outgoing_stall: positive_seconds(args.outgoing_stall, "--outgoing-stall")?,
+                    client_request_timeout: positive_seconds(
                         args.client_request_timeout,
                         "--client-request-timeout",
                     )?,
                     ping_interval: positive_seconds(args.ping_interval, "--ping-interval")?,
-                    pong_timeout: seconds(args.pong_timeout, "--pong-timeout")?,
+                    pong_timeout: positive_seconds(args.pong_timeout, "--pong-timeout")?,
                     header_timeout: positive_seconds(args.header_timeout, "--header-timeout")?,
                 },
                 paths,
@@ -579,6 +581,15 @@ fn on_heap<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
 }
 
 /// An IP address, or `localhost`.
+/// `--max-tool-rounds`: with 0, a turn would end before asking the model anything.
+fn parse_rounds(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err("a turn needs at least 1 round".to_owned()),
+        Ok(rounds) => Ok(rounds),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 fn parse_host(value: &str) -> Result<IpAddr, String> {
     if value.eq_ignore_ascii_case("localhost") {
         return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));

@@ -610,6 +610,71 @@ async fn cancel_kills_a_long_command_on_the_client_and_releases_it() {
 }
 
 #[tokio::test]
+async fn a_terminal_the_client_creates_after_the_cancel_is_killed_and_released() {
+    let server = scripted(
+        json!([[call("run_command", json!({"command": "sleep 30"}))]]),
+        &[],
+    )
+    .await;
+    let ide = Ide::new(&server.home.workspace(), true, true);
+    cancel_while_the_client_holds(&server, &ide, "terminal/create").await;
+}
+
+#[tokio::test]
+async fn a_cancel_while_the_client_reads_a_terminal_still_releases_it() {
+    let server = scripted(
+        json!([[call("run_command", json!({"command": "true"}))]]),
+        &[],
+    )
+    .await;
+    let ide = Ide::new(&server.home.workspace(), true, true);
+    cancel_while_the_client_holds(&server, &ide, "terminal/output").await;
+}
+
+/// Prompt for a command in the client's terminal; once `ide` has been asked
+/// `method`, cancel, and answer `method` only after the prompt has answered
+/// `cancelled` (within 100 ms). The terminal the client created is still
+/// killed, then released.
+async fn cancel_while_the_client_holds(server: &Server, ide: &Ide, method: &'static str) {
+    let bell = ide.hold(method);
+    let workspace = server.home.workspace();
+    ide.run(sdk_transport(server), Received::default(), async |cx| {
+        ide.initialize(&cx).await?;
+        let session = new_session(&cx, &workspace).await?;
+        let running = cx.send_request(PromptRequest::new(session.clone(), vec!["go".into()]));
+        ide.until_requests(&format!("{method} to be asked"), |requests| {
+            requests.iter().any(|m| m == method)
+        })
+        .await;
+        let cancelled_at = Instant::now();
+        cx.send_notification(CancelNotification::new(session.clone()))?;
+        let answer = running.block_task().await?;
+        let took = cancelled_at.elapsed();
+        assert_eq!(answer.stop_reason, StopReason::Cancelled);
+        assert!(
+            took < Duration::from_millis(100),
+            "answered cancelled in {took:?}"
+        );
+        bell.notify_one();
+        ide.until_requests("the terminal to be released", |requests| {
+            requests.iter().any(|m| m == "terminal/release")
+        })
+        .await;
+        Ok(())
+    })
+    .await;
+    let terminals = ide.terminals.lock().unwrap().clone();
+    let Some((_, id)) = terminals.first() else {
+        panic!("no terminal was created")
+    };
+    let expected: Vec<(String, String)> = ["terminal/create", "terminal/kill", "terminal/release"]
+        .iter()
+        .map(|method| ((*method).to_owned(), id.clone()))
+        .collect();
+    assert_eq!(terminals, expected);
+}
+
+#[tokio::test]
 async fn cancel_kills_a_long_command_the_server_runs_itself() {
     let server = scripted(
         json!([[call(
@@ -621,22 +686,66 @@ async fn cancel_kills_a_long_command_the_server_runs_itself() {
     .await;
     let ide = Ide::new(&server.home.workspace(), false, false);
     cancel_mid_turn(&server, &ide).await;
-    let pid: i32 = std::fs::read_to_string(server.home.workspace().join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // The command may already be gone; if not, its pidfd turns readable when it exits.
-    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
-        panic!("a real pid")
-    };
+    ended(pid_in(&server.home.workspace().join("pid"))).await;
+}
+
+/// A shell that starts a background job, writes the job's pid to `pid` (whole,
+/// by renaming it into place) and waits for it: the job is a grandchild of
+/// Punie that the shell never passes a signal on to.
+const BACKGROUND_JOB: &str = "sleep 30 & echo $! > pid.new && mv pid.new pid; wait";
+
+#[tokio::test]
+async fn cancel_kills_what_a_command_the_server_runs_has_started() {
+    let server = scripted(
+        json!([[call("run_command", json!({"command": BACKGROUND_JOB}))]]),
+        &[],
+    )
+    .await;
+    let ide = Ide::new(&server.home.workspace(), false, false);
+    cancel_mid_turn(&server, &ide).await;
+    ended(pid_in(&server.home.workspace().join("pid"))).await;
+}
+
+#[tokio::test]
+async fn a_command_that_times_out_is_stopped_with_what_it_has_started() {
+    let server = scripted(
+        json!([
+            [call(
+                "run_command",
+                json!({"command": BACKGROUND_JOB, "timeout_secs": 1})
+            )],
+            [{"text": "It took too long."}]
+        ]),
+        &[],
+    )
+    .await;
+    let ide = Ide::new(&server.home.workspace(), false, false);
+    let (stop, received, session) = one_turn(&server, &ide, "go").await;
+    assert_eq!(stop, StopReason::EndTurn);
+    let calls = received.tool_calls(&session);
+    let result = content_text(&calls[0]);
+    assert!(result.starts_with("timed out after 1 s"), "{result}");
+    ended(pid_in(&server.home.workspace().join("pid"))).await;
+}
+
+/// The pid a command wrote to `file`.
+fn pid_in(file: &Path) -> rustix::process::Pid {
+    let text = std::fs::read_to_string(file).unwrap();
+    let pid: i32 = text.trim().parse().unwrap();
+    rustix::process::Pid::from_raw(pid).expect("a real pid")
+}
+
+/// Wait until process `pid` has exited (it may be gone already).
+async fn ended(pid: rustix::process::Pid) {
+    // Its pidfd turns readable when it exits, reaped or not: an orphan's
+    // reaper may be slow, or, in a container, absent.
     if let Ok(process) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
         // SAFETY: the AsyncFd owns the pidfd and nothing else closes it.
         let process = unsafe {
             tokio::io::unix::AsyncFd::register_with_interest(process, tokio::io::Interest::READABLE)
                 .unwrap()
         };
-        let _ready = support::within("the command to be killed", process.readable())
+        let _ready = support::within(&format!("process {pid:?} to end"), process.readable())
             .await
             .unwrap();
     }
@@ -707,9 +816,26 @@ mod against_a_provider {
 
     use super::*;
     use support::fake_provider::{
-        FakeProvider, Reply, openai_delta, openai_done, openai_finish, openai_text_reply,
-        openai_usage,
+        FakeProvider, Reply, Wire, anthropic_text_reply, openai_delta, openai_done, openai_finish,
+        openai_text_reply, openai_usage,
     };
+
+    /// The `usage_update`s `session` received, as (used, size), in order.
+    fn usage_updates(
+        received: &Received,
+        session: &agent_client_protocol::v1::schema::SessionId,
+    ) -> Vec<(u64, u64)> {
+        received
+            .updates
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| &n.session_id == session)
+            .map(|n| serde_json::to_value(&n.update).unwrap())
+            .filter(|u| u["sessionUpdate"] == "usage_update")
+            .map(|u| (u["used"].as_u64().unwrap(), u["size"].as_u64().unwrap()))
+            .collect()
+    }
 
     fn tool_call_reply() -> Reply {
         Reply::events([
@@ -777,6 +903,12 @@ mod against_a_provider {
         assert_eq!(
             received.agent_text(&session).0,
             "Reading. The notes say hi."
+        );
+        // Each call's usage: 50 + 10 tokens, then 10 + 5.
+        let window = punie::config::DEFAULT_CONTEXT_WINDOW;
+        assert_eq!(
+            usage_updates(&received, &session),
+            [(60, window), (15, window)]
         );
         assert_eq!(ide.requests(), ["fs/read_text_file"]);
 
@@ -898,6 +1030,39 @@ mod against_a_provider {
             "Error: not run: the user cancelled the turn"
         );
         assert_eq!(messages[4]["content"], "what happened?");
+    }
+
+    #[tokio::test]
+    async fn an_anthropic_reply_streams_its_text_and_usage_to_the_client() {
+        let provider =
+            FakeProvider::start([Reply::events(anthropic_text_reply(&["Hello ", "there."]))]).await;
+        let home = Home::new();
+        let (model, env) = Wire::Anthropic.model_spec(&provider);
+        let mut command = home.command();
+        command.args([
+            "serve",
+            "--port",
+            "0",
+            "--model",
+            &model,
+            "--context-window",
+            "200000",
+        ]);
+        command.envs(env);
+        let server = Server::spawn(home, command).await;
+        let ide = Ide::new(&server.home.workspace(), false, false);
+        let (stop, received, session) = one_turn(&server, &ide, "hi").await;
+        assert_eq!(stop, StopReason::EndTurn);
+        let (text, chunks) = received.agent_text(&session);
+        assert_eq!((text.as_str(), chunks), ("Hello there.", 2));
+        // message_start's 25 input tokens and message_delta's 15 output tokens.
+        assert_eq!(usage_updates(&received, &session), [(40, 200_000)]);
+        let requests = provider.requests();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].path, "/v1/messages");
+        assert_eq!(requests[0].headers["x-api-key"], "sk-ant-test");
+        assert_eq!(requests[0].body["model"], "claude-fake");
+        assert_eq!(requests[0].body["stream"], true);
     }
 
     #[tokio::test]

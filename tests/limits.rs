@@ -633,3 +633,50 @@ async fn a_wrong_settings_file_is_a_usage_error_that_names_the_file_and_the_sett
         assert!(stderr.contains(expected), "{settings}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_zero_that_would_stop_everything_is_a_usage_error() {
+    for (flag, expected) in [
+        (
+            "--max-tool-rounds",
+            "invalid value '0' for '--max-tool-rounds <MAX_TOOL_ROUNDS>': a turn needs at least 1 round",
+        ),
+        (
+            "--pong-timeout",
+            "--pong-timeout must be more than 0 seconds",
+        ),
+        (
+            "--outgoing-stall",
+            "--outgoing-stall must be more than 0 seconds",
+        ),
+        (
+            "--client-request-timeout",
+            "--client-request-timeout must be more than 0 seconds",
+        ),
+    ] {
+        let home = Home::new();
+        let mut command = home.command();
+        command
+            .args(["serve", "--port", "0", flag, "0"])
+            .stdin(std::process::Stdio::null());
+        // A server that takes the 0 runs until the deadline kills it.
+        let output = within(&format!("`serve {flag} 0` to exit"), command.output())
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains(expected), "{flag}: {stderr}");
+    }
+    let home = home_with_settings("[serve]\nmax-tool-rounds = 0\n");
+    let mut command = home.command();
+    command
+        .args(["serve", "--port", "0"])
+        .stdin(std::process::Stdio::null());
+    let output = within("`serve` to refuse the setting", command.output())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("config/punie/config.toml"), "{stderr}");
+    assert!(stderr.contains("a turn needs at least 1 round"), "{stderr}");
+}

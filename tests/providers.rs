@@ -514,6 +514,123 @@ async fn a_stream_that_breaks_after_its_first_token_is_not_retried() {
     }
 }
 
+/// How a reply opens before its first token: a role, `message_start`, an
+/// empty text block, `ping`, and, for OpenAI, an early usage chunk.
+fn opening_without_a_token(wire: Wire) -> Vec<String> {
+    match wire {
+        Wire::OpenAi => vec![
+            openai_delta(json!({"role": "assistant", "content": ""})),
+            openai_usage(7, 0),
+        ],
+        Wire::Anthropic => vec![
+            anthropic_message_start(7),
+            anthropic_event(json!({
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            })),
+            anthropic_event(json!({"type": "ping"})),
+        ],
+    }
+}
+
+/// `first`, then a good reply: the call succeeds on the retry, and says
+/// only what the good reply said.
+async fn the_retry_alone_is_heard(wire: Wire, first: Reply) {
+    let fake = FakeProvider::start([first, Reply::events(wire.text_reply(&["fine"]))]).await;
+    let (events, error) = run(&*model_on(wire, &fake, &one_retry()), ask("x")).await;
+    assert!(error.is_none(), "{wire:?}: {error:?}");
+    let usage = match wire {
+        Wire::OpenAi => usage(10, 5),
+        Wire::Anthropic => usage(25, 15),
+    };
+    assert_eq!(
+        events,
+        [text("fine"), usage, ModelEvent::Stop(Stop::Done)],
+        "{wire:?}"
+    );
+    assert_eq!(
+        fake.requests().len(),
+        2,
+        "{wire:?}: one attempt and one retry"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_before_its_first_token_is_retried() {
+    for wire in Wire::ALL {
+        let first = Reply::events(opening_without_a_token(wire));
+        the_retry_alone_is_heard(wire, first).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_before_its_first_token_is_retried() {
+    for wire in Wire::ALL {
+        let mut parts: Vec<Part> = opening_without_a_token(wire)
+            .into_iter()
+            .map(Part::Send)
+            .collect();
+        // The opening reaches Punie before the connection breaks.
+        parts.extend([Part::Flush, Part::Abort]);
+        the_retry_alone_is_heard(wire, Reply::Stream(parts)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_overloaded_error_event_before_the_first_token_is_retried() {
+    let mut events = opening_without_a_token(Wire::Anthropic);
+    events.push(anthropic_event(
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    ));
+    the_retry_alone_is_heard(Wire::Anthropic, Reply::events(events)).await;
+
+    let mut events = opening_without_a_token(Wire::OpenAi);
+    events.push(format!(
+        "data: {}\n\n",
+        json!({"error": {"message": "The server had an error while processing your request.",
+                         "type": "server_error"}})
+    ));
+    the_retry_alone_is_heard(Wire::OpenAi, Reply::events(events)).await;
+}
+
+#[tokio::test]
+async fn an_error_event_that_blames_the_request_is_not_retried() {
+    let mut events = opening_without_a_token(Wire::Anthropic);
+    events.push(anthropic_event(json!({
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "prompt is too long"},
+    })));
+    let fake = FakeProvider::start([
+        Reply::events(events),
+        Reply::events(anthropic_text_reply(&["fine"])),
+    ])
+    .await;
+    let error = error_of(&*anthropic_model(&fake, &one_retry()), ask("x")).await;
+    assert_eq!(
+        error,
+        "Anthropic reported an error: prompt is too long (invalid_request_error)"
+    );
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_before_its_first_token_every_time_says_so() {
+    for wire in Wire::ALL {
+        let first = || Reply::events(opening_without_a_token(wire));
+        let fake = FakeProvider::start([first(), first()]).await;
+        let error = error_of(&*model_on(wire, &fake, &one_retry()), ask("x")).await;
+        assert_eq!(
+            error,
+            format!(
+                "{} closed the stream before the reply was complete (after 1 retry)",
+                wire.peer_name()
+            )
+        );
+        assert_eq!(fake.requests().len(), 2, "{wire:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_connection_closed_every_time_ends_the_call_after_the_retries() {
     for wire in Wire::ALL {

@@ -16,7 +16,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::http::{self, Call, Decoder, Peer};
+use super::http::{self, Call, DecodeError, Decoder, Peer};
 use super::{
     Message, Model, ModelError, ModelEvent, ModelRequest, ModelSettings, ModelStream, Stop,
     ToolCall, ToolSpec, Usage,
@@ -126,12 +126,13 @@ impl Model for AnthropicModel {
             headers,
             body: request_body(&self.model, &request).to_string().into(),
         };
+        let peer = self.peer.clone();
         http::model_stream(
             self.client.clone(),
             call,
             self.peer.clone(),
             self.settings.clone(),
-            EventDecoder::new(self.peer.clone()),
+            move || EventDecoder::new(peer.clone()),
         )
     }
 }
@@ -364,6 +365,8 @@ struct EventDecoder {
     tool_uses: BTreeMap<usize, PartialToolUse>,
     usage: Usage,
     stop: Option<Stop>,
+    /// Text, thinking or a tool use has arrived.
+    started: bool,
 }
 
 impl EventDecoder {
@@ -373,16 +376,22 @@ impl EventDecoder {
             tool_uses: BTreeMap::new(),
             usage: Usage::default(),
             stop: None,
+            started: false,
         }
     }
 
     fn block_started(&mut self, index: usize, block: Block, out: &mut Vec<ModelEvent>) {
         match block {
-            Block::Text { text } if !text.is_empty() => out.push(ModelEvent::Text(text)),
+            Block::Text { text } if !text.is_empty() => {
+                self.started = true;
+                out.push(ModelEvent::Text(text));
+            }
             Block::Thinking { thinking } if !thinking.is_empty() => {
+                self.started = true;
                 out.push(ModelEvent::Thought(thinking));
             }
             Block::ToolUse { id, name, input } => {
+                self.started = true;
                 let tool_use = PartialToolUse {
                     id,
                     name,
@@ -397,8 +406,12 @@ impl EventDecoder {
 
     fn block_delta(&mut self, index: usize, delta: BlockDelta, out: &mut Vec<ModelEvent>) {
         match delta {
-            BlockDelta::TextDelta { text } if !text.is_empty() => out.push(ModelEvent::Text(text)),
+            BlockDelta::TextDelta { text } if !text.is_empty() => {
+                self.started = true;
+                out.push(ModelEvent::Text(text));
+            }
             BlockDelta::ThinkingDelta { thinking } if !thinking.is_empty() => {
+                self.started = true;
                 out.push(ModelEvent::Thought(thinking));
             }
             BlockDelta::InputJsonDelta { partial_json } => {
@@ -454,7 +467,7 @@ fn stop_for(stop_reason: &str) -> Stop {
 }
 
 impl Decoder for EventDecoder {
-    fn decode(&mut self, event: &Event, out: &mut Vec<ModelEvent>) -> Result<(), ModelError> {
+    fn decode(&mut self, event: &Event, out: &mut Vec<ModelEvent>) -> Result<(), DecodeError> {
         if event.data.trim().is_empty() {
             return Ok(());
         }
@@ -480,13 +493,17 @@ impl Decoder for EventDecoder {
         Ok(())
     }
 
-    fn finish(&mut self, out: &mut Vec<ModelEvent>) -> Result<(), ModelError> {
+    fn finish(&mut self, out: &mut Vec<ModelEvent>) -> Result<(), DecodeError> {
         if self.stop.is_some() {
             self.end(out);
             Ok(())
         } else {
             Err(http::cut_short(&self.peer))
         }
+    }
+
+    fn started(&self) -> bool {
+        self.started
     }
 }
 

@@ -1,7 +1,7 @@
 //! What the network providers share: one HTTP client per model, the POST that
-//! opens a server-sent event stream, retries with backoff before the stream
-//! has produced anything, the idle timeout while it runs, and errors worded
-//! for the person who has to fix them.
+//! opens a server-sent event stream, retries with backoff until the answer
+//! has begun (its first token), the idle timeout while it runs, and errors
+//! worded for the person who has to fix them.
 //!
 //! This module knows HTTP and SSE, never a provider's JSON: each provider
 //! ([`super::openai`], [`super::anthropic`]) builds its request body and turns
@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use eventsource_stream::{Event, EventStreamError, Eventsource as _};
 use futures::StreamExt as _;
-use futures::stream::BoxStream;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
@@ -106,76 +105,57 @@ pub(crate) fn parse_base_url(text: &str, what: &str) -> Result<Url, ModelError> 
 }
 
 /// Turns server-sent events into model events, one provider's wire format.
+/// A call that is tried again gets a new decoder.
 pub(crate) trait Decoder: Send + 'static {
     /// Push the model events `event` carries onto `out`; an `Err` ends the
-    /// call (events already pushed are still delivered first).
-    fn decode(&mut self, event: &Event, out: &mut Vec<ModelEvent>) -> Result<(), ModelError>;
+    /// attempt (events already pushed are still delivered first).
+    fn decode(&mut self, event: &Event, out: &mut Vec<ModelEvent>) -> Result<(), DecodeError>;
 
     /// The stream ended without a [`ModelEvent::Stop`]: push what is still
     /// pending and the stop, or say why the reply is incomplete.
-    fn finish(&mut self, out: &mut Vec<ModelEvent>) -> Result<(), ModelError>;
+    fn finish(&mut self, out: &mut Vec<ModelEvent>) -> Result<(), DecodeError>;
+
+    /// Whether the answer itself has begun: a piece of text, of a thought or
+    /// of a tool call has arrived. Until then (a role, `message_start`,
+    /// `ping`, usage) a failed attempt can be made again without the person
+    /// seeing anything twice.
+    fn started(&self) -> bool;
+}
+
+/// Why decoding ended an attempt.
+#[derive(Debug)]
+pub(crate) struct DecodeError {
+    pub error: ModelError,
+    /// The server is busy or broke (overloaded, rate limited, an internal
+    /// error, the stream cut short): another attempt may succeed.
+    pub transient: bool,
+}
+
+impl From<ModelError> for DecodeError {
+    fn from(error: ModelError) -> Self {
+        Self {
+            error,
+            transient: false,
+        }
+    }
 }
 
 /// Make `call` and decode its event stream into model events. The stream ends
 /// after the first [`ModelEvent::Stop`], or with the first error.
-pub(crate) fn model_stream(
+///
+/// An attempt that fails before the answer has begun (see
+/// [`Decoder::started`]) is made again, up to `settings.retries` times: a
+/// 429 or 5xx, a connection dropped, a stream that ends or reports an
+/// overloaded server before its first token. What such an attempt decoded
+/// (usage) is held back and dropped with it, so nothing is said twice; once
+/// the answer has begun, a failure ends the call.
+pub(crate) fn model_stream<D: Decoder>(
     client: reqwest::Client,
     call: Call,
     peer: Arc<Peer>,
     settings: ModelSettings,
-    mut decoder: impl Decoder,
+    new_decoder: impl Fn() -> D + Send + 'static,
 ) -> ModelStream {
-    let mut events = event_stream(client, call, peer, settings);
-    async_stream::stream! {
-        let mut out = Vec::new();
-        while let Some(event) = events.next().await {
-            let decoded = match event {
-                Ok(event) => decoder.decode(&event, &mut out),
-                Err(error) => Err(error),
-            };
-            for model_event in out.drain(..) {
-                let stop = matches!(model_event, ModelEvent::Stop(_));
-                yield Ok(model_event);
-                if stop {
-                    return;
-                }
-            }
-            if let Err(error) = decoded {
-                yield Err(error);
-                return;
-            }
-        }
-        let finished = decoder.finish(&mut out);
-        for model_event in out.drain(..) {
-            yield Ok(model_event);
-        }
-        if let Err(error) = finished {
-            yield Err(error);
-        }
-    }
-    .boxed()
-}
-
-/// A call that fails before it starts, e.g. for want of an API key.
-pub(crate) fn failed(error: ModelError) -> ModelStream {
-    futures::stream::iter([Err(error)]).boxed()
-}
-
-/// The error for a stream that ended before the reply said it was complete.
-pub(crate) fn cut_short(peer: &Peer) -> ModelError {
-    ModelError::Provider(format!(
-        "{} closed the stream before the reply was complete",
-        peer.name
-    ))
-}
-
-/// The events of `call`'s answer, with retries and the idle timeout applied.
-fn event_stream(
-    client: reqwest::Client,
-    call: Call,
-    peer: Arc<Peer>,
-    settings: ModelSettings,
-) -> BoxStream<'static, Result<Event, ModelError>> {
     async_stream::stream! {
         let mut retries_done = 0;
         'attempts: loop {
@@ -197,34 +177,77 @@ fn event_stream(
                 }
             };
             let mut events = response.bytes_stream().eventsource();
-            let mut received_any = false;
-            loop {
+            let mut decoder = new_decoder();
+            // What this attempt decoded, held until the answer begins.
+            let mut held = Vec::new();
+            let failure = loop {
                 let next = tokio::time::timeout(settings.idle_timeout, events.next()).await;
-                match next {
-                    Err(_elapsed) => {
-                        yield Err(idle_error(&peer, settings.idle_timeout));
-                        return;
-                    }
-                    Ok(None) => return,
-                    Ok(Some(Ok(event))) => {
-                        received_any = true;
-                        yield Ok(event);
-                    }
+                let (decoded, ended) = match next {
+                    Err(_elapsed) => (Err(idle_error(&peer, settings.idle_timeout).into()), false),
+                    Ok(None) => (decoder.finish(&mut held), true),
+                    Ok(Some(Ok(event))) => (decoder.decode(&event, &mut held), false),
                     Ok(Some(Err(error))) => {
-                        let retryable = matches!(&error, EventStreamError::Transport(error) if is_dropped(error));
-                        if retryable && !received_any && may_retry {
-                            tokio::time::sleep(retry_wait(&settings, retries_done, None)).await;
-                            retries_done += 1;
-                            continue 'attempts;
+                        let transient = matches!(&error, EventStreamError::Transport(error) if is_dropped(error));
+                        let error = DecodeError { error: stream_error(&peer, &error), transient };
+                        (Err(error), false)
+                    }
+                };
+                let stopped = held.iter().any(|event| matches!(event, ModelEvent::Stop(_)));
+                if decoder.started() || stopped {
+                    for model_event in held.drain(..) {
+                        let stop = matches!(model_event, ModelEvent::Stop(_));
+                        yield Ok(model_event);
+                        if stop {
+                            return;
                         }
-                        yield Err(stream_error(&peer, &error));
-                        return;
                     }
                 }
+                match decoded {
+                    Err(failure) => break failure,
+                    Ok(()) if ended => {
+                        for model_event in held.drain(..) {
+                            yield Ok(model_event);
+                        }
+                        return;
+                    }
+                    Ok(()) => {}
+                }
+            };
+            if failure.transient && may_retry && !decoder.started() {
+                tokio::time::sleep(retry_wait(&settings, retries_done, None)).await;
+                retries_done += 1;
+                continue 'attempts;
             }
+            for model_event in held.drain(..) {
+                yield Ok(model_event);
+            }
+            let error = if failure.transient && !decoder.started() {
+                after_retries(failure.error, retries_done)
+            } else {
+                failure.error
+            };
+            yield Err(error);
+            return;
         }
     }
     .boxed()
+}
+
+/// A call that fails before it starts, e.g. for want of an API key.
+pub(crate) fn failed(error: ModelError) -> ModelStream {
+    futures::stream::iter([Err(error)]).boxed()
+}
+
+/// The error for a stream that ended before the reply said it was complete:
+/// the server stopped short, and may well not the next time.
+pub(crate) fn cut_short(peer: &Peer) -> DecodeError {
+    DecodeError {
+        error: ModelError::Provider(format!(
+            "{} closed the stream before the reply was complete",
+            peer.name
+        )),
+        transient: true,
+    }
 }
 
 /// Why an attempt failed, and whether another may succeed.
@@ -333,7 +356,13 @@ fn is_refused_or_reset(error: &reqwest::Error) -> bool {
 /// a server restarting, a proxy giving up, or a keep-alive connection the
 /// server closed just as it was reused. Another attempt may well succeed.
 fn is_dropped(error: &reqwest::Error) -> bool {
-    is_reset(error) || closed_before_answer(error)
+    is_reset(error) || closed_before_answer(error) || closed_in_the_body(error)
+}
+
+/// The connection closed in the middle of a chunked body: a server that
+/// crashed while it streamed.
+fn closed_in_the_body(error: &reqwest::Error) -> bool {
+    io_error_kind(error).is_some_and(|kind| kind == std::io::ErrorKind::UnexpectedEof)
 }
 
 /// hyper's `IncompleteMessage`: the server closed the connection (FIN) before
@@ -504,9 +533,34 @@ pub(crate) fn json_error_message(value: &Value) -> Option<String> {
 }
 
 /// An error the model server reported in the middle of its stream.
-pub(crate) fn reported_error(peer: &Peer, value: &Value) -> ModelError {
+pub(crate) fn reported_error(peer: &Peer, value: &Value) -> DecodeError {
     let message = json_error_message(value).unwrap_or_else(|| value.to_string());
-    ModelError::Provider(format!("{} reported an error: {message}", peer.name))
+    DecodeError {
+        error: ModelError::Provider(format!("{} reported an error: {message}", peer.name)),
+        transient: is_transient(value),
+    }
+}
+
+/// Whether a reported error says the server is busy or broke rather than
+/// that the request is wrong: the types Anthropic and OpenAI use for what
+/// their 429, 500 and 529 answers mean, or such a status as the code.
+fn is_transient(value: &Value) -> bool {
+    let error = value.get("error").unwrap_or(value);
+    let kind = error.get("type").and_then(Value::as_str);
+    let transient_kind = matches!(
+        kind,
+        Some(
+            "overloaded_error"
+                | "rate_limit_error"
+                | "api_error"
+                | "server_error"
+                | "timeout_error"
+        )
+    );
+    let code = ["code", "status"]
+        .iter()
+        .find_map(|key| error.get(*key).and_then(Value::as_u64));
+    transient_kind || code.is_some_and(|code| code == 429 || (500..600).contains(&code))
 }
 
 /// Parse one event's JSON data, or say the server sent something else.

@@ -175,8 +175,9 @@ pub trait Model: Send + Sync + 'static {
 pub struct ModelSettings {
     /// A stream that sends nothing for this long is given up on.
     pub idle_timeout: std::time::Duration,
-    /// Attempts after the first when a call fails before its first event
-    /// (429, 5xx, a reset connection).
+    /// Attempts after the first when a call fails before its first token
+    /// (429, 5xx, a reset connection, a stream that ends or reports an
+    /// overloaded server before the answer begins).
     pub retries: u32,
     /// The first wait between attempts; each further wait doubles it.
     pub retry_backoff: std::time::Duration,

@@ -17,7 +17,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValu
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::http::{self, Call, Decoder, Peer};
+use super::http::{self, Call, DecodeError, Decoder, Peer};
 use super::{
     Message, Model, ModelError, ModelEvent, ModelRequest, ModelSettings, ModelStream, Stop,
     ToolCall, ToolSpec, Usage,
@@ -206,13 +206,13 @@ impl Model for OpenAiModel {
             headers,
             body: request_body(&self.model, &request).to_string().into(),
         };
-        let decoder = ChunkDecoder::new(self.peer.clone());
+        let peer = self.peer.clone();
         http::model_stream(
             self.client.clone(),
             call,
             self.peer.clone(),
             self.settings.clone(),
-            decoder,
+            move || ChunkDecoder::new(peer.clone()),
         )
     }
 }
@@ -441,6 +441,8 @@ struct ChunkDecoder {
     calls: BTreeMap<usize, PartialCall>,
     stop: Option<Stop>,
     refused: bool,
+    /// Text, reasoning or a piece of a tool call has arrived.
+    started: bool,
 }
 
 impl ChunkDecoder {
@@ -450,6 +452,7 @@ impl ChunkDecoder {
             calls: BTreeMap::new(),
             stop: None,
             refused: false,
+            started: false,
         }
     }
 
@@ -512,17 +515,21 @@ impl ChunkDecoder {
             .flatten()
         {
             if !thought.is_empty() {
+                self.started = true;
                 out.push(ModelEvent::Thought(thought));
             }
         }
         if let Some(text) = delta.content.filter(|text| !text.is_empty()) {
+            self.started = true;
             out.push(ModelEvent::Text(text));
         }
         if let Some(refusal) = delta.refusal.filter(|text| !text.is_empty()) {
+            self.started = true;
             self.refused = true;
             out.push(ModelEvent::Text(refusal));
         }
         for piece in delta.tool_calls.into_iter().flatten() {
+            self.started = true;
             self.add_tool_call_piece(piece);
         }
         if let Some(reason) = choice.finish_reason {
@@ -541,7 +548,7 @@ fn stop_for(finish_reason: &str) -> Stop {
 }
 
 impl Decoder for ChunkDecoder {
-    fn decode(&mut self, event: &Event, out: &mut Vec<ModelEvent>) -> Result<(), ModelError> {
+    fn decode(&mut self, event: &Event, out: &mut Vec<ModelEvent>) -> Result<(), DecodeError> {
         let data = event.data.trim();
         if data == "[DONE]" {
             self.end(out);
@@ -570,7 +577,7 @@ impl Decoder for ChunkDecoder {
         Ok(())
     }
 
-    fn finish(&mut self, out: &mut Vec<ModelEvent>) -> Result<(), ModelError> {
+    fn finish(&mut self, out: &mut Vec<ModelEvent>) -> Result<(), DecodeError> {
         // Some servers close the stream after the finish without `[DONE]`.
         if self.stop.is_some() {
             self.end(out);
@@ -578,6 +585,10 @@ impl Decoder for ChunkDecoder {
         } else {
             Err(http::cut_short(&self.peer))
         }
+    }
+
+    fn started(&self) -> bool {
+        self.started
     }
 }
 

@@ -9,11 +9,18 @@
 //! client knows the terminal), and one that needs a capability (`fs.*`,
 //! `terminal`) fails at once when the connection that would answer it did
 //! not advertise it.
+//!
+//! A cancelled turn stops waiting for answers at once. A `terminal/create`
+//! still unanswered then is not forgotten: when the client answers it, the
+//! terminal is killed and released, as the tool would have done had it
+//! learnt the terminal's id.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use agent_client_protocol::v1::schema::{ClientCapabilities, SessionUpdate};
+use agent_client_protocol::v1::schema::{
+    ClientCapabilities, KillTerminalRequest, ReleaseTerminalRequest, SessionUpdate,
+};
 use agent_client_protocol::{Error, ErrorCode, JsonRpcRequest, JsonRpcResponse};
 use tokio_util::sync::CancellationToken;
 
@@ -135,10 +142,15 @@ impl SessionPort {
         R: JsonRpcRequest + Send + 'static,
         R::Response: Send + 'static,
     {
-        let answer = target.cx.send_request(request).block_task();
+        let mut answer = Box::pin(target.cx.send_request(request).block_task());
         let answer = tokio::select! {
-            answer = self.patient(method, answer) => answer,
-            () = self.cancel.cancelled() => return Err(cancelled()),
+            answer = self.patient(method, answer.as_mut()) => answer,
+            () = self.cancel.cancelled() => {
+                if method == "terminal/create" {
+                    self.stop_when_created(target, method, answer);
+                }
+                return Err(cancelled());
+            }
         };
         match answer {
             Ok(response) => Ok(Some(response)),
@@ -148,6 +160,37 @@ impl SessionPort {
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// The turn was cancelled while `target` was creating a terminal: once
+    /// it answers, kill the terminal and release it. Nobody waits for that.
+    fn stop_when_created<T: JsonRpcResponse + Send + 'static>(
+        &self,
+        target: &ClientHandle,
+        method: &str,
+        answer: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) {
+        let limit = self.session.settings.client_request_timeout;
+        let session = self.session.id.clone();
+        let method = method.to_owned();
+        let cx = target.cx.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(created)) = tokio::time::timeout(limit, answer).await else {
+                return;
+            };
+            let Some(terminal) = created
+                .into_json(&method)
+                .ok()
+                .and_then(|created| created.get("terminalId")?.as_str().map(str::to_owned))
+            else {
+                return;
+            };
+            tracing::debug!(%session, terminal, "stopping a terminal created after the turn was cancelled");
+            cx.send_request(KillTerminalRequest::new(session.clone(), terminal.clone()))
+                .detach();
+            cx.send_request(ReleaseTerminalRequest::new(session, terminal))
+                .detach();
+        });
     }
 
     /// Note which connection runs the terminal `response` names.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use agent_client_protocol::v1::schema::{
     CreateTerminalRequest, KillTerminalRequest, ReleaseTerminalRequest, Terminal,
-    TerminalExitStatus, TerminalOutputRequest, ToolCallContent, ToolCallStatus,
+    TerminalExitStatus, TerminalId, TerminalOutputRequest, ToolCallContent, ToolCallStatus,
     WaitForTerminalExitRequest,
 };
 use serde::Deserialize;
@@ -102,7 +102,22 @@ async fn on_client<C: ClientPort>(
         .args(argv)
         .cwd(cwd)
         .output_byte_limit(OUTPUT_LIMIT);
-    let terminal = ask_client(context, create).await?.terminal_id;
+    // Not raced against the cancel here: the port answers at once when the
+    // turn is cancelled, and stops a terminal created after that itself.
+    let terminal = match context.client.request(create).await {
+        Ok(created) => created.terminal_id,
+        Err(_) if context.cancel.is_cancelled() => return Err(Stop::Cancelled),
+        Err(error) => {
+            return Err(Stop::Failed(format!(
+                "the client could not do terminal/create: {}",
+                error.message
+            )));
+        }
+    };
+    if context.cancel.is_cancelled() {
+        abandon(context, &terminal);
+        return Err(Stop::Cancelled);
+    }
     let content = vec![ToolCallContent::Terminal(Terminal::new(terminal.clone()))];
     report.progress(content.clone());
     let wait = ask_client(
@@ -113,26 +128,29 @@ async fn on_client<C: ClientPort>(
     let timed_out = waited.is_err();
     let exit = match waited {
         Ok(Ok(exited)) => Some(exited.exit_status),
-        Ok(Err(Stop::Failed(problem))) => return Err(Stop::Failed(problem)),
-        Ok(Err(Stop::Cancelled)) | Err(_) => {
-            // Stop it without waiting on the answers: a cancelled turn ends now.
+        Ok(Err(stop)) => {
+            abandon(context, &terminal);
+            return Err(stop);
+        }
+        Err(_) => {
             context
                 .client
                 .send_detached(KillTerminalRequest::new(session.clone(), terminal.clone()));
-            if !timed_out {
-                context
-                    .client
-                    .send_detached(ReleaseTerminalRequest::new(session, terminal));
-                return Err(Stop::Cancelled);
-            }
             None
         }
     };
-    let output = ask_client(
+    let output = match ask_client(
         context,
         TerminalOutputRequest::new(session.clone(), terminal.clone()),
     )
-    .await?;
+    .await
+    {
+        Ok(output) => output,
+        Err(stop) => {
+            abandon(context, &terminal);
+            return Err(stop);
+        }
+    };
     context
         .client
         .send_detached(ReleaseTerminalRequest::new(session, terminal));
@@ -144,6 +162,20 @@ async fn on_client<C: ClientPort>(
         truncated: output.truncated,
     };
     Ok((ran, content))
+}
+
+/// Stop the client's terminal and let it go, without waiting for the
+/// answers: a cancelled turn ends now, and a failed one has nothing more to
+/// ask of it.
+fn abandon<C: ClientPort>(context: &ToolContext<'_, C>, terminal: &TerminalId) {
+    let session = context.session_id;
+    context
+        .client
+        .send_detached(KillTerminalRequest::new(session.clone(), terminal.clone()));
+    context.client.send_detached(ReleaseTerminalRequest::new(
+        session.clone(),
+        terminal.clone(),
+    ));
 }
 
 /// Run as a process of the server's own, inside the workspace.

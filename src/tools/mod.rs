@@ -57,7 +57,10 @@ pub trait ClientPort: Send + Sync {
 
     /// Send an agent→client request and wait for the answer. A request may
     /// be sent again to another client, hence `Clone` — but never one about
-    /// a terminal, which only the client that created it knows.
+    /// a terminal, which only the client that created it knows. Once the
+    /// turn is cancelled it stops waiting and fails; a `terminal/create`
+    /// answered after that is killed and released by the port, since the
+    /// caller never learns the terminal's id.
     fn request<R>(&self, request: R) -> impl Future<Output = Result<R::Response, Error>> + Send
     where
         R: JsonRpcRequest + Clone + Send + 'static,

@@ -1,5 +1,10 @@
 //! Commands run inside a workspace, each with its output kept (up to a limit,
 //! the oldest bytes dropped first) until it is released.
+//!
+//! Each command leads a process group of its own, and stopping it (a kill, a
+//! release, dropping the [`Terminals`]) kills the whole group: what the
+//! command started — a shell's background jobs, `make`'s compilers — goes
+//! with it.
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt as _;
@@ -7,7 +12,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::process::Child;
 use tokio::sync::{Notify, watch};
 
 use super::{Workspace, WorkspaceError};
@@ -105,6 +112,7 @@ impl Terminals {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| TerminalError::Spawn {
@@ -123,6 +131,7 @@ impl Terminals {
         });
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
+        let mut running = Running::new(child);
         let watched = terminal.clone();
         tokio::spawn(async move {
             let capture = async {
@@ -132,10 +141,10 @@ impl Terminals {
                 )
             };
             let status = tokio::select! {
-                status = async { capture.await; child.wait().await } => status,
+                status = async { capture.await; running.wait().await } => status,
                 () = watched.kill.notified() => {
-                    let _ = child.start_kill();
-                    child.wait().await
+                    running.kill();
+                    running.wait().await
                 }
             };
             let exit = match status {
@@ -208,6 +217,60 @@ impl Terminals {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Terminal>>> {
         lock(&self.running)
+    }
+}
+
+impl Drop for Terminals {
+    fn drop(&mut self) {
+        self.release_all();
+    }
+}
+
+/// A command that has not been seen to end, and the process group it leads.
+/// Dropped before then (its task dropped with the runtime, say), it kills
+/// the group.
+struct Running {
+    child: Child,
+    group: Option<Pid>,
+    reaped: bool,
+}
+
+impl Running {
+    fn new(child: Child) -> Self {
+        let group = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .and_then(Pid::from_raw);
+        Self {
+            child,
+            group,
+            reaped: false,
+        }
+    }
+
+    /// Kill the command and everything in its group. Only before the
+    /// command is reaped: until then its pid, which is the group's id,
+    /// cannot name another group.
+    fn kill(&mut self) {
+        if self.reaped {
+            return;
+        }
+        if let Some(group) = self.group {
+            let _ = rustix::process::kill_process_group(group, Signal::KILL);
+        }
+        let _ = self.child.start_kill();
+    }
+
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        let status = self.child.wait().await;
+        self.reaped = status.is_ok();
+        status
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -290,6 +353,52 @@ mod tests {
         let exit = terminals.wait(&id).await.unwrap();
         assert_eq!(exit.code, None);
         assert!(exit.signal.is_some());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_terminals_kills_what_their_commands_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = Workspace::new(dir.path()).unwrap();
+        let terminals = Terminals::default();
+        let script = "sleep 30 & echo $!; wait";
+        let id = terminals
+            .create(
+                &workspace,
+                "sh",
+                &["-c".into(), script.into()],
+                &[],
+                None,
+                None,
+            )
+            .unwrap();
+        let deadline = std::time::Duration::from_secs(20);
+        let job = tokio::time::timeout(deadline, async {
+            loop {
+                let output = terminals.output(&id).unwrap().output;
+                if let Some(line) = output.strip_suffix('\n') {
+                    return line.parse::<i32>().unwrap();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the shell prints its job's pid");
+        let job = rustix::process::pidfd_open(
+            Pid::from_raw(job).unwrap(),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .expect("the job runs");
+        drop(terminals);
+        // Readable once the job has exited, reaped or not.
+        // SAFETY: the AsyncFd owns the pidfd and nothing else closes it.
+        let job = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(job, tokio::io::Interest::READABLE)
+        }
+        .unwrap();
+        let _exited = tokio::time::timeout(deadline, job.readable())
+            .await
+            .expect("the job is killed")
+            .unwrap();
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub enum Part {
     Wait(Arc<Notify>),
     /// Send nothing more, and never close.
     Stall,
+    /// Let what was sent so far go out before the next part: the body is not
+    /// ready once, so hyper writes out what it holds.
+    #[allow(dead_code)] // tests/agent.rs includes this file but has no use for it.
+    Flush,
     /// Drop the connection at once, without ending the response: a server
     /// that crashed mid-reply.
     #[allow(dead_code)] // tests/providers.rs includes this file but has no use for it.
@@ -200,6 +204,7 @@ fn respond(reply: Reply, connection: &Connection) -> Response {
                         Part::Send(text) => yield Ok::<_, std::io::Error>(text),
                         Part::Wait(gate) => gate.notified().await,
                         Part::Stall => std::future::pending::<()>().await,
+                        Part::Flush => tokio::task::yield_now().await,
                         // A body that fails makes hyper drop the connection
                         // before the chunk that would end the response.
                         Part::Abort => yield Err(std::io::Error::other("the fake provider aborts")),

@@ -144,6 +144,12 @@ pub struct Ide {
     pub requests: Arc<Mutex<Vec<String>>>,
     /// The permission requests received.
     pub permissions: Arc<Mutex<Vec<RequestPermissionRequest>>>,
+    /// Each terminal as it was created, killed and released: method and id.
+    pub terminals: Arc<Mutex<Vec<(String, String)>>>,
+    /// Rung on every request received.
+    requested: Arc<Notify>,
+    /// Methods whose answer waits until the test rings their bell.
+    held: Arc<Mutex<std::collections::HashMap<&'static str, Arc<Notify>>>>,
     service: Arc<punie::client::service::LocalService>,
 }
 
@@ -156,6 +162,9 @@ impl Ide {
             answers: Arc::default(),
             requests: Arc::default(),
             permissions: Arc::default(),
+            terminals: Arc::default(),
+            requested: Arc::default(),
+            held: Arc::default(),
             service: punie::client::service::LocalService::new(
                 workspace,
                 punie::client::service::Permissions::RejectAll,
@@ -174,6 +183,39 @@ impl Ide {
 
     fn record(&self, method: &str) {
         self.requests.lock().unwrap().push(method.to_owned());
+        self.requested.notify_waiters();
+    }
+
+    fn record_terminal(&self, method: &str, terminal: &str) {
+        self.terminals
+            .lock()
+            .unwrap()
+            .push((method.to_owned(), terminal.to_owned()));
+        self.requested.notify_waiters();
+    }
+
+    /// Answer `method` (`terminal/create` or `terminal/output`) only once the
+    /// returned bell has been rung.
+    pub fn hold(&self, method: &'static str) -> Arc<Notify> {
+        self.held.lock().unwrap().entry(method).or_default().clone()
+    }
+
+    fn bell(&self, method: &str) -> Option<Arc<Notify>> {
+        self.held.lock().unwrap().get(method).cloned()
+    }
+
+    /// Wait until `done` holds for the methods requested so far.
+    pub async fn until_requests(&self, what: &str, done: impl Fn(&[String]) -> bool) {
+        within(what, async {
+            loop {
+                let requested = self.requested.notified();
+                if done(&self.requests()) {
+                    return;
+                }
+                requested.await;
+            }
+        })
+        .await;
     }
 
     /// The capabilities this IDE advertises in `initialize`.
@@ -229,16 +271,38 @@ impl Ide {
                 on_receive_request!(),
             )
             .on_receive_request(
-                async move |request: CreateTerminalRequest, responder, _cx| {
+                async move |request: CreateTerminalRequest, responder, cx| {
                     c.record("terminal/create");
-                    responder.respond_with_result(c.service.create_terminal(request))
+                    let ide = c.clone();
+                    let create = async move || {
+                        let created = ide.service.create_terminal(request);
+                        if let Ok(created) = &created {
+                            ide.record_terminal("terminal/create", &created.terminal_id.0);
+                        }
+                        responder.respond_with_result(created)
+                    };
+                    match c.bell("terminal/create") {
+                        None => create().await,
+                        // Answered later, so the client goes on reading meanwhile.
+                        Some(bell) => cx.spawn(async move {
+                            bell.notified().await;
+                            create().await
+                        }),
+                    }
                 },
                 on_receive_request!(),
             )
             .on_receive_request(
-                async move |request: TerminalOutputRequest, responder, _cx| {
+                async move |request: TerminalOutputRequest, responder, cx| {
                     d.record("terminal/output");
-                    responder.respond_with_result(d.service.terminal_output(request))
+                    let service = d.service.clone();
+                    match d.bell("terminal/output") {
+                        None => responder.respond_with_result(service.terminal_output(request)),
+                        Some(bell) => cx.spawn(async move {
+                            bell.notified().await;
+                            responder.respond_with_result(service.terminal_output(request))
+                        }),
+                    }
                 },
                 on_receive_request!(),
             )
@@ -254,6 +318,7 @@ impl Ide {
             )
             .on_receive_request(
                 async move |request: KillTerminalRequest, responder, _cx| {
+                    f.record_terminal("terminal/kill", &request.terminal_id.0);
                     f.record("terminal/kill");
                     responder.respond_with_result(f.service.kill_terminal(request))
                 },
@@ -261,6 +326,7 @@ impl Ide {
             )
             .on_receive_request(
                 async move |request: ReleaseTerminalRequest, responder, _cx| {
+                    g.record_terminal("terminal/release", &request.terminal_id.0);
                     g.record("terminal/release");
                     responder.respond_with_result(g.service.release_terminal(request))
                 },
