@@ -14,17 +14,6 @@ use serde_json::{Value, json};
 use support::sdk::{Ide, Received, first_update, new_session, prompt};
 use support::{Home, Server, sdk_transport};
 
-/// A server on a `script:` model replaying `responses`.
-async fn scripted(responses: Value, extra: &[&str]) -> Server {
-    let home = Home::new();
-    let script = home.dir.path().join("script.json");
-    std::fs::write(&script, responses.to_string()).unwrap();
-    let model = format!("script:{}", script.display());
-    let mut args = vec!["--model", model.as_str()];
-    args.extend_from_slice(extra);
-    Server::start_in(home, &args).await
-}
-
 fn call(name: &str, arguments: Value) -> Value {
     json!({"tool_call": {"name": name, "arguments": arguments}})
 }
@@ -73,7 +62,7 @@ const THROUGH_THE_CLIENT: [&str; 9] = [
 
 #[tokio::test]
 async fn a_turn_reads_asks_writes_and_runs_a_command_through_the_client() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([
             [{"text": "Let me look. "}, call("read_file", json!({"path": "notes.txt"}))],
             [call("edit_file", json!({"path": "notes.txt", "old_text": "old", "new_text": "new"}))],
@@ -145,7 +134,7 @@ async fn a_turn_reads_asks_writes_and_runs_a_command_through_the_client() {
 
 #[tokio::test]
 async fn a_rejected_write_leaves_the_file_byte_for_byte_untouched() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([
             [call("write_file", json!({"path": "notes.txt", "content": "overwritten"}))],
             [{"text": "Understood."}]
@@ -172,7 +161,7 @@ async fn a_rejected_write_leaves_the_file_byte_for_byte_untouched() {
 
 #[tokio::test]
 async fn a_cancelled_permission_answer_ends_the_turn_cancelled_and_writes_nothing() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([
             [
                 {"text": "Overwriting. "},
@@ -249,7 +238,7 @@ async fn a_cancelled_permission_answer_ends_the_turn_cancelled_and_writes_nothin
 
 #[tokio::test]
 async fn a_cancelled_permission_answer_stops_an_edit_and_a_command_before_they_run() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([
             [call("edit_file", json!({"path": "notes.txt", "old_text": "old", "new_text": "new"}))],
             [call("run_command", json!({"command": "touch ran"}))],
@@ -300,7 +289,7 @@ async fn a_cancelled_permission_answer_stops_an_edit_and_a_command_before_they_r
 
 #[tokio::test]
 async fn allow_always_skips_the_second_prompt_and_reject_always_refuses_without_asking() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([
             [call("write_file", json!({"path": "a.txt", "content": "a"}))],
             [call("write_file", json!({"path": "b.txt", "content": "b"}))],
@@ -343,7 +332,7 @@ async fn allow_always_skips_the_second_prompt_and_reject_always_refuses_without_
 
 #[tokio::test]
 async fn without_client_capabilities_the_same_turn_runs_on_the_server() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([
             [call("read_file", json!({"path": "notes.txt"}))],
             [call("edit_file", json!({"path": "notes.txt", "old_text": "old", "new_text": "new"}))],
@@ -376,7 +365,7 @@ async fn without_client_capabilities_the_same_turn_runs_on_the_server() {
 
 #[tokio::test]
 async fn paths_outside_the_workspace_are_refused_and_never_reach_the_client() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([
             [call("read_file", json!({"path": "../secret.txt"}))],
             [call("read_file", json!({"path": "/etc/passwd"}))],
@@ -437,7 +426,7 @@ fn content_text(call: &Value) -> &str {
 
 #[tokio::test]
 async fn reads_listings_and_searches_show_the_client_what_the_model_was_given() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([
             [call("read_file", json!({"path": "notes.txt"}))],
             [call("list_files", json!({}))],
@@ -476,7 +465,7 @@ async fn reads_listings_and_searches_show_the_client_what_the_model_was_given() 
 
 #[tokio::test]
 async fn calls_that_fail_early_still_go_in_progress_and_keep_their_kind_and_title() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([
             [call("write_file", json!({"path": "notes.txt", "content": "x"}))],
             [call("edit_file", json!({"path": "notes.txt", "old_text": "missing", "new_text": "y"}))],
@@ -536,7 +525,7 @@ async fn calls_that_fail_early_still_go_in_progress_and_keep_their_kind_and_titl
 
 #[tokio::test]
 async fn a_command_in_the_client_terminal_leaves_its_output_for_every_watcher() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([
             [call("run_command", json!({"command": "echo from-the-terminal"}))],
             [{"text": "Done."}]
@@ -567,7 +556,7 @@ async fn a_command_in_the_client_terminal_leaves_its_output_for_every_watcher() 
 #[tokio::test]
 async fn a_turn_ends_with_max_turn_requests_after_its_rounds() {
     let round = json!([call("list_files", json!({}))]);
-    let server = scripted(
+    let server = Server::scripted(
         json!([round, round, round, [{"text": "never"}]]),
         &["--max-tool-rounds", "2"],
     )
@@ -580,7 +569,7 @@ async fn a_turn_ends_with_max_turn_requests_after_its_rounds() {
 
 #[tokio::test]
 async fn cancel_stops_a_streaming_reply_within_100_ms() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([[{"text": "one "}, {"pause_ms": 30000}, {"text": "never"}]]),
         &[],
     )
@@ -591,7 +580,7 @@ async fn cancel_stops_a_streaming_reply_within_100_ms() {
 
 #[tokio::test]
 async fn cancel_kills_a_long_command_on_the_client_and_releases_it() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([[call("run_command", json!({"command": "sleep 30"}))]]),
         &[],
     )
@@ -611,7 +600,7 @@ async fn cancel_kills_a_long_command_on_the_client_and_releases_it() {
 
 #[tokio::test]
 async fn a_terminal_the_client_creates_after_the_cancel_is_killed_and_released() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([[call("run_command", json!({"command": "sleep 30"}))]]),
         &[],
     )
@@ -622,7 +611,7 @@ async fn a_terminal_the_client_creates_after_the_cancel_is_killed_and_released()
 
 #[tokio::test]
 async fn a_cancel_while_the_client_reads_a_terminal_still_releases_it() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([[call("run_command", json!({"command": "true"}))]]),
         &[],
     )
@@ -676,7 +665,7 @@ async fn cancel_while_the_client_holds(server: &Server, ide: &Ide, method: &'sta
 
 #[tokio::test]
 async fn cancel_kills_a_long_command_the_server_runs_itself() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([[call(
             "run_command",
             json!({"command": "echo $$ > pid; exec sleep 30"})
@@ -696,7 +685,7 @@ const BACKGROUND_JOB: &str = "sleep 30 & echo $! > pid.new && mv pid.new pid; wa
 
 #[tokio::test]
 async fn cancel_kills_what_a_command_the_server_runs_has_started() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([[call("run_command", json!({"command": BACKGROUND_JOB}))]]),
         &[],
     )
@@ -708,7 +697,7 @@ async fn cancel_kills_what_a_command_the_server_runs_has_started() {
 
 #[tokio::test]
 async fn a_command_that_times_out_is_stopped_with_what_it_has_started() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([
             [call(
                 "run_command",
@@ -1137,7 +1126,7 @@ fn answer_for(request: &Value) -> Value {
 
 #[tokio::test]
 async fn everything_the_agent_sends_a_client_is_camel_case_on_the_wire() {
-    let server = scripted(
+    let server = Server::scripted(
         json!([
             [call("read_file", json!({"path": "notes.txt"}))],
             [call("edit_file", json!({"path": "notes.txt", "old_text": "old", "new_text": "new"}))],

@@ -285,24 +285,15 @@ async fn ctrl_c_while_connecting_exits_130_at_once() {
     );
 }
 
-/// A server whose sessions play `responses` (a `script:` model).
-async fn scripted_server(responses: Value) -> Server {
-    let home = Home::new();
-    let script = home.dir.path().join("script.json");
-    std::fs::write(&script, responses.to_string()).unwrap();
-    let model = format!("script:{}", script.display());
-    Server::start_in(home, &["--model", &model]).await
-}
-
 /// A server on a `script:` model that reads, edits and runs in the workspace.
 async fn tool_using_server() -> Server {
-    let server = scripted_server(json!([
+    let server = Server::scripted(json!([
         [{"tool_call": {"name": "read_file", "arguments": {"path": "notes.txt"}}}],
         [{"tool_call": {"name": "edit_file", "arguments": {"path": "notes.txt", "old_text": "old", "new_text": "new"}}}],
         [{"tool_call": {"name": "run_command", "arguments": {"command": "cat notes.txt > copy.txt"}}}],
         [{"tool_call": {"name": "read_file", "arguments": {"path": "../outside.txt"}}}],
         [{"text": "All done."}]
-    ]))
+    ]), &[])
     .await;
     std::fs::write(server.home.workspace().join("notes.txt"), "old notes\n").unwrap();
     std::fs::write(server.home.dir.path().join("outside.txt"), "secret").unwrap();
@@ -692,7 +683,7 @@ async fn ask_on_a_terminal(
 
 #[tokio::test]
 async fn ask_writes_no_ansi_escapes_when_stderr_is_not_a_terminal_or_no_color_is_set() {
-    let server = scripted_server(json!([[{"thought": THOUGHT}, {"text": "Done."}]])).await;
+    let server = Server::scripted(json!([[{"thought": THOUGHT}, {"text": "Done."}]]), &[]).await;
 
     let piped = ask(&server, &["think"]).await;
     assert_eq!(piped.status.code(), Some(0), "{}", text(&piped.stderr));
@@ -735,10 +726,10 @@ fn offered_options(screen: &str) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn on_a_terminal_ask_asks_before_a_change_and_does_what_the_answer_says() {
-    let server = scripted_server(json!([
+    let server = Server::scripted(json!([
         [{"tool_call": {"name": "write_file", "arguments": {"path": "new.txt", "content": "written\n"}}}],
         [{"text": "Finished."}]
-    ]))
+    ]), &[])
     .await;
     let file = server.home.workspace().join("new.txt");
 

@@ -171,7 +171,7 @@ async fn after_stdin_closes_a_request_the_server_never_answers_gets_an_error_at_
 {
     let home = Home::new();
     let model =
-        home.script_model(&json!([[{"text": "one "}, {"pause_ms": 30000}, {"text": "never"}]]));
+        home.script_model(json!([[{"text": "one "}, {"pause_ms": 30000}, {"text": "never"}]]));
     let server = Server::start_in(home, &["--model", &model]).await;
     let mut bridge = Bridge::spawn_with(&server.home, &server.ws_url(), &server.token, |command| {
         command.args(["--drain-timeout", "0.3"]);
@@ -394,7 +394,7 @@ async fn when_the_server_shuts_down_the_bridge_passes_on_its_answers_then_exits_
 #[tokio::test]
 async fn agent_requests_and_the_ides_answers_pass_through_the_bridge() {
     let home = Home::new();
-    let model = home.script_model(&json!([
+    let model = home.script_model(json!([
         [{"tool_call": {"name": "read_file", "arguments": {"path": "notes.txt"}}}],
         [{"tool_call": {"name": "write_file", "arguments": {"path": "notes.txt", "content": "rewritten"}}}],
         [{"text": "Done."}]

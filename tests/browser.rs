@@ -15,9 +15,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use agent_client_protocol::v1::schema::ResumeSessionRequest;
-use serde_json::{Value, json};
+use serde_json::json;
+use support::Server;
 use support::sdk::{self, Received};
-use support::{Home, Server};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -47,15 +47,6 @@ fn check_installed() {
         browser_dir().join("node_modules/playwright-core").exists(),
         "Playwright is missing: run scripts/test, or `npm ci` in tests/browser"
     );
-}
-
-/// `punie serve` whose model replays `script`.
-async fn server_with_script(script: Value) -> Server {
-    let home = Home::new();
-    let path = home.dir.path().join("script.json");
-    std::fs::write(&path, script.to_string()).unwrap();
-    let model = format!("script:{}", path.display());
-    Server::start_in(home, &["--model", &model]).await
 }
 
 /// The sign-in link `punie serve` printed at start.
@@ -189,7 +180,7 @@ async fn a_new_session_streams_its_reply_and_a_reload_restores_it() {
             {"text": " and so on, slowly."}, {"pause_ms": 30000}
         ]
     ]);
-    let mut server = server_with_script(script).await;
+    let mut server = Server::scripted(script, &[]).await;
     Scenario::start("stream", &mut server, &[])
         .await
         .passes()
@@ -207,7 +198,7 @@ async fn a_rejected_permission_writes_nothing_and_an_allowed_one_writes_the_file
         [{"text": "Trying again. "}, write],
         [{"text": "The notes are written."}]
     ]);
-    let mut server = server_with_script(script).await;
+    let mut server = Server::scripted(script, &[]).await;
     let notes = server.home.workspace().join("notes.txt");
     Scenario::start("permissions", &mut server, &[])
         .await
@@ -232,7 +223,7 @@ async fn tool_cards_show_an_edits_diff_and_a_commands_output_and_cancel_stops_a_
         [{"text": "Tidied."}],
         [{"text": "Counting: 1"}, {"pause_ms": 400}, {"text": " 2"}, {"pause_ms": 30000}, {"text": " never"}]
     ]);
-    let mut server = server_with_script(script).await;
+    let mut server = Server::scripted(script, &[]).await;
     let list = server.home.workspace().join("list.txt");
     std::fs::write(&list, "first item\nb\nc\nd\ne\nf\ng\nh\ni\nj\nlast item\n").unwrap();
     Scenario::start("tools", &mut server, &[])
@@ -258,7 +249,7 @@ async fn a_session_another_client_drives_updates_live_in_the_page() {
         [{"tool_call": {"name": "write_file", "arguments": {"path": "ide.txt", "content": "from the IDE\n"}}}],
         [{"text": "Written."}]
     ]);
-    let mut server = server_with_script(script).await;
+    let mut server = Server::scripted(script, &[]).await;
     let workspace = server.home.workspace();
     let other_workspace = server.home.dir.path().join("other-project");
     std::fs::create_dir_all(&other_workspace).unwrap();

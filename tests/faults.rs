@@ -90,12 +90,6 @@ fn assert_no_panic(server: &Server) {
     assert!(!log.contains("panicked"), "the server panicked:\n{log}");
 }
 
-fn write_script(home: &Home, script: &Value) -> String {
-    let path = home.dir.path().join("script.json");
-    std::fs::write(&path, script.to_string()).expect("the script is written");
-    format!("script:{}", path.display())
-}
-
 #[tokio::test]
 async fn a_client_reset_mid_turn_harms_no_one_and_its_turn_is_seen_through() {
     // Every session's first prompt asks to write a file; once allowed, the
@@ -112,7 +106,7 @@ async fn a_client_reset_mid_turn_harms_no_one_and_its_turn_is_seen_through() {
         stream,
     ]);
     let home = Home::new();
-    let model = write_script(&home, &script);
+    let model = home.script_model(&script);
     let server = Server::start_in(home, &["--model", &model, "--reattach-timeout", "0.5"]).await;
     let workspace = server.home.workspace();
     let full_text = format!("Let me write it. {}", streamed.concat());

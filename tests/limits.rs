@@ -307,15 +307,7 @@ const READ_SCRIPT: &str = r#"[
 
 #[tokio::test]
 async fn a_client_slow_to_answer_a_file_request_times_out_for_the_model() {
-    let home = Home::new();
-    let script = home.dir.path().join("script.json");
-    std::fs::write(&script, READ_SCRIPT).unwrap();
-    let model = format!("script:{}", script.display());
-    let server = Server::start_in(
-        home,
-        &["--model", &model, "--client-request-timeout", "0.2"],
-    )
-    .await;
+    let server = Server::scripted(READ_SCRIPT, &["--client-request-timeout", "0.2"]).await;
     let mut client = server.raw().await;
     let init = client
         .request(
@@ -354,15 +346,7 @@ const WRITE_SCRIPT: &str = r#"[
 
 #[tokio::test]
 async fn a_permission_request_waits_for_the_person_past_the_timeout_and_can_be_cancelled() {
-    let home = Home::new();
-    let script = home.dir.path().join("script.json");
-    std::fs::write(&script, WRITE_SCRIPT).unwrap();
-    let model = format!("script:{}", script.display());
-    let server = Server::start_in(
-        home,
-        &["--model", &model, "--client-request-timeout", "0.1"],
-    )
-    .await;
+    let server = Server::scripted(WRITE_SCRIPT, &["--client-request-timeout", "0.1"]).await;
     let mut client = server.initialized().await;
     let session = client.new_session(&server.home.workspace()).await;
     let id = client.start_prompt(&session, "write").await;

@@ -23,17 +23,11 @@ const SCRIPT: &str = r#"[
 ]"#;
 
 fn script_server_args(home: &Home) -> Vec<String> {
-    let script = home.dir.path().join("script.json");
-    std::fs::write(&script, SCRIPT).expect("the script is written");
-    vec!["--model".to_owned(), format!("script:{}", script.display())]
+    vec!["--model".to_owned(), home.script_model(SCRIPT)]
 }
 
 async fn script_server(extra: &[&str]) -> Server {
-    let home = Home::new();
-    let mut args = script_server_args(&home);
-    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::start_in(home, &args).await
+    Server::scripted(SCRIPT, extra).await
 }
 
 fn updates<'a>(messages: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -438,16 +432,12 @@ fn final_state(client: &RawClient, session: &str, id: &str) -> Value {
 
 #[tokio::test]
 async fn a_command_whose_client_leaves_fails_at_once_and_its_terminal_is_asked_of_nobody_else() {
-    let home = Home::new();
-    let script = home.dir.path().join("script.json");
     let responses = json!([
         [{"tool_call": {"id": "run-1", "name": "run_command",
                         "arguments": {"command": "sleep 30", "timeout_secs": 3600}}}],
         [{"text": "It went away."}]
     ]);
-    std::fs::write(&script, responses.to_string()).unwrap();
-    let model = format!("script:{}", script.display());
-    let server = Server::start_in(home, &["--model", &model]).await;
+    let server = Server::scripted(responses, &[]).await;
     let workspace = server.home.workspace();
     let ide = Ide::new(&workspace, true, true);
     let mut other = server.initialized().await;
@@ -481,17 +471,9 @@ async fn a_command_whose_client_leaves_fails_at_once_and_its_terminal_is_asked_o
 
 #[tokio::test]
 async fn a_request_is_not_rerouted_to_a_client_without_the_capability_it_needs() {
-    let home = Home::new();
-    let script = home.dir.path().join("script.json");
     let write = json!({"tool_call": {"name": "write_file",
                                      "arguments": {"path": "note.txt", "content": "hello"}}});
-    std::fs::write(
-        &script,
-        json!([[write], [write], [{"text": "Done."}]]).to_string(),
-    )
-    .unwrap();
-    let model = format!("script:{}", script.display());
-    let server = Server::start_in(home, &["--model", &model]).await;
+    let server = Server::scripted(json!([[write], [write], [{"text": "Done."}]]), &[]).await;
     let workspace = server.home.workspace();
     let mut editor = initialized_with(
         &server,
@@ -698,9 +680,7 @@ async fn prompt_unasked(client: &mut RawClient, session: &str, text: &str) -> Va
 #[tokio::test]
 async fn always_answers_hold_after_the_session_leaves_memory_and_after_a_restart() {
     let home = Home::new();
-    let script = home.dir.path().join("script.json");
-    std::fs::write(&script, ALWAYS_SCRIPT).unwrap();
-    let model = format!("script:{}", script.display());
+    let model = home.script_model(ALWAYS_SCRIPT);
     let args = ["--model", model.as_str()];
     let server = Server::start_in(home, &args).await;
     let workspace = server.home.workspace();

@@ -80,9 +80,9 @@ impl Home {
         url
     }
 
-    /// `--model` for a `script:` model that plays `responses`, a list of
-    /// model turns, from a file in this home.
-    pub fn script_model(&self, responses: &Value) -> String {
+    /// `--model` for a `script:` model that plays `responses` (JSON: a list
+    /// of model turns), from a file in this home.
+    pub fn script_model(&self, responses: impl ToString) -> String {
         let script = self.dir.path().join("script.json");
         std::fs::write(&script, responses.to_string()).expect("the script is written");
         format!("script:{}", script.display())
@@ -124,6 +124,16 @@ impl Server {
     }
 
     /// `punie serve --port 0 <extra>` in `home`, waiting for its ready line.
+    /// A server in a new home on a `script:` model that plays `responses`,
+    /// with `extra` flags.
+    pub async fn scripted(responses: impl ToString, extra: &[&str]) -> Self {
+        let home = Home::new();
+        let model = home.script_model(responses);
+        let mut args = vec!["--model", model.as_str()];
+        args.extend_from_slice(extra);
+        Self::start_in(home, &args).await
+    }
+
     pub async fn start_in(home: Home, extra: &[&str]) -> Self {
         let mut command = home.command();
         command.args(["serve", "--port", "0"]).args(extra);
