@@ -7,7 +7,7 @@ use std::process::{Output, Stdio};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::terminal::Terminal;
-use support::{Home, Server, within};
+use support::{Home, Server, json_lines, text, within};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 async fn ask(server: &Server, args: &[&str]) -> Output {
@@ -24,10 +24,6 @@ async fn ask(server: &Server, args: &[&str]) -> Output {
     )
     .await
     .expect("punie ask runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[tokio::test]
@@ -94,10 +90,7 @@ async fn stream_json_prints_every_update_as_a_line_then_the_result() {
     let server = Server::start().await;
     let output = ask(&server, &["--output", "stream-json", "hi"]).await;
     assert_eq!(output.status.code(), Some(0));
-    let lines: Vec<Value> = text(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("every line is JSON"))
-        .collect();
+    let lines = json_lines(&output.stdout);
     let chunks: Vec<&Value> = lines
         .iter()
         .filter(|line| line["update"]["sessionUpdate"] == "agent_message_chunk")
@@ -341,10 +334,7 @@ async fn ask_runs_the_agents_commands_in_a_terminal_of_its_own() {
     )
     .await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    let lines: Vec<Value> = text(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("every line is JSON"))
-        .collect();
+    let lines = json_lines(&output.stdout);
     let terminals: std::collections::BTreeSet<&str> = lines
         .iter()
         .filter(|line| line["update"]["sessionUpdate"] == "tool_call_update")

@@ -40,6 +40,22 @@ fn bridge_agent(server: &Server) -> AcpAgent {
     )
 }
 
+/// Through `bridge`: `initialize` (request 1) and a session in the server's
+/// workspace (request 2); the session's id.
+async fn open_session(bridge: &mut Bridge, server: &Server) -> serde_json::Value {
+    bridge.send(initialize_request(1)).await;
+    bridge.response_to(1).await;
+    let new_session = json!({"cwd": server.home.workspace(), "mcpServers": []});
+    bridge.send(request(2, "session/new", new_session)).await;
+    bridge.response_to(2).await["result"]["sessionId"].clone()
+}
+
+/// Prompt `session` with `text` through `bridge`, as request 3.
+async fn start_prompt(bridge: &mut Bridge, session: &serde_json::Value, text: &str) {
+    let prompt = json!({"sessionId": session, "prompt": [{"type": "text", "text": text}]});
+    bridge.send(request(3, "session/prompt", prompt)).await;
+}
+
 #[tokio::test]
 async fn an_acp_client_drives_the_server_through_the_bridge() {
     let server = Server::start().await;
@@ -176,22 +192,8 @@ async fn after_stdin_closes_a_request_the_server_never_answers_gets_an_error_at_
     let mut bridge = Bridge::spawn_with(&server.home, &server.ws_url(), &server.token, |command| {
         command.args(["--drain-timeout", "0.3"]);
     });
-    bridge.send(initialize_request(1)).await;
-    bridge
-        .send(request(
-            2,
-            "session/new",
-            json!({"cwd": server.home.workspace(), "mcpServers": []}),
-        ))
-        .await;
-    let session = bridge.response_to(2).await["result"]["sessionId"].clone();
-    bridge
-        .send(request(
-            3,
-            "session/prompt",
-            json!({"sessionId": session, "prompt": [{"type": "text", "text": "go"}]}),
-        ))
-        .await;
+    let session = open_session(&mut bridge, &server).await;
+    start_prompt(&mut bridge, &session, "go").await;
     bridge.close_stdin();
 
     let answer = bridge.response_to(3).await;
@@ -241,16 +243,7 @@ async fn an_invalid_line_is_reported_forwarded_and_survived() {
 async fn a_20_mb_message_and_any_unicode_pass_through_intact() {
     let server = Server::start().await;
     let mut bridge = Bridge::to(&server);
-    bridge.send(initialize_request(1)).await;
-    bridge.response_to(1).await;
-    bridge
-        .send(request(
-            2,
-            "session/new",
-            json!({"cwd": server.home.workspace(), "mcpServers": []}),
-        ))
-        .await;
-    let session = bridge.response_to(2).await["result"]["sessionId"].clone();
+    let session = open_session(&mut bridge, &server).await;
     let unicode =
         "héllo 世界 🦀 مرحبا e\u{301} \u{200d}\u{1F469}\u{200D}\u{1F4BB} \"quoted\" \\ tab\t";
     let mut big = unicode.repeat(20 * 1024 * 1024 / unicode.len() + 1);
@@ -319,23 +312,8 @@ async fn stdout_may_be_a_regular_file() {
 async fn when_the_server_dies_mid_turn_the_waiting_request_gets_an_error_and_the_bridge_exits_1() {
     let server = Server::start().await;
     let mut bridge = Bridge::to(&server);
-    bridge.send(initialize_request(1)).await;
-    bridge.response_to(1).await;
-    bridge
-        .send(request(
-            2,
-            "session/new",
-            json!({"cwd": server.home.workspace(), "mcpServers": []}),
-        ))
-        .await;
-    let session = bridge.response_to(2).await["result"]["sessionId"].clone();
-    bridge
-        .send(request(
-            3,
-            "session/prompt",
-            json!({"sessionId": session, "prompt": [{"type": "text", "text": "count to 1000"}]}),
-        ))
-        .await;
+    let session = open_session(&mut bridge, &server).await;
+    start_prompt(&mut bridge, &session, "count to 1000").await;
     let update = bridge.recv().await.expect("the turn has begun");
     assert_eq!(update["method"], "session/update");
 
@@ -354,23 +332,8 @@ async fn when_the_server_dies_mid_turn_the_waiting_request_gets_an_error_and_the
 async fn when_the_server_shuts_down_the_bridge_passes_on_its_answers_then_exits_1() {
     let mut server = Server::start().await;
     let mut bridge = Bridge::to(&server);
-    bridge.send(initialize_request(1)).await;
-    bridge.response_to(1).await;
-    bridge
-        .send(request(
-            2,
-            "session/new",
-            json!({"cwd": server.home.workspace(), "mcpServers": []}),
-        ))
-        .await;
-    let session = bridge.response_to(2).await["result"]["sessionId"].clone();
-    bridge
-        .send(request(
-            3,
-            "session/prompt",
-            json!({"sessionId": session, "prompt": [{"type": "text", "text": "count to 1000"}]}),
-        ))
-        .await;
+    let session = open_session(&mut bridge, &server).await;
+    start_prompt(&mut bridge, &session, "count to 1000").await;
     bridge.recv().await.expect("the turn has begun");
 
     let signalled = Instant::now();

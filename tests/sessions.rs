@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 use serde_json::Value;
-use support::{Home, Server, within};
+use support::{Home, Server, json_lines, text, within};
 
 /// `punie <args>` in `home`, run from `dir`.
 async fn punie(home: &Home, dir: &Path, args: &[&str]) -> Output {
@@ -71,10 +71,6 @@ fn ids(sessions: &[Value]) -> Vec<&str> {
         .collect()
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// The two workspaces of a test, as the server records them: real paths.
 fn workspaces(home: &Home) -> (PathBuf, PathBuf) {
     let elsewhere = home.dir.path().join("elsewhere");
@@ -127,10 +123,7 @@ async fn continue_goes_on_with_the_newest_session_of_the_workspace() {
     )
     .await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    let lines: Vec<Value> = text(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("every line is JSON"))
-        .collect();
+    let lines = json_lines(&output.stdout);
     let result = lines.last().expect("a result line");
     assert_eq!(
         result["sessionId"],

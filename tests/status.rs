@@ -6,7 +6,7 @@ mod support;
 use std::process::Output;
 
 use serde_json::{Value, json};
-use support::{Home, Server, within};
+use support::{Home, Server, text, within};
 
 async fn punie(home: &Home, args: &[&str]) -> Output {
     punie_with(home, args, &[]).await
@@ -24,10 +24,6 @@ async fn punie_with(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Output 
     )
     .await
     .expect("punie runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[tokio::test]
