@@ -870,7 +870,7 @@ mod against_a_provider {
         assert!(system.contains(std::env::consts::OS), "{system}");
         // Every tool the model is given, by the name it calls it with.
         let tools = first["tools"].as_array().unwrap();
-        assert_eq!(tools.len(), 6);
+        assert_eq!(tools.len(), 7);
         for tool in tools {
             let name = tool["function"]["name"].as_str().unwrap();
             assert!(system.contains(name), "does not name {name}: {system}");
@@ -925,7 +925,8 @@ mod against_a_provider {
                 "edit_file",
                 "list_files",
                 "search",
-                "run_command"
+                "run_command",
+                "update_plan"
             ]
         );
         let second = &requests[1].body["messages"];

@@ -346,6 +346,34 @@ async fn ask_runs_the_agents_commands_in_a_terminal_of_its_own() {
 }
 
 #[tokio::test]
+async fn ask_shows_the_models_plan_as_a_short_list_on_stderr() {
+    let server = Server::scripted(
+        json!([
+            [{"tool_call": {"name": "update_plan", "arguments": {"entries": [
+                {"content": "Read the notes", "status": "completed"},
+                {"content": "Tidy them", "status": "in_progress"},
+                {"content": "Say what changed", "status": "pending"}
+            ]}}}],
+            [{"text": "Planned."}]
+        ]),
+        &[],
+    )
+    .await;
+    let output = ask(&server, &["plan it"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "Planned.\n",
+        "stdout carries only the answer"
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("Plan:\n  [x] Read the notes\n  [>] Tidy them\n  [ ] Say what changed"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn ask_reports_each_tool_call_on_stderr_and_rejects_when_nobody_can_answer() {
     let server = tool_using_server().await;
     let output = ask(&server, &["tidy the notes"]).await;

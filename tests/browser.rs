@@ -217,8 +217,12 @@ async fn tool_cards_show_an_edits_diff_and_a_commands_output_and_cancel_stops_a_
         {"path": "list.txt", "old_text": "item", "new_text": "entry", "replace_all": true}}});
     let run = json!({"tool_call": {"name": "run_command", "arguments":
         {"command": "printf 'out one\\nout two\\n'"}}});
+    let plan = json!({"tool_call": {"name": "update_plan", "arguments": {"entries": [
+        {"content": "Edit the list", "status": "in_progress"},
+        {"content": "Run the check", "status": "pending"}
+    ]}}});
     let script = json!([
-        [{"text": "Tidying. "}, edit],
+        [{"text": "Tidying. "}, plan, edit],
         [run],
         [{"text": "Tidied."}],
         [{"text": "Counting: 1"}, {"pause_ms": 400}, {"text": " 2"}, {"pause_ms": 30000}, {"text": " never"}]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::fake_provider::{FakeProvider, Part, Reply, Wire};
-use support::{Bridge, Home, RawClient, Server, turn_end, within};
+use support::{Bridge, Home, RawClient, Server, text_of, turn_end, updates, within};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
 /// End `client`'s connection with a TCP reset and no close frame, as a client
@@ -29,23 +29,6 @@ fn vanish(client: RawClient) {
 
 fn connections(health: &Value) -> u64 {
     health["connections"].as_u64().expect("a connection count")
-}
-
-/// The session updates of `kind` among `messages`.
-fn updates<'a>(messages: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    messages
-        .iter()
-        .filter(|m| m["method"] == "session/update")
-        .map(|m| &m["params"]["update"])
-        .filter(|u| u["sessionUpdate"] == kind)
-        .collect()
-}
-
-fn text_of(updates: &[&Value]) -> String {
-    updates
-        .iter()
-        .map(|u| u["content"]["text"].as_str().unwrap_or_default())
-        .collect()
 }
 
 fn agent_text(messages: &[Value]) -> String {

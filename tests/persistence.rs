@@ -12,7 +12,7 @@ use support::fake_provider::{
     FakeProvider, Reply, openai_delta, openai_done, openai_finish, openai_text_reply,
 };
 use support::sdk::{Ide, Received, new_session};
-use support::{Home, RawClient, Server, sdk_transport, turn_end, within};
+use support::{Home, RawClient, Server, sdk_transport, text_of, turn_end, updates, within};
 
 /// A script: turn 1 writes a file (asking permission first), turn 2 talks.
 const SCRIPT: &str = r#"[
@@ -28,22 +28,6 @@ fn script_server_args(home: &Home) -> Vec<String> {
 
 async fn script_server(extra: &[&str]) -> Server {
     Server::scripted(SCRIPT, extra).await
-}
-
-fn updates<'a>(messages: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    messages
-        .iter()
-        .filter(|m| m["method"] == "session/update")
-        .map(|m| &m["params"]["update"])
-        .filter(|u| u["sessionUpdate"] == kind)
-        .collect()
-}
-
-fn text_of(updates: &[&Value]) -> String {
-    updates
-        .iter()
-        .map(|u| u["content"]["text"].as_str().unwrap_or_default())
-        .collect()
 }
 
 async fn attach(client: &mut RawClient, method: &str, session: &str, cwd: &Path) -> Value {
@@ -879,4 +863,51 @@ async fn a_new_session_may_choose_its_model() {
     assert_eq!(refused["error"]["code"], -32602, "{refused}");
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("nonsense"), "{message}");
+}
+
+#[tokio::test]
+async fn the_models_plan_reaches_the_client_as_a_plan_and_replays_with_the_history() {
+    let plan = |first: &str| {
+        json!({"tool_call": {"name": "update_plan", "arguments": {"entries": [
+            {"content": "Read the notes", "status": first, "priority": "high"},
+            {"content": "Tidy them", "status": "pending"}
+        ]}}})
+    };
+    let server = Server::scripted(
+        json!([[plan("in_progress")], [plan("completed")], [{"text": "Planned."}]]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    let answer = client.prompt(&session, "plan it").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+
+    let seen = |messages: &[Value]| -> Vec<Value> {
+        updates(messages, "plan")
+            .iter()
+            .map(|plan| plan["entries"].clone())
+            .collect()
+    };
+    let step =
+        |status: &str| json!({"content": "Read the notes", "status": status, "priority": "high"});
+    let tidy = json!({"content": "Tidy them", "status": "pending", "priority": "medium"});
+    let expected = vec![
+        json!([step("in_progress"), tidy]),
+        json!([step("completed"), tidy]),
+    ];
+    assert_eq!(seen(&client.notifications), expected);
+    assert!(
+        updates(&client.notifications, "tool_call").is_empty(),
+        "a plan is not shown as a tool call"
+    );
+
+    let mut later = server.initialized().await;
+    attach(&mut later, "session/load", &session, &workspace).await;
+    assert_eq!(
+        seen(&later.notifications),
+        expected,
+        "the plans replay in order"
+    );
 }

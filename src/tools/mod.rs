@@ -13,7 +13,8 @@
 //! client (the IDE sees unsaved buffers and shows the change); otherwise Punie
 //! does it itself inside the session's workspace. Either way a path outside
 //! the workspace is refused. Writing, editing and running commands ask
-//! permission first.
+//! permission first. The plan the model keeps (`update_plan`) is not a tool
+//! call to the person: it reaches the client as ACP's `plan` update.
 //!
 //! This module speaks ACP's tool vocabulary but reaches the client only
 //! through [`ClientPort`]; it holds no session state beyond what it is handed.
@@ -22,6 +23,7 @@ mod command;
 mod files;
 mod find;
 mod permission;
+mod plan;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -189,6 +191,28 @@ pub fn specs() -> Vec<ToolSpec> {
                 "required": ["command"]
             }),
         ),
+        spec(
+            plan::NAME,
+            "Show the user your plan for a task of several steps. Each call replaces the whole plan: call it again with every step whenever one starts or is done.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "entries": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "content": {"type": "string", "description": "What the step does"},
+                                "status": {"type": "string", "enum": ["pending", "in_progress", "completed"]},
+                                "priority": {"type": "string", "enum": ["high", "medium", "low"], "default": "medium"}
+                            },
+                            "required": ["content", "status"]
+                        }
+                    }
+                },
+                "required": ["entries"]
+            }),
+        ),
     ]
 }
 
@@ -223,6 +247,9 @@ impl From<crate::workspace::WorkspaceError> for Stop {
 
 /// Carry out one tool call the model made, reporting it to the client.
 pub async fn run<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -> ToolOutcome {
+    if call.name == plan::NAME {
+        return plan::update(context, &call.arguments);
+    }
     let heading = heading(context, call);
     let report = Report::new(context, call, heading.title);
     report.start(heading.kind, heading.locations);
@@ -233,9 +260,13 @@ pub async fn run<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -
         "list_files" => find::list(context, &report, &call.arguments).await,
         "search" => find::search(context, &report, &call.arguments).await,
         "run_command" => command::run(context, &report, &call.arguments).await,
-        other => Err(Stop::Failed(format!(
-            "there is no tool named `{other}`; the tools are read_file, write_file, edit_file, list_files, search and run_command"
-        ))),
+        other => {
+            let names: Vec<String> = specs().into_iter().map(|tool| tool.name).collect();
+            Err(Stop::Failed(format!(
+                "there is no tool named `{other}`; the tools are {}",
+                names.join(", ")
+            )))
+        }
     };
     match outcome {
         Ok(outcome) => outcome,

@@ -1,6 +1,7 @@
 // Tool calls as cards: an edit shows its diff (removed, added and context
 // lines, each change in a hunk of its own), a command shows its output, and
-// each card's status follows its call. The Cancel button stops a running turn.
+// each card's status follows its call; the model's plan is a checklist. The
+// Cancel button stops a running turn.
 
 import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
 
@@ -13,6 +14,9 @@ await scenario('tools', async (browser) => {
   await newSession(page, workspace);
 
   await prompt(page, 'Tidy the list');
+  // The model's plan, as a checklist rather than a card.
+  await page.locator('.plan .plan-entry[data-status="in_progress"]', { hasText: 'Edit the list' }).waitFor();
+  await page.locator('.plan .plan-entry[data-status="pending"]', { hasText: 'Run the check' }).waitFor();
   const edit = page.locator('.tool-call').first();
   await edit.locator('button[data-option-id="allow_once"]').waitFor();
   const diff = edit.locator('.diff');
