@@ -1074,9 +1074,11 @@ mod against_a_provider {
         assert!(message.contains("is Ollama running?"), "{message}");
         assert!(message.contains(&port.to_string()), "{message}");
         assert!(started.elapsed() < Duration::from_secs(10), "no hang");
+        // The same error again, not one saying a turn still runs.
         let again = client.prompt(&session, "hello?").await;
-        assert!(
-            again.get("error").is_some(),
+        assert_eq!(
+            again["error"]["message"].as_str(),
+            Some(message),
             "the session is free for the next prompt: {again}"
         );
     }

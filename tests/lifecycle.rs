@@ -166,6 +166,36 @@ async fn an_unknown_model_is_refused_at_start() {
 }
 
 #[tokio::test]
+async fn punie_model_picks_the_model_and_the_flag_overrides_it() {
+    let home = Home::new();
+    let model = home.script_model(serde_json::json!([[{"text": "From the script."}]]));
+    let mut command = home.command();
+    command
+        .args(["serve", "--port", "0"])
+        .env("PUNIE_MODEL", &model);
+    let server = Server::spawn(home, command).await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    client.prompt(&session, "hi").await;
+    assert_eq!(client.agent_text(&session), "From the script.");
+
+    let home = Home::new();
+    let mut command = home.command();
+    command
+        .args(["serve", "--port", "0", "--model", "test"])
+        .env("PUNIE_MODEL", "nonesuch");
+    let server = Server::spawn(home, command).await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    client.prompt(&session, "hi").await;
+    assert!(
+        client.agent_text(&session).starts_with("Turn 1."),
+        "{}",
+        client.agent_text(&session)
+    );
+}
+
+#[tokio::test]
 async fn sigterm_with_a_hundred_clients_closes_each_with_1001_and_exits_0_within_a_second() {
     let mut server = Server::start().await;
     let workspace = server.home.workspace();

@@ -706,6 +706,27 @@ async fn a_stream_that_stalls_fails_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_server_that_never_answers_fails_after_the_idle_timeout() {
+    for wire in Wire::ALL {
+        let fake = FakeProvider::start([Reply::Hang]).await;
+        let settings = ModelSettings {
+            idle_timeout: Duration::from_millis(200),
+            ..settings()
+        };
+        let (events, error) = run(&*model_on(wire, &fake, &settings), ask("x")).await;
+        assert!(events.is_empty(), "{wire:?}: {events:?}");
+        let error = error.expect("an idle timeout").to_string();
+        let stalled = format!("{} sent nothing for 200ms", wire.peer_name());
+        assert!(error.starts_with(&stalled), "{wire:?}: {error}");
+        assert_eq!(
+            fake.requests().len(),
+            1,
+            "{wire:?}: no retry of a call that may be running"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_reply_that_ends_before_it_is_complete_is_an_error() {
     for wire in Wire::ALL {
         let fake = FakeProvider::start([Reply::events(wire.text_opening("Cut short"))]).await;

@@ -59,6 +59,10 @@ pub enum Reply {
     /// Read the request, then close the connection (FIN) without answering:
     /// a server that restarted, or closed a keep-alive connection as it was reused.
     Close,
+    /// Read the request and never answer it: a server stuck before its
+    /// first byte.
+    #[allow(dead_code)] // Only tests/providers.rs has a use for it.
+    Hang,
 }
 
 impl Reply {
@@ -190,11 +194,15 @@ async fn answer(
         headers: Vec::new(),
         body: r#"{"error":{"message":"the fake provider has no reply left"}}"#.to_owned(),
     });
+    if matches!(reply, Reply::Hang) {
+        std::future::pending::<()>().await;
+    }
     respond(reply, &connection)
 }
 
 fn respond(reply: Reply, connection: &Connection) -> Response {
     match reply {
+        Reply::Hang => unreachable!("a hanging reply never gets this far"),
         Reply::Reset => connection.drop_with(Ending::Reset),
         Reply::Close => connection.drop_with(Ending::Close),
         Reply::Stream(parts) => {
