@@ -66,6 +66,20 @@ async fn every_invocation_is_a_new_session_in_the_workspace() {
         second["text"].as_str().unwrap().starts_with("Turn 1."),
         "a fresh conversation"
     );
+    // Each in its own workspace: the current directory, or --workspace.
+    let mut client = server.initialized().await;
+    let listed = client.request("session/list", json!({})).await;
+    let cwd_of = |answer: &Value| {
+        let sessions = listed["result"]["sessions"].as_array().unwrap();
+        let session = sessions
+            .iter()
+            .find(|session| session["sessionId"] == answer["sessionId"])
+            .unwrap_or_else(|| panic!("{answer} in {listed}"));
+        std::path::PathBuf::from(session["cwd"].as_str().unwrap())
+    };
+    let canonical = |path: &std::path::Path| std::fs::canonicalize(path).unwrap();
+    assert_eq!(cwd_of(&first), canonical(&server.home.workspace()));
+    assert_eq!(cwd_of(&second), canonical(&other));
 }
 
 #[tokio::test]
