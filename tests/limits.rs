@@ -305,25 +305,34 @@ const READ_SCRIPT: &str = r#"[
   [{"text": "done"}]
 ]"#;
 
-#[tokio::test]
-async fn a_client_slow_to_answer_a_file_request_times_out_for_the_model() {
-    let server = Server::scripted(READ_SCRIPT, &["--client-request-timeout", "0.2"]).await;
+/// A client offering `capabilities` never answers `method`, which the
+/// model's tool call in `script` needs: the call fails at the request
+/// timeout, saying why, and the turn goes on.
+async fn a_request_the_client_never_answers(script: &str, capabilities: Value, method: &str) {
+    let server = Server::scripted(script, &["--client-request-timeout", "0.2"]).await;
     let mut client = server.raw().await;
     let init = client
         .request(
             "initialize",
-            json!({"protocolVersion": 1, "clientCapabilities": {"fs": {"readTextFile": true}}}),
+            json!({"protocolVersion": 1, "clientCapabilities": capabilities}),
         )
         .await;
     assert!(init.get("result").is_some());
     let session = client.new_session(&server.home.workspace()).await;
-    let answer = client.prompt(&session, "read it").await;
+    let prompted = client.start_prompt(&session, "go").await;
+    let answer = loop {
+        let message = client.recv().await;
+        if message["method"] == "session/request_permission" {
+            client.allow(&message).await;
+        } else if message["id"] == json!(prompted) && message.get("method").is_none() {
+            break message;
+        } else {
+            client.notifications.push(message);
+        }
+    };
     assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
-    let asked = client
-        .notifications
-        .iter()
-        .any(|m| m["method"] == "fs/read_text_file");
-    assert!(asked, "the server asked the client for the file");
+    let asked = client.notifications.iter().any(|m| m["method"] == method);
+    assert!(asked, "the server asked the client: {method}");
     let failed: Vec<&Value> = client
         .notifications
         .iter()
@@ -333,9 +342,24 @@ async fn a_client_slow_to_answer_a_file_request_times_out_for_the_model() {
     assert_eq!(failed.len(), 1, "{:?}", client.notifications);
     let said = failed[0].to_string();
     assert!(
-        said.contains("did not answer fs/read_text_file"),
+        said.contains(&format!("did not answer {method}")),
         "the failure says why: {said}"
     );
+}
+
+#[tokio::test]
+async fn a_client_slow_to_answer_a_file_request_times_out_for_the_model() {
+    let capabilities = json!({"fs": {"readTextFile": true}});
+    a_request_the_client_never_answers(READ_SCRIPT, capabilities, "fs/read_text_file").await;
+}
+
+#[tokio::test]
+async fn a_client_slow_to_create_a_terminal_times_out_for_the_model() {
+    let script = r#"[
+      [{"tool_call": {"id": "c1", "name": "run_command", "arguments": {"command": "true"}}}],
+      [{"text": "done"}]
+    ]"#;
+    a_request_the_client_never_answers(script, json!({"terminal": true}), "terminal/create").await;
 }
 
 /// A script whose first response writes a file, which asks permission first.
