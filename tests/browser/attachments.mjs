@@ -1,6 +1,7 @@
 // Files go with a prompt as embedded resources, chosen with the file picker
-// or dropped on the conversation; the `test` model repeats the prompt it
-// got, attachments included. A new session can have a model of its own. The
+// or dropped on the conversation, text as text and anything else as a blob,
+// none over the size limit; the `test` model repeats the prompt it got,
+// attachments included. A directory the server cannot use is refused. A new session can have a model of its own. The
 // keyboard moves between sessions.
 
 import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
@@ -50,6 +51,30 @@ await scenario('attachments', async (browser) => {
   expect((await page.locator('#attachments .chip').count()) === 0, 'the composer emptied');
   await browser.shot(page, 'sent');
 
+  // A file that is not text goes as a blob; one over the limit is refused
+  // with a notice, and nothing else is lost.
+  await page.locator('#file-input').setInputFiles([
+    { name: 'pixel.png', mimeType: 'image/png', buffer: Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x00, 0xff, 0xfe, 0x01]) },
+    { name: 'huge.txt', mimeType: 'text/plain', buffer: Buffer.alloc(8 * 1024 * 1024 + 1, 'a') },
+  ]);
+  await page.locator('#notice', { hasText: 'huge.txt is larger than 8 MiB; it was not attached.' }).waitFor();
+  const waiting = await page.locator('#attachments .chip').allTextContents();
+  expect(
+    waiting.length === 1 && waiting[0].includes('pixel.png'),
+    `only the small file attached, got ${JSON.stringify(waiting)}`,
+  );
+  await prompt(page, 'And this');
+  await page.locator('.message.agent', { hasText: '[binary content of file:///pixel.png]' }).waitFor();
+  await turnOver(page);
+
+  // A directory the server cannot use is refused in the dialog, saying why.
+  await page.locator('#new-session').click();
+  await page.locator('#new-session-cwd').fill('/no/such/directory');
+  await page.locator('#create-session').click();
+  await page.locator('#new-session-error', { hasText: '/no/such/directory' }).waitFor();
+  await page.locator('#new-session-dialog button[value="cancel"]').click();
+  await page.locator('#new-session-dialog').waitFor({ state: 'hidden' });
+
   // A session with a model of its own; a model the server cannot make is refused.
   await page.locator('#new-session').click();
   await page.locator('#new-session-cwd').fill(workspace);
@@ -78,7 +103,7 @@ await scenario('attachments', async (browser) => {
   expect((await current()) === second, 'the new session open');
   await page.keyboard.press('Alt+ArrowDown');
   await page.locator(`.session[aria-current="true"][data-session-id="${first}"]`).waitFor();
-  await page.locator('.message.agent', { hasText: 'Read these' }).waitFor();
+  await page.locator('.message.agent', { hasText: 'Read these' }).first().waitFor();
   await page.keyboard.press('Alt+ArrowUp');
   await page.locator(`.session[aria-current="true"][data-session-id="${second}"]`).waitFor();
   await page.locator('.message.agent', { hasText: 'A reply from the chosen model.' }).waitFor();
