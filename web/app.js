@@ -287,11 +287,22 @@ function scheduleRender(id) {
   if (id === state.current) stickToBottom();
   if (renderQueued) return;
   renderQueued = true;
-  requestAnimationFrame(() => {
+  // A hidden tab gets no animation frames, yet its title must go on counting
+  // the questions waiting: there a timer (slowed by the browser, but run) renders.
+  const later = document.hidden ? (run) => setTimeout(run, 0) : requestAnimationFrame;
+  later(() => {
     renderQueued = false;
     render();
   });
 }
+
+// A frame asked for just before the tab was hidden would wait for its return.
+document.addEventListener('visibilitychange', () => {
+  if (document.hidden && renderQueued) {
+    renderQueued = false;
+    render();
+  }
+});
 
 /** Keep the newest output in view, unless the person scrolled up to read. */
 function stickToBottom() {
