@@ -805,8 +805,8 @@ mod against_a_provider {
 
     use super::*;
     use support::fake_provider::{
-        FakeProvider, Reply, Wire, anthropic_text_reply, openai_delta, openai_done, openai_finish,
-        openai_text_reply, openai_usage,
+        FakeProvider, Part, Reply, Wire, anthropic_text_reply, openai_delta, openai_done,
+        openai_finish, openai_text_reply, openai_usage,
     };
 
     /// The `usage_update`s `session` received, as (used, size), in order.
@@ -970,6 +970,22 @@ mod against_a_provider {
             ["system", "user", "assistant", "tool", "assistant", "user"]
         );
         assert_eq!(last[5]["content"], "two");
+    }
+
+    #[tokio::test]
+    async fn cancel_closes_the_providers_stream() {
+        let dropped = std::sync::Arc::new(tokio::sync::Notify::new());
+        let provider = FakeProvider::start([Reply::Stream(vec![
+            Part::Send(openai_delta(
+                json!({"role": "assistant", "content": "Thinking "}),
+            )),
+            Part::StallUntilDropped(dropped.clone()),
+        ])])
+        .await;
+        let server = server_on(&provider).await;
+        let ide = Ide::new(&server.home.workspace(), true, true);
+        cancel_mid_turn(&server, &ide).await;
+        support::within("the provider's stream to be closed", dropped.notified()).await;
     }
 
     #[tokio::test]

@@ -32,6 +32,10 @@ pub enum Part {
     Wait(Arc<Notify>),
     /// Send nothing more, and never close.
     Stall,
+    /// Send nothing more, never close, and notify this once the client has
+    /// gone and the response was dropped.
+    #[allow(dead_code)] // Only tests/agent.rs has a use for it.
+    StallUntilDropped(Arc<Notify>),
     /// Let what was sent so far go out before the next part: the body is not
     /// ready once, so hyper writes out what it holds.
     #[allow(dead_code)] // tests/agent.rs includes this file but has no use for it.
@@ -212,6 +216,10 @@ fn respond(reply: Reply, connection: &Connection) -> Response {
                         Part::Send(text) => yield Ok::<_, std::io::Error>(text),
                         Part::Wait(gate) => gate.notified().await,
                         Part::Stall => std::future::pending::<()>().await,
+                        Part::StallUntilDropped(dropped) => {
+                            let _told = NotifyOnDrop(dropped);
+                            std::future::pending::<()>().await;
+                        }
                         Part::Flush => tokio::task::yield_now().await,
                         // A body that fails makes hyper drop the connection
                         // before the chunk that would end the response.
@@ -237,6 +245,15 @@ fn respond(reply: Reply, connection: &Connection) -> Response {
             }
             response.body(Body::from(body)).expect("an error response")
         }
+    }
+}
+
+/// Notifies when dropped: a response body held to the end of its client.
+struct NotifyOnDrop(Arc<Notify>);
+
+impl Drop for NotifyOnDrop {
+    fn drop(&mut self) {
+        self.0.notify_one();
     }
 }
 
