@@ -396,55 +396,38 @@ async fn client_capabilities_belong_to_their_connection() {
     assert_eq!(rich["clientCapabilities"]["terminal"], true);
 }
 
+/// An SDK client at `url` runs one turn of the `test` model, saying
+/// `words`; how many chunks the reply came in.
+async fn one_turn_at(server: &Server, url: &str, words: &str) -> usize {
+    let workspace = server.home.workspace();
+    let received = Received::default();
+    let transport = sdk_transport_to(url, &server.token);
+    client(transport, received.clone(), async |cx| {
+        initialize(&cx).await?;
+        let session = new_session(&cx, &workspace).await?;
+        assert_eq!(prompt(&cx, &session, words).await?, StopReason::EndTurn);
+        let (text, chunks) = received.agent_text(&session);
+        assert_eq!(
+            text,
+            format!("Turn 1. You said: \"{words}\". That is the first thing you said.")
+        );
+        Ok(chunks)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn ws_the_python_punies_address_serves_the_same_agent() {
     let server = Server::start().await;
-    let workspace = server.home.workspace();
-    let received = Received::default();
     let url = server.ws_url().replace("/acp", "/ws");
-    client(
-        sdk_transport_to(&url, &server.token),
-        received.clone(),
-        async |cx| {
-            initialize(&cx).await?;
-            let session = new_session(&cx, &workspace).await?;
-            assert_eq!(
-                prompt(&cx, &session, "over /ws").await?,
-                StopReason::EndTurn
-            );
-            let (text, _) = received.agent_text(&session);
-            assert_eq!(
-                text,
-                "Turn 1. You said: \"over /ws\". That is the first thing you said."
-            );
-            Ok(())
-        },
-    )
-    .await;
+    one_turn_at(&server, &url, "over /ws").await;
 }
 
 #[tokio::test]
 async fn the_http_and_sse_profile_serves_the_same_agent() {
     let server = Server::start().await;
-    let workspace = server.home.workspace();
-    let received = Received::default();
-    let transport = sdk_transport_to(&server.http_url("/acp"), &server.token);
-    client(transport, received.clone(), async |cx| {
-        initialize(&cx).await?;
-        let session = new_session(&cx, &workspace).await?;
-        assert_eq!(
-            prompt(&cx, &session, "over http").await?,
-            StopReason::EndTurn
-        );
-        let (text, chunks) = received.agent_text(&session);
-        assert_eq!(
-            text,
-            "Turn 1. You said: \"over http\". That is the first thing you said."
-        );
-        assert!(chunks > 1);
-        Ok(())
-    })
-    .await;
+    let chunks = one_turn_at(&server, &server.http_url("/acp"), "over http").await;
+    assert!(chunks > 1, "the reply streams");
 }
 
 /// A local model server that lists `models` at `GET /v1/models`, as Ollama
