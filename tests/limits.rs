@@ -133,24 +133,28 @@ async fn a_connection_that_never_finishes_a_request_is_closed_and_an_open_websoc
     assert!(listed.get("result").is_some(), "{listed}");
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_disconnected_and_slows_nobody() {
-    let mut server = server_with(&["--outgoing-queue", "4", "--outgoing-stall", "0.2"]).await;
+/// A client that has asked for forty replays of a session whose every
+/// replay is megabytes long (it holds a long answer).
+async fn forty_long_replays_asked(server: &Server) -> RawClient {
     let workspace = server.home.workspace();
-    let mut reader = server.initialized().await;
-    let session = reader.new_session(&workspace).await;
-    // A long answer makes every replay of this session megabytes long.
-    let long = "word ".repeat(200_000);
-    let answer = reader.prompt(&session, &long).await;
+    let mut author = server.initialized().await;
+    let session = author.new_session(&workspace).await;
+    let answer = author.prompt(&session, &"word ".repeat(200_000)).await;
     assert_eq!(answer["result"]["stopReason"], "end_turn");
-
-    let mut sluggard = server.initialized().await;
-    for _ in 0..40 {
-        sluggard
-            .send(json!({"jsonrpc": "2.0", "id": 1, "method": "session/load",
+    let mut asker = server.initialized().await;
+    for id in 0..40 {
+        asker
+            .send(json!({"jsonrpc": "2.0", "id": id, "method": "session/load",
                          "params": {"sessionId": session, "cwd": workspace, "mcpServers": []}}))
             .await;
     }
+    asker
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_and_slows_nobody() {
+    let mut server = server_with(&["--outgoing-queue", "4", "--outgoing-stall", "0.2"]).await;
+    let mut sluggard = forty_long_replays_asked(&server).await;
     // While the sluggard reads nothing, everyone else is served as usual.
     still_serves(&server).await;
     server.wait_for_log("the client stopped reading").await;
@@ -165,19 +169,7 @@ async fn a_client_that_reads_only_now_and_then_is_disconnected() {
     // It takes a message every 50 ms, well within the stall of 0.5 s, but
     // the queue never empties: what the server makes for it piles up.
     let mut server = server_with(&["--outgoing-queue", "4", "--outgoing-stall", "0.5"]).await;
-    let workspace = server.home.workspace();
-    let mut author = server.initialized().await;
-    let session = author.new_session(&workspace).await;
-    let answer = author.prompt(&session, &"word ".repeat(200_000)).await;
-    assert_eq!(answer["result"]["stopReason"], "end_turn");
-
-    let mut laggard = server.initialized().await;
-    for id in 0..40 {
-        laggard
-            .send(json!({"jsonrpc": "2.0", "id": id, "method": "session/load",
-                         "params": {"sessionId": session, "cwd": workspace, "mcpServers": []}}))
-            .await;
-    }
+    let mut laggard = forty_long_replays_asked(&server).await;
     let reading_slowly = async {
         let mut pace = tokio::time::interval(std::time::Duration::from_millis(50));
         loop {
