@@ -525,7 +525,7 @@ mod tests {
     #[test]
     fn every_tool_has_an_object_schema() {
         let specs = specs();
-        assert_eq!(specs.len(), 6);
+        assert_eq!(specs.len(), 7);
         for spec in &specs {
             assert_eq!(spec.parameters["type"], "object", "{}", spec.name);
         }
