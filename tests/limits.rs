@@ -75,7 +75,7 @@ async fn past_the_most_connections_new_upgrades_get_503() {
                 return;
             }
             assert_eq!(status, 503);
-            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
     })
     .await;

@@ -436,7 +436,7 @@ async fn a_command_whose_client_leaves_fails_at_once_and_its_terminal_is_asked_o
                 .detach();
             within("the command to run on the IDE", async {
                 while !ide.requests().iter().any(|m| m == "terminal/wait_for_exit") {
-                    tokio::task::yield_now().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                 }
             })
             .await;
