@@ -600,31 +600,25 @@ async fn cancel_kills_a_long_command_on_the_client_and_releases_it() {
 
 #[tokio::test]
 async fn a_terminal_the_client_creates_after_the_cancel_is_killed_and_released() {
-    let server = Server::scripted(
-        json!([[call("run_command", json!({"command": "sleep 30"}))]]),
-        &[],
-    )
-    .await;
-    let ide = Ide::new(&server.home.workspace(), true, true);
-    cancel_while_the_client_holds(&server, &ide, "terminal/create").await;
+    cancel_while_the_client_holds("sleep 30", "terminal/create").await;
 }
 
 #[tokio::test]
 async fn a_cancel_while_the_client_reads_a_terminal_still_releases_it() {
-    let server = Server::scripted(
-        json!([[call("run_command", json!({"command": "true"}))]]),
+    cancel_while_the_client_holds("true", "terminal/output").await;
+}
+
+/// Prompt for `command` in the client's terminal; once the client has been
+/// asked `method`, cancel, and answer `method` only after the prompt has
+/// answered `cancelled` (within 100 ms). The terminal the client created is
+/// still killed, then released.
+async fn cancel_while_the_client_holds(command: &str, method: &'static str) {
+    let server = &Server::scripted(
+        json!([[call("run_command", json!({"command": command}))]]),
         &[],
     )
     .await;
-    let ide = Ide::new(&server.home.workspace(), true, true);
-    cancel_while_the_client_holds(&server, &ide, "terminal/output").await;
-}
-
-/// Prompt for a command in the client's terminal; once `ide` has been asked
-/// `method`, cancel, and answer `method` only after the prompt has answered
-/// `cancelled` (within 100 ms). The terminal the client created is still
-/// killed, then released.
-async fn cancel_while_the_client_holds(server: &Server, ide: &Ide, method: &'static str) {
+    let ide = &Ide::new(&server.home.workspace(), true, true);
     let bell = ide.hold(method);
     let workspace = server.home.workspace();
     ide.run(sdk_transport(server), Received::default(), async |cx| {
