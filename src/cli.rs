@@ -580,8 +580,9 @@ fn on_heap<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
     Box::pin(make())
 }
 
-/// An IP address, or `localhost`.
-/// `--max-tool-rounds`: with 0, a turn would end before asking the model anything.
+/// `--max-tool-rounds`: with 0, a turn would end before asking the model
+/// anything. Checked by clap, so that a 0 in the settings file is blamed on
+/// the file.
 fn parse_rounds(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(0) => Err("a turn needs at least 1 round".to_owned()),
@@ -590,6 +591,7 @@ fn parse_rounds(value: &str) -> Result<usize, String> {
     }
 }
 
+/// An IP address, or `localhost`.
 fn parse_host(value: &str) -> Result<IpAddr, String> {
     if value.eq_ignore_ascii_case("localhost") {
         return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));

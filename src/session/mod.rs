@@ -5,10 +5,11 @@
 //! with it; it is in memory only while a connection is attached to it or a
 //! turn runs in it, and even then its conversation is dropped from memory
 //! when it has been idle a while. Several connections may be attached at
-//! once: each receives every update, written to the store before it is sent. The registry is the single source of truth for which
-//! sessions are in memory. This module speaks ACP's session vocabulary (ids,
-//! updates, stop reasons) and reaches clients only through the SDK's
-//! connection handles; it never touches a transport.
+//! once: each receives every update, written to the store before it is sent.
+//! The registry is the single source of truth for which sessions are in
+//! memory. This module speaks ACP's session vocabulary (ids, updates, stop
+//! reasons) and reaches clients only through the SDK's connection handles;
+//! it never touches a transport.
 
 mod attachments;
 mod history;
