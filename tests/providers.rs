@@ -682,6 +682,22 @@ async fn rate_limits_beyond_the_retries_end_the_call_saying_so() {
     }
 }
 
+/// Settings that give up on a model server silent for 200 ms.
+fn impatient() -> ModelSettings {
+    ModelSettings {
+        idle_timeout: Duration::from_millis(200),
+        ..settings()
+    }
+}
+
+/// The error of a call given up for 200 ms of silence from `wire`'s server.
+fn gave_up_waiting(wire: Wire, error: Option<ModelError>) -> String {
+    let error = error.expect("an idle timeout").to_string();
+    let stalled = format!("{} sent nothing for 200ms", wire.peer_name());
+    assert!(error.starts_with(&stalled), "{wire:?}: {error}");
+    error
+}
+
 #[tokio::test]
 async fn a_stream_that_stalls_fails_after_the_idle_timeout() {
     for wire in Wire::ALL {
@@ -692,15 +708,9 @@ async fn a_stream_that_stalls_fails_after_the_idle_timeout() {
             .collect();
         parts.push(Part::Stall);
         let fake = FakeProvider::start([Reply::Stream(parts)]).await;
-        let settings = ModelSettings {
-            idle_timeout: Duration::from_millis(200),
-            ..settings()
-        };
-        let (events, error) = run(&*model_on(wire, &fake, &settings), ask("x")).await;
+        let (events, error) = run(&*model_on(wire, &fake, &impatient()), ask("x")).await;
         assert_eq!(events, [text("Thinking")], "{wire:?}");
-        let error = error.expect("an idle timeout").to_string();
-        let stalled = format!("{} sent nothing for 200ms", wire.peer_name());
-        assert!(error.starts_with(&stalled), "{wire:?}: {error}");
+        let error = gave_up_waiting(wire, error);
         assert!(error.contains("--model-idle-timeout"), "{wire:?}: {error}");
     }
 }
@@ -709,15 +719,9 @@ async fn a_stream_that_stalls_fails_after_the_idle_timeout() {
 async fn a_server_that_never_answers_fails_after_the_idle_timeout() {
     for wire in Wire::ALL {
         let fake = FakeProvider::start([Reply::Hang]).await;
-        let settings = ModelSettings {
-            idle_timeout: Duration::from_millis(200),
-            ..settings()
-        };
-        let (events, error) = run(&*model_on(wire, &fake, &settings), ask("x")).await;
+        let (events, error) = run(&*model_on(wire, &fake, &impatient()), ask("x")).await;
         assert!(events.is_empty(), "{wire:?}: {events:?}");
-        let error = error.expect("an idle timeout").to_string();
-        let stalled = format!("{} sent nothing for 200ms", wire.peer_name());
-        assert!(error.starts_with(&stalled), "{wire:?}: {error}");
+        gave_up_waiting(wire, error);
         assert_eq!(
             fake.requests().len(),
             1,
