@@ -11,6 +11,7 @@ use agent_client_protocol::{AcpAgent, AcpAgentConfig};
 use nix::sys::signal::Signal;
 use serde_json::json;
 use support::sdk::{Received, client, first_update, initialize, new_session, prompt};
+use support::terminal::Terminal;
 use support::{Bridge, Home, Server, unused_port, within};
 
 fn initialize_request(id: u64) -> serde_json::Value {
@@ -306,6 +307,37 @@ async fn stdout_may_be_a_regular_file() {
         .collect();
     assert_eq!(lines.len(), 1, "{written}");
     assert_eq!(lines[0]["result"]["agentInfo"]["name"], "punie");
+}
+
+#[tokio::test]
+async fn stdout_may_be_a_terminal() {
+    let server = Server::start().await;
+    let mut command = server.home.command();
+    command
+        .args(["--server", &server.ws_url()])
+        .env("PUNIE_TOKEN", &server.token)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null());
+    let (mut terminal, mut child) = Terminal::spawn_writing_to_it(command);
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = child.stdin.take().unwrap();
+        let list = request(2, "session/list", json!({}));
+        let lines = format!("{}\n{list}\n", initialize_request(1));
+        stdin.write_all(lines.as_bytes()).await.unwrap();
+    }
+    let screen = terminal.closed().await;
+    let status = within("the bridge to exit", child.wait()).await.unwrap();
+    assert!(status.success());
+    // The terminal turns each "\n" into "\r\n"; nothing else may be there.
+    let lines: Vec<serde_json::Value> = screen
+        .split_terminator("\r\n")
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{screen:?}");
+    assert_eq!(lines[0]["result"]["agentInfo"]["name"], "punie");
+    assert_eq!(lines[1]["id"], 2);
+    assert!(lines[1]["result"]["sessions"].is_array(), "{screen:?}");
 }
 
 #[tokio::test]

@@ -20,8 +20,8 @@ use fake_provider::{
 };
 use futures::StreamExt as _;
 use punie::model::{
-    Message, Model, ModelError, ModelEvent, ModelRequest, ModelSettings, ModelStream, Stop,
-    ToolCall, ToolSpec, Usage, from_spec_with_env,
+    Message, Model, ModelError, ModelEvent, ModelRequest, ModelSettings, ModelStream, OpenAiModel,
+    OpenAiServer, Stop, ToolCall, ToolSpec, Usage, from_spec_with_env,
 };
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -792,6 +792,32 @@ async fn nothing_listening_names_the_server_to_start() {
     assert!(
         error.starts_with(&format!("cannot reach {base}: ")),
         "{error}"
+    );
+}
+
+/// LM Studio listens at a fixed address (`lmstudio:`), so the test builds the
+/// model the way `from_spec` does, at a local address instead.
+#[tokio::test]
+async fn lm_studio_is_named_when_its_server_is_down_or_lacks_the_model() {
+    let lm_studio = |base: &str| {
+        OpenAiModel::new(OpenAiServer::LmStudio, base, "qwen3", None, &settings())
+            .expect("a valid LM Studio model")
+    };
+    let addr = closed_port().await;
+    assert_eq!(
+        error_of(&lm_studio(&format!("http://{addr}/v1")), ask("x")).await,
+        format!("no server at http://{addr} — is LM Studio's server running?")
+    );
+    let fake = FakeProvider::start([Reply::status(
+        404,
+        json!({"error": {"message": "Model \"qwen3\" not found", "type": "invalid_request_error"}}),
+    )])
+    .await;
+    let error = error_of(&lm_studio(&format!("{}/v1", fake.url())), ask("x")).await;
+    assert_eq!(
+        error,
+        "Model \"qwen3\" not found (invalid_request_error) — is the model name `qwen3` right? \
+         (`lms ls` lists the models LM Studio has)"
     );
 }
 

@@ -12,6 +12,10 @@ use tokio::process::{Child, Command};
 
 use super::within;
 
+fn on_terminal(fd: &OwnedFd) -> Stdio {
+    Stdio::from(fd.try_clone().expect("a terminal fd"))
+}
+
 /// The terminal side a test holds: what the child wrote to the terminal, and
 /// a keyboard.
 pub struct Terminal {
@@ -25,18 +29,32 @@ impl Terminal {
     /// stays a pipe, so the answer can be read apart from the terminal.
     pub fn spawn(mut command: Command) -> (Self, Child) {
         let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
-        let on_terminal = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("a terminal fd"));
         command
             .stdin(on_terminal(&pty.slave))
             .stderr(on_terminal(&pty.slave))
             .stdout(Stdio::piped());
+        Self::start(command, pty)
+    }
+
+    /// Start `command` with only its stdout on a new terminal, as when a
+    /// person runs it by hand with its input piped in; stdin and stderr are
+    /// whatever `command` says.
+    pub fn spawn_writing_to_it(mut command: Command) -> (Self, Child) {
+        let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+        command.stdout(on_terminal(&pty.slave));
+        Self::start(command, pty)
+    }
+
+    fn start(mut command: Command, pty: nix::pty::OpenptyResult) -> (Self, Child) {
         // SAFETY: setsid and ioctl are async-signal-safe and touch no memory
         // of the parent.
         unsafe {
             command.pre_exec(|| {
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
-                // stdin is the terminal: make it the controlling one.
-                if nix::libc::ioctl(0, nix::libc::TIOCSCTTY as _, 0) < 0 {
+                // Make the terminal the controlling one, through whichever
+                // of the standard streams is on it.
+                let on_it = (0..3).find(|&fd| nix::libc::isatty(fd) == 1).unwrap_or(0);
+                if nix::libc::ioctl(on_it, nix::libc::TIOCSCTTY as _, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
