@@ -1,6 +1,6 @@
 // Permission questions are answered in the tool call's card: the card shows
 // the diff and all four options; "Reject" leaves the file untouched and
-// "Allow" writes it.
+// "Allow" writes it. A tab in the background counts the question in its title.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,10 +10,27 @@ const link = env('PUNIE_LINK');
 const workspace = env('PUNIE_WORKSPACE');
 const notes = join(workspace, 'notes.txt');
 
+/**
+ * A second tab of the app, signed in with the same cookie, as a tab in the
+ * background: hidden, and given no animation frames, as browsers do there.
+ * Headless Chromium shows every tab, so the page is told it is hidden.
+ */
+async function hiddenTab(page) {
+  const tab = await page.context().newPage();
+  await tab.addInitScript(() => {
+    Object.defineProperty(document, 'hidden', { get: () => true });
+    Object.defineProperty(document, 'visibilityState', { get: () => 'hidden' });
+    window.requestAnimationFrame = () => 0;
+  });
+  await tab.goto(new URL('/', page.url()).href);
+  return tab;
+}
+
 await scenario('permissions', async (browser) => {
   const page = await browser.newPage();
   await signIn(page, link);
   const id = await newSession(page, workspace);
+  const background = await hiddenTab(page);
 
   await prompt(page, 'Write the notes');
   const first = page.locator('.tool-call').first();
@@ -31,6 +48,8 @@ await scenario('permissions', async (browser) => {
   await page.locator(`.session[data-session-id="${id}"] .status[data-status="waiting_for_permission"]`).waitFor();
   expect(!existsSync(notes), 'nothing written while the question stands');
   expect((await page.title()).startsWith('(1) '), `the tab to count the question, got ${await page.title()}`);
+  // Polled by a timer: the hidden tab runs no animation frames.
+  await background.waitForFunction(() => document.title.startsWith('(1) '), null, { polling: 50 });
   await browser.shot(page, 'asked');
 
   await first.locator('button[data-option-id="reject_once"]').click();
