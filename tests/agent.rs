@@ -554,6 +554,30 @@ async fn a_command_in_the_client_terminal_leaves_its_output_for_every_watcher() 
 }
 
 #[tokio::test]
+async fn a_command_that_exits_non_zero_shows_failed_with_its_output_in_order() {
+    for on_the_client in [false, true] {
+        let server = Server::scripted(
+            json!([
+                [call("run_command", json!({"command": "echo first; echo second >&2; exit 3"}))],
+                [{"text": "It failed."}]
+            ]),
+            &[],
+        )
+        .await;
+        let ide = Ide::new(&server.home.workspace(), false, on_the_client);
+        let (stop, received, session) = one_turn(&server, &ide, "run it").await;
+        assert_eq!(stop, StopReason::EndTurn, "the model reads the failure");
+        let calls = received.tool_calls(&session);
+        assert_eq!(calls[0]["status"], "failed", "client terminal: {on_the_client}");
+        assert_eq!(
+            content_text(&calls[0]),
+            "exit code 3; output:\nfirst\nsecond\n",
+            "client terminal: {on_the_client}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_turn_ends_with_max_turn_requests_after_its_rounds() {
     let round = json!([call("list_files", json!({}))]);
     let server = Server::scripted(

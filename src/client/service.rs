@@ -262,6 +262,8 @@ fn terminal_error(error: TerminalError) -> Error {
     match error {
         TerminalError::Workspace(error) => workspace_error(error),
         TerminalError::Unknown(_) => Error::new(ErrorCode::RESOURCE_NOT_FOUND, error.to_string()),
-        TerminalError::Spawn { .. } => Error::new(ErrorCode::INTERNAL_ERROR, error.to_string()),
+        TerminalError::Spawn { .. } | TerminalError::Pipe(_) => {
+            Error::new(ErrorCode::INTERNAL_ERROR, error.to_string())
+        }
     }
 }

@@ -84,8 +84,20 @@ pub(super) async fn run<C: ClientPort>(
     // attached clients, and a later `session/load`, have no such terminal.
     let result = for_the_model(&describe(&ran, timeout));
     content.push(text_content(&result));
-    report.finish(ToolCallStatus::Completed, content);
+    report.finish(status_shown_for(&ran), content);
     Ok(ToolOutcome::ok(result))
+}
+
+/// A command that ran but did not succeed (a non-zero exit, a signal, the
+/// timeout) shows as failed, as a shell's prompt would; the model is told the
+/// same either way, exit code and output, and decides what it means.
+fn status_shown_for(ran: &Ran) -> ToolCallStatus {
+    let succeeded = !ran.timed_out && ran.exit.as_ref().is_some_and(|exit| exit.code == Some(0));
+    if succeeded {
+        ToolCallStatus::Completed
+    } else {
+        ToolCallStatus::Failed
+    }
 }
 
 /// Run through the client's terminal, which the client shows as it runs.

@@ -7,6 +7,7 @@
 //! with it.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::Stdio;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::net::unix::pipe;
 use tokio::process::Child;
 use tokio::sync::{Notify, watch};
 
@@ -49,6 +51,8 @@ pub enum TerminalError {
         command: String,
         source: std::io::Error,
     },
+    #[error("cannot make a pipe for a command's output: {0}")]
+    Pipe(std::io::Error),
 }
 
 /// The commands one client or session has running or finished.
@@ -105,13 +109,16 @@ impl Terminals {
             Some(cwd) => workspace.resolve(cwd)?,
             None => workspace.root().to_owned(),
         };
-        let mut child = tokio::process::Command::new(command)
+        // One pipe for stdout and stderr, as on a terminal: what the command
+        // writes stays in the order it wrote it, whichever stream it used.
+        let (output_pipe, writer) = std::io::pipe().map_err(TerminalError::Pipe)?;
+        let child = tokio::process::Command::new(command)
             .args(args)
             .envs(env.iter().map(|(name, value)| (name, value)))
             .current_dir(&cwd)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(writer.try_clone().map_err(TerminalError::Pipe)?)
+            .stderr(writer)
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
@@ -129,17 +136,15 @@ impl Terminals {
             exit,
             kill: Notify::new(),
         });
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
+        // The command's copies of the pipe's writing end are its own now
+        // (the builder that held ours is gone), so reading ends when it and
+        // whatever it started have closed theirs.
+        let output_pipe = pipe::Receiver::from_owned_fd(OwnedFd::from(output_pipe))
+            .map_err(TerminalError::Pipe)?;
         let mut running = Running::new(child);
         let watched = terminal.clone();
         tokio::spawn(async move {
-            let capture = async {
-                tokio::join!(
-                    capture(stdout, &watched.output),
-                    capture(stderr, &watched.output)
-                )
-            };
+            let capture = capture(output_pipe, &watched.output);
             let status = tokio::select! {
                 status = async { capture.await; running.wait().await } => status,
                 () = watched.kill.notified() => {
@@ -274,8 +279,7 @@ impl Drop for Running {
     }
 }
 
-async fn capture(stream: Option<impl AsyncRead + Unpin>, output: &Mutex<Output>) {
-    let Some(mut stream) = stream else { return };
+async fn capture(mut stream: impl AsyncRead + Unpin, output: &Mutex<Output>) {
     let mut buffer = vec![0u8; 8192];
     while let Ok(read) = stream.read(&mut buffer).await {
         if read == 0 {
@@ -339,6 +343,27 @@ mod tests {
         assert!(output.output.contains("oops"));
         terminals.release(&id).unwrap();
         assert!(terminals.output(&id).is_err());
+    }
+
+    #[tokio::test]
+    async fn output_keeps_the_order_it_was_written_in_across_stdout_and_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = Workspace::new(dir.path()).unwrap();
+        let terminals = Terminals::default();
+        let script = "for i in 1 2 3 4 5 6 7 8 9; do echo out$i; echo err$i >&2; done";
+        let id = terminals
+            .create(
+                &workspace,
+                "sh",
+                &["-c".into(), script.into()],
+                &[],
+                None,
+                None,
+            )
+            .unwrap();
+        terminals.wait(&id).await.unwrap();
+        let expected: String = (1..=9).map(|i| format!("out{i}\nerr{i}\n")).collect();
+        assert_eq!(terminals.output(&id).unwrap().output, expected);
     }
 
     #[tokio::test]
