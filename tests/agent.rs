@@ -568,7 +568,10 @@ async fn a_command_that_exits_non_zero_shows_failed_with_its_output_in_order() {
         let (stop, received, session) = one_turn(&server, &ide, "run it").await;
         assert_eq!(stop, StopReason::EndTurn, "the model reads the failure");
         let calls = received.tool_calls(&session);
-        assert_eq!(calls[0]["status"], "failed", "client terminal: {on_the_client}");
+        assert_eq!(
+            calls[0]["status"], "failed",
+            "client terminal: {on_the_client}"
+        );
         assert_eq!(
             content_text(&calls[0]),
             "exit code 3; output:\nfirst\nsecond\n",

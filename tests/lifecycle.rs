@@ -151,6 +151,37 @@ async fn a_port_in_use_is_a_one_line_error_naming_the_port() {
 }
 
 #[tokio::test]
+async fn a_second_server_on_the_same_store_is_refused_and_the_first_goes_on() {
+    let first = Server::start().await;
+    let record = std::fs::read_to_string(first.home.server_file()).unwrap();
+    let output = within(
+        "the second punie serve to give up",
+        first
+            .home
+            .command()
+            .args(["serve", "--port", "0"])
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let holder = format!("another `punie serve` (pid {}) is using it", first.pid());
+    assert!(stderr.contains(&holder), "{stderr}");
+    assert!(stderr.contains("punie stop"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(first.home.server_file()).unwrap(),
+        record,
+        "the first server's record stays"
+    );
+    let mut client = first.initialized().await;
+    let session = client.new_session(&first.home.workspace()).await;
+    let answer = client.prompt(&session, "still here?").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn");
+}
+
+#[tokio::test]
 async fn an_unknown_model_is_refused_at_start() {
     let home = Home::new();
     let output = home

@@ -20,6 +20,7 @@
 //! an entry means (an ACP update, a model message) is [`crate::session`]'s
 //! business. It never talks to clients or models.
 
+mod files;
 mod schema;
 mod writer;
 
@@ -171,6 +172,8 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
+    /// Held until the store is closed: no second server opens it meanwhile.
+    lock: Mutex<Option<files::StoreLock>>,
     /// Why the disk refused the writes the writer still holds; `None` while
     /// everything queued could be written.
     refused: Arc<Mutex<Option<String>>>,
@@ -203,9 +206,8 @@ impl Store {
     /// every [`RETRY_INTERVAL`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let fail = |error: &(dyn std::error::Error + 'static)| StoreError::from_error(path, error);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|error| fail(&error))?;
-        }
+        files::prepare_private(path).map_err(|error| fail(&error))?;
+        let lock = files::StoreLock::take(path).map_err(|error| fail(&error))?;
         let (writer, read_only) = match open_writer(path) {
             Ok(writer) => (WriterConnection::Writing(writer), None),
             Err(error) => match why_read_only(path) {
@@ -269,6 +271,7 @@ impl Store {
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
+                lock: Mutex::new(Some(lock)),
                 refused,
                 shared,
                 checkpoint_nudge: Mutex::new(Some(nudge)),
@@ -408,6 +411,8 @@ impl Store {
         for thread in std::mem::take(&mut *lock(&self.inner.threads)) {
             let _ = thread.join();
         }
+        // Nothing more is written: another server may have the database now.
+        drop(lock(&self.inner.lock).take());
     }
 
     /// One session's row.

@@ -1,0 +1,194 @@
+//! The store's files on disk before SQLite opens them: a directory and a
+//! database only the user can read (history holds prompts, file contents and
+//! command output), and the lock that keeps a second `punie serve` off a
+//! database one already uses. Two servers on one database would each take
+//! the other's running turns for ones a crash cut short.
+//!
+//! What is inside the files is the rest of the store's business.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{ErrorKind, Read as _, Seek as _, SeekFrom, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+/// SQLite's own files beside the database, which it creates with the
+/// database's mode.
+const SQLITE_SIDE_FILES: [&str; 2] = ["-wal", "-shm"];
+
+/// Make the database's directory (0700 when created) and the database itself
+/// (0600) private; files left readable by others by an earlier version are
+/// tightened, with a warning.
+pub(super) fn prepare_private(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        crate::auth::create_private_dir(dir)?;
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        // An empty file is an empty database to SQLite, which keeps its mode.
+        Ok(_) => return Ok(()),
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
+        // Left to SQLite, which opens what it can for reading, or says why not.
+        Err(error) if cannot_write(&error) => return Ok(()),
+        Err(error) => return Err(error),
+    }
+    for file in std::iter::once(path.to_owned()).chain(side_files(path)) {
+        tighten(&file);
+    }
+    Ok(())
+}
+
+fn side_files(path: &Path) -> impl Iterator<Item = PathBuf> {
+    SQLITE_SIDE_FILES.into_iter().map(|suffix| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    })
+}
+
+/// Best effort: a file Punie cannot change (a read-only disk, another
+/// owner) is opened as it is.
+fn tighten(path: &Path) {
+    let Ok(metadata) = fs::metadata(path) else {
+        return;
+    };
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return;
+    }
+    match fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o700)) {
+        Ok(()) => tracing::warn!(
+            path = %path.display(),
+            mode = format!("{mode:o}"),
+            "the session store was readable by others; now only by its owner"
+        ),
+        Err(error) => tracing::warn!(
+            path = %path.display(),
+            mode = format!("{mode:o}"),
+            "the session store is readable by others, and cannot be changed: {error}"
+        ),
+    }
+}
+
+/// The lock one server holds on a database for as long as it runs; the
+/// kernel lets go of it when the process ends, however it ends.
+#[derive(Debug)]
+pub(super) struct StoreLock {
+    _file: Option<File>,
+}
+
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum LockError {
+    #[error(
+        "another `punie serve`{} is using it, and one store serves one server; `punie status` shows that server and `punie stop` stops it, or give this one a store of its own with another XDG_DATA_HOME",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    Held { holder: Option<u32> },
+    #[error("cannot lock {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl StoreLock {
+    /// Take the lock for the database at `path`, in a file beside it that
+    /// names this process. A directory Punie cannot write holds no lock file:
+    /// the database in it is only read, and reading harms nothing.
+    pub(super) fn take(path: &Path) -> Result<Self, LockError> {
+        let lock_path = path.with_extension("lock");
+        let io = |source| LockError::Io {
+            path: lock_path.clone(),
+            source,
+        };
+        let mut file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+        {
+            Ok(file) => file,
+            Err(error) if cannot_write(&error) => match File::open(&lock_path) {
+                Ok(file) => file,
+                Err(error) if error.kind() == ErrorKind::NotFound => {
+                    return Ok(Self { _file: None });
+                }
+                Err(error) => return Err(io(error)),
+            },
+            Err(error) => return Err(io(error)),
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(LockError::Held {
+                    holder: holder(&mut file),
+                });
+            }
+            Err(TryLockError::Error(error)) => return Err(io(error)),
+        }
+        // Only for the message a second server prints; the lock is the flock.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()));
+        Ok(Self { _file: Some(file) })
+    }
+}
+
+fn cannot_write(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+    )
+}
+
+/// The pid the lock's holder wrote in the file.
+fn holder(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_one_database_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("punie.db");
+        let held = StoreLock::take(&database).unwrap();
+        let refused = StoreLock::take(&database).unwrap_err();
+        assert!(
+            matches!(refused, LockError::Held { holder: Some(pid) } if pid == std::process::id()),
+            "{refused:?}"
+        );
+        drop(held);
+        StoreLock::take(&database).expect("free again once its holder let go");
+    }
+
+    #[test]
+    fn a_new_store_is_private_and_an_old_one_is_made_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("data/punie/punie.db");
+        prepare_private(&database).unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(database.parent().unwrap()), 0o700);
+        assert_eq!(mode(&database), 0o600);
+
+        let wal = side_files(&database).next().unwrap();
+        fs::write(&wal, "").unwrap();
+        for path in [&database, &wal] {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        prepare_private(&database).unwrap();
+        assert_eq!(mode(&database), 0o600);
+        assert_eq!(mode(&wal), 0o600);
+    }
+}
