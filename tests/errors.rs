@@ -108,6 +108,13 @@ async fn a_bad_cwd_is_invalid_params_naming_the_problem() {
             "{params}: the message names the problem ({problem}): {message}"
         );
     }
+    // A list filtered by a relative cwd would match nothing, silently.
+    let listed = client
+        .request("session/list", json!({"cwd": "relative/path"}))
+        .await;
+    let (code, message) = error(&listed);
+    assert_eq!(code, -32602, "{message}");
+    assert!(message.contains("absolute"), "{message}");
     still_usable(&mut client, &server).await;
 }
 

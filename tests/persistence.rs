@@ -100,6 +100,32 @@ async fn a_new_connection_loads_the_whole_history_and_continues_the_conversation
 }
 
 #[tokio::test]
+async fn a_session_attached_from_another_directory_keeps_its_own_and_says_which() {
+    let server = script_server(&[]).await;
+    let workspace = server.home.workspace();
+    let mut first = server.initialized().await;
+    let session = first.new_session(&workspace).await;
+    let elsewhere = server.home.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    for method in ["session/resume", "session/load"] {
+        let mut client = server.initialized().await;
+        let response = attach(&mut client, method, &session, &elsewhere).await;
+        assert_eq!(
+            response["result"]["_meta"]["punie/cwd"],
+            workspace.to_str().unwrap(),
+            "{method}: {response}"
+        );
+    }
+    let listed = first
+        .request("session/list", json!({"cwd": workspace}))
+        .await;
+    assert_eq!(
+        listed["result"]["sessions"][0]["sessionId"],
+        session.as_str()
+    );
+}
+
+#[tokio::test]
 async fn every_attached_connection_receives_a_turns_updates_and_a_second_prompt_is_refused() {
     let server = script_server(&[]).await;
     let workspace = server.home.workspace();

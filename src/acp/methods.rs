@@ -14,10 +14,11 @@ use agent_client_protocol::v1::schema::{
     AgentCapabilities, CancelNotification, CloseSessionRequest, CloseSessionResponse, ContentBlock,
     DeleteSessionRequest, DeleteSessionResponse, EmbeddedResourceResource, Implementation,
     InitializeRequest, InitializeResponse, ListSessionsRequest, ListSessionsResponse,
-    LoadSessionRequest, LoadSessionResponse, McpServer, NewSessionRequest, NewSessionResponse,
-    PromptCapabilities, PromptRequest, PromptResponse, ResumeSessionRequest, ResumeSessionResponse,
-    SessionCapabilities, SessionCloseCapabilities, SessionDeleteCapabilities, SessionId,
-    SessionListCapabilities, SessionNotification, SessionResumeCapabilities,
+    LoadSessionRequest, LoadSessionResponse, McpServer, Meta, NewSessionRequest,
+    NewSessionResponse, PromptCapabilities, PromptRequest, PromptResponse, ResumeSessionRequest,
+    ResumeSessionResponse, SessionCapabilities, SessionCloseCapabilities,
+    SessionDeleteCapabilities, SessionId, SessionListCapabilities, SessionNotification,
+    SessionResumeCapabilities,
 };
 use agent_client_protocol::v1::{ConnectionTo, Responder};
 use agent_client_protocol::{Agent, Channel, Client, Error, UntypedMessage};
@@ -247,7 +248,7 @@ async fn load_session(
     }
     session.replayed(connection.id);
     tracing::info!(connection = connection.id, session = %id, updates = replayed, "session loaded");
-    to_json(LoadSessionResponse::new())
+    to_json(LoadSessionResponse::new().meta(workspace_meta(session.cwd())))
 }
 
 /// `session/resume`: attach without replay.
@@ -266,27 +267,44 @@ async fn resume_session(
         .map_err(|error| errors::registry(METHOD, error))?;
     warn_of_other_cwd(&id, session.cwd(), &request.cwd);
     tracing::info!(connection = connection.id, session = %id, "session resumed");
-    to_json(ResumeSessionResponse::new())
+    to_json(ResumeSessionResponse::new().meta(workspace_meta(session.cwd())))
 }
 
-/// A session keeps the workspace it was created in.
+/// Where a loaded or resumed session works, for a client that asked with
+/// another directory (or none it knew): `_meta["punie/cwd"]`.
+const CWD_META: &str = "punie/cwd";
+
+fn workspace_meta(cwd: &Path) -> Meta {
+    let mut meta = Meta::new();
+    meta.insert(CWD_META.to_owned(), cwd.to_string_lossy().into());
+    meta
+}
+
+/// A session keeps the workspace it was created in: its history's paths,
+/// and the model's memory of them, are there.
 fn warn_of_other_cwd(id: &SessionId, stored: &Path, asked: &Path) {
     if stored != asked {
         tracing::info!(session = %id, stored = %stored.display(), asked = %asked.display(), "the session keeps the workspace it was created in");
     }
 }
 
+/// Sessions are stored under absolute paths: a relative one would match none.
+fn check_absolute(method: &str, cwd: &Path) -> Result<(), Error> {
+    if cwd.is_absolute() {
+        return Ok(());
+    }
+    Err(errors::invalid_params(
+        method,
+        format!(
+            "cwd must be an absolute path, but `{}` is relative",
+            cwd.display()
+        ),
+    ))
+}
+
 /// A session's `cwd` must be an absolute path to an existing directory.
 async fn check_workspace(method: &str, cwd: &Path) -> Result<(), Error> {
-    if !cwd.is_absolute() {
-        return Err(errors::invalid_params(
-            method,
-            format!(
-                "cwd must be an absolute path, but `{}` is relative",
-                cwd.display()
-            ),
-        ));
-    }
+    check_absolute(method, cwd)?;
     match tokio::fs::metadata(cwd).await {
         Ok(metadata) if metadata.is_dir() => Ok(()),
         Ok(_) => Err(errors::invalid_params(
@@ -423,6 +441,9 @@ fn unsupported_content(kind: &str) -> Error {
 async fn list_sessions(connection: &Connection, params: Value) -> Result<Value, Error> {
     const METHOD: &str = "session/list";
     let request: ListSessionsRequest = parse_params(METHOD, params)?;
+    if let Some(cwd) = &request.cwd {
+        check_absolute(METHOD, cwd)?;
+    }
     let page = connection
         .hub
         .sessions
