@@ -233,10 +233,17 @@ async fn an_invalid_line_is_reported_forwarded_and_survived() {
     assert_eq!(answer["error"]["code"], -32700, "{answer}");
     bridge.send(initialize_request(2)).await;
     assert!(bridge.response_to(2).await.get("result").is_some());
+    // JSON, but not a valid request: answered with its id, so closing stdin
+    // right after it does not leave the bridge waiting for the drain timeout.
+    bridge
+        .send_line(r#"{"id": 3, "method": "session/list"}"#)
+        .await;
     bridge.close_stdin();
+    assert_eq!(bridge.response_to(3).await["error"]["code"], -32600);
     assert!(bridge.exit_status().await.success());
     let stderr = bridge.stderr().await;
     assert!(stderr.contains("not valid JSON"), "{stderr}");
+    assert!(!stderr.contains("did not answer"), "{stderr}");
     assert!(stderr.contains("oops"), "quotes an excerpt: {stderr}");
 }
 

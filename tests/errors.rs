@@ -50,6 +50,47 @@ async fn an_unparsable_frame_is_answered_with_a_parse_error_and_the_connection_s
 }
 
 #[tokio::test]
+async fn an_invalid_request_with_a_readable_id_is_answered_with_that_id() {
+    let server = Server::start().await;
+    let mut client = server.initialized().await;
+    let cases = [
+        (
+            json!({"id": 5, "method": "session/list"}),
+            "`jsonrpc` must be \"2.0\"",
+        ),
+        (
+            json!({"jsonrpc": "1.0", "id": "a", "method": "session/list"}),
+            "`jsonrpc`",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 6, "method": 7}),
+            "`method` must be a string",
+        ),
+        (json!({"jsonrpc": "2.0", "id": 8}), "no `method`"),
+        (
+            json!({"jsonrpc": "2.0", "id": 9, "method": "session/list", "params": 3}),
+            "`params`",
+        ),
+    ];
+    for (message, problem) in cases {
+        client.send(message.clone()).await;
+        let response = client.recv().await;
+        assert_eq!(response["id"], message["id"], "{message}: {response}");
+        let (code, text) = error(&response);
+        assert_eq!(code, -32600, "{message}: {text}");
+        assert!(text.contains(problem), "{message}: {text}");
+    }
+    // An id no response could carry is answered with `null`, as JSON-RPC says.
+    client
+        .send(json!({"id": 7.5, "method": "session/list"}))
+        .await;
+    let response = client.recv().await;
+    assert_eq!(response["id"], Value::Null, "{response}");
+    assert_eq!(error(&response).0, -32600);
+    still_usable(&mut client, &server).await;
+}
+
+#[tokio::test]
 async fn an_unknown_method_is_method_not_found() {
     let server = Server::start().await;
     let mut client = server.initialized().await;

@@ -76,3 +76,14 @@ pub fn not_initialized(method: &str) -> Error {
         format!("{method}: the connection is not initialized; send initialize first"),
     )
 }
+
+/// A message that was not a valid request, answered with its own id.
+pub fn invalid_request(params: &serde_json::Value) -> Error {
+    let problem = params["problem"]
+        .as_str()
+        .unwrap_or("it is not a JSON-RPC 2.0 request");
+    Error::new(
+        ErrorCode::INVALID_REQUEST,
+        format!("Invalid request: {problem}"),
+    )
+}

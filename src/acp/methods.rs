@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 
 use super::connection::{ClientDescription, Connection};
 use super::errors;
+use super::frames::INVALID_REQUEST_METHOD;
 use crate::config::SESSION_LIST_PAGE;
 use crate::session::{BeginError, Turn};
 
@@ -66,6 +67,9 @@ async fn handle_request(
 ) -> Result<(), Error> {
     let (method, params) = request.into_parts();
     tracing::debug!(connection = connection.id, method, "request");
+    if method == INVALID_REQUEST_METHOD {
+        return responder.respond_with_error(errors::invalid_request(&params));
+    }
     if method != "initialize" && connection.client().is_none() {
         return responder.respond_with_error(errors::not_initialized(&method));
     }

@@ -82,8 +82,17 @@ impl Pending {
 struct Envelope {
     #[serde(default)]
     id: Option<Value>,
-    #[serde(default)]
-    method: Option<IgnoredAny>,
+    #[serde(default, deserialize_with = "present")]
+    method: bool,
+    // Present even when `null`: `{"id": 1, "result": null}` is an answer.
+    #[serde(default, deserialize_with = "present")]
+    result: bool,
+    #[serde(default, deserialize_with = "present")]
+    error: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(member: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(member).map(|_| true)
 }
 
 enum Kind {
@@ -92,13 +101,39 @@ enum Kind {
     Other,
 }
 
+/// What a line from the IDE is. Anything with an id an answer can carry
+/// (a string or an integer) that is not a response is owed an answer, even
+/// when it is not a valid request: the server answers those with their id.
+/// An id no answer can carry (`7.5`, `{}`) gets one with a `null` id, which
+/// the bridge passes on but cannot wait for.
 fn classify(line: &str) -> Result<Kind, serde_json::Error> {
-    let envelope: Envelope = serde_json::from_str(line)?;
-    Ok(match (envelope.id, envelope.method) {
-        (Some(id), Some(_)) if !id.is_null() => Kind::Request(id.to_string()),
-        (Some(id), None) if !id.is_null() => Kind::Response(id.to_string()),
-        _ => Kind::Other,
+    // JSON, but not an object (a batch, a number): answered, if at all,
+    // with a `null` id. (A struct would take an array's items as members.)
+    if !line.trim_start().starts_with('{') {
+        return serde_json::from_str::<IgnoredAny>(line).map(|_| Kind::Other);
+    }
+    let envelope: Envelope = match serde_json::from_str(line) {
+        Ok(envelope) => envelope,
+        Err(error) if error.is_data() => return Ok(Kind::Other),
+        Err(error) => return Err(error),
+    };
+    let Some(id) = envelope.id.as_ref().and_then(answerable_id) else {
+        return Ok(Kind::Other);
+    };
+    let is_response = !envelope.method && (envelope.result || envelope.error);
+    Ok(if is_response {
+        Kind::Response(id)
+    } else {
+        Kind::Request(id)
     })
+}
+
+fn answerable_id(id: &Value) -> Option<String> {
+    match id {
+        Value::String(_) => Some(id.to_string()),
+        Value::Number(number) if number.is_i64() => Some(id.to_string()),
+        _ => None,
+    }
 }
 
 /// Run the bridge until stdin closes or the server goes away.
@@ -329,6 +364,24 @@ mod tests {
             Ok(Kind::Other)
         ));
         assert!(classify("{oops").is_err());
+    }
+
+    #[test]
+    fn what_the_server_answers_with_an_id_is_owed_and_nothing_else() {
+        let owed = |line: &str| matches!(classify(line), Ok(Kind::Request(_)));
+        // Invalid, yet answered with their ids.
+        assert!(owed(r#"{"id":5,"method":"session/list"}"#));
+        assert!(owed(r#"{"jsonrpc":"2.0","id":8}"#));
+        // Answers, even a `null` one.
+        assert!(matches!(
+            classify(r#"{"jsonrpc":"2.0","id":1,"result":null}"#),
+            Ok(Kind::Response(id)) if id == "1"
+        ));
+        // Ids no answer carries back, and JSON that is not an object.
+        assert!(!owed(r#"{"id":7.5,"method":"x"}"#));
+        assert!(!owed(r#"{"id":{"a":1},"method":"x"}"#));
+        assert!(!owed(r#"{"id":null,"method":"x"}"#));
+        assert!(matches!(classify("[1,2]"), Ok(Kind::Other)));
     }
 
     #[test]
