@@ -160,6 +160,32 @@ async fn a_rejected_write_leaves_the_file_byte_for_byte_untouched() {
 }
 
 #[tokio::test]
+async fn an_answer_that_was_not_offered_does_nothing_and_is_not_called_a_refusal() {
+    let server = Server::scripted(
+        json!([
+            [call("write_file", json!({"path": "notes.txt", "content": "overwritten"}))],
+            [{"text": "Understood."}]
+        ]),
+        &[],
+    )
+    .await;
+    let notes = write_notes(&server, "precious\n");
+    let ide = Ide::new(&server.home.workspace(), true, true).answer_with(&["maybe_later"]);
+    let (stop, received, session) = one_turn(&server, &ide, "overwrite it").await;
+    assert_eq!(stop, StopReason::EndTurn);
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "precious\n");
+    let calls = received.tool_calls(&session);
+    assert_eq!(calls[0]["status"], "failed");
+    let told = content_text(&calls[0]);
+    assert!(told.contains("permission could not be asked"), "{told}");
+    assert!(
+        told.contains("`maybe_later`, which was not offered"),
+        "{told}"
+    );
+    assert!(!told.contains("declined"), "{told}");
+}
+
+#[tokio::test]
 async fn a_cancelled_permission_answer_ends_the_turn_cancelled_and_writes_nothing() {
     let server = Server::scripted(
         json!([

@@ -65,13 +65,10 @@ pub(super) async fn run<C: ClientPort>(
     };
     let title = report.title().to_owned();
     match permission::ask(context, report, "run_command", &title, Vec::new()).await {
-        Decision::Allowed => {}
         Decision::Cancelled => return Err(Stop::Cancelled),
-        Decision::Rejected => {
-            return Err(Stop::Failed(
-                "the user declined to run this command; it was not run".to_owned(),
-            ));
-        }
+        decision => decision
+            .refusal("the command was not run")
+            .map_err(Stop::Failed)?,
     }
     let (ran, mut content) = if context.client.capabilities().terminal {
         on_client(context, report, program, argv, cwd, timeout).await?

@@ -99,13 +99,10 @@ async fn change<C: ClientPort>(
     let diff = ToolCallContent::Diff(Diff::new(path.clone(), new.clone()).old_text(old));
     let title = report.title().to_owned();
     match permission::ask(context, report, tool, &title, vec![diff.clone()]).await {
-        Decision::Allowed => {}
         Decision::Cancelled => return Err(Stop::Cancelled),
-        Decision::Rejected => {
-            return Err(Stop::Failed(
-                "the user declined this change; the file was not modified".to_owned(),
-            ));
-        }
+        decision => decision
+            .refusal("the file was not modified")
+            .map_err(Stop::Failed)?,
     }
     report.progress(Vec::new());
     if context.client.capabilities().fs.write_text_file {

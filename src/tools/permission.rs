@@ -72,12 +72,29 @@ impl std::fmt::Debug for PermissionMemory {
 }
 
 /// What the person decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Allowed,
     Rejected,
     /// The prompt was cancelled while waiting: the turn ends.
     Cancelled,
+    /// Nobody decided: the client failed the request or answered with
+    /// something Punie did not offer. Nothing is done, and the model is told
+    /// why rather than that the user declined.
+    Unanswered(String),
+}
+
+impl Decision {
+    /// What the model is told when the tool did nothing for want of a yes.
+    pub(super) fn refusal(self, not_done: &str) -> Result<(), String> {
+        match self {
+            Self::Allowed | Self::Cancelled => Ok(()),
+            Self::Rejected => Err(format!("the user declined; {not_done}")),
+            Self::Unanswered(why) => {
+                Err(format!("permission could not be asked ({why}); {not_done}"))
+            }
+        }
+    }
 }
 
 const OPTIONS: [(&str, &str, PermissionOptionKind); 4] = [
@@ -133,17 +150,19 @@ pub(super) async fn ask<C: ClientPort>(
         // time, say): nobody declined, and the turn says why it ended.
         Err(_) if context.cancel.is_cancelled() => return Decision::Cancelled,
         Err(error) => {
-            tracing::warn!(
-                "the client could not ask for permission ({}); treating it as a rejection",
-                error.message
-            );
-            return Decision::Rejected;
+            let why = format!("the client failed the request: {}", error.message);
+            tracing::warn!("{why}; nothing is done");
+            return Decision::Unanswered(why);
         }
     };
     let chosen = match outcome {
         RequestPermissionOutcome::Selected(selected) => selected.option_id,
         RequestPermissionOutcome::Cancelled => return Decision::Cancelled,
-        _ => return Decision::Rejected,
+        other => {
+            let why = format!("the client answered with an outcome Punie does not know: {other:?}");
+            tracing::warn!("{why}; nothing is done");
+            return Decision::Unanswered(why);
+        }
     };
     let kind = OPTIONS
         .iter()
@@ -159,6 +178,11 @@ pub(super) async fn ask<C: ClientPort>(
             context.permissions.remember(tool, false);
             Decision::Rejected
         }
-        _ => Decision::Rejected,
+        Some(_) => Decision::Rejected,
+        None => {
+            let why = format!("the client chose `{}`, which was not offered", chosen.0);
+            tracing::warn!("{why}; nothing is done");
+            Decision::Unanswered(why)
+        }
     }
 }
