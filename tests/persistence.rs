@@ -170,6 +170,59 @@ async fn every_attached_connection_receives_a_turns_updates_and_a_second_prompt_
     );
 }
 
+/// How each turn ended, as `session_info_update`s among `messages` say.
+fn turn_endings(messages: &[Value]) -> Vec<Value> {
+    updates(messages, "session_info_update")
+        .into_iter()
+        .filter_map(|update| update["_meta"].get("punie/turnEnded").cloned())
+        .collect()
+}
+
+#[tokio::test]
+async fn how_each_turn_ended_reaches_every_attached_client_and_every_replay() {
+    let server = script_server(&[]).await;
+    let workspace = server.home.workspace();
+    let mut prompter = server.initialized().await;
+    let session = prompter.new_session(&workspace).await;
+    let mut watcher = server.initialized().await;
+    attach(&mut watcher, "session/resume", &session, &workspace).await;
+
+    first_turn(&mut prompter, &session).await;
+    let answer = prompter.prompt(&session, "and now?").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    // The script has no third response: the turn fails.
+    let failed = prompter.prompt(&session, "and then?").await;
+    let error = failed["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!error.is_empty(), "{failed}");
+
+    let seen = within("the watcher to learn how three turns ended", async {
+        while turn_endings(&watcher.notifications).len() < 3 {
+            let message = watcher.recv().await;
+            watcher.notifications.push(message);
+        }
+        turn_endings(&watcher.notifications)
+    })
+    .await;
+    let mut later = server.initialized().await;
+    attach(&mut later, "session/load", &session, &workspace).await;
+    let replayed = turn_endings(&later.notifications);
+    for endings in [&seen, &replayed, &turn_endings(&prompter.notifications)] {
+        let reasons: Vec<&str> = endings
+            .iter()
+            .map(|ended| ended["stopReason"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(reasons, ["end_turn", "end_turn", "error"], "{endings:?}");
+        let said = endings[2]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.ends_with(said) && !said.is_empty(),
+            "{said} / {error}"
+        );
+    }
+}
+
 /// Whether `message` is a request (to the client), not a notification or an answer.
 fn is_request(message: &Value) -> bool {
     message.get("method").is_some() && message.get("id").is_some()

@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 
 use agent_client_protocol::v1::schema::{
-    ContentBlock, ContentChunk, SessionUpdate, TextContent, ToolCallContent, ToolCallId,
-    ToolCallStatus, ToolCallUpdate, ToolCallUpdateFields,
+    ContentBlock, ContentChunk, Meta, SessionInfoUpdate, SessionUpdate, TextContent,
+    ToolCallContent, ToolCallId, ToolCallStatus, ToolCallUpdate, ToolCallUpdateFields,
 };
 
 use crate::model::Message;
@@ -45,11 +45,41 @@ pub fn replay(entries: &[Entry], newest: i64) -> Vec<SessionUpdate> {
                     replay.push(update);
                 }
             }
-            EntryKind::TurnStarted | EntryKind::TurnEnded => replay.break_text(),
+            EntryKind::TurnStarted => replay.break_text(),
+            EntryKind::TurnEnded => {
+                let ended = serde_json::from_str(&entry.body).ok();
+                match ended.as_ref().and_then(turn_ended_update) {
+                    Some(update) => replay.push_other(update),
+                    None => replay.break_text(),
+                }
+            }
             EntryKind::Message => {}
         }
     }
     replay.finish()
+}
+
+/// Where a `session_info_update` says how a turn ended:
+/// `_meta["punie/turnEnded"]`, with its `stopReason` (ACP's, or `error`),
+/// and the `error` or the `note` saying why when there is one.
+pub const TURN_ENDED_META: &str = "punie/turnEnded";
+
+/// How a turn ended (a stored turn-end record), as clients are told it: ACP
+/// has no notification for it, and only the client that sent the prompt gets
+/// its answer. `None` for a record without a stop reason.
+pub fn turn_ended_update(ended: &serde_json::Value) -> Option<SessionUpdate> {
+    ended.get("stopReason")?.as_str()?;
+    let said: serde_json::Map<_, _> = ended
+        .as_object()?
+        .iter()
+        .filter(|(_, value)| !value.is_null())
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    let mut meta = Meta::new();
+    meta.insert(TURN_ENDED_META.to_owned(), said.into());
+    Some(SessionUpdate::SessionInfoUpdate(
+        SessionInfoUpdate::new().meta(meta),
+    ))
 }
 
 #[derive(Default)]

@@ -259,8 +259,15 @@ impl Session {
     }
 
     /// Record a finished turn: the conversation now includes it, as far as
-    /// the clients saw it.
-    fn end_turn(&self, history: Arc<Vec<Message>>, outcome: &str) {
+    /// the clients saw it. Every attached client is told how it ended, once
+    /// that is stored: the one that sent the prompt has its answer too, the
+    /// others only this.
+    fn end_turn(
+        self: &Arc<Self>,
+        history: Arc<Vec<Message>>,
+        outcome: &str,
+        error: Option<String>,
+    ) {
         let mut state = self.lock();
         let note = state.end_note.take();
         state.history = Some(history);
@@ -269,8 +276,16 @@ impl Session {
         state.running = None;
         drop(state);
         self.set_activity(Activity::Idle);
-        let ended = serde_json::json!({"stopReason": outcome, "note": note});
+        let ended = serde_json::json!({"stopReason": outcome, "note": note, "error": error});
         self.store.turn_ended(&self.id.0, ended.to_string());
+        if let Some(update) = history::turn_ended_update(&ended) {
+            let notification = SessionNotification::new(self.id.clone(), update);
+            let session = self.clone();
+            self.store.at_newest(
+                &self.id.0,
+                Box::new(move |_| session.attachments.deliver(notification, None)),
+            );
+        }
     }
 
     /// Record what the session is doing, and tell the watchers.

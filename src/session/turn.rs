@@ -94,11 +94,10 @@ impl Turn {
             ));
         }
         let outcome = self.converse(&port).await;
-        let ended = match &outcome {
-            Ok(stop_reason) => stop_reason_name(*stop_reason),
-            Err(_) => "error",
-        };
-        self.record(ended);
+        match &outcome {
+            Ok(stop_reason) => self.record(stop_reason_name(*stop_reason), None),
+            Err(error) => self.record("error", Some(error.to_string())),
+        }
         outcome
     }
 
@@ -263,16 +262,18 @@ impl Turn {
             )));
     }
 
-    fn record(&mut self, outcome: &str) {
+    fn record(&mut self, outcome: &str, error: Option<String>) {
         self.recorded = true;
-        self.port.session.end_turn(self.messages.clone(), outcome);
+        self.port
+            .session
+            .end_turn(self.messages.clone(), outcome, error);
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
         if !self.recorded {
-            self.record("cancelled");
+            self.record("cancelled", None);
         }
     }
 }
