@@ -145,6 +145,16 @@ async fn the_printed_link_signs_a_browser_in_once() {
     assert!(!signed_in(&server, Some(&format!("{name}={}", server.token))).await);
 
     assert_eq!(sign_in(&link).await, Err(403), "a link works only once");
+    // ... but the browser it signed in, opening it again, goes to the app.
+    let again = http()
+        .get(&link)
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 303);
+    assert_eq!(again.headers()["location"], "/");
+    assert!(again.headers().get("set-cookie").is_none());
     let made_up = format!("http://{}/sign-in/{}", server.address, "0".repeat(64));
     assert_eq!(sign_in(&made_up).await, Err(403));
     let log = server.log();

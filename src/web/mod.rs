@@ -121,9 +121,16 @@ fn protect(headers: &mut HeaderMap) {
 }
 
 /// `GET /sign-in/CODE`: use the code up, set the cookie, go to the app.
-async fn sign_in(State(sign_ins): State<Arc<SignIns>>, Path(code): Path<String>) -> Response {
+async fn sign_in(
+    State(sign_ins): State<Arc<SignIns>>,
+    Path(code): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let cookie = match sign_ins.redeem(&code) {
         Ok(Some(cookie)) => cookie,
+        // An old link opened again (from the terminal's scrollback, say) in
+        // the browser it already signed in: that browser needs no new one.
+        Ok(None) if sign_ins.signed_in(&headers) => return to_the_app(),
         Ok(None) => {
             tracing::warn!("refused a sign-in link that was used, expired or never made");
             return page(
@@ -150,13 +157,20 @@ async fn sign_in(State(sign_ins): State<Arc<SignIns>>, Path(code): Path<String>)
         );
     };
     tracing::info!("a browser signed in");
+    let mut response = to_the_app();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, set_cookie);
+    response
+}
+
+fn to_the_app() -> Response {
     let mut response = (
         StatusCode::SEE_OTHER,
         [(header::LOCATION, HeaderValue::from_static("/"))],
     )
         .into_response();
     let headers = response.headers_mut();
-    headers.insert(header::SET_COOKIE, set_cookie);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     protect(headers);
     response
