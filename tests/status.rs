@@ -212,3 +212,36 @@ async fn punie_server_overrides_the_recorded_server_and_the_flag_overrides_both(
     let status: Value = serde_json::from_slice(&flag_wins.stdout).unwrap();
     assert_eq!(status["url"], live);
 }
+
+#[tokio::test]
+async fn only_the_server_warns_about_a_short_token() {
+    let home = Home::new();
+    std::fs::create_dir_all(home.state_dir()).unwrap();
+    let nowhere = format!("http://127.0.0.1:{}", support::unused_port());
+    let client = punie_with(
+        &home,
+        &["status", "--server", &nowhere],
+        &[("PUNIE_TOKEN", "abc")],
+    )
+    .await;
+    assert_eq!(client.status.code(), Some(3));
+    let stderr = text(&client.stderr);
+    assert!(
+        !stderr.contains("shorter than"),
+        "a client has no say: {stderr}"
+    );
+
+    // A short token in the token file is as weak as a short PUNIE_TOKEN.
+    std::fs::write(home.token_file(), "abc\n").unwrap();
+    std::fs::set_permissions(
+        home.token_file(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let warning = format!(
+        "the token in {} is shorter than 32 characters",
+        home.token_file().display()
+    );
+    let mut server = Server::start_in(home, &[]).await;
+    server.wait_for_log(&warning).await;
+}
