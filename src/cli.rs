@@ -50,7 +50,8 @@ Exit status: 0 a server answers, 1 error, 2 usage, 3 no server answers.";
 
 const STOP_EXIT_CODES: &str = "\
 Exit status: 0 stopped, 1 error (the recorded pid is not the server that answers, \
-or it did not exit), 2 usage, 3 no server to stop (none recorded, or it does not answer).";
+or it did not exit), 2 usage, 3 no server to stop (none recorded, or not the one given \
+with --server, or it does not answer).";
 
 /// Punie: a coding agent server that editors and people attach to.
 ///

@@ -176,10 +176,14 @@ async fn exit_codes_say_what_went_wrong() {
         .await
         .unwrap();
     assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr);
     assert!(
-        text(&refused.stderr).contains("refused the access token (401)"),
-        "{}",
-        text(&refused.stderr)
+        stderr.contains("refused the access token (401)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&server.home.token_file().display().to_string()),
+        "names the token file where it is: {stderr}"
     );
 
     let empty = ask(&server, &[""]).await;
