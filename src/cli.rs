@@ -509,7 +509,7 @@ fn init(args: InitArgs) -> anyhow::Result<u8> {
     if args.zed {
         println!("{:#}", editors::zed_entry(&binary));
         eprintln!(
-            "Add this to the \"agent_servers\" of Zed's settings.json (~/.config/zed/settings.json)."
+            "Merge this into Zed's settings.json (~/.config/zed/settings.json): when it already has \"agent_servers\", add the \"Punie\" entry to those."
         );
         return Ok(exit::OK);
     }
@@ -521,8 +521,15 @@ fn init(args: InitArgs) -> anyhow::Result<u8> {
         editors::Change::Unchanged => {
             eprintln!("Punie is already set up in {}.", path.display());
         }
-        editors::Change::Written => {
+        editors::Change::Added => {
             eprintln!("Added Punie ({}) to {}.", binary.display(), path.display());
+        }
+        editors::Change::Updated => {
+            eprintln!(
+                "Updated Punie's entry in {}: it runs {} now; its other settings are kept.",
+                path.display(),
+                binary.display()
+            );
         }
         editors::Change::Replaced { backup } => {
             eprintln!(
