@@ -375,6 +375,19 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let paths = Paths::from_env()?;
     match cli.command {
         Some(Command::Serve(args)) => {
+            let ping_interval = positive_seconds(args.ping_interval, "--ping-interval")?;
+            let pong_timeout = positive_seconds(args.pong_timeout, "--pong-timeout")?;
+            if pong_timeout <= ping_interval {
+                // Silence is judged by the pong timeout, and an idle client
+                // says something only when pinged.
+                return Err(UsageError(format!(
+                    "--pong-timeout ({} s) must be longer than --ping-interval ({} s), or every idle client is dropped before its next ping (on the command line or under [serve] in {})",
+                    args.pong_timeout,
+                    args.ping_interval,
+                    paths.settings_file().display()
+                ))
+                .into());
+            }
             let config = ServeConfig {
                 host: args.host,
                 port: args.port,
@@ -400,8 +413,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                         args.client_request_timeout,
                         "--client-request-timeout",
                     )?,
-                    ping_interval: positive_seconds(args.ping_interval, "--ping-interval")?,
-                    pong_timeout: positive_seconds(args.pong_timeout, "--pong-timeout")?,
+                    ping_interval,
+                    pong_timeout,
                     header_timeout: positive_seconds(args.header_timeout, "--header-timeout")?,
                 },
                 paths,
