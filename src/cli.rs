@@ -268,6 +268,19 @@ struct ServeArgs {
     /// idle between requests, before it is closed. An open WebSocket is past it.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs_f64())]
     header_timeout: f64,
+
+    /// Takes the place of the clients' global `--server`, which would
+    /// otherwise show in `punie serve --help`: the server listens where
+    /// `--host` and `--port` say.
+    #[arg(id = "server", long = "server", hide = true, value_parser = refuse_server)]
+    _server: Option<String>,
+}
+
+fn refuse_server(_: &str) -> Result<String, String> {
+    Err(
+        "`punie serve` listens where --host and --port say; --server names the server for clients"
+            .to_owned(),
+    )
 }
 
 /// `count`, unless it is zero.
@@ -299,14 +312,19 @@ pub fn main() -> ExitCode {
     // anything can need it; when a build links a second provider (tests do),
     // this keeps the choice the same.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = match parse_command_line() {
-        Ok(cli) => cli,
+    let (cli, configured) = match parse_command_line() {
+        Ok(parsed) => parsed,
         Err(error) => {
             eprintln!("punie: {error:#}");
             return ExitCode::from(exit::USAGE);
         }
     };
-    if let Err(error) = logging::init(cli.log_level.as_deref(), cli.log_file.as_deref()) {
+    let levels = logging::Levels {
+        flag: cli.log_level.as_deref(),
+        configured: configured.log_level.as_deref(),
+    };
+    let log_file = cli.log_file.as_deref().or(configured.log_file.as_deref());
+    if let Err(error) = logging::init(levels, log_file) {
         eprintln!("punie: {error:#}");
         return ExitCode::from(exit::USAGE);
     }
@@ -324,17 +342,47 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// What the settings file says about logging, which the command line's
+/// flags (global ones, not `punie serve`'s own) cannot carry as defaults.
+#[derive(Debug, Default)]
+struct ConfiguredLogging {
+    log_level: Option<String>,
+    log_file: Option<PathBuf>,
+}
+
 /// The command line, with `punie serve`'s defaults taken from the settings
 /// file where it gives them. Help and usage errors exit here, as clap does.
-fn parse_command_line() -> anyhow::Result<Cli> {
+fn parse_command_line() -> anyhow::Result<(Cli, ConfiguredLogging)> {
     let cli = Cli::parse();
+    let mut logging = ConfiguredLogging::default();
     if !matches!(cli.command, Some(Command::Serve(_))) {
-        return Ok(cli);
+        return Ok((cli, logging));
     }
     let file = Paths::from_env()?.settings_file();
-    let settings = config::serve_settings(&file)?;
+    let one_value = |name: &str, values: Vec<String>| match <[String; 1]>::try_from(values) {
+        Ok([value]) => Ok(value),
+        Err(_) => Err(config::SettingsError::new(
+            &file,
+            format!("[serve] {name} takes one value"),
+        )),
+    };
+    let mut settings = Vec::new();
+    for (name, values) in config::serve_settings(&file)? {
+        match name.as_str() {
+            "log-level" => {
+                let level = one_value(&name, values)?;
+                // Checked here, so that a bad value is blamed on the file.
+                logging::filter(&level).map_err(|error| {
+                    config::SettingsError::new(&file, format!("[serve] log-level: {error}"))
+                })?;
+                logging.log_level = Some(level);
+            }
+            "log-file" => logging.log_file = Some(one_value(&name, values)?.into()),
+            _ => settings.push((name, values)),
+        }
+    }
     if settings.is_empty() {
-        return Ok(cli);
+        return Ok((cli, logging));
     }
     let mut command = Cli::command();
     let mut serve = command
@@ -344,7 +392,9 @@ fn parse_command_line() -> anyhow::Result<Cli> {
     for (name, values) in settings {
         let arg = serve
             .get_arguments()
-            .find(|arg| arg.get_long() == Some(name.as_str()) && !arg.is_global_set())
+            .find(|arg| {
+                arg.get_long() == Some(name.as_str()) && !arg.is_global_set() && !arg.is_hide_set()
+            })
             .ok_or_else(|| {
                 config::SettingsError::new(
                     &file,
@@ -368,7 +418,8 @@ fn parse_command_line() -> anyhow::Result<Cli> {
     }
     let command = command.mut_subcommand("serve", |_| serve);
     let matches = command.get_matches();
-    Cli::from_arg_matches(&matches).map_err(|error| error.exit())
+    let cli = Cli::from_arg_matches(&matches).map_err(|error| error.exit())?;
+    Ok((cli, logging))
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
