@@ -200,7 +200,7 @@ struct ServeArgs {
     /// The model sessions use: test (offline, deterministic), openai:MODEL,
     /// anthropic:MODEL, ollama:MODEL, lmstudio:MODEL, local:URL/MODEL or
     /// script:PATH.
-    #[arg(long, env = "PUNIE_MODEL", default_value = "test")]
+    #[arg(long, env = "PUNIE_MODEL", default_value = "test", value_parser = parse_model)]
     model: String,
 
     /// Rounds of tool calls one turn may take before it ends with
@@ -474,16 +474,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Some(Command::Status { json }) => {
-            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            let target = locate(cli.server.as_deref(), &paths)?;
             single_threaded(|| status::status(&target, json)).map(outcome_code)
         }
         Some(Command::Stop) => {
-            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            let target = locate(cli.server.as_deref(), &paths)?;
             single_threaded(|| status::stop(&target, &paths)).map(outcome_code)
         }
         Some(Command::Ask(args)) => {
             let options = ask_options(args)?;
-            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            let target = locate(cli.server.as_deref(), &paths)?;
             let exit = single_threaded(|| async move { Ok(ask::run(target, options).await) })?;
             Ok(match exit {
                 AskExit::Done => exit::OK,
@@ -493,7 +493,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })
         }
         Some(Command::Sessions(args)) => {
-            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            let target = locate(cli.server.as_deref(), &paths)?;
             single_threaded(|| async move {
                 match args.action {
                     Some(SessionsAction::Delete { id }) => sessions::delete(&target, &id).await,
@@ -504,14 +504,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Some(Command::Init(args)) => init(args),
         Some(Command::Open { print }) => {
-            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            let target = locate(cli.server.as_deref(), &paths)?;
             single_threaded(|| async move { web::open::run(&target, print).await })
                 .map(outcome_code)
         }
         None => {
-            let target = Target::locate(cli.server.as_deref(), &paths)?;
-            let drain = Duration::try_from_secs_f64(cli.drain_timeout)
-                .map_err(|_| anyhow::anyhow!("--drain-timeout must be a number of seconds"))?;
+            let target = locate(cli.server.as_deref(), &paths)?;
+            let drain = seconds(cli.drain_timeout, "--drain-timeout")?;
             let exit = single_threaded(|| async move { Ok(bridge::run(target, drain).await) })?;
             Ok(match exit {
                 BridgeExit::Done => exit::OK,
@@ -519,6 +518,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })
         }
     }
+}
+
+/// The server `--server` (or `PUNIE_SERVER`) names, else the recorded one. A
+/// URL that cannot name a server is a usage mistake.
+fn locate(server: Option<&str>, paths: &Paths) -> anyhow::Result<Target> {
+    if let Some(url) = server {
+        crate::client::check_url(url)
+            .map_err(|error| UsageError(format!("--server (or {SERVER_ENV}): {error:#}")))?;
+    }
+    Target::locate(server, paths)
 }
 
 /// A usage mistake: exit status 2.
@@ -661,6 +670,16 @@ fn parse_rounds(value: &str) -> Result<usize, String> {
         Ok(rounds) => Ok(rounds),
         Err(error) => Err(error.to_string()),
     }
+}
+
+/// `--model`: a spec the server can build a model from. Checked by clap, so
+/// that a bad one in the settings file is blamed on the file, and before the
+/// server starts, so that it is a usage error like any bad flag. A missing
+/// API key is not an error here: the server starts and says what to do.
+fn parse_model(value: &str) -> Result<String, String> {
+    crate::model::from_spec(value, &ModelSettings::default())
+        .map(|_| value.to_owned())
+        .map_err(|error| error.to_string())
 }
 
 /// An IP address, or `localhost`.

@@ -141,3 +141,35 @@ async fn serve_neither_lists_nor_takes_the_clients_server_flag() {
     let status_help = punie(&home, &["status", "--help"], &[]).await;
     assert!(text(&status_help.stdout).contains("--server"));
 }
+
+#[tokio::test]
+async fn bad_flag_values_are_usage_errors() {
+    let home = Home::new();
+    let output = punie(&home, &["serve", "--port", "0", "--model", "bogus"], &[]).await;
+    assert_usage_error(&output, "unknown model `bogus`", "--model");
+
+    let output = punie(
+        &home,
+        &["serve", "--port", "0"],
+        &[("PUNIE_MODEL", "bogus")],
+    )
+    .await;
+    assert_usage_error(&output, "unknown model `bogus`", "PUNIE_MODEL");
+
+    let settings = home_with_settings("[serve]\nmodel = \"bogus\"\n");
+    let output = punie(&settings, &["serve", "--port", "0"], &[]).await;
+    assert_usage_error(&output, "config/punie/config.toml", "model in the settings");
+
+    for (server, expected) in [
+        ("ftp://x", "unsupported scheme"),
+        ("notaurl", "is not a URL"),
+    ] {
+        let output = punie(&home, &["status", "--server", server], &[]).await;
+        assert_usage_error(&output, expected, server);
+        let output = punie(&home, &["ask", "hello"], &[("PUNIE_SERVER", server)]).await;
+        assert_usage_error(&output, expected, server);
+    }
+
+    let output = punie(&home, &["--drain-timeout=-1"], &[]).await;
+    assert_usage_error(&output, "--drain-timeout", "--drain-timeout");
+}
