@@ -34,7 +34,7 @@ pub const TOKEN_ENV: &str = "PUNIE_TOKEN";
 /// Random bytes in a generated token: 256 bits.
 const TOKEN_BYTES: usize = 32;
 
-/// Tokens shorter than this (from `PUNIE_TOKEN`) are accepted with a warning.
+/// Tokens shorter than this are accepted by the server with a warning.
 const WEAK_TOKEN_CHARS: usize = 32;
 
 /// Longest `Origin` quoted in the log; the header is the requester's text.
@@ -55,9 +55,11 @@ impl AccessToken {
     /// `token_file`, else a fresh one stored there with mode 0600.
     pub fn load_or_create(token_file: &Path) -> anyhow::Result<Self> {
         if let Some(token) = Self::from_env()? {
+            token.warn_if_weak(TOKEN_ENV);
             return Ok(token);
         }
         if let Some(token) = Self::read_file(token_file)? {
+            token.warn_if_weak(&format!("the token in {}", token_file.display()));
             return Ok(token);
         }
         let created = Self::generate()?;
@@ -106,12 +108,18 @@ impl AccessToken {
             value.chars().all(|c| c.is_ascii_graphic()),
             "{TOKEN_ENV} may only contain printable ASCII characters without spaces"
         );
-        if value.len() < WEAK_TOKEN_CHARS {
+        Ok(Some(Self(value.into())))
+    }
+
+    /// Tell the person running the server that `source` is easy to guess. A
+    /// client cannot choose a better one: the server's token is the one it
+    /// must present.
+    fn warn_if_weak(&self, source: &str) {
+        if self.0.len() < WEAK_TOKEN_CHARS {
             tracing::warn!(
-                "{TOKEN_ENV} is shorter than {WEAK_TOKEN_CHARS} characters; a longer random token is safer"
+                "{source} is shorter than {WEAK_TOKEN_CHARS} characters; a longer random token is safer"
             );
         }
-        Ok(Some(Self(value.into())))
     }
 
     fn read_file(token_file: &Path) -> anyhow::Result<Option<Self>> {

@@ -50,7 +50,8 @@ Exit status: 0 a server answers, 1 error, 2 usage, 3 no server answers.";
 
 const STOP_EXIT_CODES: &str = "\
 Exit status: 0 stopped, 1 error (the recorded pid is not the server that answers, \
-or it did not exit), 2 usage, 3 no server to stop (none recorded, or it does not answer).";
+or it did not exit), 2 usage, 3 no server to stop (none recorded, or not the one given \
+with --server, or it does not answer).";
 
 /// Punie: a coding agent server that editors and people attach to.
 ///
@@ -199,7 +200,7 @@ struct ServeArgs {
     /// The model sessions use: test (offline, deterministic), openai:MODEL,
     /// anthropic:MODEL, ollama:MODEL, lmstudio:MODEL, local:URL/MODEL or
     /// script:PATH.
-    #[arg(long, env = "PUNIE_MODEL", default_value = "test")]
+    #[arg(long, env = "PUNIE_MODEL", default_value = "test", value_parser = parse_model)]
     model: String,
 
     /// Rounds of tool calls one turn may take before it ends with
@@ -267,6 +268,19 @@ struct ServeArgs {
     /// idle between requests, before it is closed. An open WebSocket is past it.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs_f64())]
     header_timeout: f64,
+
+    /// Takes the place of the clients' global `--server`, which would
+    /// otherwise show in `punie serve --help`: the server listens where
+    /// `--host` and `--port` say.
+    #[arg(id = "server", long = "server", hide = true, value_parser = refuse_server)]
+    _server: Option<String>,
+}
+
+fn refuse_server(_: &str) -> Result<String, String> {
+    Err(
+        "`punie serve` listens where --host and --port say; --server names the server for clients"
+            .to_owned(),
+    )
 }
 
 /// `count`, unless it is zero.
@@ -298,14 +312,19 @@ pub fn main() -> ExitCode {
     // anything can need it; when a build links a second provider (tests do),
     // this keeps the choice the same.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = match parse_command_line() {
-        Ok(cli) => cli,
+    let (cli, configured) = match parse_command_line() {
+        Ok(parsed) => parsed,
         Err(error) => {
             eprintln!("punie: {error:#}");
             return ExitCode::from(exit::USAGE);
         }
     };
-    if let Err(error) = logging::init(cli.log_level.as_deref(), cli.log_file.as_deref()) {
+    let levels = logging::Levels {
+        flag: cli.log_level.as_deref(),
+        configured: configured.log_level.as_deref(),
+    };
+    let log_file = cli.log_file.as_deref().or(configured.log_file.as_deref());
+    if let Err(error) = logging::init(levels, log_file) {
         eprintln!("punie: {error:#}");
         return ExitCode::from(exit::USAGE);
     }
@@ -323,17 +342,47 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// What the settings file says about logging, which the command line's
+/// flags (global ones, not `punie serve`'s own) cannot carry as defaults.
+#[derive(Debug, Default)]
+struct ConfiguredLogging {
+    log_level: Option<String>,
+    log_file: Option<PathBuf>,
+}
+
 /// The command line, with `punie serve`'s defaults taken from the settings
 /// file where it gives them. Help and usage errors exit here, as clap does.
-fn parse_command_line() -> anyhow::Result<Cli> {
+fn parse_command_line() -> anyhow::Result<(Cli, ConfiguredLogging)> {
     let cli = Cli::parse();
+    let mut logging = ConfiguredLogging::default();
     if !matches!(cli.command, Some(Command::Serve(_))) {
-        return Ok(cli);
+        return Ok((cli, logging));
     }
     let file = Paths::from_env()?.settings_file();
-    let settings = config::serve_settings(&file)?;
+    let one_value = |name: &str, values: Vec<String>| match <[String; 1]>::try_from(values) {
+        Ok([value]) => Ok(value),
+        Err(_) => Err(config::SettingsError::new(
+            &file,
+            format!("[serve] {name} takes one value"),
+        )),
+    };
+    let mut settings = Vec::new();
+    for (name, values) in config::serve_settings(&file)? {
+        match name.as_str() {
+            "log-level" => {
+                let level = one_value(&name, values)?;
+                // Checked here, so that a bad value is blamed on the file.
+                logging::filter(&level).map_err(|error| {
+                    config::SettingsError::new(&file, format!("[serve] log-level: {error}"))
+                })?;
+                logging.log_level = Some(level);
+            }
+            "log-file" => logging.log_file = Some(one_value(&name, values)?.into()),
+            _ => settings.push((name, values)),
+        }
+    }
     if settings.is_empty() {
-        return Ok(cli);
+        return Ok((cli, logging));
     }
     let mut command = Cli::command();
     let mut serve = command
@@ -343,7 +392,9 @@ fn parse_command_line() -> anyhow::Result<Cli> {
     for (name, values) in settings {
         let arg = serve
             .get_arguments()
-            .find(|arg| arg.get_long() == Some(name.as_str()) && !arg.is_global_set())
+            .find(|arg| {
+                arg.get_long() == Some(name.as_str()) && !arg.is_global_set() && !arg.is_hide_set()
+            })
             .ok_or_else(|| {
                 config::SettingsError::new(
                     &file,
@@ -367,13 +418,27 @@ fn parse_command_line() -> anyhow::Result<Cli> {
     }
     let command = command.mut_subcommand("serve", |_| serve);
     let matches = command.get_matches();
-    Cli::from_arg_matches(&matches).map_err(|error| error.exit())
+    let cli = Cli::from_arg_matches(&matches).map_err(|error| error.exit())?;
+    Ok((cli, logging))
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
     let paths = Paths::from_env()?;
     match cli.command {
         Some(Command::Serve(args)) => {
+            let ping_interval = positive_seconds(args.ping_interval, "--ping-interval")?;
+            let pong_timeout = positive_seconds(args.pong_timeout, "--pong-timeout")?;
+            if pong_timeout <= ping_interval {
+                // Silence is judged by the pong timeout, and an idle client
+                // says something only when pinged.
+                return Err(UsageError(format!(
+                    "--pong-timeout ({} s) must be longer than --ping-interval ({} s), or every idle client is dropped before its next ping (on the command line or under [serve] in {})",
+                    args.pong_timeout,
+                    args.ping_interval,
+                    paths.settings_file().display()
+                ))
+                .into());
+            }
             let config = ServeConfig {
                 host: args.host,
                 port: args.port,
@@ -399,8 +464,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                         args.client_request_timeout,
                         "--client-request-timeout",
                     )?,
-                    ping_interval: positive_seconds(args.ping_interval, "--ping-interval")?,
-                    pong_timeout: positive_seconds(args.pong_timeout, "--pong-timeout")?,
+                    ping_interval,
+                    pong_timeout,
                     header_timeout: positive_seconds(args.header_timeout, "--header-timeout")?,
                 },
                 paths,
@@ -409,16 +474,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Some(Command::Status { json }) => {
-            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            let target = locate(cli.server.as_deref(), &paths)?;
             single_threaded(|| status::status(&target, json)).map(outcome_code)
         }
         Some(Command::Stop) => {
-            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            let target = locate(cli.server.as_deref(), &paths)?;
             single_threaded(|| status::stop(&target, &paths)).map(outcome_code)
         }
         Some(Command::Ask(args)) => {
             let options = ask_options(args)?;
-            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            let target = locate(cli.server.as_deref(), &paths)?;
             let exit = single_threaded(|| async move { Ok(ask::run(target, options).await) })?;
             Ok(match exit {
                 AskExit::Done => exit::OK,
@@ -428,7 +493,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })
         }
         Some(Command::Sessions(args)) => {
-            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            let target = locate(cli.server.as_deref(), &paths)?;
             single_threaded(|| async move {
                 match args.action {
                     Some(SessionsAction::Delete { id }) => sessions::delete(&target, &id).await,
@@ -439,14 +504,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Some(Command::Init(args)) => init(args),
         Some(Command::Open { print }) => {
-            let target = Target::locate(cli.server.as_deref(), &paths)?;
+            let target = locate(cli.server.as_deref(), &paths)?;
             single_threaded(|| async move { web::open::run(&target, print).await })
                 .map(outcome_code)
         }
         None => {
-            let target = Target::locate(cli.server.as_deref(), &paths)?;
-            let drain = Duration::try_from_secs_f64(cli.drain_timeout)
-                .map_err(|_| anyhow::anyhow!("--drain-timeout must be a number of seconds"))?;
+            let target = locate(cli.server.as_deref(), &paths)?;
+            let drain = seconds(cli.drain_timeout, "--drain-timeout")?;
             let exit = single_threaded(|| async move { Ok(bridge::run(target, drain).await) })?;
             Ok(match exit {
                 BridgeExit::Done => exit::OK,
@@ -454,6 +518,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })
         }
     }
+}
+
+/// The server `--server` (or `PUNIE_SERVER`) names, else the recorded one. A
+/// URL that cannot name a server is a usage mistake.
+fn locate(server: Option<&str>, paths: &Paths) -> anyhow::Result<Target> {
+    if let Some(url) = server {
+        crate::client::check_url(url)
+            .map_err(|error| UsageError(format!("--server (or {SERVER_ENV}): {error:#}")))?;
+    }
+    Target::locate(server, paths)
 }
 
 /// A usage mistake: exit status 2.
@@ -508,7 +582,7 @@ fn init(args: InitArgs) -> anyhow::Result<u8> {
     if args.zed {
         println!("{:#}", editors::zed_entry(&binary));
         eprintln!(
-            "Add this to the \"agent_servers\" of Zed's settings.json (~/.config/zed/settings.json)."
+            "Merge this into Zed's settings.json (~/.config/zed/settings.json): when it already has \"agent_servers\", add the \"Punie\" entry to those."
         );
         return Ok(exit::OK);
     }
@@ -520,8 +594,15 @@ fn init(args: InitArgs) -> anyhow::Result<u8> {
         editors::Change::Unchanged => {
             eprintln!("Punie is already set up in {}.", path.display());
         }
-        editors::Change::Written => {
+        editors::Change::Added => {
             eprintln!("Added Punie ({}) to {}.", binary.display(), path.display());
+        }
+        editors::Change::Updated => {
+            eprintln!(
+                "Updated Punie's entry in {}: it runs {} now; its other settings are kept.",
+                path.display(),
+                binary.display()
+            );
         }
         editors::Change::Replaced { backup } => {
             eprintln!(
@@ -589,6 +670,16 @@ fn parse_rounds(value: &str) -> Result<usize, String> {
         Ok(rounds) => Ok(rounds),
         Err(error) => Err(error.to_string()),
     }
+}
+
+/// `--model`: a spec the server can build a model from. Checked by clap, so
+/// that a bad one in the settings file is blamed on the file, and before the
+/// server starts, so that it is a usage error like any bad flag. A missing
+/// API key is not an error here: the server starts and says what to do.
+fn parse_model(value: &str) -> Result<String, String> {
+    crate::model::from_spec(value, &ModelSettings::default())
+        .map(|_| value.to_owned())
+        .map_err(|error| error.to_string())
 }
 
 /// An IP address, or `localhost`.

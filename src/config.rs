@@ -8,7 +8,8 @@
 //!
 //! The user's settings file, `$XDG_CONFIG_HOME/punie/config.toml`, gives
 //! `punie serve` other defaults: its `[serve]` table holds flags of `punie
-//! serve` by their long names (`max-connections = 8192`). A flag on the
+//! serve` by their long names (`max-connections = 8192`), the global
+//! `log-level` and `log-file` included. A flag on the
 //! command line wins over an environment variable, which wins over the file.
 //! This module resolves paths, reads that file and holds values; applying the
 //! settings to the command line is [`crate::cli`]'s business.

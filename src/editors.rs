@@ -17,8 +17,11 @@ pub const AGENT_NAME: &str = "Punie";
 pub enum Change {
     /// The entry was already exactly right; nothing was written.
     Unchanged,
-    /// The entry was added or corrected.
-    Written,
+    /// There was no entry; it was added.
+    Added,
+    /// The entry was corrected: its command now runs this binary. The rest
+    /// of it (the person's own `args`, `env`, …) is as it was.
+    Updated,
     /// The old file could not be read as JSON, or its `agent_servers` was not
     /// a map of agents; it was kept at this path and a corrected file was
     /// written.
@@ -52,7 +55,6 @@ pub fn register_with_jetbrains(path: &Path, binary: &Path) -> anyhow::Result<Cha
             _ => (Map::new(), Some(back_up(path)?)),
         },
     };
-    let entry = json!({"command": binary, "args": [], "env": {}});
     let servers = document
         .entry("agent_servers")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -64,18 +66,40 @@ pub fn register_with_jetbrains(path: &Path, binary: &Path) -> anyhow::Result<Cha
     let Value::Object(servers) = servers else {
         unreachable!("agent_servers was just made an object")
     };
+    let existed = servers.contains_key(AGENT_NAME);
+    let entry = entry_for(servers.get(AGENT_NAME), binary);
     if backup.is_none() && servers.get(AGENT_NAME) == Some(&entry) {
         return Ok(Change::Unchanged);
     }
     servers.insert(AGENT_NAME.to_owned(), entry);
-    write_json(path, &Value::Object(document))?;
+    write_json(path, &Value::Object(document), existing.is_some())?;
     Ok(match backup {
         Some(backup) => Change::Replaced { backup },
-        None => Change::Written,
+        None if existed => Change::Updated,
+        None => Change::Added,
     })
 }
 
-/// The `agent_servers` entry for Zed's `settings.json`.
+/// Punie's entry launching `binary`. What the person put in an earlier entry
+/// stays: arguments (`--server`, `--log-file`…), variables, any other key.
+/// Only what keeps it from launching this binary is set.
+fn entry_for(earlier: Option<&Value>, binary: &Path) -> Value {
+    let mut entry = match earlier {
+        Some(Value::Object(entry)) => entry.clone(),
+        _ => Map::new(),
+    };
+    entry.insert("command".to_owned(), json!(binary));
+    if !entry.get("args").is_some_and(Value::is_array) {
+        entry.insert("args".to_owned(), json!([]));
+    }
+    if !entry.get("env").is_some_and(Value::is_object) {
+        entry.insert("env".to_owned(), json!({}));
+    }
+    Value::Object(entry)
+}
+
+/// Punie's entry for Zed's `settings.json`, under the `agent_servers` it
+/// goes in: an object to merge into the settings.
 pub fn zed_entry(binary: &Path) -> Value {
     json!({
         "agent_servers": {
@@ -122,14 +146,28 @@ fn back_up(path: &Path) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Replace `path` with `value`, all at once.
-fn write_json(path: &Path, value: &Value) -> anyhow::Result<()> {
+/// Replace `path` with `value`, all at once. A file that `existed` keeps its
+/// mode; a new one gets the usual mode for the person's umask (the file holds
+/// no secret).
+fn write_json(path: &Path, value: &Value, existed: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
     let dir = path.parent().context("the file has no parent directory")?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mode = match existed {
+        true => fs::metadata(path)
+            .ok()
+            .map(|metadata| metadata.permissions()),
+        false => None,
+    };
     let mut file = tempfile::Builder::new()
         .prefix(".acp.json")
+        .permissions(fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
         .with_context(|| format!("cannot write in {}", dir.display()))?;
+    if let Some(mode) = mode {
+        fs::set_permissions(file.path(), mode)
+            .with_context(|| format!("cannot keep the mode of {}", path.display()))?;
+    }
     let mut text = serde_json::to_vec_pretty(value)?;
     text.push(b'\n');
     file.write_all(&text)?;

@@ -8,24 +8,58 @@ use std::sync::Mutex;
 
 use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// The filter used when neither `--log-level` nor `RUST_LOG` says otherwise.
 pub const DEFAULT_LEVEL: &str = "info";
 
+/// The levels a bare `--log-level` may name.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// A `--log-level` (or `log-level` setting) that is not a filter.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{value}` is not a log filter: {why}. Give a level (off, error, warn, info, debug, trace) or directives such as punie=debug,tower=warn"
+)]
+pub struct FilterError {
+    value: String,
+    why: String,
+}
+
+/// Where the filter comes from, strongest first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Levels<'a> {
+    /// `--log-level`.
+    pub flag: Option<&'a str>,
+    /// `log-level` in the settings file; `RUST_LOG` wins over it.
+    pub configured: Option<&'a str>,
+}
+
 /// Install the global subscriber: stderr, and `log_file` too when given.
 ///
-/// `--log-level` wins over `RUST_LOG`. A bare level (`debug`) applies to Punie
-/// itself while its dependencies stay at `warn`; a full filter directive
-/// (`punie=debug,agent_client_protocol=trace`) is used as written.
-pub fn init(log_level: Option<&str>, log_file: Option<&Path>) -> anyhow::Result<()> {
-    let filter = match log_level {
-        Some(level) => EnvFilter::try_new(directive_for(level))?,
-        None => match std::env::var("RUST_LOG") {
-            Ok(value) if !value.trim().is_empty() => EnvFilter::try_new(value)?,
-            _ => EnvFilter::try_new(directive_for(DEFAULT_LEVEL))?,
+/// `--log-level` wins over `RUST_LOG`, which wins over the settings file. A
+/// bare level (`debug`) applies to Punie itself while its dependencies stay
+/// at `warn`; a full filter directive (`punie=debug,agent_client_protocol=trace`)
+/// is used as written. A malformed `--log-level` is an error; a malformed
+/// `RUST_LOG`, which may have been set for another program, is reported and
+/// the default used instead.
+pub fn init(levels: Levels<'_>, log_file: Option<&Path>) -> anyhow::Result<()> {
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|value| !value.trim().is_empty());
+    let filter = match (levels.flag, rust_log, levels.configured) {
+        (Some(level), _, _) => filter(level).context("--log-level")?,
+        (None, Some(value), _) => match parse(&value, false) {
+            Ok(filter) => filter,
+            Err(error) => {
+                eprintln!("punie: ignoring RUST_LOG: {error}; logging at {DEFAULT_LEVEL}");
+                filter(DEFAULT_LEVEL)?
+            }
         },
+        (None, None, Some(level)) => filter(level).context("log-level")?,
+        (None, None, None) => filter(DEFAULT_LEVEL)?,
     };
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -52,8 +86,15 @@ pub fn init(log_level: Option<&str>, log_file: Option<&Path>) -> anyhow::Result<
         .map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
 }
 
+/// The filter a `--log-level` value means, or why it means none.
+pub fn filter(level: &str) -> Result<EnvFilter, FilterError> {
+    parse(&directive_for(level), true).map_err(|error| FilterError {
+        value: level.to_owned(),
+        ..error
+    })
+}
+
 fn directive_for(level: &str) -> String {
-    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
     let level = level.trim();
     if level.eq_ignore_ascii_case("off") {
         "off".to_owned()
@@ -62,6 +103,57 @@ fn directive_for(level: &str) -> String {
     } else {
         level.to_owned()
     }
+}
+
+/// `directives` as a filter. tracing reads much that is surely a slip as
+/// "everything from one target and nothing else" (`nonsense=` and `verbose`
+/// both are), which silences every other line; those are refused here. A
+/// bare target stays allowed in `RUST_LOG`, where it is the usual shorthand,
+/// but not as a `--log-level` (`strict_words`), which documents levels.
+fn parse(directives: &str, strict_words: bool) -> Result<EnvFilter, FilterError> {
+    let refuse = |why: String| FilterError {
+        value: directives.to_owned(),
+        why,
+    };
+    // Split as tracing splits them.
+    let parts: Vec<&str> = directives
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect();
+    if parts.is_empty() {
+        return Err(refuse("it is empty".to_owned()));
+    }
+    for &part in &parts {
+        match level_of(part) {
+            Some((_, "")) => return Err(refuse(format!("`{part}` names no level after `=`"))),
+            Some((_, level)) if level.parse::<LevelFilter>().is_err() => {
+                return Err(refuse(format!("`{level}` is not a level")));
+            }
+            None if strict_words
+                && parts.len() == 1
+                && !part.contains("::")
+                && !part.contains('[')
+                && part.parse::<LevelFilter>().is_err() =>
+            {
+                return Err(refuse(format!("`{part}` is not a level")));
+            }
+            _ => {}
+        }
+    }
+    EnvFilter::builder()
+        .parse(parts.join(","))
+        .map_err(|error| refuse(error.to_string()))
+}
+
+/// A directive's target (and span) and its level, when it gives one with `=`.
+fn level_of(directive: &str) -> Option<(&str, &str)> {
+    let (target, level) = directive.rsplit_once('=')?;
+    // An `=` inside a span's fields (`[span{field=value}]`) sets no level.
+    if level.contains([']', '}']) {
+        return None;
+    }
+    Some((target, level))
 }
 
 #[cfg(test)]
@@ -80,5 +172,31 @@ mod tests {
             directive_for("punie=debug,agent_client_protocol=trace"),
             "punie=debug,agent_client_protocol=trace"
         );
+        assert!(filter("punie=debug,agent_client_protocol=trace").is_ok());
+        assert!(filter("warn,punie[session{id=1}]=debug").is_ok());
+        assert!(filter("punie::server").is_ok());
+        assert!(filter("punie=debug, ").is_ok());
+    }
+
+    #[test]
+    fn a_filter_that_would_silence_everything_by_mistake_is_refused() {
+        for slip in [
+            "nonsense=",
+            "verbose",
+            "punie=loud",
+            "",
+            " , ",
+            "punie=debug,=",
+        ] {
+            assert!(filter(slip).is_err(), "`{slip}` is refused");
+        }
+        let error = filter("nonsense=").unwrap_err().to_string();
+        assert!(error.contains("names no level"), "{error}");
+    }
+
+    #[test]
+    fn rust_log_may_name_a_bare_target() {
+        assert!(parse("punie", false).is_ok());
+        assert!(parse("punie=", false).is_err());
     }
 }

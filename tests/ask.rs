@@ -113,6 +113,65 @@ async fn stream_json_prints_every_update_as_a_line_then_the_result() {
     let last = lines.last().unwrap();
     assert_eq!(last["stopReason"], "end_turn");
     assert_eq!(last["sessionId"], lines[0]["sessionId"]);
+    assert_eq!(
+        last["text"], "Turn 1. You said: \"hi\". That is the first thing you said.",
+        "the last line is the object --output json prints"
+    );
+    assert_eq!(last["toolCalls"], json!([]));
+}
+
+/// A server whose model reads a file, starts answering, then fails.
+async fn failing_server() -> Server {
+    let server = Server::scripted(
+        json!([
+            [{"tool_call": {"name": "read_file", "arguments": {"path": "notes.txt"}}}],
+            [{"text": "Half an answer"}, {"error": "the model fell over"}]
+        ]),
+        &[],
+    )
+    .await;
+    std::fs::write(server.home.workspace().join("notes.txt"), "notes\n").unwrap();
+    server
+}
+
+#[tokio::test]
+async fn a_failed_prompt_still_prints_what_was_done_and_exits_1() {
+    let server = failing_server().await;
+    let output = ask(&server, &["--yes", "--output", "json", "read the notes"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert_eq!(stdout.lines().count(), 1, "one object: {stdout}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("the model fell over")),
+        "{answer}"
+    );
+    assert!(answer["sessionId"].as_str().is_some(), "{answer}");
+    assert_eq!(answer["text"], "Half an answer");
+    assert_eq!(answer["toolCalls"][0]["status"], "completed", "{answer}");
+    assert!(text(&output.stderr).contains("the model fell over"));
+
+    let output = ask(
+        &server,
+        &["--yes", "--output", "stream-json", "read the notes"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let lines = json_lines(&output.stdout);
+    let last = lines.last().unwrap();
+    assert!(last["error"].as_str().is_some(), "{last}");
+    assert_eq!(last["sessionId"], lines[0]["sessionId"]);
+    assert_eq!(last["text"], "Half an answer");
+
+    let output = ask(&server, &["--yes", "read the notes"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stdout),
+        "Half an answer\n",
+        "the partial answer ends its line"
+    );
 }
 
 #[tokio::test]
@@ -176,10 +235,14 @@ async fn exit_codes_say_what_went_wrong() {
         .await
         .unwrap();
     assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr);
     assert!(
-        text(&refused.stderr).contains("refused the access token (401)"),
-        "{}",
-        text(&refused.stderr)
+        stderr.contains("refused the access token (401)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&server.home.token_file().display().to_string()),
+        "names the token file where it is: {stderr}"
     );
 
     let empty = ask(&server, &[""]).await;

@@ -69,7 +69,7 @@ async fn init_keeps_every_other_key_and_agent_and_twice_changes_nothing() {
     );
     assert_eq!(
         after["agent_servers"]["Punie"],
-        json!({"command": this_binary(), "args": [], "env": {}})
+        json!({"command": this_binary(), "args": ["old"], "env": {}})
     );
     let keys: Vec<&String> = after.as_object().unwrap().keys().collect();
     assert_eq!(
@@ -87,6 +87,31 @@ async fn init_keeps_every_other_key_and_agent_and_twice_changes_nothing() {
         bytes,
         "running it twice changes nothing"
     );
+}
+
+#[tokio::test]
+async fn init_updates_punies_entry_keeping_the_persons_settings_and_the_files_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = Home::new();
+    let file = home.dir.path().join("acp.json");
+    let before = json!({"agent_servers": {"Punie": {
+        "command": "/old/punie",
+        "args": ["--log-file", "/tmp/punie.log"],
+        "env": {"PUNIE_SERVER": "wss://punie.example.com/acp"},
+        "note": "mine"
+    }}});
+    std::fs::write(&file, before.to_string()).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let output = punie(&home, &["init", "--output", file.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("Updated"), "not `Added`: {stderr}");
+    let mut expected = before["agent_servers"]["Punie"].clone();
+    expected["command"] = json!(this_binary());
+    assert_eq!(read_json(&file)["agent_servers"]["Punie"], expected);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "the file keeps its mode: {mode:o}");
 }
 
 #[tokio::test]
@@ -118,6 +143,13 @@ async fn init_zed_prints_a_custom_agent_server_entry() {
     assert_eq!(
         entry,
         json!({"agent_servers": {"Punie": {"type": "custom", "command": this_binary(), "args": [], "env": {}}}})
+    );
+    // What it says to do with the entry fits what it printed: the whole
+    // object merges into the settings.
+    let advice = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        advice.contains("Merge this into Zed's settings.json"),
+        "{advice}"
     );
     assert!(
         !home.dir.path().join(".jetbrains").exists(),

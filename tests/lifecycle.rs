@@ -191,7 +191,7 @@ async fn an_unknown_model_is_refused_at_start() {
         .output()
         .await
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2), "a bad flag value");
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("unknown model `nonesuch`"), "{stderr}");
 }

@@ -219,19 +219,6 @@ async fn a_silent_client_is_dropped_and_its_session_stays() {
 }
 
 #[tokio::test]
-async fn silence_is_judged_when_the_pong_timeout_runs_out_not_at_the_next_ping() {
-    // No ping falls due within the test: only the pong timeout can end it.
-    let mut server = server_with(&["--ping-interval", "3600", "--pong-timeout", "0.3"]).await;
-    let _silent = server.initialized().await;
-    server.wait_for_log("no pong or message for").await;
-    server
-        .health_until("the connection to be gone", |health| {
-            health["connections"] == 0
-        })
-        .await;
-}
-
-#[tokio::test]
 async fn a_silent_client_is_dropped_even_while_a_write_to_it_is_stuck() {
     // The queue is never full here (one large answer, then nothing), so only
     // the silence can end this connection.

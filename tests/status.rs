@@ -54,6 +54,14 @@ async fn status_describes_the_recorded_server() {
     assert_eq!(status["connections"], 1);
     assert_eq!(status["sessions"], 1);
     assert!(status["uptimeSeconds"].as_f64().is_some());
+    assert_eq!(status["running"], true);
+    let health = server.health().await;
+    for (key, value) in health.as_object().unwrap() {
+        if key != "uptimeSeconds" {
+            assert_eq!(&status[key], value, "`{key}`, as /health reports it");
+        }
+    }
+    assert!(status.get("conversationsInMemory").is_some(), "{status}");
 }
 
 #[tokio::test]
@@ -70,6 +78,16 @@ async fn status_with_no_server_exits_3_with_a_hint() {
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(stderr.contains("punie serve"), "{stderr}");
     assert!(output.stdout.is_empty());
+
+    let url = format!("http://127.0.0.1:{port}");
+    let output = punie(&home, &["status", "--json", "--server", &url]).await;
+    assert_eq!(output.status.code(), Some(3));
+    assert!(text(&output.stderr).contains("punie serve"));
+    let status: Value =
+        serde_json::from_slice(&output.stdout).expect("--json prints JSON even then");
+    assert_eq!(status["running"], false);
+    assert_eq!(status["url"], url);
+    assert!(status["error"].as_str().is_some(), "{status}");
 }
 
 #[tokio::test]
@@ -211,4 +229,70 @@ async fn punie_server_overrides_the_recorded_server_and_the_flag_overrides_both(
     );
     let status: Value = serde_json::from_slice(&flag_wins.stdout).unwrap();
     assert_eq!(status["url"], live);
+}
+
+#[tokio::test]
+async fn stop_stops_the_recorded_server_when_punie_server_names_it_another_way() {
+    let mut server = Server::start().await;
+    // The record holds http://…; the same server as a WebSocket URL.
+    let output = punie_with(
+        &server.home,
+        &["stop"],
+        &[("PUNIE_SERVER", &server.ws_url())],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(server.exit_status().await.success());
+    assert!(!server.home.server_file().exists());
+}
+
+#[tokio::test]
+async fn stop_says_so_when_the_server_given_is_not_the_recorded_one() {
+    let server = Server::start().await;
+    let elsewhere = format!("http://127.0.0.1:{}", support::unused_port());
+    let output = punie(&server.home, &["stop", "--server", &elsewhere]).await;
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{elsewhere} is not the server recorded in")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("http://{}", server.address)),
+        "names the recorded one: {stderr}"
+    );
+    assert_eq!(server.health().await["status"], "ok", "nothing was stopped");
+}
+
+#[tokio::test]
+async fn only_the_server_warns_about_a_short_token() {
+    let home = Home::new();
+    std::fs::create_dir_all(home.state_dir()).unwrap();
+    let nowhere = format!("http://127.0.0.1:{}", support::unused_port());
+    let client = punie_with(
+        &home,
+        &["status", "--server", &nowhere],
+        &[("PUNIE_TOKEN", "abc")],
+    )
+    .await;
+    assert_eq!(client.status.code(), Some(3));
+    let stderr = text(&client.stderr);
+    assert!(
+        !stderr.contains("shorter than"),
+        "a client has no say: {stderr}"
+    );
+
+    // A short token in the token file is as weak as a short PUNIE_TOKEN.
+    std::fs::write(home.token_file(), "abc\n").unwrap();
+    std::fs::set_permissions(
+        home.token_file(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let warning = format!(
+        "the token in {} is shorter than 32 characters",
+        home.token_file().display()
+    );
+    let mut server = Server::start_in(home, &[]).await;
+    server.wait_for_log(&warning).await;
 }

@@ -38,7 +38,8 @@ pub enum OutputFormat {
     Text,
     /// One JSON object at the end: text, stopReason, sessionId, tool calls.
     Json,
-    /// Every ACP update as one JSON line as it arrives, then the result.
+    /// Every ACP update as one JSON line as it arrives, then the object
+    /// `json` prints.
     StreamJson,
 }
 
@@ -75,15 +76,15 @@ pub enum AskExit {
 
 /// Ask once and print the answer.
 pub async fn run(target: Target, options: AskOptions) -> AskExit {
+    let view = Arc::new(Mutex::new(View::new(options.output)));
     let workspace = match Workspace::new(&options.workspace) {
         Ok(workspace) => workspace,
         Err(error) => {
-            eprintln!("punie: the workspace cannot be used: {error}");
+            lock(&view).fail(&format!("the workspace cannot be used: {error}"));
             return AskExit::Failed;
         }
     };
     let service = LocalService::new(workspace.clone(), Permissions::for_terminal(options.yes));
-    let view = Arc::new(Mutex::new(View::new(options.output)));
     let interrupt = Arc::new(Interrupt::default());
     let watching = interrupt.clone().watch();
 
@@ -115,13 +116,11 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
             }
         }
         Ok(Err(error)) => {
-            view.stop_spinner();
-            eprintln!("punie: {}", super::describe(error));
+            view.fail(&super::describe(error));
             AskExit::Failed
         }
         Err(error) => {
-            view.stop_spinner();
-            eprintln!("punie: {error}");
+            view.fail(&error.to_string());
             if error.answered {
                 AskExit::Failed
             } else {
@@ -184,10 +183,9 @@ fn quit_interrupted() -> ! {
     std::process::exit(i32::from(crate::cli::exit::INTERRUPTED));
 }
 
-/// The answer to the prompt.
+/// How the prompt ended, when it did not fail.
 #[derive(Debug)]
 struct Answer {
-    session_id: String,
     stop_reason: StopReason,
 }
 
@@ -282,6 +280,7 @@ async fn converse(
                 .terminal(true);
             let server = super::initialize(&cx, "punie-ask", capabilities).await?;
             let session_id = open_session(&cx, &server, &options.conversation, root).await?;
+            lock(view).session_id = Some(session_id.to_string());
             interrupt.turn_started(cx.clone(), session_id.clone());
             let response = cx
                 .send_request(PromptRequest::new(
@@ -291,7 +290,6 @@ async fn converse(
                 .block_task()
                 .await;
             Ok(Answer {
-                session_id: session_id.to_string(),
                 stop_reason: response?.stop_reason,
             })
         })
@@ -337,6 +335,8 @@ struct View {
     format: OutputFormat,
     colour: bool,
     spinner: Option<indicatif::ProgressBar>,
+    /// The session the prompt went to, once it is open.
+    session_id: Option<String>,
     text: String,
     tool_calls: BTreeMap<String, ToolCallRecord>,
     /// Order in which tool calls first appeared.
@@ -364,6 +364,7 @@ impl View {
             format,
             colour,
             spinner,
+            session_id: None,
             text: String::new(),
             tool_calls: BTreeMap::new(),
             tool_order: Vec::new(),
@@ -494,9 +495,7 @@ impl View {
         let stop_reason = serde_json::to_value(answer.stop_reason).unwrap_or(Value::Null);
         match self.format {
             OutputFormat::Text => {
-                if !self.text.is_empty() && !self.text.ends_with('\n') {
-                    println!();
-                }
+                self.end_line();
                 if answer.stop_reason != StopReason::EndTurn {
                     eprintln!(
                         "punie: the turn ended: {}",
@@ -504,38 +503,61 @@ impl View {
                     );
                 }
             }
-            OutputFormat::Json => {
-                let tool_calls: Vec<Value> = self
-                    .tool_order
-                    .iter()
-                    .filter_map(|id| self.tool_calls.get(id).map(|record| (id, record)))
-                    .map(|(id, record)| {
-                        json!({
-                            "toolCallId": id,
-                            "title": record.title,
-                            "kind": record.kind,
-                            "status": record.status.and_then(|status| serde_json::to_value(status).ok()),
-                        })
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    json!({
-                        "sessionId": answer.session_id,
-                        "stopReason": stop_reason,
-                        "text": self.text,
-                        "toolCalls": tool_calls,
-                    })
-                );
-            }
-            OutputFormat::StreamJson => {
-                println!(
-                    "{}",
-                    json!({"sessionId": answer.session_id, "stopReason": stop_reason})
-                );
+            OutputFormat::Json | OutputFormat::StreamJson => {
+                println!("{}", self.result(stop_reason, None));
             }
         }
         let _ = std::io::stdout().flush();
+    }
+
+    /// The prompt failed with `message`: said on stderr, and in JSON output
+    /// the usual result with the error, so that a script learns what was done
+    /// before it (the session, the text so far, the tool calls).
+    fn fail(&mut self, message: &str) {
+        self.stop_spinner();
+        match self.format {
+            OutputFormat::Text => self.end_line(),
+            OutputFormat::Json | OutputFormat::StreamJson => {
+                println!("{}", self.result(Value::Null, Some(message)));
+            }
+        }
+        let _ = std::io::stdout().flush();
+        eprintln!("punie: {message}");
+    }
+
+    /// Ends a partial answer's last line, so the shell's prompt starts on its own.
+    fn end_line(&self) {
+        if !self.text.is_empty() && !self.text.ends_with('\n') {
+            println!();
+        }
+    }
+
+    /// What `--output json` prints, and `stream-json` last: the answer and
+    /// what led to it; `error` only when the prompt failed.
+    fn result(&self, stop_reason: Value, error: Option<&str>) -> Value {
+        let tool_calls: Vec<Value> = self
+            .tool_order
+            .iter()
+            .filter_map(|id| self.tool_calls.get(id).map(|record| (id, record)))
+            .map(|(id, record)| {
+                json!({
+                    "toolCallId": id,
+                    "title": record.title,
+                    "kind": record.kind,
+                    "status": record.status.and_then(|status| serde_json::to_value(status).ok()),
+                })
+            })
+            .collect();
+        let mut result = json!({
+            "sessionId": self.session_id,
+            "stopReason": stop_reason,
+            "text": self.text,
+            "toolCalls": tool_calls,
+        });
+        if let Some(error) = error {
+            result["error"] = error.into();
+        }
+        result
     }
 }
 

@@ -14,6 +14,7 @@ pub mod sessions;
 pub mod status;
 pub mod transport;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use agent_client_protocol::schema::ProtocolVersion;
@@ -60,8 +61,10 @@ pub struct Target {
     /// The server's base HTTP URL, e.g. `http://127.0.0.1:8000`.
     pub http_url: String,
     pub token: Option<AccessToken>,
-    /// What `server.json` said, when the target came from it.
+    /// What `server.json` says, when it records this server.
     pub record: Option<ServerRecord>,
+    /// Where the token is kept, for advice when the server refuses it.
+    pub token_file: PathBuf,
 }
 
 impl Target {
@@ -69,9 +72,19 @@ impl Target {
     /// `server.json`, else [`DEFAULT_SERVER`]; the token from `PUNIE_TOKEN`,
     /// else the token file.
     pub fn locate(server: Option<&str>, paths: &Paths) -> anyhow::Result<Self> {
-        let token = AccessToken::for_client(&paths.token_file())?;
+        let token_file = paths.token_file();
+        let token = AccessToken::for_client(&token_file)?;
         let (url, record) = match server {
-            Some(url) => (url.to_owned(), None),
+            Some(url) => {
+                // Only `stop` needs the record then, and it reads it again to
+                // say what is wrong with it: a damaged one is no reason to
+                // refuse a server named outright.
+                let record = ServerRecord::read(&paths.server_file())
+                    .ok()
+                    .flatten()
+                    .filter(|record| same_server(&record.url, url));
+                (url.to_owned(), record)
+            }
             None => match ServerRecord::read(&paths.server_file())? {
                 Some(record) => (record.url.clone(), Some(record)),
                 None => (DEFAULT_SERVER.to_owned(), None),
@@ -83,6 +96,7 @@ impl Target {
             http_url,
             token,
             record,
+            token_file,
         })
     }
 
@@ -207,6 +221,43 @@ pub fn describe(error: &Error) -> String {
     }
 }
 
+/// Whether `a` and `b` name the same server: the same host and port, however
+/// written (`ws://` or `http://`, with `/acp` or without, `localhost` or a
+/// loopback address).
+pub fn same_server(a: &str, b: &str) -> bool {
+    fn address(url: &str) -> Option<(String, String, u16)> {
+        let (_, http_url) = endpoints(url).ok()?;
+        let url = reqwest::Url::parse(&http_url).ok()?;
+        let host = url.host_str()?.to_ascii_lowercase();
+        Some((url.scheme().to_owned(), host, url.port_or_known_default()?))
+    }
+    fn loopback(host: &str) -> bool {
+        host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|address| address.is_loopback())
+    }
+    let (Some((a_scheme, a_host, a_port)), Some((b_scheme, b_host, b_port))) =
+        (address(a), address(b))
+    else {
+        return false;
+    };
+    // `localhost` may resolve to either loopback address; `stop` still checks
+    // the pid the server reports before it signals anything.
+    let same_host = a_host == b_host
+        || ((a_host == "localhost" || b_host == "localhost")
+            && loopback(&a_host)
+            && loopback(&b_host));
+    a_scheme == b_scheme && a_port == b_port && same_host
+}
+
+/// Whether `url` can name a server; the reason when it cannot.
+pub fn check_url(url: &str) -> anyhow::Result<()> {
+    endpoints(url).map(|_| ())
+}
+
 /// The ACP WebSocket URL and the base HTTP URL of a server given as either.
 fn endpoints(url: &str) -> anyhow::Result<(String, String)> {
     let url = url.trim().trim_end_matches('/');
@@ -242,7 +293,7 @@ fn endpoints(url: &str) -> anyhow::Result<(String, String)> {
 pub struct ConnectError {
     pub url: String,
     pub reason: String,
-    pub fix: &'static str,
+    pub fix: String,
     /// A server answered (and refused the connection), as opposed to none
     /// answering at all.
     pub answered: bool,
@@ -251,9 +302,13 @@ pub struct ConnectError {
 impl ConnectError {
     fn new(target: &Target, reason: String) -> Self {
         let fix = if reason.contains("401") {
-            "Check the token: it is in $XDG_STATE_HOME/punie/token, or set PUNIE_TOKEN; `punie status` shows which server is running"
+            format!(
+                "Check the token: it is in {}, or set {}; `punie status` shows which server is running",
+                target.token_file.display(),
+                crate::auth::TOKEN_ENV
+            )
         } else {
-            "Start one with `punie serve`, or see `punie status`"
+            "Start one with `punie serve`, or see `punie status`".to_owned()
         };
         Self {
             url: target.acp_url.clone(),
@@ -316,6 +371,27 @@ mod tests {
                 "http://localhost:9".to_owned()
             )
         );
+    }
+
+    #[test]
+    fn one_server_written_in_different_ways_is_the_same_server() {
+        for (a, b) in [
+            ("http://127.0.0.1:8000", "ws://127.0.0.1:8000/acp"),
+            ("http://127.0.0.1:8000", "ws://127.0.0.1:8000/ws/"),
+            ("HTTP://LOCALHOST:8000", "ws://127.0.0.1:8000"),
+            ("http://[::1]:8000", "ws://localhost:8000/acp"),
+            ("https://agent.example", "wss://agent.example:443/acp"),
+        ] {
+            assert!(same_server(a, b), "{a} is {b}");
+        }
+        for (a, b) in [
+            ("http://127.0.0.1:8000", "ws://127.0.0.1:8001/acp"),
+            ("http://127.0.0.1:8000", "wss://127.0.0.1:8000/acp"),
+            ("http://127.0.0.1:8000", "http://192.168.1.2:8000"),
+            ("http://127.0.0.1:8000", "not a url"),
+        ] {
+            assert!(!same_server(a, b), "{a} is not {b}");
+        }
     }
 
     #[test]

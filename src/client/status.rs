@@ -28,6 +28,10 @@ pub struct Health {
     pub connections: u64,
     pub sessions: u64,
     pub uptime_seconds: f64,
+    /// What else it reports (`conversationsInMemory`, …): `status --json`
+    /// passes on all of it, including what newer servers add.
+    #[serde(flatten)]
+    pub more: serde_json::Map<String, serde_json::Value>,
 }
 
 /// How a status or stop command ended; the CLI turns it into an exit code.
@@ -76,15 +80,26 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<Outcome> {
     let health = match health(target).await {
         Ok(health) => health,
         Err(error) => {
+            let why = format!("{error:#}");
             eprintln!(
-                "punie: no Punie server at {} ({error:#}). Start one with `punie serve`.",
+                "punie: no Punie server at {} ({why}). Start one with `punie serve`.",
                 target.http_url
             );
+            if json {
+                // A script reading stdout gets an answer either way.
+                let value = serde_json::json!({
+                    "running": false,
+                    "url": target.http_url,
+                    "error": why,
+                });
+                println!("{value}");
+            }
             return Ok(Outcome::NoServer);
         }
     };
     if json {
         let mut value = serde_json::to_value(&health)?;
+        value["running"] = true.into();
         value["url"] = target.http_url.clone().into();
         println!("{value}");
     } else {
@@ -102,10 +117,21 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<Outcome> {
 /// the pid, then wait for it to exit.
 pub async fn stop(target: &Target, paths: &Paths) -> anyhow::Result<Outcome> {
     let Some(record) = &target.record else {
-        eprintln!(
-            "punie: no running server is recorded in {}; nothing to stop.",
-            paths.server_file().display()
-        );
+        let file = paths.server_file();
+        match ServerRecord::read(&file) {
+            Ok(Some(recorded)) => eprintln!(
+                "punie: {} is not the server recorded in {} (that is {}, pid {}); `punie stop` stops only the recorded server, so nothing was signalled.",
+                target.http_url,
+                file.display(),
+                recorded.url,
+                recorded.pid
+            ),
+            Ok(None) => eprintln!(
+                "punie: no running server is recorded in {}; nothing to stop.",
+                file.display()
+            ),
+            Err(error) => eprintln!("punie: {error:#}; nothing to stop."),
+        }
         return Ok(Outcome::NoServer);
     };
     // Held from before the check until the signal, so the pid cannot be reused in between.

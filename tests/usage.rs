@@ -1,0 +1,175 @@
+//! The command line: a flag or setting that cannot mean anything sensible is
+//! a usage error (exit status 2) that says why, before anything starts; the
+//! settings file takes what `punie serve --help` lists.
+
+mod support;
+
+use std::process::{Output, Stdio};
+
+use nix::sys::signal::Signal;
+use support::{Home, Server, text, within};
+
+async fn punie(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Output {
+    within(
+        &format!("punie {}", args.join(" ")),
+        home.command()
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("punie runs")
+}
+
+/// A home whose settings file holds `settings`.
+fn home_with_settings(settings: &str) -> Home {
+    let home = Home::new();
+    let dir = home.dir.path().join("config/punie");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.toml"), settings).unwrap();
+    home
+}
+
+fn assert_usage_error(output: &Output, expected: &str, what: &str) {
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{what}: {stderr}");
+    assert!(stderr.contains(expected), "{what}: {stderr}");
+}
+
+#[tokio::test]
+async fn a_pong_timeout_not_longer_than_the_ping_interval_is_refused() {
+    let home = Home::new();
+    let output = punie(
+        &home,
+        &[
+            "serve",
+            "--port",
+            "0",
+            "--ping-interval",
+            "30",
+            "--pong-timeout",
+            "3",
+        ],
+        &[],
+    )
+    .await;
+    assert_usage_error(
+        &output,
+        "--pong-timeout (3 s) must be longer than --ping-interval (30 s)",
+        "flags",
+    );
+
+    let home = home_with_settings("[serve]\nping-interval = 30\npong-timeout = 30\n");
+    let output = punie(&home, &["serve", "--port", "0"], &[]).await;
+    assert_usage_error(&output, "must be longer than --ping-interval", "settings");
+}
+
+#[tokio::test]
+async fn a_log_filter_that_filters_nothing_sensible_is_refused() {
+    let home = Home::new();
+    let nowhere = format!("http://127.0.0.1:{}", support::unused_port());
+    for filter in ["nonsense=", "verbose", "punie=loud"] {
+        let output = punie(
+            &home,
+            &["status", "--server", &nowhere, "--log-level", filter],
+            &[],
+        )
+        .await;
+        assert_usage_error(&output, "is not a log filter", filter);
+    }
+
+    let home = home_with_settings("[serve]\nlog-level = \"nonsense=\"\n");
+    let output = punie(&home, &["serve", "--port", "0"], &[]).await;
+    assert_usage_error(&output, "config/punie/config.toml", "settings");
+    assert_usage_error(&output, "log-level", "settings");
+}
+
+#[tokio::test]
+async fn a_malformed_rust_log_is_reported_and_the_default_used() {
+    let home = Home::new();
+    let mut command = home.command();
+    command
+        .args(["serve", "--port", "0"])
+        .env("RUST_LOG", "nonsense=");
+    let mut server = Server::spawn(home, command).await;
+    server.wait_for_log("ignoring RUST_LOG").await;
+    // An info line: the default filter is in force.
+    server.wait_for_log("ready in").await;
+}
+
+#[tokio::test]
+async fn the_settings_file_takes_the_log_level_and_file_and_flags_win() {
+    for (flag, logged) in [(None, false), (Some("info"), true)] {
+        let home = Home::new();
+        let log = home.dir.path().join("serve.log");
+        let settings = format!(
+            "[serve]\nlog-level = \"error\"\nlog-file = \"{}\"\n",
+            log.display()
+        );
+        let dir = home.dir.path().join("config/punie");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.toml"), settings).unwrap();
+        let mut args = vec![];
+        if let Some(level) = flag {
+            args.extend(["--log-level", level]);
+        }
+        let mut server = Server::start_in(home, &args).await;
+        server.signal(Signal::SIGTERM);
+        assert!(server.exit_status().await.success());
+        let written = std::fs::read_to_string(&log).expect("the log file from the settings");
+        assert_eq!(
+            written.contains("ready in"),
+            logged,
+            "--log-level {flag:?}: {written}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn serve_neither_lists_nor_takes_the_clients_server_flag() {
+    let home = Home::new();
+    let help = punie(&home, &["serve", "--help"], &[]).await;
+    assert_eq!(help.status.code(), Some(0));
+    let help = text(&help.stdout);
+    assert!(!help.contains("--server"), "{help}");
+    assert!(help.contains("--log-level"), "{help}");
+
+    let output = punie(&home, &["serve", "--server", "ws://127.0.0.1:1/acp"], &[]).await;
+    assert_usage_error(&output, "--host and --port", "serve --server");
+
+    let status_help = punie(&home, &["status", "--help"], &[]).await;
+    assert!(text(&status_help.stdout).contains("--server"));
+}
+
+#[tokio::test]
+async fn bad_flag_values_are_usage_errors() {
+    let home = Home::new();
+    let output = punie(&home, &["serve", "--port", "0", "--model", "bogus"], &[]).await;
+    assert_usage_error(&output, "unknown model `bogus`", "--model");
+
+    let output = punie(
+        &home,
+        &["serve", "--port", "0"],
+        &[("PUNIE_MODEL", "bogus")],
+    )
+    .await;
+    assert_usage_error(&output, "unknown model `bogus`", "PUNIE_MODEL");
+
+    let settings = home_with_settings("[serve]\nmodel = \"bogus\"\n");
+    let output = punie(&settings, &["serve", "--port", "0"], &[]).await;
+    assert_usage_error(&output, "config/punie/config.toml", "model in the settings");
+
+    for (server, expected) in [
+        ("ftp://x", "unsupported scheme"),
+        ("notaurl", "is not a URL"),
+    ] {
+        let output = punie(&home, &["status", "--server", server], &[]).await;
+        assert_usage_error(&output, expected, server);
+        let output = punie(&home, &["ask", "hello"], &[("PUNIE_SERVER", server)]).await;
+        assert_usage_error(&output, expected, server);
+    }
+
+    let output = punie(&home, &["--drain-timeout=-1"], &[]).await;
+    assert_usage_error(&output, "--drain-timeout", "--drain-timeout");
+}
