@@ -125,7 +125,8 @@ struct AskArgs {
     prompt: Option<String>,
 
     /// The directory the agent works in; the current directory by default.
-    #[arg(long, value_name = "DIR")]
+    /// A session given with --session works in its own.
+    #[arg(long, value_name = "DIR", conflicts_with = "session")]
     workspace: Option<PathBuf>,
 
     /// What to print on stdout.

@@ -109,6 +109,37 @@ async fn ask_with_a_session_id_goes_on_with_that_conversation() {
 }
 
 #[tokio::test]
+async fn a_session_goes_on_in_its_own_workspace_wherever_ask_runs() {
+    let home = Home::new();
+    let script = home.script_model(
+        r#"[[{"text": "Hello."}],
+            [{"tool_call": {"id": "c1", "name": "read_file", "arguments": {"path": "notes.txt"}}}],
+            [{"text": "Read it."}]]"#,
+    );
+    let server = Server::start_in(home, &["--model", &script]).await;
+    let (workspace, elsewhere) = workspaces(&server.home);
+    std::fs::write(
+        workspace.join("notes.txt"),
+        "kept in the session's workspace\n",
+    )
+    .unwrap();
+    let id = new_session(&server, &workspace, "hello").await;
+
+    // Run from another directory: the session's files are still the ones read.
+    let answer = ask(&server, &elsewhere, &["--session", &id, "read the notes"]).await;
+    assert_eq!(answer["stopReason"], "end_turn", "{answer}");
+    assert_eq!(answer["toolCalls"][0]["status"], "completed", "{answer}");
+
+    let both = punie(
+        &server.home,
+        &elsewhere,
+        &["ask", "--session", &id, "--workspace", "/tmp", "x"],
+    )
+    .await;
+    assert_eq!(both.status.code(), Some(2), "{}", text(&both.stderr));
+}
+
+#[tokio::test]
 async fn continue_goes_on_with_the_newest_session_of_the_workspace() {
     let server = Server::start().await;
     let (workspace, elsewhere) = workspaces(&server.home);

@@ -279,7 +279,11 @@ async fn converse(
                     .write_text_file(true))
                 .terminal(true);
             let server = super::initialize(&cx, "punie-ask", capabilities).await?;
-            let session_id = open_session(&cx, &server, &options.conversation, root).await?;
+            let (session_id, elsewhere) =
+                open_session(&cx, &server, &options.conversation, root).await?;
+            if let Some(workspace) = elsewhere {
+                service.move_to(workspace);
+            }
             lock(view).session_id = Some(session_id.to_string());
             interrupt.turn_started(cx.clone(), session_id.clone());
             let response = cx
@@ -297,20 +301,22 @@ async fn converse(
 }
 
 /// The session the prompt goes to: a new one, or a kept one attached to this
-/// connection without replaying its history, so stdout gets only the new answer.
+/// connection without replaying its history, so stdout gets only the new
+/// answer. A kept session works where it was created: its workspace, when
+/// that is not `root`, comes back too.
 async fn open_session(
     cx: &ConnectionTo<Agent>,
     server: &InitializeResponse,
     conversation: &Conversation,
     root: &Path,
-) -> Result<SessionId, Error> {
+) -> Result<(SessionId, Option<Workspace>), Error> {
     let session_id = match conversation {
         Conversation::New => {
-            return Ok(cx
+            let created = cx
                 .send_request(NewSessionRequest::new(root))
                 .block_task()
-                .await?
-                .session_id);
+                .await?;
+            return Ok((created.session_id, None));
         }
         Conversation::Resume(id) => SessionId::new(id.as_str()),
         Conversation::Continue => sessions::newest(cx, server, root).await?.ok_or_else(|| {
@@ -324,11 +330,34 @@ async fn open_session(
         })?,
     };
     sessions::require(server, "session/resume", |offered| offered.resume.is_some())?;
-    cx.send_request(ResumeSessionRequest::new(session_id.clone(), root))
+    let resumed = cx
+        .send_request(ResumeSessionRequest::new(session_id.clone(), root))
         .block_task()
         .await?;
-    Ok(session_id)
+    let its_own = resumed
+        .meta
+        .as_ref()
+        .and_then(|meta| meta.get(SESSION_CWD_META))
+        .and_then(serde_json::Value::as_str)
+        .map(Path::new)
+        .filter(|cwd| *cwd != root);
+    let elsewhere = match its_own {
+        Some(cwd) => Some(Workspace::new(cwd).map_err(|error| {
+            Error::new(
+                ErrorCode::INTERNAL_ERROR,
+                format!(
+                    "session {session_id} works in {}, which cannot be used: {error}",
+                    cwd.display()
+                ),
+            )
+        })?),
+        None => None,
+    };
+    Ok((session_id, elsewhere))
 }
+
+/// Where the server says a resumed session works.
+const SESSION_CWD_META: &str = "punie/cwd";
 
 /// What the person sees: the answer on stdout, the rest on stderr.
 struct View {

@@ -44,7 +44,8 @@ impl Permissions {
 
 /// The files, terminals and permissions one `punie ask` serves.
 pub struct LocalService {
-    workspace: Workspace,
+    /// Replaced when a kept session turns out to work elsewhere.
+    workspace: std::sync::RwLock<Workspace>,
     terminals: Terminals,
     permissions: Permissions,
 }
@@ -52,15 +53,30 @@ pub struct LocalService {
 impl LocalService {
     pub fn new(workspace: Workspace, permissions: Permissions) -> Arc<Self> {
         Arc::new(Self {
-            workspace,
+            workspace: std::sync::RwLock::new(workspace),
             terminals: Terminals::default(),
             permissions,
         })
     }
 
+    /// Serve `workspace` from now on: the one the session works in.
+    pub fn move_to(&self, workspace: Workspace) {
+        *self
+            .workspace
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = workspace;
+    }
+
+    fn workspace(&self) -> Workspace {
+        self.workspace
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     pub async fn read(&self, request: ReadTextFileRequest) -> Result<ReadTextFileResponse, Error> {
         let content = self
-            .workspace
+            .workspace()
             .read_text(&request.path, request.line, request.limit)
             .await
             .map_err(workspace_error)?;
@@ -71,7 +87,7 @@ impl LocalService {
         &self,
         request: WriteTextFileRequest,
     ) -> Result<WriteTextFileResponse, Error> {
-        self.workspace
+        self.workspace()
             .write_text(&request.path, &request.content)
             .await
             .map_err(workspace_error)?;
@@ -93,7 +109,7 @@ impl LocalService {
         let id = self
             .terminals
             .create(
-                &self.workspace,
+                &self.workspace(),
                 &request.command,
                 &request.args,
                 &env,
