@@ -267,7 +267,10 @@ function render() {
 function showTranscript(id) {
   const transcript = state.transcripts.get(id);
   ui.transcriptHost.replaceChildren(...(transcript ? [transcript.node] : []));
-  ui.transcriptHost.scrollTop = ui.transcriptHost.scrollHeight;
+  growth.disconnect();
+  growth.observe(ui.transcriptHost);
+  if (transcript) growth.observe(transcript.node);
+  followNewest();
 }
 
 function newTranscript(id) {
@@ -276,15 +279,14 @@ function newTranscript(id) {
     if (update?.sessionUpdate === 'session_info_update' && update.title) {
       upsertSession({ sessionId: id, title: update.title });
     }
-    scheduleRender(id);
+    scheduleRender();
   };
   state.transcripts.set(id, transcript);
   return transcript;
 }
 
 let renderQueued = false;
-function scheduleRender(id) {
-  if (id === state.current) stickToBottom();
+function scheduleRender() {
   if (renderQueued) return;
   renderQueued = true;
   // A hidden tab gets no animation frames, yet its title must go on counting
@@ -304,12 +306,46 @@ document.addEventListener('visibilitychange', () => {
   }
 });
 
-/** Keep the newest output in view, unless the person scrolled up to read. */
-function stickToBottom() {
+// The newest output stays in view while the person is at the bottom. Whether
+// they are is decided when they scroll, never when the transcript grows: a
+// tall block (a command's output, Markdown drawn a frame later) would
+// otherwise push the bottom out of reach before it is measured.
+const NEAR_BOTTOM_PX = 40;
+let following = true;
+/** Where the page last scrolled the transcript to, so that the scroll event
+ * it causes is not taken for the person's. */
+let scrolledTo = null;
+
+function scrollToNewest() {
   const host = ui.transcriptHost;
-  const nearBottom = host.scrollHeight - host.scrollTop - host.clientHeight < 120;
-  if (nearBottom) requestAnimationFrame(() => (host.scrollTop = host.scrollHeight));
+  host.scrollTop = host.scrollHeight;
+  scrolledTo = host.scrollTop;
 }
+
+function follow(yes) {
+  following = yes;
+  // The browser's scroll anchoring keeps the line in view where it was when
+  // something above it grows: right while the person reads back, but while
+  // following it would scroll on its own, and look like the person did.
+  ui.transcriptHost.classList.toggle('following', yes);
+}
+
+function followNewest() {
+  follow(true);
+  scrollToNewest();
+}
+
+ui.transcriptHost.addEventListener('scroll', () => {
+  const host = ui.transcriptHost;
+  if (host.scrollTop === scrolledTo) return;
+  scrolledTo = null;
+  follow(host.scrollHeight - host.scrollTop - host.clientHeight < NEAR_BOTTOM_PX);
+});
+
+// Runs after layout, before paint: whatever grew is measured already.
+const growth = new ResizeObserver(() => {
+  if (following) scrollToNewest();
+});
 
 function remember(id) {
   const hash = id ? `#session=${encodeURIComponent(id)}` : '';
@@ -399,7 +435,7 @@ async function send() {
   state.prompting.add(id);
   upsertSession({ sessionId: id, updatedAt: new Date().toISOString() });
   render();
-  stickToBottom();
+  if (id === state.current) followNewest();
   try {
     const { stopReason } = await state.connection.request('session/prompt', { sessionId: id, prompt });
     transcript.turnEnded(stopReason);
@@ -409,7 +445,6 @@ async function send() {
   } finally {
     state.prompting.delete(id);
     render();
-    stickToBottom();
   }
 }
 
@@ -468,17 +503,17 @@ function handleNotification(method, params) {
       upsertSession({ sessionId: params.sessionId, title: update.title });
     }
     if (transcript) transcript.apply(update);
-    else scheduleRender(params.sessionId);
+    else scheduleRender();
   } else if (method === '_punie/session_status') {
     const before = state.sessions.get(params.sessionId)?.status;
     const session = upsertSession(params);
     if (params.status !== before && params.status !== 'idle') session.updatedAt = new Date().toISOString();
-    scheduleRender(params.sessionId);
+    scheduleRender();
   } else if (method === '$/cancel_request') {
     for (const transcript of state.transcripts.values()) {
       transcript.lapseQuestion(params?.requestId ?? params?.id, 'The agent no longer needs an answer.');
     }
-    scheduleRender(null);
+    scheduleRender();
   }
 }
 
@@ -489,9 +524,9 @@ async function handleRequest(method, params, id) {
   const transcript = state.transcripts.get(params.sessionId);
   if (!transcript) return { outcome: { outcome: 'cancelled' } };
   const answer = transcript.ask(id, params);
-  scheduleRender(params.sessionId);
+  scheduleRender();
   const optionId = await answer;
-  scheduleRender(params.sessionId);
+  scheduleRender();
   return optionId ? { outcome: { outcome: 'selected', optionId } } : { outcome: { outcome: 'cancelled' } };
 }
 
