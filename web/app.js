@@ -367,8 +367,13 @@ async function openSession(id) {
   showTranscript(id);
   render();
   transcript.node.classList.add('loading');
+  const load = state.connection.request('session/load', { sessionId: id, cwd: session?.cwd || '/', mcpServers: [] });
+  transcript.loaded = load.then(
+    () => true,
+    () => false,
+  );
   try {
-    await state.connection.request('session/load', { sessionId: id, cwd: session?.cwd || '/', mcpServers: [] });
+    await load;
   } catch (error) {
     state.transcripts.delete(id);
     if (state.current === id) showTranscript(null);
@@ -522,7 +527,9 @@ async function handleRequest(method, params, id) {
     throw new RpcError(METHOD_NOT_FOUND, `${method} is not offered by Punie's browser app`);
   }
   const transcript = state.transcripts.get(params.sessionId);
-  if (!transcript) return { outcome: { outcome: 'cancelled' } };
+  // A page that opens a session while a question waits is asked before the
+  // history arrives; the question belongs after it, in its tool call's card.
+  if (!transcript || !(await transcript.loaded)) return { outcome: { outcome: 'cancelled' } };
   const answer = transcript.ask(id, params);
   scheduleRender();
   const optionId = await answer;

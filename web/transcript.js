@@ -166,6 +166,8 @@ export class Transcript {
     this.usage = null;
     /** Permission questions waiting for the person: request id → card. */
     this.questions = new Map();
+    /** Resolves once the history is on the page: true, or false if it never will be. */
+    this.loaded = Promise.resolve(true);
     this.onChange = () => {};
   }
 
