@@ -147,14 +147,41 @@ impl Scenario {
     }
 }
 
+/// A fresh sign-in link, as `punie open --print` prints it.
+async fn fresh_link(server: &Server) -> String {
+    let output = support::within(
+        "punie open --print",
+        server
+            .home
+            .command()
+            .args(["open", "--print"])
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
 #[tokio::test]
-async fn a_sign_in_link_works_once_and_only_signed_in_browsers_connect() {
+async fn a_sign_in_link_works_once_only_signed_in_browsers_connect_and_a_restart_signs_them_out() {
     let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
     let mut server = Server::start().await;
-    Scenario::start("sign_in", &mut server, &[])
-        .await
-        .passes()
-        .await;
+    let second_link = fresh_link(&server).await;
+    let mut scenario = Scenario::start(
+        "sign_in",
+        &mut server,
+        &[("PUNIE_SECOND_LINK", second_link)],
+    )
+    .await;
+    scenario.wait_for("stop the server").await;
+    let port = server.port();
+    let home = server.stop().await;
+    // Started again only once the page has seen it gone.
+    scenario.wait_for("the server is out of reach").await;
+    let _server = Server::start_on(home, port, &[]).await;
+    scenario.passes().await;
 }
 
 #[tokio::test]

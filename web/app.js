@@ -638,7 +638,13 @@ async function signedIn() {
   return answer.signedIn === true;
 }
 
+// Nothing the page showed is the signed-out browser's to see.
 function showSignedOut(words) {
+  state.sessions.clear();
+  state.current = null;
+  showTranscript(null);
+  showNotice('');
+  render();
   ui.signIn.hidden = false;
   ui.signOut.hidden = true;
   ui.body.classList.add('signed-out');
@@ -660,15 +666,15 @@ async function signOut() {
   const connection = state.connection;
   forgetConnection('This browser signed out.');
   connection?.close();
-  state.sessions.clear();
-  state.current = null;
-  render();
   showSignedOut('signed out');
 }
 
 async function start() {
   try {
-    if (!(await signedIn())) {
+    const allowed = await signedIn();
+    // The server answered: whatever said it could not be reached is over.
+    showNotice('');
+    if (!allowed) {
       showSignedOut('not signed in');
       return;
     }
