@@ -195,6 +195,7 @@ async fn a_new_session_streams_its_reply_and_a_reload_restores_it() {
             {"pause_ms": 1500},
             {"text": "and then some code:\n\n```rust\nfn main() {\n    println!(\"hi\");\n}\n```\n\n"},
             {"pause_ms": 1500},
+            {"text": "Plain:\n\n```\n<note>plain</note>\n```\n\n| configuration_directory_name | environment_variable_name | default_value_when_unset |\n|---|---|---|\n| XDG_CONFIG_HOME | PUNIE_CONFIG_DIRECTORY | ~/.config/punie/settings |\n\n"},
             {"text": "Hostile bits: <img src=x onerror=\"document.title='owned'\"> and [a link](javascript:document.title='owned').\n\nThe last part."},
             {"usage": {"input_tokens": 1200, "output_tokens": 34}}
         ],

@@ -64,7 +64,7 @@ class AgentMessage {
   }
 
   draw() {
-    this.node.innerHTML = renderMarkdown(this.text);
+    this.node.replaceChildren(renderMarkdown(this.text));
   }
 }
 

@@ -35,8 +35,16 @@ await scenario('stream', async (browser) => {
   // Sanitised: HTML in the model's text stays text, script links lose their target.
   expect((await reply.textContent()).includes('<img src=x'), 'raw HTML shown as text');
   expect((await reply.locator('img').count()) === 0, 'no image element from the model');
-  const href = await reply.locator('a', { hasText: 'a link' }).getAttribute('href');
-  expect(href === null, `a javascript: link to lose its target, got ${href}`);
+  expect((await reply.locator('a', { hasText: 'a link' }).count()) === 0, 'a javascript: link shown as text, not as a link');
+  expect((await reply.textContent()).includes('and a link.'), 'the text of the javascript: link kept');
+  // Code without a language is plain text; a language's label sits above the code, not over it.
+  const plain = reply.locator('pre.code', { hasText: '<note>plain</note>' });
+  expect((await plain.locator('[class*="hljs-"]').count()) === 0, 'code without a language not coloured by a guess');
+  expect((await plain.locator('.code-language').count()) === 0, 'code without a language not labelled');
+  const rust = reply.locator('pre.code', { hasText: 'println' });
+  const label = await rust.locator('.code-language').boundingBox();
+  const code = await rust.locator('code').boundingBox();
+  expect(label.y + label.height <= code.y, `the language label above the code, got ${JSON.stringify({ label, code })}`);
   expect(!(await page.title()).includes('owned'), 'nothing the model wrote ran');
   await page.locator('#usage-text').filter({ hasText: '1.2k / 128k tokens' }).waitFor();
   const entry = page.locator(`.session[data-session-id="${id}"]`);
@@ -59,7 +67,7 @@ await scenario('stream', async (browser) => {
   // A reload comes back to the same session, its history replayed.
   await page.reload();
   await page.locator('#connection[data-state="connected"]').waitFor();
-  await page.locator('.message.agent pre.code').waitFor();
+  await page.locator('.message.agent pre.code').first().waitFor();
   expect(new URL(page.url()).hash === `#session=${id}`, 'the session in the address');
   const users = await page.locator('.message.user .user-text').allTextContents();
   expect(JSON.stringify(users) === JSON.stringify(['Show me streaming', 'Count slowly']), `both prompts replayed, got ${JSON.stringify(users)}`);
