@@ -31,6 +31,11 @@ await scenario('tools', async (browser) => {
   expect(!rows.includes('context f'), `lines far from a change left out, got ${JSON.stringify(rows)}`);
   expect((await diff.locator('.diff-gap').count()) === 1, 'the two changes in hunks of their own');
   expect((await diff.locator('.diff-counts').textContent()).trim() === '+2 −2', 'the counts of added and removed lines');
+  // Each line with its numbers in the old and the new text.
+  const numbers = await diff.locator('.diff-line').evaluateAll((lines) =>
+    lines.slice(0, 3).map((line) => [...line.querySelectorAll('.diff-number')].map((n) => n.textContent).join('|')),
+  );
+  expect(JSON.stringify(numbers) === JSON.stringify(['1|', '|1', '2|2']), `old and new line numbers, got ${JSON.stringify(numbers)}`);
   await browser.shot(page, 'edit-asked');
   await edit.locator('button[data-option-id="allow_once"]').click();
   await page.locator('.tool-call[data-status="completed"]').first().waitFor();
