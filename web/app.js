@@ -18,7 +18,7 @@ const RECONNECT_DELAYS_MS = [500, 1000, 2000, 5000];
 
 const STATUS_TEXT = {
   running: 'running',
-  waiting_for_permission: 'waiting for you',
+  waiting_for_permission: 'waiting for permission',
   idle: 'idle',
 };
 
@@ -259,6 +259,8 @@ function render() {
   renderSessions();
   renderHeader();
   renderComposer();
+  const transcript = state.transcripts.get(state.current);
+  transcript?.waitingElsewhere(state.sessions.get(state.current)?.status === 'waiting_for_permission' && !transcript.waitingForPermission);
   ui.welcome.hidden = Boolean(state.current && state.transcripts.has(state.current));
 }
 

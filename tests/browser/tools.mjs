@@ -41,6 +41,10 @@ await scenario('tools', async (browser) => {
   await page.locator('.tool-call[data-status="completed"]').first().waitFor();
 
   const command = page.locator('.tool-call').nth(1);
+  // The command in the title is code, without the backticks around it.
+  await command.locator('.tool-title code', { hasText: 'seq 100' }).waitFor();
+  const title = await command.locator('.tool-title').textContent();
+  expect(!title.includes('`'), `no backticks in the title, got ${JSON.stringify(title)}`);
   await command.locator('button[data-option-id="allow_once"]').click();
   await page.locator('.message.agent', { hasText: 'Tidied.' }).waitFor();
   await turnOver(page);
