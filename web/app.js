@@ -214,7 +214,10 @@ function renderHeader() {
   if (usage) {
     ui.usageMeter.max = usage.size || 1;
     ui.usageMeter.value = Math.min(usage.used, usage.size || usage.used);
-    ui.usageText.textContent = `${tokens(usage.used)} / ${tokens(usage.size)} tokens`;
+    const unit = document.createElement('span');
+    unit.className = 'usage-unit';
+    unit.textContent = ' tokens';
+    ui.usageText.replaceChildren(`${tokens(usage.used)} / ${tokens(usage.size)}`, unit);
     ui.usage.title = `${usage.used} of ${usage.size} tokens of the context window used`;
   }
 }
@@ -720,6 +723,12 @@ ui.olderSessions.addEventListener('click', async () => {
   }
 });
 ui.toggleSessions.addEventListener('click', () => ui.body.classList.toggle('sessions-open'));
+// In a narrow window the list lies over the conversation: a click beside it puts it away.
+document.addEventListener('click', (event) => {
+  if (!ui.body.classList.contains('sessions-open')) return;
+  if (ui.sidebar.contains(event.target) || ui.toggleSessions.contains(event.target)) return;
+  ui.body.classList.remove('sessions-open');
+});
 ui.fileInput.addEventListener('change', async () => {
   await attach([...ui.fileInput.files]);
   ui.fileInput.value = '';

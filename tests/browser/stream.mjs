@@ -1,6 +1,7 @@
 // Start a session from the page and watch its reply stream in as rendered,
 // highlighted Markdown with the token usage; cancel a slow turn with Esc;
-// reload and find the session as it was; then the same in a narrow window.
+// reload and find the session as it was; then the same in a narrow window,
+// where the session title keeps its room and wide tables scroll.
 
 import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
 
@@ -80,7 +81,25 @@ await scenario('stream', async (browser) => {
   expect(await page.locator('#toggle-sessions').isVisible(), 'the sessions button in a narrow window');
   // The list slides out of the way.
   await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().right <= 1);
+  // Put away, it casts no shadow on the window's edge.
+  const shadow = await page.locator('#sidebar').evaluate((node) => getComputedStyle(node).boxShadow);
+  expect(shadow === 'none', `no shadow from the list put away, got ${shadow}`);
+  const title = await page.locator('#session-title').evaluate((node) => [node.scrollWidth, node.clientWidth]);
+  expect(title[0] <= title[1], `the whole session title shown, got ${title[0]}px in ${title[1]}px`);
+  // A table too wide for the window scrolls on its own.
+  const scrolled = await reply.locator('.table-scroll').evaluate((node) => {
+    node.scrollLeft = node.scrollWidth;
+    return node.scrollLeft;
+  });
+  expect(scrolled > 0, 'the table to scroll sideways');
+  const host = await page.locator('#transcript-host').evaluate((node) => [node.scrollWidth, node.clientWidth]);
+  expect(host[0] <= host[1], `the conversation not to scroll sideways, got ${host[0]}px in ${host[1]}px`);
   await browser.shot(page, 'narrow');
+  await page.locator('#toggle-sessions').click();
+  await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().x >= 0);
+  // A click beside the list puts it away.
+  await page.mouse.click(380, 400);
+  await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().right <= 1);
   await page.locator('#toggle-sessions').click();
   await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().x >= 0);
   await browser.shot(page, 'narrow-sessions');
