@@ -28,6 +28,8 @@ const ui = {
   body: document.body,
   connection: $('#connection'),
   notice: $('#notice'),
+  noticeText: $('#notice-text'),
+  noticeClose: $('#notice-close'),
   signIn: $('#sign-in'),
   signOut: $('#sign-out'),
   sessionTitle: $('#session-title'),
@@ -71,14 +73,21 @@ const state = {
   /** Sessions whose turn this page started and that have not answered yet. */
   prompting: new Set(),
   current: null,
-  /** Files to go with the next prompt: { name, size, block }. */
+  /** Files to go with the open session's next prompt: { name, size, block }. */
   attachments: [],
+  /** What the composer held for each session the person left: id → { text, attachments }. */
+  drafts: new Map(),
   reconnects: 0,
 };
 
-function showNotice(text) {
-  ui.notice.textContent = text;
+/** What the notice is about: 'connection' while the server is out of reach,
+ * else anything the person was told about what they did. */
+let noticeKind = null;
+
+function showNotice(text, kind = 'action') {
+  ui.noticeText.textContent = text;
   ui.notice.hidden = !text;
+  noticeKind = text ? kind : null;
 }
 
 function setConnection(text, kind) {
@@ -87,7 +96,10 @@ function setConnection(text, kind) {
 }
 
 function describe(error) {
-  return error instanceof Error ? error.message : String(error);
+  if (!(error instanceof Error)) return String(error);
+  // The server names the method it answers; the person did not call it.
+  const prefix = error instanceof RpcError && error.method ? `${error.method}: ` : null;
+  return prefix && error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message;
 }
 
 // ---------------------------------------------------------------- sessions
@@ -229,12 +241,18 @@ function tokens(count) {
   return String(count ?? 0);
 }
 
+/** Whether a transcript is on show: one the connection follows, or, while
+ * the page reconnects, the one it followed. */
+function showing() {
+  return Boolean(state.current && ui.transcriptHost.firstElementChild);
+}
+
 function renderComposer() {
   const open = Boolean(state.current && state.transcripts.has(state.current));
   const running = open && statusOf(state.current) !== 'idle';
   const mine = state.prompting.has(state.current);
-  ui.composer.hidden = !open;
-  ui.send.disabled = !state.connection || running;
+  ui.composer.hidden = !showing();
+  ui.send.disabled = !state.connection || !open || running;
   ui.cancel.hidden = !running;
   ui.cancel.disabled = !state.connection;
   ui.cancel.title = mine ? 'Cancel the running turn (Esc)' : 'Cancel the turn another client is running (Esc)';
@@ -264,7 +282,22 @@ function render() {
   renderComposer();
   const transcript = state.transcripts.get(state.current);
   transcript?.waitingElsewhere(state.sessions.get(state.current)?.status === 'waiting_for_permission' && !transcript.waitingForPermission);
-  ui.welcome.hidden = Boolean(state.current && state.transcripts.has(state.current));
+  ui.welcome.hidden = showing();
+}
+
+/** Make `id` the open session; the composer keeps each session's draft. */
+function switchTo(id) {
+  if (state.current !== id) {
+    if (state.current) state.drafts.set(state.current, { text: ui.prompt.value, attachments: state.attachments });
+    const draft = state.drafts.get(id);
+    state.drafts.delete(id);
+    ui.prompt.value = draft?.text || '';
+    state.attachments = draft?.attachments || [];
+  }
+  state.current = id;
+  remember(id);
+  // What the page said about the last session is not about this one.
+  if (noticeKind !== 'connection') showNotice('');
 }
 
 // ---------------------------------------------------------------- opening
@@ -358,8 +391,9 @@ function remember(id) {
 }
 
 async function openSession(id) {
-  state.current = id;
-  remember(id);
+  // Sessions open through the connection; the page opens this one again once it is back.
+  if (!state.connection) return;
+  switchTo(id);
   ui.body.classList.remove('sessions-open');
   if (state.transcripts.has(id)) {
     showTranscript(id);
@@ -421,8 +455,7 @@ async function createSession(cwd, model) {
   const { sessionId } = await state.connection.request('session/new', params);
   upsertSession({ sessionId, cwd, title: null, status: 'idle', updatedAt: new Date().toISOString() });
   newTranscript(sessionId);
-  state.current = sessionId;
-  remember(sessionId);
+  switchTo(sessionId);
   showTranscript(sessionId);
   render();
   ui.prompt.focus();
@@ -477,14 +510,15 @@ function base64(bytes) {
 
 async function attach(files) {
   try {
-    await readAttachments(files);
+    // Into the list of the session open now, even if another opens meanwhile.
+    await readAttachments(files, state.attachments);
   } catch (error) {
     showNotice(`Cannot attach the file: ${describe(error)}`);
   }
   renderComposer();
 }
 
-async function readAttachments(files) {
+async function readAttachments(files, attachments) {
   for (const file of files) {
     if (file.size > MAX_ATTACHMENT_BYTES) {
       showNotice(`${file.name} is larger than ${MAX_ATTACHMENT_BYTES / 1024 / 1024} MiB; it was not attached.`);
@@ -499,7 +533,7 @@ async function readAttachments(files) {
     } catch {
       resource = { uri, blob: base64(bytes), mimeType: file.type || 'application/octet-stream' };
     }
-    state.attachments.push({ name: file.name, size: file.size, block: { type: 'resource', resource } });
+    attachments.push({ name: file.name, size: file.size, block: { type: 'resource', resource } });
   }
 }
 
@@ -618,19 +652,20 @@ async function connect() {
 }
 
 // What the page knew through its connection no longer holds; open questions
-// (permission cards) say why they can no longer be answered.
+// (permission cards) say why they can no longer be answered. The transcript
+// on show stays, to read, until the session opens again.
 function forgetConnection(why) {
   state.connection = null;
   for (const transcript of state.transcripts.values()) transcript.lapseQuestions(why);
   state.transcripts.clear();
   state.prompting.clear();
-  showTranscript(null);
 }
 
 function lost(connection) {
   if (state.connection !== connection) return;
   forgetConnection('The connection to the server closed.');
   setConnection('disconnected', 'disconnected');
+  showNotice('The connection to the server closed. Reconnecting…', 'connection');
   render();
   const delay = RECONNECT_DELAYS_MS[Math.min(state.reconnects, RECONNECT_DELAYS_MS.length - 1)];
   state.reconnects += 1;
@@ -647,6 +682,9 @@ async function signedIn() {
 function showSignedOut(words) {
   state.sessions.clear();
   state.current = null;
+  state.drafts.clear();
+  state.attachments = [];
+  ui.prompt.value = '';
   showTranscript(null);
   showNotice('');
   render();
@@ -688,18 +726,26 @@ async function start() {
     await connect();
   } catch (error) {
     setConnection('disconnected', 'disconnected');
-    showNotice(`Cannot reach the Punie server (${describe(error)}). Trying again…`);
+    showNotice(`Cannot reach the Punie server (${describe(error)}). Trying again…`, 'connection');
     const delay = RECONNECT_DELAYS_MS[Math.min(state.reconnects, RECONNECT_DELAYS_MS.length - 1)];
     state.reconnects += 1;
     setTimeout(start, delay);
     return;
   }
-  const wanted = new URLSearchParams(location.hash.slice(1)).get('session');
-  const reopen = state.current || wanted;
+  const reopen = state.current || wantedSession();
+  if (reopen && state.sessions.has(reopen)) {
+    await openSession(reopen);
+    return;
+  }
   state.current = null;
+  showTranscript(null);
+  if (reopen) remember(null);
   render();
-  if (reopen && state.sessions.has(reopen)) await openSession(reopen);
-  else if (reopen) remember(null);
+}
+
+/** The session the address names, if any. */
+function wantedSession() {
+  return new URLSearchParams(location.hash.slice(1)).get('session');
 }
 
 // ---------------------------------------------------------------- events
@@ -728,6 +774,12 @@ document.addEventListener('click', (event) => {
   if (!ui.body.classList.contains('sessions-open')) return;
   if (ui.sidebar.contains(event.target) || ui.toggleSessions.contains(event.target)) return;
   ui.body.classList.remove('sessions-open');
+});
+ui.noticeClose.addEventListener('click', () => showNotice(''));
+// A link to a session, pasted into the address or reached with Back.
+window.addEventListener('hashchange', () => {
+  const wanted = wantedSession();
+  if (wanted && wanted !== state.current && state.sessions.has(wanted)) openSession(wanted);
 });
 ui.fileInput.addEventListener('change', async () => {
   await attach([...ui.fileInput.files]);

@@ -63,6 +63,10 @@ await scenario('sign-in', async (browser) => {
   await newSession(open, env('PUNIE_WORKSPACE'));
   signal('stop the server');
   await open.locator('#notice', { hasText: 'Cannot reach the Punie server' }).waitFor();
+  // Meanwhile the conversation stays on show, with nothing to send it with.
+  expect(await open.locator('.transcript').isVisible(), 'the transcript kept while the server is out of reach');
+  expect(await open.locator('#send').isDisabled(), 'Send disabled while the server is out of reach');
+  expect(!(await open.locator('#welcome').isVisible()), 'no welcome text over the session');
   await browser.shot(open, 'server-gone');
   signal('the server is out of reach');
   await open.locator('#sign-in').waitFor();
