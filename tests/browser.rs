@@ -147,14 +147,41 @@ impl Scenario {
     }
 }
 
+/// A fresh sign-in link, as `punie open --print` prints it.
+async fn fresh_link(server: &Server) -> String {
+    let output = support::within(
+        "punie open --print",
+        server
+            .home
+            .command()
+            .args(["open", "--print"])
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
 #[tokio::test]
-async fn a_sign_in_link_works_once_and_only_signed_in_browsers_connect() {
+async fn a_sign_in_link_works_once_only_signed_in_browsers_connect_and_a_restart_signs_them_out() {
     let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
     let mut server = Server::start().await;
-    Scenario::start("sign_in", &mut server, &[])
-        .await
-        .passes()
-        .await;
+    let second_link = fresh_link(&server).await;
+    let mut scenario = Scenario::start(
+        "sign_in",
+        &mut server,
+        &[("PUNIE_SECOND_LINK", second_link)],
+    )
+    .await;
+    scenario.wait_for("stop the server").await;
+    let port = server.port();
+    let home = server.stop().await;
+    // Started again only once the page has seen it gone.
+    scenario.wait_for("the server is out of reach").await;
+    let _server = Server::start_on(home, port, &[]).await;
+    scenario.passes().await;
 }
 
 #[tokio::test]
@@ -168,6 +195,7 @@ async fn a_new_session_streams_its_reply_and_a_reload_restores_it() {
             {"pause_ms": 1500},
             {"text": "and then some code:\n\n```rust\nfn main() {\n    println!(\"hi\");\n}\n```\n\n"},
             {"pause_ms": 1500},
+            {"text": "Plain:\n\n```\n<note>plain</note>\n```\n\n| configuration_directory_name | environment_variable_name | default_value_when_unset |\n|---|---|---|\n| XDG_CONFIG_HOME | PUNIE_CONFIG_DIRECTORY | ~/.config/punie/settings |\n\n"},
             {"text": "Hostile bits: <img src=x onerror=\"document.title='owned'\"> and [a link](javascript:document.title='owned').\n\nThe last part."},
             {"usage": {"input_tokens": 1200, "output_tokens": 34}}
         ],
@@ -216,7 +244,7 @@ async fn tool_cards_show_an_edits_diff_and_a_commands_output_and_cancel_stops_a_
     let edit = json!({"tool_call": {"name": "edit_file", "arguments":
         {"path": "list.txt", "old_text": "item", "new_text": "entry", "replace_all": true}}});
     let run = json!({"tool_call": {"name": "run_command", "arguments":
-        {"command": "printf 'out one\\nout two\\n'"}}});
+        {"command": "printf 'out one\\nout two\\n'; seq 100"}}});
     let plan = json!({"tool_call": {"name": "update_plan", "arguments": {"entries": [
         {"content": "Edit the list", "status": "in_progress"},
         {"content": "Run the check", "status": "pending"}

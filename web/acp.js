@@ -1,12 +1,13 @@
 // JSON-RPC 2.0 over one WebSocket: the page's ACP connection to the server.
 // It knows framing, ids and errors; what the methods mean is app.js's business.
 
-/** A JSON-RPC error answer, as the server worded it. */
+/** A JSON-RPC error answer, as the server worded it, to a request for `method`. */
 export class RpcError extends Error {
-  constructor(code, message, data) {
+  constructor(code, message, data, method) {
     super(message);
     this.code = code;
     this.data = data;
+    this.method = method;
   }
 }
 
@@ -54,7 +55,7 @@ export class Connection {
   request(method, params) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, method });
       this.send({ jsonrpc: '2.0', id, method, params });
     });
   }
@@ -103,7 +104,7 @@ export class Connection {
       this.pending.delete(message.id);
       if (message.error) {
         const { code, message: text, data: extra } = message.error;
-        waiting.reject(new RpcError(code, text, extra));
+        waiting.reject(new RpcError(code, text, extra, waiting.method));
       } else {
         waiting.resolve(message.result);
       }

@@ -18,7 +18,7 @@ const RECONNECT_DELAYS_MS = [500, 1000, 2000, 5000];
 
 const STATUS_TEXT = {
   running: 'running',
-  waiting_for_permission: 'waiting for you',
+  waiting_for_permission: 'waiting for permission',
   idle: 'idle',
 };
 
@@ -28,6 +28,8 @@ const ui = {
   body: document.body,
   connection: $('#connection'),
   notice: $('#notice'),
+  noticeText: $('#notice-text'),
+  noticeClose: $('#notice-close'),
   signIn: $('#sign-in'),
   signOut: $('#sign-out'),
   sessionTitle: $('#session-title'),
@@ -71,14 +73,21 @@ const state = {
   /** Sessions whose turn this page started and that have not answered yet. */
   prompting: new Set(),
   current: null,
-  /** Files to go with the next prompt: { name, size, block }. */
+  /** Files to go with the open session's next prompt: { name, size, block }. */
   attachments: [],
+  /** What the composer held for each session the person left: id → { text, attachments }. */
+  drafts: new Map(),
   reconnects: 0,
 };
 
-function showNotice(text) {
-  ui.notice.textContent = text;
+/** What the notice is about: 'connection' while the server is out of reach,
+ * else anything the person was told about what they did. */
+let noticeKind = null;
+
+function showNotice(text, kind = 'action') {
+  ui.noticeText.textContent = text;
   ui.notice.hidden = !text;
+  noticeKind = text ? kind : null;
 }
 
 function setConnection(text, kind) {
@@ -87,7 +96,10 @@ function setConnection(text, kind) {
 }
 
 function describe(error) {
-  return error instanceof Error ? error.message : String(error);
+  if (!(error instanceof Error)) return String(error);
+  // The server names the method it answers; the person did not call it.
+  const prefix = error instanceof RpcError && error.method ? `${error.method}: ` : null;
+  return prefix && error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message;
 }
 
 // ---------------------------------------------------------------- sessions
@@ -214,7 +226,10 @@ function renderHeader() {
   if (usage) {
     ui.usageMeter.max = usage.size || 1;
     ui.usageMeter.value = Math.min(usage.used, usage.size || usage.used);
-    ui.usageText.textContent = `${tokens(usage.used)} / ${tokens(usage.size)} tokens`;
+    const unit = document.createElement('span');
+    unit.className = 'usage-unit';
+    unit.textContent = ' tokens';
+    ui.usageText.replaceChildren(`${tokens(usage.used)} / ${tokens(usage.size)}`, unit);
     ui.usage.title = `${usage.used} of ${usage.size} tokens of the context window used`;
   }
 }
@@ -226,12 +241,18 @@ function tokens(count) {
   return String(count ?? 0);
 }
 
+/** Whether a transcript is on show: one the connection follows, or, while
+ * the page reconnects, the one it followed. */
+function showing() {
+  return Boolean(state.current && ui.transcriptHost.firstElementChild);
+}
+
 function renderComposer() {
   const open = Boolean(state.current && state.transcripts.has(state.current));
   const running = open && statusOf(state.current) !== 'idle';
   const mine = state.prompting.has(state.current);
-  ui.composer.hidden = !open;
-  ui.send.disabled = !state.connection || running;
+  ui.composer.hidden = !showing();
+  ui.send.disabled = !state.connection || !open || running;
   ui.cancel.hidden = !running;
   ui.cancel.disabled = !state.connection;
   ui.cancel.title = mine ? 'Cancel the running turn (Esc)' : 'Cancel the turn another client is running (Esc)';
@@ -259,7 +280,24 @@ function render() {
   renderSessions();
   renderHeader();
   renderComposer();
-  ui.welcome.hidden = Boolean(state.current && state.transcripts.has(state.current));
+  const transcript = state.transcripts.get(state.current);
+  transcript?.waitingElsewhere(state.sessions.get(state.current)?.status === 'waiting_for_permission' && !transcript.waitingForPermission);
+  ui.welcome.hidden = showing();
+}
+
+/** Make `id` the open session; the composer keeps each session's draft. */
+function switchTo(id) {
+  if (state.current !== id) {
+    if (state.current) state.drafts.set(state.current, { text: ui.prompt.value, attachments: state.attachments });
+    const draft = state.drafts.get(id);
+    state.drafts.delete(id);
+    ui.prompt.value = draft?.text || '';
+    state.attachments = draft?.attachments || [];
+  }
+  state.current = id;
+  remember(id);
+  // What the page said about the last session is not about this one.
+  if (noticeKind !== 'connection') showNotice('');
 }
 
 // ---------------------------------------------------------------- opening
@@ -267,7 +305,10 @@ function render() {
 function showTranscript(id) {
   const transcript = state.transcripts.get(id);
   ui.transcriptHost.replaceChildren(...(transcript ? [transcript.node] : []));
-  ui.transcriptHost.scrollTop = ui.transcriptHost.scrollHeight;
+  growth.disconnect();
+  growth.observe(ui.transcriptHost);
+  if (transcript) growth.observe(transcript.node);
+  followNewest();
 }
 
 function newTranscript(id) {
@@ -276,15 +317,14 @@ function newTranscript(id) {
     if (update?.sessionUpdate === 'session_info_update' && update.title) {
       upsertSession({ sessionId: id, title: update.title });
     }
-    scheduleRender(id);
+    scheduleRender();
   };
   state.transcripts.set(id, transcript);
   return transcript;
 }
 
 let renderQueued = false;
-function scheduleRender(id) {
-  if (id === state.current) stickToBottom();
+function scheduleRender() {
   if (renderQueued) return;
   renderQueued = true;
   // A hidden tab gets no animation frames, yet its title must go on counting
@@ -304,12 +344,46 @@ document.addEventListener('visibilitychange', () => {
   }
 });
 
-/** Keep the newest output in view, unless the person scrolled up to read. */
-function stickToBottom() {
+// The newest output stays in view while the person is at the bottom. Whether
+// they are is decided when they scroll, never when the transcript grows: a
+// tall block (a command's output, Markdown drawn a frame later) would
+// otherwise push the bottom out of reach before it is measured.
+const NEAR_BOTTOM_PX = 40;
+let following = true;
+/** Where the page last scrolled the transcript to, so that the scroll event
+ * it causes is not taken for the person's. */
+let scrolledTo = null;
+
+function scrollToNewest() {
   const host = ui.transcriptHost;
-  const nearBottom = host.scrollHeight - host.scrollTop - host.clientHeight < 120;
-  if (nearBottom) requestAnimationFrame(() => (host.scrollTop = host.scrollHeight));
+  host.scrollTop = host.scrollHeight;
+  scrolledTo = host.scrollTop;
 }
+
+function follow(yes) {
+  following = yes;
+  // The browser's scroll anchoring keeps the line in view where it was when
+  // something above it grows: right while the person reads back, but while
+  // following it would scroll on its own, and look like the person did.
+  ui.transcriptHost.classList.toggle('following', yes);
+}
+
+function followNewest() {
+  follow(true);
+  scrollToNewest();
+}
+
+ui.transcriptHost.addEventListener('scroll', () => {
+  const host = ui.transcriptHost;
+  if (host.scrollTop === scrolledTo) return;
+  scrolledTo = null;
+  follow(host.scrollHeight - host.scrollTop - host.clientHeight < NEAR_BOTTOM_PX);
+});
+
+// Runs after layout, before paint: whatever grew is measured already.
+const growth = new ResizeObserver(() => {
+  if (following) scrollToNewest();
+});
 
 function remember(id) {
   const hash = id ? `#session=${encodeURIComponent(id)}` : '';
@@ -317,8 +391,9 @@ function remember(id) {
 }
 
 async function openSession(id) {
-  state.current = id;
-  remember(id);
+  // Sessions open through the connection; the page opens this one again once it is back.
+  if (!state.connection) return;
+  switchTo(id);
   ui.body.classList.remove('sessions-open');
   if (state.transcripts.has(id)) {
     showTranscript(id);
@@ -331,8 +406,13 @@ async function openSession(id) {
   showTranscript(id);
   render();
   transcript.node.classList.add('loading');
+  const load = state.connection.request('session/load', { sessionId: id, cwd: session?.cwd || '/', mcpServers: [] });
+  transcript.loaded = load.then(
+    () => true,
+    () => false,
+  );
   try {
-    await state.connection.request('session/load', { sessionId: id, cwd: session?.cwd || '/', mcpServers: [] });
+    await load;
   } catch (error) {
     state.transcripts.delete(id);
     if (state.current === id) showTranscript(null);
@@ -375,8 +455,7 @@ async function createSession(cwd, model) {
   const { sessionId } = await state.connection.request('session/new', params);
   upsertSession({ sessionId, cwd, title: null, status: 'idle', updatedAt: new Date().toISOString() });
   newTranscript(sessionId);
-  state.current = sessionId;
-  remember(sessionId);
+  switchTo(sessionId);
   showTranscript(sessionId);
   render();
   ui.prompt.focus();
@@ -399,7 +478,7 @@ async function send() {
   state.prompting.add(id);
   upsertSession({ sessionId: id, updatedAt: new Date().toISOString() });
   render();
-  stickToBottom();
+  if (id === state.current) followNewest();
   try {
     const { stopReason } = await state.connection.request('session/prompt', { sessionId: id, prompt });
     transcript.turnEnded(stopReason);
@@ -409,7 +488,6 @@ async function send() {
   } finally {
     state.prompting.delete(id);
     render();
-    stickToBottom();
   }
 }
 
@@ -432,14 +510,15 @@ function base64(bytes) {
 
 async function attach(files) {
   try {
-    await readAttachments(files);
+    // Into the list of the session open now, even if another opens meanwhile.
+    await readAttachments(files, state.attachments);
   } catch (error) {
     showNotice(`Cannot attach the file: ${describe(error)}`);
   }
   renderComposer();
 }
 
-async function readAttachments(files) {
+async function readAttachments(files, attachments) {
   for (const file of files) {
     if (file.size > MAX_ATTACHMENT_BYTES) {
       showNotice(`${file.name} is larger than ${MAX_ATTACHMENT_BYTES / 1024 / 1024} MiB; it was not attached.`);
@@ -454,7 +533,7 @@ async function readAttachments(files) {
     } catch {
       resource = { uri, blob: base64(bytes), mimeType: file.type || 'application/octet-stream' };
     }
-    state.attachments.push({ name: file.name, size: file.size, block: { type: 'resource', resource } });
+    attachments.push({ name: file.name, size: file.size, block: { type: 'resource', resource } });
   }
 }
 
@@ -468,17 +547,17 @@ function handleNotification(method, params) {
       upsertSession({ sessionId: params.sessionId, title: update.title });
     }
     if (transcript) transcript.apply(update);
-    else scheduleRender(params.sessionId);
+    else scheduleRender();
   } else if (method === '_punie/session_status') {
     const before = state.sessions.get(params.sessionId)?.status;
     const session = upsertSession(params);
     if (params.status !== before && params.status !== 'idle') session.updatedAt = new Date().toISOString();
-    scheduleRender(params.sessionId);
+    scheduleRender();
   } else if (method === '$/cancel_request') {
     for (const transcript of state.transcripts.values()) {
       transcript.lapseQuestion(params?.requestId ?? params?.id, 'The agent no longer needs an answer.');
     }
-    scheduleRender(null);
+    scheduleRender();
   }
 }
 
@@ -487,11 +566,13 @@ async function handleRequest(method, params, id) {
     throw new RpcError(METHOD_NOT_FOUND, `${method} is not offered by Punie's browser app`);
   }
   const transcript = state.transcripts.get(params.sessionId);
-  if (!transcript) return { outcome: { outcome: 'cancelled' } };
+  // A page that opens a session while a question waits is asked before the
+  // history arrives; the question belongs after it, in its tool call's card.
+  if (!transcript || !(await transcript.loaded)) return { outcome: { outcome: 'cancelled' } };
   const answer = transcript.ask(id, params);
-  scheduleRender(params.sessionId);
+  scheduleRender();
   const optionId = await answer;
-  scheduleRender(params.sessionId);
+  scheduleRender();
   return optionId ? { outcome: { outcome: 'selected', optionId } } : { outcome: { outcome: 'cancelled' } };
 }
 
@@ -571,19 +652,20 @@ async function connect() {
 }
 
 // What the page knew through its connection no longer holds; open questions
-// (permission cards) say why they can no longer be answered.
+// (permission cards) say why they can no longer be answered. The transcript
+// on show stays, to read, until the session opens again.
 function forgetConnection(why) {
   state.connection = null;
   for (const transcript of state.transcripts.values()) transcript.lapseQuestions(why);
   state.transcripts.clear();
   state.prompting.clear();
-  showTranscript(null);
 }
 
 function lost(connection) {
   if (state.connection !== connection) return;
   forgetConnection('The connection to the server closed.');
   setConnection('disconnected', 'disconnected');
+  showNotice('The connection to the server closed. Reconnecting…', 'connection');
   render();
   const delay = RECONNECT_DELAYS_MS[Math.min(state.reconnects, RECONNECT_DELAYS_MS.length - 1)];
   state.reconnects += 1;
@@ -596,7 +678,16 @@ async function signedIn() {
   return answer.signedIn === true;
 }
 
+// Nothing the page showed is the signed-out browser's to see.
 function showSignedOut(words) {
+  state.sessions.clear();
+  state.current = null;
+  state.drafts.clear();
+  state.attachments = [];
+  ui.prompt.value = '';
+  showTranscript(null);
+  showNotice('');
+  render();
   ui.signIn.hidden = false;
   ui.signOut.hidden = true;
   ui.body.classList.add('signed-out');
@@ -618,15 +709,15 @@ async function signOut() {
   const connection = state.connection;
   forgetConnection('This browser signed out.');
   connection?.close();
-  state.sessions.clear();
-  state.current = null;
-  render();
   showSignedOut('signed out');
 }
 
 async function start() {
   try {
-    if (!(await signedIn())) {
+    const allowed = await signedIn();
+    // The server answered: whatever said it could not be reached is over.
+    showNotice('');
+    if (!allowed) {
       showSignedOut('not signed in');
       return;
     }
@@ -635,18 +726,26 @@ async function start() {
     await connect();
   } catch (error) {
     setConnection('disconnected', 'disconnected');
-    showNotice(`Cannot reach the Punie server (${describe(error)}). Trying again…`);
+    showNotice(`Cannot reach the Punie server (${describe(error)}). Trying again…`, 'connection');
     const delay = RECONNECT_DELAYS_MS[Math.min(state.reconnects, RECONNECT_DELAYS_MS.length - 1)];
     state.reconnects += 1;
     setTimeout(start, delay);
     return;
   }
-  const wanted = new URLSearchParams(location.hash.slice(1)).get('session');
-  const reopen = state.current || wanted;
+  const reopen = state.current || wantedSession();
+  if (reopen && state.sessions.has(reopen)) {
+    await openSession(reopen);
+    return;
+  }
   state.current = null;
+  showTranscript(null);
+  if (reopen) remember(null);
   render();
-  if (reopen && state.sessions.has(reopen)) await openSession(reopen);
-  else if (reopen) remember(null);
+}
+
+/** The session the address names, if any. */
+function wantedSession() {
+  return new URLSearchParams(location.hash.slice(1)).get('session');
 }
 
 // ---------------------------------------------------------------- events
@@ -670,6 +769,18 @@ ui.olderSessions.addEventListener('click', async () => {
   }
 });
 ui.toggleSessions.addEventListener('click', () => ui.body.classList.toggle('sessions-open'));
+// In a narrow window the list lies over the conversation: a click beside it puts it away.
+document.addEventListener('click', (event) => {
+  if (!ui.body.classList.contains('sessions-open')) return;
+  if (ui.sidebar.contains(event.target) || ui.toggleSessions.contains(event.target)) return;
+  ui.body.classList.remove('sessions-open');
+});
+ui.noticeClose.addEventListener('click', () => showNotice(''));
+// A link to a session, pasted into the address or reached with Back.
+window.addEventListener('hashchange', () => {
+  const wanted = wantedSession();
+  if (wanted && wanted !== state.current && state.sessions.has(wanted)) openSession(wanted);
+});
 ui.fileInput.addEventListener('change', async () => {
   await attach([...ui.fileInput.files]);
   ui.fileInput.value = '';

@@ -140,16 +140,21 @@ export function renderDiff(path, oldText, newText) {
     for (const line of hunk) {
       const row = document.createElement('div');
       row.className = `diff-line ${line.op === '+' ? 'added' : line.op === '-' ? 'removed' : 'context'}`;
-      const number = document.createElement('span');
-      number.className = 'diff-number';
-      number.textContent = String(line.op === '+' ? line.newLine : line.oldLine);
+      // Both numbers: a context line has moved when lines above it were
+      // added or removed.
+      const oldNumber = document.createElement('span');
+      oldNumber.className = 'diff-number old';
+      oldNumber.textContent = line.op === '+' ? '' : String(line.oldLine);
+      const newNumber = document.createElement('span');
+      newNumber.className = 'diff-number new';
+      newNumber.textContent = line.op === '-' ? '' : String(line.newLine);
       const sign = document.createElement('span');
       sign.className = 'diff-sign';
       sign.textContent = line.op;
       const text = document.createElement('span');
       text.className = 'diff-text';
       text.textContent = line.text;
-      row.append(number, sign, text);
+      row.append(oldNumber, newNumber, sign, text);
       table.append(row);
     }
   });

@@ -33,11 +33,12 @@ for (const [name, language] of Object.entries(languages)) hljs.registerLanguage(
 hljs.registerAliases(['toml'], { languageName: 'ini' });
 hljs.configure({ ignoreUnescapedHTML: true });
 
-/** `text` as highlighted HTML, in `language` when known, else guessed. */
+/** `text` as highlighted HTML in `language`; plain when no known language
+ * is named, since a guess colours prose and logs as if they were code. */
 export function highlight(text, language) {
-  const known = language && hljs.getLanguage(language);
+  if (!language || !hljs.getLanguage(language)) return escapeHtml(text);
   try {
-    return known ? hljs.highlight(text, { language, ignoreIllegals: true }).value : hljs.highlightAuto(text).value;
+    return hljs.highlight(text, { language, ignoreIllegals: true }).value;
   } catch {
     return escapeHtml(text);
   }
@@ -83,7 +84,19 @@ const PURIFY = {
   ADD_ATTR: ['target'],
 };
 
-/** Markdown `text` as sanitised HTML. */
+/** Markdown `text` as sanitised nodes, in a fragment. */
 export function renderMarkdown(text) {
-  return DOMPurify.sanitize(marked.parse(text), PURIFY);
+  const fragment = DOMPurify.sanitize(marked.parse(text), { ...PURIFY, RETURN_DOM_FRAGMENT: true });
+  // A link that lost its target (`javascript:` and the like) would look
+  // clickable and do nothing: it is shown as the text it was.
+  for (const link of fragment.querySelectorAll('a:not([href])')) link.replaceWith(...link.childNodes);
+  // A table wider than the message scrolls on its own, rather than breaking
+  // its words apart to fit.
+  for (const table of fragment.querySelectorAll('table')) {
+    const scroller = document.createElement('div');
+    scroller.className = 'table-scroll';
+    table.replaceWith(scroller);
+    scroller.append(table);
+  }
+  return fragment;
 }

@@ -36,6 +36,12 @@ export function resourceName(uri) {
   }
 }
 
+/** `text` in `node`, its `code` spans as code: as text nodes, never as HTML. */
+function withCodeSpans(node, text) {
+  const parts = text.split(/`([^`]+)`/);
+  node.replaceChildren(...parts.map((part, i) => (i % 2 ? element('code', '', part) : document.createTextNode(part))));
+}
+
 /** A chip for an attached resource (or a link to one). */
 function resourceChip(block) {
   const uri = block.type === 'resource' ? block.resource?.uri : block.uri;
@@ -64,7 +70,7 @@ class AgentMessage {
   }
 
   draw() {
-    this.node.innerHTML = renderMarkdown(this.text);
+    this.node.replaceChildren(renderMarkdown(this.text));
   }
 }
 
@@ -93,9 +99,13 @@ class ToolCallCard {
     const { title, kind, status = 'pending', content, locations } = this.fields;
     this.kind.textContent = kind || 'tool';
     this.kind.dataset.kind = kind || 'other';
-    this.title.textContent = title || 'Tool call';
+    withCodeSpans(this.title, title || 'Tool call');
     this.node.dataset.status = status;
-    this.status.textContent = this.waiting ? 'waiting for you' : STATUS_LABELS[status] || status;
+    this.status.textContent = this.waiting
+      ? 'waiting for you'
+      : this.elsewhere
+        ? 'waiting for permission'
+        : STATUS_LABELS[status] || status;
     this.locations.textContent = (locations || [])
       .map((l) => (l.line ? `${l.path}:${l.line}` : l.path))
       .join('  ');
@@ -118,8 +128,27 @@ class ToolCallCard {
     }
   }
 
+  /** Whether the call may still be waiting for a question to be answered. */
+  get open() {
+    return !this.asked && this.fields.status !== 'completed' && this.fields.status !== 'failed';
+  }
+
+  /** Say that the call waits for an answer in another client, which this
+   * page cannot give; or stop saying so. */
+  waitElsewhere(yes) {
+    if (this.asked || Boolean(this.elsewhere) === yes) return;
+    this.elsewhere = yes;
+    this.permission.hidden = !yes;
+    this.permission.replaceChildren(
+      ...(yes ? [element('p', 'elsewhere', 'Waiting for an answer in another client.')] : []),
+    );
+    this.update({});
+  }
+
   /** Ask the person; resolves with the chosen option id, or null if the question lapsed. */
   ask(options) {
+    this.asked = true;
+    this.elsewhere = false;
     this.waiting = true;
     this.update({});
     this.permission.hidden = false;
@@ -166,6 +195,8 @@ export class Transcript {
     this.usage = null;
     /** Permission questions waiting for the person: request id → card. */
     this.questions = new Map();
+    /** Resolves once the history is on the page: true, or false if it never will be. */
+    this.loaded = Promise.resolve(true);
     this.onChange = () => {};
   }
 
@@ -281,6 +312,13 @@ export class Transcript {
 
   get waitingForPermission() {
     return this.questions.size > 0;
+  }
+
+  /** The session waits for permission, but not for this page's answer:
+   * the newest call that may be asking says so. */
+  waitingElsewhere(yes) {
+    const asking = yes ? [...this.cards.values()].reverse().find((card) => card.open) : null;
+    for (const card of this.cards.values()) card.waitElsewhere(card === asking);
   }
 
   /** Every open question lapses, e.g. because the turn was cancelled. */

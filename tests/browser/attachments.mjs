@@ -1,8 +1,9 @@
 // Files go with a prompt as embedded resources, chosen with the file picker
 // or dropped on the conversation, text as text and anything else as a blob,
 // none over the size limit; the `test` model repeats the prompt it got,
-// attachments included. A directory the server cannot use is refused. A new session can have a model of its own. The
-// keyboard moves between sessions.
+// attachments included. A directory the server cannot use is refused. A new
+// session can have a model of its own. The keyboard and the address move
+// between sessions, each with its own draft.
 
 import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
 
@@ -58,6 +59,8 @@ await scenario('attachments', async (browser) => {
     { name: 'huge.txt', mimeType: 'text/plain', buffer: Buffer.alloc(8 * 1024 * 1024 + 1, 'a') },
   ]);
   await page.locator('#notice', { hasText: 'huge.txt is larger than 8 MiB; it was not attached.' }).waitFor();
+  await page.locator('#notice-close').click();
+  await page.locator('#notice').waitFor({ state: 'hidden' });
   const waiting = await page.locator('#attachments .chip').allTextContents();
   expect(
     waiting.length === 1 && waiting[0].includes('pixel.png'),
@@ -72,6 +75,8 @@ await scenario('attachments', async (browser) => {
   await page.locator('#new-session-cwd').fill('/no/such/directory');
   await page.locator('#create-session').click();
   await page.locator('#new-session-error', { hasText: '/no/such/directory' }).waitFor();
+  const refused = await page.locator('#new-session-error').textContent();
+  expect(!refused.includes('session/new'), `the reason without the method's name, got ${JSON.stringify(refused)}`);
   await page.locator('#new-session-dialog button[value="cancel"]').click();
   await page.locator('#new-session-dialog').waitFor({ state: 'hidden' });
 
@@ -93,19 +98,40 @@ await scenario('attachments', async (browser) => {
   await browser.shot(page, 'unknown-model');
   await page.locator('#new-session-dialog button[value="cancel"]').click();
   await page.locator('#new-session-dialog').waitFor({ state: 'hidden' });
+  // A notice about this session, which the next session does not show.
+  await page.evaluate(() => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([new Uint8Array(8 * 1024 * 1024 + 1)], 'big.bin'));
+    document.querySelector('#main').dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+  });
+  await page.locator('#notice', { hasText: 'big.bin is larger than 8 MiB' }).waitFor();
   const second = await newSession(page, workspace, `script:${script}`);
+  expect(!(await page.locator('#notice').isVisible()), 'the notice gone with its session');
   await prompt(page, 'The second session');
   await page.locator('.message.agent', { hasText: 'A reply from the chosen model.' }).waitFor();
   await turnOver(page);
 
-  // Alt+↑/↓ go through the sessions in the list's order; newest first.
+  // Alt+↑/↓ go through the sessions in the list's order; newest first. A
+  // draft and its files stay with their session.
+  await page.locator('#prompt').fill('A draft for the second session');
+  await page.locator('#file-input').setInputFiles({ name: 'draft.txt', mimeType: 'text/plain', buffer: Buffer.from('draft\n') });
+  await page.locator('#attachments .chip', { hasText: 'draft.txt' }).waitFor();
   const current = () => page.locator('.session[aria-current="true"]').getAttribute('data-session-id');
   expect((await current()) === second, 'the new session open');
   await page.keyboard.press('Alt+ArrowDown');
   await page.locator(`.session[aria-current="true"][data-session-id="${first}"]`).waitFor();
   await page.locator('.message.agent', { hasText: 'Read these' }).first().waitFor();
+  expect((await page.locator('#prompt').inputValue()) === '', 'no draft of another session');
+  expect((await page.locator('#attachments .chip').count()) === 0, 'no files of another session');
   await page.keyboard.press('Alt+ArrowUp');
   await page.locator(`.session[aria-current="true"][data-session-id="${second}"]`).waitFor();
   await page.locator('.message.agent', { hasText: 'A reply from the chosen model.' }).waitFor();
   expect(new URL(page.url()).hash === `#session=${second}`, 'the address to follow');
+  expect((await page.locator('#prompt').inputValue()) === 'A draft for the second session', 'the draft back');
+  await page.locator('#attachments .chip', { hasText: 'draft.txt' }).waitFor();
+
+  // An address naming a session opens it, without a reload.
+  await page.evaluate((id) => (location.hash = `#session=${id}`), first);
+  await page.locator(`.session[aria-current="true"][data-session-id="${first}"]`).waitFor();
+  await page.locator('.message.agent', { hasText: 'Read these' }).first().waitFor();
 });

@@ -132,6 +132,14 @@ export async function turnOver(page) {
   await page.locator('#send:not([disabled])').waitFor();
 }
 
+/** Wait until the transcript, taller than its view, shows its newest line. */
+export async function scrolledToNewest(page) {
+  await page.waitForFunction(() => {
+    const host = document.querySelector('#transcript-host');
+    return host.scrollTop > 0 && host.scrollHeight - host.scrollTop - host.clientHeight <= 1;
+  });
+}
+
 /** Run `body`, then close the browser; exit non-zero on any failure. */
 export async function scenario(name, body) {
   let browser;

@@ -1,7 +1,8 @@
 // A session an IDE drives through the Rust SDK shows up in the page: its
 // history replays when opened, and the IDE's next prompt and reply stream in
 // live, with the session's status in the list (waiting, too, when the IDE
-// is asked for permission); a session the IDE starts later appears on its own.
+// is asked for permission, which the tool call's card says); a session the
+// IDE starts later appears on its own.
 
 import { env, expect, scenario, signal, signIn } from './lib.mjs';
 
@@ -43,10 +44,12 @@ await scenario('live', async (browser) => {
 
   // The IDE is asked for permission: the page shows the session waiting,
   // though the question is not the page's to answer.
-  await entry.locator('.status[data-status="waiting_for_permission"]').waitFor();
-  expect((await page.locator('.permission:not([hidden])').count()) === 0, 'no question in the page');
+  await entry.locator('.status[data-status="waiting_for_permission"]', { hasText: 'waiting for permission' }).waitFor();
+  await page.locator('.tool-call .permission .elsewhere', { hasText: 'Waiting for an answer in another client.' }).waitFor();
+  expect((await page.locator('.permission .options button').count()) === 0, 'no question to answer in the page');
   await browser.shot(page, 'ide-waiting');
   signal("saw the IDE's question");
   await page.locator('.message.agent', { hasText: 'Written.' }).waitFor();
   await entry.locator('.status[data-status="idle"]').waitFor();
+  await page.locator('.permission .elsewhere').waitFor({ state: 'detached' });
 });

@@ -1,6 +1,7 @@
 // Permission questions are answered in the tool call's card: the card shows
 // the diff and all four options; "Reject" leaves the file untouched and
 // "Allow" writes it. A tab in the background counts the question in its title.
+// A reload asks the question again, where the history has the tool call.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -51,6 +52,18 @@ await scenario('permissions', async (browser) => {
   // Polled by a timer: the hidden tab runs no animation frames.
   await background.waitForFunction(() => document.title.startsWith('(1) '), null, { polling: 50 });
   await browser.shot(page, 'asked');
+
+  // A reload asks again, in the card where the history has the call.
+  await page.reload();
+  await first.locator('.permission .options button').first().waitFor();
+  const order = await page.locator('.transcript > *').evaluateAll((nodes) =>
+    nodes.map((node) => (node.classList.contains('message') ? node.classList[1] : node.classList[0])),
+  );
+  expect(
+    JSON.stringify(order) === JSON.stringify(['user', 'agent', 'tool-call']),
+    `the question after the prompt that led to it, got ${JSON.stringify(order)}`,
+  );
+  await browser.shot(page, 'asked-again');
 
   await first.locator('button[data-option-id="reject_once"]').click();
   await first.locator('.answered', { hasText: 'You chose: Reject' }).waitFor();

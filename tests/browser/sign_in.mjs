@@ -1,9 +1,10 @@
 // Signing in by link: the link leads into the app and sets an HttpOnly,
 // SameSite=Strict cookie; the same link a second time does not work, and a
 // browser without the cookie is told how to sign in. Signing out forgets the
-// cookie in the browser and on the server, so a copy of it is refused.
+// cookie in the browser and on the server, so a copy of it is refused. A
+// server that restarts forgets every sign-in.
 
-import { env, expect, scenario, signIn } from './lib.mjs';
+import { env, expect, newSession, scenario, signal, signIn } from './lib.mjs';
 
 const url = env('PUNIE_URL');
 const link = env('PUNIE_LINK');
@@ -53,4 +54,24 @@ await scenario('sign-in', async (browser) => {
   await browser.shot(late, 'link-used-twice');
   await late.goto(url);
   await late.locator('#sign-in').waitFor();
+
+  // A restarted server has forgotten every sign-in: an open page says how to
+  // sign in again once the server answers, and shows nothing from before.
+  browser.allowError(/^http:\/\/127\.0\.0\.1:\d+\/#session=/, /ERR_CONNECTION_REFUSED/);
+  const open = await browser.newPage();
+  await signIn(open, env('PUNIE_SECOND_LINK'));
+  await newSession(open, env('PUNIE_WORKSPACE'));
+  signal('stop the server');
+  await open.locator('#notice', { hasText: 'Cannot reach the Punie server' }).waitFor();
+  // Meanwhile the conversation stays on show, with nothing to send it with.
+  expect(await open.locator('.transcript').isVisible(), 'the transcript kept while the server is out of reach');
+  expect(await open.locator('#send').isDisabled(), 'Send disabled while the server is out of reach');
+  expect(!(await open.locator('#welcome').isVisible()), 'no welcome text over the session');
+  await browser.shot(open, 'server-gone');
+  signal('the server is out of reach');
+  await open.locator('#sign-in').waitFor();
+  await open.locator('#notice').waitFor({ state: 'hidden' });
+  const header = await open.locator('.bar .current').textContent();
+  expect(header.trim() === '', `no session named in the header, got ${JSON.stringify(header)}`);
+  await browser.shot(open, 'server-restarted');
 });

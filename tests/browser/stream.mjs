@@ -1,6 +1,7 @@
 // Start a session from the page and watch its reply stream in as rendered,
 // highlighted Markdown with the token usage; cancel a slow turn with Esc;
-// reload and find the session as it was; then the same in a narrow window.
+// reload and find the session as it was; then the same in a narrow window,
+// where the session title keeps its room and wide tables scroll.
 
 import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
 
@@ -35,8 +36,16 @@ await scenario('stream', async (browser) => {
   // Sanitised: HTML in the model's text stays text, script links lose their target.
   expect((await reply.textContent()).includes('<img src=x'), 'raw HTML shown as text');
   expect((await reply.locator('img').count()) === 0, 'no image element from the model');
-  const href = await reply.locator('a', { hasText: 'a link' }).getAttribute('href');
-  expect(href === null, `a javascript: link to lose its target, got ${href}`);
+  expect((await reply.locator('a', { hasText: 'a link' }).count()) === 0, 'a javascript: link shown as text, not as a link');
+  expect((await reply.textContent()).includes('and a link.'), 'the text of the javascript: link kept');
+  // Code without a language is plain text; a language's label sits above the code, not over it.
+  const plain = reply.locator('pre.code', { hasText: '<note>plain</note>' });
+  expect((await plain.locator('[class*="hljs-"]').count()) === 0, 'code without a language not coloured by a guess');
+  expect((await plain.locator('.code-language').count()) === 0, 'code without a language not labelled');
+  const rust = reply.locator('pre.code', { hasText: 'println' });
+  const label = await rust.locator('.code-language').boundingBox();
+  const code = await rust.locator('code').boundingBox();
+  expect(label.y + label.height <= code.y, `the language label above the code, got ${JSON.stringify({ label, code })}`);
   expect(!(await page.title()).includes('owned'), 'nothing the model wrote ran');
   await page.locator('#usage-text').filter({ hasText: '1.2k / 128k tokens' }).waitFor();
   const entry = page.locator(`.session[data-session-id="${id}"]`);
@@ -59,7 +68,7 @@ await scenario('stream', async (browser) => {
   // A reload comes back to the same session, its history replayed.
   await page.reload();
   await page.locator('#connection[data-state="connected"]').waitFor();
-  await page.locator('.message.agent pre.code').waitFor();
+  await page.locator('.message.agent pre.code').first().waitFor();
   expect(new URL(page.url()).hash === `#session=${id}`, 'the session in the address');
   const users = await page.locator('.message.user .user-text').allTextContents();
   expect(JSON.stringify(users) === JSON.stringify(['Show me streaming', 'Count slowly']), `both prompts replayed, got ${JSON.stringify(users)}`);
@@ -72,7 +81,25 @@ await scenario('stream', async (browser) => {
   expect(await page.locator('#toggle-sessions').isVisible(), 'the sessions button in a narrow window');
   // The list slides out of the way.
   await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().right <= 1);
+  // Put away, it casts no shadow on the window's edge.
+  const shadow = await page.locator('#sidebar').evaluate((node) => getComputedStyle(node).boxShadow);
+  expect(shadow === 'none', `no shadow from the list put away, got ${shadow}`);
+  const title = await page.locator('#session-title').evaluate((node) => [node.scrollWidth, node.clientWidth]);
+  expect(title[0] <= title[1], `the whole session title shown, got ${title[0]}px in ${title[1]}px`);
+  // A table too wide for the window scrolls on its own.
+  const scrolled = await reply.locator('.table-scroll').evaluate((node) => {
+    node.scrollLeft = node.scrollWidth;
+    return node.scrollLeft;
+  });
+  expect(scrolled > 0, 'the table to scroll sideways');
+  const host = await page.locator('#transcript-host').evaluate((node) => [node.scrollWidth, node.clientWidth]);
+  expect(host[0] <= host[1], `the conversation not to scroll sideways, got ${host[0]}px in ${host[1]}px`);
   await browser.shot(page, 'narrow');
+  await page.locator('#toggle-sessions').click();
+  await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().x >= 0);
+  // A click beside the list puts it away.
+  await page.mouse.click(380, 400);
+  await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().right <= 1);
   await page.locator('#toggle-sessions').click();
   await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().x >= 0);
   await browser.shot(page, 'narrow-sessions');

@@ -1,15 +1,17 @@
 // Tool calls as cards: an edit shows its diff (removed, added and context
 // lines, each change in a hunk of its own), a command shows its output, and
 // each card's status follows its call; the model's plan is a checklist. The
-// Cancel button stops a running turn.
+// view follows the turn past a tall output to its last line, and a reload
+// opens the session at its newest line. The Cancel button stops a running turn.
 
-import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
+import { env, expect, newSession, prompt, scenario, scrolledToNewest, signIn, turnOver } from './lib.mjs';
 
 const link = env('PUNIE_LINK');
 const workspace = env('PUNIE_WORKSPACE');
 
 await scenario('tools', async (browser) => {
-  const page = await browser.newPage();
+  // Short enough that the cards fill the view before the command's output comes.
+  const page = await browser.newPage({ height: 600 });
   await signIn(page, link);
   await newSession(page, workspace);
 
@@ -29,17 +31,28 @@ await scenario('tools', async (browser) => {
   expect(!rows.includes('context f'), `lines far from a change left out, got ${JSON.stringify(rows)}`);
   expect((await diff.locator('.diff-gap').count()) === 1, 'the two changes in hunks of their own');
   expect((await diff.locator('.diff-counts').textContent()).trim() === '+2 −2', 'the counts of added and removed lines');
+  // Each line with its numbers in the old and the new text.
+  const numbers = await diff.locator('.diff-line').evaluateAll((lines) =>
+    lines.slice(0, 3).map((line) => [...line.querySelectorAll('.diff-number')].map((n) => n.textContent).join('|')),
+  );
+  expect(JSON.stringify(numbers) === JSON.stringify(['1|', '|1', '2|2']), `old and new line numbers, got ${JSON.stringify(numbers)}`);
   await browser.shot(page, 'edit-asked');
   await edit.locator('button[data-option-id="allow_once"]').click();
   await page.locator('.tool-call[data-status="completed"]').first().waitFor();
 
   const command = page.locator('.tool-call').nth(1);
+  // The command in the title is code, without the backticks around it.
+  await command.locator('.tool-title code', { hasText: 'seq 100' }).waitFor();
+  const title = await command.locator('.tool-title').textContent();
+  expect(!title.includes('`'), `no backticks in the title, got ${JSON.stringify(title)}`);
   await command.locator('button[data-option-id="allow_once"]').click();
   await page.locator('.message.agent', { hasText: 'Tidied.' }).waitFor();
   await turnOver(page);
   expect((await command.getAttribute('data-status')) === 'completed', 'the command to have completed');
   const output = await command.locator('.output').textContent();
-  expect(output.includes('out one\nout two'), `the card to show the command's output, got ${JSON.stringify(output)}`);
+  expect(output.includes('out one\nout two\n1\n2\n'), `the card to show the command's output, got ${JSON.stringify(output)}`);
+  // The page followed the turn past the tall output to its last words.
+  await scrolledToNewest(page);
   await browser.shot(page, 'tools-done');
 
   await prompt(page, 'Count slowly');
@@ -50,4 +63,10 @@ await scenario('tools', async (browser) => {
   const counted = await page.locator('.message.agent', { hasText: 'Counting' }).textContent();
   expect(!counted.includes('never'), `nothing after the cancel, got ${JSON.stringify(counted)}`);
   await browser.shot(page, 'cancelled');
+
+  // Opened again, the session shows its newest line, past the tall cards.
+  await page.reload();
+  await page.locator('.message.agent', { hasText: 'Counting: 1' }).waitFor();
+  await scrolledToNewest(page);
+  await browser.shot(page, 'reopened');
 });

@@ -206,6 +206,24 @@ impl Server {
         }
     }
 
+    /// Stop the server as `punie stop` does (SIGTERM) and wait for it to
+    /// exit; its home, to start it again in.
+    pub async fn stop(mut self) -> Home {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.exit_status().await;
+        self.home
+    }
+
+    /// `punie serve --port <port> <extra>` in `home`: a server started again
+    /// where its clients knew it.
+    pub async fn start_on(home: Home, port: u16, extra: &[&str]) -> Self {
+        let mut command = home.command();
+        command
+            .args(["serve", "--port", &port.to_string()])
+            .args(extra);
+        Self::spawn(home, command).await
+    }
+
     pub fn port(&self) -> u16 {
         self.address.port()
     }
