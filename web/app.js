@@ -479,12 +479,16 @@ async function send() {
   upsertSession({ sessionId: id, updatedAt: new Date().toISOString() });
   render();
   if (id === state.current) followNewest();
+  // The server tells every client how the turn ended just before it answers;
+  // the answer itself is the word of a server that does not, or of a prompt
+  // refused before its turn began.
+  const ended = transcript.turnsEnded;
   try {
     const { stopReason } = await state.connection.request('session/prompt', { sessionId: id, prompt });
-    transcript.turnEnded(stopReason);
+    if (transcript.turnsEnded === ended) transcript.turnEnded(stopReason);
   } catch (error) {
     transcript.lapseQuestions('The turn ended before an answer.');
-    transcript.note(describe(error));
+    if (transcript.turnsEnded === ended) transcript.note(describe(error));
   } finally {
     state.prompting.delete(id);
     render();

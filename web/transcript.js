@@ -195,6 +195,8 @@ export class Transcript {
     this.usage = null;
     /** Permission questions waiting for the person: request id → card. */
     this.questions = new Map();
+    /** Turns whose end the page has shown. */
+    this.turnsEnded = 0;
     /** Resolves once the history is on the page: true, or false if it never will be. */
     this.loaded = Promise.resolve(true);
     this.onChange = () => {};
@@ -267,6 +269,13 @@ export class Transcript {
       case 'usage_update':
         this.usage = { used: update.used, size: update.size };
         break;
+      case 'session_info_update': {
+        // How a turn ended, for every client and in every replay: the
+        // prompter's answer says it only to the prompter.
+        const ended = update._meta?.['punie/turnEnded'];
+        if (ended) this.turnEnded(ended.stopReason, ended.error || ended.note);
+        break;
+      }
       default:
         break;
     }
@@ -332,10 +341,17 @@ export class Transcript {
     this.questions.delete(requestId);
   }
 
-  turnEnded(stopReason) {
+  /** A turn ended; `why` is the server's word for an error or a cut-short turn. */
+  turnEnded(stopReason, why) {
+    this.turnsEnded += 1;
     this.lapseQuestions('The turn ended before an answer.');
+    if (stopReason === 'error') {
+      this.note(why || 'The turn failed.');
+      return;
+    }
     const note = STOP_REASONS[stopReason];
-    if (note) this.push(element('p', `turn-end ${stopReason}`, note), 'note');
+    const said = note && why ? `${note} ${why.charAt(0).toUpperCase()}${why.slice(1)}.` : note;
+    if (said) this.push(element('p', `turn-end ${stopReason}`, said), 'note');
     this.last = null;
   }
 

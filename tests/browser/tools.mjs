@@ -2,7 +2,8 @@
 // lines, each change in a hunk of its own), a command shows its output, and
 // each card's status follows its call; the model's plan is a checklist. The
 // view follows the turn past a tall output to its last line, and a reload
-// opens the session at its newest line. The Cancel button stops a running turn.
+// opens the session at its newest line. The Cancel button stops a running
+// turn, and the page says so once, then again after a reload.
 
 import { env, expect, newSession, prompt, scenario, scrolledToNewest, signIn, turnOver } from './lib.mjs';
 
@@ -62,11 +63,15 @@ await scenario('tools', async (browser) => {
   await turnOver(page);
   const counted = await page.locator('.message.agent', { hasText: 'Counting' }).textContent();
   expect(!counted.includes('never'), `nothing after the cancel, got ${JSON.stringify(counted)}`);
+  expect((await page.locator('.turn-end').count()) === 1, 'the cancel said once, not by both the update and the answer');
   await browser.shot(page, 'cancelled');
 
-  // Opened again, the session shows its newest line, past the tall cards.
+  // Opened again, the session shows its newest line, past the tall cards,
+  // and how the last turn ended.
   await page.reload();
   await page.locator('.message.agent', { hasText: 'Counting: 1' }).waitFor();
+  await page.locator('.turn-end.cancelled', { hasText: 'Cancelled.' }).waitFor();
+  expect((await page.locator('.turn-end').count()) === 1, 'one turn ended short, in the replay too');
   await scrolledToNewest(page);
   await browser.shot(page, 'reopened');
 });
