@@ -99,7 +99,10 @@ fn directive_for(level: &str) -> String {
     if level.eq_ignore_ascii_case("off") {
         "off".to_owned()
     } else if LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
-        format!("warn,punie={level}")
+        // The SDK warns of every error response it sends, without its
+        // message: on a server, each client's mistake. Punie logs what it
+        // answered itself, at debug.
+        format!("warn,agent_client_protocol=error,punie={level}")
     } else {
         level.to_owned()
     }
@@ -162,8 +165,14 @@ mod tests {
 
     #[test]
     fn a_bare_level_applies_to_punie_and_keeps_dependencies_quiet() {
-        assert_eq!(directive_for("debug"), "warn,punie=debug");
-        assert_eq!(directive_for("TRACE"), "warn,punie=TRACE");
+        assert_eq!(
+            directive_for("debug"),
+            "warn,agent_client_protocol=error,punie=debug"
+        );
+        assert_eq!(
+            directive_for("TRACE"),
+            "warn,agent_client_protocol=error,punie=TRACE"
+        );
     }
 
     #[test]

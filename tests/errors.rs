@@ -88,6 +88,9 @@ async fn an_invalid_request_with_a_readable_id_is_answered_with_that_id() {
     assert_eq!(response["id"], Value::Null, "{response}");
     assert_eq!(error(&response).0, -32600);
     still_usable(&mut client, &server).await;
+    // A client's mistakes are not the server's warnings.
+    let log = server.log();
+    assert!(!log.contains("WARN"), "{log}");
 }
 
 #[tokio::test]
