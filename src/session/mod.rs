@@ -27,7 +27,7 @@ use agent_client_protocol::v1::schema::{
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Message, Model, ToolSpec};
-use crate::store::{EntryKind, ListPosition, SessionRow, Store, StoreError};
+use crate::store::{AfterWrite, EntryKind, ListPosition, SessionRow, Store, StoreError};
 use crate::tools::{LastingAnswers, PermissionMemory};
 use crate::workspace::{Terminals, Workspace, WorkspaceError};
 
@@ -277,15 +277,13 @@ impl Session {
         drop(state);
         self.set_activity(Activity::Idle);
         let ended = serde_json::json!({"stopReason": outcome, "note": note, "error": error});
-        self.store.turn_ended(&self.id.0, ended.to_string());
-        if let Some(update) = history::turn_ended_update(&ended) {
+        let tell_everyone = history::turn_ended_update(&ended).map(|update| {
             let notification = SessionNotification::new(self.id.clone(), update);
             let session = self.clone();
-            self.store.at_newest(
-                &self.id.0,
-                Box::new(move |_| session.attachments.deliver(notification, None)),
-            );
-        }
+            Box::new(move || session.attachments.deliver(notification, None)) as AfterWrite
+        });
+        self.store
+            .turn_ended(&self.id.0, ended.to_string(), tell_everyone);
     }
 
     /// Record what the session is doing, and tell the watchers.
@@ -749,7 +747,7 @@ impl SessionRegistry {
                 "stopReason": "cancelled",
                 "note": "the server stopped during this turn",
             });
-            self.store.turn_ended(&row.id, ended.to_string());
+            self.store.turn_ended(&row.id, ended.to_string(), None);
             tracing::info!(
                 session = row.id,
                 "recorded a turn the server was stopped in as cancelled"

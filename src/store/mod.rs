@@ -348,13 +348,22 @@ impl Store {
         });
     }
 
-    /// Record the end of the running turn; `body` says how it ended.
-    pub fn turn_ended(&self, session: &str, body: String) {
-        self.send(Command::TurnEnded {
+    /// Record the end of the running turn; `body` says how it ended. `then`
+    /// runs once that is written, as an entry's does.
+    pub fn turn_ended(&self, session: &str, body: String, then: Option<AfterWrite>) {
+        let command = Command::TurnEnded {
             session: session.to_owned(),
             body,
             at_us: now_us(),
-        });
+            then,
+        };
+        if let Err(command) = self.try_send(command)
+            && let Command::TurnEnded {
+                then: Some(then), ..
+            } = *command
+        {
+            then();
+        }
     }
 
     /// Run `then` on the writer once everything queued so far is written,

@@ -60,6 +60,7 @@ pub(super) enum Command {
         session: String,
         body: String,
         at_us: i64,
+        then: Option<AfterWrite>,
     },
     Delete {
         session: String,
@@ -765,6 +766,7 @@ fn write_commands(
                 session,
                 body,
                 at_us,
+                ..
             } => {
                 transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
                     session,
@@ -952,11 +954,29 @@ fn finish_batch(
                 let newest = newest_entry(connection, &session);
                 follow_up(|| then(newest));
             }
+            Command::TurnEnded {
+                session,
+                body,
+                at_us,
+                then,
+            } => {
+                if let Some(then) = then {
+                    follow_up(then);
+                }
+                if holding {
+                    let command = Command::TurnEnded {
+                        session,
+                        body,
+                        at_us,
+                        then: None,
+                    };
+                    held.hold(command, path);
+                }
+            }
             command @ (Command::CreateSession(_)
             | Command::SetTitle { .. }
             | Command::SetPermissions { .. }
-            | Command::TurnStarted { .. }
-            | Command::TurnEnded { .. }) => {
+            | Command::TurnStarted { .. }) => {
                 if holding {
                     held.hold(command, path);
                 }
