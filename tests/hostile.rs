@@ -873,6 +873,7 @@ impl Agent {
             reattach_timeout: DEFAULT_REATTACH_TIMEOUT,
             idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
             client_request_timeout: DEFAULT_CLIENT_REQUEST_TIMEOUT,
+            server_stopping: CancellationToken::new(),
         };
         let model =
             punie::model::from_spec("test", &ModelSettings::default()).expect("the test model");

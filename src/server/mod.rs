@@ -92,7 +92,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let store = Store::open(&config.paths.database_file())?;
-    let sessions = session_registry(&config, store.clone(), model);
+    let sessions = session_registry(&config, store.clone(), model, &shutdown);
     let recovered = sessions.recover_interrupted().await?;
     if recovered > 0 {
         tracing::info!(
@@ -186,6 +186,7 @@ fn session_registry(
     config: &ServeConfig,
     store: Store,
     model: Arc<dyn model::Model>,
+    shutdown: &CancellationToken,
 ) -> SessionRegistry {
     let settings = TurnSettings {
         max_rounds: config.max_tool_rounds,
@@ -194,6 +195,7 @@ fn session_registry(
         reattach_timeout: config.reattach_timeout,
         idle_timeout: config.session_idle_timeout,
         client_request_timeout: config.limits.client_request_timeout,
+        server_stopping: shutdown.clone(),
     };
     let model_settings = config.model_settings.clone();
     // A session continues with the model it was created with.

@@ -59,6 +59,10 @@ pub struct TurnSettings {
     pub idle_timeout: Duration,
     /// How long a client may take to answer `fs/*` and `terminal/*` requests.
     pub client_request_timeout: Duration,
+    /// Cancelled when the server starts to stop. The turns that ends tell
+    /// only their prompters how: every connection is closing, and a later
+    /// load replays the end from the history.
+    pub server_stopping: CancellationToken,
 }
 
 /// One conversation, in memory.
@@ -277,11 +281,13 @@ impl Session {
         drop(state);
         self.set_activity(Activity::Idle);
         let ended = serde_json::json!({"stopReason": outcome, "note": note, "error": error});
-        let tell_everyone = history::turn_ended_update(&ended).map(|update| {
-            let notification = SessionNotification::new(self.id.clone(), update);
-            let session = self.clone();
-            Box::new(move || session.attachments.deliver(notification, None)) as AfterWrite
-        });
+        let tell_everyone = history::turn_ended_update(&ended)
+            .filter(|_| !self.settings.server_stopping.is_cancelled())
+            .map(|update| {
+                let notification = SessionNotification::new(self.id.clone(), update);
+                let session = self.clone();
+                Box::new(move || session.attachments.deliver(notification, None)) as AfterWrite
+            });
         self.store
             .turn_ended(&self.id.0, ended.to_string(), tell_everyone);
     }
