@@ -405,5 +405,10 @@ async fn punie_open_with_a_wrong_token_says_so() {
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("401"), "{stderr}");
+    let token_file = server.home.token_file().display().to_string();
+    assert!(
+        stderr.contains(&token_file),
+        "names where the token is: {stderr}"
+    );
     assert!(!opened.exists());
 }

@@ -66,7 +66,8 @@ pub async fn run(target: &Target, print: bool) -> anyhow::Result<Outcome> {
 async fn new_link(target: &Target) -> anyhow::Result<Option<Link>> {
     let Some(token) = &target.token else {
         anyhow::bail!(
-            "no access token: it is in $XDG_STATE_HOME/punie/token once `punie serve` has run (or set PUNIE_TOKEN)"
+            "no access token: it is in {} once `punie serve` has run (or set PUNIE_TOKEN)",
+            target.token_file.display()
         );
     };
     let client = reqwest::Client::builder()
@@ -88,8 +89,9 @@ async fn new_link(target: &Target) -> anyhow::Result<Option<Link>> {
     let status = response.status();
     if status == reqwest::StatusCode::UNAUTHORIZED {
         anyhow::bail!(
-            "the server at {} refused the access token (401). The token is in $XDG_STATE_HOME/punie/token (or set PUNIE_TOKEN); `punie status` shows which server is running",
-            target.http_url
+            "the server at {} refused the access token (401). The token is in {} (or set PUNIE_TOKEN); `punie status` shows which server is running",
+            target.http_url,
+            target.token_file.display()
         );
     }
     anyhow::ensure!(
