@@ -102,7 +102,7 @@ fn directive_for(level: &str) -> String {
         // The SDK warns of every error response it sends, without its
         // message: on a server, each client's mistake. Punie logs what it
         // answered itself, at debug.
-        format!("warn,agent_client_protocol=error,punie={level}")
+        format!("warn,agent_client_protocol::jsonrpc=error,punie={level}")
     } else {
         level.to_owned()
     }
@@ -167,11 +167,11 @@ mod tests {
     fn a_bare_level_applies_to_punie_and_keeps_dependencies_quiet() {
         assert_eq!(
             directive_for("debug"),
-            "warn,agent_client_protocol=error,punie=debug"
+            "warn,agent_client_protocol::jsonrpc=error,punie=debug"
         );
         assert_eq!(
             directive_for("TRACE"),
-            "warn,agent_client_protocol=error,punie=TRACE"
+            "warn,agent_client_protocol::jsonrpc=error,punie=TRACE"
         );
     }
 

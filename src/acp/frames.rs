@@ -4,9 +4,10 @@
 //! itself, with its own bare parse errors.)
 //!
 //! Two things are added to the SDK's parsing. Text that is not JSON gets a
-//! parse error saying where. And an object that is not a valid request but
-//! carries an id the client can match (`{"id": 5, "method": "x"}`, missing
-//! its `jsonrpc`) is answered with that id, saying what is wrong: the SDK
+//! parse error saying where. And an object with a `method` that is not a
+//! valid request but carries an id the client can match (`{"id": 5,
+//! "method": "x"}`, missing its `jsonrpc`) is answered with that id, saying
+//! what is wrong: the SDK
 //! would answer it with a `null` id, and the client would wait for ever for
 //! the answer to request 5. It becomes a request for
 //! [`INVALID_REQUEST_METHOD`], which the connection answers `-32600`.
@@ -55,9 +56,10 @@ fn answerable(raw: &str) -> Option<TransportFrame> {
     ) {
         return None;
     }
-    let looks_like_a_response = !message.contains_key("method")
-        && (message.contains_key("result") || message.contains_key("error"));
-    if looks_like_a_response {
+    // Without a method it may as well be a broken answer to one of the
+    // server's requests: an error with its id would answer the client's own
+    // request of that number instead.
+    if !message.contains_key("method") {
         return None;
     }
     let request = json!({
@@ -76,10 +78,8 @@ fn what_is_wrong(message: &Map<String, Value>) -> &'static str {
     if message.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return "`jsonrpc` must be \"2.0\"";
     }
-    match message.get("method") {
-        None => return "it has an `id` but no `method`",
-        Some(Value::String(_)) => {}
-        Some(_) => return "`method` must be a string",
+    if !message.get("method").is_some_and(Value::is_string) {
+        return "`method` must be a string";
     }
     match message.get("params") {
         None | Some(Value::Object(_) | Value::Array(_)) => "it is not a JSON-RPC 2.0 request",

@@ -84,21 +84,18 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
             return AskExit::Failed;
         }
     };
-    let service = LocalService::new(workspace.clone(), Permissions::for_terminal(options.yes));
+    let permissions = Permissions::for_terminal(options.yes);
+    let service = match options.conversation {
+        Conversation::New => LocalService::new(workspace.clone(), permissions),
+        Conversation::Resume(_) | Conversation::Continue => LocalService::unopened(permissions),
+    };
     let interrupt = Arc::new(Interrupt::default());
     let watching = interrupt.clone().watch();
 
     let outcome = target
         .converse(async |channel| {
-            let outcome = converse(
-                channel,
-                &service,
-                &view,
-                &interrupt,
-                &options,
-                workspace.root(),
-            )
-            .await;
+            let outcome =
+                converse(channel, &service, &view, &interrupt, &options, &workspace).await;
             service.release_all();
             outcome
         })
@@ -195,7 +192,7 @@ async fn converse(
     view: &Arc<Mutex<View>>,
     interrupt: &Interrupt,
     options: &AskOptions,
-    root: &Path,
+    workspace: &Workspace,
 ) -> Result<Answer, Error> {
     let watcher = view.clone();
     let (read, write, create, output, wait, kill, release, permit) = (
@@ -280,10 +277,8 @@ async fn converse(
                 .terminal(true);
             let server = super::initialize(&cx, "punie-ask", capabilities).await?;
             let (session_id, elsewhere) =
-                open_session(&cx, &server, &options.conversation, root).await?;
-            if let Some(workspace) = elsewhere {
-                service.move_to(workspace);
-            }
+                open_session(&cx, &server, &options.conversation, workspace.root()).await?;
+            service.open_in(elsewhere.unwrap_or_else(|| workspace.clone()));
             lock(view).session_id = Some(session_id.to_string());
             interrupt.turn_started(cx.clone(), session_id.clone());
             let response = cx

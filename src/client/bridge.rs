@@ -101,9 +101,9 @@ enum Kind {
     Other,
 }
 
-/// What a line from the IDE is. Anything with an id an answer can carry
-/// (a string or an integer) that is not a response is owed an answer, even
-/// when it is not a valid request: the server answers those with their id.
+/// What a line from the IDE is. Anything with a method and an id an answer
+/// can carry (a string or an integer) is owed an answer, even when it is not
+/// a valid request: the server answers those with their id.
 /// An id no answer can carry (`7.5`, `{}`) gets one with a `null` id, which
 /// the bridge passes on but cannot wait for.
 fn classify(line: &str) -> Result<Kind, serde_json::Error> {
@@ -120,11 +120,12 @@ fn classify(line: &str) -> Result<Kind, serde_json::Error> {
     let Some(id) = envelope.id.as_ref().and_then(answerable_id) else {
         return Ok(Kind::Other);
     };
-    let is_response = !envelope.method && (envelope.result || envelope.error);
-    Ok(if is_response {
+    Ok(if envelope.method {
+        Kind::Request(id)
+    } else if envelope.result || envelope.error {
         Kind::Response(id)
     } else {
-        Kind::Request(id)
+        Kind::Other
     })
 }
 
@@ -371,7 +372,9 @@ mod tests {
         let owed = |line: &str| matches!(classify(line), Ok(Kind::Request(_)));
         // Invalid, yet answered with their ids.
         assert!(owed(r#"{"id":5,"method":"session/list"}"#));
-        assert!(owed(r#"{"jsonrpc":"2.0","id":8}"#));
+        assert!(owed(r#"{"jsonrpc":"2.0","id":6,"method":7}"#));
+        // Neither request nor answer: the server's answer carries no id.
+        assert!(!owed(r#"{"jsonrpc":"2.0","id":8}"#));
         // Answers, even a `null` one.
         assert!(matches!(
             classify(r#"{"jsonrpc":"2.0","id":1,"result":null}"#),

@@ -44,14 +44,25 @@ impl Permissions {
 
 /// The files, terminals and permissions one `punie ask` serves.
 pub struct LocalService {
-    /// Replaced when a kept session turns out to work elsewhere.
-    workspace: std::sync::RwLock<Workspace>,
+    /// `None` until the session is open: a kept session may work elsewhere,
+    /// and nothing is served before the server has said where.
+    workspace: std::sync::RwLock<Option<Workspace>>,
     terminals: Terminals,
     permissions: Permissions,
 }
 
 impl LocalService {
     pub fn new(workspace: Workspace, permissions: Permissions) -> Arc<Self> {
+        Self::serving(Some(workspace), permissions)
+    }
+
+    /// A service that serves nothing until [`Self::open_in`] names the
+    /// workspace: for a kept session, whose workspace the server names.
+    pub fn unopened(permissions: Permissions) -> Arc<Self> {
+        Self::serving(None, permissions)
+    }
+
+    fn serving(workspace: Option<Workspace>, permissions: Permissions) -> Arc<Self> {
         Arc::new(Self {
             workspace: std::sync::RwLock::new(workspace),
             terminals: Terminals::default(),
@@ -60,23 +71,29 @@ impl LocalService {
     }
 
     /// Serve `workspace` from now on: the one the session works in.
-    pub fn move_to(&self, workspace: Workspace) {
+    pub fn open_in(&self, workspace: Workspace) {
         *self
             .workspace
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = workspace;
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(workspace);
     }
 
-    fn workspace(&self) -> Workspace {
+    fn workspace(&self) -> Result<Workspace, Error> {
         self.workspace
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::INVALID_REQUEST,
+                    "no session is open here yet, so there is no workspace to serve",
+                )
+            })
     }
 
     pub async fn read(&self, request: ReadTextFileRequest) -> Result<ReadTextFileResponse, Error> {
         let content = self
-            .workspace()
+            .workspace()?
             .read_text(&request.path, request.line, request.limit)
             .await
             .map_err(workspace_error)?;
@@ -87,7 +104,7 @@ impl LocalService {
         &self,
         request: WriteTextFileRequest,
     ) -> Result<WriteTextFileResponse, Error> {
-        self.workspace()
+        self.workspace()?
             .write_text(&request.path, &request.content)
             .await
             .map_err(workspace_error)?;
@@ -109,7 +126,7 @@ impl LocalService {
         let id = self
             .terminals
             .create(
-                &self.workspace(),
+                &self.workspace()?,
                 &request.command,
                 &request.args,
                 &env,

@@ -59,9 +59,9 @@ pub struct TurnSettings {
     pub idle_timeout: Duration,
     /// How long a client may take to answer `fs/*` and `terminal/*` requests.
     pub client_request_timeout: Duration,
-    /// Cancelled when the server starts to stop. The turns that ends tell
-    /// only their prompters how: every connection is closing, and a later
-    /// load replays the end from the history.
+    /// Cancelled when the server starts to stop. Turns that end from then on
+    /// tell only their prompters how: every connection is closing, and a
+    /// later load replays the end from the history.
     pub server_stopping: CancellationToken,
 }
 
@@ -272,14 +272,7 @@ impl Session {
         outcome: &str,
         error: Option<String>,
     ) {
-        let mut state = self.lock();
-        let note = state.end_note.take();
-        state.history = Some(history);
-        state.turns += 1;
-        state.last_active = Instant::now();
-        state.running = None;
-        drop(state);
-        self.set_activity(Activity::Idle);
+        let note = self.lock().end_note.take();
         let ended = serde_json::json!({"stopReason": outcome, "note": note, "error": error});
         let tell_everyone = history::turn_ended_update(&ended)
             .filter(|_| !self.settings.server_stopping.is_cancelled())
@@ -288,8 +281,17 @@ impl Session {
                 let session = self.clone();
                 Box::new(move || session.attachments.deliver(notification, None)) as AfterWrite
             });
+        // Queued while the turn still holds the session: the next turn's start
+        // is stored (and sent) after this end, never before it.
         self.store
             .turn_ended(&self.id.0, ended.to_string(), tell_everyone);
+        let mut state = self.lock();
+        state.history = Some(history);
+        state.turns += 1;
+        state.last_active = Instant::now();
+        state.running = None;
+        drop(state);
+        self.set_activity(Activity::Idle);
     }
 
     /// Record what the session is doing, and tell the watchers.

@@ -15,12 +15,13 @@ use std::path::{Path, PathBuf};
 /// database's mode.
 const SQLITE_SIDE_FILES: [&str; 2] = ["-wal", "-shm"];
 
-/// Make the database's directory (0700 when created) and the database itself
-/// (0600) private; files left readable by others by an earlier version are
-/// tightened, with a warning.
+/// Make the database's directory (0700) and the database itself (0600)
+/// private; ones found readable by others (made by hand, or by another
+/// program) are tightened, with a warning.
 pub(super) fn prepare_private(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         crate::auth::create_private_dir(dir)?;
+        tighten(dir);
     }
     match OpenOptions::new()
         .write(true)
@@ -177,9 +178,10 @@ mod tests {
     fn a_new_store_is_private_and_an_old_one_is_made_so() {
         let dir = tempfile::tempdir().unwrap();
         let database = dir.path().join("data/punie/punie.db");
+        let store_dir = database.parent().unwrap().to_owned();
         prepare_private(&database).unwrap();
         let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(database.parent().unwrap()), 0o700);
+        assert_eq!(mode(&store_dir), 0o700);
         assert_eq!(mode(&database), 0o600);
 
         let wal = side_files(&database).next().unwrap();
@@ -187,7 +189,9 @@ mod tests {
         for path in [&database, &wal] {
             fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
         }
+        fs::set_permissions(&store_dir, fs::Permissions::from_mode(0o755)).unwrap();
         prepare_private(&database).unwrap();
+        assert_eq!(mode(&store_dir), 0o700);
         assert_eq!(mode(&database), 0o600);
         assert_eq!(mode(&wal), 0o600);
     }

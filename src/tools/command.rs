@@ -14,7 +14,7 @@ use agent_client_protocol::v1::schema::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::permission::{self, Decision};
+use super::permission;
 use super::{
     ClientPort, Report, Stop, ToolContext, ToolOutcome, arguments, ask_client, for_the_model,
     text_content,
@@ -64,12 +64,9 @@ pub(super) async fn run<C: ClientPort>(
         None => ("sh".to_owned(), vec!["-c".to_owned(), args.command]),
     };
     let title = report.title().to_owned();
-    match permission::ask(context, report, "run_command", &title, Vec::new()).await {
-        Decision::Cancelled => return Err(Stop::Cancelled),
-        decision => decision
-            .refusal("the command was not run")
-            .map_err(Stop::Failed)?,
-    }
+    permission::ask(context, report, "run_command", &title, Vec::new())
+        .await
+        .or_stop("the command was not run")?;
     let (ran, mut content) = if context.client.capabilities().terminal {
         on_client(context, report, program, argv, cwd, timeout).await?
     } else {

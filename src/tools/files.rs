@@ -10,7 +10,7 @@ use agent_client_protocol::v1::schema::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::permission::{self, Decision};
+use super::permission;
 use super::{
     ClientPort, Report, Stop, ToolContext, ToolOutcome, arguments, ask_client, for_the_model,
     text_content,
@@ -98,12 +98,9 @@ async fn change<C: ClientPort>(
 ) -> Result<(), Stop> {
     let diff = ToolCallContent::Diff(Diff::new(path.clone(), new.clone()).old_text(old));
     let title = report.title().to_owned();
-    match permission::ask(context, report, tool, &title, vec![diff.clone()]).await {
-        Decision::Cancelled => return Err(Stop::Cancelled),
-        decision => decision
-            .refusal("the file was not modified")
-            .map_err(Stop::Failed)?,
-    }
+    permission::ask(context, report, tool, &title, vec![diff.clone()])
+        .await
+        .or_stop("the file was not modified")?;
     report.progress(Vec::new());
     if context.client.capabilities().fs.write_text_file {
         ask_client(

@@ -11,7 +11,7 @@ use agent_client_protocol::v1::schema::{
     ToolCallContent, ToolCallStatus, ToolCallUpdateFields,
 };
 
-use super::{ClientPort, Report, ToolContext};
+use super::{ClientPort, Report, Stop, ToolContext};
 
 /// "Always" answers by tool name: `true` for "allow always", `false` for
 /// "reject always".
@@ -85,14 +85,16 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// What the model is told when the tool did nothing for want of a yes.
-    pub(super) fn refusal(self, not_done: &str) -> Result<(), String> {
+    /// Go on when allowed; else how the tool stops, telling the model why
+    /// it did nothing (`not_done`, such as "the file was not modified").
+    pub(super) fn or_stop(self, not_done: &str) -> Result<(), Stop> {
         match self {
-            Self::Allowed | Self::Cancelled => Ok(()),
-            Self::Rejected => Err(format!("the user declined; {not_done}")),
-            Self::Unanswered(why) => {
-                Err(format!("permission could not be asked ({why}); {not_done}"))
-            }
+            Self::Allowed => Ok(()),
+            Self::Cancelled => Err(Stop::Cancelled),
+            Self::Rejected => Err(Stop::Failed(format!("the user declined; {not_done}"))),
+            Self::Unanswered(why) => Err(Stop::Failed(format!(
+                "permission could not be asked ({why}); {not_done}"
+            ))),
         }
     }
 }
