@@ -736,7 +736,8 @@ async function start() {
     setTimeout(start, delay);
     return;
   }
-  const reopen = state.current || wantedSession();
+  // The address wins: a session link pasted while the server was away.
+  const reopen = wantedSession() || state.current;
   if (reopen && state.sessions.has(reopen)) {
     await openSession(reopen);
     return;
