@@ -308,21 +308,13 @@ impl Store {
 
     /// Queue an entry; `then` runs once it is committed (see [`AfterWrite`]).
     pub fn append(&self, session: &str, kind: EntryKind, body: String, then: Option<AfterWrite>) {
-        let command = Command::Append {
+        self.send(Command::Append {
             session: session.to_owned(),
             kind,
             body,
             at_us: now_us(),
             then,
-        };
-        if let Err(command) = self.try_send(command)
-            && let Command::Append {
-                then: Some(then), ..
-            } = *command
-        {
-            // The store is closed (the server is stopping): still deliver.
-            then();
-        }
+        });
     }
 
     pub fn set_title(&self, session: &str, title: &str) {
@@ -351,19 +343,12 @@ impl Store {
     /// Record the end of the running turn; `body` says how it ended. `then`
     /// runs once that is written, as an entry's does.
     pub fn turn_ended(&self, session: &str, body: String, then: Option<AfterWrite>) {
-        let command = Command::TurnEnded {
+        self.send(Command::TurnEnded {
             session: session.to_owned(),
             body,
             at_us: now_us(),
             then,
-        };
-        if let Err(command) = self.try_send(command)
-            && let Command::TurnEnded {
-                then: Some(then), ..
-            } = *command
-        {
-            then();
-        }
+        });
     }
 
     /// Run `then` on the writer once everything queued so far is written,
@@ -513,8 +498,14 @@ impl Store {
         .await
     }
 
+    /// Queue `command`. If the store is closed (the server is stopping),
+    /// what waited on its write still runs: an update is still delivered.
     fn send(&self, command: Command) {
-        let _ = self.try_send(command);
+        if let Err(mut command) = self.try_send(command)
+            && let Some(then) = command.take_follow_up()
+        {
+            then();
+        }
     }
 
     /// Queue `command`; handed back if the store is closed.

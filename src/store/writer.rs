@@ -337,6 +337,15 @@ impl Drop for EndOfTheWriter<'_> {
 }
 
 impl Command {
+    /// What waits on the command's write (an entry's, a turn end's), taken
+    /// out: it runs once, whether the command is written, held or refused.
+    pub(super) fn take_follow_up(&mut self) -> Option<AfterWrite> {
+        match self {
+            Self::Append { then, .. } | Self::TurnEnded { then, .. } => then.take(),
+            _ => None,
+        }
+    }
+
     /// The session whose history the command adds to, if it does.
     fn session(&self) -> Option<&str> {
         match self {
@@ -919,27 +928,6 @@ fn finish_batch(
     };
     for command in batch {
         match command {
-            Command::Append {
-                session,
-                kind,
-                body,
-                at_us,
-                then,
-            } => {
-                if let Some(then) = then {
-                    follow_up(then);
-                }
-                if holding {
-                    let command = Command::Append {
-                        session,
-                        kind,
-                        body,
-                        at_us,
-                        then: None,
-                    };
-                    held.hold(command, path);
-                }
-            }
             Command::Barrier(done) => {
                 let _ = done.send(());
             }
@@ -954,29 +942,15 @@ fn finish_batch(
                 let newest = newest_entry(connection, &session);
                 follow_up(|| then(newest));
             }
-            Command::TurnEnded {
-                session,
-                body,
-                at_us,
-                then,
-            } => {
-                if let Some(then) = then {
-                    follow_up(then);
-                }
-                if holding {
-                    let command = Command::TurnEnded {
-                        session,
-                        body,
-                        at_us,
-                        then: None,
-                    };
-                    held.hold(command, path);
-                }
-            }
-            command @ (Command::CreateSession(_)
+            mut command @ (Command::Append { .. }
+            | Command::TurnEnded { .. }
+            | Command::CreateSession(_)
             | Command::SetTitle { .. }
             | Command::SetPermissions { .. }
             | Command::TurnStarted { .. }) => {
+                if let Some(then) = command.take_follow_up() {
+                    follow_up(then);
+                }
                 if holding {
                     held.hold(command, path);
                 }
