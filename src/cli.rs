@@ -6,6 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -22,8 +23,11 @@ use crate::config::{
     DEFAULT_OUTGOING_QUEUE, DEFAULT_OUTGOING_STALL, DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT,
     DEFAULT_REATTACH_TIMEOUT, DEFAULT_SESSION_IDLE_TIMEOUT, MAX_MESSAGE_BYTES, Paths, ServeConfig,
 };
-use crate::model::ModelSettings;
+use crate::model::{Model, ModelSettings};
 use crate::{editors, logging, server, web};
+
+/// Where `punie serve --model` may come from instead.
+const MODEL_ENV: &str = "PUNIE_MODEL";
 
 /// How long, after the work is done, the runtime may take to stop its helper threads.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(100);
@@ -201,7 +205,7 @@ struct ServeArgs {
     /// The model sessions use: test (offline, deterministic), openai:MODEL,
     /// anthropic:MODEL, ollama:MODEL, lmstudio:MODEL, local:URL/MODEL or
     /// script:PATH.
-    #[arg(long, env = "PUNIE_MODEL", default_value = "test", value_parser = parse_model)]
+    #[arg(long, env = MODEL_ENV, default_value = "test")]
     model: String,
 
     /// Rounds of tool calls one turn may take before it ends with
@@ -471,7 +475,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 },
                 paths,
             };
-            multi_threaded(server::serve(config))?;
+            let model = serve_model(&config)?;
+            multi_threaded(server::serve(config, model))?;
             Ok(exit::OK)
         }
         Some(Command::Status { json }) => {
@@ -673,14 +678,16 @@ fn parse_rounds(value: &str) -> Result<usize, String> {
     }
 }
 
-/// `--model`: a spec the server can build a model from. Checked by clap, so
-/// that a bad one in the settings file is blamed on the file, and before the
-/// server starts, so that it is a usage error like any bad flag. A missing
-/// API key is not an error here: the server starts and says what to do.
-fn parse_model(value: &str) -> Result<String, String> {
-    crate::model::from_spec(value, &ModelSettings::default())
-        .map(|_| value.to_owned())
-        .map_err(|error| error.to_string())
+/// The model `punie serve` runs, built once, with its settings, before the
+/// server starts: a spec it cannot build from is a usage error like any bad
+/// flag. A missing API key is not: the server starts and says what to do.
+fn serve_model(config: &ServeConfig) -> Result<Arc<dyn Model>, UsageError> {
+    crate::model::from_spec(&config.model, &config.model_settings).map_err(|error| {
+        UsageError(format!(
+            "{error} (from --model, {MODEL_ENV} or `model` under [serve] in {})",
+            config.paths.settings_file().display()
+        ))
+    })
 }
 
 /// An IP address, or `localhost`.

@@ -79,12 +79,12 @@ struct AppState {
     started: Instant,
 }
 
-/// Run `punie serve` until SIGINT or SIGTERM.
-pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+/// Run `punie serve` until SIGINT or SIGTERM, with `model` (built from
+/// `config.model`) for new sessions.
+pub async fn serve(config: ServeConfig, model: Arc<dyn model::Model>) -> anyhow::Result<()> {
     let started_at = SystemTime::now();
     let started = Instant::now();
     raise_open_file_limit();
-    let model = model::from_spec(&config.model, &config.model_settings)?;
     let listener = bind(config.host, config.port)?;
     let address = listener.local_addr()?;
     let token = AccessToken::load_or_create(&config.paths.token_file())?;
