@@ -7,9 +7,11 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use agent_client_protocol::v1::ConnectionTo;
 use agent_client_protocol::v1::schema::{
-    CancelNotification, LoadSessionRequest, PromptRequest, StopReason,
+    CancelNotification, LoadSessionRequest, PromptRequest, PromptResponse, SessionId, StopReason,
 };
+use agent_client_protocol::{Agent, Error, SentRequest, V1};
 use serde_json::{Value, json};
 use support::sdk::{Ide, Received, first_update, new_session, prompt};
 use support::{Home, Server, sdk_transport};
@@ -22,6 +24,25 @@ fn write_notes(server: &Server, text: &str) -> std::path::PathBuf {
     let notes = server.home.workspace().join("notes.txt");
     std::fs::write(&notes, text).unwrap();
     notes
+}
+
+/// Cancel `session`, whose prompt is `running`: it must answer `cancelled`
+/// within 100 ms.
+async fn cancelled_promptly(
+    cx: &ConnectionTo<Agent>,
+    session: &SessionId,
+    running: SentRequest<PromptResponse, V1>,
+) -> Result<(), Error> {
+    let cancelled_at = Instant::now();
+    cx.send_notification(CancelNotification::new(session.clone()))?;
+    let answer = running.block_task().await?;
+    let took = cancelled_at.elapsed();
+    assert_eq!(answer.stop_reason, StopReason::Cancelled);
+    assert!(
+        took < Duration::from_millis(100),
+        "answered cancelled in {took:?}"
+    );
+    Ok(())
 }
 
 /// Prompt once as `ide` and return the stop reason and what was received.
@@ -132,8 +153,11 @@ async fn a_turn_reads_asks_writes_and_runs_a_command_through_the_client() {
     );
 }
 
-#[tokio::test]
-async fn a_rejected_write_leaves_the_file_byte_for_byte_untouched() {
+/// A turn whose `write_file` over `notes.txt` the client answers with
+/// `answer`, which allows nothing: the turn ends, the file stays byte for
+/// byte as it was, and the call fails. What the model was told of the call,
+/// and what the client was asked.
+async fn an_overwrite_answered(answer: &'static str) -> (String, Vec<String>) {
     let server = Server::scripted(
         json!([
             [call("write_file", json!({"path": "notes.txt", "content": "overwritten"}))],
@@ -144,39 +168,26 @@ async fn a_rejected_write_leaves_the_file_byte_for_byte_untouched() {
     .await;
     let notes = write_notes(&server, "precious\r\nbytes\n");
     let before = std::fs::read(&notes).unwrap();
-    let ide = Ide::new(&server.home.workspace(), true, true).answer_with(&["reject_once"]);
+    let ide = Ide::new(&server.home.workspace(), true, true).answer_with(&[answer]);
     let (stop, received, session) = one_turn(&server, &ide, "overwrite it").await;
     assert_eq!(stop, StopReason::EndTurn);
     assert_eq!(std::fs::read(&notes).unwrap(), before);
-    assert!(!ide.requests().contains(&"fs/write_text_file".to_owned()));
     let calls = received.tool_calls(&session);
     assert_eq!(calls[0]["status"], "failed");
-    assert!(
-        calls[0]["content"][0]["content"]["text"]
-            .as_str()
-            .unwrap()
-            .contains("declined")
-    );
+    (content_text(&calls[0]).to_owned(), ide.requests())
+}
+
+#[tokio::test]
+async fn a_rejected_write_leaves_the_file_byte_for_byte_untouched() {
+    let (told, asked) = an_overwrite_answered("reject_once").await;
+    assert!(!asked.contains(&"fs/write_text_file".to_owned()));
+    assert!(told.contains("declined"), "{told}");
 }
 
 #[tokio::test]
 async fn an_answer_that_was_not_offered_does_nothing_and_is_not_called_a_refusal() {
-    let server = Server::scripted(
-        json!([
-            [call("write_file", json!({"path": "notes.txt", "content": "overwritten"}))],
-            [{"text": "Understood."}]
-        ]),
-        &[],
-    )
-    .await;
-    let notes = write_notes(&server, "precious\n");
-    let ide = Ide::new(&server.home.workspace(), true, true).answer_with(&["maybe_later"]);
-    let (stop, received, session) = one_turn(&server, &ide, "overwrite it").await;
-    assert_eq!(stop, StopReason::EndTurn);
-    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "precious\n");
-    let calls = received.tool_calls(&session);
-    assert_eq!(calls[0]["status"], "failed");
-    let told = content_text(&calls[0]);
+    let (told, asked) = an_overwrite_answered("maybe_later").await;
+    assert!(!asked.contains(&"fs/write_text_file".to_owned()));
     assert!(told.contains("permission could not be asked"), "{told}");
     assert!(
         told.contains("`maybe_later`, which was not offered"),
@@ -682,15 +693,7 @@ async fn cancel_while_the_client_holds(command: &str, method: &'static str) {
             requests.iter().any(|m| m == method)
         })
         .await;
-        let cancelled_at = Instant::now();
-        cx.send_notification(CancelNotification::new(session.clone()))?;
-        let answer = running.block_task().await?;
-        let took = cancelled_at.elapsed();
-        assert_eq!(answer.stop_reason, StopReason::Cancelled);
-        assert!(
-            took < Duration::from_millis(100),
-            "answered cancelled in {took:?}"
-        );
+        cancelled_promptly(&cx, &session, running).await?;
         bell.notify_one();
         ide.until_requests("the terminal to be released", |requests| {
             requests.iter().any(|m| m == "terminal/release")
@@ -818,15 +821,7 @@ async fn cancel_mid_turn(server: &Server, ide: &Ide) {
             }
         })
         .await;
-        let cancelled_at = Instant::now();
-        cx.send_notification(CancelNotification::new(session.clone()))?;
-        let answer = running.block_task().await?;
-        let took = cancelled_at.elapsed();
-        assert_eq!(answer.stop_reason, StopReason::Cancelled);
-        assert!(
-            took < Duration::from_millis(100),
-            "answered cancelled in {took:?}"
-        );
+        cancelled_promptly(&cx, &session, running).await?;
         Ok(())
     })
     .await;

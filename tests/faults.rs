@@ -42,10 +42,7 @@ fn counted(n: u64) -> String {
 
 /// Read messages until the agent text `client` has seen satisfies `done`.
 async fn agent_text_until(client: &mut RawClient, done: impl Fn(&str) -> bool) {
-    while !done(&agent_text(&client.notifications)) {
-        let message = client.recv().await;
-        client.notifications.push(message);
-    }
+    client.receive_until(|seen| done(&agent_text(seen))).await;
 }
 
 /// `session/load` `session` on `client`; returns the replayed messages.

@@ -120,20 +120,26 @@ async fn health_counts_connections_and_sessions() {
     );
 }
 
+/// `punie serve <args>` in `home`, which is to give up at start.
+async fn serve_that_gives_up(home: &Home, args: &[&str]) -> std::process::Output {
+    within(
+        "punie serve to give up",
+        home.command()
+            .arg("serve")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("punie serve runs")
+}
+
 #[tokio::test]
 async fn a_port_in_use_is_a_one_line_error_naming_the_port() {
     let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = occupied.local_addr().unwrap().port();
     let home = Home::new();
-    let output = within(
-        "punie serve to give up",
-        home.command()
-            .args(["serve", "--port", &port.to_string()])
-            .stdin(std::process::Stdio::null())
-            .output(),
-    )
-    .await
-    .unwrap();
+    let output = serve_that_gives_up(&home, &["--port", &port.to_string()]).await;
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
     let lines: Vec<&str> = stderr.lines().collect();
@@ -154,17 +160,7 @@ async fn a_port_in_use_is_a_one_line_error_naming_the_port() {
 async fn a_second_server_on_the_same_store_is_refused_and_the_first_goes_on() {
     let first = Server::start().await;
     let record = std::fs::read_to_string(first.home.server_file()).unwrap();
-    let output = within(
-        "the second punie serve to give up",
-        first
-            .home
-            .command()
-            .args(["serve", "--port", "0"])
-            .stdin(std::process::Stdio::null())
-            .output(),
-    )
-    .await
-    .unwrap();
+    let output = serve_that_gives_up(&first.home, &["--port", "0"]).await;
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
     let holder = format!("another `punie serve` (pid {}) is using it", first.pid());
@@ -184,13 +180,7 @@ async fn a_second_server_on_the_same_store_is_refused_and_the_first_goes_on() {
 #[tokio::test]
 async fn an_unknown_model_is_refused_at_start() {
     let home = Home::new();
-    let output = home
-        .command()
-        .args(["serve", "--port", "0", "--model", "nonesuch"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
+    let output = serve_that_gives_up(&home, &["--port", "0", "--model", "nonesuch"]).await;
     assert_eq!(output.status.code(), Some(2), "a bad flag value");
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("unknown model `nonesuch`"), "{stderr}");

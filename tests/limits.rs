@@ -563,19 +563,10 @@ async fn each_limit_has_its_documented_default() {
     }
 }
 
-/// A home whose settings file holds `settings`.
-fn home_with_settings(settings: &str) -> Home {
-    let home = Home::new();
-    let dir = home.dir.path().join("config/punie");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.toml"), settings).unwrap();
-    home
-}
-
 #[tokio::test]
 async fn the_settings_file_sets_a_limit_and_a_flag_overrides_it() {
     let settings = "[serve]\nmax-connections = 1\n";
-    let server = Server::start_in(home_with_settings(settings), &[]).await;
+    let server = Server::start_in(Home::with_settings(settings), &[]).await;
     let auth = format!("Bearer {}", server.token);
     let _first = server.initialized().await;
     assert_eq!(
@@ -583,7 +574,7 @@ async fn the_settings_file_sets_a_limit_and_a_flag_overrides_it() {
         503
     );
 
-    let server = Server::start_in(home_with_settings(settings), &["--max-connections", "2"]).await;
+    let server = Server::start_in(Home::with_settings(settings), &["--max-connections", "2"]).await;
     let auth = format!("Bearer {}", server.token);
     let _first = server.initialized().await;
     assert_eq!(
@@ -606,7 +597,7 @@ async fn a_wrong_settings_file_is_a_usage_error_that_names_the_file_and_the_sett
         ("[serve\n", "TOML parse error"),
         ("[server]\nport = 1\n", "there is no [server] table"),
     ] {
-        let home = home_with_settings(settings);
+        let home = Home::with_settings(settings);
         let output = home
             .command()
             .args(["serve", "--port", "0"])
@@ -654,7 +645,7 @@ async fn a_zero_that_would_stop_everything_is_a_usage_error() {
         assert_eq!(output.status.code(), Some(2), "{flag}: {stderr}");
         assert!(stderr.contains(expected), "{flag}: {stderr}");
     }
-    let home = home_with_settings("[serve]\nmax-tool-rounds = 0\n");
+    let home = Home::with_settings("[serve]\nmax-tool-rounds = 0\n");
     let mut command = home.command();
     command
         .args(["serve", "--port", "0"])

@@ -44,6 +44,32 @@ async fn attach(client: &mut RawClient, method: &str, session: &str, cwd: &Path)
     response
 }
 
+/// A session of the script server, created by `prompter` and resumed by
+/// `watcher`.
+struct Watched {
+    server: Server,
+    workspace: std::path::PathBuf,
+    prompter: RawClient,
+    session: String,
+    watcher: RawClient,
+}
+
+async fn watched_session() -> Watched {
+    let server = script_server(&[]).await;
+    let workspace = server.home.workspace();
+    let mut prompter = server.initialized().await;
+    let session = prompter.new_session(&workspace).await;
+    let mut watcher = server.initialized().await;
+    attach(&mut watcher, "session/resume", &session, &workspace).await;
+    Watched {
+        server,
+        workspace,
+        prompter,
+        session,
+        watcher,
+    }
+}
+
 /// Turn 1 of the script, answered by `client`, to its end.
 async fn first_turn(client: &mut RawClient, session: &str) {
     let id = client.start_prompt(session, "write a note").await;
@@ -127,12 +153,13 @@ async fn a_session_attached_from_another_directory_keeps_its_own_and_says_which(
 
 #[tokio::test]
 async fn every_attached_connection_receives_a_turns_updates_and_a_second_prompt_is_refused() {
-    let server = script_server(&[]).await;
-    let workspace = server.home.workspace();
-    let mut prompter = server.initialized().await;
-    let session = prompter.new_session(&workspace).await;
-    let mut watcher = server.initialized().await;
-    attach(&mut watcher, "session/resume", &session, &workspace).await;
+    let Watched {
+        server: _server,
+        workspace: _,
+        mut prompter,
+        session,
+        mut watcher,
+    } = watched_session().await;
 
     let id = prompter.start_prompt(&session, "write a note").await;
     let request = prompter.permission_request().await;
@@ -148,22 +175,19 @@ async fn every_attached_connection_receives_a_turns_updates_and_a_second_prompt_
     assert_eq!(answer["result"]["stopReason"], "end_turn");
 
     // The watcher sees the prompt and everything the agent said.
-    let seen = within("the watcher's updates", async {
-        loop {
-            let text = text_of(&updates(&watcher.notifications, "agent_message_chunk"));
-            if text == "Let me write it. Wrote note.txt." {
-                return watcher.notifications.clone();
-            }
-            let message = watcher.recv().await;
-            watcher.notifications.push(message);
-        }
-    })
+    within(
+        "the watcher's updates",
+        watcher.receive_until(|seen| {
+            text_of(&updates(seen, "agent_message_chunk")) == "Let me write it. Wrote note.txt."
+        }),
+    )
     .await;
+    let seen = &watcher.notifications;
     assert_eq!(
-        text_of(&updates(&seen, "user_message_chunk")),
+        text_of(&updates(seen, "user_message_chunk")),
         "write a note"
     );
-    assert!(!updates(&seen, "tool_call").is_empty());
+    assert!(!updates(seen, "tool_call").is_empty());
     assert!(
         updates(&prompter.notifications, "user_message_chunk").is_empty(),
         "the prompter is not sent its own prompt back"
@@ -180,12 +204,13 @@ fn turn_endings(messages: &[Value]) -> Vec<Value> {
 
 #[tokio::test]
 async fn how_each_turn_ended_reaches_every_attached_client_and_every_replay() {
-    let server = script_server(&[]).await;
-    let workspace = server.home.workspace();
-    let mut prompter = server.initialized().await;
-    let session = prompter.new_session(&workspace).await;
-    let mut watcher = server.initialized().await;
-    attach(&mut watcher, "session/resume", &session, &workspace).await;
+    let Watched {
+        server,
+        workspace,
+        mut prompter,
+        session,
+        mut watcher,
+    } = watched_session().await;
 
     first_turn(&mut prompter, &session).await;
     let answer = prompter.prompt(&session, "and now?").await;
@@ -198,14 +223,12 @@ async fn how_each_turn_ended_reaches_every_attached_client_and_every_replay() {
         .to_owned();
     assert!(!error.is_empty(), "{failed}");
 
-    let seen = within("the watcher to learn how three turns ended", async {
-        while turn_endings(&watcher.notifications).len() < 3 {
-            let message = watcher.recv().await;
-            watcher.notifications.push(message);
-        }
-        turn_endings(&watcher.notifications)
-    })
+    within(
+        "the watcher to learn how three turns ended",
+        watcher.receive_until(|seen| turn_endings(seen).len() >= 3),
+    )
     .await;
+    let seen = turn_endings(&watcher.notifications);
     let mut later = server.initialized().await;
     attach(&mut later, "session/load", &session, &workspace).await;
     let replayed = turn_endings(&later.notifications);
@@ -279,12 +302,13 @@ async fn a_turns_requests_go_to_the_prompter_not_the_connection_attached_longest
 
 #[tokio::test]
 async fn when_the_prompter_leaves_mid_turn_another_attached_connection_answers() {
-    let server = script_server(&[]).await;
-    let workspace = server.home.workspace();
-    let mut prompter = server.initialized().await;
-    let session = prompter.new_session(&workspace).await;
-    let mut watcher = server.initialized().await;
-    attach(&mut watcher, "session/resume", &session, &workspace).await;
+    let Watched {
+        server: _server,
+        workspace,
+        mut prompter,
+        session,
+        mut watcher,
+    } = watched_session().await;
 
     prompter.start_prompt(&session, "write a note").await;
     prompter.permission_request().await;
@@ -293,14 +317,12 @@ async fn when_the_prompter_leaves_mid_turn_another_attached_connection_answers()
     // The turn goes on: the question goes to the connection still attached.
     let request = watcher.permission_request().await;
     watcher.allow(&request).await;
-    within("the end of the turn", async {
-        while !text_of(&updates(&watcher.notifications, "agent_message_chunk"))
-            .ends_with("Wrote note.txt.")
-        {
-            let message = watcher.recv().await;
-            watcher.notifications.push(message);
-        }
-    })
+    within(
+        "the end of the turn",
+        watcher.receive_until(|seen| {
+            text_of(&updates(seen, "agent_message_chunk")).ends_with("Wrote note.txt.")
+        }),
+    )
     .await;
     assert_eq!(
         std::fs::read_to_string(workspace.join("note.txt")).unwrap(),

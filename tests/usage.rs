@@ -22,15 +22,6 @@ async fn punie(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Output {
     .expect("punie runs")
 }
 
-/// A home whose settings file holds `settings`.
-fn home_with_settings(settings: &str) -> Home {
-    let home = Home::new();
-    let dir = home.dir.path().join("config/punie");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.toml"), settings).unwrap();
-    home
-}
-
 fn assert_usage_error(output: &Output, expected: &str, what: &str) {
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{what}: {stderr}");
@@ -60,7 +51,7 @@ async fn a_pong_timeout_not_longer_than_the_ping_interval_is_refused() {
         "flags",
     );
 
-    let home = home_with_settings("[serve]\nping-interval = 30\npong-timeout = 30\n");
+    let home = Home::with_settings("[serve]\nping-interval = 30\npong-timeout = 30\n");
     let output = punie(&home, &["serve", "--port", "0"], &[]).await;
     assert_usage_error(&output, "must be longer than --ping-interval", "settings");
 }
@@ -79,7 +70,7 @@ async fn a_log_filter_that_filters_nothing_sensible_is_refused() {
         assert_usage_error(&output, "is not a log filter", filter);
     }
 
-    let home = home_with_settings("[serve]\nlog-level = \"nonsense=\"\n");
+    let home = Home::with_settings("[serve]\nlog-level = \"nonsense=\"\n");
     let output = punie(&home, &["serve", "--port", "0"], &[]).await;
     assert_usage_error(&output, "config/punie/config.toml", "settings");
     assert_usage_error(&output, "log-level", "settings");
@@ -156,7 +147,7 @@ async fn bad_flag_values_are_usage_errors() {
     .await;
     assert_usage_error(&output, "unknown model `bogus`", "PUNIE_MODEL");
 
-    let settings = home_with_settings("[serve]\nmodel = \"bogus\"\n");
+    let settings = Home::with_settings("[serve]\nmodel = \"bogus\"\n");
     let output = punie(&settings, &["serve", "--port", "0"], &[]).await;
     assert_usage_error(&output, "config/punie/config.toml", "model in the settings");
 

@@ -305,6 +305,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    /// Start `script` with `sh -c` in `workspace`; its terminal's id.
+    fn shell(terminals: &Terminals, workspace: &Workspace, script: &str) -> String {
+        let args = ["-c".to_owned(), script.to_owned()];
+        terminals
+            .create(workspace, "sh", &args, &[], None, None)
+            .unwrap()
+    }
+
     #[test]
     fn output_beyond_the_limit_drops_the_oldest_bytes_at_a_character_boundary() {
         let mut output = Output {
@@ -326,16 +334,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let workspace = Workspace::new(dir.path()).unwrap();
         let terminals = Terminals::default();
-        let id = terminals
-            .create(
-                &workspace,
-                "sh",
-                &["-c".into(), "pwd; echo oops >&2; exit 3".into()],
-                &[],
-                None,
-                None,
-            )
-            .unwrap();
+        let id = shell(&terminals, &workspace, "pwd; echo oops >&2; exit 3");
         let exit = terminals.wait(&id).await.unwrap();
         assert_eq!(exit.code, Some(3));
         let output = terminals.output(&id).unwrap();
@@ -351,16 +350,7 @@ mod tests {
         let workspace = Workspace::new(dir.path()).unwrap();
         let terminals = Terminals::default();
         let script = "for i in 1 2 3 4 5 6 7 8 9; do echo out$i; echo err$i >&2; done";
-        let id = terminals
-            .create(
-                &workspace,
-                "sh",
-                &["-c".into(), script.into()],
-                &[],
-                None,
-                None,
-            )
-            .unwrap();
+        let id = shell(&terminals, &workspace, script);
         terminals.wait(&id).await.unwrap();
         let expected: String = (1..=9).map(|i| format!("out{i}\nerr{i}\n")).collect();
         assert_eq!(terminals.output(&id).unwrap().output, expected);
@@ -386,16 +376,7 @@ mod tests {
         let workspace = Workspace::new(dir.path()).unwrap();
         let terminals = Terminals::default();
         let script = "sleep 30 & echo $!; wait";
-        let id = terminals
-            .create(
-                &workspace,
-                "sh",
-                &["-c".into(), script.into()],
-                &[],
-                None,
-                None,
-            )
-            .unwrap();
+        let id = shell(&terminals, &workspace, script);
         let deadline = std::time::Duration::from_secs(20);
         let job = tokio::time::timeout(deadline, async {
             loop {

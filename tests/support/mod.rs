@@ -89,6 +89,15 @@ impl Home {
         self.state_dir().join("token")
     }
 
+    /// A home whose settings file holds `settings`.
+    pub fn with_settings(settings: &str) -> Self {
+        let home = Self::new();
+        let dir = home.dir.path().join("config/punie");
+        std::fs::create_dir_all(&dir).expect("the config directory");
+        std::fs::write(dir.join("config.toml"), settings).expect("the settings file is written");
+        home
+    }
+
     /// A directory to use as a session's workspace.
     pub fn workspace(&self) -> PathBuf {
         let dir = self.dir.path().join("workspace");
@@ -495,6 +504,14 @@ impl RawClient {
             json!({"sessionId": session, "prompt": [{"type": "text", "text": text}]}),
         )
         .await
+    }
+
+    /// Read messages into [`Self::notifications`] until `done` holds of them.
+    pub async fn receive_until(&mut self, done: impl Fn(&[Value]) -> bool) {
+        while !done(&self.notifications) {
+            let message = self.recv().await;
+            self.notifications.push(message);
+        }
     }
 
     /// Read messages until the agent asks for permission; returns that
