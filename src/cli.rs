@@ -49,6 +49,13 @@ pub mod exit {
 const EXIT_CODES: &str = "\
 Exit status: 0 done, 1 error, 2 usage, 3 no server answers, 130 interrupted.";
 
+/// The bridge exits 1 however the server fails it, unreachable included: an
+/// IDE reads only success or failure, and shows the message it was answered.
+const BRIDGE_EXIT_CODES: &str = "\
+Exit status (the bridge): 0 stdin ended and every answer owed was delivered, 1 error \
+(no server answers, it refuses the token, or it goes away), 2 usage. Each command's \
+--help gives its own.";
+
 const STATUS_EXIT_CODES: &str = "\
 Exit status: 0 a server answers, 1 error, 2 usage, 3 no server answers.";
 
@@ -62,7 +69,7 @@ with --server, or it does not answer).";
 /// Without a command, `punie` is the stdio bridge an IDE launches as its ACP
 /// agent: ACP messages on stdin and stdout, carried to and from the server.
 #[derive(Debug, Parser)]
-#[command(name = "punie", version, about, after_help = EXIT_CODES)]
+#[command(name = "punie", version, about, after_help = BRIDGE_EXIT_CODES)]
 pub struct Cli {
     /// Log filter: a level (error, warn, info, debug, trace) for Punie, or a
     /// full RUST_LOG-style directive. Overrides RUST_LOG.

@@ -213,7 +213,7 @@ async fn a_cancelled_permission_answer_ends_the_turn_cancelled_and_writes_nothin
     let notes = write_notes(&server, "precious\r\nbytes\n");
     let before = std::fs::read(&notes).unwrap();
     let workspace = server.home.workspace();
-    let database = server.home.dir.path().join("data/punie/punie.db");
+    let database = server.home.database();
     let ide = Ide::new(&workspace, true, true).answer_with(&["cancel"]);
     let received = Received::default();
     let (stop, ended, next, session) = ide
@@ -398,6 +398,57 @@ async fn without_client_capabilities_the_same_turn_runs_on_the_server() {
         calls.iter().all(|call| call["status"] == "completed"),
         "{calls:?}"
     );
+}
+
+/// Each file capability is judged on its own: a client that offers only
+/// reading is asked to read, while the server writes; one that offers only
+/// writing is asked to write, while the server reads. A write is reported
+/// as a diff either way.
+#[tokio::test]
+async fn reading_and_writing_go_to_the_client_each_by_its_own_capability() {
+    for (read, write, expected) in [
+        (
+            true,
+            false,
+            // The second read is the old text, for the write's diff.
+            [
+                "fs/read_text_file",
+                "fs/read_text_file",
+                "session/request_permission",
+            ]
+            .as_slice(),
+        ),
+        (
+            false,
+            true,
+            ["session/request_permission", "fs/write_text_file"].as_slice(),
+        ),
+    ] {
+        let server = Server::scripted(
+            json!([
+                [call("read_file", json!({"path": "notes.txt"}))],
+                [call("write_file", json!({"path": "notes.txt", "content": "rewritten\n"}))],
+                [{"text": "Done."}]
+            ]),
+            &[],
+        )
+        .await;
+        let notes = write_notes(&server, "old text\n");
+        let ide = Ide::new(&server.home.workspace(), false, false).files(read, write);
+        let (stop, received, session) = one_turn(&server, &ide, "rewrite the notes").await;
+
+        assert_eq!(stop, StopReason::EndTurn);
+        assert_eq!(ide.requests(), expected, "read {read}, write {write}");
+        assert_eq!(std::fs::read_to_string(&notes).unwrap(), "rewritten\n");
+        let calls = received.tool_calls(&session);
+        assert_eq!(calls[0]["status"], "completed", "{calls:?}");
+        assert_eq!(calls[0]["content"][0]["content"]["text"], "old text\n");
+        assert_eq!(calls[1]["kind"], "edit");
+        assert_eq!(
+            calls[1]["content"][0],
+            json!({"type": "diff", "path": notes, "oldText": "old text\n", "newText": "rewritten\n"})
+        );
+    }
 }
 
 #[tokio::test]

@@ -166,6 +166,18 @@ async fn with_no_server_the_pending_request_is_answered_and_the_bridge_exits_1_w
         stderr.contains(&url) && stderr.contains("punie serve"),
         "{stderr}"
     );
+
+    let help = home
+        .command()
+        .arg("--help")
+        .output()
+        .await
+        .expect("punie --help runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("1 error (no server answers"),
+        "`punie --help` documents the bridge's exit status 1 for no server: {help}"
+    );
 }
 
 #[tokio::test]

@@ -61,10 +61,6 @@ async fn load(client: &mut RawClient, session: &str, cwd: &Path) -> Vec<Value> {
     std::mem::take(&mut client.notifications)
 }
 
-fn database(home: &Home) -> PathBuf {
-    home.dir.path().join("data/punie/punie.db")
-}
-
 fn assert_no_panic(server: &Server) {
     let log = server.log();
     assert!(!log.contains("panicked"), "the server panicked:\n{log}");
@@ -148,7 +144,7 @@ async fn a_client_reset_mid_turn_harms_no_one_and_its_turn_is_seen_through() {
             health["sessions"] == 1
         })
         .await;
-    let database = database(&server.home);
+    let database = server.home.database();
     let ended = turn_end(&database, &waiting_session).expect("the waiting turn ended");
     assert_eq!(ended["stopReason"], "cancelled", "{ended}");
     let note = ended["note"].as_str().unwrap_or_default();
@@ -211,7 +207,7 @@ async fn a_bridge_killed_mid_turn_leaves_the_server_serving_and_the_session_stor
     server
         .health_until("the turn to end", |health| health["sessions"] == 0)
         .await;
-    let ended = turn_end(&database(&server.home), &session).expect("the turn ended");
+    let ended = turn_end(&server.home.database(), &session).expect("the turn ended");
     assert_eq!(ended["stopReason"], "end_turn", "{ended}");
 
     let mut client = server.initialized().await;
@@ -602,7 +598,8 @@ fn as_root(command: &[&str]) -> bool {
 
 impl Disk {
     fn mount(home: &Home, size: &str) -> Self {
-        let dir = database(home)
+        let dir = home
+            .database()
             .parent()
             .expect("a data directory")
             .to_owned();
@@ -687,7 +684,7 @@ struct Prompted {
 }
 
 async fn prompted_once(home: Home) -> Prompted {
-    let database = database(&home);
+    let database = home.database();
     let server = Server::start_in(home, &[]).await;
     let workspace = server.home.workspace();
     let mut client = server.initialized().await;
@@ -932,7 +929,7 @@ async fn a_store_past_the_file_size_limit_refuses_new_work_clearly_and_recovers_
 async fn a_store_that_cannot_be_opened_stops_the_server_at_once_with_one_clear_line() {
     let home = Home::new();
     // Something that is not a database where the database belongs.
-    std::fs::create_dir_all(database(&home)).expect("a directory in the database's place");
+    std::fs::create_dir_all(home.database()).expect("a directory in the database's place");
     let output = within(
         "punie serve to give up",
         home.command()
@@ -945,7 +942,7 @@ async fn a_store_that_cannot_be_opened_stops_the_server_at_once_with_one_clear_l
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let last = stderr.lines().last().unwrap_or_default();
-    let shown = database(&home).display().to_string();
+    let shown = home.database().display().to_string();
     assert!(last.starts_with("punie: the session store at "), "{stderr}");
     assert_eq!(
         last.matches(&shown).count(),
@@ -1087,7 +1084,7 @@ async fn a_thousand_clients_coming_and_going_do_not_disturb_the_steady_ones() {
         })
         .await;
     drop(steady);
-    let stored: i64 = rusqlite::Connection::open(database(&server.home))
+    let stored: i64 = rusqlite::Connection::open(server.home.database())
         .and_then(|db| db.query_row("SELECT count(*) FROM sessions", [], |row| row.get(0)))
         .expect("the store can be read");
     assert_eq!(

@@ -529,25 +529,17 @@ async fn an_http_profile_message_over_the_limit_is_refused_with_413() {
     assert_eq!(server.http_profile_initialize().await.status(), 200);
 }
 
-#[tokio::test]
-async fn each_limit_has_its_documented_default() {
+/// `punie <args> --help` documents each flag of `defaults` with its default.
+async fn assert_documented_defaults(args: &[&str], defaults: &[(&str, &str)]) {
     let help = Home::new()
         .command()
-        .args(["serve", "--help"])
+        .args(args)
+        .arg("--help")
         .output()
         .await
         .unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
-    for (flag, default) in [
-        ("--max-message-bytes", "67108864"),
-        ("--max-connections", "4096"),
-        ("--outgoing-queue", "4096"),
-        ("--outgoing-stall", "10"),
-        ("--client-request-timeout", "60"),
-        ("--ping-interval", "20"),
-        ("--pong-timeout", "60"),
-        ("--header-timeout", "10"),
-    ] {
+    for (flag, default) in defaults {
         let start = help
             .find(&format!("  {flag} "))
             .unwrap_or_else(|| panic!("{flag} in the help"));
@@ -561,6 +553,26 @@ async fn each_limit_has_its_documented_default() {
             &section[..end]
         );
     }
+}
+
+#[tokio::test]
+async fn each_limit_has_its_documented_default() {
+    assert_documented_defaults(
+        &["serve"],
+        &[
+            ("--max-message-bytes", "67108864"),
+            ("--max-connections", "4096"),
+            ("--outgoing-queue", "4096"),
+            ("--outgoing-stall", "10"),
+            ("--client-request-timeout", "60"),
+            ("--ping-interval", "20"),
+            ("--pong-timeout", "60"),
+            ("--header-timeout", "10"),
+            ("--reattach-timeout", "120"),
+        ],
+    )
+    .await;
+    assert_documented_defaults(&[], &[("--drain-timeout", "10")]).await;
 }
 
 #[tokio::test]

@@ -648,7 +648,7 @@ async fn after_kill_9_mid_turn_a_restarted_server_lists_loads_and_continues_the_
     let why = content_text(calls[0]);
     assert!(why.contains("the server stopped"), "{why}");
 
-    let database = server.home.dir.path().join("data/punie/punie.db");
+    let database = server.home.database();
     let ended = turn_end(&database, &session).expect("the interrupted turn is recorded as ended");
     assert_eq!(ended["stopReason"], "cancelled");
 
@@ -665,7 +665,7 @@ async fn restart(mut server: Server, args: &[&str], meanwhile: impl FnOnce(&Path
     server.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(server.exit_status().await.success());
     let home = server.home;
-    meanwhile(&home.dir.path().join("data/punie/punie.db"));
+    meanwhile(&home.database());
     Server::start_in(home, args).await
 }
 

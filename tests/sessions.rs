@@ -329,9 +329,10 @@ async fn sessions_follows_every_page() {
 
 #[tokio::test]
 async fn a_deleted_session_is_gone() {
+    const SECRET: &str = "the deleted session's secret 7f3a9c";
     let server = Server::start().await;
     let (workspace, _) = workspaces(&server.home);
-    let doomed = new_session(&server, &workspace, "to be deleted").await;
+    let doomed = new_session(&server, &workspace, SECRET).await;
     let kept = new_session(&server, &workspace, "to be kept").await;
 
     let output = punie(&server.home, &workspace, &["sessions", "delete", &doomed]).await;
@@ -349,6 +350,21 @@ async fn a_deleted_session_is_gone() {
     )
     .await;
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+
+    // Gone from disk, not only from the lists: neither the database's free
+    // pages nor its write-ahead log keep the prompt.
+    let database = server.home.database();
+    for file in ["punie.db", "punie.db-wal"] {
+        let path = database.with_file_name(file);
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            !bytes
+                .windows(SECRET.len())
+                .any(|window| window == SECRET.as_bytes()),
+            "{} still holds the deleted prompt",
+            path.display()
+        );
+    }
 }
 
 #[tokio::test]

@@ -250,12 +250,10 @@ function showing() {
 function renderComposer() {
   const open = Boolean(state.current && state.transcripts.has(state.current));
   const running = open && statusOf(state.current) !== 'idle';
-  const mine = state.prompting.has(state.current);
   ui.composer.hidden = !showing();
   ui.send.disabled = !state.connection || !open || running;
   ui.cancel.hidden = !running;
   ui.cancel.disabled = !state.connection;
-  ui.cancel.title = mine ? 'Cancel the running turn (Esc)' : 'Cancel the turn another client is running (Esc)';
   ui.attachments.replaceChildren(
     ...state.attachments.map((attachment, index) => {
       const chip = document.createElement('span');

@@ -607,6 +607,9 @@ fn open_writer(path: &Path) -> Result<Connection, Box<dyn std::error::Error + Se
     // Checkpoints copy the log into the database and sync it: slow, and
     // never on the path between a model's token and the client.
     connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // What is deleted is overwritten, not just unlinked: a deleted session's
+    // prompts and code must not linger in free pages.
+    connection.pragma_update(None, "secure_delete", true)?;
     Ok(connection)
 }
 

@@ -422,6 +422,12 @@ impl Writer {
         };
         let outcome = self.outcome(written, &batch);
         let wrote = matches!(outcome, Outcome::Written(_));
+        if let (Outcome::Written(deletes), WriterConnection::Writing(writer)) =
+            (&outcome, &self.connection)
+            && deletes.contains(&true)
+        {
+            scrub_log(writer, &self.path);
+        }
         let (WriterConnection::Writing(reader) | WriterConnection::Reading(reader)) =
             &self.connection;
         finish_batch(reader, batch, outcome, &mut self.held, &self.path);
@@ -579,6 +585,17 @@ pub(super) fn checkpoint_loop(
 /// start it over: 16 MiB at the 1 KiB pages of a database created now, 64 MiB
 /// at the 4 KiB pages of older ones.
 const MAX_LOG_PAGES: i64 = 16 * 1024;
+
+/// Empty the write-ahead log after a delete, before the delete is answered:
+/// the log still holds the pages the deleted history was written in, and a
+/// deleted session is gone from disk. (The database's own copies were
+/// overwritten with zeros as they were freed: `secure_delete`.) It holds
+/// writes back while the log is copied; deletes are rare.
+fn scrub_log(connection: &Connection, path: &Path) {
+    if let Err(error) = checkpoint(connection, "TRUNCATE") {
+        tracing::warn!(store = %path.display(), "a deleted session's history may stay in the session store's log until its next checkpoint: {}", describe(&error));
+    }
+}
 
 /// Run a checkpoint; the pages in the log, as SQLite reports them.
 fn checkpoint(connection: &Connection, mode: &str) -> rusqlite::Result<i64> {

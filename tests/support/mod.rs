@@ -89,6 +89,11 @@ impl Home {
         self.state_dir().join("token")
     }
 
+    /// The session store's database file.
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("data/punie/punie.db")
+    }
+
     /// A home whose settings file holds `settings`.
     pub fn with_settings(settings: &str) -> Self {
         let home = Self::new();

@@ -135,7 +135,8 @@ pub async fn first_update(received: &Received, session: &SessionId) {
 /// from a queue, and a record of every request it was sent.
 #[derive(Clone)]
 pub struct Ide {
-    pub offers_fs: bool,
+    pub offers_read: bool,
+    pub offers_write: bool,
     pub offers_terminal: bool,
     /// Option ids to answer permission requests with, in order; `allow_once`
     /// when the queue is empty. `"cancel"` answers with the cancelled outcome.
@@ -157,7 +158,8 @@ impl Ide {
     pub fn new(workspace: &Path, offers_fs: bool, offers_terminal: bool) -> Self {
         let workspace = punie::workspace::Workspace::new(workspace).expect("the workspace exists");
         Self {
-            offers_fs,
+            offers_read: offers_fs,
+            offers_write: offers_fs,
             offers_terminal,
             answers: Arc::default(),
             requests: Arc::default(),
@@ -170,6 +172,13 @@ impl Ide {
                 punie::client::service::Permissions::RejectAll,
             ),
         }
+    }
+
+    /// This IDE offering reading files, writing them, or both.
+    pub fn files(mut self, read: bool, write: bool) -> Self {
+        self.offers_read = read;
+        self.offers_write = write;
+        self
     }
 
     pub fn answer_with(self, answers: &[&'static str]) -> Self {
@@ -222,8 +231,8 @@ impl Ide {
     pub fn capabilities(&self) -> ClientCapabilities {
         ClientCapabilities::new()
             .fs(FileSystemCapabilities::new()
-                .read_text_file(self.offers_fs)
-                .write_text_file(self.offers_fs))
+                .read_text_file(self.offers_read)
+                .write_text_file(self.offers_write))
             .terminal(self.offers_terminal)
     }
 
