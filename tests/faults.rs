@@ -278,6 +278,54 @@ impl Ask {
     }
 }
 
+/// A command the server runs dies with it, even when the server is killed
+/// with no chance to stop it.
+#[tokio::test]
+async fn a_command_running_when_the_server_is_killed_dies_with_it() {
+    let mut server = Server::scripted(
+        json!([
+            [{"tool_call": {"name": "run_command", "arguments": {"command": "echo $$ > leader.pid.new && mv leader.pid.new leader.pid && exec sleep 1000"}}}],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    client.start_prompt(&session, "run it").await;
+    let permission = client.permission_request().await;
+    client.allow(&permission).await;
+    let written = workspace.join("leader.pid");
+    let pid: i32 = within("the command to start", async {
+        loop {
+            if let Ok(pid) = std::fs::read_to_string(&written) {
+                return pid.trim().parse().expect("the shell wrote its pid");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let command = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid).expect("a pid"),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .expect("the command runs");
+
+    server.signal(Signal::SIGKILL);
+    server.exit_status().await;
+
+    // Readable once the command has exited, reaped or not.
+    // SAFETY: the AsyncFd owns the pidfd and nothing else closes it.
+    let command = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(command, tokio::io::Interest::READABLE)
+    }
+    .expect("a pidfd can be polled");
+    within("the command to die with the server", command.readable())
+        .await
+        .expect("the pidfd polls");
+}
+
 #[tokio::test]
 async fn when_the_server_is_killed_mid_turn_its_clients_fail_and_a_restart_replays_what_they_saw() {
     let mut server = Server::start().await;

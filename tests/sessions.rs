@@ -8,7 +8,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::{Home, Server, json_lines, text, within};
 
 /// `punie <args>` in `home`, run from `dir`.
@@ -305,6 +305,52 @@ async fn sessions_lists_every_session_newest_first() {
     assert_eq!(ids(&here), [&newer, &older]);
     let relative = listed(&server, &elsewhere, &["--cwd", "."]).await;
     assert_eq!(ids(&relative), [&other]);
+}
+
+/// However a client spells a directory, its sessions are listed together
+/// under one spelling, and a filter finds them by any spelling.
+#[tokio::test]
+async fn a_workspace_has_one_spelling() {
+    let server = Server::start().await;
+    let (workspace, _) = workspaces(&server.home);
+    let named = workspace.to_str().expect("a UTF-8 path");
+    let leaf = workspace
+        .file_name()
+        .and_then(|name| name.to_str())
+        .expect("a named workspace");
+    let mut client = server.initialized().await;
+    let mut created = Vec::new();
+    for spelling in [
+        named.to_owned(),
+        format!("{named}/"),
+        format!("{named}//"),
+        format!("{named}/./"),
+        format!("{named}/../{leaf}"),
+    ] {
+        created.push(client.new_session(Path::new(&spelling)).await);
+    }
+    created.sort_unstable();
+
+    for filter in [
+        named.to_owned(),
+        format!("{named}/"),
+        format!("{named}/../{leaf}/."),
+    ] {
+        let listed = client.request("session/list", json!({"cwd": filter})).await;
+        let sessions = listed["result"]["sessions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("a list: {listed}"));
+        assert!(
+            sessions.iter().all(|session| session["cwd"] == named),
+            "one spelling: {listed}"
+        );
+        let mut found: Vec<&str> = sessions
+            .iter()
+            .filter_map(|session| session["sessionId"].as_str())
+            .collect();
+        found.sort_unstable();
+        assert_eq!(found, created, "listed under `{filter}`");
+    }
 }
 
 #[tokio::test]

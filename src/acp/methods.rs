@@ -6,7 +6,7 @@
 //! (a turn) runs as a task of the connection, never inside the SDK's dispatch
 //! loop, so a running prompt blocks nothing else.
 
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use agent_client_protocol::schema::ProtocolVersion;
@@ -180,7 +180,7 @@ async fn new_session(
 ) -> Result<Value, Error> {
     const METHOD: &str = "session/new";
     let request: NewSessionRequest = parse_params(METHOD, params)?;
-    check_workspace(METHOD, &request.cwd).await?;
+    let cwd = check_workspace(METHOD, &request.cwd).await?;
     warn_of_mcp_servers(connection, &request.mcp_servers);
     let model = match request.meta.as_ref().and_then(|meta| meta.get(MODEL_META)) {
         None => None,
@@ -195,7 +195,7 @@ async fn new_session(
         }
     };
     let session = connection
-        .create_session(request.cwd, model, cx)
+        .create_session(cwd, model, cx)
         .map_err(|error| errors::registry(METHOD, error))?;
     tracing::info!(connection = connection.id, session = %session.id(), cwd = %session.cwd().display(), "session created");
     to_json(NewSessionResponse::new(session.id().clone()))
@@ -306,11 +306,25 @@ fn check_absolute(method: &str, cwd: &Path) -> Result<(), Error> {
     ))
 }
 
-/// A session's `cwd` must be an absolute path to an existing directory.
-async fn check_workspace(method: &str, cwd: &Path) -> Result<(), Error> {
+/// One spelling for each directory a client may name: `/ws/`, `/ws//` and
+/// `/ws/.` are `/ws`, so that its sessions are listed, continued and grouped
+/// together. A path that climbs (`..`) is resolved where it exists — taken
+/// as text, `link/..` would be wrong.
+async fn tidy_workspace(cwd: &Path) -> PathBuf {
+    if cwd.components().any(|part| part == Component::ParentDir)
+        && let Ok(real) = tokio::fs::canonicalize(cwd).await
+    {
+        return real;
+    }
+    cwd.components().collect()
+}
+
+/// A session's `cwd` must be an absolute path to an existing directory; it
+/// is kept as [`tidy_workspace`] spells it.
+async fn check_workspace(method: &str, cwd: &Path) -> Result<PathBuf, Error> {
     check_absolute(method, cwd)?;
     match tokio::fs::metadata(cwd).await {
-        Ok(metadata) if metadata.is_dir() => Ok(()),
+        Ok(metadata) if metadata.is_dir() => Ok(tidy_workspace(cwd).await),
         Ok(_) => Err(errors::invalid_params(
             method,
             format!("cwd `{}` is not a directory", cwd.display()),
@@ -445,17 +459,17 @@ fn unsupported_content(kind: &str) -> Error {
 async fn list_sessions(connection: &Connection, params: Value) -> Result<Value, Error> {
     const METHOD: &str = "session/list";
     let request: ListSessionsRequest = parse_params(METHOD, params)?;
-    if let Some(cwd) = &request.cwd {
-        check_absolute(METHOD, cwd)?;
-    }
+    let cwd = match &request.cwd {
+        Some(cwd) => {
+            check_absolute(METHOD, cwd)?;
+            Some(tidy_workspace(cwd).await)
+        }
+        None => None,
+    };
     let page = connection
         .hub
         .sessions
-        .list(
-            request.cwd.as_deref(),
-            request.cursor.as_deref(),
-            SESSION_LIST_PAGE,
-        )
+        .list(cwd.as_deref(), request.cursor.as_deref(), SESSION_LIST_PAGE)
         .await
         .map_err(|error| errors::registry(METHOD, error))?;
     to_json(ListSessionsResponse::new(page.sessions).next_cursor(page.next_cursor))

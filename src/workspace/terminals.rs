@@ -4,7 +4,8 @@
 //! Each command leads a process group of its own, and stopping it (a kill, a
 //! release, dropping the [`Terminals`]) kills the whole group: what the
 //! command started — a shell's background jobs, `make`'s compilers — goes
-//! with it.
+//! with it. A command also dies with the process that started it, however
+//! that one ends (`kill -9` included).
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -112,7 +113,14 @@ impl Terminals {
         // One pipe for stdout and stderr, as on a terminal: what the command
         // writes stays in the order it wrote it, whichever stream it used.
         let (output_pipe, writer) = std::io::pipe().map_err(TerminalError::Pipe)?;
-        let child = tokio::process::Command::new(command)
+        let mut child = tokio::process::Command::new(command);
+        let parent = rustix::process::getpid();
+        // SAFETY: between fork and exec the closure makes only system calls
+        // (prctl, getppid), which are async-signal-safe, and allocates nothing.
+        unsafe {
+            child.pre_exec(move || die_with(parent));
+        }
+        let child = child
             .args(args)
             .envs(env.iter().map(|(name, value)| (name, value)))
             .current_dir(&cwd)
@@ -229,6 +237,19 @@ impl Drop for Terminals {
     fn drop(&mut self) {
         self.release_all();
     }
+}
+
+/// In a command's process, before it runs: be killed when the process that
+/// started it dies, even by `kill -9`, when nothing is left to kill the
+/// group. (Only the command itself: what it starts in the background lives
+/// on, unless it is killed with the group first.)
+fn die_with(parent: Pid) -> std::io::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+    // The parent may have died before the signal was asked for.
+    if rustix::process::getppid() != Some(parent) {
+        return Err(std::io::Error::other("the process that started it is gone"));
+    }
+    Ok(())
 }
 
 /// A command that has not been seen to end, and the process group it leads.
