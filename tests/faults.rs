@@ -321,7 +321,7 @@ async fn a_command_running_when_the_server_is_killed_dies_with_it() {
         tokio::io::unix::AsyncFd::register_with_interest(command, tokio::io::Interest::READABLE)
     }
     .expect("a pidfd can be polled");
-    within("the command to die with the server", command.readable())
+    let _exited = within("the command to die with the server", command.readable())
         .await
         .expect("the pidfd polls");
 }
