@@ -197,6 +197,40 @@ async fn an_answer_that_was_not_offered_does_nothing_and_is_not_called_a_refusal
 }
 
 #[tokio::test]
+async fn an_answer_that_is_not_a_permission_answer_does_nothing_and_says_so() {
+    let server = Server::scripted(
+        json!([
+            [call("write_file", json!({"path": "notes.txt", "content": "overwritten"}))],
+            [{"text": "Understood."}]
+        ]),
+        &[],
+    )
+    .await;
+    let notes = write_notes(&server, "precious\n");
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    let prompted = client.start_prompt(&session, "overwrite it").await;
+    let permission = client.permission_request().await;
+    client
+        .send(json!({"jsonrpc": "2.0", "id": permission["id"], "result": {"outcome": {"outcome": "maybe"}}}))
+        .await;
+    let answer = client.response_to(prompted).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "precious\n");
+    let failed = client
+        .notifications
+        .iter()
+        .map(|message| &message["params"]["update"])
+        .find(|update| update["status"] == "failed")
+        .expect("the write ends failed");
+    let told = content_text(failed);
+    assert!(
+        told.contains("not a valid session/request_permission response"),
+        "{told}"
+    );
+}
+
+#[tokio::test]
 async fn a_cancelled_permission_answer_ends_the_turn_cancelled_and_writes_nothing() {
     let server = Server::scripted(
         json!([

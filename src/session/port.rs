@@ -158,6 +158,7 @@ impl SessionPort {
                 self.session.attachments.detach(target.connection);
                 Ok(None)
             }
+            Err(error) if error.code == ErrorCode::PARSE_ERROR => Err(unreadable(method, error)),
             Err(error) => Err(error),
         }
     }
@@ -317,6 +318,16 @@ fn lacking_capability(method: &str, capabilities: &ClientCapabilities) -> Option
 }
 
 /// Whether `error` means `target` went away before it answered.
+/// The SDK's error for an answer that is not the response `method` asks
+/// for says only "Parse error": say which answer, and what was wrong with it.
+fn unreadable(method: &str, error: Error) -> Error {
+    let mut message = format!("it answered with something that is not a valid {method} response");
+    if let Some(why) = error.data.as_ref().and_then(|data| data.as_str()) {
+        message = format!("{message} ({why})");
+    }
+    Error::new(ErrorCode::INVALID_PARAMS, message)
+}
+
 fn has_gone(error: &Error, target: &ClientHandle) -> bool {
     agent_client_protocol::is_incoming_transport_closed(error) || target.cx.is_incoming_closed()
 }
