@@ -807,6 +807,46 @@ async fn ask_writes_no_ansi_escapes_when_stderr_is_not_a_terminal_or_no_color_is
     );
 }
 
+#[tokio::test]
+async fn on_a_terminal_a_spinner_shows_while_the_answer_is_awaited() {
+    use support::fake_provider::{FakeProvider, Part, Reply, openai_text_reply};
+    let answer_may_come = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut parts = vec![Part::Wait(answer_may_come.clone())];
+    parts.extend(
+        openai_text_reply(&["The answer."])
+            .into_iter()
+            .map(Part::Send),
+    );
+    let provider = FakeProvider::start([Reply::Stream(parts)]).await;
+    let model = format!("local:{}/v1/fake", provider.url());
+    let server = Server::start_in(Home::new(), &["--model", &model]).await;
+
+    let mut command = server.home.command();
+    command
+        .args(["ask", "hello"])
+        .current_dir(server.home.workspace());
+    let (mut terminal, mut child) = Terminal::spawn(command);
+    terminal.wait_for("waiting for Punie…").await;
+    answer_may_come.notify_one();
+
+    let mut stdout = String::new();
+    within(
+        "punie ask's stdout",
+        child.stdout.take().unwrap().read_to_string(&mut stdout),
+    )
+    .await
+    .unwrap();
+    let status = within("punie ask to exit", child.wait()).await.unwrap();
+    let screen = terminal.closed().await;
+    assert_eq!(status.code(), Some(0), "{screen:?}");
+    assert_eq!(stdout, "The answer.\n");
+    let waited = screen.find("waiting for Punie…").expect("the spinner");
+    assert!(
+        screen[waited..].contains("\u{1b}[2K"),
+        "the spinner's line is cleared once the answer comes: {screen:?}"
+    );
+}
+
 /// The options a permission question on `screen` offers: number and name.
 fn offered_options(screen: &str) -> Vec<(String, String)> {
     screen

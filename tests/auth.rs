@@ -499,6 +499,15 @@ async fn a_server_on_every_address_warns_and_answers_to_addresses_and_its_proxys
 }
 
 #[tokio::test]
+async fn an_address_from_the_settings_file_warns_as_the_flag_does() {
+    let home = Home::with_settings("[serve]\nhost = \"0.0.0.0\"\n");
+    let mut server = Server::start_in(home, &[]).await;
+    server
+        .wait_for_log("is reachable from other machines, and the token")
+        .await;
+}
+
+#[tokio::test]
 async fn a_server_on_loopback_gives_no_network_warning() {
     let mut server = Server::start().await;
     // The warning would come between the ready line and the sign-in link.
