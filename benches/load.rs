@@ -16,8 +16,8 @@
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::{self, Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream as StdTcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 mod support;
-use support::{Table, percentile, verdict};
+use support::{Table, get_health, percentile, verdict};
 
 /// How long any single wait (a handshake, a response, a process exit) may take.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -623,41 +623,9 @@ fn free_port() -> anyhow::Result<u16> {
 /// What `/health` reports.
 #[derive(Debug, Deserialize)]
 struct Health {
-    status: String,
     pid: u32,
     connections: usize,
     sessions: usize,
-}
-
-/// `GET /health` over a fresh connection; a server that is not listening yet
-/// is an [`io::ErrorKind::ConnectionRefused`] error.
-fn get_health(address: SocketAddr) -> io::Result<Health> {
-    let mut stream = StdTcpStream::connect(address)?;
-    stream.set_read_timeout(Some(DEADLINE))?;
-    stream.set_nodelay(true)?;
-    write!(
-        stream,
-        "GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| invalid(format!("/health answered without headers: {text}")))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(invalid(format!("/health answered {head}")));
-    }
-    let health: Health = serde_json::from_str(body).map_err(|error| {
-        invalid(format!(
-            "/health is not the expected JSON ({error}): {body}"
-        ))
-    })?;
-    if health.status != "ok" {
-        return Err(invalid(format!("/health says status {}", health.status)));
-    }
-    Ok(health)
 }
 
 // ---------------------------------------------------------------------------

@@ -19,6 +19,10 @@
 //!   rows by rusqlite in one transaction), then a fixed workload runs — list
 //!   pages, load sessions, a new session and a prompt — and `VmRSS`/`VmHWM`
 //!   are read from `/proc/<pid>/status`.
+//! - `evict`: the server's memory over rounds in which one connection
+//!   attaches 1,000 sessions and prompts each a few times, waits until
+//!   `/health` counts no conversation in memory (`--session-idle-timeout`
+//!   short), then closes; `VmRSS` read at each step.
 //!
 //! `cargo bench --bench store` runs everything; name measurements to run a
 //! subset (`-- load append rss`); `--quick` for a smoke run. `cargo bench`
@@ -65,9 +69,9 @@ const TARGET_RSS_CHANGE: f64 = 0.10;
 const READ_FILE: &str = "notes.md";
 
 const USAGE: &str = "\
-usage: cargo bench --bench store -- [load] [append] [rss] [options]
+usage: cargo bench --bench store -- [load] [append] [rss] [evict] [options]
 
-measurements (all three when none is named):
+measurements (all of them when none is named):
   load      session/load of a session with 10,000 updates, send → response
             (target median <= 100 ms)
   append    the store's cost per update: in-process bursts and single appends
@@ -76,6 +80,9 @@ measurements (all three when none is named):
             a burst, or commit − append when paced)
   rss       server VmRSS after a fixed workload with 100 … 100,000 stored
             sessions (target within 10 % of the figure at 100)
+  evict     server VmRSS over rounds of 1,000 sessions attached, prompted,
+            left idle until their conversations are dropped, then closed
+            (target: within 10 % of the figure after the first round)
 
 options:
   --quick            fewer repetitions and smaller stores, for a smoke test
@@ -142,6 +149,11 @@ async fn run(options: &Options) -> anyhow::Result<()> {
             .await
             .context("the rss measurement failed")?;
     }
+    if options.wants(Measurement::Evict) {
+        measure_eviction(&binary, options)
+            .await
+            .context("the evict measurement failed")?;
+    }
     Ok(())
 }
 
@@ -153,6 +165,7 @@ enum Measurement {
     Load,
     Append,
     Rss,
+    Evict,
 }
 
 #[derive(Debug)]
@@ -190,6 +203,7 @@ impl Options {
                 "load" => selected.push(Measurement::Load),
                 "append" => selected.push(Measurement::Append),
                 "rss" => selected.push(Measurement::Rss),
+                "evict" => selected.push(Measurement::Evict),
                 _ => {
                     let (option, value) = arg
                         .split_once('=')
@@ -248,7 +262,11 @@ struct Serve {
 
 impl Serve {
     fn start(binary: &Path, home: Home, model: &str) -> anyhow::Result<Self> {
-        let server = Server::start_in(binary, home, &["--model", model], &[])?;
+        Self::start_with_args(binary, home, &["--model", model])
+    }
+
+    fn start_with_args(binary: &Path, home: Home, args: &[&str]) -> anyhow::Result<Self> {
+        let server = Server::start_in(binary, home, args, &[])?;
         let pid = server.pid().context("the server is running")?;
         Ok(Self { server, pid })
     }
@@ -1645,6 +1663,129 @@ async fn measure_rss(binary: &Path, options: &Options) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    Ok(())
+}
+
+/// Sessions attached in each round of `evict`, prompts to each, and the
+/// length of each prompt: 1,000 conversations of about 12 KB each, 12 MB a
+/// round if they stayed in memory.
+const EVICT_SESSIONS: usize = 1_000;
+const EVICT_PROMPTS: usize = 3;
+const EVICT_PROMPT_BYTES: usize = 2_000;
+/// How long an attached session may sit idle in `evict` before its
+/// conversation is dropped: short, so the rounds do not wait long.
+const EVICT_IDLE: &str = "0.2";
+
+/// What `/health` says of memory.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InMemory {
+    sessions: usize,
+    conversations_in_memory: usize,
+}
+
+struct EvictRound {
+    attached: usize,
+    conversations_at_end: usize,
+    rss_attached: u64,
+    evicted_in: Duration,
+    rss_idle: u64,
+    rss_detached: u64,
+}
+
+async fn measure_eviction(binary: &Path, options: &Options) -> anyhow::Result<()> {
+    let rounds = if options.quick { 3 } else { 5 };
+    let server = Serve::start_with_args(
+        binary,
+        Home::new()?,
+        &["--model", "test", "--session-idle-timeout", EVICT_IDLE],
+    )?;
+    let address = server.server.address;
+    let in_memory = move || -> anyhow::Result<InMemory> {
+        support::get_health(address).context("GET /health failed")
+    };
+    let until = async |what: &str, done: &dyn Fn(&InMemory) -> bool| -> anyhow::Result<()> {
+        let begin = Instant::now();
+        loop {
+            if done(&in_memory()?) {
+                return Ok(());
+            }
+            ensure!(begin.elapsed() < DEADLINE, "{what} took over {DEADLINE:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let workspace = server.workspace();
+    let long_prompt = "word ".repeat(EVICT_PROMPT_BYTES / 5);
+    let mut results = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let mut client = Client::connect(&server).await?;
+        for _ in 0..EVICT_SESSIONS {
+            let session = client.new_session(&workspace).await?;
+            for _ in 0..EVICT_PROMPTS {
+                client.prompt(&session, &long_prompt).await?;
+            }
+        }
+        let attached = in_memory()?;
+        let rss_attached = server.status_kib("VmRSS:")?;
+        let begin = Instant::now();
+        until("dropping idle conversations", &|now| {
+            now.conversations_in_memory == 0
+        })
+        .await?;
+        let evicted_in = begin.elapsed();
+        let rss_idle = server.status_kib("VmRSS:")?;
+        client.close().await?;
+        until("detaching the sessions", &|now| now.sessions == 0).await?;
+        results.push(EvictRound {
+            attached: attached.sessions,
+            conversations_at_end: attached.conversations_in_memory,
+            rss_attached,
+            evicted_in,
+            rss_idle,
+            rss_detached: server.status_kib("VmRSS:")?,
+        });
+    }
+    server.stop()?;
+
+    let base = results[0].rss_detached as f64;
+    let mut table = Table::new(
+        &format!(
+            "Server memory over rounds of one connection attaching {} sessions, prompting each {EVICT_PROMPTS} times ({} bytes a prompt), leaving them idle (--session-idle-timeout {EVICT_IDLE}) and closing (target: VmRSS after each round within {:.0} % of the first round's)",
+            thousands(EVICT_SESSIONS),
+            thousands(EVICT_PROMPT_BYTES),
+            TARGET_RSS_CHANGE * 100.0
+        ),
+        &[
+            "round",
+            "sessions attached",
+            "conversations in memory at the last prompt",
+            "VmRSS then",
+            "all dropped within",
+            "VmRSS, attached and idle",
+            "VmRSS, closed",
+            "change vs round 1",
+            "target",
+        ],
+    );
+    for (index, round) in results.iter().enumerate() {
+        let change = round.rss_detached as f64 / base - 1.0;
+        table.row(vec![
+            (index + 1).to_string(),
+            thousands(round.attached),
+            thousands(round.conversations_at_end),
+            mib(round.rss_attached),
+            format!("{} ms", ms(round.evicted_in)),
+            mib(round.rss_idle),
+            mib(round.rss_detached),
+            format!("{:+.1} %", change * 100.0),
+            if index == 0 {
+                "—".to_owned()
+            } else {
+                verdict(change.abs() <= TARGET_RSS_CHANGE)
+            },
+        ]);
+    }
+    table.print();
     Ok(())
 }
 

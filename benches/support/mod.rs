@@ -6,7 +6,8 @@
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::net::SocketAddr;
+use std::io::{self, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -381,4 +382,36 @@ impl Table {
         }
         println!();
     }
+}
+
+/// `GET /health` over a fresh connection, read as `T`; a server that is not
+/// listening yet is an [`io::ErrorKind::ConnectionRefused`] error.
+pub fn get_health<T: serde::de::DeserializeOwned>(address: SocketAddr) -> io::Result<T> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(DEADLINE))?;
+    stream.set_nodelay(true)?;
+    write!(
+        stream,
+        "GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| invalid(format!("/health answered without headers: {text}")))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(invalid(format!("/health answered {head}")));
+    }
+    let health: serde_json::Value = serde_json::from_str(body)
+        .map_err(|error| invalid(format!("/health is not JSON ({error}): {body}")))?;
+    if health["status"] != "ok" {
+        return Err(invalid(format!("/health says status {}", health["status"])));
+    }
+    serde_json::from_value(health).map_err(|error| {
+        invalid(format!(
+            "/health is not the expected JSON ({error}): {body}"
+        ))
+    })
 }
