@@ -224,7 +224,8 @@ struct ServeArgs {
     #[arg(long, default_value_t = DEFAULT_CONTEXT_WINDOW)]
     context_window: u64,
 
-    /// Give up on a model that sends nothing for this many seconds.
+    /// Give up on a model that sends nothing for this many seconds
+    /// (keep-alive comments count as something).
     #[arg(long, value_name = "SECONDS", default_value_t = ModelSettings::default().idle_timeout.as_secs_f64())]
     model_idle_timeout: f64,
 

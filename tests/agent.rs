@@ -934,8 +934,9 @@ mod against_a_provider {
 
     use super::*;
     use support::fake_provider::{
-        FakeProvider, Part, Reply, Wire, anthropic_text_reply, openai_delta, openai_done,
-        openai_finish, openai_text_reply, openai_usage,
+        FakeProvider, Part, Reply, Wire, anthropic_message_end, anthropic_message_start,
+        anthropic_text_reply, anthropic_tool_block, openai_delta, openai_done, openai_finish,
+        openai_text_reply, openai_usage,
     };
 
     /// The `usage_update`s `session` received, as (used, size), in order.
@@ -973,6 +974,162 @@ mod against_a_provider {
     async fn server_on(provider: &FakeProvider) -> Server {
         let model = format!("local:{}/v1/fake-model", provider.url());
         Server::start_in(Home::new(), &["--model", &model]).await
+    }
+
+    /// A server in `home` whose model is `provider`, speaking `wire`.
+    async fn server_speaking(wire: Wire, provider: &FakeProvider, home: Home) -> Server {
+        let (model, env) = wire.model_spec(provider);
+        let mut command = home.command();
+        command
+            .args(["serve", "--port", "0", "--model", &model])
+            .envs(env);
+        Server::spawn(home, command).await
+    }
+
+    /// A reply that calls `name` with `arguments` under the provider's `id`.
+    fn openai_tool_reply(id: &str, name: &str, arguments: &str) -> Reply {
+        Reply::events([
+            openai_delta(json!({"role": "assistant", "content": null, "tool_calls": [
+                {"index": 0, "id": id, "type": "function",
+                 "function": {"name": name, "arguments": arguments}}
+            ]})),
+            openai_finish("tool_calls"),
+            openai_done(),
+        ])
+    }
+
+    /// The ids of the `tool_call`s among `notifications`, in order.
+    fn tool_call_ids(notifications: &[Value]) -> Vec<String> {
+        support::updates(notifications, "tool_call")
+            .iter()
+            .map(|call| call["toolCallId"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_tool_call_cut_off_by_the_output_limit_is_not_run_and_ends_the_turn() {
+        for wire in Wire::ALL {
+            let cut_off = r#"{"path": "notes.txt", "cont"#;
+            let first = match wire {
+                Wire::OpenAi => Reply::events([
+                    openai_delta(
+                        json!({"role": "assistant", "content": "Writing. ", "tool_calls": [
+                            {"index": 0, "id": "call_w", "type": "function",
+                             "function": {"name": "write_file", "arguments": cut_off}}
+                        ]}),
+                    ),
+                    openai_finish("length"),
+                    openai_done(),
+                ]),
+                Wire::Anthropic => {
+                    let mut events = vec![anthropic_message_start(10)];
+                    events.extend(anthropic_tool_block(0, "toolu_w", "write_file", &[cut_off]));
+                    events.extend(anthropic_message_end("max_tokens", 8192));
+                    Reply::events(events)
+                }
+            };
+            let provider =
+                FakeProvider::start([first, Reply::events(wire.text_reply(&["In parts, then."]))])
+                    .await;
+            let server = server_speaking(wire, &provider, Home::new()).await;
+            let notes = write_notes(&server, "keep\n");
+            let mut client = server.initialized().await;
+            let session = client.new_session(&server.home.workspace()).await;
+
+            let answer = client.prompt(&session, "rewrite the notes").await;
+            assert_eq!(
+                answer["result"]["stopReason"], "max_tokens",
+                "{wire:?}: {answer}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(&notes).unwrap(),
+                "keep\n",
+                "{wire:?}"
+            );
+            assert_eq!(
+                tool_call_ids(&client.notifications),
+                [] as [&str; 0],
+                "{wire:?}"
+            );
+
+            // The model hears why its call came to nothing.
+            let answer = client.prompt(&session, "what now?").await;
+            assert_eq!(
+                answer["result"]["stopReason"], "end_turn",
+                "{wire:?}: {answer}"
+            );
+            let requests = provider.requests();
+            assert_eq!(
+                requests.len(),
+                2,
+                "{wire:?}: the cut-off turn asked no more"
+            );
+            let told = requests[1].body["messages"].to_string();
+            assert!(
+                told.contains("not run: the reply was cut off at the output token limit"),
+                "{wire:?}: {told}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn tool_calls_the_provider_gives_one_id_stay_distinct_for_clients() {
+        // A local server that numbers every reply's calls from `call_0`.
+        let provider = FakeProvider::start([
+            openai_tool_reply("call_0", "read_file", r#"{"path": "notes.txt"}"#),
+            openai_tool_reply("call_0", "list_files", "{}"),
+            Reply::events(openai_text_reply(&["Read and listed."])),
+            openai_tool_reply("call_0", "read_file", r#"{"path": "notes.txt"}"#),
+            Reply::events(openai_text_reply(&["Read again."])),
+            openai_tool_reply("call_0", "list_files", "{}"),
+            Reply::events(openai_text_reply(&["Listed again."])),
+        ])
+        .await;
+        let server = server_speaking(Wire::OpenAi, &provider, Home::new()).await;
+        write_notes(&server, "hi\n");
+        let workspace = server.home.workspace();
+        let mut client = server.initialized().await;
+        let session = client.new_session(&workspace).await;
+        for prompt in ["look around", "look again"] {
+            let answer = client.prompt(&session, prompt).await;
+            assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+        }
+        let live = tool_call_ids(&client.notifications);
+        assert_eq!(live.len(), 3, "{live:?}");
+        assert_eq!(live[0], "call_0", "an id not used before is kept");
+        let distinct: std::collections::HashSet<&String> = live.iter().collect();
+        assert_eq!(distinct.len(), 3, "{live:?}");
+        for update in support::updates(&client.notifications, "tool_call_update") {
+            assert!(live.contains(&update["toolCallId"].as_str().unwrap().to_owned()));
+        }
+        // The model's own conversation keeps the provider's id.
+        let second = &provider.requests()[1].body["messages"];
+        assert_eq!(second[2]["tool_calls"][0]["id"], "call_0");
+        assert_eq!(second[3]["tool_call_id"], "call_0");
+        drop(client);
+
+        // After a restart, a replay shows each call on its own, and a new
+        // call still gets an id of its own.
+        let server = server_speaking(Wire::OpenAi, &provider, server.stop().await).await;
+        let mut client = server.initialized().await;
+        let loaded = client
+            .request(
+                "session/load",
+                json!({"sessionId": session, "cwd": workspace, "mcpServers": []}),
+            )
+            .await;
+        assert!(loaded.get("result").is_some(), "{loaded}");
+        let replayed = tool_call_ids(&client.notifications);
+        assert_eq!(replayed, live);
+        for call in support::updates(&client.notifications, "tool_call") {
+            assert_eq!(call["status"], "completed", "{call}");
+        }
+        client.notifications.clear();
+        let answer = client.prompt(&session, "once more").await;
+        assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+        let newest = tool_call_ids(&client.notifications);
+        assert_eq!(newest.len(), 1, "{newest:?}");
+        assert!(!live.contains(&newest[0]), "{newest:?} after {live:?}");
     }
 
     #[tokio::test]

@@ -318,6 +318,43 @@ async fn several_openai_tool_calls_in_one_message_come_out_in_order() {
 }
 
 #[tokio::test]
+async fn a_new_id_at_an_index_already_in_use_begins_another_tool_call() {
+    // Some servers give every call index 0; only the id tells them apart,
+    // whether the calls share a chunk or follow one another.
+    let call = |id: &str, name: &str, arguments: &str| {
+        json!({"index": 0, "id": id, "type": "function",
+               "function": {"name": name, "arguments": arguments}})
+    };
+    let fake = FakeProvider::start([Reply::events([
+        openai_delta(json!({"role": "assistant", "content": null, "tool_calls": [
+            call("x1", "read_file", "{\"path\": \"a.txt\"}"),
+            call("x2", "list_files", "{}"),
+        ]})),
+        openai_delta(json!({"tool_calls": [call("y1", "read_file", "{\"pa")]})),
+        openai_delta(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "th\": \"b.txt\"}"}}]}),
+        ),
+        openai_delta(json!({"tool_calls": [call("y1", "", "")]})),
+        openai_delta(json!({"tool_calls": [call("y2", "search", "{\"pattern\": \"x\"}")]})),
+        openai_finish("tool_calls"),
+        openai_done(),
+    ])])
+    .await;
+    let (events, error) = run(&*local_model(&fake, &settings()), ask("go")).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        events,
+        [
+            tool_call("x1", "read_file", json!({"path": "a.txt"})),
+            tool_call("x2", "list_files", json!({})),
+            tool_call("y1", "read_file", json!({"path": "b.txt"})),
+            tool_call("y2", "search", json!({"pattern": "x"})),
+            ModelEvent::Stop(Stop::Done),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn reasoning_of_either_spelling_becomes_thoughts() {
     let fake = FakeProvider::start([Reply::events([
         openai_delta(json!({"role": "assistant", "reasoning_content": "First, "})),
@@ -442,6 +479,26 @@ async fn a_429_is_retried_no_sooner_than_retry_after_asks() {
             waited >= Duration::from_secs(1),
             "{wire:?}: retried after {waited:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_punie_waits_fails_the_call_at_once() {
+    for wire in Wire::ALL {
+        let first = rate_limited(wire).with_header("retry-after", "3600");
+        let fake = FakeProvider::start([first, Reply::events(wire.text_reply(&["late"]))]).await;
+        // Waiting even the longest wait Punie allows would outlast the
+        // test's deadline.
+        let error = error_of(&*model_on(wire, &fake, &one_retry()), ask("x")).await;
+        assert_eq!(
+            error,
+            format!(
+                "{} is rate-limiting: it asks to wait 3600 s before trying again: \
+                 Rate limit reached (rate_limit_error)",
+                wire.peer_name()
+            )
+        );
+        assert_eq!(fake.requests().len(), 1, "{wire:?}: not retried");
     }
 }
 
@@ -640,7 +697,48 @@ async fn a_connection_closed_every_time_ends_the_call_after_the_retries() {
             error.contains("connection closed before message completed"),
             "{wire:?}: {error}"
         );
+        assert!(error.ends_with(" (after 1 retry)"), "{wire:?}: {error}");
         assert_eq!(fake.requests().len(), 2, "{wire:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_connection_reset_every_time_ends_the_call_saying_it_was_retried() {
+    for wire in Wire::ALL {
+        let fake = FakeProvider::start([Reply::Reset, Reply::Reset]).await;
+        let error = error_of(&*model_on(wire, &fake, &one_retry()), ask("x")).await;
+        assert!(error.ends_with(" (after 1 retry)"), "{wire:?}: {error}");
+        assert_eq!(fake.requests().len(), 2, "{wire:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_reply_that_is_not_streamed_is_named_and_not_retried() {
+    for wire in Wire::ALL {
+        let whole = Reply::status(
+            200,
+            json!({"id": "chatcmpl-1", "object": "chat.completion",
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                "finish_reason": "stop"}]}),
+        );
+        let refused = Reply::status(
+            200,
+            json!({"error": {"message": "streaming is disabled", "type": "invalid_request_error"}}),
+        );
+        let fake = FakeProvider::start([whole, refused]).await;
+        let model = model_on(wire, &fake, &one_retry());
+        let not_streamed = format!(
+            "{} did not stream its reply: it answered with application/json, not server-sent \
+             events (text/event-stream)",
+            wire.peer_name()
+        );
+        assert_eq!(error_of(&*model, ask("x")).await, not_streamed, "{wire:?}");
+        assert_eq!(
+            error_of(&*model, ask("x")).await,
+            format!("{not_streamed}: streaming is disabled (invalid_request_error)"),
+            "{wire:?}"
+        );
+        assert_eq!(fake.requests().len(), 2, "{wire:?}: neither was retried");
     }
 }
 
@@ -712,6 +810,37 @@ async fn a_stream_that_stalls_fails_after_the_idle_timeout() {
         assert_eq!(events, [text("Thinking")], "{wire:?}");
         let error = gave_up_waiting(wire, error);
         assert!(error.contains("--model-idle-timeout"), "{wire:?}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn keep_alive_comments_hold_off_the_idle_timeout() {
+    for wire in Wire::ALL {
+        // A slow reasoning model: nothing but comments for three times the
+        // idle timeout, each well within it, then the answer.
+        let settings = ModelSettings {
+            idle_timeout: Duration::from_millis(500),
+            ..settings()
+        };
+        let mut parts = Vec::new();
+        for comment in [": keep-alive", ": OPENROUTER PROCESSING"].repeat(5) {
+            parts.push(Part::Pause(Duration::from_millis(150)));
+            parts.push(Part::Send(format!("{comment}\n\n")));
+        }
+        parts.extend(
+            wire.text_reply(&["Worth the wait."])
+                .into_iter()
+                .map(Part::Send),
+        );
+        let fake = FakeProvider::start([Reply::Stream(parts)]).await;
+        let started = std::time::Instant::now();
+        let (events, error) = run(&*model_on(wire, &fake, &settings), ask("x")).await;
+        assert!(error.is_none(), "{wire:?}: {error:?}");
+        assert_eq!(events.first(), Some(&text("Worth the wait.")), "{wire:?}");
+        assert!(
+            started.elapsed() > settings.idle_timeout,
+            "{wire:?}: the stream outlasted the idle timeout"
+        );
     }
 }
 
@@ -816,8 +945,12 @@ async fn lm_studio_is_named_when_its_server_is_down_or_lacks_the_model() {
     let error = error_of(&lm_studio(&format!("{}/v1", fake.url())), ask("x")).await;
     assert_eq!(
         error,
-        "Model \"qwen3\" not found (invalid_request_error) — is the model name `qwen3` right? \
-         (`lms ls` lists the models LM Studio has)"
+        format!(
+            "Model \"qwen3\" not found (invalid_request_error) — POST {}/v1/chat/completions: \
+             is the model name `qwen3` right? (`lms ls` lists the models LM Studio has) If it \
+             is, check the base URL",
+            fake.url()
+        )
     );
 }
 
@@ -858,8 +991,38 @@ async fn refused_keys_and_unknown_models_are_worded_for_a_person() {
     );
     assert_eq!(
         error_of(&*model, ask("x")).await,
-        "The model `gpt-nope` does not exist or you do not have access to it. \
-         (invalid_request_error) — is the model name `gpt-nope` right?"
+        format!(
+            "The model `gpt-nope` does not exist or you do not have access to it. \
+             (invalid_request_error) — POST {base}/chat/completions: is the model name \
+             `gpt-nope` right? If it is, check the base URL (OPENAI_BASE_URL)"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_404_without_a_message_names_the_url_it_called() {
+    // A base URL without its `/v1`: the server knows no such path.
+    let fake = FakeProvider::start([Reply::Status {
+        status: 404,
+        headers: Vec::new(),
+        body: String::new(),
+    }])
+    .await;
+    let model = model_with(
+        "openai:gpt-4o",
+        &settings(),
+        &[
+            ("OPENAI_BASE_URL", &fake.url()),
+            ("OPENAI_API_KEY", "sk-test"),
+        ],
+    );
+    assert_eq!(
+        error_of(&*model, ask("x")).await,
+        format!(
+            "OpenAI answered 404 Not Found — POST {}/chat/completions: is the model name \
+             `gpt-4o` right? If it is, check the base URL (OPENAI_BASE_URL)",
+            fake.url()
+        )
     );
 }
 

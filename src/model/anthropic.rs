@@ -71,6 +71,7 @@ impl AnthropicModel {
             not_running_hint: None,
             key_variable: Some(KEY_VARIABLE),
             missing_model_hint: None,
+            base_url_source: Some("ANTHROPIC_BASE_URL"),
         };
         Ok(Self {
             id: format!("anthropic:{model}"),
@@ -548,6 +549,7 @@ mod tests {
             not_running_hint: None,
             key_variable: None,
             missing_model_hint: None,
+            base_url_source: None,
         }));
         let mut out = Vec::new();
         for data in [

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use eventsource_stream::{Event, EventStreamError, Eventsource as _};
 use futures::StreamExt as _;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
@@ -22,7 +22,8 @@ use super::{ModelError, ModelEvent, ModelSettings, ModelStream};
 /// How long connecting to a model server may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The longest wait between attempts, whatever a `Retry-After` header asks.
+/// The longest wait between attempts. A `Retry-After` asking for more fails
+/// the call at once, saying so, rather than waiting that long in silence.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 /// How much of an error body that is not JSON goes into an error message.
@@ -44,6 +45,9 @@ pub(crate) struct Peer {
     pub key_variable: Option<&'static str>,
     /// Extra advice after a 404, e.g. how to download the model.
     pub missing_model_hint: Option<String>,
+    /// Where the person sets the base URL, for a 404's hint: an environment
+    /// variable, or the model spec. `None` when it is fixed.
+    pub base_url_source: Option<&'static str>,
 }
 
 /// One POST that answers with an event stream.
@@ -167,29 +171,27 @@ pub(crate) fn model_stream<D: Decoder>(
                     retries_done += 1;
                     continue 'attempts;
                 }
-                Err(failure) if failure.answered => {
+                Err(failure) => {
                     yield Err(after_retries(failure.error, retries_done));
                     return;
                 }
-                Err(failure) => {
-                    yield Err(failure.error);
-                    return;
-                }
             };
-            let mut events = response.bytes_stream().eventsource();
+            let bytes = idle_limited(response.bytes_stream(), settings.idle_timeout);
+            let mut events = std::pin::pin!(bytes.eventsource());
             let mut decoder = new_decoder();
             // What this attempt decoded, held until the answer begins.
             let mut held = Vec::new();
             let failure = loop {
-                let next = tokio::time::timeout(settings.idle_timeout, events.next()).await;
-                let (decoded, ended) = match next {
-                    Err(_elapsed) => (Err(idle_error(&peer, settings.idle_timeout).into()), false),
-                    Ok(None) => (decoder.finish(&mut held), true),
-                    Ok(Some(Ok(event))) => (decoder.decode(&event, &mut held), false),
-                    Ok(Some(Err(error))) => {
-                        let transient = matches!(&error, EventStreamError::Transport(error) if is_dropped(error));
-                        let error = DecodeError { error: stream_error(&peer, &error), transient };
-                        (Err(error), false)
+                let (decoded, ended) = match events.next().await {
+                    None => (decoder.finish(&mut held), true),
+                    Some(Ok(event)) => (decoder.decode(&event, &mut held), false),
+                    Some(Err(error)) => {
+                        let transient = matches!(
+                            &error,
+                            EventStreamError::Transport(Transport::Http(error)) if is_dropped(error)
+                        );
+                        let error = stream_error(&peer, &error, settings.idle_timeout);
+                        (Err(DecodeError { error, transient }), false)
                     }
                 };
                 let stopped = held.iter().any(|event| matches!(event, ModelEvent::Stop(_)));
@@ -221,12 +223,7 @@ pub(crate) fn model_stream<D: Decoder>(
             for model_event in held.drain(..) {
                 yield Ok(model_event);
             }
-            let error = if failure.transient && !decoder.started() {
-                after_retries(failure.error, retries_done)
-            } else {
-                failure.error
-            };
-            yield Err(error);
+            yield Err(after_retries(failure.error, retries_done));
             return;
         }
     }
@@ -255,10 +252,19 @@ struct Failure {
     error: ModelError,
     /// A 429, a 5xx, or a connection dropped before the answer.
     retryable: bool,
-    /// The wait the server asked for before the next attempt.
+    /// The wait the server asked for before the next attempt, never more
+    /// than [`MAX_RETRY_WAIT`]: a longer one fails the call at once.
     retry_after: Option<Duration>,
-    /// Whether the server answered (with an error status) rather than not at all.
-    answered: bool,
+}
+
+impl Failure {
+    fn last(error: ModelError) -> Self {
+        Self {
+            error,
+            retryable: false,
+            retry_after: None,
+        }
+    }
 }
 
 /// `error`, saying how often the request was retried, if it was.
@@ -274,7 +280,7 @@ fn after_retries(error: ModelError, retries_done: u32) -> ModelError {
     }
 }
 
-/// Send `call` and wait for a successful status.
+/// Send `call` and wait for a successful status and an event stream.
 async fn open(
     client: &reqwest::Client,
     call: &Call,
@@ -287,43 +293,100 @@ async fn open(
         .body(call.body.to_string())
         .send();
     let response = match tokio::time::timeout(idle_timeout, request).await {
-        Err(_elapsed) => {
-            return Err(Failure {
-                error: idle_error(peer, idle_timeout),
-                retryable: false,
-                retry_after: None,
-                answered: false,
-            });
-        }
+        Err(_elapsed) => return Err(Failure::last(idle_error(peer, idle_timeout))),
         Ok(Err(error)) => {
             // A refused connection means nothing listens: waiting rarely helps,
             // and the person should hear so at once. A dropped one may be passing.
             return Err(Failure {
                 retryable: is_dropped(&error),
                 retry_after: None,
-                answered: false,
                 error: request_error(peer, &error),
             });
         }
         Ok(Ok(response)) => response,
     };
     let status = response.status();
-    if status.is_success() {
+    let not_streamed = not_an_event_stream(response.headers());
+    if status.is_success() && not_streamed.is_none() {
         return Ok(response);
     }
     let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
     let retry_after = retry_after(response.headers());
-    // The error body is small; it may still never come, so the idle timeout holds.
+    // The body is small; it may still never come, so the idle timeout holds.
     let body = match tokio::time::timeout(idle_timeout, response.text()).await {
         Ok(Ok(body)) => body,
         Ok(Err(_)) | Err(_) => String::new(),
     };
-    Err(Failure {
-        error: status_error(peer, status, &body),
-        retryable,
-        retry_after,
-        answered: true,
-    })
+    if status.is_success() {
+        // A whole reply in one piece: asking again gets the same.
+        let content_type = not_streamed.unwrap_or_default();
+        return Err(Failure::last(not_streamed_error(
+            peer,
+            &content_type,
+            &body,
+        )));
+    }
+    match retry_after {
+        // Retrying sooner than asked only earns another refusal; waiting that
+        // long in silence looks like a hang. The person decides.
+        Some(wait) if retryable && wait > MAX_RETRY_WAIT => {
+            Err(Failure::last(wait_asked_error(peer, status, wait, &body)))
+        }
+        _ => Err(Failure {
+            error: status_error(peer, &call.url, status, &body),
+            retryable,
+            retry_after,
+        }),
+    }
+}
+
+/// The media type of a successful answer that is not an event stream: JSON
+/// (a server that ignores `stream: true`, or a proxy's answer) or an HTML
+/// page. A missing or other type is read as events, as some servers label
+/// their streams loosely.
+fn not_an_event_stream(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let refused =
+        essence == "application/json" || essence.ends_with("+json") || essence == "text/html";
+    refused.then_some(essence)
+}
+
+/// A success that carried a whole reply, or an error, instead of a stream.
+fn not_streamed_error(peer: &Peer, content_type: &str, body: &str) -> ModelError {
+    let said = serde_json::from_str::<Value>(body)
+        .ok()
+        .filter(|value| value.get("error").is_some())
+        .and_then(|value| json_error_message(&value))
+        .map(|message| format!(": {message}"))
+        .unwrap_or_default();
+    ModelError::Provider(format!(
+        "{} did not stream its reply: it answered with {content_type}, not server-sent events \
+         (text/event-stream){said}",
+        peer.name
+    ))
+}
+
+/// A 429 or 5xx whose `Retry-After` asks for longer than Punie waits.
+fn wait_asked_error(peer: &Peer, status: StatusCode, wait: Duration, body: &str) -> ModelError {
+    let state = if status == StatusCode::TOO_MANY_REQUESTS {
+        "is rate-limiting".to_owned()
+    } else {
+        format!("is unavailable ({})", describe_status(status))
+    };
+    let said = error_message(body)
+        .map(|message| format!(": {message}"))
+        .unwrap_or_default();
+    ModelError::Provider(format!(
+        "{} {state}: it asks to wait {} s before trying again{said}",
+        peer.name,
+        wait.as_secs_f64().ceil()
+    ))
 }
 
 /// The wait before retry number `retries_done + 1`.
@@ -344,7 +407,39 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .parse()
         .ok()?;
     (seconds.is_finite() && seconds >= 0.0)
-        .then(|| Duration::from_secs_f64(seconds.min(MAX_RETRY_WAIT.as_secs_f64())))
+        .then(|| Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
+}
+
+/// Why the bytes of an event stream stopped coming.
+#[derive(Debug)]
+enum Transport {
+    Http(reqwest::Error),
+    /// Nothing came for the idle timeout.
+    Idle,
+}
+
+/// `bytes`, ending with [`Transport::Idle`] once nothing has come for
+/// `idle_timeout`. Timed below the event parser, so that whatever the server
+/// sends counts — SSE comments too (`: keep-alive`, OpenRouter's
+/// `: OPENROUTER PROCESSING`), which slow reasoning models are kept alive by
+/// and which never become events.
+fn idle_limited<B: Send + 'static>(
+    bytes: impl futures::Stream<Item = Result<B, reqwest::Error>> + Send + 'static,
+    idle_timeout: Duration,
+) -> impl futures::Stream<Item = Result<B, Transport>> + Send + 'static {
+    async_stream::stream! {
+        let mut bytes = std::pin::pin!(bytes);
+        loop {
+            match tokio::time::timeout(idle_timeout, bytes.next()).await {
+                Err(_elapsed) => {
+                    yield Err(Transport::Idle);
+                    return;
+                }
+                Ok(None) => return,
+                Ok(Some(chunk)) => yield chunk.map_err(Transport::Http),
+            }
+        }
+    }
 }
 
 fn is_refused_or_reset(error: &reqwest::Error) -> bool {
@@ -444,10 +539,15 @@ fn request_error(peer: &Peer, error: &reqwest::Error) -> ModelError {
     ModelError::Provider(message)
 }
 
-/// An event stream that broke after it started.
-fn stream_error(peer: &Peer, error: &EventStreamError<reqwest::Error>) -> ModelError {
+/// An event stream that broke, or went silent, after it started.
+fn stream_error(
+    peer: &Peer,
+    error: &EventStreamError<Transport>,
+    idle_timeout: Duration,
+) -> ModelError {
     let reason = match error {
-        EventStreamError::Transport(error) => root_cause(error),
+        EventStreamError::Transport(Transport::Idle) => return idle_error(peer, idle_timeout),
+        EventStreamError::Transport(Transport::Http(error)) => root_cause(error),
         EventStreamError::Utf8(error) => format!("it sent text that is not UTF-8 ({error})"),
         EventStreamError::Parser(error) => {
             format!("it sent malformed server-sent events ({error})")
@@ -456,8 +556,8 @@ fn stream_error(peer: &Peer, error: &EventStreamError<reqwest::Error>) -> ModelE
     ModelError::Provider(format!("the stream from {} broke: {reason}", peer.name))
 }
 
-/// An HTTP answer other than success.
-fn status_error(peer: &Peer, status: StatusCode, body: &str) -> ModelError {
+/// An HTTP answer other than success to a request to `url`.
+fn status_error(peer: &Peer, url: &Url, status: StatusCode, body: &str) -> ModelError {
     let code = status.as_u16();
     let message = error_message(body);
     let said = message
@@ -473,13 +573,23 @@ fn status_error(peer: &Peer, status: StatusCode, body: &str) -> ModelError {
             format!("{} refused the API key ({code}){said}{check}", peer.name)
         }
         StatusCode::NOT_FOUND => {
+            // A wrong model and a wrong base URL (one missing its `/v1`, say)
+            // both answer 404, often in the same words.
             let what = message.unwrap_or_else(|| format!("{} answered 404 Not Found", peer.name));
             let extra = peer
                 .missing_model_hint
                 .as_deref()
                 .map(|hint| format!(" ({hint})"))
                 .unwrap_or_default();
-            format!("{what} — is the model name `{}` right?{extra}", peer.model)
+            let base = peer
+                .base_url_source
+                .map(|source| format!(" ({source})"))
+                .unwrap_or_default();
+            format!(
+                "{what} — POST {url}: is the model name `{}` right?{extra} If it is, check \
+                 the base URL{base}",
+                peer.model
+            )
         }
         _ => format!("{} answered {}{said}", peer.name, describe_status(status)),
     };
@@ -602,6 +712,7 @@ mod tests {
             not_running_hint: Some("is Ollama running?"),
             key_variable: None,
             missing_model_hint: Some("`ollama pull qwen3` downloads it".to_owned()),
+            base_url_source: Some("OLLAMA_HOST"),
         }
     }
 
@@ -641,29 +752,54 @@ mod tests {
 
     #[test]
     fn status_errors_say_what_to_check() {
-        let unauthorized = status_error(&peer(), StatusCode::UNAUTHORIZED, r#"{"error":"no"}"#);
+        let url = Url::parse("http://127.0.0.1:11434/v1/chat/completions").expect("a URL");
+        let error = |status: StatusCode, body: &str| status_error(&peer(), &url, status, body);
+        let unauthorized = error(StatusCode::UNAUTHORIZED, r#"{"error":"no"}"#);
         assert_eq!(
             unauthorized.to_string(),
             "Ollama refused the API key (401): no"
         );
-        let missing = status_error(
-            &peer(),
-            StatusCode::NOT_FOUND,
-            r#"{"error":"model not found"}"#,
-        );
+        let missing = error(StatusCode::NOT_FOUND, r#"{"error":"model not found"}"#);
         assert_eq!(
             missing.to_string(),
-            "model not found — is the model name `qwen3` right? (`ollama pull qwen3` downloads it)"
+            "model not found — POST http://127.0.0.1:11434/v1/chat/completions: is the model \
+             name `qwen3` right? (`ollama pull qwen3` downloads it) If it is, check the base URL \
+             (OLLAMA_HOST)"
         );
-        let teapot = status_error(&peer(), StatusCode::BAD_REQUEST, "");
+        let teapot = error(StatusCode::BAD_REQUEST, "");
         assert_eq!(teapot.to_string(), "Ollama answered 400 Bad Request");
         let overloaded = StatusCode::from_u16(529).expect("a status");
-        let overloaded = status_error(&peer(), overloaded, r#"{"error":"busy"}"#);
+        let overloaded = error(overloaded, r#"{"error":"busy"}"#);
         assert_eq!(overloaded.to_string(), "Ollama answered 529: busy");
     }
 
     #[test]
-    fn waits_double_and_respect_retry_after_up_to_a_cap() {
+    fn a_wait_longer_than_punie_waits_is_reported_with_the_providers_words() {
+        let limited = wait_asked_error(
+            &peer(),
+            StatusCode::TOO_MANY_REQUESTS,
+            Duration::from_secs(3600),
+            r#"{"error":"slow down"}"#,
+        );
+        assert_eq!(
+            limited.to_string(),
+            "Ollama is rate-limiting: it asks to wait 3600 s before trying again: slow down"
+        );
+        let down = wait_asked_error(
+            &peer(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_millis(90_500),
+            "",
+        );
+        assert_eq!(
+            down.to_string(),
+            "Ollama is unavailable (503 Service Unavailable): it asks to wait 91 s before trying \
+             again"
+        );
+    }
+
+    #[test]
+    fn waits_double_up_to_a_cap_and_respect_retry_after() {
         let settings = ModelSettings {
             retry_backoff: Duration::from_millis(100),
             ..ModelSettings::default()
@@ -677,7 +813,9 @@ mod tests {
         );
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, "3600".parse().expect("a header value"));
-        assert_eq!(retry_after(&headers), Some(MAX_RETRY_WAIT));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3600)));
+        headers.insert(RETRY_AFTER, "1e300".parse().expect("a header value"));
+        assert_eq!(retry_after(&headers), Some(Duration::MAX));
         headers.insert(RETRY_AFTER, "2".parse().expect("a header value"));
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
         headers.insert(

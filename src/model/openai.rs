@@ -4,11 +4,12 @@
 //!
 //! This module owns the request body (messages, tool calls, tool results,
 //! tools, stream flags), the decoding of `chat.completion.chunk` events into
-//! [`ModelEvent`]s (tool-call arguments assembled by `index`), and where each
-//! kind of server lives by default. HTTP, retries, timeouts and error wording
-//! are [`super::http`]'s; it must not read the environment (`from_spec` does).
+//! [`ModelEvent`]s (tool-call arguments assembled by `index` and id), and
+//! where each kind of server lives by default. HTTP, retries, timeouts and
+//! error wording are [`super::http`]'s; it must not read the environment
+//! (`from_spec` does).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use eventsource_stream::Event;
@@ -83,6 +84,16 @@ impl OpenAiServer {
         }
     }
 
+    /// Where the base URL comes from, for a 404's hint.
+    fn base_url_source(self) -> Option<&'static str> {
+        match self {
+            Self::OpenAi => Some("OPENAI_BASE_URL"),
+            Self::Ollama => Some("OLLAMA_HOST"),
+            Self::LmStudio => None,
+            Self::Local => Some("the URL in `local:URL/MODEL`"),
+        }
+    }
+
     fn missing_model_hint(self, model: &str, base_url: &Url) -> Option<String> {
         match self {
             Self::OpenAi => None,
@@ -144,6 +155,7 @@ impl OpenAiModel {
             not_running_hint: server.not_running_hint(),
             key_variable: Some(server.key_variable()),
             missing_model_hint: server.missing_model_hint(model, &base_url),
+            base_url_source: server.base_url_source(),
         };
         Ok(Self {
             id,
@@ -438,7 +450,10 @@ struct PartialCall {
 /// `[DONE]` so that the usage chunk that follows the finish comes before it.
 struct ChunkDecoder {
     peer: Arc<Peer>,
-    calls: BTreeMap<usize, PartialCall>,
+    /// Tool calls in the order they began.
+    calls: Vec<PartialCall>,
+    /// For each wire `index`, which of `calls` its pieces now continue.
+    slots: HashMap<usize, usize>,
     stop: Option<Stop>,
     refused: bool,
     /// Text, reasoning or a piece of a tool call has arrived.
@@ -449,19 +464,41 @@ impl ChunkDecoder {
     fn new(peer: Arc<Peer>) -> Self {
         Self {
             peer,
-            calls: BTreeMap::new(),
+            calls: Vec::new(),
+            slots: HashMap::new(),
             stop: None,
             refused: false,
             started: false,
         }
     }
 
+    /// Add a piece to the call it continues, or begin a new call. A piece
+    /// continues the call at its `index` (the latest call, from a server that
+    /// omits `index`) unless it carries an id other than that call's: some
+    /// servers give every call index 0, and only the id tells them apart.
     fn add_tool_call_piece(&mut self, piece: ToolCallDelta) {
-        let index = piece
-            .index
-            .unwrap_or_else(|| self.slot_without_index(&piece));
-        let call = self.calls.entry(index).or_default();
-        if let Some(id) = piece.id.filter(|id| !id.is_empty()) {
+        let id = piece.id.filter(|id| !id.is_empty());
+        let current = match piece.index {
+            Some(index) => self.slots.get(&index).copied(),
+            None => self.calls.len().checked_sub(1),
+        };
+        let continues = |at: usize| match &id {
+            Some(id) => self.calls[at].id.is_empty() || self.calls[at].id == *id,
+            None => true,
+        };
+        let at = match current {
+            Some(at) if continues(at) => at,
+            _ => {
+                self.calls.push(PartialCall::default());
+                let at = self.calls.len() - 1;
+                if let Some(index) = piece.index {
+                    self.slots.insert(index, at);
+                }
+                at
+            }
+        };
+        let call = &mut self.calls[at];
+        if let Some(id) = id {
             call.id = id;
         }
         if let Some(function) = piece.function {
@@ -474,18 +511,9 @@ impl ChunkDecoder {
         }
     }
 
-    /// Where a piece from a server that omits `index` belongs: a new id starts
-    /// a new call; anything else continues the latest.
-    fn slot_without_index(&self, piece: &ToolCallDelta) -> usize {
-        match (self.calls.last_key_value(), piece.id.as_deref()) {
-            (None, _) => 0,
-            (Some((&last, call)), Some(id)) if !id.is_empty() && id != call.id => last + 1,
-            (Some((&last, _)), _) => last,
-        }
-    }
-
     fn flush_tool_calls(&mut self, out: &mut Vec<ModelEvent>) {
-        for (_, call) in std::mem::take(&mut self.calls) {
+        self.slots.clear();
+        for call in std::mem::take(&mut self.calls) {
             let id = if call.id.is_empty() {
                 format!("call_{}", uuid::Uuid::new_v4().simple())
             } else {
@@ -659,6 +687,7 @@ mod tests {
             not_running_hint: None,
             key_variable: None,
             missing_model_hint: None,
+            base_url_source: None,
         })
     }
 

@@ -43,12 +43,11 @@ pub struct ScriptModel {
     responses: Arc<Vec<Vec<ScriptEvent>>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum ScriptFile {
-    Responses(Vec<Vec<ScriptEvent>>),
-    Wrapped { responses: Vec<Vec<ScriptEvent>> },
-}
+/// The events a script may hold, for errors about one that is not.
+const EVENT_FORMS: &str = r#"{"text": "…"}, {"thought": "…"}, {"tool_call": {"id"?, "name", "arguments"?}}, {"usage": {"input_tokens", "output_tokens"}}, {"stop": "end_turn" | "max_tokens" | "refusal"}, {"pause_ms": N}, {"error": "…"}"#;
+
+/// How much of a bad event an error quotes.
+const QUOTE_LIMIT: usize = 200;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -89,21 +88,76 @@ impl ScriptModel {
                 path.display()
             ))
         })?;
-        let file: ScriptFile = serde_json::from_str(&text).map_err(|error| {
+        let responses = parse(&text).map_err(|problem| {
             ModelError::Setup(format!(
-                "{} is not a model script ({error}); see the script: model in the README",
+                "{} is not a model script: {problem}; see the script: model in the README",
                 path.display()
             ))
         })?;
-        let responses = match file {
-            ScriptFile::Responses(responses) | ScriptFile::Wrapped { responses } => responses,
-        };
         Ok(Self {
             id: format!("script:{}", path.display()),
             path: path.to_owned(),
             responses: Arc::new(responses),
         })
     }
+}
+
+/// The responses of a script, or what is wrong with it and where. Read event
+/// by event rather than as one typed document, so that an error names the
+/// response and event at fault instead of the file's outermost shape.
+fn parse(text: &str) -> Result<Vec<Vec<ScriptEvent>>, String> {
+    let shape = || {
+        "it should be a list of responses, each a list of events, or {\"responses\": [...]}"
+            .to_owned()
+    };
+    let file: Value =
+        serde_json::from_str(text).map_err(|error| format!("it is not JSON ({error})"))?;
+    let responses = match &file {
+        Value::Array(responses) => responses,
+        Value::Object(fields) => match fields.get("responses") {
+            Some(Value::Array(responses)) => responses,
+            _ => return Err(shape()),
+        },
+        _ => return Err(shape()),
+    };
+    responses
+        .iter()
+        .enumerate()
+        .map(|(response, events)| {
+            let Value::Array(events) = events else {
+                return Err(format!(
+                    "response {} is {}, not a list of events",
+                    response + 1,
+                    quote(events)
+                ));
+            };
+            events
+                .iter()
+                .enumerate()
+                .map(|(number, event)| {
+                    ScriptEvent::deserialize(event).map_err(|error| {
+                        format!(
+                            "event {} of response {} is {}, which is not an event ({error}); \
+                             the events are {EVENT_FORMS}",
+                            number + 1,
+                            response + 1,
+                            quote(event)
+                        )
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `value` as JSON, shortened to what an error can quote.
+fn quote(value: &Value) -> String {
+    let mut text = value.to_string();
+    if let Some((end, _)) = text.char_indices().nth(QUOTE_LIMIT) {
+        text.truncate(end);
+        text.push('…');
+    }
+    format!("`{text}`")
 }
 
 impl Model for ScriptModel {
@@ -217,5 +271,26 @@ mod tests {
         let error = ScriptModel::load(&path).unwrap_err();
         assert!(error.to_string().contains("not a model script"), "{error}");
         assert!(ScriptModel::load(&dir.path().join("missing.json")).is_err());
+    }
+
+    #[test]
+    fn a_bad_event_is_named_with_where_it_is_and_what_would_do() {
+        let error = |json: &str| parse(json).unwrap_err();
+        let typo = error(r#"{"responses": [[{"text": "a"}], [{"text": "b"}, {"txet": "c"}]]}"#);
+        assert!(
+            typo.starts_with(r#"event 2 of response 2 is `{"txet":"c"}`, which is not an event"#),
+            "{typo}"
+        );
+        assert!(typo.contains("unknown variant `txet`"), "{typo}");
+        assert!(typo.contains(EVENT_FORMS), "{typo}");
+        let missing = error(r#"[[{"tool_call": {"arguments": {}}}]]"#);
+        assert!(missing.starts_with("event 1 of response 1 is"), "{missing}");
+        assert!(missing.contains("missing field `name`"), "{missing}");
+        assert_eq!(
+            error(r#"[{"text": "a"}]"#),
+            r#"response 1 is `{"text":"a"}`, not a list of events"#
+        );
+        assert!(error(r#"{"turns": []}"#).contains("a list of responses"));
+        assert!(error("[[").starts_with("it is not JSON"));
     }
 }

@@ -233,16 +233,22 @@ pub fn unfinished_turn_messages(entries: &[Entry]) -> Vec<Message> {
         .collect();
 
     let mut owed = Vec::new();
-    if let Some(calls) = messages
-        .iter()
-        .rev()
-        .find_map(|(_, message)| match message {
-            Message::Assistant { tool_calls, .. } if !tool_calls.is_empty() => Some(tool_calls),
-            _ => None,
-        })
+    if let Some((asked, calls)) =
+        messages
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(at, (_, message))| match message {
+                Message::Assistant { tool_calls, .. } if !tool_calls.is_empty() => {
+                    Some((at, tool_calls))
+                }
+                _ => None,
+            })
     {
         for call in calls {
-            let answered = messages.iter().any(|(_, message)| {
+            // Only an answer after the call counts: a provider may reuse an
+            // id an earlier round's call had.
+            let answered = messages[asked + 1..].iter().any(|(_, message)| {
                 matches!(message, Message::ToolResult { call_id, .. } if *call_id == call.id)
             });
             if !answered {
@@ -364,8 +370,30 @@ mod tests {
             message(Message::user("go")),
             message(Message::Assistant {
                 text: String::new(),
-                tool_calls: vec![call],
+                tool_calls: vec![call.clone()],
             }),
+        ]);
+        let owed = unfinished_turn_messages(&stored);
+        assert!(matches!(&owed[..], [Message::ToolResult { call_id, .. }] if call_id == "c1"));
+
+        // The same id again in the next round: the earlier answer is not its.
+        let asked = || {
+            message(Message::Assistant {
+                text: String::new(),
+                tool_calls: vec![call.clone()],
+            })
+        };
+        let stored = entries(vec![
+            (EntryKind::TurnStarted, "1".into()),
+            message(Message::user("go")),
+            asked(),
+            message(Message::ToolResult {
+                call_id: "c1".into(),
+                name: "read_file".into(),
+                content: "text".into(),
+                is_error: false,
+            }),
+            asked(),
         ]);
         let owed = unfinished_turn_messages(&stored);
         assert!(matches!(&owed[..], [Message::ToolResult { call_id, .. }] if call_id == "c1"));

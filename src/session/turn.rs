@@ -2,11 +2,12 @@
 //! stops, the turn is cancelled, or it has used up its rounds of tool calls.
 //! What the model produces reaches the client as it arrives.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use agent_client_protocol::v1::schema::{
     ContentBlock, ContentChunk, SessionId, SessionInfoUpdate, SessionUpdate, StopReason,
-    ToolCallContent, ToolCallStatus, ToolCallUpdate, ToolCallUpdateFields, UsageUpdate,
+    ToolCallContent, ToolCallId, ToolCallStatus, ToolCallUpdate, ToolCallUpdateFields, UsageUpdate,
 };
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,11 @@ use crate::tools::{self, ClientPort, ToolContext, ToolOutcome};
 
 /// What the model is told about a tool call the turn never got to.
 const NOT_RUN: &str = "not run: the user cancelled the turn";
+
+/// What the model is told about the tool calls of a reply cut off by its
+/// output limit.
+const CUT_OFF: &str = "not run: the reply was cut off at the output token limit, so its tool \
+                       calls may be incomplete; the turn ended";
 
 /// Why a turn ended without a stop reason.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +42,8 @@ pub struct Turn {
     number: usize,
     /// The conversation, growing as the turn goes on.
     messages: Arc<Vec<Message>>,
+    /// The provider's id of every tool call in the conversation.
+    call_ids: HashSet<String>,
     new_title: Option<String>,
     cancel: CancellationToken,
     recorded: bool,
@@ -44,10 +52,20 @@ pub struct Turn {
 /// What one call of the model produced.
 struct Round {
     text: String,
-    tool_calls: Vec<ToolCall>,
+    tool_calls: Vec<Requested>,
     stop: Stop,
     /// The turn was cancelled (or the client left) while the model spoke.
     cancelled: bool,
+}
+
+/// A tool call the model asked for.
+struct Requested {
+    /// As the provider sent it; the model's conversation refers to its id.
+    call: ToolCall,
+    /// The id clients know the call by, unique in the session: clients (and
+    /// the replay) key tool calls by it, and some providers repeat their ids
+    /// (local servers that number every reply's calls from `call_0`).
+    client_id: ToolCallId,
 }
 
 impl Turn {
@@ -59,10 +77,20 @@ impl Turn {
         new_title: Option<String>,
         cancel: CancellationToken,
     ) -> Self {
+        let call_ids = messages
+            .iter()
+            .filter_map(|message| match message {
+                Message::Assistant { tool_calls, .. } => Some(tool_calls),
+                _ => None,
+            })
+            .flatten()
+            .map(|call| call.id.clone())
+            .collect();
         let mut turn = Self {
             port,
             number,
             messages,
+            call_ids,
             new_title,
             cancel,
             recorded: false,
@@ -122,7 +150,7 @@ impl Turn {
             } = round;
             self.push(Message::Assistant {
                 text,
-                tool_calls: tool_calls.clone(),
+                tool_calls: tool_calls.iter().map(|asked| asked.call.clone()).collect(),
             });
             if cancelled {
                 self.skip(&tool_calls);
@@ -131,8 +159,15 @@ impl Turn {
             if tool_calls.is_empty() {
                 return Ok(stop_reason(stop));
             }
-            for (done, call) in tool_calls.iter().enumerate() {
-                match tools::run(&context, call).await {
+            if stop == Stop::MaxTokens {
+                // The last call's arguments were cut off, and whatever the
+                // model meant to do after its calls went unsaid: run none.
+                self.answer_unrun(&tool_calls, CUT_OFF);
+                return Ok(StopReason::MaxTokens);
+            }
+            for (done, asked) in tool_calls.iter().enumerate() {
+                let call = &asked.call;
+                match tools::run(&context, call, asked.client_id.clone()).await {
                     ToolOutcome::Result { content, is_error } => self.push(Message::ToolResult {
                         call_id: call.id.clone(),
                         name: call.name.clone(),
@@ -140,7 +175,7 @@ impl Turn {
                         is_error,
                     }),
                     ToolOutcome::Cancelled => {
-                        self.explain_cancel(call);
+                        self.explain_cancel(asked);
                         self.skip(&tool_calls[done..]);
                         return Ok(StopReason::Cancelled);
                     }
@@ -156,7 +191,7 @@ impl Turn {
 
     /// Call the model once, passing on what it says as it says it.
     async fn ask_model(&mut self, client: &SessionPort) -> Result<Round, TurnError> {
-        let session = &self.port.session;
+        let session = self.port.session.clone();
         let request = ModelRequest {
             system: session.system_prompt.clone(),
             messages: self.messages.clone(),
@@ -192,7 +227,9 @@ impl Turn {
                     continue;
                 }
                 Some(Ok(ModelEvent::ToolCall(call))) => {
-                    round.tool_calls.push(with_id(call));
+                    let call = with_id(call);
+                    let client_id = self.client_id(&call);
+                    round.tool_calls.push(Requested { call, client_id });
                     continue;
                 }
                 Some(Ok(ModelEvent::Text(text))) => {
@@ -221,15 +258,30 @@ impl Turn {
         Arc::make_mut(&mut self.messages).push(message);
     }
 
+    /// The id clients will know `call` by: the provider's, unless this
+    /// session has used it already.
+    fn client_id(&mut self, call: &ToolCall) -> ToolCallId {
+        if self.call_ids.insert(call.id.clone()) {
+            ToolCallId::new(call.id.clone())
+        } else {
+            ToolCallId::new(format!("{}-{}", call.id, uuid::Uuid::new_v4().simple()))
+        }
+    }
+
+    /// Answer the tool calls a cancelled turn never got to.
+    fn skip(&mut self, calls: &[Requested]) {
+        let not_run = self.not_run();
+        self.answer_unrun(calls, &not_run);
+    }
+
     /// Every tool call the model asked for gets an answer, even one never run:
     /// providers refuse a conversation with unanswered calls.
-    fn skip(&mut self, calls: &[ToolCall]) {
-        let not_run = self.not_run();
-        for call in calls {
+    fn answer_unrun(&mut self, calls: &[Requested], why: &str) {
+        for Requested { call, .. } in calls {
             self.push(Message::ToolResult {
                 call_id: call.id.clone(),
                 name: call.name.clone(),
-                content: not_run.clone(),
+                content: why.to_owned(),
                 is_error: true,
             });
         }
@@ -247,7 +299,7 @@ impl Turn {
     /// The tool call cut short by a cancel the person did not ask for ends
     /// saying why, both live and in what `session/load` replays (its final
     /// state).
-    fn explain_cancel(&self, call: &ToolCall) {
+    fn explain_cancel(&self, asked: &Requested) {
         if self.port.session.turn_end_note().is_none() {
             return;
         }
@@ -257,7 +309,7 @@ impl Turn {
             .content(vec![why]);
         self.port
             .notify(SessionUpdate::ToolCallUpdate(ToolCallUpdate::new(
-                call.id.clone(),
+                asked.client_id.clone(),
                 fields,
             )));
     }

@@ -245,13 +245,17 @@ impl From<crate::workspace::WorkspaceError> for Stop {
     }
 }
 
-/// Carry out one tool call the model made, reporting it to the client.
-pub async fn run<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -> ToolOutcome {
+/// Carry out one tool call the model made, reporting it to the client as `id`.
+pub async fn run<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    call: &ToolCall,
+    id: ToolCallId,
+) -> ToolOutcome {
     if call.name == plan::NAME {
         return plan::update(context, &call.arguments);
     }
     let heading = heading(context, call);
-    let report = Report::new(context, call, heading.title);
+    let report = Report::new(context, call, id, heading.title);
     report.start(heading.kind, heading.locations);
     let outcome = match call.name.as_str() {
         "read_file" => files::read(context, &report, &call.arguments).await,
@@ -429,15 +433,10 @@ struct Report<'a, C: ClientPort> {
 }
 
 impl<'a, C: ClientPort> Report<'a, C> {
-    fn new(context: &ToolContext<'a, C>, call: &ToolCall, title: String) -> Self {
-        let id = if call.id.is_empty() {
-            uuid::Uuid::new_v4().to_string()
-        } else {
-            call.id.clone()
-        };
+    fn new(context: &ToolContext<'a, C>, call: &ToolCall, id: ToolCallId, title: String) -> Self {
         Self {
             client: context.client,
-            id: ToolCallId::new(id),
+            id,
             title,
             raw_input: call.arguments.clone(),
             progressed: AtomicBool::new(false),

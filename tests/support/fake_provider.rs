@@ -30,6 +30,10 @@ pub enum Part {
     Send(String),
     /// Wait until the test calls `notify_one` on it.
     Wait(Arc<Notify>),
+    /// Wait this long: a server that paces what it sends, as a slow model
+    /// does. The fake's own pace, never how a test synchronises.
+    #[allow(dead_code)] // Only tests/providers.rs has a use for it.
+    Pause(std::time::Duration),
     /// Send nothing more, and never close.
     Stall,
     /// Send nothing more, never close, and notify this once the client has
@@ -215,6 +219,7 @@ fn respond(reply: Reply, connection: &Connection) -> Response {
                     match part {
                         Part::Send(text) => yield Ok::<_, std::io::Error>(text),
                         Part::Wait(gate) => gate.notified().await,
+                        Part::Pause(pause) => tokio::time::sleep(pause).await,
                         Part::Stall => std::future::pending::<()>().await,
                         Part::StallUntilDropped(dropped) => {
                             let _told = NotifyOnDrop(dropped);
