@@ -552,6 +552,56 @@ async fn reads_listings_and_searches_show_the_client_what_the_model_was_given() 
 }
 
 #[tokio::test]
+async fn listings_and_searches_name_files_from_the_workspace_root_hidden_ones_included() {
+    let server = Server::scripted(
+        json!([
+            [call("list_files", json!({"path": "src"}))],
+            [call("search", json!({"pattern": "name", "path": "src"}))],
+            [call("search", json!({"pattern": "name", "path": "src/config.toml"}))],
+            [call("list_files", json!({"glob": ".github/**"}))],
+            [call("search", json!({"pattern": "runs-on|KEY"}))],
+            [call("search", json!({"pattern": "("}))],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    for (path, text) in [
+        ("src/config.toml", "name = 'src'\n"),
+        ("config.toml", "name = 'root'\n"),
+        (".github/workflows/ci.yml", "runs-on: ubuntu\n"),
+        (".env.example", "KEY=\n"),
+        (".git/config", "runs-on: never listed\n"),
+    ] {
+        let path = workspace.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let ide = Ide::new(&workspace, true, true);
+    let (stop, received, session) = one_turn(&server, &ide, "look around").await;
+    assert_eq!(stop, StopReason::EndTurn);
+    let calls = received.tool_calls(&session);
+    let shown: Vec<&str> = calls.iter().map(content_text).collect();
+    assert_eq!(
+        shown[..5],
+        [
+            "src/config.toml",
+            "src/config.toml:1: name = 'src'",
+            "src/config.toml:1: name = 'src'",
+            ".github/workflows/ci.yml",
+            ".env.example:1: KEY=\n.github/workflows/ci.yml:1: runs-on: ubuntu",
+        ]
+    );
+    assert_eq!(calls[5]["status"], "failed");
+    assert!(
+        shown[5].starts_with("`(` is not a valid regular expression") && !shown[5].contains("(?:"),
+        "the model's own pattern is quoted: {}",
+        shown[5]
+    );
+}
+
+#[tokio::test]
 async fn calls_that_fail_early_still_go_in_progress_and_keep_their_kind_and_title() {
     let server = Server::scripted(
         json!([

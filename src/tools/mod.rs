@@ -155,24 +155,24 @@ pub fn specs() -> Vec<ToolSpec> {
         ),
         spec(
             "list_files",
-            "List files under a directory of the workspace, respecting .gitignore. `glob` filters them, e.g. `*.rs` or `src/**/*.toml`.",
+            "List files under a directory of the workspace, hidden ones included, respecting .gitignore; never what is inside .git. Paths are relative to the workspace root, as every tool takes them. `glob` filters them, e.g. `*.rs`, `src/**/*.toml` or `.github/**`.",
             json!({
                 "type": "object",
                 "properties": {
                     "path": {"type": "string", "description": "Directory to list; the workspace root by default"},
-                    "glob": {"type": "string"}
+                    "glob": {"type": "string", "description": "Only files matching this glob, from the workspace root or from `path`; without `/` it matches file names anywhere"}
                 }
             }),
         ),
         spec(
             "search",
-            "Search file contents with a regular expression, respecting .gitignore. Prints `path:line: text` for each match.",
+            "Search file contents with a regular expression, hidden files included, respecting .gitignore; never inside .git. Prints `path:line: text` for each match, the path relative to the workspace root.",
             json!({
                 "type": "object",
                 "properties": {
                     "pattern": {"type": "string", "description": "A regular expression (Rust regex syntax)"},
                     "path": {"type": "string", "description": "File or directory to search; the workspace root by default"},
-                    "glob": {"type": "string", "description": "Only files matching this glob"}
+                    "glob": {"type": "string", "description": "Only files matching this glob, from the workspace root or from `path`; without `/` it matches file names anywhere"}
                 },
                 "required": ["pattern"]
             }),
