@@ -719,6 +719,65 @@ async fn a_command_that_exits_non_zero_shows_failed_with_its_output_in_order() {
 }
 
 #[tokio::test]
+async fn tool_results_tell_the_model_what_went_wrong_and_how_to_read_on() {
+    for on_the_client in [false, true] {
+        let server = Server::scripted(
+            json!([
+                [call("read_file", json!({"path": "notes.txt", "line": 3}))],
+                [call("read_file", json!({"path": "notes.txt", "line": 2}))],
+                [call("read_file", json!({"path": "big.txt", "line": 10}))],
+                [call("run_command", json!({"command": "true", "timeout_secs": 0}))],
+                [{"text": "Done."}]
+            ]),
+            &[],
+        )
+        .await;
+        let workspace = server.home.workspace();
+        write_notes(&server, "one\ntwo\n");
+        let big: String = (1..=20_000).map(|n| format!("line {n}\n")).collect();
+        std::fs::write(workspace.join("big.txt"), big).unwrap();
+        let ide = Ide::new(&workspace, on_the_client, on_the_client);
+        let (stop, received, session) = one_turn(&server, &ide, "read on").await;
+        assert_eq!(stop, StopReason::EndTurn);
+        let calls = received.tool_calls(&session);
+        let ended: Vec<(&str, &str)> = calls
+            .iter()
+            .map(|call| (call["status"].as_str().unwrap(), content_text(call)))
+            .collect();
+        let client = format!("client: {on_the_client}");
+        assert_eq!(
+            ended[..2],
+            [
+                ("failed", "notes.txt has 2 lines; line 3 is past its end"),
+                ("completed", "two\n")
+            ],
+            "{client}"
+        );
+        let (status, long) = ended[2];
+        assert_eq!(status, "completed", "{client}");
+        assert!(long.starts_with("line 10\nline 11\n"), "{client}");
+        assert!(
+            long.contains(" bytes cut; lines ")
+                && long.contains(
+                    "are not all shown: read them a part at a time with `line` and `limit` …]"
+                ),
+            "{client}: {}",
+            &long[16_000..16_500]
+        );
+        let (status, refused) = ended[3];
+        assert_eq!(status, "failed", "{client}");
+        assert!(
+            refused.starts_with("timeout_secs must be from 1 to 3600 seconds"),
+            "{client}: {refused}"
+        );
+        assert!(
+            ide.permissions.lock().unwrap().is_empty(),
+            "a call refused for its arguments asks nothing"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_turn_ends_with_max_turn_requests_after_its_rounds() {
     let round = json!([call("list_files", json!({}))]);
     let server = Server::scripted(

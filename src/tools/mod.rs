@@ -186,7 +186,7 @@ pub fn specs() -> Vec<ToolSpec> {
                     "command": {"type": "string"},
                     "args": {"type": "array", "items": {"type": "string"}},
                     "cwd": {"type": "string", "description": "Directory to run in; the workspace root by default"},
-                    "timeout_secs": {"type": "integer", "minimum": 1, "description": "Stop the command after this long (default 120)"}
+                    "timeout_secs": {"type": "integer", "minimum": 1, "maximum": command::MAX_TIMEOUT.as_secs(), "description": "Stop the command after this many seconds, from 1 to 3600 (default 120)"}
                 },
                 "required": ["command"]
             }),
@@ -497,18 +497,36 @@ fn text_content(text: &str) -> ToolCallContent {
 
 /// `text`, cut from the middle if it is longer than the model should read.
 fn for_the_model(text: &str) -> String {
+    cut_for_the_model(text, |_, _| String::new())
+}
+
+/// `text`, cut from the middle if it is longer than the model should read,
+/// the cut marked with how many bytes it took and what `how_to_read` says,
+/// from the text before the cut and the text cut, about reading them (or
+/// nothing, when there is no way).
+fn cut_for_the_model(text: &str, how_to_read: impl FnOnce(&str, &str) -> String) -> String {
     if text.len() <= MODEL_OUTPUT_LIMIT {
         return text.to_owned();
     }
     let half = MODEL_OUTPUT_LIMIT / 2;
     let head_end = floor_char_boundary(text, half);
     let tail_start = floor_char_boundary(text, text.len() - half);
-    format!(
-        "{}\n[… {} bytes cut …]\n{}",
-        &text[..head_end],
-        tail_start - head_end,
-        &text[tail_start..]
-    )
+    let mut mark = format!("[… {} bytes cut", tail_start - head_end);
+    let how = how_to_read(&text[..head_end], &text[head_end..tail_start]);
+    if !how.is_empty() {
+        mark.push_str("; ");
+        mark.push_str(&how);
+    }
+    format!("{}\n{mark} …]\n{}", &text[..head_end], &text[tail_start..])
+}
+
+/// `count` `noun`s, in the singular for one: "1 line", "3 lines".
+fn counted(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }
 
 fn floor_char_boundary(text: &str, mut index: usize) -> usize {
@@ -542,6 +560,13 @@ mod tests {
         assert!(cut.len() < MODEL_OUTPUT_LIMIT + 100);
         assert!(cut.starts_with('a') && cut.ends_with('é'));
         assert!(cut.contains("bytes cut"));
+    }
+
+    #[test]
+    fn counts_are_singular_for_one() {
+        assert_eq!(counted(0, "step"), "0 steps");
+        assert_eq!(counted(1, "step"), "1 step");
+        assert_eq!(counted(2, "line"), "2 lines");
     }
 
     #[test]
