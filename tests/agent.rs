@@ -977,7 +977,7 @@ async fn cancel_mid_turn(server: &Server, ide: &Ide) {
                 .iter()
                 .any(|c| c["kind"] == "execute")
             {
-                wait_for_file_or_request(&workspace, ide).await;
+                wait_for_file_or_request(&workspace.join("pid"), ide).await;
             }
         })
         .await;
@@ -988,12 +988,10 @@ async fn cancel_mid_turn(server: &Server, ide: &Ide) {
 }
 
 /// A command is running once the client saw terminal/create, or, for the
-/// server's own commands, once its pid file exists.
-async fn wait_for_file_or_request(workspace: &Path, ide: &Ide) {
+/// server's own commands, once `file` (which it writes) exists.
+async fn wait_for_file_or_request(file: &Path, ide: &Ide) {
     loop {
-        if ide.requests().iter().any(|m| m == "terminal/wait_for_exit")
-            || workspace.join("pid").exists()
-        {
+        if ide.requests().iter().any(|m| m == "terminal/wait_for_exit") || file.exists() {
             return;
         }
         // Polled, not spun: on a small machine a spinning test takes the CPU
@@ -1240,6 +1238,93 @@ mod against_a_provider {
             "Error: not run: the user cancelled the turn"
         );
         assert_eq!(messages[4]["content"], "what happened?");
+    }
+
+    #[tokio::test]
+    async fn a_command_running_when_the_turn_is_cancelled_is_told_as_stopped_not_as_not_run() {
+        let command = "echo begun; touch started; exec sleep 30";
+        let arguments = |value: Value| value.to_string();
+        let provider = FakeProvider::start([
+            Reply::events([
+                openai_delta(json!({"role": "assistant", "content": null, "tool_calls": [
+                    {"index": 0, "id": "call_run", "type": "function", "function": {
+                        "name": "run_command", "arguments": arguments(json!({"command": command}))}},
+                    {"index": 1, "id": "call_read", "type": "function", "function": {
+                        "name": "read_file", "arguments": arguments(json!({"path": "started"}))}}
+                ]})),
+                openai_finish("tool_calls"),
+                openai_done(),
+            ]),
+            Reply::events(openai_text_reply(&["It was stopped."])),
+        ])
+        .await;
+        let server = server_on(&provider).await;
+        let workspace = server.home.workspace();
+        let ide = Ide::new(&workspace, false, false);
+        let received = Received::default();
+        let (stops, session) = ide
+            .run(sdk_transport(&server), received.clone(), async |cx| {
+                ide.initialize(&cx).await?;
+                let session = new_session(&cx, &workspace).await?;
+                let running =
+                    cx.send_request(PromptRequest::new(session.clone(), vec!["run it".into()]));
+                support::within(
+                    "the command to start",
+                    wait_for_file_or_request(&workspace.join("started"), &ide),
+                )
+                .await;
+                cx.send_notification(CancelNotification::new(session.clone()))?;
+                let first = running.block_task().await?.stop_reason;
+                let next = prompt(&cx, &session, "what happened?").await?;
+                Ok(((first, next), session))
+            })
+            .await;
+        assert_eq!(stops, (StopReason::Cancelled, StopReason::EndTurn));
+
+        // The model is told the command began and was stopped, and that only
+        // the call after it never ran.
+        let requests = provider.requests();
+        assert_eq!(requests.len(), 2);
+        let messages = &requests[1].body["messages"];
+        let roles: Vec<&str> = messages
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            roles,
+            ["system", "user", "assistant", "tool", "tool", "user"]
+        );
+        assert_eq!(messages[3]["tool_call_id"], "call_run");
+        let told = messages[3]["content"].as_str().unwrap();
+        assert!(
+            told.starts_with(
+                "Error: started, then stopped before it finished: the user cancelled the turn; until then, "
+            ),
+            "{told}"
+        );
+        assert!(!told.contains("not run"), "{told}");
+        assert_eq!(messages[4]["tool_call_id"], "call_read");
+        assert_eq!(
+            messages[4]["content"],
+            "Error: not run: the user cancelled the turn"
+        );
+
+        // The person sees it end failed, saying it was stopped; so does a
+        // client that loads the session later.
+        let calls = received.tool_calls(&session);
+        assert_eq!(calls.len(), 1, "the call that never ran is not shown");
+        assert_eq!(calls[0]["status"], "failed");
+        let shown = content_text(&calls[0]);
+        assert!(
+            shown.starts_with("Stopped before it finished: the turn was cancelled; until then, "),
+            "{shown}"
+        );
+        let watcher = loaded_afresh(&server, &session, &workspace).await;
+        let replayed = watcher.tool_calls(&session);
+        assert_eq!(replayed[0]["status"], "failed");
+        assert_eq!(replayed[0]["content"], calls[0]["content"]);
     }
 
     #[tokio::test]

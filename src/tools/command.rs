@@ -121,6 +121,9 @@ async fn on_client<C: ClientPort>(
     timeout: Duration,
 ) -> Result<(Ran, Vec<ToolCallContent>), Stop> {
     let session = context.session_id.clone();
+    // The client may start the command as soon as it reads the request, so
+    // a cancel from here on may stop it part way.
+    report.begin();
     let create = CreateTerminalRequest::new(session.clone(), program)
         .args(argv)
         .cwd(cwd)
@@ -231,8 +234,12 @@ async fn locally<C: ClientPort>(
     };
     let timed_out = match outcome {
         None => {
+            // What it printed is at hand: the model learns how far it got.
+            let so_far = terminals
+                .output(&id)
+                .map(|output| format!("until then, {}", printed(&output.output, dropped(&output))));
             let _ = terminals.release(&id);
-            return Err(Stop::Cancelled);
+            return Err(Stop::Interrupted(so_far.unwrap_or_default()));
         }
         Some(Ok(_)) => false,
         Some(Err(_)) => {

@@ -91,8 +91,11 @@ pub struct ToolContext<'a, C: ClientPort> {
 pub enum ToolOutcome {
     /// The tool ran (or failed); tell the model this.
     Result { content: String, is_error: bool },
-    /// The person cancelled: the turn ends.
-    Cancelled,
+    /// The person cancelled: the turn ends. `stopped` is `None` when the
+    /// call's work had not begun (it was not run); else it was cut short,
+    /// and this says what it had done so far, if anything is known (a
+    /// command's output, say).
+    Cancelled { stopped: Option<String> },
 }
 
 impl ToolOutcome {
@@ -229,6 +232,9 @@ fn spec(name: &str, description: &str, parameters: Value) -> ToolSpec {
 enum Stop {
     /// The turn was cancelled while the tool ran.
     Cancelled,
+    /// The turn was cancelled after the tool's work began, which had done
+    /// what this says (a command's output so far, say).
+    Interrupted(String),
     /// The tool failed; the message is for the model (and the person).
     Failed(String),
 }
@@ -272,13 +278,35 @@ pub async fn run<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -
         Ok(outcome) => outcome,
         Err(stop) => {
             let (message, outcome) = match stop {
-                Stop::Cancelled => ("Cancelled".to_owned(), ToolOutcome::Cancelled),
+                // Work that had begun was stopped, not skipped: a command may
+                // have changed files already, and the model must not think
+                // otherwise.
+                Stop::Cancelled if report.began() => stopped_by_cancel(String::new()),
+                Stop::Interrupted(so_far) => stopped_by_cancel(so_far),
+                Stop::Cancelled => (
+                    "Cancelled".to_owned(),
+                    ToolOutcome::Cancelled { stopped: None },
+                ),
                 Stop::Failed(problem) => (problem.clone(), ToolOutcome::error(problem)),
             };
             report.finish(ToolCallStatus::Failed, vec![text_content(&message)]);
             outcome
         }
     }
+}
+
+/// What the client is shown of a call the cancel cut short, and the outcome
+/// that tells the turn so.
+fn stopped_by_cancel(so_far: String) -> (String, ToolOutcome) {
+    let mut message = "Stopped before it finished: the turn was cancelled".to_owned();
+    if !so_far.is_empty() {
+        message.push_str("; ");
+        message.push_str(&so_far);
+    }
+    let outcome = ToolOutcome::Cancelled {
+        stopped: Some(so_far),
+    };
+    (message, outcome)
 }
 
 /// Send `request` to the client, unless the turn is cancelled first.
@@ -426,6 +454,9 @@ struct Report<'a, C: ClientPort> {
     raw_input: Value,
     /// Whether `in_progress` has been sent.
     progressed: AtomicBool,
+    /// Whether the call's work has begun: a cancel from then on stops it
+    /// part way rather than before it ran.
+    began: AtomicBool,
 }
 
 impl<'a, C: ClientPort> Report<'a, C> {
@@ -441,6 +472,7 @@ impl<'a, C: ClientPort> Report<'a, C> {
             title,
             raw_input: call.arguments.clone(),
             progressed: AtomicBool::new(false),
+            began: AtomicBool::new(false),
         }
     }
 
@@ -469,7 +501,19 @@ impl<'a, C: ClientPort> Report<'a, C> {
         ToolCallUpdate::new(self.id.clone(), fields)
     }
 
+    /// The call's work begins before it is shown in progress (a command
+    /// the client is asked to start, say).
+    fn begin(&self) {
+        self.began.store(true, Ordering::Relaxed);
+    }
+
+    fn began(&self) -> bool {
+        self.began.load(Ordering::Relaxed)
+    }
+
+    /// `in_progress`: the call's work begins.
     fn progress(&self, content: Vec<ToolCallContent>) {
+        self.begin();
         self.progressed.store(true, Ordering::Relaxed);
         let mut fields = ToolCallUpdateFields::new().status(ToolCallStatus::InProgress);
         if !content.is_empty() {
