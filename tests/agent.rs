@@ -586,6 +586,56 @@ async fn reads_listings_and_searches_show_the_client_what_the_model_was_given() 
 }
 
 #[tokio::test]
+async fn listings_and_searches_name_files_from_the_workspace_root_hidden_ones_included() {
+    let server = Server::scripted(
+        json!([
+            [call("list_files", json!({"path": "src"}))],
+            [call("search", json!({"pattern": "name", "path": "src"}))],
+            [call("search", json!({"pattern": "name", "path": "src/config.toml"}))],
+            [call("list_files", json!({"glob": ".github/**"}))],
+            [call("search", json!({"pattern": "runs-on|KEY"}))],
+            [call("search", json!({"pattern": "("}))],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    for (path, text) in [
+        ("src/config.toml", "name = 'src'\n"),
+        ("config.toml", "name = 'root'\n"),
+        (".github/workflows/ci.yml", "runs-on: ubuntu\n"),
+        (".env.example", "KEY=\n"),
+        (".git/config", "runs-on: never listed\n"),
+    ] {
+        let path = workspace.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let ide = Ide::new(&workspace, true, true);
+    let (stop, received, session) = one_turn(&server, &ide, "look around").await;
+    assert_eq!(stop, StopReason::EndTurn);
+    let calls = received.tool_calls(&session);
+    let shown: Vec<&str> = calls.iter().map(content_text).collect();
+    assert_eq!(
+        shown[..5],
+        [
+            "src/config.toml",
+            "src/config.toml:1: name = 'src'",
+            "src/config.toml:1: name = 'src'",
+            ".github/workflows/ci.yml",
+            ".env.example:1: KEY=\n.github/workflows/ci.yml:1: runs-on: ubuntu",
+        ]
+    );
+    assert_eq!(calls[5]["status"], "failed");
+    assert!(
+        shown[5].starts_with("`(` is not a valid regular expression") && !shown[5].contains("(?:"),
+        "the model's own pattern is quoted: {}",
+        shown[5]
+    );
+}
+
+#[tokio::test]
 async fn calls_that_fail_early_still_go_in_progress_and_keep_their_kind_and_title() {
     let server = Server::scripted(
         json!([
@@ -698,6 +748,65 @@ async fn a_command_that_exits_non_zero_shows_failed_with_its_output_in_order() {
             content_text(&calls[0]),
             "exit code 3; output:\nfirst\nsecond\n",
             "client terminal: {on_the_client}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tool_results_tell_the_model_what_went_wrong_and_how_to_read_on() {
+    for on_the_client in [false, true] {
+        let server = Server::scripted(
+            json!([
+                [call("read_file", json!({"path": "notes.txt", "line": 3}))],
+                [call("read_file", json!({"path": "notes.txt", "line": 2}))],
+                [call("read_file", json!({"path": "big.txt", "line": 10}))],
+                [call("run_command", json!({"command": "true", "timeout_secs": 0}))],
+                [{"text": "Done."}]
+            ]),
+            &[],
+        )
+        .await;
+        let workspace = server.home.workspace();
+        write_notes(&server, "one\ntwo\n");
+        let big: String = (1..=20_000).map(|n| format!("line {n}\n")).collect();
+        std::fs::write(workspace.join("big.txt"), big).unwrap();
+        let ide = Ide::new(&workspace, on_the_client, on_the_client);
+        let (stop, received, session) = one_turn(&server, &ide, "read on").await;
+        assert_eq!(stop, StopReason::EndTurn);
+        let calls = received.tool_calls(&session);
+        let ended: Vec<(&str, &str)> = calls
+            .iter()
+            .map(|call| (call["status"].as_str().unwrap(), content_text(call)))
+            .collect();
+        let client = format!("client: {on_the_client}");
+        assert_eq!(
+            ended[..2],
+            [
+                ("failed", "notes.txt has 2 lines; line 3 is past its end"),
+                ("completed", "two\n")
+            ],
+            "{client}"
+        );
+        let (status, long) = ended[2];
+        assert_eq!(status, "completed", "{client}");
+        assert!(long.starts_with("line 10\nline 11\n"), "{client}");
+        assert!(
+            long.contains(" bytes cut; lines ")
+                && long.contains(
+                    "are not all shown: read them a part at a time with `line` and `limit` …]"
+                ),
+            "{client}: {}",
+            &long[16_000..16_500]
+        );
+        let (status, refused) = ended[3];
+        assert_eq!(status, "failed", "{client}");
+        assert!(
+            refused.starts_with("timeout_secs must be from 1 to 3600 seconds"),
+            "{client}: {refused}"
+        );
+        assert!(
+            ide.permissions.lock().unwrap().is_empty(),
+            "a call refused for its arguments asks nothing"
         );
     }
 }
@@ -902,7 +1011,7 @@ async fn cancel_mid_turn(server: &Server, ide: &Ide) {
                 .iter()
                 .any(|c| c["kind"] == "execute")
             {
-                wait_for_file_or_request(&workspace, ide).await;
+                wait_for_file_or_request(&workspace.join("pid"), ide).await;
             }
         })
         .await;
@@ -913,12 +1022,10 @@ async fn cancel_mid_turn(server: &Server, ide: &Ide) {
 }
 
 /// A command is running once the client saw terminal/create, or, for the
-/// server's own commands, once its pid file exists.
-async fn wait_for_file_or_request(workspace: &Path, ide: &Ide) {
+/// server's own commands, once `file` (which it writes) exists.
+async fn wait_for_file_or_request(file: &Path, ide: &Ide) {
     loop {
-        if ide.requests().iter().any(|m| m == "terminal/wait_for_exit")
-            || workspace.join("pid").exists()
-        {
+        if ide.requests().iter().any(|m| m == "terminal/wait_for_exit") || file.exists() {
             return;
         }
         // Polled, not spun: on a small machine a spinning test takes the CPU
@@ -1322,6 +1429,93 @@ mod against_a_provider {
             "Error: not run: the user cancelled the turn"
         );
         assert_eq!(messages[4]["content"], "what happened?");
+    }
+
+    #[tokio::test]
+    async fn a_command_running_when_the_turn_is_cancelled_is_told_as_stopped_not_as_not_run() {
+        let command = "echo begun; touch started; exec sleep 30";
+        let arguments = |value: Value| value.to_string();
+        let provider = FakeProvider::start([
+            Reply::events([
+                openai_delta(json!({"role": "assistant", "content": null, "tool_calls": [
+                    {"index": 0, "id": "call_run", "type": "function", "function": {
+                        "name": "run_command", "arguments": arguments(json!({"command": command}))}},
+                    {"index": 1, "id": "call_read", "type": "function", "function": {
+                        "name": "read_file", "arguments": arguments(json!({"path": "started"}))}}
+                ]})),
+                openai_finish("tool_calls"),
+                openai_done(),
+            ]),
+            Reply::events(openai_text_reply(&["It was stopped."])),
+        ])
+        .await;
+        let server = server_on(&provider).await;
+        let workspace = server.home.workspace();
+        let ide = Ide::new(&workspace, false, false);
+        let received = Received::default();
+        let (stops, session) = ide
+            .run(sdk_transport(&server), received.clone(), async |cx| {
+                ide.initialize(&cx).await?;
+                let session = new_session(&cx, &workspace).await?;
+                let running =
+                    cx.send_request(PromptRequest::new(session.clone(), vec!["run it".into()]));
+                support::within(
+                    "the command to start",
+                    wait_for_file_or_request(&workspace.join("started"), &ide),
+                )
+                .await;
+                cx.send_notification(CancelNotification::new(session.clone()))?;
+                let first = running.block_task().await?.stop_reason;
+                let next = prompt(&cx, &session, "what happened?").await?;
+                Ok(((first, next), session))
+            })
+            .await;
+        assert_eq!(stops, (StopReason::Cancelled, StopReason::EndTurn));
+
+        // The model is told the command began and was stopped, and that only
+        // the call after it never ran.
+        let requests = provider.requests();
+        assert_eq!(requests.len(), 2);
+        let messages = &requests[1].body["messages"];
+        let roles: Vec<&str> = messages
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            roles,
+            ["system", "user", "assistant", "tool", "tool", "user"]
+        );
+        assert_eq!(messages[3]["tool_call_id"], "call_run");
+        let told = messages[3]["content"].as_str().unwrap();
+        assert!(
+            told.starts_with(
+                "Error: started, then stopped before it finished: the user cancelled the turn; until then, "
+            ),
+            "{told}"
+        );
+        assert!(!told.contains("not run"), "{told}");
+        assert_eq!(messages[4]["tool_call_id"], "call_read");
+        assert_eq!(
+            messages[4]["content"],
+            "Error: not run: the user cancelled the turn"
+        );
+
+        // The person sees it end failed, saying it was stopped; so does a
+        // client that loads the session later.
+        let calls = received.tool_calls(&session);
+        assert_eq!(calls.len(), 1, "the call that never ran is not shown");
+        assert_eq!(calls[0]["status"], "failed");
+        let shown = content_text(&calls[0]);
+        assert!(
+            shown.starts_with("Stopped before it finished: the turn was cancelled; until then, "),
+            "{shown}"
+        );
+        let watcher = loaded_afresh(&server, &session, &workspace).await;
+        let replayed = watcher.tool_calls(&session);
+        assert_eq!(replayed[0]["status"], "failed");
+        assert_eq!(replayed[0]["content"], calls[0]["content"]);
     }
 
     #[tokio::test]

@@ -174,9 +174,20 @@ impl Turn {
                         content,
                         is_error,
                     }),
-                    ToolOutcome::Cancelled => {
-                        self.explain_cancel(asked);
-                        self.skip(&tool_calls[done..]);
+                    ToolOutcome::Cancelled { stopped } => {
+                        let mut not_started = done;
+                        if let Some(so_far) = &stopped {
+                            let content = self.stopped(so_far);
+                            self.push(Message::ToolResult {
+                                call_id: call.id.clone(),
+                                name: call.name.clone(),
+                                content,
+                                is_error: true,
+                            });
+                            not_started += 1;
+                        }
+                        self.explain_cancel(asked, stopped.as_deref());
+                        self.skip(&tool_calls[not_started..]);
                         return Ok(StopReason::Cancelled);
                     }
                 }
@@ -296,14 +307,34 @@ impl Turn {
         }
     }
 
+    /// What the model is told of the call that was running when the turn
+    /// was cancelled: it began, so it may have changed things, and it did
+    /// not finish. `so_far` says what it had done, if anything is known.
+    fn stopped(&self, so_far: &str) -> String {
+        let why = match self.port.session.turn_end_note() {
+            Some(note) => format!("{note}; the turn was cancelled"),
+            None => "the user cancelled the turn".to_owned(),
+        };
+        let mut told = format!("started, then stopped before it finished: {why}");
+        if !so_far.is_empty() {
+            told.push_str("; ");
+            told.push_str(so_far);
+        }
+        told
+    }
+
     /// The tool call cut short by a cancel the person did not ask for ends
     /// saying why, both live and in what `session/load` replays (its final
-    /// state).
-    fn explain_cancel(&self, asked: &Requested) {
+    /// state). `stopped` is what it had done, if it had begun.
+    fn explain_cancel(&self, asked: &Requested, stopped: Option<&str>) {
         if self.port.session.turn_end_note().is_none() {
             return;
         }
-        let why = ToolCallContent::from(ContentBlock::from(self.not_run()));
+        let why = match stopped {
+            Some(so_far) => self.stopped(so_far),
+            None => self.not_run(),
+        };
+        let why = ToolCallContent::from(ContentBlock::from(why));
         let fields = ToolCallUpdateFields::new()
             .status(ToolCallStatus::Failed)
             .content(vec![why]);

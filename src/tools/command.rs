@@ -16,10 +16,10 @@ use serde_json::Value;
 
 use super::permission;
 use super::{
-    ClientPort, Report, Stop, ToolContext, ToolOutcome, arguments, ask_client, for_the_model,
-    text_content,
+    ClientPort, MODEL_OUTPUT_LIMIT, Report, Stop, ToolContext, ToolOutcome, arguments, ask_client,
+    for_the_model, text_content,
 };
-use crate::workspace::ExitStatus;
+use crate::workspace::{ExitStatus, TerminalOutput};
 
 /// How long a command may run when the model sets no timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -43,7 +43,17 @@ struct Ran {
     exit: Option<ExitStatus>,
     timed_out: bool,
     output: String,
-    truncated: bool,
+    dropped: Dropped,
+}
+
+/// What the terminal dropped from the start of the output to stay within
+/// its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dropped {
+    Nothing,
+    Bytes(usize),
+    /// A client's terminal says only that it dropped some.
+    Unknown,
 }
 
 pub(super) async fn run<C: ClientPort>(
@@ -55,10 +65,17 @@ pub(super) async fn run<C: ClientPort>(
     let cwd = context
         .workspace
         .resolve(Path::new(args.cwd.as_deref().unwrap_or(".")))?;
-    let timeout = args
-        .timeout_secs
-        .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
-        .min(MAX_TIMEOUT);
+    let timeout = match args.timeout_secs {
+        None => DEFAULT_TIMEOUT,
+        // It would stop every command before it could do anything.
+        Some(0) => {
+            return Err(Stop::Failed(format!(
+                "timeout_secs must be from 1 to {} seconds (120 when left out); 0 would stop the command at once",
+                MAX_TIMEOUT.as_secs()
+            )));
+        }
+        Some(secs) => Duration::from_secs(secs).min(MAX_TIMEOUT),
+    };
     let (program, argv) = match args.args {
         Some(argv) => (args.command, argv),
         None => ("sh".to_owned(), vec!["-c".to_owned(), args.command]),
@@ -76,7 +93,7 @@ pub(super) async fn run<C: ClientPort>(
     };
     // The output goes along as text even beside the client's terminal: other
     // attached clients, and a later `session/load`, have no such terminal.
-    let result = for_the_model(&describe(&ran, timeout));
+    let result = describe(&ran, timeout);
     content.push(text_content(&result));
     report.finish(status_shown_for(&ran), content);
     Ok(ToolOutcome::ok(result))
@@ -104,6 +121,9 @@ async fn on_client<C: ClientPort>(
     timeout: Duration,
 ) -> Result<(Ran, Vec<ToolCallContent>), Stop> {
     let session = context.session_id.clone();
+    // The client may start the command as soon as it reads the request, so
+    // a cancel from here on may stop it part way.
+    report.begin();
     let create = CreateTerminalRequest::new(session.clone(), program)
         .args(argv)
         .cwd(cwd)
@@ -165,7 +185,11 @@ async fn on_client<C: ClientPort>(
         exit,
         timed_out,
         output: output.output,
-        truncated: output.truncated,
+        dropped: if output.truncated {
+            Dropped::Unknown
+        } else {
+            Dropped::Nothing
+        },
     };
     Ok((ran, content))
 }
@@ -210,8 +234,12 @@ async fn locally<C: ClientPort>(
     };
     let timed_out = match outcome {
         None => {
+            // What it printed is at hand: the model learns how far it got.
+            let so_far = terminals
+                .output(&id)
+                .map(|output| format!("until then, {}", printed(&output.output, dropped(&output))));
             let _ = terminals.release(&id);
-            return Err(Stop::Cancelled);
+            return Err(Stop::Interrupted(so_far.unwrap_or_default()));
         }
         Some(Ok(_)) => false,
         Some(Err(_)) => {
@@ -225,11 +253,19 @@ async fn locally<C: ClientPort>(
         .map_err(|error| Stop::Failed(error.to_string()))?;
     let _ = terminals.release(&id);
     Ok(Ran {
+        dropped: dropped(&output),
         exit: if timed_out { None } else { output.exit },
         timed_out,
         output: output.output,
-        truncated: output.truncated,
     })
+}
+
+fn dropped(output: &TerminalOutput) -> Dropped {
+    if output.dropped > 0 {
+        Dropped::Bytes(output.dropped)
+    } else {
+        Dropped::Nothing
+    }
 }
 
 fn from_acp(status: TerminalExitStatus) -> ExitStatus {
@@ -258,14 +294,71 @@ fn describe(ran: &Ran, timeout: Duration) -> String {
         ) => format!("killed by {signal}"),
         _ => "ended".to_owned(),
     };
-    let cut = if ran.truncated {
-        " (the beginning was cut)"
-    } else {
-        ""
+    format!("{ending}; {}", printed(&ran.output, ran.dropped))
+}
+
+/// What a command printed, as the model is shown it: "output:" and the text,
+/// cut to fit with one mark that counts every byte missing.
+fn printed(output: &str, dropped: Dropped) -> String {
+    if dropped == Dropped::Nothing {
+        if output.is_empty() {
+            return "no output".to_owned();
+        }
+        return format!("output:\n{}", for_the_model(output));
+    }
+    // The beginning is gone already, so what the model gets is the end,
+    // which is where a command says how it went.
+    let room = MODEL_OUTPUT_LIMIT - 100;
+    let start = output.ceil_char_boundary(output.len().saturating_sub(room));
+    let mark = match dropped {
+        Dropped::Bytes(bytes) => format!("[… {} bytes cut …]", bytes + start),
+        _ if start > 0 => format!("[… more than {start} bytes cut …]"),
+        _ => "[… the beginning was cut …]".to_owned(),
     };
-    if ran.output.is_empty() {
-        format!("{ending}; no output")
-    } else {
-        format!("{ending}; output{cut}:\n{}", ran.output)
+    format!("output:\n{mark}\n{}", &output[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark_and_tail(shown: &str) -> (&str, &str) {
+        let rest = shown.strip_prefix("output:\n").unwrap();
+        rest.split_once('\n').unwrap()
+    }
+
+    #[test]
+    fn output_cut_anywhere_is_counted_whole() {
+        let kept = "é".repeat(512 * 1024); // 1 MiB, as a terminal keeps
+        // The terminal dropped 55 MB; the model is shown the last ~32 KiB.
+        let shown = printed(&kept, Dropped::Bytes(55_000_000));
+        let (mark, tail) = mark_and_tail(&shown);
+        assert!(tail.len() <= MODEL_OUTPUT_LIMIT && tail.len() > MODEL_OUTPUT_LIMIT / 2);
+        assert_eq!(
+            mark,
+            format!("[… {} bytes cut …]", 55_000_000 + kept.len() - tail.len())
+        );
+        // A client's terminal does not say how much it dropped.
+        let shown = printed(&kept, Dropped::Unknown);
+        let (mark, tail) = mark_and_tail(&shown);
+        assert_eq!(
+            mark,
+            format!("[… more than {} bytes cut …]", kept.len() - tail.len())
+        );
+        let shown = printed("done\n", Dropped::Unknown);
+        assert_eq!(
+            mark_and_tail(&shown),
+            ("[… the beginning was cut …]", "done\n")
+        );
+        // Nothing dropped: cut from the middle, if at all.
+        assert_eq!(printed("", Dropped::Nothing), "no output");
+        let long = "x".repeat(MODEL_OUTPUT_LIMIT * 2);
+        let shown = printed(&long, Dropped::Nothing);
+        let cut = MODEL_OUTPUT_LIMIT * 2 - (shown.matches('x').count());
+        assert!(
+            shown.contains(&format!("[… {cut} bytes cut …]")),
+            "{}",
+            &shown[..40]
+        );
     }
 }

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::permission;
 use super::{
-    ClientPort, Report, Stop, ToolContext, ToolOutcome, arguments, ask_client, for_the_model,
-    text_content,
+    ClientPort, Report, Stop, ToolContext, ToolOutcome, arguments, ask_client, counted,
+    cut_for_the_model, text_content,
 };
 
 #[derive(Deserialize)]
@@ -46,9 +46,43 @@ pub(super) async fn read<C: ClientPort>(
     let args: ReadArgs = arguments("read_file", arguments_json)?;
     let path = context.workspace.resolve(Path::new(&args.path))?;
     report.progress(Vec::new());
-    let text = for_the_model(&read_text(context, &path, args.line, args.limit).await?);
+    let text = read_text(context, &path, args.line, args.limit).await?;
+    // Nothing from a line past the end would read as an empty file.
+    if text.is_empty()
+        && let Some(line) = args.line.filter(|&line| line > 1)
+    {
+        let whole = read_text(context, &path, None, None).await?;
+        let lines = whole.split_inclusive('\n').count();
+        if line as usize > lines {
+            return Err(Stop::Failed(format!(
+                "{} has {}; line {line} is past its end",
+                args.path,
+                counted(lines, "line")
+            )));
+        }
+    }
+    let first = args.line.unwrap_or(1) as usize;
+    let text = cut_for_the_model(&text, |before, cut| {
+        how_to_read_the_rest(first, before, cut)
+    });
     report.finish(ToolCallStatus::Completed, vec![text_content(&text)]);
     Ok(ToolOutcome::ok(text))
+}
+
+/// How the model reads what was cut from a file's text that starts at line
+/// `first`, given the text before the cut and the text cut: the lines of
+/// its first and its last byte.
+fn how_to_read_the_rest(first: usize, before: &str, cut: &str) -> String {
+    let from = first + before.matches('\n').count();
+    let newlines = |text: &[u8]| text.iter().filter(|&&byte| byte == b'\n').count();
+    let to = from + newlines(&cut.as_bytes()[..cut.len() - 1]);
+    if from == to {
+        format!("all inside line {from}, too long to show whole")
+    } else {
+        format!(
+            "lines {from} to {to} are not all shown: read them a part at a time with `line` and `limit`"
+        )
+    }
 }
 
 pub(super) async fn write<C: ClientPort>(
@@ -166,6 +200,31 @@ fn replaced(text: &str, old: &str, new: &str, all: bool) -> Result<String, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_file_says_which_lines_were_cut_and_how_to_read_them() {
+        let text: String = (1..=20_000).map(|n| format!("line {n}\n")).collect();
+        let first = 101;
+        let shown = cut_for_the_model(&text, |before, cut| {
+            how_to_read_the_rest(first, before, cut)
+        });
+        let (head, rest) = shown.split_once("\n[… ").unwrap();
+        let (cut, mark) = rest.split_once(" bytes cut; ").unwrap();
+        let cut: usize = cut.parse().unwrap();
+        let line_at = |byte: usize| first + text[..byte].matches('\n').count();
+        let (from, to) = (line_at(head.len()), line_at(head.len() + cut - 1));
+        assert!(
+            mark.starts_with(&format!(
+                "lines {from} to {to} are not all shown: read them a part at a time with `line` and `limit`"
+            )),
+            "{mark}"
+        );
+        let one_line = "x".repeat(100_000);
+        let shown = cut_for_the_model(&one_line, |before, cut| {
+            how_to_read_the_rest(1, before, cut)
+        });
+        assert!(shown.contains("all inside line 1, too long to show whole"));
+    }
 
     #[test]
     fn an_edit_must_match_exactly_and_once() {

@@ -91,8 +91,11 @@ pub struct ToolContext<'a, C: ClientPort> {
 pub enum ToolOutcome {
     /// The tool ran (or failed); tell the model this.
     Result { content: String, is_error: bool },
-    /// The person cancelled: the turn ends.
-    Cancelled,
+    /// The person cancelled: the turn ends. `stopped` is `None` when the
+    /// call's work had not begun (it was not run); else it was cut short,
+    /// and this says what it had done so far, if anything is known (a
+    /// command's output, say).
+    Cancelled { stopped: Option<String> },
 }
 
 impl ToolOutcome {
@@ -155,24 +158,24 @@ pub fn specs() -> Vec<ToolSpec> {
         ),
         spec(
             "list_files",
-            "List files under a directory of the workspace, respecting .gitignore. `glob` filters them, e.g. `*.rs` or `src/**/*.toml`.",
+            "List files under a directory of the workspace, hidden ones included, respecting .gitignore; never what is inside .git. Paths are relative to the workspace root, as every tool takes them. `glob` filters them, e.g. `*.rs`, `src/**/*.toml` or `.github/**`.",
             json!({
                 "type": "object",
                 "properties": {
                     "path": {"type": "string", "description": "Directory to list; the workspace root by default"},
-                    "glob": {"type": "string"}
+                    "glob": {"type": "string", "description": "Only files matching this glob, from the workspace root or from `path`; without `/` it matches file names anywhere"}
                 }
             }),
         ),
         spec(
             "search",
-            "Search file contents with a regular expression, respecting .gitignore. Prints `path:line: text` for each match.",
+            "Search file contents with a regular expression, hidden files included, respecting .gitignore; never inside .git. Prints `path:line: text` for each match, the path relative to the workspace root.",
             json!({
                 "type": "object",
                 "properties": {
                     "pattern": {"type": "string", "description": "A regular expression (Rust regex syntax)"},
                     "path": {"type": "string", "description": "File or directory to search; the workspace root by default"},
-                    "glob": {"type": "string", "description": "Only files matching this glob"}
+                    "glob": {"type": "string", "description": "Only files matching this glob, from the workspace root or from `path`; without `/` it matches file names anywhere"}
                 },
                 "required": ["pattern"]
             }),
@@ -186,7 +189,7 @@ pub fn specs() -> Vec<ToolSpec> {
                     "command": {"type": "string"},
                     "args": {"type": "array", "items": {"type": "string"}},
                     "cwd": {"type": "string", "description": "Directory to run in; the workspace root by default"},
-                    "timeout_secs": {"type": "integer", "minimum": 1, "description": "Stop the command after this long (default 120)"}
+                    "timeout_secs": {"type": "integer", "minimum": 1, "maximum": command::MAX_TIMEOUT.as_secs(), "description": "Stop the command after this many seconds, from 1 to 3600 (default 120)"}
                 },
                 "required": ["command"]
             }),
@@ -229,6 +232,9 @@ fn spec(name: &str, description: &str, parameters: Value) -> ToolSpec {
 enum Stop {
     /// The turn was cancelled while the tool ran.
     Cancelled,
+    /// The turn was cancelled after the tool's work began, which had done
+    /// what this says (a command's output so far, say).
+    Interrupted(String),
     /// The tool failed; the message is for the model (and the person).
     Failed(String),
 }
@@ -276,13 +282,35 @@ pub async fn run<C: ClientPort>(
         Ok(outcome) => outcome,
         Err(stop) => {
             let (message, outcome) = match stop {
-                Stop::Cancelled => ("Cancelled".to_owned(), ToolOutcome::Cancelled),
+                // Work that had begun was stopped, not skipped: a command may
+                // have changed files already, and the model must not think
+                // otherwise.
+                Stop::Cancelled if report.began() => stopped_by_cancel(String::new()),
+                Stop::Interrupted(so_far) => stopped_by_cancel(so_far),
+                Stop::Cancelled => (
+                    "Cancelled".to_owned(),
+                    ToolOutcome::Cancelled { stopped: None },
+                ),
                 Stop::Failed(problem) => (problem.clone(), ToolOutcome::error(problem)),
             };
             report.finish(ToolCallStatus::Failed, vec![text_content(&message)]);
             outcome
         }
     }
+}
+
+/// What the client is shown of a call the cancel cut short, and the outcome
+/// that tells the turn so.
+fn stopped_by_cancel(so_far: String) -> (String, ToolOutcome) {
+    let mut message = "Stopped before it finished: the turn was cancelled".to_owned();
+    if !so_far.is_empty() {
+        message.push_str("; ");
+        message.push_str(&so_far);
+    }
+    let outcome = ToolOutcome::Cancelled {
+        stopped: Some(so_far),
+    };
+    (message, outcome)
 }
 
 /// Send `request` to the client, unless the turn is cancelled first.
@@ -430,6 +458,9 @@ struct Report<'a, C: ClientPort> {
     raw_input: Value,
     /// Whether `in_progress` has been sent.
     progressed: AtomicBool,
+    /// Whether the call's work has begun: a cancel from then on stops it
+    /// part way rather than before it ran.
+    began: AtomicBool,
 }
 
 impl<'a, C: ClientPort> Report<'a, C> {
@@ -440,6 +471,7 @@ impl<'a, C: ClientPort> Report<'a, C> {
             title,
             raw_input: call.arguments.clone(),
             progressed: AtomicBool::new(false),
+            began: AtomicBool::new(false),
         }
     }
 
@@ -468,7 +500,19 @@ impl<'a, C: ClientPort> Report<'a, C> {
         ToolCallUpdate::new(self.id.clone(), fields)
     }
 
+    /// The call's work begins before it is shown in progress (a command
+    /// the client is asked to start, say).
+    fn begin(&self) {
+        self.began.store(true, Ordering::Relaxed);
+    }
+
+    fn began(&self) -> bool {
+        self.began.load(Ordering::Relaxed)
+    }
+
+    /// `in_progress`: the call's work begins.
     fn progress(&self, content: Vec<ToolCallContent>) {
+        self.begin();
         self.progressed.store(true, Ordering::Relaxed);
         let mut fields = ToolCallUpdateFields::new().status(ToolCallStatus::InProgress);
         if !content.is_empty() {
@@ -496,18 +540,36 @@ fn text_content(text: &str) -> ToolCallContent {
 
 /// `text`, cut from the middle if it is longer than the model should read.
 fn for_the_model(text: &str) -> String {
+    cut_for_the_model(text, |_, _| String::new())
+}
+
+/// `text`, cut from the middle if it is longer than the model should read,
+/// the cut marked with how many bytes it took and what `how_to_read` says,
+/// from the text before the cut and the text cut, about reading them (or
+/// nothing, when there is no way).
+fn cut_for_the_model(text: &str, how_to_read: impl FnOnce(&str, &str) -> String) -> String {
     if text.len() <= MODEL_OUTPUT_LIMIT {
         return text.to_owned();
     }
     let half = MODEL_OUTPUT_LIMIT / 2;
     let head_end = floor_char_boundary(text, half);
     let tail_start = floor_char_boundary(text, text.len() - half);
-    format!(
-        "{}\n[… {} bytes cut …]\n{}",
-        &text[..head_end],
-        tail_start - head_end,
-        &text[tail_start..]
-    )
+    let mut mark = format!("[… {} bytes cut", tail_start - head_end);
+    let how = how_to_read(&text[..head_end], &text[head_end..tail_start]);
+    if !how.is_empty() {
+        mark.push_str("; ");
+        mark.push_str(&how);
+    }
+    format!("{}\n{mark} …]\n{}", &text[..head_end], &text[tail_start..])
+}
+
+/// `count` `noun`s, in the singular for one: "1 line", "3 lines".
+fn counted(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }
 
 fn floor_char_boundary(text: &str, mut index: usize) -> usize {
@@ -541,6 +603,13 @@ mod tests {
         assert!(cut.len() < MODEL_OUTPUT_LIMIT + 100);
         assert!(cut.starts_with('a') && cut.ends_with('é'));
         assert!(cut.contains("bytes cut"));
+    }
+
+    #[test]
+    fn counts_are_singular_for_one() {
+        assert_eq!(counted(0, "step"), "0 steps");
+        assert_eq!(counted(1, "step"), "1 step");
+        assert_eq!(counted(2, "line"), "2 lines");
     }
 
     #[test]

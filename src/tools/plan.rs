@@ -10,7 +10,7 @@ use agent_client_protocol::v1::schema::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ClientPort, ToolContext, ToolOutcome, arguments};
+use super::{ClientPort, ToolContext, ToolOutcome, arguments, counted};
 
 /// The tool's name, as the model calls it.
 pub(super) const NAME: &str = "update_plan";
@@ -66,6 +66,7 @@ pub(super) fn update<C: ClientPort>(context: &ToolContext<'_, C>, raw: &Value) -
         .client
         .notify(SessionUpdate::Plan(Plan::new(entries)));
     ToolOutcome::ok(format!(
-        "The user sees the plan: {steps} steps, {done} done."
+        "The user sees the plan: {}, {done} done.",
+        counted(steps, "step")
     ))
 }

@@ -38,6 +38,8 @@ pub struct TerminalOutput {
     pub output: String,
     /// Earlier output was dropped to stay within the limit.
     pub truncated: bool,
+    /// How many bytes of it.
+    pub dropped: usize,
     pub exit: Option<ExitStatus>,
 }
 
@@ -71,7 +73,8 @@ struct Terminal {
 struct Output {
     bytes: Vec<u8>,
     limit: usize,
-    truncated: bool,
+    /// Bytes dropped from the start to stay within `limit`.
+    dropped: usize,
 }
 
 impl Output {
@@ -80,18 +83,23 @@ impl Output {
         if self.bytes.len() > self.limit {
             let excess = self.bytes.len() - self.limit;
             self.bytes.drain(..excess);
-            self.truncated = true;
+            self.dropped += excess;
         }
     }
 
-    fn text(&self) -> String {
+    /// The text kept, and how many bytes before it are gone.
+    fn text(&self) -> (String, usize) {
         // The cut may have split a character; start at the next whole one.
-        let start = self
-            .bytes
-            .iter()
-            .position(|byte| byte & 0b1100_0000 != 0b1000_0000)
-            .unwrap_or(self.bytes.len());
-        String::from_utf8_lossy(&self.bytes[start..]).into_owned()
+        let start = if self.dropped == 0 {
+            0
+        } else {
+            self.bytes
+                .iter()
+                .position(|byte| byte & 0b1100_0000 != 0b1000_0000)
+                .unwrap_or(self.bytes.len())
+        };
+        let text = String::from_utf8_lossy(&self.bytes[start..]).into_owned();
+        (text, self.dropped + start)
     }
 }
 
@@ -139,7 +147,7 @@ impl Terminals {
             output: Mutex::new(Output {
                 bytes: Vec::new(),
                 limit: output_limit.unwrap_or(DEFAULT_OUTPUT_LIMIT),
-                truncated: false,
+                dropped: 0,
             }),
             exit,
             kill: Notify::new(),
@@ -180,10 +188,11 @@ impl Terminals {
     /// The output so far, and the exit status once the command has ended.
     pub fn output(&self, id: &str) -> Result<TerminalOutput, TerminalError> {
         let terminal = self.get(id)?;
-        let output = lock(&terminal.output);
+        let (output, dropped) = lock(&terminal.output).text();
         Ok(TerminalOutput {
-            output: output.text(),
-            truncated: output.truncated,
+            output,
+            truncated: dropped > 0,
+            dropped,
             exit: terminal.exit.borrow().clone(),
         })
     }
@@ -339,15 +348,15 @@ mod tests {
         let mut output = Output {
             bytes: Vec::new(),
             limit: 5,
-            truncated: false,
+            dropped: 0,
         };
         output.push("ab".as_bytes());
-        assert!(!output.truncated);
+        assert_eq!(output.text(), ("ab".to_owned(), 0));
         output.push("cdé!".as_bytes()); // 'é' is two bytes
-        assert!(output.truncated);
-        assert_eq!(output.text(), "cdé!");
+        assert_eq!(output.text(), ("cdé!".to_owned(), 2));
         output.push("xyz".as_bytes());
-        assert_eq!(output.text(), "!xyz");
+        // Half of 'é' is kept but not shown: it counts as dropped.
+        assert_eq!(output.text(), ("!xyz".to_owned(), 6));
     }
 
     #[tokio::test]
