@@ -20,8 +20,14 @@ use crate::store::{Entry, EntryKind};
 /// Largest coalesced text chunk of a replay, in bytes.
 const REPLAY_CHUNK_BYTES: usize = 64 * 1024;
 
-/// What the model is told about a tool call the server never finished.
+/// What the model is told about a tool call the server never began.
 const NOT_RUN_STOPPED: &str = "not run: the server stopped during the turn";
+
+/// What the model is told about the tool call that had begun when the
+/// server stopped: whether it had done anything is not known.
+const BEGUN_STOPPED: &str = "begun, then not finished: the server stopped while it ran; \
+                             it may have had effects (a file written, a command run) — \
+                             check before doing it again";
 
 /// What clients are shown of a tool call the server never finished.
 const STOPPED: &str = "not finished: the server stopped during the turn; the turn was cancelled";
@@ -245,17 +251,23 @@ pub fn unfinished_turn_messages(entries: &[Entry]) -> Vec<Message> {
                 _ => None,
             })
     {
-        for call in calls {
+        let begun = calls_begun_after(&turn[messages[asked].0 + 1..]);
+        for (position, call) in calls.iter().enumerate() {
             // Only an answer after the call counts: a provider may reuse an
             // id an earlier round's call had.
             let answered = messages[asked + 1..].iter().any(|(_, message)| {
                 matches!(message, Message::ToolResult { call_id, .. } if *call_id == call.id)
             });
             if !answered {
+                let told = if position < begun {
+                    BEGUN_STOPPED
+                } else {
+                    NOT_RUN_STOPPED
+                };
                 owed.push(Message::ToolResult {
                     call_id: call.id.clone(),
                     name: call.name.clone(),
-                    content: NOT_RUN_STOPPED.to_owned(),
+                    content: told.to_owned(),
                     is_error: true,
                 });
             }
@@ -278,6 +290,17 @@ pub fn unfinished_turn_messages(entries: &[Entry]) -> Vec<Message> {
         owed.push(Message::assistant(text));
     }
     owed
+}
+
+/// How many of a round's tool calls had begun, from the updates after the
+/// model asked for them: they run one after another, each reported to its
+/// clients as it begins.
+fn calls_begun_after(entries: &[Entry]) -> usize {
+    entries
+        .iter()
+        .filter(|entry| entry.kind == EntryKind::Update)
+        .filter(|entry| matches!(parse(entry), Some(SessionUpdate::ToolCall(_))))
+        .count()
 }
 
 fn parse<T: serde::de::DeserializeOwned>(entry: &Entry) -> Option<T> {
@@ -408,6 +431,42 @@ mod tests {
             unfinished_turn_messages(&stored),
             vec![Message::assistant("half an answer")]
         );
+    }
+
+    #[test]
+    fn an_interrupted_turn_tells_the_model_which_call_had_begun() {
+        let call = |id: &str| crate::model::ToolCall {
+            id: id.into(),
+            name: "run_command".into(),
+            arguments: serde_json::json!({}),
+        };
+        let stored = entries(vec![
+            (EntryKind::TurnStarted, "1".into()),
+            message(Message::user("go")),
+            message(Message::Assistant {
+                text: String::new(),
+                tool_calls: vec![call("c1"), call("c2"), call("c3")],
+            }),
+            update(SessionUpdate::ToolCall(ToolCall::new("c1", "Run a"))),
+            message(Message::ToolResult {
+                call_id: "c1".into(),
+                name: "run_command".into(),
+                content: "exit code 0".into(),
+                is_error: false,
+            }),
+            update(SessionUpdate::ToolCall(ToolCall::new("c2", "Run b"))),
+        ]);
+        let owed = unfinished_turn_messages(&stored);
+        let told: Vec<(&str, &str)> = owed
+            .iter()
+            .filter_map(|message| match message {
+                Message::ToolResult {
+                    call_id, content, ..
+                } => Some((call_id.as_str(), content.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told, [("c2", BEGUN_STOPPED), ("c3", NOT_RUN_STOPPED)]);
     }
 
     #[test]
