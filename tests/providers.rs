@@ -319,8 +319,8 @@ async fn several_openai_tool_calls_in_one_message_come_out_in_order() {
 
 #[tokio::test]
 async fn a_new_id_at_an_index_already_in_use_begins_another_tool_call() {
-    // Some servers give every call index 0; only the id tells them apart,
-    // whether the calls share a chunk or follow one another.
+    // Some servers give every call index 0; only the id, with a name, tells
+    // them apart, whether the calls share a chunk or follow one another.
     let call = |id: &str, name: &str, arguments: &str| {
         json!({"index": 0, "id": id, "type": "function",
                "function": {"name": name, "arguments": arguments}})
@@ -335,7 +335,12 @@ async fn a_new_id_at_an_index_already_in_use_begins_another_tool_call() {
             json!({"tool_calls": [{"index": 0, "function": {"arguments": "th\": \"b.txt\"}"}}]}),
         ),
         openai_delta(json!({"tool_calls": [call("y1", "", "")]})),
-        openai_delta(json!({"tool_calls": [call("y2", "search", "{\"pattern\": \"x\"}")]})),
+        openai_delta(json!({"tool_calls": [call("y2", "search", "{\"pattern\": ")]})),
+        // A server that changes the id from piece to piece of one call: no
+        // name, so no new call.
+        openai_delta(json!({"tool_calls": [
+            {"index": 0, "id": "y2-again", "function": {"arguments": "\"x\"}"}}
+        ]})),
         openai_finish("tool_calls"),
         openai_done(),
     ])])

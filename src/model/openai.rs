@@ -474,17 +474,24 @@ impl ChunkDecoder {
 
     /// Add a piece to the call it continues, or begin a new call. A piece
     /// continues the call at its `index` (the latest call, from a server that
-    /// omits `index`) unless it carries an id other than that call's: some
-    /// servers give every call index 0, and only the id tells them apart.
+    /// omits `index`) unless it opens another: an id other than that call's
+    /// together with a function name. Some servers give every call index 0,
+    /// and only the id tells them apart; others change the id from piece to
+    /// piece of one call, but a call's name comes only with its first.
     fn add_tool_call_piece(&mut self, piece: ToolCallDelta) {
         let id = piece.id.filter(|id| !id.is_empty());
+        let opens = piece
+            .function
+            .as_ref()
+            .and_then(|function| function.name.as_deref())
+            .is_some_and(|name| !name.is_empty());
         let current = match piece.index {
             Some(index) => self.slots.get(&index).copied(),
             None => self.calls.len().checked_sub(1),
         };
         let continues = |at: usize| match &id {
-            Some(id) => self.calls[at].id.is_empty() || self.calls[at].id == *id,
-            None => true,
+            Some(id) if opens => self.calls[at].id.is_empty() || self.calls[at].id == *id,
+            _ => true,
         };
         let at = match current {
             Some(at) if continues(at) => at,
@@ -498,7 +505,9 @@ impl ChunkDecoder {
             }
         };
         let call = &mut self.calls[at];
-        if let Some(id) = id {
+        if let Some(id) = id
+            && call.id.is_empty()
+        {
             call.id = id;
         }
         if let Some(function) = piece.function {

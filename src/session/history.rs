@@ -251,15 +251,15 @@ pub fn unfinished_turn_messages(entries: &[Entry]) -> Vec<Message> {
                 _ => None,
             })
     {
-        let begun = calls_begun_after(&turn[messages[asked].0 + 1..]);
-        for (position, call) in calls.iter().enumerate() {
+        let mut begun = calls_begun_after(&turn[messages[asked].0 + 1..]);
+        for call in calls {
             // Only an answer after the call counts: a provider may reuse an
             // id an earlier round's call had.
             let answered = messages[asked + 1..].iter().any(|(_, message)| {
                 matches!(message, Message::ToolResult { call_id, .. } if *call_id == call.id)
             });
             if !answered {
-                let told = if position < begun {
+                let told = if took_begun(&mut begun, &call.id) {
                     BEGUN_STOPPED
                 } else {
                     NOT_RUN_STOPPED
@@ -292,15 +292,36 @@ pub fn unfinished_turn_messages(entries: &[Entry]) -> Vec<Message> {
     owed
 }
 
-/// How many of a round's tool calls had begun, from the updates after the
-/// model asked for them: they run one after another, each reported to its
-/// clients as it begins.
-fn calls_begun_after(entries: &[Entry]) -> usize {
+/// The ids clients know the tool calls of a round by that had begun, from
+/// the updates after the model asked for them: each is reported to its
+/// clients as it begins (all but the plan, which is no tool call to them).
+fn calls_begun_after(entries: &[Entry]) -> Vec<String> {
     entries
         .iter()
         .filter(|entry| entry.kind == EntryKind::Update)
-        .filter(|entry| matches!(parse(entry), Some(SessionUpdate::ToolCall(_))))
-        .count()
+        .filter_map(|entry| match parse(entry)? {
+            SessionUpdate::ToolCall(call) => Some(call.tool_call_id.0.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether the call the model knows as `id` is among `begun`, which it
+/// leaves: clients know it by that id, or by that id and a suffix when the
+/// session had used it already (see `Turn::client_id`).
+fn took_begun(begun: &mut Vec<String>, id: &str) -> bool {
+    let known_as = |client_id: &String| {
+        client_id
+            .strip_prefix(id)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+    };
+    match begun.iter().position(known_as) {
+        Some(at) => {
+            begun.remove(at);
+            true
+        }
+        None => false,
+    }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(entry: &Entry) -> Option<T> {
@@ -445,7 +466,13 @@ mod tests {
             message(Message::user("go")),
             message(Message::Assistant {
                 text: String::new(),
-                tool_calls: vec![call("c1"), call("c2"), call("c3")],
+                tool_calls: vec![call("plan"), call("c1"), call("c2"), call("c3")],
+            }),
+            message(Message::ToolResult {
+                call_id: "plan".into(),
+                name: "update_plan".into(),
+                content: "Plan updated.".into(),
+                is_error: false,
             }),
             update(SessionUpdate::ToolCall(ToolCall::new("c1", "Run a"))),
             message(Message::ToolResult {

@@ -317,7 +317,6 @@ fn lacking_capability(method: &str, capabilities: &ClientCapabilities) -> Option
     (!offered).then_some(needed)
 }
 
-/// Whether `error` means `target` went away before it answered.
 /// The SDK's error for an answer that is not the response `method` asks
 /// for says only "Parse error": say which answer, and what was wrong with it.
 fn unreadable(method: &str, error: Error) -> Error {
@@ -328,6 +327,7 @@ fn unreadable(method: &str, error: Error) -> Error {
     Error::new(ErrorCode::INVALID_PARAMS, message)
 }
 
+/// Whether `error` means `target` went away before it answered.
 fn has_gone(error: &Error, target: &ClientHandle) -> bool {
     agent_client_protocol::is_incoming_transport_closed(error) || target.cx.is_incoming_closed()
 }

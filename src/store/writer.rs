@@ -563,11 +563,17 @@ pub(super) fn checkpoint_loop(
             // briefly). RESTART rather than TRUNCATE: the log is reused from
             // its start in place, where cutting a 64 MiB file took 20 ms more
             // with the writer waiting.
-            Ok(log_pages) if !last && log_pages > MAX_LOG_PAGES => {
+            Ok(done) if !last && done.log_pages > MAX_LOG_PAGES => {
                 let restarted =
                     shared.hold_writes_off_threads(|| checkpoint(connection, "RESTART"));
-                if let Err(error) = restarted {
-                    tracing::warn!(store = %path.display(), "could not shorten the session store's log: {}", describe(&error));
+                match restarted {
+                    Ok(done) if done.blocked => {
+                        tracing::debug!(store = %path.display(), "the session store's log could not be started over yet: a reader still needs it")
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(store = %path.display(), "could not shorten the session store's log: {}", describe(&error))
+                    }
                 }
             }
             Ok(_) => {}
@@ -592,15 +598,42 @@ const MAX_LOG_PAGES: i64 = 16 * 1024;
 /// overwritten with zeros as they were freed: `secure_delete`.) It holds
 /// writes back while the log is copied; deletes are rare.
 fn scrub_log(connection: &Connection, path: &Path) {
-    if let Err(error) = checkpoint(connection, "TRUNCATE") {
-        tracing::warn!(store = %path.display(), "a deleted session's history may stay in the session store's log until its next checkpoint: {}", describe(&error));
+    // SQLite does not wait for a checkpoint already running (the
+    // checkpointer's): it reports itself blocked. Those are short.
+    for _ in 0..SCRUB_ATTEMPTS {
+        match checkpoint(connection, "TRUNCATE") {
+            Ok(done) if done.blocked => std::thread::sleep(SCRUB_RETRY),
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(store = %path.display(), "a deleted session's history may stay in the session store's log until the server stops (its last checkpoint empties the log): {}", describe(&error));
+                return;
+            }
+        }
     }
+    tracing::warn!(store = %path.display(), "a deleted session's history may stay in the session store's log until the server stops (its last checkpoint empties the log): another connection kept it busy");
+}
+
+/// How often, and how far apart, emptying the log after a delete is tried
+/// while a checkpoint or a reader holds it: 100 ms in all, at most, of
+/// writes held back.
+const SCRUB_ATTEMPTS: usize = 50;
+const SCRUB_RETRY: Duration = Duration::from_millis(2);
+
+/// What a checkpoint did.
+struct Checkpointed {
+    /// Another checkpoint, or a reader, kept it from finishing.
+    blocked: bool,
+    /// The pages in the log, as SQLite reports them.
+    log_pages: i64,
 }
 
 /// Run a checkpoint; the pages in the log, as SQLite reports them.
-fn checkpoint(connection: &Connection, mode: &str) -> rusqlite::Result<i64> {
+fn checkpoint(connection: &Connection, mode: &str) -> rusqlite::Result<Checkpointed> {
     connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
-        row.get(1)
+        Ok(Checkpointed {
+            blocked: row.get::<_, i64>(0)? != 0,
+            log_pages: row.get(1)?,
+        })
     })
 }
 

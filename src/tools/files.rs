@@ -61,7 +61,8 @@ pub(super) async fn read<C: ClientPort>(
             )));
         }
     }
-    let first = args.line.unwrap_or(1) as usize;
+    // Line 0 is read as line 1.
+    let first = args.line.unwrap_or(1).max(1) as usize;
     let text = cut_for_the_model(&text, |before, cut| {
         how_to_read_the_rest(first, before, cut)
     });
@@ -75,7 +76,12 @@ pub(super) async fn read<C: ClientPort>(
 fn how_to_read_the_rest(first: usize, before: &str, cut: &str) -> String {
     let from = first + before.matches('\n').count();
     let newlines = |text: &[u8]| text.iter().filter(|&&byte| byte == b'\n').count();
-    let to = from + newlines(&cut.as_bytes()[..cut.len() - 1]);
+    // The line of the cut's last byte: a newline that ends it ends that line.
+    let to = from
+        + cut
+            .as_bytes()
+            .split_last()
+            .map_or(0, |(_, rest)| newlines(rest));
     if from == to {
         format!("all inside line {from}, too long to show whole")
     } else {

@@ -4,7 +4,9 @@
 //! project's `.github/` or `.env.example` is part of its code, while `.git`
 //! is the repository's own store. Paths come back relative to the workspace
 //! root, whatever directory was searched, because that is how every other
-//! tool takes them.
+//! tool takes them. `search` does not read files that usually hold secrets
+//! (`.env`, private keys, `.ssh/`…) unless it is pointed at one: what it
+//! finds goes to the model's provider.
 
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
@@ -152,6 +154,10 @@ fn walk(
         .filter(|entry| entry.file_type().is_some_and(|kind| kind.is_file()))
         .filter_map(move |entry| {
             let relative = entry.path().strip_prefix(&root).ok()?.to_owned();
+            // Also when `dir` itself is `.git` or inside it.
+            if relative.components().any(|part| part.as_os_str() == ".git") {
+                return None;
+            }
             let wanted = glob.as_ref().is_none_or(|glob| {
                 glob.is_match(&relative)
                     || entry
@@ -209,7 +215,9 @@ fn search_files(
         let relative = searched.strip_prefix(root).unwrap_or(searched).to_owned();
         vec![(searched.to_owned(), relative)]
     } else {
-        walk(root, searched, glob).collect()
+        walk(root, searched, glob)
+            .filter(|(_, relative)| !holds_secrets(relative))
+            .collect()
     };
     let mut lines = Vec::new();
     let mut total = 0usize;
@@ -234,6 +242,37 @@ fn search_files(
         lines.push(format!("… and {} more matches", total - lines.len()));
     }
     lines.join("\n")
+}
+
+/// Whether a file, by its path, is one that usually holds secrets: an
+/// environment file (not its `.example`), a private key, a credentials file,
+/// or anything in a directory of keys.
+fn holds_secrets(relative: &Path) -> bool {
+    const DIRECTORIES: [&str; 3] = [".ssh", ".aws", ".gnupg"];
+    const FILES: [&str; 7] = [
+        ".netrc",
+        ".npmrc",
+        ".pypirc",
+        "id_rsa",
+        "id_ecdsa",
+        "id_ed25519",
+        "credentials.json",
+    ];
+    const TEMPLATES: [&str; 4] = [".example", ".sample", ".template", ".dist"];
+    if relative
+        .components()
+        .any(|part| DIRECTORIES.iter().any(|dir| part.as_os_str() == *dir))
+    {
+        return true;
+    }
+    let Some(name) = relative.file_name().and_then(|name| name.to_str()) else {
+        return false;
+    };
+    let environment = name == ".env" || name.starts_with(".env.");
+    (environment && !TEMPLATES.iter().any(|suffix| name.ends_with(suffix)))
+        || FILES.contains(&name)
+        || name.ends_with(".pem")
+        || name.ends_with(".key")
 }
 
 fn shortened(line: &str) -> String {
@@ -322,6 +361,47 @@ mod tests {
             ".env.example:1: KEY=",
             "an ignored file stays hidden"
         );
+    }
+
+    #[test]
+    fn the_git_directory_is_not_shown_even_when_named() {
+        let dir = repository();
+        let root = dir.path();
+        let git = root.join(".git");
+        assert_eq!(list_files(root, &git, None), "no files");
+        assert_eq!(list_files(root, &git.join("refs"), None), "no files");
+        let matcher = RegexMatcher::new("runs-on").unwrap();
+        assert_eq!(search_files(root, &git, &matcher, None), "no matches");
+    }
+
+    #[test]
+    fn a_search_skips_files_that_hold_secrets_unless_pointed_at_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for (file, text) in [
+            (".env", "TOKEN=abc\n"),
+            (".env.local", "TOKEN=abc\n"),
+            (".env.example", "TOKEN=\n"),
+            (".ssh/config", "TOKEN=abc\n"),
+            ("deploy/server.key", "TOKEN=abc\n"),
+            (".netrc", "TOKEN=abc\n"),
+            ("app.py", "TOKEN = env('TOKEN')\n"),
+        ] {
+            let path = root.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let matcher = RegexMatcher::new("TOKEN").unwrap();
+        assert_eq!(
+            search_files(root, root, &matcher, None),
+            ".env.example:1: TOKEN=\napp.py:1: TOKEN = env('TOKEN')"
+        );
+        assert_eq!(
+            search_files(root, &root.join(".env"), &matcher, None),
+            ".env:1: TOKEN=abc"
+        );
+        // Their names are no secret.
+        assert!(list(root, None).contains(".env.local"));
     }
 
     #[test]

@@ -169,7 +169,7 @@ pub fn specs() -> Vec<ToolSpec> {
         ),
         spec(
             "search",
-            "Search file contents with a regular expression, hidden files included, respecting .gitignore; never inside .git. Prints `path:line: text` for each match, the path relative to the workspace root.",
+            "Search file contents with a regular expression, hidden files included, respecting .gitignore; never inside .git, and not in files that usually hold secrets (.env but not .env.example, private keys, .ssh/, .aws/, .netrc…) unless `path` names one. Prints `path:line: text` for each match, the path relative to the workspace root.",
             json!({
                 "type": "object",
                 "properties": {
@@ -554,6 +554,11 @@ fn cut_for_the_model(text: &str, how_to_read: impl FnOnce(&str, &str) -> String)
     let half = MODEL_OUTPUT_LIMIT / 2;
     let head_end = floor_char_boundary(text, half);
     let tail_start = floor_char_boundary(text, text.len() - half);
+    if tail_start <= head_end {
+        // Just over the limit, with a character across the middle: both
+        // halves end at its boundary and nothing would be cut.
+        return text.to_owned();
+    }
     let mut mark = format!("[… {} bytes cut", tail_start - head_end);
     let how = how_to_read(&text[..head_end], &text[head_end..tail_start]);
     if !how.is_empty() {
@@ -603,6 +608,20 @@ mod tests {
         assert!(cut.len() < MODEL_OUTPUT_LIMIT + 100);
         assert!(cut.starts_with('a') && cut.ends_with('é'));
         assert!(cut.contains("bytes cut"));
+    }
+
+    #[test]
+    fn text_just_over_the_limit_with_a_character_across_the_middle_is_kept_whole() {
+        let half = "a".repeat(MODEL_OUTPUT_LIMIT / 2);
+        let text = format!("{half}é{}", &half[1..]);
+        assert_eq!(text.len(), MODEL_OUTPUT_LIMIT + 1);
+        let mut asked = false;
+        let kept = cut_for_the_model(&text, |_, _| {
+            asked = true;
+            String::new()
+        });
+        assert_eq!(kept, text);
+        assert!(!asked, "nothing was cut, so there is nothing to read on");
     }
 
     #[test]

@@ -250,13 +250,16 @@ impl Drop for Terminals {
 
 /// In a command's process, before it runs: be killed when the process that
 /// started it dies, even by `kill -9`, when nothing is left to kill the
-/// group. (Only the command itself: what it starts in the background lives
-/// on, unless it is killed with the group first.)
+/// group. (Only that process — for a shell line, the shell: what it starts
+/// lives on, unless it is killed with the group first.) Linux sends the
+/// signal when the *thread* that started it ends: commands are started from
+/// the runtime's worker threads, which live as long as the server.
 fn die_with(parent: Pid) -> std::io::Result<()> {
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
-    // The parent may have died before the signal was asked for.
+    // The parent may have died before the signal was asked for. (No
+    // allocation between fork and exec: a bare errno.)
     if rustix::process::getppid() != Some(parent) {
-        return Err(std::io::Error::other("the process that started it is gone"));
+        return Err(rustix::io::Errno::SRCH.into());
     }
     Ok(())
 }
