@@ -1154,9 +1154,9 @@ async fn streamed_turns(
             server.cpu()?.saturating_sub(cpu),
             server.store_use()?.since(store),
         );
-        // The title, then one update per event.
+        // The title, one update per event, then how the turn ended.
         ensure!(
-            received.updates == events + 1,
+            received.updates == events + 2,
             "a turn of {events} text events brought {} updates",
             received.updates
         );
