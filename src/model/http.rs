@@ -399,15 +399,17 @@ fn retry_wait(settings: &ModelSettings, retries_done: u32, asked: Option<Duratio
 
 /// A `Retry-After` header in seconds (the HTTP-date form is left to backoff).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: f64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    (seconds.is_finite() && seconds >= 0.0)
-        .then(|| Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    match value.parse::<f64>() {
+        Ok(seconds) => (seconds.is_finite() && seconds >= 0.0)
+            .then(|| Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)),
+        // The header's other form: the time to try again at. One already
+        // past means now.
+        Err(_) => httpdate::parse_http_date(value).ok().map(|at| {
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        }),
+    }
 }
 
 /// Why the bytes of an event stream stopped coming.
@@ -824,6 +826,20 @@ mod tests {
                 .parse()
                 .expect("a header value"),
         );
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO), "a time past");
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        headers.insert(
+            RETRY_AFTER,
+            httpdate::fmt_http_date(later)
+                .parse()
+                .expect("a header value"),
+        );
+        let wait = retry_after(&headers).expect("a wait");
+        assert!(
+            wait > Duration::from_secs(110) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
+        headers.insert(RETRY_AFTER, "soon".parse().expect("a header value"));
         assert_eq!(retry_after(&headers), None);
     }
 
