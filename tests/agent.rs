@@ -718,11 +718,11 @@ async fn a_command_in_the_client_terminal_leaves_its_output_for_every_watcher() 
     );
 
     // A client that loads the session later, with no terminal of its own,
-    // still reads what the command printed.
+    // still reads what the command printed, and is not shown the terminal.
     let watcher = loaded_afresh(&server, &session, &workspace).await;
     let replayed = watcher.tool_calls(&session);
     assert_eq!(replayed[0]["status"], "completed");
-    assert_eq!(replayed[0]["content"], calls[0]["content"]);
+    assert_eq!(replayed[0]["content"], json!([calls[0]["content"][1]]));
 }
 
 #[tokio::test]
@@ -1621,6 +1621,93 @@ fn answer_for(request: &Value) -> Value {
         // fs/write_text_file, terminal/release, terminal/kill
         _ => json!({}),
     }
+}
+
+/// A client's terminal is shown only to that client: another attached
+/// client, or one that loads the session later, does not know its id (Zed
+/// fails the whole update), and gets the command's output as text instead.
+#[tokio::test]
+async fn a_clients_terminal_is_shown_to_it_alone_and_never_replayed() {
+    let server = Server::scripted(
+        json!([
+            [call("run_command", json!({"command": "echo", "args": ["done"], "timeout_secs": 5}))],
+            [{"text": "Ran it."}]
+        ]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    let mut prompter = server.raw().await;
+    prompter
+        .request(
+            "initialize",
+            json!({"protocolVersion": 1, "clientCapabilities": {"terminal": true}}),
+        )
+        .await;
+    let session = prompter.new_session(&workspace).await;
+    let mut watcher = server.initialized().await;
+    let resumed = watcher
+        .request(
+            "session/resume",
+            json!({"sessionId": session, "cwd": workspace, "mcpServers": []}),
+        )
+        .await;
+    assert!(resumed.get("result").is_some(), "{resumed}");
+
+    let turn = prompter.start_prompt(&session, "run it").await;
+    loop {
+        let message = prompter.recv().await;
+        if message["id"] == json!(turn) && message.get("method").is_none() {
+            assert_eq!(message["result"]["stopReason"], "end_turn", "{message}");
+            break;
+        }
+        if message["method"].is_string() && message.get("id").is_some() {
+            let result = answer_for(&message);
+            prompter
+                .send(json!({"jsonrpc": "2.0", "id": message["id"], "result": result}))
+                .await;
+        } else {
+            prompter.notifications.push(message);
+        }
+    }
+    let shown = Value::Array(prompter.notifications.clone()).to_string();
+    assert!(shown.contains("\"terminalId\":\"term-1\""), "{shown}");
+
+    let final_update = |messages: &[Value]| {
+        messages
+            .iter()
+            .map(|message| &message["params"]["update"])
+            .filter(|update| update["toolCallId"].is_string())
+            .rfind(|update| update["status"] == "completed")
+            .cloned()
+            .expect("the command's final update")
+    };
+    watcher
+        .receive_until(|messages| {
+            messages
+                .iter()
+                .any(|message| message["params"]["update"]["status"] == "completed")
+        })
+        .await;
+    let watched = final_update(&watcher.notifications);
+    assert!(!watched.to_string().contains("terminal"), "{watched}");
+    assert!(
+        watched["content"][0]["content"]["text"]
+            .as_str()
+            .is_some_and(|text| text.contains("done"))
+    );
+
+    let mut loader = server.initialized().await;
+    let loaded = loader
+        .request(
+            "session/load",
+            json!({"sessionId": session, "cwd": workspace, "mcpServers": []}),
+        )
+        .await;
+    assert!(loaded.get("result").is_some(), "{loaded}");
+    let replayed = Value::Array(loader.notifications.clone()).to_string();
+    assert!(!replayed.contains("terminal"), "{replayed}");
+    assert!(replayed.contains("done"), "{replayed}");
 }
 
 #[tokio::test]

@@ -128,6 +128,23 @@ impl Attachments {
         }
     }
 
+    /// Send `shown` to its connection, if attached, and `others` to every
+    /// other attached connection.
+    pub fn deliver_showing(
+        &self,
+        others: SessionNotification,
+        shown: Option<(ConnectionId, SessionNotification)>,
+    ) {
+        let mut attached = self.lock();
+        let mut shown = shown;
+        for entry in attached.iter_mut() {
+            match shown.take_if(|(connection, _)| *connection == entry.handle.connection) {
+                Some((_, notification)) => entry.pass(notification),
+                None => entry.pass(others.clone()),
+            }
+        }
+    }
+
     /// Who answers a turn's requests: `preferred` (the prompter) while it is
     /// attached, else the connection attached longest.
     pub fn target(&self, preferred: ConnectionId) -> Option<ClientHandle> {

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use agent_client_protocol::v1::schema::{
-    ContentBlock, ContentChunk, Meta, SessionInfoUpdate, SessionUpdate, TextContent,
+    ContentBlock, ContentChunk, Meta, SessionInfoUpdate, SessionUpdate, TerminalId, TextContent,
     ToolCallContent, ToolCallId, ToolCallStatus, ToolCallUpdate, ToolCallUpdateFields,
 };
 
@@ -47,8 +47,10 @@ pub fn replay(entries: &[Entry], newest: i64) -> Vec<SessionUpdate> {
     for entry in entries.iter().take_while(|entry| entry.seq <= newest) {
         match entry.kind {
             EntryKind::Update => {
-                if let Some(update) = parse(entry) {
-                    replay.push(update);
+                if let Some(update) = parse::<SessionUpdate>(entry) {
+                    // No client that loads a session knows a terminal of the
+                    // turns before: the output is beside it as text.
+                    replay.push(without_terminals(&update).unwrap_or(update));
                 }
             }
             EntryKind::TurnStarted => replay.break_text(),
@@ -63,6 +65,36 @@ pub fn replay(entries: &[Entry], newest: i64) -> Vec<SessionUpdate> {
         }
     }
     replay.finish()
+}
+
+/// The client terminals a tool call's update shows.
+pub(super) fn terminals_shown(update: &SessionUpdate) -> impl Iterator<Item = &TerminalId> {
+    let content = match update {
+        SessionUpdate::ToolCall(call) => call.content.as_slice(),
+        SessionUpdate::ToolCallUpdate(update) => update.fields.content.as_deref().unwrap_or(&[]),
+        _ => &[],
+    };
+    content.iter().filter_map(|item| match item {
+        ToolCallContent::Terminal(terminal) => Some(&terminal.terminal_id),
+        _ => None,
+    })
+}
+
+/// `update` without the client terminals it shows, when it shows any.
+pub(super) fn without_terminals(update: &SessionUpdate) -> Option<SessionUpdate> {
+    terminals_shown(update).next()?;
+    let is_terminal = |item: &ToolCallContent| matches!(item, ToolCallContent::Terminal(_));
+    let mut update = update.clone();
+    match &mut update {
+        SessionUpdate::ToolCall(call) => call.content.retain(|item| !is_terminal(item)),
+        SessionUpdate::ToolCallUpdate(update) => {
+            if let Some(content) = &mut update.fields.content {
+                content.retain(|item| !is_terminal(item));
+            }
+        }
+        _ => {}
+    }
+    Some(update)
 }
 
 /// Where a `session_info_update` says how a turn ended:

@@ -185,6 +185,7 @@ impl Session {
             prompter,
             cancel: cancel.clone(),
             terminals: Arc::default(),
+            terminal_clients: Arc::default(),
         };
         Ok(Turn::new(port, &text, number, history, new_title, cancel))
     }
@@ -248,6 +249,41 @@ impl Session {
             body,
             Some(Box::new(move || {
                 session.attachments.deliver(notification, except);
+            })),
+        );
+    }
+
+    /// Publish a tool call's update that may show a client's terminal: as
+    /// it is to `terminal_client`, the connection that created the
+    /// terminal, and without the terminal to every other (and in a replay,
+    /// which strips it too). Another client does not know the terminal's id
+    /// (Zed fails the whole update); the command's output goes beside it as
+    /// text.
+    fn publish_showing_terminals(
+        self: &Arc<Self>,
+        update: SessionUpdate,
+        terminal_client: Option<ConnectionId>,
+    ) {
+        let Some(without) = history::without_terminals(&update) else {
+            return self.publish(update, None);
+        };
+        let body = match serde_json::to_string(&update) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(session = %self.id, "cannot store an update: {error}");
+                return;
+            }
+        };
+        let shown = terminal_client
+            .map(|client| (client, SessionNotification::new(self.id.clone(), update)));
+        let without = SessionNotification::new(self.id.clone(), without);
+        let session = self.clone();
+        self.store.append(
+            &self.id.0,
+            EntryKind::Update,
+            body,
+            Some(Box::new(move || {
+                session.attachments.deliver_showing(without, shown);
             })),
         );
     }

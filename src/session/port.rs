@@ -34,8 +34,12 @@ pub struct SessionPort {
     /// The connection that sent the prompt.
     pub(super) prompter: ConnectionId,
     pub(super) cancel: CancellationToken,
-    /// The connection that created each client-side terminal of this turn.
+    /// The connection that created each client-side terminal of this turn,
+    /// until the terminal is released.
     pub(super) terminals: Arc<Mutex<HashMap<String, ConnectionId>>>,
+    /// The same, for the whole turn: the only connection that may be shown
+    /// the terminal in a tool call, even once it is released.
+    pub(super) terminal_clients: Arc<Mutex<HashMap<String, ConnectionId>>>,
 }
 
 /// Requests that wait as long as they need: a person deciding, a command
@@ -208,8 +212,24 @@ impl SessionPort {
             .and_then(|terminal| terminal.as_str())
         {
             self.owners().insert(terminal.to_owned(), connection);
+            lock(&self.terminal_clients).insert(terminal.to_owned(), connection);
         }
     }
+
+    /// The connection that created the client terminal `update` shows, if
+    /// it shows one.
+    fn terminal_client(&self, update: &SessionUpdate) -> Option<ConnectionId> {
+        let terminal = super::history::terminals_shown(update).next()?;
+        lock(&self.terminal_clients)
+            .get(&terminal.0.to_string())
+            .copied()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl ClientPort for SessionPort {
@@ -222,7 +242,9 @@ impl ClientPort for SessionPort {
     }
 
     fn notify(&self, update: SessionUpdate) -> bool {
-        self.session.publish(update, None);
+        let terminal_client = self.terminal_client(&update);
+        self.session
+            .publish_showing_terminals(update, terminal_client);
         true
     }
 
