@@ -633,6 +633,13 @@ async fn listings_and_searches_name_files_from_the_workspace_root_hidden_ones_in
         "the model's own pattern is quoted: {}",
         shown[5]
     );
+    // Only a file is a location a client may follow; a directory is none.
+    assert!(calls[0].get("locations").is_none(), "{}", calls[0]);
+    assert!(calls[1].get("locations").is_none(), "{}", calls[1]);
+    assert_eq!(
+        calls[2]["locations"][0]["path"],
+        json!(workspace.join("src/config.toml").canonicalize().unwrap())
+    );
 }
 
 #[tokio::test]
@@ -711,6 +718,10 @@ async fn a_command_in_the_client_terminal_leaves_its_output_for_every_watcher() 
     assert_eq!(stop, StopReason::EndTurn);
     let calls = received.tool_calls(&session);
     assert_eq!(calls[0]["title"], "Run `echo from-the-terminal`");
+    assert!(
+        calls[0].get("locations").is_none(),
+        "a directory is no location"
+    );
     assert_eq!(calls[0]["content"][0]["type"], "terminal");
     assert_eq!(
         content_text(&calls[0]),

@@ -374,10 +374,12 @@ fn heading<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -> Head
                 (_, _, Some(pattern)) => format!("Search for `{pattern}` in {place}"),
                 (_, _, None) => format!("Search {place}"),
             };
+            // A location is a file a client may open to follow along: a
+            // directory searched is none (Zed would try to open it).
             Heading {
                 kind: ToolKind::Search,
                 title,
-                locations: location.into_iter().collect(),
+                locations: location.filter(|path| path.is_file()).into_iter().collect(),
             }
         }
         "run_command" => {
@@ -388,10 +390,11 @@ fn heading<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -> Head
                 Some(line) => format!("Run `{line}` in {place}"),
                 None => "Run a command".to_owned(),
             };
+            // Where a command runs is no file to follow.
             Heading {
                 kind: ToolKind::Execute,
                 title,
-                locations: location.into_iter().collect(),
+                locations: Vec::new(),
             }
         }
         other => Heading {
