@@ -391,6 +391,19 @@ impl HttpProfileClient {
         assert_eq!(request.send().await.unwrap().status(), 202);
     }
 
+    /// End the connection, as the profile's client does.
+    async fn delete(&self) {
+        let response = self
+            .http
+            .delete(&self.url)
+            .bearer_auth(&self.token)
+            .header("Acp-Connection-Id", &self.connection_id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+
     async fn events(&self, session: Option<&str>) -> EventStream {
         use eventsource_stream::Eventsource as _;
         use futures::StreamExt as _;
@@ -474,4 +487,27 @@ async fn sigterm_ends_a_turn_running_over_the_http_profile_and_still_exits_promp
         "took {:?}",
         signalled.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_connection_the_http_profile_client_ends_lets_its_sessions_go() {
+    let server = Server::start().await;
+    let client = HttpProfileClient::initialize(&server).await;
+    let mut connection_events = client.events(None).await;
+    client
+        .post(None, json!({"jsonrpc": "2.0", "id": 1, "method": "session/new", "params": {"cwd": server.home.workspace(), "mcpServers": []}}))
+        .await;
+    let created = next_message(&mut connection_events)
+        .await
+        .expect("the session/new answer");
+    assert!(created["result"]["sessionId"].is_string(), "{created}");
+    let held = server.health().await;
+    assert_eq!(held["sessions"], 1, "{held}");
+
+    client.delete().await;
+    server
+        .health_until("the session to be let go", |health| {
+            health["sessions"] == 0 && health["connections"] == 0
+        })
+        .await;
 }

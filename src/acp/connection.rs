@@ -52,11 +52,22 @@ impl ConnectTo<Client> for AcpConnection {
                 None => Ok(()),
             }
         };
+        // The HTTP/SSE profile aborts this future when its client ends the
+        // connection (`DELETE`): the sessions are let go when it is dropped,
+        // however it ends.
+        let _ends = EndsWhenDropped(connection.clone());
         let (served, (), driven) = futures::join!(agent, relay, driver);
-
-        connection.end();
-        tracing::debug!(connection = connection.id, "connection closed");
         served.and(driven)
+    }
+}
+
+/// Ends its connection when dropped.
+struct EndsWhenDropped(Arc<Connection>);
+
+impl Drop for EndsWhenDropped {
+    fn drop(&mut self) {
+        self.0.end();
+        tracing::debug!(connection = self.0.id, "connection closed");
     }
 }
 
