@@ -278,7 +278,8 @@ struct ServeArgs {
     pong_timeout: f64,
 
     /// How long a connection may take to send a request's headers, or sit
-    /// idle between requests, before it is closed. An open WebSocket is past it.
+    /// idle between requests, before it is closed. An open WebSocket is past it;
+    /// a request of the HTTP/SSE profile must also have sent its whole body by then.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs_f64())]
     header_timeout: f64,
 

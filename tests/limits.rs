@@ -133,6 +133,35 @@ async fn a_connection_that_never_finishes_a_request_is_closed_and_an_open_websoc
     assert!(listed.get("result").is_some(), "{listed}");
 }
 
+#[tokio::test]
+async fn a_body_trickled_to_the_http_profile_is_cut_off_and_its_slot_comes_back() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = server_with(&["--header-timeout", "0.3", "--max-connections", "1"]).await;
+    let mut trickling = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /acp HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n{{\"jsonrpc\"",
+        server.address, server.token
+    );
+    trickling.write_all(head.as_bytes()).await.unwrap();
+
+    // The rest never comes: the request is answered with an error, or its
+    // connection closed, once the header timeout has passed.
+    let mut answer = Vec::new();
+    within("the trickled request to be cut off", async {
+        trickling.read_to_end(&mut answer).await
+    })
+    .await
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.starts_with("HTTP/1.1 2"), "not served: {answer}");
+    // Its slot is free again.
+    let mut websocket = server.initialized().await;
+    let listed = websocket.request("session/list", json!({})).await;
+    assert!(listed.get("result").is_some(), "{listed}");
+}
+
 /// A client that has asked for forty replays of a session whose every
 /// replay is megabytes long (it holds a long answer).
 async fn forty_long_replays_asked(server: &Server) -> RawClient {

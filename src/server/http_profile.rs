@@ -8,7 +8,9 @@
 //! connection that sends nothing and holds no event stream open for the pong
 //! timeout is ended as a silent WebSocket is (its sessions stay stored), and
 //! so is one whose event stream the client has stopped reading for the
-//! outgoing stall. A POST body over the largest message is refused with 413.
+//! outgoing stall. A POST body over the largest message is refused with 413,
+//! and one that has not all arrived within the header timeout is cut off: a
+//! client trickling a body would hold a slot for as long as it liked.
 //!
 //! What the messages mean is [`crate::acp`]'s business, not this module's.
 
@@ -123,7 +125,9 @@ impl HttpProfile {
         // A body that turns out bigger makes the transport answer 413 once
         // it has read that much.
         let limit = self.limits.max_message_bytes;
-        let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
+        let deadline = tokio::time::Instant::now() + self.limits.header_timeout;
+        let request = request
+            .map(|body| Body::new(http_body_util::Limited::new(due_by(body, deadline), limit)));
         match connection_id(request.headers()) {
             None => self.open(request).await,
             Some(id) => Ok(self.continue_connection(&id, request).await),
@@ -247,6 +251,29 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(super) struct NoSlot;
 
 /// The connection a request names, or a response to `initialize` opened.
+/// `body`, failing once `deadline` passes before all of it has arrived.
+fn due_by(body: Body, deadline: tokio::time::Instant) -> Body {
+    let mut data = body.into_data_stream();
+    Body::from_stream(async_stream::stream! {
+        loop {
+            match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut data)).await {
+                Ok(Some(chunk)) => yield chunk,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::info!("cut off an HTTP request whose body took longer than --header-timeout");
+                    yield Err(axum::Error::new(BodyTooSlow));
+                    break;
+                }
+            }
+        }
+    })
+}
+
+/// Why a request's body was cut off.
+#[derive(Debug, thiserror::Error)]
+#[error("the request's body did not arrive within --header-timeout")]
+struct BodyTooSlow;
+
 fn connection_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get(CONNECTION_ID)
