@@ -136,6 +136,11 @@ async fn the_printed_link_signs_a_browser_in_once() {
     assert!(!link.contains(&server.token), "the token is never in a URL");
     assert!(!signed_in(&server, None).await);
 
+    // A link preview looks with HEAD: that uses nothing up.
+    let looked = http().head(&link).send().await.unwrap();
+    assert!(looked.status().is_success(), "{}", looked.status());
+    assert!(looked.headers().get("set-cookie").is_none());
+
     let cookie = sign_in(&link).await.expect("the link works");
     let (name, value) = cookie.split_once('=').unwrap();
     assert_eq!(name, format!("punie_{}", server.port()));

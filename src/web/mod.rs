@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -121,11 +121,16 @@ fn protect(headers: &mut HeaderMap) {
 }
 
 /// `GET /sign-in/CODE`: use the code up, set the cookie, go to the app.
+/// A `HEAD` (a chat app's link preview, a prefetch) uses nothing up.
 async fn sign_in(
     State(sign_ins): State<Arc<SignIns>>,
     Path(code): Path<String>,
+    method: Method,
     headers: HeaderMap,
 ) -> Response {
+    if method == Method::HEAD {
+        return StatusCode::NO_CONTENT.into_response();
+    }
     let cookie = match sign_ins.redeem(&code) {
         Ok(Some(cookie)) => cookie,
         // An old link opened again (from the terminal's scrollback, say) in
