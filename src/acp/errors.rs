@@ -10,8 +10,25 @@ pub fn invalid_params(method: &str, problem: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::INVALID_PARAMS, format!("{method}: {problem}"))
 }
 
+/// Longest piece of a client's own input (a method name, a session id)
+/// quoted back in an error: a client sending megabytes gets a short answer.
+const QUOTED_BYTES: usize = 200;
+
+/// `text`, cut to [`QUOTED_BYTES`] and marked when cut.
+fn quoted(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= QUOTED_BYTES {
+        return text.into();
+    }
+    let mut end = QUOTED_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
+}
+
 /// `-32601`: Punie does not offer `method`.
 pub fn method_not_found(method: &str) -> Error {
+    let method = quoted(method);
     let message = if method.starts_with("session/") || method == "authenticate" {
         format!(
             "{method} is not supported by this Punie server; see agentCapabilities in the initialize response"
@@ -24,6 +41,7 @@ pub fn method_not_found(method: &str) -> Error {
 
 /// `-32002`: no session with this id, in memory or stored.
 pub fn unknown_session(method: &str, session_id: &SessionId) -> Error {
+    let session_id = quoted(&session_id.0);
     Error::new(
         ErrorCode::RESOURCE_NOT_FOUND,
         format!(
@@ -37,6 +55,7 @@ pub fn unknown_session(method: &str, session_id: &SessionId) -> Error {
 /// may not exist: finding out would cost a read of the store on a path any
 /// client can call at will, so the message covers both.
 pub fn not_attached(method: &str, session_id: &SessionId) -> Error {
+    let session_id = quoted(&session_id.0);
     Error::new(
         ErrorCode::RESOURCE_NOT_FOUND,
         format!(
@@ -71,6 +90,7 @@ pub fn internal(method: &str, problem: impl std::fmt::Display) -> Error {
 
 /// `-32600`: the client skipped `initialize`.
 pub fn not_initialized(method: &str) -> Error {
+    let method = quoted(method);
     Error::new(
         ErrorCode::INVALID_REQUEST,
         format!("{method}: the connection is not initialized; send initialize first"),
@@ -86,4 +106,23 @@ pub fn invalid_request(params: &serde_json::Value) -> Error {
         ErrorCode::INVALID_REQUEST,
         format!("Invalid request: {problem}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clients_huge_input_is_quoted_short() {
+        let method = "é".repeat(1_000_000);
+        let error = method_not_found(&method);
+        assert!(error.message.len() < 300, "{}", error.message.len());
+        assert!(error.message.contains('…'));
+        let error = not_initialized(&method);
+        assert!(error.message.len() < 300);
+        let error = unknown_session("session/prompt", &SessionId::new(method.clone()));
+        assert!(error.message.len() < 500);
+        assert!(error.data.is_some_and(|data| data.to_string().len() < 300));
+        assert_eq!(quoted("session/new"), "session/new");
+    }
 }
