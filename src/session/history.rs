@@ -400,6 +400,32 @@ mod tests {
         kind(ContentChunk::new(ContentBlock::from(text.to_owned())))
     }
 
+    fn tool_call(id: &str, name: &str) -> crate::model::ToolCall {
+        crate::model::ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: serde_json::json!({}),
+        }
+    }
+
+    /// The model asking for `calls`.
+    fn asked(calls: Vec<crate::model::ToolCall>) -> (EntryKind, String) {
+        message(Message::Assistant {
+            text: String::new(),
+            tool_calls: calls,
+        })
+    }
+
+    /// A call's answer, as the model is given it.
+    fn answered(id: &str, name: &str, content: &str) -> (EntryKind, String) {
+        message(Message::ToolResult {
+            call_id: id.into(),
+            name: name.into(),
+            content: content.into(),
+            is_error: false,
+        })
+    }
+
     #[test]
     fn a_replay_coalesces_text_and_shows_tool_calls_in_their_final_state() {
         let stored = entries(vec![
@@ -436,40 +462,22 @@ mod tests {
 
     #[test]
     fn an_interrupted_turn_owes_its_unanswered_calls_and_its_unsaid_text() {
-        let call = crate::model::ToolCall {
-            id: "c1".into(),
-            name: "read_file".into(),
-            arguments: serde_json::json!({}),
-        };
+        let call = tool_call("c1", "read_file");
         let stored = entries(vec![
             (EntryKind::TurnStarted, "1".into()),
             message(Message::user("go")),
-            message(Message::Assistant {
-                text: String::new(),
-                tool_calls: vec![call.clone()],
-            }),
+            asked(vec![call.clone()]),
         ]);
         let owed = unfinished_turn_messages(&stored);
         assert!(matches!(&owed[..], [Message::ToolResult { call_id, .. }] if call_id == "c1"));
 
         // The same id again in the next round: the earlier answer is not its.
-        let asked = || {
-            message(Message::Assistant {
-                text: String::new(),
-                tool_calls: vec![call.clone()],
-            })
-        };
         let stored = entries(vec![
             (EntryKind::TurnStarted, "1".into()),
             message(Message::user("go")),
-            asked(),
-            message(Message::ToolResult {
-                call_id: "c1".into(),
-                name: "read_file".into(),
-                content: "text".into(),
-                is_error: false,
-            }),
-            asked(),
+            asked(vec![call.clone()]),
+            answered("c1", "read_file", "text"),
+            asked(vec![call]),
         ]);
         let owed = unfinished_turn_messages(&stored);
         assert!(matches!(&owed[..], [Message::ToolResult { call_id, .. }] if call_id == "c1"));
@@ -488,31 +496,18 @@ mod tests {
 
     #[test]
     fn an_interrupted_turn_tells_the_model_which_call_had_begun() {
-        let call = |id: &str| crate::model::ToolCall {
-            id: id.into(),
-            name: "run_command".into(),
-            arguments: serde_json::json!({}),
-        };
         let stored = entries(vec![
             (EntryKind::TurnStarted, "1".into()),
             message(Message::user("go")),
-            message(Message::Assistant {
-                text: String::new(),
-                tool_calls: vec![call("plan"), call("c1"), call("c2"), call("c3")],
-            }),
-            message(Message::ToolResult {
-                call_id: "plan".into(),
-                name: "update_plan".into(),
-                content: "Plan updated.".into(),
-                is_error: false,
-            }),
+            asked(vec![
+                tool_call("plan", "update_plan"),
+                tool_call("c1", "run_command"),
+                tool_call("c2", "run_command"),
+                tool_call("c3", "run_command"),
+            ]),
+            answered("plan", "update_plan", "Plan updated."),
             update(SessionUpdate::ToolCall(ToolCall::new("c1", "Run a"))),
-            message(Message::ToolResult {
-                call_id: "c1".into(),
-                name: "run_command".into(),
-                content: "exit code 0".into(),
-                is_error: false,
-            }),
+            answered("c1", "run_command", "exit code 0"),
             update(SessionUpdate::ToolCall(ToolCall::new("c2", "Run b"))),
         ]);
         let owed = unfinished_turn_messages(&stored);

@@ -232,25 +232,13 @@ impl Session {
 
     /// Store `update`, then send it to every attached connection but `except`.
     fn publish(self: &Arc<Self>, update: SessionUpdate, except: Option<ConnectionId>) {
-        let body = match serde_json::to_string(&update) {
-            Ok(body) => body,
-            Err(error) => {
-                tracing::error!(session = %self.id, "cannot store an update: {error}");
-                return;
-            }
+        let Some(body) = self.stored_form(&update) else {
+            return;
         };
-        // The follow-up runs on the store's writer, between its commits:
-        // what can be made here is made here.
         let notification = SessionNotification::new(self.id.clone(), update);
-        let session = self.clone();
-        self.store.append(
-            &self.id.0,
-            EntryKind::Update,
-            body,
-            Some(Box::new(move || {
-                session.attachments.deliver(notification, except);
-            })),
-        );
+        self.store_update(body, move |attachments| {
+            attachments.deliver(notification, except);
+        });
     }
 
     /// Publish a tool call's update that may show a client's terminal: as
@@ -267,24 +255,42 @@ impl Session {
         let Some(without) = history::without_terminals(&update) else {
             return self.publish(update, None);
         };
-        let body = match serde_json::to_string(&update) {
-            Ok(body) => body,
-            Err(error) => {
-                tracing::error!(session = %self.id, "cannot store an update: {error}");
-                return;
-            }
+        let Some(body) = self.stored_form(&update) else {
+            return;
         };
         let shown = terminal_client
             .map(|client| (client, SessionNotification::new(self.id.clone(), update)));
         let without = SessionNotification::new(self.id.clone(), without);
+        self.store_update(body, move |attachments| {
+            attachments.deliver_showing(without, shown);
+        });
+    }
+
+    /// `update` as the store keeps it; `None`, said in the log, if it cannot
+    /// be written out.
+    fn stored_form(&self, update: &SessionUpdate) -> Option<String> {
+        serde_json::to_string(update)
+            .inspect_err(|error| {
+                tracing::error!(session = %self.id, "cannot store an update: {error}");
+            })
+            .ok()
+    }
+
+    /// Append an update's `body` to the session's history, then `deliver` it
+    /// to the attached connections once it is committed. The follow-up runs
+    /// on the store's writer, between its commits: what can be made before
+    /// is made by the caller.
+    fn store_update(
+        self: &Arc<Self>,
+        body: String,
+        deliver: impl FnOnce(&attachments::Attachments) + Send + 'static,
+    ) {
         let session = self.clone();
         self.store.append(
             &self.id.0,
             EntryKind::Update,
             body,
-            Some(Box::new(move || {
-                session.attachments.deliver_showing(without, shown);
-            })),
+            Some(Box::new(move || deliver(&session.attachments))),
         );
     }
 
