@@ -1074,6 +1074,33 @@ mod against_a_provider {
             .collect()
     }
 
+    /// The role of each message of a request to the provider, in order.
+    fn roles(messages: &Value) -> Vec<&str> {
+        messages
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect()
+    }
+
+    /// Prompt a new session twice as `ide`: the two stop reasons.
+    async fn prompted_twice(
+        server: &Server,
+        ide: &Ide,
+        first: &str,
+        second: &str,
+    ) -> (StopReason, StopReason) {
+        let workspace = server.home.workspace();
+        ide.run(sdk_transport(server), Received::default(), async |cx| {
+            ide.initialize(&cx).await?;
+            let session = new_session(&cx, &workspace).await?;
+            let first = prompt(&cx, &session, first).await?;
+            Ok((first, prompt(&cx, &session, second).await?))
+        })
+        .await
+    }
+
     fn tool_call_reply() -> Reply {
         Reply::events([
             openai_delta(json!({"role": "assistant", "content": "Reading. "})),
@@ -1354,23 +1381,10 @@ mod against_a_provider {
         let server = server_on(&provider).await;
         write_notes(&server, "hi\n");
         let ide = Ide::new(&server.home.workspace(), false, false);
-        let workspace = server.home.workspace();
-        ide.run(sdk_transport(&server), Received::default(), async |cx| {
-            ide.initialize(&cx).await?;
-            let session = new_session(&cx, &workspace).await?;
-            prompt(&cx, &session, "one").await?;
-            prompt(&cx, &session, "two").await
-        })
-        .await;
+        prompted_twice(&server, &ide, "one", "two").await;
         let last = &provider.requests()[2].body["messages"];
-        let roles: Vec<&str> = last
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["role"].as_str().unwrap())
-            .collect();
         assert_eq!(
-            roles,
+            roles(last),
             ["system", "user", "assistant", "tool", "assistant", "user"]
         );
         assert_eq!(last[5]["content"], "two");
@@ -1409,14 +1423,7 @@ mod against_a_provider {
         let notes = write_notes(&server, "keep\n");
         let workspace = server.home.workspace();
         let ide = Ide::new(&workspace, true, true).answer_with(&["cancel"]);
-        let stops = ide
-            .run(sdk_transport(&server), Received::default(), async |cx| {
-                ide.initialize(&cx).await?;
-                let session = new_session(&cx, &workspace).await?;
-                let first = prompt(&cx, &session, "overwrite the notes").await?;
-                Ok((first, prompt(&cx, &session, "what happened?").await?))
-            })
-            .await;
+        let stops = prompted_twice(&server, &ide, "overwrite the notes", "what happened?").await;
         assert_eq!(stops, (StopReason::Cancelled, StopReason::EndTurn));
         assert_eq!(std::fs::read_to_string(&notes).unwrap(), "keep\n");
 
@@ -1427,13 +1434,10 @@ mod against_a_provider {
             "the cancelled turn asked the model no more"
         );
         let messages = &requests[1].body["messages"];
-        let roles: Vec<&str> = messages
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["role"].as_str().unwrap())
-            .collect();
-        assert_eq!(roles, ["system", "user", "assistant", "tool", "user"]);
+        assert_eq!(
+            roles(messages),
+            ["system", "user", "assistant", "tool", "user"]
+        );
         assert_eq!(messages[3]["tool_call_id"], "call_w");
         assert_eq!(
             messages[3]["content"],
@@ -1488,14 +1492,8 @@ mod against_a_provider {
         let requests = provider.requests();
         assert_eq!(requests.len(), 2);
         let messages = &requests[1].body["messages"];
-        let roles: Vec<&str> = messages
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["role"].as_str().unwrap())
-            .collect();
         assert_eq!(
-            roles,
+            roles(messages),
             ["system", "user", "assistant", "tool", "tool", "user"]
         );
         assert_eq!(messages[3]["tool_call_id"], "call_run");

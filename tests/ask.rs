@@ -751,20 +751,28 @@ async fn with_nothing_recorded_and_no_override_ask_tries_the_default_address() {
 
 const THOUGHT: &str = "Thinking it over.";
 
-/// `punie ask` with its stderr on a terminal; stdout, the exit status and
-/// everything the terminal showed.
-async fn ask_on_a_terminal(
+/// `punie ask <args>` in the server's workspace, with its stdin and stderr
+/// on a new terminal.
+fn start_ask_on_a_terminal(
     server: &Server,
     args: &[&str],
     adjust: impl FnOnce(&mut tokio::process::Command),
-) -> (String, std::process::ExitStatus, String) {
+) -> (Terminal, tokio::process::Child) {
     let mut command = server.home.command();
     command
         .arg("ask")
         .args(args)
         .current_dir(server.home.workspace());
     adjust(&mut command);
-    let (mut terminal, mut child) = Terminal::spawn(command);
+    Terminal::spawn(command)
+}
+
+/// Let a `punie ask` on `terminal` run to its end: its stdout, its exit
+/// status and everything the terminal showed.
+async fn to_the_end(
+    mut terminal: Terminal,
+    mut child: tokio::process::Child,
+) -> (String, std::process::ExitStatus, String) {
     let mut stdout = String::new();
     within(
         "punie ask's stdout",
@@ -774,6 +782,17 @@ async fn ask_on_a_terminal(
     .unwrap();
     let status = within("punie ask to exit", child.wait()).await.unwrap();
     (stdout, status, terminal.closed().await)
+}
+
+/// `punie ask` with its stderr on a terminal; stdout, the exit status and
+/// everything the terminal showed.
+async fn ask_on_a_terminal(
+    server: &Server,
+    args: &[&str],
+    adjust: impl FnOnce(&mut tokio::process::Command),
+) -> (String, std::process::ExitStatus, String) {
+    let (terminal, child) = start_ask_on_a_terminal(server, args, adjust);
+    to_the_end(terminal, child).await
 }
 
 #[tokio::test]
@@ -821,23 +840,11 @@ async fn on_a_terminal_a_spinner_shows_while_the_answer_is_awaited() {
     let model = format!("local:{}/v1/fake", provider.url());
     let server = Server::start_in(Home::new(), &["--model", &model]).await;
 
-    let mut command = server.home.command();
-    command
-        .args(["ask", "hello"])
-        .current_dir(server.home.workspace());
-    let (mut terminal, mut child) = Terminal::spawn(command);
+    let (mut terminal, child) = start_ask_on_a_terminal(&server, &["hello"], |_| {});
     terminal.wait_for("waiting for Punie…").await;
     answer_may_come.notify_one();
 
-    let mut stdout = String::new();
-    within(
-        "punie ask's stdout",
-        child.stdout.take().unwrap().read_to_string(&mut stdout),
-    )
-    .await
-    .unwrap();
-    let status = within("punie ask to exit", child.wait()).await.unwrap();
-    let screen = terminal.closed().await;
+    let (stdout, status, screen) = to_the_end(terminal, child).await;
     assert_eq!(status.code(), Some(0), "{screen:?}");
     assert_eq!(stdout, "The answer.\n");
     let waited = screen.find("waiting for Punie…").expect("the spinner");
@@ -869,11 +876,7 @@ async fn on_a_terminal_ask_asks_before_a_change_and_does_what_the_answer_says() 
     let file = server.home.workspace().join("new.txt");
 
     for (answer, written) in [("Reject", false), ("Allow", true)] {
-        let mut command = server.home.command();
-        command
-            .args(["ask", "write it"])
-            .current_dir(server.home.workspace());
-        let (mut terminal, mut child) = Terminal::spawn(command);
+        let (mut terminal, child) = start_ask_on_a_terminal(&server, &["write it"], |_| {});
         terminal.wait_for("Choose (anything else rejects): ").await;
         let screen = terminal.screen();
         assert!(screen.contains("Punie asks to: "), "{screen:?}");
@@ -888,15 +891,7 @@ async fn on_a_terminal_ask_asks_before_a_change_and_does_what_the_answer_says() 
         let (number, _) = options.iter().find(|(_, name)| name == answer).unwrap();
         terminal.type_keys(&format!("{number}\n"));
 
-        let mut stdout = String::new();
-        within(
-            "punie ask's stdout",
-            child.stdout.take().unwrap().read_to_string(&mut stdout),
-        )
-        .await
-        .unwrap();
-        let status = within("punie ask to exit", child.wait()).await.unwrap();
-        let screen = terminal.closed().await;
+        let (stdout, status, screen) = to_the_end(terminal, child).await;
         assert_eq!(status.code(), Some(0), "{screen:?}");
         assert_eq!(stdout, "Finished.\n");
         if written {
