@@ -1257,13 +1257,7 @@ mod against_a_provider {
         // call still gets an id of its own.
         let server = server_speaking(Wire::OpenAi, &provider, server.stop().await).await;
         let mut client = server.initialized().await;
-        let loaded = client
-            .request(
-                "session/load",
-                json!({"sessionId": session, "cwd": workspace, "mcpServers": []}),
-            )
-            .await;
-        assert!(loaded.get("result").is_some(), "{loaded}");
+        client.attach("session/load", &session, &workspace).await;
         let replayed = tool_call_ids(&client.notifications);
         assert_eq!(replayed, live);
         for call in support::updates(&client.notifications, "tool_call") {
@@ -1655,13 +1649,7 @@ async fn a_clients_terminal_is_shown_to_it_alone_and_never_replayed() {
         .await;
     let session = prompter.new_session(&workspace).await;
     let mut watcher = server.initialized().await;
-    let resumed = watcher
-        .request(
-            "session/resume",
-            json!({"sessionId": session, "cwd": workspace, "mcpServers": []}),
-        )
-        .await;
-    assert!(resumed.get("result").is_some(), "{resumed}");
+    watcher.attach("session/resume", &session, &workspace).await;
 
     let turn = prompter.start_prompt(&session, "run it").await;
     loop {
@@ -1707,13 +1695,7 @@ async fn a_clients_terminal_is_shown_to_it_alone_and_never_replayed() {
     );
 
     let mut loader = server.initialized().await;
-    let loaded = loader
-        .request(
-            "session/load",
-            json!({"sessionId": session, "cwd": workspace, "mcpServers": []}),
-        )
-        .await;
-    assert!(loaded.get("result").is_some(), "{loaded}");
+    loader.attach("session/load", &session, &workspace).await;
     let replayed = Value::Array(loader.notifications.clone()).to_string();
     assert!(!replayed.contains("terminal"), "{replayed}");
     assert!(replayed.contains("done"), "{replayed}");
@@ -1775,16 +1757,8 @@ async fn everything_the_agent_sends_a_client_is_camel_case_on_the_wire() {
     sent.push(answer);
     // And what other requests answer: a listing, a replay, an error.
     sent.push(client.request("session/list", json!({})).await);
-    let mut loader = server.raw().await;
-    loader.initialize().await;
-    let loaded = loader
-        .request(
-            "session/load",
-            json!({"sessionId": session, "cwd": workspace, "mcpServers": []}),
-        )
-        .await;
-    assert!(loaded.get("result").is_some(), "{loaded}");
-    sent.push(loaded);
+    let mut loader = server.initialized().await;
+    sent.push(loader.attach("session/load", &session, &workspace).await);
     sent.append(&mut loader.notifications);
     let refused = client
         .request(

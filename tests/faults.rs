@@ -48,16 +48,7 @@ async fn agent_text_until(client: &mut RawClient, done: impl Fn(&str) -> bool) {
 /// `session/load` `session` on `client`; returns the replayed messages.
 async fn load(client: &mut RawClient, session: &str, cwd: &Path) -> Vec<Value> {
     client.notifications.clear();
-    let response = client
-        .request(
-            "session/load",
-            json!({"sessionId": session, "cwd": cwd, "mcpServers": []}),
-        )
-        .await;
-    assert!(
-        response.get("result").is_some(),
-        "session/load failed: {response}"
-    );
+    client.attach("session/load", session, cwd).await;
     std::mem::take(&mut client.notifications)
 }
 

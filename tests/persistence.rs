@@ -30,20 +30,6 @@ async fn script_server(extra: &[&str]) -> Server {
     Server::scripted(SCRIPT, extra).await
 }
 
-async fn attach(client: &mut RawClient, method: &str, session: &str, cwd: &Path) -> Value {
-    let response = client
-        .request(
-            method,
-            json!({"sessionId": session, "cwd": cwd, "mcpServers": []}),
-        )
-        .await;
-    assert!(
-        response.get("result").is_some(),
-        "{method} failed: {response}"
-    );
-    response
-}
-
 /// A session of the script server, created by `prompter` and resumed by
 /// `watcher`.
 struct Watched {
@@ -60,7 +46,7 @@ async fn watched_session() -> Watched {
     let mut prompter = server.initialized().await;
     let session = prompter.new_session(&workspace).await;
     let mut watcher = server.initialized().await;
-    attach(&mut watcher, "session/resume", &session, &workspace).await;
+    watcher.attach("session/resume", &session, &workspace).await;
     Watched {
         server,
         workspace,
@@ -91,7 +77,7 @@ async fn a_new_connection_loads_the_whole_history_and_continues_the_conversation
     drop(first);
 
     let mut second = server.initialized().await;
-    attach(&mut second, "session/load", &session, &workspace).await;
+    second.attach("session/load", &session, &workspace).await;
     let replay = std::mem::take(&mut second.notifications);
     let prompts = updates(&replay, "user_message_chunk");
     assert_eq!(text_of(&prompts), "write a note", "the prompt is replayed");
@@ -135,7 +121,7 @@ async fn a_session_attached_from_another_directory_keeps_its_own_and_says_which(
     std::fs::create_dir_all(&elsewhere).unwrap();
     for method in ["session/resume", "session/load"] {
         let mut client = server.initialized().await;
-        let response = attach(&mut client, method, &session, &elsewhere).await;
+        let response = client.attach(method, &session, &elsewhere).await;
         assert_eq!(
             response["result"]["_meta"]["punie/cwd"],
             workspace.to_str().unwrap(),
@@ -230,7 +216,7 @@ async fn how_each_turn_ended_reaches_every_attached_client_and_every_replay() {
     .await;
     let seen = turn_endings(&watcher.notifications);
     let mut later = server.initialized().await;
-    attach(&mut later, "session/load", &session, &workspace).await;
+    later.attach("session/load", &session, &workspace).await;
     let replayed = turn_endings(&later.notifications);
     for endings in [&seen, &replayed, &turn_endings(&prompter.notifications)] {
         let reasons: Vec<&str> = endings
@@ -259,7 +245,7 @@ async fn a_turns_requests_go_to_the_prompter_not_the_connection_attached_longest
     let mut creator = server.initialized().await;
     let session = creator.new_session(&workspace).await;
     let mut prompter = server.initialized().await;
-    attach(&mut prompter, "session/load", &session, &workspace).await;
+    prompter.attach("session/load", &session, &workspace).await;
 
     let id = prompter.start_prompt(&session, "write a note").await;
     // Whichever connection is asked first: it must be the prompter.
@@ -396,7 +382,7 @@ async fn a_turn_nobody_can_answer_ends_cancelled_and_the_history_says_why() {
     // What a later client is shown: the call failed because nobody was
     // there to answer, not because the person declined.
     let mut later = server.initialized().await;
-    attach(&mut later, "session/load", &session, &workspace).await;
+    later.attach("session/load", &session, &workspace).await;
     let replay = std::mem::take(&mut later.notifications);
     let calls = updates(&replay, "tool_call");
     assert_eq!(calls.len(), 1, "{replay:?}");
@@ -434,7 +420,7 @@ async fn a_connection_that_attaches_while_the_turn_waits_answers_it_and_the_turn
         .await;
 
     let mut later = server.initialized().await;
-    attach(&mut later, "session/load", &session, &workspace).await;
+    later.attach("session/load", &session, &workspace).await;
     let pending = later
         .notifications
         .iter()
@@ -530,7 +516,7 @@ async fn a_command_whose_client_leaves_fails_at_once_and_its_terminal_is_asked_o
         .run(sdk_transport(&server), Received::default(), async |cx| {
             ide.initialize(&cx).await?;
             let session = new_session(&cx, &workspace).await?;
-            attach(&mut other, "session/resume", &session.0, &workspace).await;
+            other.attach("session/resume", &session.0, &workspace).await;
             // Detached: the IDE dies with the prompt outstanding, without
             // cancelling it.
             cx.send_request(PromptRequest::new(session.clone(), vec!["run".into()]))
@@ -567,7 +553,7 @@ async fn a_request_is_not_rerouted_to_a_client_without_the_capability_it_needs()
     .await;
     let session = editor.new_session(&workspace).await;
     let mut other = server.initialized().await;
-    attach(&mut other, "session/resume", &session, &workspace).await;
+    other.attach("session/resume", &session, &workspace).await;
 
     editor.start_prompt(&session, "write a note").await;
     let request = editor.permission_request().await;
@@ -629,7 +615,7 @@ async fn after_kill_9_mid_turn_a_restarted_server_lists_loads_and_continues_the_
     assert_eq!(sessions[0]["sessionId"], session.as_str());
     assert_eq!(sessions[0]["title"], "write a note");
 
-    attach(&mut client, "session/load", &session, &workspace).await;
+    client.attach("session/load", &session, &workspace).await;
     let replay = std::mem::take(&mut client.notifications);
     assert_eq!(
         text_of(&updates(&replay, "agent_message_chunk")),
@@ -793,7 +779,7 @@ async fn always_answers_hold_after_the_session_leaves_memory_and_after_a_restart
         })
         .await;
     let mut client = server.initialized().await;
-    attach(&mut client, "session/load", &session, &workspace).await;
+    client.attach("session/load", &session, &workspace).await;
     client.notifications.clear();
     let answer = prompt_unasked(&mut client, &session, "two").await;
     assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
@@ -808,7 +794,7 @@ async fn always_answers_hold_after_the_session_leaves_memory_and_after_a_restart
 
     let server = restart(server, &args, |_| {}).await;
     let mut client = server.initialized().await;
-    attach(&mut client, "session/resume", &session, &workspace).await;
+    client.attach("session/resume", &session, &workspace).await;
     let answer = prompt_unasked(&mut client, &session, "three").await;
     assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
     assert_eq!(
@@ -1005,7 +991,7 @@ async fn the_models_plan_reaches_the_client_as_a_plan_and_replays_with_the_histo
     );
 
     let mut later = server.initialized().await;
-    attach(&mut later, "session/load", &session, &workspace).await;
+    later.attach("session/load", &session, &workspace).await;
     assert_eq!(
         seen(&later.notifications),
         expected,

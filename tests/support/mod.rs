@@ -496,6 +496,22 @@ impl RawClient {
             .to_owned()
     }
 
+    /// `method` (`session/load` or `session/resume`) for `session` in `cwd`,
+    /// which must succeed; the response.
+    pub async fn attach(&mut self, method: &str, session: &str, cwd: &Path) -> Value {
+        let response = self
+            .request(
+                method,
+                json!({"sessionId": session, "cwd": cwd, "mcpServers": []}),
+            )
+            .await;
+        assert!(
+            response.get("result").is_some(),
+            "{method} failed: {response}"
+        );
+        response
+    }
+
     /// Prompt `session` with `text` and wait for the answer.
     pub async fn prompt(&mut self, session: &str, text: &str) -> Value {
         let id = self.start_prompt(session, text).await;
