@@ -391,6 +391,21 @@ impl HttpProfileClient {
         assert_eq!(request.send().await.unwrap().status(), 202);
     }
 
+    /// `session/new` in `cwd`, its answer read from the connection's own
+    /// event stream; the session's id.
+    async fn new_session(&self, cwd: &std::path::Path) -> String {
+        let mut connection_events = self.events(None).await;
+        self.post(None, json!({"jsonrpc": "2.0", "id": 1, "method": "session/new", "params": {"cwd": cwd, "mcpServers": []}}))
+            .await;
+        let created = next_message(&mut connection_events)
+            .await
+            .expect("the session/new answer");
+        created["result"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a session id: {created}"))
+            .to_owned()
+    }
+
     /// End the connection, as the profile's client does.
     async fn delete(&self) {
         let response = self
@@ -442,17 +457,7 @@ async fn next_message(events: &mut EventStream) -> Option<Value> {
 async fn sigterm_ends_a_turn_running_over_the_http_profile_and_still_exits_promptly() {
     let mut server = Server::start().await;
     let client = HttpProfileClient::initialize(&server).await;
-    let mut connection_events = client.events(None).await;
-    client
-        .post(None, json!({"jsonrpc": "2.0", "id": 1, "method": "session/new", "params": {"cwd": server.home.workspace(), "mcpServers": []}}))
-        .await;
-    let created = next_message(&mut connection_events)
-        .await
-        .expect("the session/new answer");
-    let session = created["result"]["sessionId"]
-        .as_str()
-        .expect("a session id")
-        .to_owned();
+    let session = client.new_session(&server.home.workspace()).await;
     let mut session_events = client.events(Some(&session)).await;
     client
         .post(
@@ -493,14 +498,7 @@ async fn sigterm_ends_a_turn_running_over_the_http_profile_and_still_exits_promp
 async fn a_connection_the_http_profile_client_ends_lets_its_sessions_go() {
     let server = Server::start().await;
     let client = HttpProfileClient::initialize(&server).await;
-    let mut connection_events = client.events(None).await;
-    client
-        .post(None, json!({"jsonrpc": "2.0", "id": 1, "method": "session/new", "params": {"cwd": server.home.workspace(), "mcpServers": []}}))
-        .await;
-    let created = next_message(&mut connection_events)
-        .await
-        .expect("the session/new answer");
-    assert!(created["result"]["sessionId"].is_string(), "{created}");
+    client.new_session(&server.home.workspace()).await;
     let held = server.health().await;
     assert_eq!(held["sessions"], 1, "{held}");
 
