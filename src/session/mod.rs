@@ -185,7 +185,6 @@ impl Session {
             prompter,
             cancel: cancel.clone(),
             terminals: Arc::default(),
-            terminal_clients: Arc::default(),
         };
         Ok(Turn::new(port, &text, number, history, new_title, cancel))
     }

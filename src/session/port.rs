@@ -34,12 +34,10 @@ pub struct SessionPort {
     /// The connection that sent the prompt.
     pub(super) prompter: ConnectionId,
     pub(super) cancel: CancellationToken,
-    /// The connection that created each client-side terminal of this turn,
-    /// until the terminal is released.
+    /// The connection that created each client-side terminal of this turn:
+    /// the terminal's requests go to it, and only it is shown the terminal
+    /// in a tool call, even once the terminal is released.
     pub(super) terminals: Arc<Mutex<HashMap<String, ConnectionId>>>,
-    /// The same, for the whole turn: the only connection that may be shown
-    /// the terminal in a tool call, even once it is released.
-    pub(super) terminal_clients: Arc<Mutex<HashMap<String, ConnectionId>>>,
 }
 
 /// Requests that wait as long as they need: a person deciding, a command
@@ -127,9 +125,6 @@ impl SessionPort {
             return Err(gone());
         };
         let method = request.method().to_owned();
-        if method == "terminal/release" {
-            self.owners().remove(terminal);
-        }
         self.ask(&target, &method, request).await?.ok_or_else(gone)
     }
 
@@ -212,7 +207,6 @@ impl SessionPort {
             .and_then(|terminal| terminal.as_str())
         {
             self.owners().insert(terminal.to_owned(), connection);
-            lock(&self.terminal_clients).insert(terminal.to_owned(), connection);
         }
     }
 
@@ -220,16 +214,8 @@ impl SessionPort {
     /// it shows one.
     fn terminal_client(&self, update: &SessionUpdate) -> Option<ConnectionId> {
         let terminal = super::history::terminals_shown(update).next()?;
-        lock(&self.terminal_clients)
-            .get(&terminal.0.to_string())
-            .copied()
+        self.owners().get(&terminal.0.to_string()).copied()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl ClientPort for SessionPort {
@@ -306,13 +292,8 @@ impl ClientPort for SessionPort {
         R::Response: Send + 'static,
     {
         let target = match self.terminal_owner(&request) {
-            Some((terminal, owner)) => {
-                if request.method() == "terminal/release" {
-                    self.owners().remove(&terminal);
-                }
-                // With its client gone, there is nobody left to tell.
-                self.session.attachments.handle(owner)
-            }
+            // With its client gone, there is nobody left to tell.
+            Some((_, owner)) => self.session.attachments.handle(owner),
             None => self
                 .session
                 .attachments
