@@ -16,14 +16,15 @@ const QUOTED_BYTES: usize = 200;
 
 /// `text`, cut to [`QUOTED_BYTES`] and marked when cut.
 fn quoted(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.len() <= QUOTED_BYTES {
+    excerpt(text, QUOTED_BYTES)
+}
+
+/// At most `bytes` of `text` (to a character's end), marked with `…` when cut.
+pub(super) fn excerpt(text: &str, bytes: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= bytes {
         return text.into();
     }
-    let mut end = QUOTED_BYTES;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end]).into()
+    format!("{}…", &text[..text.floor_char_boundary(bytes)]).into()
 }
 
 /// `-32601`: Punie does not offer `method`.

@@ -15,6 +15,8 @@
 use agent_client_protocol::{ErrorCode, RawJsonRpcId, TransportFrame};
 use serde_json::{Map, Value, json};
 
+use super::errors::excerpt;
+
 /// The method an invalid request with a readable id is turned into; its
 /// `params.problem` says what was wrong.
 pub const INVALID_REQUEST_METHOD: &str = "_punie/invalid_request";
@@ -32,7 +34,7 @@ pub fn frame_from_text(text: &str) -> TransportFrame {
             if let Err(why) = serde_json::from_str::<serde::de::IgnoredAny>(&raw) {
                 error.message = format!("Parse error: the message is not valid JSON ({why})");
             }
-            let raw = excerpt(raw);
+            let raw = excerpt(&raw, PARSE_ERROR_EXCERPT_BYTES).into_owned();
             error = error.data(serde_json::json!({ "line": raw }));
             TransportFrame::Malformed { raw, error }
         }
@@ -85,17 +87,4 @@ fn what_is_wrong(message: &Map<String, Value>) -> &'static str {
         None | Some(Value::Object(_) | Value::Array(_)) => "it is not a JSON-RPC 2.0 request",
         Some(_) => "`params` must be an object or an array",
     }
-}
-
-/// At most [`PARSE_ERROR_EXCERPT_BYTES`] of `text`, marked when cut.
-fn excerpt(mut text: String) -> String {
-    if text.len() > PARSE_ERROR_EXCERPT_BYTES {
-        let mut end = PARSE_ERROR_EXCERPT_BYTES;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
 }

@@ -555,8 +555,8 @@ fn cut_for_the_model(text: &str, how_to_read: impl FnOnce(&str, &str) -> String)
         return text.to_owned();
     }
     let half = MODEL_OUTPUT_LIMIT / 2;
-    let head_end = floor_char_boundary(text, half);
-    let tail_start = floor_char_boundary(text, text.len() - half);
+    let head_end = text.floor_char_boundary(half);
+    let tail_start = text.floor_char_boundary(text.len() - half);
     if tail_start <= head_end {
         // Just over the limit, with a character across the middle: both
         // halves end at its boundary and nothing would be cut.
@@ -578,13 +578,6 @@ fn counted(count: usize, noun: &str) -> String {
     } else {
         format!("{count} {noun}s")
     }
-}
-
-fn floor_char_boundary(text: &str, mut index: usize) -> usize {
-    while !text.is_char_boundary(index) {
-        index -= 1;
-    }
-    index
 }
 
 #[cfg(test)]
