@@ -397,7 +397,7 @@ fn retry_wait(settings: &ModelSettings, retries_done: u32, asked: Option<Duratio
     asked.unwrap_or(backoff).min(MAX_RETRY_WAIT)
 }
 
-/// A `Retry-After` header in seconds (the HTTP-date form is left to backoff).
+/// A `Retry-After` header, in seconds or as the date to try again at.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     match value.parse::<f64>() {
