@@ -16,9 +16,6 @@ use super::{Session, SessionPort};
 use crate::model::{Message, ModelError, ModelEvent, ModelRequest, Stop, ToolCall};
 use crate::tools::{self, ClientPort, ToolContext, ToolOutcome};
 
-/// What the model is told about a tool call the turn never got to.
-const NOT_RUN: &str = "not run: the user cancelled the turn";
-
 /// What the model is told about the tool calls of a reply cut off by its
 /// output limit.
 const CUT_OFF: &str = "not run: the reply was cut off at the output token limit, so its tool \
@@ -298,24 +295,28 @@ impl Turn {
         }
     }
 
-    /// Why tool calls were not run: the person cancelled, unless the turn
-    /// noted another reason (no client left to answer it, say).
-    fn not_run(&self) -> String {
+    /// Why the turn was cancelled: the person did it, unless the turn noted
+    /// another reason (no client left to answer it, say).
+    fn why_cancelled(&self) -> String {
         match self.port.session.turn_end_note() {
-            Some(note) => format!("not run: {note}; the turn was cancelled"),
-            None => NOT_RUN.to_owned(),
+            Some(note) => format!("{note}; the turn was cancelled"),
+            None => "the user cancelled the turn".to_owned(),
         }
+    }
+
+    /// What the model is told of tool calls the cancelled turn never ran.
+    fn not_run(&self) -> String {
+        format!("not run: {}", self.why_cancelled())
     }
 
     /// What the model is told of the call that was running when the turn
     /// was cancelled: it began, so it may have changed things, and it did
     /// not finish. `so_far` says what it had done, if anything is known.
     fn stopped(&self, so_far: &str) -> String {
-        let why = match self.port.session.turn_end_note() {
-            Some(note) => format!("{note}; the turn was cancelled"),
-            None => "the user cancelled the turn".to_owned(),
-        };
-        let mut told = format!("started, then stopped before it finished: {why}");
+        let mut told = format!(
+            "started, then stopped before it finished: {}",
+            self.why_cancelled()
+        );
         if !so_far.is_empty() {
             told.push_str("; ");
             told.push_str(so_far);
