@@ -153,19 +153,24 @@ async fn a_turn_reads_asks_writes_and_runs_a_command_through_the_client() {
     );
 }
 
-/// A turn whose `write_file` over `notes.txt` the client answers with
-/// `answer`, which allows nothing: the turn ends, the file stays byte for
-/// byte as it was, and the call fails. What the model was told of the call,
-/// and what the client was asked.
-async fn an_overwrite_answered(answer: &'static str) -> (String, Vec<String>) {
-    let server = Server::scripted(
+/// A server whose model overwrites `notes.txt`, then says it understood.
+async fn overwriting_server() -> Server {
+    Server::scripted(
         json!([
             [call("write_file", json!({"path": "notes.txt", "content": "overwritten"}))],
             [{"text": "Understood."}]
         ]),
         &[],
     )
-    .await;
+    .await
+}
+
+/// A turn whose `write_file` over `notes.txt` the client answers with
+/// `answer`, which allows nothing: the turn ends, the file stays byte for
+/// byte as it was, and the call fails. What the model was told of the call,
+/// and what the client was asked.
+async fn an_overwrite_answered(answer: &'static str) -> (String, Vec<String>) {
+    let server = overwriting_server().await;
     let notes = write_notes(&server, "precious\r\nbytes\n");
     let before = std::fs::read(&notes).unwrap();
     let ide = Ide::new(&server.home.workspace(), true, true).answer_with(&[answer]);
@@ -198,14 +203,7 @@ async fn an_answer_that_was_not_offered_does_nothing_and_is_not_called_a_refusal
 
 #[tokio::test]
 async fn an_answer_that_is_not_a_permission_answer_does_nothing_and_says_so() {
-    let server = Server::scripted(
-        json!([
-            [call("write_file", json!({"path": "notes.txt", "content": "overwritten"}))],
-            [{"text": "Understood."}]
-        ]),
-        &[],
-    )
-    .await;
+    let server = overwriting_server().await;
     let notes = write_notes(&server, "precious\n");
     let mut client = server.initialized().await;
     let session = client.new_session(&server.home.workspace()).await;
