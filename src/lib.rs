@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod editors;
 pub mod logging;
+pub mod mcp;
 pub mod model;
 pub mod server;
 pub mod session;

@@ -39,9 +39,10 @@ async fn initialize_negotiates_version_1_and_advertises_only_what_punie_does() {
     );
     assert_eq!(capabilities["promptCapabilities"]["image"], false);
     assert_eq!(capabilities["promptCapabilities"]["audio"], false);
+    // Stdio MCP servers every agent takes; Punie reaches HTTP ones too.
     assert_eq!(
         capabilities["mcpCapabilities"],
-        json!({"http": false, "sse": false})
+        json!({"http": true, "sse": false})
     );
     assert!(response.auth_methods.is_empty());
 

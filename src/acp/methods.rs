@@ -14,7 +14,7 @@ use agent_client_protocol::v1::schema::{
     AgentCapabilities, CancelNotification, CloseSessionRequest, CloseSessionResponse, ContentBlock,
     DeleteSessionRequest, DeleteSessionResponse, EmbeddedResourceResource, Implementation,
     InitializeRequest, InitializeResponse, ListSessionsRequest, ListSessionsResponse,
-    LoadSessionRequest, LoadSessionResponse, McpServer, Meta, NewSessionRequest,
+    LoadSessionRequest, LoadSessionResponse, McpCapabilities, Meta, NewSessionRequest,
     NewSessionResponse, PromptCapabilities, PromptRequest, PromptResponse, ResumeSessionRequest,
     ResumeSessionResponse, SessionCapabilities, SessionCloseCapabilities,
     SessionDeleteCapabilities, SessionId, SessionListCapabilities, SessionNotification,
@@ -164,6 +164,7 @@ fn agent_capabilities() -> AgentCapabilities {
     AgentCapabilities::new()
         .load_session(true)
         .prompt_capabilities(PromptCapabilities::new().embedded_context(true))
+        .mcp_capabilities(McpCapabilities::new().http(true))
         .session_capabilities(
             SessionCapabilities::new()
                 .list(SessionListCapabilities::new())
@@ -181,7 +182,6 @@ async fn new_session(
     const METHOD: &str = "session/new";
     let request: NewSessionRequest = parse_params(METHOD, params)?;
     let cwd = check_workspace(METHOD, &request.cwd).await?;
-    warn_of_mcp_servers(connection, &request.mcp_servers);
     let model = match request.meta.as_ref().and_then(|meta| meta.get(MODEL_META)) {
         None => None,
         Some(Value::String(spec)) => Some(spec.as_str()),
@@ -197,22 +197,13 @@ async fn new_session(
     let session = connection
         .create_session(cwd, model, cx)
         .map_err(|error| errors::registry(METHOD, error))?;
+    session.use_mcp_servers(&request.mcp_servers);
     tracing::info!(connection = connection.id, session = %session.id(), cwd = %session.cwd().display(), "session created");
     to_json(NewSessionResponse::new(session.id().clone()))
 }
 
 /// Where `session/new` may name the session's model, e.g. `"ollama:qwen3"`.
 const MODEL_META: &str = "punie/model";
-
-fn warn_of_mcp_servers(connection: &Connection, servers: &[McpServer]) {
-    if !servers.is_empty() {
-        tracing::warn!(
-            connection = connection.id,
-            count = servers.len(),
-            "the client offered MCP servers; Punie does not use MCP servers yet"
-        );
-    }
-}
 
 /// `session/load`: attach, replay the whole history as `session/update`
 /// notifications, then answer. A history that cannot be read is an error,
@@ -224,13 +215,13 @@ async fn load_session(
 ) -> Result<Value, Error> {
     const METHOD: &str = "session/load";
     let request: LoadSessionRequest = parse_params(METHOD, params)?;
-    warn_of_mcp_servers(connection, &request.mcp_servers);
     let id = request.session_id;
     let (session, newest) = connection
         .attach_session(&id, cx.clone(), true)
         .await
         .map_err(|error| errors::registry(METHOD, error))?;
     warn_of_other_cwd(&id, session.cwd(), &request.cwd);
+    session.use_mcp_servers(&request.mcp_servers);
     let replay = match session.replay(newest).await {
         Ok(replay) => replay,
         Err(error) => {
@@ -263,13 +254,13 @@ async fn resume_session(
 ) -> Result<Value, Error> {
     const METHOD: &str = "session/resume";
     let request: ResumeSessionRequest = parse_params(METHOD, params)?;
-    warn_of_mcp_servers(connection, &request.mcp_servers);
     let id = request.session_id;
     let (session, _) = connection
         .attach_session(&id, cx, false)
         .await
         .map_err(|error| errors::registry(METHOD, error))?;
     warn_of_other_cwd(&id, session.cwd(), &request.cwd);
+    session.use_mcp_servers(&request.mcp_servers);
     tracing::info!(connection = connection.id, session = %id, "session resumed");
     to_json(ResumeSessionResponse::new().meta(workspace_meta(session.cwd())))
 }

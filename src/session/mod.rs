@@ -26,6 +26,7 @@ use agent_client_protocol::v1::schema::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::mcp::McpServers;
 use crate::model::{Message, Model, ToolSpec};
 use crate::store::{AfterWrite, EntryKind, ListPosition, SessionRow, Store, StoreError};
 use crate::tools::{LastingAnswers, PermissionMemory};
@@ -79,6 +80,8 @@ pub struct Session {
     /// "Always" answers to permission requests, from the store and kept
     /// there as they change.
     permissions: PermissionMemory,
+    /// The MCP servers clients gave the session, running while it is in memory.
+    mcp: McpServers,
     store: Store,
     attachments: attachments::Attachments,
     /// Where status changes go.
@@ -135,6 +138,14 @@ impl Session {
 
     pub fn cwd(&self) -> &Path {
         &self.cwd
+    }
+
+    /// Start the MCP servers a client named for this session, unless they
+    /// run already; what could not be started at all is said in the log.
+    pub fn use_mcp_servers(&self, servers: &[agent_client_protocol::v1::schema::McpServer]) {
+        for refused in self.mcp.offer(servers) {
+            tracing::warn!(session = %self.id, "{refused}");
+        }
     }
 
     pub fn is_attached(&self, connection: ConnectionId) -> bool {
@@ -650,6 +661,7 @@ impl SessionRegistry {
         history: Option<Vec<Message>>,
     ) -> Result<Arc<Session>, RegistryError> {
         let workspace = Workspace::new(&row.cwd)?;
+        let mcp = McpServers::new(workspace.root().to_owned());
         Ok(Arc::new(Session {
             id: SessionId::new(row.id.clone()),
             system_prompt: system_prompt(workspace.root(), &self.settings.tools).into(),
@@ -659,6 +671,7 @@ impl SessionRegistry {
             workspace,
             terminals: Terminals::default(),
             permissions: self.permission_memory(row),
+            mcp,
             store: self.store.clone(),
             attachments: attachments::Attachments::default(),
             watchers: self.watchers.clone(),

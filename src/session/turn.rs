@@ -13,13 +13,17 @@ use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::{Session, SessionPort};
-use crate::model::{Message, ModelError, ModelEvent, ModelRequest, Stop, ToolCall};
+use crate::model::{Message, ModelError, ModelEvent, ModelRequest, Stop, ToolCall, ToolSpec};
 use crate::tools::{self, ClientPort, ToolContext, ToolOutcome};
 
 /// What the model is told about the tool calls of a reply cut off by its
 /// output limit.
 const CUT_OFF: &str = "not run: the reply was cut off at the output token limit, so its tool \
                        calls may be incomplete; the turn ended";
+
+/// What the model is told when MCP servers add tools.
+const MCP_NOTE: &str = " Tools whose names start with `mcp__` come from MCP servers the user connected; \
+                        they do what their descriptions say, and ask the user first unless they only read.";
 
 /// Why a turn ended without a stop reason.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,10 @@ pub struct Turn {
     /// The provider's id of every tool call in the conversation.
     call_ids: HashSet<String>,
     new_title: Option<String>,
+    /// What the model is told of itself and its tools: the session's, and
+    /// the MCP tools of its servers once the turn has found them.
+    system: Arc<str>,
+    tools: Arc<Vec<ToolSpec>>,
     cancel: CancellationToken,
     recorded: bool,
 }
@@ -83,7 +91,11 @@ impl Turn {
             .flatten()
             .map(|call| call.id.clone())
             .collect();
+        let system = port.session.system_prompt.clone();
+        let tools = port.session.settings.tools.clone();
         let mut turn = Self {
+            system,
+            tools,
             port,
             number,
             messages,
@@ -129,12 +141,30 @@ impl Turn {
     async fn converse(&mut self, client: &SessionPort) -> Result<StopReason, TurnError> {
         let session = self.port.session.clone();
         let cancel = self.cancel.clone();
+        let (mcp, unavailable) = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(StopReason::Cancelled),
+            found = session.mcp.tools() => found,
+        };
+        for why in unavailable {
+            // For the person, who can fix it; the model just lacks the tools.
+            client.notify(SessionUpdate::AgentMessageChunk(ContentChunk::new(
+                ContentBlock::from(format!("{why}\n\n")),
+            )));
+        }
+        if !mcp.is_empty() {
+            let mut tools = (*session.settings.tools).clone();
+            tools.extend(mcp.specs());
+            self.tools = Arc::new(tools);
+            self.system = format!("{}{MCP_NOTE}", session.system_prompt).into();
+        }
         let context = ToolContext {
             session_id: session.id(),
             workspace: &session.workspace,
             client,
             terminals: &session.terminals,
             permissions: &session.permissions,
+            mcp: &mcp,
             cancel: &cancel,
         };
         for _ in 0..session.settings.max_rounds {
@@ -201,9 +231,9 @@ impl Turn {
     async fn ask_model(&mut self, client: &SessionPort) -> Result<Round, TurnError> {
         let session = self.port.session.clone();
         let request = ModelRequest {
-            system: session.system_prompt.clone(),
+            system: self.system.clone(),
             messages: self.messages.clone(),
-            tools: session.settings.tools.clone(),
+            tools: self.tools.clone(),
             turn: self.number,
         };
         let mut stream = session.model.stream(request);

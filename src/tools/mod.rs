@@ -22,6 +22,7 @@
 mod command;
 mod files;
 mod find;
+mod mcp;
 mod permission;
 mod plan;
 
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use permission::{LastingAnswers, PermissionMemory};
 
+use crate::mcp::McpTools;
 use crate::model::{ToolCall, ToolSpec};
 use crate::workspace::{Terminals, Workspace};
 
@@ -83,6 +85,8 @@ pub struct ToolContext<'a, C: ClientPort> {
     /// Commands Punie runs itself, when the client has no terminal.
     pub terminals: &'a Terminals,
     pub permissions: &'a PermissionMemory,
+    /// The tools of the session's MCP servers, as the turn found them.
+    pub mcp: &'a McpTools,
     pub cancel: &'a CancellationToken,
 }
 
@@ -270,13 +274,10 @@ pub async fn run<C: ClientPort>(
         "list_files" => find::list(context, &report, &call.arguments).await,
         "search" => find::search(context, &report, &call.arguments).await,
         "run_command" => command::run(context, &report, &call.arguments).await,
-        other => {
-            let names: Vec<String> = specs().into_iter().map(|tool| tool.name).collect();
-            Err(Stop::Failed(format!(
-                "there is no tool named `{other}`; the tools are {}",
-                names.join(", ")
-            )))
-        }
+        other => match context.mcp.get(other) {
+            Some(tool) => mcp::call(context, &report, tool, &call.arguments).await,
+            None => Err(no_such_tool(context, other)),
+        },
     };
     match outcome {
         Ok(outcome) => outcome,
@@ -297,6 +298,19 @@ pub async fn run<C: ClientPort>(
             outcome
         }
     }
+}
+
+/// The model called a tool it does not have.
+fn no_such_tool<C: ClientPort>(context: &ToolContext<'_, C>, name: &str) -> Stop {
+    let names: Vec<String> = specs()
+        .into_iter()
+        .chain(context.mcp.specs())
+        .map(|tool| tool.name)
+        .collect();
+    Stop::Failed(format!(
+        "there is no tool named `{name}`; the tools are {}",
+        names.join(", ")
+    ))
 }
 
 /// What the client is shown of a call the cancel cut short, and the outcome
@@ -399,7 +413,10 @@ fn heading<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -> Head
         }
         other => Heading {
             kind: ToolKind::Other,
-            title: format!("Call `{other}`"),
+            title: match context.mcp.get(other) {
+                Some(tool) => format!("{} ({})", tool.title, tool.server),
+                None => format!("Call `{other}`"),
+            },
             locations: Vec::new(),
         },
     }

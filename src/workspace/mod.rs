@@ -15,7 +15,7 @@ use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
 
-pub use terminals::{ExitStatus, TerminalError, TerminalOutput, Terminals};
+pub use terminals::{ExitStatus, TerminalError, TerminalOutput, Terminals, die_with_this_process};
 
 /// Symlinks one path may pass through: as many as Linux follows before it
 /// gives up with `ELOOP`, so a loop is refused rather than walked forever.

@@ -122,12 +122,7 @@ impl Terminals {
         // writes stays in the order it wrote it, whichever stream it used.
         let (output_pipe, writer) = std::io::pipe().map_err(TerminalError::Pipe)?;
         let mut child = tokio::process::Command::new(command);
-        let parent = rustix::process::getpid();
-        // SAFETY: between fork and exec the closure makes only system calls
-        // (prctl, getppid), which are async-signal-safe, and allocates nothing.
-        unsafe {
-            child.pre_exec(move || die_with(parent));
-        }
+        die_with_this_process(&mut child);
         let child = child
             .args(args)
             .envs(env.iter().map(|(name, value)| (name, value)))
@@ -254,6 +249,15 @@ impl Drop for Terminals {
 /// lives on, unless it is killed with the group first.) Linux sends the
 /// signal when the *thread* that started it ends: commands are started from
 /// the runtime's worker threads, which live as long as the server.
+pub fn die_with_this_process(command: &mut tokio::process::Command) {
+    let parent = rustix::process::getpid();
+    // SAFETY: between fork and exec the closure makes only system calls
+    // (prctl, getppid), which are async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(move || die_with(parent));
+    }
+}
+
 fn die_with(parent: Pid) -> std::io::Result<()> {
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
     // The parent may have died before the signal was asked for. (No
