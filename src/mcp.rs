@@ -26,7 +26,10 @@ use std::time::Duration;
 
 use agent_client_protocol::v1::schema::McpServer;
 use process_wrap::tokio::{CommandWrap, ProcessGroup};
-use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, ResourceContents};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ContentBlock,
+    Implementation, ResourceContents,
+};
 use rmcp::service::RunningService;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
@@ -133,7 +136,7 @@ enum State {
 /// A started server and the tools it offered.
 struct Connected {
     /// Dropping it ends the connection.
-    service: RunningService<RoleClient, ()>,
+    service: RunningService<RoleClient, Client>,
     tools: Vec<rmcp::model::Tool>,
     /// A stdio server's process group, killed when dropped (after the
     /// connection: fields drop in order).
@@ -631,6 +634,19 @@ fn exposed_name(server: &str, tool: &str) -> String {
     name
 }
 
+/// Punie's side of a connection to an MCP server: it says who it is, and
+/// offers nothing a server could ask of it (roots, sampling, elicitation).
+pub struct Client;
+
+impl rmcp::ClientHandler for Client {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("punie", crate::VERSION).with_title("Punie"),
+        )
+    }
+}
+
 /// Start the server and list its tools, or say why that failed.
 async fn connect(name: &str, launch: &Launch, cwd: &Path) -> Result<Connected, String> {
     let (service, group) = match launch {
@@ -648,12 +664,12 @@ async fn connect(name: &str, launch: &Launch, cwd: &Path) -> Result<Connected, S
             }
             let config =
                 StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
-            let service =
-                ().serve(StreamableHttpClientTransport::from_config(config))
-                    .await
-                    .map_err(|error| {
-                        format!("could not connect to it at {}: {error}", shown_url(url))
-                    })?;
+            let service = Client
+                .serve(StreamableHttpClientTransport::from_config(config))
+                .await
+                .map_err(|error| {
+                    format!("could not connect to it at {}: {error}", shown_url(url))
+                })?;
             (service, None)
         }
         Launch::Sse { .. } => return Err("Punie does not speak the SSE transport".to_owned()),
@@ -680,7 +696,7 @@ async fn start_process(
     args: &[String],
     env: &[(String, String)],
     cwd: &Path,
-) -> Result<(RunningService<RoleClient, ()>, Option<Group>), String> {
+) -> Result<(RunningService<RoleClient, Client>, Option<Group>), String> {
     let mut process = tokio::process::Command::new(command);
     process
         .args(args)
@@ -706,7 +722,7 @@ async fn start_process(
     let said = Arc::new(Mutex::new(VecDeque::new()));
     let reading =
         stderr.map(|stderr| tokio::spawn(log_stderr(name.to_owned(), stderr, said.clone())));
-    match ().serve(transport).await {
+    match Client.serve(transport).await {
         Ok(service) => Ok((service, group)),
         Err(error) => {
             // The process has ended, or will as the transport goes: what it

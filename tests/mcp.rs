@@ -273,7 +273,7 @@ async fn a_stdio_server_runs_in_the_workspace_with_its_environment_and_its_resul
     let root = std::fs::canonicalize(server.home.workspace()).unwrap();
     assert_eq!(
         shown(0),
-        format!("cwd={} greeting=hello there", root.display())
+        format!("cwd={} greeting=hello there client=punie", root.display())
     );
     assert_eq!(
         calls[1]["statuses"],
@@ -392,7 +392,7 @@ async fn naming_a_server_again_with_another_launch_replaces_it() {
     assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
     let calls = tool_calls(&other.notifications);
     let shown = calls[0]["content"][0]["content"]["text"].as_str().unwrap();
-    assert!(shown.ends_with("greeting=second"), "{shown}");
+    assert!(shown.contains(" greeting=second "), "{shown}");
 }
 
 #[tokio::test]

@@ -34,9 +34,17 @@ function buildServer() {
 
   server.registerTool(
     "whereami",
-    { title: "Where am I", description: "Tells the server's working directory and PUNIE_TEST_GREETING." },
+    {
+      title: "Where am I",
+      description: "Tells the server's working directory, PUNIE_TEST_GREETING and the client's name.",
+    },
     async () => ({
-      content: [text(`cwd=${process.cwd()} greeting=${process.env.PUNIE_TEST_GREETING ?? "unset"}`)],
+      content: [
+        text(
+          `cwd=${process.cwd()} greeting=${process.env.PUNIE_TEST_GREETING ?? "unset"} ` +
+            `client=${server.server.getClientVersion()?.name}`,
+        ),
+      ],
     }),
   );
 
