@@ -30,7 +30,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ContentBlock,
     Implementation, ResourceContents,
 };
-use rmcp::service::RunningService;
+use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt as _};
@@ -137,7 +137,9 @@ enum State {
 struct Connected {
     /// Dropping it ends the connection.
     service: RunningService<RoleClient, Client>,
-    tools: Vec<rmcp::model::Tool>,
+    /// As last listed: again after the server says they changed.
+    tools: Mutex<Arc<Vec<rmcp::model::Tool>>>,
+    tools_changed: Arc<AtomicBool>,
     /// A stdio server's process group, killed when dropped (after the
     /// connection: fields drop in order).
     group: Option<Group>,
@@ -155,6 +157,44 @@ struct Group {
 }
 
 impl Connected {
+    fn tools(&self) -> Arc<Vec<rmcp::model::Tool>> {
+        self.tools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// List the tools again if the server said they changed; if that fails,
+    /// the last list stays.
+    async fn refresh_tools(&self, server: &str) {
+        if !self.tools_changed.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        match tokio::time::timeout(START_TIMEOUT, self.service.list_all_tools()).await {
+            Ok(Ok(tools)) => {
+                tracing::info!(
+                    mcp = server,
+                    tools = tools.len(),
+                    "MCP server's tools changed"
+                );
+                *self
+                    .tools
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(tools);
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(
+                    mcp = server,
+                    "cannot list the MCP server's changed tools: {error}"
+                );
+            }
+            Err(_) => tracing::warn!(
+                mcp = server,
+                "the MCP server did not list its changed tools"
+            ),
+        }
+    }
+
     /// Its connection has ended, or its process has.
     fn stopped(&self) -> bool {
         self.service.is_transport_closed()
@@ -325,7 +365,7 @@ impl McpServers {
             };
             let state = match outcome {
                 Ok(connected) => {
-                    let tools = connected.tools.len();
+                    let tools = connected.tools().len();
                     tracing::info!(mcp = task_name, tools, "MCP server started");
                     State::Ready(Arc::new(connected))
                 }
@@ -367,9 +407,13 @@ impl McpServers {
             let servers = self.lock().clone();
             for server in &servers {
                 let mut state = server.state.clone();
-                let _ = state
+                let settled = state
                     .wait_for(|state| !matches!(state, State::Starting))
-                    .await;
+                    .await
+                    .map(|state| state.clone());
+                if let Ok(State::Ready(connected)) = settled {
+                    connected.refresh_tools(&server.name).await;
+                }
             }
             // A client may have named servers meanwhile: wait for them too.
             if !self.are(&servers) {
@@ -434,7 +478,7 @@ impl McpTools {
     /// what is left out, and why, if anything is.
     fn add(&mut self, server: &str, connected: &Arc<Connected>) -> Option<String> {
         let mut left_out = Vec::new();
-        for tool in &connected.tools {
+        for tool in connected.tools().iter() {
             let name = exposed_name(server, &tool.name);
             let Some(schema) = arguments_schema(&tool.input_schema) else {
                 left_out.push(format!(
@@ -635,8 +679,11 @@ fn exposed_name(server: &str, tool: &str) -> String {
 }
 
 /// Punie's side of a connection to an MCP server: it says who it is, and
-/// offers nothing a server could ask of it (roots, sampling, elicitation).
-pub struct Client;
+/// notes when the server's tools change; it offers nothing a server could
+/// ask of it (roots, sampling, elicitation).
+pub struct Client {
+    tools_changed: Arc<AtomicBool>,
+}
 
 impl rmcp::ClientHandler for Client {
     fn get_info(&self) -> ClientConfig {
@@ -645,13 +692,21 @@ impl rmcp::ClientHandler for Client {
             Implementation::new("punie", crate::VERSION).with_title("Punie"),
         )
     }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.tools_changed.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Start the server and list its tools, or say why that failed.
 async fn connect(name: &str, launch: &Launch, cwd: &Path) -> Result<Connected, String> {
+    let tools_changed = Arc::new(AtomicBool::new(false));
+    let client = Client {
+        tools_changed: tools_changed.clone(),
+    };
     let (service, group) = match launch {
         Launch::Stdio { command, args, env } => {
-            start_process(name, command, args, env, cwd).await?
+            start_process(name, client, command, args, env, cwd).await?
         }
         Launch::Http { url, headers } => {
             let mut custom = std::collections::HashMap::new();
@@ -664,7 +719,7 @@ async fn connect(name: &str, launch: &Launch, cwd: &Path) -> Result<Connected, S
             }
             let config =
                 StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
-            let service = Client
+            let service = client
                 .serve(StreamableHttpClientTransport::from_config(config))
                 .await
                 .map_err(|error| {
@@ -682,7 +737,8 @@ async fn connect(name: &str, launch: &Launch, cwd: &Path) -> Result<Connected, S
     launch.hash(&mut hasher);
     Ok(Connected {
         service,
-        tools,
+        tools: Mutex::new(Arc::new(tools)),
+        tools_changed,
         group,
         launch_hash: hasher.finish(),
     })
@@ -692,6 +748,7 @@ async fn connect(name: &str, launch: &Launch, cwd: &Path) -> Result<Connected, S
 /// server's environment and `env` on top; its stderr goes to the log.
 async fn start_process(
     name: &str,
+    client: Client,
     command: &Path,
     args: &[String],
     env: &[(String, String)],
@@ -722,7 +779,7 @@ async fn start_process(
     let said = Arc::new(Mutex::new(VecDeque::new()));
     let reading =
         stderr.map(|stderr| tokio::spawn(log_stderr(name.to_owned(), stderr, said.clone())));
-    match Client.serve(transport).await {
+    match client.serve(transport).await {
         Ok(service) => Ok((service, group)),
         Err(error) => {
             // The process has ended, or will as the transport goes: what it

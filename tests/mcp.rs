@@ -309,6 +309,29 @@ async fn a_tool_its_server_marks_read_only_is_called_without_asking() {
 }
 
 #[tokio::test]
+async fn a_tool_a_server_adds_is_offered_from_the_next_turn() {
+    let (_server, mut client, session) = scene(
+        json!([
+            [call("mcp__tools__grow", json!({}))],
+            [{"text": "Grown."}],
+            [call("mcp__tools__extra", json!({}))],
+            [{"text": "Done."}]
+        ]),
+        |_| json!([stdio("tools", &[], &[])]),
+    )
+    .await;
+    prompt_allowing(&mut client, &session, "grow").await;
+    client.notifications.clear();
+
+    let (asked, answer) = prompt_allowing(&mut client, &session, "use it").await;
+
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(asked, ["Extra (tools)"]);
+    let calls = tool_calls(&client.notifications);
+    assert_eq!(calls[0]["content"][0]["content"]["text"], "extra here");
+}
+
+#[tokio::test]
 async fn a_server_that_cannot_start_is_named_once_and_the_turn_goes_on() {
     let (_server, mut client, session) =
         scene(json!([[{"text": "One."}], [{"text": "Two."}]]), |_| {

@@ -82,6 +82,19 @@ function buildServer() {
   );
 
   server.registerTool(
+    "grow",
+    { title: "Grow", description: "Adds the tool `extra`; the SDK tells the client its tools changed." },
+    async () => {
+      server.registerTool(
+        "extra",
+        { title: "Extra", description: "There once `grow` was called." },
+        async () => ({ content: [text("extra here")] }),
+      );
+      return { content: [text("grown")] };
+    },
+  );
+
+  server.registerTool(
     "quit",
     { title: "Quit", description: "Answers, then ends the server's process, as a crash would." },
     async () => {
