@@ -20,8 +20,9 @@ use crate::client::{SERVER_ENV, Target};
 use crate::config::{
     self, ConnectionLimits, DEFAULT_CLIENT_REQUEST_TIMEOUT, DEFAULT_CONTEXT_WINDOW,
     DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TOOL_ROUNDS,
-    DEFAULT_OUTGOING_QUEUE, DEFAULT_OUTGOING_STALL, DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT,
-    DEFAULT_REATTACH_TIMEOUT, DEFAULT_SESSION_IDLE_TIMEOUT, MAX_MESSAGE_BYTES, Paths, ServeConfig,
+    DEFAULT_MCP_CALL_TIMEOUT, DEFAULT_OUTGOING_QUEUE, DEFAULT_OUTGOING_STALL,
+    DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT, DEFAULT_REATTACH_TIMEOUT,
+    DEFAULT_SESSION_IDLE_TIMEOUT, MAX_MESSAGE_BYTES, Paths, ServeConfig,
 };
 use crate::model::{Model, ModelSettings};
 use crate::{editors, logging, server, web};
@@ -245,6 +246,11 @@ struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_SESSION_IDLE_TIMEOUT.as_secs_f64())]
     session_idle_timeout: f64,
 
+    /// How long a tool of an MCP server may take before the model is told it
+    /// did not answer (and the server is connected again for the next turn).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_MCP_CALL_TIMEOUT.as_secs_f64())]
+    mcp_call_timeout: f64,
+
     /// Largest message a client may send, in bytes; a bigger one closes its
     /// connection with 1009.
     #[arg(long, value_name = "BYTES", default_value_t = MAX_MESSAGE_BYTES)]
@@ -467,6 +473,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 context_window: args.context_window,
                 reattach_timeout: seconds(args.reattach_timeout, "--reattach-timeout")?,
                 session_idle_timeout: seconds(args.session_idle_timeout, "--session-idle-timeout")?,
+                mcp_call_timeout: positive_seconds(args.mcp_call_timeout, "--mcp-call-timeout")?,
                 limits: ConnectionLimits {
                     max_message_bytes: at_least_one(args.max_message_bytes, "--max-message-bytes")?,
                     max_connections: at_least_one(args.max_connections, "--max-connections")?,

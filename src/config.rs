@@ -39,6 +39,9 @@ pub const DEFAULT_OUTGOING_STALL: Duration = Duration::from_secs(10);
 /// unless configured otherwise. Permission requests wait for the person.
 pub const DEFAULT_CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a tool of an MCP server may take, unless configured otherwise.
+pub const DEFAULT_MCP_CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How often the server pings each WebSocket, unless configured otherwise.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
 
@@ -105,6 +108,8 @@ pub struct ServeConfig {
     /// How long an attached session may sit idle before its conversation
     /// leaves memory.
     pub session_idle_timeout: Duration,
+    /// How long a tool of an MCP server may take.
+    pub mcp_call_timeout: Duration,
     /// What one connection may cost the server.
     pub limits: ConnectionLimits,
     /// Where the server keeps its files.

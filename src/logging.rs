@@ -101,8 +101,10 @@ fn directive_for(level: &str) -> String {
     } else if LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
         // The SDK warns of every error response it sends, without its
         // message: on a server, each client's mistake. Punie logs what it
-        // answered itself, at debug.
-        format!("warn,agent_client_protocol::jsonrpc=error,punie={level}")
+        // answered itself, at debug. rmcp logs each MCP connection that
+        // fails with the server's URL, and any secret in its query; Punie
+        // says what failed, without it.
+        format!("warn,agent_client_protocol::jsonrpc=error,rmcp=off,punie={level}")
     } else {
         level.to_owned()
     }
@@ -167,11 +169,11 @@ mod tests {
     fn a_bare_level_applies_to_punie_and_keeps_dependencies_quiet() {
         assert_eq!(
             directive_for("debug"),
-            "warn,agent_client_protocol::jsonrpc=error,punie=debug"
+            "warn,agent_client_protocol::jsonrpc=error,rmcp=off,punie=debug"
         );
         assert_eq!(
             directive_for("TRACE"),
-            "warn,agent_client_protocol::jsonrpc=error,punie=TRACE"
+            "warn,agent_client_protocol::jsonrpc=error,rmcp=off,punie=TRACE"
         );
     }
 

@@ -30,7 +30,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ContentBlock,
     Implementation, ResourceContents,
 };
-use rmcp::service::{NotificationContext, RunningService};
+use rmcp::service::{ClientInitializeError, NotificationContext, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt as _};
@@ -45,9 +45,6 @@ use crate::model::ToolSpec;
 
 /// How long a server may take to start and list its tools.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long one tool call may take.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What every MCP tool's name starts with, as the model knows it.
 pub const PREFIX: &str = "mcp__";
@@ -72,6 +69,8 @@ const STDERR_LINE_BYTES: usize = 200;
 pub struct McpServers {
     /// Where stdio servers run: the session's workspace.
     cwd: PathBuf,
+    /// How long one tool call may take.
+    call_timeout: Duration,
     servers: Mutex<Vec<Arc<Server>>>,
 }
 
@@ -140,6 +139,10 @@ struct Connected {
     /// As last listed: again after the server says they changed.
     tools: Mutex<Arc<Vec<rmcp::model::Tool>>>,
     tools_changed: Arc<AtomicBool>,
+    /// A call failed in its transport, or got no answer: a new connection
+    /// is made for the next turn (an HTTP server that restarted forgets its
+    /// sessions; rmcp does not find out).
+    broken: AtomicBool,
     /// A stdio server's process group, killed when dropped (after the
     /// connection: fields drop in order).
     group: Option<Group>,
@@ -195,9 +198,10 @@ impl Connected {
         }
     }
 
-    /// Its connection has ended, or its process has.
+    /// Its connection has ended or failed, or its process has.
     fn stopped(&self) -> bool {
-        self.service.is_transport_closed()
+        self.broken.load(Ordering::Relaxed)
+            || self.service.is_transport_closed()
             || self
                 .group
                 .as_ref()
@@ -260,6 +264,7 @@ pub struct McpTool {
     pub permission_key: String,
     description: String,
     schema: Value,
+    call_timeout: Duration,
     connected: Arc<Connected>,
 }
 
@@ -274,9 +279,10 @@ pub struct McpResult {
 }
 
 impl McpServers {
-    pub fn new(cwd: PathBuf) -> Self {
+    pub fn new(cwd: PathBuf, call_timeout: Duration) -> Self {
         Self {
             cwd,
+            call_timeout,
             servers: Mutex::default(),
         }
     }
@@ -286,6 +292,7 @@ impl McpServers {
     /// the person too).
     pub fn offer(&self, offered: &[McpServer]) -> Vec<String> {
         let mut refused = Vec::new();
+        let mut named = std::collections::HashSet::new();
         for server in offered {
             let (name, launch) = match server {
                 McpServer::Stdio(stdio) => (
@@ -323,6 +330,11 @@ impl McpServers {
                     continue;
                 }
             };
+            if !named.insert(name.clone()) {
+                refused.push(format!(
+                    "two MCP servers are named `{name}`; the last one given is used"
+                ));
+            }
             self.start(name, launch);
         }
         refused
@@ -425,7 +437,9 @@ impl McpServers {
             let mut notes = Vec::new();
             for server in &servers {
                 let note = match &*server.state.borrow() {
-                    State::Ready(connected) => tools.add(&server.name, connected),
+                    State::Ready(connected) => {
+                        tools.add(&server.name, connected, self.call_timeout)
+                    }
                     State::Failed(why) => Some(format!(
                         "MCP server `{}` could not start: {why}",
                         server.name
@@ -476,7 +490,12 @@ impl McpTools {
 
     /// Add the tools of `server`, as many as the model may be given;
     /// what is left out, and why, if anything is.
-    fn add(&mut self, server: &str, connected: &Arc<Connected>) -> Option<String> {
+    fn add(
+        &mut self,
+        server: &str,
+        connected: &Arc<Connected>,
+        call_timeout: Duration,
+    ) -> Option<String> {
         let mut left_out = Vec::new();
         for tool in connected.tools().iter() {
             let name = exposed_name(server, &tool.name);
@@ -487,8 +506,11 @@ impl McpTools {
                 ));
                 continue;
             };
-            if self.get(&name).is_some() {
-                left_out.push(format!("`{}` (another tool is named {name})", tool.name));
+            if let Some(other) = self.get(&name) {
+                left_out.push(format!(
+                    "`{}` (as {name}, it would have the name of `{}` of server `{}`)",
+                    tool.name, other.tool, other.server
+                ));
                 continue;
             }
             if self.tools.len() == MOST_TOOLS {
@@ -517,6 +539,7 @@ impl McpTools {
                     .unwrap_or(false),
                 description: tool.description.as_deref().unwrap_or_default().to_owned(),
                 schema,
+                call_timeout,
                 connected: connected.clone(),
             });
         }
@@ -552,18 +575,34 @@ impl McpTool {
         };
         let mut params = CallToolRequestParams::new(self.tool.clone());
         params.arguments = arguments;
-        let answer = tokio::time::timeout(CALL_TIMEOUT, self.connected.service.call_tool(params))
-            .await
-            .map_err(|_| {
-                format!(
-                    "the MCP server `{}` did not answer within {} s",
-                    self.server,
-                    CALL_TIMEOUT.as_secs()
-                )
-            })?;
-        answer
-            .map(result)
-            .map_err(|error| format!("the MCP server `{}` failed the call: {error}", self.server))
+        let calling = self.connected.service.call_tool(params);
+        let Ok(answer) = tokio::time::timeout(self.call_timeout, calling).await else {
+            self.connected.broken.store(true, Ordering::Relaxed);
+            return Err(format!(
+                "the MCP server `{}` did not answer within {} s; it is connected again for the next turn",
+                self.server,
+                self.call_timeout.as_secs_f64()
+            ));
+        };
+        answer.map(result).map_err(|error| {
+            let why = match error {
+                // The server's own answer: the connection is fine.
+                ServiceError::McpError(error) => error.message.to_string(),
+                ServiceError::TransportSend(error) => {
+                    self.connected.broken.store(true, Ordering::Relaxed);
+                    format!(
+                        "the request could not be sent ({}); it is connected again for the next turn",
+                        error.error
+                    )
+                }
+                ServiceError::TransportClosed => {
+                    self.connected.broken.store(true, Ordering::Relaxed);
+                    "its connection closed; it is started again for the next turn".to_owned()
+                }
+                other => other.to_string(),
+            };
+            format!("the MCP server `{}` failed the call: {why}", self.server)
+        })
     }
 }
 
@@ -614,11 +653,15 @@ fn result(answer: CallToolResult) -> McpResult {
 }
 
 /// A tool's input schema as providers take it: an object's, with
-/// `properties`, and without `$schema` (which some refuse); `None` for a
-/// schema of anything else, which no provider takes.
+/// `properties`, without `$schema` and without `anyOf`, `oneOf`, `allOf` or
+/// `not` at the top (OpenAI and Anthropic refuse the whole request for
+/// either); `None` for a schema of anything else, which no provider takes.
+/// The properties the combinations name are kept, so the model still knows
+/// every argument; which go together is the server's to check.
 fn arguments_schema(input: &rmcp::model::JsonObject) -> Option<Value> {
     let mut schema = input.clone();
     schema.remove("$schema");
+    schema.remove("not");
     match schema.get("type") {
         None => {
             schema.insert("type".to_owned(), Value::from("object"));
@@ -626,9 +669,40 @@ fn arguments_schema(input: &rmcp::model::JsonObject) -> Option<Value> {
         Some(kind) if kind == "object" => {}
         Some(_) => return None,
     }
-    schema
-        .entry("properties")
-        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    let mut properties = match schema.remove("properties") {
+        Some(Value::Object(properties)) => properties,
+        _ => serde_json::Map::new(),
+    };
+    for combination in ["anyOf", "oneOf", "allOf"] {
+        let Some(Value::Array(branches)) = schema.remove(combination) else {
+            continue;
+        };
+        for branch in branches {
+            if let Some(Value::Object(named)) = branch.get("properties") {
+                for (name, property) in named {
+                    properties
+                        .entry(name.clone())
+                        .or_insert_with(|| property.clone());
+                }
+            }
+            // What every branch of `allOf` requires, the whole requires.
+            if combination == "allOf"
+                && let Some(Value::Array(needed)) = branch.get("required")
+            {
+                let required = schema
+                    .entry("required")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(required) = required {
+                    for name in needed {
+                        if !required.contains(name) {
+                            required.push(name.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    schema.insert("properties".to_owned(), Value::Object(properties));
     Some(Value::Object(schema))
 }
 
@@ -644,6 +718,27 @@ fn shown_url(url: &str) -> String {
         }
         Err(_) => "a URL that cannot be read".to_owned(),
     }
+}
+
+/// Why the MCP handshake failed, without the type names rmcp's own
+/// messages carry.
+fn initialize_error(error: ClientInitializeError) -> String {
+    match error {
+        ClientInitializeError::TransportError { error, context } => {
+            format!("{} while {context}", error.error)
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `message` with every spelling of `url` in it (the client's, and the one
+/// reqwest writes in its errors) as `shown`.
+fn without_url(message: &str, url: &str, shown: &str) -> String {
+    let mut message = message.replace(url, shown);
+    if let Ok(parsed) = reqwest::Url::parse(url) {
+        message = message.replace(parsed.as_str(), shown);
+    }
+    message
 }
 
 /// A server that was refused before it could start: told once, like one
@@ -723,7 +818,9 @@ async fn connect(name: &str, launch: &Launch, cwd: &Path) -> Result<Connected, S
                 .serve(StreamableHttpClientTransport::from_config(config))
                 .await
                 .map_err(|error| {
-                    format!("could not connect to it at {}: {error}", shown_url(url))
+                    let shown = shown_url(url);
+                    let why = without_url(&initialize_error(error), url, &shown);
+                    format!("could not connect to it at {shown}: {why}")
                 })?;
             (service, None)
         }
@@ -739,6 +836,7 @@ async fn connect(name: &str, launch: &Launch, cwd: &Path) -> Result<Connected, S
         service,
         tools: Mutex::new(Arc::new(tools)),
         tools_changed,
+        broken: AtomicBool::new(false),
         group,
         launch_hash: hasher.finish(),
     })
@@ -792,6 +890,7 @@ async fn start_process(
                 .map(|lines| lines.iter().cloned().collect::<Vec<_>>().join(" / "))
                 .unwrap_or_default();
             drop(group);
+            let error = initialize_error(error);
             let mut why = format!("`{shown}` did not start as an MCP server ({error})");
             if !said.is_empty() {
                 let _ = write!(why, "; it said: {said}");
@@ -861,11 +960,45 @@ mod tests {
     }
 
     #[test]
+    fn top_level_combinations_become_plain_properties() {
+        let given = object(serde_json::json!({
+            "type": "object",
+            "properties": {"path": {"type": "string"}},
+            "anyOf": [
+                {"properties": {"a": {"type": "number"}}, "required": ["a"]},
+                {"properties": {"b": {"type": "number"}}, "required": ["b"]}
+            ],
+            "allOf": [{"properties": {"c": {"type": "string"}}, "required": ["c"]}],
+            "not": {"required": ["d"]}
+        }));
+        assert_eq!(
+            arguments_schema(&given),
+            Some(serde_json::json!({
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string"},
+                    "a": {"type": "number"},
+                    "b": {"type": "number"},
+                    "c": {"type": "string"}
+                },
+                "required": ["c"]
+            }))
+        );
+    }
+
+    #[test]
     fn urls_are_shown_without_secrets() {
         assert_eq!(
             shown_url("https://user:pass@mcp.example.com/mcp?token=abc"),
             "https://mcp.example.com/mcp"
         );
         assert_eq!(shown_url("not a url"), "a URL that cannot be read");
+        let url = "http://127.0.0.1:9/mcp?key=secret";
+        let said = "error sending request for url (http://127.0.0.1:9/mcp?key=secret)";
+        let shown = shown_url(url);
+        assert_eq!(
+            without_url(said, url, &shown),
+            "error sending request for url (http://127.0.0.1:9/mcp)"
+        );
     }
 }

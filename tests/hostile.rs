@@ -32,7 +32,7 @@ use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 use punie::acp::{AcpConnection, AgentHub};
 use punie::config::{
     DEFAULT_CLIENT_REQUEST_TIMEOUT, DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_TOOL_ROUNDS,
-    DEFAULT_REATTACH_TIMEOUT, DEFAULT_SESSION_IDLE_TIMEOUT,
+    DEFAULT_MCP_CALL_TIMEOUT, DEFAULT_REATTACH_TIMEOUT, DEFAULT_SESSION_IDLE_TIMEOUT,
 };
 use punie::model::ModelSettings;
 use punie::session::{ModelChoice, SessionRegistry, TurnSettings};
@@ -873,6 +873,7 @@ impl Agent {
             reattach_timeout: DEFAULT_REATTACH_TIMEOUT,
             idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
             client_request_timeout: DEFAULT_CLIENT_REQUEST_TIMEOUT,
+            mcp_call_timeout: DEFAULT_MCP_CALL_TIMEOUT,
             server_stopping: CancellationToken::new(),
         };
         let model =

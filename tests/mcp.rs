@@ -554,9 +554,15 @@ fn through_a_shell(started: &Path) -> Value {
 /// The test server on Streamable HTTP, answering only requests that carry
 /// `X-Punie-Test: sesame`; its URL.
 async fn http_server() -> (tokio::process::Child, String) {
+    http_server_on(0, &[]).await
+}
+
+/// The same on `port` (0: any free one), with `extra` arguments.
+async fn http_server_on(port: u16, extra: &[&str]) -> (tokio::process::Child, String) {
     let mut child = tokio::process::Command::new(node())
         .arg(test_server())
-        .arg("--http")
+        .args(["--http", "--port", &port.to_string()])
+        .args(extra)
         .env("MCP_REQUIRE_HEADER", "X-Punie-Test: sesame")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -602,4 +608,50 @@ async fn an_http_server_is_reached_with_the_headers_the_client_gave() {
         said.starts_with("MCP server `keyless` could not start: "),
         "the server refused it without the header: {said}"
     );
+}
+
+#[tokio::test]
+async fn an_http_server_that_went_away_is_connected_again_for_the_next_turn() {
+    let (mut mcp, url) = http_server().await;
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("a port in {url}"));
+    let add = || call("mcp__remote__add", json!({"a": 1, "b": 2}));
+    let home = Home::new();
+    let model = home.script_model(json!([
+        [add()], [{"text": "3."}],
+        [add()], [{"text": "No answer."}],
+        [add()], [{"text": "Back."}]
+    ]));
+    let server = Server::start_in(home, &["--model", &model, "--mcp-call-timeout", "1"]).await;
+    let mut client = server.initialized().await;
+    let servers = json!([{"type": "http", "name": "remote", "url": url,
+        "headers": [{"name": "X-Punie-Test", "value": "sesame"}]}]);
+    let session = session_with(&mut client, &server.home.workspace(), servers).await;
+    prompt_allowing(&mut client, &session, "add").await;
+
+    // Started again, it has forgotten Punie's session, and answers it with
+    // an error rmcp cannot match to the call: the call gets no answer.
+    mcp.kill().await.unwrap();
+    let (_again, _) = http_server_on(port, &["--unknown-session-400"]).await;
+    client.notifications.clear();
+    prompt_allowing(&mut client, &session, "add again").await;
+    let calls = tool_calls(&client.notifications);
+    assert_eq!(
+        calls[0]["statuses"],
+        json!(["pending", "in_progress", "failed"]),
+        "{calls:?}"
+    );
+    let shown = calls[0]["content"][0]["content"]["text"].as_str().unwrap();
+    assert!(shown.contains("did not answer within 1 s"), "{shown}");
+
+    client.notifications.clear();
+    let (_, answer) = prompt_allowing(&mut client, &session, "and again").await;
+
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let calls = tool_calls(&client.notifications);
+    assert_eq!(calls[0]["content"][0]["content"]["text"], "3", "{calls:?}");
 }

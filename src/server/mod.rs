@@ -195,6 +195,7 @@ fn session_registry(
         reattach_timeout: config.reattach_timeout,
         idle_timeout: config.session_idle_timeout,
         client_request_timeout: config.limits.client_request_timeout,
+        mcp_call_timeout: config.mcp_call_timeout,
         server_stopping: shutdown.clone(),
     };
     let model_settings = config.model_settings.clone();

@@ -60,6 +60,8 @@ pub struct TurnSettings {
     pub idle_timeout: Duration,
     /// How long a client may take to answer `fs/*` and `terminal/*` requests.
     pub client_request_timeout: Duration,
+    /// How long a tool of an MCP server may take.
+    pub mcp_call_timeout: Duration,
     /// Cancelled when the server starts to stop. Turns that end from then on
     /// tell only their prompters how: every connection is closing, and a
     /// later load replays the end from the history.
@@ -661,7 +663,7 @@ impl SessionRegistry {
         history: Option<Vec<Message>>,
     ) -> Result<Arc<Session>, RegistryError> {
         let workspace = Workspace::new(&row.cwd)?;
-        let mcp = McpServers::new(workspace.root().to_owned());
+        let mcp = McpServers::new(workspace.root().to_owned(), self.settings.mcp_call_timeout);
         Ok(Arc::new(Session {
             id: SessionId::new(row.id.clone()),
             system_prompt: system_prompt(workspace.root(), &self.settings.tools).into(),

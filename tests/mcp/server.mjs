@@ -1,7 +1,10 @@
 // A small MCP server of test tools, run by tests/mcp.rs as an MCP server that
 // Punie's sessions connect to, over stdio (the default) or Streamable HTTP
-// (`--http`). `--crash-on-start` makes it fail before it speaks any protocol;
-// `--linger` keeps it running after stdin closes, until a signal stops it.
+// (`--http`, on `--port N` or any free port). `--crash-on-start` makes it
+// fail before it speaks any protocol;
+// `--linger` keeps it running after stdin closes, until a signal stops it;
+// `--unknown-session-400` answers a session it does not know with 400 and
+// an error without an id, as some servers do after a restart.
 //
 // Environment it reads:
 //   MCP_STARTED_FILE     stdio mode appends "started <pid>" here on start
@@ -148,6 +151,16 @@ async function serveHttp() {
       let transport;
       if (id !== undefined) {
         transport = sessions.get(id);
+        if (!transport && args.includes("--unknown-session-400")) {
+          // As some servers answer a session they forgot (after a restart):
+          // an error without the request's id.
+          res.writeHead(400, { "content-type": "application/json" });
+          return res.end(JSON.stringify({
+            jsonrpc: "2.0",
+            error: { code: -32000, message: "Bad Request: No valid session ID provided" },
+            id: null,
+          }));
+        }
         if (!transport) return reply(404, "unknown session\n");
       } else {
         // Without a session id this must be an initialize request; the
@@ -167,7 +180,10 @@ async function serveHttp() {
     }
   });
 
-  http.listen(0, "127.0.0.1", () => {
+  // `--port N` serves on that port: a server started again where it was.
+  const at = args.indexOf("--port");
+  const port = at >= 0 ? Number(args[at + 1]) : 0;
+  http.listen(port, "127.0.0.1", () => {
     console.log(`mcp listening on http://127.0.0.1:${http.address().port}/mcp`);
   });
 }
