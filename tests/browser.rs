@@ -269,6 +269,32 @@ async fn tool_cards_show_an_edits_diff_and_a_commands_output_and_cancel_stops_a_
 }
 
 #[tokio::test]
+async fn a_picture_an_mcp_tool_returned_shows_in_its_card() {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    let picture = json!({"tool_call": {"name": "mcp__tools__picture", "arguments": {}}});
+    let mut server = Server::scripted(json!([[picture], [{"text": "A picture."}]]), &[]).await;
+    let mut ide = server.initialized().await;
+    let servers = json!([support::mcp::stdio("tools", &[], &[])]);
+    let opened = ide
+        .request(
+            "session/new",
+            json!({"cwd": server.home.workspace(), "mcpServers": servers}),
+        )
+        .await;
+    let session = opened["result"]["sessionId"].as_str().unwrap().to_owned();
+    let prompt = ide.start_prompt(&session, "show me").await;
+    let permission = ide.permission_request().await;
+    ide.allow(&permission).await;
+    let answer = ide.response_to(prompt).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+
+    Scenario::start("picture", &mut server, &[("PUNIE_SESSION", session)])
+        .await
+        .passes()
+        .await;
+}
+
+#[tokio::test]
 async fn a_session_another_client_drives_updates_live_in_the_page() {
     let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
     let script = json!([

@@ -5,38 +5,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::fake_provider::{FakeProvider, Reply, openai_delta, openai_done, openai_finish};
+use support::mcp::{node, stdio, test_server};
 use support::{Home, RawClient, Server, within};
 use tokio::io::AsyncBufReadExt as _;
-
-/// Node, from the PATH the test suite runs with.
-fn node() -> PathBuf {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|dir| dir.join("node"))
-        .find(|path| path.is_file())
-        .expect("node on the PATH (scripts/test makes sure of it)")
-}
-
-fn test_server() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/server.mjs")
-}
-
-/// A stdio MCP server entry of `mcpServers`: the test server with `args`
-/// and `env`.
-fn stdio(name: &str, args: &[&str], env: &[(&str, &str)]) -> Value {
-    let mut argv = vec![test_server().display().to_string()];
-    argv.extend(args.iter().map(|arg| (*arg).to_owned()));
-    let env: Vec<Value> = env
-        .iter()
-        .map(|(name, value)| json!({"name": name, "value": value}))
-        .collect();
-    json!({"name": name, "command": node(), "args": argv, "env": env})
-}
 
 /// The test server as `tools`, with `args`, writing `started <pid>` to
 /// `started` as it starts.

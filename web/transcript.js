@@ -50,6 +50,21 @@ function resourceChip(block) {
   return chip;
 }
 
+/** Image types a tool's picture may have; an `<img>` runs no script in any. */
+const IMAGE_TYPES = /^image\/(png|jpeg|gif|webp|avif|bmp)$/;
+
+/** A tool's picture (an MCP server's screenshot, say), or a chip naming it. */
+function toolImage(block) {
+  const type = String(block.mimeType || '');
+  if (!IMAGE_TYPES.test(type) || !/^[A-Za-z0-9+/=\s]*$/.test(block.data || '')) {
+    return element('span', 'chip attachment', `an image (${type || 'of no type'})`);
+  }
+  const image = element('img', 'tool-image');
+  image.alt = 'An image the tool returned';
+  image.src = `data:${type};base64,${block.data}`;
+  return image;
+}
+
 /** Agent text that grows chunk by chunk and is drawn at most once a frame. */
 class AgentMessage {
   constructor(parent) {
@@ -122,6 +137,8 @@ class ToolCallCard {
         this.content.append(element('pre', 'output', `Output in terminal ${item.terminalId}`));
       } else if (item.type === 'content' && item.content?.type === 'text') {
         if (item.content.text) this.content.append(element('pre', 'output', item.content.text));
+      } else if (item.type === 'content' && item.content?.type === 'image') {
+        this.content.append(toolImage(item.content));
       } else if (item.type === 'content' && item.content) {
         this.content.append(resourceChip(item.content));
       }
