@@ -600,7 +600,7 @@ async fn an_http_server_that_went_away_is_connected_again_for_the_next_turn() {
     let home = Home::new();
     let model = home.script_model(json!([
         [add()], [{"text": "3."}],
-        [add()], [{"text": "No answer."}],
+        [add(), add()], [{"text": "No answer."}],
         [add()], [{"text": "Back."}]
     ]));
     let server = Server::start_in(home, &["--model", &model, "--mcp-call-timeout", "1"]).await;
@@ -623,7 +623,10 @@ async fn an_http_server_that_went_away_is_connected_again_for_the_next_turn() {
         "{calls:?}"
     );
     let shown = calls[0]["content"][0]["content"]["text"].as_str().unwrap();
-    assert!(shown.contains("did not answer within 1 s"), "{shown}");
+    assert!(shown.contains("no answer within 1 s"), "{shown}");
+    // The turn's next call does not wait on the same lost connection.
+    let next = calls[1]["content"][0]["content"]["text"].as_str().unwrap();
+    assert!(next.contains("its connection failed earlier"), "{next}");
 
     client.notifications.clear();
     let (_, answer) = prompt_allowing(&mut client, &session, "and again").await;

@@ -1,0 +1,375 @@
+//! The MCP servers a client hands a session (`mcpServers` in `session/new`,
+//! `session/load` and `session/resume`): Punie starts each one — a process
+//! for stdio, a connection for HTTP — lists its tools for the model, and
+//! calls them.
+//!
+//! A session's servers live as long as the session is in memory: they start
+//! in the background when a client names them (a turn waits for them, within
+//! [`START_TIMEOUT`]), and stop when the session leaves memory or the server
+//! stops. Servers are known by name: a client that names one again with the
+//! same launch keeps it running (or starts it again, if it failed), with
+//! another launch replaces it; a server no client names any more runs on
+//! until the session leaves memory. One that stops on its own, or whose
+//! connection fails, is started again for the next turn.
+//!
+//! This module owns the servers' lifetimes; `connection` speaks MCP to one
+//! server through the official SDK (`rmcp`), and `tools` turns what servers
+//! offer into tools for the model. How a call is shown to the person and
+//! permitted is the tools module's business (`crate::tools`), not this one's.
+
+mod connection;
+mod tools;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_client_protocol::v1::schema::McpServer;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::watch;
+
+use connection::Connected;
+pub use tools::{McpResult, McpTool, McpTools};
+
+/// How long a server may take to start and list its tools.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why an SSE server is not started.
+const SSE_REFUSED: &str =
+    "it speaks the old SSE transport, which Punie does not; give its Streamable HTTP URL instead";
+
+/// The MCP servers of one session.
+pub struct McpServers {
+    /// Where stdio servers run: the session's workspace.
+    cwd: PathBuf,
+    /// How long one tool call may take.
+    call_timeout: Duration,
+    servers: Mutex<Vec<Arc<Server>>>,
+}
+
+/// One server, starting or started.
+struct Server {
+    name: String,
+    launch: Launch,
+    state: watch::Receiver<State>,
+    /// Whether what went wrong with it has been told to a person already.
+    told: AtomicBool,
+    /// Starts the server; aborted if it is dropped before then.
+    starting: Option<tokio::task::AbortHandle>,
+}
+
+/// How a client asked for a server to be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Launch {
+    Stdio {
+        command: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    },
+    Http {
+        url: String,
+        headers: Vec<(String, String)>,
+    },
+    /// The old SSE transport, which Punie does not speak.
+    Sse { url: String },
+}
+
+#[derive(Clone)]
+enum State {
+    Starting,
+    Ready(Arc<Connected>),
+    Failed(Arc<str>),
+}
+
+impl Server {
+    /// Starting, or started and still connected.
+    fn usable(&self) -> bool {
+        !self.stopped() && !matches!(&*self.state.borrow(), State::Failed(_))
+    }
+
+    /// It had started, and its connection has ended or failed since; or its
+    /// start ended without saying how (its task panicked).
+    fn stopped(&self) -> bool {
+        match &*self.state.borrow() {
+            State::Ready(connected) => connected.stopped(),
+            State::Starting => self.state.has_changed().is_err(),
+            State::Failed(_) => false,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(starting) = &self.starting {
+            starting.abort();
+        }
+    }
+}
+
+impl Launch {
+    /// What "always" answers about its tools are kept under: the program
+    /// and its arguments, or the URL without its query; not the environment
+    /// or headers, whose tokens change. Hashed, as arguments may hold a
+    /// secret, with a hash that stays the same from one Punie to the next.
+    fn key(&self) -> String {
+        let said = match self {
+            Self::Stdio { command, args, .. } => {
+                let mut said = command.display().to_string();
+                for arg in args {
+                    said.push('\0');
+                    said.push_str(arg);
+                }
+                said
+            }
+            Self::Http { url, .. } | Self::Sse { url } => connection::shown_url(url),
+        };
+        hex::encode(&Sha256::digest(said.as_bytes())[..8])
+    }
+}
+
+impl McpServers {
+    pub fn new(cwd: PathBuf, call_timeout: Duration) -> Self {
+        Self {
+            cwd,
+            call_timeout,
+            servers: Mutex::default(),
+        }
+    }
+
+    /// Start the servers a client named, unless they run already. Returns
+    /// what could not be started at all, for the log (the next turn tells
+    /// the person too).
+    pub fn offer(&self, offered: &[McpServer]) -> Vec<String> {
+        let mut refused = Vec::new();
+        let mut named = std::collections::HashSet::new();
+        for server in offered {
+            let Some((name, launch)) = requested(server) else {
+                refused.push("an MCP server of a kind Punie does not know".to_owned());
+                continue;
+            };
+            if matches!(launch, Launch::Sse { .. }) {
+                refused.push(format!("MCP server `{name}`: {SSE_REFUSED}"));
+            }
+            if !named.insert(name.clone()) {
+                refused.push(format!(
+                    "two MCP servers are named `{name}`; the last one given is used"
+                ));
+            }
+            self.start(name, launch);
+        }
+        refused
+    }
+
+    /// Start `launch` as server `name`, unless it runs (or is starting)
+    /// already: another launch under the same name replaces the server, and
+    /// one that failed or stopped is started again. An SSE server is kept
+    /// as refused, to be told once.
+    fn start(&self, name: String, launch: Launch) {
+        let refused = matches!(launch, Launch::Sse { .. });
+        let mut servers = self.lock();
+        if servers.iter().any(|server| {
+            server.name == name && server.launch == launch && (refused || server.usable())
+        }) {
+            return;
+        }
+        servers.retain(|server| server.name != name);
+        let server = if refused {
+            refused_server(name, launch, SSE_REFUSED)
+        } else {
+            self.start_in_background(name, launch)
+        };
+        servers.push(server);
+    }
+
+    /// A server whose start runs in a task of its own.
+    fn start_in_background(&self, name: String, launch: Launch) -> Arc<Server> {
+        let (tell, state) = watch::channel(State::Starting);
+        let cwd = self.cwd.clone();
+        let (task_name, task_launch) = (name.clone(), launch.clone());
+        let starting = tokio::spawn(async move {
+            let connecting = connection::connect(&task_name, &task_launch, &cwd);
+            let outcome = match tokio::time::timeout(START_TIMEOUT, connecting).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(format!(
+                    "it did not start within {} s",
+                    START_TIMEOUT.as_secs()
+                )),
+            };
+            let state = match outcome {
+                Ok(connected) => {
+                    let tools = connected.tools().len();
+                    tracing::info!(mcp = task_name, tools, "MCP server started");
+                    State::Ready(Arc::new(connected))
+                }
+                Err(why) => {
+                    tracing::warn!(mcp = task_name, "MCP server could not start: {why}");
+                    State::Failed(why.into())
+                }
+            };
+            let _ = tell.send(state);
+        })
+        .abort_handle();
+        Arc::new(Server {
+            name,
+            launch,
+            state,
+            told: AtomicBool::new(false),
+            starting: Some(starting),
+        })
+    }
+
+    /// Start again every server that stopped since it started (it crashed,
+    /// say), so that the turn about to begin has its tools.
+    fn restart_stopped(&self) {
+        let mut servers = self.lock();
+        for server in servers.iter_mut() {
+            if server.stopped() {
+                tracing::info!(mcp = server.name, "MCP server stopped; starting it again");
+                *server = self.start_in_background(server.name.clone(), server.launch.clone());
+            }
+        }
+    }
+
+    /// The tools of every server that has started, once none is starting
+    /// any more; and, once per server, why one could not start or what of
+    /// it the model is not given.
+    pub async fn tools(&self) -> (McpTools, Vec<String>) {
+        self.restart_stopped();
+        loop {
+            let servers = self.lock().clone();
+            settle(&servers).await;
+            // A client may have named servers meanwhile: wait for them too.
+            if self.unchanged_since(&servers) {
+                return self.collect(&servers);
+            }
+        }
+    }
+
+    /// The tools of `servers`, and what to tell the person about them. Not
+    /// async: a cancelled turn cannot mark a note told without telling it.
+    fn collect(&self, servers: &[Arc<Server>]) -> (McpTools, Vec<String>) {
+        let mut tools = McpTools::default();
+        let mut notes = Vec::new();
+        for server in servers {
+            let note = match &*server.state.borrow() {
+                State::Ready(connected) => tools.add(&server.name, connected, self.call_timeout),
+                State::Failed(why) => Some(format!(
+                    "MCP server `{}` could not start: {why}",
+                    server.name
+                )),
+                State::Starting => None,
+            };
+            if let Some(note) = note
+                && !server.told.swap(true, Ordering::Relaxed)
+            {
+                tracing::info!("told the person: {note}");
+                notes.push(note);
+            }
+        }
+        (tools, notes)
+    }
+
+    /// Whether the session's servers are still `servers`.
+    fn unchanged_since(&self, servers: &[Arc<Server>]) -> bool {
+        let now = self.lock();
+        now.len() == servers.len() && now.iter().zip(servers).all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Server>>> {
+        self.servers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Wait until none of `servers` is starting; list again the tools of those
+/// that said theirs changed.
+async fn settle(servers: &[Arc<Server>]) {
+    for server in servers {
+        let mut state = server.state.clone();
+        let settled = state
+            .wait_for(|state| !matches!(state, State::Starting))
+            .await
+            .map(|state| state.clone());
+        if let Ok(State::Ready(connected)) = settled {
+            connected.refresh_tools(&server.name).await;
+        }
+    }
+}
+
+/// The name and launch of a server a client named; `None` for a kind Punie
+/// does not know.
+fn requested(server: &McpServer) -> Option<(String, Launch)> {
+    let pairs = |pairs: &mut dyn Iterator<Item = (&String, &String)>| {
+        pairs
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
+    };
+    Some(match server {
+        McpServer::Stdio(stdio) => (
+            stdio.name.clone(),
+            Launch::Stdio {
+                command: stdio.command.clone(),
+                args: stdio.args.clone(),
+                env: pairs(&mut stdio.env.iter().map(|var| (&var.name, &var.value))),
+            },
+        ),
+        McpServer::Http(http) => (
+            http.name.clone(),
+            Launch::Http {
+                url: http.url.clone(),
+                headers: pairs(&mut http.headers.iter().map(|h| (&h.name, &h.value))),
+            },
+        ),
+        McpServer::Sse(sse) => (
+            sse.name.clone(),
+            Launch::Sse {
+                url: sse.url.clone(),
+            },
+        ),
+        _ => return None,
+    })
+}
+
+/// A server that was refused before it could start: told once, like one
+/// that failed.
+fn refused_server(name: String, launch: Launch, why: &str) -> Arc<Server> {
+    let (_, state) = watch::channel(State::Failed(why.into()));
+    Arc::new(Server {
+        name,
+        launch,
+        state,
+        told: AtomicBool::new(false),
+        starting: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_kept_by_program_and_arguments_not_by_tokens() {
+        let stdio = |args: &[&str], token: &str| Launch::Stdio {
+            command: PathBuf::from("/usr/bin/npx"),
+            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+            env: vec![("TOKEN".to_owned(), token.to_owned())],
+        };
+        assert_eq!(stdio(&["a"], "one").key(), stdio(&["a"], "two").key());
+        assert_ne!(stdio(&["a"], "one").key(), stdio(&["b"], "one").key());
+        assert_ne!(
+            stdio(&["a b"], "one").key(),
+            stdio(&["a", "b"], "one").key()
+        );
+        let http = |url: &str| Launch::Http {
+            url: url.to_owned(),
+            headers: Vec::new(),
+        };
+        assert_eq!(
+            http("https://x/mcp?key=1").key(),
+            http("https://x/mcp?key=2").key()
+        );
+        assert_eq!(http("https://x/mcp").key().len(), 16);
+    }
+}

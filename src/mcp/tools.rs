@@ -1,0 +1,409 @@
+//! What MCP servers offer, as tools for the model: each under a name
+//! providers accept, with an input schema they take, at most
+//! [`MOST_TOOLS`] of them; and a call's result as text for the model, with
+//! the pictures in it for the person. It starts no server and asks no one's
+//! permission.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ContentBlock, JsonObject, ResourceContents, Tool,
+};
+use serde_json::{Map, Value};
+
+use super::Connected;
+use crate::model::ToolSpec;
+
+/// What every MCP tool's name starts with, as the model knows it.
+pub const PREFIX: &str = "mcp__";
+
+/// The longest tool name model providers accept.
+const NAME_LIMIT: usize = 64;
+
+/// The most MCP tools the model is given, with Punie's own: OpenAI takes
+/// at most 128 in a request.
+const MOST_TOOLS: usize = 100;
+
+/// Keywords at the top of an input schema that OpenAI or Anthropic refuse
+/// (the whole request, not just the tool): what they say is left to the
+/// server to check.
+const REFUSED_AT_THE_TOP: [&str; 4] = ["$schema", "not", "enum", "const"];
+
+/// Combinations at the top of an input schema, refused too: the properties
+/// their branches name are kept.
+const COMBINATIONS: [&str; 3] = ["anyOf", "oneOf", "allOf"];
+
+/// The MCP tools one turn may call, fixed when it starts.
+#[derive(Default, Clone)]
+pub struct McpTools {
+    tools: Vec<McpTool>,
+}
+
+/// One tool of an MCP server, as the model knows it.
+#[derive(Clone)]
+pub struct McpTool {
+    /// `mcp__<server>__<tool>`, in the characters providers accept.
+    pub name: String,
+    pub server: String,
+    /// The tool's own name, as its server knows it.
+    tool: String,
+    /// How the person is shown it.
+    pub title: String,
+    /// The server says calling it changes nothing.
+    pub read_only: bool,
+    /// What an "always" answer about it is kept under: another server under
+    /// the same name is asked about afresh.
+    pub permission_key: String,
+    description: String,
+    schema: Value,
+    call_timeout: Duration,
+    connected: Arc<Connected>,
+}
+
+/// What a tool call produced.
+pub struct McpResult {
+    /// The result as text, for the model.
+    pub text: String,
+    /// Images the tool returned (base64 data, MIME type), for the person.
+    pub images: Vec<(String, String)>,
+    /// The tool says it failed.
+    pub is_error: bool,
+}
+
+impl McpTools {
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&McpTool> {
+        self.tools.iter().find(|tool| tool.name == name)
+    }
+
+    /// The tools as the model is told about them.
+    pub fn specs(&self) -> impl Iterator<Item = ToolSpec> + '_ {
+        self.tools.iter().map(|tool| ToolSpec {
+            name: tool.name.clone(),
+            description: tool.description.clone(),
+            parameters: tool.schema.clone(),
+        })
+    }
+
+    /// Add the tools of `server`, as many as the model may be given;
+    /// what is left out, and why, if anything is.
+    pub(super) fn add(
+        &mut self,
+        server: &str,
+        connected: &Arc<Connected>,
+        call_timeout: Duration,
+    ) -> Option<String> {
+        let mut left_out = Vec::new();
+        for tool in connected.tools().iter() {
+            match self.admit(server, tool) {
+                Ok((name, schema)) => self.tools.push(McpTool {
+                    permission_key: format!("{name}#{}", connected.launch_key),
+                    name,
+                    server: server.to_owned(),
+                    tool: tool.name.to_string(),
+                    title: title_of(tool),
+                    read_only: tool
+                        .annotations
+                        .as_ref()
+                        .and_then(|notes| notes.read_only_hint)
+                        .unwrap_or(false),
+                    description: tool.description.as_deref().unwrap_or_default().to_owned(),
+                    schema,
+                    call_timeout,
+                    connected: connected.clone(),
+                }),
+                Err(why) => left_out.push(format!("`{}` ({why})", tool.name)),
+            }
+        }
+        if left_out.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "MCP server `{server}`: the model is not given {}",
+            left_out.join(", ")
+        ))
+    }
+
+    /// The name and schema `tool` of `server` is given under, or why it is
+    /// left out.
+    fn admit(&self, server: &str, tool: &Tool) -> Result<(String, Value), String> {
+        let name = exposed_name(server, &tool.name);
+        let schema = arguments_schema(&tool.input_schema)
+            .ok_or_else(|| "its input schema is not an object's".to_owned())?;
+        if let Some(other) = self.get(&name) {
+            return Err(format!(
+                "as {name}, it would have the name of `{}` of server `{}`",
+                other.tool, other.server
+            ));
+        }
+        if self.tools.len() == MOST_TOOLS {
+            return Err(format!("past {MOST_TOOLS} MCP tools"));
+        }
+        Ok((name, schema))
+    }
+}
+
+impl McpTool {
+    /// Call the tool with the model's `arguments`. Dropping the future
+    /// cancels the call on the server.
+    pub async fn call(&self, arguments: &Value) -> Result<McpResult, String> {
+        let arguments = match arguments {
+            Value::Object(object) => Some(object.clone()),
+            Value::Null => None,
+            Value::String(raw) => {
+                return Err(format!(
+                    "the arguments of {} are not valid JSON: {raw}",
+                    self.name
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "the arguments of {} must be a JSON object, not {other}",
+                    self.name
+                ));
+            }
+        };
+        let mut params = CallToolRequestParams::new(self.tool.clone());
+        params.arguments = arguments;
+        self.connected
+            .call(params, self.call_timeout)
+            .await
+            .map(result)
+            .map_err(|why| format!("the MCP server `{}` failed the call: {why}", self.server))
+    }
+}
+
+/// How the person is shown `tool`: its title, else its name.
+fn title_of(tool: &Tool) -> String {
+    tool.title
+        .clone()
+        .or_else(|| {
+            tool.annotations
+                .as_ref()
+                .and_then(|notes| notes.title.clone())
+        })
+        .unwrap_or_else(|| tool.name.to_string())
+}
+
+/// A tool's result as the model reads it, and the images in it.
+fn result(answer: CallToolResult) -> McpResult {
+    let mut text = String::new();
+    let mut images = Vec::new();
+    for block in answer.content {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        match block {
+            ContentBlock::Text(block) => text.push_str(&block.text),
+            ContentBlock::Image(image) => {
+                let _ = write!(text, "[an image, {}, shown to the user]", image.mime_type);
+                images.push((image.data, image.mime_type));
+            }
+            ContentBlock::Audio(audio) => {
+                let _ = write!(text, "[audio, {}, not shown]", audio.mime_type);
+            }
+            ContentBlock::Resource(embedded) => match embedded.resource {
+                ResourceContents::TextResourceContents {
+                    uri, text: body, ..
+                } => {
+                    let _ = write!(text, "[{uri}]\n{body}");
+                }
+                ResourceContents::BlobResourceContents { uri, .. } => {
+                    let _ = write!(text, "[{uri}: binary content, not shown]");
+                }
+                _ => text.push_str("[a resource of a kind Punie does not read]"),
+            },
+            ContentBlock::ResourceLink(link) => {
+                let _ = write!(text, "[resource: {}]", link.uri);
+            }
+            _ => text.push_str("[content of a kind Punie does not read]"),
+        }
+    }
+    if text.is_empty()
+        && let Some(structured) = answer.structured_content
+    {
+        text = structured.to_string();
+    }
+    McpResult {
+        text,
+        images,
+        is_error: answer.is_error.unwrap_or(false),
+    }
+}
+
+/// A tool's input schema as providers take it: an object's (a type that
+/// allows an object and `null` is taken as an object's), with `properties`,
+/// and without what they refuse at the top ([`REFUSED_AT_THE_TOP`],
+/// [`COMBINATIONS`]): the properties the combinations' branches name are
+/// kept, so the model still knows every argument, and what every branch of
+/// an `allOf` requires stays required. `None` for a schema of anything else,
+/// which no provider takes.
+fn arguments_schema(input: &JsonObject) -> Option<Value> {
+    let mut schema = input.clone();
+    if !takes_an_object(schema.get("type")) {
+        return None;
+    }
+    schema.insert("type".to_owned(), Value::from("object"));
+    for refused in REFUSED_AT_THE_TOP {
+        schema.remove(refused);
+    }
+    let mut properties = match schema.remove("properties") {
+        Some(Value::Object(properties)) => properties,
+        _ => Map::new(),
+    };
+    let mut required: Vec<Value> = match schema.remove("required") {
+        Some(Value::Array(required)) => required,
+        _ => Vec::new(),
+    };
+    for combination in COMBINATIONS {
+        let Some(Value::Array(branches)) = schema.remove(combination) else {
+            continue;
+        };
+        for branch in &branches {
+            let branch = resolved(&schema, branch);
+            if let Some(Value::Object(named)) = branch.get("properties") {
+                for (name, property) in named {
+                    properties
+                        .entry(name.clone())
+                        .or_insert_with(|| property.clone());
+                }
+            }
+            if combination == "allOf"
+                && let Some(Value::Array(needed)) = branch.get("required")
+            {
+                for name in needed {
+                    if !required.contains(name) {
+                        required.push(name.clone());
+                    }
+                }
+            }
+        }
+    }
+    schema.insert("properties".to_owned(), Value::Object(properties));
+    if !required.is_empty() {
+        schema.insert("required".to_owned(), Value::Array(required));
+    }
+    Some(Value::Object(schema))
+}
+
+/// Whether a schema's `type` lets its value be an object: none given, or
+/// `"object"`, or a list that has it.
+fn takes_an_object(kind: Option<&Value>) -> bool {
+    match kind {
+        None => true,
+        Some(Value::String(kind)) => kind == "object",
+        Some(Value::Array(kinds)) => kinds.iter().any(|kind| kind == "object"),
+        Some(_) => false,
+    }
+}
+
+/// `branch`, or the definition its local `$ref` (`#/$defs/…`,
+/// `#/definitions/…`) names in `root`.
+fn resolved<'a>(root: &'a JsonObject, branch: &'a Value) -> &'a Value {
+    let Some(reference) = branch.get("$ref").and_then(Value::as_str) else {
+        return branch;
+    };
+    ["$defs", "definitions"]
+        .iter()
+        .find_map(|defs| {
+            let name = reference.strip_prefix(&format!("#/{defs}/"))?;
+            root.get(*defs)?.get(name)
+        })
+        .unwrap_or(branch)
+}
+
+/// `mcp__<server>__<tool>`, with every character providers refuse made `_`,
+/// and no longer than they accept.
+fn exposed_name(server: &str, tool: &str) -> String {
+    let tidy = |name: &str| -> String {
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let mut name = format!("{PREFIX}{}__{}", tidy(server), tidy(tool));
+    name.truncate(NAME_LIMIT);
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tool_names_are_what_providers_accept() {
+        assert_eq!(exposed_name("files", "read"), "mcp__files__read");
+        assert_eq!(
+            exposed_name("my server", "do.it/now"),
+            "mcp__my_server__do_it_now"
+        );
+        let long = exposed_name(&"s".repeat(50), &"t".repeat(50));
+        assert_eq!(long.len(), NAME_LIMIT);
+    }
+
+    fn object(value: Value) -> JsonObject {
+        value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn input_schemas_are_made_what_providers_take() {
+        let given = object(json!({
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object",
+            "properties": {"a": {"type": "number"}},
+        }));
+        assert_eq!(
+            arguments_schema(&given),
+            Some(json!({"type": "object", "properties": {"a": {"type": "number"}}}))
+        );
+        assert_eq!(
+            arguments_schema(&object(json!({}))),
+            Some(json!({"type": "object", "properties": {}}))
+        );
+        assert_eq!(
+            arguments_schema(&object(json!({"type": ["object", "null"], "enum": [{}]}))),
+            Some(json!({"type": "object", "properties": {}}))
+        );
+        assert_eq!(arguments_schema(&object(json!({"type": "string"}))), None);
+    }
+
+    #[test]
+    fn top_level_combinations_become_plain_properties() {
+        let given = object(json!({
+            "type": "object",
+            "properties": {"path": {"type": "string"}},
+            "anyOf": [
+                {"properties": {"a": {"type": "number"}}, "required": ["a"]},
+                {"$ref": "#/$defs/B"}
+            ],
+            "allOf": [{"properties": {"c": {"type": "string"}}, "required": ["c"]}],
+            "not": {"required": ["d"]},
+            "$defs": {"B": {"properties": {"b": {"type": "number"}}, "required": ["b"]}}
+        }));
+        assert_eq!(
+            arguments_schema(&given),
+            Some(json!({
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string"},
+                    "a": {"type": "number"},
+                    "b": {"type": "number"},
+                    "c": {"type": "string"}
+                },
+                "required": ["c"],
+                "$defs": {"B": {"properties": {"b": {"type": "number"}}, "required": ["b"]}}
+            }))
+        );
+    }
+}
