@@ -14,7 +14,9 @@
 //! does it itself inside the session's workspace. Either way a path outside
 //! the workspace is refused. Writing, editing and running commands ask
 //! permission first. The plan the model keeps (`update_plan`) is not a tool
-//! call to the person: it reaches the client as ACP's `plan` update.
+//! call to the person: it reaches the client as ACP's `plan` update. A tool
+//! of an MCP server the session's clients named is called through
+//! [`crate::mcp`] and reported the same way.
 //!
 //! This module speaks ACP's tool vocabulary but reaches the client only
 //! through [`ClientPort`]; it holds no session state beyond what it is handed.
