@@ -250,7 +250,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub(super) struct NoSlot;
 
-/// The connection a request names, or a response to `initialize` opened.
 /// `body`, failing once `deadline` passes before all of it has arrived.
 fn due_by(body: Body, deadline: tokio::time::Instant) -> Body {
     let mut data = body.into_data_stream();
@@ -274,6 +273,7 @@ fn due_by(body: Body, deadline: tokio::time::Instant) -> Body {
 #[error("the request's body did not arrive within --header-timeout")]
 struct BodyTooSlow;
 
+/// The connection a request names, or a response to `initialize` opened.
 fn connection_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get(CONNECTION_ID)
