@@ -145,8 +145,10 @@ impl LocalService {
             .terminals
             .output(&request.terminal_id.0)
             .map_err(terminal_error)?;
-        Ok(TerminalOutputResponse::new(output.output, output.truncated)
-            .exit_status(output.exit.map(exit_status)))
+        Ok(
+            TerminalOutputResponse::new(output.output, output.dropped > 0)
+                .exit_status(output.exit.map(exit_status)),
+        )
     }
 
     pub async fn wait_for_exit(

@@ -36,9 +36,8 @@ pub struct ExitStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TerminalOutput {
     pub output: String,
-    /// Earlier output was dropped to stay within the limit.
-    pub truncated: bool,
-    /// How many bytes of it.
+    /// How many bytes of earlier output were dropped to stay within the
+    /// limit.
     pub dropped: usize,
     pub exit: Option<ExitStatus>,
 }
@@ -186,7 +185,6 @@ impl Terminals {
         let (output, dropped) = lock(&terminal.output).text();
         Ok(TerminalOutput {
             output,
-            truncated: dropped > 0,
             dropped,
             exit: terminal.exit.borrow().clone(),
         })
