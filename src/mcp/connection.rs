@@ -180,10 +180,7 @@ impl Connected {
 
     /// `text` without the server's URL's query or credentials.
     fn scrub(&self, text: &str) -> String {
-        match &self.url {
-            Some(url) => without_url(text, url, &shown_url(url)),
-            None => text.to_owned(),
-        }
+        scrubbed(self.url.as_deref(), text)
     }
 }
 
@@ -248,23 +245,20 @@ pub(super) async fn connect(name: &str, launch: &Launch, cwd: &Path) -> Result<C
         ),
         Launch::Sse { .. } => return Err(super::SSE_REFUSED.to_owned()),
     };
-    let mut connected = Connected {
+    // Failing here drops the group, which kills it.
+    let tools = service.list_all_tools().await.map_err(|error| {
+        let error = scrubbed(url.as_deref(), &error.to_string());
+        format!("it did not list its tools: {error}")
+    })?;
+    Ok(Connected {
         service,
-        tools: Mutex::default(),
+        tools: Mutex::new(Arc::new(tools)),
         tools_changed,
         broken: AtomicBool::new(false),
         group,
         url,
         launch_key: launch.key(),
-    };
-    let tools = connected.service.list_all_tools().await.map_err(|error| {
-        format!(
-            "it did not list its tools: {}",
-            connected.scrub(&error.to_string())
-        )
-    })?;
-    connected.tools = Mutex::new(Arc::new(tools));
-    Ok(connected)
+    })
 }
 
 /// Open a session with the Streamable HTTP server at `url`, sending
@@ -392,6 +386,14 @@ pub(super) fn shown_url(url: &str) -> String {
             url.to_string()
         }
         Err(_) => "a URL that cannot be read".to_owned(),
+    }
+}
+
+/// `text` without the query or credentials of `url`, an HTTP server's.
+fn scrubbed(url: Option<&str>, text: &str) -> String {
+    match url {
+        Some(url) => without_url(text, url, &shown_url(url)),
+        None => text.to_owned(),
     }
 }
 
