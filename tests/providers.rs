@@ -97,6 +97,13 @@ async fn run(model: &dyn Model, request: ModelRequest) -> (Vec<ModelEvent>, Opti
     collect(model.stream(request)).await
 }
 
+/// What `model` answers to `request`, which must not fail.
+async fn answer(model: &dyn Model, request: ModelRequest) -> Vec<ModelEvent> {
+    let (events, error) = run(model, request).await;
+    assert!(error.is_none(), "{error:?}");
+    events
+}
+
 async fn collect(mut stream: ModelStream) -> (Vec<ModelEvent>, Option<ModelError>) {
     within("the model's reply", async {
         let mut events = Vec::new();
@@ -262,8 +269,7 @@ async fn openai_tool_call_arguments_split_mid_json_are_assembled() {
         openai_done(),
     ])])
     .await;
-    let (events, error) = run(&*local_model(&fake, &settings()), ask("read it")).await;
-    assert!(error.is_none(), "{error:?}");
+    let events = answer(&*local_model(&fake, &settings()), ask("read it")).await;
     assert_eq!(
         events,
         [
@@ -298,8 +304,7 @@ async fn several_openai_tool_calls_in_one_message_come_out_in_order() {
         openai_done(),
     ])])
     .await;
-    let (events, error) = run(&*local_model(&fake, &settings()), ask("go")).await;
-    assert!(error.is_none(), "{error:?}");
+    let events = answer(&*local_model(&fake, &settings()), ask("go")).await;
     assert_eq!(
         events,
         [
@@ -345,8 +350,7 @@ async fn a_new_id_at_an_index_already_in_use_begins_another_tool_call() {
         openai_done(),
     ])])
     .await;
-    let (events, error) = run(&*local_model(&fake, &settings()), ask("go")).await;
-    assert!(error.is_none(), "{error:?}");
+    let events = answer(&*local_model(&fake, &settings()), ask("go")).await;
     assert_eq!(
         events,
         [
@@ -369,8 +373,7 @@ async fn reasoning_of_either_spelling_becomes_thoughts() {
         openai_done(),
     ])])
     .await;
-    let (events, error) = run(&*local_model(&fake, &settings()), ask("think")).await;
-    assert!(error.is_none(), "{error:?}");
+    let events = answer(&*local_model(&fake, &settings()), ask("think")).await;
     assert_eq!(
         events,
         [
@@ -394,8 +397,7 @@ async fn openai_finish_reasons_become_stops() {
     let fake = FakeProvider::start([reply("length"), reply("content_filter"), reply("stop")]).await;
     let model = local_model(&fake, &settings());
     for expected in [Stop::MaxTokens, Stop::Refusal, Stop::Done] {
-        let (events, error) = run(&*model, ask("x")).await;
-        assert!(error.is_none(), "{error:?}");
+        let events = answer(&*model, ask("x")).await;
         assert_eq!(events.last(), Some(&ModelEvent::Stop(expected)));
     }
 }
@@ -1040,8 +1042,7 @@ async fn the_openai_request_carries_the_conversation_tools_and_stream_flags() {
         &settings(),
         &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", "sk-test")],
     );
-    let (_, error) = run(&*model, conversation()).await;
-    assert!(error.is_none(), "{error:?}");
+    answer(&*model, conversation()).await;
 
     let [request] = fake.requests().try_into().expect("one request");
     assert_eq!(request.path, "/v1/chat/completions");
@@ -1091,11 +1092,9 @@ async fn local_servers_get_a_key_only_when_one_is_configured() {
     ])
     .await;
     let spec = format!("local:{}/v1/fake-model", fake.url());
-    let (_, error) = run(&*model_with(&spec, &settings(), &[]), ask("x")).await;
-    assert!(error.is_none(), "{error:?}");
+    answer(&*model_with(&spec, &settings(), &[]), ask("x")).await;
     let keyed = model_with(&spec, &settings(), &[("PUNIE_LOCAL_API_KEY", "local-key")]);
-    let (_, error) = run(&*keyed, ask("x")).await;
-    assert!(error.is_none(), "{error:?}");
+    answer(&*keyed, ask("x")).await;
 
     let requests = fake.requests();
     assert!(requests[0].headers.get("authorization").is_none());
@@ -1155,8 +1154,7 @@ async fn anthropic_tool_use_input_split_mid_json_is_assembled_per_block() {
     events.extend(anthropic_tool_block(2, "toolu_02", "list", &[]));
     events.extend(anthropic_message_end("tool_use", 60));
     let fake = FakeProvider::start([Reply::events(events)]).await;
-    let (events, error) = run(&*anthropic_model(&fake, &settings()), ask("read it")).await;
-    assert!(error.is_none(), "{error:?}");
+    let events = answer(&*anthropic_model(&fake, &settings()), ask("read it")).await;
     assert_eq!(
         events,
         [
@@ -1186,8 +1184,7 @@ async fn anthropic_thinking_becomes_thoughts() {
     events.extend(anthropic_text_block(1, &["42"]));
     events.extend(anthropic_message_end("end_turn", 20));
     let fake = FakeProvider::start([Reply::events(events)]).await;
-    let (events, error) = run(&*anthropic_model(&fake, &settings()), ask("think")).await;
-    assert!(error.is_none(), "{error:?}");
+    let events = answer(&*anthropic_model(&fake, &settings()), ask("think")).await;
     assert_eq!(
         events,
         [
@@ -1217,8 +1214,7 @@ async fn anthropic_stop_reasons_become_stops() {
     .await;
     let model = anthropic_model(&fake, &settings());
     for expected in [Stop::MaxTokens, Stop::Refusal, Stop::Done, Stop::Done] {
-        let (events, error) = run(&*model, ask("x")).await;
-        assert!(error.is_none(), "{error:?}");
+        let events = answer(&*model, ask("x")).await;
         assert_eq!(events.last(), Some(&ModelEvent::Stop(expected)));
     }
 }
@@ -1265,8 +1261,7 @@ async fn a_refused_anthropic_key_is_worded_for_a_person() {
 #[tokio::test]
 async fn the_anthropic_request_carries_the_conversation_tools_and_headers() {
     let fake = FakeProvider::start([Reply::events(anthropic_text_reply(&["ok"]))]).await;
-    let (_, error) = run(&*anthropic_model(&fake, &settings()), conversation()).await;
-    assert!(error.is_none(), "{error:?}");
+    answer(&*anthropic_model(&fake, &settings()), conversation()).await;
 
     let [request] = fake.requests().try_into().expect("one request");
     assert_eq!(request.path, "/v1/messages");
