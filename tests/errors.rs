@@ -217,8 +217,16 @@ async fn malformed_prompts_are_invalid_params() {
         (json!({"sessionId": session}), "prompt"),
         (json!({"sessionId": session, "prompt": []}), "empty"),
         (
-            json!({"sessionId": session, "prompt": [{"type": "image", "data": "AAAA", "mimeType": "image/png"}]}),
-            "image",
+            json!({"sessionId": session, "prompt": [{"type": "image", "data": "AAAA", "mimeType": "image/svg+xml"}]}),
+            "image/svg+xml",
+        ),
+        (
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": "see"}, {"type": "image", "data": "not base64!", "mimeType": "image/png"}]}),
+            "block 1 holds a picture whose data is not base64",
+        ),
+        (
+            json!({"sessionId": session, "prompt": [{"type": "audio", "data": "AAAA", "mimeType": "audio/wav"}]}),
+            "audio",
         ),
         (
             json!({"prompt": [{"type": "text", "text": "hi"}]}),

@@ -232,6 +232,53 @@ async fn the_model_is_offered_an_mcp_servers_tools_and_is_given_what_one_returne
 }
 
 #[tokio::test]
+async fn a_picture_an_mcp_tool_returned_is_shown_to_the_model_after_the_results() {
+    let provider = FakeProvider::start([
+        Reply::events([
+            openai_delta(json!({"role": "assistant", "content": null, "tool_calls": [
+                {"index": 0, "id": "call_pic", "type": "function",
+                 "function": {"name": "mcp__tools__picture", "arguments": "{}"}},
+                {"index": 1, "id": "call_add", "type": "function",
+                 "function": {"name": "mcp__tools__add", "arguments": "{\"a\": 1, \"b\": 1}"}}
+            ]})),
+            openai_finish("tool_calls"),
+            openai_done(),
+        ]),
+        Reply::events([
+            openai_delta(json!({"role": "assistant", "content": "A dot, and two."})),
+            openai_finish("stop"),
+            openai_done(),
+        ]),
+    ])
+    .await;
+    let model = format!("local:{}/v1/fake-model", provider.url());
+    let server = Server::start_in(Home::new(), &["--model", &model]).await;
+    let mut client = server.initialized().await;
+    let workspace = server.home.workspace();
+    let session = session_with(&mut client, &workspace, json!([stdio("tools", &[], &[])])).await;
+
+    let (_, answer) = prompt_allowing(&mut client, &session, "look, then add").await;
+
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let requests = provider.requests();
+    let told = requests[1].body["messages"].as_array().unwrap();
+    let roles: Vec<&str> = told.iter().filter_map(|m| m["role"].as_str()).collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "tool", "tool", "user"],
+        "both results come right after the calls, the picture after them"
+    );
+    let picture = &told[5]["content"][0];
+    assert_eq!(picture["type"], "image_url", "{picture}");
+    let url = picture["image_url"]["url"].as_str().unwrap_or_default();
+    assert!(url.starts_with("data:image/png;base64,iVBOR"), "{url}");
+    assert_eq!(
+        told[3]["content"],
+        "[an image, image/png, shown to the user and, after the tool results, to you]\na picture"
+    );
+}
+
+#[tokio::test]
 async fn a_stdio_server_runs_in_the_workspace_with_its_environment_and_its_results_are_shown() {
     let (server, mut client, session) = scene(
         json!([
@@ -263,7 +310,7 @@ async fn a_stdio_server_runs_in_the_workspace_with_its_environment_and_its_resul
     );
     assert_eq!(
         shown(2),
-        "[an image, image/png, shown to the user]\na picture"
+        "[an image, image/png, shown to the user and, after the tool results, to you]\na picture"
     );
     assert_eq!(calls[2]["content"][1]["content"]["type"], "image");
     assert_eq!(calls[2]["content"][1]["content"]["mimeType"], "image/png");

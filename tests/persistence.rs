@@ -998,3 +998,69 @@ async fn the_models_plan_reaches_the_client_as_a_plan_and_replays_with_the_histo
         "the plans replay in order"
     );
 }
+
+/// A small PNG's bytes, as base64 (what a client sends).
+const PICTURE: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+
+/// Whether a request the model server received shows it `PICTURE`.
+fn shows_the_picture(body: &Value) -> bool {
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|message| message["role"] == "user")
+        .filter_map(|message| message["content"].as_array())
+        .flatten()
+        .any(|part| part["image_url"]["url"] == format!("data:image/png;base64,{PICTURE}").as_str())
+}
+
+#[tokio::test]
+async fn a_picture_in_a_prompt_reaches_the_model_every_replay_and_the_conversation_after_a_restart()
+{
+    let provider = FakeProvider::start([
+        Reply::events(openai_text_reply(&["A red dot."])),
+        Reply::events(openai_text_reply(&["Still a red dot."])),
+    ])
+    .await;
+    let model = format!("local:{}/v1/fake-model", provider.url());
+    let server = Server::start_in(Home::new(), &["--model", &model]).await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    let prompt = json!([
+        {"type": "text", "text": "What is this?"},
+        {"type": "image", "mimeType": "image/png", "data": PICTURE},
+    ]);
+    let answer = client
+        .request(
+            "session/prompt",
+            json!({"sessionId": session, "prompt": prompt}),
+        )
+        .await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let [first] = provider.requests().try_into().expect("one model call");
+    assert!(shows_the_picture(&first.body), "{}", first.body);
+    drop(client);
+
+    let server = restart(server, &["--model", &model], |_| {}).await;
+    let mut client = server.initialized().await;
+    client.attach("session/load", &session, &workspace).await;
+    let replay = std::mem::take(&mut client.notifications);
+    let prompts: Vec<&Value> = updates(&replay, "user_message_chunk")
+        .into_iter()
+        .map(|update| &update["content"])
+        .collect();
+    assert_eq!(
+        prompts,
+        prompt.as_array().unwrap().iter().collect::<Vec<_>>()
+    );
+
+    let answer = client.prompt(&session, "Are you sure?").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let requests = provider.requests();
+    assert!(
+        shows_the_picture(&requests[1].body),
+        "the restored conversation still shows it: {}",
+        requests[1].body
+    );
+}

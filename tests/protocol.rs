@@ -37,7 +37,7 @@ async fn initialize_negotiates_version_1_and_advertises_only_what_punie_does() {
         capabilities["sessionCapabilities"],
         json!({"list": {}, "resume": {}, "close": {}, "delete": {}})
     );
-    assert_eq!(capabilities["promptCapabilities"]["image"], false);
+    assert_eq!(capabilities["promptCapabilities"]["image"], true);
     assert_eq!(capabilities["promptCapabilities"]["audio"], false);
     // Stdio MCP servers every agent takes; Punie reaches HTTP ones too.
     assert_eq!(

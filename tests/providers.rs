@@ -21,7 +21,7 @@ use fake_provider::{
 use futures::StreamExt as _;
 use punie::model::{
     Message, Model, ModelError, ModelEvent, ModelRequest, ModelSettings, ModelStream, OpenAiModel,
-    OpenAiServer, Stop, ToolCall, ToolSpec, Usage, from_spec_with_env,
+    OpenAiServer, Picture, Stop, ToolCall, ToolSpec, Usage, from_spec_with_env,
 };
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -1305,4 +1305,187 @@ async fn the_anthropic_request_carries_the_conversation_tools_and_headers() {
             ],
         })
     );
+}
+
+// -------------------------------------------------------------- Pictures
+
+/// A prompt with a picture, then a tool call whose two results come back
+/// with a picture between them, as an MCP tool's would.
+fn conversation_with_pictures() -> ModelRequest {
+    let picture = |data: &str| {
+        Message::Picture(Picture {
+            mime_type: "image/png".to_owned(),
+            data: data.to_owned(),
+        })
+    };
+    let result = |call_id: &str, content: &str| Message::ToolResult {
+        call_id: call_id.to_owned(),
+        name: "shot".to_owned(),
+        content: content.to_owned(),
+        is_error: false,
+    };
+    let call = |id: &str| ToolCall {
+        id: id.to_owned(),
+        name: "shot".to_owned(),
+        arguments: json!({}),
+    };
+    ModelRequest {
+        messages: Arc::new(vec![
+            Message::user("What is this?"),
+            picture("UFJPTVBU"),
+            Message::Assistant {
+                text: String::new(),
+                tool_calls: vec![call("c1"), call("c2")],
+            },
+            result("c1", "a shot"),
+            picture("U0hPVA=="),
+            result("c2", "another"),
+        ]),
+        ..ask("unused")
+    }
+}
+
+#[tokio::test]
+async fn pictures_reach_openai_in_user_messages_after_the_tool_results() {
+    let fake = FakeProvider::start([Reply::events(openai_text_reply(&["ok"]))]).await;
+    answer(
+        &*local_model(&fake, &settings()),
+        conversation_with_pictures(),
+    )
+    .await;
+
+    let [request] = fake.requests().try_into().expect("one request");
+    let image = |data: &str| json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{data}")}});
+    assert_eq!(
+        request.body["messages"],
+        json!([
+            {"role": "system", "content": "You are Punie."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is this?"},
+                image("UFJPTVBU"),
+            ]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "shot", "arguments": "{}"}},
+                {"id": "c2", "type": "function", "function": {"name": "shot", "arguments": "{}"}},
+            ]},
+            {"role": "tool", "tool_call_id": "c1", "content": "a shot"},
+            {"role": "tool", "tool_call_id": "c2", "content": "another"},
+            {"role": "user", "content": [image("U0hPVA==")]},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn pictures_reach_anthropic_as_image_blocks_after_the_tool_results() {
+    let fake = FakeProvider::start([Reply::events(anthropic_text_reply(&["ok"]))]).await;
+    answer(
+        &*anthropic_model(&fake, &settings()),
+        conversation_with_pictures(),
+    )
+    .await;
+
+    let [request] = fake.requests().try_into().expect("one request");
+    let image = |data: &str| json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}});
+    assert_eq!(
+        request.body["messages"],
+        json!([
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is this?"},
+                image("UFJPTVBU"),
+            ]},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "c1", "name": "shot", "input": {}},
+                {"type": "tool_use", "id": "c2", "name": "shot", "input": {}},
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "c1", "content": "a shot", "is_error": false},
+                {"type": "tool_result", "tool_use_id": "c2", "content": "another", "is_error": false},
+                image("U0hPVA=="),
+            ]},
+        ])
+    );
+}
+
+/// Whether a request body the fake recorded holds any picture.
+fn carries_pictures(body: &Value) -> bool {
+    let text = body.to_string();
+    text.contains("image_url") || text.contains("\"type\":\"image\"")
+}
+
+#[tokio::test]
+async fn a_server_that_refuses_pictures_is_asked_again_without_them() {
+    for wire in Wire::ALL {
+        let refusal =
+            wire.error_status(400, "invalid_request_error", "image input is not supported");
+        let fake =
+            FakeProvider::start([refusal, Reply::events(wire.text_reply(&["I read text"]))]).await;
+        let events = answer(
+            &*model_on(wire, &fake, &settings()),
+            conversation_with_pictures(),
+        )
+        .await;
+
+        let peer = wire.peer_name();
+        assert_eq!(
+            events.first(),
+            Some(&ModelEvent::Notice(format!(
+                "{peer} answered 400 Bad Request: image input is not supported \
+                 (invalid_request_error); asked again with the conversation's pictures left out"
+            ))),
+            "{wire:?}"
+        );
+        assert!(
+            events.contains(&text("I read text")),
+            "{wire:?}: {events:?}"
+        );
+        let [first, second] = fake.requests().try_into().expect("two requests");
+        assert!(carries_pictures(&first.body), "{wire:?}");
+        assert!(!carries_pictures(&second.body), "{wire:?}: {}", second.body);
+        let left_out = "[a picture (image/png) was here; this model server did not take \
+                        pictures, so it was left out]";
+        assert_eq!(
+            second.body.to_string().matches(left_out).count(),
+            2,
+            "{wire:?}: each picture is named in its place: {}",
+            second.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refused_request_without_pictures_is_not_sent_again() {
+    for wire in Wire::ALL {
+        let refusal = wire.error_status(400, "invalid_request_error", "context too long");
+        let fake = FakeProvider::start([refusal, Reply::events(wire.text_reply(&["no"]))]).await;
+        let error = error_of(&*model_on(wire, &fake, &settings()), ask("hi")).await;
+        assert!(error.contains("context too long"), "{wire:?}: {error}");
+        assert_eq!(fake.requests().len(), 1, "{wire:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_refuses_the_request_without_pictures_too_ends_the_call_with_its_words() {
+    for wire in Wire::ALL {
+        let fake = FakeProvider::start([
+            wire.error_status(400, "invalid_request_error", "image input is not supported"),
+            wire.error_status(400, "invalid_request_error", "context too long"),
+        ])
+        .await;
+        let (events, error) = run(
+            &*model_on(wire, &fake, &settings()),
+            conversation_with_pictures(),
+        )
+        .await;
+        assert!(
+            matches!(events[..], [ModelEvent::Notice(_)]),
+            "{wire:?}: {events:?}"
+        );
+        let error = error.map(|error| error.to_string()).unwrap_or_default();
+        assert!(error.contains("context too long"), "{wire:?}: {error}");
+        assert_eq!(
+            fake.requests().len(),
+            2,
+            "{wire:?}: asked without pictures once only"
+        );
+    }
 }

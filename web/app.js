@@ -10,6 +10,10 @@ import { Transcript } from './transcript.js';
 /** Biggest file the page attaches to a prompt. */
 const MAX_ATTACHMENT_BYTES = 8 * 1024 * 1024;
 
+/** Pictures go to the model as images (Punie advertises `image`); these are
+ * the types it takes. */
+const PICTURE_TYPES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
+
 /** Pages of session/list read at start, and at each "Show older
  * sessions"; 100 sessions each. */
 const LIST_PAGES_AT_ONCE = 20;
@@ -527,6 +531,11 @@ async function readAttachments(files, attachments) {
       continue;
     }
     const bytes = new Uint8Array(await file.arrayBuffer());
+    if (PICTURE_TYPES.includes(file.type)) {
+      // A picture the model is shown, not a file it reads.
+      attachments.push({ name: file.name, size: file.size, block: { type: 'image', mimeType: file.type, data: base64(bytes) } });
+      continue;
+    }
     const uri = `file:///${encodeURIComponent(file.name)}`;
     let resource;
     try {

@@ -53,14 +53,15 @@ function resourceChip(block) {
 /** Image types a tool's picture may have; an `<img>` runs no script in any. */
 const IMAGE_TYPES = /^image\/(png|jpeg|gif|webp|avif|bmp)$/;
 
-/** A tool's picture (an MCP server's screenshot, say), or a chip naming it. */
-function toolImage(block) {
+/** A picture (a prompt's, or an MCP server's screenshot), or a chip naming
+ * it when it is of a type or shape the page does not draw. */
+function picture(block, className, alt) {
   const type = String(block.mimeType || '');
   if (!IMAGE_TYPES.test(type) || !/^[A-Za-z0-9+/=\s]*$/.test(block.data || '')) {
     return element('span', 'chip attachment', `an image (${type || 'of no type'})`);
   }
-  const image = element('img', 'tool-image');
-  image.alt = 'An image the tool returned';
+  const image = element('img', className);
+  image.alt = alt;
   image.src = `data:${type};base64,${block.data}`;
   return image;
 }
@@ -138,7 +139,7 @@ class ToolCallCard {
       } else if (item.type === 'content' && item.content?.type === 'text') {
         if (item.content.text) this.content.append(element('pre', 'output', item.content.text));
       } else if (item.type === 'content' && item.content?.type === 'image') {
-        this.content.append(toolImage(item.content));
+        this.content.append(picture(item.content, 'tool-image', 'An image the tool returned'));
       } else if (item.type === 'content' && item.content) {
         this.content.append(resourceChip(item.content));
       }
@@ -244,6 +245,8 @@ export class Transcript {
       text.textContent += text.textContent ? `\n${block.text}` : block.text;
     } else if (block.type === 'resource' || block.type === 'resource_link') {
       node.querySelector('.attachments').append(resourceChip(block));
+    } else if (block.type === 'image') {
+      node.querySelector('.attachments').append(picture(block, 'prompt-image', 'A picture sent with the prompt'));
     }
   }
 

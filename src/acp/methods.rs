@@ -11,14 +11,13 @@ use std::sync::Arc;
 
 use agent_client_protocol::schema::ProtocolVersion;
 use agent_client_protocol::v1::schema::{
-    AgentCapabilities, CancelNotification, CloseSessionRequest, CloseSessionResponse, ContentBlock,
-    DeleteSessionRequest, DeleteSessionResponse, EmbeddedResourceResource, Implementation,
-    InitializeRequest, InitializeResponse, ListSessionsRequest, ListSessionsResponse,
-    LoadSessionRequest, LoadSessionResponse, McpCapabilities, Meta, NewSessionRequest,
-    NewSessionResponse, PromptCapabilities, PromptRequest, PromptResponse, ResumeSessionRequest,
-    ResumeSessionResponse, SessionCapabilities, SessionCloseCapabilities,
-    SessionDeleteCapabilities, SessionId, SessionListCapabilities, SessionNotification,
-    SessionResumeCapabilities,
+    AgentCapabilities, CancelNotification, CloseSessionRequest, CloseSessionResponse,
+    DeleteSessionRequest, DeleteSessionResponse, Implementation, InitializeRequest,
+    InitializeResponse, ListSessionsRequest, ListSessionsResponse, LoadSessionRequest,
+    LoadSessionResponse, McpCapabilities, Meta, NewSessionRequest, NewSessionResponse,
+    PromptCapabilities, PromptRequest, PromptResponse, ResumeSessionRequest, ResumeSessionResponse,
+    SessionCapabilities, SessionCloseCapabilities, SessionDeleteCapabilities, SessionId,
+    SessionListCapabilities, SessionNotification, SessionResumeCapabilities,
 };
 use agent_client_protocol::v1::{ConnectionTo, Responder};
 use agent_client_protocol::{Agent, Channel, Client, Error, UntypedMessage};
@@ -163,7 +162,7 @@ fn initialize(connection: &Connection, params: Value) -> Result<Value, Error> {
 fn agent_capabilities() -> AgentCapabilities {
     AgentCapabilities::new()
         .load_session(true)
-        .prompt_capabilities(PromptCapabilities::new().embedded_context(true))
+        .prompt_capabilities(PromptCapabilities::new().embedded_context(true).image(true))
         .mcp_capabilities(McpCapabilities::new().http(true))
         .session_capabilities(
             SessionCapabilities::new()
@@ -342,14 +341,9 @@ async fn prompt(
     let admitted = async {
         let request = parse_params::<PromptRequest>(METHOD, params)?;
         let session = connection.attached_session(METHOD, &request.session_id)?;
-        let text = prompt_text(&request.prompt)?;
+        let prompt = super::prompt::prompt_from(request.prompt)?;
         session
-            .begin_turn(
-                request.prompt,
-                text,
-                connection.id,
-                connection.turn_cancel_token(),
-            )
+            .begin_turn(prompt, connection.id, connection.turn_cancel_token())
             .await
             .map_err(|error| match error {
                 BeginError::Busy(busy) => errors::session_busy(METHOD, busy),
@@ -403,48 +397,6 @@ async fn play_turn(turn: Turn, responder: Responder<Value>, hub: Arc<super::Agen
     if responder.respond_with_result(answer).is_err() {
         tracing::debug!(session = %session_id, "the client left before its prompt was answered");
     }
-}
-
-/// The prompt as the model reads it. Text and links are always accepted,
-/// embedded resources because Punie advertises `embeddedContext`.
-fn prompt_text(blocks: &[ContentBlock]) -> Result<String, Error> {
-    const METHOD: &str = "session/prompt";
-    if blocks.is_empty() {
-        return Err(errors::invalid_params(
-            METHOD,
-            "the prompt is empty; send at least one content block",
-        ));
-    }
-    let mut parts = Vec::with_capacity(blocks.len());
-    for block in blocks {
-        let part = match block {
-            ContentBlock::Text(text) => text.text.clone(),
-            ContentBlock::ResourceLink(link) => format!("[{}]({})", link.name, link.uri),
-            ContentBlock::Resource(embedded) => match &embedded.resource {
-                EmbeddedResourceResource::TextResourceContents(file) => {
-                    format!("{}:\n{}", file.uri, file.text)
-                }
-                EmbeddedResourceResource::BlobResourceContents(file) => {
-                    format!("[binary content of {}]", file.uri)
-                }
-                _ => return Err(unsupported_content("this kind of embedded resource")),
-            },
-            ContentBlock::Image(_) => return Err(unsupported_content("image")),
-            ContentBlock::Audio(_) => return Err(unsupported_content("audio")),
-            _ => return Err(unsupported_content("this kind of")),
-        };
-        parts.push(part);
-    }
-    Ok(parts.join("\n"))
-}
-
-fn unsupported_content(kind: &str) -> Error {
-    errors::invalid_params(
-        "session/prompt",
-        format!(
-            "{kind} content is not supported; Punie accepts text, resource links and embedded resources (see promptCapabilities)"
-        ),
-    )
 }
 
 async fn list_sessions(connection: &Connection, params: Value) -> Result<Value, Error> {

@@ -14,6 +14,7 @@ mod connection;
 mod errors;
 mod frames;
 mod methods;
+mod prompt;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -14,7 +14,7 @@ use rmcp::model::{
 use serde_json::{Map, Value};
 
 use super::Connected;
-use crate::model::ToolSpec;
+use crate::model::{Picture, ToolSpec, picture_type};
 
 /// What every MCP tool's name starts with, as the model knows it.
 pub const PREFIX: &str = "mcp__";
@@ -66,8 +66,9 @@ pub struct McpTool {
 pub struct McpResult {
     /// The result as text, for the model.
     pub text: String,
-    /// Images the tool returned (base64 data, MIME type), for the person.
-    pub images: Vec<(String, String)>,
+    /// Images the tool returned, for the person; those of a type models
+    /// take go to the model too.
+    pub images: Vec<Picture>,
     /// The tool says it failed.
     pub is_error: bool,
 }
@@ -201,8 +202,15 @@ fn result(answer: CallToolResult) -> McpResult {
         match block {
             ContentBlock::Text(block) => text.push_str(&block.text),
             ContentBlock::Image(image) => {
-                let _ = write!(text, "[an image, {}, shown to the user]", image.mime_type);
-                images.push((image.data, image.mime_type));
+                let seen = match picture_type(&image.mime_type) {
+                    Some(_) => "shown to the user and, after the tool results, to you",
+                    None => "shown to the user",
+                };
+                let _ = write!(text, "[an image, {}, {seen}]", image.mime_type);
+                images.push(Picture {
+                    mime_type: image.mime_type,
+                    data: image.data,
+                });
             }
             ContentBlock::Audio(audio) => {
                 let _ = write!(text, "[audio, {}, not shown]", audio.mime_type);

@@ -122,11 +122,13 @@ impl Model for AnthropicModel {
             Ok(headers) => headers,
             Err(error) => return http::failed(error),
         };
-        let call = Call {
-            url: self.url.clone(),
+        let model = self.model.clone();
+        let call = Call::new(
+            self.url.clone(),
             headers,
-            body: request_body(&self.model, &request).to_string().into(),
-        };
+            request,
+            move |request, pictures| request_body(&model, request, pictures),
+        );
         let peer = self.peer.clone();
         http::model_stream(
             self.client.clone(),
@@ -138,12 +140,13 @@ impl Model for AnthropicModel {
     }
 }
 
-/// The Messages request for `request`.
-pub(crate) fn request_body(model: &str, request: &ModelRequest) -> Value {
+/// The Messages request for `request`; without `pictures`, each picture is
+/// sent as a line of text saying it was left out.
+pub(crate) fn request_body(model: &str, request: &ModelRequest, pictures: bool) -> Value {
     let mut body = json!({
         "model": model,
         "max_tokens": MAX_TOKENS,
-        "messages": messages_json(&request.messages),
+        "messages": messages_json(&request.messages, pictures),
         "stream": true,
     });
     if !request.system.is_empty() {
@@ -158,10 +161,10 @@ pub(crate) fn request_body(model: &str, request: &ModelRequest) -> Value {
 /// The conversation as the Messages API wants it: roles alternate, so
 /// neighbours with the same role (tool results and the prompt after them)
 /// share one message; empty text is left out, as the API rejects it.
-fn messages_json(messages: &[Message]) -> Vec<Value> {
+fn messages_json(messages: &[Message], pictures: bool) -> Vec<Value> {
     let mut merged: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    for message in messages {
-        let (role, blocks) = content_blocks(message);
+    for message in super::in_sending_order(messages) {
+        let (role, blocks) = content_blocks(message, pictures);
         if blocks.is_empty() {
             continue;
         }
@@ -176,7 +179,7 @@ fn messages_json(messages: &[Message]) -> Vec<Value> {
         .collect()
 }
 
-fn content_blocks(message: &Message) -> (&'static str, Vec<Value>) {
+fn content_blocks(message: &Message, pictures: bool) -> (&'static str, Vec<Value>) {
     match message {
         Message::User(text) => ("user", text_block(text).into_iter().collect()),
         Message::Assistant { text, tool_calls } => {
@@ -199,6 +202,15 @@ fn content_blocks(message: &Message) -> (&'static str, Vec<Value>) {
             }
             ("user", vec![block])
         }
+        Message::Picture(picture) if pictures => {
+            let source =
+                json!({"type": "base64", "media_type": picture.mime_type, "data": picture.data});
+            ("user", vec![json!({"type": "image", "source": source})])
+        }
+        Message::Picture(picture) => (
+            "user",
+            text_block(&picture.left_out()).into_iter().collect(),
+        ),
     }
 }
 
@@ -532,7 +544,7 @@ mod tests {
             },
             Message::user("and now?"),
         ];
-        let json = messages_json(&messages);
+        let json = messages_json(&messages, true);
         assert_eq!(json.len(), 3);
         assert_eq!(json[1]["content"][0]["type"], "tool_use");
         assert_eq!(json[2]["role"], "user");

@@ -17,7 +17,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
-use super::{ModelError, ModelEvent, ModelSettings, ModelStream};
+use super::{ModelError, ModelEvent, ModelRequest, ModelSettings, ModelStream};
 
 /// How long connecting to a model server may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,12 +51,37 @@ pub(crate) struct Peer {
 }
 
 /// One POST that answers with an event stream.
-#[derive(Debug, Clone)]
 pub(crate) struct Call {
     pub url: Url,
     pub headers: HeaderMap,
     /// The JSON request body, serialised once and sent on every attempt.
     pub body: Arc<str>,
+    /// Makes the body with every picture left out, for a server that
+    /// refuses pictures; `None` when the conversation has none.
+    without_pictures: Option<Box<dyn FnOnce() -> Arc<str> + Send + Sync>>,
+}
+
+impl Call {
+    /// The call for `request`, whose body `body` makes, with pictures or
+    /// without them.
+    pub fn new(
+        url: Url,
+        headers: HeaderMap,
+        request: ModelRequest,
+        body: impl Fn(&ModelRequest, bool) -> Value + Send + Sync + 'static,
+    ) -> Self {
+        let with_pictures = Arc::from(body(&request, true).to_string());
+        let without_pictures = request.has_pictures().then(|| {
+            Box::new(move || Arc::from(body(&request, false).to_string()))
+                as Box<dyn FnOnce() -> Arc<str> + Send + Sync>
+        });
+        Self {
+            url,
+            headers,
+            body: with_pictures,
+            without_pictures,
+        }
+    }
 }
 
 /// The client every call of one model goes through.
@@ -153,9 +178,13 @@ impl From<ModelError> for DecodeError {
 /// overloaded server before its first token. What such an attempt decoded
 /// (usage) is held back and dropped with it, so nothing is said twice; once
 /// the answer has begun, a failure ends the call.
+///
+/// A server that refuses a request holding pictures (many local models read
+/// only text) is asked once more with the pictures left out, and the person
+/// is told: otherwise every later turn of the conversation would fail too.
 pub(crate) fn model_stream<D: Decoder>(
     client: reqwest::Client,
-    call: Call,
+    mut call: Call,
     peer: Arc<Peer>,
     settings: ModelSettings,
     new_decoder: impl Fn() -> D + Send + 'static,
@@ -166,12 +195,23 @@ pub(crate) fn model_stream<D: Decoder>(
             let may_retry = retries_done < settings.retries;
             let response = match open(&client, &call, &peer, settings.idle_timeout).await {
                 Ok(response) => response,
-                Err(failure) if failure.retryable && may_retry => {
-                    tokio::time::sleep(retry_wait(&settings, retries_done, failure.retry_after)).await;
-                    retries_done += 1;
-                    continue 'attempts;
-                }
                 Err(failure) => {
+                    if failure.status.is_some_and(may_refuse_pictures)
+                        && let Some(without_pictures) = call.without_pictures.take()
+                    {
+                        call.body = without_pictures();
+                        yield Ok(ModelEvent::Notice(format!(
+                            "{}; asked again with the conversation's pictures left out",
+                            failure.error
+                        )));
+                        continue 'attempts;
+                    }
+                    if failure.retryable && may_retry {
+                        tokio::time::sleep(retry_wait(&settings, retries_done, failure.retry_after))
+                            .await;
+                        retries_done += 1;
+                        continue 'attempts;
+                    }
                     yield Err(after_retries(failure.error, retries_done));
                     return;
                 }
@@ -247,9 +287,18 @@ pub(crate) fn cut_short(peer: &Peer) -> DecodeError {
     }
 }
 
+/// The answers a server gives a request it cannot take as it is, as one
+/// that reads no pictures does: bad request, too large, unsupported media,
+/// unprocessable.
+fn may_refuse_pictures(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 400 | 413 | 415 | 422)
+}
+
 /// Why an attempt failed, and whether another may succeed.
 struct Failure {
     error: ModelError,
+    /// The HTTP status the server answered, if it answered.
+    status: Option<StatusCode>,
     /// A 429, a 5xx, or a connection dropped before the answer.
     retryable: bool,
     /// The wait the server asked for before the next attempt, never more
@@ -261,6 +310,7 @@ impl Failure {
     fn last(error: ModelError) -> Self {
         Self {
             error,
+            status: None,
             retryable: false,
             retry_after: None,
         }
@@ -298,6 +348,7 @@ async fn open(
             // A refused connection means nothing listens: waiting rarely helps,
             // and the person should hear so at once. A dropped one may be passing.
             return Err(Failure {
+                status: None,
                 retryable: is_dropped(&error),
                 retry_after: None,
                 error: request_error(peer, &error),
@@ -333,6 +384,7 @@ async fn open(
             Err(Failure::last(wait_asked_error(peer, status, wait, &body)))
         }
         _ => Err(Failure {
+            status: Some(status),
             error: status_error(peer, &call.url, status, &body),
             retryable,
             retry_after,

@@ -46,6 +46,44 @@ pub enum Message {
         content: String,
         is_error: bool,
     },
+    /// A picture shown to the model: one the person attached, right after
+    /// their prompt, or one a tool returned, after its result.
+    Picture(Picture),
+}
+
+/// A picture as the model is sent it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Picture {
+    /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`: what every
+    /// provider takes.
+    pub mime_type: String,
+    /// The picture's bytes in base64.
+    pub data: String,
+}
+
+/// The picture types Punie accepts, as both cloud APIs take them.
+pub const PICTURE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+/// The picture type `mime_type` names, if Punie takes it (`image/jpg` is
+/// read as `image/jpeg`).
+pub fn picture_type(mime_type: &str) -> Option<&'static str> {
+    let mime_type = mime_type.trim().to_ascii_lowercase();
+    let mime_type = if mime_type == "image/jpg" {
+        "image/jpeg"
+    } else {
+        mime_type.as_str()
+    };
+    PICTURE_TYPES.into_iter().find(|known| *known == mime_type)
+}
+
+impl Picture {
+    /// What a model that is not sent the picture reads in its place.
+    pub fn left_out(&self) -> String {
+        format!(
+            "[a picture ({}) was here; this model server did not take pictures, so it was left out]",
+            self.mime_type
+        )
+    }
 }
 
 impl Message {
@@ -97,6 +135,31 @@ pub struct ModelRequest {
     pub turn: usize,
 }
 
+/// The conversation as a provider sends it, with each picture a tool
+/// returned moved after the last result of its round: both APIs want a
+/// round's results together, right after the calls they answer.
+pub(crate) fn in_sending_order(messages: &[Message]) -> Vec<&Message> {
+    let mut ordered = Vec::with_capacity(messages.len());
+    let mut held = Vec::new();
+    let mut among_results = false;
+    for message in messages {
+        match message {
+            Message::ToolResult { .. } => {
+                among_results = true;
+                ordered.push(message);
+            }
+            Message::Picture(_) if among_results => held.push(message),
+            _ => {
+                among_results = false;
+                ordered.append(&mut held);
+                ordered.push(message);
+            }
+        }
+    }
+    ordered.append(&mut held);
+    ordered
+}
+
 impl ModelRequest {
     /// The newest thing the person said.
     pub fn prompt(&self) -> &str {
@@ -108,6 +171,13 @@ impl ModelRequest {
                 _ => None,
             })
             .unwrap_or_default()
+    }
+
+    /// Whether any message is a picture.
+    pub fn has_pictures(&self) -> bool {
+        self.messages
+            .iter()
+            .any(|message| matches!(message, Message::Picture(_)))
     }
 }
 
@@ -142,6 +212,10 @@ pub enum ModelEvent {
     Usage(Usage),
     /// Why the model stopped; the last event of a call that ended normally.
     Stop(Stop),
+    /// Something the person should know about how the call went, such as
+    /// pictures the model server would not take: shown, never part of the
+    /// reply.
+    Notice(String),
 }
 
 /// Why a model could not answer, worded for the person who has to fix it.
@@ -365,5 +439,60 @@ mod spec_tests {
             &[("OPENAI_BASE_URL", "api.example.com")],
         ));
         assert!(base.contains("is not a URL"), "{base}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picture_types_are_the_ones_every_provider_takes() {
+        assert_eq!(picture_type("image/PNG"), Some("image/png"));
+        assert_eq!(picture_type("image/jpg"), Some("image/jpeg"));
+        assert_eq!(picture_type("image/svg+xml"), None);
+        assert_eq!(picture_type("text/plain"), None);
+    }
+
+    fn result(call_id: &str) -> Message {
+        Message::ToolResult {
+            call_id: call_id.to_owned(),
+            name: "t".to_owned(),
+            content: String::new(),
+            is_error: false,
+        }
+    }
+
+    fn picture(data: &str) -> Message {
+        Message::Picture(Picture {
+            mime_type: "image/png".to_owned(),
+            data: data.to_owned(),
+        })
+    }
+
+    #[test]
+    fn a_tools_pictures_are_sent_after_the_last_result_of_its_round() {
+        let messages = vec![
+            Message::user("look"),
+            picture("p0"),
+            Message::assistant("calling"),
+            result("a"),
+            picture("p1"),
+            result("b"),
+            picture("p2"),
+            Message::user("and?"),
+        ];
+        let order: Vec<&Message> = in_sending_order(&messages);
+        let expected = [0, 1, 2, 3, 5, 4, 6, 7].map(|at| &messages[at]);
+        assert_eq!(order, expected);
+    }
+
+    #[test]
+    fn pictures_at_the_end_of_a_round_are_kept() {
+        let messages = vec![Message::assistant("calling"), result("a"), picture("p1")];
+        assert_eq!(
+            in_sending_order(&messages),
+            messages.iter().collect::<Vec<_>>()
+        );
     }
 }

@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 
 use super::http::{self, Call, DecodeError, Decoder, Peer};
 use super::{
-    Message, Model, ModelError, ModelEvent, ModelRequest, ModelSettings, ModelStream, Stop,
-    ToolCall, ToolSpec, Usage,
+    Message, Model, ModelError, ModelEvent, ModelRequest, ModelSettings, ModelStream, Picture,
+    Stop, ToolCall, ToolSpec, Usage,
 };
 
 /// Where the OpenAI API lives unless `OPENAI_BASE_URL` says otherwise.
@@ -213,11 +213,13 @@ impl Model for OpenAiModel {
             Ok(headers) => headers,
             Err(error) => return http::failed(error),
         };
-        let call = Call {
-            url: self.url.clone(),
+        let model = self.model.clone();
+        let call = Call::new(
+            self.url.clone(),
             headers,
-            body: request_body(&self.model, &request).to_string().into(),
-        };
+            request,
+            move |request, pictures| request_body(&model, request, pictures),
+        );
         let peer = self.peer.clone();
         http::model_stream(
             self.client.clone(),
@@ -303,14 +305,18 @@ pub fn split_local_url(text: &str) -> Result<(Url, String), ModelError> {
     Ok((base, model.to_owned()))
 }
 
-/// The Chat Completions request for `request`.
-pub(crate) fn request_body(model: &str, request: &ModelRequest) -> Value {
+/// The Chat Completions request for `request`; without `pictures`, each
+/// picture is sent as a line of text saying it was left out.
+pub(crate) fn request_body(model: &str, request: &ModelRequest, pictures: bool) -> Value {
     let system = (!request.system.is_empty())
         .then(|| json!({"role": "system", "content": &*request.system}));
-    let messages: Vec<Value> = system
-        .into_iter()
-        .chain(request.messages.iter().map(message_json))
-        .collect();
+    let mut messages: Vec<Value> = system.into_iter().collect();
+    for message in crate::model::in_sending_order(&request.messages) {
+        match message {
+            Message::Picture(picture) => add_picture(&mut messages, picture, pictures),
+            _ => messages.push(message_json(message)),
+        }
+    }
     let mut body = json!({
         "model": model,
         "messages": messages,
@@ -322,6 +328,34 @@ pub(crate) fn request_body(model: &str, request: &ModelRequest) -> Value {
         body["tools"] = request.tools.iter().map(tool_json).collect();
     }
     body
+}
+
+/// Add `picture` to the user message before it (the prompt it came with, or
+/// the pictures of a round's tool results), or in a user message of its own
+/// after tool results: many chat templates want roles to alternate.
+fn add_picture(messages: &mut Vec<Value>, picture: &Picture, pictures: bool) {
+    let part = if pictures {
+        let url = format!("data:{};base64,{}", picture.mime_type, picture.data);
+        json!({"type": "image_url", "image_url": {"url": url}})
+    } else {
+        json!({"type": "text", "text": picture.left_out()})
+    };
+    if let Some(last) = messages.last_mut().filter(|last| last["role"] == "user") {
+        let content = &mut last["content"];
+        if let Value::String(text) = content {
+            // Some servers refuse an empty text part: a prompt of pictures alone has none.
+            *content = if text.is_empty() {
+                json!([])
+            } else {
+                json!([{"type": "text", "text": std::mem::take(text)}])
+            };
+        }
+        if let Value::Array(parts) = content {
+            parts.push(part);
+            return;
+        }
+    }
+    messages.push(json!({"role": "user", "content": [part]}));
 }
 
 fn message_json(message: &Message) -> Value {
@@ -348,6 +382,9 @@ fn message_json(message: &Message) -> Value {
                 content.clone()
             };
             json!({"role": "tool", "tool_call_id": call_id, "content": content})
+        }
+        Message::Picture(picture) => {
+            json!({"role": "user", "content": [{"type": "text", "text": picture.left_out()}]})
         }
     }
 }
@@ -742,7 +779,7 @@ mod tests {
             }]),
             ..ModelRequest::default()
         };
-        let body = request_body("m", &request);
+        let body = request_body("m", &request, true);
         assert_eq!(body["messages"][0]["content"], Value::Null);
         assert_eq!(
             body["messages"][0]["tool_calls"][0]["function"]["arguments"],

@@ -7,7 +7,8 @@
 //! - turn 1: `Turn 1. You said: "<prompt>". That is the first thing you said.`
 //! - later:  `Turn N. You said: "<prompt>". Before that you said: "<previous prompt>".`
 //!
-//! streamed in four chunks. A prompt of the form `count to N` (N up to
+//! streamed in four chunks, and a fifth when pictures came with the prompt:
+//! ` You showed me 2 pictures (image/png, image/jpeg).` A prompt of the form `count to N` (N up to
 //! 100,000) is answered `1 2 3 … N`, one number per chunk, 20 ms apart: a
 //! long, steadily streaming turn to watch or cancel.
 
@@ -57,7 +58,8 @@ impl Model for TestModel {
                 _ => None,
             })
             .nth(1);
-        let chunks = reply_chunks(request.turn, prompt, previous);
+        let mut chunks = reply_chunks(request.turn, prompt, previous);
+        chunks.extend(pictures_seen(&request.messages));
         let events = chunks
             .into_iter()
             .map(ModelEvent::Text)
@@ -78,6 +80,29 @@ fn reply_chunks(turn: usize, prompt: &str, previous: Option<&str>) -> Vec<String
         format!("\"{prompt}\". "),
         memory,
     ]
+}
+
+/// What the model says of the pictures that came with the newest prompt.
+fn pictures_seen(messages: &[Message]) -> Option<String> {
+    let prompt = messages
+        .iter()
+        .rposition(|message| matches!(message, Message::User(_)))?;
+    let types: Vec<&str> = messages[prompt + 1..]
+        .iter()
+        .map_while(|message| match message {
+            Message::Picture(picture) => Some(picture.mime_type.as_str()),
+            _ => None,
+        })
+        .collect();
+    let (count, plural) = match types.len() {
+        0 => return None,
+        1 => ("1".to_owned(), ""),
+        n => (n.to_string(), "s"),
+    };
+    Some(format!(
+        " You showed me {count} picture{plural} ({}).",
+        types.join(", ")
+    ))
 }
 
 /// `count to N` → `Some(N)`, for 1 ≤ N ≤ [`COUNT_LIMIT`].
@@ -152,6 +177,37 @@ mod tests {
         assert_eq!(
             chunks.concat(),
             "Turn 2. You said: \"second\". Before that you said: \"first\"."
+        );
+    }
+
+    #[test]
+    fn the_pictures_of_the_newest_prompt_are_named_in_order() {
+        let picture = |mime_type: &str| {
+            Message::Picture(crate::model::Picture {
+                mime_type: mime_type.to_owned(),
+                data: "aGk=".to_owned(),
+            })
+        };
+        let messages = [
+            Message::user("first"),
+            picture("image/gif"),
+            Message::assistant("Turn 1. …"),
+            Message::user("second"),
+            picture("image/png"),
+            picture("image/jpeg"),
+        ];
+        assert_eq!(
+            pictures_seen(&messages).as_deref(),
+            Some(" You showed me 2 pictures (image/png, image/jpeg).")
+        );
+        assert_eq!(
+            pictures_seen(&messages[..4]).as_deref(),
+            None,
+            "an earlier prompt's pictures are not the newest prompt's"
+        );
+        assert_eq!(
+            pictures_seen(&messages[..2]).as_deref(),
+            Some(" You showed me 1 picture (image/gif).")
         );
     }
 

@@ -27,7 +27,7 @@ use agent_client_protocol::v1::schema::{
 use tokio_util::sync::CancellationToken;
 
 use crate::mcp::McpServers;
-use crate::model::{Message, Model, ToolSpec};
+use crate::model::{Message, Model, Picture, ToolSpec};
 use crate::store::{AfterWrite, EntryKind, ListPosition, SessionRow, Store, StoreError};
 use crate::tools::{LastingAnswers, PermissionMemory};
 use crate::workspace::{Terminals, Workspace, WorkspaceError};
@@ -128,6 +128,17 @@ pub struct SessionStatus {
 /// Status changes a slow watcher may fall behind by before it misses some.
 const STATUS_BACKLOG: usize = 1024;
 
+/// A prompt as a turn takes it.
+#[derive(Debug, Clone, Default)]
+pub struct Prompt {
+    /// The blocks the client sent, as every attached client is shown them.
+    pub shown: Vec<ContentBlock>,
+    /// What the model reads: the text, with files and links written out.
+    pub text: String,
+    /// The pictures that came with it, shown to the model after the text.
+    pub pictures: Vec<Picture>,
+}
+
 /// Why a prompt cannot start a turn now.
 #[derive(Debug, thiserror::Error)]
 #[error("session {0} is already running a turn; wait for it to end or send session/cancel")]
@@ -158,8 +169,7 @@ impl Session {
     /// `cancel` stops it.
     pub async fn begin_turn(
         self: &Arc<Self>,
-        prompt: Vec<ContentBlock>,
-        text: String,
+        mut prompt: Prompt,
         prompter: ConnectionId,
         cancel: CancellationToken,
     ) -> Result<Turn, BeginError> {
@@ -176,7 +186,12 @@ impl Session {
         state.history = None;
         state.end_note = None;
         state.last_active = Instant::now();
-        let new_title = state.title.is_none().then(|| title_from(&text));
+        // A prompt of pictures alone names nothing; a later one may.
+        let new_title = state
+            .title
+            .is_none()
+            .then(|| title_from(&prompt.text))
+            .flatten();
         if let Some(title) = &new_title {
             state.title = Some(title.clone());
             self.store.set_title(&self.id.0, title);
@@ -185,7 +200,7 @@ impl Session {
         drop(state);
         self.set_activity(Activity::Running);
         self.store.turn_started(&self.id.0, number as i64);
-        for block in prompt {
+        for block in std::mem::take(&mut prompt.shown) {
             self.publish(
                 SessionUpdate::UserMessageChunk(
                     agent_client_protocol::v1::schema::ContentChunk::new(block),
@@ -199,7 +214,7 @@ impl Session {
             cancel: cancel.clone(),
             terminals: Arc::default(),
         };
-        Ok(Turn::new(port, &text, number, history, new_title, cancel))
+        Ok(Turn::new(port, prompt, number, history, new_title, cancel))
     }
 
     /// The conversation, read back from the store if it was dropped.
@@ -442,14 +457,17 @@ fn lasting_answers(row: &SessionRow) -> LastingAnswers {
 }
 
 /// A session's title: the first line of its first prompt, shortened.
-fn title_from(prompt: &str) -> String {
+fn title_from(prompt: &str) -> Option<String> {
     let line = prompt.trim().lines().next().unwrap_or_default().trim();
+    if line.is_empty() {
+        return None;
+    }
     if line.chars().count() <= TITLE_CHARS {
-        return line.to_owned();
+        return Some(line.to_owned());
     }
     let mut title: String = line.chars().take(TITLE_CHARS - 1).collect();
     title.push('…');
-    title
+    Some(title)
 }
 
 /// Makes a session's model from its spec, or says why it cannot.
@@ -863,9 +881,16 @@ mod tests {
 
     #[test]
     fn titles_come_from_the_first_line_of_the_first_prompt() {
-        assert_eq!(title_from("  Fix the build\nthen more"), "Fix the build");
+        assert_eq!(
+            title_from("  Fix the build\nthen more").as_deref(),
+            Some("Fix the build")
+        );
         let long = "x".repeat(200);
-        assert_eq!(title_from(&long).chars().count(), TITLE_CHARS);
+        assert_eq!(
+            title_from(&long).map(|title| title.chars().count()),
+            Some(TITLE_CHARS)
+        );
+        assert_eq!(title_from(" \n"), None, "a prompt of pictures alone");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use agent_client_protocol::v1::schema::{
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::{Session, SessionPort};
+use super::{Prompt, Session, SessionPort};
 use crate::model::{Message, ModelError, ModelEvent, ModelRequest, Stop, ToolCall, ToolSpec};
 use crate::tools::{self, ClientPort, ToolContext, ToolOutcome};
 
@@ -51,6 +51,8 @@ pub struct Turn {
     system: Arc<str>,
     tools: Arc<Vec<ToolSpec>>,
     cancel: CancellationToken,
+    /// What the person has been told of how model calls went, this turn.
+    notices: HashSet<String>,
     recorded: bool,
 }
 
@@ -76,7 +78,7 @@ struct Requested {
 impl Turn {
     pub(super) fn new(
         port: SessionPort,
-        prompt: &str,
+        prompt: Prompt,
         number: usize,
         messages: Arc<Vec<Message>>,
         new_title: Option<String>,
@@ -102,9 +104,13 @@ impl Turn {
             call_ids,
             new_title,
             cancel,
+            notices: HashSet::new(),
             recorded: false,
         };
-        turn.push(Message::user(prompt));
+        turn.push(Message::User(prompt.text));
+        for picture in prompt.pictures {
+            turn.push(Message::Picture(picture));
+        }
         turn
     }
 
@@ -195,12 +201,21 @@ impl Turn {
             for (done, asked) in tool_calls.iter().enumerate() {
                 let call = &asked.call;
                 match tools::run(&context, call, asked.client_id.clone()).await {
-                    ToolOutcome::Result { content, is_error } => self.push(Message::ToolResult {
-                        call_id: call.id.clone(),
-                        name: call.name.clone(),
+                    ToolOutcome::Result {
                         content,
                         is_error,
-                    }),
+                        pictures,
+                    } => {
+                        self.push(Message::ToolResult {
+                            call_id: call.id.clone(),
+                            name: call.name.clone(),
+                            content,
+                            is_error,
+                        });
+                        for picture in pictures {
+                            self.push(Message::Picture(picture));
+                        }
+                    }
                     ToolOutcome::Cancelled { stopped } => {
                         let mut not_started = done;
                         if let Some(so_far) = &stopped {
@@ -281,6 +296,15 @@ impl Turn {
                     usage.input_tokens + usage.output_tokens,
                     session.settings.context_window,
                 )),
+                Some(Ok(ModelEvent::Notice(notice))) => {
+                    // Each round may meet the same trouble; once a turn is enough.
+                    if !self.notices.insert(notice.clone()) {
+                        continue;
+                    }
+                    SessionUpdate::AgentMessageChunk(ContentChunk::new(ContentBlock::from(
+                        format!("{notice}\n\n"),
+                    )))
+                }
             };
             if !client.notify(update) {
                 round.cancelled = true;

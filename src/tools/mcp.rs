@@ -11,6 +11,7 @@ use super::{
     ClientPort, Report, Stop, ToolContext, ToolOutcome, for_the_model, permission, text_content,
 };
 use crate::mcp::McpTool;
+use crate::model::{Picture, picture_type};
 
 pub(super) async fn call<C: ClientPort>(
     context: &ToolContext<'_, C>,
@@ -32,9 +33,23 @@ pub(super) async fn call<C: ClientPort>(
     };
     let text = for_the_model(&result.text);
     let mut content = vec![text_content(&text)];
-    content.extend(result.images.into_iter().map(|(data, mime_type)| {
-        ToolCallContent::from(ContentBlock::Image(ImageContent::new(data, mime_type)))
+    content.extend(result.images.iter().map(|image| {
+        ToolCallContent::from(ContentBlock::Image(ImageContent::new(
+            image.data.clone(),
+            image.mime_type.clone(),
+        )))
     }));
+    let pictures = result
+        .images
+        .into_iter()
+        .filter_map(|image| {
+            let mime_type = picture_type(&image.mime_type)?;
+            Some(Picture {
+                mime_type: mime_type.to_owned(),
+                data: image.data,
+            })
+        })
+        .collect();
     let status = if result.is_error {
         ToolCallStatus::Failed
     } else {
@@ -44,5 +59,6 @@ pub(super) async fn call<C: ClientPort>(
     Ok(ToolOutcome::Result {
         content: text,
         is_error: result.is_error,
+        pictures,
     })
 }

@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 pub use permission::{LastingAnswers, PermissionMemory};
 
 use crate::mcp::McpTools;
-use crate::model::{ToolCall, ToolSpec};
+use crate::model::{Picture, ToolCall, ToolSpec};
 use crate::workspace::{Terminals, Workspace};
 
 /// Most output of one tool call the model is shown; the rest is cut from the middle.
@@ -95,8 +95,13 @@ pub struct ToolContext<'a, C: ClientPort> {
 /// How a tool call ended.
 #[derive(Debug)]
 pub enum ToolOutcome {
-    /// The tool ran (or failed); tell the model this.
-    Result { content: String, is_error: bool },
+    /// The tool ran (or failed); tell the model this, and show it the
+    /// pictures the tool returned.
+    Result {
+        content: String,
+        is_error: bool,
+        pictures: Vec<Picture>,
+    },
     /// The person cancelled: the turn ends. `stopped` is `None` when the
     /// call's work had not begun (it was not run); else it was cut short,
     /// and this says what it had done so far, if anything is known (a
@@ -109,6 +114,7 @@ impl ToolOutcome {
         Self::Result {
             content: content.into(),
             is_error: false,
+            pictures: Vec::new(),
         }
     }
 
@@ -116,6 +122,7 @@ impl ToolOutcome {
         Self::Result {
             content: content.into(),
             is_error: true,
+            pictures: Vec::new(),
         }
     }
 }

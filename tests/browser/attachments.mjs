@@ -1,7 +1,8 @@
 // Files go with a prompt as embedded resources, chosen with the file picker
 // or dropped on the conversation, text as text and anything else as a blob,
-// none over the size limit; the `test` model repeats the prompt it got,
-// attachments included. A directory the server cannot use is refused. A new
+// none over the size limit; pictures go as images, which the prompt shows.
+// The `test` model repeats the prompt it got, attachments included, and
+// counts its pictures. A directory the server cannot use is refused. A new
 // session can have a model of its own. The keyboard and the address move
 // between sessions, each with its own draft.
 
@@ -52,10 +53,15 @@ await scenario('attachments', async (browser) => {
   expect((await page.locator('#attachments .chip').count()) === 0, 'the composer emptied');
   await browser.shot(page, 'sent');
 
-  // A file that is not text goes as a blob; one over the limit is refused
-  // with a notice, and nothing else is lost.
+  // A file that is not text goes as a blob and a picture as an image; one
+  // over the limit is refused with a notice, and nothing else is lost.
+  const pixel = Buffer.from(
+    'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==',
+    'base64',
+  );
   await page.locator('#file-input').setInputFiles([
-    { name: 'pixel.png', mimeType: 'image/png', buffer: Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x00, 0xff, 0xfe, 0x01]) },
+    { name: 'data.bin', mimeType: 'application/octet-stream', buffer: Buffer.from([0x00, 0xff, 0xfe, 0x01]) },
+    { name: 'pixel.png', mimeType: 'image/png', buffer: pixel },
     { name: 'huge.txt', mimeType: 'text/plain', buffer: Buffer.alloc(8 * 1024 * 1024 + 1, 'a') },
   ]);
   await page.locator('#notice', { hasText: 'huge.txt is larger than 8 MiB; it was not attached.' }).waitFor();
@@ -63,12 +69,18 @@ await scenario('attachments', async (browser) => {
   await page.locator('#notice').waitFor({ state: 'hidden' });
   const waiting = await page.locator('#attachments .chip').allTextContents();
   expect(
-    waiting.length === 1 && waiting[0].includes('pixel.png'),
-    `only the small file attached, got ${JSON.stringify(waiting)}`,
+    waiting.length === 2 && waiting[0].includes('data.bin') && waiting[1].includes('pixel.png'),
+    `only the small files attached, got ${JSON.stringify(waiting)}`,
   );
-  await prompt(page, 'And this');
-  await page.locator('.message.agent', { hasText: '[binary content of file:///pixel.png]' }).waitFor();
+  await prompt(page, 'And these');
+  await page.locator('.message.agent', { hasText: '[binary content of file:///data.bin]' }).waitFor();
+  await page.locator('.message.agent', { hasText: 'You showed me 1 picture (image/png).' }).waitFor();
   await turnOver(page);
+  const shown = page.locator('.message.user img.prompt-image');
+  await shown.waitFor();
+  const width = await shown.evaluate((image) => image.complete && image.naturalWidth);
+  expect(width === 1, `the prompt to show the picture it sent, drawn, got a width of ${width}`);
+  await browser.shot(page, 'picture-sent');
 
   // A directory the server cannot use is refused in the dialog, saying why.
   await page.locator('#new-session').click();
