@@ -156,6 +156,12 @@ struct AskArgs {
     /// Go on with the workspace's most recent session.
     #[arg(long = "continue", short = 'c', conflicts_with = "session")]
     continue_: bool,
+
+    /// Send FILE with the question: a picture (.png, .jpg, .gif, .webp) for
+    /// the model to see, text as a file to read, anything else as a blob.
+    /// Give it again for more files.
+    #[arg(long, short, value_name = "FILE")]
+    attach: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -590,8 +596,10 @@ fn ask_options(args: AskArgs) -> anyhow::Result<AskOptions> {
         (None, true) => Conversation::Continue,
         (None, false) => Conversation::New,
     };
+    let attachments = crate::client::attachments::attachments(&args.attach)?;
     Ok(AskOptions {
         prompt,
+        attachments,
         workspace,
         conversation,
         output: args.output,

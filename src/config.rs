@@ -25,6 +25,10 @@ use etcetera::BaseStrategy as _;
 /// configured otherwise; the clients use it too.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Most bytes `punie ask --attach` sends, all files together: in base64,
+/// with the prompt, they stay under [`MAX_MESSAGE_BYTES`].
+pub const MAX_ATTACHED_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Most connections the server holds at once, unless configured otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 

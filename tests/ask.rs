@@ -174,6 +174,74 @@ async fn a_failed_prompt_still_prints_what_was_done_and_exits_1() {
     );
 }
 
+/// A 1×1 PNG.
+const PIXEL_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+
+#[tokio::test]
+async fn attached_files_go_with_the_question_pictures_as_images() {
+    use base64::prelude::{BASE64_STANDARD, Engine as _};
+    let server = Server::start().await;
+    let workspace = server.home.workspace();
+    std::fs::write(
+        workspace.join("dot.png"),
+        BASE64_STANDARD.decode(PIXEL_PNG).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(workspace.join("notes.txt"), "the notes\n").unwrap();
+
+    let output = ask(
+        &server,
+        &[
+            "--output",
+            "stream-json",
+            "-a",
+            "dot.png",
+            "--attach",
+            "notes.txt",
+            "What is this?",
+        ],
+    )
+    .await;
+
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let lines = json_lines(&output.stdout);
+    let sent: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["update"]["sessionUpdate"] == "user_message_chunk")
+        .map(|line| &line["update"]["content"])
+        .collect();
+    assert!(
+        sent.is_empty(),
+        "the prompt is not echoed back to its sender: {sent:?}"
+    );
+    let answer = lines.last().expect("the result");
+    let said = answer["text"].as_str().unwrap_or_default();
+    // Named by its absolute path, from the directory ask ran in.
+    let notes = std::fs::canonicalize(workspace.join("notes.txt")).unwrap();
+    assert!(
+        said.contains(&format!(
+            "What is this?\nfile://{}:\nthe notes",
+            notes.display()
+        )),
+        "the text file is read by the model: {said}"
+    );
+    assert!(
+        said.ends_with("You showed me 1 picture (image/png)."),
+        "the picture is shown to the model: {said}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_that_cannot_be_attached_is_named_before_anything_is_sent() {
+    let server = Server::start().await;
+    let output = ask(&server, &["--attach", "missing.png", "What is this?"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("cannot attach missing.png"), "{stderr}");
+    let health = server.health().await;
+    assert_eq!(health["sessions"], 0, "no session was started: {health}");
+}
+
 #[tokio::test]
 async fn the_question_can_come_from_stdin() {
     let server = Server::start().await;

@@ -7,6 +7,7 @@
 
 use agent_client_protocol::Error;
 use agent_client_protocol::v1::schema::{ContentBlock, EmbeddedResourceResource};
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 
 use super::errors;
 use crate::model::{PICTURE_TYPES, Picture, picture_type};
@@ -89,16 +90,7 @@ fn picture(index: usize, mime_type: &'static str, data: &str) -> Result<Picture,
 /// Whether `data` is non-empty standard base64 with padding: what both
 /// cloud APIs require of a picture.
 fn is_base64(data: &str) -> bool {
-    let bytes = data.as_bytes();
-    let body = bytes
-        .strip_suffix(b"==")
-        .or_else(|| bytes.strip_suffix(b"="))
-        .unwrap_or(bytes);
-    !bytes.is_empty()
-        && bytes.len().is_multiple_of(4)
-        && body
-            .iter()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'/'))
+    !data.is_empty() && BASE64_STANDARD.decode(data).is_ok()
 }
 
 fn unsupported(kind: &str) -> Error {

@@ -58,6 +58,8 @@ pub enum Conversation {
 #[derive(Debug, Clone)]
 pub struct AskOptions {
     pub prompt: String,
+    /// Files sent with the prompt, as content blocks.
+    pub attachments: Vec<ContentBlock>,
     pub workspace: PathBuf,
     pub conversation: Conversation,
     pub output: OutputFormat,
@@ -284,7 +286,9 @@ async fn converse(
             let response = cx
                 .send_request(PromptRequest::new(
                     session_id.clone(),
-                    vec![options.prompt.as_str().into()],
+                    std::iter::once(options.prompt.as_str().into())
+                        .chain(options.attachments.iter().cloned())
+                        .collect(),
                 ))
                 .block_task()
                 .await;

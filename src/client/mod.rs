@@ -8,6 +8,7 @@
 //! internals, only its public endpoints.
 
 pub mod ask;
+pub mod attachments;
 pub mod bridge;
 pub mod service;
 pub mod sessions;
