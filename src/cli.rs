@@ -227,7 +227,8 @@ struct ServeArgs {
     #[arg(long, env = "PUNIE_MAX_TOOL_ROUNDS", default_value_t = DEFAULT_MAX_TOOL_ROUNDS, value_parser = parse_rounds)]
     max_tool_rounds: usize,
 
-    /// The model's context window in tokens, reported with token usage.
+    /// The model's context window in tokens: reported with token usage, and
+    /// a conversation that outgrows it is sent without its oldest prompts.
     #[arg(long, default_value_t = DEFAULT_CONTEXT_WINDOW)]
     context_window: u64,
 

@@ -1064,3 +1064,77 @@ async fn a_picture_in_a_prompt_reaches_the_model_every_replay_and_the_conversati
         requests[1].body
     );
 }
+
+/// The prompts a request the model server received carries, in order.
+fn prompts_sent(body: &Value) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|message| message["role"] == "user")
+        .filter_map(|message| message["content"].as_str())
+        .map(|text| text.chars().take(6).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_conversation_that_outgrows_the_context_window_sends_its_newest_prompts() {
+    let provider = FakeProvider::start([
+        Reply::events(openai_text_reply(&["One."])),
+        Reply::events(openai_text_reply(&["Two."])),
+        Reply::events(openai_text_reply(&["Three."])),
+    ])
+    .await;
+    let model = format!("local:{}/v1/fake-model", provider.url());
+    // Three quarters of the window is for input: room for the system prompt,
+    // the tools and two of these prompts (8,000 tokens each, as estimated),
+    // not three.
+    let server = Server::start_in(
+        Home::new(),
+        &["--model", &model, "--context-window", "30000"],
+    )
+    .await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    for name in ["first", "second", "third"] {
+        let prompt = format!("{name} {}", "x".repeat(24_000));
+        let answer = client.prompt(&session, &prompt).await;
+        assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    }
+
+    let requests = provider.requests();
+    let sent: Vec<Vec<String>> = requests.iter().map(|r| prompts_sent(&r.body)).collect();
+    assert_eq!(
+        sent,
+        [
+            vec!["first "],
+            vec!["first ", "second"],
+            vec!["second", "third "]
+        ]
+    );
+    let system = |at: usize| {
+        requests[at].body["messages"][0]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(!system(1).contains("no longer"), "{}", system(1));
+    assert!(
+        system(2).contains(
+            "This conversation outgrew your context window: its first prompt, and the replies \
+             and tool calls that followed it, are no longer shown to you."
+        ),
+        "{}",
+        system(2)
+    );
+
+    // Nothing is forgotten: the history still holds every prompt.
+    let mut later = server.initialized().await;
+    later
+        .attach("session/load", &session, &server.home.workspace())
+        .await;
+    let replayed = text_of(&updates(&later.notifications, "user_message_chunk"));
+    for name in ["first", "second", "third"] {
+        assert!(replayed.contains(name), "{name} is replayed");
+    }
+}

@@ -12,6 +12,7 @@
 //! it never touches a transport.
 
 mod attachments;
+mod context;
 mod history;
 mod port;
 mod turn;
@@ -48,7 +49,8 @@ pub struct TurnSettings {
     /// Rounds of tool calls one turn may take before it ends with
     /// `max_turn_requests`.
     pub max_rounds: usize,
-    /// The model's context window in tokens, reported with token usage.
+    /// The model's context window in tokens: reported with token usage, and
+    /// what of a long conversation the model is sent is fitted to it.
     pub context_window: u64,
     /// The tools the model may call.
     pub tools: Arc<Vec<ToolSpec>>,

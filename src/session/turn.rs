@@ -12,7 +12,7 @@ use agent_client_protocol::v1::schema::{
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::{Prompt, Session, SessionPort};
+use super::{Prompt, Session, SessionPort, context};
 use crate::model::{Message, ModelError, ModelEvent, ModelRequest, Stop, ToolCall, ToolSpec};
 use crate::tools::{self, ClientPort, ToolContext, ToolOutcome};
 
@@ -245,12 +245,7 @@ impl Turn {
     /// Call the model once, passing on what it says as it says it.
     async fn ask_model(&mut self, client: &SessionPort) -> Result<Round, TurnError> {
         let session = self.port.session.clone();
-        let request = ModelRequest {
-            system: self.system.clone(),
-            messages: self.messages.clone(),
-            tools: self.tools.clone(),
-            turn: self.number,
-        };
+        let request = self.request(session.settings.context_window);
         let mut stream = session.model.stream(request);
         let mut round = Round {
             text: String::new(),
@@ -312,6 +307,29 @@ impl Turn {
             }
         }
         Ok(round)
+    }
+
+    /// What the model is asked: as much of the conversation as fits its
+    /// context window, newest first.
+    fn request(&self, context_window: u64) -> ModelRequest {
+        let fitted = context::fit(&self.messages, &self.system, &self.tools, context_window);
+        let system = match fitted.prompts_left_out {
+            0 => self.system.clone(),
+            prompts => {
+                tracing::debug!(
+                    session = %self.session_id(),
+                    prompts,
+                    "the conversation outgrew the context window; its oldest prompts are left out"
+                );
+                format!("{}{}", self.system, context::left_out_note(prompts)).into()
+            }
+        };
+        ModelRequest {
+            system,
+            messages: fitted.messages,
+            tools: self.tools.clone(),
+            turn: self.number,
+        }
     }
 
     /// Add `message` to the conversation, in memory and in the store.
