@@ -1138,3 +1138,85 @@ async fn a_conversation_that_outgrows_the_context_window_sends_its_newest_prompt
         assert!(replayed.contains(name), "{name} is replayed");
     }
 }
+
+/// How llama.cpp's server refuses a conversation longer than its context.
+fn context_exceeded() -> Reply {
+    Reply::status(
+        400,
+        json!({"error": {
+            "code": 400,
+            "message": "the request exceeds the available context size, try increasing it",
+            "type": "exceed_context_size_error",
+        }}),
+    )
+}
+
+#[tokio::test]
+async fn a_model_server_that_refuses_the_conversation_as_too_long_is_sent_less_from_then_on() {
+    let provider = FakeProvider::start([
+        Reply::events(openai_text_reply(&["One."])),
+        Reply::events(openai_text_reply(&["Two."])),
+        context_exceeded(),
+        Reply::events(openai_text_reply(&["Three."])),
+        Reply::events(openai_text_reply(&["Four."])),
+    ])
+    .await;
+    let model = format!("local:{}/v1/fake-model", provider.url());
+    // The default window (128,000 tokens) is far larger than the server's.
+    let server = Server::start_in(Home::new(), &["--model", &model]).await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    let mut texts = Vec::new();
+    for name in ["first", "second", "third", "fourth"] {
+        let answer = client
+            .prompt(&session, &format!("{name} {}", "x".repeat(6_000)))
+            .await;
+        assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+        texts.push(client.agent_text(&session));
+        client.notifications.clear();
+    }
+
+    let sent: Vec<Vec<String>> = provider
+        .requests()
+        .iter()
+        .map(|request| prompts_sent(&request.body))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            vec!["first "],
+            vec!["first ", "second"],
+            vec!["first ", "second", "third "],
+            vec!["third "],
+            vec!["fourth"],
+        ],
+        "refused, the turn is sent half as much; later turns start from there"
+    );
+    assert_eq!(
+        texts[2],
+        "the model server answered 400 Bad Request: the request exceeds the available context \
+         size, try increasing it (exceed_context_size_error); sent again without the \
+         conversation's oldest prompts (set --context-window to the model's size to spare this \
+         round trip)\n\nThree."
+    );
+    assert_eq!(texts[3], "Four.", "said once, when it happened");
+}
+
+#[tokio::test]
+async fn a_prompt_too_long_on_its_own_ends_the_turn_saying_so() {
+    let provider = FakeProvider::start([context_exceeded()]).await;
+    let model = format!("local:{}/v1/fake-model", provider.url());
+    let server = Server::start_in(Home::new(), &["--model", &model]).await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    let answer = client.prompt(&session, "a very long question").await;
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(
+            "exceeds the available context size, try increasing it (exceed_context_size_error): \
+             even the newest prompt alone is more than the model takes"
+        ),
+        "{answer}"
+    );
+    assert_eq!(provider.requests().len(), 1, "nothing less to send");
+}

@@ -197,6 +197,7 @@ pub(crate) fn model_stream<D: Decoder>(
                 Ok(response) => response,
                 Err(failure) => {
                     if failure.status.is_some_and(may_refuse_pictures)
+                        && !matches!(failure.error, ModelError::TooLong(_))
                         && let Some(without_pictures) = call.without_pictures.take()
                     {
                         call.body = without_pictures();
@@ -647,7 +648,27 @@ fn status_error(peer: &Peer, url: &Url, status: StatusCode, body: &str) -> Model
         }
         _ => format!("{} answered {}{said}", peer.name, describe_status(status)),
     };
+    if matches!(status.as_u16(), 400 | 413) && says_too_long(body) {
+        return ModelError::TooLong(text);
+    }
     ModelError::Provider(text)
+}
+
+/// Whether an error body says the conversation is longer than the model's
+/// context window, in the words of OpenAI (`context_length_exceeded`),
+/// Anthropic (`prompt is too long`), llama.cpp (`exceed_context_size_error`),
+/// vLLM and LM Studio (`maximum context length`, `context length`).
+fn says_too_long(body: &str) -> bool {
+    const MARKS: [&str; 6] = [
+        "context_length_exceeded",
+        "exceed_context_size",
+        "context length",
+        "context size",
+        "context window",
+        "prompt is too long",
+    ];
+    let body = body.to_ascii_lowercase();
+    MARKS.iter().any(|mark| body.contains(mark))
 }
 
 /// `404 Not Found`; `529` for codes without a standard name.
@@ -825,6 +846,38 @@ mod tests {
         let overloaded = StatusCode::from_u16(529).expect("a status");
         let overloaded = error(overloaded, r#"{"error":"busy"}"#);
         assert_eq!(overloaded.to_string(), "Ollama answered 529: busy");
+    }
+
+    #[test]
+    fn a_conversation_too_long_for_the_model_is_told_apart_in_every_servers_words() {
+        let url = Url::parse("http://127.0.0.1:8080/v1/chat/completions").expect("a URL");
+        let too_long = [
+            r#"{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#,
+            r#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error"}}"#,
+            r#"{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.","type":"BadRequestError"}"#,
+        ];
+        for body in too_long {
+            let error = status_error(&peer(), &url, StatusCode::BAD_REQUEST, body);
+            assert!(matches!(error, ModelError::TooLong(_)), "{body}: {error:?}");
+        }
+        let other = status_error(
+            &peer(),
+            &url,
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"invalid tool schema"}"#,
+        );
+        assert!(matches!(other, ModelError::Provider(_)), "{other:?}");
+        let unavailable = status_error(
+            &peer(),
+            &url,
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"error":"context size is being changed"}"#,
+        );
+        assert!(
+            matches!(unavailable, ModelError::Provider(_)),
+            "{unavailable:?}"
+        );
     }
 
     #[test]

@@ -229,6 +229,10 @@ pub enum ModelError {
     Setup(String),
     #[error("{0}")]
     Provider(String),
+    /// The model server refused the conversation as longer than its
+    /// context window.
+    #[error("{0}")]
+    TooLong(String),
 }
 
 /// The events of one model call, as they arrive.

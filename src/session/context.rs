@@ -7,10 +7,14 @@
 //! Tokens are estimated, not counted: providers count them differently and
 //! most offer no way to count before sending. The estimate is generous, and
 //! only input is budgeted against [`INPUT_SHARE`] of the window, leaving the
-//! rest for the reply. The conversation itself is never changed: it stays
-//! whole in memory and in the store.
+//! rest for the reply. A model server that refuses a conversation as too
+//! long anyway has told the session its window is smaller:
+//! [`smaller_window`] says what to try next. The conversation itself is
+//! never changed: it stays whole in memory and in the store.
 
 use std::sync::Arc;
+
+use serde_json::Value;
 
 use crate::model::{Message, ToolSpec};
 
@@ -33,52 +37,85 @@ pub struct Fitted {
     pub messages: Arc<Vec<Message>>,
     /// How many of the earliest prompts were left out, with their replies.
     pub prompts_left_out: usize,
+    /// Whether a prompt could be left out: more than one is sent.
+    pub can_send_less: bool,
+    /// What is sent, system prompt and tools included, as estimated.
+    pub tokens: u64,
 }
 
-/// The newest part of `messages` that fits `context_window` tokens beside
-/// `system` and `tools`: whole prompts with everything after them, never
-/// less than the newest prompt's. Shares `messages` when it all fits.
+/// A window in which half of what an estimate of `tokens` sent fits: what
+/// to try when a model server refused that much as too long. Halving finds
+/// a window that fits in a few tries, whatever the server's real one.
+pub fn smaller_window(tokens: u64) -> u64 {
+    (tokens / 2).saturating_mul(100) / INPUT_SHARE
+}
+
+/// The newest part of `messages`, which [`tokens`] puts at
+/// `messages_tokens`, that fits `context_window` tokens beside the system
+/// prompt and tools (`fixed_tokens`): whole prompts with everything after
+/// them, never less than the newest prompt's. Shares `messages` when it all
+/// fits, at once.
 pub fn fit(
     messages: &Arc<Vec<Message>>,
-    system: &str,
-    tools: &[ToolSpec],
+    messages_tokens: u64,
+    fixed: u64,
     context_window: u64,
 ) -> Fitted {
     let budget = context_window.saturating_mul(INPUT_SHARE) / 100;
-    let fixed = text_tokens(system) + tools.iter().map(tool_tokens).sum::<u64>();
-    let whole = Fitted {
-        messages: messages.clone(),
-        prompts_left_out: 0,
-    };
+    let total = fixed.saturating_add(messages_tokens);
+    if total <= budget {
+        return Fitted {
+            messages: messages.clone(),
+            prompts_left_out: 0,
+            // From the newest back: two prompts are near the end.
+            can_send_less: messages
+                .iter()
+                .rev()
+                .filter(|message| matches!(message, Message::User(_)))
+                .nth(1)
+                .is_some(),
+            tokens: total,
+        };
+    }
     let mut cost = fixed;
-    let mut kept_from = messages.len();
-    let mut prompts_kept = 0;
+    let mut kept = (messages.len(), cost);
+    let mut prompts_sent = 0;
     // Walk back from the newest message, a prompt (and all after it) at a time.
     for (at, message) in messages.iter().enumerate().rev() {
-        cost = cost.saturating_add(message_tokens(message));
+        cost = cost.saturating_add(tokens(message));
         if !matches!(message, Message::User(_)) {
             continue;
         }
-        if cost > budget && prompts_kept > 0 {
+        if cost > budget && prompts_sent > 0 {
             break;
         }
-        kept_from = at;
-        prompts_kept += 1;
+        kept = (at, cost);
+        prompts_sent += 1;
     }
-    if kept_from == 0 || prompts_kept == 0 {
-        return whole;
-    }
-    let prompts_left_out = messages[..kept_from]
-        .iter()
-        .filter(|message| matches!(message, Message::User(_)))
-        .count();
+    let (kept_from, kept_tokens) = kept;
+    let prompts_left_out = prompts_in(&messages[..kept_from]);
     if prompts_left_out == 0 {
-        return whole;
+        // Whatever comes before the first prompt goes too.
+        return Fitted {
+            messages: messages.clone(),
+            prompts_left_out,
+            can_send_less: prompts_sent > 1,
+            tokens: total,
+        };
     }
     Fitted {
         messages: Arc::new(messages[kept_from..].to_vec()),
         prompts_left_out,
+        can_send_less: prompts_sent > 1,
+        tokens: kept_tokens,
     }
+}
+
+fn prompts_in(messages: &[Message]) -> usize {
+    messages
+        .iter()
+        .filter(|message| matches!(message, Message::User(_)))
+        .count()
 }
 
 /// What the system prompt says of prompts left out.
@@ -95,17 +132,43 @@ pub fn left_out_note(prompts: usize) -> String {
     )
 }
 
-fn text_tokens(text: &str) -> u64 {
+/// What `text` costs, as estimated: for a system prompt.
+pub fn text_tokens(text: &str) -> u64 {
     (text.len() as u64).div_ceil(BYTES_PER_TOKEN)
 }
 
-fn tool_tokens(tool: &ToolSpec) -> u64 {
-    text_tokens(&tool.name)
-        + text_tokens(&tool.description)
-        + text_tokens(&tool.parameters.to_string())
+/// What `value` costs written out as JSON, estimated without writing it.
+fn json_tokens(value: &Value) -> u64 {
+    json_bytes(value).div_ceil(BYTES_PER_TOKEN)
 }
 
-fn message_tokens(message: &Message) -> u64 {
+fn json_bytes(value: &Value) -> u64 {
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 4,
+        Value::String(text) => text.len() as u64 + 2,
+        Value::Array(items) => items.iter().map(|item| json_bytes(item) + 1).sum::<u64>() + 2,
+        Value::Object(fields) => {
+            fields
+                .iter()
+                .map(|(key, value)| key.len() as u64 + 4 + json_bytes(value))
+                .sum::<u64>()
+                + 2
+        }
+    }
+}
+
+/// What offering `tools` costs, as estimated.
+pub fn tools_tokens(tools: &[ToolSpec]) -> u64 {
+    tools.iter().map(tool_tokens).sum()
+}
+
+fn tool_tokens(tool: &ToolSpec) -> u64 {
+    text_tokens(&tool.name) + text_tokens(&tool.description) + json_tokens(&tool.parameters)
+}
+
+/// What `message` costs, as estimated.
+pub fn tokens(message: &Message) -> u64 {
     TOKENS_PER_MESSAGE
         + match message {
             Message::User(text) => text_tokens(text),
@@ -117,7 +180,7 @@ fn message_tokens(message: &Message) -> u64 {
                             TOKENS_PER_MESSAGE
                                 + text_tokens(&call.id)
                                 + text_tokens(&call.name)
-                                + text_tokens(&call.arguments.to_string())
+                                + json_tokens(&call.arguments)
                         })
                         .sum::<u64>()
             }
@@ -168,6 +231,18 @@ mod tests {
         )
     }
 
+    /// [`fit`], with the conversation's tokens counted here.
+    fn fit(
+        messages: &Arc<Vec<Message>>,
+        system: &str,
+        tools: &[ToolSpec],
+        context_window: u64,
+    ) -> Fitted {
+        let counted = messages.iter().map(tokens).sum();
+        let fixed = text_tokens(system) + tools_tokens(tools);
+        super::fit(messages, counted, fixed, context_window)
+    }
+
     fn first_prompt(fitted: &Fitted) -> &str {
         match fitted.messages.first() {
             Some(Message::User(text)) => text,
@@ -181,6 +256,12 @@ mod tests {
         let fitted = fit(&messages, "system", &[], 128_000);
         assert!(Arc::ptr_eq(&fitted.messages, &messages));
         assert_eq!(fitted.prompts_left_out, 0);
+        assert!(fitted.can_send_less);
+        assert!(
+            (270..310).contains(&fitted.tokens),
+            "three exchanges of some 95 tokens: {}",
+            fitted.tokens
+        );
     }
 
     #[test]
@@ -216,6 +297,7 @@ mod tests {
         let fitted = fit(&messages, "system", &[], 1_000);
         assert_eq!(fitted.prompts_left_out, 1);
         assert!(first_prompt(&fitted).starts_with("second"));
+        assert!(!fitted.can_send_less, "nothing more to leave out");
     }
 
     #[test]
@@ -247,6 +329,27 @@ mod tests {
         assert_eq!(
             fitted.prompts_left_out, 1,
             "a picture costs more than its bytes"
+        );
+    }
+
+    #[test]
+    fn a_smaller_window_fits_half_of_what_was_refused() {
+        let messages = conversation(&[3_000, 3_000, 3_000, 3_000]);
+        let refused = fit(&messages, "system", &[], 128_000);
+        assert_eq!(refused.prompts_left_out, 0);
+        let fitted = fit(&messages, "system", &[], smaller_window(refused.tokens));
+        assert!(fitted.prompts_left_out > 0);
+        assert!(fitted.tokens <= refused.tokens / 2);
+    }
+
+    #[test]
+    fn json_is_measured_about_as_long_as_it_is_written() {
+        let value = json!({"path": "src/main.rs", "lines": [1, 2, 3], "all": true, "note": null});
+        let written = value.to_string().len() as u64;
+        let measured = json_bytes(&value);
+        assert!(
+            written <= measured && measured <= written + 16,
+            "{written} bytes written, {measured} measured"
         );
     }
 

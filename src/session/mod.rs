@@ -78,6 +78,9 @@ pub struct Session {
     settings: Arc<TurnSettings>,
     /// Who Punie is and where it works, for the model.
     system_prompt: Arc<str>,
+    /// What the system prompt and Punie's own tools cost in the context
+    /// window, as estimated.
+    fixed_tokens: u64,
     workspace: Workspace,
     /// Commands Punie runs itself for this session.
     terminals: Terminals,
@@ -106,6 +109,9 @@ struct SessionState {
     end_note: Option<String>,
     last_active: Instant,
     activity: Activity,
+    /// A window smaller than the configured one, learned from a model
+    /// server that refused a longer conversation.
+    learned_window: Option<u64>,
 }
 
 /// What a session is doing, as watchers of the server see it.
@@ -228,6 +234,22 @@ impl Session {
         let history = Arc::new(history::conversation(&entries));
         let mut state = self.lock();
         Ok(state.history.get_or_insert(history).clone())
+    }
+
+    /// The context window the conversation is fitted to: the configured
+    /// one, or less if the model server refused that much.
+    fn context_window(&self) -> u64 {
+        let configured = self.settings.context_window;
+        self.lock()
+            .learned_window
+            .map_or(configured, |learned| learned.min(configured))
+    }
+
+    /// The model server refused a conversation fitted to the window as too
+    /// long: fit the next ones to `window`.
+    fn shrink_context_window(&self, window: u64) {
+        let mut state = self.lock();
+        state.learned_window = Some(state.learned_window.map_or(window, |w| w.min(window)));
     }
 
     /// Stop the running turn, if any; it ends with `cancelled`.
@@ -684,9 +706,13 @@ impl SessionRegistry {
     ) -> Result<Arc<Session>, RegistryError> {
         let workspace = Workspace::new(&row.cwd)?;
         let mcp = McpServers::new(workspace.root().to_owned(), self.settings.mcp_call_timeout);
+        let system_prompt = system_prompt(workspace.root(), &self.settings.tools);
+        let fixed_tokens =
+            context::text_tokens(&system_prompt) + context::tools_tokens(&self.settings.tools);
         Ok(Arc::new(Session {
             id: SessionId::new(row.id.clone()),
-            system_prompt: system_prompt(workspace.root(), &self.settings.tools).into(),
+            system_prompt: system_prompt.into(),
+            fixed_tokens,
             cwd: row.cwd.clone(),
             model,
             settings: self.settings.clone(),
@@ -705,6 +731,7 @@ impl SessionRegistry {
                 end_note: None,
                 last_active: Instant::now(),
                 activity: Activity::Idle,
+                learned_window: None,
             }),
         }))
     }

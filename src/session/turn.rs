@@ -50,6 +50,11 @@ pub struct Turn {
     /// the MCP tools of its servers once the turn has found them.
     system: Arc<str>,
     tools: Arc<Vec<ToolSpec>>,
+    /// What the conversation, and the system prompt with the tools, cost in
+    /// the context window, as estimated: kept as they grow, so fitting the
+    /// conversation to the window costs nothing while it fits.
+    messages_tokens: u64,
+    fixed_tokens: u64,
     cancel: CancellationToken,
     /// What the person has been told of how model calls went, this turn.
     notices: HashSet<String>,
@@ -63,6 +68,12 @@ struct Round {
     stop: Stop,
     /// The turn was cancelled (or the client left) while the model spoke.
     cancelled: bool,
+}
+
+/// How much of the conversation one model call was sent, as estimated.
+struct Sent {
+    tokens: u64,
+    can_send_less: bool,
 }
 
 /// A tool call the model asked for.
@@ -95,9 +106,13 @@ impl Turn {
             .collect();
         let system = port.session.system_prompt.clone();
         let tools = port.session.settings.tools.clone();
+        let messages_tokens = messages.iter().map(context::tokens).sum();
+        let fixed_tokens = port.session.fixed_tokens;
         let mut turn = Self {
             system,
             tools,
+            messages_tokens,
+            fixed_tokens,
             port,
             number,
             messages,
@@ -159,8 +174,10 @@ impl Turn {
             )));
         }
         if !mcp.is_empty() {
+            let specs: Vec<ToolSpec> = mcp.specs().collect();
+            self.fixed_tokens += context::tools_tokens(&specs) + context::text_tokens(MCP_NOTE);
             let mut tools = (*session.settings.tools).clone();
-            tools.extend(mcp.specs());
+            tools.extend(specs);
             self.tools = Arc::new(tools);
             self.system = format!("{}{MCP_NOTE}", session.system_prompt).into();
         }
@@ -242,77 +259,116 @@ impl Turn {
         Ok(StopReason::MaxTurnRequests)
     }
 
-    /// Call the model once, passing on what it says as it says it.
+    /// Call the model once, passing on what it says as it says it. A model
+    /// server that refuses the conversation as too long before saying
+    /// anything is asked again with less of it.
     async fn ask_model(&mut self, client: &SessionPort) -> Result<Round, TurnError> {
         let session = self.port.session.clone();
-        let request = self.request(session.settings.context_window);
-        let mut stream = session.model.stream(request);
-        let mut round = Round {
-            text: String::new(),
-            tool_calls: Vec::new(),
-            stop: Stop::Done,
-            cancelled: false,
-        };
-        loop {
-            let event = tokio::select! {
-                biased;
-                () = self.cancel.cancelled() => {
+        'call: loop {
+            let (request, sent) = self.request(session.context_window());
+            let mut stream = session.model.stream(request);
+            let mut round = Round {
+                text: String::new(),
+                tool_calls: Vec::new(),
+                stop: Stop::Done,
+                cancelled: false,
+            };
+            loop {
+                let event = tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled() => {
+                        round.cancelled = true;
+                        break;
+                    }
+                    event = stream.next() => event,
+                };
+                let update = match event {
+                    None => break,
+                    Some(Err(ModelError::TooLong(why)))
+                        if round.text.is_empty() && round.tool_calls.is_empty() =>
+                    {
+                        drop(stream);
+                        if !sent.can_send_less {
+                            return Err(TurnError::Model(ModelError::TooLong(format!(
+                                "{why}: even the newest prompt alone is more than the model \
+                                 takes; give it a larger context, or ask with less"
+                            ))));
+                        }
+                        session.shrink_context_window(context::smaller_window(sent.tokens));
+                        let notice = format!(
+                            "{why}; sent again without the conversation's oldest prompts (set \
+                             --context-window to the model's size to spare this round trip)"
+                        );
+                        if let Some(update) = self.notice(notice) {
+                            client.notify(update);
+                        }
+                        continue 'call;
+                    }
+                    Some(Err(error)) => {
+                        // What the client saw stays in the conversation.
+                        drop(stream);
+                        self.push(Message::assistant(round.text));
+                        return Err(TurnError::Model(error));
+                    }
+                    Some(Ok(ModelEvent::Stop(stop))) => {
+                        round.stop = stop;
+                        continue;
+                    }
+                    Some(Ok(ModelEvent::ToolCall(call))) => {
+                        let call = with_id(call);
+                        let client_id = self.client_id(&call);
+                        round.tool_calls.push(Requested { call, client_id });
+                        continue;
+                    }
+                    Some(Ok(ModelEvent::Text(text))) => {
+                        round.text.push_str(&text);
+                        SessionUpdate::AgentMessageChunk(ContentChunk::new(ContentBlock::from(
+                            text,
+                        )))
+                    }
+                    Some(Ok(ModelEvent::Thought(text))) => SessionUpdate::AgentThoughtChunk(
+                        ContentChunk::new(ContentBlock::from(text)),
+                    ),
+                    Some(Ok(ModelEvent::Usage(usage))) => {
+                        SessionUpdate::UsageUpdate(UsageUpdate::new(
+                            usage.input_tokens + usage.output_tokens,
+                            session.settings.context_window,
+                        ))
+                    }
+                    Some(Ok(ModelEvent::Notice(notice))) => match self.notice(notice) {
+                        Some(update) => update,
+                        None => continue,
+                    },
+                };
+                if !client.notify(update) {
                     round.cancelled = true;
                     break;
                 }
-                event = stream.next() => event,
-            };
-            let update = match event {
-                None => break,
-                Some(Err(error)) => {
-                    // What the client saw stays in the conversation.
-                    drop(stream);
-                    self.push(Message::assistant(round.text));
-                    return Err(TurnError::Model(error));
-                }
-                Some(Ok(ModelEvent::Stop(stop))) => {
-                    round.stop = stop;
-                    continue;
-                }
-                Some(Ok(ModelEvent::ToolCall(call))) => {
-                    let call = with_id(call);
-                    let client_id = self.client_id(&call);
-                    round.tool_calls.push(Requested { call, client_id });
-                    continue;
-                }
-                Some(Ok(ModelEvent::Text(text))) => {
-                    round.text.push_str(&text);
-                    SessionUpdate::AgentMessageChunk(ContentChunk::new(ContentBlock::from(text)))
-                }
-                Some(Ok(ModelEvent::Thought(text))) => {
-                    SessionUpdate::AgentThoughtChunk(ContentChunk::new(ContentBlock::from(text)))
-                }
-                Some(Ok(ModelEvent::Usage(usage))) => SessionUpdate::UsageUpdate(UsageUpdate::new(
-                    usage.input_tokens + usage.output_tokens,
-                    session.settings.context_window,
-                )),
-                Some(Ok(ModelEvent::Notice(notice))) => {
-                    // Each round may meet the same trouble; once a turn is enough.
-                    if !self.notices.insert(notice.clone()) {
-                        continue;
-                    }
-                    SessionUpdate::AgentMessageChunk(ContentChunk::new(ContentBlock::from(
-                        format!("{notice}\n\n"),
-                    )))
-                }
-            };
-            if !client.notify(update) {
-                round.cancelled = true;
-                break;
             }
+            return Ok(round);
         }
-        Ok(round)
+    }
+
+    /// `notice` as agent text, unless the person was told it this turn:
+    /// each round may meet the same trouble.
+    fn notice(&mut self, notice: String) -> Option<SessionUpdate> {
+        if !self.notices.insert(notice.clone()) {
+            return None;
+        }
+        Some(SessionUpdate::AgentMessageChunk(ContentChunk::new(
+            ContentBlock::from(format!("{notice}\n\n")),
+        )))
     }
 
     /// What the model is asked: as much of the conversation as fits its
-    /// context window, newest first.
-    fn request(&self, context_window: u64) -> ModelRequest {
-        let fitted = context::fit(&self.messages, &self.system, &self.tools, context_window);
+    /// context window, newest first; and what that came to.
+    fn request(&self, context_window: u64) -> (ModelRequest, Sent) {
+        let fitted = context::fit(
+            &self.messages,
+            self.messages_tokens,
+            self.fixed_tokens,
+            context_window,
+        );
         let system = match fitted.prompts_left_out {
             0 => self.system.clone(),
             prompts => {
@@ -324,17 +380,23 @@ impl Turn {
                 format!("{}{}", self.system, context::left_out_note(prompts)).into()
             }
         };
-        ModelRequest {
+        let sent = Sent {
+            tokens: fitted.tokens,
+            can_send_less: fitted.can_send_less,
+        };
+        let request = ModelRequest {
             system,
             messages: fitted.messages,
             tools: self.tools.clone(),
             turn: self.number,
-        }
+        };
+        (request, sent)
     }
 
     /// Add `message` to the conversation, in memory and in the store.
     fn push(&mut self, message: Message) {
         self.port.session.remember(&message);
+        self.messages_tokens += context::tokens(&message);
         Arc::make_mut(&mut self.messages).push(message);
     }
 
