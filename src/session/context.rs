@@ -32,6 +32,31 @@ const TOKENS_PER_MESSAGE: u64 = 8;
 /// What a picture costs: about what a large one does with either cloud API.
 const TOKENS_PER_PICTURE: u64 = 1_600;
 
+/// A conversation and what it costs in the context window, counted once
+/// and kept as it grows: fitting it to the window then costs nothing while
+/// it fits, however long it is.
+#[derive(Debug, Clone, Default)]
+pub struct Conversation {
+    pub messages: Arc<Vec<Message>>,
+    pub tokens: u64,
+}
+
+impl Conversation {
+    pub fn new(messages: Vec<Message>) -> Self {
+        let tokens = messages.iter().map(tokens).sum();
+        Self {
+            messages: Arc::new(messages),
+            tokens,
+        }
+    }
+
+    /// Add `message`; the messages are copied only if another holds them.
+    pub fn push(&mut self, message: Message) {
+        self.tokens += tokens(&message);
+        Arc::make_mut(&mut self.messages).push(message);
+    }
+}
+
 /// The conversation the model is sent, and what its system prompt must add.
 pub struct Fitted {
     pub messages: Arc<Vec<Message>>,
@@ -50,19 +75,14 @@ pub fn smaller_window(tokens: u64) -> u64 {
     (tokens / 2).saturating_mul(100) / INPUT_SHARE
 }
 
-/// The newest part of `messages`, which [`tokens`] puts at
-/// `messages_tokens`, that fits `context_window` tokens beside the system
-/// prompt and tools (`fixed_tokens`): whole prompts with everything after
-/// them, never less than the newest prompt's. Shares `messages` when it all
-/// fits, at once.
-pub fn fit(
-    messages: &Arc<Vec<Message>>,
-    messages_tokens: u64,
-    fixed: u64,
-    context_window: u64,
-) -> Fitted {
+/// The newest part of `conversation` that fits `context_window` tokens
+/// beside the system prompt and tools (`fixed`): whole prompts with
+/// everything after them, never less than the newest prompt's. Shares the
+/// conversation's messages when they all fit, at once.
+pub fn fit(conversation: &Conversation, fixed: u64, context_window: u64) -> Fitted {
+    let messages = &conversation.messages;
     let budget = context_window.saturating_mul(INPUT_SHARE) / 100;
-    let total = fixed.saturating_add(messages_tokens);
+    let total = fixed.saturating_add(conversation.tokens);
     if total <= budget {
         return Fitted {
             messages: messages.clone(),
@@ -238,9 +258,12 @@ mod tests {
         tools: &[ToolSpec],
         context_window: u64,
     ) -> Fitted {
-        let counted = messages.iter().map(tokens).sum();
+        let conversation = Conversation {
+            messages: messages.clone(),
+            tokens: messages.iter().map(tokens).sum(),
+        };
         let fixed = text_tokens(system) + tools_tokens(tools);
-        super::fit(messages, counted, fixed, context_window)
+        super::fit(&conversation, fixed, context_window)
     }
 
     fn first_prompt(fitted: &Fitted) -> &str {

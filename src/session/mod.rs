@@ -32,6 +32,7 @@ use crate::model::{Message, Model, Picture, ToolSpec};
 use crate::store::{AfterWrite, EntryKind, ListPosition, SessionRow, Store, StoreError};
 use crate::tools::{LastingAnswers, PermissionMemory};
 use crate::workspace::{Terminals, Workspace, WorkspaceError};
+use context::Conversation;
 
 pub use attachments::ClientHandle;
 pub use port::SessionPort;
@@ -99,7 +100,7 @@ pub struct Session {
 struct SessionState {
     /// The conversation as the model sees it; `None` when dropped from
     /// memory. Shared with a running turn's model requests.
-    history: Option<Arc<Vec<Message>>>,
+    history: Option<Conversation>,
     /// Prompts answered so far.
     turns: usize,
     title: Option<String>,
@@ -226,12 +227,12 @@ impl Session {
     }
 
     /// The conversation, read back from the store if it was dropped.
-    async fn conversation(&self) -> Result<Arc<Vec<Message>>, StoreError> {
+    async fn conversation(&self) -> Result<Conversation, StoreError> {
         if let Some(history) = self.lock().history.clone() {
             return Ok(history);
         }
         let entries = self.store.messages(&self.id.0).await?;
-        let history = Arc::new(history::conversation(&entries));
+        let history = Conversation::new(history::conversation(&entries));
         let mut state = self.lock();
         Ok(state.history.get_or_insert(history).clone())
     }
@@ -359,12 +360,7 @@ impl Session {
     /// the clients saw it. Every attached client is told how it ended, once
     /// that is stored: the one that sent the prompt has its answer too, the
     /// others only this.
-    fn end_turn(
-        self: &Arc<Self>,
-        history: Arc<Vec<Message>>,
-        outcome: &str,
-        error: Option<String>,
-    ) {
+    fn end_turn(self: &Arc<Self>, history: Conversation, outcome: &str, error: Option<String>) {
         let note = self.lock().end_note.take();
         let ended = serde_json::json!({"stopReason": outcome, "note": note, "error": error});
         let tell_everyone = history::turn_ended_update(&ended)
@@ -724,7 +720,7 @@ impl SessionRegistry {
             attachments: attachments::Attachments::default(),
             watchers: self.watchers.clone(),
             state: Mutex::new(SessionState {
-                history: history.map(Arc::new),
+                history: history.map(Conversation::new),
                 turns: usize::try_from(row.turns).unwrap_or(0),
                 title: row.title.clone(),
                 running: None,

@@ -12,7 +12,8 @@ use agent_client_protocol::v1::schema::{
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::{Prompt, Session, SessionPort, context};
+use super::context::{self, Conversation};
+use super::{Prompt, Session, SessionPort};
 use crate::model::{Message, ModelError, ModelEvent, ModelRequest, Stop, ToolCall, ToolSpec};
 use crate::tools::{self, ClientPort, ToolContext, ToolOutcome};
 
@@ -42,7 +43,7 @@ pub struct Turn {
     /// Which prompt of the session this is, counting from 1.
     number: usize,
     /// The conversation, growing as the turn goes on.
-    messages: Arc<Vec<Message>>,
+    conversation: Conversation,
     /// The provider's id of every tool call in the conversation.
     call_ids: HashSet<String>,
     new_title: Option<String>,
@@ -50,10 +51,8 @@ pub struct Turn {
     /// the MCP tools of its servers once the turn has found them.
     system: Arc<str>,
     tools: Arc<Vec<ToolSpec>>,
-    /// What the conversation, and the system prompt with the tools, cost in
-    /// the context window, as estimated: kept as they grow, so fitting the
-    /// conversation to the window costs nothing while it fits.
-    messages_tokens: u64,
+    /// What the system prompt and the tools cost in the context window, as
+    /// estimated.
     fixed_tokens: u64,
     cancel: CancellationToken,
     /// What the person has been told of how model calls went, this turn.
@@ -91,11 +90,12 @@ impl Turn {
         port: SessionPort,
         prompt: Prompt,
         number: usize,
-        messages: Arc<Vec<Message>>,
+        conversation: Conversation,
         new_title: Option<String>,
         cancel: CancellationToken,
     ) -> Self {
-        let call_ids = messages
+        let call_ids = conversation
+            .messages
             .iter()
             .filter_map(|message| match message {
                 Message::Assistant { tool_calls, .. } => Some(tool_calls),
@@ -106,16 +106,14 @@ impl Turn {
             .collect();
         let system = port.session.system_prompt.clone();
         let tools = port.session.settings.tools.clone();
-        let messages_tokens = messages.iter().map(context::tokens).sum();
         let fixed_tokens = port.session.fixed_tokens;
         let mut turn = Self {
             system,
             tools,
-            messages_tokens,
             fixed_tokens,
             port,
             number,
-            messages,
+            conversation,
             call_ids,
             new_title,
             cancel,
@@ -363,12 +361,7 @@ impl Turn {
     /// What the model is asked: as much of the conversation as fits its
     /// context window, newest first; and what that came to.
     fn request(&self, context_window: u64) -> (ModelRequest, Sent) {
-        let fitted = context::fit(
-            &self.messages,
-            self.messages_tokens,
-            self.fixed_tokens,
-            context_window,
-        );
+        let fitted = context::fit(&self.conversation, self.fixed_tokens, context_window);
         let system = match fitted.prompts_left_out {
             0 => self.system.clone(),
             prompts => {
@@ -396,8 +389,7 @@ impl Turn {
     /// Add `message` to the conversation, in memory and in the store.
     fn push(&mut self, message: Message) {
         self.port.session.remember(&message);
-        self.messages_tokens += context::tokens(&message);
-        Arc::make_mut(&mut self.messages).push(message);
+        self.conversation.push(message);
     }
 
     /// The id clients will know `call` by: the provider's, unless this
@@ -484,7 +476,7 @@ impl Turn {
         self.recorded = true;
         self.port
             .session
-            .end_turn(self.messages.clone(), outcome, error);
+            .end_turn(self.conversation.clone(), outcome, error);
     }
 }
 
