@@ -87,6 +87,7 @@ fn ask(prompt: &str) -> ModelRequest {
     ModelRequest {
         system: "You are Punie.".into(),
         messages: Arc::new(vec![Message::user(prompt)]),
+        left_out: 0,
         tools: Arc::new(Vec::new()),
         turn: 1,
     }
@@ -192,6 +193,7 @@ fn conversation() -> ModelRequest {
                 is_error: true,
             },
         ]),
+        left_out: 0,
         tools: Arc::new(vec![
             ToolSpec {
                 name: "read_file".to_owned(),
@@ -1487,5 +1489,27 @@ async fn a_server_that_refuses_the_request_without_pictures_too_ends_the_call_wi
             2,
             "{wire:?}: asked without pictures once only"
         );
+    }
+}
+
+#[tokio::test]
+async fn messages_left_out_of_a_request_are_not_sent() {
+    for wire in Wire::ALL {
+        let fake = FakeProvider::start([Reply::events(wire.text_reply(&["ok"]))]).await;
+        let request = ModelRequest {
+            messages: Arc::new(vec![
+                Message::user("long ago"),
+                Message::assistant("an old answer"),
+                Message::user("now"),
+            ]),
+            left_out: 2,
+            ..ask("unused")
+        };
+        answer(&*model_on(wire, &fake, &settings()), request).await;
+        let [sent] = fake.requests().try_into().expect("one request");
+        let body = sent.body.to_string();
+        assert!(body.contains("now"), "{wire:?}: {body}");
+        assert!(!body.contains("long ago"), "{wire:?}: {body}");
+        assert!(!body.contains("an old answer"), "{wire:?}: {body}");
     }
 }

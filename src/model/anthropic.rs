@@ -146,7 +146,7 @@ pub(crate) fn request_body(model: &str, request: &ModelRequest, pictures: bool) 
     let mut body = json!({
         "model": model,
         "max_tokens": MAX_TOKENS,
-        "messages": messages_json(&request.messages, pictures),
+        "messages": messages_json(request.sent(), pictures),
         "stream": true,
     });
     if !request.system.is_empty() {

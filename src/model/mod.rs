@@ -129,6 +129,9 @@ pub struct ModelRequest {
     /// The conversation so far, oldest first, ending with the newest user
     /// prompt or tool results. Shared rather than copied.
     pub messages: Arc<Vec<Message>>,
+    /// How many of the oldest `messages` are not sent: the conversation
+    /// outgrew the model's context window. See [`Self::sent`].
+    pub left_out: usize,
     /// The tools the model may call.
     pub tools: Arc<Vec<ToolSpec>>,
     /// Which prompt of the session this answers, counting from 1.
@@ -161,9 +164,14 @@ pub(crate) fn in_sending_order(messages: &[Message]) -> Vec<&Message> {
 }
 
 impl ModelRequest {
+    /// The messages the model is sent.
+    pub fn sent(&self) -> &[Message] {
+        self.messages.get(self.left_out..).unwrap_or_default()
+    }
+
     /// The newest thing the person said.
     pub fn prompt(&self) -> &str {
-        self.messages
+        self.sent()
             .iter()
             .rev()
             .find_map(|message| match message {
@@ -175,7 +183,7 @@ impl ModelRequest {
 
     /// Whether any message is a picture.
     pub fn has_pictures(&self) -> bool {
-        self.messages
+        self.sent()
             .iter()
             .any(|message| matches!(message, Message::Picture(_)))
     }

@@ -311,7 +311,7 @@ pub(crate) fn request_body(model: &str, request: &ModelRequest, pictures: bool) 
     let system = (!request.system.is_empty())
         .then(|| json!({"role": "system", "content": &*request.system}));
     let mut messages: Vec<Value> = system.into_iter().collect();
-    for message in crate::model::in_sending_order(&request.messages) {
+    for message in crate::model::in_sending_order(request.sent()) {
         match message {
             Message::Picture(picture) => add_picture(&mut messages, picture, pictures),
             _ => messages.push(message_json(message)),

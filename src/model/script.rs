@@ -166,6 +166,8 @@ impl Model for ScriptModel {
     }
 
     fn stream(&self, request: ModelRequest) -> ModelStream {
+        // Counted over the whole conversation, including what is not sent:
+        // the script's responses follow one another whatever fits.
         let index = request
             .messages
             .iter()
@@ -260,6 +262,25 @@ mod tests {
         .await;
         assert!(
             matches!(&third[0], Err(ModelError::Provider(message)) if message.contains("has 2 responses"))
+        );
+    }
+
+    #[tokio::test]
+    async fn messages_left_out_of_the_request_still_count() {
+        let (_dir, model) = script(r#"[[{"text": "a"}], [{"text": "b"}]]"#);
+        let request = ModelRequest {
+            messages: Arc::new(vec![
+                Message::user("go"),
+                Message::assistant("a"),
+                Message::user("again"),
+            ]),
+            left_out: 2,
+            ..ModelRequest::default()
+        };
+        let events: Vec<_> = model.stream(request).collect().await;
+        assert!(
+            matches!(&events[0], Ok(ModelEvent::Text(text)) if text == "b"),
+            "{events:?}"
         );
     }
 

@@ -50,7 +50,7 @@ impl Model for TestModel {
         }
         // Read from the end: a long conversation costs no more than a short one.
         let previous = request
-            .messages
+            .sent()
             .iter()
             .rev()
             .filter_map(|message| match message {
@@ -59,7 +59,7 @@ impl Model for TestModel {
             })
             .nth(1);
         let mut chunks = reply_chunks(request.turn, prompt, previous);
-        chunks.extend(pictures_seen(&request.messages));
+        chunks.extend(pictures_seen(request.sent()));
         let events = chunks
             .into_iter()
             .map(ModelEvent::Text)

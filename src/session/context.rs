@@ -57,9 +57,11 @@ impl Conversation {
     }
 }
 
-/// The conversation the model is sent, and what its system prompt must add.
+/// What of a conversation the model is sent, and what its system prompt
+/// must add.
 pub struct Fitted {
-    pub messages: Arc<Vec<Message>>,
+    /// How many of the oldest messages are left out.
+    pub messages_left_out: usize,
     /// How many of the earliest prompts were left out, with their replies.
     pub prompts_left_out: usize,
     /// Whether a prompt could be left out: more than one is sent.
@@ -77,15 +79,15 @@ pub fn smaller_window(tokens: u64) -> u64 {
 
 /// The newest part of `conversation` that fits `context_window` tokens
 /// beside the system prompt and tools (`fixed`): whole prompts with
-/// everything after them, never less than the newest prompt's. Shares the
-/// conversation's messages when they all fit, at once.
+/// everything after them, never less than the newest prompt's. Costs
+/// nothing when it all fits; otherwise a walk back over what is sent.
 pub fn fit(conversation: &Conversation, fixed: u64, context_window: u64) -> Fitted {
-    let messages = &conversation.messages;
+    let messages = conversation.messages.as_slice();
     let budget = context_window.saturating_mul(INPUT_SHARE) / 100;
     let total = fixed.saturating_add(conversation.tokens);
     if total <= budget {
         return Fitted {
-            messages: messages.clone(),
+            messages_left_out: 0,
             prompts_left_out: 0,
             // From the newest back: two prompts are near the end.
             can_send_less: messages
@@ -117,14 +119,14 @@ pub fn fit(conversation: &Conversation, fixed: u64, context_window: u64) -> Fitt
     if prompts_left_out == 0 {
         // Whatever comes before the first prompt goes too.
         return Fitted {
-            messages: messages.clone(),
+            messages_left_out: 0,
             prompts_left_out,
             can_send_less: prompts_sent > 1,
             tokens: total,
         };
     }
     Fitted {
-        messages: Arc::new(messages[kept_from..].to_vec()),
+        messages_left_out: kept_from,
         prompts_left_out,
         can_send_less: prompts_sent > 1,
         tokens: kept_tokens,
@@ -266,8 +268,8 @@ mod tests {
         super::fit(&conversation, fixed, context_window)
     }
 
-    fn first_prompt(fitted: &Fitted) -> &str {
-        match fitted.messages.first() {
+    fn first_prompt<'a>(messages: &'a [Message], fitted: &Fitted) -> &'a str {
+        match messages.get(fitted.messages_left_out) {
             Some(Message::User(text)) => text,
             other => panic!("the fitted conversation starts with a prompt, not {other:?}"),
         }
@@ -277,7 +279,7 @@ mod tests {
     fn a_conversation_that_fits_is_sent_whole_and_shared() {
         let messages = conversation(&[100, 100, 100]);
         let fitted = fit(&messages, "system", &[], 128_000);
-        assert!(Arc::ptr_eq(&fitted.messages, &messages));
+        assert_eq!(fitted.messages_left_out, 0);
         assert_eq!(fitted.prompts_left_out, 0);
         assert!(fitted.can_send_less);
         assert!(
@@ -295,9 +297,9 @@ mod tests {
         let messages = conversation(&[3_000, 3_000, 3_000, 3_000]);
         let fitted = fit(&messages, "system", &[], 2_500);
         assert_eq!(fitted.prompts_left_out, 3);
-        assert!(first_prompt(&fitted).starts_with("fourth"));
+        assert!(first_prompt(&messages, &fitted).starts_with("fourth"));
         assert_eq!(
-            fitted.messages.len(),
+            messages.len() - fitted.messages_left_out,
             4,
             "the whole exchange, calls and results"
         );
@@ -306,12 +308,12 @@ mod tests {
             let fitted = fit(&messages, "system", &[], window);
             assert_eq!(fitted.prompts_left_out, left_out, "a window of {window}");
             assert!(
-                first_prompt(&fitted).starts_with(first),
+                first_prompt(&messages, &fitted).starts_with(first),
                 "a window of {window}"
             );
         }
         let fitted = fit(&messages, "system", &[], 6_000);
-        assert!(Arc::ptr_eq(&fitted.messages, &messages));
+        assert_eq!(fitted.messages_left_out, 0);
     }
 
     #[test]
@@ -319,7 +321,7 @@ mod tests {
         let messages = conversation(&[10, 100_000]);
         let fitted = fit(&messages, "system", &[], 1_000);
         assert_eq!(fitted.prompts_left_out, 1);
-        assert!(first_prompt(&fitted).starts_with("second"));
+        assert!(first_prompt(&messages, &fitted).starts_with("second"));
         assert!(!fitted.can_send_less, "nothing more to leave out");
     }
 

@@ -379,7 +379,8 @@ impl Turn {
         };
         let request = ModelRequest {
             system,
-            messages: fitted.messages,
+            messages: self.conversation.messages.clone(),
+            left_out: fitted.messages_left_out,
             tools: self.tools.clone(),
             turn: self.number,
         };
