@@ -836,6 +836,22 @@ ui.main.addEventListener('drop', (event) => {
   if (state.current && event.dataTransfer?.files.length) attach([...event.dataTransfer.files]);
 });
 
+// A screenshot pasted into the prompt goes with it, as a dropped file would;
+// pasted text stays the browser's to paste.
+ui.prompt.addEventListener('paste', (event) => {
+  const files = [...(event.clipboardData?.files || [])];
+  if (!state.current || files.length === 0) return;
+  event.preventDefault();
+  attach(files.map((file, index) => (file.name && file.name !== 'image.png' ? file : renamed(file, index))));
+});
+
+/** A pasted picture, which browsers all name `image.png`, named apart. */
+function renamed(file, index) {
+  const extension = file.type.split('/')[1] || 'bin';
+  const stamp = new Date().toISOString().slice(11, 19).replaceAll(':', '');
+  return new File([file], `pasted-${stamp}${index ? `-${index + 1}` : ''}.${extension}`, { type: file.type });
+}
+
 document.addEventListener('keydown', (event) => {
   if (ui.dialog.open) return;
   if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {

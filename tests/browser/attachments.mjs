@@ -72,6 +72,23 @@ await scenario('attachments', async (browser) => {
     waiting.length === 2 && waiting[0].includes('data.bin') && waiting[1].includes('pixel.png'),
     `only the small files attached, got ${JSON.stringify(waiting)}`,
   );
+  // A screenshot pasted into the prompt is attached too; pasted text is not.
+  const pasted = await page.evaluate((pixelBase64) => {
+    const bytes = Uint8Array.from(atob(pixelBase64), (c) => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], 'image.png', { type: 'image/png' }));
+    const event = new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true, cancelable: true });
+    document.querySelector('#prompt').dispatchEvent(event);
+    const text = new DataTransfer();
+    text.setData('text/plain', 'words');
+    const words = new ClipboardEvent('paste', { clipboardData: text, bubbles: true, cancelable: true });
+    document.querySelector('#prompt').dispatchEvent(words);
+    return { picture: event.defaultPrevented, text: words.defaultPrevented };
+  }, pixel.toString('base64'));
+  expect(pasted.picture && !pasted.text, `a pasted picture taken and pasted text left alone, got ${JSON.stringify(pasted)}`);
+  await page.locator('#attachments .chip', { hasText: /^pasted-\d{6}\.png/ }).waitFor();
+  await page.locator('#attachments .chip', { hasText: 'pasted-' }).getByRole('button').click();
+  await page.locator('#attachments .chip', { hasText: 'pasted-' }).waitFor({ state: 'detached' });
   await prompt(page, 'And these');
   await page.locator('.message.agent', { hasText: '[binary content of file:///data.bin]' }).waitFor();
   await page.locator('.message.agent', { hasText: 'You showed me 1 picture (image/png).' }).waitFor();
