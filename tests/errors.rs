@@ -229,6 +229,14 @@ async fn malformed_prompts_are_invalid_params() {
             "audio",
         ),
         (
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": " "}]}),
+            "the prompt says nothing",
+        ),
+        (
+            json!({"sessionId": session, "prompt": [{"type": "image", "data": "", "mimeType": "image/png"}]}),
+            "block 0 holds an empty picture",
+        ),
+        (
             json!({"prompt": [{"type": "text", "text": "hi"}]}),
             "sessionId",
         ),

@@ -1220,3 +1220,71 @@ async fn a_prompt_too_long_on_its_own_ends_the_turn_saying_so() {
     );
     assert_eq!(provider.requests().len(), 1, "nothing less to send");
 }
+
+/// Prompt `session` with `text` and a picture; the answer.
+async fn prompt_with_picture(client: &mut RawClient, session: &str, text: &str) -> Value {
+    let prompt = json!([
+        {"type": "text", "text": text},
+        {"type": "image", "mimeType": "image/png", "data": PICTURE},
+    ]);
+    client
+        .request(
+            "session/prompt",
+            json!({"sessionId": session, "prompt": prompt}),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn a_model_server_that_refuses_pictures_is_not_sent_them_again() {
+    let provider = FakeProvider::start([
+        Reply::status(
+            500,
+            json!({"error": {"code": 500, "type": "server_error",
+                             "message": "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj"}}),
+        ),
+        Reply::events(openai_text_reply(&["I cannot see it."])),
+        Reply::events(openai_text_reply(&["Still text."])),
+        Reply::events(openai_text_reply(&["Text again."])),
+    ])
+    .await;
+    let model = format!("local:{}/v1/fake-model", provider.url());
+    let server = Server::start_in(Home::new(), &["--model", &model]).await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+
+    let answer = prompt_with_picture(&mut client, &session, "What is this?").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let first = client.agent_text(&session);
+    assert!(
+        first.starts_with("the model server answered 500 Internal Server Error: image input is not supported")
+            && first.contains("asked again with the conversation's pictures named in text instead, as they will be from now on in this session\n\n"),
+        "{first}"
+    );
+    assert!(first.ends_with("I cannot see it."), "{first}");
+    client.notifications.clear();
+
+    let answer = client.prompt(&session, "And now?").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(
+        client.agent_text(&session),
+        "Still text.",
+        "nothing more to say"
+    );
+    client.notifications.clear();
+
+    let answer = prompt_with_picture(&mut client, &session, "And this one?").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(
+        client.agent_text(&session),
+        "This model server does not take pictures, so the prompt's pictures were named to it \
+         in text instead.\n\nText again."
+    );
+
+    let requests = provider.requests();
+    assert_eq!(requests.len(), 4, "refused once, never again");
+    assert!(shows_the_picture(&requests[0].body));
+    for later in &requests[1..] {
+        assert!(!shows_the_picture(&later.body), "{}", later.body);
+    }
+}

@@ -88,6 +88,7 @@ fn ask(prompt: &str) -> ModelRequest {
         system: "You are Punie.".into(),
         messages: Arc::new(vec![Message::user(prompt)]),
         left_out: 0,
+        without_pictures: false,
         tools: Arc::new(Vec::new()),
         turn: 1,
     }
@@ -194,6 +195,7 @@ fn conversation() -> ModelRequest {
             },
         ]),
         left_out: 0,
+        without_pictures: false,
         tools: Arc::new(vec![
             ToolSpec {
                 name: "read_file".to_owned(),
@@ -1430,9 +1432,9 @@ async fn a_server_that_refuses_pictures_is_asked_again_without_them() {
         let peer = wire.peer_name();
         assert_eq!(
             events.first(),
-            Some(&ModelEvent::Notice(format!(
+            Some(&ModelEvent::PicturesRefused(format!(
                 "{peer} answered 400 Bad Request: image input is not supported \
-                 (invalid_request_error); asked again with the conversation's pictures left out"
+                 (invalid_request_error)"
             ))),
             "{wire:?}"
         );
@@ -1479,7 +1481,7 @@ async fn a_server_that_refuses_the_request_without_pictures_too_ends_the_call_wi
         )
         .await;
         assert!(
-            matches!(events[..], [ModelEvent::Notice(_)]),
+            matches!(events[..], [ModelEvent::PicturesRefused(_)]),
             "{wire:?}: {events:?}"
         );
         let error = error.map(|error| error.to_string()).unwrap_or_default();
@@ -1511,5 +1513,85 @@ async fn messages_left_out_of_a_request_are_not_sent() {
         assert!(body.contains("now"), "{wire:?}: {body}");
         assert!(!body.contains("long ago"), "{wire:?}: {body}");
         assert!(!body.contains("an old answer"), "{wire:?}: {body}");
+    }
+}
+
+/// How llama.cpp's server refuses a picture for a model without a projector.
+fn llama_cpp_refuses_pictures() -> Reply {
+    Reply::status(
+        500,
+        json!({"error": {
+            "code": 500,
+            "message": "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj",
+            "type": "server_error",
+        }}),
+    )
+}
+
+#[tokio::test]
+async fn llama_cpps_refusal_of_pictures_is_answered_at_once_not_retried() {
+    let fake = FakeProvider::start([
+        llama_cpp_refuses_pictures(),
+        Reply::events(openai_text_reply(&["I read text."])),
+    ])
+    .await;
+    let events = answer(
+        &*local_model(&fake, &one_retry()),
+        conversation_with_pictures(),
+    )
+    .await;
+    assert!(
+        matches!(&events[0], ModelEvent::PicturesRefused(why) if why.contains("image input is not supported")),
+        "{events:?}"
+    );
+    let [first, second] = fake
+        .requests()
+        .try_into()
+        .expect("two requests, no retry between");
+    assert!(carries_pictures(&first.body));
+    assert!(!carries_pictures(&second.body));
+}
+
+#[tokio::test]
+async fn a_refusal_that_is_not_about_pictures_does_not_leave_them_out() {
+    for wire in Wire::ALL {
+        let fake = FakeProvider::start([
+            wire.error_status(400, "invalid_request_error", "tools.0.name is invalid"),
+            Reply::events(wire.text_reply(&["no"])),
+        ])
+        .await;
+        let (events, error) = run(
+            &*model_on(wire, &fake, &settings()),
+            conversation_with_pictures(),
+        )
+        .await;
+        assert!(events.is_empty(), "{wire:?}: {events:?}");
+        assert!(
+            error.is_some_and(|error| error.to_string().contains("tools.0.name is invalid")),
+            "{wire:?}"
+        );
+        assert_eq!(fake.requests().len(), 1, "{wire:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_request_without_pictures_names_each_in_text_and_is_sent_once() {
+    for wire in Wire::ALL {
+        let fake = FakeProvider::start([Reply::events(wire.text_reply(&["ok"]))]).await;
+        let request = ModelRequest {
+            without_pictures: true,
+            ..conversation_with_pictures()
+        };
+        answer(&*model_on(wire, &fake, &settings()), request).await;
+        let [sent] = fake.requests().try_into().expect("one request");
+        assert!(!carries_pictures(&sent.body), "{wire:?}: {}", sent.body);
+        assert_eq!(
+            sent.body
+                .to_string()
+                .matches("was here; this model server did not take pictures")
+                .count(),
+            2,
+            "{wire:?}"
+        );
     }
 }

@@ -837,10 +837,11 @@ ui.main.addEventListener('drop', (event) => {
 });
 
 // A screenshot pasted into the prompt goes with it, as a dropped file would;
-// pasted text stays the browser's to paste.
+// pasted text stays the browser's to paste, even when the clipboard holds a
+// picture of it too (cells copied from a spreadsheet, say).
 ui.prompt.addEventListener('paste', (event) => {
   const files = [...(event.clipboardData?.files || [])];
-  if (!state.current || files.length === 0) return;
+  if (!state.current || files.length === 0 || event.clipboardData.types.includes('text/plain')) return;
   event.preventDefault();
   attach(files.map((file, index) => (file.name && file.name !== 'image.png' ? file : renamed(file, index))));
 });

@@ -48,6 +48,9 @@ fn read(path: &Path, total: &mut u64) -> anyhow::Result<Vec<u8>> {
 
 fn attachment(path: &Path, bytes: Vec<u8>) -> anyhow::Result<ContentBlock> {
     if let Some(mime_type) = picture_type(path) {
+        if bytes.is_empty() {
+            anyhow::bail!("cannot attach {}: the picture is empty", path.display());
+        }
         let data = BASE64_STANDARD.encode(&bytes);
         return Ok(ContentBlock::Image(ImageContent::new(data, mime_type)));
     }

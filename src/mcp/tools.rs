@@ -14,7 +14,7 @@ use rmcp::model::{
 use serde_json::{Map, Value};
 
 use super::Connected;
-use crate::model::{Picture, ToolSpec, picture_type};
+use crate::model::{Picture, ToolSpec, is_base64, picture_type};
 
 /// What every MCP tool's name starts with, as the model knows it.
 pub const PREFIX: &str = "mcp__";
@@ -202,9 +202,12 @@ fn result(answer: CallToolResult) -> McpResult {
         match block {
             ContentBlock::Text(block) => text.push_str(&block.text),
             ContentBlock::Image(image) => {
-                let seen = match picture_type(&image.mime_type) {
-                    Some(_) => "shown to the user and, after the tool results, to you",
-                    None => "shown to the user",
+                let for_the_model =
+                    picture_type(&image.mime_type).is_some() && is_base64(&image.data);
+                let seen = if for_the_model {
+                    "shown to the user and, after the tool results, to you"
+                } else {
+                    "shown to the user"
                 };
                 let _ = write!(text, "[an image, {}, {seen}]", image.mime_type);
                 images.push(Picture {

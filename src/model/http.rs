@@ -70,8 +70,9 @@ impl Call {
         request: ModelRequest,
         body: impl Fn(&ModelRequest, bool) -> Value + Send + Sync + 'static,
     ) -> Self {
-        let with_pictures = Arc::from(body(&request, true).to_string());
-        let without_pictures = request.has_pictures().then(|| {
+        let pictures = !request.without_pictures;
+        let with_pictures = Arc::from(body(&request, pictures).to_string());
+        let without_pictures = (pictures && request.has_pictures()).then(|| {
             Box::new(move || Arc::from(body(&request, false).to_string()))
                 as Box<dyn FnOnce() -> Arc<str> + Send + Sync>
         });
@@ -196,15 +197,11 @@ pub(crate) fn model_stream<D: Decoder>(
             let response = match open(&client, &call, &peer, settings.idle_timeout).await {
                 Ok(response) => response,
                 Err(failure) => {
-                    if failure.status.is_some_and(may_refuse_pictures)
-                        && !matches!(failure.error, ModelError::TooLong(_))
+                    if failure.refuses_pictures
                         && let Some(without_pictures) = call.without_pictures.take()
                     {
                         call.body = without_pictures();
-                        yield Ok(ModelEvent::Notice(format!(
-                            "{}; asked again with the conversation's pictures left out",
-                            failure.error
-                        )));
+                        yield Ok(ModelEvent::PicturesRefused(failure.error.to_string()));
                         continue 'attempts;
                     }
                     if failure.retryable && may_retry {
@@ -288,18 +285,28 @@ pub(crate) fn cut_short(peer: &Peer) -> DecodeError {
     }
 }
 
-/// The answers a server gives a request it cannot take as it is, as one
-/// that reads no pictures does: bad request, too large, unsupported media,
-/// unprocessable.
-fn may_refuse_pictures(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 400 | 413 | 415 | 422)
+/// Whether an answer refuses a request for its pictures: one too large
+/// (413), or a refusal that speaks of images, as servers whose model reads
+/// only text answer (400, 415, 422, and llama.cpp's 500 *image input is not
+/// supported*).
+fn refuses_pictures(status: StatusCode, body: &str) -> bool {
+    const MARKS: [&str; 4] = ["image", "mmproj", "vision", "multimodal"];
+    let speaks_of_images = || {
+        let body = body.to_ascii_lowercase();
+        MARKS.iter().any(|mark| body.contains(mark))
+    };
+    match status.as_u16() {
+        413 => true,
+        400 | 415 | 422 | 500 => speaks_of_images(),
+        _ => false,
+    }
 }
 
 /// Why an attempt failed, and whether another may succeed.
 struct Failure {
     error: ModelError,
-    /// The HTTP status the server answered, if it answered.
-    status: Option<StatusCode>,
+    /// The server refused the request for its pictures, it seems.
+    refuses_pictures: bool,
     /// A 429, a 5xx, or a connection dropped before the answer.
     retryable: bool,
     /// The wait the server asked for before the next attempt, never more
@@ -311,7 +318,7 @@ impl Failure {
     fn last(error: ModelError) -> Self {
         Self {
             error,
-            status: None,
+            refuses_pictures: false,
             retryable: false,
             retry_after: None,
         }
@@ -349,7 +356,7 @@ async fn open(
             // A refused connection means nothing listens: waiting rarely helps,
             // and the person should hear so at once. A dropped one may be passing.
             return Err(Failure {
-                status: None,
+                refuses_pictures: false,
                 retryable: is_dropped(&error),
                 retry_after: None,
                 error: request_error(peer, &error),
@@ -385,7 +392,7 @@ async fn open(
             Err(Failure::last(wait_asked_error(peer, status, wait, &body)))
         }
         _ => Err(Failure {
-            status: Some(status),
+            refuses_pictures: refuses_pictures(status, &body),
             error: status_error(peer, &call.url, status, &body),
             retryable,
             retry_after,
@@ -656,15 +663,17 @@ fn status_error(peer: &Peer, url: &Url, status: StatusCode, body: &str) -> Model
 
 /// Whether an error body says the conversation is longer than the model's
 /// context window, in the words of OpenAI (`context_length_exceeded`),
-/// Anthropic (`prompt is too long`), llama.cpp (`exceed_context_size_error`),
+/// Anthropic (`prompt is too long`, `exceed context limit`), llama.cpp
+/// (`exceed_context_size_error`),
 /// vLLM and LM Studio (`maximum context length`, `context length`).
 fn says_too_long(body: &str) -> bool {
-    const MARKS: [&str; 6] = [
+    const MARKS: [&str; 7] = [
         "context_length_exceeded",
         "exceed_context_size",
         "context length",
         "context size",
         "context window",
+        "context limit",
         "prompt is too long",
     ];
     let body = body.to_ascii_lowercase();
@@ -849,6 +858,30 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_of_pictures_is_told_apart_from_other_refusals() {
+        let status = |code: u16| StatusCode::from_u16(code).expect("a status");
+        let llama_cpp = r#"{"error":{"code":500,"message":"image input is not supported - hint: if this is unexpected, you may need to provide the mmproj","type":"server_error"}}"#;
+        assert!(refuses_pictures(status(500), llama_cpp));
+        assert!(refuses_pictures(
+            status(400),
+            r#"{"error":"this model does not support vision"}"#
+        ));
+        assert!(
+            refuses_pictures(status(413), ""),
+            "too large, whatever it says"
+        );
+        assert!(!refuses_pictures(
+            status(400),
+            r#"{"error":"invalid tool schema"}"#
+        ));
+        assert!(!refuses_pictures(
+            status(500),
+            r#"{"error":"out of memory"}"#
+        ));
+        assert!(!refuses_pictures(status(503), "image server overloaded"));
+    }
+
+    #[test]
     fn a_conversation_too_long_for_the_model_is_told_apart_in_every_servers_words() {
         let url = Url::parse("http://127.0.0.1:8080/v1/chat/completions").expect("a URL");
         let too_long = [
@@ -856,6 +889,7 @@ mod tests {
             r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#,
             r#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error"}}"#,
             r#"{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.","type":"BadRequestError"}"#,
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"input length and `max_tokens` exceed context limit: 197626 + 8192 > 200000"}}"#,
         ];
         for body in too_long {
             let error = status_error(&peer(), &url, StatusCode::BAD_REQUEST, body);

@@ -76,6 +76,13 @@ pub fn picture_type(mime_type: &str) -> Option<&'static str> {
     PICTURE_TYPES.into_iter().find(|known| *known == mime_type)
 }
 
+/// Whether `data` is non-empty standard base64 with padding: what both
+/// cloud APIs require of a picture.
+pub fn is_base64(data: &str) -> bool {
+    use base64::prelude::{BASE64_STANDARD, Engine as _};
+    !data.is_empty() && BASE64_STANDARD.decode(data).is_ok()
+}
+
 impl Picture {
     /// What a model that is not sent the picture reads in its place.
     pub fn left_out(&self) -> String {
@@ -132,6 +139,9 @@ pub struct ModelRequest {
     /// How many of the oldest `messages` are not sent: the conversation
     /// outgrew the model's context window. See [`Self::sent`].
     pub left_out: usize,
+    /// Name each picture in text instead of sending it: the model server
+    /// refused pictures before.
+    pub without_pictures: bool,
     /// The tools the model may call.
     pub tools: Arc<Vec<ToolSpec>>,
     /// Which prompt of the session this answers, counting from 1.
@@ -181,7 +191,7 @@ impl ModelRequest {
             .unwrap_or_default()
     }
 
-    /// Whether any message is a picture.
+    /// Whether any message sent is a picture.
     pub fn has_pictures(&self) -> bool {
         self.sent()
             .iter()
@@ -220,10 +230,11 @@ pub enum ModelEvent {
     Usage(Usage),
     /// Why the model stopped; the last event of a call that ended normally.
     Stop(Stop),
-    /// Something the person should know about how the call went, such as
-    /// pictures the model server would not take: shown, never part of the
-    /// reply.
-    Notice(String),
+    /// The model server refused the conversation's pictures (the error
+    /// says how), so the call was made again with each picture named in
+    /// text instead. Later calls should set
+    /// [`ModelRequest::without_pictures`].
+    PicturesRefused(String),
 }
 
 /// Why a model could not answer, worded for the person who has to fix it.
@@ -457,6 +468,26 @@ mod spec_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_is_checked_as_the_providers_read_it() {
+        for good in ["aGk=", "aGVsbG8h", "YQ==", "+/+/"] {
+            assert!(is_base64(good), "{good}");
+        }
+        for bad in [
+            "",
+            "aGk",
+            "aGk=x",
+            "a=Gk",
+            "aG k=",
+            "aGk===",
+            "aGVsbG8h\n",
+            "-_-_",
+            "data:image/png;base64,aGk=",
+        ] {
+            assert!(!is_base64(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn picture_types_are_the_ones_every_provider_takes() {

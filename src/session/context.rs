@@ -276,7 +276,7 @@ mod tests {
     }
 
     #[test]
-    fn a_conversation_that_fits_is_sent_whole_and_shared() {
+    fn a_conversation_that_fits_is_sent_whole() {
         let messages = conversation(&[100, 100, 100]);
         let fitted = fit(&messages, "system", &[], 128_000);
         assert_eq!(fitted.messages_left_out, 0);

@@ -41,6 +41,25 @@ pub fn conversation(entries: &[Entry]) -> Vec<Message> {
         .collect()
 }
 
+/// Where a notice to the person is marked in its chunk's `_meta`.
+const NOTICE_MARK: &str = "punie/notice";
+
+/// Agent text for the person, not from the model (a server that could not
+/// start, pictures a model server refused): marked, so that a turn cut off
+/// by a crash does not hand it to the model as its own words.
+pub(super) fn notice(text: String) -> SessionUpdate {
+    let mut meta = agent_client_protocol::v1::schema::Meta::new();
+    meta.insert(NOTICE_MARK.to_owned(), serde_json::Value::Bool(true));
+    SessionUpdate::AgentMessageChunk(ContentChunk::new(ContentBlock::from(text)).meta(meta))
+}
+
+fn is_notice(chunk: &ContentChunk) -> bool {
+    chunk
+        .meta
+        .as_ref()
+        .is_some_and(|meta| meta.contains_key(NOTICE_MARK))
+}
+
 /// The updates to replay, up to and including entry `newest`.
 pub fn replay(entries: &[Entry], newest: i64) -> Vec<SessionUpdate> {
     let mut replay = Replay::default();
@@ -311,6 +330,7 @@ pub fn unfinished_turn_messages(entries: &[Entry]) -> Vec<Message> {
         .iter()
         .filter(|entry| entry.kind == EntryKind::Update)
         .filter_map(|entry| match parse(entry)? {
+            SessionUpdate::AgentMessageChunk(chunk) if is_notice(&chunk) => None,
             SessionUpdate::AgentMessageChunk(ContentChunk {
                 content: ContentBlock::Text(text),
                 ..
@@ -485,12 +505,14 @@ mod tests {
         let stored = entries(vec![
             (EntryKind::TurnStarted, "1".into()),
             message(Message::user("go")),
+            update(notice("a server could not start\n\n".to_owned())),
             update(text(SessionUpdate::AgentMessageChunk, "half an ")),
             update(text(SessionUpdate::AgentMessageChunk, "answer")),
         ]);
         assert_eq!(
             unfinished_turn_messages(&stored),
-            vec![Message::assistant("half an answer")]
+            vec![Message::assistant("half an answer")],
+            "the model's words, without what was said to the person"
         );
     }
 

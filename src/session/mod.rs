@@ -113,6 +113,9 @@ struct SessionState {
     /// A window smaller than the configured one, learned from a model
     /// server that refused a longer conversation.
     learned_window: Option<u64>,
+    /// The model server refused the conversation's pictures: they are named
+    /// in text from then on.
+    pictures_refused: bool,
 }
 
 /// What a session is doing, as watchers of the server see it.
@@ -251,6 +254,16 @@ impl Session {
     fn shrink_context_window(&self, window: u64) {
         let mut state = self.lock();
         state.learned_window = Some(state.learned_window.map_or(window, |w| w.min(window)));
+    }
+
+    fn pictures_refused(&self) -> bool {
+        self.lock().pictures_refused
+    }
+
+    /// The model server refused the conversation's pictures: name them in
+    /// text from now on, rather than be refused on every call.
+    fn refuse_pictures(&self) {
+        self.lock().pictures_refused = true;
     }
 
     /// Stop the running turn, if any; it ends with `cancelled`.
@@ -728,6 +741,7 @@ impl SessionRegistry {
                 last_active: Instant::now(),
                 activity: Activity::Idle,
                 learned_window: None,
+                pictures_refused: false,
             }),
         }))
     }

@@ -13,6 +13,7 @@ use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{self, Conversation};
+use super::history;
 use super::{Prompt, Session, SessionPort};
 use crate::model::{Message, ModelError, ModelEvent, ModelRequest, Stop, ToolCall, ToolSpec};
 use crate::tools::{self, ClientPort, ToolContext, ToolOutcome};
@@ -57,6 +58,8 @@ pub struct Turn {
     cancel: CancellationToken,
     /// What the person has been told of how model calls went, this turn.
     notices: HashSet<String>,
+    /// Pictures came with the prompt.
+    prompt_has_pictures: bool,
     recorded: bool,
 }
 
@@ -118,6 +121,7 @@ impl Turn {
             new_title,
             cancel,
             notices: HashSet::new(),
+            prompt_has_pictures: !prompt.pictures.is_empty(),
             recorded: false,
         };
         turn.push(Message::User(prompt.text));
@@ -167,9 +171,14 @@ impl Turn {
         };
         for why in unavailable {
             // For the person, who can fix it; the model just lacks the tools.
-            client.notify(SessionUpdate::AgentMessageChunk(ContentChunk::new(
-                ContentBlock::from(format!("{why}\n\n")),
-            )));
+            client.notify(history::notice(format!("{why}\n\n")));
+        }
+        if self.prompt_has_pictures && session.pictures_refused() {
+            let told = "This model server does not take pictures, so the prompt's pictures \
+                        were named to it in text instead.";
+            if let Some(update) = self.notice(told.to_owned()) {
+                client.notify(update);
+            }
         }
         if !mcp.is_empty() {
             let specs: Vec<ToolSpec> = mcp.specs().collect();
@@ -287,6 +296,9 @@ impl Turn {
                     {
                         drop(stream);
                         if !sent.can_send_less {
+                            // As after any failed call: the conversation goes on
+                            // with an answer, if an empty one, to this prompt.
+                            self.push(Message::assistant(round.text));
                             return Err(TurnError::Model(ModelError::TooLong(format!(
                                 "{why}: even the newest prompt alone is more than the model \
                                  takes; give it a larger context, or ask with less"
@@ -333,10 +345,17 @@ impl Turn {
                             session.settings.context_window,
                         ))
                     }
-                    Some(Ok(ModelEvent::Notice(notice))) => match self.notice(notice) {
-                        Some(update) => update,
-                        None => continue,
-                    },
+                    Some(Ok(ModelEvent::PicturesRefused(why))) => {
+                        session.refuse_pictures();
+                        let notice = format!(
+                            "{why}; asked again with the conversation's pictures named in text \
+                             instead, as they will be from now on in this session"
+                        );
+                        match self.notice(notice) {
+                            Some(update) => update,
+                            None => continue,
+                        }
+                    }
                 };
                 if !client.notify(update) {
                     round.cancelled = true;
@@ -353,9 +372,7 @@ impl Turn {
         if !self.notices.insert(notice.clone()) {
             return None;
         }
-        Some(SessionUpdate::AgentMessageChunk(ContentChunk::new(
-            ContentBlock::from(format!("{notice}\n\n")),
-        )))
+        Some(history::notice(format!("{notice}\n\n")))
     }
 
     /// What the model is asked: as much of the conversation as fits its
@@ -381,6 +398,7 @@ impl Turn {
             system,
             messages: self.conversation.messages.clone(),
             left_out: fitted.messages_left_out,
+            without_pictures: self.port.session.pictures_refused(),
             tools: self.tools.clone(),
             turn: self.number,
         };

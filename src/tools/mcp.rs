@@ -11,7 +11,7 @@ use super::{
     ClientPort, Report, Stop, ToolContext, ToolOutcome, for_the_model, permission, text_content,
 };
 use crate::mcp::McpTool;
-use crate::model::{Picture, picture_type};
+use crate::model::{Picture, is_base64, picture_type};
 
 pub(super) async fn call<C: ClientPort>(
     context: &ToolContext<'_, C>,
@@ -44,6 +44,10 @@ pub(super) async fn call<C: ClientPort>(
         .into_iter()
         .filter_map(|image| {
             let mime_type = picture_type(&image.mime_type)?;
+            // A malformed one would have the provider refuse every picture.
+            if !is_base64(&image.data) {
+                return None;
+            }
             Some(Picture {
                 mime_type: mime_type.to_owned(),
                 data: image.data,

@@ -72,15 +72,18 @@ await scenario('attachments', async (browser) => {
     waiting.length === 2 && waiting[0].includes('data.bin') && waiting[1].includes('pixel.png'),
     `only the small files attached, got ${JSON.stringify(waiting)}`,
   );
-  // A screenshot pasted into the prompt is attached too; pasted text is not.
+  // A screenshot pasted into the prompt is attached too; pasted text is not,
+  // even with a picture of it beside.
   const pasted = await page.evaluate((pixelBase64) => {
     const bytes = Uint8Array.from(atob(pixelBase64), (c) => c.charCodeAt(0));
     const transfer = new DataTransfer();
     transfer.items.add(new File([bytes], 'image.png', { type: 'image/png' }));
     const event = new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true, cancelable: true });
     document.querySelector('#prompt').dispatchEvent(event);
+    // Cells copied from a spreadsheet: their text, and a picture of them.
     const text = new DataTransfer();
     text.setData('text/plain', 'words');
+    text.items.add(new File([bytes], 'image.png', { type: 'image/png' }));
     const words = new ClipboardEvent('paste', { clipboardData: text, bubbles: true, cancelable: true });
     document.querySelector('#prompt').dispatchEvent(words);
     return { picture: event.defaultPrevented, text: words.defaultPrevented };
