@@ -295,23 +295,7 @@ impl Turn {
                         if round.text.is_empty() && round.tool_calls.is_empty() =>
                     {
                         drop(stream);
-                        if !sent.can_send_less {
-                            // As after any failed call: the conversation goes on
-                            // with an answer, if an empty one, to this prompt.
-                            self.push(Message::assistant(round.text));
-                            return Err(TurnError::Model(ModelError::TooLong(format!(
-                                "{why}: even the newest prompt alone is more than the model \
-                                 takes; give it a larger context, or ask with less"
-                            ))));
-                        }
-                        session.shrink_context_window(context::smaller_window(sent.tokens));
-                        let notice = format!(
-                            "{why}; sent again without the conversation's oldest prompts (set \
-                             --context-window to the model's size to spare this round trip)"
-                        );
-                        if let Some(update) = self.notice(notice) {
-                            client.notify(update);
-                        }
+                        self.send_less(client, &sent, why)?;
                         continue 'call;
                     }
                     Some(Err(error)) => {
@@ -346,12 +330,7 @@ impl Turn {
                         ))
                     }
                     Some(Ok(ModelEvent::PicturesRefused(why))) => {
-                        session.refuse_pictures();
-                        let notice = format!(
-                            "{why}; asked again with the conversation's pictures named in text \
-                             instead, as they will be from now on in this session"
-                        );
-                        match self.notice(notice) {
+                        match self.pictures_refused(why) {
                             Some(update) => update,
                             None => continue,
                         }
@@ -364,6 +343,48 @@ impl Turn {
             }
             return Ok(round);
         }
+    }
+
+    /// The model server refused what was `sent` as longer than its context
+    /// window, saying `why`: fit the session's calls to a smaller window from
+    /// now on, and say so; or, when only the prompt being answered was sent,
+    /// end the turn.
+    fn send_less(
+        &mut self,
+        client: &SessionPort,
+        sent: &Sent,
+        why: String,
+    ) -> Result<(), TurnError> {
+        if !sent.can_send_less {
+            // As after any failed call: the conversation goes on with an
+            // answer, if an empty one, to this prompt.
+            self.push(Message::assistant(""));
+            return Err(TurnError::Model(ModelError::TooLong(format!(
+                "{why}: even the newest prompt alone is more than the model takes; give it a \
+                 larger context, or ask with less"
+            ))));
+        }
+        let session = &self.port.session;
+        session.shrink_context_window(context::smaller_window(sent.tokens));
+        let notice = format!(
+            "{why}; sent again without the conversation's oldest prompts (set --context-window \
+             to the model's size to spare this round trip)"
+        );
+        if let Some(update) = self.notice(notice) {
+            client.notify(update);
+        }
+        Ok(())
+    }
+
+    /// The model server refused the conversation's pictures, saying `why`,
+    /// and was asked again without them: the session names them in text
+    /// from now on. What to tell the person, unless told already.
+    fn pictures_refused(&mut self, why: String) -> Option<SessionUpdate> {
+        self.port.session.refuse_pictures();
+        self.notice(format!(
+            "{why}; asked again with the conversation's pictures named in text instead, as \
+             they will be from now on in this session"
+        ))
     }
 
     /// `notice` as agent text, unless the person was told it this turn:
