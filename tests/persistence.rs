@@ -1288,3 +1288,39 @@ async fn a_model_server_that_refuses_pictures_is_not_sent_them_again() {
         assert!(!shows_the_picture(&later.body), "{}", later.body);
     }
 }
+
+#[tokio::test]
+async fn pictures_refused_for_their_size_are_still_sent_on_later_calls() {
+    let provider = FakeProvider::start([
+        Reply::status(
+            400,
+            json!({"error": {"message": "image exceeds 5 MB maximum"}}),
+        ),
+        Reply::events(openai_text_reply(&["Too big to see."])),
+        Reply::events(openai_text_reply(&["Now I see it."])),
+    ])
+    .await;
+    let model = format!("local:{}/v1/fake-model", provider.url());
+    let server = Server::start_in(Home::new(), &["--model", &model]).await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+
+    let answer = prompt_with_picture(&mut client, &session, "What is this?").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let first = client.agent_text(&session);
+    assert!(
+        first.contains("image exceeds 5 MB maximum; asked again with the conversation's pictures named in text instead\n\n"),
+        "{first}"
+    );
+    assert!(!first.contains("from now on"), "{first}");
+
+    let answer = prompt_with_picture(&mut client, &session, "And this smaller one?").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let requests = provider.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(
+        shows_the_picture(&requests[2].body),
+        "a model that reads pictures still gets them: {}",
+        requests[2].body
+    );
+}

@@ -1432,10 +1432,13 @@ async fn a_server_that_refuses_pictures_is_asked_again_without_them() {
         let peer = wire.peer_name();
         assert_eq!(
             events.first(),
-            Some(&ModelEvent::PicturesRefused(format!(
-                "{peer} answered 400 Bad Request: image input is not supported \
-                 (invalid_request_error)"
-            ))),
+            Some(&ModelEvent::PicturesRefused {
+                why: format!(
+                    "{peer} answered 400 Bad Request: image input is not supported \
+                     (invalid_request_error)"
+                ),
+                for_good: true,
+            }),
             "{wire:?}"
         );
         assert!(
@@ -1481,7 +1484,7 @@ async fn a_server_that_refuses_the_request_without_pictures_too_ends_the_call_wi
         )
         .await;
         assert!(
-            matches!(events[..], [ModelEvent::PicturesRefused(_)]),
+            matches!(events[..], [ModelEvent::PicturesRefused { .. }]),
             "{wire:?}: {events:?}"
         );
         let error = error.map(|error| error.to_string()).unwrap_or_default();
@@ -1541,7 +1544,7 @@ async fn llama_cpps_refusal_of_pictures_is_answered_at_once_not_retried() {
     )
     .await;
     assert!(
-        matches!(&events[0], ModelEvent::PicturesRefused(why) if why.contains("image input is not supported")),
+        matches!(&events[0], ModelEvent::PicturesRefused { why, for_good: true } if why.contains("image input is not supported")),
         "{events:?}"
     );
     let [first, second] = fake
@@ -1594,4 +1597,50 @@ async fn a_request_without_pictures_names_each_in_text_and_is_sent_once() {
             "{wire:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_conversation_too_long_is_not_answered_by_leaving_its_pictures_out() {
+    let fake = FakeProvider::start([
+        Reply::status(
+            400,
+            json!({"object": "error", "type": "BadRequestError",
+                   "message": "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens (4000 in the messages, 1000 for the image)."}),
+        ),
+        Reply::events(openai_text_reply(&["no"])),
+    ])
+    .await;
+    let (events, error) = run(
+        &*local_model(&fake, &settings()),
+        conversation_with_pictures(),
+    )
+    .await;
+    assert!(events.is_empty(), "{events:?}");
+    assert!(matches!(error, Some(ModelError::TooLong(_))), "{error:?}");
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "the turn, not the provider, sends less"
+    );
+}
+
+#[tokio::test]
+async fn pictures_refused_for_their_size_are_left_out_of_that_call_only() {
+    let fake = FakeProvider::start([
+        Reply::status(
+            400,
+            json!({"error": {"message": "image exceeds 5 MB maximum"}}),
+        ),
+        Reply::events(openai_text_reply(&["ok"])),
+    ])
+    .await;
+    let events = answer(
+        &*local_model(&fake, &settings()),
+        conversation_with_pictures(),
+    )
+    .await;
+    assert!(
+        matches!(&events[0], ModelEvent::PicturesRefused { why, for_good: false } if why.contains("image exceeds 5 MB")),
+        "{events:?}"
+    );
 }

@@ -530,6 +530,10 @@ async function readAttachments(files, attachments) {
       showNotice(`${file.name} is larger than ${MAX_ATTACHMENT_BYTES / 1024 / 1024} MiB; it was not attached.`);
       continue;
     }
+    if (PICTURE_TYPES.includes(file.type) && file.size === 0) {
+      showNotice(`${file.name} is empty; it was not attached.`);
+      continue;
+    }
     const bytes = new Uint8Array(await file.arrayBuffer());
     if (PICTURE_TYPES.includes(file.type)) {
       // A picture the model is shown, not a file it reads.

@@ -197,11 +197,15 @@ pub(crate) fn model_stream<D: Decoder>(
             let response = match open(&client, &call, &peer, settings.idle_timeout).await {
                 Ok(response) => response,
                 Err(failure) => {
-                    if failure.refuses_pictures
+                    if let Some(refusal) = failure.pictures_refused
+                        && !matches!(failure.error, ModelError::TooLong(_))
                         && let Some(without_pictures) = call.without_pictures.take()
                     {
                         call.body = without_pictures();
-                        yield Ok(ModelEvent::PicturesRefused(failure.error.to_string()));
+                        yield Ok(ModelEvent::PicturesRefused {
+                            why: failure.error.to_string(),
+                            for_good: refusal == PictureRefusal::ModelReadsNone,
+                        });
                         continue 'attempts;
                     }
                     if failure.retryable && may_retry {
@@ -285,20 +289,33 @@ pub(crate) fn cut_short(peer: &Peer) -> DecodeError {
     }
 }
 
+/// How a server refused a request for its pictures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PictureRefusal {
+    /// These pictures: too large, or not readable.
+    TheseOnes,
+    /// Any picture: the model reads only text.
+    ModelReadsNone,
+}
+
 /// Whether an answer refuses a request for its pictures: one too large
-/// (413), or a refusal that speaks of images, as servers whose model reads
-/// only text answer (400, 415, 422, and llama.cpp's 500 *image input is not
-/// supported*).
-fn refuses_pictures(status: StatusCode, body: &str) -> bool {
-    const MARKS: [&str; 4] = ["image", "mmproj", "vision", "multimodal"];
-    let speaks_of_images = || {
-        let body = body.to_ascii_lowercase();
-        MARKS.iter().any(|mark| body.contains(mark))
-    };
-    match status.as_u16() {
+/// (413), or a refusal that speaks of images (400, 415, 422, and llama.cpp's
+/// 500 *image input is not supported*); and whether it says the model reads
+/// none at all.
+fn pictures_refused(status: StatusCode, body: &str) -> Option<PictureRefusal> {
+    const IMAGES: [&str; 4] = ["image", "mmproj", "vision", "multimodal"];
+    const NONE_READ: [&str; 4] = ["not supported", "does not support", "mmproj", "text-only"];
+    let body = body.to_ascii_lowercase();
+    let says = |marks: &[&str]| marks.iter().any(|mark| body.contains(mark));
+    let refused = match status.as_u16() {
         413 => true,
-        400 | 415 | 422 | 500 => speaks_of_images(),
+        400 | 415 | 422 | 500 => says(&IMAGES),
         _ => false,
+    };
+    match refused {
+        false => None,
+        true if says(&IMAGES) && says(&NONE_READ) => Some(PictureRefusal::ModelReadsNone),
+        true => Some(PictureRefusal::TheseOnes),
     }
 }
 
@@ -306,7 +323,7 @@ fn refuses_pictures(status: StatusCode, body: &str) -> bool {
 struct Failure {
     error: ModelError,
     /// The server refused the request for its pictures, it seems.
-    refuses_pictures: bool,
+    pictures_refused: Option<PictureRefusal>,
     /// A 429, a 5xx, or a connection dropped before the answer.
     retryable: bool,
     /// The wait the server asked for before the next attempt, never more
@@ -318,7 +335,7 @@ impl Failure {
     fn last(error: ModelError) -> Self {
         Self {
             error,
-            refuses_pictures: false,
+            pictures_refused: None,
             retryable: false,
             retry_after: None,
         }
@@ -356,7 +373,7 @@ async fn open(
             // A refused connection means nothing listens: waiting rarely helps,
             // and the person should hear so at once. A dropped one may be passing.
             return Err(Failure {
-                refuses_pictures: false,
+                pictures_refused: None,
                 retryable: is_dropped(&error),
                 retry_after: None,
                 error: request_error(peer, &error),
@@ -392,7 +409,7 @@ async fn open(
             Err(Failure::last(wait_asked_error(peer, status, wait, &body)))
         }
         _ => Err(Failure {
-            refuses_pictures: refuses_pictures(status, &body),
+            pictures_refused: pictures_refused(status, &body),
             error: status_error(peer, &call.url, status, &body),
             retryable,
             retry_after,
@@ -859,26 +876,38 @@ mod tests {
 
     #[test]
     fn a_refusal_of_pictures_is_told_apart_from_other_refusals() {
+        use PictureRefusal::{ModelReadsNone, TheseOnes};
         let status = |code: u16| StatusCode::from_u16(code).expect("a status");
         let llama_cpp = r#"{"error":{"code":500,"message":"image input is not supported - hint: if this is unexpected, you may need to provide the mmproj","type":"server_error"}}"#;
-        assert!(refuses_pictures(status(500), llama_cpp));
-        assert!(refuses_pictures(
-            status(400),
-            r#"{"error":"this model does not support vision"}"#
-        ));
-        assert!(
-            refuses_pictures(status(413), ""),
-            "too large, whatever it says"
-        );
-        assert!(!refuses_pictures(
-            status(400),
-            r#"{"error":"invalid tool schema"}"#
-        ));
-        assert!(!refuses_pictures(
-            status(500),
-            r#"{"error":"out of memory"}"#
-        ));
-        assert!(!refuses_pictures(status(503), "image server overloaded"));
+        let cases = [
+            (500, llama_cpp, Some(ModelReadsNone)),
+            (
+                400,
+                r#"{"error":"this model does not support vision"}"#,
+                Some(ModelReadsNone),
+            ),
+            (
+                400,
+                r#"{"error":"image exceeds 5 MB maximum"}"#,
+                Some(TheseOnes),
+            ),
+            (
+                400,
+                r#"{"error":"could not process image"}"#,
+                Some(TheseOnes),
+            ),
+            (413, "", Some(TheseOnes)),
+            (400, r#"{"error":"invalid tool schema"}"#, None),
+            (500, r#"{"error":"out of memory"}"#, None),
+            (503, "image server overloaded", None),
+        ];
+        for (code, body, expected) in cases {
+            assert_eq!(
+                pictures_refused(status(code), body),
+                expected,
+                "{code} {body}"
+            );
+        }
     }
 
     #[test]

@@ -230,11 +230,11 @@ pub enum ModelEvent {
     Usage(Usage),
     /// Why the model stopped; the last event of a call that ended normally.
     Stop(Stop),
-    /// The model server refused the conversation's pictures (the error
-    /// says how), so the call was made again with each picture named in
-    /// text instead. Later calls should set
-    /// [`ModelRequest::without_pictures`].
-    PicturesRefused(String),
+    /// The model server refused the conversation's pictures (`why` is its
+    /// error), so the call was made again with each picture named in text
+    /// instead. `for_good`: it said the model reads no pictures at all, so
+    /// later calls should set [`ModelRequest::without_pictures`].
+    PicturesRefused { why: String, for_good: bool },
 }
 
 /// Why a model could not answer, worded for the person who has to fix it.

@@ -329,8 +329,8 @@ impl Turn {
                             session.settings.context_window,
                         ))
                     }
-                    Some(Ok(ModelEvent::PicturesRefused(why))) => {
-                        match self.pictures_refused(why) {
+                    Some(Ok(ModelEvent::PicturesRefused { why, for_good })) => {
+                        match self.pictures_refused(why, for_good) {
                             Some(update) => update,
                             None => continue,
                         }
@@ -377,13 +377,18 @@ impl Turn {
     }
 
     /// The model server refused the conversation's pictures, saying `why`,
-    /// and was asked again without them: the session names them in text
-    /// from now on. What to tell the person, unless told already.
-    fn pictures_refused(&mut self, why: String) -> Option<SessionUpdate> {
-        self.port.session.refuse_pictures();
+    /// and was asked again without them; `for_good` when it reads none, and
+    /// the session names them in text from now on. What to tell the person,
+    /// unless told already.
+    fn pictures_refused(&mut self, why: String, for_good: bool) -> Option<SessionUpdate> {
+        let from_now_on = if for_good {
+            self.port.session.refuse_pictures();
+            ", as they will be from now on in this session"
+        } else {
+            ""
+        };
         self.notice(format!(
-            "{why}; asked again with the conversation's pictures named in text instead, as \
-             they will be from now on in this session"
+            "{why}; asked again with the conversation's pictures named in text instead{from_now_on}"
         ))
     }
 

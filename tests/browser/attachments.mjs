@@ -67,6 +67,10 @@ await scenario('attachments', async (browser) => {
   await page.locator('#notice', { hasText: 'huge.txt is larger than 8 MiB; it was not attached.' }).waitFor();
   await page.locator('#notice-close').click();
   await page.locator('#notice').waitFor({ state: 'hidden' });
+  await page.locator('#file-input').setInputFiles({ name: 'empty.png', mimeType: 'image/png', buffer: Buffer.alloc(0) });
+  await page.locator('#notice', { hasText: 'empty.png is empty; it was not attached.' }).waitFor();
+  await page.locator('#notice-close').click();
+  await page.locator('#notice').waitFor({ state: 'hidden' });
   const waiting = await page.locator('#attachments .chip').allTextContents();
   expect(
     waiting.length === 2 && waiting[0].includes('data.bin') && waiting[1].includes('pixel.png'),
