@@ -1115,7 +1115,7 @@ mod against_a_provider {
     }
 
     async fn server_on(provider: &FakeProvider) -> Server {
-        let model = format!("local:{}/v1/fake-model", provider.url());
+        let model = Wire::OpenAi.model_spec(provider).0;
         Server::start_in(Home::new(), &["--model", &model]).await
     }
 

@@ -10,7 +10,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::fake_provider::{FakeProvider, Reply, openai_delta, openai_done, openai_finish};
+use support::fake_provider::{
+    FakeProvider, Reply, Wire, openai_delta, openai_done, openai_finish, openai_text_reply,
+};
 use support::mcp::{node, stdio, test_server};
 use support::{Home, RawClient, Server, within};
 use tokio::io::AsyncBufReadExt as _;
@@ -149,26 +151,33 @@ async fn ended(pid: rustix::process::Pid) {
         .unwrap();
 }
 
-#[tokio::test]
-async fn the_model_is_offered_an_mcp_servers_tools_and_is_given_what_one_returned() {
+/// A server on a fake model server that answers with `calls` (Chat
+/// Completions' `tool_calls`), then, given their results, with `text`.
+async fn on_a_fake_model(calls: Value, text: &str) -> (FakeProvider, Server) {
     let provider = FakeProvider::start([
         Reply::events([
-            openai_delta(json!({"role": "assistant", "content": null, "tool_calls": [
-                {"index": 0, "id": "call_add", "type": "function",
-                 "function": {"name": "mcp__tools__add", "arguments": "{\"a\": 2, \"b\": 3}"}}
-            ]})),
+            openai_delta(json!({"role": "assistant", "content": null, "tool_calls": calls})),
             openai_finish("tool_calls"),
             openai_done(),
         ]),
-        Reply::events([
-            openai_delta(json!({"role": "assistant", "content": "Five."})),
-            openai_finish("stop"),
-            openai_done(),
-        ]),
+        Reply::events(openai_text_reply(&[text])),
     ])
     .await;
-    let model = format!("local:{}/v1/fake-model", provider.url());
+    let model = Wire::OpenAi.model_spec(&provider).0;
     let server = Server::start_in(Home::new(), &["--model", &model]).await;
+    (provider, server)
+}
+
+#[tokio::test]
+async fn the_model_is_offered_an_mcp_servers_tools_and_is_given_what_one_returned() {
+    let (provider, server) = on_a_fake_model(
+        json!([
+            {"index": 0, "id": "call_add", "type": "function",
+             "function": {"name": "mcp__tools__add", "arguments": "{\"a\": 2, \"b\": 3}"}}
+        ]),
+        "Five.",
+    )
+    .await;
     let mut client = server.raw().await;
     let initialized = client.initialize().await;
     assert_eq!(
@@ -233,26 +242,16 @@ async fn the_model_is_offered_an_mcp_servers_tools_and_is_given_what_one_returne
 
 #[tokio::test]
 async fn a_picture_an_mcp_tool_returned_is_shown_to_the_model_after_the_results() {
-    let provider = FakeProvider::start([
-        Reply::events([
-            openai_delta(json!({"role": "assistant", "content": null, "tool_calls": [
-                {"index": 0, "id": "call_pic", "type": "function",
-                 "function": {"name": "mcp__tools__picture", "arguments": "{}"}},
-                {"index": 1, "id": "call_add", "type": "function",
-                 "function": {"name": "mcp__tools__add", "arguments": "{\"a\": 1, \"b\": 1}"}}
-            ]})),
-            openai_finish("tool_calls"),
-            openai_done(),
+    let (provider, server) = on_a_fake_model(
+        json!([
+            {"index": 0, "id": "call_pic", "type": "function",
+             "function": {"name": "mcp__tools__picture", "arguments": "{}"}},
+            {"index": 1, "id": "call_add", "type": "function",
+             "function": {"name": "mcp__tools__add", "arguments": "{\"a\": 1, \"b\": 1}"}}
         ]),
-        Reply::events([
-            openai_delta(json!({"role": "assistant", "content": "A dot, and two."})),
-            openai_finish("stop"),
-            openai_done(),
-        ]),
-    ])
+        "A dot, and two.",
+    )
     .await;
-    let model = format!("local:{}/v1/fake-model", provider.url());
-    let server = Server::start_in(Home::new(), &["--model", &model]).await;
     let mut client = server.initialized().await;
     let workspace = server.home.workspace();
     let session = session_with(&mut client, &workspace, json!([stdio("tools", &[], &[])])).await;

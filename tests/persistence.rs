@@ -9,7 +9,8 @@ use std::path::Path;
 use agent_client_protocol::v1::schema::PromptRequest;
 use serde_json::{Value, json};
 use support::fake_provider::{
-    FakeProvider, Reply, openai_delta, openai_done, openai_finish, openai_text_reply,
+    FakeProvider, Reply, Wire, llama_cpp_refuses_pictures, openai_delta, openai_done,
+    openai_finish, openai_text_reply, picture_too_large,
 };
 use support::sdk::{Ide, Received, new_session};
 use support::{Home, RawClient, Server, sdk_transport, text_of, turn_end, updates, within};
@@ -359,7 +360,7 @@ async fn a_turn_nobody_can_answer_ends_cancelled_and_the_history_says_why() {
         Reply::events(openai_text_reply(&["I see."])),
     ])
     .await;
-    let model = format!("local:{}/v1/fake-model", provider.url());
+    let model = fake_model(&provider);
     let server = Server::start_in(
         Home::new(),
         &["--model", &model, "--reattach-timeout", "0.3"],
@@ -999,6 +1000,27 @@ async fn the_models_plan_reaches_the_client_as_a_plan_and_replays_with_the_histo
     );
 }
 
+/// A server on the fake model server answering `replies` (with `extra`
+/// flags), one client on it and a session of that client's.
+async fn on_a_fake_model(
+    replies: impl IntoIterator<Item = Reply>,
+    extra: &[&str],
+) -> (FakeProvider, Server, RawClient, String) {
+    let provider = FakeProvider::start(replies).await;
+    let model = fake_model(&provider);
+    let mut args = vec!["--model", model.as_str()];
+    args.extend_from_slice(extra);
+    let server = Server::start_in(Home::new(), &args).await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    (provider, server, client, session)
+}
+
+/// The `--model` spec of `provider`, an OpenAI-compatible server.
+fn fake_model(provider: &FakeProvider) -> String {
+    Wire::OpenAi.model_spec(provider).0
+}
+
 /// A small PNG's bytes, as base64 (what a client sends).
 const PICTURE: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
 
@@ -1017,16 +1039,15 @@ fn shows_the_picture(body: &Value) -> bool {
 #[tokio::test]
 async fn a_picture_in_a_prompt_reaches_the_model_every_replay_and_the_conversation_after_a_restart()
 {
-    let provider = FakeProvider::start([
-        Reply::events(openai_text_reply(&["A red dot."])),
-        Reply::events(openai_text_reply(&["Still a red dot."])),
-    ])
+    let (provider, server, mut client, session) = on_a_fake_model(
+        [
+            Reply::events(openai_text_reply(&["A red dot."])),
+            Reply::events(openai_text_reply(&["Still a red dot."])),
+        ],
+        &[],
+    )
     .await;
-    let model = format!("local:{}/v1/fake-model", provider.url());
-    let server = Server::start_in(Home::new(), &["--model", &model]).await;
     let workspace = server.home.workspace();
-    let mut client = server.initialized().await;
-    let session = client.new_session(&workspace).await;
     let prompt = json!([
         {"type": "text", "text": "What is this?"},
         {"type": "image", "mimeType": "image/png", "data": PICTURE},
@@ -1042,7 +1063,7 @@ async fn a_picture_in_a_prompt_reaches_the_model_every_replay_and_the_conversati
     assert!(shows_the_picture(&first.body), "{}", first.body);
     drop(client);
 
-    let server = restart(server, &["--model", &model], |_| {}).await;
+    let server = restart(server, &["--model", &fake_model(&provider)], |_| {}).await;
     let mut client = server.initialized().await;
     client.attach("session/load", &session, &workspace).await;
     let replay = std::mem::take(&mut client.notifications);
@@ -1079,23 +1100,18 @@ fn prompts_sent(body: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn a_conversation_that_outgrows_the_context_window_sends_its_newest_prompts() {
-    let provider = FakeProvider::start([
-        Reply::events(openai_text_reply(&["One."])),
-        Reply::events(openai_text_reply(&["Two."])),
-        Reply::events(openai_text_reply(&["Three."])),
-    ])
-    .await;
-    let model = format!("local:{}/v1/fake-model", provider.url());
     // Three quarters of the window is for input: room for the system prompt,
     // the tools and two of these prompts (8,000 tokens each, as estimated),
     // not three.
-    let server = Server::start_in(
-        Home::new(),
-        &["--model", &model, "--context-window", "30000"],
+    let (provider, server, mut client, session) = on_a_fake_model(
+        [
+            Reply::events(openai_text_reply(&["One."])),
+            Reply::events(openai_text_reply(&["Two."])),
+            Reply::events(openai_text_reply(&["Three."])),
+        ],
+        &["--context-window", "30000"],
     )
     .await;
-    let mut client = server.initialized().await;
-    let session = client.new_session(&server.home.workspace()).await;
     for name in ["first", "second", "third"] {
         let prompt = format!("{name} {}", "x".repeat(24_000));
         let answer = client.prompt(&session, &prompt).await;
@@ -1153,19 +1169,18 @@ fn context_exceeded() -> Reply {
 
 #[tokio::test]
 async fn a_model_server_that_refuses_the_conversation_as_too_long_is_sent_less_from_then_on() {
-    let provider = FakeProvider::start([
-        Reply::events(openai_text_reply(&["One."])),
-        Reply::events(openai_text_reply(&["Two."])),
-        context_exceeded(),
-        Reply::events(openai_text_reply(&["Three."])),
-        Reply::events(openai_text_reply(&["Four."])),
-    ])
-    .await;
-    let model = format!("local:{}/v1/fake-model", provider.url());
     // The default window (128,000 tokens) is far larger than the server's.
-    let server = Server::start_in(Home::new(), &["--model", &model]).await;
-    let mut client = server.initialized().await;
-    let session = client.new_session(&server.home.workspace()).await;
+    let (provider, _server, mut client, session) = on_a_fake_model(
+        [
+            Reply::events(openai_text_reply(&["One."])),
+            Reply::events(openai_text_reply(&["Two."])),
+            context_exceeded(),
+            Reply::events(openai_text_reply(&["Three."])),
+            Reply::events(openai_text_reply(&["Four."])),
+        ],
+        &[],
+    )
+    .await;
     let mut texts = Vec::new();
     for name in ["first", "second", "third", "fourth"] {
         let answer = client
@@ -1204,11 +1219,7 @@ async fn a_model_server_that_refuses_the_conversation_as_too_long_is_sent_less_f
 
 #[tokio::test]
 async fn a_prompt_too_long_on_its_own_ends_the_turn_saying_so() {
-    let provider = FakeProvider::start([context_exceeded()]).await;
-    let model = format!("local:{}/v1/fake-model", provider.url());
-    let server = Server::start_in(Home::new(), &["--model", &model]).await;
-    let mut client = server.initialized().await;
-    let session = client.new_session(&server.home.workspace()).await;
+    let (provider, _server, mut client, session) = on_a_fake_model([context_exceeded()], &[]).await;
     let answer = client.prompt(&session, "a very long question").await;
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(
@@ -1237,21 +1248,16 @@ async fn prompt_with_picture(client: &mut RawClient, session: &str, text: &str) 
 
 #[tokio::test]
 async fn a_model_server_that_refuses_pictures_is_not_sent_them_again() {
-    let provider = FakeProvider::start([
-        Reply::status(
-            500,
-            json!({"error": {"code": 500, "type": "server_error",
-                             "message": "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj"}}),
-        ),
-        Reply::events(openai_text_reply(&["I cannot see it."])),
-        Reply::events(openai_text_reply(&["Still text."])),
-        Reply::events(openai_text_reply(&["Text again."])),
-    ])
+    let (provider, _server, mut client, session) = on_a_fake_model(
+        [
+            llama_cpp_refuses_pictures(),
+            Reply::events(openai_text_reply(&["I cannot see it."])),
+            Reply::events(openai_text_reply(&["Still text."])),
+            Reply::events(openai_text_reply(&["Text again."])),
+        ],
+        &[],
+    )
     .await;
-    let model = format!("local:{}/v1/fake-model", provider.url());
-    let server = Server::start_in(Home::new(), &["--model", &model]).await;
-    let mut client = server.initialized().await;
-    let session = client.new_session(&server.home.workspace()).await;
 
     let answer = prompt_with_picture(&mut client, &session, "What is this?").await;
     assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
@@ -1291,19 +1297,15 @@ async fn a_model_server_that_refuses_pictures_is_not_sent_them_again() {
 
 #[tokio::test]
 async fn pictures_refused_for_their_size_are_still_sent_on_later_calls() {
-    let provider = FakeProvider::start([
-        Reply::status(
-            400,
-            json!({"error": {"message": "image exceeds 5 MB maximum"}}),
-        ),
-        Reply::events(openai_text_reply(&["Too big to see."])),
-        Reply::events(openai_text_reply(&["Now I see it."])),
-    ])
+    let (provider, _server, mut client, session) = on_a_fake_model(
+        [
+            picture_too_large(),
+            Reply::events(openai_text_reply(&["Too big to see."])),
+            Reply::events(openai_text_reply(&["Now I see it."])),
+        ],
+        &[],
+    )
     .await;
-    let model = format!("local:{}/v1/fake-model", provider.url());
-    let server = Server::start_in(Home::new(), &["--model", &model]).await;
-    let mut client = server.initialized().await;
-    let session = client.new_session(&server.home.workspace()).await;
 
     let answer = prompt_with_picture(&mut client, &session, "What is this?").await;
     assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");

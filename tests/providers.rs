@@ -16,7 +16,8 @@ use std::time::Duration;
 use fake_provider::{
     FakeProvider, Part, Reply, Wire, anthropic_event, anthropic_message_end,
     anthropic_message_start, anthropic_text_block, anthropic_text_reply, anthropic_tool_block,
-    openai_delta, openai_done, openai_finish, openai_text_reply, openai_usage,
+    llama_cpp_refuses_pictures, openai_delta, openai_done, openai_finish, openai_text_reply,
+    openai_usage, picture_too_large,
 };
 use futures::StreamExt as _;
 use punie::model::{
@@ -1519,18 +1520,6 @@ async fn messages_left_out_of_a_request_are_not_sent() {
     }
 }
 
-/// How llama.cpp's server refuses a picture for a model without a projector.
-fn llama_cpp_refuses_pictures() -> Reply {
-    Reply::status(
-        500,
-        json!({"error": {
-            "code": 500,
-            "message": "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj",
-            "type": "server_error",
-        }}),
-    )
-}
-
 #[tokio::test]
 async fn llama_cpps_refusal_of_pictures_is_answered_at_once_not_retried() {
     let fake = FakeProvider::start([
@@ -1627,10 +1616,7 @@ async fn a_conversation_too_long_is_not_answered_by_leaving_its_pictures_out() {
 #[tokio::test]
 async fn pictures_refused_for_their_size_are_left_out_of_that_call_only() {
     let fake = FakeProvider::start([
-        Reply::status(
-            400,
-            json!({"error": {"message": "image exceeds 5 MB maximum"}}),
-        ),
+        picture_too_large(),
         Reply::events(openai_text_reply(&["ok"])),
     ])
     .await;

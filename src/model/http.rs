@@ -306,7 +306,7 @@ fn pictures_refused(status: StatusCode, body: &str) -> Option<PictureRefusal> {
     const IMAGES: [&str; 4] = ["image", "mmproj", "vision", "multimodal"];
     const NONE_READ: [&str; 4] = ["not supported", "does not support", "mmproj", "text-only"];
     let body = body.to_ascii_lowercase();
-    let says = |marks: &[&str]| marks.iter().any(|mark| body.contains(mark));
+    let says = |marks: &[&str]| mentions_any(&body, marks);
     let refused = match status.as_u16() {
         413 => true,
         400 | 415 | 422 | 500 => says(&IMAGES),
@@ -693,8 +693,12 @@ fn says_too_long(body: &str) -> bool {
         "context limit",
         "prompt is too long",
     ];
-    let body = body.to_ascii_lowercase();
-    MARKS.iter().any(|mark| body.contains(mark))
+    mentions_any(&body.to_ascii_lowercase(), &MARKS)
+}
+
+/// Whether `lowercase` (an error body, lowercased) holds any of `marks`.
+fn mentions_any(lowercase: &str, marks: &[&str]) -> bool {
+    marks.iter().any(|mark| lowercase.contains(mark))
 }
 
 /// `404 Not Found`; `529` for codes without a standard name.

@@ -633,3 +633,26 @@ impl Wire {
             .collect()
     }
 }
+
+/// How llama.cpp's server refuses a picture for a model without a projector:
+/// a 500 that says the model reads no pictures.
+#[allow(dead_code)] // Only tests/providers.rs and tests/persistence.rs use it.
+pub fn llama_cpp_refuses_pictures() -> Reply {
+    Reply::status(
+        500,
+        serde_json::json!({"error": {
+            "code": 500,
+            "message": "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj",
+            "type": "server_error",
+        }}),
+    )
+}
+
+/// A refusal of these pictures only, for their size.
+#[allow(dead_code)] // Only tests/providers.rs and tests/persistence.rs use it.
+pub fn picture_too_large() -> Reply {
+    Reply::status(
+        400,
+        serde_json::json!({"error": {"message": "image exceeds 5 MB maximum"}}),
+    )
+}
