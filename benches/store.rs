@@ -904,6 +904,7 @@ fn session_row(id: &str, cwd: &Path, number: i64) -> SessionRow {
         turns: 0,
         running: false,
         permissions: None,
+        mode: None,
     }
 }
 

@@ -25,6 +25,7 @@ use crate::config::{
     DEFAULT_SESSION_IDLE_TIMEOUT, MAX_MESSAGE_BYTES, Paths, ServeConfig,
 };
 use crate::model::{Model, ModelSettings};
+use crate::tools::PermissionMode;
 use crate::{editors, logging, server, web};
 
 /// Where `punie serve --model` may come from instead.
@@ -162,6 +163,18 @@ struct AskArgs {
     /// Give it again for more files.
     #[arg(long, short, value_name = "FILE")]
     attach: Vec<PathBuf>,
+
+    /// The session's model from this prompt on, e.g. ollama:qwen3; a new
+    /// session gets the server's by default.
+    #[arg(long, value_name = "MODEL")]
+    model: Option<String>,
+
+    /// What Punie may do without asking in this session from this prompt
+    /// on: ask (every change and command asks), edit (file changes go
+    /// ahead, commands ask) or read-only (it changes nothing). A new session
+    /// asks by default.
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    mode: Option<PermissionMode>,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +234,12 @@ struct ServeArgs {
     /// script:PATH.
     #[arg(long, env = MODEL_ENV, default_value = "test")]
     model: String,
+
+    /// Another model clients may pick for a session (the IDE's model menu,
+    /// the browser's), besides --model and those Ollama and LM Studio have
+    /// installed; repeat for more.
+    #[arg(long = "offer-model", value_name = "MODEL")]
+    offered_models: Vec<String>,
 
     /// Rounds of tool calls one turn may take before it ends with
     /// max_turn_requests.
@@ -471,6 +490,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 port: args.port,
                 allowed_hosts: args.allowed_hosts,
                 model: args.model,
+                offered_models: args.offered_models,
                 model_settings: ModelSettings {
                     idle_timeout: seconds(args.model_idle_timeout, "--model-idle-timeout")?,
                     retries: args.model_retries,
@@ -605,6 +625,8 @@ fn ask_options(args: AskArgs) -> anyhow::Result<AskOptions> {
         conversation,
         output: args.output,
         yes: args.yes,
+        model: args.model,
+        mode: args.mode,
     })
 }
 
@@ -704,14 +726,31 @@ fn parse_rounds(value: &str) -> Result<usize, String> {
 }
 
 /// The model `punie serve` runs, built once, with its settings, before the
-/// server starts: a spec it cannot build from is a usage error like any bad
-/// flag. A missing API key is not: the server starts and says what to do.
+/// server starts: a spec it cannot build from, or one of the models it
+/// offers, is a usage error like any bad flag. A missing API key is not: the
+/// server starts and says what to do.
 fn serve_model(config: &ServeConfig) -> Result<Arc<dyn Model>, UsageError> {
+    let settings_file = config.paths.settings_file();
+    for offered in &config.offered_models {
+        crate::model::from_spec(offered, &config.model_settings).map_err(|error| {
+            UsageError(format!(
+                "{error} (from --offer-model or `offer-model` under [serve] in {})",
+                settings_file.display()
+            ))
+        })?;
+    }
     crate::model::from_spec(&config.model, &config.model_settings).map_err(|error| {
         UsageError(format!(
             "{error} (from --model, {MODEL_ENV} or `model` under [serve] in {})",
-            config.paths.settings_file().display()
+            settings_file.display()
         ))
+    })
+}
+
+fn parse_mode(value: &str) -> Result<PermissionMode, String> {
+    PermissionMode::from_id(value).ok_or_else(|| {
+        let ids: Vec<&str> = PermissionMode::ALL.iter().map(|mode| mode.id()).collect();
+        format!("the modes are {}", ids.join(", "))
     })
 }
 

@@ -101,6 +101,8 @@ pub struct ServeConfig {
     pub allowed_hosts: Vec<String>,
     /// The model new sessions use, e.g. `test`.
     pub model: String,
+    /// More models clients may pick for a session, e.g. `openai:gpt-5`.
+    pub offered_models: Vec<String>,
     /// How patient the model's provider is.
     pub model_settings: crate::model::ModelSettings,
     /// Rounds of tool calls one turn may take.
@@ -197,6 +199,12 @@ impl Paths {
     /// The access token clients present to the server.
     pub fn token_file(&self) -> PathBuf {
         self.state_dir.join("token")
+    }
+
+    /// The user's own instructions to the model, for every project.
+    pub fn user_instructions_file(&self) -> PathBuf {
+        self.config_dir
+            .join(crate::session::instructions::PROJECT_FILE)
     }
 
     /// The user's settings: `config.toml`.

@@ -541,6 +541,61 @@ async fn ask_reports_each_tool_call_on_stderr_and_rejects_when_nobody_can_answer
 }
 
 #[tokio::test]
+async fn ask_chooses_the_sessions_mode_and_model_and_says_when_it_cannot() {
+    let server = tool_using_server().await;
+    let output = ask(&server, &["--mode", "edit", "tidy the notes"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let workspace = server.home.workspace();
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("notes.txt")).unwrap(),
+        "new notes\n",
+        "the edit went ahead without asking"
+    );
+    assert!(
+        !workspace.join("copy.txt").exists(),
+        "the command still asked, and nobody could answer"
+    );
+
+    let output = ask(&server, &["--model", "no-such-model", "hello"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("unknown model `no-such-model`"), "{stderr}");
+    assert!(output.stdout.is_empty(), "nothing was asked");
+    let output = ask(
+        &server,
+        &["--continue", "--model", "no-such-model", "hello"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("cannot use the model `no-such-model`"),
+        "{stderr}"
+    );
+    let sessions = server
+        .home
+        .command()
+        .args(["sessions", "--json"])
+        .output()
+        .await
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&sessions.stdout).unwrap();
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(1),
+        "a refused model left no session behind: {listed}"
+    );
+
+    let output = ask(&server, &["--mode", "yolo", "hello"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("the modes are ask, edit, read-only"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn ask_completes_a_tool_using_turn_against_a_model_server() {
     use support::fake_provider::{
         FakeProvider, Reply, openai_delta, openai_done, openai_finish, openai_text_reply,

@@ -239,6 +239,21 @@ async fn a_rejected_permission_writes_nothing_and_an_allowed_one_writes_the_file
 }
 
 #[tokio::test]
+async fn a_mode_chosen_in_the_page_writes_without_asking_and_every_tab_sees_it() {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    let script = json!([
+        [{"tool_call": {"name": "write_file",
+            "arguments": {"path": "notes.txt", "content": "written by punie\n"}}}],
+        [{"text": "The notes are written."}]
+    ]);
+    let mut server = Server::scripted(script, &[]).await;
+    Scenario::start("settings", &mut server, &[])
+        .await
+        .passes()
+        .await;
+}
+
+#[tokio::test]
 async fn tool_cards_show_an_edits_diff_and_a_commands_output_and_cancel_stops_a_turn() {
     let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
     let edit = json!({"tool_call": {"name": "edit_file", "arguments":

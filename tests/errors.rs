@@ -106,13 +106,10 @@ async fn an_unknown_method_is_method_not_found() {
     assert!(message.contains("frobnicate"), "{message}");
     let (code, message) = error(
         &client
-            .request(
-                "session/set_mode",
-                json!({"sessionId": "x", "modeId": "ask"}),
-            )
+            .request("session/fork", json!({"sessionId": "x", "cwd": "/"}))
             .await,
     );
-    assert_eq!(code, -32601, "session/set_mode is not offered: {message}");
+    assert_eq!(code, -32601, "session/fork is not offered: {message}");
     let (code, message) = error(
         &client
             .request(

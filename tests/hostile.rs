@@ -34,7 +34,7 @@ use punie::config::{
     DEFAULT_CLIENT_REQUEST_TIMEOUT, DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_TOOL_ROUNDS,
     DEFAULT_MCP_CALL_TIMEOUT, DEFAULT_REATTACH_TIMEOUT, DEFAULT_SESSION_IDLE_TIMEOUT,
 };
-use punie::model::ModelSettings;
+use punie::model::{ModelCatalogue, ModelSettings};
 use punie::session::{ModelChoice, SessionRegistry, TurnSettings};
 use punie::store::Store;
 use serde_json::{Map, Value, json};
@@ -69,6 +69,8 @@ const SERVED: &[&str] = &[
     "session/cancel",
     "session/close",
     "session/delete",
+    "session/set_config_option",
+    "session/set_mode",
     "_punie/connection",
 ];
 
@@ -293,15 +295,37 @@ fn method_and_params() -> impl Strategy<Value = (String, Option<Value>)> {
         2 => with("session/cancel", object(vec![field("sessionId", session_id())])),
         1 => with("session/close", object(vec![field("sessionId", session_id())])),
         1 => with("session/delete", object(vec![field("sessionId", session_id())])),
+        2 => with("session/set_config_option", object(vec![
+            field("sessionId", session_id()),
+            field("configId", prop_oneof![
+                prop::sample::select(&["model", "mode"][..]).prop_map(Value::from),
+                text().prop_map(Value::from),
+            ].boxed()),
+            field("value", setting_value()),
+        ])),
+        1 => with("session/set_mode", object(vec![
+            field("sessionId", session_id()), field("modeId", setting_value()),
+        ])),
         1 => with("_punie/connection", object(vec![])),
         1 => with("$/cancel_request", object(vec![field("requestId", json_value())])),
         1 => (prop_oneof![
-                prop::sample::select(&["authenticate", "session/set_mode", "session/set_model", "fs/read_text_file", "terminal/create", "session/update", "rpc.discover", ""][..]).prop_map(str::to_owned),
+                prop::sample::select(&["authenticate", "session/set_model", "fs/read_text_file", "terminal/create", "session/update", "rpc.discover", ""][..]).prop_map(str::to_owned),
                 text(),
              ], json_value())
             .prop_map(|(method, params)| (method, Some(params))),
         1 => prop::sample::select(SERVED).prop_map(|method| (method.to_owned(), None)),
     ]
+}
+
+/// A value for a session setting: one of the modes, a model that fails
+/// fast, or anything.
+fn setting_value() -> BoxedStrategy<Value> {
+    prop_oneof![
+        3 => prop::sample::select(&["ask", "edit", "read-only", "test", "bogus", "ollama:", "script:/nonexistent"][..])
+            .prop_map(Value::from),
+        1 => json_value(),
+    ]
+    .boxed()
 }
 
 /// An id as JSON-RPC allows it; never one a probe uses.
@@ -874,6 +898,7 @@ impl Agent {
             idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
             client_request_timeout: DEFAULT_CLIENT_REQUEST_TIMEOUT,
             mcp_call_timeout: DEFAULT_MCP_CALL_TIMEOUT,
+            user_instructions: None,
             server_stopping: CancellationToken::new(),
         };
         let model =
@@ -888,7 +913,11 @@ impl Agent {
             Box::new(|_: &str| Err("only the default model here".to_owned())),
         );
         Self {
-            hub: AgentHub::new(sessions, CancellationToken::new()),
+            hub: AgentHub::new(
+                sessions,
+                ModelCatalogue::new("test", &[], None),
+                CancellationToken::new(),
+            ),
             home,
         }
     }

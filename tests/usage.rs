@@ -151,6 +151,14 @@ async fn bad_flag_values_are_usage_errors() {
     let output = punie(&settings, &["serve", "--port", "0"], &[]).await;
     assert_usage_error(&output, "config/punie/config.toml", "model in the settings");
 
+    let output = punie(
+        &home,
+        &["serve", "--port", "0", "--offer-model", "ollama:"],
+        &[],
+    )
+    .await;
+    assert_usage_error(&output, "--offer-model", "--offer-model");
+
     for (server, expected) in [
         ("ftp://x", "unsupported scheme"),
         ("notaurl", "is not a URL"),

@@ -54,6 +54,8 @@ const ui = {
   fileInput: $('#file-input'),
   send: $('#send'),
   cancel: $('#cancel'),
+  sessionModel: $('#session-model'),
+  sessionMode: $('#session-mode'),
   dialog: $('#new-session-dialog'),
   newSessionForm: $('#new-session-form'),
   newSessionCwd: $('#new-session-cwd'),
@@ -72,6 +74,9 @@ const state = {
   olderSessions: null,
   /** Every session the page knows: id → { sessionId, cwd, title, status, updatedAt }. */
   sessions: new Map(),
+  /** The settings (ACP config options) of each session this connection is
+   * attached to: id → [{ id, name, currentValue, options, … }]. */
+  settings: new Map(),
   /** Sessions this connection is attached to: id → Transcript. */
   transcripts: new Map(),
   /** Sessions whose turn this page started and that have not answered yet. */
@@ -258,6 +263,8 @@ function renderComposer() {
   ui.send.disabled = !state.connection || !open || running;
   ui.cancel.hidden = !running;
   ui.cancel.disabled = !state.connection;
+  renderSetting(ui.sessionModel, 'model', open);
+  renderSetting(ui.sessionMode, 'mode', open);
   ui.attachments.replaceChildren(
     ...state.attachments.map((attachment, index) => {
       const chip = document.createElement('span');
@@ -276,6 +283,41 @@ function renderComposer() {
       return chip;
     }),
   );
+}
+
+/** Show the open session's option `id` (a select config option) in `select`. */
+function renderSetting(select, id, open) {
+  const option = open && state.settings.get(state.current)?.find((setting) => setting.id === id && setting.type === 'select');
+  select.hidden = !option;
+  if (!option) return;
+  select.disabled = !state.connection;
+  const choices = (option.options || []).flatMap((choice) => choice.options || [choice]);
+  const shown = [...select.options].map((choice) => choice.value).join('\n');
+  if (shown !== choices.map((choice) => choice.value).join('\n')) {
+    select.replaceChildren(
+      ...choices.map((choice) => {
+        const element = document.createElement('option');
+        element.value = choice.value;
+        element.textContent = choice.name;
+        if (choice.description) element.title = choice.description;
+        return element;
+      }),
+    );
+  }
+  select.value = option.currentValue;
+  select.title = `${option.name}: ${choices.find((choice) => choice.value === option.currentValue)?.description || option.currentValue}`;
+}
+
+/** Change the open session's option `configId` to `value`. */
+async function changeSetting(configId, value) {
+  const id = state.current;
+  try {
+    const { configOptions } = await state.connection.request('session/set_config_option', { sessionId: id, configId, value });
+    state.settings.set(id, configOptions);
+  } catch (error) {
+    showNotice(`Cannot change the ${configId}: ${describe(error)}`);
+  }
+  renderComposer();
 }
 
 function render() {
@@ -414,7 +456,8 @@ async function openSession(id) {
     () => false,
   );
   try {
-    await load;
+    const { configOptions } = await load;
+    if (configOptions) state.settings.set(id, configOptions);
   } catch (error) {
     state.transcripts.delete(id);
     if (state.current === id) showTranscript(null);
@@ -454,7 +497,8 @@ function openNewSessionDialog() {
 async function createSession(cwd, model) {
   const params = { cwd, mcpServers: [] };
   if (model && model !== state.defaultModel) params._meta = { 'punie/model': model };
-  const { sessionId } = await state.connection.request('session/new', params);
+  const { sessionId, configOptions } = await state.connection.request('session/new', params);
+  if (configOptions) state.settings.set(sessionId, configOptions);
   upsertSession({ sessionId, cwd, title: null, status: 'idle', updatedAt: new Date().toISOString() });
   newTranscript(sessionId);
   switchTo(sessionId);
@@ -560,6 +604,11 @@ function handleNotification(method, params) {
     const update = params.update || {};
     if (update.sessionUpdate === 'session_info_update' && update.title) {
       upsertSession({ sessionId: params.sessionId, title: update.title });
+    }
+    if (update.sessionUpdate === 'config_option_update') {
+      state.settings.set(params.sessionId, update.configOptions || []);
+      scheduleRender();
+      return;
     }
     if (transcript) transcript.apply(update);
     else scheduleRender();
@@ -673,6 +722,7 @@ function forgetConnection(why) {
   state.connection = null;
   for (const transcript of state.transcripts.values()) transcript.lapseQuestions(why);
   state.transcripts.clear();
+  state.settings.clear();
   state.prompting.clear();
 }
 
@@ -856,6 +906,9 @@ function renamed(file, index) {
   const stamp = new Date().toISOString().slice(11, 19).replaceAll(':', '');
   return new File([file], `pasted-${stamp}${index ? `-${index + 1}` : ''}.${extension}`, { type: file.type });
 }
+
+ui.sessionModel.addEventListener('change', () => changeSetting('model', ui.sessionModel.value));
+ui.sessionMode.addEventListener('change', () => changeSetting('mode', ui.sessionMode.value));
 
 document.addEventListener('keydown', (event) => {
   if (ui.dialog.open) return;

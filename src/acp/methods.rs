@@ -16,8 +16,10 @@ use agent_client_protocol::v1::schema::{
     InitializeResponse, ListSessionsRequest, ListSessionsResponse, LoadSessionRequest,
     LoadSessionResponse, McpCapabilities, Meta, NewSessionRequest, NewSessionResponse,
     PromptCapabilities, PromptRequest, PromptResponse, ResumeSessionRequest, ResumeSessionResponse,
-    SessionCapabilities, SessionCloseCapabilities, SessionDeleteCapabilities, SessionId,
-    SessionListCapabilities, SessionNotification, SessionResumeCapabilities,
+    SessionCapabilities, SessionCloseCapabilities, SessionConfigOption, SessionDeleteCapabilities,
+    SessionId, SessionListCapabilities, SessionModeState, SessionNotification,
+    SessionResumeCapabilities, SetSessionConfigOptionRequest, SetSessionConfigOptionResponse,
+    SetSessionModeRequest, SetSessionModeResponse,
 };
 use agent_client_protocol::v1::{ConnectionTo, Responder};
 use agent_client_protocol::{Agent, Channel, Client, Error, UntypedMessage};
@@ -28,8 +30,9 @@ use serde_json::{Value, json};
 use super::connection::{ClientDescription, Connection};
 use super::errors;
 use super::frames::INVALID_REQUEST_METHOD;
+use super::options::{self, MODE_OPTION, MODEL_OPTION};
 use crate::config::SESSION_LIST_PAGE;
-use crate::session::{BeginError, Turn};
+use crate::session::{BeginError, Session, Turn};
 
 /// Serve ACP on `transport` for `connection` until the client leaves or the
 /// input ends.
@@ -82,6 +85,8 @@ async fn handle_request(
         "session/close" => close_session(connection, params),
         "session/delete" => delete_session(connection, params).await,
         "session/cancel" => cancel_by_request(connection, params),
+        "session/set_config_option" => set_config_option(connection, params),
+        "session/set_mode" => set_mode(connection, params),
         "_punie/connection" => describe_connection(connection),
         "_punie/info" => describe_server(connection),
         "_punie/models" => {
@@ -198,11 +203,120 @@ async fn new_session(
         .map_err(|error| errors::registry(METHOD, error))?;
     session.use_mcp_servers(&request.mcp_servers);
     tracing::info!(connection = connection.id, session = %session.id(), cwd = %session.cwd().display(), "session created");
-    to_json(NewSessionResponse::new(session.id().clone()))
+    let (modes, config_options) = settings_of(connection, &session);
+    to_json(
+        NewSessionResponse::new(session.id().clone())
+            .modes(modes)
+            .config_options(config_options),
+    )
+}
+
+/// The session's settings, as a client is shown them when it attaches. The
+/// local model servers' lists are asked for again, for the next client, if
+/// they are old.
+fn settings_of(
+    connection: &Connection,
+    session: &Session,
+) -> (SessionModeState, Vec<SessionConfigOption>) {
+    let models = &connection.hub.models;
+    if models.claim_refresh() {
+        let hub = connection.hub.clone();
+        tokio::spawn(async move { hub.models.refreshed().await });
+    }
+    (
+        options::mode_state(session),
+        options::config_options(session, &models.known()),
+    )
+}
+
+/// `session/set_config_option`: pick the session's model or mode.
+fn set_config_option(connection: &Connection, params: Value) -> Result<Value, Error> {
+    const METHOD: &str = "session/set_config_option";
+    // Said here: serde would say only that no variant matched.
+    let boolean = params.get("type").is_some_and(|kind| kind == "boolean");
+    if !boolean && params.get("value").is_some_and(|value| !value.is_string()) {
+        return Err(errors::invalid_params(
+            METHOD,
+            "`value` must be a string: the id of one of the option's values",
+        ));
+    }
+    let request: SetSessionConfigOptionRequest = parse_params(METHOD, params)?;
+    let session = connection.attached_session(METHOD, &request.session_id)?;
+    let option = &*request.config_id.0;
+    let Some(value) = request.value.as_value_id() else {
+        return Err(errors::invalid_params(
+            METHOD,
+            format!("`{option}` takes the id of one of its values, not true or false"),
+        ));
+    };
+    let mode_changed = match option {
+        MODEL_OPTION => {
+            let model = connection
+                .hub
+                .sessions
+                .model_choice(Some(&value.0))
+                .map_err(|error| {
+                    errors::invalid_params(
+                        METHOD,
+                        format!("cannot use the model `{value}`: {error}"),
+                    )
+                })?;
+            tracing::info!(connection = connection.id, session = %session.id(), model = model.spec, "model chosen");
+            session.set_model(model);
+            false
+        }
+        MODE_OPTION => {
+            change_mode(connection, &session, options::mode_named(METHOD, &value.0)?);
+            true
+        }
+        other => {
+            return Err(errors::invalid_params(
+                METHOD,
+                format!(
+                    "there is no option `{other}`; the options are `{MODEL_OPTION}` and `{MODE_OPTION}`"
+                ),
+            ));
+        }
+    };
+    let options = tell_others_of_change(connection, &session, mode_changed);
+    to_json(SetSessionConfigOptionResponse::new(options))
+}
+
+/// `session/set_mode`: the older way to pick the session's mode.
+fn set_mode(connection: &Connection, params: Value) -> Result<Value, Error> {
+    const METHOD: &str = "session/set_mode";
+    let request: SetSessionModeRequest = parse_params(METHOD, params)?;
+    let session = connection.attached_session(METHOD, &request.session_id)?;
+    change_mode(
+        connection,
+        &session,
+        options::mode_named(METHOD, &request.mode_id.0)?,
+    );
+    tell_others_of_change(connection, &session, true);
+    to_json(SetSessionModeResponse::new())
+}
+
+fn change_mode(connection: &Connection, session: &Session, mode: crate::tools::PermissionMode) {
+    tracing::info!(connection = connection.id, session = %session.id(), mode = mode.id(), "mode chosen");
+    session.set_mode(mode);
+}
+
+/// Tell the session's other clients of a change of its settings; returns
+/// the settings now, for the client that changed them.
+fn tell_others_of_change(
+    connection: &Connection,
+    session: &Session,
+    mode_changed: bool,
+) -> Vec<SessionConfigOption> {
+    let options = options::config_options(session, &connection.hub.models.known());
+    for notice in options::change_notices(session, options.clone(), mode_changed) {
+        session.tell_attached(notice, connection.id);
+    }
+    options
 }
 
 /// Where `session/new` may name the session's model, e.g. `"ollama:qwen3"`.
-const MODEL_META: &str = "punie/model";
+pub const MODEL_META: &str = "punie/model";
 
 /// `session/load`: attach, replay the whole history as `session/update`
 /// notifications, then answer. A history that cannot be read is an error,
@@ -242,7 +356,13 @@ async fn load_session(
     }
     session.replayed(connection.id);
     tracing::info!(connection = connection.id, session = %id, updates = replayed, "session loaded");
-    to_json(LoadSessionResponse::new().meta(workspace_meta(session.cwd())))
+    let (modes, config_options) = settings_of(connection, &session);
+    to_json(
+        LoadSessionResponse::new()
+            .modes(modes)
+            .config_options(config_options)
+            .meta(workspace_meta(session.cwd())),
+    )
 }
 
 /// `session/resume`: attach without replay.
@@ -261,7 +381,13 @@ async fn resume_session(
     warn_of_other_cwd(&id, session.cwd(), &request.cwd);
     session.use_mcp_servers(&request.mcp_servers);
     tracing::info!(connection = connection.id, session = %id, "session resumed");
-    to_json(ResumeSessionResponse::new().meta(workspace_meta(session.cwd())))
+    let (modes, config_options) = settings_of(connection, &session);
+    to_json(
+        ResumeSessionResponse::new()
+            .modes(modes)
+            .config_options(config_options)
+            .meta(workspace_meta(session.cwd())),
+    )
 }
 
 /// Where a loaded or resumed session works, for a client that asked with
@@ -465,19 +591,13 @@ fn describe_server(connection: &Connection) -> Result<Value, Error> {
 }
 
 /// `_punie/models`: models a new session could use — the server's default,
-/// then those the local model servers have installed. Answered from a task of
-/// its own: asking those servers may take a moment, and other requests of the
-/// connection must not wait for it.
+/// those it offers, then those the local model servers have installed, asked
+/// for now. Answered from a task of its own: asking those servers may take a
+/// moment, and other requests of the connection must not wait for it.
 fn list_models(connection: &Connection, responder: Responder<Value>) {
-    let default = connection.hub.sessions.default_model().to_owned();
+    let hub = connection.hub.clone();
     tokio::spawn(async move {
-        let ollama_host = std::env::var("OLLAMA_HOST").ok();
-        let mut models = vec![default];
-        for model in crate::model::local_models(ollama_host.as_deref()).await {
-            if !models.contains(&model) {
-                models.push(model);
-            }
-        }
+        let models = hub.models.refreshed().await;
         let _ = responder.respond_with_result(Ok(json!({ "models": models })));
     });
 }

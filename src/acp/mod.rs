@@ -14,6 +14,7 @@ mod connection;
 mod errors;
 mod frames;
 mod methods;
+mod options;
 mod prompt;
 
 use std::sync::Arc;
@@ -22,15 +23,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::model::ModelCatalogue;
 use crate::session::{ConnectionId, SessionRegistry};
 
 pub use connection::AcpConnection;
 pub use frames::frame_from_text;
+pub use methods::MODEL_META;
+pub use options::{MODE_OPTION, MODEL_OPTION};
 
 /// What every ACP connection of one server shares.
 pub struct AgentHub {
     /// Every session in memory, and the way to the stored ones.
     pub sessions: SessionRegistry,
+    /// The models a client may give a session.
+    pub models: ModelCatalogue,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
     /// One entry per live ACP connection; waited on at shutdown.
@@ -41,9 +47,14 @@ pub struct AgentHub {
 }
 
 impl AgentHub {
-    pub fn new(sessions: SessionRegistry, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        sessions: SessionRegistry,
+        models: ModelCatalogue,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Self {
             sessions,
+            models,
             shutdown,
             connections: TaskTracker::new(),
             turns: TaskTracker::new(),

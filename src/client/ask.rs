@@ -16,11 +16,11 @@ use std::time::Duration;
 use agent_client_protocol::v1::ConnectionTo;
 use agent_client_protocol::v1::schema::{
     CancelNotification, ClientCapabilities, ContentBlock, CreateTerminalRequest,
-    FileSystemCapabilities, InitializeResponse, KillTerminalRequest, NewSessionRequest, Plan,
+    FileSystemCapabilities, InitializeResponse, KillTerminalRequest, Meta, NewSessionRequest, Plan,
     PlanEntryStatus, PromptRequest, ReadTextFileRequest, ReleaseTerminalRequest,
-    RequestPermissionRequest, ResumeSessionRequest, SessionId, SessionNotification, SessionUpdate,
-    StopReason, TerminalOutputRequest, ToolCallStatus, WaitForTerminalExitRequest,
-    WriteTextFileRequest,
+    RequestPermissionRequest, ResumeSessionRequest, SessionConfigOptionValue, SessionId,
+    SessionNotification, SessionUpdate, SetSessionConfigOptionRequest, StopReason,
+    TerminalOutputRequest, ToolCallStatus, WaitForTerminalExitRequest, WriteTextFileRequest,
 };
 use agent_client_protocol::{
     Agent, Client, Error, ErrorCode, on_receive_notification, on_receive_request,
@@ -29,6 +29,8 @@ use serde_json::{Value, json};
 
 use super::service::{LocalService, Permissions};
 use super::{Target, sessions};
+use crate::acp::{MODE_OPTION, MODEL_META, MODEL_OPTION};
+use crate::tools::PermissionMode;
 use crate::workspace::Workspace;
 
 /// What `punie ask` prints on stdout.
@@ -65,6 +67,10 @@ pub struct AskOptions {
     pub output: OutputFormat,
     /// Allow every permission request.
     pub yes: bool,
+    /// The session's model from this prompt on, if the person chose one.
+    pub model: Option<String>,
+    /// The session's permission mode from this prompt on, if chosen.
+    pub mode: Option<PermissionMode>,
 }
 
 /// How `ask` ended; the CLI turns it into an exit code.
@@ -279,7 +285,7 @@ async fn converse(
                 .terminal(true);
             let server = super::initialize(&cx, "punie-ask", capabilities).await?;
             let (session_id, elsewhere) =
-                open_session(&cx, &server, &options.conversation, workspace.root()).await?;
+                open_session(&cx, &server, options, workspace.root()).await?;
             service.open_in(elsewhere.unwrap_or_else(|| workspace.clone()));
             lock(view).session_id = Some(session_id.to_string());
             interrupt.turn_started(cx.clone(), session_id.clone());
@@ -299,26 +305,71 @@ async fn converse(
         .await
 }
 
-/// The session the prompt goes to: a new one, or a kept one attached to this
-/// connection without replaying its history, so stdout gets only the new
-/// answer. A kept session works where it was created: its workspace, when
-/// that is not `root`, comes back too.
+/// Set the session's option `option` to `value`, before the prompt.
+async fn choose(
+    cx: &ConnectionTo<Agent>,
+    session_id: &SessionId,
+    option: &'static str,
+    value: &str,
+) -> Result<(), Error> {
+    cx.send_request(SetSessionConfigOptionRequest::new(
+        session_id.clone(),
+        option,
+        SessionConfigOptionValue::value_id(value.to_owned()),
+    ))
+    .block_task()
+    .await?;
+    Ok(())
+}
+
+/// The session the prompt goes to, with the model and mode the person
+/// chose: a new one, or a kept one attached to this connection without
+/// replaying its history, so stdout gets only the new answer. A kept session
+/// works where it was created: its workspace, when that is not `root`, comes
+/// back too.
 async fn open_session(
     cx: &ConnectionTo<Agent>,
     server: &InitializeResponse,
-    conversation: &Conversation,
+    options: &AskOptions,
     root: &Path,
 ) -> Result<(SessionId, Option<Workspace>), Error> {
-    let session_id = match conversation {
+    let (session_id, elsewhere) = match &options.conversation {
+        // A model the server cannot use refuses the session, rather than
+        // leave an empty one behind.
         Conversation::New => {
-            let created = cx
-                .send_request(NewSessionRequest::new(root))
-                .block_task()
-                .await?;
-            return Ok((created.session_id, None));
+            let mut request = NewSessionRequest::new(root);
+            if let Some(model) = &options.model {
+                let mut meta = Meta::new();
+                meta.insert(MODEL_META.to_owned(), model.as_str().into());
+                request = request.meta(meta);
+            }
+            let created = cx.send_request(request).block_task().await?;
+            (created.session_id, None)
         }
-        Conversation::Resume(id) => SessionId::new(id.as_str()),
-        Conversation::Continue => sessions::newest(cx, server, root).await?.ok_or_else(|| {
+        Conversation::Resume(id) => open_kept_session(cx, server, Some(id), root).await?,
+        Conversation::Continue => open_kept_session(cx, server, None, root).await?,
+    };
+    let kept = !matches!(options.conversation, Conversation::New);
+    if let (true, Some(model)) = (kept, &options.model) {
+        choose(cx, &session_id, MODEL_OPTION, model).await?;
+    }
+    if let Some(mode) = options.mode {
+        choose(cx, &session_id, MODE_OPTION, mode.id()).await?;
+    }
+    Ok((session_id, elsewhere))
+}
+
+/// A session kept from before, attached without its history: the one `id`
+/// names, or the newest in `root`.
+async fn open_kept_session(
+    cx: &ConnectionTo<Agent>,
+    server: &InitializeResponse,
+    id: Option<&String>,
+    root: &Path,
+) -> Result<(SessionId, Option<Workspace>), Error> {
+    let session_id = match id {
+        Some(id) => SessionId::new(id.as_str()),
+        None => sessions::newest(cx, server, root).await?.ok_or_else(|| {
             Error::new(
                 ErrorCode::RESOURCE_NOT_FOUND,
                 format!(

@@ -22,7 +22,7 @@ use futures::stream::BoxStream;
 use serde_json::Value;
 
 pub use anthropic::AnthropicModel;
-pub use discover::local_models;
+pub use discover::ModelCatalogue;
 pub use openai::{OpenAiModel, OpenAiServer};
 pub use script::ScriptModel;
 pub use test_model::TestModel;

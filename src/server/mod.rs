@@ -100,8 +100,18 @@ pub async fn serve(config: ServeConfig, model: Arc<dyn model::Model>) -> anyhow:
             "recorded turns the last server was stopped in"
         );
     }
-    let hub = AgentHub::new(sessions, shutdown.clone());
+    let models = model::ModelCatalogue::new(
+        &config.model,
+        &config.offered_models,
+        std::env::var("OLLAMA_HOST").ok(),
+    );
+    let hub = AgentHub::new(sessions, models, shutdown.clone());
     tokio::spawn(evict_idle_sessions(hub.clone()));
+    // So that the first session's model menu lists the local servers' models.
+    if hub.models.claim_refresh() {
+        let hub = hub.clone();
+        tokio::spawn(async move { hub.models.refreshed().await });
+    }
     let connection_slots = Arc::new(Semaphore::new(config.limits.max_connections));
     let limits = Arc::new(config.limits.clone());
     let http_profile = Arc::new(HttpProfile::new(
@@ -196,6 +206,7 @@ fn session_registry(
         idle_timeout: config.session_idle_timeout,
         client_request_timeout: config.limits.client_request_timeout,
         mcp_call_timeout: config.mcp_call_timeout,
+        user_instructions: Some(config.paths.user_instructions_file()),
         server_stopping: shutdown.clone(),
     };
     let model_settings = config.model_settings.clone();

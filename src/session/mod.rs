@@ -14,6 +14,7 @@
 mod attachments;
 mod context;
 mod history;
+pub mod instructions;
 mod port;
 mod turn;
 
@@ -29,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::mcp::McpServers;
 use crate::model::{Message, Model, Picture, ToolSpec};
-use crate::store::{AfterWrite, EntryKind, ListPosition, SessionRow, Store, StoreError};
-use crate::tools::{LastingAnswers, PermissionMemory};
+use crate::store::{AfterWrite, EntryKind, ListPosition, SessionRow, Setting, Store, StoreError};
+use crate::tools::{LastingAnswers, PermissionMemory, PermissionMode};
 use crate::workspace::{Terminals, Workspace, WorkspaceError};
 use context::Conversation;
 
@@ -65,6 +66,9 @@ pub struct TurnSettings {
     pub client_request_timeout: Duration,
     /// How long a tool of an MCP server may take.
     pub mcp_call_timeout: Duration,
+    /// The person's own instructions for every project, if they wrote any:
+    /// see [`instructions`].
+    pub user_instructions: Option<PathBuf>,
     /// Cancelled when the server starts to stop. Turns that end from then on
     /// tell only their prompters how: every connection is closing, and a
     /// later load replays the end from the history.
@@ -75,7 +79,6 @@ pub struct TurnSettings {
 pub struct Session {
     id: SessionId,
     cwd: PathBuf,
-    model: Arc<dyn Model>,
     settings: Arc<TurnSettings>,
     /// Who Punie is and where it works, for the model.
     system_prompt: Arc<str>,
@@ -98,6 +101,8 @@ pub struct Session {
 }
 
 struct SessionState {
+    /// The model the next turn talks to; a client may change it.
+    model: ModelChoice,
     /// The conversation as the model sees it; `None` when dropped from
     /// memory. Shared with a running turn's model requests.
     history: Option<Conversation>,
@@ -206,9 +211,10 @@ impl Session {
             .flatten();
         if let Some(title) = &new_title {
             state.title = Some(title.clone());
-            self.store.set_title(&self.id.0, title);
+            self.store.set(&self.id.0, Setting::Title, title.clone());
         }
         let number = state.turns + 1;
+        let model = state.model.model.clone();
         drop(state);
         self.set_activity(Activity::Running);
         self.store.turn_started(&self.id.0, number as i64);
@@ -226,7 +232,9 @@ impl Session {
             cancel: cancel.clone(),
             terminals: Arc::default(),
         };
-        Ok(Turn::new(port, prompt, number, history, new_title, cancel))
+        Ok(Turn::new(
+            port, model, prompt, number, history, new_title, cancel,
+        ))
     }
 
     /// The conversation, read back from the store if it was dropped.
@@ -264,6 +272,47 @@ impl Session {
     /// text from now on, rather than be refused on every call.
     fn refuse_pictures(&self) {
         self.lock().pictures_refused = true;
+    }
+
+    /// The spec of the model the next turn uses, e.g. `ollama:qwen3`.
+    pub fn model_spec(&self) -> String {
+        self.lock().model.spec.clone()
+    }
+
+    /// Use `model` from the next turn on; a running turn finishes with the
+    /// one it began with. What was learned of the old model's limits is
+    /// forgotten.
+    pub fn set_model(&self, model: ModelChoice) {
+        let mut state = self.lock();
+        if state.model.spec == model.spec {
+            return;
+        }
+        self.store
+            .set(&self.id.0, Setting::Model, model.spec.clone());
+        state.model = model;
+        state.learned_window = None;
+        state.pictures_refused = false;
+    }
+
+    pub fn mode(&self) -> PermissionMode {
+        self.permissions.mode()
+    }
+
+    /// Ask as `mode` says from now on, in the running turn too.
+    pub fn set_mode(&self, mode: PermissionMode) {
+        if self.permissions.mode() == mode {
+            return;
+        }
+        self.permissions.set_mode(mode);
+        self.store
+            .set(&self.id.0, Setting::Mode, mode.id().to_owned());
+    }
+
+    /// Send `notification` to every connection attached to the session but
+    /// `except`, at once: it is news of the session's settings, not of its
+    /// conversation, so it is not stored and a load does not replay it.
+    pub fn tell_attached(&self, notification: SessionNotification, except: ConnectionId) {
+        self.attachments.deliver(notification, Some(except));
     }
 
     /// Stop the running turn, if any; it ends with `cancelled`.
@@ -489,6 +538,22 @@ fn lasting_answers(row: &SessionRow) -> LastingAnswers {
     })
 }
 
+/// The permission mode stored with `row`. An unknown one (from a later
+/// version) is taken as the default, which asks: the safe side.
+fn stored_mode(row: &SessionRow) -> PermissionMode {
+    let Some(stored) = &row.mode else {
+        return PermissionMode::default();
+    };
+    PermissionMode::from_id(stored).unwrap_or_else(|| {
+        tracing::warn!(
+            session = row.id,
+            mode = stored,
+            "ignored a stored permission mode Punie does not know"
+        );
+        PermissionMode::default()
+    })
+}
+
 /// A session's title: the first line of its first prompt, shortened.
 fn title_from(prompt: &str) -> Option<String> {
     let line = prompt.trim().lines().next().unwrap_or_default().trim();
@@ -619,8 +684,9 @@ impl SessionRegistry {
             turns: 0,
             running: false,
             permissions: None,
+            mode: None,
         };
-        let session = self.revive(&row, model.model, Some(Vec::new()))?;
+        let session = self.revive(&row, model, Some(Vec::new()))?;
         self.store.create_session(row);
         session.attachments.attach(client, false);
         self.lock().insert(session.id.clone(), session.clone());
@@ -646,18 +712,14 @@ impl SessionRegistry {
                     .session(&id.0)
                     .await?
                     .ok_or_else(|| RegistryError::Unknown(id.clone()))?;
-                let model = if row.model == self.default_model.spec {
-                    self.default_model.model.clone()
-                } else {
-                    (self.model_for)(&row.model).unwrap_or_else(|error| {
-                        tracing::warn!(
-                            session = row.id,
-                            model = row.model,
-                            "the session's model is unavailable ({error}); it continues with the server's"
-                        );
-                        self.default_model.model.clone()
-                    })
-                };
+                let model = self.model_choice(Some(&row.model)).unwrap_or_else(|error| {
+                    tracing::warn!(
+                        session = row.id,
+                        model = row.model,
+                        "the session's model is unavailable ({error}); it continues with the server's"
+                    );
+                    self.default_model.clone()
+                });
                 self.revive(&row, model, None)?
             }
         };
@@ -696,21 +758,24 @@ impl SessionRegistry {
     /// answers, and every change written back.
     fn permission_memory(&self, row: &SessionRow) -> PermissionMemory {
         let (store, id) = (self.store.clone(), row.id.clone());
-        PermissionMemory::new(
-            lasting_answers(row),
-            move |answers| match serde_json::to_string(answers) {
-                Ok(stored) => store.set_permissions(&id, stored),
-                Err(error) => {
-                    tracing::error!(session = id, "cannot store a permission answer: {error}");
-                }
-            },
-        )
+        let memory =
+            PermissionMemory::new(
+                lasting_answers(row),
+                move |answers| match serde_json::to_string(answers) {
+                    Ok(stored) => store.set(&id, Setting::Permissions, stored),
+                    Err(error) => {
+                        tracing::error!(session = id, "cannot store a permission answer: {error}");
+                    }
+                },
+            );
+        memory.set_mode(stored_mode(row));
+        memory
     }
 
     fn revive(
         &self,
         row: &SessionRow,
-        model: Arc<dyn Model>,
+        model: ModelChoice,
         history: Option<Vec<Message>>,
     ) -> Result<Arc<Session>, RegistryError> {
         let workspace = Workspace::new(&row.cwd)?;
@@ -723,7 +788,6 @@ impl SessionRegistry {
             system_prompt: system_prompt.into(),
             fixed_tokens,
             cwd: row.cwd.clone(),
-            model,
             settings: self.settings.clone(),
             workspace,
             terminals: Terminals::default(),
@@ -733,6 +797,7 @@ impl SessionRegistry {
             attachments: attachments::Attachments::default(),
             watchers: self.watchers.clone(),
             state: Mutex::new(SessionState {
+                model,
                 history: history.map(Conversation::new),
                 turns: usize::try_from(row.turns).unwrap_or(0),
                 title: row.title.clone(),

@@ -13,9 +13,12 @@ use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{self, Conversation};
-use super::history;
 use super::{Prompt, Session, SessionPort};
-use crate::model::{Message, ModelError, ModelEvent, ModelRequest, Stop, ToolCall, ToolSpec};
+use super::{history, instructions};
+use crate::mcp::McpTools;
+use crate::model::{
+    Message, Model, ModelError, ModelEvent, ModelRequest, Stop, ToolCall, ToolSpec,
+};
 use crate::tools::{self, ClientPort, ToolContext, ToolOutcome};
 
 /// What the model is told about the tool calls of a reply cut off by its
@@ -41,6 +44,8 @@ pub enum TurnError {
 pub struct Turn {
     /// How the turn reaches clients; it holds the session too.
     port: SessionPort,
+    /// The session's model when the turn began.
+    model: Arc<dyn Model>,
     /// Which prompt of the session this is, counting from 1.
     number: usize,
     /// The conversation, growing as the turn goes on.
@@ -91,6 +96,7 @@ struct Requested {
 impl Turn {
     pub(super) fn new(
         port: SessionPort,
+        model: Arc<dyn Model>,
         prompt: Prompt,
         number: usize,
         conversation: Conversation,
@@ -115,6 +121,7 @@ impl Turn {
             tools,
             fixed_tokens,
             port,
+            model,
             number,
             conversation,
             call_ids,
@@ -180,14 +187,12 @@ impl Turn {
                 client.notify(update);
             }
         }
-        if !mcp.is_empty() {
-            let specs: Vec<ToolSpec> = mcp.specs().collect();
-            self.fixed_tokens += context::tools_tokens(&specs) + context::text_tokens(MCP_NOTE);
-            let mut tools = (*session.settings.tools).clone();
-            tools.extend(specs);
-            self.tools = Arc::new(tools);
-            self.system = format!("{}{MCP_NOTE}", session.system_prompt).into();
-        }
+        let instructions = instructions::note(
+            session.settings.user_instructions.as_deref(),
+            &session.workspace,
+        )
+        .await;
+        self.fit_to_session(&session, &mcp, &instructions);
         let context = ToolContext {
             session_id: session.id(),
             workspace: &session.workspace,
@@ -266,6 +271,43 @@ impl Turn {
         Ok(StopReason::MaxTurnRequests)
     }
 
+    /// The system prompt and the tools for this turn: the session's, with
+    /// the MCP servers' tools, what the session's mode offers and asks, and
+    /// the person's instructions. Unchanged, they are shared, not copied.
+    fn fit_to_session(&mut self, session: &Session, mcp: &McpTools, instructions: &str) {
+        let mode = session.permissions.mode();
+        let offers_all = session
+            .settings
+            .tools
+            .iter()
+            .all(|tool| mode.offers(&tool.name));
+        if !offers_all || !mcp.is_empty() {
+            let mut tools: Vec<ToolSpec> = session
+                .settings
+                .tools
+                .iter()
+                .filter(|tool| mode.offers(&tool.name))
+                .cloned()
+                .collect();
+            tools.extend(mcp.specs());
+            self.tools = Arc::new(tools);
+        }
+        let mcp_note = if mcp.is_empty() { "" } else { MCP_NOTE };
+        let added = [mcp_note, mode.note(), instructions];
+        let adds_text = added.iter().any(|text| !text.is_empty());
+        if adds_text {
+            self.system = [&*session.system_prompt]
+                .into_iter()
+                .chain(added)
+                .collect::<String>()
+                .into();
+        }
+        if adds_text || !offers_all || !mcp.is_empty() {
+            self.fixed_tokens =
+                context::text_tokens(&self.system) + context::tools_tokens(&self.tools);
+        }
+    }
+
     /// Call the model once, passing on what it says as it says it. A model
     /// server that refuses the conversation as too long before saying
     /// anything is asked again with less of it.
@@ -273,7 +315,7 @@ impl Turn {
         let session = self.port.session.clone();
         'call: loop {
             let (request, sent) = self.request(session.context_window());
-            let mut stream = session.model.stream(request);
+            let mut stream = self.model.stream(request);
             let mut round = Round {
                 text: String::new(),
                 tool_calls: Vec::new(),

@@ -130,6 +130,32 @@ pub struct SessionRow {
     /// The session's lasting answers to permission requests, as
     /// [`crate::session`] encodes them; `None` until it has one.
     pub permissions: Option<String>,
+    /// The session's permission mode, by its id; `None` until it is changed.
+    pub mode: Option<String>,
+}
+
+/// A setting of a session that changes after it is created, each a column
+/// of its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    Title,
+    /// The lasting answers to permission requests, as [`SessionRow::permissions`].
+    Permissions,
+    Model,
+    /// The permission mode, as [`SessionRow::mode`].
+    Mode,
+}
+
+impl Setting {
+    /// The statement that sets it: `?1` the session, `?2` the value.
+    fn update(self) -> &'static str {
+        match self {
+            Self::Title => "UPDATE sessions SET title = ?2 WHERE id = ?1",
+            Self::Permissions => "UPDATE sessions SET permissions = ?2 WHERE id = ?1",
+            Self::Model => "UPDATE sessions SET model = ?2 WHERE id = ?1",
+            Self::Mode => "UPDATE sessions SET mode = ?2 WHERE id = ?1",
+        }
+    }
 }
 
 /// One page of sessions, newest first.
@@ -317,18 +343,12 @@ impl Store {
         });
     }
 
-    pub fn set_title(&self, session: &str, title: &str) {
-        self.send(Command::SetTitle {
+    /// Change one of the session's settings to `value`.
+    pub fn set(&self, session: &str, setting: Setting, value: String) {
+        self.send(Command::Set {
             session: session.to_owned(),
-            title: title.to_owned(),
-        });
-    }
-
-    /// Replace the session's lasting answers to permission requests.
-    pub fn set_permissions(&self, session: &str, permissions: String) {
-        self.send(Command::SetPermissions {
-            session: session.to_owned(),
-            permissions,
+            setting,
+            value,
         });
     }
 
@@ -550,7 +570,7 @@ impl Store {
 }
 
 const SESSION_COLUMNS: &str =
-    "id, cwd, title, model, created_us, updated_us, turns, running, permissions";
+    "id, cwd, title, model, created_us, updated_us, turns, running, permissions, mode";
 
 fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
     Ok(SessionRow {
@@ -563,6 +583,7 @@ fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
         turns: row.get(6)?,
         running: row.get(7)?,
         permissions: row.get(8)?,
+        mode: row.get(9)?,
     })
 }
 
@@ -776,6 +797,7 @@ mod tests {
             turns: 0,
             running: false,
             permissions: None,
+            mode: None,
         }
     }
 

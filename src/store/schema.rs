@@ -33,6 +33,9 @@ const MIGRATIONS: &[M<'static>] = &[
     // which outlives the server process; they are read with the row when the
     // session is brought back into memory.
     M::up("ALTER TABLE sessions ADD COLUMN permissions TEXT;"),
+    // The permission mode a client chose for the session (ask first, edit
+    // without asking, read only); NULL is the default, asking first.
+    M::up("ALTER TABLE sessions ADD COLUMN mode TEXT;"),
 ];
 
 /// Bytes per page of a new database. A third of the bytes per one-update

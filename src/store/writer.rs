@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
-    AfterWrite, AtNewest, EntryKind, RETRY_INTERVAL, Readers, SessionRow, describe, lock,
+    AfterWrite, AtNewest, EntryKind, RETRY_INTERVAL, Readers, SessionRow, Setting, describe, lock,
     open_for_writing, open_writer, read_only_error,
 };
 
@@ -43,13 +43,11 @@ pub(super) enum Command {
         at_us: i64,
         then: Option<AfterWrite>,
     },
-    SetTitle {
+    /// One of a session's settings changed.
+    Set {
         session: String,
-        title: String,
-    },
-    SetPermissions {
-        session: String,
-        permissions: String,
+        setting: Setting,
+        value: String,
     },
     TurnStarted {
         session: String,
@@ -662,8 +660,7 @@ impl Held {
         let size = 64
             + match &command {
                 Command::Append { body, .. } | Command::TurnEnded { body, .. } => body.len(),
-                Command::SetTitle { title, .. } => title.len(),
-                Command::SetPermissions { permissions, .. } => permissions.len(),
+                Command::Set { value, .. } => value.len(),
                 _ => 0,
             };
         if self.bytes + size > MAX_HELD_BYTES {
@@ -793,18 +790,14 @@ fn write_commands(
                 ])?;
                 touch(&mut touched, session, *at_us, false);
             }
-            Command::SetTitle { session, title } => {
-                transaction
-                    .prepare_cached("UPDATE sessions SET title = ?2 WHERE id = ?1")?
-                    .execute(params![session, title])?;
-            }
-            Command::SetPermissions {
+            Command::Set {
                 session,
-                permissions,
+                setting,
+                value,
             } => {
                 transaction
-                    .prepare_cached("UPDATE sessions SET permissions = ?2 WHERE id = ?1")?
-                    .execute(params![session, permissions])?;
+                    .prepare_cached(setting.update())?
+                    .execute(params![session, value])?;
             }
             Command::TurnStarted {
                 session,
@@ -995,8 +988,7 @@ fn finish_batch(
             mut command @ (Command::Append { .. }
             | Command::TurnEnded { .. }
             | Command::CreateSession(_)
-            | Command::SetTitle { .. }
-            | Command::SetPermissions { .. }
+            | Command::Set { .. }
             | Command::TurnStarted { .. }) => {
                 if let Some(then) = command.take_follow_up() {
                     follow_up(then);

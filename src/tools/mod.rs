@@ -42,7 +42,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-pub use permission::{LastingAnswers, PermissionMemory};
+pub use permission::{LastingAnswers, PermissionMemory, PermissionMode};
 
 use crate::mcp::McpTools;
 use crate::model::{Picture, ToolCall, ToolSpec};

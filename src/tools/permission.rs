@@ -1,10 +1,12 @@
 //! Asking the person before a tool changes something, and remembering
-//! "always" answers for the rest of the session. Whoever holds the session
-//! keeps those answers where they outlive it in memory: the memory starts
-//! from them and hands over every change.
+//! "always" answers for the rest of the session; and the session's mode,
+//! the person's standing choice of how much to be asked. Whoever holds the
+//! session keeps those answers and the mode where they outlive it in memory:
+//! the memory starts from them and hands over every change of the answers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use agent_client_protocol::v1::schema::{
     PermissionOption, PermissionOptionKind, RequestPermissionOutcome, RequestPermissionRequest,
@@ -17,9 +19,98 @@ use super::{ClientPort, Report, Stop, ToolContext};
 /// "reject always".
 pub type LastingAnswers = HashMap<String, bool>;
 
-/// "Allow always" and "reject always" answers, per tool, for one session.
+/// The tools that ask before they run: they write files or run commands.
+pub const ASKING_TOOLS: [&str; 3] = ["write_file", "edit_file", "run_command"];
+
+/// The tools [`PermissionMode::Edit`] lets change files without asking.
+const EDITING_TOOLS: [&str; 2] = ["write_file", "edit_file"];
+
+/// How much the person wants to be asked in one session, before the
+/// "always" answers are looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum PermissionMode {
+    /// Every write, edit and command asks first.
+    #[default]
+    Ask,
+    /// Writes and edits go ahead without asking; commands still ask.
+    Edit,
+    /// Nothing that would ask runs at all.
+    ReadOnly,
+}
+
+impl PermissionMode {
+    /// Every mode, in the order of their indices.
+    pub const ALL: [Self; 3] = [Self::Ask, Self::Edit, Self::ReadOnly];
+
+    /// How ACP clients and the store name it.
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::Ask => "ask",
+            Self::Edit => "edit",
+            Self::ReadOnly => "read-only",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|mode| mode.id() == id)
+    }
+
+    /// How a person sees it named.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ask => "Ask first",
+            Self::Edit => "Edit without asking",
+            Self::ReadOnly => "Read only",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Ask => "Writing or editing a file and running a command ask you first",
+            Self::Edit => "Files are written and edited without asking; commands still ask",
+            Self::ReadOnly => "Punie reads and searches but changes nothing and runs no command",
+        }
+    }
+
+    /// What the model is told of the mode, after the system prompt.
+    pub fn note(self) -> &'static str {
+        match self {
+            Self::Ask => "",
+            Self::Edit => {
+                " In this session the user lets you write and edit files without asking; running commands still asks."
+            }
+            Self::ReadOnly => {
+                " The user has made this session read-only: you cannot write or edit files or run commands. \
+                 Read, search and explain, and describe the changes you would make."
+            }
+        }
+    }
+
+    /// Whether the model is offered Punie's tool `tool` in this mode.
+    pub fn offers(self, tool: &str) -> bool {
+        self != Self::ReadOnly || !ASKING_TOOLS.contains(&tool)
+    }
+
+    fn from_index(index: u8) -> Self {
+        Self::ALL
+            .get(usize::from(index))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn index(self) -> u8 {
+        self as u8
+    }
+}
+
+/// "Allow always" and "reject always" answers, per tool, and the mode, for
+/// one session.
 pub struct PermissionMemory {
     always: Mutex<LastingAnswers>,
+    /// A [`PermissionMode`], by its index: read at every call, changed by a
+    /// client at any time, even while a turn runs.
+    mode: AtomicU8,
     /// Told every answer kept, each time one changes.
     keep: Box<dyn Fn(&LastingAnswers) + Send + Sync>,
 }
@@ -32,8 +123,17 @@ impl PermissionMemory {
     ) -> Self {
         Self {
             always: Mutex::new(answers),
+            mode: AtomicU8::new(PermissionMode::default().index()),
             keep: Box::new(keep),
         }
+    }
+
+    pub fn mode(&self) -> PermissionMode {
+        PermissionMode::from_index(self.mode.load(Ordering::Relaxed))
+    }
+
+    pub fn set_mode(&self, mode: PermissionMode) {
+        self.mode.store(mode.index(), Ordering::Relaxed);
     }
 
     fn remembered(&self, tool: &str) -> Option<bool> {
@@ -82,6 +182,8 @@ pub enum Decision {
     /// something Punie did not offer. Nothing is done, and the model is told
     /// why rather than that the user declined.
     Unanswered(String),
+    /// The session is read-only: nobody was asked, and nothing is done.
+    ReadOnly,
 }
 
 impl Decision {
@@ -94,6 +196,9 @@ impl Decision {
             Self::Rejected => Err(Stop::Failed(format!("the user declined; {not_done}"))),
             Self::Unanswered(why) => Err(Stop::Failed(format!(
                 "permission could not be asked ({why}); {not_done}"
+            ))),
+            Self::ReadOnly => Err(Stop::Failed(format!(
+                "the user has made this session read-only; {not_done}"
             ))),
         }
     }
@@ -122,6 +227,11 @@ pub(super) async fn ask<C: ClientPort>(
     title: &str,
     content: Vec<ToolCallContent>,
 ) -> Decision {
+    match context.permissions.mode() {
+        PermissionMode::ReadOnly => return Decision::ReadOnly,
+        PermissionMode::Edit if EDITING_TOOLS.contains(&tool) => return Decision::Allowed,
+        PermissionMode::Edit | PermissionMode::Ask => {}
+    }
     if let Some(allowed) = context.permissions.remembered(tool) {
         return if allowed {
             Decision::Allowed

@@ -444,6 +444,21 @@ pub fn openai_text_reply(pieces: &[&str]) -> Vec<String> {
     events
 }
 
+/// A whole OpenAI reply that calls one tool, `name` with `arguments`, as `id`.
+#[allow(dead_code)] // Only tests/settings.rs has a use for it.
+pub fn openai_tool_call_reply(id: &str, name: &str, arguments: Value) -> Vec<String> {
+    vec![
+        openai_delta(serde_json::json!({
+            "role": "assistant",
+            "content": null,
+            "tool_calls": [{"index": 0, "id": id, "type": "function",
+                            "function": {"name": name, "arguments": arguments.to_string()}}],
+        })),
+        openai_finish("tool_calls"),
+        openai_done(),
+    ]
+}
+
 /// One Anthropic Messages event, `event: TYPE` then `data: {...}`.
 pub fn anthropic_event(data: Value) -> String {
     let kind = data["type"].as_str().unwrap_or("message").to_owned();

@@ -1,0 +1,46 @@
+// The open session's model and mode are chosen in the composer. "Edit without
+// asking" writes a file with no question; every tab on the session sees the
+// change as it happens, and a reload shows the mode the session keeps.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
+
+const link = env('PUNIE_LINK');
+const workspace = env('PUNIE_WORKSPACE');
+const notes = join(workspace, 'notes.txt');
+
+await scenario('settings', async (browser) => {
+  const page = await browser.newPage();
+  await signIn(page, link);
+  const id = await newSession(page, workspace);
+  const mode = page.locator('#session-mode');
+  const model = page.locator('#session-model');
+  await mode.waitFor();
+  expect((await mode.inputValue()) === 'ask', `a new session to ask first, got ${await mode.inputValue()}`);
+  expect((await model.inputValue()).startsWith('script:'), `the server's model, got ${await model.inputValue()}`);
+  const modes = await mode.locator('option').evaluateAll((options) => options.map((o) => `${o.value}:${o.textContent}`));
+  expect(
+    JSON.stringify(modes) === JSON.stringify(['ask:Ask first', 'edit:Edit without asking', 'read-only:Read only']),
+    `the three modes, got ${JSON.stringify(modes)}`,
+  );
+
+  // A second tab on the same session sees the change live.
+  const other = await page.context().newPage();
+  await other.goto(new URL(`/#session=${id}`, page.url()).href);
+  await other.locator('#session-mode').waitFor();
+  await mode.selectOption('edit');
+  await other.waitForFunction(() => document.querySelector('#session-mode').value === 'edit');
+
+  await prompt(page, 'Write the notes');
+  await page.locator('.message.agent', { hasText: 'The notes are written.' }).waitFor();
+  await turnOver(page);
+  await page.locator('.tool-call[data-status="completed"]').waitFor();
+  expect((await page.locator('.permission .options button').count()) === 0, 'no question in edit mode');
+  expect(existsSync(notes) && readFileSync(notes, 'utf8') === 'written by punie\n', 'the file to be written');
+  await browser.shot(page, 'edit-mode');
+
+  await page.reload();
+  await page.locator('#session-mode').waitFor();
+  await page.waitForFunction(() => document.querySelector('#session-mode').value === 'edit');
+});
