@@ -1,14 +1,17 @@
 //! The person's standing instructions for the model, read for the system
 //! prompt of every turn: their own, for every project
 //! (`$XDG_CONFIG_HOME/punie/AGENTS.md`), then the project's (`AGENTS.md` at
-//! the workspace root, the file many coding agents read). Read anew each
-//! turn, so an edit applies to the next prompt.
+//! the workspace root, the file many coding agents read). Looked at anew each
+//! turn, so an edit applies to the next prompt; read again only when one of
+//! the files changed.
 //!
 //! It only reads those two files; a project's file that leads outside the
 //! workspace (a symlink) is not read.
 
 use std::io::Read as _;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::workspace::Workspace;
 
@@ -20,18 +23,107 @@ pub const PROJECT_FILE: &str = "AGENTS.md";
 /// call, so they are kept to what a person writes by hand.
 pub const MAX_INSTRUCTIONS_BYTES: u64 = 32 * 1024;
 
-/// The instructions that apply to a turn in `workspace`, as a note for the
-/// end of the system prompt; empty when there are none. Read off the
-/// runtime's threads, both files in one go: every turn asks.
-pub async fn note(user_file: Option<&Path>, workspace: &Workspace) -> String {
-    let user_file = user_file.map(Path::to_owned);
-    let workspace = workspace.clone();
-    tokio::task::spawn_blocking(move || read_note(user_file.as_deref(), &workspace))
-        .await
-        .unwrap_or_else(|error| {
-            tracing::error!("the instructions could not be read: {error}");
-            String::new()
-        })
+/// One session's instructions: where they are, and what they said when last
+/// read.
+pub struct Instructions {
+    user_file: Option<PathBuf>,
+    project_file: PathBuf,
+    workspace: Workspace,
+    last: Mutex<Option<LastRead>>,
+}
+
+/// The note as read, and how the files looked then.
+struct LastRead {
+    stamps: [Option<Stamp>; 2],
+    note: Arc<str>,
+}
+
+/// What tells one version of a file from another without reading it. A
+/// symlink has none: where it leads may change while it stays the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified_ns: i128,
+}
+
+impl Instructions {
+    pub fn new(user_file: Option<PathBuf>, workspace: Workspace) -> Self {
+        Self {
+            user_file,
+            project_file: workspace.root().join(PROJECT_FILE),
+            workspace,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The instructions that apply to a turn, as a note for the end of the
+    /// system prompt; empty when there are none. Every turn asks, so the
+    /// files are only looked at (two `lstat`s) unless one has changed; then
+    /// both are read, off the runtime's threads.
+    pub async fn note(&self) -> Arc<str> {
+        let stamps = [
+            self.user_file.as_deref().and_then(stamp),
+            stamp(&self.project_file),
+        ];
+        let unchanged = |last: &LastRead| {
+            last.stamps == stamps && stamps.iter().flatten().all(|stamp| !stamp.is_link())
+        };
+        if let Some(last) = self.lock().as_ref().filter(|last| unchanged(last)) {
+            return last.note.clone();
+        }
+        let user_file = self.user_file.clone();
+        let workspace = self.workspace.clone();
+        let note: Arc<str> =
+            tokio::task::spawn_blocking(move || read_note(user_file.as_deref(), &workspace))
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::error!("the instructions could not be read: {error}");
+                    String::new()
+                })
+                .into();
+        *self.lock() = Some(LastRead {
+            stamps,
+            note: note.clone(),
+        });
+        note
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<LastRead>> {
+        self.last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Stamp {
+    /// The stamp of a symlink: it never matches what it leads to.
+    const LINK: Self = Self {
+        device: 0,
+        inode: 0,
+        size: 0,
+        modified_ns: 0,
+    };
+
+    fn is_link(self) -> bool {
+        self == Self::LINK
+    }
+}
+
+/// The stamp of the file at `path`; `None` when there is none there.
+fn stamp(path: &Path) -> Option<Stamp> {
+    let metadata = std::fs::symlink_metadata(path).ok()?;
+    if metadata.is_symlink() {
+        return Some(Stamp::LINK);
+    }
+    Some(Stamp {
+        device: metadata.dev(),
+        inode: metadata.ino(),
+        size: metadata.size(),
+        modified_ns: i128::from(metadata.mtime()) * 1_000_000_000
+            + i128::from(metadata.mtime_nsec()),
+    })
 }
 
 fn read_note(user_file: Option<&Path>, workspace: &Workspace) -> String {
@@ -108,11 +200,17 @@ fn read(path: &Path) -> Option<String> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn the_users_instructions_come_before_the_projects_and_a_long_file_is_cut() {
+    fn project() -> (tempfile::TempDir, PathBuf, Workspace) {
         let dir = tempfile::tempdir().unwrap();
         let project = dir.path().join("project");
         std::fs::create_dir(&project).unwrap();
+        let workspace = Workspace::new(&project).unwrap();
+        (dir, project, workspace)
+    }
+
+    #[tokio::test]
+    async fn the_users_instructions_come_before_the_projects_and_a_long_file_is_cut() {
+        let (dir, project, workspace) = project();
         let user_file = dir.path().join("AGENTS.md");
         std::fs::write(&user_file, "Answer in French.\n").unwrap();
         std::fs::write(
@@ -120,9 +218,8 @@ mod tests {
             "#".repeat(MAX_INSTRUCTIONS_BYTES as usize + 10),
         )
         .unwrap();
-        let workspace = Workspace::new(&project).unwrap();
 
-        let note = note(Some(&user_file), &workspace).await;
+        let note = Instructions::new(Some(user_file), workspace).note().await;
         let user_at = note.find("Answer in French.").unwrap();
         let project_at = note.find("The project's instructions").unwrap();
         assert!(user_at < project_at, "{note}");
@@ -134,23 +231,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn no_files_or_empty_ones_make_no_note_and_a_link_out_of_the_project_is_not_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let project = dir.path().join("project");
-        std::fs::create_dir(&project).unwrap();
-        let workspace = Workspace::new(&project).unwrap();
-        assert_eq!(
-            note(Some(&dir.path().join("none.md")), &workspace).await,
-            ""
-        );
+    async fn a_change_is_read_and_no_file_or_an_empty_one_makes_no_note() {
+        let (dir, project, workspace) = project();
+        let file = project.join(PROJECT_FILE);
+        let instructions = Instructions::new(Some(dir.path().join("none.md")), workspace);
+        assert_eq!(&*instructions.note().await, "");
 
-        std::fs::write(project.join(PROJECT_FILE), " \n\n").unwrap();
-        assert_eq!(note(None, &workspace).await, "");
+        std::fs::write(&file, "Use tabs.\n").unwrap();
+        assert!(instructions.note().await.ends_with("Use tabs."));
+        std::fs::write(&file, "Use spaces.\n").unwrap();
+        assert!(instructions.note().await.ends_with("Use spaces."));
+        std::fs::write(&file, " \n\n").unwrap();
+        assert_eq!(&*instructions.note().await, "");
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(&*instructions.note().await, "");
+    }
+
+    #[tokio::test]
+    async fn a_link_is_followed_inside_the_project_every_time_and_never_out_of_it() {
+        let (dir, project, workspace) = project();
+        let instructions = Instructions::new(None, workspace);
+        let inside = project.join("docs.md");
+        std::fs::write(&inside, "Inside.\n").unwrap();
+        std::os::unix::fs::symlink(&inside, project.join(PROJECT_FILE)).unwrap();
+        assert!(instructions.note().await.ends_with("Inside."));
+        std::fs::write(&inside, "Still inside.\n").unwrap();
+        assert!(instructions.note().await.ends_with("Still inside."));
 
         let secret = dir.path().join("secret.md");
         std::fs::write(&secret, "the secret").unwrap();
         std::fs::remove_file(project.join(PROJECT_FILE)).unwrap();
         std::os::unix::fs::symlink(&secret, project.join(PROJECT_FILE)).unwrap();
-        assert_eq!(note(None, &workspace).await, "");
+        assert_eq!(&*instructions.note().await, "");
     }
 }

@@ -86,6 +86,8 @@ pub struct Session {
     /// window, as estimated.
     fixed_tokens: u64,
     workspace: Workspace,
+    /// The `AGENTS.md` files every turn gives the model.
+    instructions: instructions::Instructions,
     /// Commands Punie runs itself for this session.
     terminals: Terminals,
     /// "Always" answers to permission requests, from the store and kept
@@ -789,6 +791,10 @@ impl SessionRegistry {
             fixed_tokens,
             cwd: row.cwd.clone(),
             settings: self.settings.clone(),
+            instructions: instructions::Instructions::new(
+                self.settings.user_instructions.clone(),
+                workspace.clone(),
+            ),
             workspace,
             terminals: Terminals::default(),
             permissions: self.permission_memory(row),

@@ -13,8 +13,8 @@ use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{self, Conversation};
+use super::history;
 use super::{Prompt, Session, SessionPort};
-use super::{history, instructions};
 use crate::mcp::McpTools;
 use crate::model::{
     Message, Model, ModelError, ModelEvent, ModelRequest, Stop, ToolCall, ToolSpec,
@@ -187,11 +187,7 @@ impl Turn {
                 client.notify(update);
             }
         }
-        let instructions = instructions::note(
-            session.settings.user_instructions.as_deref(),
-            &session.workspace,
-        )
-        .await;
+        let instructions = session.instructions.note().await;
         self.fit_to_session(&session, &mcp, &instructions);
         let context = ToolContext {
             session_id: session.id(),
