@@ -373,6 +373,36 @@ async fn edit_mode_writes_without_asking_while_a_command_still_asks() {
     );
 }
 
+#[tokio::test]
+async fn a_mode_chosen_while_a_turn_runs_applies_to_its_next_tool_call() {
+    let script = r#"[
+      [{"tool_call": {"id": "a", "name": "write_file", "arguments": {"path": "a.txt", "content": "a"}}}],
+      [{"tool_call": {"id": "b", "name": "write_file", "arguments": {"path": "b.txt", "content": "b"}}}],
+      [{"text": "Both written."}]
+    ]"#;
+    let server = Server::scripted(script, &[]).await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+
+    let prompt = client.start_prompt(&session, "write both").await;
+    let asked = client.permission_request().await;
+    let changed = set_option(&mut client, &session, "mode", json!("edit")).await;
+    assert_eq!(option(&changed["result"], "mode")["currentValue"], "edit");
+    client.allow(&asked).await;
+    let answer = client.response_to(prompt).await;
+
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert!(workspace.join("a.txt").exists() && workspace.join("b.txt").exists());
+    assert!(
+        client
+            .notifications
+            .iter()
+            .all(|message| message["method"] != "session/request_permission"),
+        "the second write was not asked about"
+    );
+}
+
 /// Where the person's own instructions live in `home`.
 fn users_instructions(home: &Home) -> std::path::PathBuf {
     let dir = home.dir.path().join("config/punie");
