@@ -48,7 +48,13 @@ async fn open_session(bridge: &mut Bridge, server: &Server) -> serde_json::Value
     bridge.response_to(1).await;
     let new_session = json!({"cwd": server.home.workspace(), "mcpServers": []});
     bridge.send(request(2, "session/new", new_session)).await;
-    bridge.response_to(2).await["result"]["sessionId"].clone()
+    let session = bridge.response_to(2).await["result"]["sessionId"].clone();
+    let offered = bridge.recv().await.expect("the session's commands");
+    assert_eq!(
+        offered["params"]["update"]["sessionUpdate"], "available_commands_update",
+        "{offered}"
+    );
+    session
 }
 
 /// Prompt `session` with `text` through `bridge`, as request 3.

@@ -173,8 +173,14 @@ async fn a_bridge_killed_mid_turn_leaves_the_server_serving_and_the_session_stor
     bridge
         .send(json!({"jsonrpc": "2.0", "id": 3, "method": "session/prompt", "params": {"sessionId": session, "prompt": [{"type": "text", "text": "count to 100"}]}}))
         .await;
-    let update = bridge.recv().await.expect("the turn has begun");
-    assert_eq!(update["method"], "session/update", "{update}");
+    // The session's commands come first, then the turn's text.
+    loop {
+        let update = bridge.recv().await.expect("the turn has begun");
+        assert_eq!(update["method"], "session/update", "{update}");
+        if update["params"]["update"]["sessionUpdate"] == "agent_message_chunk" {
+            break;
+        }
+    }
     assert_eq!(
         connections(&server.health().await),
         baseline + 1,

@@ -54,6 +54,7 @@ const ui = {
   fileInput: $('#file-input'),
   send: $('#send'),
   cancel: $('#cancel'),
+  commandHints: $('#command-hints'),
   sessionModel: $('#session-model'),
   sessionMode: $('#session-mode'),
   dialog: $('#new-session-dialog'),
@@ -77,6 +78,8 @@ const state = {
   /** The settings (ACP config options) of each session this connection is
    * attached to: id → [{ id, name, currentValue, options, … }]. */
   settings: new Map(),
+  /** The slash commands each attached session offers: id → [{ name, description, input }]. */
+  commands: new Map(),
   /** Sessions this connection is attached to: id → Transcript. */
   transcripts: new Map(),
   /** Sessions whose turn this page started and that have not answered yet. */
@@ -265,6 +268,7 @@ function renderComposer() {
   ui.cancel.disabled = !state.connection;
   renderSetting(ui.sessionModel, 'model', open);
   renderSetting(ui.sessionMode, 'mode', open);
+  renderCommandHints();
   ui.attachments.replaceChildren(
     ...state.attachments.map((attachment, index) => {
       const chip = document.createElement('span');
@@ -306,6 +310,43 @@ function renderSetting(select, id, open) {
   }
   select.value = option.currentValue;
   select.title = `${option.name}: ${choices.find((choice) => choice.value === option.currentValue)?.description || option.currentValue}`;
+}
+
+/** The open session's commands that the prompt, a `/` and the start of a
+ * name so far, could become. */
+function matchingCommands() {
+  const typed = /^\/(\S*)$/.exec(ui.prompt.value);
+  if (!typed || !state.current) return [];
+  return (state.commands.get(state.current) || []).filter((command) => command.name.startsWith(typed[1]));
+}
+
+function renderCommandHints() {
+  const matching = matchingCommands();
+  ui.commandHints.hidden = matching.length === 0;
+  ui.commandHints.replaceChildren(
+    ...matching.map((command, index) => {
+      const hint = document.createElement('button');
+      hint.type = 'button';
+      hint.className = 'command-hint';
+      hint.setAttribute('role', 'option');
+      hint.setAttribute('aria-selected', String(index === 0));
+      hint.dataset.command = command.name;
+      const name = document.createElement('strong');
+      name.textContent = `/${command.name}`;
+      const about = document.createElement('span');
+      about.textContent = ` ${command.description}${command.input?.hint ? ` — then ${command.input.hint}` : ''}`;
+      hint.append(name, about);
+      hint.addEventListener('click', () => useCommand(command.name));
+      return hint;
+    }),
+  );
+}
+
+/** Put `/name ` in the prompt, for the person to go on typing. */
+function useCommand(name) {
+  ui.prompt.value = `/${name} `;
+  renderCommandHints();
+  ui.prompt.focus();
 }
 
 /** Change the open session's option `configId` to `value`. */
@@ -605,6 +646,11 @@ function handleNotification(method, params) {
     if (update.sessionUpdate === 'session_info_update' && update.title) {
       upsertSession({ sessionId: params.sessionId, title: update.title });
     }
+    if (update.sessionUpdate === 'available_commands_update') {
+      state.commands.set(params.sessionId, update.availableCommands || []);
+      renderCommandHints();
+      return;
+    }
     if (update.sessionUpdate === 'config_option_update') {
       state.settings.set(params.sessionId, update.configOptions || []);
       scheduleRender();
@@ -723,6 +769,7 @@ function forgetConnection(why) {
   for (const transcript of state.transcripts.values()) transcript.lapseQuestions(why);
   state.transcripts.clear();
   state.settings.clear();
+  state.commands.clear();
   state.prompting.clear();
 }
 
@@ -893,6 +940,16 @@ ui.main.addEventListener('drop', (event) => {
 // A screenshot pasted into the prompt goes with it, as a dropped file would;
 // pasted text stays the browser's to paste, even when the clipboard holds a
 // picture of it too (cells copied from a spreadsheet, say).
+ui.prompt.addEventListener('input', renderCommandHints);
+// Tab takes the first command the prompt could become.
+ui.prompt.addEventListener('keydown', (event) => {
+  if (event.key !== 'Tab' || event.shiftKey) return;
+  const [first] = matchingCommands();
+  if (!first) return;
+  event.preventDefault();
+  useCommand(first.name);
+});
+
 ui.prompt.addEventListener('paste', (event) => {
   const files = [...(event.clipboardData?.files || [])];
   if (!state.current || files.length === 0 || event.clipboardData.types.includes('text/plain')) return;

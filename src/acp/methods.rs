@@ -28,9 +28,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::connection::{ClientDescription, Connection};
-use super::errors;
 use super::frames::INVALID_REQUEST_METHOD;
 use super::options::{self, MODE_OPTION, MODEL_OPTION};
+use super::{commands, errors};
 use crate::config::SESSION_LIST_PAGE;
 use crate::session::{BeginError, Session, Turn};
 
@@ -77,9 +77,14 @@ async fn handle_request(
     }
     let result = match method.as_str() {
         "initialize" => initialize(connection, params),
-        "session/new" => new_session(connection, params, cx).await,
-        "session/load" => load_session(connection, params, cx).await,
-        "session/resume" => resume_session(connection, params, cx).await,
+        "session/new" | "session/load" | "session/resume" => {
+            let attached = match method.as_str() {
+                "session/new" => new_session(connection, params, cx.clone()).await,
+                "session/load" => load_session(connection, params, cx.clone()).await,
+                _ => resume_session(connection, params, cx.clone()).await,
+            };
+            return answer_then_offer_commands(responder, &cx, attached);
+        }
         "session/prompt" => return prompt(connection, params, responder).await,
         "session/list" => list_sessions(connection, params).await,
         "session/close" => close_session(connection, params),
@@ -100,6 +105,23 @@ async fn handle_request(
         tracing::debug!(connection = connection.id, method, code = error.code.value(), message = %error.message, "answered with an error");
     }
     responder.respond_with_result(result)
+}
+
+/// Answer a request that attached the connection to a session, then tell
+/// the client which slash commands the session takes: after the answer,
+/// which gives the client the session's id, and on the same queue, so in
+/// that order.
+fn answer_then_offer_commands(
+    responder: Responder<Value>,
+    cx: &ConnectionTo<Client>,
+    attached: Result<(Value, SessionId), Error>,
+) -> Result<(), Error> {
+    let (answer, session) = match attached {
+        Ok(attached) => attached,
+        Err(error) => return responder.respond_with_error(error),
+    };
+    responder.respond(answer)?;
+    cx.send_notification(SessionNotification::new(session, commands::available()))
 }
 
 fn handle_notification(connection: &Connection, notification: UntypedMessage) {
@@ -182,7 +204,7 @@ async fn new_session(
     connection: &Connection,
     params: Value,
     cx: ConnectionTo<Client>,
-) -> Result<Value, Error> {
+) -> Result<(Value, SessionId), Error> {
     const METHOD: &str = "session/new";
     let request: NewSessionRequest = parse_params(METHOD, params)?;
     let cwd = check_workspace(METHOD, &request.cwd).await?;
@@ -204,11 +226,12 @@ async fn new_session(
     session.use_mcp_servers(&request.mcp_servers);
     tracing::info!(connection = connection.id, session = %session.id(), cwd = %session.cwd().display(), "session created");
     let (modes, config_options) = settings_of(connection, &session);
-    to_json(
+    let answer = to_json(
         NewSessionResponse::new(session.id().clone())
             .modes(modes)
             .config_options(config_options),
-    )
+    )?;
+    Ok((answer, session.id().clone()))
 }
 
 /// The session's settings, as a client is shown them when it attaches. The
@@ -325,7 +348,7 @@ async fn load_session(
     connection: &Connection,
     params: Value,
     cx: ConnectionTo<Client>,
-) -> Result<Value, Error> {
+) -> Result<(Value, SessionId), Error> {
     const METHOD: &str = "session/load";
     let request: LoadSessionRequest = parse_params(METHOD, params)?;
     let id = request.session_id;
@@ -357,12 +380,13 @@ async fn load_session(
     session.replayed(connection.id);
     tracing::info!(connection = connection.id, session = %id, updates = replayed, "session loaded");
     let (modes, config_options) = settings_of(connection, &session);
-    to_json(
+    let answer = to_json(
         LoadSessionResponse::new()
             .modes(modes)
             .config_options(config_options)
             .meta(workspace_meta(session.cwd())),
-    )
+    )?;
+    Ok((answer, id))
 }
 
 /// `session/resume`: attach without replay.
@@ -370,7 +394,7 @@ async fn resume_session(
     connection: &Connection,
     params: Value,
     cx: ConnectionTo<Client>,
-) -> Result<Value, Error> {
+) -> Result<(Value, SessionId), Error> {
     const METHOD: &str = "session/resume";
     let request: ResumeSessionRequest = parse_params(METHOD, params)?;
     let id = request.session_id;
@@ -382,12 +406,13 @@ async fn resume_session(
     session.use_mcp_servers(&request.mcp_servers);
     tracing::info!(connection = connection.id, session = %id, "session resumed");
     let (modes, config_options) = settings_of(connection, &session);
-    to_json(
+    let answer = to_json(
         ResumeSessionResponse::new()
             .modes(modes)
             .config_options(config_options)
             .meta(workspace_meta(session.cwd())),
-    )
+    )?;
+    Ok((answer, id))
 }
 
 /// Where a loaded or resumed session works, for a client that asked with

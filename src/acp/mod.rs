@@ -10,6 +10,7 @@
 //! Session state lives in [`crate::session`]; sockets and HTTP live in
 //! [`crate::server`].
 
+mod commands;
 mod connection;
 mod errors;
 mod frames;

@@ -1,14 +1,15 @@
 //! What the content blocks of a `session/prompt` become: the text the model
 //! reads and the pictures it is shown. Text and resource links are always
 //! accepted, embedded resources because Punie advertises `embeddedContext`,
-//! images because it advertises `image`; audio is refused.
+//! images because it advertises `image`; audio is refused. A prompt that
+//! starts with a slash command reads as the command's instructions.
 //!
 //! This module only reads blocks; running the turn is [`crate::session`]'s.
 
 use agent_client_protocol::Error;
 use agent_client_protocol::v1::schema::{ContentBlock, EmbeddedResourceResource};
 
-use super::errors;
+use super::{commands, errors};
 use crate::model::{PICTURE_TYPES, Picture, is_base64, picture_type};
 use crate::session::Prompt;
 
@@ -68,9 +69,10 @@ pub(super) fn prompt_from(blocks: Vec<ContentBlock>) -> Result<Prompt, Error> {
             "the prompt says nothing: its text is empty and it carries no picture or file",
         ));
     }
+    let text = parts.join("\n");
     Ok(Prompt {
         shown: blocks,
-        text: parts.join("\n"),
+        text: commands::expand(&text).unwrap_or(text),
         pictures,
     })
 }

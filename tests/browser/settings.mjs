@@ -1,6 +1,7 @@
 // The open session's model and mode are chosen in the composer. "Edit without
 // asking" writes a file with no question; every tab on the session sees the
-// change as it happens, and a reload shows the mode the session keeps.
+// change as it happens, and a reload shows the mode the session keeps. Typing
+// `/` lists the session's slash commands.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -39,6 +40,17 @@ await scenario('settings', async (browser) => {
   expect((await page.locator('.permission .options button').count()) === 0, 'no question in edit mode');
   expect(existsSync(notes) && readFileSync(notes, 'utf8') === 'written by punie\n', 'the file to be written');
   await browser.shot(page, 'edit-mode');
+
+  // Slash commands: typing `/` lists them, Tab takes the first that fits.
+  await page.locator('#prompt').fill('/');
+  await page.locator('#command-hints .command-hint').first().waitFor();
+  const offered = await page.locator('#command-hints .command-hint').evaluateAll((hints) => hints.map((h) => h.dataset.command));
+  expect(JSON.stringify(offered) === JSON.stringify(['init', 'review']), `the commands, got ${JSON.stringify(offered)}`);
+  await page.locator('#prompt').pressSequentially('re');
+  await page.locator('#prompt').press('Tab');
+  expect((await page.locator('#prompt').inputValue()) === '/review ', `Tab to complete the command, got ${await page.locator('#prompt').inputValue()}`);
+  await page.locator('#command-hints').waitFor({ state: 'hidden' });
+  await browser.shot(page, 'commands');
 
   await page.reload();
   await page.locator('#session-mode').waitFor();

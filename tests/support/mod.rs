@@ -486,15 +486,22 @@ impl RawClient {
         response
     }
 
-    /// `session/new` in `cwd`; returns the session id.
+    /// `session/new` in `cwd`, and the session's commands that follow its
+    /// answer; returns the session id.
     pub async fn new_session(&mut self, cwd: &Path) -> String {
         let response = self
             .request("session/new", json!({"cwd": cwd, "mcpServers": []}))
             .await;
-        response["result"]["sessionId"]
+        let session = response["result"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("session/new failed: {response}"))
-            .to_owned()
+            .to_owned();
+        let offered = self.recv().await;
+        assert_eq!(
+            offered["params"]["update"]["sessionUpdate"], "available_commands_update",
+            "the session's commands follow its answer: {offered}"
+        );
+        session
     }
 
     /// `method` (`session/load` or `session/resume`) for `session` in `cwd`,

@@ -1,0 +1,115 @@
+//! Slash commands: offered to every client that opens a session, right after
+//! the answer that opens it, and sent to the model as their instructions
+//! while clients see the prompt as it was typed.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::fake_provider::{FakeProvider, Reply, Wire, openai_text_reply};
+use support::{Home, Server};
+
+/// The names of the commands an `available_commands_update` offers.
+fn command_names(message: &Value) -> Vec<&str> {
+    assert_eq!(message["method"], "session/update", "{message}");
+    let update = &message["params"]["update"];
+    assert_eq!(
+        update["sessionUpdate"], "available_commands_update",
+        "{message}"
+    );
+    update["availableCommands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|command| {
+            assert!(
+                command["description"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty())
+            );
+            assert!(command["input"]["hint"].is_string(), "{command}");
+            command["name"].as_str().unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_command_reaches_the_model_as_its_instructions_and_clients_see_what_was_typed() {
+    let provider = FakeProvider::start([Reply::events(openai_text_reply(&["No problems."]))]).await;
+    let fake = Wire::OpenAi.model_spec(&provider).0;
+    let server = Server::start_in(Home::new(), &["--model", &fake]).await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let created = client
+        .request("session/new", json!({"cwd": workspace, "mcpServers": []}))
+        .await;
+    let session = created["result"]["sessionId"].as_str().unwrap().to_owned();
+    let offered = client.recv().await;
+    assert_eq!(offered["params"]["sessionId"], session.as_str());
+    assert_eq!(command_names(&offered), ["init", "review"]);
+
+    let mut watcher = server.initialized().await;
+    watcher.attach("session/resume", &session, &workspace).await;
+    assert_eq!(command_names(&watcher.recv().await), ["init", "review"]);
+
+    let answer = client.prompt(&session, "/review the parser, mostly").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+
+    let requests = provider.requests();
+    let asked = requests[0].body["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        asked.starts_with("Review the changes in this project"),
+        "{asked}"
+    );
+    assert!(asked.contains("Do not change any file."), "{asked}");
+    assert!(
+        asked.ends_with("The user adds: the parser, mostly"),
+        "{asked}"
+    );
+    watcher
+        .receive_until(|seen| {
+            seen.iter()
+                .any(|m| m["params"]["update"]["sessionUpdate"] == "user_message_chunk")
+        })
+        .await;
+    let shown = watcher
+        .notifications
+        .iter()
+        .find(|m| m["params"]["update"]["sessionUpdate"] == "user_message_chunk")
+        .unwrap();
+    assert_eq!(
+        shown["params"]["update"]["content"]["text"],
+        "/review the parser, mostly"
+    );
+
+    let mut loader = server.initialized().await;
+    loader.attach("session/load", &session, &workspace).await;
+    let replayed_prompt = loader
+        .notifications
+        .iter()
+        .find(|m| m["params"]["update"]["sessionUpdate"] == "user_message_chunk")
+        .unwrap();
+    assert_eq!(
+        replayed_prompt["params"]["update"]["content"]["text"], "/review the parser, mostly",
+        "the history keeps what was typed"
+    );
+    assert_eq!(
+        command_names(&loader.recv().await),
+        ["init", "review"],
+        "after the load's answer"
+    );
+}
+
+#[tokio::test]
+async fn a_slash_that_names_no_command_is_sent_as_written() {
+    let provider = FakeProvider::start([Reply::events(openai_text_reply(&["Sure."]))]).await;
+    let fake = Wire::OpenAi.model_spec(&provider).0;
+    let server = Server::start_in(Home::new(), &["--model", &fake]).await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    client.prompt(&session, "/usr/bin is on my PATH").await;
+    let requests = provider.requests();
+    assert_eq!(
+        requests[0].body["messages"][1],
+        json!({"role": "user", "content": "/usr/bin is on my PATH"})
+    );
+}
