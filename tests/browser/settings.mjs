@@ -46,11 +46,12 @@ await scenario('settings', async (browser) => {
   await page.locator('#command-hints .command-hint').first().waitFor();
   const offered = await page.locator('#command-hints .command-hint').evaluateAll((hints) => hints.map((h) => h.dataset.command));
   expect(JSON.stringify(offered) === JSON.stringify(['init', 'review']), `the commands, got ${JSON.stringify(offered)}`);
+  await browser.shot(page, 'commands-listed');
   await page.locator('#prompt').pressSequentially('re');
   await page.locator('#prompt').press('Tab');
   expect((await page.locator('#prompt').inputValue()) === '/review ', `Tab to complete the command, got ${await page.locator('#prompt').inputValue()}`);
   await page.locator('#command-hints').waitFor({ state: 'hidden' });
-  await browser.shot(page, 'commands');
+  await browser.shot(page, 'command-taken');
 
   await page.reload();
   await page.locator('#session-mode').waitFor();
