@@ -81,6 +81,21 @@ async fn a_command_reaches_the_model_as_its_instructions_and_clients_see_what_wa
         "/review the parser, mostly"
     );
 
+    let is_title = |m: &Value| m["params"]["update"]["title"].is_string();
+    watcher
+        .receive_until(|seen| seen.iter().any(is_title))
+        .await;
+    let titled = watcher
+        .notifications
+        .iter()
+        .find(|m| is_title(m))
+        .map(|m| m["params"]["update"]["title"].clone());
+    assert_eq!(
+        titled,
+        Some(json!("/review the parser, mostly")),
+        "the session is named by what was typed"
+    );
+
     let mut loader = server.initialized().await;
     loader.attach("session/load", &session, &workspace).await;
     let replayed_prompt = loader

@@ -209,7 +209,7 @@ impl Session {
         let new_title = state
             .title
             .is_none()
-            .then(|| title_from(&prompt.text))
+            .then(|| title_from(typed_text(&prompt.shown).unwrap_or(&prompt.text)))
             .flatten();
         if let Some(title) = &new_title {
             state.title = Some(title.clone());
@@ -553,6 +553,17 @@ fn stored_mode(row: &SessionRow) -> PermissionMode {
             "ignored a stored permission mode Punie does not know"
         );
         PermissionMode::default()
+    })
+}
+
+/// What the person typed in a prompt: its first text block, when it says
+/// something. The title comes from it rather than from what the model reads,
+/// which starts with an attached file's contents, or is a slash command's
+/// instructions.
+fn typed_text(shown: &[ContentBlock]) -> Option<&str> {
+    shown.iter().find_map(|block| match block {
+        ContentBlock::Text(text) if !text.text.trim().is_empty() => Some(text.text.as_str()),
+        _ => None,
     })
 }
 
