@@ -173,7 +173,7 @@ struct AskArgs {
     /// on: ask (every change and command asks), edit (file changes go
     /// ahead, commands ask) or read-only (it changes nothing). A new session
     /// asks by default.
-    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    #[arg(long, value_name = "MODE", value_parser = PermissionMode::named)]
     mode: Option<PermissionMode>,
 }
 
@@ -744,13 +744,6 @@ fn serve_model(config: &ServeConfig) -> Result<Arc<dyn Model>, UsageError> {
             "{error} (from --model, {MODEL_ENV} or `model` under [serve] in {})",
             settings_file.display()
         ))
-    })
-}
-
-fn parse_mode(value: &str) -> Result<PermissionMode, String> {
-    PermissionMode::from_id(value).ok_or_else(|| {
-        let ids: Vec<&str> = PermissionMode::ALL.iter().map(|mode| mode.id()).collect();
-        format!("the modes are {}", ids.join(", "))
     })
 }
 

@@ -590,7 +590,7 @@ async fn ask_chooses_the_sessions_mode_and_model_and_says_when_it_cannot() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains("the modes are ask, edit, read-only"),
+        stderr.contains("there is no mode `yolo`; the modes are `ask`, `edit`, `read-only`"),
         "{stderr}"
     );
 }

@@ -82,16 +82,7 @@ fn mode_option(mode: PermissionMode) -> SessionConfigOption {
 
 /// The mode named `id`, or an error that lists the modes there are.
 pub fn mode_named(method: &str, id: &str) -> Result<PermissionMode, Error> {
-    PermissionMode::from_id(id).ok_or_else(|| {
-        let ids: Vec<String> = PermissionMode::ALL
-            .iter()
-            .map(|mode| format!("`{}`", mode.id()))
-            .collect();
-        errors::invalid_params(
-            method,
-            format!("there is no mode `{id}`; the modes are {}", ids.join(", ")),
-        )
-    })
+    PermissionMode::named(id).map_err(|problem| errors::invalid_params(method, problem))
 }
 
 /// What the other attached clients are told after a change: the options,

@@ -277,7 +277,8 @@ impl Turn {
             .tools
             .iter()
             .all(|tool| mode.offers(&tool.name));
-        if !offers_all || !mcp.is_empty() {
+        let changes_tools = !offers_all || !mcp.is_empty();
+        if changes_tools {
             let mut tools: Vec<ToolSpec> = session
                 .settings
                 .tools
@@ -298,7 +299,7 @@ impl Turn {
                 .collect::<String>()
                 .into();
         }
-        if adds_text || !offers_all || !mcp.is_empty() {
+        if adds_text || changes_tools {
             self.fixed_tokens =
                 context::text_tokens(&self.system) + context::tools_tokens(&self.tools);
         }

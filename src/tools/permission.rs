@@ -56,6 +56,18 @@ impl PermissionMode {
         Self::ALL.into_iter().find(|mode| mode.id() == id)
     }
 
+    /// The mode named `id`, or what to say to whoever named another: the
+    /// modes there are.
+    pub fn named(id: &str) -> Result<Self, String> {
+        Self::from_id(id).ok_or_else(|| {
+            let ids: Vec<String> = Self::ALL
+                .iter()
+                .map(|mode| format!("`{}`", mode.id()))
+                .collect();
+            format!("there is no mode `{id}`; the modes are {}", ids.join(", "))
+        })
+    }
+
     /// How a person sees it named.
     pub fn name(self) -> &'static str {
         match self {
