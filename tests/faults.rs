@@ -343,7 +343,11 @@ async fn when_the_server_is_killed_mid_turn_its_clients_fail_and_a_restart_repla
     bridge
         .send(json!({"jsonrpc": "2.0", "id": 3, "method": "session/prompt", "params": {"sessionId": bridge_session, "prompt": [{"type": "text", "text": "count to 1000"}]}}))
         .await;
-    let mut bridge_saw = vec![bridge.recv().await.expect("the turn has begun")];
+    // The session's commands come first; the turn has begun at its text.
+    let mut bridge_saw = Vec::new();
+    while agent_text(&bridge_saw).is_empty() {
+        bridge_saw.push(bridge.recv().await.expect("the turn has begun"));
+    }
 
     let mut ask = Ask::spawn(&server, "count to 1000");
     let ask_session = loop {

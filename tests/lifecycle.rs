@@ -465,10 +465,16 @@ async fn sigterm_ends_a_turn_running_over_the_http_profile_and_still_exits_promp
             json!({"jsonrpc": "2.0", "id": 2, "method": "session/prompt", "params": {"sessionId": session, "prompt": [{"type": "text", "text": "count to 1000"}]}}),
         )
         .await;
-    let first = next_message(&mut session_events)
-        .await
-        .expect("the first update");
-    assert_eq!(first["method"], "session/update");
+    // The session's commands may come first; the turn has begun at its text.
+    loop {
+        let update = next_message(&mut session_events)
+            .await
+            .expect("the first update");
+        assert_eq!(update["method"], "session/update", "{update}");
+        if update["params"]["update"]["sessionUpdate"] == "agent_message_chunk" {
+            break;
+        }
+    }
 
     let signalled = Instant::now();
     server.signal(Signal::SIGTERM);
