@@ -332,6 +332,53 @@ async fn a_tool_its_server_marks_read_only_is_called_without_asking() {
 }
 
 #[tokio::test]
+async fn a_read_only_session_offers_only_the_mcp_tools_that_only_read() {
+    let (provider, server) = on_a_fake_model(
+        json!([
+            {"index": 0, "id": "call_add", "type": "function",
+             "function": {"name": "mcp__tools__add", "arguments": "{\"a\": 2, \"b\": 3}"}}
+        ]),
+        "I may not.",
+    )
+    .await;
+    let mut client = server.initialized().await;
+    let workspace = server.home.workspace();
+    let session = session_with(&mut client, &workspace, json!([stdio("tools", &[], &[])])).await;
+    let changed = client
+        .request(
+            "session/set_config_option",
+            json!({"sessionId": session, "configId": "mode", "value": "read-only"}),
+        )
+        .await;
+    assert!(changed.get("result").is_some(), "{changed}");
+
+    let (asked, answer) = prompt_allowing(&mut client, &session, "add 2 and 3").await;
+
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert!(asked.is_empty(), "nobody is asked: {asked:?}");
+    let requests = provider.requests();
+    let offered: Vec<&str> = requests[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|tool| tool["function"]["name"].as_str())
+        .filter(|name| name.starts_with("mcp__"))
+        .collect();
+    assert_eq!(
+        offered,
+        ["mcp__tools__peek"],
+        "only the tool its server marks read-only"
+    );
+    let calls = tool_calls(&client.notifications);
+    assert_eq!(
+        calls[0]["statuses"].as_array().unwrap().last().unwrap(),
+        "failed"
+    );
+    let told = calls[0]["content"][0]["content"]["text"].as_str().unwrap();
+    assert!(told.contains("read-only"), "{told}");
+}
+
+#[tokio::test]
 async fn a_tool_a_server_adds_is_offered_from_the_next_turn() {
     let (_server, mut client, session) = scene(
         json!([

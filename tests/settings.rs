@@ -403,6 +403,48 @@ async fn a_mode_chosen_while_a_turn_runs_applies_to_its_next_tool_call() {
     );
 }
 
+#[tokio::test]
+async fn always_reject_for_a_tool_outweighs_edit_mode() {
+    let script = r#"[
+      [{"tool_call": {"id": "a", "name": "write_file", "arguments": {"path": "a.txt", "content": "a"}}}],
+      [{"tool_call": {"id": "b", "name": "write_file", "arguments": {"path": "b.txt", "content": "b"}}}],
+      [{"text": "Neither written."}]
+    ]"#;
+    let server = Server::scripted(script, &[]).await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+
+    let prompt = client.start_prompt(&session, "write both").await;
+    let asked = client.permission_request().await;
+    set_option(&mut client, &session, "mode", json!("edit")).await;
+    client
+        .send(json!({
+            "jsonrpc": "2.0",
+            "id": asked["id"],
+            "result": {"outcome": {"outcome": "selected", "optionId": "reject_always"}},
+        }))
+        .await;
+    let answer = client.response_to(prompt).await;
+
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert!(!workspace.join("a.txt").exists());
+    assert!(
+        !workspace.join("b.txt").exists(),
+        "the person's \"always reject\" for write_file holds in edit mode"
+    );
+    assert!(
+        client
+            .notifications
+            .iter()
+            .all(|message| message["method"] != "session/request_permission"),
+        "nobody was asked again"
+    );
+    let ended = received(&client, "tool_call_update");
+    let last = ended.last().unwrap();
+    assert_eq!(last["params"]["update"]["status"], "failed", "{last}");
+}
+
 /// Where the person's own instructions live in `home`.
 fn users_instructions(home: &Home) -> std::path::PathBuf {
     let dir = home.dir.path().join("config/punie");

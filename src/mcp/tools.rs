@@ -82,9 +82,11 @@ impl McpTools {
         self.tools.iter().find(|tool| tool.name == name)
     }
 
-    /// The tools as the model is told about them.
-    pub fn specs(&self) -> impl Iterator<Item = ToolSpec> + '_ {
-        self.tools.iter().map(|tool| ToolSpec {
+    /// The tools as the model is told about them: every one, or, without
+    /// `asking`, only those that would not ask first.
+    pub fn specs(&self, asking: bool) -> impl Iterator<Item = ToolSpec> + '_ {
+        let offered = move |tool: &&McpTool| asking || tool.read_only;
+        self.tools.iter().filter(offered).map(|tool| ToolSpec {
             name: tool.name.clone(),
             description: tool.description.clone(),
             parameters: tool.schema.clone(),

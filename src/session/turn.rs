@@ -286,7 +286,7 @@ impl Turn {
                 .filter(|tool| mode.offers(&tool.name))
                 .cloned()
                 .collect();
-            tools.extend(mcp.specs());
+            tools.extend(mcp.specs(mode.offers_asking_tools()));
             self.tools = Arc::new(tools);
         }
         let mcp_note = if mcp.is_empty() { "" } else { MCP_NOTE };

@@ -309,11 +309,14 @@ pub async fn run<C: ClientPort>(
     }
 }
 
-/// The model called a tool it does not have.
+/// The model called a tool it does not have: named are those the
+/// session's mode offers it.
 fn no_such_tool<C: ClientPort>(context: &ToolContext<'_, C>, name: &str) -> Stop {
+    let mode = context.permissions.mode();
     let names: Vec<String> = specs()
         .into_iter()
-        .chain(context.mcp.specs())
+        .filter(|tool| mode.offers(&tool.name))
+        .chain(context.mcp.specs(mode.offers_asking_tools()))
         .map(|tool| tool.name)
         .collect();
     Stop::Failed(format!(

@@ -101,7 +101,13 @@ impl PermissionMode {
 
     /// Whether the model is offered Punie's tool `tool` in this mode.
     pub fn offers(self, tool: &str) -> bool {
-        self != Self::ReadOnly || !ASKING_TOOLS.contains(&tool)
+        self.offers_asking_tools() || !ASKING_TOOLS.contains(&tool)
+    }
+
+    /// Whether the model is offered tools that ask first: in a read-only
+    /// session they would only be refused.
+    pub fn offers_asking_tools(self) -> bool {
+        self != Self::ReadOnly
     }
 
     fn from_index(index: u8) -> Self {
@@ -239,17 +245,19 @@ pub(super) async fn ask<C: ClientPort>(
     title: &str,
     content: Vec<ToolCallContent>,
 ) -> Decision {
-    match context.permissions.mode() {
-        PermissionMode::ReadOnly => return Decision::ReadOnly,
-        PermissionMode::Edit if EDITING_TOOLS.contains(&tool) => return Decision::Allowed,
-        PermissionMode::Edit | PermissionMode::Ask => {}
+    let mode = context.permissions.mode();
+    if mode == PermissionMode::ReadOnly {
+        return Decision::ReadOnly;
     }
-    if let Some(allowed) = context.permissions.remembered(tool) {
-        return if allowed {
-            Decision::Allowed
-        } else {
-            Decision::Rejected
-        };
+    // An "always reject" the person gave for this tool outweighs a mode
+    // that lets edits through: it names this tool, the mode only a kind.
+    match context.permissions.remembered(tool) {
+        Some(true) => return Decision::Allowed,
+        Some(false) => return Decision::Rejected,
+        None if mode == PermissionMode::Edit && EDITING_TOOLS.contains(&tool) => {
+            return Decision::Allowed;
+        }
+        None => {}
     }
     let options = OPTIONS
         .iter()
