@@ -439,16 +439,23 @@ async fn the_http_and_sse_profile_serves_the_same_agent() {
 /// A local model server that lists `models` at `GET /v1/models`, as Ollama
 /// does, for as long as the test runs; its address.
 async fn model_server_listing(models: &[&str]) -> std::net::SocketAddr {
+    let models = models.iter().map(|model| (*model).to_owned()).collect();
+    model_server_listing_now(Arc::new(std::sync::Mutex::new(models))).await
+}
+
+/// A local model server that lists whatever `models` holds when asked.
+async fn model_server_listing_now(
+    models: Arc<std::sync::Mutex<Vec<String>>>,
+) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let body = json!({"object": "list", "data": models.iter()
-        .map(|id| json!({"id": id, "object": "model", "owned_by": "library"}))
-        .collect::<Vec<_>>()})
-    .to_string();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let body = body.clone();
+            let body = json!({"object": "list", "data": models.lock().unwrap().iter()
+                .map(|id| json!({"id": id, "object": "model", "owned_by": "library"}))
+                .collect::<Vec<_>>()})
+            .to_string();
             tokio::spawn(async move {
                 let mut request = Vec::new();
                 let mut buffer = [0u8; 1024];
@@ -472,6 +479,75 @@ async fn model_server_listing(models: &[&str]) -> std::net::SocketAddr {
         }
     });
     address
+}
+
+/// The ids of the values of a `model` option among `options`.
+fn model_values(options: &Value) -> Vec<String> {
+    options
+        .as_array()
+        .and_then(|options| options.iter().find(|option| option["id"] == "model"))
+        .and_then(|model| model["options"].as_array())
+        .map(|values| {
+            values
+                .iter()
+                .filter_map(|value| value["value"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_model_a_local_server_gains_reaches_the_menu_of_every_attached_client() {
+    let listed = Arc::new(std::sync::Mutex::new(vec!["qwen3:8b".to_owned()]));
+    let ollama = model_server_listing_now(listed.clone()).await;
+    let home = support::Home::new();
+    let mut command = home.command();
+    command
+        .args(["serve", "--port", "0"])
+        .env("OLLAMA_HOST", ollama.to_string());
+    let server = Server::spawn(home, command).await;
+    let workspace = server.home.workspace();
+    let mut prompter = server.initialized().await;
+    let session = prompter.new_session(&workspace).await;
+    let mut watcher = server.initialized().await;
+    let resumed = watcher
+        .request(
+            "session/resume",
+            json!({"sessionId": session, "cwd": workspace}),
+        )
+        .await;
+    assert!(resumed.get("result").is_some(), "{resumed}");
+    let known = prompter.request("_punie/models", json!({})).await;
+    assert_eq!(
+        known["result"]["models"],
+        json!(["test", "ollama:qwen3:8b"])
+    );
+
+    listed.lock().unwrap().push("llama3.2".to_owned());
+    let refreshed = prompter.request("_punie/models", json!({})).await;
+
+    assert_eq!(
+        refreshed["result"]["models"],
+        json!(["test", "ollama:qwen3:8b", "ollama:llama3.2"])
+    );
+    let with_new_model = |message: &Value| {
+        let update = &message["params"]["update"];
+        (update["sessionUpdate"] == "config_option_update"
+            && message["params"]["sessionId"] == json!(session))
+        .then(|| model_values(&update["configOptions"]))
+        .filter(|values| values.iter().any(|model| model == "ollama:llama3.2"))
+    };
+    for client in [&mut prompter, &mut watcher] {
+        // The prompter may have been told while it waited for its answer.
+        let mut menu = client.notifications.iter().find_map(with_new_model);
+        while menu.is_none() {
+            menu = with_new_model(&client.recv().await);
+        }
+        assert_eq!(
+            menu.unwrap(),
+            ["test", "ollama:qwen3:8b", "ollama:llama3.2"]
+        );
+    }
 }
 
 #[tokio::test]

@@ -241,14 +241,10 @@ fn settings_of(
     connection: &Connection,
     session: &Session,
 ) -> (SessionModeState, Vec<SessionConfigOption>) {
-    let models = &connection.hub.models;
-    if models.claim_refresh() {
-        let hub = connection.hub.clone();
-        tokio::spawn(async move { hub.models.refreshed().await });
-    }
+    connection.hub.refresh_models_if_stale();
     (
         options::mode_state(session),
-        options::config_options(session, &models.known()),
+        options::config_options(session, &connection.hub.models.known()),
     )
 }
 
@@ -333,7 +329,7 @@ fn tell_others_of_change(
 ) -> Vec<SessionConfigOption> {
     let options = options::config_options(session, &connection.hub.models.known());
     for notice in options::change_notices(session, options.clone(), mode_changed) {
-        session.tell_attached(notice, connection.id);
+        session.tell_attached(notice, Some(connection.id));
     }
     options
 }
@@ -622,7 +618,7 @@ fn describe_server(connection: &Connection) -> Result<Value, Error> {
 fn list_models(connection: &Connection, responder: Responder<Value>) {
     let hub = connection.hub.clone();
     tokio::spawn(async move {
-        let models = hub.models.refreshed().await;
+        let models = hub.refresh_models().await;
         let _ = responder.respond_with_result(Ok(json!({ "models": models })));
     });
 }

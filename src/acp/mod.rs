@@ -77,6 +77,35 @@ impl AgentHub {
         self.turns.wait().await;
     }
 
+    /// Ask the local model servers for their lists again; when what they
+    /// offer changed, every client attached to a session in memory is shown
+    /// the session's model menu anew. Every model there is now.
+    pub async fn refresh_models(&self) -> Vec<String> {
+        let before = self.models.known();
+        let models = self.models.refreshed().await;
+        if models != before {
+            for session in self.sessions.in_memory() {
+                for notice in options::change_notices(
+                    &session,
+                    options::config_options(&session, &models),
+                    false,
+                ) {
+                    session.tell_attached(notice, None);
+                }
+            }
+        }
+        models
+    }
+
+    /// [`Self::refresh_models`] in the background, if the lists are old and
+    /// nobody is asking for them already.
+    pub fn refresh_models_if_stale(self: &Arc<Self>) {
+        if self.models.claim_refresh() {
+            let hub = self.clone();
+            tokio::spawn(async move { hub.refresh_models().await });
+        }
+    }
+
     fn next_connection_id(&self) -> ConnectionId {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
     }

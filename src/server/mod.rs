@@ -108,10 +108,7 @@ pub async fn serve(config: ServeConfig, model: Arc<dyn model::Model>) -> anyhow:
     let hub = AgentHub::new(sessions, models, shutdown.clone());
     tokio::spawn(evict_idle_sessions(hub.clone()));
     // So that the first session's model menu lists the local servers' models.
-    if hub.models.claim_refresh() {
-        let hub = hub.clone();
-        tokio::spawn(async move { hub.models.refreshed().await });
-    }
+    hub.refresh_models_if_stale();
     let connection_slots = Arc::new(Semaphore::new(config.limits.max_connections));
     let limits = Arc::new(config.limits.clone());
     let http_profile = Arc::new(HttpProfile::new(

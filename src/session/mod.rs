@@ -310,11 +310,11 @@ impl Session {
             .set(&self.id.0, Setting::Mode, mode.id().to_owned());
     }
 
-    /// Send `notification` to every connection attached to the session but
-    /// `except`, at once: it is news of the session's settings, not of its
+    /// Send `notification` to every connection attached to the session (but
+    /// `except`, if given) at once: it is news of the session's settings, not of its
     /// conversation, so it is not stored and a load does not replay it.
-    pub fn tell_attached(&self, notification: SessionNotification, except: ConnectionId) {
-        self.attachments.deliver(notification, Some(except));
+    pub fn tell_attached(&self, notification: SessionNotification, except: Option<ConnectionId>) {
+        self.attachments.deliver(notification, except);
     }
 
     /// Stop the running turn, if any; it ends with `cancelled`.
@@ -828,6 +828,11 @@ impl SessionRegistry {
         }))
     }
 
+    /// Every session in memory now.
+    pub fn in_memory(&self) -> Vec<Arc<Session>> {
+        self.lock().values().cloned().collect()
+    }
+
     pub fn get(&self, id: &SessionId) -> Option<Arc<Session>> {
         self.lock().get(id).cloned()
     }
@@ -901,8 +906,7 @@ impl SessionRegistry {
 
     /// Drop the conversations of sessions idle longer than the idle timeout.
     pub fn evict_idle(&self) -> usize {
-        let sessions: Vec<Arc<Session>> = self.lock().values().cloned().collect();
-        sessions
+        self.in_memory()
             .iter()
             .filter(|session| session.evict_if_idle(self.settings.idle_timeout))
             .count()

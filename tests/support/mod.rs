@@ -147,6 +147,9 @@ impl Home {
             .env_remove("PUNIE_MODEL")
             .env_remove("RUST_LOG")
             .env_remove("NO_COLOR")
+            // Nothing listens on port 9 of loopback: an Ollama running on
+            // this machine adds no models to what a test sees.
+            .env("OLLAMA_HOST", "127.0.0.1:9")
             .kill_on_drop(true);
         command
     }
