@@ -340,3 +340,24 @@ async fn one_clients_mistakes_never_reach_another() {
     let answer = careful.prompt(&session, "unbothered").await;
     assert_eq!(answer["result"]["stopReason"], "end_turn");
 }
+
+#[tokio::test]
+async fn an_initialize_without_a_usable_version_names_it_and_a_good_one_still_works() {
+    let server = Server::start().await;
+    let mut client = server.raw().await;
+    for params in [
+        json!({"protocolVersion": "banana"}),
+        json!({"protocolVersion": -1}),
+        json!({}),
+    ] {
+        let answer = client.request("initialize", params.clone()).await;
+        let (code, _) = error(&answer);
+        assert_eq!(code, -32602, "{params}: {answer}");
+        assert!(
+            answer["error"].to_string().contains("protocolVersion"),
+            "the answer names the field: {answer}"
+        );
+    }
+    let answer = client.initialize().await;
+    assert_eq!(answer["result"]["protocolVersion"], 1, "{answer}");
+}
