@@ -1182,12 +1182,21 @@ async fn a_model_server_that_refuses_the_conversation_as_too_long_is_sent_less_f
     )
     .await;
     let mut texts = Vec::new();
+    let mut windows = Vec::new();
     for name in ["first", "second", "third", "fourth"] {
         let answer = client
             .prompt(&session, &format!("{name} {}", "x".repeat(6_000)))
             .await;
         assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
         texts.push(client.agent_text(&session));
+        windows.extend(
+            client
+                .notifications
+                .iter()
+                .map(|message| &message["params"]["update"])
+                .filter(|update| update["sessionUpdate"] == "usage_update")
+                .map(|update| update["size"].as_u64().unwrap()),
+        );
         client.notifications.clear();
     }
 
@@ -1215,6 +1224,12 @@ async fn a_model_server_that_refuses_the_conversation_as_too_long_is_sent_less_f
          round trip)\n\nThree."
     );
     assert_eq!(texts[3], "Four.", "said once, when it happened");
+    assert_eq!(windows.len(), 4, "{windows:?}");
+    assert_eq!(windows[..2], [128_000, 128_000], "the configured window");
+    assert!(
+        windows[2] < 10_000 && windows[3] == windows[2],
+        "the usage meter shows the window the conversation is fitted to now: {windows:?}"
+    );
 }
 
 #[tokio::test]

@@ -365,7 +365,9 @@ impl Turn {
                     Some(Ok(ModelEvent::Usage(usage))) => {
                         SessionUpdate::UsageUpdate(UsageUpdate::new(
                             usage.input_tokens + usage.output_tokens,
-                            session.settings.context_window,
+                            // The window the conversation is fitted to: less
+                            // than configured once the model server refused it.
+                            session.context_window(),
                         ))
                     }
                     Some(Ok(ModelEvent::PicturesRefused { why, for_good })) => {
