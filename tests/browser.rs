@@ -239,6 +239,30 @@ async fn a_rejected_permission_writes_nothing_and_an_allowed_one_writes_the_file
 }
 
 #[tokio::test]
+async fn a_question_in_another_session_notifies_and_alt_w_brings_the_keyboard_to_it() {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    let script = json!([
+        [{"tool_call": {"name": "run_command", "arguments": {"command": "cat gate"}}}],
+        [{"tool_call": {"name": "write_file",
+            "arguments": {"path": "notes.txt", "content": "written by punie\n"}}}],
+        [{"text": "The notes are written."}]
+    ]);
+    let mut server = Server::scripted(script, &[]).await;
+    // The command reads from a named pipe: it ends when the scenario is ready
+    // for the next question, asked while another session is open.
+    let gate = server.home.workspace().join("gate");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&gate)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut scenario = Scenario::start("questions", &mut server, &[]).await;
+    scenario.wait_for("at the gate").await;
+    tokio::fs::write(&gate, "open\n").await.unwrap();
+    scenario.passes().await;
+}
+
+#[tokio::test]
 async fn a_mode_chosen_in_the_page_writes_without_asking_and_every_tab_sees_it() {
     let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
     let script = json!([

@@ -36,6 +36,7 @@ const ui = {
   noticeClose: $('#notice-close'),
   signIn: $('#sign-in'),
   signOut: $('#sign-out'),
+  notify: $('#notify'),
   sessionTitle: $('#session-title'),
   sessionCwd: $('#session-cwd'),
   usage: $('#usage'),
@@ -524,6 +525,83 @@ function moveSession(step) {
   document.querySelector(`.session[data-session-id="${CSS.escape(order[next])}"]`)?.scrollIntoView({ block: 'nearest' });
 }
 
+/** Put the keyboard on a question waiting for this page's answer: the open
+ * session's, unless it has it already; else the next session's, in the
+ * list's order, opening that session. */
+async function nextQuestion() {
+  const here = state.transcripts.get(state.current);
+  if (here?.waitingForPermission && !here.questionFocused) {
+    here.focusQuestion();
+    return;
+  }
+  const order = sessionOrder();
+  const at = order.indexOf(state.current);
+  for (let step = 1; step <= order.length; step += 1) {
+    const id = order[(at + step + order.length) % order.length];
+    if (state.transcripts.get(id)?.waitingForPermission) {
+      await openSession(id);
+      document.querySelector(`.session[data-session-id="${CSS.escape(id)}"]`)?.scrollIntoView({ block: 'nearest' });
+      state.transcripts.get(id)?.focusQuestion();
+      return;
+    }
+  }
+  showNotice('No session is waiting for your answer.');
+}
+
+// ---------------------------------------------------------------- notifications
+
+/** Where the page keeps whether the person wants desktop notifications. */
+const NOTIFY_KEY = 'punie.notify';
+
+const notificationsExist = typeof Notification !== 'undefined';
+
+function notificationsOn() {
+  return notificationsExist && Notification.permission === 'granted' && localStorage.getItem(NOTIFY_KEY) === 'on';
+}
+
+function renderNotifyButton() {
+  ui.notify.hidden = !notificationsExist;
+  if (!notificationsExist) return;
+  const on = notificationsOn();
+  ui.notify.setAttribute('aria-pressed', String(on));
+  ui.notify.textContent = on ? 'Notifying' : 'Notify me';
+  ui.notify.title =
+    Notification.permission === 'denied'
+      ? 'The browser blocks notifications from this page: allow them in its site settings'
+      : on
+        ? 'A notification comes when a session needs your answer while you look elsewhere (click to stop)'
+        : 'Notify me when a session needs an answer while I look elsewhere';
+}
+
+async function toggleNotifications() {
+  if (notificationsOn()) {
+    localStorage.setItem(NOTIFY_KEY, 'off');
+  } else {
+    const permission = Notification.permission === 'default' ? await Notification.requestPermission() : Notification.permission;
+    if (permission === 'granted') localStorage.setItem(NOTIFY_KEY, 'on');
+    else showNotice('The browser blocks notifications from this page: allow them in its site settings, then try again.');
+  }
+  renderNotifyButton();
+}
+
+/** Tell the person that a session asks them something, when they look at
+ * another session, tab or window; the notification, to close once the
+ * question is answered. */
+function notifyOfQuestion(sessionId, request) {
+  if (!notificationsOn() || (!document.hidden && state.current === sessionId)) return null;
+  const session = state.sessions.get(sessionId);
+  const notification = new Notification('Punie needs your answer', {
+    body: `${session?.title || 'Untitled session'}: ${request.toolCall?.title || 'a tool call'}`,
+    tag: `punie-question-${sessionId}`,
+  });
+  notification.onclick = () => {
+    window.focus();
+    openSession(sessionId);
+    notification.close();
+  };
+  return notification;
+}
+
 // ---------------------------------------------------------------- new session
 
 function openNewSessionDialog() {
@@ -681,7 +759,9 @@ async function handleRequest(method, params, id) {
   if (!transcript || !(await transcript.loaded)) return { outcome: { outcome: 'cancelled' } };
   const answer = transcript.ask(id, params);
   scheduleRender();
+  const notification = notifyOfQuestion(params.sessionId, params);
   const optionId = await answer;
+  notification?.close();
   scheduleRender();
   return optionId ? { outcome: { outcome: 'selected', optionId } } : { outcome: { outcome: 'cancelled' } };
 }
@@ -869,6 +949,7 @@ ui.composer.addEventListener('submit', (event) => {
 });
 ui.cancel.addEventListener('click', cancel);
 ui.signOut.addEventListener('click', signOut);
+ui.notify.addEventListener('click', toggleNotifications);
 ui.newSession.addEventListener('click', openNewSessionDialog);
 ui.olderSessions.addEventListener('click', async () => {
   ui.olderSessions.disabled = true;
@@ -978,8 +1059,14 @@ document.addEventListener('keydown', (event) => {
   } else if (event.altKey && (event.key === 'ArrowDown' || event.key === 'ArrowUp')) {
     event.preventDefault();
     moveSession(event.key === 'ArrowDown' ? 1 : -1);
+  } else if (event.altKey && event.code === 'KeyW') {
+    // By the key's place: on a Mac, Alt+W types a character.
+    event.preventDefault();
+    nextQuestion();
   }
 });
+
+renderNotifyButton();
 
 // Relative times in the list go stale; redraw them now and then.
 setInterval(renderSessions, 60_000);

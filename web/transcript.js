@@ -190,7 +190,6 @@ class ToolCallCard {
         button.addEventListener('click', () => this.settle?.(option.optionId, `You chose: ${option.name}`));
         buttons.append(button);
       }
-      buttons.querySelector('button')?.focus({ preventScroll: true });
     });
   }
 
@@ -341,6 +340,23 @@ export class Transcript {
 
   get waitingForPermission() {
     return this.questions.size > 0;
+  }
+
+  /** Put the keyboard on the first option of the oldest open question, as
+   * the person asked (Alt+W). A question never takes it by itself: an Enter
+   * meant for the prompt, or a Space to scroll, would answer it. */
+  focusQuestion() {
+    const [card] = this.questions.values();
+    const option = card?.permission.querySelector('.options button');
+    if (!option) return false;
+    option.focus({ preventScroll: true });
+    card.node.scrollIntoView({ block: 'nearest' });
+    return true;
+  }
+
+  /** Whether the keyboard is on one of the open questions. */
+  get questionFocused() {
+    return [...this.questions.values()].some((card) => card.permission.contains(document.activeElement));
   }
 
   /** The session waits for permission, but not for this page's answer:
