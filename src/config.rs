@@ -25,6 +25,12 @@ use etcetera::BaseStrategy as _;
 /// configured otherwise; the clients use it too.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The response header of a WebSocket upgrade that tells a client the
+/// largest message the server takes (`--max-message-bytes`): a client can
+/// refuse a bigger one itself, with an answer, rather than lose its
+/// connection to it.
+pub const MESSAGE_LIMIT_HEADER: &str = "punie-max-message-bytes";
+
 /// Most bytes `punie ask --attach` sends, all files together: in base64,
 /// with the prompt, they stay under [`MAX_MESSAGE_BYTES`].
 pub const MAX_ATTACHED_BYTES: u64 = 32 * 1024 * 1024;

@@ -68,11 +68,13 @@ async fn one_turn(
 }
 
 /// The requests a turn that reads, edits (asking first) and runs a command
-/// makes of a client that offers files and terminals.
-const THROUGH_THE_CLIENT: [&str; 9] = [
+/// makes of a client that offers files and terminals. The edit reads the
+/// file again once allowed, to see it did not change meanwhile.
+const THROUGH_THE_CLIENT: [&str; 10] = [
     "fs/read_text_file",
     "fs/read_text_file",
     "session/request_permission",
+    "fs/read_text_file",
     "fs/write_text_file",
     "session/request_permission",
     "terminal/create",
@@ -151,6 +153,46 @@ async fn a_turn_reads_asks_writes_and_runs_a_command_through_the_client() {
             .iter()
             .any(|u| u["sessionUpdate"] == "usage_update" && u["used"] == 120)
     );
+}
+
+#[tokio::test]
+async fn a_workspace_opened_through_a_symlink_keeps_its_name_in_what_the_client_is_sent() {
+    let server = Server::scripted(
+        json!([
+            [call("read_file", json!({"path": "notes.txt"}))],
+            [call("edit_file", json!({"path": "notes.txt", "old_text": "old", "new_text": "new"}))],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    let real = write_notes(&server, "old text\n");
+    // The project as the editor opened it: through a link (as /tmp is on macOS).
+    let linked = server.home.dir.path().join("linked-workspace");
+    std::os::unix::fs::symlink(server.home.workspace(), &linked).unwrap();
+    let notes = linked.join("notes.txt");
+    let ide = Ide::new(&linked, true, false);
+    let received = Received::default();
+    let (stop, session) = ide
+        .run(sdk_transport(&server), received.clone(), async |cx| {
+            ide.initialize(&cx).await?;
+            let session = new_session(&cx, &linked).await?;
+            Ok((prompt(&cx, &session, "fix the notes").await?, session))
+        })
+        .await;
+
+    assert_eq!(stop, StopReason::EndTurn);
+    assert_eq!(std::fs::read_to_string(&real).unwrap(), "new text\n");
+    let paths = ide.paths.lock().unwrap().clone();
+    assert!(!paths.is_empty());
+    assert!(
+        paths.iter().all(|path| *path == notes),
+        "every request names the file as the editor knows it: {paths:?}"
+    );
+    let calls = received.tool_calls(&session);
+    assert_eq!(calls[0]["locations"][0]["path"], json!(notes));
+    assert_eq!(calls[1]["locations"][0]["path"], json!(notes));
+    assert_eq!(calls[1]["content"][0]["path"], json!(notes));
 }
 
 /// A server whose model overwrites `notes.txt`, then says it understood.
@@ -442,11 +484,13 @@ async fn reading_and_writing_go_to_the_client_each_by_its_own_capability() {
         (
             true,
             false,
-            // The second read is the old text, for the write's diff.
+            // The second read is the old text, for the write's diff; the
+            // third sees it unchanged once the write is allowed.
             [
                 "fs/read_text_file",
                 "fs/read_text_file",
                 "session/request_permission",
+                "fs/read_text_file",
             ]
             .as_slice(),
         ),
@@ -580,7 +624,11 @@ async fn reads_listings_and_searches_show_the_client_what_the_model_was_given() 
     // A long file reaches the client cut as the model got it, saying so.
     let shown = content_text(&calls[3]);
     assert!(shown.len() < 40 * 1024, "{} bytes", shown.len());
-    assert!(shown.contains("bytes cut"), "{}", &shown[..100]);
+    assert!(
+        shown.ends_with("[… line 1 is too long to show whole: this is its first 32768 bytes …]"),
+        "{}",
+        &shown[shown.len() - 100..]
+    );
 }
 
 #[tokio::test]
@@ -799,13 +847,17 @@ async fn tool_results_tell_the_model_what_went_wrong_and_how_to_read_on() {
         let (status, long) = ended[2];
         assert_eq!(status, "completed", "{client}");
         assert!(long.starts_with("line 10\nline 11\n"), "{client}");
-        assert!(
-            long.contains(" bytes cut; lines ")
-                && long.contains(
-                    "are not all shown: read them a part at a time with `line` and `limit` …]"
-                ),
-            "{client}: {}",
-            &long[16_000..16_500]
+        // Whole lines, as many as fit, then where to read on.
+        let (lines, mark) = long.split_once("[… ").expect("the read says it stopped");
+        let last = lines.lines().last().unwrap().strip_prefix("line ").unwrap();
+        let next = last.parse::<usize>().unwrap() + 1;
+        assert!(lines.len() <= 32 * 1024, "{client}: {} bytes", lines.len());
+        assert_eq!(
+            mark,
+            format!(
+                "one read shows at most 32 KiB: this is lines 10 to {last}; read on from line {next} with `line` and `limit` …]"
+            ),
+            "{client}"
         );
         let (status, refused) = ended[3];
         assert_eq!(status, "failed", "{client}");

@@ -237,6 +237,10 @@ async fn malformed_prompts_are_invalid_params() {
             json!({"prompt": [{"type": "text", "text": "hi"}]}),
             "sessionId",
         ),
+        (
+            json!({"sessionId": session, "prompt": [{"type": "resource", "resource": {"uri": "file:///x.bin", "blob": "!!!", "mimeType": "application/octet-stream"}}]}),
+            "block 0 holds a blob whose data is not base64",
+        ),
     ];
     for (params, problem) in cases {
         let (code, message) = error(&client.request("session/prompt", params.clone()).await);
@@ -360,4 +364,30 @@ async fn an_initialize_without_a_usable_version_names_it_and_a_good_one_still_wo
     }
     let answer = client.initialize().await;
     assert_eq!(answer["result"]["protocolVersion"], 1, "{answer}");
+}
+
+#[tokio::test]
+async fn params_of_the_wrong_shape_are_named_in_plain_words() {
+    let server = Server::start().await;
+    let mut client = server.initialized().await;
+    let workspace = server.home.workspace();
+    let cases = [
+        (
+            json!([workspace, []]),
+            "`params` must be an object of named parameters, not an array",
+        ),
+        (
+            json!({"cwd": workspace, "mcpServers": [{"name": "bad"}]}),
+            "`mcpServers[0]`: not an MCP server: give `name`, `command`",
+        ),
+    ];
+    for (params, problem) in cases {
+        let (code, message) = error(&client.request("session/new", params.clone()).await);
+        assert_eq!(code, -32602, "{params}: {message}");
+        assert!(
+            message.contains(problem),
+            "{params}: names {problem}: {message}"
+        );
+    }
+    assert_eq!(server.health().await["sessions"], 0);
 }

@@ -422,14 +422,20 @@ async fn a_connection_that_attaches_while_the_turn_waits_answers_it_and_the_turn
 
     let mut later = server.initialized().await;
     later.attach("session/load", &session, &workspace).await;
-    let pending = later
-        .notifications
-        .iter()
-        .position(|message| message["method"] == "session/request_permission");
-    let request = match pending {
-        Some(index) => later.notifications.remove(index),
-        None => later.permission_request().await,
-    };
+    // Asked only once it knows the session: after the load's answer, and
+    // after the replay of the tool call the question is about.
+    assert!(
+        later
+            .notifications
+            .iter()
+            .all(|message| message["method"] != "session/request_permission"),
+        "asked before the answer to session/load: {:?}",
+        later.notifications
+    );
+    let replayed_call = updates(&later.notifications, "tool_call");
+    assert_eq!(replayed_call.len(), 1, "{:?}", later.notifications);
+    assert_eq!(replayed_call[0]["toolCallId"], "call-1");
+    let request = later.permission_request().await;
     assert_eq!(request["params"]["toolCall"]["toolCallId"], "call-1");
     later.allow(&request).await;
     within("the end of the turn", async {

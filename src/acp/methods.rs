@@ -83,7 +83,7 @@ async fn handle_request(
                 "session/load" => load_session(connection, params, cx.clone()).await,
                 _ => resume_session(connection, params, cx.clone()).await,
             };
-            return answer_then_offer_commands(responder, &cx, attached);
+            return answer_then_offer_commands(connection, responder, &cx, attached);
         }
         "session/prompt" => return prompt(connection, params, responder).await,
         "session/list" => list_sessions(connection, params).await,
@@ -112,6 +112,7 @@ async fn handle_request(
 /// which gives the client the session's id, and on the same queue, so in
 /// that order.
 fn answer_then_offer_commands(
+    connection: &Connection,
     responder: Responder<Value>,
     cx: &ConnectionTo<Client>,
     attached: Result<(Value, SessionId), Error>,
@@ -121,7 +122,16 @@ fn answer_then_offer_commands(
         Err(error) => return responder.respond_with_error(error),
     };
     responder.respond(answer)?;
-    cx.send_notification(SessionNotification::new(session, commands::available()))
+    cx.send_notification(SessionNotification::new(
+        session.clone(),
+        commands::available(),
+    ))?;
+    // Only now may a running turn ask this client something: after the
+    // answer that told it of the session, on the same queue.
+    if let Some(session) = connection.hub.sessions.get(&session) {
+        session.answered_attach(connection.id);
+    }
+    Ok(())
 }
 
 fn handle_notification(connection: &Connection, notification: UntypedMessage) {
@@ -402,14 +412,20 @@ async fn resume_session(
     session.use_mcp_servers(&request.mcp_servers);
     tracing::info!(connection = connection.id, session = %id, "session resumed");
     let (modes, config_options) = settings_of(connection, &session);
+    let mut meta = workspace_meta(session.cwd());
+    meta.insert(RUNNING_META.to_owned(), session.is_running().into());
     let answer = to_json(
         ResumeSessionResponse::new()
             .modes(modes)
             .config_options(config_options)
-            .meta(workspace_meta(session.cwd())),
+            .meta(meta),
     )?;
     Ok((answer, id))
 }
+
+/// Whether a resumed session is running a turn as it is attached, for a
+/// client about to prompt it: `_meta["punie/running"]`.
+pub const RUNNING_META: &str = "punie/running";
 
 /// Where a loaded or resumed session works, for a client that asked with
 /// another directory (or none it knew): `_meta["punie/cwd"]`.
@@ -659,15 +675,35 @@ fn watch_sessions(connection: &Connection, cx: ConnectionTo<Client>) -> Result<V
 
 /// The params of `method` as `T`, or `-32602` naming what is wrong and where.
 fn parse_params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, Error> {
+    // serde would speak of a struct's fields by position.
+    if params.is_array() {
+        return Err(errors::invalid_params(
+            method,
+            "`params` must be an object of named parameters, not an array",
+        ));
+    }
     serde_path_to_error::deserialize(params).map_err(|error| {
         let path = error.path().to_string();
-        let problem = error.into_inner();
+        let problem = in_plain_words(&error.into_inner().to_string());
         if path == "." {
             errors::invalid_params(method, problem)
         } else {
             errors::invalid_params(method, format!("`{path}`: {problem}"))
         }
     })
+}
+
+/// serde's words for a value that fits none of a type's forms, said as what
+/// would fit.
+fn in_plain_words(problem: &str) -> String {
+    match problem {
+        "data did not match any variant of untagged enum McpServer" => {
+            "not an MCP server: give `name`, `command`, `args` and `env` for one Punie starts, or \
+             `type: \"http\"`, `name`, `url` and `headers` for one it connects to"
+                .to_owned()
+        }
+        _ => problem.to_owned(),
+    }
 }
 
 fn to_json(response: impl Serialize) -> Result<Value, Error> {

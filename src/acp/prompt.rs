@@ -39,6 +39,16 @@ pub(super) fn prompt_from(blocks: Vec<ContentBlock>) -> Result<Prompt, Error> {
                             pictures.push(picture(index, mime_type, &file.blob)?);
                             format!("[picture {}, shown below]", file.uri)
                         }
+                        // Not given to the model, but kept with the prompt
+                        // and replayed: it must be what ACP says it is.
+                        None if !file.blob.is_empty() && !is_base64(&file.blob) => {
+                            return Err(errors::invalid_params(
+                                METHOD,
+                                format!(
+                                    "block {index} holds a blob whose data is not base64 (RFC 4648, with padding)"
+                                ),
+                            ));
+                        }
                         None => format!("[binary content of {}]", file.uri),
                     }
                 }

@@ -36,7 +36,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::acp::AgentHub;
 use crate::auth::{self, AccessToken, RequestGuard};
-use crate::config::{ConnectionLimits, EVICTION_INTERVAL, SHUTDOWN_GRACE, ServeConfig};
+use crate::config::{
+    ConnectionLimits, EVICTION_INTERVAL, MESSAGE_LIMIT_HEADER, SHUTDOWN_GRACE, ServeConfig,
+};
 use crate::session::{ModelChoice, SessionRegistry, TurnSettings};
 use crate::store::Store;
 use crate::web::{self, SignIns};
@@ -339,7 +341,8 @@ fn accept_websocket(upgrade: WebSocketUpgrade, state: AppState) -> Response {
     let Ok(slot) = connection_slots.try_acquire_owned() else {
         return too_many_connections(limits.max_connections);
     };
-    upgrade
+    let limit = header::HeaderValue::from(limits.max_message_bytes);
+    let mut response = upgrade
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes)
         .read_buffer_size(WEBSOCKET_READ_BUFFER)
@@ -350,7 +353,9 @@ fn accept_websocket(upgrade: WebSocketUpgrade, state: AppState) -> Response {
                 websocket::serve(socket, hub, &limits).await;
                 drop(slot);
             })
-        })
+        });
+    response.headers_mut().insert(MESSAGE_LIMIT_HEADER, limit);
+    response
 }
 
 fn too_many_connections(limit: usize) -> Response {

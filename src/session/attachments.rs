@@ -28,6 +28,9 @@ struct Attached {
     handle: ClientHandle,
     /// `Some` while the connection's replay is being sent.
     backlog: Option<Vec<SessionNotification>>,
+    /// The connection has been answered the request that attached it: it
+    /// knows the session, and may be asked things about it.
+    ready: bool,
 }
 
 impl Attached {
@@ -45,7 +48,7 @@ impl Attached {
 #[derive(Default)]
 pub struct Attachments {
     attached: Mutex<Vec<Attached>>,
-    /// Woken whenever a connection attaches.
+    /// Woken whenever an attached connection becomes ready to be asked.
     arrived: Notify,
 }
 
@@ -63,10 +66,25 @@ impl Attachments {
         attached.push(Attached {
             handle,
             backlog: replaying.then(Vec::new),
+            ready: false,
         });
+        true
+    }
+
+    /// `connection` has been answered the request that attached it (and
+    /// sent its replay): from now on it may be asked to answer the turn's
+    /// requests. Asked before, a client would get a question about a session
+    /// it does not know yet, ahead of the tool call it is about.
+    pub fn ready(&self, connection: ConnectionId) {
+        let mut attached = self.lock();
+        if let Some(entry) = attached
+            .iter_mut()
+            .find(|entry| entry.handle.connection == connection)
+        {
+            entry.ready = true;
+        }
         drop(attached);
         self.arrived.notify_waiters();
-        true
     }
 
     /// The replay to `connection` has been sent: pass on what waited for it.
@@ -146,13 +164,14 @@ impl Attachments {
     }
 
     /// Who answers a turn's requests: `preferred` (the prompter) while it is
-    /// attached, else the connection attached longest.
+    /// attached, else the ready connection attached longest.
     pub fn target(&self, preferred: ConnectionId) -> Option<ClientHandle> {
         let attached = self.lock();
-        attached
-            .iter()
+        let mut ready = attached.iter().filter(|entry| entry.ready);
+        ready
+            .clone()
             .find(|entry| entry.handle.connection == preferred)
-            .or_else(|| attached.first())
+            .or_else(|| ready.next())
             .map(|entry| entry.handle.clone())
     }
 

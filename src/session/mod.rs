@@ -329,6 +329,12 @@ impl Session {
         self.attachments.replayed(connection);
     }
 
+    /// `connection` has been answered the request that attached it: a
+    /// running turn may now send it requests.
+    pub fn answered_attach(&self, connection: ConnectionId) {
+        self.attachments.ready(connection);
+    }
+
     /// The updates `session/load` replays: the history up to entry `newest`.
     pub async fn replay(&self, newest: i64) -> Result<Vec<SessionUpdate>, StoreError> {
         let entries = self.store.history(&self.id.0).await?;
@@ -469,7 +475,8 @@ impl Session {
         }
     }
 
-    fn is_running(&self) -> bool {
+    /// Whether a turn is running now.
+    pub fn is_running(&self) -> bool {
         self.lock().running.is_some()
     }
 
@@ -793,7 +800,7 @@ impl SessionRegistry {
     ) -> Result<Arc<Session>, RegistryError> {
         let workspace = Workspace::new(&row.cwd)?;
         let mcp = McpServers::new(workspace.root().to_owned(), self.settings.mcp_call_timeout);
-        let system_prompt = system_prompt(workspace.root(), &self.settings.tools);
+        let system_prompt = system_prompt(workspace.named_root(), &self.settings.tools);
         let fixed_tokens =
             context::text_tokens(&system_prompt) + context::tools_tokens(&self.settings.tools);
         Ok(Arc::new(Session {

@@ -126,7 +126,7 @@ async fn on_client<C: ClientPort>(
     report.begin();
     let create = CreateTerminalRequest::new(session.clone(), program)
         .args(argv)
-        .cwd(cwd)
+        .cwd(context.workspace.as_named(&cwd))
         .output_byte_limit(OUTPUT_LIMIT);
     // Not raced against the cancel here: the port answers at once when the
     // turn is cancelled, and stops a terminal created after that itself.

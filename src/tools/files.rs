@@ -1,6 +1,12 @@
 //! `read_file`, `write_file` and `edit_file`: through the client's `fs/*`
 //! when it offers them (so the IDE sees unsaved buffers and shows the
 //! change), else on disk inside the workspace.
+//!
+//! Only regular files: a named pipe or a device would hold the turn for
+//! ever. A read goes no further than the lines asked for and what the model
+//! is shown at once; a change reads the whole file, so it takes files of at
+//! most [`MAX_CHANGED_FILE_BYTES`], and writes nothing if the file changed
+//! while the person was asked about it.
 
 use std::path::{Path, PathBuf};
 
@@ -12,9 +18,10 @@ use serde_json::Value;
 
 use super::permission;
 use super::{
-    ClientPort, Report, Stop, ToolContext, ToolOutcome, arguments, ask_client, counted,
-    cut_for_the_model, text_content,
+    ClientPort, MAX_CHANGED_FILE_BYTES, MODEL_OUTPUT_LIMIT, Report, Stop, ToolContext, ToolOutcome,
+    arguments, ask_client, counted, text_content,
 };
+use crate::workspace::{self, End, Excerpt};
 
 #[derive(Deserialize)]
 struct ReadArgs {
@@ -44,50 +51,101 @@ pub(super) async fn read<C: ClientPort>(
     arguments_json: &Value,
 ) -> Result<ToolOutcome, Stop> {
     let args: ReadArgs = arguments("read_file", arguments_json)?;
+    if args.line == Some(0) {
+        return Err(Stop::Failed(
+            "`line` counts from 1: there is no line 0; give 1 to read from the start".to_owned(),
+        ));
+    }
+    if args.limit == Some(0) {
+        return Err(Stop::Failed(
+            "`limit` must be at least 1, or left out to read to the end".to_owned(),
+        ));
+    }
+    let first = args.line.map_or(1, |line| line as usize);
+    let limit = args.limit.map(|limit| limit as usize);
     let path = context.workspace.resolve(Path::new(&args.path))?;
     report.progress(Vec::new());
-    let text = read_text(context, &path, args.line, args.limit).await?;
-    // Nothing from a line past the end would read as an empty file.
-    if text.is_empty()
-        && let Some(line) = args.line.filter(|&line| line > 1)
-    {
-        let whole = read_text(context, &path, None, None).await?;
-        let lines = whole.split_inclusive('\n').count();
-        if line as usize > lines {
-            return Err(Stop::Failed(format!(
-                "{} has {}; line {line} is past its end",
-                args.path,
-                counted(lines, "line")
-            )));
+    let excerpt = if context.client.capabilities().fs.read_text_file {
+        // The client would be asked to read it, and might wait for ever.
+        context.workspace.file_size(Path::new(&args.path))?;
+        let request = ReadTextFileRequest::new(
+            context.session_id.clone(),
+            context.workspace.as_named(&path),
+        )
+        .line(args.line)
+        .limit(args.limit);
+        let text = ask_client(context, request).await?.content;
+        let excerpt = workspace::excerpt(text.as_bytes(), 1, limit, MODEL_OUTPUT_LIMIT, || false)
+            .map_err(|_| Stop::Failed(format!("{} is not a text file", args.path)))?
+            .numbered_from(first);
+        // Nothing from a line past the end would read as an empty file.
+        if excerpt.text.is_empty() && first > 1 {
+            let request = ReadTextFileRequest::new(
+                context.session_id.clone(),
+                context.workspace.as_named(&path),
+            );
+            let whole = ask_client(context, request).await?.content;
+            let lines = whole.split_inclusive('\n').count();
+            if first > lines {
+                return Err(past_the_end(&args.path, first, lines));
+            }
         }
-    }
-    // Line 0 is read as line 1.
-    let first = args.line.unwrap_or(1).max(1) as usize;
-    let text = cut_for_the_model(&text, |before, cut| {
-        how_to_read_the_rest(first, before, cut)
-    });
+        excerpt
+    } else {
+        let read = context.workspace.read_lines(
+            Path::new(&args.path),
+            first,
+            limit,
+            MODEL_OUTPUT_LIMIT,
+            context.cancel.clone(),
+        );
+        let excerpt = until_cancelled(context, read).await??;
+        match excerpt.end {
+            End::TextEnd { lines } if first > 1 && first > lines => {
+                return Err(past_the_end(&args.path, first, lines));
+            }
+            _ => excerpt,
+        }
+    };
+    let text = shown_to_the_model(excerpt);
     report.finish(ToolCallStatus::Completed, vec![text_content(&text)]);
     Ok(ToolOutcome::ok(text))
 }
 
-/// How the model reads what was cut from a file's text that starts at line
-/// `first`, given the text before the cut and the text cut: the lines of
-/// its first and its last byte.
-fn how_to_read_the_rest(first: usize, before: &str, cut: &str) -> String {
-    let from = first + before.matches('\n').count();
-    let newlines = |text: &[u8]| text.iter().filter(|&&byte| byte == b'\n').count();
-    // The line of the cut's last byte: a newline that ends it ends that line.
-    let to = from
-        + cut
-            .as_bytes()
-            .split_last()
-            .map_or(0, |(_, rest)| newlines(rest));
-    if from == to {
-        format!("all inside line {from}, too long to show whole")
-    } else {
-        format!(
-            "lines {from} to {to} are not all shown: read them a part at a time with `line` and `limit`"
-        )
+fn past_the_end(path: &str, line: usize, lines: usize) -> Stop {
+    Stop::Failed(format!(
+        "{path} has {}; line {line} is past its end",
+        counted(lines, "line")
+    ))
+}
+
+/// What the model is shown of `excerpt`: when the read stopped at the byte
+/// budget, the lines it holds and how to read on.
+fn shown_to_the_model(excerpt: Excerpt) -> String {
+    let Excerpt { text, first, end } = excerpt;
+    match end {
+        End::TextEnd { .. } | End::Limit => text,
+        End::Budget { next } => format!(
+            "{text}[… one read shows at most {} KiB: this is lines {first} to {}; read on from line {next} with `line` and `limit` …]",
+            MODEL_OUTPUT_LIMIT / 1024,
+            next - 1
+        ),
+        End::LongLine => format!(
+            "{text}\n[… line {first} is too long to show whole: this is its first {} bytes …]",
+            text.len()
+        ),
+    }
+}
+
+/// `work`, unless the turn is cancelled first.
+async fn until_cancelled<C: ClientPort, T>(
+    context: &ToolContext<'_, C>,
+    work: impl Future<Output = T>,
+) -> Result<T, Stop> {
+    tokio::select! {
+        biased;
+        () = context.cancel.cancelled() => Err(Stop::Cancelled),
+        done = work => Ok(done),
     }
 }
 
@@ -98,9 +156,16 @@ pub(super) async fn write<C: ClientPort>(
 ) -> Result<ToolOutcome, Stop> {
     let args: WriteArgs = arguments("write_file", arguments_json)?;
     let path = context.workspace.resolve(Path::new(&args.path))?;
-    let old = current_text(context, &path).await?;
+    let old = current_text(context, "write_file", &args.path, &path).await?;
     let bytes = args.content.len();
-    change(context, report, "write_file", path, old, args.content).await?;
+    let change = Change {
+        tool: "write_file",
+        shown: &args.path,
+        path,
+        old,
+        new: args.content,
+    };
+    change.ask_and_write(context, report).await?;
     Ok(ToolOutcome::ok(format!(
         "Wrote {bytes} bytes to {}.",
         args.path
@@ -114,7 +179,7 @@ pub(super) async fn edit<C: ClientPort>(
 ) -> Result<ToolOutcome, Stop> {
     let args: EditArgs = arguments("edit_file", arguments_json)?;
     let path = context.workspace.resolve(Path::new(&args.path))?;
-    let Some(old) = current_text(context, &path).await? else {
+    let Some(old) = current_text(context, "edit_file", &args.path, &path).await? else {
         return Err(Stop::Failed(format!(
             "{} does not exist; use write_file to create it",
             args.path
@@ -122,66 +187,121 @@ pub(super) async fn edit<C: ClientPort>(
     };
     let new = replaced(&old, &args.old_text, &args.new_text, args.replace_all)
         .map_err(|problem| Stop::Failed(format!("{}: {problem}", args.path)))?;
-    change(context, report, "edit_file", path, Some(old), new).await?;
+    let change = Change {
+        tool: "edit_file",
+        shown: &args.path,
+        path,
+        old: Some(old),
+        new,
+    };
+    change.ask_and_write(context, report).await?;
     Ok(ToolOutcome::ok(format!("Edited {}.", args.path)))
 }
 
-/// Ask, then write `new` over `old` at `path`, reporting the diff. A rejection
-/// writes nothing and tells the model so.
-async fn change<C: ClientPort>(
-    context: &ToolContext<'_, C>,
-    report: &Report<'_, C>,
-    tool: &str,
+/// A change a tool makes to a file.
+struct Change<'a> {
+    tool: &'a str,
+    /// The path as the model gave it.
+    shown: &'a str,
     path: PathBuf,
+    /// The text the change was worked out from; `None` for a new file.
     old: Option<String>,
     new: String,
-) -> Result<(), Stop> {
-    let diff = ToolCallContent::Diff(Diff::new(path.clone(), new.clone()).old_text(old));
-    let title = report.title().to_owned();
-    permission::ask(context, report, tool, &title, vec![diff.clone()])
-        .await
-        .or_stop("the file was not modified")?;
-    report.progress(Vec::new());
-    if context.client.capabilities().fs.write_text_file {
-        ask_client(
-            context,
-            WriteTextFileRequest::new(context.session_id.clone(), path, new),
-        )
-        .await?;
-    } else {
-        context.workspace.write_text(&path, &new).await?;
-    }
-    report.finish(ToolCallStatus::Completed, vec![diff]);
-    Ok(())
 }
 
-/// The text at `path`, through the client when it can read files.
-async fn read_text<C: ClientPort>(
-    context: &ToolContext<'_, C>,
-    path: &Path,
-    line: Option<u32>,
-    limit: Option<u32>,
-) -> Result<String, Stop> {
-    if context.client.capabilities().fs.read_text_file {
-        let request = ReadTextFileRequest::new(context.session_id.clone(), path.to_owned())
-            .line(line)
-            .limit(limit);
-        Ok(ask_client(context, request).await?.content)
-    } else {
-        Ok(context.workspace.read_text(path, line, limit).await?)
+impl Change<'_> {
+    /// Ask, then write `new` over `old`, reporting the diff. A rejection
+    /// writes nothing and tells the model so.
+    async fn ask_and_write<C: ClientPort>(
+        self,
+        context: &ToolContext<'_, C>,
+        report: &Report<'_, C>,
+    ) -> Result<(), Stop> {
+        let diff = ToolCallContent::Diff(
+            Diff::new(context.workspace.as_named(&self.path), self.new.clone())
+                .old_text(self.old.clone()),
+        );
+        let title = report.title().to_owned();
+        let asked = permission::ask(context, report, self.tool, &title, vec![diff.clone()])
+            .await
+            .or_stop("the file was not modified")?;
+        // The person approved a change to the text they were shown: whatever
+        // they (or anyone) changed while they were asked is not overwritten.
+        // Read through the same channel, which sees an editor's unsaved buffer.
+        if asked && current_text(context, self.tool, self.shown, &self.path).await? != self.old {
+            return Err(Stop::Failed(format!(
+                "{} changed while the user was asked; nothing was written: read it again",
+                self.shown
+            )));
+        }
+        report.progress(Vec::new());
+        if context.client.capabilities().fs.write_text_file {
+            ask_client(
+                context,
+                WriteTextFileRequest::new(
+                    context.session_id.clone(),
+                    context.workspace.as_named(&self.path),
+                    self.new,
+                ),
+            )
+            .await?;
+        } else {
+            context
+                .workspace
+                .write_text(Path::new(self.shown), &self.new)
+                .await?;
+        }
+        report.finish(ToolCallStatus::Completed, vec![diff]);
+        Ok(())
     }
 }
 
-/// The whole current text at `path`, or `None` for a file not yet there.
+/// The whole current text of the file `shown` (the model's path, `path`
+/// resolved), through the client when it can read files, or `None` for a
+/// file not yet there. `tool` changes only files of at most
+/// [`MAX_CHANGED_FILE_BYTES`], since it holds the whole text (twice, in the
+/// diff).
 async fn current_text<C: ClientPort>(
     context: &ToolContext<'_, C>,
+    tool: &str,
+    shown: &str,
     path: &Path,
 ) -> Result<Option<String>, Stop> {
-    match tokio::fs::try_exists(path).await {
-        Ok(true) => read_text(context, path, None, None).await.map(Some),
-        Ok(false) => Ok(None),
-        Err(error) => Err(Stop::Failed(format!("{}: {error}", path.display()))),
+    let too_big = || {
+        Stop::Failed(format!(
+            "{shown} is larger than {} MiB, the most {tool} can change, since it reads the whole file",
+            MAX_CHANGED_FILE_BYTES / (1024 * 1024)
+        ))
+    };
+    let Some(size) = context.workspace.file_size(Path::new(shown))? else {
+        return Ok(None);
+    };
+    if size > MAX_CHANGED_FILE_BYTES {
+        return Err(too_big());
     }
+    let text = if context.client.capabilities().fs.read_text_file {
+        let request =
+            ReadTextFileRequest::new(context.session_id.clone(), context.workspace.as_named(path));
+        ask_client(context, request).await?.content
+    } else {
+        let read = context.workspace.read_lines(
+            Path::new(shown),
+            1,
+            None,
+            MAX_CHANGED_FILE_BYTES as usize,
+            context.cancel.clone(),
+        );
+        let excerpt = until_cancelled(context, read).await??;
+        match excerpt.end {
+            End::TextEnd { .. } => excerpt.text,
+            // It grew since its size was looked at.
+            _ => return Err(too_big()),
+        }
+    };
+    if text.len() as u64 > MAX_CHANGED_FILE_BYTES {
+        return Err(too_big());
+    }
+    Ok(Some(text))
 }
 
 /// `text` with `old` replaced by `new`: exactly one occurrence, or all of them
@@ -208,28 +328,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_long_file_says_which_lines_were_cut_and_how_to_read_them() {
+    fn a_read_cut_at_the_budget_says_which_lines_it_shows_and_how_to_read_on() {
         let text: String = (1..=20_000).map(|n| format!("line {n}\n")).collect();
-        let first = 101;
-        let shown = cut_for_the_model(&text, |before, cut| {
-            how_to_read_the_rest(first, before, cut)
-        });
-        let (head, rest) = shown.split_once("\n[… ").unwrap();
-        let (cut, mark) = rest.split_once(" bytes cut; ").unwrap();
-        let cut: usize = cut.parse().unwrap();
-        let line_at = |byte: usize| first + text[..byte].matches('\n').count();
-        let (from, to) = (line_at(head.len()), line_at(head.len() + cut - 1));
-        assert!(
-            mark.starts_with(&format!(
-                "lines {from} to {to} are not all shown: read them a part at a time with `line` and `limit`"
-            )),
-            "{mark}"
+        let excerpt =
+            workspace::excerpt(text.as_bytes(), 101, None, MODEL_OUTPUT_LIMIT, || false).unwrap();
+        let End::Budget { next } = excerpt.end else {
+            panic!("{:?}", excerpt.end)
+        };
+        let shown = shown_to_the_model(excerpt);
+        let (lines, mark) = shown.split_once("[… ").unwrap();
+        assert!(lines.len() <= MODEL_OUTPUT_LIMIT);
+        assert!(lines.starts_with("line 101\n"));
+        assert!(lines.ends_with(&format!("line {}\n", next - 1)));
+        assert_eq!(
+            mark,
+            format!(
+                "one read shows at most 32 KiB: this is lines 101 to {}; read on from line {next} with `line` and `limit` …]",
+                next - 1
+            )
         );
         let one_line = "x".repeat(100_000);
-        let shown = cut_for_the_model(&one_line, |before, cut| {
-            how_to_read_the_rest(1, before, cut)
-        });
-        assert!(shown.contains("all inside line 1, too long to show whole"));
+        let excerpt =
+            workspace::excerpt(one_line.as_bytes(), 1, None, MODEL_OUTPUT_LIMIT, || false).unwrap();
+        let shown = shown_to_the_model(excerpt);
+        assert!(
+            shown.ends_with(
+                "\n[… line 1 is too long to show whole: this is its first 32768 bytes …]"
+            )
+        );
     }
 
     #[test]

@@ -48,8 +48,16 @@ use crate::mcp::McpTools;
 use crate::model::{Picture, ToolCall, ToolSpec};
 use crate::workspace::{Terminals, Workspace};
 
-/// Most output of one tool call the model is shown; the rest is cut from the middle.
+/// Most output of one tool call the model is shown; the rest is cut from the
+/// middle (`read_file` reads no further, and says where to read on).
 pub const MODEL_OUTPUT_LIMIT: usize = 32 * 1024;
+
+/// Largest file `edit_file` and `write_file` change: they read the whole
+/// file, and the diff the person is asked about carries it twice (old and
+/// new text) in one message.
+pub const MAX_CHANGED_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+const _: () = assert!(2 * MAX_CHANGED_FILE_BYTES < crate::config::MAX_MESSAGE_BYTES as u64);
 
 /// What a tool can ask of the client that sent the prompt.
 pub trait ClientPort: Send + Sync {
@@ -132,7 +140,10 @@ pub fn specs() -> Vec<ToolSpec> {
     vec![
         spec(
             "read_file",
-            "Read a text file in the workspace. `line` (1-based) and `limit` select lines.",
+            &format!(
+                "Read a text file in the workspace. `line` (1-based) and `limit` select lines; one read shows at most {} KiB, and says where to read on.",
+                MODEL_OUTPUT_LIMIT / 1024
+            ),
             json!({
                 "type": "object",
                 "properties": {
@@ -145,7 +156,10 @@ pub fn specs() -> Vec<ToolSpec> {
         ),
         spec(
             "write_file",
-            "Create or replace a file in the workspace with `content`. Asks the user first.",
+            &format!(
+                "Create or replace a file in the workspace with `content`; a file to replace may be at most {} MiB. Asks the user first.",
+                MAX_CHANGED_FILE_BYTES / (1024 * 1024)
+            ),
             json!({
                 "type": "object",
                 "properties": {
@@ -157,7 +171,10 @@ pub fn specs() -> Vec<ToolSpec> {
         ),
         spec(
             "edit_file",
-            "Replace `old_text` with `new_text` in a file. `old_text` must match exactly and, unless `replace_all` is true, exactly once. Asks the user first.",
+            &format!(
+                "Replace `old_text` with `new_text` in a file of at most {} MiB. `old_text` must match exactly and, unless `replace_all` is true, exactly once. Asks the user first.",
+                MAX_CHANGED_FILE_BYTES / (1024 * 1024)
+            ),
             json!({
                 "type": "object",
                 "properties": {
@@ -385,7 +402,7 @@ fn heading<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -> Head
         Some(path) => place(context, path),
         None => (
             "the workspace".to_owned(),
-            Some(context.workspace.root().to_owned()),
+            Some(context.workspace.named_root().to_owned()),
         ),
     };
     match call.name.as_str() {
@@ -410,7 +427,7 @@ fn heading<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -> Head
         }
         "run_command" => {
             let (place, location) = directory("cwd");
-            let at_root = location.as_deref() == Some(context.workspace.root());
+            let at_root = location.as_deref() == Some(context.workspace.named_root());
             let title = match command_line(raw) {
                 Some(line) if at_root => format!("Run `{line}`"),
                 Some(line) => format!("Run `{line}` in {place}"),
@@ -434,11 +451,15 @@ fn heading<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -> Head
     }
 }
 
-/// A path argument as the person reads it, and where it really is when the
-/// workspace allows it; a refused path is shown as the model wrote it.
+/// A path argument as the person reads it, and where it is, as the client
+/// knows the workspace, when the workspace allows it; a refused path is
+/// shown as the model wrote it.
 fn place<C: ClientPort>(context: &ToolContext<'_, C>, path: &str) -> (String, Option<PathBuf>) {
     match context.workspace.resolve(Path::new(path)) {
-        Ok(real) => (shown(context, &real), Some(real)),
+        Ok(real) => (
+            shown(context, &real),
+            Some(context.workspace.as_named(&real)),
+        ),
         Err(_) => (path.to_owned(), None),
     }
 }

@@ -192,7 +192,12 @@ impl std::fmt::Debug for PermissionMemory {
 /// What the person decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Allowed,
+    /// Go ahead; `asked` when the person answered a question just now
+    /// rather than a mode or an "always" answer deciding: time passed, and
+    /// what they were shown may have changed meanwhile.
+    Allowed {
+        asked: bool,
+    },
     Rejected,
     /// The prompt was cancelled while waiting: the turn ends.
     Cancelled,
@@ -205,11 +210,12 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// Go on when allowed; else how the tool stops, telling the model why
-    /// it did nothing (`not_done`, such as "the file was not modified").
-    pub(super) fn or_stop(self, not_done: &str) -> Result<(), Stop> {
+    /// Go on when allowed (saying whether the person was asked); else how
+    /// the tool stops, telling the model why it did nothing (`not_done`,
+    /// such as "the file was not modified").
+    pub(super) fn or_stop(self, not_done: &str) -> Result<bool, Stop> {
         match self {
-            Self::Allowed => Ok(()),
+            Self::Allowed { asked } => Ok(asked),
             Self::Cancelled => Err(Stop::Cancelled),
             Self::Rejected => Err(Stop::Failed(format!("the user declined; {not_done}"))),
             Self::Unanswered(why) => Err(Stop::Failed(format!(
@@ -252,10 +258,10 @@ pub(super) async fn ask<C: ClientPort>(
     // An "always reject" the person gave for this tool outweighs a mode
     // that lets edits through: it names this tool, the mode only a kind.
     match context.permissions.remembered(tool) {
-        Some(true) => return Decision::Allowed,
+        Some(true) => return Decision::Allowed { asked: false },
         Some(false) => return Decision::Rejected,
         None if mode == PermissionMode::Edit && EDITING_TOOLS.contains(&tool) => {
-            return Decision::Allowed;
+            return Decision::Allowed { asked: false };
         }
         None => {}
     }
@@ -303,9 +309,9 @@ pub(super) async fn ask<C: ClientPort>(
     match kind {
         Some(PermissionOptionKind::AllowAlways) => {
             context.permissions.remember(tool, true);
-            Decision::Allowed
+            Decision::Allowed { asked: true }
         }
-        Some(PermissionOptionKind::AllowOnce) => Decision::Allowed,
+        Some(PermissionOptionKind::AllowOnce) => Decision::Allowed { asked: true },
         Some(PermissionOptionKind::RejectAlways) => {
             context.permissions.remember(tool, false);
             Decision::Rejected

@@ -5,21 +5,31 @@
 //! paths are taken from the root, `..` is applied, and symlinks are followed —
 //! dangling ones too, since writing through one creates its target; whatever
 //! lands outside the root is refused with an error that says so.
+//! Only regular files are read or written, and never in a way that could
+//! wait for ever (see `text`).
 //! Used by `punie ask` to serve `fs/*` and `terminal/*`, and by the server's
 //! own tools. Knows nothing of ACP or sessions.
 
 mod terminals;
+mod text;
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
 
+use tokio_util::sync::CancellationToken;
+
 pub use terminals::{ExitStatus, TerminalError, TerminalOutput, Terminals, die_with_this_process};
+pub use text::{End, Excerpt, NotAFile, ReadError, excerpt};
 
 /// Symlinks one path may pass through: as many as Linux follows before it
 /// gives up with `ELOOP`, so a loop is refused rather than walked forever.
 const MAX_SYMLINKS: usize = 40;
+
+/// Most text [`Workspace::read_text`] answers with: half a message at the
+/// default limit, as JSON may escape some of it.
+pub const MAX_READ_TEXT_BYTES: usize = crate::config::MAX_MESSAGE_BYTES / 2;
 
 /// Why a path or file operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +40,9 @@ pub enum WorkspaceError {
     NotFound(PathBuf),
     #[error("`{0}` is not a text file (it is not valid UTF-8)")]
     NotText(PathBuf),
-    #[error("`{path}`: {source}")]
+    // A refusal (`NotAFile`) travels as an I/O error, and reads as a
+    // sentence about the path.
+    #[error("`{path}`{}", after_path(.source))]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -40,18 +52,46 @@ pub enum WorkspaceError {
 /// The directory an agent may work in.
 #[derive(Debug, Clone)]
 pub struct Workspace {
+    /// Where it really is: every check and file operation goes by this.
     root: PathBuf,
+    /// The root as it was given, which may pass through a symlink (`/tmp`
+    /// on macOS): what a client that opened the project there knows it by.
+    named_root: PathBuf,
 }
 
 impl Workspace {
     /// The workspace rooted at `root`, which must exist.
     pub fn new(root: &Path) -> Result<Self, WorkspaceError> {
-        let root = std::fs::canonicalize(root).map_err(|source| io_error(root, source))?;
-        Ok(Self { root })
+        let real = std::fs::canonicalize(root).map_err(|source| io_error(root, source))?;
+        let named_root = std::path::absolute(root)
+            .ok()
+            .and_then(|named| lexically_normal(&named))
+            .unwrap_or_else(|| real.clone());
+        Ok(Self {
+            root: real,
+            named_root,
+        })
     }
 
+    /// Where the workspace really is, every symlink followed.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The root as the workspace was given: the one to show a client.
+    pub fn named_root(&self) -> &Path {
+        &self.named_root
+    }
+
+    /// `real`, a path [`Self::resolve`] gave, as a client knows it: under
+    /// [`Self::named_root`]. A client that opened the project through a
+    /// symlink finds its own buffers by these paths.
+    pub fn as_named(&self, real: &Path) -> PathBuf {
+        match real.strip_prefix(&self.root) {
+            Ok(relative) if relative.as_os_str().is_empty() => self.named_root.clone(),
+            Ok(relative) => self.named_root.join(relative),
+            Err(_) => real.to_owned(),
+        }
     }
 
     /// The real location of `path` (absolute, or relative to the root), if it
@@ -70,37 +110,121 @@ impl Workspace {
         }
     }
 
+    /// The size of the regular file at `path`, or `None` when nothing is
+    /// there; anything else there is refused.
+    pub fn file_size(&self, path: &Path) -> Result<Option<u64>, WorkspaceError> {
+        let real = self.resolve(path)?;
+        match std::fs::metadata(&real).and_then(text::regular) {
+            Ok(metadata) => Ok(Some(metadata.len())),
+            Err(error) if error.kind() == ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(io_error(path, error)),
+        }
+    }
+
     /// The text of the file at `path`, from line `line` (1-based) for at most
-    /// `limit` lines.
+    /// `limit` lines, as `fs/read_text_file` answers it: whole, or not at all
+    /// when it is longer than [`MAX_READ_TEXT_BYTES`], which one answer
+    /// could not carry.
     pub async fn read_text(
         &self,
         path: &Path,
         line: Option<u32>,
         limit: Option<u32>,
     ) -> Result<String, WorkspaceError> {
+        let first = line.map_or(1, |line| line as usize);
+        let limit = limit.map(|limit| limit as usize);
+        let excerpt = self
+            .read_lines(
+                path,
+                first,
+                limit,
+                MAX_READ_TEXT_BYTES,
+                CancellationToken::new(),
+            )
+            .await?;
+        if matches!(excerpt.end, text::End::Budget { .. } | text::End::LongLine) {
+            return Err(io_error(
+                path,
+                std::io::Error::other(format!(
+                    "the text asked for is longer than {} MiB, more than one answer carries; \
+                     ask for fewer lines",
+                    MAX_READ_TEXT_BYTES / 1024 / 1024
+                )),
+            ));
+        }
+        Ok(excerpt.text)
+    }
+
+    /// Lines `first..` (1-based) of the file at `path`, at most `limit` of
+    /// them and `budget` bytes: only that much of the file is read. Reading
+    /// ends early, failing, once `stop` is cancelled.
+    pub async fn read_lines(
+        &self,
+        path: &Path,
+        first: usize,
+        limit: Option<usize>,
+        budget: usize,
+        stop: CancellationToken,
+    ) -> Result<Excerpt, WorkspaceError> {
         let real = self.resolve(path)?;
-        let bytes = tokio::fs::read(&real)
-            .await
-            .map_err(|error| match error.kind() {
-                ErrorKind::NotFound => WorkspaceError::NotFound(path.to_owned()),
-                _ => io_error(path, error),
+        let shown = path.to_owned();
+        let read = tokio::task::spawn_blocking(move || {
+            let file = text::open_to_read(&real).map_err(|error| match error.kind() {
+                ErrorKind::NotFound => WorkspaceError::NotFound(shown.clone()),
+                _ => io_error(&shown, error),
             })?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| WorkspaceError::NotText(path.to_owned()))?;
-        Ok(select_lines(&text, line, limit))
+            let reader = std::io::BufReader::with_capacity(text::READ_BUFFER, file);
+            excerpt(reader, first, limit, budget, || stop.is_cancelled()).map_err(|error| {
+                match error {
+                    ReadError::Io(error) => io_error(&shown, error),
+                    ReadError::NotText => WorkspaceError::NotText(shown.clone()),
+                    ReadError::Stopped => io_error(&shown, ErrorKind::Interrupted.into()),
+                }
+            })
+        });
+        read.await
+            .map_err(|error| io_error(path, std::io::Error::other(error)))?
     }
 
     /// Replace the file at `path` with `content`, creating missing directories.
     pub async fn write_text(&self, path: &Path, content: &str) -> Result<(), WorkspaceError> {
         let real = self.resolve(path)?;
+        // Creating the missing directories would bring back a workspace
+        // someone removed, as an empty one.
+        if !self.root.is_dir() {
+            return Err(io_error(
+                path,
+                std::io::Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "the workspace {} no longer exists",
+                        self.named_root.display()
+                    ),
+                ),
+            ));
+        }
         if let Some(parent) = real.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
                 .map_err(|error| io_error(path, error))?;
         }
-        tokio::fs::write(&real, content)
+        let content = content.to_owned();
+        tokio::task::spawn_blocking(move || text::write(&real, content.as_bytes()))
             .await
+            .map_err(std::io::Error::other)
+            .and_then(|written| written)
             .map_err(|error| io_error(path, error))
+    }
+}
+
+/// What follows the path in the message of an I/O error about it.
+fn after_path(source: &std::io::Error) -> String {
+    match source
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<NotAFile>())
+    {
+        Some(refusal) => format!(" {refusal}"),
+        None => format!(": {source}"),
     }
 }
 
@@ -192,16 +316,6 @@ fn lexically_normal(path: &Path) -> Option<PathBuf> {
     Some(normal)
 }
 
-/// Lines `line..line+limit` (1-based) of `text`, keeping their line endings.
-fn select_lines(text: &str, line: Option<u32>, limit: Option<u32>) -> String {
-    if line.is_none() && limit.is_none() {
-        return text.to_owned();
-    }
-    let skip = line.map_or(0, |line| line.saturating_sub(1) as usize);
-    let take = limit.map_or(usize::MAX, |limit| limit as usize);
-    text.split_inclusive('\n').skip(skip).take(take).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,13 +384,56 @@ mod tests {
         assert!(workspace.resolve(&dir.path().join("root2/x")).is_err());
     }
 
-    #[test]
-    fn line_and_limit_select_lines() {
-        let text = "one\ntwo\nthree\nfour";
-        assert_eq!(select_lines(text, Some(2), Some(2)), "two\nthree\n");
-        assert_eq!(select_lines(text, Some(4), None), "four");
-        assert_eq!(select_lines(text, None, Some(1)), "one\n");
-        assert_eq!(select_lines(text, Some(9), None), "");
+    #[tokio::test]
+    async fn what_is_not_a_regular_file_is_refused_by_the_name_it_was_given() {
+        let (_dir, workspace) = workspace();
+        let root = workspace.root().to_owned();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("fifo", root.join("link")).unwrap();
+        for name in ["fifo", "link"] {
+            let path = Path::new(name);
+            let refused = format!(
+                "`{name}` is a named pipe, not a file: only regular files can be read or written"
+            );
+            let read = workspace.read_text(path, None, None).await.unwrap_err();
+            assert_eq!(read.to_string(), refused);
+            let written = workspace.write_text(path, "x").await.unwrap_err();
+            assert_eq!(written.to_string(), refused);
+            assert_eq!(workspace.file_size(path).unwrap_err().to_string(), refused);
+        }
+        let directory = workspace.read_text(Path::new("src"), None, None).await;
+        assert!(
+            directory
+                .unwrap_err()
+                .to_string()
+                .starts_with("`src` is a directory, not a file")
+        );
+        assert_eq!(workspace.file_size(Path::new("new.txt")).unwrap(), None);
+        assert_eq!(
+            workspace.file_size(Path::new("src/main.rs")).unwrap(),
+            Some(13)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_workspace_that_was_removed_is_not_brought_back_by_a_write() {
+        let (dir, workspace) = workspace();
+        std::fs::remove_dir_all(workspace.root()).unwrap();
+        let error = workspace
+            .write_text(Path::new("a/b.txt"), "hello\n")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no longer exists"), "{error}");
+        assert!(!workspace.root().exists());
+        drop(dir);
     }
 
     #[tokio::test]

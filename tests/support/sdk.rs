@@ -145,6 +145,8 @@ pub struct Ide {
     pub requests: Arc<Mutex<Vec<String>>>,
     /// The permission requests received.
     pub permissions: Arc<Mutex<Vec<RequestPermissionRequest>>>,
+    /// The path of every `fs/*` request received, in order.
+    pub paths: Arc<Mutex<Vec<std::path::PathBuf>>>,
     /// Each terminal as it was created, killed and released: method and id.
     pub terminals: Arc<Mutex<Vec<(String, String)>>>,
     /// Rung on every request received.
@@ -164,6 +166,7 @@ impl Ide {
             answers: Arc::default(),
             requests: Arc::default(),
             permissions: Arc::default(),
+            paths: Arc::default(),
             terminals: Arc::default(),
             requested: Arc::default(),
             held: Arc::default(),
@@ -267,6 +270,7 @@ impl Ide {
             )
             .on_receive_request(
                 async move |request: ReadTextFileRequest, responder, _cx| {
+                    a.paths.lock().unwrap().push(request.path.clone());
                     a.record("fs/read_text_file");
                     responder.respond_with_result(a.service.read(request).await)
                 },
@@ -274,6 +278,7 @@ impl Ide {
             )
             .on_receive_request(
                 async move |request: WriteTextFileRequest, responder, _cx| {
+                    b.paths.lock().unwrap().push(request.path.clone());
                     b.record("fs/write_text_file");
                     responder.respond_with_result(b.service.write(request).await)
                 },

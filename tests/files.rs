@@ -1,0 +1,472 @@
+//! The file tools on what is not a small ordinary file left alone: a named
+//! pipe, a file of a gigabyte, and a file the person changes while they are
+//! asked about changing it. Each is done by the server itself and through a
+//! client that offers `fs/*`.
+
+mod support;
+
+use std::path::Path;
+
+use agent_client_protocol::v1::schema::StopReason;
+use serde_json::{Value, json};
+use support::sdk::{Ide, Received, new_session, prompt};
+use support::{RawClient, Server, sdk_transport, within};
+
+fn call(name: &str, arguments: Value) -> Value {
+    json!({"tool_call": {"name": name, "arguments": arguments}})
+}
+
+/// The text of the last content item of `call` as the client last saw it.
+fn content_text(call: &Value) -> &str {
+    call["content"]
+        .as_array()
+        .and_then(|content| content.last())
+        .and_then(|item| item["content"]["text"].as_str())
+        .unwrap_or_else(|| panic!("text content: {call}"))
+}
+
+/// Prompt `texts` one after another as `ide` in a new session; the stop
+/// reasons, what was received, and the session.
+async fn turns(
+    server: &Server,
+    ide: &Ide,
+    texts: &[&str],
+) -> (
+    Vec<StopReason>,
+    Received,
+    agent_client_protocol::v1::schema::SessionId,
+) {
+    let received = Received::default();
+    let workspace = server.home.workspace();
+    let (stops, session) = ide
+        .run(sdk_transport(server), received.clone(), async |cx| {
+            ide.initialize(&cx).await?;
+            let session = new_session(&cx, &workspace).await?;
+            let mut stops = Vec::new();
+            for text in texts {
+                stops.push(prompt(&cx, &session, text).await?);
+            }
+            Ok((stops, session))
+        })
+        .await;
+    (stops, received, session)
+}
+
+fn make_fifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("a named pipe");
+}
+
+/// Opening a named pipe waits for its other end: a tool that did would hold
+/// the turn, and the session, for ever. Every file tool refuses one at once
+/// (through a symlink too), saying what it is, nothing reaches the client,
+/// and the session takes the next prompt.
+#[tokio::test]
+async fn a_named_pipe_is_refused_at_once_and_the_session_takes_the_next_prompt() {
+    for on_the_client in [false, true] {
+        let server = Server::scripted(
+            json!([
+                [call("read_file", json!({"path": "fifo"}))],
+                [call("edit_file", json!({"path": "fifo", "old_text": "a", "new_text": "b"}))],
+                [call("write_file", json!({"path": "fifo", "content": "x"}))],
+                [call("read_file", json!({"path": "link", "line": 1, "limit": 1}))],
+                [{"text": "Refused."}],
+                [{"text": "Next."}]
+            ]),
+            &[],
+        )
+        .await;
+        let workspace = server.home.workspace();
+        make_fifo(&workspace.join("fifo"));
+        std::os::unix::fs::symlink("fifo", workspace.join("link")).unwrap();
+        let ide = Ide::new(&workspace, on_the_client, on_the_client);
+        let (stops, received, session) = turns(&server, &ide, &["read the pipe", "and now?"]).await;
+
+        let client = format!("client: {on_the_client}");
+        assert_eq!(
+            stops,
+            [StopReason::EndTurn, StopReason::EndTurn],
+            "{client}"
+        );
+        assert_eq!(received.agent_text(&session).0, "Refused.Next.", "{client}");
+        let calls = received.tool_calls(&session);
+        assert_eq!(calls.len(), 4, "{client}");
+        for (call, name) in calls.iter().zip(["fifo", "fifo", "fifo", "link"]) {
+            assert_eq!(call["status"], "failed", "{client}: {call}");
+            assert_eq!(
+                content_text(call),
+                format!(
+                    "`{name}` is a named pipe, not a file: only regular files can be read or written"
+                ),
+                "{client}"
+            );
+        }
+        assert!(
+            ide.requests().is_empty(),
+            "{client}: nothing was asked of the client: {:?}",
+            ide.requests()
+        );
+    }
+}
+
+/// A file of a gigabyte (sparse: it costs no disk) whose first lines are
+/// text and whose last line is a gigabyte of NULs.
+fn gigabyte_file(workspace: &Path) -> std::path::PathBuf {
+    let path = workspace.join("big.txt");
+    std::fs::write(&path, "one\ntwo\nthree\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    path
+}
+
+/// Reading a gigabyte to show 32 KiB of it took seconds and a gigabyte of
+/// memory: a read goes only as far as the lines asked for, or what the model
+/// is shown at once. The answers arrive within the test's deadline, which a
+/// whole read would not meet. A change, which must read the whole file, is
+/// refused above its limit before anything is read or asked.
+#[tokio::test]
+async fn a_huge_file_is_read_as_far_as_asked_and_refused_for_a_change() {
+    for on_the_client in [false, true] {
+        let mut script = vec![
+            json!([call(
+                "read_file",
+                json!({"path": "big.txt", "line": 2, "limit": 2})
+            )]),
+            json!([call(
+                "read_file",
+                json!({"path": "big.txt", "line": 1, "limit": 1})
+            )]),
+            json!([call(
+                "edit_file",
+                json!({"path": "big.txt", "old_text": "two", "new_text": "2"})
+            )]),
+            json!([call(
+                "write_file",
+                json!({"path": "big.txt", "content": "small\n"})
+            )]),
+        ];
+        if !on_the_client {
+            // A client is asked for all it has, which for these is the whole
+            // gigabyte: only the server's own reads stop at the budget.
+            script.push(json!([call("read_file", json!({"path": "big.txt"}))]));
+            script.push(json!([call(
+                "read_file",
+                json!({"path": "big.txt", "line": 4, "limit": 1})
+            )]));
+        }
+        script.push(json!([{"text": "Done."}]));
+        let server = Server::scripted(Value::Array(script), &[]).await;
+        let workspace = server.home.workspace();
+        let big = gigabyte_file(&workspace);
+        let ide = Ide::new(&workspace, on_the_client, on_the_client);
+        let (stops, received, session) = turns(&server, &ide, &["read the big file"]).await;
+
+        let client = format!("client: {on_the_client}");
+        assert_eq!(stops, [StopReason::EndTurn], "{client}");
+        let calls = received.tool_calls(&session);
+        let ended: Vec<(&str, &str)> = calls
+            .iter()
+            .map(|call| (call["status"].as_str().unwrap(), content_text(call)))
+            .collect();
+        assert_eq!(
+            ended[..4],
+            [
+                ("completed", "two\nthree\n"),
+                ("completed", "one\n"),
+                (
+                    "failed",
+                    "big.txt is larger than 16 MiB, the most edit_file can change, since it reads the whole file"
+                ),
+                (
+                    "failed",
+                    "big.txt is larger than 16 MiB, the most write_file can change, since it reads the whole file"
+                ),
+            ],
+            "{client}"
+        );
+        if on_the_client {
+            assert_eq!(
+                ide.requests(),
+                ["fs/read_text_file", "fs/read_text_file"],
+                "the changes asked the client nothing"
+            );
+        } else {
+            assert_eq!(
+                ended[4],
+                (
+                    "completed",
+                    "one\ntwo\nthree\n[… one read shows at most 32 KiB: this is lines 1 to 3; \
+                     read on from line 4 with `line` and `limit` …]"
+                )
+            );
+            let (status, long) = ended[5];
+            assert_eq!(status, "completed");
+            let (line, mark) = long.split_once('\n').unwrap();
+            assert_eq!(line, "\0".repeat(32 * 1024));
+            assert_eq!(
+                mark,
+                "[… line 4 is too long to show whole: this is its first 32768 bytes …]"
+            );
+        }
+        assert_eq!(std::fs::metadata(&big).unwrap().len(), 1 << 30, "{client}");
+        assert!(ide.permissions.lock().unwrap().is_empty(), "{client}");
+    }
+}
+
+/// Looking for a line past the end of 64 GiB means reading all of it, far
+/// longer than the test's deadline: a cancel stops the read where it is,
+/// the prompt answers `cancelled`, and the session takes the next prompt.
+#[tokio::test]
+async fn a_cancel_stops_a_long_read() {
+    let server = Server::scripted(
+        json!([
+            [call("read_file", json!({"path": "huge.txt", "line": 1_000_000, "limit": 1}))],
+            [{"text": "Next."}]
+        ]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    std::fs::File::create(workspace.join("huge.txt"))
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    let prompted = client.start_prompt(&session, "find the line").await;
+    within(
+        "the read to begin",
+        client.receive_until(|messages| {
+            messages
+                .iter()
+                .any(|message| message["params"]["update"]["status"] == "in_progress")
+        }),
+    )
+    .await;
+    client
+        .notify("session/cancel", json!({"sessionId": session}))
+        .await;
+    let answer = within("the answer to the prompt", client.response_to(prompted)).await;
+    assert_eq!(answer["result"]["stopReason"], "cancelled", "{answer}");
+    assert_eq!(
+        ended(&client),
+        [(
+            "failed".to_owned(),
+            "Stopped before it finished: the turn was cancelled".to_owned()
+        )]
+    );
+    let next = within("the next prompt", client.prompt(&session, "go on")).await;
+    assert_eq!(next["result"]["stopReason"], "end_turn", "{next}");
+    assert_eq!(client.agent_text(&session), "Next.");
+}
+
+#[tokio::test]
+async fn line_0_and_limit_0_are_refused_as_the_schema_says() {
+    let server = Server::scripted(
+        json!([
+            [call("read_file", json!({"path": "notes.txt", "line": 0}))],
+            [call("read_file", json!({"path": "notes.txt", "limit": 0}))],
+            [call("read_file", json!({"path": "notes.txt", "line": 1}))],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    std::fs::write(workspace.join("notes.txt"), "one\ntwo\n").unwrap();
+    let ide = Ide::new(&workspace, false, false);
+    let (stops, received, session) = turns(&server, &ide, &["read"]).await;
+    assert_eq!(stops, [StopReason::EndTurn]);
+    let calls = received.tool_calls(&session);
+    let ended: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|call| (call["status"].as_str().unwrap(), content_text(call)))
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            (
+                "failed",
+                "`line` counts from 1: there is no line 0; give 1 to read from the start"
+            ),
+            (
+                "failed",
+                "`limit` must be at least 1, or left out to read to the end"
+            ),
+            ("completed", "one\ntwo\n"),
+        ]
+    );
+}
+
+/// How each tool call of `client`'s notifications ended: its status and
+/// the text it ended with (empty for a diff).
+fn ended(client: &RawClient) -> Vec<(String, String)> {
+    client
+        .notifications
+        .iter()
+        .map(|message| &message["params"]["update"])
+        .filter(|update| update["sessionUpdate"] == "tool_call_update")
+        .filter(|update| update["status"] == "completed" || update["status"] == "failed")
+        .map(|update| {
+            let text = update["content"][0]["content"]["text"]
+                .as_str()
+                .unwrap_or_default();
+            (
+                update["status"].as_str().unwrap().to_owned(),
+                text.to_owned(),
+            )
+        })
+        .collect()
+}
+
+const CHANGED: &str = "a.txt changed while the user was asked; nothing was written: read it again";
+
+/// The person appends a line to the file while an edit of it waits for
+/// their answer, and then allows it: the edit was worked out from the text
+/// before, so it writes nothing and fails, saying why — and so does a write
+/// whose file changed. An edit of a file nobody touched meanwhile is written.
+#[tokio::test]
+async fn a_change_to_a_file_that_changed_while_the_user_was_asked_writes_nothing() {
+    let server = Server::scripted(
+        json!([
+            [call("edit_file", json!({"path": "a.txt", "old_text": "l2", "new_text": "EDITED"}))],
+            [call("write_file", json!({"path": "a.txt", "content": "replaced\n"}))],
+            [call("edit_file", json!({"path": "a.txt", "old_text": "l2", "new_text": "EDITED"}))],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    let file = workspace.join("a.txt");
+    std::fs::write(&file, "l1\nl2\nl3\n").unwrap();
+    // No `fs` offered: the server reads and writes the file itself.
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    let prompted = client.start_prompt(&session, "edit it").await;
+
+    let asked = within("the permission request", client.permission_request()).await;
+    std::fs::write(&file, "l1\nl2\nl3\nmine\n").unwrap();
+    client.allow(&asked).await;
+    let asked = within("the permission request", client.permission_request()).await;
+    std::fs::write(&file, "l1\nl2\nl3\nmine\nmore\n").unwrap();
+    client.allow(&asked).await;
+    // Untouched this time.
+    let asked = within("the permission request", client.permission_request()).await;
+    client.allow(&asked).await;
+    let answer = within("the answer to the prompt", client.response_to(prompted)).await;
+
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(
+        ended(&client),
+        [
+            ("failed".to_owned(), CHANGED.to_owned()),
+            ("failed".to_owned(), CHANGED.to_owned()),
+            ("completed".to_owned(), String::new()),
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "l1\nEDITED\nl3\nmine\nmore\n",
+        "only the edit of the text as it was when asked was written"
+    );
+}
+
+/// The same through an editor that offers `fs/*`: the text that counts is
+/// its buffer, unsaved, so that is what is read again once the person
+/// answers. A change typed meanwhile stops the edit before the editor is
+/// asked to write anything.
+#[tokio::test]
+async fn an_edit_through_the_client_reads_its_buffer_again_before_writing() {
+    let server = Server::scripted(
+        json!([
+            [call("edit_file", json!({"path": "a.txt", "old_text": "l2", "new_text": "EDITED"}))],
+            [call("edit_file", json!({"path": "a.txt", "old_text": "l2", "new_text": "EDITED"}))],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    std::fs::write(workspace.join("a.txt"), "l1\nl2\nl3\n").unwrap();
+    let mut client = server.raw().await;
+    let initialized = client
+        .request(
+            "initialize",
+            json!({"protocolVersion": 1,
+                   "clientCapabilities": {"fs": {"readTextFile": true, "writeTextFile": true}}}),
+        )
+        .await;
+    assert!(initialized.get("result").is_some(), "{initialized}");
+    let session = client.new_session(&workspace).await;
+    let prompted = client.start_prompt(&session, "edit it").await;
+
+    // The editor's buffer of a.txt, which the disk does not see.
+    let mut buffer = "l1\nl2\nl3\n".to_owned();
+    let mut permissions = 0;
+    let mut asked = Vec::new();
+    let mut written = Vec::new();
+    let answer = within("the turn", async {
+        loop {
+            let message = client.recv().await;
+            if message["id"] == json!(prompted) && message.get("method").is_none() {
+                return message;
+            }
+            let result = match message["method"].as_str() {
+                Some("fs/read_text_file") => json!({"content": buffer}),
+                Some("fs/write_text_file") => {
+                    written.push(message["params"]["content"].clone());
+                    json!({})
+                }
+                Some("session/request_permission") => {
+                    permissions += 1;
+                    if permissions == 1 {
+                        buffer.push_str("typed\n");
+                    }
+                    json!({"outcome": {"outcome": "selected", "optionId": "allow_once"}})
+                }
+                _ => {
+                    client.notifications.push(message);
+                    continue;
+                }
+            };
+            asked.push(message["method"].as_str().unwrap_or_default().to_owned());
+            client
+                .send(json!({"jsonrpc": "2.0", "id": message["id"], "result": result}))
+                .await;
+        }
+    })
+    .await;
+
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(
+        asked,
+        [
+            "fs/read_text_file",
+            "session/request_permission",
+            "fs/read_text_file",
+            "fs/read_text_file",
+            "session/request_permission",
+            "fs/read_text_file",
+            "fs/write_text_file",
+        ]
+    );
+    assert_eq!(written, [json!("l1\nEDITED\nl3\ntyped\n")]);
+    assert_eq!(
+        ended(&client),
+        [
+            ("failed".to_owned(), CHANGED.to_owned()),
+            ("completed".to_owned(), String::new()),
+        ]
+    );
+}
