@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::parser::ValueSource;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::client::ask::{self, AskExit, AskOptions, Conversation, OutputFormat};
 use crate::client::bridge::{self, BridgeExit, DEFAULT_DRAIN_TIMEOUT};
 use crate::client::sessions;
 use crate::client::status::{self, Outcome};
-use crate::client::{SERVER_ENV, Target};
+use crate::client::{SERVER_ENV, ServerUrl, Target};
 use crate::config::{
     self, ConnectionLimits, DEFAULT_CLIENT_REQUEST_TIMEOUT, DEFAULT_CONTEXT_WINDOW,
     DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TOOL_ROUNDS,
@@ -399,7 +400,19 @@ struct ConfiguredLogging {
 /// The command line, with `punie serve`'s defaults taken from the settings
 /// file where it gives them. Help and usage errors exit here, as clap does.
 fn parse_command_line() -> anyhow::Result<(Cli, ConfiguredLogging)> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).map_err(|error| error.exit())?;
+    // `PUNIE_SERVER=` (a launcher or an IDE setting every variable it knows)
+    // names no server, as unset does; clap 4 passes an empty variable on as a
+    // value, and has no setting to ignore it.
+    if matches.value_source("server") == Some(ValueSource::EnvVariable)
+        && cli
+            .server
+            .as_deref()
+            .is_some_and(|url| url.trim().is_empty())
+    {
+        cli.server = None;
+    }
     let mut logging = ConfiguredLogging::default();
     if !matches!(cli.command, Some(Command::Serve(_))) {
         return Ok((cli, logging));
@@ -563,20 +576,21 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let exit = single_threaded(|| async move { Ok(bridge::run(target, drain).await) })?;
             Ok(match exit {
                 BridgeExit::Done => exit::OK,
-                BridgeExit::ServerLost => exit::ERROR,
+                BridgeExit::ServerLost | BridgeExit::StdoutLost => exit::ERROR,
             })
         }
     }
 }
 
 /// The server `--server` (or `PUNIE_SERVER`) names, else the recorded one. A
-/// URL that cannot name a server is a usage mistake.
+/// URL that cannot name a server is a usage mistake, found here rather than
+/// as a server that does not answer.
 fn locate(server: Option<&str>, paths: &Paths) -> anyhow::Result<Target> {
-    if let Some(url) = server {
-        crate::client::check_url(url)
-            .map_err(|error| UsageError(format!("--server (or {SERVER_ENV}): {error:#}")))?;
-    }
-    Target::locate(server, paths)
+    let server = server
+        .map(ServerUrl::parse)
+        .transpose()
+        .map_err(|error| UsageError(format!("--server (or {SERVER_ENV}): {error:#}")))?;
+    Target::locate(server.as_ref(), paths)
 }
 
 /// A usage mistake: exit status 2.
@@ -598,8 +612,25 @@ fn ask_options(args: AskArgs) -> anyhow::Result<AskOptions> {
         }
     };
     fn read_stdin() -> anyhow::Result<String> {
-        let mut prompt = String::new();
-        std::io::stdin().read_to_string(&mut prompt)?;
+        let limit = crate::config::MAX_MESSAGE_BYTES as u64;
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .context("cannot read the question from stdin")?;
+        if bytes.len() as u64 > limit {
+            anyhow::bail!(
+                "the question on stdin is longer than {} MiB, more than one message carries",
+                limit / 1024 / 1024
+            );
+        }
+        let mut prompt = String::from_utf8(bytes).map_err(|error| {
+            anyhow::anyhow!(
+                "the question on stdin is not UTF-8 text (byte {} is not); \
+                 send other files with --attach",
+                error.utf8_error().valid_up_to()
+            )
+        })?;
         // `echo question | punie ask` ends the question with a newline that is not part of it.
         let kept = prompt.trim_end_matches(['\n', '\r']).len();
         prompt.truncate(kept);
@@ -633,7 +664,7 @@ fn ask_options(args: AskArgs) -> anyhow::Result<AskOptions> {
 fn init(args: InitArgs) -> anyhow::Result<u8> {
     let binary = editors::this_binary()?;
     if args.zed {
-        println!("{:#}", editors::zed_entry(&binary));
+        crate::client::print_out(&format!("{:#}\n", editors::zed_entry(&binary)))?;
         eprintln!(
             "Merge this into Zed's settings.json (~/.config/zed/settings.json): when it already has \"agent_servers\", add the \"Punie\" entry to those."
         );

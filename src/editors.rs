@@ -146,35 +146,94 @@ fn back_up(path: &Path) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// Most symbolic links followed from the file to the one written, as the
+/// kernel allows (Linux's `MAXSYMLINKS`).
+const MAX_LINKS: usize = 40;
+
 /// Replace `path` with `value`, all at once. A file that `existed` keeps its
 /// mode; a new one gets the usual mode for the person's umask (the file holds
 /// no secret).
+///
+/// When `path` is a symbolic link (a dotfile manager's, say), the file it
+/// leads to is the one replaced: renaming over the link would leave the
+/// person's real file unchanged and the link gone.
 fn write_json(path: &Path, value: &Value, existed: bool) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = path.parent().context("the file has no parent directory")?;
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let target = link_target(path)?;
+    let dir = match target
+        .parent()
+        .context("the file has no parent directory")?
+    {
+        dir if dir.as_os_str().is_empty() => Path::new("."),
+        dir => dir,
+    };
+    if target == path {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    } else if !dir.is_dir() {
+        anyhow::bail!(
+            "cannot write {}: it is a symbolic link to {}, and the directory {} does not exist",
+            path.display(),
+            target.display(),
+            dir.display()
+        );
+    }
     let mode = match existed {
-        true => fs::metadata(path)
+        true => fs::metadata(&target)
             .ok()
             .map(|metadata| metadata.permissions()),
         false => None,
     };
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
     let mut file = tempfile::Builder::new()
-        .prefix(".acp.json")
+        .prefix(&format!(".{name}"))
         .permissions(fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
         .with_context(|| format!("cannot write in {}", dir.display()))?;
     if let Some(mode) = mode {
         fs::set_permissions(file.path(), mode)
-            .with_context(|| format!("cannot keep the mode of {}", path.display()))?;
+            .with_context(|| format!("cannot keep the mode of {}", target.display()))?;
     }
     let mut text = serde_json::to_vec_pretty(value)?;
     text.push(b'\n');
-    file.write_all(&text)?;
-    file.as_file().sync_all()?;
-    file.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(&text)
+        .and_then(|()| file.as_file().sync_all())
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    // The persist error's message already ends with its cause, which it also
+    // gives as its source: the cause alone, so it is said once.
+    file.persist(&target)
+        .map_err(|error| error.error)
+        .with_context(|| format!("cannot write {}", target.display()))?;
     Ok(())
+}
+
+/// The file `path` leads to through any chain of symbolic links: `path`
+/// itself when it is no link, the last link's target when that is missing.
+fn link_target(path: &Path) -> anyhow::Result<PathBuf> {
+    let mut current = path.to_path_buf();
+    for _ in 0..MAX_LINKS {
+        match fs::symlink_metadata(&current) {
+            Ok(metadata) if metadata.file_type().is_symlink() => {
+                let next = fs::read_link(&current)
+                    .with_context(|| format!("cannot read the link {}", current.display()))?;
+                // A relative target is relative to the link's directory. Not
+                // resolved any further: the system follows `..` from where the
+                // links really are.
+                current = match current.parent() {
+                    Some(dir) => dir.join(next),
+                    None => next,
+                };
+            }
+            Ok(_) => return Ok(current),
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(current),
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read {}", current.display()));
+            }
+        }
+    }
+    anyhow::bail!(
+        "cannot write {}: more than {MAX_LINKS} symbolic links lead from it",
+        path.display()
+    )
 }
 
 #[cfg(test)]
@@ -205,6 +264,21 @@ mod tests {
         let written: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         assert_eq!(written["theme"], "dark");
         assert_eq!(written["agent_servers"]["Punie"]["command"], "/p");
+    }
+
+    #[test]
+    fn a_failed_write_names_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory that is not empty cannot be renamed over.
+        let path = dir.path().join("acp.json");
+        fs::create_dir_all(path.join("inside")).unwrap();
+        let error = format!("{:#}", write_json(&path, &json!({}), false).unwrap_err());
+        assert!(
+            error.starts_with(&format!("cannot write {}", path.display())),
+            "{error}"
+        );
+        let cause = std::io::Error::from_raw_os_error(21).to_string();
+        assert_eq!(error.matches(&cause).count(), 1, "{error}");
     }
 
     #[test]

@@ -243,6 +243,28 @@ async fn a_file_that_cannot_be_attached_is_named_before_anything_is_sent() {
 }
 
 #[tokio::test]
+async fn an_endless_or_unreadable_attachment_is_refused_at_the_limit_and_nothing_is_sent() {
+    let server = Server::start().await;
+    // /dev/zero has no size to check beforehand: it is counted as it is read.
+    let endless = ask(&server, &["--attach", "/dev/zero", "What is this?"]).await;
+    assert_eq!(endless.status.code(), Some(1));
+    let stderr = text(&endless.stderr);
+    assert!(
+        stderr.contains("cannot attach /dev/zero: the files come to more than 32 MiB"),
+        "{stderr}"
+    );
+    let directory = ask(&server, &["--attach", ".", "What is this?"]).await;
+    assert_eq!(directory.status.code(), Some(1));
+    let stderr = text(&directory.stderr);
+    assert!(
+        stderr.contains("cannot attach .: it is a directory"),
+        "{stderr}"
+    );
+    let health = server.health().await;
+    assert_eq!(health["sessions"], 0, "no session was started: {health}");
+}
+
+#[tokio::test]
 async fn the_question_can_come_from_stdin() {
     let server = Server::start().await;
     for args in [&["--output", "json"][..], &["-", "--output", "json"][..]] {
@@ -940,13 +962,21 @@ async fn ask_writes_no_ansi_escapes_when_stderr_is_not_a_terminal_or_no_color_is
         "NO_COLOR: no colour and no spinner, even on a terminal: {screen:?}"
     );
 
-    // Without NO_COLOR, the same terminal gets the thought dimmed.
-    let (_, status, screen) = ask_on_a_terminal(&server, &["think"], |_| {}).await;
-    assert_eq!(status.code(), Some(0), "{screen:?}");
-    assert!(
-        screen.contains(&format!("\u{1b}[2m{THOUGHT}")),
-        "dimmed on a terminal: {screen:?}"
-    );
+    // Without NO_COLOR, or with it empty (no-color.org: only a value
+    // counts), the same terminal gets the thought dimmed.
+    for no_color in [None, Some("")] {
+        let (_, status, screen) = ask_on_a_terminal(&server, &["think"], |command| {
+            if let Some(value) = no_color {
+                command.env("NO_COLOR", value);
+            }
+        })
+        .await;
+        assert_eq!(status.code(), Some(0), "{screen:?}");
+        assert!(
+            screen.contains(&format!("\u{1b}[2m{THOUGHT}")),
+            "dimmed on a terminal, NO_COLOR {no_color:?}: {screen:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -1094,4 +1124,277 @@ async fn on_a_terminal_the_first_ctrl_c_cancels_and_a_second_quits_at_once() {
     let screen = terminal.closed().await;
     assert!(screen.contains("interrupted"), "{screen:?}");
     agent.abort();
+}
+
+/// A script whose first turn starts an answer and then waits a minute: long
+/// enough for a test to act while it runs.
+fn a_long_turn() -> Value {
+    json!([[{"text": "Starting. "}, {"pause_ms": 60_000}, {"text": "Too late."}]])
+}
+
+/// `punie ask --output stream-json` on a long turn, once its answer has
+/// begun: the process, its stdout, and the session's id.
+async fn ask_in_a_long_turn(
+    server: &Server,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    String,
+) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = server
+        .home
+        .command()
+        .args(["ask", "--output", "stream-json", "go on for long"])
+        .current_dir(server.home.workspace())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(
+        &within("the answer to begin", lines.next_line())
+            .await
+            .unwrap()
+            .expect("a first update"),
+    )
+    .unwrap();
+    let session = first["sessionId"].as_str().unwrap().to_owned();
+    (child, lines, session)
+}
+
+#[tokio::test]
+async fn a_turn_cancelled_by_someone_else_fails_saying_so() {
+    let server = Server::scripted(a_long_turn(), &[]).await;
+    let (mut child, mut lines, session) = ask_in_a_long_turn(&server).await;
+
+    let mut other = server.initialized().await;
+    let resumed = other
+        .request(
+            "session/resume",
+            json!({"sessionId": session, "cwd": server.home.workspace()}),
+        )
+        .await;
+    assert!(resumed.get("result").is_some(), "{resumed}");
+    other
+        .send(
+            json!({"jsonrpc": "2.0", "method": "session/cancel", "params": {"sessionId": session}}),
+        )
+        .await;
+
+    let status = within("punie ask to exit", child.wait()).await.unwrap();
+    let mut rest = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        rest.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "not done: {stderr}");
+    assert!(
+        stderr.contains("the turn was cancelled elsewhere"),
+        "{stderr}"
+    );
+    let result = rest.last().expect("the result object");
+    assert_eq!(result["stopReason"], "cancelled", "{result}");
+    assert!(
+        result["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("cancelled elsewhere")),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+async fn continuing_a_session_busy_with_another_clients_turn_prints_none_of_it() {
+    let server = Server::scripted(a_long_turn(), &[]).await;
+    let (_first, _lines, session) = ask_in_a_long_turn(&server).await;
+
+    let output = ask(&server, &["--session", &session, "me too"]).await;
+
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(text(&output.stdout), "", "nothing of the other turn");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "session {session} is answering a prompt from another client"
+        )),
+        "{stderr}"
+    );
+    let unknown = ask(&server, &["--session", "no-such-session", "hello"]).await;
+    assert_eq!(unknown.status.code(), Some(1));
+    let stderr = text(&unknown.stderr);
+    assert!(
+        stderr.contains("there is no session no-such-session; `punie sessions` lists them"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_stdout_cannot_take_ends_the_turn_without_a_panic() {
+    let server = Server::scripted(a_long_turn(), &[]).await;
+    let full = within(
+        "punie ask",
+        server
+            .home
+            .command()
+            .args(["ask", "hello"])
+            .current_dir(server.home.workspace())
+            .stdin(Stdio::null())
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap(),
+            )
+            .stderr(Stdio::piped())
+            // Not `output()`, which would make stdout a pipe of its own.
+            .spawn()
+            .unwrap()
+            .wait_with_output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(full.status.code(), Some(1));
+    let stderr = text(&full.stderr);
+    assert!(
+        stderr.contains("cannot write the answer to stdout") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+
+    // A reader that went away (`| head`): quietly.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let closed = within(
+        "punie ask",
+        server
+            .home
+            .command()
+            .args(["ask", "hello"])
+            .current_dir(server.home.workspace())
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+            .wait_with_output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(closed.status.code(), Some(1));
+    let stderr = text(&closed.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Neither turn waits out its pause: both were cancelled.
+    let mut watcher = server.initialized().await;
+    let watched = watcher.request("_punie/watch", json!({})).await;
+    let sessions = watched["result"]["sessions"].as_array().unwrap();
+    assert!(
+        sessions
+            .iter()
+            .all(|session| session["status"] != "running"),
+        "{watched}"
+    );
+}
+
+#[tokio::test]
+async fn on_a_terminal_the_spinner_is_gone_before_a_question_is_asked() {
+    use support::fake_provider::{
+        FakeProvider, Part, Reply, openai_text_reply, openai_tool_call_reply,
+    };
+    let call_may_come = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut parts = vec![Part::Wait(call_may_come.clone())];
+    parts.extend(
+        openai_tool_call_reply(
+            "call_w",
+            "write_file",
+            json!({"path": "new.txt", "content": "written\n"}),
+        )
+        .into_iter()
+        .map(Part::Send),
+    );
+    let provider = FakeProvider::start([
+        Reply::Stream(parts),
+        Reply::events(openai_text_reply(&["Finished."])),
+    ])
+    .await;
+    let model = format!("local:{}/v1/fake", provider.url());
+    let server = Server::start_in(Home::new(), &["--model", &model]).await;
+
+    let (mut terminal, child) = start_ask_on_a_terminal(&server, &["write it"], |_| {});
+    terminal.wait_for("waiting for Punie…").await;
+    call_may_come.notify_one();
+    terminal.wait_for("Choose (anything else rejects): ").await;
+    let screen = terminal.screen();
+    let asked = screen.find("Punie asks to: ").expect("the question");
+    let last_spin = screen[..asked]
+        .rfind("waiting for Punie…")
+        .expect("the spinner before it");
+    assert!(
+        screen[last_spin..asked].contains("\u{1b}[2K"),
+        "the spinner's line is cleared before the question: {screen:?}"
+    );
+    let (number, _) = offered_options(&screen)
+        .into_iter()
+        .find(|(_, name)| name == "Allow")
+        .unwrap();
+    terminal.type_keys(&format!("{number}\n"));
+
+    let (stdout, status, screen) = to_the_end(terminal, child).await;
+    assert_eq!(status.code(), Some(0), "{screen:?}");
+    assert_eq!(stdout, "Finished.\n");
+    let asked = screen.find("Punie asks to: ").unwrap();
+    assert!(
+        !screen[asked..].contains("waiting for Punie…"),
+        "no spinner over the question or after it: {screen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_prompt_larger_than_the_server_takes_is_refused_naming_the_limit() {
+    let server = Server::start_in(Home::new(), &["--max-message-bytes", "4096"]).await;
+    let long = "many words ".repeat(1000);
+    let output = ask(&server, &[&long]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("was not sent: the server takes messages of up to")
+            && stderr.contains("--max-message-bytes"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("lost the connection"),
+        "the connection was not lost over it: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_question_on_stdin_that_is_not_text_is_refused_saying_so() {
+    let server = Server::start().await;
+    let mut child = server
+        .home
+        .command()
+        .arg("ask")
+        .current_dir(server.home.workspace())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"what is \xff?").await.unwrap();
+    drop(stdin);
+    let output = within("punie ask", child.wait_with_output()).await.unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("the question on stdin is not UTF-8 text (byte 8 is not)"),
+        "{stderr}"
+    );
+    assert_eq!(server.health().await["sessions"], 0);
 }

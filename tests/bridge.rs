@@ -335,6 +335,45 @@ async fn stdout_may_be_a_regular_file() {
 }
 
 #[tokio::test]
+async fn a_stdout_that_takes_nothing_is_an_error_not_a_success() {
+    let server = Server::start().await;
+    // A full disk, and a pipe whose reader has gone: either way no answer
+    // reaches the IDE.
+    let (reader, closed_pipe) = std::io::pipe().unwrap();
+    drop(reader);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    for stdout in [Stdio::from(full), Stdio::from(closed_pipe)] {
+        let mut child = server
+            .home
+            .command()
+            .args(["--server", &server.ws_url()])
+            .env("PUNIE_TOKEN", &server.token)
+            .stdin(Stdio::piped())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use tokio::io::AsyncWriteExt as _;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all(format!("{}\n", initialize_request(1)).as_bytes())
+                .await
+                .unwrap();
+        }
+        let output = within("the bridge to exit", child.wait_with_output())
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("cannot write to stdout"), "{stderr}");
+    }
+}
+
+#[tokio::test]
 async fn stdout_may_be_a_terminal() {
     let server = Server::start().await;
     let mut command = server.home.command();
@@ -438,6 +477,7 @@ async fn agent_requests_and_the_ides_answers_pass_through_the_bridge() {
             "fs/read_text_file",
             "fs/read_text_file",
             "session/request_permission",
+            "fs/read_text_file",
             "fs/write_text_file"
         ]
     );
@@ -490,4 +530,35 @@ async fn the_log_file_gets_the_bridges_diagnostics_while_stdout_carries_only_acp
         stderr.contains("not valid JSON"),
         "stderr has it too: {stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_line_larger_than_the_server_takes_is_answered_and_the_connection_stays() {
+    let server = Server::start_in(Home::new(), &["--max-message-bytes", "4096"]).await;
+    let mut bridge = Bridge::to(&server);
+    bridge.send(initialize_request(1)).await;
+    bridge.response_to(1).await;
+    let huge = request(
+        2,
+        "session/new",
+        json!({"cwd": server.home.workspace(), "mcpServers": [], "_meta": {"padding": "x".repeat(8192)}}),
+    );
+    bridge.send(huge).await;
+
+    let answer = bridge.response_to(2).await;
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    assert!(
+        message.contains("was not sent") && message.contains("--max-message-bytes"),
+        "{message}"
+    );
+    bridge.send(request(3, "session/list", json!({}))).await;
+    let listed = bridge.response_to(3).await;
+    assert!(
+        listed.get("result").is_some(),
+        "the connection stays: {listed}"
+    );
+    bridge.close_stdin();
+    assert!(bridge.exit_status().await.success());
+    assert!(bridge.stderr().await.contains("was not sent"));
 }

@@ -6,7 +6,7 @@ mod support;
 use std::process::Output;
 
 use serde_json::{Value, json};
-use support::{Home, within};
+use support::{Home, text, within};
 
 async fn punie(home: &Home, args: &[&str]) -> Output {
     within("punie init", home.command().args(args).output())
@@ -130,6 +130,94 @@ async fn an_unreadable_file_is_backed_up_and_reported_not_overwritten_silently()
     assert!(stderr.contains("acp.json.bak"), "{stderr}");
     assert_eq!(
         read_json(&file)["agent_servers"]["Punie"]["command"],
+        this_binary()
+    );
+}
+
+#[tokio::test]
+async fn a_symlinked_file_stays_a_link_and_the_file_it_leads_to_gets_punie() {
+    use std::os::unix::fs::{PermissionsExt as _, symlink};
+    let home = Home::new();
+    // A dotfile manager's layout: ~/.jetbrains/acp.json leads, through a
+    // second link, to the file it keeps.
+    let dotfiles = home.dir.path().join("dotfiles");
+    std::fs::create_dir_all(&dotfiles).unwrap();
+    let real = dotfiles.join("acp.json");
+    let before = json!({
+        "agent_servers": {"Other": {"command": "/usr/bin/other", "args": [], "env": {}}},
+        "default_mcp_settings": {"x": true}
+    });
+    std::fs::write(&real, before.to_string()).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    symlink("acp.json", dotfiles.join("current.json")).unwrap();
+    let link = home.dir.path().join(".jetbrains/acp.json");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    symlink("../dotfiles/current.json", &link).unwrap();
+
+    let output = punie(&home, &["init"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    for (path, leads_to) in [
+        (&link, "../dotfiles/current.json"),
+        (&dotfiles.join("current.json"), "acp.json"),
+    ] {
+        assert_eq!(
+            std::fs::read_link(path).unwrap(),
+            std::path::Path::new(leads_to),
+            "{} is still a link",
+            path.display()
+        );
+    }
+    let after = read_json(&real);
+    assert_eq!(
+        after["agent_servers"]["Other"],
+        before["agent_servers"]["Other"]
+    );
+    assert_eq!(
+        after["default_mcp_settings"],
+        before["default_mcp_settings"]
+    );
+    assert_eq!(after["agent_servers"]["Punie"]["command"], this_binary());
+    let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the file keeps its mode: {mode:o}");
+    let strays: Vec<_> = std::fs::read_dir(&dotfiles)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name != "acp.json" && name != "current.json")
+        .collect();
+    assert!(strays.is_empty(), "no temporary file is left: {strays:?}");
+}
+
+#[tokio::test]
+async fn a_link_to_a_missing_file_gets_the_file_unless_its_directory_is_missing() {
+    use std::os::unix::fs::symlink;
+    let home = Home::new();
+    let link = home.dir.path().join("acp.json");
+    symlink("dotfiles/acp.json", &link).unwrap();
+
+    let output = punie(&home, &["init", "--output", link.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("symbolic link") && stderr.contains("dotfiles does not exist"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        !home.dir.path().join("dotfiles").exists(),
+        "nothing is created"
+    );
+
+    std::fs::create_dir(home.dir.path().join("dotfiles")).unwrap();
+    let output = punie(&home, &["init", "--output", link.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        read_json(&home.dir.path().join("dotfiles/acp.json"))["agent_servers"]["Punie"]["command"],
         this_binary()
     );
 }

@@ -296,3 +296,57 @@ async fn only_the_server_warns_about_a_short_token() {
     let mut server = Server::start_in(home, &[]).await;
     server.wait_for_log(&warning).await;
 }
+
+#[tokio::test]
+async fn a_stdout_that_cannot_be_written_is_an_error_and_a_reader_gone_is_not() {
+    let server = Server::start().await;
+    for args in [&["status"][..], &["sessions", "--json"][..]] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let output = within(
+            "punie",
+            server
+                .home
+                .command()
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(full)
+                .stderr(std::process::Stdio::piped())
+                // Not `output()`, which would make stdout a pipe of its own.
+                .spawn()
+                .unwrap()
+                .wait_with_output(),
+        )
+        .await
+        .unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot write to stdout") && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = within(
+            "punie",
+            server
+                .home
+                .command()
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(writer)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+                .wait_with_output(),
+        )
+        .await
+        .unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}

@@ -172,3 +172,49 @@ async fn bad_flag_values_are_usage_errors() {
     let output = punie(&home, &["--drain-timeout=-1"], &[]).await;
     assert_usage_error(&output, "--drain-timeout", "--drain-timeout");
 }
+
+#[tokio::test]
+async fn a_server_url_that_names_no_server_is_a_usage_error_for_every_client() {
+    let home = Home::new();
+    for (server, expected) in [
+        ("http://127.0.0.1:99999", "port must be a number"),
+        ("http://127.0.0.1:0", "port must be a number"),
+        ("http://[::1", "no closing `]`"),
+        ("ws://user:pw@/acp", "names no host"),
+        ("ws:///acp", "names no host"),
+        ("http://a b", "no spaces"),
+    ] {
+        for (args, env) in [
+            (vec!["status", "--server", server], vec![]),
+            (vec!["ask", "--server", server, "hi"], vec![]),
+            (vec!["ask", "hi"], vec![("PUNIE_SERVER", server)]),
+        ] {
+            let output = punie(&home, &args, &env).await;
+            let what = format!("{args:?} {env:?}");
+            assert_usage_error(&output, expected, &what);
+            let stderr = text(&output.stderr);
+            assert!(stderr.contains(server), "{what}: names the URL: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{what}: one line: {stderr}");
+        }
+    }
+    for command in [&[][..], &["stop"], &["sessions"], &["open", "--print"]] {
+        let args = [command, &["--server", "http://[::1"]].concat();
+        let output = punie(&home, &args, &[]).await;
+        assert_usage_error(&output, "no closing `]`", &format!("{args:?}"));
+    }
+}
+
+#[tokio::test]
+async fn an_empty_punie_server_names_no_server() {
+    let home = Home::new();
+    let recorded = home.record_a_gone_server();
+    let output = punie(&home, &["status", "--json"], &[("PUNIE_SERVER", "")]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    let status: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("the answer is JSON");
+    assert_eq!(status["url"], recorded, "the recorded server is asked");
+
+    // Given on the command line, it is still a mistake.
+    let output = punie(&home, &["status", "--server", ""], &[]).await;
+    assert_usage_error(&output, "is not a URL", "--server ''");
+}

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use super::service::{LocalService, Permissions};
 use super::{Target, sessions};
-use crate::acp::{MODE_OPTION, MODEL_META, MODEL_OPTION};
+use crate::acp::{MODE_OPTION, MODEL_META, MODEL_OPTION, RUNNING_META};
 use crate::tools::PermissionMode;
 use crate::workspace::Workspace;
 
@@ -84,7 +84,15 @@ pub enum AskExit {
 
 /// Ask once and print the answer.
 pub async fn run(target: Target, options: AskOptions) -> AskExit {
-    let view = Arc::new(Mutex::new(View::new(options.output)));
+    let interrupt = Arc::new(Interrupt::default());
+    // A kept session may be finishing another client's turn as it is
+    // attached: only what follows the prompt is this answer.
+    let new_session = options.conversation == Conversation::New;
+    let view = Arc::new(Mutex::new(View::new(
+        options.output,
+        interrupt.clone(),
+        new_session,
+    )));
     let workspace = match Workspace::new(&options.workspace) {
         Ok(workspace) => workspace,
         Err(error) => {
@@ -97,7 +105,6 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
         Conversation::New => LocalService::new(workspace.clone(), permissions),
         Conversation::Resume(_) | Conversation::Continue => LocalService::unopened(permissions),
     };
-    let interrupt = Arc::new(Interrupt::default());
     let watching = interrupt.clone().watch();
 
     let outcome = target
@@ -113,12 +120,25 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
     let mut view = lock(&view);
     match &outcome {
         Ok(Ok(answer)) => {
-            view.finish(answer);
-            if interrupt.was_pressed() {
-                AskExit::Interrupted
-            } else {
-                AskExit::Done
+            if let Some(error) = view.stdout_failed.take() {
+                // A reader that stopped reading (`| head`) knows why.
+                if error.kind() != std::io::ErrorKind::BrokenPipe {
+                    eprintln!(
+                        "punie: cannot write the answer to stdout ({error}); the turn was cancelled"
+                    );
+                }
+                return AskExit::Failed;
             }
+            if interrupt.was_pressed() {
+                view.finish(answer, None);
+                return AskExit::Interrupted;
+            }
+            if answer.stop_reason == StopReason::Cancelled {
+                view.finish(answer, Some(CANCELLED_ELSEWHERE));
+                return AskExit::Failed;
+            }
+            view.finish(answer, None);
+            AskExit::Done
         }
         Ok(Err(error)) => {
             view.fail(&super::describe(error));
@@ -134,6 +154,10 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
         }
     }
 }
+
+/// Why a turn nobody here cancelled ended `cancelled`.
+const CANCELLED_ELSEWHERE: &str = "the turn was cancelled elsewhere: by another client of the session, \
+     by the session being deleted, or by the server stopping (see `punie status`)";
 
 /// What Ctrl-C does: before the turn starts, quit at once (nothing to keep);
 /// during it, cancel the turn and print what arrived; a second Ctrl-C quits.
@@ -178,6 +202,13 @@ impl Interrupt {
         *lock(&self.turn) = Some((connection, session));
     }
 
+    /// Cancel the turn, if it has started: nobody reads its answer any more.
+    fn cancel_unread_turn(&self) {
+        if let Some((connection, session)) = lock(&self.turn).take() {
+            let _ = connection.send_notification(CancelNotification::new(session));
+        }
+    }
+
     fn was_pressed(&self) -> bool {
         self.pressed.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -202,7 +233,7 @@ async fn converse(
     options: &AskOptions,
     workspace: &Workspace,
 ) -> Result<Answer, Error> {
-    let watcher = view.clone();
+    let (watcher, asker) = (view.clone(), view.clone());
     let (read, write, create, output, wait, kill, release, permit) = (
         service.clone(),
         service.clone(),
@@ -272,6 +303,8 @@ async fn converse(
         .on_receive_request(
             async move |request: RequestPermissionRequest, responder, cx| {
                 let permit = permit.clone();
+                // Its redraws would wipe the question off the terminal.
+                lock(&asker).stop_spinner();
                 // A person may take their time to answer.
                 cx.spawn(async move { responder.respond(permit.permission(request).await) })
             },
@@ -287,7 +320,11 @@ async fn converse(
             let (session_id, elsewhere) =
                 open_session(&cx, &server, options, workspace.root()).await?;
             service.open_in(elsewhere.unwrap_or_else(|| workspace.clone()));
-            lock(view).session_id = Some(session_id.to_string());
+            {
+                let mut view = lock(view);
+                view.session_id = Some(session_id.to_string());
+                view.prompting = true;
+            }
             interrupt.turn_started(cx.clone(), session_id.clone());
             let response = cx
                 .send_request(PromptRequest::new(
@@ -383,7 +420,28 @@ async fn open_kept_session(
     let resumed = cx
         .send_request(ResumeSessionRequest::new(session_id.clone(), root))
         .block_task()
-        .await?;
+        .await
+        .map_err(|error| match error.code {
+            ErrorCode::RESOURCE_NOT_FOUND => Error::new(
+                ErrorCode::RESOURCE_NOT_FOUND,
+                format!("there is no session {session_id}; `punie sessions` lists them"),
+            ),
+            _ => error,
+        })?;
+    let running = resumed
+        .meta
+        .as_ref()
+        .and_then(|meta| meta.get(RUNNING_META))
+        .and_then(serde_json::Value::as_bool);
+    if running == Some(true) {
+        return Err(Error::new(
+            ErrorCode::INVALID_REQUEST,
+            format!(
+                "session {session_id} is answering a prompt from another client; \
+                 ask again once it has finished, or cancel it there"
+            ),
+        ));
+    }
     let its_own = resumed
         .meta
         .as_ref()
@@ -416,6 +474,18 @@ struct View {
     spinner: Option<indicatif::ProgressBar>,
     /// The session the prompt went to, once it is open.
     session_id: Option<String>,
+    /// What the session says is shown: in a new session from the start, in a
+    /// kept one once the prompt is sent (before, it may still be finishing
+    /// another client's turn).
+    prompting: bool,
+    /// Writing to stdout failed: nothing more is written, and the turn is
+    /// cancelled.
+    stdout_failed: Option<std::io::Error>,
+    /// Cancels the turn when nobody reads its answer.
+    interrupt: Arc<Interrupt>,
+    /// Stdout and stderr both go to a terminal, where the answer and the
+    /// notes share lines.
+    one_screen: bool,
     text: String,
     tool_calls: BTreeMap<String, ToolCallRecord>,
     /// Order in which tool calls first appeared.
@@ -431,9 +501,11 @@ struct ToolCallRecord {
 }
 
 impl View {
-    fn new(format: OutputFormat) -> Self {
-        // The spinner redraws itself with escapes too: NO_COLOR stops it as well.
-        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    fn new(format: OutputFormat, interrupt: Arc<Interrupt>, prompting: bool) -> Self {
+        // The spinner redraws itself with escapes too: NO_COLOR stops it as
+        // well. An empty NO_COLOR counts as unset (no-color.org).
+        let no_colour = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+        let colour = std::io::stderr().is_terminal() && !no_colour;
         let spinner = (format == OutputFormat::Text && colour).then(|| {
             let spinner = indicatif::ProgressBar::new_spinner().with_message("waiting for Punie…");
             spinner.enable_steady_tick(Duration::from_millis(100));
@@ -444,6 +516,10 @@ impl View {
             colour,
             spinner,
             session_id: None,
+            prompting,
+            stdout_failed: None,
+            interrupt,
+            one_screen: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
             text: String::new(),
             tool_calls: BTreeMap::new(),
             tool_order: Vec::new(),
@@ -457,19 +533,19 @@ impl View {
     }
 
     fn show(&mut self, notification: SessionNotification) {
+        if !self.prompting {
+            return;
+        }
         if self.format == OutputFormat::StreamJson {
-            println!(
-                "{}",
-                serde_json::to_string(&notification).unwrap_or_default()
-            );
+            let line = serde_json::to_string(&notification).unwrap_or_default();
+            self.write_out(&format!("{line}\n"));
         }
         match notification.update {
             SessionUpdate::AgentMessageChunk(chunk) => {
                 if let ContentBlock::Text(text) = chunk.content {
                     self.stop_spinner();
                     if self.format == OutputFormat::Text {
-                        print!("{}", text.text);
-                        let _ = std::io::stdout().flush();
+                        self.write_out(&text.text);
                     }
                     self.text.push_str(&text.text);
                 }
@@ -551,12 +627,14 @@ impl View {
         self.note(&lines.join("\n"));
     }
 
-    /// A line on stderr, on a line of its own even mid-answer.
+    /// A line on stderr, on a line of its own even mid-answer when both
+    /// show on one terminal.
     fn note(&self, line: &str) {
-        let fresh_line = if self.text.is_empty() || self.text.ends_with('\n') {
-            ""
-        } else {
+        let mid_line = !self.text.is_empty() && !self.text.ends_with('\n');
+        let fresh_line = if mid_line && self.one_screen {
             "\n"
+        } else {
+            ""
         };
         eprintln!("{fresh_line}{line}");
     }
@@ -569,13 +647,14 @@ impl View {
         }
     }
 
-    fn finish(&mut self, answer: &Answer) {
+    /// The prompt was answered; `error` says why that is a failure, if it is.
+    fn finish(&mut self, answer: &Answer, error: Option<&str>) {
         self.stop_spinner();
         let stop_reason = serde_json::to_value(answer.stop_reason).unwrap_or(Value::Null);
         match self.format {
             OutputFormat::Text => {
                 self.end_line();
-                if answer.stop_reason != StopReason::EndTurn {
+                if answer.stop_reason != StopReason::EndTurn && error.is_none() {
                     eprintln!(
                         "punie: the turn ended: {}",
                         stop_reason.as_str().unwrap_or("?")
@@ -583,10 +662,13 @@ impl View {
                 }
             }
             OutputFormat::Json | OutputFormat::StreamJson => {
-                println!("{}", self.result(stop_reason, None));
+                let result = self.result(stop_reason, error);
+                self.write_out(&format!("{result}\n"));
             }
         }
-        let _ = std::io::stdout().flush();
+        if let Some(error) = error {
+            eprintln!("punie: {error}");
+        }
     }
 
     /// The prompt failed with `message`: said on stderr, and in JSON output
@@ -597,17 +679,34 @@ impl View {
         match self.format {
             OutputFormat::Text => self.end_line(),
             OutputFormat::Json | OutputFormat::StreamJson => {
-                println!("{}", self.result(Value::Null, Some(message)));
+                let result = self.result(Value::Null, Some(message));
+                self.write_out(&format!("{result}\n"));
             }
         }
-        let _ = std::io::stdout().flush();
         eprintln!("punie: {message}");
     }
 
     /// Ends a partial answer's last line, so the shell's prompt starts on its own.
-    fn end_line(&self) {
+    fn end_line(&mut self) {
         if !self.text.is_empty() && !self.text.ends_with('\n') {
-            println!();
+            self.write_out("\n");
+        }
+    }
+
+    /// Write `text` to stdout at once. The first failure (the reader went
+    /// away, the disk is full) ends the writing and cancels the turn.
+    fn write_out(&mut self, text: &str) {
+        if self.stdout_failed.is_some() {
+            return;
+        }
+        let mut stdout = std::io::stdout().lock();
+        if let Err(error) = stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            tracing::debug!("cannot write to stdout: {error}");
+            self.stdout_failed = Some(error);
+            self.interrupt.cancel_unread_turn();
         }
     }
 

@@ -30,20 +30,29 @@ pub fn attachments(paths: &[impl AsRef<Path>]) -> anyhow::Result<Vec<ContentBloc
         .collect()
 }
 
-/// `path`'s bytes, keeping the total under [`MAX_ATTACHED_BYTES`].
+/// `path`'s bytes, keeping the total under [`MAX_ATTACHED_BYTES`]. Counted
+/// as they are read, not taken from the file's size: a pipe, a device or a
+/// file still growing has none that holds.
 fn read(path: &Path, total: &mut u64) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
     let shown = path.display();
-    let size = std::fs::metadata(path)
-        .with_context(|| format!("cannot attach {shown}"))?
-        .len();
-    *total = total.saturating_add(size);
+    let file = std::fs::File::open(path).with_context(|| format!("cannot attach {shown}"))?;
+    if file.metadata().is_ok_and(|metadata| metadata.is_dir()) {
+        anyhow::bail!("cannot attach {shown}: it is a directory; attach the files in it");
+    }
+    let room = MAX_ATTACHED_BYTES.saturating_sub(*total);
+    let mut bytes = Vec::new();
+    file.take(room.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot attach {shown}"))?;
+    *total = total.saturating_add(bytes.len() as u64);
     if *total > MAX_ATTACHED_BYTES {
         anyhow::bail!(
             "cannot attach {shown}: the files come to more than {} MiB, which is all one prompt carries",
             MAX_ATTACHED_BYTES / 1024 / 1024
         );
     }
-    std::fs::read(path).with_context(|| format!("cannot attach {shown}"))
+    Ok(bytes)
 }
 
 fn attachment(path: &Path, bytes: Vec<u8>) -> anyhow::Result<ContentBlock> {

@@ -51,6 +51,8 @@ pub enum BridgeExit {
     Done,
     /// The server could not be reached, or went away.
     ServerLost,
+    /// stdout could not be written: the IDE cannot be answered any more.
+    StdoutLost,
 }
 
 /// The requests the IDE sent and is still waiting on, by id (as JSON text).
@@ -147,7 +149,16 @@ pub async fn run(target: Target, drain_timeout: Duration) -> BridgeExit {
     let started = tokio::time::Instant::now();
     // A proxy passes on whatever its server sends, whatever the size.
     let exit = match target.connect_with(CONNECT_TIMEOUT, None).await {
-        Ok(socket) => proxy(socket, &mut from_stdin, &to_stdout, drain_timeout).await,
+        Ok(connected) => {
+            proxy(
+                connected.socket,
+                connected.server_limit,
+                &mut from_stdin,
+                &to_stdout,
+                drain_timeout,
+            )
+            .await
+        }
         Err(error) => {
             let deadline = started + UNREACHABLE_GRACE;
             unreachable(&error, deadline, &mut from_stdin, &to_stdout).await;
@@ -156,8 +167,12 @@ pub async fn run(target: Target, drain_timeout: Duration) -> BridgeExit {
     };
     drop(to_stdout);
     // Every line for stdout is written and flushed before the bridge exits.
-    stdout_done.finish().await;
-    exit
+    let delivered = stdout_done.finish().await;
+    if delivered {
+        exit
+    } else {
+        BridgeExit::StdoutLost
+    }
 }
 
 /// The server could not be reached: say so, and answer any request the IDE
@@ -183,6 +198,7 @@ async fn proxy(
     socket: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
+    limit: Option<usize>,
     from_stdin: &mut mpsc::Receiver<String>,
     to_stdout: &mpsc::Sender<String>,
     drain_timeout: Duration,
@@ -202,6 +218,15 @@ async fn proxy(
                     drain_deadline = Some(tokio::time::Instant::now() + drain_timeout);
                     continue;
                 };
+                if let Some(refusal) = super::transport::too_big(&line, limit) {
+                    tracing::error!("{}", refusal.message);
+                    if let Some(answer) = refusal.answer
+                        && to_stdout.send(answer).await.is_err()
+                    {
+                        return BridgeExit::StdoutLost;
+                    }
+                    continue;
+                }
                 match classify(&line) {
                     Ok(Kind::Request(id)) => pending.insert(id),
                     Ok(_) => {}
@@ -221,8 +246,9 @@ async fn proxy(
                         if let Ok(Kind::Response(id)) = classify(&line) {
                             pending.remove(&id);
                         }
+                        // The writer has stopped: stdout failed.
                         if to_stdout.send(line).await.is_err() {
-                            return BridgeExit::Done;
+                            return BridgeExit::StdoutLost;
                         }
                     }
                     Ok(None) => {}

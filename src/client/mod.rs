@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::auth::AccessToken;
-use crate::config::{MAX_MESSAGE_BYTES, Paths};
+use crate::config::{MAX_MESSAGE_BYTES, MESSAGE_LIMIT_HEADER, Paths};
 use crate::server::ServerRecord;
 
 /// Where clients look when nothing says otherwise.
@@ -72,7 +72,7 @@ impl Target {
     /// The server named by `--server`/`PUNIE_SERVER`, else the one recorded in
     /// `server.json`, else [`DEFAULT_SERVER`]; the token from `PUNIE_TOKEN`,
     /// else the token file.
-    pub fn locate(server: Option<&str>, paths: &Paths) -> anyhow::Result<Self> {
+    pub fn locate(server: Option<&ServerUrl>, paths: &Paths) -> anyhow::Result<Self> {
         let token_file = paths.token_file();
         let token = AccessToken::for_client(&token_file)?;
         let (url, record) = match server {
@@ -83,18 +83,25 @@ impl Target {
                 let record = ServerRecord::read(&paths.server_file())
                     .ok()
                     .flatten()
-                    .filter(|record| same_server(&record.url, url));
-                (url.to_owned(), record)
+                    .filter(|record| {
+                        ServerUrl::parse(&record.url)
+                            .is_ok_and(|recorded| recorded.same_server(url))
+                    });
+                (url.clone(), record)
             }
             None => match ServerRecord::read(&paths.server_file())? {
-                Some(record) => (record.url.clone(), Some(record)),
-                None => (DEFAULT_SERVER.to_owned(), None),
+                Some(record) => {
+                    let url = ServerUrl::parse(&record.url).with_context(|| {
+                        format!("{} names no usable server", paths.server_file().display())
+                    })?;
+                    (url, Some(record))
+                }
+                None => (ServerUrl::parse(DEFAULT_SERVER)?, None),
             },
         };
-        let (acp_url, http_url) = endpoints(&url)?;
         Ok(Self {
-            acp_url,
-            http_url,
+            acp_url: url.acp,
+            http_url: url.http,
             token,
             record,
             token_file,
@@ -102,9 +109,7 @@ impl Target {
     }
 
     /// Open an authenticated WebSocket to the ACP endpoint.
-    pub async fn connect(
-        &self,
-    ) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, ConnectError> {
+    pub async fn connect(&self) -> Result<Connected, ConnectError> {
         self.connect_with(CONNECT_TIMEOUT, Some(MAX_MESSAGE_BYTES))
             .await
     }
@@ -115,7 +120,7 @@ impl Target {
         &self,
         timeout: Duration,
         max_message_bytes: Option<usize>,
-    ) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, ConnectError> {
+    ) -> Result<Connected, ConnectError> {
         let mut request = self
             .acp_url
             .as_str()
@@ -158,7 +163,8 @@ impl Target {
         &self,
         conversation: impl AsyncFnOnce(Channel) -> T,
     ) -> Result<T, ConnectError> {
-        let (channel, closed) = transport::sdk_channel(self.connect().await?);
+        let connected = self.connect().await?;
+        let (channel, closed) = transport::sdk_channel(connected.socket, connected.server_limit);
         let outcome = conversation(channel).await;
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed).await;
         Ok(outcome)
@@ -172,12 +178,12 @@ impl Target {
 async fn handshake(
     request: tokio_tungstenite::tungstenite::handshake::client::Request,
     config: WebSocketConfig,
-) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, tokio_tungstenite::tungstenite::Error> {
+) -> Result<Connected, tokio_tungstenite::tungstenite::Error> {
     let uri = request.uri();
     if uri.scheme_str() != Some("ws") {
         return tokio_tungstenite::connect_async_with_config(request, Some(config), true)
             .await
-            .map(|(socket, _)| socket);
+            .map(Connected::new);
     }
     let host = uri
         .host()
@@ -192,7 +198,50 @@ async fn handshake(
         Some(config),
     )
     .await
-    .map(|(socket, _)| socket)
+    .map(Connected::new)
+}
+
+/// An open WebSocket to the server, and what the server said of it.
+pub struct Connected {
+    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The largest message the server takes, when it says
+    /// ([`MESSAGE_LIMIT_HEADER`]).
+    pub server_limit: Option<usize>,
+}
+
+impl Connected {
+    fn new(
+        (socket, response): (
+            WebSocketStream<MaybeTlsStream<TcpStream>>,
+            tokio_tungstenite::tungstenite::handshake::client::Response,
+        ),
+    ) -> Self {
+        let server_limit = response
+            .headers()
+            .get(MESSAGE_LIMIT_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok());
+        Self {
+            socket,
+            server_limit,
+        }
+    }
+}
+
+/// Write `text` to stdout. A reader that has gone (`| head -1`) took what it
+/// wanted, and is not an error; any other failure (a full disk) is.
+pub fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("cannot write to stdout: {error}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `initialize` as Punie's clients send it: protocol v1, naming the client.
@@ -222,70 +271,137 @@ pub fn describe(error: &Error) -> String {
     }
 }
 
-/// Whether `a` and `b` name the same server: the same host and port, however
-/// written (`ws://` or `http://`, with `/acp` or without, `localhost` or a
-/// loopback address).
-pub fn same_server(a: &str, b: &str) -> bool {
-    fn address(url: &str) -> Option<(String, String, u16)> {
-        let (_, http_url) = endpoints(url).ok()?;
-        let url = reqwest::Url::parse(&http_url).ok()?;
-        let host = url.host_str()?.to_ascii_lowercase();
-        Some((url.scheme().to_owned(), host, url.port_or_known_default()?))
-    }
-    fn loopback(host: &str) -> bool {
-        host == "localhost"
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|address| address.is_loopback())
-    }
-    let (Some((a_scheme, a_host, a_port)), Some((b_scheme, b_host, b_port))) =
-        (address(a), address(b))
-    else {
-        return false;
-    };
-    // `localhost` may resolve to either loopback address; `stop` still checks
-    // the pid the server reports before it signals anything.
-    let same_host = a_host == b_host
-        || ((a_host == "localhost" || b_host == "localhost")
-            && loopback(&a_host)
-            && loopback(&b_host));
-    a_scheme == b_scheme && a_port == b_port && same_host
+/// A server's URL, checked whole: every client that holds one can connect to
+/// what it names without finding a mistake in it first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrl {
+    /// The ACP WebSocket endpoint, e.g. `ws://127.0.0.1:8000/acp`.
+    acp: String,
+    /// The base HTTP URL, e.g. `http://127.0.0.1:8000`.
+    http: String,
+    /// `wss://` or `https://`; `ws://` and `http://` reach the same server.
+    secure: bool,
+    /// Lowercase, an IPv6 address in brackets.
+    host: String,
+    port: u16,
 }
 
-/// Whether `url` can name a server; the reason when it cannot.
-pub fn check_url(url: &str) -> anyhow::Result<()> {
-    endpoints(url).map(|_| ())
+impl ServerUrl {
+    /// A server given by its ACP WebSocket URL or its base HTTP URL
+    /// (`ws://`, `wss://`, `http://` or `https://`, a host, maybe a port and a
+    /// path); the reason, naming the URL, when it cannot name a server.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let url = url.trim();
+        let (scheme, rest) = url.split_once("://").with_context(|| {
+            format!("`{url}` is not a URL; expected something like {DEFAULT_SERVER}")
+        })?;
+        let secure = match scheme.to_ascii_lowercase().as_str() {
+            "ws" | "http" => false,
+            "wss" | "https" => true,
+            other => anyhow::bail!(
+                "`{url}`: unsupported scheme `{other}`; use ws://, wss://, http:// or https://"
+            ),
+        };
+        // The URL parser would quietly drop a tab or a line break, and read a
+        // space in the host as a foreign name it cannot encode.
+        anyhow::ensure!(
+            !url.contains(char::is_whitespace),
+            "`{url}`: a URL has no spaces in it"
+        );
+        // Checked before the URL parser sees it: for these schemes it skips
+        // extra slashes, and would read `ws:///acp` as the host `acp`.
+        let authority = rest.split(['/', '\\', '?', '#']).next().unwrap_or_default();
+        let host_and_port = authority.rsplit('@').next().unwrap_or_default();
+        let host = match host_and_port.starts_with('[') {
+            true => host_and_port,
+            false => host_and_port.split(':').next().unwrap_or_default(),
+        };
+        anyhow::ensure!(!host.is_empty(), "`{url}` names no host");
+        anyhow::ensure!(
+            !host.starts_with('[') || host.contains(']'),
+            "`{url}`: the IPv6 address has no closing `]`"
+        );
+        let parsed = url::Url::parse(url).map_err(|error| match error {
+            url::ParseError::InvalidPort => port_error(url),
+            url::ParseError::InvalidIpv6Address => anyhow::anyhow!(
+                "`{url}`: invalid IPv6 address (one goes in brackets, like ws://[::1]:8000/acp)"
+            ),
+            url::ParseError::EmptyHost => anyhow::anyhow!("`{url}` names no host"),
+            other => anyhow::anyhow!("`{url}`: {other}"),
+        })?;
+        let host = parsed
+            .host_str()
+            .with_context(|| format!("`{url}` names no host"))?
+            .to_owned();
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            anyhow::bail!(
+                "`{url}`: Punie's clients send no user name or password from the URL; the access token goes in {} or the token file",
+                crate::auth::TOKEN_ENV
+            );
+        }
+        anyhow::ensure!(
+            parsed.fragment().is_none(),
+            "`{url}`: a server's URL has no fragment (`#…`)"
+        );
+        // The parser drops a scheme's default port; ws:// and http:// share 80,
+        // wss:// and https:// share 443, so the endpoints agree without it.
+        let port = match (parsed.port(), secure) {
+            (Some(0), _) => return Err(port_error(url)),
+            (Some(port), _) => port,
+            (None, false) => 80,
+            (None, true) => 443,
+        };
+        let authority = match parsed.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.clone(),
+        };
+        let path = parsed.path().trim_end_matches('/');
+        let path = if path.is_empty() { "/acp" } else { path };
+        let query = parsed
+            .query()
+            .map(|query| format!("?{query}"))
+            .unwrap_or_default();
+        let (ws_scheme, http_scheme) = match secure {
+            false => ("ws", "http"),
+            true => ("wss", "https"),
+        };
+        let acp = format!("{ws_scheme}://{authority}{path}{query}");
+        // What the WebSocket handshake will parse it as: whatever the URL
+        // parser lets through that this refuses is refused now, not there.
+        tokio_tungstenite::tungstenite::http::Uri::try_from(acp.as_str())
+            .map_err(|error| anyhow::anyhow!("`{url}`: {error}"))?;
+        Ok(Self {
+            acp,
+            http: format!("{http_scheme}://{authority}"),
+            secure,
+            host,
+            port,
+        })
+    }
+
+    /// Whether `other` names this server: the same host and port, however
+    /// written (`ws://` or `http://`, with `/acp` or without, `localhost` or a
+    /// loopback address).
+    pub fn same_server(&self, other: &Self) -> bool {
+        fn loopback(host: &str) -> bool {
+            host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|address| address.is_loopback())
+        }
+        let (a, b) = (self.host.as_str(), other.host.as_str());
+        // `localhost` may resolve to either loopback address; `stop` still checks
+        // the pid the server reports before it signals anything.
+        let same_host =
+            a == b || ((a == "localhost" || b == "localhost") && loopback(a) && loopback(b));
+        self.secure == other.secure && self.port == other.port && same_host
+    }
 }
 
-/// The ACP WebSocket URL and the base HTTP URL of a server given as either.
-fn endpoints(url: &str) -> anyhow::Result<(String, String)> {
-    let url = url.trim().trim_end_matches('/');
-    let (scheme, rest) = url.split_once("://").with_context(|| {
-        format!("`{url}` is not a URL; expected something like {DEFAULT_SERVER}")
-    })?;
-    let (ws_scheme, http_scheme) = match scheme.to_ascii_lowercase().as_str() {
-        "ws" | "http" => ("ws", "http"),
-        "wss" | "https" => ("wss", "https"),
-        other => anyhow::bail!(
-            "`{url}`: unsupported scheme `{other}`; use ws://, wss://, http:// or https://"
-        ),
-    };
-    let (authority, path) = match rest.split_once('/') {
-        Some((authority, path)) => (authority, format!("/{path}")),
-        None => (rest, String::new()),
-    };
-    anyhow::ensure!(!authority.is_empty(), "`{url}` names no host");
-    let acp_path = if path.is_empty() {
-        "/acp".to_owned()
-    } else {
-        path
-    };
-    Ok((
-        format!("{ws_scheme}://{authority}{acp_path}"),
-        format!("{http_scheme}://{authority}"),
-    ))
+fn port_error(url: &str) -> anyhow::Error {
+    anyhow::anyhow!("`{url}`: the port must be a number from 1 to 65535")
 }
 
 /// Why a client could not reach the server, worded for the person at the keyboard.
@@ -344,6 +460,19 @@ fn describe_handshake_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn endpoints(url: &str) -> anyhow::Result<(String, String)> {
+        let url = ServerUrl::parse(url)?;
+        Ok((url.acp, url.http))
+    }
+
+    /// Whether `a` and `b` parse, and name the same server.
+    fn same_server(a: &str, b: &str) -> bool {
+        match (ServerUrl::parse(a), ServerUrl::parse(b)) {
+            (Ok(a), Ok(b)) => a.same_server(&b),
+            _ => false,
+        }
+    }
 
     #[test]
     fn a_base_url_gets_the_acp_path() {
@@ -405,5 +534,46 @@ mod tests {
         );
         assert!(endpoints("ftp://x").is_err());
         assert!(endpoints("ws://").is_err());
+    }
+
+    #[test]
+    fn a_url_that_names_no_server_says_what_is_wrong_with_it() {
+        for (url, why) in [
+            (
+                "http://127.0.0.1:99999",
+                "port must be a number from 1 to 65535",
+            ),
+            (
+                "http://127.0.0.1:0",
+                "port must be a number from 1 to 65535",
+            ),
+            ("ws://h:http/acp", "port must be a number from 1 to 65535"),
+            ("http://[::1", "no closing `]`"),
+            ("http://[nope]", "invalid IPv6 address"),
+            ("ws://user:pw@/acp", "names no host"),
+            ("ws:///acp", "names no host"),
+            ("http://:8000", "names no host"),
+            ("ws://user:pw@host/acp", "no user name or password"),
+            ("http://a b", "no spaces"),
+            ("ws://h/acp#top", "no fragment"),
+        ] {
+            let error = format!("{:#}", ServerUrl::parse(url).unwrap_err());
+            assert!(error.contains(why), "{url}: {error}");
+            assert!(error.contains(url), "{url} is named: {error}");
+        }
+    }
+
+    #[test]
+    fn a_scheme_s_default_port_is_the_same_server() {
+        assert_eq!(
+            endpoints("ws://[::1]:80/").unwrap(),
+            ("ws://[::1]/acp".to_owned(), "http://[::1]".to_owned())
+        );
+        assert_eq!(
+            endpoints("wss://h:80/acp?x=1").unwrap(),
+            ("wss://h:80/acp?x=1".to_owned(), "https://h:80".to_owned())
+        );
+        assert!(same_server("ws://h:80/acp", "http://h"));
+        assert!(!same_server("wss://h:80/acp", "https://h"));
     }
 }

@@ -30,14 +30,14 @@ pub async fn list(target: &Target, cwd: Option<&Path>, json: bool) -> anyhow::Re
         return Ok(Outcome::NoServer);
     };
     if json {
-        println!("{}", as_json(&sessions));
+        super::print_out(&format!("{}\n", as_json(&sessions)))?;
     } else if sessions.is_empty() {
         match &cwd {
             Some(cwd) => eprintln!("punie: no sessions in {}.", cwd.display()),
             None => eprintln!("punie: no sessions yet; `punie ask` starts one."),
         }
     } else {
-        print!("{}", table(&sessions));
+        super::print_out(&table(&sessions))?;
     }
     Ok(Outcome::Done)
 }

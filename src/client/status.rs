@@ -92,7 +92,7 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<Outcome> {
                     "url": target.http_url,
                     "error": why,
                 });
-                println!("{value}");
+                super::print_out(&format!("{value}\n"))?;
             }
             return Ok(Outcome::NoServer);
         }
@@ -101,14 +101,18 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<Outcome> {
         let mut value = serde_json::to_value(&health)?;
         value["running"] = true.into();
         value["url"] = target.http_url.clone().into();
-        println!("{value}");
+        super::print_out(&format!("{value}\n"))?;
     } else {
         let uptime = Duration::from_secs(health.uptime_seconds.max(0.0) as u64);
-        println!("Punie {} at {}", health.version, target.http_url);
-        println!("  pid          {}", health.pid);
-        println!("  uptime       {}", humantime::format_duration(uptime));
-        println!("  connections  {}", health.connections);
-        println!("  sessions     {}", health.sessions);
+        super::print_out(&format!(
+            "Punie {} at {}\n  pid          {}\n  uptime       {}\n  connections  {}\n  sessions     {}\n",
+            health.version,
+            target.http_url,
+            health.pid,
+            humantime::format_duration(uptime),
+            health.connections,
+            health.sessions
+        ))?;
     }
     Ok(Outcome::Done)
 }

@@ -44,7 +44,7 @@ pub async fn run(target: &Target, print: bool) -> anyhow::Result<Outcome> {
     };
     let lifetime = humantime::format_duration(Duration::from_secs(link.expires_in_seconds));
     if print {
-        println!("{}", link.url);
+        crate::client::print_out(&format!("{}\n", link.url))?;
         eprintln!("Open this link to sign in; it works once, within {lifetime}.");
         return Ok(Outcome::Done);
     }
@@ -56,7 +56,7 @@ pub async fn run(target: &Target, print: bool) -> anyhow::Result<Outcome> {
             eprintln!(
                 "punie: cannot open a browser ({why}). Open this link to sign in; it works once, within {lifetime}:"
             );
-            println!("{}", link.url);
+            crate::client::print_out(&format!("{}\n", link.url))?;
         }
     }
     Ok(Outcome::Done)

@@ -39,21 +39,21 @@ pub fn spawn_stdout_writer(lines: mpsc::Receiver<String>) -> StdoutWriter {
 }
 
 /// The running stdout writer, to be waited for once its channel is closed.
+/// It stops at the first write that fails, and so closes its channel.
 pub enum StdoutWriter {
-    Task(tokio::task::JoinHandle<()>),
-    Thread(std::thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<bool>),
+    Thread(std::thread::JoinHandle<bool>),
 }
 
 impl StdoutWriter {
-    /// Wait until every line sent has been written and flushed.
-    pub async fn finish(self) {
+    /// Wait until every line sent has been written and flushed; whether
+    /// they all were.
+    pub async fn finish(self) -> bool {
         match self {
-            Self::Task(task) => {
-                let _ = task.await;
-            }
-            Self::Thread(thread) => {
-                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-            }
+            Self::Task(task) => task.await.unwrap_or(false),
+            Self::Thread(thread) => tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .is_ok_and(|joined| joined.unwrap_or(false)),
         }
     }
 }
@@ -161,7 +161,7 @@ fn into_line(buffer: &mut Vec<u8>) -> Option<String> {
     })
 }
 
-async fn write_pipe(sender: pipe::Sender, mut lines: mpsc::Receiver<String>) {
+async fn write_pipe(sender: pipe::Sender, mut lines: mpsc::Receiver<String>) -> bool {
     let mut out = BufWriter::new(sender);
     while let Some(line) = lines.recv().await {
         let mut written = write_line(&mut out, &line).await;
@@ -170,11 +170,12 @@ async fn write_pipe(sender: pipe::Sender, mut lines: mpsc::Receiver<String>) {
         }
         if let Err(error) = written {
             tracing::error!("cannot write to stdout: {error}");
-            return;
+            return false;
         }
     }
-    let _ = out.flush().await;
+    let flushed = out.flush().await;
     let _ = out.into_inner().into_blocking_fd();
+    flushed.is_ok()
 }
 
 async fn write_line(out: &mut BufWriter<pipe::Sender>, line: &str) -> std::io::Result<()> {
@@ -184,7 +185,7 @@ async fn write_line(out: &mut BufWriter<pipe::Sender>, line: &str) -> std::io::R
 
 /// Write stdout on a thread of its own. Works for a pipe, a file or a
 /// terminal alike.
-fn write_blocking(mut lines: mpsc::Receiver<String>) {
+fn write_blocking(mut lines: mpsc::Receiver<String>) -> bool {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     while let Some(line) = lines.blocking_recv() {
@@ -196,8 +197,8 @@ fn write_blocking(mut lines: mpsc::Receiver<String>) {
         }
         if let Err(error) = written {
             tracing::error!("cannot write to stdout: {error}");
-            return;
+            return false;
         }
     }
-    let _ = out.flush();
+    out.flush().is_ok()
 }
