@@ -263,6 +263,28 @@ async fn a_question_in_another_session_notifies_and_alt_w_brings_the_keyboard_to
 }
 
 #[tokio::test]
+async fn a_stream_leaves_the_list_alone_a_prompt_too_big_is_kept_and_a_deleted_session_leaves() {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    // One turn streaming thirty chunks, a little apart: long enough to act
+    // on the page while it runs.
+    let mut turn = Vec::new();
+    for n in 1..=30 {
+        turn.push(json!({"text": format!("chunk {n} ")}));
+        turn.push(json!({"pause_ms": 40}));
+    }
+    let mut server = Server::scripted(json!([turn]), &["--max-message-bytes", "65536"]).await;
+    // A session kept from before, for the page to list and another client
+    // to delete.
+    let mut other = server.initialized().await;
+    let kept = other.new_session(&server.home.workspace()).await;
+    drop(other);
+    Scenario::start("mishaps", &mut server, &[("PUNIE_DELETED_SESSION", kept)])
+        .await
+        .passes()
+        .await;
+}
+
+#[tokio::test]
 async fn a_mode_chosen_in_the_page_writes_without_asking_and_every_tab_sees_it() {
     let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
     let script = json!([

@@ -917,6 +917,7 @@ impl Agent {
                 sessions,
                 ModelCatalogue::new("test", &[], None),
                 CancellationToken::new(),
+                punie::config::MAX_MESSAGE_BYTES,
             ),
             home,
         }

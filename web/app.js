@@ -5,6 +5,10 @@
 // this page only shows it.
 
 import { Connection, RpcError, METHOD_NOT_FOUND } from './acp.js';
+
+const INVALID_REQUEST = -32600;
+const INVALID_PARAMS = -32602;
+const RESOURCE_NOT_FOUND = -32002;
 import { Transcript } from './transcript.js';
 
 /** Biggest file the page attaches to a prompt. */
@@ -72,6 +76,8 @@ const ui = {
 const state = {
   connection: null,
   defaultModel: null,
+  /** The largest message the server takes, as it says (`_punie/info`). */
+  maxMessageBytes: null,
   /** The session/list cursor of the sessions not read yet, if any. */
   olderSessions: null,
   /** Every session the page knows: id → { sessionId, cwd, title, status, updatedAt }. */
@@ -167,8 +173,18 @@ function sessionOrder() {
   return [...groupedSessions().values()].flat().map((s) => s.sessionId);
 }
 
-function renderSessions() {
+/** What the session list showed last: rebuilt only when that changes, as a
+ * rebuild while a reply streams would swallow a click on the list. */
+let sessionsShown = '';
+
+function renderSessions({ force = false } = {}) {
   const groups = groupedSessions();
+  const shown = JSON.stringify([
+    state.current,
+    [...groups.values()].flat().map((s) => [s.sessionId, s.cwd, s.title, s.updatedAt, statusOf(s.sessionId)]),
+  ]);
+  if (!force && shown === sessionsShown) return;
+  sessionsShown = shown;
   ui.groups.replaceChildren();
   if (groups.size === 0) {
     const empty = document.createElement('p');
@@ -503,7 +519,16 @@ async function openSession(id) {
   } catch (error) {
     state.transcripts.delete(id);
     if (state.current === id) showTranscript(null);
-    showNotice(`Cannot open the session: ${describe(error)}`);
+    if (error instanceof RpcError && error.code === RESOURCE_NOT_FOUND) {
+      state.sessions.delete(id);
+      if (state.current === id) {
+        state.current = null;
+        remember(null);
+      }
+      showNotice('That session no longer exists: it was deleted.');
+    } else {
+      showNotice(`Cannot open the session: ${describe(error)}`);
+    }
     render();
     return;
   } finally {
@@ -637,6 +662,12 @@ async function send() {
   const prompt = [];
   if (text.trim()) prompt.push({ type: 'text', text });
   for (const attachment of state.attachments) prompt.push(attachment.block);
+  const tooBig = oversize({ sessionId: id, prompt });
+  if (tooBig) {
+    showNotice(tooBig);
+    return;
+  }
+  const attachments = state.attachments;
   ui.prompt.value = '';
   state.attachments = [];
   transcript.localPrompt(prompt);
@@ -653,11 +684,55 @@ async function send() {
     if (transcript.turnsEnded === ended) transcript.turnEnded(stopReason);
   } catch (error) {
     transcript.lapseQuestions('The turn ended before an answer.');
-    if (transcript.turnsEnded === ended) transcript.note(describe(error));
+    if (refusedBeforeItsTurn(error)) {
+      // Never part of the conversation: the prompt goes back to be sent again.
+      transcript.withdrawLocalPrompt();
+      giveBack(id, text, attachments);
+      showNotice(refusalInPlainWords(error));
+    } else if (transcript.turnsEnded === ended) {
+      transcript.note(describe(error));
+    }
   } finally {
     state.prompting.delete(id);
     render();
   }
+}
+
+/** What to say instead of sending `params` as a session/prompt, when the
+ * server would not take a message that big; null when it would. */
+function oversize(params) {
+  if (!state.maxMessageBytes) return null;
+  const message = JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'session/prompt', params });
+  const bytes = new Blob([message]).size;
+  if (bytes <= state.maxMessageBytes) return null;
+  const mib = (n) => `${(n / (1024 * 1024)).toFixed(1)} MiB`;
+  return `This prompt and its files come to ${mib(bytes)}; the server takes messages of up to ${mib(state.maxMessageBytes)} (punie serve --max-message-bytes). Remove some files and send it again.`;
+}
+
+/** Whether a session/prompt was refused before a turn began: invalid, or
+ * the session busy with another client's turn. */
+function refusedBeforeItsTurn(error) {
+  return error instanceof RpcError && (error.code === INVALID_REQUEST || error.code === INVALID_PARAMS);
+}
+
+function refusalInPlainWords(error) {
+  if (error.code === INVALID_REQUEST && /already running a turn/.test(error.message)) {
+    return 'Another client is running a turn in this session: send your prompt again once it ends.';
+  }
+  return `The prompt was not sent: ${describe(error)}`;
+}
+
+/** Put a prompt back in `id`'s composer, or its draft if another session is
+ * open now, unless the person has begun another. */
+function giveBack(id, text, attachments) {
+  if (id === state.current) {
+    if (!ui.prompt.value && state.attachments.length === 0) {
+      ui.prompt.value = text;
+      state.attachments = attachments;
+    }
+    return;
+  }
+  if (!state.drafts.has(id)) state.drafts.set(id, { text, attachments });
 }
 
 function cancel() {
@@ -831,8 +906,12 @@ async function connect() {
   });
   const info = await optional('_punie/info', {});
   state.defaultModel = info?.defaultModel || null;
+  state.maxMessageBytes = info?.maxMessageBytes || null;
   // Asking the local model servers may take a moment: not waited for.
   offerModels(connection);
+  // What the page knew of the sessions' turns may have changed while it
+  // was away: a session not in the server's memory is idle.
+  for (const session of state.sessions.values()) session.status = 'idle';
   const watched = await optional('_punie/watch', {});
   for (const session of watched?.sessions || []) upsertSession(session);
   await listSessions();
@@ -1069,6 +1148,6 @@ document.addEventListener('keydown', (event) => {
 renderNotifyButton();
 
 // Relative times in the list go stale; redraw them now and then.
-setInterval(renderSessions, 60_000);
+setInterval(() => renderSessions({ force: true }), 60_000);
 
 start();

@@ -7,6 +7,10 @@ const MAX_EDITS = 1000;
 /** Lines of unchanged text kept around each change. */
 const CONTEXT = 3;
 
+/** Most rows a diff shows: a change of a whole big file would otherwise
+ * put hundreds of thousands of rows in the page. */
+const MAX_ROWS = 2000;
+
 function lines(text) {
   if (!text) return [];
   const split = text.split('\n');
@@ -130,7 +134,13 @@ export function renderDiff(path, oldText, newText) {
     same.textContent = 'No change.';
     table.append(same);
   }
+  let rows = 0;
+  let hidden = 0;
   parts.forEach((hunk, index) => {
+    if (rows >= MAX_ROWS) {
+      hidden += hunk.filter((line) => line.op !== ' ').length;
+      return;
+    }
     if (index > 0) {
       const gap = document.createElement('div');
       gap.className = 'diff-gap';
@@ -138,6 +148,11 @@ export function renderDiff(path, oldText, newText) {
       table.append(gap);
     }
     for (const line of hunk) {
+      if (rows >= MAX_ROWS) {
+        if (line.op !== ' ') hidden += 1;
+        continue;
+      }
+      rows += 1;
       const row = document.createElement('div');
       row.className = `diff-line ${line.op === '+' ? 'added' : line.op === '-' ? 'removed' : 'context'}`;
       // Both numbers: a context line has moved when lines above it were
@@ -158,6 +173,12 @@ export function renderDiff(path, oldText, newText) {
       table.append(row);
     }
   });
+  if (hidden > 0) {
+    const more = document.createElement('div');
+    more.className = 'diff-more';
+    more.textContent = `… and ${hidden} more changed lines, not shown`;
+    table.append(more);
+  }
   view.append(table);
   return view;
 }

@@ -72,23 +72,47 @@ class AgentMessage {
     this.text = '';
     this.node = element('div', 'message agent markdown');
     this.frame = 0;
+    this.timer = 0;
+    /** How long the last drawing took, and when it ended. */
+    this.cost = 0;
+    this.drawn = 0;
     parent.append(this.node);
   }
 
   append(text) {
     this.text += text;
-    if (!this.frame) {
-      this.frame = requestAnimationFrame(() => {
-        this.frame = 0;
-        this.draw();
-      });
+    if (this.frame || this.timer) return;
+    // Each drawing renders the whole message again, and a long one (a big
+    // code block, highlighted) takes long: drawing waits a few times its
+    // cost, so that the page keeps most of its time for the person.
+    const wait = this.drawn + DRAW_SPACING * this.cost - performance.now();
+    if (wait > 0) {
+      this.timer = setTimeout(() => {
+        this.timer = 0;
+        this.drawSoon();
+      }, wait);
+    } else {
+      this.drawSoon();
     }
+  }
+
+  drawSoon() {
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      const start = performance.now();
+      this.draw();
+      this.drawn = performance.now();
+      this.cost = this.drawn - start;
+    });
   }
 
   draw() {
     this.node.replaceChildren(renderMarkdown(this.text));
   }
 }
+
+/** How many times its own cost a message's drawing waits before the next. */
+const DRAW_SPACING = 4;
 
 /** A tool call, as its card shows it, updated as the call goes on. */
 class ToolCallCard {
@@ -253,6 +277,15 @@ export class Transcript {
   localPrompt(blocks) {
     this.last = null;
     for (const block of blocks) this.addUserBlock(block);
+    this.sent = this.last?.node || null;
+  }
+
+  /** The prompt this page sent was refused before its turn began: it was
+   * never part of the conversation. */
+  withdrawLocalPrompt() {
+    if (this.last?.node === this.sent) this.last = null;
+    this.sent?.remove();
+    this.sent = null;
   }
 
   apply(update) {

@@ -619,11 +619,13 @@ fn describe_connection(connection: &Connection) -> Result<Value, Error> {
     }))
 }
 
-/// `_punie/info`: what this server is and which model new sessions get.
+/// `_punie/info`: what this server is, which model new sessions get, and
+/// the largest message it takes.
 fn describe_server(connection: &Connection) -> Result<Value, Error> {
     Ok(json!({
         "version": crate::VERSION,
         "defaultModel": connection.hub.sessions.default_model(),
+        "maxMessageBytes": connection.hub.max_message_bytes,
     }))
 }
 

@@ -40,6 +40,9 @@ pub struct AgentHub {
     pub models: ModelCatalogue,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
+    /// The largest message a connection takes (`--max-message-bytes`), for
+    /// clients that cannot read it from the upgrade's header.
+    pub max_message_bytes: usize,
     /// One entry per live ACP connection; waited on at shutdown.
     connections: TaskTracker,
     /// Every running turn, whether or not its prompter is still connected.
@@ -52,11 +55,13 @@ impl AgentHub {
         sessions: SessionRegistry,
         models: ModelCatalogue,
         shutdown: CancellationToken,
+        max_message_bytes: usize,
     ) -> Arc<Self> {
         Arc::new(Self {
             sessions,
             models,
             shutdown,
+            max_message_bytes,
             connections: TaskTracker::new(),
             turns: TaskTracker::new(),
             next_connection: AtomicU64::new(1),

@@ -107,7 +107,12 @@ pub async fn serve(config: ServeConfig, model: Arc<dyn model::Model>) -> anyhow:
         &config.offered_models,
         std::env::var("OLLAMA_HOST").ok(),
     );
-    let hub = AgentHub::new(sessions, models, shutdown.clone());
+    let hub = AgentHub::new(
+        sessions,
+        models,
+        shutdown.clone(),
+        config.limits.max_message_bytes,
+    );
     tokio::spawn(evict_idle_sessions(hub.clone()));
     // So that the first session's model menu lists the local servers' models.
     hub.refresh_models_if_stale();
