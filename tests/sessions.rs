@@ -380,9 +380,22 @@ async fn a_deleted_session_is_gone() {
     let (workspace, _) = workspaces(&server.home);
     let doomed = new_session(&server, &workspace, SECRET).await;
     let kept = new_session(&server, &workspace, "to be kept").await;
+    let mut watcher = server.initialized().await;
+    watcher.request("_punie/watch", json!({})).await;
 
     let output = punie(&server.home, &workspace, &["sessions", "delete", &doomed]).await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    // A client watching the server hears of it, though the session was
+    // not in memory.
+    let told = loop {
+        let message = watcher.recv().await;
+        if message["method"] == "_punie/session_status" && message["params"]["sessionId"] == doomed
+        {
+            break message;
+        }
+    };
+    assert_eq!(told["params"]["status"], "deleted", "{told}");
+    assert_eq!(told["params"]["cwd"], json!(workspace), "{told}");
     assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
     let stderr = text(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");

@@ -520,12 +520,7 @@ async function openSession(id) {
     state.transcripts.delete(id);
     if (state.current === id) showTranscript(null);
     if (error instanceof RpcError && error.code === RESOURCE_NOT_FOUND) {
-      state.sessions.delete(id);
-      if (state.current === id) {
-        state.current = null;
-        remember(null);
-      }
-      showNotice('That session no longer exists: it was deleted.');
+      forgetSession(id, 'That session no longer exists: it was deleted.');
     } else {
       showNotice(`Cannot open the session: ${describe(error)}`);
     }
@@ -709,6 +704,22 @@ function oversize(params) {
   return `This prompt and its files come to ${mib(bytes)}; the server takes messages of up to ${mib(state.maxMessageBytes)} (punie serve --max-message-bytes). Remove some files and send it again.`;
 }
 
+/** Drop session `id` from the page, which it no longer exists for; if it
+ * was open, say `why`. */
+function forgetSession(id, why) {
+  state.sessions.delete(id);
+  state.transcripts.get(id)?.lapseQuestions(why);
+  state.transcripts.delete(id);
+  state.drafts.delete(id);
+  if (state.current === id) {
+    state.current = null;
+    remember(null);
+    showTranscript(null);
+    showNotice(why);
+  }
+  scheduleRender();
+}
+
 /** Whether a session/prompt was refused before a turn began: invalid, or
  * the session busy with another client's turn. */
 function refusedBeforeItsTurn(error) {
@@ -811,6 +822,8 @@ function handleNotification(method, params) {
     }
     if (transcript) transcript.apply(update);
     else scheduleRender();
+  } else if (method === '_punie/session_status' && params.status === 'deleted') {
+    forgetSession(params.sessionId, 'That session was deleted by another client.');
   } else if (method === '_punie/session_status') {
     const before = state.sessions.get(params.sessionId)?.status;
     const session = upsertSession(params);

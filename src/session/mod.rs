@@ -132,6 +132,8 @@ pub enum Activity {
     Idle,
     Running,
     WaitingForPermission,
+    /// Deleted, by any client: watchers drop it from their lists.
+    Deleted,
 }
 
 /// One session's state, sent to every watcher when it changes.
@@ -875,10 +877,29 @@ impl SessionRegistry {
         if let Some(session) = self.get(id) {
             session.cancel_turn();
         }
+        // What watchers are told of it once it is gone: where it was.
+        let known = match self.get(id) {
+            Some(session) => Some((session.cwd.clone(), session.lock().title.clone())),
+            None => self
+                .store
+                .session(&id.0)
+                .await
+                .ok()
+                .flatten()
+                .map(|row| (row.cwd, row.title)),
+        };
         let deleted = self.store.delete(&id.0).await;
         // After the delete is written, so an attach queued before it is undone too.
         if let Some(session) = self.lock().remove(id) {
             session.terminals.release_all();
+        }
+        if let (Ok(true), Some((cwd, title))) = (&deleted, known) {
+            let _ = self.watchers.send(SessionStatus {
+                session_id: id.clone(),
+                cwd,
+                title,
+                status: Activity::Deleted,
+            });
         }
         match deleted {
             Ok(true) => Ok(()),

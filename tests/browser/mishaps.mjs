@@ -1,7 +1,7 @@
 // What the page does when things go wrong around it: a reply streaming in
 // one session leaves the session list alone (a click on it lands); a prompt
 // larger than the server takes is kept, with a word on why it was not sent;
-// a session deleted by another client leaves the list when opened.
+// a session deleted by another client leaves the list at once.
 
 import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
 
@@ -62,13 +62,16 @@ await scenario('mishaps', async (browser) => {
   expect((await page.locator('.message.user').count()) === 0, 'nothing shown as sent');
   await browser.shot(page, 'too-big');
 
-  // A session another client deleted leaves the list once opened.
+  // A session another client deletes leaves the list at once; the open
+  // one says so.
   const gone = page.locator(`.session[data-session-id="${deleted}"]`);
   await gone.waitFor();
   await deleteSession(page, deleted);
-  await gone.click();
-  await page.locator('#notice-text', { hasText: 'That session no longer exists: it was deleted.' }).waitFor();
   await gone.waitFor({ state: 'detached' });
+  await deleteSession(page, quiet);
+  await page.locator('#notice-text', { hasText: 'That session was deleted by another client.' }).waitFor();
+  await page.locator(`.session[data-session-id="${quiet}"]`).waitFor({ state: 'detached' });
+  expect(!new URL(page.url()).hash.includes(quiet), 'the address to name the session no more');
   await browser.shot(page, 'deleted');
 
   // The streaming session ends as it should.
