@@ -241,6 +241,41 @@ async fn a_refused_token_is_reported_with_its_fix() {
 }
 
 #[tokio::test]
+async fn with_no_token_at_all_the_fix_says_where_one_comes_from() {
+    let server = Server::start().await;
+    // Another home: no token file in it, and no PUNIE_TOKEN.
+    let elsewhere = Home::new();
+    let mut child = elsewhere
+        .command()
+        .args(["--server", &server.ws_url()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{}\n", initialize_request(1)).as_bytes())
+            .await
+            .unwrap();
+    }
+    let output = within("the bridge to exit", child.wait_with_output())
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("There is no token to present")
+            && message.contains("does not exist")
+            && message.contains("punie serve"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn an_invalid_line_is_reported_forwarded_and_survived() {
     let server = Server::start().await;
     let mut bridge = Bridge::to(&server);

@@ -305,7 +305,7 @@ async fn tool_cards_show_an_edits_diff_and_a_commands_output_and_cancel_stops_a_
     let edit = json!({"tool_call": {"name": "edit_file", "arguments":
         {"path": "list.txt", "old_text": "item", "new_text": "entry", "replace_all": true}}});
     let run = json!({"tool_call": {"name": "run_command", "arguments":
-        {"command": "printf 'out one\\nout two\\n'; seq 100"}}});
+        {"command": "printf '\\033[32mout one\\033[0m\\nout two\\n'; seq 100"}}});
     let plan = json!({"tool_call": {"name": "update_plan", "arguments": {"entries": [
         {"content": "Edit the list", "status": "in_progress"},
         {"content": "Run the check", "status": "pending"}

@@ -19,6 +19,14 @@ const STOP_REASONS = {
   refusal: 'The model refused.',
 };
 
+/** Terminal escape sequences (colours, cursor moves) in a command's output:
+ * a page shows them as stray characters, so they are left out. */
+const ESCAPES = /\x1b(?:\[[0-?]*[ -\/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])/g;
+
+function withoutEscapes(text) {
+  return text.replace(ESCAPES, '');
+}
+
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -161,7 +169,7 @@ class ToolCallCard {
       } else if (item.type === 'terminal') {
         this.content.append(element('pre', 'output', `Output in terminal ${item.terminalId}`));
       } else if (item.type === 'content' && item.content?.type === 'text') {
-        if (item.content.text) this.content.append(element('pre', 'output', item.content.text));
+        if (item.content.text) this.content.append(element('pre', 'output', withoutEscapes(item.content.text)));
       } else if (item.type === 'content' && item.content?.type === 'image') {
         this.content.append(picture(item.content, 'tool-image', 'An image the tool returned'));
       } else if (item.type === 'content' && item.content) {

@@ -418,7 +418,14 @@ pub struct ConnectError {
 
 impl ConnectError {
     fn new(target: &Target, reason: String) -> Self {
-        let fix = if reason.contains("401") {
+        let fix = if reason.contains("401") && target.token.is_none() {
+            format!(
+                "There is no token to present: {} does not exist. Start the server here with \
+                 `punie serve` (it writes one), or set {} to the server's token",
+                target.token_file.display(),
+                crate::auth::TOKEN_ENV
+            )
+        } else if reason.contains("401") {
             format!(
                 "Check the token: it is in {}, or set {}; `punie status` shows which server is running",
                 target.token_file.display(),

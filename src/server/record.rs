@@ -60,9 +60,13 @@ impl ServerRecord {
     /// The record at `path`, if there is one.
     pub fn read(path: &Path) -> anyhow::Result<Option<Self>> {
         match fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .with_context(|| format!("{} is not a server record", path.display())),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
+                format!(
+                    "{} is not a server record; remove it (`punie serve` writes a new one), \
+                         or name the server with --server",
+                    path.display()
+                )
+            }),
             Err(error) if error.kind() == ErrorKind::NotFound => Ok(None),
             Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
         }

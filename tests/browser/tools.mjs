@@ -51,7 +51,9 @@ await scenario('tools', async (browser) => {
   await turnOver(page);
   expect((await command.getAttribute('data-status')) === 'completed', 'the command to have completed');
   const output = await command.locator('.output').textContent();
+  // The colour codes around "out one" are left out.
   expect(output.includes('out one\nout two\n1\n2\n'), `the card to show the command's output, got ${JSON.stringify(output)}`);
+  expect(!output.includes('\u001b') && !output.includes('[32m'), `no terminal escapes in the card, got ${JSON.stringify(output)}`);
   // The page followed the turn past the tall output to its last words.
   await scrolledToNewest(page);
   await browser.shot(page, 'tools-done');
