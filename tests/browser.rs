@@ -169,10 +169,15 @@ async fn a_sign_in_link_works_once_only_signed_in_browsers_connect_and_a_restart
     let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
     let mut server = Server::start().await;
     let second_link = fresh_link(&server).await;
+    // Where the scenario finds a link of the restarted server.
+    let third_link = server.home.dir.path().join("third-link");
     let mut scenario = Scenario::start(
         "sign_in",
         &mut server,
-        &[("PUNIE_SECOND_LINK", second_link)],
+        &[
+            ("PUNIE_SECOND_LINK", second_link),
+            ("PUNIE_THIRD_LINK_FILE", third_link.display().to_string()),
+        ],
     )
     .await;
     scenario.wait_for("stop the server").await;
@@ -180,7 +185,12 @@ async fn a_sign_in_link_works_once_only_signed_in_browsers_connect_and_a_restart
     let home = server.stop().await;
     // Started again only once the page has seen it gone.
     scenario.wait_for("the server is out of reach").await;
-    let _server = Server::start_on(home, port, &[]).await;
+    let server = Server::start_on(home, port, &[]).await;
+    let link = fresh_link(&server).await;
+    // Whole or not at all: the scenario reads it as soon as it is there.
+    let written = third_link.with_extension("partial");
+    std::fs::write(&written, link).unwrap();
+    std::fs::rename(&written, &third_link).unwrap();
     scenario.passes().await;
 }
 

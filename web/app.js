@@ -976,7 +976,23 @@ function showSignedOut(words) {
   ui.signOut.hidden = true;
   ui.body.classList.add('signed-out');
   setConnection(words, 'disconnected');
+  // Signed in again in another tab (the cookie is shared), this one follows
+  // when the person comes back to it.
+  if (!waitingForFocus) {
+    waitingForFocus = true;
+    window.addEventListener(
+      'focus',
+      () => {
+        waitingForFocus = false;
+        start();
+      },
+      { once: true },
+    );
+  }
 }
+
+/** A signed-out page looks again when it gets the focus back; once. */
+let waitingForFocus = false;
 
 // The server forgets this browser's cookie, so a copy of it stops working
 // too; the page closes its own connection and shows how to sign in again.
@@ -1005,6 +1021,8 @@ async function start() {
       showSignedOut('not signed in');
       return;
     }
+    ui.signIn.hidden = true;
+    ui.body.classList.remove('signed-out');
     ui.signOut.hidden = false;
     ui.signOut.disabled = false;
     await connect();

@@ -2,9 +2,11 @@
 // SameSite=Strict cookie; the same link a second time does not work, and a
 // browser without the cookie is told how to sign in. Signing out forgets the
 // cookie in the browser and on the server, so a copy of it is refused. A
-// server that restarts forgets every sign-in.
+// server that restarts forgets every sign-in; a tab signed out that way
+// follows another tab that signs in again.
 
-import { env, expect, newSession, scenario, signal, signIn } from './lib.mjs';
+import { existsSync, readFileSync } from 'node:fs';
+import { TIMEOUT_MS, env, expect, newSession, scenario, signal, signIn } from './lib.mjs';
 
 const url = env('PUNIE_URL');
 const link = env('PUNIE_LINK');
@@ -74,4 +76,27 @@ await scenario('sign-in', async (browser) => {
   const header = await open.locator('.bar .current').textContent();
   expect(header.trim() === '', `no session named in the header, got ${JSON.stringify(header)}`);
   await browser.shot(open, 'server-restarted');
+
+  // Signed in again in another tab of the same browser, the signed-out tab
+  // follows once the person comes back to it.
+  const again = await open.context().newPage();
+  await signIn(again, await linkFromFile(env('PUNIE_THIRD_LINK_FILE')));
+  await open.evaluate(() => window.dispatchEvent(new Event('focus')));
+  await open.locator('#connection[data-state="connected"]').waitFor();
+  expect(!(await open.locator('#sign-in').isVisible()), 'no sign-in notice in the tab that followed');
+  await open.locator('.session').first().waitFor();
 });
+
+/** The link the test writes to `file` once it can: waited for, with a
+ * deadline. */
+async function linkFromFile(file) {
+  const deadline = Date.now() + TIMEOUT_MS;
+  for (;;) {
+    if (existsSync(file)) {
+      const link = readFileSync(file, 'utf8').trim();
+      if (link) return link;
+    }
+    if (Date.now() > deadline) throw new Error(`no link in ${file} within ${TIMEOUT_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
