@@ -115,7 +115,7 @@ fn answer_then_offer_commands(
     connection: &Connection,
     responder: Responder<Value>,
     cx: &ConnectionTo<Client>,
-    attached: Result<(Value, SessionId), Error>,
+    attached: Result<(Value, Arc<Session>), Error>,
 ) -> Result<(), Error> {
     let (answer, session) = match attached {
         Ok(attached) => attached,
@@ -123,14 +123,12 @@ fn answer_then_offer_commands(
     };
     responder.respond(answer)?;
     cx.send_notification(SessionNotification::new(
-        session.clone(),
+        session.id().clone(),
         commands::available(),
     ))?;
     // Only now may a running turn ask this client something: after the
     // answer that told it of the session, on the same queue.
-    if let Some(session) = connection.hub.sessions.get(&session) {
-        session.answered_attach(connection.id);
-    }
+    session.answered_attach(connection.id);
     Ok(())
 }
 
@@ -214,7 +212,7 @@ async fn new_session(
     connection: &Connection,
     params: Value,
     cx: ConnectionTo<Client>,
-) -> Result<(Value, SessionId), Error> {
+) -> Result<(Value, Arc<Session>), Error> {
     const METHOD: &str = "session/new";
     let request: NewSessionRequest = parse_params(METHOD, params)?;
     let cwd = check_workspace(METHOD, &request.cwd).await?;
@@ -241,7 +239,7 @@ async fn new_session(
             .modes(modes)
             .config_options(config_options),
     )?;
-    Ok((answer, session.id().clone()))
+    Ok((answer, session))
 }
 
 /// The session's settings, as a client is shown them when it attaches. The
@@ -354,7 +352,7 @@ async fn load_session(
     connection: &Connection,
     params: Value,
     cx: ConnectionTo<Client>,
-) -> Result<(Value, SessionId), Error> {
+) -> Result<(Value, Arc<Session>), Error> {
     const METHOD: &str = "session/load";
     let request: LoadSessionRequest = parse_params(METHOD, params)?;
     let id = request.session_id;
@@ -392,7 +390,7 @@ async fn load_session(
             .config_options(config_options)
             .meta(workspace_meta(session.cwd())),
     )?;
-    Ok((answer, id))
+    Ok((answer, session))
 }
 
 /// `session/resume`: attach without replay.
@@ -400,7 +398,7 @@ async fn resume_session(
     connection: &Connection,
     params: Value,
     cx: ConnectionTo<Client>,
-) -> Result<(Value, SessionId), Error> {
+) -> Result<(Value, Arc<Session>), Error> {
     const METHOD: &str = "session/resume";
     let request: ResumeSessionRequest = parse_params(METHOD, params)?;
     let id = request.session_id;
@@ -420,7 +418,7 @@ async fn resume_session(
             .config_options(config_options)
             .meta(meta),
     )?;
-    Ok((answer, id))
+    Ok((answer, session))
 }
 
 /// Whether a resumed session is running a turn as it is attached, for a
@@ -429,7 +427,7 @@ pub const RUNNING_META: &str = "punie/running";
 
 /// Where a loaded or resumed session works, for a client that asked with
 /// another directory (or none it knew): `_meta["punie/cwd"]`.
-const CWD_META: &str = "punie/cwd";
+pub const CWD_META: &str = "punie/cwd";
 
 fn workspace_meta(cwd: &Path) -> Meta {
     let mut meta = Meta::new();

@@ -29,7 +29,7 @@ use crate::session::{ConnectionId, SessionRegistry};
 
 pub use connection::AcpConnection;
 pub use frames::frame_from_text;
-pub use methods::{MODEL_META, RUNNING_META};
+pub use methods::{CWD_META, MODEL_META, RUNNING_META};
 pub use options::{MODE_OPTION, MODEL_OPTION};
 
 /// What every ACP connection of one server shares.

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use super::service::{LocalService, Permissions};
 use super::{Target, sessions};
-use crate::acp::{MODE_OPTION, MODEL_META, MODEL_OPTION, RUNNING_META};
+use crate::acp::{CWD_META, MODE_OPTION, MODEL_META, MODEL_OPTION, RUNNING_META};
 use crate::tools::PermissionMode;
 use crate::workspace::Workspace;
 
@@ -428,11 +428,8 @@ async fn open_kept_session(
             ),
             _ => error,
         })?;
-    let running = resumed
-        .meta
-        .as_ref()
-        .and_then(|meta| meta.get(RUNNING_META))
-        .and_then(serde_json::Value::as_bool);
+    let said = |key: &str| resumed.meta.as_ref().and_then(|meta| meta.get(key));
+    let running = said(RUNNING_META).and_then(serde_json::Value::as_bool);
     if running == Some(true) {
         return Err(Error::new(
             ErrorCode::INVALID_REQUEST,
@@ -442,10 +439,7 @@ async fn open_kept_session(
             ),
         ));
     }
-    let its_own = resumed
-        .meta
-        .as_ref()
-        .and_then(|meta| meta.get(SESSION_CWD_META))
+    let its_own = said(CWD_META)
         .and_then(serde_json::Value::as_str)
         .map(Path::new)
         .filter(|cwd| *cwd != root);
@@ -463,9 +457,6 @@ async fn open_kept_session(
     };
     Ok((session_id, elsewhere))
 }
-
-/// Where the server says a resumed session works.
-const SESSION_CWD_META: &str = "punie/cwd";
 
 /// What the person sees: the answer on stdout, the rest on stderr.
 struct View {

@@ -591,16 +591,9 @@ fn text_content(text: &str) -> ToolCallContent {
     ToolCallContent::from(ContentBlock::from(text.to_owned()))
 }
 
-/// `text`, cut from the middle if it is longer than the model should read.
-fn for_the_model(text: &str) -> String {
-    cut_for_the_model(text, |_, _| String::new())
-}
-
 /// `text`, cut from the middle if it is longer than the model should read,
-/// the cut marked with how many bytes it took and what `how_to_read` says,
-/// from the text before the cut and the text cut, about reading them (or
-/// nothing, when there is no way).
-fn cut_for_the_model(text: &str, how_to_read: impl FnOnce(&str, &str) -> String) -> String {
+/// the cut marked with how many bytes it took.
+fn for_the_model(text: &str) -> String {
     if text.len() <= MODEL_OUTPUT_LIMIT {
         return text.to_owned();
     }
@@ -612,13 +605,12 @@ fn cut_for_the_model(text: &str, how_to_read: impl FnOnce(&str, &str) -> String)
         // halves end at its boundary and nothing would be cut.
         return text.to_owned();
     }
-    let mut mark = format!("[… {} bytes cut", tail_start - head_end);
-    let how = how_to_read(&text[..head_end], &text[head_end..tail_start]);
-    if !how.is_empty() {
-        mark.push_str("; ");
-        mark.push_str(&how);
-    }
-    format!("{}\n{mark} …]\n{}", &text[..head_end], &text[tail_start..])
+    format!(
+        "{}\n[… {} bytes cut …]\n{}",
+        &text[..head_end],
+        tail_start - head_end,
+        &text[tail_start..]
+    )
 }
 
 /// `count` `noun`s, in the singular for one: "1 line", "3 lines".
@@ -661,13 +653,7 @@ mod tests {
         let half = "a".repeat(MODEL_OUTPUT_LIMIT / 2);
         let text = format!("{half}é{}", &half[1..]);
         assert_eq!(text.len(), MODEL_OUTPUT_LIMIT + 1);
-        let mut asked = false;
-        let kept = cut_for_the_model(&text, |_, _| {
-            asked = true;
-            String::new()
-        });
-        assert_eq!(kept, text);
-        assert!(!asked, "nothing was cut, so there is nothing to read on");
+        assert_eq!(for_the_model(&text), text);
     }
 
     #[test]
