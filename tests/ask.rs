@@ -7,7 +7,7 @@ use std::process::{Output, Stdio};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::terminal::Terminal;
-use support::{Home, Server, json_lines, text, within};
+use support::{Home, Server, full_disk, json_lines, reader_gone, run_with, text, within};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 async fn ask(server: &Server, args: &[&str]) -> Output {
@@ -1239,28 +1239,14 @@ async fn continuing_a_session_busy_with_another_clients_turn_prints_none_of_it()
 #[tokio::test]
 async fn an_answer_stdout_cannot_take_ends_the_turn_without_a_panic() {
     let server = Server::scripted(a_long_turn(), &[]).await;
-    let full = within(
-        "punie ask",
-        server
-            .home
-            .command()
+    let ask_hello = || {
+        let mut command = server.home.command();
+        command
             .args(["ask", "hello"])
-            .current_dir(server.home.workspace())
-            .stdin(Stdio::null())
-            .stdout(
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open("/dev/full")
-                    .unwrap(),
-            )
-            .stderr(Stdio::piped())
-            // Not `output()`, which would make stdout a pipe of its own.
-            .spawn()
-            .unwrap()
-            .wait_with_output(),
-    )
-    .await
-    .unwrap();
+            .current_dir(server.home.workspace());
+        command
+    };
+    let full = run_with(&mut ask_hello(), b"", full_disk()).await;
     assert_eq!(full.status.code(), Some(1));
     let stderr = text(&full.stderr);
     assert!(
@@ -1269,24 +1255,7 @@ async fn an_answer_stdout_cannot_take_ends_the_turn_without_a_panic() {
     );
 
     // A reader that went away (`| head`): quietly.
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    let closed = within(
-        "punie ask",
-        server
-            .home
-            .command()
-            .args(["ask", "hello"])
-            .current_dir(server.home.workspace())
-            .stdin(Stdio::null())
-            .stdout(writer)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-            .wait_with_output(),
-    )
-    .await
-    .unwrap();
+    let closed = run_with(&mut ask_hello(), b"", reader_gone()).await;
     assert_eq!(closed.status.code(), Some(1));
     let stderr = text(&closed.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -1376,20 +1345,9 @@ async fn a_prompt_larger_than_the_server_takes_is_refused_naming_the_limit() {
 #[tokio::test]
 async fn a_question_on_stdin_that_is_not_text_is_refused_saying_so() {
     let server = Server::start().await;
-    let mut child = server
-        .home
-        .command()
-        .arg("ask")
-        .current_dir(server.home.workspace())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"what is \xff?").await.unwrap();
-    drop(stdin);
-    let output = within("punie ask", child.wait_with_output()).await.unwrap();
+    let mut command = server.home.command();
+    command.arg("ask").current_dir(server.home.workspace());
+    let output = run_with(&mut command, b"what is \xff?", Stdio::piped()).await;
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     assert!(

@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use support::sdk::{Received, client, first_update, initialize, new_session, prompt};
 use support::terminal::Terminal;
-use support::{Bridge, Home, Server, unused_port, within};
+use support::{Bridge, Home, Server, full_disk, reader_gone, run_with, unused_port, within};
 
 fn initialize_request(id: u64) -> serde_json::Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {"protocolVersion": 1, "clientCapabilities": {}}})
@@ -245,25 +245,12 @@ async fn with_no_token_at_all_the_fix_says_where_one_comes_from() {
     let server = Server::start().await;
     // Another home: no token file in it, and no PUNIE_TOKEN.
     let elsewhere = Home::new();
-    let mut child = elsewhere
-        .command()
-        .args(["--server", &server.ws_url()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use tokio::io::AsyncWriteExt as _;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(format!("{}\n", initialize_request(1)).as_bytes())
-            .await
-            .unwrap();
-    }
-    let output = within("the bridge to exit", child.wait_with_output())
-        .await
-        .unwrap();
+    let output = run_with(
+        elsewhere.command().args(["--server", &server.ws_url()]),
+        format!("{}\n", initialize_request(1)).as_bytes(),
+        Stdio::piped(),
+    )
+    .await;
     assert_eq!(output.status.code(), Some(1));
     let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let message = answer["error"]["message"].as_str().unwrap_or_default();
@@ -374,34 +361,17 @@ async fn a_stdout_that_takes_nothing_is_an_error_not_a_success() {
     let server = Server::start().await;
     // A full disk, and a pipe whose reader has gone: either way no answer
     // reaches the IDE.
-    let (reader, closed_pipe) = std::io::pipe().unwrap();
-    drop(reader);
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
-    for stdout in [Stdio::from(full), Stdio::from(closed_pipe)] {
-        let mut child = server
-            .home
-            .command()
-            .args(["--server", &server.ws_url()])
-            .env("PUNIE_TOKEN", &server.token)
-            .stdin(Stdio::piped())
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        {
-            use tokio::io::AsyncWriteExt as _;
-            let mut stdin = child.stdin.take().unwrap();
-            stdin
-                .write_all(format!("{}\n", initialize_request(1)).as_bytes())
-                .await
-                .unwrap();
-        }
-        let output = within("the bridge to exit", child.wait_with_output())
-            .await
-            .unwrap();
+    for stdout in [full_disk(), reader_gone()] {
+        let output = run_with(
+            server
+                .home
+                .command()
+                .args(["--server", &server.ws_url()])
+                .env("PUNIE_TOKEN", &server.token),
+            format!("{}\n", initialize_request(1)).as_bytes(),
+            stdout,
+        )
+        .await;
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("cannot write to stdout"), "{stderr}");

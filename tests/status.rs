@@ -6,7 +6,7 @@ mod support;
 use std::process::Output;
 
 use serde_json::{Value, json};
-use support::{Home, Server, text, within};
+use support::{Home, Server, full_disk, reader_gone, run_with, text, within};
 
 async fn punie(home: &Home, args: &[&str]) -> Output {
     punie_with(home, args, &[]).await
@@ -301,26 +301,7 @@ async fn only_the_server_warns_about_a_short_token() {
 async fn a_stdout_that_cannot_be_written_is_an_error_and_a_reader_gone_is_not() {
     let server = Server::start().await;
     for args in [&["status"][..], &["sessions", "--json"][..]] {
-        let full = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .unwrap();
-        let output = within(
-            "punie",
-            server
-                .home
-                .command()
-                .args(args)
-                .stdin(std::process::Stdio::null())
-                .stdout(full)
-                .stderr(std::process::Stdio::piped())
-                // Not `output()`, which would make stdout a pipe of its own.
-                .spawn()
-                .unwrap()
-                .wait_with_output(),
-        )
-        .await
-        .unwrap();
+        let output = run_with(server.home.command().args(args), b"", full_disk()).await;
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(
@@ -328,23 +309,7 @@ async fn a_stdout_that_cannot_be_written_is_an_error_and_a_reader_gone_is_not() 
             "{args:?}: {stderr}"
         );
 
-        let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader);
-        let output = within(
-            "punie",
-            server
-                .home
-                .command()
-                .args(args)
-                .stdin(std::process::Stdio::null())
-                .stdout(writer)
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-                .wait_with_output(),
-        )
-        .await
-        .unwrap();
+        let output = run_with(server.home.command().args(args), b"", reader_gone()).await;
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
         assert!(stderr.is_empty(), "{args:?}: {stderr}");

@@ -756,6 +756,44 @@ impl Bridge {
     }
 }
 
+/// A stdout that takes nothing: a full disk.
+pub fn full_disk() -> Stdio {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full opens")
+        .into()
+}
+
+/// A stdout whose reader has gone, as after `| head -1`.
+pub fn reader_gone() -> Stdio {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    writer.into()
+}
+
+/// Run `command` to its end with `input` on its stdin (then closed) and
+/// `stdout` as its stdout; its exit status, stdout (if piped) and stderr.
+/// Not `output()`, which would make stdout a pipe of its own.
+pub async fn run_with(command: &mut Command, input: &[u8], stdout: Stdio) -> std::process::Output {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin
+        .write_all(input)
+        .await
+        .expect("the command reads stdin");
+    drop(stdin);
+    within("the command to exit", child.wait_with_output())
+        .await
+        .expect("an exit status")
+}
+
 /// A port on 127.0.0.1 where nothing listens.
 pub fn unused_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
