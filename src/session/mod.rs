@@ -874,11 +874,12 @@ impl SessionRegistry {
     /// Delete session `id` from memory and disk; its running turn is
     /// cancelled, and what it still writes is dropped.
     pub async fn delete(&self, id: &SessionId) -> Result<(), RegistryError> {
-        if let Some(session) = self.get(id) {
+        let in_memory = self.get(id);
+        if let Some(session) = &in_memory {
             session.cancel_turn();
         }
         // What watchers are told of it once it is gone: where it was.
-        let known = match self.get(id) {
+        let known = match in_memory {
             Some(session) => Some((session.cwd.clone(), session.lock().title.clone())),
             None => self
                 .store
