@@ -25,6 +25,14 @@ fn content_text(call: &Value) -> &str {
         .unwrap_or_else(|| panic!("text content: {call}"))
 }
 
+/// Each call's final status and the text it ended with.
+fn how_each_ended(calls: &[Value]) -> Vec<(&str, &str)> {
+    calls
+        .iter()
+        .map(|call| (call["status"].as_str().unwrap(), content_text(call)))
+        .collect()
+}
+
 /// Prompt `texts` one after another as `ide` in a new session; the stop
 /// reasons, what was received, and the session.
 async fn turns(
@@ -174,10 +182,7 @@ async fn a_huge_file_is_read_as_far_as_asked_and_refused_for_a_change() {
         let client = format!("client: {on_the_client}");
         assert_eq!(stops, [StopReason::EndTurn], "{client}");
         let calls = received.tool_calls(&session);
-        let ended: Vec<(&str, &str)> = calls
-            .iter()
-            .map(|call| (call["status"].as_str().unwrap(), content_text(call)))
-            .collect();
+        let ended = how_each_ended(&calls);
         assert_eq!(
             ended[..4],
             [
@@ -288,10 +293,7 @@ async fn line_0_and_limit_0_are_refused_as_the_schema_says() {
     let (stops, received, session) = turns(&server, &ide, &["read"]).await;
     assert_eq!(stops, [StopReason::EndTurn]);
     let calls = received.tool_calls(&session);
-    let ended: Vec<(&str, &str)> = calls
-        .iter()
-        .map(|call| (call["status"].as_str().unwrap(), content_text(call)))
-        .collect();
+    let ended = how_each_ended(&calls);
     assert_eq!(
         ended,
         [

@@ -436,6 +436,16 @@ async fn the_http_and_sse_profile_serves_the_same_agent() {
     assert!(chunks > 1, "the reply streams");
 }
 
+/// `punie serve` with `OLLAMA_HOST` at `host`.
+async fn serving_with_ollama_at(host: &str) -> Server {
+    let home = support::Home::new();
+    let mut command = home.command();
+    command
+        .args(["serve", "--port", "0"])
+        .env("OLLAMA_HOST", host);
+    Server::spawn(home, command).await
+}
+
 /// A local model server that lists `models` at `GET /v1/models`, as Ollama
 /// does, for as long as the test runs; its address.
 async fn model_server_listing(models: &[&str]) -> std::net::SocketAddr {
@@ -500,12 +510,7 @@ fn model_values(options: &Value) -> Vec<String> {
 async fn a_model_a_local_server_gains_reaches_the_menu_of_every_attached_client() {
     let listed = Arc::new(std::sync::Mutex::new(vec!["qwen3:8b".to_owned()]));
     let ollama = model_server_listing_now(listed.clone()).await;
-    let home = support::Home::new();
-    let mut command = home.command();
-    command
-        .args(["serve", "--port", "0"])
-        .env("OLLAMA_HOST", ollama.to_string());
-    let server = Server::spawn(home, command).await;
+    let server = serving_with_ollama_at(&ollama.to_string()).await;
     let workspace = server.home.workspace();
     let mut prompter = server.initialized().await;
     let session = prompter.new_session(&workspace).await;
@@ -553,12 +558,7 @@ async fn a_model_a_local_server_gains_reaches_the_menu_of_every_attached_client(
 #[tokio::test]
 async fn the_models_offered_are_the_default_then_what_local_servers_have_installed() {
     let ollama = model_server_listing(&["qwen3:8b", "llama3.2"]).await;
-    let home = support::Home::new();
-    let mut command = home.command();
-    command
-        .args(["serve", "--port", "0"])
-        .env("OLLAMA_HOST", ollama.to_string());
-    let server = Server::spawn(home, command).await;
+    let server = serving_with_ollama_at(&ollama.to_string()).await;
     let mut client = server.initialized().await;
     let answer = client.request("_punie/models", json!({})).await;
     let models: Vec<&str> = answer["result"]["models"]
@@ -574,13 +574,7 @@ async fn the_models_offered_are_the_default_then_what_local_servers_have_install
     );
 
     // No local server running: only the default.
-    let home = support::Home::new();
-    let mut command = home.command();
-    command.args(["serve", "--port", "0"]).env(
-        "OLLAMA_HOST",
-        format!("127.0.0.1:{}", support::unused_port()),
-    );
-    let server = Server::spawn(home, command).await;
+    let server = serving_with_ollama_at(&format!("127.0.0.1:{}", support::unused_port())).await;
     let mut client = server.initialized().await;
     let answer = client.request("_punie/models", json!({})).await;
     assert_eq!(answer["result"]["models"][0], "test", "{answer}");

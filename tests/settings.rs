@@ -373,20 +373,27 @@ async fn edit_mode_writes_without_asking_while_a_command_still_asks() {
     );
 }
 
-#[tokio::test]
-async fn a_mode_chosen_while_a_turn_runs_applies_to_its_next_tool_call() {
+/// A turn that writes a.txt, then b.txt, then ends, started in a new
+/// session: the server, the client, the session, the prompt's id and the
+/// question about the first write, not answered yet.
+async fn asked_about_the_first_of_two_writes() -> (Server, RawClient, String, u64, Value) {
     let script = r#"[
       [{"tool_call": {"id": "a", "name": "write_file", "arguments": {"path": "a.txt", "content": "a"}}}],
       [{"tool_call": {"id": "b", "name": "write_file", "arguments": {"path": "b.txt", "content": "b"}}}],
-      [{"text": "Both written."}]
+      [{"text": "Done."}]
     ]"#;
     let server = Server::scripted(script, &[]).await;
-    let workspace = server.home.workspace();
     let mut client = server.initialized().await;
-    let session = client.new_session(&workspace).await;
-
+    let session = client.new_session(&server.home.workspace()).await;
     let prompt = client.start_prompt(&session, "write both").await;
     let asked = client.permission_request().await;
+    (server, client, session, prompt, asked)
+}
+
+#[tokio::test]
+async fn a_mode_chosen_while_a_turn_runs_applies_to_its_next_tool_call() {
+    let (server, mut client, session, prompt, asked) = asked_about_the_first_of_two_writes().await;
+    let workspace = server.home.workspace();
     let changed = set_option(&mut client, &session, "mode", json!("edit")).await;
     assert_eq!(option(&changed["result"], "mode")["currentValue"], "edit");
     client.allow(&asked).await;
@@ -405,18 +412,8 @@ async fn a_mode_chosen_while_a_turn_runs_applies_to_its_next_tool_call() {
 
 #[tokio::test]
 async fn always_reject_for_a_tool_outweighs_edit_mode() {
-    let script = r#"[
-      [{"tool_call": {"id": "a", "name": "write_file", "arguments": {"path": "a.txt", "content": "a"}}}],
-      [{"tool_call": {"id": "b", "name": "write_file", "arguments": {"path": "b.txt", "content": "b"}}}],
-      [{"text": "Neither written."}]
-    ]"#;
-    let server = Server::scripted(script, &[]).await;
+    let (server, mut client, session, prompt, asked) = asked_about_the_first_of_two_writes().await;
     let workspace = server.home.workspace();
-    let mut client = server.initialized().await;
-    let session = client.new_session(&workspace).await;
-
-    let prompt = client.start_prompt(&session, "write both").await;
-    let asked = client.permission_request().await;
     set_option(&mut client, &session, "mode", json!("edit")).await;
     client
         .send(json!({
