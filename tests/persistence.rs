@@ -927,6 +927,34 @@ async fn a_watcher_sees_every_sessions_status_change_on_the_server() {
 }
 
 #[tokio::test]
+async fn a_question_stays_waiting_while_its_asker_is_gone_and_another_answers_it() {
+    let server = script_server(&[]).await;
+    let workspace = server.home.workspace();
+    let mut watcher = server.initialized().await;
+    watcher.request("_punie/watch", json!({})).await;
+    let mut ide = server.initialized().await;
+    let session = ide.new_session(&workspace).await;
+    assert_eq!(next_status(&mut watcher, &session).await, "idle");
+    ide.start_prompt(&session, "write a note").await;
+    assert_eq!(next_status(&mut watcher, &session).await, "running");
+    ide.permission_request().await;
+    assert_eq!(
+        next_status(&mut watcher, &session).await,
+        "waiting_for_permission"
+    );
+
+    // The question outlives the client it was put to: nothing changes for
+    // watchers until somebody answers it.
+    drop(ide);
+    let mut browser = server.initialized().await;
+    browser.attach("session/resume", &session, &workspace).await;
+    let request = browser.permission_request().await;
+    browser.allow(&request).await;
+    assert_eq!(next_status(&mut watcher, &session).await, "running");
+    assert_eq!(next_status(&mut watcher, &session).await, "idle");
+}
+
+#[tokio::test]
 async fn a_new_session_may_choose_its_model() {
     let server = script_server(&[]).await;
     let workspace = server.home.workspace();

@@ -462,6 +462,10 @@ impl Session {
             // The turn ended meanwhile: idle it stays.
             return;
         }
+        if state.activity == activity {
+            // Watchers already know.
+            return;
+        }
         state.activity = activity;
         drop(state);
         let _ = self.watchers.send(self.status());

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use agent_client_protocol::v1::schema::{
     ClientCapabilities, KillTerminalRequest, ReleaseTerminalRequest, SessionUpdate,
@@ -126,6 +127,50 @@ impl SessionPort {
         };
         let method = request.method().to_owned();
         self.ask(&target, &method, request).await?.ok_or_else(gone)
+    }
+
+    /// Ask the prompter, or whichever client is attached when it is gone,
+    /// until one answers.
+    async fn ask_until_answered<R>(
+        &self,
+        method: &str,
+        patience: Duration,
+        request: R,
+    ) -> Result<R::Response, Error>
+    where
+        R: JsonRpcRequest + Clone + Send + 'static,
+        R::Response: Send + 'static,
+    {
+        loop {
+            if self.session.attachments.target(self.prompter).is_none() {
+                tracing::info!(
+                    session = %self.session.id,
+                    "no client is attached to answer {method}; waiting up to {patience:?} for one"
+                );
+            }
+            let target = tokio::select! {
+                target = self.session.attachments.wait_for_target(self.prompter, patience) => target,
+                () = self.cancel.cancelled() => return Err(cancelled()),
+            };
+            let Some(target) = target else {
+                return Err(self.no_client(method));
+            };
+            if let Some(capability) = lacking_capability(method, &target.capabilities) {
+                return Err(failure(format!(
+                    "the client this {method} was meant for is gone, and the client attached now \
+                     does not offer `{capability}`; nothing was done. Called again, the tool does \
+                     the work on the server instead"
+                )));
+            }
+            let answer = self.ask(&target, method, request.clone()).await;
+            // `None`: the connection went away before it answered; ask another.
+            if let Some(response) = answer? {
+                if method == "terminal/create" {
+                    self.remember_terminal(method, &response, target.connection);
+                }
+                return Ok(response);
+            }
+        }
     }
 
     /// Send `request` to `target` and wait for the answer as long as
@@ -246,44 +291,17 @@ impl ClientPort for SessionPort {
         }
         let method = request.method().to_owned();
         let patience = self.session.settings.reattach_timeout;
-        loop {
-            if self.session.attachments.target(self.prompter).is_none() {
-                tracing::info!(
-                    session = %self.session.id,
-                    "no client is attached to answer {method}; waiting up to {patience:?} for one"
-                );
-            }
-            let target = tokio::select! {
-                target = self.session.attachments.wait_for_target(self.prompter, patience) => target,
-                () = self.cancel.cancelled() => return Err(cancelled()),
-            };
-            let Some(target) = target else {
-                return Err(self.no_client(&method));
-            };
-            if let Some(capability) = lacking_capability(&method, &target.capabilities) {
-                return Err(failure(format!(
-                    "the client this {method} was meant for is gone, and the client attached now \
-                     does not offer `{capability}`; nothing was done. Called again, the tool does \
-                     the work on the server instead"
-                )));
-            }
-            let asks_the_person = method == "session/request_permission";
-            if asks_the_person {
-                self.session
-                    .set_activity(super::Activity::WaitingForPermission);
-            }
-            let answer = self.ask(&target, &method, request.clone()).await;
-            if asks_the_person && !self.cancel.is_cancelled() {
-                self.session.set_activity(super::Activity::Running);
-            }
-            // `None`: the connection went away before it answered; ask another.
-            if let Some(response) = answer? {
-                if method == "terminal/create" {
-                    self.remember_terminal(&method, &response, target.connection);
-                }
-                return Ok(response);
-            }
+        let asks_the_person = method == "session/request_permission";
+        if asks_the_person {
+            // Waiting for a person, even while no client is attached to ask.
+            self.session
+                .set_activity(super::Activity::WaitingForPermission);
         }
+        let answer = self.ask_until_answered(&method, patience, request).await;
+        if asks_the_person && !self.cancel.is_cancelled() {
+            self.session.set_activity(super::Activity::Running);
+        }
+        answer
     }
 
     fn send_detached<R>(&self, request: R)
