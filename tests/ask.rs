@@ -7,7 +7,9 @@ use std::process::{Output, Stdio};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::terminal::Terminal;
-use support::{Home, Server, full_disk, json_lines, reader_gone, run_with, text, within};
+use support::{
+    Home, Server, full_disk, json_lines, make_fifo, reader_gone, run_with, text, within,
+};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 async fn ask(server: &Server, args: &[&str]) -> Output {
@@ -770,6 +772,16 @@ async fn asks_own_files_and_terminals_refuse_paths_outside_the_workspace() {
         "fs/read_text_file",
         json!({"sessionId": "s1", "path": workspace.join("inside.txt")}),
     ));
+    // Not files at all: refused as the request's mistake, saying what is there.
+    make_fifo(&workspace.join("fifo"));
+    std::fs::create_dir(workspace.join("src")).unwrap();
+    let not_files = [("fifo", "a named pipe"), ("src", "a directory")];
+    for (name, _) in not_files {
+        requests.push((
+            "fs/read_text_file",
+            json!({"sessionId": "s1", "path": workspace.join(name)}),
+        ));
+    }
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/acp", listener.local_addr().unwrap());
@@ -804,8 +816,18 @@ async fn asks_own_files_and_terminals_refuse_paths_outside_the_workspace() {
             answer.get("result").is_none() && message.contains("outside the workspace"),
             "{method} #{index} refused with a clear message: {answer}"
         );
+        assert_eq!(answer["error"]["code"], -32602, "{answer}");
     }
     assert_eq!(answers[&105]["result"]["content"], "inside\n");
+    for (index, (name, what)) in not_files.into_iter().enumerate() {
+        let answer = &answers[&(106 + index as u64)];
+        assert_eq!(answer["error"]["code"], -32602, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(name) && message.contains(what),
+            "{name}: {answer}"
+        );
+    }
     assert!(!outside.join("new.txt").exists(), "nothing written outside");
     assert!(!outside.join("made-here").exists(), "nothing run outside");
 }

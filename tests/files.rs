@@ -10,7 +10,7 @@ use std::path::Path;
 use agent_client_protocol::v1::schema::StopReason;
 use serde_json::{Value, json};
 use support::sdk::{Ide, Received, new_session, prompt};
-use support::{RawClient, Server, sdk_transport, within};
+use support::{RawClient, Server, make_fifo, sdk_transport, within};
 
 fn call(name: &str, arguments: Value) -> Value {
     json!({"tool_call": {"name": name, "arguments": arguments}})
@@ -58,17 +58,6 @@ async fn turns(
         })
         .await;
     (stops, received, session)
-}
-
-fn make_fifo(path: &Path) {
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        path,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .expect("a named pipe");
 }
 
 /// Opening a named pipe waits for its other end: a tool that did would hold

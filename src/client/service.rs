@@ -3,7 +3,7 @@
 //! and `terminal`, so it must serve them; everything stays inside the
 //! workspace, and a path outside it is a clear error, never an access.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::{BufRead as _, ErrorKind, IsTerminal as _, Write as _};
 use std::sync::Arc;
 
 use agent_client_protocol::v1::schema::{
@@ -288,6 +288,16 @@ fn workspace_error(error: WorkspaceError) -> Error {
     let code = match error {
         WorkspaceError::NotFound(_) => ErrorCode::RESOURCE_NOT_FOUND,
         WorkspaceError::Outside { .. } | WorkspaceError::NotText(_) => ErrorCode::INVALID_PARAMS,
+        // Not a file to read or write (a directory, a named pipe): the
+        // request, not the client, is at fault.
+        WorkspaceError::Io { ref source, .. }
+            if matches!(
+                source.kind(),
+                ErrorKind::InvalidInput | ErrorKind::IsADirectory
+            ) =>
+        {
+            ErrorCode::INVALID_PARAMS
+        }
         WorkspaceError::Io { .. } => ErrorCode::INTERNAL_ERROR,
     };
     Error::new(code, error.to_string())

@@ -794,6 +794,18 @@ pub async fn run_with(command: &mut Command, input: &[u8], stdout: Stdio) -> std
         .expect("an exit status")
 }
 
+/// A named pipe at `path`: opening it waits for its other end.
+pub fn make_fifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("a named pipe");
+}
+
 /// A port on 127.0.0.1 where nothing listens.
 pub fn unused_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
