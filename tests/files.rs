@@ -112,6 +112,69 @@ async fn a_named_pipe_is_refused_at_once_and_the_session_takes_the_next_prompt()
     }
 }
 
+/// A diff carries the old and the new text in one message: a change whose
+/// diff would not fit in one (text of control characters grows six-fold as
+/// JSON), or whose new text is past the size the tools change, is refused
+/// before the person is asked, and the file is left as it was.
+#[tokio::test]
+async fn a_change_too_large_to_show_is_refused_before_anyone_is_asked() {
+    let control_characters = format!("marker\n{}", "\u{1}".repeat(6 << 20));
+    let server = Server::scripted(
+        json!([
+            [call("edit_file", json!({"path": "controls.txt", "old_text": "marker", "new_text": "MARKER"}))],
+            [call("edit_file", json!({"path": "grows.txt", "old_text": "a", "new_text": "a".repeat(17), "replace_all": true}))],
+            [call("edit_file", json!({"path": "small.txt", "old_text": "a", "new_text": "b"}))],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    std::fs::write(workspace.join("controls.txt"), &control_characters).unwrap();
+    let grows = "a".repeat(1 << 20);
+    std::fs::write(workspace.join("grows.txt"), &grows).unwrap();
+    std::fs::write(workspace.join("small.txt"), "a").unwrap();
+    let ide = Ide::new(&workspace, false, false);
+    let (stops, received, session) = turns(&server, &ide, &["change them"]).await;
+
+    assert_eq!(stops, [StopReason::EndTurn]);
+    let calls = received.tool_calls(&session);
+    assert_eq!(
+        how_each_ended(&calls[..2]),
+        [
+            (
+                "failed",
+                "controls.txt's diff would be 73 MiB as JSON (where a control character takes six \
+                 bytes, a quote or backslash two), more than the 63 MiB one message to the user \
+                 carries; nothing was written"
+            ),
+            (
+                "failed",
+                "grows.txt would be 17 MiB after this edit_file, more than the 16 MiB a tool \
+                 writes; nothing was written"
+            ),
+        ]
+    );
+    assert_eq!(calls[2]["status"], "completed", "{}", calls[2]);
+    assert_eq!(
+        ide.requests(),
+        ["session/request_permission"],
+        "only the small change was asked about"
+    );
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("controls.txt")).unwrap(),
+        control_characters
+    );
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("grows.txt")).unwrap(),
+        grows
+    );
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("small.txt")).unwrap(),
+        "b"
+    );
+}
+
 /// A file of a gigabyte (sparse: it costs no disk) whose first lines are
 /// text and whose last line is a gigabyte of NULs.
 fn gigabyte_file(workspace: &Path) -> std::path::PathBuf {

@@ -217,6 +217,7 @@ impl Change<'_> {
         context: &ToolContext<'_, C>,
         report: &Report<'_, C>,
     ) -> Result<(), Stop> {
+        self.fits_in_a_message()?;
         let diff = ToolCallContent::Diff(
             Diff::new(context.workspace.as_named(&self.path), self.new.clone())
                 .old_text(self.old.clone()),
@@ -254,6 +255,59 @@ impl Change<'_> {
         report.finish(ToolCallStatus::Completed, vec![diff]);
         Ok(())
     }
+
+    /// Whether the change can be shown: its new text is no larger than a
+    /// file the tools change, and its diff, old and new text as JSON, fits
+    /// in one message to a client. Text full of control characters grows
+    /// six-fold as JSON; a diff past a client's limit would end its
+    /// connection.
+    fn fits_in_a_message(&self) -> Result<(), Stop> {
+        let new_bytes = self.new.len() as u64;
+        if new_bytes > MAX_CHANGED_FILE_BYTES {
+            return Err(Stop::Failed(format!(
+                "{} would be {} MiB after this {}, more than the {} MiB a tool writes; nothing was \
+                 written",
+                self.shown,
+                new_bytes.div_ceil(1024 * 1024),
+                self.tool,
+                MAX_CHANGED_FILE_BYTES / (1024 * 1024)
+            )));
+        }
+        let as_json = json_len(&self.new) + self.old.as_deref().map_or(0, json_len);
+        if as_json > MAX_DIFF_JSON_BYTES {
+            return Err(Stop::Failed(format!(
+                "{}'s diff would be {} MiB as JSON (where a control character takes six \
+                 bytes, a quote or backslash two), more than the {} MiB one message to the user carries; nothing was \
+                 written",
+                self.shown,
+                as_json.div_ceil(1024 * 1024),
+                MAX_DIFF_JSON_BYTES / (1024 * 1024)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Most of a message a diff (old and new text, as JSON strings) may take:
+/// the rest is room for the request or update that carries it.
+const MAX_DIFF_JSON_BYTES: usize = crate::config::MAX_MESSAGE_BYTES - 1024 * 1024;
+
+/// How long `text` is as a JSON string.
+fn json_len(text: &str) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail, and a `str` always serializes.
+    let _ = serde_json::to_writer(&mut counter, text);
+    counter.0
 }
 
 /// The whole current text of the file `shown` (the model's path, `path`
