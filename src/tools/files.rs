@@ -66,31 +66,7 @@ pub(super) async fn read<C: ClientPort>(
     let path = context.workspace.resolve(Path::new(&args.path))?;
     report.progress(Vec::new());
     let excerpt = if context.client.capabilities().fs.read_text_file {
-        // The client would be asked to read it, and might wait for ever.
-        context.workspace.file_size(Path::new(&args.path))?;
-        let request = ReadTextFileRequest::new(
-            context.session_id.clone(),
-            context.workspace.as_named(&path),
-        )
-        .line(args.line)
-        .limit(args.limit);
-        let text = ask_client(context, request).await?.content;
-        let excerpt = workspace::excerpt(text.as_bytes(), 1, limit, MODEL_OUTPUT_LIMIT, || false)
-            .map_err(|_| Stop::Failed(format!("{} is not a text file", args.path)))?
-            .numbered_from(first);
-        // Nothing from a line past the end would read as an empty file.
-        if excerpt.text.is_empty() && first > 1 {
-            let request = ReadTextFileRequest::new(
-                context.session_id.clone(),
-                context.workspace.as_named(&path),
-            );
-            let whole = ask_client(context, request).await?.content;
-            let lines = whole.split_inclusive('\n').count();
-            if first > lines {
-                return Err(past_the_end(&args.path, first, lines));
-            }
-        }
-        excerpt
+        read_through_client(context, &args.path, &path, first, limit).await?
     } else {
         let read = context.workspace.read_lines(
             Path::new(&args.path),
@@ -110,6 +86,95 @@ pub(super) async fn read<C: ClientPort>(
     let text = shown_to_the_model(excerpt);
     report.finish(ToolCallStatus::Completed, vec![text_content(&text)]);
     Ok(ToolOutcome::ok(text))
+}
+
+/// Lines `first` on (at most `limit` of them) of the file `shown`, `path`
+/// resolved, as the client has it, unsaved changes included.
+///
+/// A client answers with every line asked for, so a large file would come
+/// whole (past what one message may carry) to show the model 32 KiB of it.
+/// Above that size the client is asked for only as many lines as fit in
+/// what the model is shown of the file on disk; a first line too long to
+/// show whole is shown from disk.
+async fn read_through_client<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    shown: &str,
+    path: &Path,
+    first: usize,
+    limit: Option<usize>,
+) -> Result<Excerpt, Stop> {
+    // Checked first: a client asked for what is not a file might wait for ever.
+    let size = context.workspace.file_size(Path::new(shown))?;
+    let on_disk = match size {
+        Some(size) if size > MODEL_OUTPUT_LIMIT as u64 => {
+            let read = context.workspace.read_lines(
+                Path::new(shown),
+                first,
+                limit,
+                MODEL_OUTPUT_LIMIT,
+                context.cancel.clone(),
+            );
+            Some(until_cancelled(context, read).await??)
+        }
+        _ => None,
+    };
+    let disk_end = on_disk.as_ref().map(|excerpt| excerpt.end);
+    if let Some(long_line) = on_disk.filter(|excerpt| excerpt.end == End::LongLine) {
+        return Ok(long_line);
+    }
+    let (asked_limit, capped) = match disk_end {
+        Some(End::Budget { next }) => (Some(next - first), true),
+        _ => (limit, false),
+    };
+    let request =
+        ReadTextFileRequest::new(context.session_id.clone(), context.workspace.as_named(path))
+            .line(u32::try_from(first).ok().filter(|_| first > 1))
+            .limit(asked_limit.and_then(|limit| u32::try_from(limit).ok()));
+    let text = ask_client(context, request).await?.content;
+    let mut excerpt =
+        workspace::excerpt(text.as_bytes(), 1, asked_limit, MODEL_OUTPUT_LIMIT, || {
+            false
+        })
+        .map_err(|_| Stop::Failed(format!("{shown} is not a text file")))?
+        .numbered_from(first);
+    if let (true, Some(count)) = (capped, asked_limit) {
+        // All the lines asked for came: the file goes on past them.
+        let all_came = match excerpt.end {
+            End::Limit => true,
+            End::TextEnd { lines } => lines + 1 == first + count,
+            _ => false,
+        };
+        if all_came {
+            excerpt.end = End::Budget {
+                next: first + count,
+            };
+        }
+    }
+    // Nothing from a line past the end would read as an empty file.
+    if excerpt.text.is_empty() && first > 1 {
+        let lines = match disk_end {
+            Some(End::TextEnd { lines }) if first > lines => lines,
+            // The file on disk goes on: the editor's copy is shorter.
+            Some(_) => {
+                return Err(Stop::Failed(format!(
+                    "{shown}, as the editor has it, ends before line {first}"
+                )));
+            }
+            // A small file: its lines are counted in the client's text.
+            None => {
+                let request = ReadTextFileRequest::new(
+                    context.session_id.clone(),
+                    context.workspace.as_named(path),
+                );
+                let whole = ask_client(context, request).await?.content;
+                whole.split_inclusive('\n').count()
+            }
+        };
+        if first > lines {
+            return Err(past_the_end(shown, first, lines));
+        }
+    }
+    Ok(excerpt)
 }
 
 fn past_the_end(path: &str, line: usize, lines: usize) -> Stop {
