@@ -317,6 +317,81 @@ async fn when_the_prompter_leaves_mid_turn_another_attached_connection_answers()
     );
 }
 
+/// The answers to requests `ids` of `client`, in the order of `ids`,
+/// whatever order they come in.
+async fn answers_to(client: &mut RawClient, ids: &[u64]) -> Vec<Value> {
+    let mut answers = vec![Value::Null; ids.len()];
+    while answers.iter().any(Value::is_null) {
+        let message = client.recv().await;
+        match ids.iter().position(|id| message["id"] == json!(id)) {
+            Some(index) if message.get("method").is_none() => answers[index] = message,
+            _ => client.notifications.push(message),
+        }
+    }
+    answers
+}
+
+/// ACP: closing a session cancels its ongoing work. A watcher closing it
+/// leaves the prompter's turn running; the prompter closing it ends the turn
+/// `cancelled`, for it and for whoever watches.
+#[tokio::test]
+async fn closing_a_session_cancels_the_closers_turn_but_not_another_clients() {
+    let Watched {
+        server: _server,
+        workspace,
+        mut prompter,
+        session,
+        mut watcher,
+    } = watched_session().await;
+    let turn = prompter.start_prompt(&session, "write a note").await;
+    let request = prompter.permission_request().await;
+    let closed = watcher
+        .request("session/close", json!({"sessionId": session}))
+        .await;
+    assert_eq!(closed["result"], json!({}), "{closed}");
+    prompter.allow(&request).await;
+    let answer = prompter.response_to(turn).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("note.txt")).unwrap(),
+        "hello"
+    );
+
+    let Watched {
+        server: _server,
+        workspace,
+        mut prompter,
+        session,
+        mut watcher,
+    } = watched_session().await;
+    let turn = prompter.start_prompt(&session, "write a note").await;
+    prompter.permission_request().await;
+    let close = prompter
+        .start_request("session/close", json!({"sessionId": session}))
+        .await;
+    let answers = within(
+        "the answers to the prompt and the close",
+        answers_to(&mut prompter, &[turn, close]),
+    )
+    .await;
+    assert_eq!(
+        answers[0]["result"]["stopReason"], "cancelled",
+        "{}",
+        answers[0]
+    );
+    assert_eq!(answers[1]["result"], json!({}), "{}", answers[1]);
+    within(
+        "the watcher to see the turn end",
+        watcher.receive_until(|seen| !turn_endings(seen).is_empty()),
+    )
+    .await;
+    assert_eq!(
+        turn_endings(&watcher.notifications)[0]["stopReason"],
+        "cancelled"
+    );
+    assert!(!workspace.join("note.txt").exists(), "nothing was written");
+}
+
 /// A `write_file` of "hello" to note.txt, as an OpenAI-compatible model
 /// streams it.
 fn write_call_reply() -> Reply {

@@ -201,6 +201,12 @@ impl Connection {
         self.hub.sessions.detach(id, self.id)
     }
 
+    /// `session/close`: detach, stopping this connection's running turn.
+    pub fn close_session(&self, id: &SessionId) -> bool {
+        lock(&self.sessions).retain(|attached| attached != id);
+        self.hub.sessions.close(id, self.id)
+    }
+
     /// A token that cancels one turn. Only the server's shutdown cancels it
     /// otherwise: a turn outlives the connection that started it.
     pub fn turn_cancel_token(&self) -> CancellationToken {

@@ -579,13 +579,14 @@ async fn list_sessions(connection: &Connection, params: Value) -> Result<Value, 
     to_json(ListSessionsResponse::new(page.sessions).next_cursor(page.next_cursor))
 }
 
-/// `session/close`: detach; the session stays stored, and its running turn
-/// goes on for whoever else is attached.
+/// `session/close`: detach; the session stays stored. Its running turn is
+/// cancelled, as ACP asks, when this connection prompted it or nobody else
+/// is attached; a watcher closing leaves another client's turn running.
 fn close_session(connection: &Connection, params: Value) -> Result<Value, Error> {
     const METHOD: &str = "session/close";
     let request: CloseSessionRequest = parse_params(METHOD, params)?;
     connection.attached_session(METHOD, &request.session_id)?;
-    connection.detach_session(&request.session_id);
+    connection.close_session(&request.session_id);
     tracing::info!(connection = connection.id, session = %request.session_id, "session closed");
     to_json(CloseSessionResponse::new())
 }

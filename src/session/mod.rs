@@ -111,8 +111,8 @@ struct SessionState {
     /// Prompts answered so far.
     turns: usize,
     title: Option<String>,
-    /// Cancels the running turn; `None` when the session is idle.
-    running: Option<CancellationToken>,
+    /// The running turn; `None` when the session is idle.
+    running: Option<RunningTurn>,
     /// Why the running turn is ending, when it is not the model's doing.
     end_note: Option<String>,
     last_active: Instant,
@@ -123,6 +123,13 @@ struct SessionState {
     /// The model server refused the conversation's pictures: they are named
     /// in text from then on.
     pictures_refused: bool,
+}
+
+/// A turn while it runs.
+struct RunningTurn {
+    cancel: CancellationToken,
+    /// The connection that sent its prompt.
+    prompter: ConnectionId,
 }
 
 /// What a session is doing, as watchers of the server see it.
@@ -201,7 +208,10 @@ impl Session {
         if state.running.is_some() {
             return Err(BeginError::Busy(SessionBusy(self.id.clone())));
         }
-        state.running = Some(cancel.clone());
+        state.running = Some(RunningTurn {
+            cancel: cancel.clone(),
+            prompter,
+        });
         // The turn holds the conversation until it ends, as its only holder,
         // so adding to it never copies it.
         state.history = None;
@@ -321,8 +331,19 @@ impl Session {
 
     /// Stop the running turn, if any; it ends with `cancelled`.
     pub fn cancel_turn(&self) {
-        if let Some(cancel) = &self.lock().running {
-            cancel.cancel();
+        if let Some(running) = &self.lock().running {
+            running.cancel.cancel();
+        }
+    }
+
+    /// `connection` closed the session: its work stops, as if cancelled,
+    /// when it sent the running prompt or nobody else is left to see the
+    /// turn through. A watcher closing leaves another client's turn alone.
+    fn closed_by(&self, connection: ConnectionId) {
+        if let Some(running) = &self.lock().running
+            && (running.prompter == connection || self.attachments.is_empty())
+        {
+            running.cancel.cancel();
         }
     }
 
@@ -857,6 +878,21 @@ impl SessionRegistry {
             return false;
         };
         let detached = session.attachments.detach(connection);
+        self.unload_if_unused(&session);
+        detached
+    }
+
+    /// `connection` closes session `id`: it detaches, and the running turn
+    /// stops if it was that connection's, or nobody else is attached. False
+    /// if it was not attached.
+    pub fn close(&self, id: &SessionId, connection: ConnectionId) -> bool {
+        let Some(session) = self.get(id) else {
+            return false;
+        };
+        let detached = session.attachments.detach(connection);
+        if detached {
+            session.closed_by(connection);
+        }
         self.unload_if_unused(&session);
         detached
     }
