@@ -112,6 +112,52 @@ async fn a_new_connection_loads_the_whole_history_and_continues_the_conversation
     );
 }
 
+/// The refusal of a prompt to a session whose workspace was removed.
+fn assert_refused_for_the_missing_workspace(answer: &Value, workspace: &Path) {
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "the session's workspace {} no longer exists",
+            workspace.display()
+        )) && message.contains("start a new session"),
+        "{message}"
+    );
+}
+
+/// A session outlives its project directory: its history still loads, and
+/// a prompt, which its tools could not serve, is refused saying why.
+#[tokio::test]
+async fn a_session_whose_workspace_was_removed_still_loads_and_refuses_prompts_clearly() {
+    let server = script_server(&[]).await;
+    let workspace = server.home.workspace();
+    let mut first = server.initialized().await;
+    let session = first.new_session(&workspace).await;
+    first_turn(&mut first, &session).await;
+
+    // Removed while the session is in memory, then once it has left.
+    std::fs::remove_dir_all(&workspace).unwrap();
+    let answer = first.prompt(&session, "and now?").await;
+    assert_refused_for_the_missing_workspace(&answer, &workspace);
+    drop(first);
+    server
+        .health_until("the session to leave memory", |health| {
+            health["sessions"] == 0
+        })
+        .await;
+
+    let elsewhere = server.home.dir.path().to_owned();
+    let mut second = server.initialized().await;
+    second.attach("session/load", &session, &elsewhere).await;
+    assert_eq!(
+        second.agent_text(&session),
+        "Let me write it. Wrote note.txt.",
+        "the history is replayed"
+    );
+    let answer = second.prompt(&session, "and now?").await;
+    assert_refused_for_the_missing_workspace(&answer, &workspace);
+}
+
 #[tokio::test]
 async fn a_session_attached_from_another_directory_keeps_its_own_and_says_which() {
     let server = script_server(&[]).await;

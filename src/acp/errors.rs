@@ -80,8 +80,8 @@ pub fn registry(method: &str, error: crate::session::RegistryError) -> Error {
 }
 
 /// `-32600`: the request is well formed but cannot be served in the session's current state.
-pub fn session_busy(method: &str, busy: impl std::fmt::Display) -> Error {
-    Error::new(ErrorCode::INVALID_REQUEST, format!("{method}: {busy}"))
+pub fn cannot_now(method: &str, why: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::INVALID_REQUEST, format!("{method}: {why}"))
 }
 
 /// `-32603`: something failed on the server's side; `problem` says what.

@@ -507,7 +507,8 @@ async fn prompt(
             .begin_turn(prompt, connection.id, connection.turn_cancel_token())
             .await
             .map_err(|error| match error {
-                BeginError::Busy(busy) => errors::session_busy(METHOD, busy),
+                BeginError::Busy(busy) => errors::cannot_now(METHOD, busy),
+                BeginError::WorkspaceGone(gone) => errors::cannot_now(METHOD, gone),
                 BeginError::Store(error) => errors::internal(METHOD, error),
             })
     };

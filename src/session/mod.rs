@@ -19,6 +19,7 @@ mod port;
 mod turn;
 
 use std::collections::HashMap;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -201,6 +202,9 @@ impl Session {
         prompter: ConnectionId,
         cancel: CancellationToken,
     ) -> Result<Turn, BeginError> {
+        if !self.workspace.exists() {
+            return Err(BeginError::WorkspaceGone(WorkspaceGone(self.cwd.clone())));
+        }
         // A turn the store cannot keep would be lost without anyone knowing.
         self.store.writable()?;
         let history = self.conversation().await?;
@@ -533,11 +537,21 @@ impl Session {
     }
 }
 
+/// A prompt to a session whose workspace directory was removed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the session's workspace {} no longer exists: its history can still be loaded, but it takes no prompts until the directory is back; start a new session to go on elsewhere",
+    .0.display()
+)]
+pub struct WorkspaceGone(PathBuf);
+
 /// Why a prompt did not start a turn.
 #[derive(Debug, thiserror::Error)]
 pub enum BeginError {
     #[error(transparent)]
     Busy(#[from] SessionBusy),
+    #[error(transparent)]
+    WorkspaceGone(#[from] WorkspaceGone),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -825,7 +839,19 @@ impl SessionRegistry {
         model: ModelChoice,
         history: Option<Vec<Message>>,
     ) -> Result<Arc<Session>, RegistryError> {
-        let workspace = Workspace::new(&row.cwd)?;
+        let workspace = match Workspace::new(&row.cwd) {
+            Ok(workspace) => workspace,
+            // Its history can still be read; it takes no prompts.
+            Err(WorkspaceError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                tracing::warn!(
+                    session = row.id,
+                    "the workspace {} of this session no longer exists",
+                    row.cwd.display()
+                );
+                Workspace::gone(&row.cwd)
+            }
+            Err(error) => return Err(error.into()),
+        };
         let mcp = McpServers::new(workspace.root().to_owned(), self.settings.mcp_call_timeout);
         let system_prompt = system_prompt(workspace.named_root(), &self.settings.tools);
         let fixed_tokens =

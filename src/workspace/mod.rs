@@ -73,6 +73,26 @@ impl Workspace {
         })
     }
 
+    /// The workspace that was at `root` before the directory was removed:
+    /// its name, for a stored session's history to be shown under. Nothing
+    /// in it resolves until the directory is back, and then only by the
+    /// path as named.
+    pub fn gone(root: &Path) -> Self {
+        let named_root = std::path::absolute(root)
+            .ok()
+            .and_then(|named| lexically_normal(&named))
+            .unwrap_or_else(|| root.to_owned());
+        Self {
+            root: named_root.clone(),
+            named_root,
+        }
+    }
+
+    /// Whether the workspace's directory is there.
+    pub fn exists(&self) -> bool {
+        self.root.is_dir()
+    }
+
     /// Where the workspace really is, every symlink followed.
     pub fn root(&self) -> &Path {
         &self.root
