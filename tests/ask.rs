@@ -1001,6 +1001,57 @@ async fn ask_writes_no_ansi_escapes_when_stderr_is_not_a_terminal_or_no_color_is
     }
 }
 
+/// What a model says, or a file it read, may carry a terminal's control
+/// sequences: on a terminal `ask` shows the text without them — so nothing
+/// retitles the window, clears the screen or rewrites the line that asks the
+/// person's permission — while a pipe gets the answer exactly.
+#[tokio::test]
+async fn on_a_terminal_ask_shows_no_control_sequences_from_the_agent() {
+    const ANSWER: &str = "A\u{1b}[2JB\u{9b}C\u{202e}D\n";
+    let server = Server::scripted(
+        json!([
+            [{"thought": "Hmm\u{1b}]0;pwned\u{7} ok"},
+             {"tool_call": {"name": "run_command",
+                            "arguments": {"command": "true\r\u{1b}[2Kls"}}}],
+            [{"text": ANSWER}]
+        ]),
+        &[],
+    )
+    .await;
+    let (mut terminal, child) = start_ask_on_a_terminal(&server, &["go"], |command| {
+        command.env("NO_COLOR", "1");
+    });
+    terminal.wait_for("Choose (anything else rejects): ").await;
+    terminal.type_keys("x\n");
+    let (stdout, status, screen) = to_the_end(terminal, child).await;
+    assert_eq!(status.code(), Some(0), "{screen:?}");
+    assert_eq!(stdout, ANSWER, "a pipe gets the answer exactly");
+    assert!(screen.contains("Hmm]0;pwned ok"), "{screen:?}");
+    assert!(
+        screen.contains("Punie asks to: Run `true[2Kls`"),
+        "{screen:?}"
+    );
+    for control in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
+        assert!(
+            !screen.contains(control),
+            "{control:?} on the terminal: {screen:?}"
+        );
+    }
+
+    let mut command = server.home.command();
+    command
+        .args(["ask", "--yes", "go"])
+        .current_dir(server.home.workspace())
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+    let (mut terminal, mut child) = Terminal::spawn_writing_to_it(command);
+    let status = within("punie ask to exit", child.wait()).await.unwrap();
+    let screen = terminal.closed().await;
+    assert_eq!(status.code(), Some(0), "{screen:?}");
+    assert!(screen.contains("A[2JBCD"), "{screen:?}");
+    assert!(!screen.contains('\u{1b}'), "{screen:?}");
+}
+
 #[tokio::test]
 async fn on_a_terminal_a_spinner_shows_while_the_answer_is_awaited() {
     use support::fake_provider::{FakeProvider, Part, Reply, openai_text_reply};

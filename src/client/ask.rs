@@ -28,7 +28,7 @@ use agent_client_protocol::{
 use serde_json::{Value, json};
 
 use super::service::{LocalService, Permissions};
-use super::{Target, sessions};
+use super::{Target, sessions, terminal_safe};
 use crate::acp::{CWD_META, MODE_OPTION, MODEL_META, MODEL_OPTION, RUNNING_META};
 use crate::tools::PermissionMode;
 use crate::workspace::Workspace;
@@ -477,6 +477,8 @@ struct View {
     /// Stdout and stderr both go to a terminal, where the answer and the
     /// notes share lines.
     one_screen: bool,
+    /// Stdout goes to a terminal, which must not act on the answer's text.
+    stdout_terminal: bool,
     text: String,
     tool_calls: BTreeMap<String, ToolCallRecord>,
     /// Order in which tool calls first appeared.
@@ -511,6 +513,7 @@ impl View {
             stdout_failed: None,
             interrupt,
             one_screen: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
+            stdout_terminal: std::io::stdout().is_terminal(),
             text: String::new(),
             tool_calls: BTreeMap::new(),
             tool_order: Vec::new(),
@@ -536,7 +539,12 @@ impl View {
                 if let ContentBlock::Text(text) = chunk.content {
                     self.stop_spinner();
                     if self.format == OutputFormat::Text {
-                        self.write_out(&text.text);
+                        // A pipe or a file gets the answer exactly.
+                        if self.stdout_terminal {
+                            self.write_out(&terminal_safe(&text.text));
+                        } else {
+                            self.write_out(&text.text);
+                        }
                     }
                     self.text.push_str(&text.text);
                 }
@@ -545,7 +553,9 @@ impl View {
                 if let (ContentBlock::Text(text), OutputFormat::Text) = (chunk.content, self.format)
                 {
                     self.stop_spinner();
-                    self.note(&self.styled(&text.text, anstyle::Style::new().dimmed()));
+                    self.note(
+                        &self.styled(&terminal_safe(&text.text), anstyle::Style::new().dimmed()),
+                    );
                 }
             }
             SessionUpdate::ToolCall(call) => {
@@ -596,7 +606,7 @@ impl View {
             return;
         }
         record.reported = true;
-        let line = format!("{mark} {}", record.title);
+        let line = format!("{mark} {}", terminal_safe(&record.title));
         self.stop_spinner();
         self.note(&line);
     }
@@ -613,7 +623,7 @@ impl View {
                 PlanEntryStatus::InProgress => "[>]",
                 _ => "[ ]",
             };
-            lines.push(format!("  {mark} {}", entry.content));
+            lines.push(format!("  {mark} {}", terminal_safe(&entry.content)));
         }
         self.note(&lines.join("\n"));
     }
@@ -658,7 +668,7 @@ impl View {
             }
         }
         if let Some(error) = error {
-            eprintln!("punie: {error}");
+            eprintln!("punie: {}", terminal_safe(error));
         }
     }
 
@@ -674,7 +684,7 @@ impl View {
                 self.write_out(&format!("{result}\n"));
             }
         }
-        eprintln!("punie: {message}");
+        eprintln!("punie: {}", terminal_safe(message));
     }
 
     /// Ends a partial answer's last line, so the shell's prompt starts on its own.

@@ -54,6 +54,23 @@ const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
 /// grows to hold its frame), in more reads.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 
+/// `text` as it may be shown on a terminal: without the control characters
+/// (but newline and tab) a terminal acts on, nor those that reorder text.
+/// A model's words, or a file it read, could otherwise set the window's
+/// title, clear the screen, or rewrite the line that asks the person's
+/// permission to say something else.
+pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if text.contains(unsafe_char) {
+        text.replace(unsafe_char, "").into()
+    } else {
+        text.into()
+    }
+}
+
 /// The server a client talks to, and how to get in.
 #[derive(Debug, Clone)]
 pub struct Target {

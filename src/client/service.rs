@@ -16,6 +16,7 @@ use agent_client_protocol::v1::schema::{
 };
 use agent_client_protocol::{Error, ErrorCode};
 
+use super::terminal_safe;
 use crate::workspace::{ExitStatus, TerminalError, Terminals, Workspace, WorkspaceError};
 
 /// Who answers the agent's permission requests.
@@ -206,7 +207,8 @@ impl LocalService {
             ),
             Permissions::RejectAll => {
                 eprintln!(
-                    "punie: rejected \"{title}\": nobody is at a terminal to allow it (use --yes to allow)"
+                    "punie: rejected \"{}\": nobody is at a terminal to allow it (use --yes to allow)",
+                    terminal_safe(&title)
                 );
                 first_of(
                     &request.options,
@@ -253,9 +255,9 @@ fn ask_at_terminal(title: &str, options: &[PermissionOption]) -> Option<Permissi
         .open("/dev/tty")
         .ok()?;
     let mut out = tty.try_clone().ok()?;
-    let _ = writeln!(out, "\nPunie asks to: {title}");
+    let _ = writeln!(out, "\nPunie asks to: {}", terminal_safe(title));
     for (number, option) in options.iter().enumerate() {
-        let _ = writeln!(out, "  [{}] {}", number + 1, option.name);
+        let _ = writeln!(out, "  [{}] {}", number + 1, terminal_safe(&option.name));
     }
     let _ = write!(out, "Choose (anything else rejects): ");
     let _ = out.flush();
