@@ -15,8 +15,8 @@ use agent_client_protocol::{Agent, Client, Error, ErrorCode};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use super::Target;
 use super::status::Outcome;
+use super::{Target, terminal_safe};
 
 /// `punie sessions`: every session the server keeps, newest first — only
 /// those in `cwd` when it is given — as a table, or as a JSON array.
@@ -235,7 +235,7 @@ fn when(updated_at: &str) -> String {
 
 /// A title on one line, so it cannot break the table.
 fn one_line(title: &str) -> String {
-    title
+    terminal_safe(title)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
@@ -270,6 +270,11 @@ a1           2026-03-01T10:20:30Z  fix the build please  /src/app
 session-two  -                     -                     /src/other app
 "
         );
+    }
+
+    #[test]
+    fn a_title_cannot_reorder_or_style_the_table() {
+        assert_eq!(one_line("\u{202e}evil\u{1b}[2J\tend"), "evil[2J end");
     }
 
     #[test]
