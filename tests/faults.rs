@@ -758,6 +758,32 @@ async fn assert_listed_first(client: &mut RawClient, session: &str) {
     );
 }
 
+/// Prompt `session`, after its first turn ("before"), until a prompt is
+/// refused: the log the store writes to may have room left from before a
+/// disk filled up, so turns are admitted until the store has met the full
+/// disk. The prompts admitted, and the refusal.
+async fn prompted_until_refused(client: &mut RawClient, session: &str) -> (Vec<String>, Value) {
+    let mut admitted = vec!["before".to_owned()];
+    loop {
+        let prompt = format!("full {}", admitted.len());
+        let answer = client.prompt(session, &prompt).await;
+        if answer.get("error").is_some() {
+            return (admitted, answer);
+        }
+        assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+        assert!(
+            client.agent_text(session).ends_with(&format!(
+                "You said: \"{prompt}\". Before that you said: \"{}\".",
+                admitted.last().map_or("", String::as_str)
+            )),
+            "a turn admitted runs to its end: {}",
+            client.agent_text(session)
+        );
+        admitted.push(prompt);
+        assert!(admitted.len() < 50, "the store never met the full disk");
+    }
+}
+
 #[tokio::test]
 async fn a_full_disk_refuses_new_turns_clearly_and_once_freed_the_store_has_every_turn() {
     let home = Home::new();
@@ -771,27 +797,7 @@ async fn a_full_disk_refuses_new_turns_clearly_and_once_freed_the_store_has_ever
     } = prompted_once(home).await;
 
     let filler = disk.fill();
-    // The log the store writes to may have room left from before, so turns
-    // are admitted until the store has met the full disk.
-    let mut admitted = vec!["before".to_owned()];
-    let refusal = loop {
-        let prompt = format!("full {}", admitted.len());
-        let answer = client.prompt(&session, &prompt).await;
-        if answer.get("error").is_some() {
-            break answer;
-        }
-        assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
-        assert!(
-            client.agent_text(&session).ends_with(&format!(
-                "You said: \"{prompt}\". Before that you said: \"{}\".",
-                admitted.last().map_or("", String::as_str)
-            )),
-            "a turn admitted runs to its end: {}",
-            client.agent_text(&session)
-        );
-        admitted.push(prompt);
-        assert!(admitted.len() < 50, "the store never met the full disk");
-    };
+    let (admitted, refusal) = prompted_until_refused(&mut client, &session).await;
     assert_refused_for_the_store(&refusal, &database, "the disk is full");
     server
         .wait_for_log("cannot write to the session store")
@@ -822,8 +828,89 @@ async fn a_full_disk_refuses_new_turns_clearly_and_once_freed_the_store_has_ever
     assert_no_panic(&server);
 }
 
+/// What a stopped server left beside its database when the disk was made
+/// read-only.
+#[derive(Clone, Copy)]
+enum LeftBeside {
+    /// The empty log and the shared-memory file a clean stop leaves: a
+    /// reader maps the shared memory as it is, read-only.
+    LogAndSharedMemory,
+    /// Neither, as SQLite leaves a database whose last connection closed: it
+    /// is read as a file nobody writes.
+    Nothing,
+}
+
+#[tokio::test]
+async fn a_load_while_the_disk_is_full_replays_what_was_not_yet_stored_and_nothing_twice() {
+    let home = Home::new();
+    let disk = Disk::mount(&home, "1m");
+    let Prompted {
+        mut server,
+        workspace,
+        database,
+        mut client,
+        session,
+    } = prompted_once(home).await;
+    let filler = disk.fill();
+    let (admitted, refusal) = prompted_until_refused(&mut client, &session).await;
+    assert_refused_for_the_store(&refusal, &database, "the disk is full");
+
+    // The turns the disk refused are held in memory, waiting to be written:
+    // a load now replays them with the rest, as their client saw them.
+    let mut loader = server.initialized().await;
+    let during = load(&mut loader, &session, &workspace).await;
+    assert_eq!(
+        text_of(&updates(&during, "user_message_chunk")),
+        admitted.concat(),
+        "every turn a client saw is replayed"
+    );
+    assert_eq!(agent_text(&during), client.agent_text(&session));
+
+    std::fs::remove_file(filler).expect("room again");
+    server
+        .wait_for_log("the session store is writable again")
+        .await;
+    let mut later = server.initialized().await;
+    let after = load(&mut later, &session, &workspace).await;
+    assert_eq!(
+        during, after,
+        "a load replays the same before and after the held turns are stored"
+    );
+
+    // What was replayed is not sent again; what comes next is sent.
+    let answer = client.prompt(&session, "after").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let last = admitted.last().map_or("", String::as_str);
+    let answered = format!(
+        "Turn {}. You said: \"after\". Before that you said: \"{last}\".",
+        admitted.len() + 1
+    );
+    loader
+        .receive_until(|seen| agent_text(seen).ends_with(&answered))
+        .await;
+    assert_eq!(agent_text(&loader.notifications), answered);
+    assert_eq!(
+        text_of(&updates(&loader.notifications, "user_message_chunk")),
+        "after"
+    );
+    assert_no_panic(&server);
+}
+
 #[tokio::test]
 async fn a_store_on_a_read_only_disk_is_served_for_reading_until_it_can_be_written() {
+    read_only_until_writable(LeftBeside::LogAndSharedMemory).await;
+}
+
+#[tokio::test]
+async fn a_store_without_its_log_on_a_read_only_disk_is_served_for_reading_until_it_can_be_written()
+{
+    read_only_until_writable(LeftBeside::Nothing).await;
+}
+
+/// A server started on a read-only disk serves what is stored, refuses
+/// prompts, and once the disk can be written takes prompts again and stores
+/// everything, as a restart shows.
+async fn read_only_until_writable(left: LeftBeside) {
     let home = Home::new();
     let disk = Disk::mount(&home, "4m");
     let Prompted {
@@ -835,17 +922,22 @@ async fn a_store_on_a_read_only_disk_is_served_for_reading_until_it_can_be_writt
     } = prompted_once(home).await;
     server.signal(Signal::SIGTERM);
     assert!(server.exit_status().await.success());
-    // As SQLite leaves a database whose last connection closed: no log, and
-    // none of the shared memory a reader would otherwise need to create.
     for suffix in ["-wal", "-shm"] {
         let mut path = database.clone().into_os_string();
         path.push(suffix);
         let path = PathBuf::from(path);
-        if let Ok(metadata) = std::fs::metadata(&path) {
-            if suffix == "-wal" {
-                assert_eq!(metadata.len(), 0, "a clean stop leaves an empty log");
+        match left {
+            LeftBeside::LogAndSharedMemory => {
+                assert!(path.exists(), "a clean stop leaves {}", path.display());
             }
-            std::fs::remove_file(path).expect("the file can be removed");
+            LeftBeside::Nothing => {
+                if let Ok(metadata) = std::fs::metadata(&path) {
+                    if suffix == "-wal" {
+                        assert_eq!(metadata.len(), 0, "a clean stop leaves an empty log");
+                    }
+                    std::fs::remove_file(path).expect("the file can be removed");
+                }
+            }
         }
     }
     disk.remount(true);
@@ -872,27 +964,64 @@ async fn a_store_on_a_read_only_disk_is_served_for_reading_until_it_can_be_writt
     server
         .wait_for_log("the session store is writable again")
         .await;
-    let answer = client.prompt(&session, "after").await;
+    // Every prompt from now on is taken, not only the first.
+    for (turn, (said, before)) in [("after", "before"), ("later", "after")]
+        .into_iter()
+        .enumerate()
+    {
+        let answer = client.prompt(&session, said).await;
+        assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+        let expected = format!(
+            "Turn {}. You said: \"{said}\". Before that you said: \"{before}\".",
+            turn + 2
+        );
+        assert!(
+            client.agent_text(&session).ends_with(&expected),
+            "{}",
+            client.agent_text(&session)
+        );
+    }
+    let answer = client.prompt(&during, "first").await;
     assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
-    assert!(
-        client
-            .agent_text(&session)
-            .ends_with("Turn 2. You said: \"after\". Before that you said: \"before\"."),
-        "{}",
-        client.agent_text(&session)
-    );
     let mut other = server.initialized().await;
     let replay = load(&mut other, &session, &workspace).await;
     assert_eq!(
         text_of(&updates(&replay, "user_message_chunk")),
-        "beforeafter",
+        "beforeafterlater",
         "what is written once the store can be is read back"
     );
-    let listed = other.request("session/list", json!({})).await;
+    assert_no_panic(&server);
+
+    // Stopped and started again, the server has every turn.
+    server.signal(Signal::SIGTERM);
+    assert!(server.exit_status().await.success());
+    let log = server.log();
+    assert!(!log.contains("never stored"), "{log}");
+    assert!(!log.contains("cannot write to the session store"), "{log}");
+    let server = Server::start_in(server.home, &[]).await;
+    let mut client = server.initialized().await;
+    let replay = load(&mut client, &session, &workspace).await;
+    assert_eq!(
+        text_of(&updates(&replay, "user_message_chunk")),
+        "beforeafterlater",
+        "every turn is stored"
+    );
+    assert!(
+        agent_text(&replay)
+            .ends_with("Turn 3. You said: \"later\". Before that you said: \"after\"."),
+        "{replay:?}"
+    );
+    let replay = load(&mut client, &during, &workspace).await;
+    assert_eq!(
+        text_of(&updates(&replay, "user_message_chunk")),
+        "first",
+        "the session made while the store could only be read is stored"
+    );
+    let listed = client.request("session/list", json!({})).await;
     assert_eq!(
         listed["result"]["sessions"].as_array().map(Vec::len),
         Some(2),
-        "the session made while the store could only be read is stored: {listed}"
+        "{listed}"
     );
     assert_no_panic(&server);
 }

@@ -42,6 +42,19 @@ pub(super) fn prepare_private(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether the disk lets Punie write the database and those of SQLite's
+/// files beside it that exist. Opening them for writing creates and changes
+/// nothing.
+pub(super) fn may_write(path: &Path) -> bool {
+    let writable = |file: &Path| OpenOptions::new().write(true).open(file);
+    writable(path).is_ok()
+        && side_files(path).all(|file| {
+            writable(&file).is_ok()
+                || fs::symlink_metadata(&file)
+                    .is_err_and(|error| error.kind() == ErrorKind::NotFound)
+        })
+}
+
 fn side_files(path: &Path) -> impl Iterator<Item = PathBuf> {
     SQLITE_SIDE_FILES.into_iter().map(|suffix| {
         let mut name = path.as_os_str().to_owned();

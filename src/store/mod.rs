@@ -11,10 +11,11 @@
 //!
 //! When the disk refuses a write (full, read-only, failing), the writer keeps
 //! what it could not write, in order, and tries again every second; clients
-//! still get their updates meanwhile. Until it succeeds, [`Store::writable`]
-//! fails, so that no new turn starts on the belief that it is saved. A
-//! database the disk lets Punie read but not write is opened for reading, and
-//! for writing once the disk allows it.
+//! still get their updates meanwhile, and a history read meanwhile (a load)
+//! has them too, numbered as they will be stored. Until it succeeds,
+//! [`Store::writable`] fails, so that no new turn starts on the belief that
+//! it is saved. A database the disk lets Punie read but not write is opened
+//! for reading, and for writing once the disk allows it.
 //!
 //! The store knows sessions as rows and history as opaque JSON entries; what
 //! an entry means (an ACP update, a model message) is [`crate::session`]'s
@@ -188,6 +189,10 @@ struct Readers {
     /// Whether they read the database as a file nobody writes: see
     /// [`read_only_way_in`]. Replaced once the store can be written again.
     immutable: bool,
+    /// Changes when the connections opened so far must all be closed (the
+    /// writer is about to open): one out on a read is dropped, not pooled,
+    /// when it comes back.
+    generation: u64,
 }
 
 /// The store of one server. Cheap to clone.
@@ -259,6 +264,7 @@ impl Store {
         let readers = Arc::new(Mutex::new(Readers {
             idle: readers,
             immutable,
+            generation: 0,
         }));
         let refused = Arc::new(Mutex::new(read_only.map(|(reason, _)| {
             tracing::error!(
@@ -458,7 +464,8 @@ impl Store {
             .await
     }
 
-    /// Every entry of one session's history, oldest first.
+    /// Every entry of one session's history, oldest first, with those the
+    /// disk refused and the writer holds: clients were sent them.
     pub async fn history(&self, session: &str) -> Result<Vec<Entry>, StoreError> {
         self.entries(session, None).await
     }
@@ -477,7 +484,17 @@ impl Store {
         only: Option<EntryKind>,
     ) -> Result<Vec<Entry>, StoreError> {
         let session = session.to_owned();
+        let shared = self.inner.shared.clone();
+        let refused = self.inner.refused.clone();
         self.read(move |connection| {
+            // Taken before the stored entries are read: written meanwhile,
+            // they are read from the file too, under the same numbers, and
+            // counted once.
+            let held = if lock(&refused).is_some() {
+                shared.held_entries(&session, only)
+            } else {
+                Vec::new()
+            };
             let mut statement = connection.prepare_cached(
                 "SELECT seq, kind, body FROM entries \
                  WHERE session_id = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY seq",
@@ -493,6 +510,8 @@ impl Store {
                     entries.push(Entry { seq, kind, body });
                 }
             }
+            let stored = entries.last().map_or(0, |entry| entry.seq);
+            entries.extend(held.into_iter().filter(|entry| entry.seq > stored));
             Ok(entries)
         })
         .await
@@ -545,9 +564,9 @@ impl Store {
         let inner = self.inner.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let (idle, immutable) = {
+            let (idle, immutable, generation) = {
                 let mut readers = lock(&inner.readers);
-                (readers.idle.pop(), readers.immutable)
+                (readers.idle.pop(), readers.immutable, readers.generation)
             };
             let connection = match idle {
                 Some(connection) => connection,
@@ -555,7 +574,7 @@ impl Store {
             };
             let result = read(&connection);
             let mut readers = lock(&inner.readers);
-            if readers.immutable == immutable {
+            if readers.generation == generation {
                 readers.idle.push(connection);
             }
             result
@@ -635,12 +654,17 @@ fn open_writer(path: &Path) -> Result<Connection, Box<dyn std::error::Error + Se
 }
 
 /// A connection that can write, or an error: SQLite opens a file it may not
-/// write for reading, without a word.
+/// write for reading, without a word. Nor does it say when the connection
+/// joins a mapping of the log's shared memory made read-only: one mapping
+/// serves every connection of the process to the database while any of them
+/// is open, and one made while the disk was read-only stays so, refusing
+/// every commit. Taking the write lock tells.
 fn open_for_writing(path: &Path) -> rusqlite::Result<Connection> {
     let connection = open_connection(path, OpenFlags::default())?;
     if connection.is_readonly(rusqlite::MAIN_DB)? {
         return Err(read_only_error());
     }
+    connection.execute_batch("BEGIN IMMEDIATE; ROLLBACK")?;
     Ok(connection)
 }
 

@@ -10,6 +10,7 @@
 //! history reaches the disk; it knows nothing of what an entry means, and
 //! never reads for a client.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +20,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
-    AfterWrite, AtNewest, EntryKind, RETRY_INTERVAL, Readers, SessionRow, Setting, describe, lock,
-    open_for_writing, open_writer, read_only_error,
+    AfterWrite, AtNewest, Entry, EntryKind, RETRY_INTERVAL, Readers, SessionRow, Setting, describe,
+    files, lock, open_for_writing, open_reader, open_writer, read_only_error,
 };
 
 /// Most commands written in one transaction.
@@ -80,6 +81,19 @@ pub(super) enum WriterConnection {
     /// The disk lets Punie only read the database: writes are refused (and
     /// held) until it can be opened for writing. Reads still run here.
     Reading(Connection),
+    /// Neither: the reading connection was closed for a writer to open,
+    /// which failed, and reading again failed too. Both are tried again
+    /// with the next batch.
+    Closed,
+}
+
+impl WriterConnection {
+    fn reader(&self) -> Option<&Connection> {
+        match self {
+            Self::Writing(connection) | Self::Reading(connection) => Some(connection),
+            Self::Closed => None,
+        }
+    }
 }
 
 /// Appends closer together than this are a burst: the writer thread takes
@@ -247,6 +261,43 @@ impl Shared {
         (batch, !queue.open && queue.commands.is_empty())
     }
 
+    /// The entries of `session` (only those of kind `only`, if given) held
+    /// from writes the disk refused, oldest first, numbered as they will be
+    /// stored.
+    pub(super) fn held_entries(&self, session: &str, only: Option<EntryKind>) -> Vec<Entry> {
+        let writer = lock(&self.writer);
+        let held = &writer.held.commands;
+        let Some(connection) = writer.connection.reader().filter(|_| !held.is_empty()) else {
+            return Vec::new();
+        };
+        match number_held(connection, held, &writer.gone) {
+            Ok(numbered) => numbered
+                .filter(|entry| {
+                    entry.session == session && only.is_none_or(|kind| entry.kind == kind)
+                })
+                .map(|entry| Entry {
+                    seq: entry.seq,
+                    kind: entry.kind,
+                    body: entry.body.into_owned(),
+                })
+                .collect(),
+            Err(error) => {
+                tracing::warn!(
+                    store = %writer.path.display(),
+                    "cannot number the entries held from refused writes, so reads leave them out: {}",
+                    describe(&error)
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// Whether the writer has a connection that writes: until it has, the
+    /// checkpointer opens none (see [`Writer::reopen_for_writing`]).
+    fn writes(&self) -> bool {
+        matches!(lock(&self.writer).connection, WriterConnection::Writing(_))
+    }
+
     /// Keep writes on the writer thread while `work` runs (a checkpoint that
     /// holds the log's write lock): once the flag is up, no other thread takes
     /// the writer, and one that had taken it has finished.
@@ -344,6 +395,29 @@ impl Command {
         }
     }
 
+    /// The history entry the command adds: its session, kind and body.
+    fn entry(&self) -> Option<(&str, EntryKind, Cow<'_, str>)> {
+        match self {
+            Self::Append {
+                session,
+                kind,
+                body,
+                ..
+            } => Some((session, *kind, Cow::Borrowed(body))),
+            Self::TurnStarted {
+                session, number, ..
+            } => Some((
+                session,
+                EntryKind::TurnStarted,
+                Cow::Owned(number.to_string()),
+            )),
+            Self::TurnEnded { session, body, .. } => {
+                Some((session, EntryKind::TurnEnded, Cow::Borrowed(body)))
+            }
+            _ => None,
+        }
+    }
+
     /// The session whose history the command adds to, if it does.
     fn session(&self) -> Option<&str> {
         match self {
@@ -416,7 +490,7 @@ impl Writer {
             WriterConnection::Writing(writer) => {
                 write_batch(writer, &batch, &self.stamps, &self.gone, flush)
             }
-            WriterConnection::Reading(_) => Err(read_only_error()),
+            WriterConnection::Reading(_) | WriterConnection::Closed => Err(read_only_error()),
         };
         let outcome = self.outcome(written, &batch);
         let wrote = matches!(outcome, Outcome::Written(_));
@@ -426,9 +500,14 @@ impl Writer {
         {
             scrub_log(writer, &self.path);
         }
-        let (WriterConnection::Writing(reader) | WriterConnection::Reading(reader)) =
-            &self.connection;
-        finish_batch(reader, batch, outcome, &mut self.held, &self.path);
+        finish_batch(
+            self.connection.reader(),
+            batch,
+            outcome,
+            &mut self.held,
+            &self.gone,
+            &self.path,
+        );
         if wrote && self.held.commands.is_empty() && self.refusal.take().is_some() {
             *lock(&self.refused) = None;
             tracing::info!(
@@ -442,22 +521,46 @@ impl Writer {
     /// A store that could only be read is opened for writing once the disk
     /// allows it.
     fn reopen_for_writing(&mut self, retried: usize) {
-        if let WriterConnection::Reading(_) = self.connection
-            && let Ok(writer) = open_writer(&self.path)
+        // Asked of the files first, so that the readers are not closed
+        // every second while the disk stays read-only.
+        if matches!(self.connection, WriterConnection::Writing(_)) || !files::may_write(&self.path)
         {
-            self.connection = WriterConnection::Writing(writer);
-            // The file is about to change under connections that took it for
-            // immutable; those out on a read are dropped when they return.
+            return;
+        }
+        // Every connection that read while the disk was read-only goes
+        // first: one left open keeps the log's shared memory mapped
+        // read-only, for the writer too (see `open_for_writing`).
+        let immutable = {
             let mut pool = lock(&self.readers);
             pool.idle.clear();
-            pool.immutable = false;
-            drop(pool);
-            // With writes held, the refusal stands until they are stored.
-            // Cleared before it is said: whoever reads the line may prompt.
-            if retried == 0 && self.refusal.take().is_some() {
-                *lock(&self.refused) = None;
-                tracing::info!(store = %self.path.display(), "the session store is writable again");
+            pool.generation += 1;
+            pool.immutable
+        };
+        self.connection = WriterConnection::Closed;
+        let writer = match open_writer(&self.path) {
+            Ok(writer) => writer,
+            Err(error) => {
+                // A read still under way may have held the mapping; by the
+                // next try it has ended, and its connection is not pooled.
+                tracing::debug!(store = %self.path.display(), "the session store cannot be opened for writing yet: {error}");
+                self.connection = open_reader(&self.path, immutable)
+                    .map_or(WriterConnection::Closed, WriterConnection::Reading);
+                return;
             }
+        };
+        self.connection = WriterConnection::Writing(writer);
+        // The file is about to change under connections that took it for
+        // immutable, opened meanwhile.
+        let mut pool = lock(&self.readers);
+        pool.idle.clear();
+        pool.generation += 1;
+        pool.immutable = false;
+        drop(pool);
+        // With writes held, the refusal stands until they are stored.
+        // Cleared before it is said: whoever reads the line may prompt.
+        if retried == 0 && self.refusal.take().is_some() {
+            *lock(&self.refused) = None;
+            tracing::info!(store = %self.path.display(), "the session store is writable again");
         }
     }
 
@@ -544,7 +647,10 @@ pub(super) fn checkpoint_loop(
             nudges.recv_timeout(CHECKPOINT_INTERVAL),
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
-        if connection.is_none() {
+        // Opened only once the writer writes: opened before, it could join
+        // the shared memory the readers mapped read-only, and keep that
+        // mapping alive for the writer too.
+        if connection.is_none() && shared.writes() {
             connection = open_for_writing(path).ok();
         }
         let Some(connection) = &connection else {
@@ -956,10 +1062,11 @@ impl Stamps {
 
 /// Run what waited on `batch`, and hold what the disk refused to write.
 fn finish_batch(
-    connection: &Connection,
+    connection: Option<&Connection>,
     batch: Vec<Command>,
     outcome: Outcome,
     held: &mut Held,
+    gone: &HashSet<String>,
     path: &Path,
 ) {
     let holding = matches!(outcome, Outcome::Held(_));
@@ -982,7 +1089,7 @@ fn finish_batch(
                 let _ = done.send(outcome);
             }
             Command::AtNewest { session, then } => {
-                let newest = newest_entry(connection, &session);
+                let newest = newest_entry(connection, &session, &held.commands, gone);
                 follow_up(|| then(newest));
             }
             mut command @ (Command::Append { .. }
@@ -1012,22 +1119,80 @@ fn follow_up(work: impl FnOnce()) {
     }
 }
 
-/// The newest entry of a stored session: 0 if it has none, `None` if the
-/// session is not stored. A read that fails counts every entry.
-fn newest_entry(connection: &Connection, session: &str) -> Option<i64> {
+/// The newest entry of a session, stored or `held` from a refused write
+/// (numbered as it will be stored): 0 if it has none, `None` if the session
+/// is neither stored nor held to be. A read that fails counts every entry.
+fn newest_entry(
+    connection: Option<&Connection>,
+    session: &str,
+    held: &[Command],
+    gone: &HashSet<String>,
+) -> Option<i64> {
     let newest = connection
-        .prepare_cached(
-            "SELECT (SELECT coalesce(max(seq), 0) FROM entries WHERE session_id = ?1)
-             FROM sessions WHERE id = ?1",
-        )
-        .and_then(|mut statement| statement.query_row([session], |row| row.get(0)).optional());
+        .ok_or_else(read_only_error)
+        .and_then(|connection| {
+            let stored = connection
+                .prepare_cached(
+                    "SELECT (SELECT coalesce(max(seq), 0) FROM entries WHERE session_id = ?1)
+                 FROM sessions WHERE id = ?1",
+                )?
+                .query_row([session], |row| row.get(0))
+                .optional()?;
+            if held.is_empty() {
+                return Ok(stored);
+            }
+            let created = held
+                .iter()
+                .any(|command| matches!(command, Command::CreateSession(row) if row.id == session));
+            let held = number_held(connection, held, gone)?
+                .filter(|entry| entry.session == session)
+                .map(|entry| entry.seq)
+                .last();
+            Ok(held.or(stored).or(created.then_some(0)))
+        });
     match newest {
         Ok(newest) => newest,
         Err(error) => {
-            tracing::warn!("cannot read the newest entry of session {session}: {error}");
+            tracing::warn!(
+                "cannot read the newest entry of session {session}: {}",
+                describe(&error)
+            );
             Some(i64::MAX)
         }
     }
+}
+
+/// An entry held from a refused write, numbered as it will be stored.
+struct HeldEntry<'a> {
+    session: &'a str,
+    seq: i64,
+    kind: EntryKind,
+    body: Cow<'a, str>,
+}
+
+/// The entries `held` adds, oldest first: held writes go first in the next
+/// batch, in order, and SQLite numbers each entry one past the largest in
+/// the file.
+fn number_held<'a>(
+    connection: &Connection,
+    held: &'a [Command],
+    gone: &'a HashSet<String>,
+) -> rusqlite::Result<impl Iterator<Item = HeldEntry<'a>>> {
+    let largest: i64 = connection
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM entries")?
+        .query_row([], |row| row.get(0))?;
+    Ok(held
+        .iter()
+        .filter_map(Command::entry)
+        // Those of a deleted session are not written (see `write_commands`).
+        .filter(|(session, ..)| !gone.contains(*session))
+        .zip(1..)
+        .map(move |((session, kind, body), n)| HeldEntry {
+            session,
+            seq: largest + n,
+            kind,
+            body,
+        }))
 }
 
 #[cfg(test)]
@@ -1080,6 +1245,7 @@ mod tests {
         let readers = Arc::new(Mutex::new(Readers {
             idle: Vec::new(),
             immutable: false,
+            generation: 0,
         }));
         let (checkpoint, _nudges) = mpsc::channel();
         let shared = Shared::new(
@@ -1116,5 +1282,95 @@ mod tests {
             1,
             "the held entry was written too"
         );
+    }
+
+    #[test]
+    fn entries_held_from_refused_writes_are_read_under_the_numbers_they_are_stored_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("punie.db");
+        let connection = open_writer(&path).unwrap();
+        let shared = Shared::new(
+            &path,
+            WriterConnection::Writing(connection),
+            Arc::default(),
+            Arc::new(Mutex::new(Readers {
+                idle: Vec::new(),
+                immutable: false,
+                generation: 0,
+            })),
+            mpsc::channel().0,
+        );
+        let mut writer = lock(&shared.writer);
+        writer.write(vec![append("x", "stored".to_owned())], false);
+        let WriterConnection::Writing(connection) = &writer.connection else {
+            panic!("the writer writes");
+        };
+        let pages: i64 = connection
+            .query_row("PRAGMA page_count", [], |row| row.get(0))
+            .unwrap();
+        connection
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let turn = |session: &str| Command::TurnStarted {
+            session: session.to_owned(),
+            number: 2,
+            at_us: 1,
+        };
+        writer.write(
+            vec![
+                append("y", "y".repeat(64 * 1024)),
+                turn("x"),
+                append("x", "held".to_owned()),
+            ],
+            false,
+        );
+        assert_eq!(writer.held.commands.len(), 3, "the disk refused them");
+        drop(writer);
+
+        let held = shared.held_entries("x", None);
+        let read: Vec<_> = held
+            .iter()
+            .map(|entry| (entry.seq, entry.kind, entry.body.as_str()))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (3, EntryKind::TurnStarted, "2"),
+                (4, EntryKind::Update, "held")
+            ]
+        );
+        let only = shared.held_entries("x", Some(EntryKind::Update));
+        assert_eq!(only.len(), 1);
+
+        let mut writer = lock(&shared.writer);
+        let WriterConnection::Writing(connection) = &writer.connection else {
+            panic!("the writer writes");
+        };
+        connection
+            .pragma_update(None, "max_page_count", 1 << 30)
+            .unwrap();
+        writer.write(Vec::new(), false);
+        assert!(
+            writer.held.commands.is_empty(),
+            "written once there is room"
+        );
+        drop(writer);
+        let stored: Vec<(i64, String)> = Connection::open(&path)
+            .unwrap()
+            .prepare("SELECT seq, body FROM entries WHERE session_id = 'x' ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            stored,
+            [
+                (1, "stored".to_owned()),
+                (3, "2".to_owned()),
+                (4, "held".to_owned())
+            ]
+        );
+        assert!(shared.held_entries("x", None).is_empty());
     }
 }
