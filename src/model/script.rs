@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Events: `{"text": "…"}`, `{"thought": "…"}`, `{"tool_call": {"id"?, "name",
-//! "arguments"}}`, `{"usage": {"input_tokens", "output_tokens"}}`,
+//! "arguments"?}}` (an object, or a string holding one as OpenAI sends it;
+//! none is `{}`), `{"usage": {"input_tokens", "output_tokens"}}`,
 //! `{"stop": "end_turn" | "max_tokens" | "refusal"}`, `{"pause_ms": N}` (wait
 //! before the next event) and `{"error": "…"}` (the model fails there). The
 //! n-th time the model is called in a session it plays the n-th response,
@@ -190,6 +191,7 @@ impl Model for ScriptModel {
                     ScriptEvent::Thought(text) => yield Ok(ModelEvent::Thought(text)),
                     ScriptEvent::ToolCall { id, name, arguments } => {
                         let id = id.unwrap_or_else(|| format!("script_{index}_{number}"));
+                        let arguments = as_a_model_writes_them(arguments);
                         yield Ok(ModelEvent::ToolCall(ToolCall { id, name, arguments }));
                     }
                     ScriptEvent::Usage { input_tokens, output_tokens } => {
@@ -215,6 +217,19 @@ impl Model for ScriptModel {
             }
         }
         .boxed()
+    }
+}
+
+/// A script's tool arguments as a provider delivers a model's (see
+/// [`ToolCall::arguments`]): none at all are `{}`, and a string is read as
+/// the JSON text it holds, as OpenAI's wire format carries arguments; a
+/// string that is not JSON stays one, so a script can play a model that
+/// writes malformed arguments.
+fn as_a_model_writes_them(arguments: Value) -> Value {
+    match arguments {
+        Value::Null => Value::Object(serde_json::Map::new()),
+        Value::String(raw) => super::http::tool_arguments(&raw),
+        other => other,
     }
 }
 
@@ -262,6 +277,33 @@ mod tests {
         .await;
         assert!(
             matches!(&third[0], Err(ModelError::Provider(message)) if message.contains("has 2 responses"))
+        );
+    }
+
+    #[tokio::test]
+    async fn tool_arguments_are_an_object_as_a_providers_would_be() {
+        let (_dir, model) = script(
+            r#"[[{"tool_call": {"name": "list_files"}},
+                 {"tool_call": {"name": "list_files", "arguments": null}},
+                 {"tool_call": {"name": "read_file", "arguments": "{\"path\": \"README.md\"}"}},
+                 {"tool_call": {"name": "read_file", "arguments": "{\"path\": "}}]]"#,
+        );
+        let events = play(&model, vec![Message::user("go")]).await;
+        let arguments: Vec<Value> = events
+            .into_iter()
+            .filter_map(|event| match event {
+                Ok(ModelEvent::ToolCall(call)) => Some(call.arguments),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            arguments,
+            [
+                serde_json::json!({}),
+                serde_json::json!({}),
+                serde_json::json!({"path": "README.md"}),
+                Value::String(r#"{"path": "#.to_owned()),
+            ]
         );
     }
 
