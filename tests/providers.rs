@@ -391,6 +391,28 @@ async fn reasoning_of_either_spelling_becomes_thoughts() {
 }
 
 #[tokio::test]
+async fn reasoning_sent_under_both_spellings_in_one_delta_is_one_thought() {
+    let fake = FakeProvider::start([Reply::events([
+        openai_delta(json!({"role": "assistant", "reasoning_content": "R1", "reasoning": "R1"})),
+        openai_delta(json!({"reasoning_content": "", "reasoning": "R2"})),
+        openai_delta(json!({"content": "Answer."})),
+        openai_finish("stop"),
+        openai_done(),
+    ])])
+    .await;
+    let events = answer(&*local_model(&fake, &settings()), ask("think")).await;
+    assert_eq!(
+        events,
+        [
+            thought("R1"),
+            thought("R2"),
+            text("Answer."),
+            ModelEvent::Stop(Stop::Done)
+        ]
+    );
+}
+
+#[tokio::test]
 async fn openai_finish_reasons_become_stops() {
     let reply = |reason: &str| {
         Reply::events([

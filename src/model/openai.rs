@@ -584,14 +584,15 @@ impl ChunkDecoder {
 
     fn choice(&mut self, choice: Choice, out: &mut Vec<ModelEvent>) {
         let delta = choice.delta.unwrap_or_default();
-        for thought in [delta.reasoning_content, delta.reasoning]
+        // A server may send the same reasoning under both names in one
+        // delta, for clients of either: it is one thought.
+        let thought = [delta.reasoning_content, delta.reasoning]
             .into_iter()
             .flatten()
-        {
-            if !thought.is_empty() {
-                self.started = true;
-                out.push(ModelEvent::Thought(thought));
-            }
+            .find(|thought| !thought.is_empty());
+        if let Some(thought) = thought {
+            self.started = true;
+            out.push(ModelEvent::Thought(thought));
         }
         if let Some(text) = delta.content.filter(|text| !text.is_empty()) {
             self.started = true;
