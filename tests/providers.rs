@@ -958,6 +958,26 @@ async fn nothing_listening_names_the_server_to_start() {
     );
 }
 
+#[test]
+fn a_base_url_variable_that_is_not_a_url_is_named_as_the_fault() {
+    let cases = [
+        ("openai:gpt-4.1", "OPENAI_BASE_URL", "127.0.0.1:5000/v1"),
+        ("anthropic:claude-x", "ANTHROPIC_BASE_URL", "127.0.0.1:5000"),
+        ("ollama:qwen3", "OLLAMA_HOST", "http://"),
+    ];
+    for (spec, variable, value) in cases {
+        let env = move |name: &str| (name == variable).then(|| value.to_owned());
+        match from_spec_with_env(spec, &settings(), env) {
+            Err(ModelError::Environment(message)) => assert!(
+                message.starts_with(&format!("{variable} `{value}` is not a URL")),
+                "{message}"
+            ),
+            Err(other) => panic!("{spec}: not blamed on {variable}: {other:?}"),
+            Ok(_) => panic!("{spec} with {variable}={value} was taken"),
+        }
+    }
+}
+
 /// LM Studio listens at a fixed address (`lmstudio:`), so the test builds the
 /// model the way `from_spec` does, at a local address instead.
 #[tokio::test]

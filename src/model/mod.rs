@@ -246,6 +246,11 @@ pub enum ModelError {
     UnknownModel(String),
     #[error("{0}")]
     Setup(String),
+    /// An environment variable, which the message names, holds a value
+    /// Punie cannot use (a base URL that is not one, say): the spec that
+    /// read it is not at fault.
+    #[error("{0}")]
+    Environment(String),
     #[error("{0}")]
     Provider(String),
     /// The model server refused the conversation as longer than its
@@ -329,7 +334,8 @@ pub fn from_spec_with_env(
     Ok(match provider {
         "script" => Arc::new(ScriptModel::load(std::path::Path::new(rest))?),
         "openai" => {
-            let base = var("OPENAI_BASE_URL").unwrap_or_else(|| openai::OPENAI_BASE_URL.to_owned());
+            let base = base_url_from(&var, "OPENAI_BASE_URL")?
+                .unwrap_or_else(|| openai::OPENAI_BASE_URL.to_owned());
             let key = var(OpenAiServer::OpenAi.key_variable());
             Arc::new(OpenAiModel::new(
                 OpenAiServer::OpenAi,
@@ -340,7 +346,8 @@ pub fn from_spec_with_env(
             )?)
         }
         "ollama" => {
-            let base = openai::ollama_base_url(var("OLLAMA_HOST").as_deref())?;
+            let base = openai::ollama_base_url(var("OLLAMA_HOST").as_deref())
+                .map_err(in_the_environment)?;
             let server = OpenAiServer::Ollama;
             Arc::new(OpenAiModel::new(
                 server,
@@ -372,13 +379,34 @@ pub fn from_spec_with_env(
             )?)
         }
         "anthropic" => {
-            let base = var("ANTHROPIC_BASE_URL")
+            let base = base_url_from(&var, "ANTHROPIC_BASE_URL")?
                 .unwrap_or_else(|| anthropic::ANTHROPIC_BASE_URL.to_owned());
             let key = var(anthropic::KEY_VARIABLE);
             Arc::new(AnthropicModel::new(&base, model()?, key, settings)?)
         }
         _ => return Err(ModelError::UnknownModel(spec.to_owned())),
     })
+}
+
+/// The base URL environment variable `name` holds, if it is set; one that is
+/// not a URL is an error naming the variable.
+fn base_url_from(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+) -> Result<Option<String>, ModelError> {
+    let Some(base) = var(name) else {
+        return Ok(None);
+    };
+    http::parse_base_url(&base, name).map_err(in_the_environment)?;
+    Ok(Some(base))
+}
+
+/// `error`, a setup error in a value read from the environment.
+fn in_the_environment(error: ModelError) -> ModelError {
+    match error {
+        ModelError::Setup(message) => ModelError::Environment(message),
+        other => other,
+    }
 }
 
 /// The model name after `provider:`, which must be one word.
@@ -461,7 +489,10 @@ mod spec_tests {
             "openai:gpt-4.1",
             &[("OPENAI_BASE_URL", "api.example.com")],
         ));
-        assert!(base.contains("is not a URL"), "{base}");
+        assert!(
+            base.contains("OPENAI_BASE_URL `api.example.com` is not a URL"),
+            "{base}"
+        );
     }
 }
 
