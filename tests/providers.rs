@@ -1149,6 +1149,166 @@ async fn local_servers_get_a_key_only_when_one_is_configured() {
     assert_eq!(requests[1].body["model"], "fake-model");
 }
 
+/// An `openai:` model whose base URL is `fake`'s `/v1`, with a key.
+fn openai_model(fake: &FakeProvider, model: &str, settings: &ModelSettings) -> Arc<dyn Model> {
+    let base = format!("{}/v1", fake.url());
+    model_with(
+        &format!("openai:{model}"),
+        settings,
+        &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", "sk-test")],
+    )
+}
+
+#[tokio::test]
+async fn an_account_out_of_quota_is_told_so_at_once_not_retried() {
+    let fake = FakeProvider::start([
+        Reply::status(
+            429,
+            json!({"error": {"message": "You exceeded your current quota, please check your plan and billing details.",
+                             "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}}),
+        ),
+        Reply::events(openai_text_reply(&["never asked for"])),
+    ])
+    .await;
+    let model = openai_model(&fake, "gpt-4.1", &one_retry());
+    assert_eq!(
+        error_of(&*model, ask("x")).await,
+        "OpenAI says the account is out of quota or credit (429): You exceeded your current \
+         quota, please check your plan and billing details. (insufficient_quota); add credit to \
+         the account of the key in OPENAI_API_KEY, or use another key"
+    );
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_403_gives_the_servers_reason_without_blaming_the_key() {
+    let fake = FakeProvider::start([Reply::status(
+        403,
+        json!({"error": {"message": "Project `proj_abc` does not have access to model `gpt-5`",
+                         "type": "invalid_request_error", "param": null, "code": "model_not_found"}}),
+    )])
+    .await;
+    let model = openai_model(&fake, "gpt-5", &settings());
+    assert_eq!(
+        error_of(&*model, ask("x")).await,
+        "OpenAI refused the request (403): Project `proj_abc` does not have access to model \
+         `gpt-5` (invalid_request_error); check that the key in OPENAI_API_KEY may use model \
+         `gpt-5`"
+    );
+}
+
+/// An answer that redirects to `location`.
+fn redirect(status: u16, location: &str) -> Reply {
+    Reply::Status {
+        status,
+        headers: vec![("location", location.to_owned())],
+        body: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_that_would_turn_the_post_into_a_get_is_reported_not_followed() {
+    for (status, reason) in [
+        (301, "Moved Permanently"),
+        (302, "Found"),
+        (303, "See Other"),
+    ] {
+        // Followed as a GET, the redirect would get the fake's text reply.
+        let fake = FakeProvider::start([
+            redirect(status, "/moved/v1/chat/completions"),
+            Reply::events(openai_text_reply(&["as a GET"])),
+        ])
+        .await;
+        let model = openai_model(&fake, "gpt-4.1", &settings());
+        assert_eq!(
+            error_of(&*model, ask("x")).await,
+            format!(
+                "OpenAI redirected POST {url}/v1/chat/completions to \
+                 {url}/moved/v1/chat/completions ({status} {reason}): point OPENAI_BASE_URL at \
+                 the new address",
+                url = fake.url()
+            )
+        );
+        assert_eq!(fake.requests().len(), 1, "{status}");
+    }
+}
+
+#[tokio::test]
+async fn a_307_or_308_to_the_same_server_is_followed_with_the_post_intact() {
+    for status in [307, 308] {
+        let fake = FakeProvider::start([
+            redirect(status, "/moved/v1/chat/completions"),
+            Reply::events(openai_text_reply(&["moved"])),
+        ])
+        .await;
+        let events = answer(&*openai_model(&fake, "gpt-4.1", &settings()), ask("x")).await;
+        assert_eq!(events.first(), Some(&text("moved")), "{status}");
+        let [asked, followed] = fake.requests().try_into().expect("two requests");
+        assert_eq!(followed.path, "/moved/v1/chat/completions", "{status}");
+        assert_eq!(followed.body, asked.body, "{status}");
+        assert_eq!(
+            followed.headers.get("authorization"),
+            asked.headers.get("authorization"),
+            "{status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_server_is_not_followed_so_no_key_leaves() {
+    for wire in Wire::ALL {
+        let elsewhere = FakeProvider::start([Reply::events(wire.text_reply(&["elsewhere"]))]).await;
+        let moved = format!("{}/v1/messages", elsewhere.url());
+        let fake = FakeProvider::start([redirect(307, &moved)]).await;
+        let error = error_of(&*model_on(wire, &fake, &settings()), ask("x")).await;
+        assert!(
+            error.contains(&format!("to {moved} (307 Temporary Redirect)")),
+            "{wire:?}: {error}"
+        );
+        assert!(
+            elsewhere.requests().is_empty(),
+            "{wire:?}: the other server was asked, with {:?}",
+            elsewhere.requests()[0].headers
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_servers_words_reach_an_error_without_control_characters_or_their_flood() {
+    let hostile = "\u{1b}]0;TITLE\u{7}\u{1b}[2J\u{1b}[31mBad tool schema\r\n\tat line 1\u{202e}";
+    let fake = FakeProvider::start([
+        Reply::status(400, json!({"error": {"message": hostile}})),
+        Reply::status(400, json!({"error": {"message": "x".repeat(50_000)}})),
+        Reply::Status {
+            status: 500,
+            headers: vec![("content-type", "application/octet-stream".to_owned())],
+            body: "\u{0}\u{0}\u{1}PNG\u{0}\u{1a}garbage".to_owned(),
+        },
+        Reply::events([format!(
+            "data: {}\n\n",
+            json!({"error": {"message": "busy\u{1b}[2J\u{0}", "type": "invalid_request_error"}})
+        )]),
+    ])
+    .await;
+    let model = local_model(&fake, &settings());
+    let shown = error_of(&*model, ask("x")).await;
+    assert_eq!(
+        shown,
+        "the model server answered 400 Bad Request: ]0;TITLE[2J[31mBad tool schema at line 1"
+    );
+    let flood = error_of(&*model, ask("x")).await;
+    assert!(flood.ends_with('…'), "{flood}");
+    assert!(flood.chars().count() < 1100, "{} characters", flood.len());
+    assert_eq!(
+        error_of(&*model, ask("x")).await,
+        "the model server answered 500 Internal Server Error"
+    );
+    assert_eq!(
+        error_of(&*model, ask("x")).await,
+        "the model server reported an error: busy[2J (invalid_request_error)"
+    );
+}
+
 // ------------------------------------------------------------- Anthropic
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use eventsource_stream::{Event, EventStreamError, Eventsource as _};
 use futures::StreamExt as _;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
@@ -28,6 +28,13 @@ pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 /// How much of an error body that is not JSON goes into an error message.
 const ERROR_BODY_LIMIT: usize = 300;
+
+/// How much of a model server's own error message goes into an error: enough
+/// for any real one, while a runaway body cannot flood the terminal.
+const MESSAGE_LIMIT: usize = 1000;
+
+/// The most redirects one call follows.
+const MAX_REDIRECTS: usize = 10;
 
 /// Who is at the other end of the connection, for wording errors.
 #[derive(Debug, Clone)]
@@ -45,8 +52,9 @@ pub(crate) struct Peer {
     pub key_variable: Option<&'static str>,
     /// Extra advice after a 404, e.g. how to download the model.
     pub missing_model_hint: Option<String>,
-    /// Where the person sets the base URL, for a 404's hint: an environment
-    /// variable, or the model spec. `None` when it is fixed.
+    /// Where the person sets the base URL, for the hint after a 404 or a
+    /// redirect: an environment variable, or the model spec. `None` when it
+    /// is fixed.
     pub base_url_source: Option<&'static str>,
 }
 
@@ -87,7 +95,9 @@ impl Call {
 
 /// The client every call of one model goes through.
 pub(crate) fn client_for(base_url: &Url) -> Result<reqwest::Client, ModelError> {
-    let mut builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(redirect_policy());
     // A proxy configured for the internet should not swallow requests to a
     // model server on this machine.
     if is_loopback(base_url) {
@@ -96,6 +106,32 @@ pub(crate) fn client_for(base_url: &Url) -> Result<reqwest::Client, ModelError> 
     builder
         .build()
         .map_err(|error| ModelError::Setup(format!("cannot set up an HTTP client: {error}")))
+}
+
+/// Which redirects a call follows: only a 307 or 308 (which keep the POST and
+/// its body) to the same origin. A 301, 302 or 303 would turn the POST into a
+/// GET the server cannot answer; another origin would be sent the request
+/// without its `Authorization` (reqwest drops it there) but with Anthropic's
+/// `x-api-key` (which reqwest does not know to drop). Either is answered with
+/// the redirect itself, which [`redirect_error`] words.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let keeps_the_post = matches!(
+            attempt.status(),
+            StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT
+        );
+        let same_origin = attempt
+            .previous()
+            .last()
+            .is_some_and(|previous| previous.origin() == attempt.url().origin());
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else if keeps_the_post && same_origin {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -386,13 +422,18 @@ async fn open(
     if status.is_success() && not_streamed.is_none() {
         return Ok(response);
     }
-    let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+    if status.is_redirection() {
+        return Err(Failure::last(redirect_error(peer, &response)));
+    }
     let retry_after = retry_after(response.headers());
     // The body is small; it may still never come, so the idle timeout holds.
     let body = match tokio::time::timeout(idle_timeout, response.text()).await {
         Ok(Ok(body)) => body,
         Ok(Err(_)) | Err(_) => String::new(),
     };
+    // An account out of quota stays so however often it is asked.
+    let retryable = (status == StatusCode::TOO_MANY_REQUESTS && !says_out_of_quota(&body))
+        || status.is_server_error();
     if status.is_success() {
         // A whole reply in one piece: asking again gets the same.
         let content_type = not_streamed.unwrap_or_default();
@@ -415,6 +456,47 @@ async fn open(
             retry_after,
         }),
     }
+}
+
+/// A redirect the call did not follow (see [`redirect_policy`]): the server
+/// has moved, and the base URL should say where to.
+fn redirect_error(peer: &Peer, response: &reqwest::Response) -> ModelError {
+    let status = response.status();
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|value| value.to_str().ok())
+        .map(|location| {
+            response
+                .url()
+                .join(location)
+                .map_or_else(|_| location.to_owned(), String::from)
+        });
+    let Some(location) = location else {
+        return ModelError::Provider(format!(
+            "{} answered {} to POST {} without saying where to",
+            peer.name,
+            describe_status(status),
+            response.url()
+        ));
+    };
+    let fix = match peer.base_url_source {
+        Some(source) => format!("point {source} at the new address"),
+        None => "Punie does not follow it".to_owned(),
+    };
+    ModelError::Provider(format!(
+        "{} redirected POST {} to {} ({}): {fix}",
+        peer.name,
+        response.url(),
+        shown(&location, MESSAGE_LIMIT),
+        describe_status(status),
+    ))
+}
+
+/// Whether an error body says the account has no quota or credit left
+/// (OpenAI's `insufficient_quota`), which waiting does not mend.
+fn says_out_of_quota(body: &str) -> bool {
+    mentions_any(&body.to_ascii_lowercase(), &["insufficient_quota"])
 }
 
 /// The media type of a successful answer that is not an event stream: JSON
@@ -628,9 +710,10 @@ fn stream_error(
         EventStreamError::Transport(Transport::Idle) => return idle_error(peer, idle_timeout),
         EventStreamError::Transport(Transport::Http(error)) => root_cause(error),
         EventStreamError::Utf8(error) => format!("it sent text that is not UTF-8 ({error})"),
-        EventStreamError::Parser(error) => {
-            format!("it sent malformed server-sent events ({error})")
-        }
+        EventStreamError::Parser(error) => format!(
+            "it sent malformed server-sent events ({})",
+            shown(&error.to_string(), ERROR_BODY_LIMIT)
+        ),
     };
     ModelError::Provider(format!("the stream from {} broke: {reason}", peer.name))
 }
@@ -644,12 +727,40 @@ fn status_error(peer: &Peer, url: &Url, status: StatusCode, body: &str) -> Model
         .map(|m| format!(": {m}"))
         .unwrap_or_default();
     let text = match status {
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+        StatusCode::UNAUTHORIZED => {
             let check = peer
                 .key_variable
                 .map(|variable| format!("; check {variable}"))
                 .unwrap_or_default();
             format!("{} refused the API key ({code}){said}{check}", peer.name)
+        }
+        // A good key may still be refused this model (one of an OpenAI
+        // project without access to it, say): the server's words say why.
+        StatusCode::FORBIDDEN => {
+            let check = peer
+                .key_variable
+                .map(|variable| {
+                    format!(
+                        "; check that the key in {variable} may use model `{}`",
+                        peer.model
+                    )
+                })
+                .unwrap_or_default();
+            format!("{} refused the request ({code}){said}{check}", peer.name)
+        }
+        StatusCode::TOO_MANY_REQUESTS if says_out_of_quota(body) => {
+            let check = peer
+                .key_variable
+                .map(|variable| {
+                    format!(
+                        "; add credit to the account of the key in {variable}, or use another key"
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "{} says the account is out of quota or credit ({code}){said}{check}",
+                peer.name
+            )
         }
         StatusCode::NOT_FOUND => {
             // A wrong model and a wrong base URL (one missing its `/v1`, say)
@@ -717,13 +828,12 @@ pub(crate) fn error_message(body: &str) -> Option<String> {
         return json_error_message(&value);
     }
     let body = body.trim();
-    if body.is_empty() || body.starts_with('<') {
+    // An HTML page says nothing a person needs, and a binary body (NULs, or
+    // bytes that were not UTF-8) nothing at all.
+    if body.is_empty() || body.starts_with('<') || body.contains(['\0', '\u{FFFD}']) {
         return None;
     }
-    Some(match body.char_indices().nth(ERROR_BODY_LIMIT) {
-        Some((end, _)) => format!("{}…", &body[..end]),
-        None => body.to_owned(),
-    })
+    Some(shown(body, ERROR_BODY_LIMIT))
 }
 
 /// The message of a JSON error object, as [`error_message`] describes.
@@ -741,15 +851,51 @@ pub(crate) fn json_error_message(value: &Value) -> Option<String> {
         _ => None,
     }?;
     let kind = error.get("type").and_then(Value::as_str);
-    Some(match kind {
+    let message = match kind {
         Some(kind) if !message.contains(kind) => format!("{message} ({kind})"),
         _ => message,
-    })
+    };
+    Some(shown(&message, MESSAGE_LIMIT))
+}
+
+/// Text a model server wrote, fit to be shown in an error: a terminal obeys
+/// the escape sequences a control character starts, a NUL cuts some logs
+/// short, and marks that reorder text can make it read as something else. So
+/// control characters and those marks are dropped, each run of line breaks
+/// and tabs becomes one space (errors are one line), and at most `limit`
+/// characters are kept, the cut marked with an ellipsis.
+pub(crate) fn shown(text: &str, limit: usize) -> String {
+    let mut kept = String::new();
+    let mut count = 0;
+    let mut gap = false;
+    for c in text.trim().chars() {
+        if c.is_control() || reorders_text(c) {
+            gap |= c.is_whitespace();
+            continue;
+        }
+        if count == limit {
+            kept.truncate(kept.trim_end().len());
+            kept.push('…');
+            return kept;
+        }
+        if std::mem::take(&mut gap) && !kept.is_empty() && !kept.ends_with(' ') {
+            kept.push(' ');
+        }
+        kept.push(c);
+        count += 1;
+    }
+    kept
+}
+
+/// Unicode's marks that change the order or direction text is shown in.
+fn reorders_text(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// An error the model server reported in the middle of its stream.
 pub(crate) fn reported_error(peer: &Peer, value: &Value) -> DecodeError {
-    let message = json_error_message(value).unwrap_or_else(|| value.to_string());
+    let message =
+        json_error_message(value).unwrap_or_else(|| shown(&value.to_string(), MESSAGE_LIMIT));
     DecodeError {
         error: ModelError::Provider(format!("{} reported an error: {message}", peer.name)),
         transient: is_transient(value),
@@ -784,14 +930,10 @@ pub(crate) fn parse_data<T: serde::de::DeserializeOwned>(
     event: &Event,
 ) -> Result<T, ModelError> {
     serde_json::from_str(&event.data).map_err(|error| {
-        let mut data = event.data.clone();
-        if let Some((end, _)) = data.char_indices().nth(ERROR_BODY_LIMIT) {
-            data.truncate(end);
-            data.push('…');
-        }
         ModelError::Provider(format!(
-            "{} sent an event Punie does not understand ({error}): {data}",
-            peer.name
+            "{} sent an event Punie does not understand ({error}): {}",
+            peer.name,
+            shown(&event.data, ERROR_BODY_LIMIT)
         ))
     })
 }
