@@ -461,9 +461,22 @@ async fn a_silent_http_profile_connection_is_ended_and_gives_its_slot_back() {
     assert_eq!(server.http_profile_initialize().await.status(), 200);
 }
 
+/// The event stream of HTTP-profile connection `id`, opened and never read.
+async fn unread_event_stream(server: &Server, id: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let get = format!(
+        "GET /acp HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAcp-Connection-Id: {id}\r\nAccept: text/event-stream\r\n\r\n",
+        server.address, server.token
+    );
+    stream.write_all(get.as_bytes()).await.unwrap();
+    stream
+}
+
 #[tokio::test]
 async fn an_http_profile_client_that_stops_reading_its_event_stream_is_dropped() {
-    use tokio::io::AsyncWriteExt as _;
     let mut server = server_with(&["--ping-interval", "0.05", "--outgoing-stall", "0.3"]).await;
     // Sessions to list: each answer is then kilobytes long.
     let mut bystander = server.initialized().await;
@@ -475,15 +488,7 @@ async fn an_http_profile_client_that_stops_reading_its_event_stream_is_dropped()
         .to_str()
         .unwrap()
         .to_owned();
-    // The event stream, opened and never read.
-    let mut stream = tokio::net::TcpStream::connect(server.address)
-        .await
-        .unwrap();
-    let get = format!(
-        "GET /acp HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAcp-Connection-Id: {id}\r\nAccept: text/event-stream\r\n\r\n",
-        server.address, server.token
-    );
-    stream.write_all(get.as_bytes()).await.unwrap();
+    let _unread = unread_event_stream(&server, &id).await;
 
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let list = |request_id: u64| {
@@ -505,10 +510,83 @@ async fn an_http_profile_client_that_stops_reading_its_event_stream_is_dropped()
     })
     .await;
     server
-        .wait_for_log("it stopped reading its event stream for 300ms")
+        .wait_for_log("it stopped reading an event stream for 300ms")
         .await;
     let listed = bystander.request("session/list", json!({})).await;
     assert!(listed.get("result").is_some(), "{listed}");
+}
+
+/// Each event stream counts apart: a client that reads a session's stream
+/// but has stopped reading its connection's is dropped all the same.
+#[tokio::test]
+async fn an_http_profile_client_reading_one_event_stream_but_not_another_is_dropped() {
+    let mut server = server_with(&["--ping-interval", "0.05", "--outgoing-stall", "0.3"]).await;
+    let mut bystander = server.initialized().await;
+    let workspace = server.home.workspace();
+    for _ in 0..100 {
+        bystander.new_session(&workspace).await;
+    }
+    let session = bystander.new_session(&workspace).await;
+    let opened = server.http_profile_initialize().await;
+    let id = opened.headers()["acp-connection-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _unread = unread_event_stream(&server, &id).await;
+
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let post = |body: Value| {
+        http.post(server.http_url("/acp"))
+            .bearer_auth(&server.token)
+            .header("Acp-Connection-Id", &id)
+            .json(&body)
+            .send()
+    };
+    // The session's stream, read to its end.
+    let session_stream = http
+        .get(server.http_url("/acp"))
+        .bearer_auth(&server.token)
+        .header("Acp-Connection-Id", &id)
+        .header("Acp-Session-Id", &session)
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session_stream.status(), 200);
+    let reader = tokio::spawn(async move {
+        let mut chunks = session_stream.bytes_stream();
+        while let Some(Ok(_)) = chunks.next().await {}
+    });
+    let resumed = post(json!({"jsonrpc": "2.0", "id": 1, "method": "session/resume",
+                              "params": {"sessionId": session, "cwd": workspace, "mcpServers": []}}))
+    .await
+    .unwrap();
+    assert_eq!(resumed.status(), 202);
+
+    // Prompts keep the session's stream busy while answers pile up behind
+    // the connection's.
+    within("the connection to be ended", async {
+        for request_id in (2..).step_by(2) {
+            let listed = post(json!({"jsonrpc": "2.0", "id": request_id,
+                                     "method": "session/list", "params": {}}));
+            if listed.await.unwrap().status() == 404 {
+                return;
+            }
+            let prompt = json!({"jsonrpc": "2.0", "id": request_id + 1, "method": "session/prompt",
+                                "params": {"sessionId": session,
+                                           "prompt": [{"type": "text", "text": "hi"}]}});
+            let status = post(prompt).await.unwrap().status();
+            if status == 404 {
+                return;
+            }
+            assert_eq!(status, 202);
+        }
+    })
+    .await;
+    server
+        .wait_for_log("it stopped reading an event stream for 300ms")
+        .await;
+    reader.abort();
 }
 
 #[tokio::test]

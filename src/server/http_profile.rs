@@ -57,22 +57,38 @@ struct Tracked {
 /// A connection's open event streams, and whether its client reads them.
 #[derive(Default)]
 struct Streams {
-    open: usize,
-    /// Since when a message taken from a stream has waited to be written:
-    /// once the client stops reading, nothing more is taken.
-    stuck_since: Option<Instant>,
+    /// For each open stream, since when a message taken from it has waited
+    /// to be written (once the client stops reading, nothing more is
+    /// taken), or `None` while it keeps up. Each stream apart: a client
+    /// reading one stream does not make up for another it stopped reading.
+    open: HashMap<u64, Option<Instant>>,
+    next: u64,
+}
+
+impl Streams {
+    /// Since when the stream stuck longest has been.
+    fn stuck_since(&self) -> Option<Instant> {
+        self.open.values().flatten().min().copied()
+    }
 }
 
 /// An event stream of `response`, keeping its connection's [`Streams`].
 struct WatchedStream<S> {
     inner: S,
     streams: Arc<Mutex<Streams>>,
+    id: u64,
 }
 
 impl<S> WatchedStream<S> {
     fn new(inner: S, streams: Arc<Mutex<Streams>>) -> Self {
-        lock(&streams).open += 1;
-        Self { inner, streams }
+        let id = {
+            let mut streams = lock(&streams);
+            let id = streams.next;
+            streams.next += 1;
+            streams.open.insert(id, None);
+            id
+        };
+        Self { inner, streams, id }
     }
 }
 
@@ -86,16 +102,15 @@ impl<S: Stream + Unpin> Stream for WatchedStream<S> {
             Poll::Ready(Some(_)) => Some(Instant::now()),
             Poll::Ready(None) | Poll::Pending => None,
         };
-        lock(&self.streams).stuck_since = stuck_since;
+        let id = self.id;
+        lock(&self.streams).open.insert(id, stuck_since);
         polled
     }
 }
 
 impl<S> Drop for WatchedStream<S> {
     fn drop(&mut self) {
-        let mut streams = lock(&self.streams);
-        streams.open -= 1;
-        streams.stuck_since = None;
+        lock(&self.streams).open.remove(&self.id);
     }
 }
 
@@ -198,11 +213,11 @@ impl HttpProfile {
                 .filter_map(|(id, tracked)| {
                     let streams = lock(&tracked.streams);
                     let why = if streams
-                        .stuck_since
+                        .stuck_since()
                         .is_some_and(|since| since.elapsed() > stall)
                     {
-                        format!("it stopped reading its event stream for {stall:?}")
-                    } else if streams.open == 0 && tracked.last_heard.elapsed() > timeout {
+                        format!("it stopped reading an event stream for {stall:?}")
+                    } else if streams.open.is_empty() && tracked.last_heard.elapsed() > timeout {
                         format!("it sent nothing for {timeout:?} and holds no event stream")
                     } else {
                         return None;
