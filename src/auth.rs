@@ -148,13 +148,28 @@ impl AccessToken {
     }
 }
 
-/// Make sure only the owner can read the token file.
+/// Make sure only the owner can read the token file, or list the directory
+/// it is in.
 fn tighten_permissions(path: &Path) -> anyhow::Result<()> {
     let mode = fs::metadata(path)?.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the token file was readable by others; setting it to 0600");
         fs::set_permissions(path, fs::Permissions::from_mode(0o600))
             .with_context(|| format!("cannot restrict {}", path.display()))?;
+    }
+    if let Some(dir) = path.parent() {
+        make_dir_private(dir).with_context(|| format!("cannot restrict {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Make the directory `dir`, which Punie alone keeps its state in, the
+/// owner's only: one made before Punie was there may be open to others.
+fn make_dir_private(dir: &Path) -> std::io::Result<()> {
+    let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %dir.display(), mode = format!("{mode:o}"), "the state directory was open to others; setting it to 0700");
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
 }
@@ -166,6 +181,7 @@ fn create_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
         .parent()
         .ok_or_else(|| std::io::Error::other("the token file has no parent directory"))?;
     create_private_dir(dir)?;
+    make_dir_private(dir)?;
     let mut file = tempfile::Builder::new()
         .prefix(".token")
         .permissions(fs::Permissions::from_mode(0o600))

@@ -145,6 +145,12 @@ async fn the_token_file_is_private_and_reused_across_restarts() {
     let token_file = first.home.token_file();
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the token file is 0600, got {mode:o}");
+    let dir_mode = std::fs::metadata(first.home.state_dir())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dir_mode, 0o700, "in a 0700 directory, got {dir_mode:o}");
     assert_eq!(first.token.len(), 64, "256 random bits, hex-encoded");
     assert!(first.token.chars().all(|c| c.is_ascii_hexdigit()));
     let token = first.token.clone();
@@ -157,10 +163,15 @@ async fn the_token_file_is_private_and_reused_across_restarts() {
     second.initialized().await;
 }
 
+fn mode_of(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 #[tokio::test]
 async fn a_token_file_readable_by_others_is_made_private() {
     let home = Home::new();
     std::fs::create_dir_all(home.state_dir()).unwrap();
+    std::fs::set_permissions(home.state_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(
         home.token_file(),
         "a-token-someone-left-lying-around-0123456789\n",
@@ -169,12 +180,17 @@ async fn a_token_file_readable_by_others_is_made_private() {
     std::fs::set_permissions(home.token_file(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let server = Server::start_in(home, &[]).await;
     assert_eq!(server.token, "a-token-someone-left-lying-around-0123456789");
-    let mode = std::fs::metadata(server.home.token_file())
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o600);
+    assert_eq!(mode_of(&server.home.token_file()), 0o600);
+    assert_eq!(mode_of(&server.home.state_dir()), 0o700);
+    drop(server);
+
+    // A directory open to others, with no token yet: closed before one is made.
+    let home = Home::new();
+    std::fs::create_dir_all(home.state_dir()).unwrap();
+    std::fs::set_permissions(home.state_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = Server::start_in(home, &[]).await;
+    assert_eq!(mode_of(&server.home.token_file()), 0o600);
+    assert_eq!(mode_of(&server.home.state_dir()), 0o700);
 }
 
 #[tokio::test]
