@@ -317,6 +317,10 @@ pub async fn check_host_and_origin(
     request: Request,
     next: Next,
 ) -> Response {
+    if let Some(why) = ambiguous_host_or_origin(&request) {
+        tracing::warn!("refused a request: {why}");
+        return refusal(StatusCode::BAD_REQUEST, why);
+    }
     if guard.allowed_host(request.headers()).is_none() {
         tracing::warn!("refused a request whose Host header does not name this server");
         return refusal(
@@ -336,6 +340,26 @@ pub async fn check_host_and_origin(
         );
     }
     next.run(request).await
+}
+
+/// What makes the server a request is for, or the page it comes from,
+/// ambiguous: two `Host` or `Origin` headers, or a request line naming a
+/// host (`GET http://name/…`) other than its `Host`. Whichever one a check
+/// read, another part of the stack might act on the other.
+fn ambiguous_host_or_origin(request: &Request) -> Option<&'static str> {
+    let headers = request.headers();
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Some("the request has more than one Host header");
+    }
+    if headers.get_all(header::ORIGIN).iter().nth(1).is_some() {
+        return Some("the request has more than one Origin header");
+    }
+    let named = request.uri().authority()?;
+    let host = headers.get(header::HOST).map(HeaderValue::as_bytes);
+    if host.is_some_and(|host| host.eq_ignore_ascii_case(named.as_str().as_bytes())) {
+        return None;
+    }
+    Some("the request line names another host than the Host header")
 }
 
 /// Refuse requests without this server's access token. Applies to the routes

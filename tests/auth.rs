@@ -139,6 +139,53 @@ async fn health_needs_no_token_reveals_no_secret_and_still_refuses_pages_and_for
     assert_eq!(rebound.status(), 403);
 }
 
+/// The status line of the answer to `request`, sent as written.
+async fn answer_to_raw(server: &Server, request: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    within("the answer", async {
+        let mut buffer = [0u8; 1024];
+        while !answer.windows(2).any(|pair| pair == b"\r\n") {
+            let read = stream.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "the server closed without answering");
+            answer.extend_from_slice(&buffer[..read]);
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+/// A request whose server or page is named twice, differently, is refused:
+/// a check reading one name while another part of the stack acts on the
+/// other would be no check.
+#[tokio::test]
+async fn a_request_naming_two_hosts_or_two_origins_is_refused() {
+    let server = Server::start().await;
+    let own = format!("127.0.0.1:{}", server.port());
+    let token = &server.token;
+    let refused = [
+        format!("GET http://evil.example/health HTTP/1.1\r\nHost: {own}\r\n\r\n"),
+        format!("GET /health HTTP/1.1\r\nHost: {own}\r\nHost: evil.example\r\n\r\n"),
+        format!(
+            "GET /acp HTTP/1.1\r\nHost: {own}\r\nOrigin: http://{own}\r\nOrigin: http://evil.example\r\n\
+             Authorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ),
+    ];
+    for request in &refused {
+        let status = answer_to_raw(&server, request).await;
+        assert!(status.starts_with("HTTP/1.1 400"), "{status}: {request:?}");
+    }
+    let same = format!("GET http://{own}/health HTTP/1.1\r\nHost: {own}\r\n\r\n");
+    let status = answer_to_raw(&server, &same).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+}
+
 #[tokio::test]
 async fn the_token_file_is_private_and_reused_across_restarts() {
     let mut first = Server::start().await;
