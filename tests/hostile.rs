@@ -1362,11 +1362,8 @@ fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
     frames
 }
 
-#[tokio::test]
-async fn a_text_frame_that_is_not_utf8_ends_only_its_own_connection() {
-    let server = Server::start().await;
-    let mut bystander = server.initialized().await;
-
+/// A WebSocket to `server` opened by hand, for frames no library would send.
+async fn raw_websocket(server: &Server) -> tokio::net::TcpStream {
     let mut stream = tokio::net::TcpStream::connect(server.address)
         .await
         .expect("the server accepts TCP");
@@ -1390,13 +1387,13 @@ async fn a_text_frame_that_is_not_utf8_ends_only_its_own_connection() {
     }
     let response = String::from_utf8_lossy(&response);
     assert!(response.starts_with("HTTP/1.1 101"), "{response}");
-
-    // A lone continuation byte and an overlong encoding of '/'.
-    let not_utf8 = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\x80\xc0\xaf\"}";
     stream
-        .write_all(&client_frame(0x1, not_utf8))
-        .await
-        .expect("the frame is sent");
+}
+
+/// Send `bytes` on `stream` and read until the server ends the connection:
+/// the close code of its one frame, a close frame.
+async fn close_code_after(mut stream: tokio::net::TcpStream, bytes: &[u8]) -> u16 {
+    stream.write_all(bytes).await.expect("the frame is sent");
     let mut rest = Vec::new();
     within(
         "the server to end the connection",
@@ -1404,12 +1401,51 @@ async fn a_text_frame_that_is_not_utf8_ends_only_its_own_connection() {
     )
     .await
     .expect("the connection ends cleanly");
-    let frames = server_frames(&rest);
-    assert!(
-        matches!(frames.as_slice(), [(0x8, payload)] if payload.starts_with(&1007u16.to_be_bytes())),
-        "a close frame with 1007 (invalid payload) and no answer: {frames:?}"
-    );
+    match server_frames(&rest).as_slice() {
+        [(0x8, payload)] if payload.len() >= 2 => u16::from_be_bytes([payload[0], payload[1]]),
+        frames => panic!("one close frame and no answer: {frames:?}"),
+    }
+}
 
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_ends_only_its_own_connection() {
+    let server = Server::start().await;
+    let mut bystander = server.initialized().await;
+
+    // A lone continuation byte and an overlong encoding of '/'.
+    let not_utf8 = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\x80\xc0\xaf\"}";
+    let code = close_code_after(raw_websocket(&server).await, &client_frame(0x1, not_utf8)).await;
+    assert_eq!(code, 1007, "invalid payload");
+
+    let answer = bystander.request("_punie/connection", json!({})).await;
+    assert!(answer["result"]["connectionId"].is_number(), "{answer}");
+}
+
+/// Frames RFC 6455 forbids end the connection that sent them with 1002
+/// (protocol error), which says what went wrong, not 1000 (all is well).
+#[tokio::test]
+async fn a_frame_breaking_the_websocket_protocol_is_closed_as_a_protocol_error() {
+    let server = Server::start().await;
+    let mut bystander = server.initialized().await;
+    let mut unmasked = client_frame(0x1, b"{}");
+    unmasked[1] &= 0x7f;
+    unmasked.drain(2..6);
+    let mut reserved_bit = client_frame(0x1, b"{}");
+    reserved_bit[0] |= 0x40;
+    let mut unfinished_ping = client_frame(0x9, b"");
+    unfinished_ping[0] &= 0x7f;
+    let cases = [
+        ("an unmasked frame", unmasked),
+        ("a reserved bit set", reserved_bit),
+        ("a reserved opcode", client_frame(0x3, b"{}")),
+        ("a continuation of nothing", client_frame(0x0, b"{}")),
+        ("a ping of 200 bytes", client_frame(0x9, &[0; 200])),
+        ("a fragmented ping", unfinished_ping),
+    ];
+    for (what, frame) in cases {
+        let code = close_code_after(raw_websocket(&server).await, &frame).await;
+        assert_eq!(code, 1002, "{what}");
+    }
     let answer = bystander.request("_punie/connection", json!({})).await;
     assert!(answer["result"]["connectionId"].is_number(), "{answer}");
 }

@@ -24,6 +24,10 @@ use tokio_util::sync::CancellationToken;
 use crate::acp::{AcpConnection, AgentHub, frame_from_text};
 use crate::config::{CLOSE_HANDSHAKE_TIMEOUT, ConnectionLimits};
 
+/// The longest reason a close frame may carry (RFC 6455: 125 bytes of
+/// payload, two of them the code).
+const MAX_CLOSE_REASON_BYTES: usize = 123;
+
 /// Why the server ended a connection the client did not end.
 #[derive(Debug, Clone)]
 enum Dropped {
@@ -31,6 +35,9 @@ enum Dropped {
     TooBig { limit: usize },
     /// The client sent a text frame that is not UTF-8.
     NotText,
+    /// The client broke the WebSocket protocol (RFC 6455): an unmasked
+    /// frame, a reserved bit or opcode, a control frame too long or cut.
+    Protocol(String),
     /// The client stopped reading; its queue stayed full.
     NotReading { stall: Duration },
     /// Nothing arrived, not even a pong, for this long.
@@ -46,8 +53,9 @@ impl Dropped {
             ),
             Self::NotText => (
                 close_code::INVALID,
-                "a text frame that is not valid UTF-8".to_owned(),
+                "a text or close frame that is not valid UTF-8".to_owned(),
             ),
+            Self::Protocol(what) => (close_code::PROTOCOL, what.clone()),
             Self::NotReading { stall } => (
                 close_code::POLICY,
                 format!("the client stopped reading for {stall:?}"),
@@ -297,6 +305,12 @@ fn read_failure(error: axum::Error, max_message_bytes: usize) -> Option<Dropped>
             limit: max_message_bytes,
         }),
         Some(tungstenite::Error::Utf8(_)) => Some(Dropped::NotText),
+        Some(tungstenite::Error::Protocol(error)) => {
+            // A close frame's reason holds at most 123 bytes.
+            let what = format!("WebSocket protocol error: {error}");
+            let end = what.floor_char_boundary(MAX_CLOSE_REASON_BYTES);
+            Some(Dropped::Protocol(what[..end].to_owned()))
+        }
         _ => {
             tracing::debug!("WebSocket read failed: {error}");
             None
