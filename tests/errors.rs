@@ -39,13 +39,62 @@ async fn an_unparsable_frame_is_answered_with_a_parse_error_and_the_connection_s
         "says what is wrong and where: {message}"
     );
     client.send_text("[1, 2]").await;
-    assert_eq!(error(&client.recv().await).0, -32600, "batches are refused");
+    let (code, message) = error(&client.recv().await);
+    assert_eq!(code, -32600, "batches are refused");
+    assert!(message.contains("send one message per frame"), "{message}");
+    // JSON too deep or a number too large to read: said why, like any other.
+    for (text, why) in [
+        (
+            format!("{}{}", "[".repeat(200), "]".repeat(200)),
+            "recursion limit",
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "id": 1e400, "method": "x"}"#.to_owned(),
+            "number out of range",
+        ),
+    ] {
+        client.send_text(text).await;
+        let (code, message) = error(&client.recv().await);
+        assert_eq!(code, -32700);
+        assert!(message.contains(why), "{message}");
+    }
     // Megabytes of garbage get a short answer, not an echo.
     client.send_text("{garbage ".repeat(500_000)).await;
     let response = client.recv().await;
     assert_eq!(error(&response).0, -32700);
     let size = response.to_string().len();
     assert!(size < 4096, "the answer is {size} bytes");
+    still_usable(&mut client, &server).await;
+}
+
+/// Each JSON value parsed takes tens of bytes, whatever it took as text:
+/// a message of little but `0,` would take many times its size. One with
+/// more values than any ACP message needs is refused before it is parsed,
+/// with its id, and the connection goes on.
+#[tokio::test]
+async fn a_message_of_too_many_values_is_refused_before_it_is_parsed() {
+    let server = Server::start().await;
+    let mut client = server.initialized().await;
+    let zeros = vec![0; 100_001];
+    client
+        .send(json!({"jsonrpc": "2.0", "id": 4, "method": "session/list",
+                     "params": {"padding": zeros}}))
+        .await;
+    let response = client.recv().await;
+    assert_eq!(response["id"], 4, "{response}");
+    let (code, message) = error(&response);
+    assert_eq!(code, -32600);
+    assert!(
+        message.contains("more than 100000 JSON values"),
+        "{message}"
+    );
+    // A long text is one value.
+    client
+        .send(json!({"jsonrpc": "2.0", "id": 5, "method": "session/list",
+                     "params": {"padding": "0,".repeat(1_000_000)}}))
+        .await;
+    let response = client.recv().await;
+    assert!(response.get("result").is_some(), "{response}");
     still_usable(&mut client, &server).await;
 }
 
@@ -82,14 +131,19 @@ async fn an_invalid_request_with_a_readable_id_is_answered_with_that_id() {
     // An id no response could carry is answered with `null`, as JSON-RPC
     // says; so is a message with no method, which may be a broken answer to
     // one of the server's requests rather than a request of the client's.
-    for message in [
-        json!({"id": 7.5, "method": "session/list"}),
-        json!({"jsonrpc": "2.0", "id": 8}),
+    for (message, problem) in [
+        (
+            json!({"id": 7.5, "method": "session/list"}),
+            "the id must be a string, an integer or null",
+        ),
+        (json!({"jsonrpc": "2.0", "id": 8}), "it has no `method`"),
     ] {
         client.send(message.clone()).await;
         let response = client.recv().await;
         assert_eq!(response["id"], Value::Null, "{message}: {response}");
-        assert_eq!(error(&response).0, -32600);
+        let (code, text) = error(&response);
+        assert_eq!(code, -32600);
+        assert!(text.contains(problem), "{message}: {text}");
     }
     still_usable(&mut client, &server).await;
     // A client's mistakes are not the server's warnings.

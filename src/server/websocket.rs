@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 use crate::acp::{AcpConnection, AgentHub, frame_from_text};
 use crate::config::{CLOSE_HANDSHAKE_TIMEOUT, ConnectionLimits};
 
+/// Messages longer than this are parsed on a blocking thread.
+const PARSE_APART_BYTES: usize = 1024 * 1024;
+
 /// The longest reason a close frame may carry (RFC 6455: 125 bytes of
 /// payload, two of them the code).
 const MAX_CLOSE_REASON_BYTES: usize = 123;
@@ -117,9 +120,24 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
                 *lock(&last_heard) = Instant::now();
                 match message {
                     Some(Ok(Message::Text(text))) => {
+                        let frame = if text.len() > PARSE_APART_BYTES {
+                            // Reading megabytes of JSON takes a while: not on a
+                            // thread every connection's work shares.
+                            let parsed =
+                                tokio::task::spawn_blocking(move || frame_from_text(text.as_str()));
+                            match parsed.await {
+                                Ok(frame) => frame,
+                                Err(error) => {
+                                    tracing::error!("reading a message failed: {error}");
+                                    break;
+                                }
+                            }
+                        } else {
+                            frame_from_text(text.as_str())
+                        };
                         // Once the connection stops taking input the frame has no
                         // one to go to; the close frame follows shortly.
-                        let _ = to_connection.unbounded_send(frame_from_text(text.as_str()));
+                        let _ = to_connection.unbounded_send(frame);
                     }
                     Some(Ok(Message::Binary(_))) => {
                         tracing::warn!("ignored a binary frame: ACP messages are text frames");
