@@ -165,18 +165,19 @@ async fn fresh_link(server: &Server) -> String {
 }
 
 #[tokio::test]
-async fn a_sign_in_link_works_once_only_signed_in_browsers_connect_and_a_restart_signs_them_out() {
+async fn a_sign_in_link_works_once_only_signed_in_browsers_connect_and_a_restart_signs_them_out_keeping_drafts()
+ {
     let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
     let mut server = Server::start().await;
     let second_link = fresh_link(&server).await;
-    // Where the scenario finds a link of the restarted server.
-    let third_link = server.home.dir.path().join("third-link");
+    // Where the scenario finds links of the restarted server.
+    let links = server.home.dir.path().join("links");
     let mut scenario = Scenario::start(
         "sign_in",
         &mut server,
         &[
             ("PUNIE_SECOND_LINK", second_link),
-            ("PUNIE_THIRD_LINK_FILE", third_link.display().to_string()),
+            ("PUNIE_LINKS_FILE", links.display().to_string()),
         ],
     )
     .await;
@@ -186,11 +187,12 @@ async fn a_sign_in_link_works_once_only_signed_in_browsers_connect_and_a_restart
     // Started again only once the page has seen it gone.
     scenario.wait_for("the server is out of reach").await;
     let server = Server::start_on(home, port, &[]).await;
-    let link = fresh_link(&server).await;
+    let again = fresh_link(&server).await;
+    let after_sign_out = fresh_link(&server).await;
     // Whole or not at all: the scenario reads it as soon as it is there.
-    let written = third_link.with_extension("partial");
-    std::fs::write(&written, link).unwrap();
-    std::fs::rename(&written, &third_link).unwrap();
+    let written = links.with_extension("partial");
+    std::fs::write(&written, format!("{again}\n{after_sign_out}\n")).unwrap();
+    std::fs::rename(&written, &links).unwrap();
     scenario.passes().await;
 }
 
@@ -337,6 +339,47 @@ async fn tool_cards_show_an_edits_diff_and_a_commands_output_and_cancel_stops_a_
         std::fs::read_to_string(&list).unwrap(),
         "first entry\nb\nc\nd\ne\nf\ng\nh\ni\nj\nlast entry\n"
     );
+}
+
+#[tokio::test]
+async fn a_diff_shows_a_lost_final_newline_a_changed_line_ending_and_each_change_of_a_large_rewrite()
+ {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    // Every other line of a long file changed: 1,500 changes, far more than
+    // a search for the shortest diff of the whole file at once can afford.
+    let old_big: String = (1..=3000).map(|n| format!("line {n}\n")).collect();
+    let new_big: String = (1..=3000)
+        .map(|n| {
+            if n % 2 == 0 {
+                format!("line {n} changed\n")
+            } else {
+                format!("line {n}\n")
+            }
+        })
+        .collect();
+    let write = |path: &str, content: &str| {
+        json!({"tool_call": {"name": "write_file",
+            "arguments": {"path": path, "content": content}}})
+    };
+    let script = json!([
+        [write("a.txt", "hello\nworld")],
+        [write("b.txt", "x\r\n")],
+        [write("big.txt", &new_big)],
+        [{"text": "All three written."}]
+    ]);
+    let mut server = Server::scripted(script, &[]).await;
+    let workspace = server.home.workspace();
+    std::fs::write(workspace.join("a.txt"), "hello\nworld\n").unwrap();
+    std::fs::write(workspace.join("b.txt"), "x\n").unwrap();
+    std::fs::write(workspace.join("big.txt"), &old_big).unwrap();
+    Scenario::start("diffs", &mut server, &[])
+        .await
+        .passes()
+        .await;
+    let read = |name: &str| std::fs::read_to_string(workspace.join(name)).unwrap();
+    assert_eq!(read("a.txt"), "hello\nworld");
+    assert_eq!(read("b.txt"), "x\r\n");
+    assert_eq!(read("big.txt"), new_big);
 }
 
 #[tokio::test]

@@ -24,6 +24,9 @@ const LIST_PAGES_AT_ONCE = 20;
 
 const RECONNECT_DELAYS_MS = [500, 1000, 2000, 5000];
 
+/** What the page says of an address naming a session it cannot find. */
+const NOT_FOUND = 'The session in the address was not found on this server: the link is wrong, or the session was deleted.';
+
 const STATUS_TEXT = {
   running: 'running',
   waiting_for_permission: 'waiting for permission',
@@ -96,6 +99,9 @@ const state = {
   attachments: [],
   /** What the composer held for each session the person left: id → { text, attachments }. */
   drafts: new Map(),
+  /** The session that was open when a server restart signed the page out,
+   * to open again once it is signed in. */
+  reopen: null,
   reconnects: 0,
 };
 
@@ -329,11 +335,14 @@ function renderSetting(select, id, open) {
   select.title = `${option.name}: ${choices.find((choice) => choice.value === option.currentValue)?.description || option.currentValue}`;
 }
 
+/** Whether Esc put the command list away; typing brings it back. */
+let hintsDismissed = false;
+
 /** The open session's commands that the prompt, a `/` and the start of a
  * name so far, could become. */
 function matchingCommands() {
   const typed = /^\/(\S*)$/.exec(ui.prompt.value);
-  if (!typed || !state.current) return [];
+  if (!typed || !state.current || hintsDismissed) return [];
   return (state.commands.get(state.current) || []).filter((command) => command.name.startsWith(typed[1]));
 }
 
@@ -395,11 +404,65 @@ function switchTo(id) {
     state.drafts.delete(id);
     ui.prompt.value = draft?.text || '';
     state.attachments = draft?.attachments || [];
+    hintsDismissed = false;
   }
   state.current = id;
   remember(id);
   // What the page said about the last session is not about this one.
   if (noticeKind !== 'connection') showNotice('');
+}
+
+/** Where a tab keeps its drafts while it reloads: following a sign-in link
+ * in a tab a server restart signed out loads the page again. */
+const DRAFTS_KEY = 'punie.drafts';
+
+function saveDrafts() {
+  const drafts = new Map(state.drafts);
+  if (state.current) drafts.set(state.current, { text: ui.prompt.value, attachments: state.attachments });
+  const kept = [...drafts].filter(([, draft]) => draft.text || draft.attachments.length > 0);
+  if (kept.length === 0 && !state.reopen) {
+    forgetSavedDrafts();
+    return;
+  }
+  const saved = (withFiles) =>
+    JSON.stringify({
+      reopen: state.reopen,
+      drafts: kept.map(([id, draft]) => [id, { text: draft.text, attachments: withFiles ? draft.attachments : [] }]),
+    });
+  try {
+    sessionStorage.setItem(DRAFTS_KEY, saved(true));
+  } catch {
+    // Files too big for the browser's storage are left behind; the words
+    // are kept if they fit.
+    try {
+      sessionStorage.setItem(DRAFTS_KEY, saved(false));
+    } catch {
+      forgetSavedDrafts();
+    }
+  }
+}
+
+function restoreSavedDrafts() {
+  let saved = null;
+  try {
+    saved = JSON.parse(sessionStorage.getItem(DRAFTS_KEY) || 'null');
+  } catch {
+    // Storage the browser will not give, or not ours to read: no drafts.
+  }
+  forgetSavedDrafts();
+  if (!saved) return;
+  for (const [id, draft] of saved.drafts || []) {
+    state.drafts.set(id, { text: draft.text || '', attachments: draft.attachments || [] });
+  }
+  state.reopen = saved.reopen || null;
+}
+
+function forgetSavedDrafts() {
+  try {
+    sessionStorage.removeItem(DRAFTS_KEY);
+  } catch {
+    // Nothing was kept where the browser gives no storage.
+  }
 }
 
 // ---------------------------------------------------------------- opening
@@ -665,6 +728,9 @@ async function send() {
   const attachments = state.attachments;
   ui.prompt.value = '';
   state.attachments = [];
+  // What the page said about an earlier attempt (a file it could not
+  // attach, a prompt refused) is over once a prompt goes.
+  if (noticeKind === 'action') showNotice('');
   transcript.localPrompt(prompt);
   state.prompting.add(id);
   upsertSession({ sessionId: id, updatedAt: new Date().toISOString() });
@@ -962,11 +1028,20 @@ async function signedIn() {
   return answer.signedIn === true;
 }
 
-// Nothing the page showed is the signed-out browser's to see.
-function showSignedOut(words) {
+// Nothing the page showed is the signed-out browser's to see. What the
+// person was writing is theirs, though: put away until the page is signed in
+// again, unless they signed out themselves.
+function showSignedOut(words, { forget = false } = {}) {
+  if (forget) {
+    state.drafts.clear();
+    state.reopen = null;
+    forgetSavedDrafts();
+  } else if (state.current) {
+    state.drafts.set(state.current, { text: ui.prompt.value, attachments: state.attachments });
+    state.reopen = state.current;
+  }
   state.sessions.clear();
   state.current = null;
-  state.drafts.clear();
   state.attachments = [];
   ui.prompt.value = '';
   showTranscript(null);
@@ -1009,7 +1084,7 @@ async function signOut() {
   const connection = state.connection;
   forgetConnection('This browser signed out.');
   connection?.close();
-  showSignedOut('signed out');
+  showSignedOut('signed out', { forget: true });
 }
 
 async function start() {
@@ -1035,7 +1110,9 @@ async function start() {
     return;
   }
   // The address wins: a session link pasted while the server was away.
-  const reopen = wantedSession() || state.current;
+  const wanted = wantedSession();
+  const reopen = wanted || state.current || state.reopen;
+  state.reopen = null;
   if (reopen && state.sessions.has(reopen)) {
     await openSession(reopen);
     return;
@@ -1043,6 +1120,7 @@ async function start() {
   state.current = null;
   showTranscript(null);
   if (reopen) remember(null);
+  if (wanted && reopen === wanted) showNotice(NOT_FOUND);
   render();
 }
 
@@ -1083,7 +1161,14 @@ ui.noticeClose.addEventListener('click', () => showNotice(''));
 // A link to a session, pasted into the address or reached with Back.
 window.addEventListener('hashchange', () => {
   const wanted = wantedSession();
-  if (wanted && wanted !== state.current && state.sessions.has(wanted)) openSession(wanted);
+  // While the server is away, start() looks at the address once it is back.
+  if (!wanted || wanted === state.current || !state.connection) return;
+  if (state.sessions.has(wanted)) {
+    openSession(wanted);
+  } else {
+    remember(state.current);
+    showNotice(NOT_FOUND);
+  }
 });
 ui.fileInput.addEventListener('change', async () => {
   await attach([...ui.fileInput.files]);
@@ -1131,7 +1216,10 @@ ui.main.addEventListener('drop', (event) => {
 // A screenshot pasted into the prompt goes with it, as a dropped file would;
 // pasted text stays the browser's to paste, even when the clipboard holds a
 // picture of it too (cells copied from a spreadsheet, say).
-ui.prompt.addEventListener('input', renderCommandHints);
+ui.prompt.addEventListener('input', () => {
+  hintsDismissed = false;
+  renderCommandHints();
+});
 // Tab takes the first command the prompt could become.
 ui.prompt.addEventListener('keydown', (event) => {
   if (event.key !== 'Tab' || event.shiftKey) return;
@@ -1164,8 +1252,14 @@ document.addEventListener('keydown', (event) => {
     event.preventDefault();
     send();
   } else if (event.key === 'Escape') {
-    if (ui.body.classList.contains('sessions-open')) ui.body.classList.remove('sessions-open');
-    else cancel();
+    if (ui.body.classList.contains('sessions-open')) {
+      ui.body.classList.remove('sessions-open');
+    } else if (!ui.commandHints.hidden) {
+      hintsDismissed = true;
+      renderCommandHints();
+    } else {
+      cancel();
+    }
   } else if (event.altKey && (event.key === 'ArrowDown' || event.key === 'ArrowUp')) {
     event.preventDefault();
     moveSession(event.key === 'ArrowDown' ? 1 : -1);
@@ -1177,6 +1271,9 @@ document.addEventListener('keydown', (event) => {
 });
 
 renderNotifyButton();
+
+restoreSavedDrafts();
+window.addEventListener('pagehide', saveDrafts);
 
 // Relative times in the list go stale; redraw them now and then.
 setInterval(() => renderSessions({ force: true }), 60_000);

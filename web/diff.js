@@ -1,8 +1,20 @@
 // Line diffs for the `diff` content of tool calls: which lines an edit
 // removes and adds, shown with a few lines of context around each change.
+//
+// Lines are compared with their endings, so a change of line ending or of
+// the newline at the end of the file is a change like any other, and shown.
 
-/** Most edit steps the diff searches before it shows the whole file replaced. */
-const MAX_EDITS = 1000;
+/** Edit cost the search for the shortest script of one region goes to
+ * before it settles for the split that got furthest: a rewrite of a large
+ * file then still diffs in moments, as a run of smaller regions. */
+const MAX_COST = 256;
+
+/** Steps the whole search may take; past them, what is left is shown as
+ * removed and added lines taking turns, a few at a time. */
+const MAX_WORK = 20_000_000;
+
+/** Lines taken at a time from each side when the search gives up. */
+const FALLBACK_RUN = 8;
 
 /** Lines of unchanged text kept around each change. */
 const CONTEXT = 3;
@@ -11,80 +23,214 @@ const CONTEXT = 3;
  * put hundreds of thousands of rows in the page. */
 const MAX_ROWS = 2000;
 
+/** The lines of `text`, each with its ending: `\n`, `\r\n`, or none for a
+ * last line without one. */
 function lines(text) {
-  if (!text) return [];
-  const split = text.split('\n');
-  if (split[split.length - 1] === '') split.pop();
-  return split;
+  const result = [];
+  let start = 0;
+  while (start < text.length) {
+    const end = text.indexOf('\n', start);
+    if (end === -1) {
+      result.push(text.slice(start));
+      break;
+    }
+    result.push(text.slice(start, end + 1));
+    start = end + 1;
+  }
+  return result;
+}
+
+/** Both texts' lines as numbers, equal for equal lines: compared faster. */
+function numbered(oldLines, newLines) {
+  const ids = new Map();
+  const id = (line) => {
+    let n = ids.get(line);
+    if (n === undefined) {
+      n = ids.size;
+      ids.set(line, n);
+    }
+    return n;
+  };
+  return [Int32Array.from(oldLines, id), Int32Array.from(newLines, id)];
+}
+
+/**
+ * Where to cut the region a[aLo, aHi) × b[bLo, bHi) in two: the middle of a
+ * shortest edit script (Myers' search from both ends at once, in linear
+ * space).
+ * Past MAX_COST, the point either search got furthest, the one nearest the
+ * region's diagonal, so that a big rewrite is cut into runs of removed and
+ * added lines that take turns. Null when there is no cut to make: the
+ * region has no line in common, or nothing better was found.
+ */
+function cut(a, aLo, aHi, b, bLo, bHi, budget) {
+  const n = aHi - aLo;
+  const m = bHi - bLo;
+  const whole = Math.ceil((n + m) / 2);
+  const limit = Math.min(whole, MAX_COST);
+  const offset = limit + 1;
+  const size = 2 * offset + 1;
+  // Furthest x reached on each diagonal k = x - y, forward from the start
+  // and backward from the end (there, x and y count from the end).
+  const forward = new Int32Array(size).fill(-1);
+  const backward = new Int32Array(size).fill(-1);
+  forward[offset + 1] = 0;
+  backward[offset + 1] = 0;
+  const delta = n - m;
+  const odd = (delta & 1) !== 0;
+  // Diagonals that left the region are not searched again.
+  let forwardStart = 0;
+  let forwardEnd = 0;
+  let backwardStart = 0;
+  let backwardEnd = 0;
+  let best = null;
+  let bestReach = -1;
+  let bestSkew = Infinity;
+  const candidate = (x, y, fromEnd) => {
+    const skew = Math.abs(x * m - y * n);
+    if (x + y > bestReach || (x + y === bestReach && skew < bestSkew)) {
+      bestReach = x + y;
+      bestSkew = skew;
+      best = fromEnd ? [n - x, m - y] : [x, y];
+    }
+  };
+  for (let d = 0; d < limit; d++) {
+    const last = d === limit - 1 && limit < whole;
+    for (let k = -d + forwardStart; k <= d - forwardEnd; k += 2) {
+      const i = offset + k;
+      let x = k === -d || (k !== d && forward[i - 1] < forward[i + 1]) ? forward[i + 1] : forward[i - 1] + 1;
+      let y = x - k;
+      const from = x;
+      while (x < n && y < m && a[aLo + x] === b[bLo + y]) {
+        x++;
+        y++;
+      }
+      budget.work += 1 + x - from;
+      forward[i] = x;
+      if (x > n) {
+        forwardEnd += 2;
+      } else if (y > m) {
+        forwardStart += 2;
+      } else {
+        if (odd) {
+          const j = offset + delta - k;
+          if (j >= 0 && j < size && backward[j] !== -1 && x >= n - backward[j]) return [aLo + x, bLo + y];
+        }
+        if (last) candidate(x, y, false);
+      }
+    }
+    for (let k = -d + backwardStart; k <= d - backwardEnd; k += 2) {
+      const i = offset + k;
+      let x = k === -d || (k !== d && backward[i - 1] < backward[i + 1]) ? backward[i + 1] : backward[i - 1] + 1;
+      let y = x - k;
+      const from = x;
+      while (x < n && y < m && a[aHi - 1 - x] === b[bHi - 1 - y]) {
+        x++;
+        y++;
+      }
+      budget.work += 1 + x - from;
+      backward[i] = x;
+      if (x > n) {
+        backwardEnd += 2;
+      } else if (y > m) {
+        backwardStart += 2;
+      } else {
+        if (!odd) {
+          const j = offset + delta - k;
+          if (j >= 0 && j < size && forward[j] !== -1) {
+            const fx = forward[j];
+            if (fx >= n - x) return [aLo + fx, bLo + fx - (delta - k)];
+          }
+        }
+        if (last) candidate(x, y, true);
+      }
+    }
+  }
+  // A whole search that found no middle found no line in common.
+  if (!best || limit === whole) return null;
+  const [x, y] = best;
+  if ((x === 0 && y === 0) || (x === n && y === m)) return null;
+  return [aLo + x, bLo + y];
+}
+
+/**
+ * The edit script from line numbers `a` to `b`, in order: `{ op, x, y }`
+ * with x an index in `a` (kept and removed lines) and y one in `b` (kept
+ * and added lines).
+ */
+function editScript(a, b) {
+  const script = [];
+  const budget = { work: 0 };
+  const remove = (x) => script.push({ op: '-', x });
+  const add = (y) => script.push({ op: '+', y });
+  // Regions still to diff, and runs of kept lines to put after them; the
+  // last pushed comes first.
+  const stack = [[0, a.length, 0, b.length]];
+  while (stack.length > 0) {
+    const item = stack.pop();
+    if (item.length === 3) {
+      const [x, y, count] = item;
+      for (let i = 0; i < count; i++) script.push({ op: ' ', x: x + i, y: y + i });
+      continue;
+    }
+    let [aLo, aHi, bLo, bHi] = item;
+    while (aLo < aHi && bLo < bHi && a[aLo] === b[bLo]) {
+      script.push({ op: ' ', x: aLo, y: bLo });
+      aLo++;
+      bLo++;
+    }
+    let kept = 0;
+    while (aHi > aLo && bHi > bLo && a[aHi - 1] === b[bHi - 1]) {
+      aHi--;
+      bHi--;
+      kept++;
+    }
+    if (kept > 0) stack.push([aHi, bHi, kept]);
+    if (budget.work > MAX_WORK) {
+      // Still both sides of the change, in the order they come.
+      let x = aLo;
+      let y = bLo;
+      while (x < aHi || y < bHi) {
+        for (let i = 0; i < FALLBACK_RUN && x < aHi; i++) remove(x++);
+        for (let i = 0; i < FALLBACK_RUN && y < bHi; i++) add(y++);
+      }
+      continue;
+    }
+    const at = aLo < aHi && bLo < bHi ? cut(a, aLo, aHi, b, bLo, bHi, budget) : null;
+    if (at) {
+      const [x, y] = at;
+      stack.push([x, aHi, y, bHi], [aLo, x, bLo, y]);
+      continue;
+    }
+    for (let x = aLo; x < aHi; x++) remove(x);
+    for (let y = bLo; y < bHi; y++) add(y);
+  }
+  return script;
+}
+
+/** A line as shown: its text without its ending, and what the ending was. */
+function shown(line) {
+  const eol = line.endsWith('\n');
+  let text = eol ? line.slice(0, -1) : line;
+  const cr = text.endsWith('\r');
+  if (cr) text = text.slice(0, -1);
+  return { text, cr, eol };
 }
 
 /**
  * The edit script from `oldText` to `newText`: a list of
- * `{ op: ' ' | '-' | '+', text, oldLine, newLine }` (Myers' algorithm).
+ * `{ op: ' ' | '-' | '+', text, cr, eol, oldLine, newLine }`, where `cr`
+ * and `eol` say whether the line ended in a carriage return and a newline.
  */
 export function diffLines(oldText, newText) {
-  const a = lines(oldText);
-  const b = lines(newText);
-  const n = a.length;
-  const m = b.length;
-  const max = Math.min(n + m, MAX_EDITS);
-  const offset = max + 1;
-  const v = new Int32Array(2 * max + 3);
-  const trace = [];
-  let found = n === 0 && m === 0;
-  for (let d = 0; d <= max && !found; d++) {
-    trace.push(v.slice());
-    for (let k = -d; k <= d; k += 2) {
-      let x = k === -d || (k !== d && v[offset + k - 1] < v[offset + k + 1]) ? v[offset + k + 1] : v[offset + k - 1] + 1;
-      let y = x - k;
-      while (x < n && y < m && a[x] === b[y]) {
-        x++;
-        y++;
-      }
-      v[offset + k] = x;
-      if (x >= n && y >= m) {
-        found = true;
-        break;
-      }
-    }
-  }
-  if (!found) {
-    return [
-      ...a.map((text, i) => ({ op: '-', text, oldLine: i + 1 })),
-      ...b.map((text, i) => ({ op: '+', text, newLine: i + 1 })),
-    ];
-  }
-  // Walk the trace back from the end to recover the script.
-  const script = [];
-  let x = n;
-  let y = m;
-  for (let d = trace.length - 1; d >= 0 && (x > 0 || y > 0); d--) {
-    const row = trace[d];
-    const k = x - y;
-    const down = k === -d || (k !== d && row[offset + k - 1] < row[offset + k + 1]);
-    const prevK = down ? k + 1 : k - 1;
-    const prevX = d === 0 ? 0 : row[offset + prevK];
-    const prevY = prevX - prevK;
-    while (x > prevX && y > prevY) {
-      x--;
-      y--;
-      script.push({ op: ' ', text: a[x], oldLine: x + 1, newLine: y + 1 });
-    }
-    if (d === 0) break;
-    if (down) {
-      y--;
-      script.push({ op: '+', text: b[y], newLine: y + 1 });
-    } else {
-      x--;
-      script.push({ op: '-', text: a[x], oldLine: x + 1 });
-    }
-  }
-  while (x > 0 && y > 0) {
-    x--;
-    y--;
-    script.push({ op: ' ', text: a[x], oldLine: x + 1, newLine: y + 1 });
-  }
-  return script.reverse();
+  const oldLines = lines(oldText);
+  const newLines = lines(newText);
+  const [a, b] = numbered(oldLines, newLines);
+  return editScript(a, b).map(({ op, x, y }) => {
+    if (op === '+') return { op, ...shown(newLines[y]), newLine: y + 1 };
+    if (op === '-') return { op, ...shown(oldLines[x]), oldLine: x + 1 };
+    return { op, ...shown(oldLines[x]), oldLine: x + 1, newLine: y + 1 };
+  });
 }
 
 /** The script cut into hunks: changes with CONTEXT lines around them. */
@@ -119,6 +265,9 @@ export function renderDiff(path, oldText, newText) {
   const script = diffLines(oldText ?? '', newText ?? '');
   const added = script.filter((l) => l.op === '+').length;
   const removed = script.filter((l) => l.op === '-').length;
+  // Carriage returns are marked where the texts mix line endings: there a
+  // line whose ending changed would otherwise look unchanged.
+  const markReturns = script.some((l) => l.cr) && script.some((l) => l.eol && !l.cr);
   header.textContent = `${path}${oldText == null ? ' (new file)' : ''}`;
   const counts = document.createElement('span');
   counts.className = 'diff-counts';
@@ -169,8 +318,23 @@ export function renderDiff(path, oldText, newText) {
       const text = document.createElement('span');
       text.className = 'diff-text';
       text.textContent = line.text;
+      if (line.cr && markReturns) {
+        const mark = document.createElement('span');
+        mark.className = 'diff-eol';
+        // In letters: fonts for the code lack the control pictures (␍).
+        mark.textContent = 'CR';
+        mark.title = 'This line ends with a carriage return (CR LF)';
+        text.append(mark);
+      }
       row.append(oldNumber, newNumber, sign, text);
       table.append(row);
+      if (!line.eol) {
+        // As git marks it: the line is the file's last, with no newline after.
+        const end = document.createElement('div');
+        end.className = 'diff-no-eol';
+        end.textContent = '\\ No newline at end of file';
+        table.append(end);
+      }
     }
   });
   if (hidden > 0) {

@@ -4,7 +4,8 @@
 // The `test` model repeats the prompt it got, attachments included, and
 // counts its pictures. A directory the server cannot use is refused. A new
 // session can have a model of its own. The keyboard and the address move
-// between sessions, each with its own draft.
+// between sessions, each with its own draft; an address naming no session
+// says so. A notice about an earlier attempt goes once a prompt is sent.
 
 import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
 
@@ -68,9 +69,8 @@ await scenario('attachments', async (browser) => {
   await page.locator('#notice-close').click();
   await page.locator('#notice').waitFor({ state: 'hidden' });
   await page.locator('#file-input').setInputFiles({ name: 'empty.png', mimeType: 'image/png', buffer: Buffer.alloc(0) });
+  // Left up: sending the prompt puts it away.
   await page.locator('#notice', { hasText: 'empty.png is empty; it was not attached.' }).waitFor();
-  await page.locator('#notice-close').click();
-  await page.locator('#notice').waitFor({ state: 'hidden' });
   const waiting = await page.locator('#attachments .chip').allTextContents();
   expect(
     waiting.length === 2 && waiting[0].includes('data.bin') && waiting[1].includes('pixel.png'),
@@ -100,6 +100,7 @@ await scenario('attachments', async (browser) => {
   await page.locator('.message.agent', { hasText: '[binary content of file:///data.bin]' }).waitFor();
   await page.locator('.message.agent', { hasText: 'You showed me 1 picture (image/png).' }).waitFor();
   await turnOver(page);
+  expect(!(await page.locator('#notice').isVisible()), 'the notice about the empty file gone once the prompt went');
   const shown = page.locator('.message.user img.prompt-image');
   await shown.waitFor();
   const width = await shown.evaluate((image) => image.complete && image.naturalWidth);
@@ -170,4 +171,12 @@ await scenario('attachments', async (browser) => {
   await page.evaluate((id) => (location.hash = `#session=${id}`), first);
   await page.locator(`.session[aria-current="true"][data-session-id="${first}"]`).waitFor();
   await page.locator('.message.agent', { hasText: 'Read these' }).first().waitFor();
+  // One naming no session says so, and the address goes back to the open one.
+  await page.evaluate(() => (location.hash = '#session=nope'));
+  await page.locator('#notice', { hasText: 'The session in the address was not found' }).waitFor();
+  await page.waitForFunction((id) => location.hash === `#session=${id}`, first);
+  expect(
+    (await page.locator('.session[aria-current="true"]').getAttribute('data-session-id')) === first,
+    'the open session still open',
+  );
 });

@@ -1,7 +1,8 @@
 // The open session's model and mode are chosen in the composer. "Edit without
 // asking" writes a file with no question; every tab on the session sees the
 // change as it happens, and a reload shows the mode the session keeps. Typing
-// `/` lists the session's slash commands.
+// `/` lists the session's slash commands; Esc puts the list away. The model
+// and mode stay readable in a narrow window.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -47,7 +48,12 @@ await scenario('settings', async (browser) => {
   const offered = await page.locator('#command-hints .command-hint').evaluateAll((hints) => hints.map((h) => h.dataset.command));
   expect(JSON.stringify(offered) === JSON.stringify(['init', 'review']), `the commands, got ${JSON.stringify(offered)}`);
   await browser.shot(page, 'commands-listed');
+  // Esc puts the list away, leaving the prompt as it was; typing brings it back.
+  await page.locator('#prompt').press('Escape');
+  await page.locator('#command-hints').waitFor({ state: 'hidden' });
+  expect((await page.locator('#prompt').inputValue()) === '/', 'Esc to leave the prompt alone');
   await page.locator('#prompt').pressSequentially('re');
+  await page.locator('#command-hints .command-hint').first().waitFor();
   await page.locator('#prompt').press('Tab');
   expect((await page.locator('#prompt').inputValue()) === '/review ', `Tab to complete the command, got ${await page.locator('#prompt').inputValue()}`);
   await page.locator('#command-hints').waitFor({ state: 'hidden' });
@@ -56,4 +62,23 @@ await scenario('settings', async (browser) => {
   await page.reload();
   await page.locator('#session-mode').waitFor();
   await page.waitForFunction(() => document.querySelector('#session-mode').value === 'edit');
+
+  // On a phone held upright, the chosen mode reads in full and the model's
+  // name has room to be told apart.
+  await page.setViewportSize({ width: 320, height: 640 });
+  const shown = await page.evaluate(() =>
+    ['#session-model', '#session-mode'].map((selector) => {
+      const select = document.querySelector(selector);
+      const style = getComputedStyle(select);
+      const pen = document.createElement('canvas').getContext('2d');
+      pen.font = `${style.fontSize} ${style.fontFamily}`;
+      return { width: select.clientWidth, text: pen.measureText(select.selectedOptions[0].text).width };
+    }),
+  );
+  const [modelShown, modeShown] = shown;
+  expect(modeShown.width >= modeShown.text + 24, `the mode's name to fit, got ${JSON.stringify(modeShown)}`);
+  expect(modelShown.width >= 120, `room for the model's name, got ${JSON.stringify(modelShown)}`);
+  const composer = await page.locator('#composer').boundingBox();
+  expect(composer.x + composer.width <= 320, `the composer to fit, it ends at ${composer.x + composer.width}px`);
+  await browser.shot(page, 'narrow');
 });
