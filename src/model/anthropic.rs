@@ -10,13 +10,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use eventsource_stream::Event;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::http::{self, Call, DecodeError, Decoder, Peer};
+use super::http::{self, Call, DecodeError, Decoder, Event, Peer};
 use super::{
     Message, Model, ModelError, ModelEvent, ModelRequest, ModelSettings, ModelStream, Stop,
     ToolCall, ToolSpec, Usage,

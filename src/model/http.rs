@@ -11,11 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_stream::{Event, EventStreamError, Eventsource as _};
 use futures::StreamExt as _;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
+use sse_stream::{Sse, SseByteStream};
 
 use super::{ModelError, ModelEvent, ModelRequest, ModelSettings, ModelStream};
 
@@ -170,6 +170,27 @@ pub(crate) fn parse_base_url(text: &str, what: &str) -> Result<Url, ModelError> 
     Ok(url)
 }
 
+/// One server-sent event: its type (`message` unless it names one) and its
+/// data, its `data:` lines joined with line feeds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Event {
+    pub event: String,
+    pub data: String,
+}
+
+impl Event {
+    /// The event `block` is, if it has data: a block of only `event:`,
+    /// `id:` or `retry:` lines is none, as an `EventSource` sees it.
+    fn from_block(block: Sse) -> Option<Self> {
+        let data = block.data?;
+        let event = block
+            .event
+            .filter(|event| !event.is_empty())
+            .unwrap_or_else(|| "message".to_owned());
+        Some(Self { event, data })
+    }
+}
+
 /// Turns server-sent events into model events, one provider's wire format.
 /// A call that is tried again gets a new decoder.
 pub(crate) trait Decoder: Send + 'static {
@@ -255,18 +276,21 @@ pub(crate) fn model_stream<D: Decoder>(
                 }
             };
             let bytes = idle_limited(response.bytes_stream(), settings.idle_timeout);
-            let mut events = std::pin::pin!(bytes.eventsource());
+            let mut events = std::pin::pin!(SseByteStream::new(bytes));
             let mut decoder = new_decoder();
             // What this attempt decoded, held until the answer begins.
             let mut held = Vec::new();
             let failure = loop {
                 let (decoded, ended) = match events.next().await {
                     None => (decoder.finish(&mut held), true),
-                    Some(Ok(event)) => (decoder.decode(&event, &mut held), false),
+                    Some(Ok(block)) => match Event::from_block(block) {
+                        Some(event) => (decoder.decode(&event, &mut held), false),
+                        None => (Ok(()), false),
+                    },
                     Some(Err(error)) => {
                         let transient = matches!(
-                            &error,
-                            EventStreamError::Transport(Transport::Http(error)) if is_dropped(error)
+                            transport(&error),
+                            Some(Transport::Http(error)) if is_dropped(error)
                         );
                         let error = stream_error(&peer, &error, settings.idle_timeout);
                         (Err(DecodeError { error, transient }), false)
@@ -572,11 +596,21 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Why the bytes of an event stream stopped coming.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum Transport {
+    #[error(transparent)]
     Http(reqwest::Error),
     /// Nothing came for the idle timeout.
+    #[error("nothing came for the idle timeout")]
     Idle,
+}
+
+/// The [`Transport`] failure that ended an event stream, if that is what did.
+fn transport(error: &sse_stream::Error) -> Option<&Transport> {
+    match error {
+        sse_stream::Error::Body(error) => error.downcast_ref::<Transport>(),
+        _ => None,
+    }
 }
 
 /// `bytes`, ending with [`Transport::Idle`] once nothing has come for
@@ -701,19 +735,14 @@ fn request_error(peer: &Peer, error: &reqwest::Error) -> ModelError {
 }
 
 /// An event stream that broke, or went silent, after it started.
-fn stream_error(
-    peer: &Peer,
-    error: &EventStreamError<Transport>,
-    idle_timeout: Duration,
-) -> ModelError {
-    let reason = match error {
-        EventStreamError::Transport(Transport::Idle) => return idle_error(peer, idle_timeout),
-        EventStreamError::Transport(Transport::Http(error)) => root_cause(error),
-        EventStreamError::Utf8(error) => format!("it sent text that is not UTF-8 ({error})"),
-        EventStreamError::Parser(error) => format!(
-            "it sent malformed server-sent events ({})",
-            shown(&error.to_string(), ERROR_BODY_LIMIT)
-        ),
+fn stream_error(peer: &Peer, error: &sse_stream::Error, idle_timeout: Duration) -> ModelError {
+    let reason = match (transport(error), error) {
+        (Some(Transport::Idle), _) => return idle_error(peer, idle_timeout),
+        (Some(Transport::Http(error)), _) => root_cause(error),
+        (None, sse_stream::Error::Utf8Parse(error)) => {
+            format!("it sent text that is not UTF-8 ({error})")
+        }
+        (None, error) => format!("it sent malformed server-sent events ({error})"),
     };
     ModelError::Provider(format!("the stream from {} broke: {reason}", peer.name))
 }

@@ -12,13 +12,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use eventsource_stream::Event;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::http::{self, Call, DecodeError, Decoder, Peer};
+use super::http::{self, Call, DecodeError, Decoder, Event, Peer};
 use super::{
     Message, Model, ModelError, ModelEvent, ModelRequest, ModelSettings, ModelStream, Picture,
     Stop, ToolCall, ToolSpec, Usage,
