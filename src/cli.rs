@@ -25,7 +25,7 @@ use crate::config::{
     DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT, DEFAULT_REATTACH_TIMEOUT,
     DEFAULT_SESSION_IDLE_TIMEOUT, MAX_MESSAGE_BYTES, Paths, ServeConfig,
 };
-use crate::model::{Model, ModelSettings};
+use crate::model::{Model, ModelError, ModelSettings};
 use crate::tools::PermissionMode;
 use crate::{editors, logging, server, web};
 
@@ -762,20 +762,21 @@ fn parse_rounds(value: &str) -> Result<usize, String> {
 /// server starts and says what to do.
 fn serve_model(config: &ServeConfig) -> Result<Arc<dyn Model>, UsageError> {
     let settings_file = config.paths.settings_file();
-    for offered in &config.offered_models {
-        crate::model::from_spec(offered, &config.model_settings).map_err(|error| {
-            UsageError(format!(
-                "{error} (from --offer-model or `offer-model` under [serve] in {})",
-                settings_file.display()
-            ))
-        })?;
-    }
-    crate::model::from_spec(&config.model, &config.model_settings).map_err(|error| {
-        UsageError(format!(
-            "{error} (from --model, {MODEL_ENV} or `model` under [serve] in {})",
+    // The spec is named as the source unless the error names its own (an
+    // environment variable).
+    let from = |error: ModelError, source: &str| match error {
+        ModelError::Environment(_) => UsageError(error.to_string()),
+        error => UsageError(format!(
+            "{error} (from {source} under [serve] in {})",
             settings_file.display()
-        ))
-    })
+        )),
+    };
+    for offered in &config.offered_models {
+        crate::model::from_spec(offered, &config.model_settings)
+            .map_err(|error| from(error, "--offer-model or `offer-model`"))?;
+    }
+    crate::model::from_spec(&config.model, &config.model_settings)
+        .map_err(|error| from(error, &format!("--model, {MODEL_ENV} or `model`")))
 }
 
 /// An IP address, or `localhost`.

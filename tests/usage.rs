@@ -159,6 +159,24 @@ async fn bad_flag_values_are_usage_errors() {
     .await;
     assert_usage_error(&output, "--offer-model", "--offer-model");
 
+    // A variable the model reads is named as the fault, not the spec.
+    let output = punie(
+        &home,
+        &["serve", "--port", "0", "--model", "openai:gpt-4.1"],
+        &[("OPENAI_BASE_URL", "127.0.0.1:5000/v1")],
+    )
+    .await;
+    assert_usage_error(
+        &output,
+        "OPENAI_BASE_URL `127.0.0.1:5000/v1` is not a URL",
+        "OPENAI_BASE_URL",
+    );
+    assert!(
+        !text(&output.stderr).contains("from --model"),
+        "{}",
+        text(&output.stderr)
+    );
+
     for (server, expected) in [
         ("ftp://x", "unsupported scheme"),
         ("notaurl", "is not a URL"),
