@@ -389,9 +389,13 @@ fn message_json(message: &Message) -> Value {
 }
 
 fn tool_call_json(call: &ToolCall) -> Value {
-    // Malformed arguments were kept as the raw text; send them back as written.
+    // Malformed arguments were kept as the raw text, which the tool's result
+    // quotes to the model. Sent back as written, they would break the
+    // conversation for good on a server that reads them (vLLM and llama.cpp
+    // parse them to fill in their chat templates, and refuse what is not
+    // JSON), so an empty object stands in for them.
     let arguments = match &call.arguments {
-        Value::String(raw) => raw.clone(),
+        Value::String(_) => "{}".to_owned(),
         other => other.to_string(),
     };
     json!({
@@ -767,7 +771,8 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_assistant_text_with_tool_calls_is_sent_as_null() {
+    fn an_empty_assistant_text_with_tool_calls_is_sent_as_null_and_malformed_arguments_as_an_empty_object()
+     {
         let request = ModelRequest {
             messages: Arc::new(vec![Message::Assistant {
                 text: String::new(),
@@ -782,8 +787,8 @@ mod tests {
         let body = request_body("m", &request, true);
         assert_eq!(body["messages"][0]["content"], Value::Null);
         assert_eq!(
-            body["messages"][0]["tool_calls"][0]["function"]["arguments"],
-            "{oops"
+            body["messages"][0]["tool_calls"][0]["function"]["arguments"], "{}",
+            "what a server can read as JSON"
         );
         assert!(body.get("tools").is_none());
     }
