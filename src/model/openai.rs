@@ -771,8 +771,7 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_assistant_text_with_tool_calls_is_sent_as_null_and_malformed_arguments_as_an_empty_object()
-     {
+    fn tool_calls_go_back_with_null_text_and_arguments_a_server_can_read() {
         let request = ModelRequest {
             messages: Arc::new(vec![Message::Assistant {
                 text: String::new(),
