@@ -18,6 +18,7 @@ pub mod model;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod text;
 pub mod tools;
 pub mod web;
 pub mod workspace;

@@ -34,6 +34,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::auth::AccessToken;
 use crate::config::{MAX_MESSAGE_BYTES, MESSAGE_LIMIT_HEADER, Paths};
 use crate::server::ServerRecord;
+pub(crate) use crate::text::terminal_safe;
 
 /// Where clients look when nothing says otherwise.
 pub const DEFAULT_SERVER: &str = "ws://127.0.0.1:8000/acp";
@@ -53,23 +54,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
 /// resident for nothing. A bigger message still arrives whole (the buffer
 /// grows to hold its frame), in more reads.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
-
-/// `text` as it may be shown on a terminal: without the control characters
-/// (but newline and tab) a terminal acts on, nor those that reorder text.
-/// A model's words, or a file it read, could otherwise set the window's
-/// title, clear the screen, or rewrite the line that asks the person's
-/// permission to say something else.
-pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        (c.is_control() && c != '\n' && c != '\t')
-            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if text.contains(unsafe_char) {
-        text.replace(unsafe_char, "").into()
-    } else {
-        text.into()
-    }
-}
 
 /// The server a client talks to, and how to get in.
 #[derive(Debug, Clone)]

@@ -898,7 +898,7 @@ pub(crate) fn shown(text: &str, limit: usize) -> String {
     let mut count = 0;
     let mut gap = false;
     for c in text.trim().chars() {
-        if c.is_control() || reorders_text(c) {
+        if c.is_control() || crate::text::reorders_text(c) {
             gap |= c.is_whitespace();
             continue;
         }
@@ -914,11 +914,6 @@ pub(crate) fn shown(text: &str, limit: usize) -> String {
         count += 1;
     }
     kept
-}
-
-/// Unicode's marks that change the order or direction text is shown in.
-fn reorders_text(c: char) -> bool {
-    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// An error the model server reported in the middle of its stream.
