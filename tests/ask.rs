@@ -1429,3 +1429,31 @@ async fn a_question_on_stdin_that_is_not_text_is_refused_saying_so() {
     );
     assert_eq!(server.health().await["sessions"], 0);
 }
+
+#[tokio::test]
+async fn a_json_answer_stdout_cannot_take_is_a_failure() {
+    let server = Server::start().await;
+    for format in ["json", "stream-json"] {
+        let ask_hello = || {
+            let mut command = server.home.command();
+            command
+                .args(["ask", "--output", format, "hello"])
+                .current_dir(server.home.workspace());
+            command
+        };
+        let full = run_with(&mut ask_hello(), b"", full_disk()).await;
+        let stderr = text(&full.stderr);
+        assert_eq!(full.status.code(), Some(1), "{format}: {stderr}");
+        assert!(
+            stderr.contains("cannot write the answer to stdout"),
+            "{format}: {stderr}"
+        );
+        let closed = run_with(&mut ask_hello(), b"", reader_gone()).await;
+        assert_eq!(
+            closed.status.code(),
+            Some(1),
+            "{format}: {}",
+            text(&closed.stderr)
+        );
+    }
+}

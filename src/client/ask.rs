@@ -118,27 +118,22 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
     watching.abort();
 
     let mut view = lock(&view);
-    match &outcome {
+    let exit = match &outcome {
         Ok(Ok(answer)) => {
             if let Some(error) = view.stdout_failed.take() {
-                // A reader that stopped reading (`| head`) knows why.
-                if error.kind() != std::io::ErrorKind::BrokenPipe {
-                    eprintln!(
-                        "punie: cannot write the answer to stdout ({error}); the turn was cancelled"
-                    );
-                }
+                stdout_lost(&error, "; the turn was cancelled");
                 return AskExit::Failed;
             }
             if interrupt.was_pressed() {
                 view.finish(answer, None);
-                return AskExit::Interrupted;
-            }
-            if answer.stop_reason == StopReason::Cancelled {
+                AskExit::Interrupted
+            } else if answer.stop_reason == StopReason::Cancelled {
                 view.finish(answer, Some(CANCELLED_ELSEWHERE));
-                return AskExit::Failed;
+                AskExit::Failed
+            } else {
+                view.finish(answer, None);
+                AskExit::Done
             }
-            view.finish(answer, None);
-            AskExit::Done
         }
         Ok(Err(error)) => {
             view.fail(&super::describe(error));
@@ -152,6 +147,26 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
                 AskExit::NoServer
             }
         }
+    };
+    // In JSON output the object written last is all there is: losing it
+    // loses the answer.
+    match view.stdout_failed.take() {
+        Some(error) => {
+            stdout_lost(&error, "");
+            match exit {
+                AskExit::Done => AskExit::Failed,
+                other => other,
+            }
+        }
+        None => exit,
+    }
+}
+
+/// Say that stdout could not take the answer, unless its reader stopped
+/// reading (`| head`), which knows why.
+fn stdout_lost(error: &std::io::Error, consequence: &str) {
+    if error.kind() != std::io::ErrorKind::BrokenPipe {
+        eprintln!("punie: cannot write the answer to stdout ({error}){consequence}");
     }
 }
 
