@@ -1457,3 +1457,66 @@ async fn a_json_answer_stdout_cannot_take_is_a_failure() {
         );
     }
 }
+
+/// Whether process `pid` is gone: no longer there, or dead and not yet reaped.
+fn gone(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[tokio::test]
+async fn sigterm_and_sighup_stop_the_commands_ask_started_and_exit_128_plus_the_signal() {
+    for (signal, code) in [(Signal::SIGTERM, 143), (Signal::SIGHUP, 129)] {
+        // The shell would die with ask; what it started in the background
+        // would not, unless its process group is killed.
+        let server = Server::scripted(
+            json!([
+                [{"tool_call": {"name": "run_command",
+                                "arguments": {"command": "sleep 60 & echo $! > started; wait"}}}],
+                [{"text": "Done."}]
+            ]),
+            &[],
+        )
+        .await;
+        let started = server.home.workspace().join("started");
+        make_fifo(&started);
+        let mut child = server
+            .home
+            .command()
+            .args(["ask", "--yes", "go"])
+            .current_dir(server.home.workspace())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let sleeper = within("the command to start", tokio::fs::read_to_string(&started))
+            .await
+            .unwrap();
+        let sleeper: i32 = sleeper.trim().parse().unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let status = within("punie ask to stop", child.wait()).await.unwrap();
+        assert_eq!(status.code(), Some(code), "{signal}: {status:?}");
+        within("the command to be gone", async {
+            while !gone(sleeper) {
+                // Polled, not spun: the machine is small.
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        // The turn was cancelled, not left waiting for a client to return.
+        let mut watcher = server.initialized().await;
+        let watched = watcher.request("_punie/watch", json!({})).await;
+        let sessions = watched["result"]["sessions"].as_array().unwrap();
+        assert!(
+            sessions
+                .iter()
+                .all(|session| session["status"] != "running"),
+            "{signal}: {watched}"
+        );
+    }
+}

@@ -105,17 +105,24 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
         Conversation::New => LocalService::new(workspace.clone(), permissions),
         Conversation::Resume(_) | Conversation::Continue => LocalService::unopened(permissions),
     };
-    let watching = interrupt.clone().watch();
+    let watching = interrupt.clone().watch(service.clone());
 
     let outcome = target
         .converse(async |channel| {
             let outcome =
                 converse(channel, &service, &view, &interrupt, &options, &workspace).await;
-            service.release_all();
+            service.stop_all().await;
             outcome
         })
         .await;
     watching.abort();
+    if let Some(signal) = interrupt.terminated_by() {
+        // A terminal that hung up takes nothing more.
+        if let (SIGTERM, Ok(Ok(answer))) = (signal, &outcome) {
+            lock(&view).finish(answer, None);
+        }
+        std::process::exit(128 + signal);
+    }
 
     let mut view = lock(&view);
     let exit = match &outcome {
@@ -178,38 +185,72 @@ const CANCELLED_ELSEWHERE: &str = "the turn was cancelled elsewhere: by another 
 /// during it, cancel the turn and print what arrived; a second Ctrl-C quits.
 /// One handler from the start, so that no Ctrl-C finds the process without
 /// one and dies of the signal instead of exiting 130.
+///
+/// SIGTERM and SIGHUP end the process as Ctrl-C would, but it does not wait
+/// long for the turn: the commands it started are killed at once (they run
+/// in process groups of their own, which no signal to this one reaches), the
+/// server is told to cancel, and the process exits with 128 + the signal.
 #[derive(Default)]
 struct Interrupt {
-    pressed: std::sync::atomic::AtomicBool,
+    /// The signal that arrived first, 0 before any did.
+    signal: std::sync::atomic::AtomicI32,
     turn: Mutex<Option<(ConnectionTo<Agent>, SessionId)>>,
 }
 
+/// How long, after SIGTERM or SIGHUP, the server has to answer the cancel.
+const TERMINATE_GRACE: Duration = Duration::from_secs(2);
+
 impl Interrupt {
-    fn watch(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+    fn watch(self: Arc<Self>, service: Arc<LocalService>) -> tokio::task::JoinHandle<()> {
         use tokio::signal::unix::{SignalKind, signal};
-        // Created here, not in the task: the handler is in place before the
-        // first await, so a Ctrl-C while connecting is not missed.
-        let ctrl_c = signal(SignalKind::interrupt());
+        // Created here, not in the task: the handlers are in place before the
+        // first await, so a signal while connecting is not missed.
+        let handlers = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        );
         tokio::spawn(async move {
-            let Ok(mut ctrl_c) = ctrl_c else {
+            let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = handlers else {
                 return;
             };
-            if ctrl_c.recv().await.is_none() {
+            let mut next = async || {
+                tokio::select! {
+                    Some(()) = interrupt.recv() => Some(SIGINT),
+                    Some(()) = terminate.recv() => Some(SIGTERM),
+                    Some(()) = hangup.recv() => Some(SIGHUP),
+                    else => None,
+                }
+            };
+            let Some(first) = next().await else {
+                return;
+            };
+            self.signal
+                .store(first, std::sync::atomic::Ordering::SeqCst);
+            let turn = lock(&self.turn).take();
+            if first == SIGINT {
+                match turn {
+                    Some((connection, session)) => {
+                        eprintln!("\npunie: cancelling (press Ctrl-C again to quit at once)");
+                        let _ = connection.send_notification(CancelNotification::new(session));
+                    }
+                    None => quit_interrupted(),
+                }
+                if next().await.is_some() {
+                    quit_interrupted();
+                }
                 return;
             }
-            self.pressed
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            let turn = lock(&self.turn).take();
-            match turn {
-                Some((connection, session)) => {
-                    eprintln!("\npunie: cancelling (press Ctrl-C again to quit at once)");
-                    let _ = connection.send_notification(CancelNotification::new(session));
-                }
-                None => quit_interrupted(),
+            if let Some((connection, session)) = &turn {
+                let _ = connection.send_notification(CancelNotification::new(session.clone()));
             }
-            if ctrl_c.recv().await.is_some() {
-                quit_interrupted();
+            service.stop_all().await;
+            if turn.is_some() {
+                // The turn's end, answering the cancel, ends the process
+                // sooner (see [`run`]).
+                let _ = tokio::time::timeout(TERMINATE_GRACE, next()).await;
             }
+            std::process::exit(128 + first);
         })
     }
 
@@ -225,9 +266,19 @@ impl Interrupt {
     }
 
     fn was_pressed(&self) -> bool {
-        self.pressed.load(std::sync::atomic::Ordering::SeqCst)
+        self.signal.load(std::sync::atomic::Ordering::SeqCst) == SIGINT
+    }
+
+    /// SIGTERM or SIGHUP, if one of them arrived first.
+    fn terminated_by(&self) -> Option<i32> {
+        let signal = self.signal.load(std::sync::atomic::Ordering::SeqCst);
+        [SIGTERM, SIGHUP].contains(&signal).then_some(signal)
     }
 }
+
+const SIGINT: i32 = rustix::process::Signal::INT.as_raw();
+const SIGTERM: i32 = rustix::process::Signal::TERM.as_raw();
+const SIGHUP: i32 = rustix::process::Signal::HUP.as_raw();
 
 fn quit_interrupted() -> ! {
     eprintln!("\npunie: interrupted");

@@ -49,6 +49,9 @@ pub struct LocalService {
     /// and nothing is served before the server has said where.
     workspace: std::sync::RwLock<Option<Workspace>>,
     terminals: Terminals,
+    /// The terminals not yet released, so that [`Self::stop_all`] can wait
+    /// for each command to be gone.
+    open_terminals: std::sync::Mutex<Vec<String>>,
     permissions: Permissions,
 }
 
@@ -67,6 +70,7 @@ impl LocalService {
         Arc::new(Self {
             workspace: std::sync::RwLock::new(workspace),
             terminals: Terminals::default(),
+            open_terminals: std::sync::Mutex::default(),
             permissions,
         })
     }
@@ -135,6 +139,7 @@ impl LocalService {
                 limit,
             )
             .map_err(terminal_error)?;
+        self.open_terminals().push(id.clone());
         Ok(CreateTerminalResponse::new(id))
     }
 
@@ -181,12 +186,36 @@ impl LocalService {
         self.terminals
             .release(&request.terminal_id.0)
             .map_err(terminal_error)?;
+        self.open_terminals()
+            .retain(|id| *id != request.terminal_id.0.as_ref());
         Ok(ReleaseTerminalResponse::new())
     }
 
     /// Stop every command the agent started here.
     pub fn release_all(&self) {
+        self.open_terminals().clear();
         self.terminals.release_all();
+    }
+
+    /// Stop every command the agent started here, and wait until each is
+    /// gone: the process is about to exit, and a kill only requested would
+    /// never be carried out.
+    pub async fn stop_all(&self) {
+        // Left listed until gone: a second caller waits for them too.
+        let ids = self.open_terminals().clone();
+        for id in &ids {
+            let _ = self.terminals.kill(id);
+        }
+        for id in &ids {
+            let _ = self.terminals.wait(id).await;
+        }
+        self.release_all();
+    }
+
+    fn open_terminals(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.open_terminals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Answer a permission request as `--yes`, the person, or nobody would.
