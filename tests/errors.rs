@@ -88,6 +88,14 @@ async fn a_message_of_too_many_values_is_refused_before_it_is_parsed() {
         message.contains("more than 100000 JSON values"),
         "{message}"
     );
+    // Without a method it may be an answer to a request of the server's: an
+    // error carrying its id would answer the client's own request 5.
+    client
+        .send(json!({"jsonrpc": "2.0", "id": 5, "result": vec![0; 100_001]}))
+        .await;
+    let response = client.recv().await;
+    assert_eq!(response["id"], Value::Null, "{response}");
+    assert_eq!(error(&response).0, -32600);
     // A long text is one value.
     client
         .send(json!({"jsonrpc": "2.0", "id": 5, "method": "session/list",

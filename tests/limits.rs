@@ -589,6 +589,45 @@ async fn an_http_profile_client_reading_one_event_stream_but_not_another_is_drop
     reader.abort();
 }
 
+/// The HTTP profile's transport parses a POST itself: one of more JSON
+/// values than a message may hold is refused before it gets there, as on a
+/// WebSocket, and the connection goes on.
+#[tokio::test]
+async fn an_http_profile_message_of_too_many_values_is_refused_before_it_is_parsed() {
+    let server = server_with(&[]).await;
+    let opened = server.http_profile_initialize().await;
+    let id = opened.headers()["acp-connection-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let post = |body: Value| {
+        http.post(server.http_url("/acp"))
+            .bearer_auth(&server.token)
+            .header("Acp-Connection-Id", &id)
+            .json(&body)
+            .send()
+    };
+    let refused = post(json!({"jsonrpc": "2.0", "id": 1, "method": "session/list",
+                              "params": {"padding": vec![0; 100_001]}}))
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 400);
+    let answer: Value = refused.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("more than 100000 JSON values"),
+        "{message}"
+    );
+
+    let accepted = post(json!({"jsonrpc": "2.0", "id": 2, "method": "session/list",
+                               "params": {"padding": "0,".repeat(100_001)}}))
+    .await
+    .unwrap();
+    assert_eq!(accepted.status(), 202, "a long text is one value");
+}
+
 #[tokio::test]
 async fn an_http_profile_message_over_the_limit_is_refused_with_413() {
     let server = server_with(&["--max-message-bytes", "4096"]).await;

@@ -58,6 +58,17 @@ pub fn frame_from_text(text: &str) -> TransportFrame {
     }
 }
 
+/// The `-32600` refusal of `text` when it holds more than
+/// [`MAX_JSON_VALUES`] values, for a transport that parses it itself.
+pub fn too_many_values_refusal(text: &str) -> Option<agent_client_protocol::Error> {
+    matches!(count_values(text, MAX_JSON_VALUES), Err(Counted::TooMany)).then(|| {
+        agent_client_protocol::Error::new(
+            ErrorCode::INVALID_REQUEST,
+            format!("Invalid request: {TOO_MANY_VALUES}"),
+        )
+    })
+}
+
 /// The `-32700` answer to `text`, which is not JSON for the reason `why`.
 fn not_json(text: &str, why: &str) -> TransportFrame {
     let raw = excerpt(text, PARSE_ERROR_EXCERPT_BYTES).into_owned();
@@ -80,13 +91,17 @@ const _: () = assert!(
 /// The `-32600` answer to `text`, which holds too many values: with its id
 /// when it has one a response can carry.
 fn too_many_values(text: &str) -> TransportFrame {
-    /// The id alone, read without building the rest.
+    /// The id and whether there is a method, read without building the rest.
     #[derive(serde::Deserialize)]
     struct Id {
         id: Option<RawJsonRpcId>,
+        method: Option<serde::de::IgnoredAny>,
     }
+    // Without a method it may be an answer to one of the server's requests:
+    // an error with its id would answer the client's own request instead.
     let id = serde_json::from_str::<Id>(text)
         .ok()
+        .filter(|message| message.method.is_some())
         .and_then(|message| message.id);
     id.and_then(|id| answer_with_id(&id, TOO_MANY_VALUES))
         .unwrap_or_else(|| {

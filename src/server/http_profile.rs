@@ -143,10 +143,51 @@ impl HttpProfile {
         let deadline = tokio::time::Instant::now() + self.limits.header_timeout;
         let request = request
             .map(|body| Body::new(http_body_util::Limited::new(due_by(body, deadline), limit)));
+        let request = match self.read_whole(request).await {
+            Ok(request) => request,
+            Err(refusal) => return Ok(refusal),
+        };
         match connection_id(request.headers()) {
             None => self.open(request).await,
             Some(id) => Ok(self.continue_connection(&id, request).await),
         }
+    }
+
+    /// `request` with its body read whole (the transport reads it whole
+    /// too), unless it is too big, too slow, or holds more JSON values than
+    /// a message may: the answer then.
+    async fn read_whole(&self, request: Request) -> Result<Request, Response> {
+        let (parts, body) = request.into_parts();
+        let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                let too_big = std::error::Error::source(&error)
+                    .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+                return Err(if too_big {
+                    self.too_big()
+                } else {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        format!("the request's body could not be read: {error}"),
+                    )
+                        .into_response()
+                });
+            }
+        };
+        let counted = bytes.clone();
+        let refusal = if counted.len() > super::PARSE_APART_BYTES {
+            tokio::task::spawn_blocking(move || values_refusal(&counted))
+                .await
+                .unwrap_or(None)
+        } else {
+            values_refusal(&counted)
+        };
+        if let Some(error) = refusal {
+            tracing::info!("refused an HTTP request: {}", error.message);
+            let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": error});
+            return Err((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
+        }
+        Ok(Request::from_parts(parts, Body::from(bytes)))
     }
 
     /// A request that names no connection: an `initialize` that opens one
@@ -196,9 +237,15 @@ impl HttpProfile {
         if declared <= limit as u64 {
             return None;
         }
+        Some(self.too_big())
+    }
+
+    /// The 413 for a request whose body is bigger than the largest message.
+    fn too_big(&self) -> Response {
+        let limit = self.limits.max_message_bytes;
         let why = format!("message too big: the limit is {limit} bytes (--max-message-bytes)");
         tracing::info!("refused an HTTP request: {why}");
-        Some((StatusCode::PAYLOAD_TOO_LARGE, why).into_response())
+        (StatusCode::PAYLOAD_TOO_LARGE, why).into_response()
     }
 
     /// End the connections that have sent nothing for the pong timeout and
@@ -287,6 +334,14 @@ fn due_by(body: Body, deadline: tokio::time::Instant) -> Body {
 #[derive(Debug, thiserror::Error)]
 #[error("the request's body did not arrive within --header-timeout")]
 struct BodyTooSlow;
+
+/// The refusal of a body of more JSON values than a message may hold; a
+/// body that is not UTF-8 is the transport's to refuse.
+fn values_refusal(body: &[u8]) -> Option<agent_client_protocol::Error> {
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(crate::acp::too_many_values_refusal)
+}
 
 /// The connection a request names, or a response to `initialize` opened.
 fn connection_id(headers: &HeaderMap) -> Option<String> {

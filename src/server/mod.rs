@@ -47,6 +47,11 @@ use crate::{model, tools};
 use http_profile::HttpProfile;
 pub use record::ServerRecord;
 
+/// Messages longer than this are parsed on a blocking thread: reading
+/// megabytes of JSON takes a while, not to be spent on a thread every
+/// connection's work shares.
+const PARSE_APART_BYTES: usize = 1024 * 1024;
+
 /// Pending connections the kernel queues before the server accepts them.
 const LISTEN_BACKLOG: u32 = 4096;
 

@@ -19,13 +19,11 @@ use futures::stream::SplitSink;
 use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_util::sync::CancellationToken;
 
 use crate::acp::{AcpConnection, AgentHub, frame_from_text};
 use crate::config::{CLOSE_HANDSHAKE_TIMEOUT, ConnectionLimits};
-
-/// Messages longer than this are parsed on a blocking thread.
-const PARSE_APART_BYTES: usize = 1024 * 1024;
 
 /// The longest reason a close frame may carry (RFC 6455: 125 bytes of
 /// payload, two of them the code).
@@ -120,7 +118,7 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
                 *lock(&last_heard) = Instant::now();
                 match message {
                     Some(Ok(Message::Text(text))) => {
-                        let frame = if text.len() > PARSE_APART_BYTES {
+                        let frame = if text.len() > super::PARSE_APART_BYTES {
                             // Reading megabytes of JSON takes a while: not on a
                             // thread every connection's work shares.
                             let parsed =
@@ -323,6 +321,16 @@ fn read_failure(error: axum::Error, max_message_bytes: usize) -> Option<Dropped>
             limit: max_message_bytes,
         }),
         Some(tungstenite::Error::Utf8(_)) => Some(Dropped::NotText),
+        // The client went away without a close frame: nothing it sent broke
+        // the protocol, and nobody is left to read a close frame.
+        Some(tungstenite::Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::SendAfterClosing
+            | ProtocolError::ReceivedAfterClosing,
+        )) => {
+            tracing::debug!("the client went away without closing");
+            None
+        }
         Some(tungstenite::Error::Protocol(error)) => {
             // A close frame's reason holds at most 123 bytes.
             let what = format!("WebSocket protocol error: {error}");
