@@ -157,8 +157,12 @@ fn tighten_permissions(path: &Path) -> anyhow::Result<()> {
         fs::set_permissions(path, fs::Permissions::from_mode(0o600))
             .with_context(|| format!("cannot restrict {}", path.display()))?;
     }
-    if let Some(dir) = path.parent() {
-        make_dir_private(dir).with_context(|| format!("cannot restrict {}", dir.display()))?;
+    // Best effort: a client reading the token from a directory it may not
+    // change (a read-only mount) still works, as it did.
+    if let Some(dir) = path.parent()
+        && let Err(error) = make_dir_private(dir)
+    {
+        tracing::warn!(path = %dir.display(), "cannot make the state directory private: {error}");
     }
     Ok(())
 }

@@ -389,14 +389,14 @@ fn message_json(message: &Message) -> Value {
 }
 
 fn tool_call_json(call: &ToolCall) -> Value {
-    // Malformed arguments were kept as the raw text, which the tool's result
-    // quotes to the model. Sent back as written, they would break the
+    // Malformed arguments were kept as the raw text (and arguments that are
+    // no object are refused too), which the tool's result quotes to the model. Sent back as written, they would break the
     // conversation for good on a server that reads them (vLLM and llama.cpp
     // parse them to fill in their chat templates, and refuse what is not
     // JSON), so an empty object stands in for them.
     let arguments = match &call.arguments {
-        Value::String(_) => "{}".to_owned(),
-        other => other.to_string(),
+        object @ Value::Object(_) => object.to_string(),
+        _ => "{}".to_owned(),
     };
     json!({
         "id": call.id,
@@ -775,19 +775,26 @@ mod tests {
         let request = ModelRequest {
             messages: Arc::new(vec![Message::Assistant {
                 text: String::new(),
-                tool_calls: vec![ToolCall {
-                    id: "c".to_owned(),
-                    name: "n".to_owned(),
-                    arguments: Value::String("{oops".to_owned()),
-                }],
+                tool_calls: [json!("{oops"), json!([1]), json!({"path": "a"})]
+                    .into_iter()
+                    .map(|arguments| ToolCall {
+                        id: "c".to_owned(),
+                        name: "n".to_owned(),
+                        arguments,
+                    })
+                    .collect(),
             }]),
             ..ModelRequest::default()
         };
         let body = request_body("m", &request, true);
         assert_eq!(body["messages"][0]["content"], Value::Null);
+        let sent: Vec<&Value> = (0..3)
+            .map(|call| &body["messages"][0]["tool_calls"][call]["function"]["arguments"])
+            .collect();
         assert_eq!(
-            body["messages"][0]["tool_calls"][0]["function"]["arguments"], "{}",
-            "what a server can read as JSON"
+            sent,
+            [&json!("{}"), &json!("{}"), &json!(r#"{"path":"a"}"#)],
+            "what a server can read as a JSON object"
         );
         assert!(body.get("tools").is_none());
     }

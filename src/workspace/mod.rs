@@ -163,13 +163,17 @@ impl Workspace {
             )
             .await?;
         if matches!(excerpt.end, text::End::Budget { .. } | text::End::LongLine) {
+            // The request's to change: asked for fewer lines, it is served.
             return Err(io_error(
                 path,
-                std::io::Error::other(format!(
-                    "the text asked for is longer than {} MiB, more than one answer carries; \
-                     ask for fewer lines",
-                    MAX_READ_TEXT_BYTES / 1024 / 1024
-                )),
+                std::io::Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "the text asked for is longer than {} MiB, more than one answer carries; \
+                         ask for fewer lines",
+                        MAX_READ_TEXT_BYTES / 1024 / 1024
+                    ),
+                ),
             ));
         }
         Ok(excerpt.text)
