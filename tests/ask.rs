@@ -1520,3 +1520,34 @@ async fn sigterm_and_sighup_stop_the_commands_ask_started_and_exit_128_plus_the_
         );
     }
 }
+
+#[tokio::test]
+async fn a_prompt_too_big_to_send_opens_no_session_and_is_told_once() {
+    let server = Server::start_in(Home::new(), &["--max-message-bytes", "4096"]).await;
+    let first = ask(&server, &["--output", "json", "hello"]).await;
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let first: Value = serde_json::from_slice(&first.stdout).unwrap();
+
+    let big = server.home.dir.path().join("big.txt");
+    std::fs::write(&big, "many words ".repeat(1000)).unwrap();
+    let refused = ask(&server, &["-a", big.to_str().unwrap(), "what about this"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr);
+    assert_eq!(
+        stderr.matches("was not sent").count(),
+        1,
+        "said once: {stderr}"
+    );
+    let mut client = server.initialized().await;
+    let listed = client.request("session/list", json!({})).await;
+    assert_eq!(
+        listed["result"]["sessions"].as_array().unwrap().len(),
+        1,
+        "no empty session: {listed}"
+    );
+
+    let again = ask(&server, &["--continue", "--output", "json", "and now?"]).await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["sessionId"], first["sessionId"]);
+}

@@ -107,14 +107,24 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
     };
     let watching = interrupt.clone().watch(service.clone());
 
-    let outcome = target
-        .converse(async |channel| {
-            let outcome =
-                converse(channel, &service, &view, &interrupt, &options, &workspace).await;
+    // Not `Target::converse`: the prompt is measured against the server's
+    // limit, which the handshake tells, before any session is opened for it.
+    let outcome = match target.connect().await {
+        Ok(connected) => {
+            let limit = connected.server_limit;
+            let (channel, closed) = super::transport::sdk_channel(connected.socket, limit);
+            let outcome = converse(
+                channel, &service, &view, &interrupt, &options, &workspace, limit,
+            )
+            .await;
             service.stop_all().await;
-            outcome
-        })
-        .await;
+            // The close frame's moment to go out, so the server sees a clean
+            // goodbye rather than a dropped socket.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed).await;
+            Ok(outcome)
+        }
+        Err(error) => Err(error),
+    };
     watching.abort();
     if let Some(signal) = interrupt.terminated_by() {
         // A terminal that hung up takes nothing more.
@@ -176,6 +186,9 @@ fn stdout_lost(error: &std::io::Error, consequence: &str) {
         eprintln!("punie: cannot write the answer to stdout ({error}){consequence}");
     }
 }
+
+/// How long the goodbye may take to reach the server, as for every client.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Why a turn nobody here cancelled ended `cancelled`.
 const CANCELLED_ELSEWHERE: &str = "the turn was cancelled elsewhere: by another client of the session, \
@@ -298,6 +311,7 @@ async fn converse(
     interrupt: &Interrupt,
     options: &AskOptions,
     workspace: &Workspace,
+    server_limit: Option<usize>,
 ) -> Result<Answer, Error> {
     let (watcher, asker) = (view.clone(), view.clone());
     let (read, write, create, output, wait, kill, release, permit) = (
@@ -383,6 +397,7 @@ async fn converse(
                     .write_text_file(true))
                 .terminal(true);
             let server = super::initialize(&cx, "punie-ask", capabilities).await?;
+            refuse_too_big(options, server_limit)?;
             let (session_id, elsewhere) =
                 open_session(&cx, &server, options, workspace.root()).await?;
             service.open_in(elsewhere.unwrap_or_else(|| workspace.clone()));
@@ -395,9 +410,7 @@ async fn converse(
             let response = cx
                 .send_request(PromptRequest::new(
                     session_id.clone(),
-                    std::iter::once(options.prompt.as_str().into())
-                        .chain(options.attachments.iter().cloned())
-                        .collect(),
+                    prompt_blocks(options),
                 ))
                 .block_task()
                 .await;
@@ -406,6 +419,35 @@ async fn converse(
             })
         })
         .await
+}
+
+fn prompt_blocks(options: &AskOptions) -> Vec<ContentBlock> {
+    std::iter::once(options.prompt.as_str().into())
+        .chain(options.attachments.iter().cloned())
+        .collect()
+}
+
+/// Refuse a prompt larger than the server takes before a session is opened
+/// for it: a new session left empty would be the newest, and `--continue`
+/// would pick it over the real conversation.
+fn refuse_too_big(options: &AskOptions, server_limit: Option<usize>) -> Result<(), Error> {
+    // A new session's id is a UUID; a request id is a small number, written
+    // here at its longest.
+    let session = match &options.conversation {
+        Conversation::Resume(id) => id.clone(),
+        Conversation::New | Conversation::Continue => uuid::Uuid::nil().to_string(),
+    };
+    let request = PromptRequest::new(SessionId::new(session), prompt_blocks(options));
+    let message = json!({
+        "jsonrpc": "2.0",
+        "id": u64::MAX,
+        "method": "session/prompt",
+        "params": request,
+    });
+    match super::transport::too_big(&message.to_string(), server_limit) {
+        Some(refusal) => Err(Error::new(ErrorCode::INVALID_REQUEST, refusal.message)),
+        None => Ok(()),
+    }
 }
 
 /// Set the session's option `option` to `value`, before the prompt.
