@@ -1,12 +1,16 @@
 //! Slash commands: offered to every client that opens a session, right after
 //! the answer that opens it, and sent to the model as their instructions
-//! while clients see the prompt as it was typed.
+//! while clients see the prompt as it was typed. And shell commands the model
+//! runs: one that leaves a job in the background ends when its shell exits.
 
 mod support;
 
+use std::path::Path;
+use std::process::Stdio;
+
 use serde_json::{Value, json};
 use support::fake_provider::{FakeProvider, Reply, Wire, openai_text_reply};
-use support::{Home, Server};
+use support::{Home, Server, json_lines, text, updates, within};
 
 /// The names of the commands an `available_commands_update` offers.
 fn command_names(message: &Value) -> Vec<&str> {
@@ -127,4 +131,117 @@ async fn a_slash_that_names_no_command_is_sent_as_written() {
         requests[0].body["messages"][1],
         json!({"role": "user", "content": "/usr/bin is on my PATH"})
     );
+}
+
+/// Exits at once, leaving a job that would run for 30 s holding its output
+/// open; the job's pid is in `job.pid` before the shell exits.
+const LEAVES_A_JOB: &str = "sleep 30 & echo $! > job.pid; echo started; exit 0";
+
+async fn leaves_a_job() -> Server {
+    Server::scripted(
+        json!([
+            [{"tool_call": {"name": "run_command", "arguments": {"command": LEAVES_A_JOB}}}],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await
+}
+
+/// The text a finished tool call's last update gave, and its status.
+fn finished_call(updates: &[&Value]) -> (String, String) {
+    let finished = updates
+        .iter()
+        .rfind(|update| update["status"] == "completed" || update["status"] == "failed")
+        .unwrap_or_else(|| panic!("the call finished: {updates:?}"));
+    let text = finished["content"]
+        .as_array()
+        .and_then(|content| content.last())
+        .and_then(|item| item["content"]["text"].as_str())
+        .unwrap_or_else(|| panic!("text content: {finished}"));
+    (
+        finished["status"].as_str().unwrap().to_owned(),
+        text.to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_command_ends_when_its_shell_exits_and_the_jobs_it_left_are_stopped() {
+    let server = leaves_a_job().await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    let prompt = client.start_prompt(&session, "start it").await;
+    let asked = client.permission_request().await;
+    client.allow(&asked).await;
+    // The timeout is 120 s and the job runs for 30: only the shell's exit
+    // ends the call in time.
+    let answer = within("the call to end with its shell", client.response_to(prompt)).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let (status, result) = finished_call(&updates(&client.notifications, "tool_call_update"));
+    assert_eq!(
+        (status.as_str(), result.as_str()),
+        (
+            "completed",
+            "exit code 0; background processes it left were stopped; output:\nstarted\n"
+        )
+    );
+    // The server runs on: the job was stopped as the call ended.
+    ended(pid_in(&workspace.join("job.pid"))).await;
+}
+
+#[tokio::test]
+async fn in_the_terminal_ask_serves_a_command_ends_when_its_shell_exits() {
+    let server = leaves_a_job().await;
+    let workspace = server.home.workspace();
+    let output = within(
+        "punie ask to finish with the shell",
+        server
+            .home
+            .command()
+            .args(["ask", "--yes", "--output", "stream-json", "start it"])
+            .current_dir(&workspace)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let lines = json_lines(&output.stdout);
+    let calls: Vec<&Value> = lines
+        .iter()
+        .map(|line| &line["update"])
+        .filter(|update| update["sessionUpdate"] == "tool_call_update")
+        .collect();
+    assert_eq!(
+        finished_call(&calls),
+        (
+            "completed".to_owned(),
+            "exit code 0; output:\nstarted\n".to_owned()
+        )
+    );
+    ended(pid_in(&workspace.join("job.pid"))).await;
+}
+
+/// The pid a command wrote to `file`.
+fn pid_in(file: &Path) -> rustix::process::Pid {
+    let text = std::fs::read_to_string(file).unwrap();
+    let pid: i32 = text.trim().parse().unwrap();
+    rustix::process::Pid::from_raw(pid).expect("a real pid")
+}
+
+/// Wait until process `pid` has exited (it may be gone already).
+async fn ended(pid: rustix::process::Pid) {
+    // Its pidfd turns readable when it exits, reaped or not: an orphan's
+    // reaper may be slow, or, in a container, absent.
+    if let Ok(process) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        // SAFETY: the AsyncFd owns the pidfd and nothing else closes it.
+        let process = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(process, tokio::io::Interest::READABLE)
+                .unwrap()
+        };
+        let _ready = within(&format!("process {pid:?} to end"), process.readable())
+            .await
+            .unwrap();
+    }
 }

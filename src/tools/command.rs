@@ -1,7 +1,8 @@
 //! `run_command`: through the client's `terminal/*` when it offers them (the
 //! IDE shows the output live), else as a process Punie runs itself in the
 //! workspace. Either way bounded by a timeout, and stopped when the turn is
-//! cancelled.
+//! cancelled. Run here, it ends when its own process exits, and what it left
+//! running in the background is stopped then; the model is told so.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -272,6 +273,8 @@ fn from_acp(status: TerminalExitStatus) -> ExitStatus {
     ExitStatus {
         code: status.exit_code,
         signal: status.signal,
+        // A client's terminal does not say.
+        stopped_background: false,
     }
 }
 
@@ -294,7 +297,18 @@ fn describe(ran: &Ran, timeout: Duration) -> String {
         ) => format!("killed by {signal}"),
         _ => "ended".to_owned(),
     };
-    format!("{ending}; {}", printed(&ran.output, ran.dropped))
+    // The model may have meant them to keep running (a server for later
+    // calls): it learns they did not.
+    let stopped = if ran
+        .exit
+        .as_ref()
+        .is_some_and(|exit| exit.stopped_background)
+    {
+        "; background processes it left were stopped"
+    } else {
+        ""
+    };
+    format!("{ending}{stopped}; {}", printed(&ran.output, ran.dropped))
 }
 
 /// What a command printed, as the model is shown it: "output:" and the text,

@@ -6,6 +6,13 @@
 //! command started — a shell's background jobs, `make`'s compilers — goes
 //! with it. A command also dies with the process that started it, however
 //! that one ends (`kill -9` included).
+//!
+//! A command ends when its own process exits, not when its output closes:
+//! what it left running in the background (`server &`) may hold the output
+//! open for ever. Its output is read for [`OUTPUT_GRACE`] more, then the
+//! rest of its group is killed, as a kill would: nothing it started goes on
+//! unseen, writing to an output nobody reads. Its [`ExitStatus`] says
+//! whether anything was left to stop.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -13,8 +20,10 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use rustix::process::{Pid, Signal};
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::net::unix::pipe;
 use tokio::process::Child;
@@ -25,11 +34,19 @@ use super::{Workspace, WorkspaceError};
 /// Output kept per command when the caller sets no limit.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 1024 * 1024;
 
+/// How long output is still read once a command has exited while something
+/// it started holds the output open: long enough for what was written just
+/// before the exit, short enough that the caller hardly waits.
+pub const OUTPUT_GRACE: Duration = Duration::from_millis(250);
+
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExitStatus {
     pub code: Option<u32>,
     pub signal: Option<String>,
+    /// It exited leaving processes of its group running, which were
+    /// killed.
+    pub stopped_background: bool,
 }
 
 /// What a command has printed so far, and whether it has ended.
@@ -147,25 +164,43 @@ impl Terminals {
             kill: Notify::new(),
         });
         // The command's copies of the pipe's writing end are its own now
-        // (the builder that held ours is gone), so reading ends when it and
-        // whatever it started have closed theirs.
+        // (the builder that held ours is gone), so the output ends when it
+        // and whatever it started have closed theirs.
         let output_pipe = pipe::Receiver::from_owned_fd(OwnedFd::from(output_pipe))
             .map_err(TerminalError::Pipe)?;
-        let mut running = Running::new(child);
+        let mut running = Running::new(child).map_err(|source| TerminalError::Spawn {
+            command: command.to_owned(),
+            source,
+        })?;
         let watched = terminal.clone();
         tokio::spawn(async move {
-            let capture = capture(output_pipe, &watched.output);
-            let status = tokio::select! {
-                status = async { capture.await; running.wait().await } => status,
+            let ended = async {
+                let mut capture = std::pin::pin!(capture(output_pipe, &watched.output));
+                tokio::select! {
+                    () = &mut capture => running.exited().await,
+                    () = running.exited() => {
+                        // Whatever it started may keep the output open: take
+                        // what comes soon, not wait for an end that may never
+                        // come.
+                        let _ = tokio::time::timeout(OUTPUT_GRACE, capture).await;
+                    }
+                }
+            };
+            let (status, stopped_background) = tokio::select! {
+                () = ended => {
+                    let stopped = running.stop_the_rest().await;
+                    (running.wait().await, stopped)
+                }
                 () = watched.kill.notified() => {
                     running.kill();
-                    running.wait().await
+                    (running.wait().await, false)
                 }
             };
             let exit = match status {
                 Ok(status) => ExitStatus {
                     code: status.code().and_then(|code| u32::try_from(code).ok()),
                     signal: status.signal().map(signal_name),
+                    stopped_background,
                 },
                 Err(error) => {
                     tracing::warn!("cannot tell how a command ended: {error}");
@@ -266,25 +301,45 @@ fn die_with(parent: Pid) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A command that has not been seen to end, and the process group it leads.
+/// A command that has not been reaped, and the process group it leads.
 /// Dropped before then (its task dropped with the runtime, say), it kills
 /// the group.
 struct Running {
     child: Child,
-    group: Option<Pid>,
+    group: Pid,
+    /// Readable once the command has exited; unlike a wait, it leaves the
+    /// command unreaped, so the group's id stays its own.
+    pidfd: AsyncFd<OwnedFd>,
     reaped: bool,
 }
 
 impl Running {
-    fn new(child: Child) -> Self {
+    /// Fails, the group killed, when the command cannot be watched.
+    fn new(child: Child) -> std::io::Result<Self> {
         let group = child
             .id()
             .and_then(|pid| i32::try_from(pid).ok())
-            .and_then(Pid::from_raw);
-        Self {
-            child,
-            group,
-            reaped: false,
+            .and_then(Pid::from_raw)
+            .ok_or(std::io::ErrorKind::NotFound)?;
+        let pidfd = rustix::process::pidfd_open(group, rustix::process::PidfdFlags::empty())
+            .map_err(std::io::Error::from)
+            .and_then(|pidfd| {
+                // SAFETY: the AsyncFd owns the pidfd and nothing else closes it.
+                unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+                    .map_err(std::io::Error::from)
+            });
+        match pidfd {
+            Ok(pidfd) => Ok(Self {
+                child,
+                group,
+                pidfd,
+                reaped: false,
+            }),
+            Err(error) => {
+                // The child is killed as it is dropped; what it started is not.
+                let _ = rustix::process::kill_process_group(group, Signal::KILL);
+                Err(error)
+            }
         }
     }
 
@@ -295,10 +350,25 @@ impl Running {
         if self.reaped {
             return;
         }
-        if let Some(group) = self.group {
-            let _ = rustix::process::kill_process_group(group, Signal::KILL);
-        }
+        let _ = rustix::process::kill_process_group(self.group, Signal::KILL);
         let _ = self.child.start_kill();
+    }
+
+    /// Wait until the command has exited, leaving it to be reaped.
+    async fn exited(&self) {
+        // An error would mean the runtime is going away, which drops this.
+        let _ = self.pidfd.readable().await;
+    }
+
+    /// Once the command has exited: kill what it left in its group, and say
+    /// whether anything was.
+    async fn stop_the_rest(&mut self) -> bool {
+        let group = self.group;
+        let left = tokio::task::spawn_blocking(move || others_in_group(group))
+            .await
+            .unwrap_or(false);
+        self.kill();
+        left
     }
 
     async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
@@ -312,6 +382,40 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether a live process other than its leader is in `group`.
+fn others_in_group(group: Pid) -> bool {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let group = group.as_raw_nonzero().get();
+    processes.flatten().any(|process| {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            return false;
+        };
+        if pid == group {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(process.path().join("stat")) else {
+            return false;
+        };
+        // After the name in parentheses, which may hold anything: the
+        // state, the parent, the group. An exited one waits only to be
+        // reaped.
+        let mut fields = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace())
+            .into_iter()
+            .flatten();
+        let state = fields.next();
+        let in_group = fields.nth(1).and_then(|g| g.parse::<i32>().ok()) == Some(group);
+        in_group && state != Some("Z")
+    })
 }
 
 async fn capture(mut stream: impl AsyncRead + Unpin, output: &Mutex<Output>) {
@@ -372,6 +476,7 @@ mod tests {
         let id = shell(&terminals, &workspace, "pwd; echo oops >&2; exit 3");
         let exit = terminals.wait(&id).await.unwrap();
         assert_eq!(exit.code, Some(3));
+        assert!(!exit.stopped_background);
         let output = terminals.output(&id).unwrap();
         assert!(output.output.contains(workspace.root().to_str().unwrap()));
         assert!(output.output.contains("oops"));
@@ -440,6 +545,34 @@ mod tests {
             .await
             .expect("the job is killed")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_job_left_behind_with_its_output_elsewhere_is_stopped_as_the_command_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = Workspace::new(dir.path()).unwrap();
+        let terminals = Terminals::default();
+        let id = shell(&terminals, &workspace, "sleep 30 >/dev/null 2>&1 & echo $!");
+        let deadline = std::time::Duration::from_secs(20);
+        let exit = tokio::time::timeout(deadline, terminals.wait(&id))
+            .await
+            .expect("the command ends with its shell")
+            .unwrap();
+        assert_eq!((exit.code, exit.stopped_background), (Some(0), true));
+        let output = terminals.output(&id).unwrap().output;
+        let job = Pid::from_raw(output.trim().parse().unwrap()).unwrap();
+        // Gone already, or readable once it has exited.
+        if let Ok(job) = rustix::process::pidfd_open(job, rustix::process::PidfdFlags::empty()) {
+            // SAFETY: the AsyncFd owns the pidfd and nothing else closes it.
+            let job = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(job, tokio::io::Interest::READABLE)
+            }
+            .unwrap();
+            let _exited = tokio::time::timeout(deadline, job.readable())
+                .await
+                .expect("the job is killed")
+                .unwrap();
+        }
     }
 
     #[test]
