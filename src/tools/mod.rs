@@ -212,7 +212,7 @@ pub fn specs() -> Vec<ToolSpec> {
         ),
         spec(
             "run_command",
-            "Run a command in the workspace and return its exit status and output. Without `args`, `command` is a shell command line (sh -c); with `args`, it is a program run with those arguments. Asks the user first.",
+            "Run a command in the workspace and return its exit status and output. Without `args`, `command` is a shell command line (sh -c); with `args`, it is a program run with those arguments. It returns when the command exits; anything it left running in the background (`cmd &`) is stopped then. Asks the user first.",
             json!({
                 "type": "object",
                 "properties": {
