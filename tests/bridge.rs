@@ -567,3 +567,53 @@ async fn a_line_larger_than_the_server_takes_is_answered_and_the_connection_stay
     assert!(bridge.exit_status().await.success());
     assert!(bridge.stderr().await.contains("was not sent"));
 }
+
+#[tokio::test]
+async fn when_the_reader_of_stdout_goes_away_while_idle_the_bridge_exits_1_and_disconnects() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let server = Server::start().await;
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut child = server
+        .home
+        .command()
+        .args(["--server", &server.ws_url()])
+        .env("PUNIE_TOKEN", &server.token)
+        .stdin(Stdio::piped())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{}\n", initialize_request(1)).as_bytes())
+        .await
+        .unwrap();
+    let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into()).unwrap();
+    let mut lines = tokio::io::BufReader::new(reader).lines();
+    let answer = within("the answer to initialize", lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.contains("\"id\":1"), "{answer}");
+    assert_eq!(server.health().await["connections"], 1);
+
+    // Nothing more is owed or sent: the bridge is idle, stdin still open.
+    drop(lines);
+    let status = within("the bridge to exit", child.wait()).await.unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write to stdout"), "{stderr}");
+    server
+        .health_until("the bridge's connection to close", |health| {
+            health["connections"] == 0
+        })
+        .await;
+    drop(stdin);
+}

@@ -38,6 +38,10 @@ const UNREACHABLE_GRACE: Duration = Duration::from_millis(250);
 /// How long the bridge waits for the server to answer its close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How long after stdout's reader goes away stdin may take to close too, for
+/// the two to count as the IDE quitting: it closes both at once.
+const STDIN_WITH_STDOUT: Duration = Duration::from_millis(100);
+
 /// Lines between the stdio threads and the WebSocket.
 const LINE_QUEUE: usize = 1024;
 
@@ -254,6 +258,40 @@ async fn proxy(
                     Ok(None) => {}
                     Err(reason) => return server_lost(&reason, &mut pending, to_stdout).await,
                 }
+            }
+            // The stdout writer has stopped: nothing can reach the IDE any
+            // more, and the server is told so now rather than at the next
+            // message. An IDE that quits closes stdin too, which is an end
+            // like any other when nothing is owed.
+            () = to_stdout.closed() => {
+                let stdin_ended = drain_deadline.is_some()
+                    || tokio::time::timeout(STDIN_WITH_STDOUT, async {
+                        // A request among them is owed an answer that
+                        // cannot be given.
+                        while let Some(line) = from_stdin.recv().await {
+                            if let Ok(Kind::Request(id)) = classify(&line) {
+                                pending.insert(id);
+                            }
+                        }
+                    })
+                    .await
+                    .is_ok();
+                let (exit, reason) = if stdin_ended && pending.is_empty() {
+                    (BridgeExit::Done, "stdin closed")
+                } else {
+                    tracing::error!("cannot write to stdout: its reader has gone");
+                    (BridgeExit::StdoutLost, "stdout closed")
+                };
+                let goodbye = CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: reason.into(),
+                };
+                let _ = tokio::time::timeout(
+                    CLOSE_TIMEOUT,
+                    to_server.send(Message::Close(Some(goodbye))),
+                )
+                .await;
+                return exit;
             }
             () = sleep_until(drain_deadline) => {
                 let message = format!("the server did not answer within {drain_timeout:?} after stdin closed");

@@ -39,7 +39,8 @@ pub fn spawn_stdout_writer(lines: mpsc::Receiver<String>) -> StdoutWriter {
 }
 
 /// The running stdout writer, to be waited for once its channel is closed.
-/// It stops at the first write that fails, and so closes its channel.
+/// It stops at the first write that fails, or when the reader of a pipe goes
+/// away, and so closes its channel.
 pub enum StdoutWriter {
     Task(tokio::task::JoinHandle<bool>),
     Thread(std::thread::JoinHandle<bool>),
@@ -163,7 +164,25 @@ fn into_line(buffer: &mut Vec<u8>) -> Option<String> {
 
 async fn write_pipe(sender: pipe::Sender, mut lines: mpsc::Receiver<String>) -> bool {
     let mut out = BufWriter::new(sender);
-    while let Some(line) = lines.recv().await {
+    loop {
+        // A reader that goes away while nothing is being written is noticed
+        // at once, not at the next message, which may be long in coming.
+        // Nothing was lost then: the writer stops, and the bridge, finding
+        // its channel closed, judges whether the IDE is gone or only its
+        // reading.
+        let line = tokio::select! {
+            biased;
+            line = lines.recv() => line,
+            ready = out.get_ref().ready(tokio::io::Interest::ERROR) => {
+                if ready.is_ok_and(|ready| !ready.is_error()) {
+                    continue;
+                }
+                return true;
+            }
+        };
+        let Some(line) = line else {
+            break;
+        };
         let mut written = write_line(&mut out, &line).await;
         if written.is_ok() && lines.is_empty() {
             written = out.flush().await;
