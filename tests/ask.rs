@@ -1551,3 +1551,39 @@ async fn a_prompt_too_big_to_send_opens_no_session_and_is_told_once() {
     let again: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(again["sessionId"], first["sessionId"]);
 }
+
+#[tokio::test]
+async fn on_a_terminal_ctrl_c_while_waiting_takes_the_spinner_away_first() {
+    use support::fake_provider::{FakeProvider, Part, Reply};
+    // The answer never comes.
+    let never = std::sync::Arc::new(tokio::sync::Notify::new());
+    let provider = FakeProvider::start([Reply::Stream(vec![Part::Wait(never)])]).await;
+    let model = format!("local:{}/v1/fake", provider.url());
+    let server = Server::start_in(Home::new(), &["--model", &model]).await;
+
+    let (mut terminal, child) = start_ask_on_a_terminal(&server, &["hello"], |_| {});
+    terminal.wait_for("waiting for Punie…").await;
+    within("the model to be asked", async {
+        while provider.requests().is_empty() {
+            // Polled, not spun: the machine is small.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    terminal.ctrl_c();
+    terminal.wait_for("punie: cancelling").await;
+    let (_stdout, status, screen) = to_the_end(terminal, child).await;
+    assert_eq!(status.code(), Some(130), "{screen:?}");
+    let cancelling = screen.find("punie: cancelling").unwrap();
+    let last_spin = screen[..cancelling]
+        .rfind("waiting for Punie…")
+        .expect("the spinner before it");
+    assert!(
+        screen[last_spin..cancelling].contains("\u{1b}[2K"),
+        "the spinner's line is cleared before the message: {screen:?}"
+    );
+    assert!(
+        !screen[cancelling..].contains("waiting for Punie…"),
+        "no spinner after it: {screen:?}"
+    );
+}

@@ -105,7 +105,7 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
         Conversation::New => LocalService::new(workspace.clone(), permissions),
         Conversation::Resume(_) | Conversation::Continue => LocalService::unopened(permissions),
     };
-    let watching = interrupt.clone().watch(service.clone());
+    let watching = interrupt.clone().watch(service.clone(), view.clone());
 
     // Not `Target::converse`: the prompt is measured against the server's
     // limit, which the handshake tells, before any session is opened for it.
@@ -214,7 +214,11 @@ struct Interrupt {
 const TERMINATE_GRACE: Duration = Duration::from_secs(2);
 
 impl Interrupt {
-    fn watch(self: Arc<Self>, service: Arc<LocalService>) -> tokio::task::JoinHandle<()> {
+    fn watch(
+        self: Arc<Self>,
+        service: Arc<LocalService>,
+        view: Arc<Mutex<View>>,
+    ) -> tokio::task::JoinHandle<()> {
         use tokio::signal::unix::{SignalKind, signal};
         // Created here, not in the task: the handlers are in place before the
         // first await, so a signal while connecting is not missed.
@@ -242,15 +246,20 @@ impl Interrupt {
                 .store(first, std::sync::atomic::Ordering::SeqCst);
             let turn = lock(&self.turn).take();
             if first == SIGINT {
+                // The `^C` the terminal echoed goes with the spinner's line;
+                // otherwise it ends a line of its own.
+                let fresh_line = if lock(&view).stop_spinner() { "" } else { "\n" };
                 match turn {
                     Some((connection, session)) => {
-                        eprintln!("\npunie: cancelling (press Ctrl-C again to quit at once)");
+                        eprintln!(
+                            "{fresh_line}punie: cancelling (press Ctrl-C again to quit at once)"
+                        );
                         let _ = connection.send_notification(CancelNotification::new(session));
                     }
-                    None => quit_interrupted(),
+                    None => quit_interrupted(fresh_line),
                 }
                 if next().await.is_some() {
-                    quit_interrupted();
+                    quit_interrupted("\n");
                 }
                 return;
             }
@@ -293,8 +302,8 @@ const SIGINT: i32 = rustix::process::Signal::INT.as_raw();
 const SIGTERM: i32 = rustix::process::Signal::TERM.as_raw();
 const SIGHUP: i32 = rustix::process::Signal::HUP.as_raw();
 
-fn quit_interrupted() -> ! {
-    eprintln!("\npunie: interrupted");
+fn quit_interrupted(fresh_line: &str) -> ! {
+    eprintln!("{fresh_line}punie: interrupted");
     std::process::exit(i32::from(crate::cli::exit::INTERRUPTED));
 }
 
@@ -628,10 +637,13 @@ impl View {
         }
     }
 
-    fn stop_spinner(&mut self) {
-        if let Some(spinner) = self.spinner.take() {
+    /// Whether there was one to stop.
+    fn stop_spinner(&mut self) -> bool {
+        let spinner = self.spinner.take();
+        if let Some(spinner) = &spinner {
             spinner.finish_and_clear();
         }
+        spinner.is_some()
     }
 
     fn show(&mut self, notification: SessionNotification) {
