@@ -1587,3 +1587,18 @@ async fn on_a_terminal_ctrl_c_while_waiting_takes_the_spinner_away_first() {
         "no spinner after it: {screen:?}"
     );
 }
+
+#[tokio::test]
+async fn a_workspace_that_is_a_file_is_refused_here_saying_so() {
+    let server = Server::start().await;
+    let file = server.home.workspace().join("notes.txt");
+    std::fs::write(&file, "notes\n").unwrap();
+    let output = ask(&server, &["--workspace", file.to_str().unwrap(), "hello"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("the workspace cannot be used") && stderr.contains("notes.txt"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("session/new"), "{stderr}");
+}

@@ -229,7 +229,7 @@ async fn session_and_continue_cannot_be_combined() {
 }
 
 #[tokio::test]
-async fn an_unknown_session_is_reported_with_the_servers_message() {
+async fn an_unknown_session_is_reported_saying_where_the_sessions_are_listed() {
     let server = Server::start().await;
     let (workspace, _) = workspaces(&server.home);
 
@@ -254,7 +254,14 @@ async fn an_unknown_session_is_reported_with_the_servers_message() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains("no-such-session"), "{stderr}");
+    assert!(
+        stderr.contains("there is no session no-such-session; `punie sessions` lists them"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("session/"),
+        "no protocol wording: {stderr}"
+    );
     assert!(!stderr.contains("deleted"), "{stderr}");
 }
 

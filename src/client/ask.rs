@@ -93,7 +93,16 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
         interrupt.clone(),
         new_session,
     )));
-    let workspace = match Workspace::new(&options.workspace) {
+    // Found here, not as the server's refusal of a session worded for ACP.
+    let workspace = match Workspace::new(&options.workspace).and_then(|workspace| {
+        match std::fs::metadata(workspace.root()) {
+            Ok(metadata) if !metadata.is_dir() => Err(crate::workspace::WorkspaceError::Io {
+                path: options.workspace.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
+            }),
+            _ => Ok(workspace),
+        }
+    }) {
         Ok(workspace) => workspace,
         Err(error) => {
             lock(&view).fail(&format!("the workspace cannot be used: {error}"));

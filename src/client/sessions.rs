@@ -49,6 +49,14 @@ pub async fn delete(target: &Target, id: &str) -> anyhow::Result<Outcome> {
         cx.send_request(DeleteSessionRequest::new(id.to_owned()))
             .block_task()
             .await
+            .map_err(|error| match error.code {
+                // The server's words name ACP methods; a person runs commands.
+                ErrorCode::RESOURCE_NOT_FOUND => Error::new(
+                    ErrorCode::RESOURCE_NOT_FOUND,
+                    format!("there is no session {id}; `punie sessions` lists them"),
+                ),
+                _ => error,
+            })
     })
     .await?;
     if deleted.is_none() {
