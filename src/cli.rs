@@ -50,7 +50,8 @@ pub mod exit {
 }
 
 const EXIT_CODES: &str = "\
-Exit status: 0 done, 1 error, 2 usage, 3 no server answers, 130 interrupted.";
+Exit status: 0 done, 1 error, 2 usage, 3 no server answers, 130 interrupted (Ctrl-C); \
+`punie ask` ended by SIGTERM or SIGHUP, 143 or 129.";
 
 /// The bridge exits 1 however the server fails it, unreachable included: an
 /// IDE reads only success or failure, and shows the message it was answered.
@@ -536,7 +537,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Some(Command::Status { json }) => {
-            let target = locate(cli.server.as_deref(), &paths)?;
+            let target = match locate(cli.server.as_deref(), &paths) {
+                Ok(target) => target,
+                Err(error) => {
+                    if json {
+                        // A script reading stdout gets an answer either way.
+                        let value =
+                            serde_json::json!({"running": false, "error": format!("{error:#}")});
+                        let _ = crate::client::print_out(&format!("{value}\n"));
+                    }
+                    return Err(error);
+                }
+            };
             single_threaded(|| status::status(&target, json)).map(outcome_code)
         }
         Some(Command::Stop) => {

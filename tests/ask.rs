@@ -361,6 +361,7 @@ async fn exit_codes_say_what_went_wrong() {
         "2 usage",
         "3 no server",
         "130 interrupted",
+        "SIGTERM or SIGHUP, 143 or 129",
     ] {
         assert!(
             help.contains(documented),

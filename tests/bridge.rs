@@ -557,6 +557,10 @@ async fn a_line_larger_than_the_server_takes_is_answered_and_the_connection_stay
         message.contains("was not sent") && message.contains("--max-message-bytes"),
         "{message}"
     );
+    assert!(
+        message.contains("messages of up to 4.0 KiB"),
+        "a size a person can read: {message}"
+    );
     bridge.send(request(3, "session/list", json!({}))).await;
     let listed = bridge.response_to(3).await;
     assert!(

@@ -88,6 +88,17 @@ async fn status_with_no_server_exits_3_with_a_hint() {
     assert_eq!(status["running"], false);
     assert_eq!(status["url"], url);
     assert!(status["error"].as_str().is_some(), "{status}");
+
+    // A record that cannot be read: an error, and still an answer on stdout.
+    std::fs::create_dir_all(home.state_dir()).unwrap();
+    std::fs::write(home.state_dir().join("server.json"), "garbage").unwrap();
+    let output = punie(&home, &["status", "--json"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let status: Value =
+        serde_json::from_slice(&output.stdout).expect("--json prints JSON even then");
+    assert_eq!(status["running"], false);
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(error.contains("server.json"), "{status}");
 }
 
 #[tokio::test]

@@ -80,12 +80,11 @@ pub struct Refusal {
 /// server takes.
 pub fn too_big(text: &str, limit: Option<usize>) -> Option<Refusal> {
     let limit = limit.filter(|limit| text.len() > *limit)?;
-    let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
     let message = format!(
-        "a message of {:.1} MiB was not sent: the server takes messages of up to {:.1} MiB \
+        "a message of {} was not sent: the server takes messages of up to {} \
          (`punie serve --max-message-bytes`); send less, or raise the server's limit",
-        mib(text.len()),
-        mib(limit)
+        size(text.len()),
+        size(limit)
     );
     let answer = request_id(text).map(|id| {
         serde_json::json!({
@@ -96,6 +95,19 @@ pub fn too_big(text: &str, limit: Option<usize>) -> Option<Refusal> {
         .to_string()
     });
     Some(Refusal { message, answer })
+}
+
+/// `bytes` as a person reads a size: in bytes, KiB or MiB.
+fn size(bytes: usize) -> String {
+    const KIB: f64 = 1024.0;
+    let amount = bytes as f64;
+    if amount >= KIB * KIB {
+        format!("{:.1} MiB", amount / (KIB * KIB))
+    } else if amount >= KIB {
+        format!("{:.1} KiB", amount / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 /// The id of `text`, when it is a request an answer can carry back.
