@@ -336,6 +336,10 @@ async fn exit_codes_say_what_went_wrong() {
         stderr.contains(&server.home.token_file().display().to_string()),
         "names the token file where it is: {stderr}"
     );
+    assert!(
+        stderr.contains("PUNIE_TOKEN is set, and the server does not take that token"),
+        "blames the token that was presented: {stderr}"
+    );
 
     let empty = ask(&server, &[""]).await;
     assert_eq!(

@@ -417,6 +417,11 @@ pub struct ConnectError {
     pub answered: bool,
 }
 
+/// Whether the token presented came from the environment, not the file.
+fn token_from_env() -> bool {
+    std::env::var_os(crate::auth::TOKEN_ENV).is_some_and(|value| !value.is_empty())
+}
+
 impl ConnectError {
     fn new(target: &Target, reason: String) -> Self {
         let fix = if reason.contains("401") && target.token.is_none() {
@@ -425,6 +430,14 @@ impl ConnectError {
                  `punie serve` (it writes one), or set {} to the server's token",
                 target.token_file.display(),
                 crate::auth::TOKEN_ENV
+            )
+        } else if reason.contains("401") && token_from_env() {
+            format!(
+                "{} is set, and the server does not take that token: set it to the server's \
+                 token, or unset it to use the one in {}; `punie status` shows which server is \
+                 running",
+                crate::auth::TOKEN_ENV,
+                target.token_file.display()
             )
         } else if reason.contains("401") {
             format!(
