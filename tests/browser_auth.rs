@@ -366,6 +366,30 @@ async fn punie_open_hands_the_browser_a_fresh_link() {
     assert_ne!(printed, link, "every link is fresh");
     assert!(sign_in(&printed).await.is_ok());
 
+    // `BROWSER=:` names no browser: the system's opener is tried, and named
+    // when there is none.
+    let nothing_on_path = server.home.dir.path().join("empty-path");
+    std::fs::create_dir_all(&nothing_on_path).unwrap();
+    let output = within(
+        "punie open",
+        server
+            .home
+            .command()
+            .arg("open")
+            .env("BROWSER", ":")
+            .env("PATH", &nothing_on_path)
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot open a browser (xdg-open"),
+        "{stderr}"
+    );
+
     let output = punie_open(&server.home, browser.to_str().unwrap(), &["--print"]).await;
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();

@@ -109,14 +109,18 @@ async fn new_link(target: &Target) -> anyhow::Result<Option<Link>> {
 /// Open `url` with the first browser command that works; the command, or why
 /// none did.
 async fn open_in_browser(url: &str) -> Result<String, String> {
-    let commands: Vec<String> = match std::env::var("BROWSER") {
-        Ok(list) if !list.trim().is_empty() => list
-            .split(':')
-            .map(str::trim)
-            .filter(|command| !command.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        _ => vec![SYSTEM_OPENER.to_owned()],
+    let named: Vec<String> = std::env::var("BROWSER")
+        .unwrap_or_default()
+        .split(':')
+        .map(str::trim)
+        .filter(|command| !command.is_empty())
+        .map(str::to_owned)
+        .collect();
+    // `BROWSER=:` names no command, as an empty one does.
+    let commands = if named.is_empty() {
+        vec![SYSTEM_OPENER.to_owned()]
+    } else {
+        named
     };
     let mut failures = Vec::new();
     for command in commands {
