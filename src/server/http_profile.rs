@@ -161,9 +161,7 @@ impl HttpProfile {
         let bytes = match axum::body::to_bytes(body, usize::MAX).await {
             Ok(bytes) => bytes,
             Err(error) => {
-                let too_big = std::error::Error::source(&error)
-                    .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-                return Err(if too_big {
+                return Err(if over_the_limit(&error) {
                     self.too_big()
                 } else {
                     (
@@ -334,6 +332,19 @@ fn due_by(body: Body, deadline: tokio::time::Instant) -> Body {
 #[derive(Debug, thiserror::Error)]
 #[error("the request's body did not arrive within --header-timeout")]
 struct BodyTooSlow;
+
+/// Whether reading a body failed for its length, however deep the
+/// transport wrapped the reason.
+fn over_the_limit(error: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
 
 /// The refusal of a body of more JSON values than a message may hold; a
 /// body that is not UTF-8 is the transport's to refuse.
