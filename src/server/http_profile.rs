@@ -172,15 +172,9 @@ impl HttpProfile {
                 });
             }
         };
-        let counted = bytes.clone();
-        let refusal = if counted.len() > super::PARSE_APART_BYTES {
-            tokio::task::spawn_blocking(move || values_refusal(&counted))
-                .await
-                .unwrap_or(None)
-        } else {
-            values_refusal(&counted)
-        };
-        if let Some(error) = refusal {
+        let refusal =
+            super::parse_message(bytes.len(), bytes.clone(), |body| values_refusal(body)).await;
+        if let Some(error) = refusal.flatten() {
             tracing::info!("refused an HTTP request: {}", error.message);
             let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": error});
             return Err((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());

@@ -52,6 +52,25 @@ pub use record::ServerRecord;
 /// connection's work shares.
 const PARSE_APART_BYTES: usize = 1024 * 1024;
 
+/// `parse(message)`, of `length` bytes, on a blocking thread when that is
+/// more than [`PARSE_APART_BYTES`]; `None` if that thread failed.
+async fn parse_message<M, T>(length: usize, message: M, parse: fn(&M) -> T) -> Option<T>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+{
+    if length <= PARSE_APART_BYTES {
+        return Some(parse(&message));
+    }
+    match tokio::task::spawn_blocking(move || parse(&message)).await {
+        Ok(parsed) => Some(parsed),
+        Err(error) => {
+            tracing::error!("reading a message failed: {error}");
+            None
+        }
+    }
+}
+
 /// Pending connections the kernel queues before the server accepts them.
 const LISTEN_BACKLOG: u32 = 4096;
 

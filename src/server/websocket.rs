@@ -118,21 +118,10 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
                 *lock(&last_heard) = Instant::now();
                 match message {
                     Some(Ok(Message::Text(text))) => {
-                        let frame = if text.len() > super::PARSE_APART_BYTES {
-                            // Reading megabytes of JSON takes a while: not on a
-                            // thread every connection's work shares.
-                            let parsed =
-                                tokio::task::spawn_blocking(move || frame_from_text(text.as_str()));
-                            match parsed.await {
-                                Ok(frame) => frame,
-                                Err(error) => {
-                                    tracing::error!("reading a message failed: {error}");
-                                    break;
-                                }
-                            }
-                        } else {
+                        let parsed = super::parse_message(text.len(), text, |text| {
                             frame_from_text(text.as_str())
-                        };
+                        });
+                        let Some(frame) = parsed.await else { break };
                         // Once the connection stops taking input the frame has no
                         // one to go to; the close frame follows shortly.
                         let _ = to_connection.unbounded_send(frame);
