@@ -14,7 +14,7 @@ use agent_client_protocol::v1::schema::{
 use agent_client_protocol::{Agent, Error, SentRequest, V1};
 use serde_json::{Value, json};
 use support::sdk::{Ide, Received, first_update, new_session, prompt};
-use support::{Home, Server, sdk_transport};
+use support::{Home, Server, ended, pid_in, sdk_transport};
 
 fn call(name: &str, arguments: Value) -> Value {
     json!({"tool_call": {"name": name, "arguments": arguments}})
@@ -1020,29 +1020,6 @@ async fn a_command_that_times_out_is_stopped_with_what_it_has_started() {
     let result = content_text(&calls[0]);
     assert!(result.starts_with("timed out after 1 s"), "{result}");
     ended(pid_in(&server.home.workspace().join("pid"))).await;
-}
-
-/// The pid a command wrote to `file`.
-fn pid_in(file: &Path) -> rustix::process::Pid {
-    let text = std::fs::read_to_string(file).unwrap();
-    let pid: i32 = text.trim().parse().unwrap();
-    rustix::process::Pid::from_raw(pid).expect("a real pid")
-}
-
-/// Wait until process `pid` has exited (it may be gone already).
-async fn ended(pid: rustix::process::Pid) {
-    // Its pidfd turns readable when it exits, reaped or not: an orphan's
-    // reaper may be slow, or, in a container, absent.
-    if let Ok(process) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-        // SAFETY: the AsyncFd owns the pidfd and nothing else closes it.
-        let process = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(process, tokio::io::Interest::READABLE)
-                .unwrap()
-        };
-        let _ready = support::within(&format!("process {pid:?} to end"), process.readable())
-            .await
-            .unwrap();
-    }
 }
 
 /// Prompt, wait until the turn is visibly under way, cancel, and check the

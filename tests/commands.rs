@@ -5,12 +5,11 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Stdio;
 
 use serde_json::{Value, json};
 use support::fake_provider::{FakeProvider, Reply, Wire, openai_text_reply};
-use support::{Home, Server, json_lines, text, updates, within};
+use support::{Home, Server, ended, json_lines, pid_in, text, updates, within};
 
 /// The names of the commands an `available_commands_update` offers.
 fn command_names(message: &Value) -> Vec<&str> {
@@ -221,27 +220,4 @@ async fn in_the_terminal_ask_serves_a_command_ends_when_its_shell_exits() {
         )
     );
     ended(pid_in(&workspace.join("job.pid"))).await;
-}
-
-/// The pid a command wrote to `file`.
-fn pid_in(file: &Path) -> rustix::process::Pid {
-    let text = std::fs::read_to_string(file).unwrap();
-    let pid: i32 = text.trim().parse().unwrap();
-    rustix::process::Pid::from_raw(pid).expect("a real pid")
-}
-
-/// Wait until process `pid` has exited (it may be gone already).
-async fn ended(pid: rustix::process::Pid) {
-    // Its pidfd turns readable when it exits, reaped or not: an orphan's
-    // reaper may be slow, or, in a container, absent.
-    if let Ok(process) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-        // SAFETY: the AsyncFd owns the pidfd and nothing else closes it.
-        let process = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(process, tokio::io::Interest::READABLE)
-                .unwrap()
-        };
-        let _ready = within(&format!("process {pid:?} to end"), process.readable())
-            .await
-            .unwrap();
-    }
 }

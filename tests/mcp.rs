@@ -14,7 +14,7 @@ use support::fake_provider::{
     FakeProvider, Reply, Wire, openai_delta, openai_done, openai_finish, openai_text_reply,
 };
 use support::mcp::{node, stdio, test_server};
-use support::{Home, RawClient, Server, within};
+use support::{Home, RawClient, Server, ended, within};
 use tokio::io::AsyncBufReadExt as _;
 
 /// The test server as `tools`, with `args`, writing `started <pid>` to
@@ -131,24 +131,6 @@ async fn line_in(file: &Path, start: &str) -> String {
 fn pid_of(line: &str) -> rustix::process::Pid {
     let pid: i32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     rustix::process::Pid::from_raw(pid).expect("a real pid")
-}
-
-/// Wait until process `pid` has exited.
-async fn ended(pid: rustix::process::Pid) {
-    // A pidfd turns readable when its process exits, reaped or not.
-    let process = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-        Ok(process) => process,
-        Err(rustix::io::Errno::SRCH) => return, // Gone already.
-        Err(error) => panic!("cannot watch process {pid:?}: {error}"),
-    };
-    // SAFETY: the AsyncFd owns the pidfd and nothing else closes it.
-    let process = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(process, tokio::io::Interest::READABLE)
-    }
-    .unwrap();
-    let _ready = within(&format!("process {pid:?} to end"), process.readable())
-        .await
-        .unwrap();
 }
 
 /// A server on a fake model server that answers with `calls` (Chat

@@ -794,6 +794,32 @@ pub async fn run_with(command: &mut Command, input: &[u8], stdout: Stdio) -> std
         .expect("an exit status")
 }
 
+/// The pid a command wrote to `file`.
+pub fn pid_in(file: &Path) -> rustix::process::Pid {
+    let text = std::fs::read_to_string(file).expect("the pid file");
+    let pid: i32 = text.trim().parse().expect("a pid");
+    rustix::process::Pid::from_raw(pid).expect("a real pid")
+}
+
+/// Wait until process `pid` has exited (it may be gone already).
+pub async fn ended(pid: rustix::process::Pid) {
+    // A pidfd turns readable when its process exits, reaped or not: an
+    // orphan's reaper may be slow, or, in a container, absent.
+    let process = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(process) => process,
+        Err(rustix::io::Errno::SRCH) => return, // Gone already.
+        Err(error) => panic!("cannot watch process {pid:?}: {error}"),
+    };
+    // SAFETY: the AsyncFd owns the pidfd and nothing else closes it.
+    let process = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(process, tokio::io::Interest::READABLE)
+    }
+    .expect("the pidfd can be watched");
+    let _ready = within(&format!("process {pid:?} to end"), process.readable())
+        .await
+        .expect("a pidfd turns readable");
+}
+
 /// A named pipe at `path`: opening it waits for its other end.
 pub fn make_fifo(path: &Path) {
     rustix::fs::mknodat(
