@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::terminal::Terminal;
 use support::{
-    Home, Server, full_disk, json_lines, make_fifo, reader_gone, run_with, text, within,
+    Home, Server, full_disk, json_lines, make_fifo, reader_gone, run_with, stderr_of, text, within,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -414,14 +414,7 @@ async fn ctrl_c_cancels_the_turn_prints_what_arrived_and_exits_130() {
         !printed.contains("1000"),
         "the turn was cancelled: {printed}"
     );
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
+    let stderr = stderr_of(&mut child).await;
     assert!(stderr.contains("cancelled"), "{stderr}");
 }
 
@@ -1266,14 +1259,7 @@ async fn a_turn_cancelled_by_someone_else_fails_saying_so() {
     while let Some(line) = lines.next_line().await.unwrap() {
         rest.push(serde_json::from_str::<Value>(&line).unwrap());
     }
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
+    let stderr = stderr_of(&mut child).await;
     assert_eq!(status.code(), Some(1), "not done: {stderr}");
     assert!(
         stderr.contains("the turn was cancelled elsewhere"),

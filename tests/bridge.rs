@@ -12,7 +12,9 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use support::sdk::{Received, client, first_update, initialize, new_session, prompt};
 use support::terminal::Terminal;
-use support::{Bridge, Home, Server, full_disk, reader_gone, run_with, unused_port, within};
+use support::{
+    Bridge, Home, Server, full_disk, reader_gone, run_with, stderr_of, unused_port, within,
+};
 
 fn initialize_request(id: u64) -> serde_json::Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {"protocolVersion": 1, "clientCapabilities": {}}})
@@ -574,7 +576,7 @@ async fn a_line_larger_than_the_server_takes_is_answered_and_the_connection_stay
 
 #[tokio::test]
 async fn when_the_reader_of_stdout_goes_away_while_idle_the_bridge_exits_1_and_disconnects() {
-    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
     let server = Server::start().await;
     let (reader, writer) = std::io::pipe().unwrap();
     let mut child = server
@@ -604,14 +606,7 @@ async fn when_the_reader_of_stdout_goes_away_while_idle_the_bridge_exits_1_and_d
     // Nothing more is owed or sent: the bridge is idle, stdin still open.
     drop(lines);
     let status = within("the bridge to exit", child.wait()).await.unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
+    let stderr = stderr_of(&mut child).await;
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot write to stdout"), "{stderr}");
     server

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::fake_provider::{FakeProvider, Part, Reply, Wire};
-use support::{Bridge, Home, RawClient, Server, text_of, turn_end, updates, within};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use support::{Bridge, Home, RawClient, Server, stderr_of, text_of, turn_end, updates, within};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
 /// End `client`'s connection with a TCP reset and no close frame, as a client
 /// that crashed or lost its network does.
@@ -381,12 +381,7 @@ async fn when_the_server_is_killed_mid_turn_its_clients_fail_and_a_restart_repla
     let status = within("punie ask to exit", ask.child.wait())
         .await
         .expect("an exit status");
-    let mut stderr = String::new();
-    if let Some(mut pipe) = ask.child.stderr.take() {
-        within("punie ask's stderr", pipe.read_to_string(&mut stderr))
-            .await
-            .expect("stderr is readable");
-    }
+    let stderr = stderr_of(&mut ask.child).await;
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("lost the connection"), "{stderr}");
     // The result line says the turn never ended, and why.

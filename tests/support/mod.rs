@@ -794,6 +794,18 @@ pub async fn run_with(command: &mut Command, input: &[u8], stdout: Stdio) -> std
         .expect("an exit status")
 }
 
+/// Everything `child` wrote to its (piped) stderr, read to its end.
+pub async fn stderr_of(child: &mut tokio::process::Child) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        within("the child's stderr", pipe.read_to_string(&mut stderr))
+            .await
+            .expect("stderr is readable");
+    }
+    stderr
+}
+
 /// The pid a command wrote to `file`.
 pub fn pid_in(file: &Path) -> rustix::process::Pid {
     let text = std::fs::read_to_string(file).expect("the pid file");
