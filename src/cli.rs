@@ -541,10 +541,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 Ok(target) => target,
                 Err(error) => {
                     if json {
-                        // A script reading stdout gets an answer either way.
-                        let value =
-                            serde_json::json!({"running": false, "error": format!("{error:#}")});
-                        let _ = crate::client::print_out(&format!("{value}\n"));
+                        let _ = status::print_not_running(None, &format!("{error:#}"));
                     }
                     return Err(error);
                 }

@@ -86,13 +86,7 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<Outcome> {
                 target.http_url
             );
             if json {
-                // A script reading stdout gets an answer either way.
-                let value = serde_json::json!({
-                    "running": false,
-                    "url": target.http_url,
-                    "error": why,
-                });
-                super::print_out(&format!("{value}\n"))?;
+                print_not_running(Some(&target.http_url), &why)?;
             }
             return Ok(Outcome::NoServer);
         }
@@ -115,6 +109,16 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<Outcome> {
         ))?;
     }
     Ok(Outcome::Done)
+}
+
+/// `status --json` when no server answers, or none can be located: a script
+/// reading stdout gets an object either way.
+pub fn print_not_running(url: Option<&str>, why: &str) -> anyhow::Result<()> {
+    let mut value = serde_json::json!({ "running": false, "error": why });
+    if let Some(url) = url {
+        value["url"] = url.into();
+    }
+    super::print_out(&format!("{value}\n"))
 }
 
 /// `punie stop`: SIGTERM to the recorded server, once its `/health` confirms
