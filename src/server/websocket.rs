@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use agent_client_protocol::{Channel, ConnectTo as _, TransportFrame};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
-use futures::stream::SplitSink;
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
+use futures::stream::{SplitSink, SplitStream};
 use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite;
@@ -74,211 +75,259 @@ impl Dropped {
 }
 
 /// Serve ACP on `socket` until either side closes it, or the client breaks
-/// one of `limits`.
+/// one of `limits`. Three loops share the socket: one reads the client's
+/// frames into the connection, one queues the connection's frames for the
+/// client, one writes them out, pings, and closes the socket at the end.
 pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &ConnectionLimits) {
     let (socket_end, connection_end) = Channel::duplex();
-    let (mut from_connection, to_connection) = socket_end.into_parts();
+    let (from_connection, to_connection) = socket_end.into_parts();
     let connection = tokio::spawn(AcpConnection::new(hub.clone()).connect_to(connection_end));
-    let (mut outgoing, mut incoming) = socket.split();
+    let (outgoing, incoming) = socket.split();
     let (close_sent, close_sent_rx) = tokio::sync::oneshot::channel::<()>();
-    // Why the server drops the client, once it does; reading ends at once.
-    let why_dropped = Arc::new(Mutex::new(None::<Dropped>));
-    let dropped = CancellationToken::new();
-    let drop_client = {
-        let why_dropped = why_dropped.clone();
-        let dropped = dropped.clone();
-        move |why: Dropped| {
-            let mut first = lock(&why_dropped);
-            if first.is_none() {
-                tracing::info!("dropping a client: {}", why.close_frame().reason);
-                *first = Some(why);
-                dropped.cancel();
+    let verdict = Verdict::default();
+    let liveness = Liveness {
+        last_heard: Mutex::new(Instant::now()),
+        pong_timeout: limits.pong_timeout,
+        verdict: &verdict,
+    };
+    // The frames are boxed because the channel allocates its slots 32 at a
+    // time and keeps spare blocks once a burst has needed them: with the
+    // frames themselves in the slots (128 bytes each), every connection's
+    // queue grew by 4 KiB blocks over its first turns.
+    let (queue, queued) = tokio::sync::mpsc::channel::<Box<TransportFrame>>(limits.outgoing_queue);
+    let reading = read_frames(
+        incoming,
+        to_connection,
+        close_sent_rx,
+        limits.max_message_bytes,
+        &liveness,
+    );
+    let queuing = queue_frames(from_connection, queue, limits.outgoing_stall, &verdict);
+    let writing = async {
+        let mut outgoing = write_frames(outgoing, queued, limits.ping_interval, &liveness).await;
+        let frame = match (verdict.why(), connection.await) {
+            (Some(why), _) => why.close_frame(),
+            (None, ended) => close_frame(hub.shutdown.is_cancelled(), ended),
+        };
+        close_socket(&mut outgoing, frame).await;
+        let _ = close_sent.send(());
+    };
+    futures::join!(reading, queuing, writing);
+}
+
+/// The server's decision to drop the client, taken once: the first reason
+/// is the one the close frame gives, and reading, queuing and writing all
+/// stop at once.
+#[derive(Default)]
+struct Verdict {
+    why: Mutex<Option<Dropped>>,
+    given: CancellationToken,
+}
+
+impl Verdict {
+    fn drop_client(&self, why: Dropped) {
+        let mut first = lock(&self.why);
+        if first.is_none() {
+            tracing::info!("dropping a client: {}", why.close_frame().reason);
+            *first = Some(why);
+            self.given.cancel();
+        }
+    }
+
+    fn why(&self) -> Option<Dropped> {
+        lock(&self.why).clone()
+    }
+
+    fn given(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.given.cancelled()
+    }
+}
+
+/// When the client was last heard from, and how long it may stay silent.
+struct Liveness<'a> {
+    last_heard: Mutex<Instant>,
+    pong_timeout: Duration,
+    verdict: &'a Verdict,
+}
+
+impl Liveness<'_> {
+    fn heard(&self) {
+        *lock(&self.last_heard) = Instant::now();
+    }
+
+    /// Called when the silence timer fires: anything heard since moves the
+    /// timer on; else the client is dropped and this answers false.
+    fn still_heard(&self, silence: std::pin::Pin<&mut tokio::time::Sleep>) -> bool {
+        let deadline = tokio::time::Instant::from_std(*lock(&self.last_heard)) + self.pong_timeout;
+        if deadline <= tokio::time::Instant::now() {
+            self.verdict.drop_client(Dropped::Silent {
+                timeout: self.pong_timeout,
+            });
+            return false;
+        }
+        silence.reset(deadline);
+        true
+    }
+}
+
+/// The client's frames into the connection, until the client closes, breaks
+/// a limit, or has had its chance to answer our close frame. Dropping
+/// `to_connection` at the end tells the connection the client is gone.
+async fn read_frames(
+    mut incoming: SplitStream<WebSocket>,
+    to_connection: UnboundedSender<TransportFrame>,
+    close_sent: tokio::sync::oneshot::Receiver<()>,
+    max_message_bytes: usize,
+    liveness: &Liveness<'_>,
+) {
+    // After our close frame, wait a little for the client's answer, no longer.
+    let mut handshake_over = std::pin::pin!(async move {
+        let _ = close_sent.await;
+        tokio::time::sleep(CLOSE_HANDSHAKE_TIMEOUT).await;
+    });
+    loop {
+        let message = tokio::select! {
+            message = incoming.next() => message,
+            () = &mut handshake_over => break,
+            () = liveness.verdict.given() => break,
+        };
+        liveness.heard();
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                let parsed =
+                    super::parse_message(text.len(), text, |text| frame_from_text(text.as_str()));
+                let Some(frame) = parsed.await else { break };
+                // Once the connection stops taking input the frame has no
+                // one to go to; the close frame follows shortly.
+                let _ = to_connection.unbounded_send(frame);
+            }
+            Some(Ok(Message::Binary(_))) => {
+                tracing::warn!("ignored a binary frame: ACP messages are text frames");
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Err(error)) => {
+                if let Some(why) = read_failure(error, max_message_bytes) {
+                    liveness.verdict.drop_client(why);
+                }
+                break;
             }
         }
-    };
-    let last_heard = Arc::new(Mutex::new(Instant::now()));
+    }
+}
 
-    let reader = {
-        let drop_client = drop_client.clone();
-        let last_heard = last_heard.clone();
-        let dropped = dropped.clone();
-        let max_message_bytes = limits.max_message_bytes;
-        async move {
-            // After our close frame, wait a little for the client's answer, no longer.
-            let mut handshake_over = std::pin::pin!(async move {
-                let _ = close_sent_rx.await;
-                tokio::time::sleep(CLOSE_HANDSHAKE_TIMEOUT).await;
-            });
-            loop {
-                let message = tokio::select! {
-                    message = incoming.next() => message,
-                    () = &mut handshake_over => break,
-                    () = dropped.cancelled() => break,
-                };
-                *lock(&last_heard) = Instant::now();
-                match message {
-                    Some(Ok(Message::Text(text))) => {
-                        let parsed = super::parse_message(text.len(), text, |text| {
-                            frame_from_text(text.as_str())
-                        });
-                        let Some(frame) = parsed.await else { break };
-                        // Once the connection stops taking input the frame has no
-                        // one to go to; the close frame follows shortly.
-                        let _ = to_connection.unbounded_send(frame);
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        tracing::warn!("ignored a binary frame: ACP messages are text frames");
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break,
-                    Some(Err(error)) => {
-                        if let Some(why) = read_failure(error, max_message_bytes) {
-                            drop_client(why);
-                        }
+/// The connection's frames into the client's bounded queue. A client that
+/// stays behind with the queue full for `stall` is dropped. Dropping `queue`
+/// at the end lets the writer finish.
+async fn queue_frames(
+    mut from_connection: UnboundedReceiver<TransportFrame>,
+    queue: tokio::sync::mpsc::Sender<Box<TransportFrame>>,
+    stall: Duration,
+    verdict: &Verdict,
+) {
+    // When the client fell behind: the queue was found full, and the
+    // messages made for it since have kept coming faster than it took them.
+    // Room made now and then does not count: a client reading a message now
+    // and then would stay behind for ever, with what the server makes for it
+    // piling up before the queue.
+    let mut full_since = None;
+    loop {
+        let frame = match from_connection.next().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                full_since = None;
+                from_connection.next().await
+            }
+        };
+        let Some(frame) = frame else { break };
+        match queue.try_send(Box::new(frame)) {
+            Ok(()) => {}
+            // The writer is gone; the connection is told by the reader.
+            Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(frame)) => {
+                let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
+                match tokio::time::timeout_at(since + stall, queue.send(frame)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        verdict.drop_client(Dropped::NotReading { stall });
                         break;
                     }
                 }
             }
-            // Dropping `to_connection` tells the connection the client is gone.
         }
-    };
+    }
+}
 
-    // Between the connection and the socket: at most `outgoing_queue`
-    // messages wait for a client, and a client that stays behind with it
-    // full is dropped. The frames are boxed because the channel allocates its
-    // slots 32 at a time and keeps spare blocks once a burst has needed them:
-    // with the frames themselves in the slots (128 bytes each), every
-    // connection's queue grew by 4 KiB blocks over its first turns.
-    let (queue, mut queued) =
-        tokio::sync::mpsc::channel::<Box<TransportFrame>>(limits.outgoing_queue);
-    let stall = limits.outgoing_stall;
-    let queuer = {
-        let drop_client = drop_client.clone();
-        async move {
-            // When the client fell behind: the queue was found full, and the
-            // messages made for it since have kept coming faster than it
-            // took them. Room made now and then does not count: a client
-            // reading a message now and then would stay behind for ever,
-            // with what the server makes for it piling up before the queue.
-            let mut full_since = None;
-            loop {
-                let frame = match from_connection.next().now_or_never() {
-                    Some(frame) => frame,
-                    None => {
-                        full_since = None;
-                        from_connection.next().await
-                    }
-                };
-                let Some(frame) = frame else { break };
-                match queue.try_send(Box::new(frame)) {
-                    Ok(()) => {}
-                    // The writer is gone; the connection is told by the reader.
-                    Err(TrySendError::Closed(_)) => {}
-                    Err(TrySendError::Full(frame)) => {
-                        let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
-                        match tokio::time::timeout_at(since + stall, queue.send(frame)).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => break,
-                            Err(_) => {
-                                drop_client(Dropped::NotReading { stall });
-                                break;
-                            }
+/// Queued frames out to the client, with a ping every `ping_interval`, until
+/// the queue ends, a write fails, or the client is dropped. Hands the socket
+/// back for its close frame.
+async fn write_frames(
+    mut outgoing: SplitSink<WebSocket, Message>,
+    mut queued: tokio::sync::mpsc::Receiver<Box<TransportFrame>>,
+    ping_interval: Duration,
+    liveness: &Liveness<'_>,
+) -> SplitSink<WebSocket, Message> {
+    let dropped = liveness.verdict;
+    let mut pings =
+        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let silence = tokio::time::sleep(liveness.pong_timeout);
+    tokio::pin!(silence);
+    loop {
+        // A write to a client that does not read blocks; dropping it must
+        // not wait for that write.
+        let written = tokio::select! {
+            frame = queued.recv() => match frame {
+                Some(frame) => {
+                    let burst = write_burst(&mut outgoing, frame, &mut queued);
+                    tokio::pin!(burst);
+                    // A client that neither reads nor sends leaves this
+                    // write pending with nothing queued behind it: no ping
+                    // goes out and the queue never fills, so its silence is
+                    // judged here too.
+                    loop {
+                        tokio::select! {
+                            written = &mut burst => break written,
+                            () = &mut silence => if !liveness.still_heard(silence.as_mut()) {
+                                break false;
+                            },
+                            () = dropped.given() => break false,
                         }
                     }
                 }
-            }
-            // Dropping `queue` lets the writer finish.
-        }
-    };
-
-    let writer = {
-        let (ping_interval, pong_timeout) = (limits.ping_interval, limits.pong_timeout);
-        // Runs when the silence timer fires: anything heard since moves the
-        // timer on; else the client is dropped and this answers false.
-        let still_heard = move |silence: std::pin::Pin<&mut tokio::time::Sleep>| {
-            let deadline = tokio::time::Instant::from_std(*lock(&last_heard)) + pong_timeout;
-            if deadline <= tokio::time::Instant::now() {
-                drop_client(Dropped::Silent {
-                    timeout: pong_timeout,
-                });
-                return false;
-            }
-            silence.reset(deadline);
-            true
-        };
-        async move {
-            let mut pings = tokio::time::interval_at(
-                tokio::time::Instant::now() + ping_interval,
-                ping_interval,
-            );
-            pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let silence = tokio::time::sleep(pong_timeout);
-            tokio::pin!(silence);
-            loop {
-                // A write to a client that does not read blocks; dropping it
-                // must not wait for that write.
-                let written = tokio::select! {
-                    frame = queued.recv() => match frame {
-                        Some(frame) => {
-                            let burst = write_burst(&mut outgoing, frame, &mut queued);
-                            tokio::pin!(burst);
-                            // A client that neither reads nor sends leaves this
-                            // write pending with nothing queued behind it: no
-                            // ping goes out and the queue never fills, so its
-                            // silence is judged here too.
-                            loop {
-                                tokio::select! {
-                                    written = &mut burst => break written,
-                                    () = &mut silence => if !still_heard(silence.as_mut()) {
-                                        break false;
-                                    },
-                                    () = dropped.cancelled() => break false,
-                                }
-                            }
-                        }
-                        None => break,
-                    },
-                    _ = pings.tick() => tokio::select! {
-                        sent = outgoing.send(Message::Ping(Default::default())) => sent.is_ok(),
-                        () = dropped.cancelled() => break,
-                    },
-                    () = &mut silence => {
-                        if !still_heard(silence.as_mut()) {
-                            break;
-                        }
-                        true
-                    }
-                    () = dropped.cancelled() => break,
-                };
-                if !written {
+                None => break,
+            },
+            _ = pings.tick() => tokio::select! {
+                sent = outgoing.send(Message::Ping(Default::default())) => sent.is_ok(),
+                () = dropped.given() => break,
+            },
+            () = &mut silence => {
+                if !liveness.still_heard(silence.as_mut()) {
                     break;
                 }
+                true
             }
-            let ended = match connection.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(error) => Err(error.to_string()),
-            };
-            let why = lock(&why_dropped).clone();
-            let frame = match why {
-                Some(why) => why.close_frame(),
-                None => close_frame(hub.shutdown.is_cancelled(), ended),
-            };
-            // When the client closed first, the WebSocket has already queued its
-            // answer and refuses ours; flushing still delivers the queued one. When
-            // the client is gone, neither matters — and a client that does not
-            // read gets no longer than the close handshake.
-            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
-                if outgoing.send(Message::Close(Some(frame))).await.is_err() {
-                    let _ = outgoing.flush().await;
-                }
-            })
-            .await;
-            let _ = close_sent.send(());
+            () = dropped.given() => break,
+        };
+        if !written {
+            break;
         }
-    };
+    }
+    outgoing
+}
 
-    futures::join!(reader, queuer, writer);
+/// Send the close frame. When the client closed first, the WebSocket has
+/// already queued its answer and refuses ours; flushing still delivers the
+/// queued one. When the client is gone, neither matters — and a client that
+/// does not read gets no longer than the close handshake.
+async fn close_socket(outgoing: &mut SplitSink<WebSocket, Message>, frame: CloseFrame) {
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+        if outgoing.send(Message::Close(Some(frame))).await.is_err() {
+            let _ = outgoing.flush().await;
+        }
+    })
+    .await;
 }
 
 /// Write `first` and every message already waiting after it, then flush:
@@ -351,7 +400,17 @@ fn frame_message(frame: TransportFrame) -> Option<Message> {
     }
 }
 
-fn close_frame(shutting_down: bool, ended: Result<(), String>) -> CloseFrame {
+/// The close frame for a connection the client ended, or that ended on its
+/// own (`ended` is how the connection's task finished).
+fn close_frame(
+    shutting_down: bool,
+    ended: Result<Result<(), agent_client_protocol::Error>, tokio::task::JoinError>,
+) -> CloseFrame {
+    let ended = match ended {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
     let (code, reason) = match ended {
         Err(error) => {
             tracing::warn!("connection failed: {error}");
