@@ -865,93 +865,121 @@ fn write_commands(
         {
             continue;
         }
-        match command {
-            Command::CreateSession(row) => {
-                transaction
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO sessions (id, cwd, title, model, created_us, updated_us, turns, running)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
-                    )?
-                    .execute(params![
-                        row.id,
-                        row.cwd.to_string_lossy(),
-                        row.title,
-                        row.model,
-                        row.created_us,
-                        row.updated_us,
-                        row.turns
-                    ])?;
-            }
-            Command::Append {
-                session,
-                kind,
-                body,
-                at_us,
-                ..
-            } => {
-                transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
-                    session,
-                    kind.code(),
-                    body
-                ])?;
-                touch(&mut touched, session, *at_us, false);
-            }
-            Command::Set {
-                session,
-                setting,
-                value,
-            } => {
-                transaction
-                    .prepare_cached(setting.update())?
-                    .execute(params![session, value])?;
-            }
-            Command::TurnStarted {
-                session,
-                number,
-                at_us,
-            } => {
-                transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
-                    session,
-                    EntryKind::TurnStarted.code(),
-                    number.to_string()
-                ])?;
-                transaction
-                    .prepare_cached("UPDATE sessions SET running = 1 WHERE id = ?1")?
-                    .execute([session])?;
-                touch(&mut touched, session, *at_us, true);
-            }
-            Command::TurnEnded {
-                session,
-                body,
-                at_us,
-                ..
-            } => {
-                transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
-                    session,
-                    EntryKind::TurnEnded.code(),
-                    body
-                ])?;
-                transaction
-                    .prepare_cached(
-                        "UPDATE sessions SET running = 0, turns = turns + 1 WHERE id = ?1",
-                    )?
-                    .execute([session])?;
-                touch(&mut touched, session, *at_us, true);
-            }
-            Command::Delete { session, .. } => {
-                transaction
-                    .prepare_cached("DELETE FROM entries WHERE session_id = ?1")?
-                    .execute([session])?;
-                let deleted = transaction
-                    .prepare_cached("DELETE FROM sessions WHERE id = ?1")?
-                    .execute([session])?;
-                touched.retain(|(touched, ..)| touched != session);
-                deletes.push(deleted > 0);
-                deleted_here.push(session);
-            }
-            Command::Barrier(_) | Command::AtNewest { .. } => {}
+        if let Command::Delete { session, .. } = command {
+            deletes.push(delete_session(transaction, session)?);
+            touched.retain(|(touched, ..)| touched != session);
+            deleted_here.push(session);
+        } else if let Some((session, at_us, now)) = write_command(transaction, command)? {
+            touch(&mut touched, session, at_us, now);
         }
     }
+    let stamped = stamp_sessions(transaction, touched, stamps, flush)?;
+    Ok(Written { deletes, stamped })
+}
+
+/// Write one command other than a delete. Answers the session it touched,
+/// when, and whether its time must be written now (a turn's start and end
+/// show in `session/list` at once).
+fn write_command<'a>(
+    transaction: &Connection,
+    command: &'a Command,
+) -> rusqlite::Result<Option<(&'a str, i64, bool)>> {
+    Ok(match command {
+        Command::CreateSession(row) => {
+            transaction
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO sessions (id, cwd, title, model, created_us, updated_us, turns, running)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
+                )?
+                .execute(params![
+                    row.id,
+                    row.cwd.to_string_lossy(),
+                    row.title,
+                    row.model,
+                    row.created_us,
+                    row.updated_us,
+                    row.turns
+                ])?;
+            None
+        }
+        Command::Append {
+            session,
+            kind,
+            body,
+            at_us,
+            ..
+        } => {
+            transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
+                session,
+                kind.code(),
+                body
+            ])?;
+            Some((session, *at_us, false))
+        }
+        Command::Set {
+            session,
+            setting,
+            value,
+        } => {
+            transaction
+                .prepare_cached(setting.update())?
+                .execute(params![session, value])?;
+            None
+        }
+        Command::TurnStarted {
+            session,
+            number,
+            at_us,
+        } => {
+            transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
+                session,
+                EntryKind::TurnStarted.code(),
+                number.to_string()
+            ])?;
+            transaction
+                .prepare_cached("UPDATE sessions SET running = 1 WHERE id = ?1")?
+                .execute([session])?;
+            Some((session, *at_us, true))
+        }
+        Command::TurnEnded {
+            session,
+            body,
+            at_us,
+            ..
+        } => {
+            transaction.prepare_cached(INSERT_ENTRY)?.execute(params![
+                session,
+                EntryKind::TurnEnded.code(),
+                body
+            ])?;
+            transaction
+                .prepare_cached("UPDATE sessions SET running = 0, turns = turns + 1 WHERE id = ?1")?
+                .execute([session])?;
+            Some((session, *at_us, true))
+        }
+        Command::Delete { .. } | Command::Barrier(_) | Command::AtNewest { .. } => None,
+    })
+}
+
+/// Delete a session and its history. True if it was there.
+fn delete_session(transaction: &Connection, session: &str) -> rusqlite::Result<bool> {
+    transaction
+        .prepare_cached("DELETE FROM entries WHERE session_id = ?1")?
+        .execute([session])?;
+    let deleted = transaction
+        .prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+        .execute([session])?;
+    Ok(deleted > 0)
+}
+
+/// Write the times of the sessions touched that are due now (or all, on a
+/// flush); the rest wait. Answers every session with whether it was written.
+fn stamp_sessions(
+    transaction: &Connection,
+    touched: Vec<(&str, i64, bool)>,
+    stamps: &Stamps,
+    flush: bool,
+) -> rusqlite::Result<Vec<(String, i64, bool)>> {
     let mut stamped = Vec::with_capacity(touched.len());
     for (session, at_us, now) in touched {
         let now = now || flush || stamps.due(session);
@@ -964,7 +992,7 @@ fn write_commands(
         }
         stamped.push((session.to_owned(), at_us, now));
     }
-    Ok(Written { deletes, stamped })
+    Ok(stamped)
 }
 
 // Whether the session is still stored is known from `gone`: looking it up in
