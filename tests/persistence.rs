@@ -1388,6 +1388,46 @@ async fn a_model_server_that_refuses_the_conversation_as_too_long_is_sent_less_f
 }
 
 #[tokio::test]
+async fn a_refusal_as_too_long_inside_the_stream_is_answered_by_sending_less() {
+    // LM Studio refuses after `200 OK`, in an error event.
+    let in_the_stream = Reply::events([
+        "event: error\ndata: {\"error\":{\"message\":\"Input does not fit in context length.\"}}\n\n"
+            .to_owned(),
+    ]);
+    let (provider, _server, mut client, session) = on_a_fake_model(
+        [
+            Reply::events(openai_text_reply(&["One."])),
+            in_the_stream,
+            Reply::events(openai_text_reply(&["Two."])),
+        ],
+        &[],
+    )
+    .await;
+    for name in ["first", "second"] {
+        let answer = client
+            .prompt(&session, &format!("{name} {}", "x".repeat(6_000)))
+            .await;
+        assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    }
+    let sent: Vec<Vec<String>> = provider
+        .requests()
+        .iter()
+        .map(|request| prompts_sent(&request.body))
+        .collect();
+    assert_eq!(
+        sent,
+        [vec!["first "], vec!["first ", "second"], vec!["second"]]
+    );
+    assert!(
+        client
+            .agent_text(&session)
+            .contains("reported an error: Input does not fit in context length; sent again"),
+        "{}",
+        client.agent_text(&session)
+    );
+}
+
+#[tokio::test]
 async fn a_prompt_too_long_on_its_own_ends_the_turn_saying_so() {
     let (provider, _server, mut client, session) = on_a_fake_model([context_exceeded()], &[]).await;
     let answer = client.prompt(&session, "a very long question").await;

@@ -706,6 +706,97 @@ async fn an_error_event_that_blames_the_request_is_not_retried() {
 }
 
 #[tokio::test]
+async fn a_context_too_long_reported_inside_the_stream_is_known_for_what_it_is() {
+    // LM Studio answers `200 OK`, then refuses in an error event; Anthropic
+    // may say the same in its own error event.
+    let lm_studio = "event: error\ndata: {\"error\":{\"message\":\"Input does not fit in context length. The input has 31430 tokens, but the context length only supports 30000 tokens.\"}}\n\n".to_owned();
+    let anthropic = anthropic_event(json!({
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "prompt is too long: 210000 tokens > 200000 maximum"},
+    }));
+    for (wire, refusal) in [(Wire::OpenAi, lm_studio), (Wire::Anthropic, anthropic)] {
+        let fake = FakeProvider::start([Reply::events([refusal])]).await;
+        let (events, error) = run(&*model_on(wire, &fake, &one_retry()), ask("x")).await;
+        assert!(events.is_empty(), "{wire:?}: {events:?}");
+        let Some(ModelError::TooLong(why)) = error else {
+            panic!("{wire:?}: {error:?}")
+        };
+        assert!(
+            why.starts_with(&format!("{} reported an error: ", wire.peer_name())),
+            "{why}"
+        );
+        assert_eq!(fake.requests().len(), 1, "{wire:?}: not retried");
+    }
+}
+
+#[tokio::test]
+async fn an_anthropic_error_event_is_read_whatever_its_data_says_its_type_is() {
+    // llama.cpp's `/v1/messages` names the event and puts the error bare in
+    // the data.
+    let fake = FakeProvider::start([Reply::events([
+        "event: error\ndata: {\"code\":400,\"message\":\"the model failed to load\",\"type\":\"invalid_request_error\"}\n\n".to_owned(),
+    ])])
+    .await;
+    let error = error_of(&*anthropic_model(&fake, &one_retry()), ask("x")).await;
+    assert_eq!(
+        error,
+        "Anthropic reported an error: the model failed to load (invalid_request_error)"
+    );
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_with_nothing_in_it_is_an_error_not_an_empty_reply() {
+    // How an older llama.cpp server ends after an `error:` line, which is not
+    // an SSE field.
+    let fake = FakeProvider::start([Reply::events([
+        "error: {\"code\":400,\"message\":\"the request exceeds the available context size\"}\n\n"
+            .to_owned(),
+        openai_done(),
+    ])])
+    .await;
+    let error = error_of(&*local_model(&fake, &settings()), ask("x")).await;
+    assert!(
+        error.contains("ended its stream without a reply or a finish reason")
+            && error.contains("its own log says more"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_finish_reason_on_every_chunk_finishes_nothing() {
+    // SGLang's way: `""` until the real reason.
+    let chunk = |delta: Value, reason: &str| {
+        format!(
+            "data: {}\n\n",
+            json!({"choices": [{"index": 0, "delta": delta, "finish_reason": reason}]})
+        )
+    };
+    let fake = FakeProvider::start([Reply::events([
+        chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                   "function": {"name": "read_file", "arguments": ""}}]}),
+            "",
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"path\":\"a\"}"}}]}),
+            "",
+        ),
+        chunk(json!({}), "tool_calls"),
+        openai_done(),
+    ])])
+    .await;
+    let events = answer(&*local_model(&fake, &settings()), ask("x")).await;
+    assert_eq!(
+        events,
+        [
+            tool_call("call_1", "read_file", json!({"path": "a"})),
+            ModelEvent::Stop(Stop::Done)
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_stream_that_ends_before_its_first_token_every_time_says_so() {
     for wire in Wire::ALL {
         let first = || Reply::events(opening_without_a_token(wire));

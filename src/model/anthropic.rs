@@ -483,6 +483,13 @@ impl Decoder for EventDecoder {
         if event.data.trim().is_empty() {
             return Ok(());
         }
+        if event.event == "error" {
+            // Anthropic's own error events say `"type": "error"` in the data
+            // too; llama.cpp's `/v1/messages` names only the event.
+            let value = serde_json::from_str(&event.data)
+                .unwrap_or_else(|_| Value::from(event.data.as_str()));
+            return Err(http::reported_error(&self.peer, &value));
+        }
         match http::parse_data(&self.peer, event)? {
             WireEvent::MessageStart { message } => {
                 if let Some(input) = message.usage.as_ref().and_then(WireUsage::total_input) {

@@ -916,13 +916,36 @@ pub(crate) fn shown(text: &str, limit: usize) -> String {
     kept
 }
 
-/// An error the model server reported in the middle of its stream.
+/// An error the model server reported in the middle of its stream. Some
+/// servers (LM Studio, llama.cpp) refuse a conversation longer than their
+/// context this way, with a `200 OK` already sent: that is recognised as
+/// what a `400` saying so would be, so the turn sends less.
 pub(crate) fn reported_error(peer: &Peer, value: &Value) -> DecodeError {
     let message =
         json_error_message(value).unwrap_or_else(|| shown(&value.to_string(), MESSAGE_LIMIT));
+    let text = format!("{} reported an error: {message}", peer.name);
+    let error = if says_too_long(&message) {
+        ModelError::TooLong(text)
+    } else {
+        ModelError::Provider(text)
+    };
     DecodeError {
-        error: ModelError::Provider(format!("{} reported an error: {message}", peer.name)),
+        error,
         transient: is_transient(value),
+    }
+}
+
+/// The error for a stream that ended (`[DONE]`) with nothing in it, not even
+/// a finish reason. Older llama.cpp servers end so after an `error:` line,
+/// which is not an SSE field and so never reaches Punie.
+pub(crate) fn ended_empty(peer: &Peer) -> DecodeError {
+    DecodeError {
+        error: ModelError::Provider(format!(
+            "{} ended its stream without a reply or a finish reason; it may have sent an error \
+             in a form Punie cannot read — its own log says more",
+            peer.name
+        )),
+        transient: false,
     }
 }
 

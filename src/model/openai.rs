@@ -610,7 +610,9 @@ impl ChunkDecoder {
             self.started = true;
             self.add_tool_call_piece(piece);
         }
-        if let Some(reason) = choice.finish_reason {
+        // Some servers (SGLang, once Ollama) send `""` on every chunk
+        // until the real reason: that is no finish.
+        if let Some(reason) = choice.finish_reason.filter(|reason| !reason.is_empty()) {
             self.flush_tool_calls(out);
             self.stop = Some(stop_for(&reason));
         }
@@ -629,6 +631,9 @@ impl Decoder for ChunkDecoder {
     fn decode(&mut self, event: &Event, out: &mut Vec<ModelEvent>) -> Result<(), DecodeError> {
         let data = event.data.trim();
         if data == "[DONE]" {
+            if !self.started && self.stop.is_none() {
+                return Err(http::ended_empty(&self.peer));
+            }
             self.end(out);
             return Ok(());
         }

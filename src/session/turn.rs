@@ -396,6 +396,8 @@ impl Turn {
         sent: &Sent,
         why: String,
     ) -> Result<(), TurnError> {
+        // The server's own sentence goes on with Punie's.
+        let why = why.trim_end_matches(['.', ' ']);
         if !sent.can_send_less {
             // As after any failed call: the conversation goes on with an
             // answer, if an empty one, to this prompt.
