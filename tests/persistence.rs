@@ -1428,6 +1428,67 @@ async fn a_refusal_as_too_long_inside_the_stream_is_answered_by_sending_less() {
 }
 
 #[tokio::test]
+async fn a_refused_prompt_and_its_reply_are_left_out_of_the_next_and_its_tool_calls_never_run() {
+    let refused = vec![
+        openai_delta(json!({"role": "assistant", "content": "I can't help with that."})),
+        openai_delta(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+            "function": {"name": "write_file",
+                         "arguments": "{\"path\":\"refused.txt\",\"content\":\"x\"}"}}]}),
+        ),
+        openai_finish("content_filter"),
+        openai_done(),
+    ];
+    let (provider, server, mut client, session) = on_a_fake_model(
+        [
+            Reply::events(openai_text_reply(&["One."])),
+            Reply::events(refused),
+            Reply::events(openai_text_reply(&["Three."])),
+        ],
+        &[],
+    )
+    .await;
+    let mut stop_reasons = Vec::new();
+    for name in ["first", "second", "third"] {
+        let answer = client.prompt(&session, &format!("{name} prompt")).await;
+        stop_reasons.push(answer["result"]["stopReason"].clone());
+    }
+    assert_eq!(stop_reasons, ["end_turn", "refusal", "end_turn"]);
+    assert!(
+        !server.home.workspace().join("refused.txt").exists(),
+        "a refused reply's tool call is not run"
+    );
+    assert!(
+        client.agent_text(&session).contains(
+            "I can't help with that.\n\nThe model refused this prompt. It is left out of what \
+             the model is sent from now on"
+        ),
+        "{}",
+        client.agent_text(&session)
+    );
+    let requests = provider.requests();
+    assert_eq!(
+        requests.len(),
+        3,
+        "nothing more was asked in the refused turn"
+    );
+    assert_eq!(prompts_sent(&requests[2].body), ["first ", "third "]);
+    assert!(
+        !requests[2].body.to_string().contains("can't help"),
+        "{}",
+        requests[2].body
+    );
+
+    // The person's history keeps it.
+    let mut later = server.initialized().await;
+    later
+        .attach("session/load", &session, &server.home.workspace())
+        .await;
+    let replayed = text_of(&updates(&later.notifications, "user_message_chunk"));
+    assert!(replayed.contains("second"), "the history still shows it");
+}
+
+#[tokio::test]
 async fn a_prompt_too_long_on_its_own_ends_the_turn_saying_so() {
     let (provider, _server, mut client, session) = on_a_fake_model([context_exceeded()], &[]).await;
     let answer = client.prompt(&session, "a very long question").await;

@@ -50,6 +50,15 @@ impl Conversation {
         }
     }
 
+    /// Keep only the first `len` messages.
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.messages.len() {
+            let messages = Arc::make_mut(&mut self.messages);
+            messages.truncate(len);
+            self.tokens = messages.iter().map(tokens).sum();
+        }
+    }
+
     /// Add `message`; the messages are copied only if another holds them.
     pub fn push(&mut self, message: Message) {
         self.tokens += tokens(&message);

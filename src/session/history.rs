@@ -32,13 +32,26 @@ const BEGUN_STOPPED: &str = "begun, then not finished: the server stopped while 
 /// What clients are shown of a tool call the server never finished.
 const STOPPED: &str = "not finished: the server stopped during the turn; the turn was cancelled";
 
-/// The conversation as the model sees it.
+/// The conversation as the model sees it: every message, but for those of
+/// turns the model refused (ACP's `refusal`: the prompt and all after it
+/// are left out of the next prompt).
 pub fn conversation(entries: &[Entry]) -> Vec<Message> {
-    entries
-        .iter()
-        .filter(|entry| entry.kind == EntryKind::Message)
-        .filter_map(parse)
-        .collect()
+    let mut messages = Vec::new();
+    let mut turn_starts_at = 0;
+    for entry in entries {
+        match entry.kind {
+            EntryKind::TurnStarted => turn_starts_at = messages.len(),
+            EntryKind::TurnEnded if ended_in_refusal(entry) => messages.truncate(turn_starts_at),
+            EntryKind::Message => messages.extend(parse::<Message>(entry)),
+            EntryKind::TurnEnded | EntryKind::Update => {}
+        }
+    }
+    messages
+}
+
+fn ended_in_refusal(turn_ended: &Entry) -> bool {
+    serde_json::from_str::<serde_json::Value>(&turn_ended.body)
+        .is_ok_and(|ended| ended["stopReason"] == "refusal")
 }
 
 /// Where a notice to the person is marked in its chunk's `_meta`.
@@ -468,6 +481,30 @@ mod tests {
         );
         assert!(
             matches!(&replay[2], SessionUpdate::ToolCall(call) if call.status == ToolCallStatus::Completed)
+        );
+    }
+
+    #[test]
+    fn the_conversation_read_back_leaves_out_the_turns_the_model_refused() {
+        let stored = entries(vec![
+            (EntryKind::TurnStarted, "1".into()),
+            message(Message::user("first")),
+            message(Message::assistant("One.")),
+            (EntryKind::TurnEnded, r#"{"stopReason":"end_turn"}"#.into()),
+            (EntryKind::TurnStarted, "2".into()),
+            message(Message::user("second")),
+            message(Message::assistant("No.")),
+            (EntryKind::TurnEnded, r#"{"stopReason":"refusal"}"#.into()),
+            (EntryKind::TurnStarted, "3".into()),
+            message(Message::user("third")),
+        ]);
+        assert_eq!(
+            conversation(&stored),
+            vec![
+                Message::user("first"),
+                Message::assistant("One."),
+                Message::user("third")
+            ]
         );
     }
 

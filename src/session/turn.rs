@@ -65,6 +65,9 @@ pub struct Turn {
     notices: HashSet<String>,
     /// Pictures came with the prompt.
     prompt_has_pictures: bool,
+    /// How long the conversation was before this turn's prompt: a refused
+    /// turn leaves it so.
+    before_prompt: usize,
     recorded: bool,
 }
 
@@ -113,6 +116,7 @@ impl Turn {
             .flatten()
             .map(|call| call.id.clone())
             .collect();
+        let conversation_len = conversation.messages.len();
         let system = port.session.system_prompt.clone();
         let tools = port.session.settings.tools.clone();
         let fixed_tokens = port.session.fixed_tokens;
@@ -129,6 +133,7 @@ impl Turn {
             cancel,
             notices: HashSet::new(),
             prompt_has_pictures: !prompt.pictures.is_empty(),
+            before_prompt: conversation_len,
             recorded: false,
         };
         turn.push(Message::User(prompt.text));
@@ -216,6 +221,10 @@ impl Turn {
             }
             if tool_calls.is_empty() {
                 return Ok(stop_reason(stop));
+            }
+            if stop == Stop::Refusal {
+                // What a refused reply asks for is not done.
+                return Ok(StopReason::Refusal);
             }
             if stop == Stop::MaxTokens {
                 // The last call's arguments were cut off, and whatever the
@@ -562,6 +571,19 @@ impl Turn {
 
     fn record(&mut self, outcome: &str, error: Option<String>) {
         self.recorded = true;
+        if outcome == REFUSAL {
+            // As ACP has it: the refused prompt and all after it are left
+            // out of the next one, which a model would otherwise refuse too.
+            // The store knows it by the turn's end (`history::conversation`).
+            let after_text = matches!(
+                self.conversation.messages.last(),
+                Some(Message::Assistant { text, .. }) if !text.is_empty()
+            );
+            self.conversation.truncate(self.before_prompt);
+            let gap = if after_text { "\n\n" } else { "" };
+            self.port
+                .notify(history::notice(format!("{gap}{REFUSAL_NOTICE}")));
+        }
         self.port
             .session
             .end_turn(self.conversation.clone(), outcome, error);
@@ -576,13 +598,20 @@ impl Drop for Turn {
     }
 }
 
+/// How ACP spells a refusal.
+const REFUSAL: &str = "refusal";
+
+/// What the person is told when the model refused a prompt.
+const REFUSAL_NOTICE: &str = "The model refused this prompt. It is left out of what the model \
+     is sent from now on, with the reply to it, so the conversation can go on.";
+
 /// A stop reason as ACP spells it.
 fn stop_reason_name(stop_reason: StopReason) -> &'static str {
     match stop_reason {
         StopReason::EndTurn => "end_turn",
         StopReason::MaxTokens => "max_tokens",
         StopReason::MaxTurnRequests => "max_turn_requests",
-        StopReason::Refusal => "refusal",
+        StopReason::Refusal => REFUSAL,
         StopReason::Cancelled => "cancelled",
         _ => "other",
     }
