@@ -1241,6 +1241,57 @@ async fn a_picture_in_a_prompt_reaches_the_model_every_replay_and_the_conversati
     );
 }
 
+#[tokio::test]
+async fn a_thinking_models_reasoning_goes_back_with_its_tool_calls_even_after_a_restart() {
+    // DeepSeek and Kimi in thinking mode refuse a conversation whose replies
+    // that called tools lack their `reasoning_content`.
+    let reasoned = vec![
+        openai_delta(json!({"role": "assistant", "content": null, "reasoning_content": "I should "})),
+        openai_delta(json!({"reasoning_content": "read it."})),
+        openai_delta(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+            "function": {"name": "read_file", "arguments": "{\"path\":\"a.txt\"}"}}]})),
+        openai_finish("tool_calls"),
+        openai_done(),
+    ];
+    let (provider, server, mut client, session) = on_a_fake_model(
+        [
+            Reply::events(reasoned),
+            Reply::events(openai_text_reply(&["Done."])),
+            Reply::events(openai_text_reply(&["Again."])),
+        ],
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    std::fs::write(workspace.join("a.txt"), "hello").unwrap();
+    let answer = client.prompt(&session, "read a.txt").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    drop(client);
+
+    let server = restart(server, &["--model", &fake_model(&provider)], |_| {}).await;
+    let mut client = server.initialized().await;
+    client.attach("session/load", &session, &workspace).await;
+    let answer = client.prompt(&session, "once more").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+
+    let requests = provider.requests();
+    assert_eq!(requests.len(), 3);
+    for (at, request) in requests.iter().enumerate().skip(1) {
+        let replies: Vec<&Value> = request.body["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|message| message["role"] == "assistant")
+            .collect();
+        assert_eq!(
+            replies[0]["reasoning_content"], "I should read it.",
+            "request {at}: {}",
+            request.body
+        );
+        assert_eq!(replies[0]["tool_calls"][0]["id"], "call_1");
+    }
+}
+
 /// The prompts a request the model server received carries, in order.
 fn prompts_sent(body: &Value) -> Vec<String> {
     body["messages"]

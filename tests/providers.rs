@@ -173,6 +173,7 @@ fn conversation() -> ModelRequest {
                     name: "read_file".to_owned(),
                     arguments: json!({"path": "src/main.rs"}),
                 }],
+                reasoning: Default::default(),
             },
             Message::ToolResult {
                 call_id: "call_1".to_owned(),
@@ -187,6 +188,7 @@ fn conversation() -> ModelRequest {
                     name: "run".to_owned(),
                     arguments: json!({"command": "cargo test"}),
                 }],
+                reasoning: Default::default(),
             },
             Message::ToolResult {
                 call_id: "call_2".to_owned(),
@@ -1466,7 +1468,7 @@ async fn anthropic_tool_use_input_split_mid_json_is_assembled_per_block() {
 }
 
 #[tokio::test]
-async fn anthropic_thinking_becomes_thoughts() {
+async fn anthropic_thinking_becomes_thoughts_and_a_signed_block_to_send_back() {
     let mut events = vec![
         anthropic_message_start(10),
         anthropic_event(json!({"type": "content_block_start", "index": 0,
@@ -1488,6 +1490,9 @@ async fn anthropic_thinking_becomes_thoughts() {
         [
             thought("Let me solve this "),
             thought("step by step."),
+            ModelEvent::ThinkingBlock(json!({"type": "thinking",
+                "thinking": "Let me solve this step by step.",
+                "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"})),
             text("42"),
             usage(10, 20),
             ModelEvent::Stop(Stop::Done),
@@ -1634,6 +1639,7 @@ fn conversation_with_pictures() -> ModelRequest {
             Message::Assistant {
                 text: String::new(),
                 tool_calls: vec![call("c1"), call("c2")],
+                reasoning: Default::default(),
             },
             result("c1", "a shot"),
             picture("U0hPVA=="),

@@ -121,12 +121,12 @@ impl Model for AnthropicModel {
             Ok(headers) => headers,
             Err(error) => return http::failed(error),
         };
-        let model = self.model.clone();
+        let (model, id) = (self.model.clone(), self.id.clone());
         let call = Call::new(
             self.url.clone(),
             headers,
             request,
-            move |request, pictures| request_body(&model, request, pictures),
+            move |request, pictures| request_body(&model, &id, request, pictures),
         );
         let peer = self.peer.clone();
         http::model_stream(
@@ -141,11 +141,13 @@ impl Model for AnthropicModel {
 
 /// The Messages request for `request`; without `pictures`, each picture is
 /// sent as a line of text saying it was left out.
-pub(crate) fn request_body(model: &str, request: &ModelRequest, pictures: bool) -> Value {
+/// The request for `model` (the name the server knows it by; `id` is its
+/// spec).
+pub(crate) fn request_body(model: &str, id: &str, request: &ModelRequest, pictures: bool) -> Value {
     let mut body = json!({
         "model": model,
         "max_tokens": MAX_TOKENS,
-        "messages": messages_json(request.sent(), pictures),
+        "messages": messages_json(request.sent(), id, pictures),
         "stream": true,
     });
     if !request.system.is_empty() {
@@ -160,10 +162,10 @@ pub(crate) fn request_body(model: &str, request: &ModelRequest, pictures: bool) 
 /// The conversation as the Messages API wants it: roles alternate, so
 /// neighbours with the same role (tool results and the prompt after them)
 /// share one message; empty text is left out, as the API rejects it.
-fn messages_json(messages: &[Message], pictures: bool) -> Vec<Value> {
+fn messages_json(messages: &[Message], id: &str, pictures: bool) -> Vec<Value> {
     let mut merged: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for message in super::in_sending_order(messages) {
-        let (role, blocks) = content_blocks(message, pictures);
+        let (role, blocks) = content_blocks(message, id, pictures);
         if blocks.is_empty() {
             continue;
         }
@@ -178,14 +180,25 @@ fn messages_json(messages: &[Message], pictures: bool) -> Vec<Value> {
         .collect()
 }
 
-fn content_blocks(message: &Message, pictures: bool) -> (&'static str, Vec<Value>) {
+/// `message` as content blocks of a role; a reply of model `id` carries
+/// its thinking blocks back.
+fn content_blocks(message: &Message, id: &str, pictures: bool) -> (&'static str, Vec<Value>) {
     match message {
         Message::User(text) => ("user", text_block(text).into_iter().collect()),
-        Message::Assistant { text, tool_calls } => {
+        Message::Assistant {
+            text,
+            tool_calls,
+            reasoning,
+        } => {
+            // Thinking first, as it came, then the text and the tool uses.
+            let thinking = reasoning
+                .for_model(id)
+                .into_iter()
+                .flat_map(|reasoning| reasoning.blocks.iter().cloned());
             let tool_uses = tool_calls.iter().map(tool_use_block);
             (
                 "assistant",
-                text_block(text).into_iter().chain(tool_uses).collect(),
+                thinking.chain(text_block(text)).chain(tool_uses).collect(),
             )
         }
         Message::ToolResult {
@@ -289,6 +302,12 @@ enum Block {
     Thinking {
         #[serde(default)]
         thinking: String,
+        #[serde(default)]
+        signature: String,
+    },
+    RedactedThinking {
+        #[serde(default)]
+        data: String,
     },
     #[serde(other)]
     Other,
@@ -306,7 +325,10 @@ enum BlockDelta {
     ThinkingDelta {
         thinking: String,
     },
-    /// `signature_delta`, and deltas newer than this code.
+    SignatureDelta {
+        signature: String,
+    },
+    /// Deltas newer than this code.
     #[serde(other)]
     Other,
 }
@@ -369,12 +391,34 @@ impl PartialToolUse {
     }
 }
 
+/// A thinking block as it streams in.
+#[derive(Debug)]
+enum PartialThinking {
+    Thinking { thinking: String, signature: String },
+    Redacted { data: String },
+}
+
+impl PartialThinking {
+    /// The block as the wire takes it back.
+    fn block(self) -> Value {
+        match self {
+            Self::Thinking {
+                thinking,
+                signature,
+            } => json!({"type": "thinking", "thinking": thinking, "signature": signature}),
+            Self::Redacted { data } => json!({"type": "redacted_thinking", "data": data}),
+        }
+    }
+}
+
 /// Messages events in, model events out. Text and thinking pass straight
 /// through; a tool use is held until its block stops; usage is reported with
 /// the `message_delta` that carries the output count.
 struct EventDecoder {
     peer: Arc<Peer>,
     tool_uses: BTreeMap<usize, PartialToolUse>,
+    /// Thinking blocks begun and not yet ended, by index.
+    thinking: BTreeMap<usize, PartialThinking>,
     usage: Usage,
     stop: Option<Stop>,
     /// Text, thinking or a tool use has arrived.
@@ -386,6 +430,7 @@ impl EventDecoder {
         Self {
             peer,
             tool_uses: BTreeMap::new(),
+            thinking: BTreeMap::new(),
             usage: Usage::default(),
             stop: None,
             started: false,
@@ -398,9 +443,24 @@ impl EventDecoder {
                 self.started = true;
                 out.push(ModelEvent::Text(text));
             }
-            Block::Thinking { thinking } if !thinking.is_empty() => {
+            Block::Thinking {
+                thinking,
+                signature,
+            } => {
                 self.started = true;
-                out.push(ModelEvent::Thought(thinking));
+                if !thinking.is_empty() {
+                    out.push(ModelEvent::Thought(thinking.clone()));
+                }
+                let block = PartialThinking::Thinking {
+                    thinking,
+                    signature,
+                };
+                self.thinking.insert(index, block);
+            }
+            Block::RedactedThinking { data } => {
+                self.started = true;
+                self.thinking
+                    .insert(index, PartialThinking::Redacted { data });
             }
             Block::ToolUse { id, name, input } => {
                 self.started = true;
@@ -424,7 +484,21 @@ impl EventDecoder {
             }
             BlockDelta::ThinkingDelta { thinking } if !thinking.is_empty() => {
                 self.started = true;
+                if let Some(PartialThinking::Thinking {
+                    thinking: so_far, ..
+                }) = self.thinking.get_mut(&index)
+                {
+                    so_far.push_str(&thinking);
+                }
                 out.push(ModelEvent::Thought(thinking));
+            }
+            BlockDelta::SignatureDelta { signature } => {
+                if let Some(PartialThinking::Thinking {
+                    signature: so_far, ..
+                }) = self.thinking.get_mut(&index)
+                {
+                    so_far.push_str(&signature);
+                }
             }
             BlockDelta::InputJsonDelta { partial_json } => {
                 if let Some(tool_use) = self.tool_uses.get_mut(&index) {
@@ -436,6 +510,9 @@ impl EventDecoder {
     }
 
     fn block_stopped(&mut self, index: usize, out: &mut Vec<ModelEvent>) {
+        if let Some(thinking) = self.thinking.remove(&index) {
+            out.push(ModelEvent::ThinkingBlock(thinking.block()));
+        }
         if let Some(tool_use) = self.tool_uses.remove(&index) {
             out.push(ModelEvent::ToolCall(tool_use.complete()));
         }
@@ -529,6 +606,7 @@ impl Decoder for EventDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Reasoning;
 
     #[test]
     fn tool_results_and_the_next_prompt_share_one_user_message() {
@@ -541,6 +619,7 @@ mod tests {
                     name: "read".to_owned(),
                     arguments: json!({"path": "a"}),
                 }],
+                reasoning: Default::default(),
             },
             Message::ToolResult {
                 call_id: "toolu_1".to_owned(),
@@ -550,7 +629,7 @@ mod tests {
             },
             Message::user("and now?"),
         ];
-        let json = messages_json(&messages, true);
+        let json = messages_json(&messages, "anthropic:m", true);
         assert_eq!(json.len(), 3);
         assert_eq!(json[1]["content"][0]["type"], "tool_use");
         assert_eq!(json[2]["role"], "user");
@@ -558,9 +637,8 @@ mod tests {
         assert_eq!(json[2]["content"][1]["text"], "and now?");
     }
 
-    #[test]
-    fn unknown_events_and_blocks_are_ignored() {
-        let mut decoder = EventDecoder::new(Arc::new(Peer {
+    fn decoder() -> EventDecoder {
+        EventDecoder::new(Arc::new(Peer {
             name: "Anthropic",
             base_url: Url::parse("https://api.anthropic.com").expect("a URL"),
             model: "m".to_owned(),
@@ -568,20 +646,93 @@ mod tests {
             key_variable: None,
             missing_model_hint: None,
             base_url_source: None,
-        }));
+        }))
+    }
+
+    /// What `decoder` makes of events with these `data`.
+    fn decode(decoder: &mut EventDecoder, data: &[&str]) -> Vec<ModelEvent> {
         let mut out = Vec::new();
-        for data in [
-            r#"{"type":"ping"}"#,
-            r#"{"type":"content_block_start","index":0,"content_block":{"type":"redacted_thinking","data":"x"}}"#,
-            r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"s"}}"#,
-            r#"{"type":"something_new","x":1}"#,
-        ] {
+        for data in data {
             let event = Event {
-                data: data.to_owned(),
+                data: (*data).to_owned(),
                 ..Event::default()
             };
             decoder.decode(&event, &mut out).expect("a known shape");
         }
+        out
+    }
+
+    #[test]
+    fn unknown_events_and_blocks_are_ignored() {
+        let out = decode(
+            &mut decoder(),
+            &[
+                r#"{"type":"ping"}"#,
+                r#"{"type":"something_new","x":1}"#,
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"server_tool_use_2","id":"x"}}"#,
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"citations_delta","citation":{}}}"#,
+            ],
+        );
         assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn thinking_blocks_come_whole_and_signed_and_go_back_before_the_tool_use() {
+        let out = decode(
+            &mut decoder(),
+            &[
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}"#,
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Read "}}"#,
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"it."}}"#,
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQB"}}"#,
+                r#"{"type":"content_block_stop","index":0}"#,
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"redacted_thinking","data":"c2VjcmV0"}}"#,
+                r#"{"type":"content_block_stop","index":1}"#,
+            ],
+        );
+        let thinking = json!({"type": "thinking", "thinking": "Read it.", "signature": "EqQB"});
+        let redacted = json!({"type": "redacted_thinking", "data": "c2VjcmV0"});
+        assert_eq!(
+            out,
+            [
+                ModelEvent::Thought("Read ".to_owned()),
+                ModelEvent::Thought("it.".to_owned()),
+                ModelEvent::ThinkingBlock(thinking.clone()),
+                ModelEvent::ThinkingBlock(redacted.clone()),
+            ]
+        );
+
+        let reply = |model: &str| Message::Assistant {
+            text: String::new(),
+            tool_calls: vec![ToolCall {
+                id: "toolu_1".to_owned(),
+                name: "read".to_owned(),
+                arguments: json!({"path": "a"}),
+            }],
+            reasoning: Reasoning {
+                text: "Read it.".to_owned(),
+                blocks: vec![thinking.clone(), redacted.clone()],
+                model: model.to_owned(),
+            },
+        };
+        let sent = messages_json(
+            &[Message::user("look"), reply("anthropic:m")],
+            "anthropic:m",
+            true,
+        );
+        assert_eq!(sent[1]["content"][0], thinking);
+        assert_eq!(sent[1]["content"][1], redacted);
+        assert_eq!(sent[1]["content"][2]["type"], "tool_use");
+
+        let to_another = messages_json(
+            &[Message::user("look"), reply("anthropic:m")],
+            "anthropic:n",
+            true,
+        );
+        assert_eq!(
+            to_another[1]["content"].as_array().map(Vec::len),
+            Some(1),
+            "another model is not sent this one's signatures: {to_another:?}"
+        );
     }
 }

@@ -38,6 +38,9 @@ pub enum Message {
     Assistant {
         text: String,
         tool_calls: Vec<ToolCall>,
+        /// How it reasoned its way there, kept to be sent back.
+        #[serde(default, skip_serializing_if = "Reasoning::is_empty")]
+        reasoning: Reasoning,
     },
     /// The result of one tool call, told back to the model.
     ToolResult {
@@ -49,6 +52,36 @@ pub enum Message {
     /// A picture shown to the model: one the person attached, right after
     /// their prompt, or one a tool returned, after its result.
     Picture(Picture),
+}
+
+/// The reasoning behind a reply, as the model server must be sent it back:
+/// DeepSeek and Kimi in thinking mode refuse a conversation whose replies
+/// that called tools lack their `reasoning_content`, and Anthropic's wire
+/// takes thinking blocks back only whole and signed.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Reasoning {
+    /// The reasoning's text, as the model streamed it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub text: String,
+    /// Anthropic's `thinking` and `redacted_thinking` blocks, whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<serde_json::Value>,
+    /// The model that reasoned so (its spec): only it is sent this back. A
+    /// session may change models, and OpenAI refuses fields it does not
+    /// know, Anthropic signatures of another model.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model: String,
+}
+
+impl Reasoning {
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty() && self.blocks.is_empty()
+    }
+
+    /// This reasoning, if `model` is to be sent it back.
+    pub fn for_model(&self, model: &str) -> Option<&Self> {
+        (!self.is_empty() && self.model == model).then_some(self)
+    }
 }
 
 /// A picture as the model is sent it.
@@ -102,6 +135,7 @@ impl Message {
         Self::Assistant {
             text: text.into(),
             tool_calls: Vec::new(),
+            reasoning: Reasoning::default(),
         }
     }
 }
@@ -224,6 +258,9 @@ pub enum ModelEvent {
     Text(String),
     /// A piece of the model's reasoning.
     Thought(String),
+    /// A thinking block of Anthropic's wire, whole once it has ended: it is
+    /// sent back with the reply, unchanged.
+    ThinkingBlock(serde_json::Value),
     /// A tool call, complete.
     ToolCall(ToolCall),
     /// Token usage so far for this call.

@@ -212,12 +212,12 @@ impl Model for OpenAiModel {
             Ok(headers) => headers,
             Err(error) => return http::failed(error),
         };
-        let model = self.model.clone();
+        let (model, id) = (self.model.clone(), self.id.clone());
         let call = Call::new(
             self.url.clone(),
             headers,
             request,
-            move |request, pictures| request_body(&model, request, pictures),
+            move |request, pictures| request_body(&model, &id, request, pictures),
         );
         let peer = self.peer.clone();
         http::model_stream(
@@ -306,14 +306,24 @@ pub fn split_local_url(text: &str) -> Result<(Url, String), ModelError> {
 
 /// The Chat Completions request for `request`; without `pictures`, each
 /// picture is sent as a line of text saying it was left out.
-pub(crate) fn request_body(model: &str, request: &ModelRequest, pictures: bool) -> Value {
+/// The request for `model` (the name the server knows it by; `id` is its
+/// spec).
+pub(crate) fn request_body(model: &str, id: &str, request: &ModelRequest, pictures: bool) -> Value {
     let system = (!request.system.is_empty())
         .then(|| json!({"role": "system", "content": &*request.system}));
     let mut messages: Vec<Value> = system.into_iter().collect();
+    // DeepSeek in thinking mode wants `reasoning_content` on every reply
+    // once any has it.
+    let with_reasoning = request.sent().iter().any(|message| match message {
+        Message::Assistant { reasoning, .. } => reasoning
+            .for_model(id)
+            .is_some_and(|reasoning| !reasoning.text.is_empty()),
+        _ => false,
+    });
     for message in crate::model::in_sending_order(request.sent()) {
         match message {
             Message::Picture(picture) => add_picture(&mut messages, picture, pictures),
-            _ => messages.push(message_json(message)),
+            _ => messages.push(message_json(message, with_reasoning.then_some(id))),
         }
     }
     let mut body = json!({
@@ -357,17 +367,34 @@ fn add_picture(messages: &mut Vec<Value>, picture: &Picture, pictures: bool) {
     messages.push(json!({"role": "user", "content": [part]}));
 }
 
-fn message_json(message: &Message) -> Value {
+/// `message` as Chat Completions takes it; replies carry the reasoning of
+/// model `reasoning_of` (empty if they have none), when it is given.
+fn message_json(message: &Message, reasoning_of: Option<&str>) -> Value {
     match message {
         Message::User(text) => json!({"role": "user", "content": text}),
-        Message::Assistant { text, tool_calls } if tool_calls.is_empty() => {
-            json!({"role": "assistant", "content": text})
+        Message::Assistant {
+            text,
+            tool_calls,
+            reasoning,
+        } => {
+            let mut message = if tool_calls.is_empty() {
+                json!({"role": "assistant", "content": text})
+            } else {
+                json!({
+                    "role": "assistant",
+                    "content": if text.is_empty() { Value::Null } else { Value::from(text.as_str()) },
+                    "tool_calls": tool_calls.iter().map(tool_call_json).collect::<Vec<_>>(),
+                })
+            };
+            // It goes back to the model it came from: DeepSeek and Kimi
+            // refuse a reply that called tools without it; llama.cpp and
+            // vLLM give it to the model's template; others ignore it.
+            if let Some(model) = reasoning_of {
+                let text = reasoning.for_model(model).map_or("", |r| r.text.as_str());
+                message["reasoning_content"] = Value::from(text);
+            }
+            message
         }
-        Message::Assistant { text, tool_calls } => json!({
-            "role": "assistant",
-            "content": if text.is_empty() { Value::Null } else { Value::from(text.as_str()) },
-            "tool_calls": tool_calls.iter().map(tool_call_json).collect::<Vec<_>>(),
-        }),
         Message::ToolResult {
             call_id,
             content,
@@ -678,6 +705,7 @@ impl Decoder for ChunkDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Reasoning;
 
     #[test]
     fn ollama_host_is_read_the_way_ollama_reads_it() {
@@ -776,6 +804,43 @@ mod tests {
     }
 
     #[test]
+    fn reasoning_goes_back_on_every_reply_to_the_model_that_reasoned_only() {
+        let reply = |text: &str, reasoning: &str, model: &str| Message::Assistant {
+            text: text.to_owned(),
+            tool_calls: Vec::new(),
+            reasoning: Reasoning {
+                text: reasoning.to_owned(),
+                blocks: Vec::new(),
+                model: model.to_owned(),
+            },
+        };
+        let request = ModelRequest {
+            messages: Arc::new(vec![
+                Message::user("a"),
+                reply("One.", "", ""),
+                Message::user("b"),
+                reply("Two.", "I should answer.", "local:m"),
+            ]),
+            ..ModelRequest::default()
+        };
+        let body = request_body("m", "local:m", &request, true);
+        let reasoning: Vec<&Value> = body["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|message| message["role"] == "assistant")
+            .map(|message| &message["reasoning_content"])
+            .collect();
+        assert_eq!(reasoning, [&json!(""), &json!("I should answer.")]);
+
+        let body = request_body("gpt-5", "openai:gpt-5", &request, true);
+        assert!(
+            !body.to_string().contains("reasoning_content"),
+            "another model is not sent fields it may refuse: {body}"
+        );
+    }
+
+    #[test]
     fn tool_calls_go_back_with_null_text_and_arguments_a_server_can_read() {
         let request = ModelRequest {
             messages: Arc::new(vec![Message::Assistant {
@@ -788,10 +853,11 @@ mod tests {
                         arguments,
                     })
                     .collect(),
+                reasoning: Default::default(),
             }]),
             ..ModelRequest::default()
         };
-        let body = request_body("m", &request, true);
+        let body = request_body("m", "local:m", &request, true);
         assert_eq!(body["messages"][0]["content"], Value::Null);
         let sent: Vec<&Value> = (0..3)
             .map(|call| &body["messages"][0]["tool_calls"][call]["function"]["arguments"])

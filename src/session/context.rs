@@ -203,8 +203,13 @@ pub fn tokens(message: &Message) -> u64 {
     TOKENS_PER_MESSAGE
         + match message {
             Message::User(text) => text_tokens(text),
-            Message::Assistant { text, tool_calls } => {
+            Message::Assistant {
+                text,
+                tool_calls,
+                reasoning,
+            } => {
                 text_tokens(text)
+                    + text_tokens(&reasoning.text)
                     + tool_calls
                         .iter()
                         .map(|call| {
@@ -240,6 +245,7 @@ mod tests {
                     name: "read_file".to_owned(),
                     arguments: json!({"path": "a"}),
                 }],
+                reasoning: Default::default(),
             },
             Message::ToolResult {
                 call_id: format!("{name}-call"),

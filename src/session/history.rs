@@ -446,6 +446,7 @@ mod tests {
         message(Message::Assistant {
             text: String::new(),
             tool_calls: calls,
+            reasoning: Default::default(),
         })
     }
 

@@ -17,7 +17,7 @@ use super::history;
 use super::{Prompt, Session, SessionPort};
 use crate::mcp::McpTools;
 use crate::model::{
-    Message, Model, ModelError, ModelEvent, ModelRequest, Stop, ToolCall, ToolSpec,
+    Message, Model, ModelError, ModelEvent, ModelRequest, Reasoning, Stop, ToolCall, ToolSpec,
 };
 use crate::tools::{self, ClientPort, ToolContext, ToolOutcome};
 
@@ -75,6 +75,7 @@ pub struct Turn {
 struct Round {
     text: String,
     tool_calls: Vec<Requested>,
+    reasoning: Reasoning,
     stop: Stop,
     /// The turn was cancelled (or the client left) while the model spoke.
     cancelled: bool,
@@ -208,12 +209,17 @@ impl Turn {
             let Round {
                 text,
                 tool_calls,
+                mut reasoning,
                 stop,
                 cancelled,
             } = round;
+            if !reasoning.is_empty() {
+                reasoning.model = self.model.id().to_owned();
+            }
             self.push(Message::Assistant {
                 text,
                 tool_calls: tool_calls.iter().map(|asked| asked.call.clone()).collect(),
+                reasoning,
             });
             if cancelled {
                 self.skip(&tool_calls);
@@ -325,6 +331,7 @@ impl Turn {
             let mut round = Round {
                 text: String::new(),
                 tool_calls: Vec::new(),
+                reasoning: Reasoning::default(),
                 stop: Stop::Done,
                 cancelled: false,
             };
@@ -368,9 +375,16 @@ impl Turn {
                             text,
                         )))
                     }
-                    Some(Ok(ModelEvent::Thought(text))) => SessionUpdate::AgentThoughtChunk(
-                        ContentChunk::new(ContentBlock::from(text)),
-                    ),
+                    Some(Ok(ModelEvent::Thought(text))) => {
+                        round.reasoning.text.push_str(&text);
+                        SessionUpdate::AgentThoughtChunk(ContentChunk::new(ContentBlock::from(
+                            text,
+                        )))
+                    }
+                    Some(Ok(ModelEvent::ThinkingBlock(block))) => {
+                        round.reasoning.blocks.push(block);
+                        continue;
+                    }
                     Some(Ok(ModelEvent::Usage(usage))) => {
                         SessionUpdate::UsageUpdate(UsageUpdate::new(
                             usage.input_tokens + usage.output_tokens,
