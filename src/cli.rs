@@ -263,6 +263,12 @@ struct ServeArgs {
     #[arg(long, default_value_t = ModelSettings::default().retries)]
     model_retries: u32,
 
+    /// The most tokens a model may write in one reply (a whole file a tool
+    /// call writes included). Anthropic models get 8192 unless this is set;
+    /// OpenAI-style servers use their own limit unless it is.
+    #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u32).range(1..))]
+    max_output_tokens: Option<u32>,
+
     /// How long a turn whose client has gone waits for another client to
     /// attach when it needs one (a permission, a file), before it ends
     /// cancelled.
@@ -508,6 +514,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 model_settings: ModelSettings {
                     idle_timeout: seconds(args.model_idle_timeout, "--model-idle-timeout")?,
                     retries: args.model_retries,
+                    max_output_tokens: args.max_output_tokens,
                     ..ModelSettings::default()
                 },
                 max_tool_rounds: args.max_tool_rounds,

@@ -43,6 +43,7 @@ fn settings() -> ModelSettings {
         idle_timeout: Duration::from_secs(10),
         retries: 0,
         retry_backoff: Duration::from_millis(1),
+        max_output_tokens: None,
     }
 }
 
@@ -796,6 +797,33 @@ async fn an_empty_finish_reason_on_every_chunk_finishes_nothing() {
             ModelEvent::Stop(Stop::Done)
         ]
     );
+}
+
+#[tokio::test]
+async fn a_replys_length_is_limited_as_each_wire_asks_and_as_set() {
+    // Anthropic's wire needs a limit; OpenAI-style servers have their own
+    // unless one is set.
+    let limited = ModelSettings {
+        max_output_tokens: Some(32_000),
+        ..settings()
+    };
+    for (wire, settings, field, expected) in [
+        (Wire::Anthropic, settings(), "max_tokens", json!(8192)),
+        (
+            Wire::Anthropic,
+            limited.clone(),
+            "max_tokens",
+            json!(32_000),
+        ),
+        (Wire::OpenAi, settings(), "max_tokens", Value::Null),
+        (Wire::OpenAi, limited, "max_tokens", json!(32_000)),
+    ] {
+        let fake = FakeProvider::start([Reply::events(wire.text_reply(&["ok"]))]).await;
+        answer(&*model_on(wire, &fake, &settings), ask("x")).await;
+        let [sent] = fake.requests().try_into().expect("one request");
+        assert_eq!(sent.body[field], expected, "{wire:?}: {}", sent.body);
+        assert!(sent.body.get("max_completion_tokens").is_none());
+    }
 }
 
 #[tokio::test]

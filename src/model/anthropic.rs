@@ -122,11 +122,16 @@ impl Model for AnthropicModel {
             Err(error) => return http::failed(error),
         };
         let (model, id) = (self.model.clone(), self.id.clone());
+        let max_tokens = self.settings.max_output_tokens.unwrap_or(MAX_TOKENS);
         let call = Call::new(
             self.url.clone(),
             headers,
             request,
-            move |request, pictures| request_body(&model, &id, request, pictures),
+            move |request, pictures| {
+                let mut body = request_body(&model, &id, request, pictures);
+                body["max_tokens"] = max_tokens.into();
+                body
+            },
         );
         let peer = self.peer.clone();
         http::model_stream(

@@ -320,6 +320,10 @@ pub struct ModelSettings {
     pub retries: u32,
     /// The first wait between attempts; each further wait doubles it.
     pub retry_backoff: std::time::Duration,
+    /// The most tokens a model may write in one reply. Anthropic's wire
+    /// needs a number ([`anthropic::MAX_TOKENS`] unless set); OpenAI-style
+    /// servers are sent one only when it is set, and otherwise use their own.
+    pub max_output_tokens: Option<u32>,
 }
 
 impl Default for ModelSettings {
@@ -328,6 +332,7 @@ impl Default for ModelSettings {
             idle_timeout: std::time::Duration::from_secs(120),
             retries: 3,
             retry_backoff: std::time::Duration::from_millis(500),
+            max_output_tokens: None,
         }
     }
 }

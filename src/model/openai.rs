@@ -117,6 +117,8 @@ pub struct OpenAiModel {
     authorization: Result<Option<HeaderValue>, ModelError>,
     client: reqwest::Client,
     settings: ModelSettings,
+    /// The field that limits a reply's length, and the limit, when set.
+    output_limit: Option<(&'static str, u32)>,
     peer: Arc<Peer>,
 }
 
@@ -156,6 +158,13 @@ impl OpenAiModel {
             missing_model_hint: server.missing_model_hint(model, &base_url),
             base_url_source: server.base_url_source(),
         };
+        // OpenAI's own API takes only `max_completion_tokens` for its
+        // reasoning models; the servers that copy its wire know `max_tokens`.
+        let field = if base_url.host_str() == Some("api.openai.com") {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
         Ok(Self {
             id,
             model: model.to_owned(),
@@ -163,6 +172,7 @@ impl OpenAiModel {
             authorization: authorization(server, api_key),
             client: http::client_for(&base_url)?,
             settings: settings.clone(),
+            output_limit: settings.max_output_tokens.map(|limit| (field, limit)),
             peer: Arc::new(peer),
         })
     }
@@ -213,11 +223,18 @@ impl Model for OpenAiModel {
             Err(error) => return http::failed(error),
         };
         let (model, id) = (self.model.clone(), self.id.clone());
+        let output_limit = self.output_limit;
         let call = Call::new(
             self.url.clone(),
             headers,
             request,
-            move |request, pictures| request_body(&model, &id, request, pictures),
+            move |request, pictures| {
+                let mut body = request_body(&model, &id, request, pictures);
+                if let Some((field, limit)) = output_limit {
+                    body[field] = limit.into();
+                }
+                body
+            },
         );
         let peer = self.peer.clone();
         http::model_stream(
@@ -801,6 +818,32 @@ mod tests {
         assert_eq!(call.name, "read");
         assert_eq!(call.arguments, json!({"path": 1}));
         assert!(call.id.starts_with("call_"));
+    }
+
+    #[test]
+    fn openais_own_api_is_sent_the_limit_its_reasoning_models_take() {
+        let settings = ModelSettings {
+            max_output_tokens: Some(500),
+            ..ModelSettings::default()
+        };
+        let field = |server, base_url| {
+            OpenAiModel::new(server, base_url, "m", Some("k".to_owned()), &settings)
+                .map(|model| model.output_limit)
+                .ok()
+                .flatten()
+        };
+        assert_eq!(
+            field(OpenAiServer::OpenAi, "https://api.openai.com/v1"),
+            Some(("max_completion_tokens", 500))
+        );
+        assert_eq!(
+            field(OpenAiServer::OpenAi, "https://api.deepseek.com"),
+            Some(("max_tokens", 500))
+        );
+        assert_eq!(
+            field(OpenAiServer::Ollama, "http://127.0.0.1:11434/v1"),
+            Some(("max_tokens", 500))
+        );
     }
 
     #[test]
