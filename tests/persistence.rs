@@ -1246,10 +1246,14 @@ async fn a_thinking_models_reasoning_goes_back_with_its_tool_calls_even_after_a_
     // DeepSeek and Kimi in thinking mode refuse a conversation whose replies
     // that called tools lack their `reasoning_content`.
     let reasoned = vec![
-        openai_delta(json!({"role": "assistant", "content": null, "reasoning_content": "I should "})),
+        openai_delta(
+            json!({"role": "assistant", "content": null, "reasoning_content": "I should "}),
+        ),
         openai_delta(json!({"reasoning_content": "read it."})),
-        openai_delta(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-            "function": {"name": "read_file", "arguments": "{\"path\":\"a.txt\"}"}}]})),
+        openai_delta(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+            "function": {"name": "read_file", "arguments": "{\"path\":\"a.txt\"}"}}]}),
+        ),
         openai_finish("tool_calls"),
         openai_done(),
     ];
