@@ -185,6 +185,43 @@ async fn a_session_attached_from_another_directory_keeps_its_own_and_says_which(
 }
 
 #[tokio::test]
+async fn a_workspace_reached_through_a_symlink_lists_the_same_sessions_under_either_path() {
+    // An IDE may open a project through a symlinked home, a shell from where
+    // it leads (macOS's /tmp is /private/tmp).
+    let server = script_server(&[]).await;
+    let real = std::fs::canonicalize(server.home.workspace()).unwrap();
+    let link = server.home.dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let mut client = server.initialized().await;
+    let through_link = client.new_session(&link).await;
+    let direct = client.new_session(&real).await;
+
+    for filter in [&link, &real] {
+        let listed = client.request("session/list", json!({"cwd": filter})).await;
+        let sessions = listed["result"]["sessions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut found: Vec<(&str, &str)> = sessions
+            .iter()
+            .filter_map(|session| Some((session["sessionId"].as_str()?, session["cwd"].as_str()?)))
+            .collect();
+        found.sort_unstable();
+        let mut expected = vec![
+            (through_link.as_str(), link.to_str().unwrap()),
+            (direct.as_str(), real.to_str().unwrap()),
+        ];
+        expected.sort_unstable();
+        assert_eq!(
+            found,
+            expected,
+            "under {}: each keeps its own spelling",
+            filter.display()
+        );
+    }
+}
+
+#[tokio::test]
 async fn every_attached_connection_receives_a_turns_updates_and_a_second_prompt_is_refused() {
     let Watched {
         server: _server,

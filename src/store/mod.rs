@@ -606,6 +606,16 @@ fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
     })
 }
 
+/// The real path of workspace `cwd`, symlinks resolved, by which its
+/// sessions are listed; as written if it no longer exists.
+fn real_workspace(cwd: &Path) -> String {
+    std::fs::canonicalize(cwd)
+        .as_deref()
+        .unwrap_or(cwd)
+        .to_string_lossy()
+        .into_owned()
+}
+
 fn list_sessions(
     connection: &Connection,
     cwd: Option<&Path>,
@@ -614,12 +624,12 @@ fn list_sessions(
 ) -> rusqlite::Result<SessionRows> {
     let mut statement = connection.prepare_cached(&format!(
         "SELECT {SESSION_COLUMNS} FROM sessions
-         WHERE (?1 IS NULL OR cwd = ?1)
+         WHERE (?1 IS NULL OR real_cwd = ?1)
            AND (?2 IS NULL OR updated_us < ?2 OR (updated_us = ?2 AND id > ?3))
          ORDER BY updated_us DESC, id ASC
          LIMIT ?4"
     ))?;
-    let cwd = cwd.map(|cwd| cwd.to_string_lossy().into_owned());
+    let cwd = cwd.map(real_workspace);
     let (after_ms, after_id) = match after {
         Some(position) => (Some(position.updated_us), Some(position.id)),
         None => (None, None),

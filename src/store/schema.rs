@@ -1,9 +1,17 @@
 //! The store's schema, one migration per version. A released migration is
 //! never edited: a change is a new migration at the end.
 
-use rusqlite::Connection;
-use rusqlite_migration::{M, Migrations};
+use rusqlite::{Connection, Transaction, params};
+use rusqlite_migration::{HookResult, M, Migrations};
 
+/// Every migration, oldest first.
+fn migrations() -> Migrations<'static> {
+    let mut all = MIGRATIONS.to_vec();
+    all.push(real_workspaces_migration());
+    Migrations::new(all)
+}
+
+/// The migrations that are SQL alone.
 const MIGRATIONS: &[M<'static>] = &[
     M::up(
         "CREATE TABLE sessions (
@@ -38,6 +46,35 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up("ALTER TABLE sessions ADD COLUMN mode TEXT;"),
 ];
 
+/// Sessions are listed by the real path of their workspace, symlinks
+/// resolved, so that every spelling of a directory (`~/link/project` and
+/// where it leads) finds the same sessions; `cwd` keeps the client's
+/// spelling, which the paths it is sent use. The sessions stored before are
+/// given theirs now.
+fn real_workspaces_migration() -> M<'static> {
+    M::up_with_hook(
+        "ALTER TABLE sessions ADD COLUMN real_cwd TEXT;
+         DROP INDEX sessions_by_cwd;
+         CREATE INDEX sessions_by_real_cwd ON sessions (real_cwd, updated_us DESC, id);",
+        fill_real_workspaces,
+    )
+}
+
+fn fill_real_workspaces(transaction: &Transaction) -> HookResult {
+    let sessions: Vec<(String, String)> = transaction
+        .prepare("SELECT id, cwd FROM sessions")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = transaction.prepare("UPDATE sessions SET real_cwd = ?2 WHERE id = ?1")?;
+    for (id, cwd) in sessions {
+        update.execute(params![
+            id,
+            super::real_workspace(std::path::Path::new(&cwd))
+        ])?;
+    }
+    Ok(())
+}
+
 /// Bytes per page of a new database. A third of the bytes per one-update
 /// commit of 4096 (SQLite's default), at the price of somewhat slower reads of
 /// a long history: more, smaller pages to walk.
@@ -61,7 +98,7 @@ pub fn migrate(
     // process being killed; only a power loss may take the last commits.
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
-    Migrations::from_slice(MIGRATIONS).to_latest(connection)?;
+    migrations().to_latest(connection)?;
     Ok(())
 }
 
@@ -70,7 +107,7 @@ pub fn migrate(
 pub fn is_current(
     connection: &Connection,
 ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
-    Ok(Migrations::from_slice(MIGRATIONS).pending_migrations(connection)? == 0)
+    Ok(migrations().pending_migrations(connection)? == 0)
 }
 
 #[cfg(test)]
@@ -79,7 +116,7 @@ mod tests {
 
     #[test]
     fn migrations_are_valid() {
-        assert!(Migrations::from_slice(MIGRATIONS).validate().is_ok());
+        assert!(migrations().validate().is_ok());
     }
 
     fn page_size(connection: &Connection) -> i64 {
@@ -124,5 +161,36 @@ mod tests {
             )
             .unwrap();
         assert_eq!(entries, 1);
+    }
+
+    #[test]
+    fn sessions_stored_before_are_given_the_real_path_of_their_workspace() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let path = dir.path().join("punie.db");
+        let mut connection = Connection::open(&path).unwrap();
+        Migrations::from_slice(MIGRATIONS)
+            .to_latest(&mut connection)
+            .unwrap();
+        connection
+            .execute(
+                "INSERT INTO sessions (id, cwd, model, created_us, updated_us) VALUES
+                 ('linked', ?1, 'test', 1, 1), ('gone', '/no/such/dir', 'test', 1, 1)",
+                [link.to_str().unwrap()],
+            )
+            .unwrap();
+        migrate(&mut connection).unwrap();
+        let real_cwd = |id: &str| -> String {
+            connection
+                .query_row("SELECT real_cwd FROM sessions WHERE id = ?1", [id], |row| {
+                    row.get(0)
+                })
+                .unwrap()
+        };
+        assert_eq!(real_cwd("linked"), real.to_str().unwrap());
+        assert_eq!(real_cwd("gone"), "/no/such/dir");
     }
 }

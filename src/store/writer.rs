@@ -888,8 +888,8 @@ fn write_command<'a>(
         Command::CreateSession(row) => {
             transaction
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO sessions (id, cwd, title, model, created_us, updated_us, turns, running)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
+                    "INSERT OR IGNORE INTO sessions (id, cwd, title, model, created_us, updated_us, turns, running, real_cwd)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)",
                 )?
                 .execute(params![
                     row.id,
@@ -898,7 +898,8 @@ fn write_command<'a>(
                     row.model,
                     row.created_us,
                     row.updated_us,
-                    row.turns
+                    row.turns,
+                    super::real_workspace(&row.cwd)
                 ])?;
             None
         }
