@@ -468,11 +468,59 @@ async fn closing_a_session_cancels_the_closers_turn_but_not_another_clients() {
         watcher.receive_until(|seen| !turn_endings(seen).is_empty()),
     )
     .await;
+    let ended = &turn_endings(&watcher.notifications)[0];
+    assert_eq!(ended["stopReason"], "cancelled");
     assert_eq!(
-        turn_endings(&watcher.notifications)[0]["stopReason"],
-        "cancelled"
+        ended["note"], "the client that sent the prompt closed the session",
+        "the watcher is told why: {ended}"
     );
     assert!(!workspace.join("note.txt").exists(), "nothing was written");
+}
+
+#[tokio::test]
+async fn a_turn_ended_by_a_delete_or_the_servers_stop_says_so() {
+    let Watched {
+        server,
+        workspace: _,
+        mut prompter,
+        session,
+        mut watcher,
+    } = watched_session().await;
+    let turn = prompter.start_prompt(&session, "write a note").await;
+    prompter.permission_request().await;
+    let deleted = watcher
+        .request("session/delete", json!({"sessionId": session}))
+        .await;
+    assert_eq!(deleted["result"], json!({}), "{deleted}");
+    let answer = prompter.response_to(turn).await;
+    assert_eq!(answer["result"]["stopReason"], "cancelled", "{answer}");
+    let endings = turn_endings(&prompter.notifications);
+    assert_eq!(
+        endings.first().map(|ended| &ended["note"]),
+        Some(&json!("the session was deleted")),
+        "{endings:?}"
+    );
+    drop(server);
+
+    // Stopped by SIGTERM mid-turn, the history says so, and the model is
+    // told the same when the conversation goes on.
+    let Watched {
+        mut server,
+        workspace: _,
+        mut prompter,
+        session,
+        watcher: _watcher,
+    } = watched_session().await;
+    prompter.start_prompt(&session, "write a note").await;
+    prompter.permission_request().await;
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.exit_status().await.success());
+    let ended = turn_end(&server.home.database(), &session).expect("the turn's end is stored");
+    assert_eq!(ended["stopReason"], "cancelled", "{ended}");
+    assert_eq!(
+        ended["note"], "the server stopped during this turn",
+        "{ended}"
+    );
 }
 
 /// A `write_file` of "hello" to note.txt, as an OpenAI-compatible model

@@ -40,6 +40,9 @@ pub use attachments::ClientHandle;
 pub use port::SessionPort;
 pub use turn::{Turn, TurnError};
 
+/// Why a turn ended when the server stopped during it.
+const SERVER_STOPPED: &str = "the server stopped during this turn";
+
 /// Identifies one client connection for the lifetime of the server.
 pub type ConnectionId = u64;
 
@@ -344,11 +347,21 @@ impl Session {
     /// when it sent the running prompt or nobody else is left to see the
     /// turn through. A watcher closing leaves another client's turn alone.
     fn closed_by(&self, connection: ConnectionId) {
-        if let Some(running) = &self.lock().running
-            && (running.prompter == connection || self.attachments.is_empty())
-        {
-            running.cancel.cancel();
-        }
+        let mut state = self.lock();
+        let Some(running) = &state.running else {
+            return;
+        };
+        let note = if running.prompter == connection {
+            "the client that sent the prompt closed the session"
+        } else if self.attachments.is_empty() {
+            "the last client attached closed the session"
+        } else {
+            return;
+        };
+        let cancel = running.cancel.clone();
+        state.end_note.get_or_insert_with(|| note.to_owned());
+        drop(state);
+        cancel.cancel();
     }
 
     /// The replay to `connection` has been sent; live updates follow.
@@ -376,7 +389,13 @@ impl Session {
     /// Why the running turn is ending, when it is not the model's doing
     /// nor the person's.
     fn turn_end_note(&self) -> Option<String> {
-        self.lock().end_note.clone()
+        let noted = self.lock().end_note.clone();
+        noted.or_else(|| {
+            self.settings
+                .server_stopping
+                .is_cancelled()
+                .then(|| SERVER_STOPPED.to_owned())
+        })
     }
 
     /// Store `update`, then send it to every attached connection but `except`.
@@ -458,7 +477,11 @@ impl Session {
     /// that is stored: the one that sent the prompt has its answer too, the
     /// others only this.
     fn end_turn(self: &Arc<Self>, history: Conversation, outcome: &str, error: Option<String>) {
-        let note = self.lock().end_note.take();
+        let noted = self.lock().end_note.take();
+        let note = match noted {
+            None if outcome == "cancelled" => self.turn_end_note(),
+            noted => noted,
+        };
         let ended = serde_json::json!({"stopReason": outcome, "note": note, "error": error});
         let tell_everyone = history::turn_ended_update(&ended)
             .filter(|_| !self.settings.server_stopping.is_cancelled())
@@ -941,7 +964,10 @@ impl SessionRegistry {
     /// cancelled, and what it still writes is dropped.
     pub async fn delete(&self, id: &SessionId) -> Result<(), RegistryError> {
         let in_memory = self.get(id);
-        if let Some(session) = &in_memory {
+        if let Some(session) = &in_memory
+            && session.is_running()
+        {
+            session.note_turn_end("the session was deleted".to_owned());
             session.cancel_turn();
         }
         // What watchers are told of it once it is gone: where it was.
@@ -1045,10 +1071,7 @@ impl SessionRegistry {
                     self.store.append(&row.id, EntryKind::Update, body, None);
                 }
             }
-            let ended = serde_json::json!({
-                "stopReason": "cancelled",
-                "note": "the server stopped during this turn",
-            });
+            let ended = serde_json::json!({"stopReason": "cancelled", "note": SERVER_STOPPED});
             self.store.turn_ended(&row.id, ended.to_string(), None);
             tracing::info!(
                 session = row.id,
