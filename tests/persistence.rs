@@ -273,6 +273,47 @@ fn turn_endings(messages: &[Value]) -> Vec<Value> {
 }
 
 #[tokio::test]
+async fn clients_that_load_a_session_mid_turn_see_every_chunk_exactly_once() {
+    // Each load meets the live stream at a different point: its replay and
+    // the updates after it must neither overlap nor leave a gap.
+    const NUMBERS: usize = 150;
+    let server = Server::start().await;
+    let workspace = server.home.workspace();
+    let mut prompter = server.initialized().await;
+    let session = prompter.new_session(&workspace).await;
+    let turn = prompter
+        .start_prompt(&session, &format!("count to {NUMBERS}"))
+        .await;
+    let chunks = |seen: &[Value]| updates(seen, "agent_message_chunk").len();
+    let mut loaders = Vec::new();
+    for round in 1..=25 {
+        let mut loader = server.initialized().await;
+        loader.attach("session/load", &session, &workspace).await;
+        loaders.push(loader);
+        // The prompter's stream is the clock: a few numbers between loads.
+        within(
+            "more numbers",
+            prompter.receive_until(|seen| chunks(seen) >= round * 5),
+        )
+        .await;
+    }
+    let answer = prompter.response_to(turn).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let expected = (1..=NUMBERS)
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for (at, loader) in loaders.iter_mut().enumerate() {
+        within(
+            "the loader to see the turn end",
+            loader.receive_until(|seen| !turn_endings(seen).is_empty()),
+        )
+        .await;
+        assert_eq!(loader.agent_text(&session), expected, "loader {at}");
+    }
+}
+
+#[tokio::test]
 async fn how_each_turn_ended_reaches_every_attached_client_and_every_replay() {
     let Watched {
         server,

@@ -1034,6 +1034,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_attach_point_in_a_burst_splits_the_entries_it_counts_from_those_delivered_after() {
+        // What a client that attaches at this point is replayed (entries up
+        // to the newest) and what it is delivered live (follow-ups run after
+        // the attach) must neither overlap nor leave a gap, even when the
+        // writer takes the attach and the appends around it in one go.
+        let (_dir, store) = stored_session_a().await;
+        let events: Arc<Mutex<Vec<(String, Option<i64>)>>> = Arc::default();
+        for n in 0..200 {
+            if n % 40 == 20 {
+                let events = events.clone();
+                store.at_newest(
+                    "a",
+                    Box::new(move |newest| lock(&events).push(("attach".to_owned(), newest))),
+                );
+            }
+            let events = events.clone();
+            let body = n.to_string();
+            store.append(
+                "a",
+                EntryKind::Update,
+                body.clone(),
+                Some(Box::new(move || lock(&events).push((body, None)))),
+            );
+        }
+        store.flush().await;
+        let seq_of: std::collections::HashMap<String, i64> = store
+            .history("a")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|entry| (entry.body, entry.seq))
+            .collect();
+        let events = lock(&events).clone();
+        let mut attached_at = Vec::new();
+        for (what, newest) in &events {
+            match newest {
+                Some(newest) => attached_at.push(*newest),
+                None => {
+                    let seq = seq_of[what];
+                    for newest in &attached_at {
+                        assert!(
+                            seq > *newest,
+                            "entry {what} (seq {seq}) was delivered after an attach at {newest}, \
+                             which replays it too"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(attached_at.len(), 5, "{events:?}");
+    }
+
+    #[tokio::test]
     async fn appends_from_many_threads_keep_each_threads_order_and_follow_ups_the_stores() {
         let (_dir, store) = stored_session_a().await;
         let follow_ups = Arc::new(FollowUps::default());

@@ -251,12 +251,19 @@ impl Shared {
         };
         let mut batch = Vec::with_capacity(queue.commands.len().min(most));
         while batch.len() < most
-            && queue
+            && let Some(command) = queue
                 .commands
-                .front()
-                .is_some_and(|command| !elsewhere || command.may_run_anywhere())
+                .pop_front_if(|command| !elsewhere || command.may_run_anywhere())
         {
-            batch.extend(queue.commands.pop_front());
+            // An attach point is answered with the newest entry once its
+            // batch is committed: anything queued after it must wait for the
+            // next batch, or the client attached there would be replayed it
+            // and sent it live too.
+            let attaches = matches!(command, Command::AtNewest { .. });
+            batch.push(command);
+            if attaches {
+                break;
+            }
         }
         (batch, !queue.open && queue.commands.is_empty())
     }
