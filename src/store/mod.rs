@@ -1040,7 +1040,10 @@ mod tests {
         // the attach) must neither overlap nor leave a gap, even when the
         // writer takes the attach and the appends around it in one go.
         let (_dir, store) = stored_session_a().await;
-        let events: Arc<Mutex<Vec<(String, Option<i64>)>>> = Arc::default();
+        // Each follow-up in the order it ran: an entry delivered (its body),
+        // or an attach (with the newest entry it was given).
+        type Events = Arc<Mutex<Vec<(String, Option<i64>)>>>;
+        let events: Events = Arc::default();
         for n in 0..200 {
             if n % 40 == 20 {
                 let events = events.clone();
