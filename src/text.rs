@@ -33,9 +33,74 @@ pub fn terminal_safe(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// Characters that show nothing, or change how the text around them is
+/// shown: the marks that reorder text, zero-width spaces and joiners, the
+/// byte-order mark, and control characters.
+fn hides_itself(c: char) -> bool {
+    c.is_control()
+        || reorders_text(c)
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{2028}' | '\u{2029}'
+        )
+}
+
+/// `text` with every character that [hides itself](hides_itself) written
+/// out as `<U+202E>`: for a line a person judges by its look — a tool call's
+/// title, the question whether to run it — where `invoice\u{202E}fdp.exe`
+/// would read as `invoiceexe.pdf`.
+pub fn marks_shown(text: &str) -> Cow<'_, str> {
+    if !text.contains(hides_itself) {
+        return text.into();
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hides_itself(c) {
+            shown.push_str(&format!("<U+{:04X}>", u32::from(c)));
+        } else {
+            shown.push(c);
+        }
+    }
+    shown.into()
+}
+
+/// `text` as one Markdown code span, whatever backticks it holds: fenced by
+/// a run of backticks longer than any inside it, and padded with a space
+/// where it begins or ends with one (CommonMark's rules).
+pub fn code_span(text: &str) -> String {
+    let longest_run = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest_run + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{text}{pad}{fence}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_hides_itself_is_written_out_and_the_rest_kept() {
+        assert_eq!(marks_shown("plain مرحبا text"), "plain مرحبا text");
+        assert_eq!(
+            marks_shown("invoice\u{202E}fdp.exe"),
+            "invoice<U+202E>fdp.exe"
+        );
+        assert_eq!(
+            marks_shown("a\u{200B}b\u{2067}c\u{1b}d"),
+            "a<U+200B>b<U+2067>c<U+001B>d"
+        );
+    }
+
+    #[test]
+    fn a_code_span_holds_any_backticks() {
+        assert_eq!(code_span("ls -la"), "`ls -la`");
+        assert_eq!(code_span("echo `date`"), "`` echo `date` ``");
+        assert_eq!(code_span("a `` b"), "```a `` b```");
+    }
 
     #[test]
     fn only_what_a_terminal_would_act_on_is_taken_out() {

@@ -689,6 +689,37 @@ async fn listings_and_searches_name_files_from_the_workspace_root_hidden_ones_in
 }
 
 #[tokio::test]
+async fn a_title_reads_as_what_the_call_does_whatever_characters_it_holds() {
+    // A right-to-left override would show this path as `invoiceexe.pdf`; a
+    // command's own backticks would end its code span early.
+    let server = Server::scripted(
+        json!([
+            [call("write_file", json!({"path": "invoice\u{202E}fdp.exe", "content": "MZ"}))],
+            [call("run_command", json!({"command": "echo `date` \u{2067}hidden\u{2069}"}))],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    let ide =
+        Ide::new(&server.home.workspace(), true, true).answer_with(&["reject_once", "reject_once"]);
+    let (stop, received, session) = one_turn(&server, &ide, "deceive").await;
+    assert_eq!(stop, StopReason::EndTurn);
+    let titles: Vec<Value> = received
+        .tool_calls(&session)
+        .iter()
+        .map(|call| call["title"].clone())
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            json!("Write invoice<U+202E>fdp.exe"),
+            json!("Run ``echo `date` <U+2067>hidden<U+2069>``"),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn calls_that_fail_early_still_go_in_progress_and_keep_their_kind_and_title() {
     let server = Server::scripted(
         json!([

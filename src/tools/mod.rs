@@ -46,6 +46,7 @@ pub use permission::{LastingAnswers, PermissionMemory, PermissionMode};
 
 use crate::mcp::McpTools;
 use crate::model::{Picture, ToolCall, ToolSpec};
+use crate::text::code_span;
 use crate::workspace::{Terminals, Workspace};
 
 /// Most output of one tool call the model is shown; the rest is cut from the
@@ -291,7 +292,10 @@ pub async fn run<C: ClientPort>(
         return plan::update(context, &call.arguments);
     }
     let heading = heading(context, call);
-    let report = Report::new(context, call, id, heading.title);
+    // Shown, and asked about, as it is: nothing in a title may make it read
+    // as another file or another command.
+    let title = crate::text::marks_shown(&heading.title).into_owned();
+    let report = Report::new(context, call, id, title);
     report.start(heading.kind, heading.locations);
     let outcome = match call.name.as_str() {
         "read_file" => files::read(context, &report, &call.arguments).await,
@@ -414,7 +418,7 @@ fn heading<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -> Head
             let title = match (call.name.as_str(), text("glob"), text("pattern")) {
                 ("list_files", Some(glob), _) => format!("List {glob} in {place}"),
                 ("list_files", None, _) => format!("List {place}"),
-                (_, _, Some(pattern)) => format!("Search for `{pattern}` in {place}"),
+                (_, _, Some(pattern)) => format!("Search for {} in {place}", code_span(pattern)),
                 (_, _, None) => format!("Search {place}"),
             };
             // A location is a file a client may open to follow along: a
@@ -429,8 +433,8 @@ fn heading<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -> Head
             let (place, location) = directory("cwd");
             let at_root = location.as_deref() == Some(context.workspace.named_root());
             let title = match command_line(raw) {
-                Some(line) if at_root => format!("Run `{line}`"),
-                Some(line) => format!("Run `{line}` in {place}"),
+                Some(line) if at_root => format!("Run {}", code_span(&line)),
+                Some(line) => format!("Run {} in {place}", code_span(&line)),
                 None => "Run a command".to_owned(),
             };
             // Where a command runs is no file to follow.
@@ -444,7 +448,7 @@ fn heading<C: ClientPort>(context: &ToolContext<'_, C>, call: &ToolCall) -> Head
             kind: ToolKind::Other,
             title: match context.mcp.get(other) {
                 Some(tool) => format!("{} ({})", tool.title, tool.server),
-                None => format!("Call `{other}`"),
+                None => format!("Call {}", code_span(other)),
             },
             locations: Vec::new(),
         },
