@@ -452,4 +452,40 @@ async fn params_of_the_wrong_shape_are_named_in_plain_words() {
         );
     }
     assert_eq!(server.health().await["sessions"], 0);
+
+    // Parameters left out are none given: the one missing is named.
+    let (code, message) = error(&client.request("session/new", Value::Null).await);
+    assert_eq!(
+        (code, message.as_str()),
+        (-32602, "session/new: missing field `cwd`")
+    );
+    let session = client.new_session(&workspace).await;
+    let (code, message) = error(
+        &client
+            .request(
+                "session/set_config_option",
+                json!({"sessionId": session, "configId": "mode"}),
+            )
+            .await,
+    );
+    assert_eq!(code, -32602, "{message}");
+    assert!(
+        message.contains("`value` is missing or of the wrong type: give the id of one of"),
+        "{message}"
+    );
+    for method in ["session/load", "session/resume"] {
+        let (code, message) = error(
+            &client
+                .request(
+                    method,
+                    json!({"sessionId": session, "cwd": "relative/dir", "mcpServers": []}),
+                )
+                .await,
+        );
+        assert_eq!(code, -32602, "{method}: {message}");
+        assert!(
+            message.contains("cwd must be an absolute path"),
+            "{message}"
+        );
+    }
 }

@@ -355,6 +355,7 @@ async fn load_session(
 ) -> Result<(Value, Arc<Session>), Error> {
     const METHOD: &str = "session/load";
     let request: LoadSessionRequest = parse_params(METHOD, params)?;
+    check_absolute(METHOD, &request.cwd)?;
     let id = request.session_id;
     let (session, newest) = connection
         .attach_session(&id, cx.clone(), true)
@@ -401,6 +402,7 @@ async fn resume_session(
 ) -> Result<(Value, Arc<Session>), Error> {
     const METHOD: &str = "session/resume";
     let request: ResumeSessionRequest = parse_params(METHOD, params)?;
+    check_absolute(METHOD, &request.cwd)?;
     let id = request.session_id;
     let (session, _) = connection
         .attach_session(&id, cx, false)
@@ -677,13 +679,26 @@ fn watch_sessions(connection: &Connection, cx: ConnectionTo<Client>) -> Result<V
 
 /// The params of `method` as `T`, or `-32602` naming what is wrong and where.
 fn parse_params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, Error> {
-    // serde would speak of a struct's fields by position.
-    if params.is_array() {
-        return Err(errors::invalid_params(
-            method,
-            "`params` must be an object of named parameters, not an array",
-        ));
-    }
+    let params = match params {
+        // Omitted, as JSON-RPC allows: a method whose parameters are all
+        // optional takes none, and any other says which one it misses.
+        Value::Null => Value::Object(serde_json::Map::new()),
+        Value::Object(_) => params,
+        // serde would speak of a struct's fields by position, or name the
+        // type it wanted.
+        other => {
+            let given = match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                _ => "a boolean",
+            };
+            return Err(errors::invalid_params(
+                method,
+                format!("`params` must be an object of named parameters, not {given}"),
+            ));
+        }
+    };
     serde_path_to_error::deserialize(params).map_err(|error| {
         let path = error.path().to_string();
         let problem = in_plain_words(&error.into_inner().to_string());
@@ -699,6 +714,11 @@ fn parse_params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, E
 /// would fit.
 fn in_plain_words(problem: &str) -> String {
     match problem {
+        "data did not match any variant of untagged enum SessionConfigOptionValue" => {
+            "`value` is missing or of the wrong type: give the id of one of the option's values \
+             as a string, or `type: \"boolean\"` and `value: true` or `false` for a switch"
+                .to_owned()
+        }
         "data did not match any variant of untagged enum McpServer" => {
             "not an MCP server: give `name`, `command`, `args` and `env` for one Punie starts, or \
              `type: \"http\"`, `name`, `url` and `headers` for one it connects to"
