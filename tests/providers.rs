@@ -898,6 +898,26 @@ async fn a_reply_that_is_not_streamed_is_named_and_not_retried() {
 }
 
 #[tokio::test]
+async fn an_error_for_a_path_the_server_does_not_serve_says_to_check_the_base_url() {
+    // LM Studio's answer to a base URL without its `/v1`.
+    let fake = FakeProvider::start([Reply::status(
+        200,
+        json!({"error": "Unexpected endpoint or method. (POST /chat/completions)"}),
+    )])
+    .await;
+    let error = error_of(&*local_model(&fake, &settings()), ask("x")).await;
+    assert!(
+        error.ends_with(&format!(
+            "Unexpected endpoint or method. (POST /chat/completions) — POST {}/v1/chat/completions: \
+             check the base URL (the URL in `local:URL/MODEL`); OpenAI-style servers serve it \
+             under `/v1`",
+            fake.url()
+        )),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn server_errors_beyond_the_retries_end_the_call() {
     for wire in Wire::ALL {
         let failure = || wire.error_status(500, "api_error", "kaboom");

@@ -450,6 +450,8 @@ async fn open(
         return Err(Failure::last(redirect_error(peer, &response)));
     }
     let retry_after = retry_after(response.headers());
+    let response_url = response.url().to_string();
+    let response_url = response_url.as_str();
     // The body is small; it may still never come, so the idle timeout holds.
     let body = match tokio::time::timeout(idle_timeout, response.text()).await {
         Ok(Ok(body)) => body,
@@ -465,6 +467,7 @@ async fn open(
             peer,
             &content_type,
             &body,
+            response_url,
         )));
     }
     match retry_after {
@@ -541,16 +544,37 @@ fn not_an_event_stream(headers: &HeaderMap) -> Option<String> {
 }
 
 /// A success that carried a whole reply, or an error, instead of a stream.
-fn not_streamed_error(peer: &Peer, content_type: &str, body: &str) -> ModelError {
-    let said = serde_json::from_str::<Value>(body)
+/// LM Studio answers a path it does not serve (a base URL without its
+/// `/v1`) so: an error that says as much is told with where to look.
+fn not_streamed_error(peer: &Peer, content_type: &str, body: &str, url: &str) -> ModelError {
+    let message = serde_json::from_str::<Value>(body)
         .ok()
         .filter(|value| value.get("error").is_some())
-        .and_then(|value| json_error_message(&value))
+        .and_then(|value| json_error_message(&value));
+    let said = message
+        .as_deref()
         .map(|message| format!(": {message}"))
         .unwrap_or_default();
+    let wrong_path = message.is_some_and(|message| {
+        mentions_any(
+            &message.to_ascii_lowercase(),
+            &["endpoint", "route", "not found", "no such"],
+        )
+    });
+    let check = if wrong_path {
+        let base = peer
+            .base_url_source
+            .map(|source| format!(" ({source})"))
+            .unwrap_or_default();
+        format!(
+            " — POST {url}: check the base URL{base}; OpenAI-style servers serve it under `/v1`"
+        )
+    } else {
+        String::new()
+    };
     ModelError::Provider(format!(
         "{} did not stream its reply: it answered with {content_type}, not server-sent events \
-         (text/event-stream){said}",
+         (text/event-stream){said}{check}",
         peer.name
     ))
 }
