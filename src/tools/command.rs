@@ -311,6 +311,9 @@ fn describe(ran: &Ran, timeout: Duration) -> String {
     format!("{ending}{stopped}; {}", printed(&ran.output, ran.dropped))
 }
 
+/// How far into the kept output the cut looks for a line's start.
+const LINE_SEARCH: usize = 4096;
+
 /// What a command printed, as the model is shown it: "output:" and the text,
 /// cut to fit with one mark that counts every byte missing.
 fn printed(output: &str, dropped: Dropped) -> String {
@@ -324,6 +327,14 @@ fn printed(output: &str, dropped: Dropped) -> String {
     // which is where a command says how it went.
     let room = MODEL_OUTPUT_LIMIT - 100;
     let start = output.ceil_char_boundary(output.len().saturating_sub(room));
+    // From the start of a line, when one begins soon: a number cut in two
+    // would read as another number.
+    let start = match output[start..].find('\n') {
+        Some(end) if start > 0 && end < LINE_SEARCH && !output[..start].ends_with('\n') => {
+            start + end + 1
+        }
+        _ => start,
+    };
     let mark = match dropped {
         Dropped::Bytes(bytes) => format!("[… {} bytes cut …]", bytes + start),
         _ if start > 0 => format!("[… more than {start} bytes cut …]"),
@@ -364,6 +375,13 @@ mod tests {
             mark_and_tail(&shown),
             ("[… the beginning was cut …]", "done\n")
         );
+        // Cut where a line begins, when one begins soon after the cut.
+        let lines: String = (1..=100_000).map(|n| format!("{n}\n")).collect();
+        let shown = printed(&lines, Dropped::Unknown);
+        let (_, tail) = mark_and_tail(&shown);
+        let numbers: Vec<u64> = tail.lines().take(2).map(|n| n.parse().unwrap()).collect();
+        assert_eq!(numbers[0] + 1, numbers[1], "the first line is whole");
+        assert!(tail.ends_with("100000\n"));
         // Nothing dropped: cut from the middle, if at all.
         assert_eq!(printed("", Dropped::Nothing), "no output");
         let long = "x".repeat(MODEL_OUTPUT_LIMIT * 2);
