@@ -173,18 +173,7 @@ pub async fn serve(config: ServeConfig, model: Arc<dyn model::Model>) -> anyhow:
     let record = ServerRecord::for_this_process(address, started_at);
     let server_file = config.paths.server_file();
     record.write(&server_file)?;
-    eprintln!("punie listening on http://{address}");
-    if !config.host.is_loopback() {
-        // Not a log line: no log level may hide it.
-        eprintln!(
-            "punie: warning: listening on {} is reachable from other machines, and the token and the browser's cookie cross the network in the clear; put a TLS proxy in front (see the README)",
-            config.host
-        );
-    }
-    eprintln!(
-        "punie: sign in from a browser with {sign_in_link} (it works once, within {}; `punie open` makes another)",
-        humantime::format_duration(web::LINK_LIFETIME)
-    );
+    announce_ready(address, config.host, &sign_in_link);
     tracing::info!(model = config.model, "ready in {:?}", started.elapsed());
 
     let served = listener::serve_http(
@@ -200,17 +189,12 @@ pub async fn serve(config: ServeConfig, model: Arc<dyn model::Model>) -> anyhow:
             tracing::info!("{signal} received: shutting down");
             shutdown.cancel();
             store.checkpoint_soon();
-            let stopping = Instant::now();
             let drained = async {
                 served.await;
                 state.sockets.close();
                 tokio::join!(state.sockets.wait(), hub.connections_ended());
             };
-            tokio::select! {
-                () = drained => tracing::info!("every connection closed in {:?}", stopping.elapsed()),
-                () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; exiting anyway"),
-                signal = signals.next() => tracing::warn!("{signal} received again: exiting now"),
-            }
+            wind_down(drained, &mut signals).await;
         }
     }
     let closing = Instant::now();
@@ -218,6 +202,33 @@ pub async fn serve(config: ServeConfig, model: Arc<dyn model::Model>) -> anyhow:
     tracing::info!("the session store closed in {:?}", closing.elapsed());
     record.remove(&server_file)?;
     Ok(())
+}
+
+/// Tell the person the server is ready, on stderr whatever the log level:
+/// where it listens, whether other machines can reach it, and how a browser
+/// signs in.
+fn announce_ready(address: std::net::SocketAddr, host: std::net::IpAddr, sign_in_link: &str) {
+    eprintln!("punie listening on http://{address}");
+    if !host.is_loopback() {
+        eprintln!(
+            "punie: warning: listening on {host} is reachable from other machines, and the token and the browser's cookie cross the network in the clear; put a TLS proxy in front (see the README)"
+        );
+    }
+    eprintln!(
+        "punie: sign in from a browser with {sign_in_link} (it works once, within {}; `punie open` makes another)",
+        humantime::format_duration(web::LINK_LIFETIME)
+    );
+}
+
+/// Wait for every connection to close (`drained`), within
+/// [`SHUTDOWN_GRACE`]; a second signal stops waiting at once.
+async fn wind_down(drained: impl std::future::Future<Output = ()>, signals: &mut Signals) {
+    let stopping = Instant::now();
+    tokio::select! {
+        () = drained => tracing::info!("every connection closed in {:?}", stopping.elapsed()),
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; exiting anyway"),
+        signal = signals.next() => tracing::warn!("{signal} received again: exiting now"),
+    }
 }
 
 fn session_registry(
