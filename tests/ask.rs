@@ -1025,8 +1025,9 @@ async fn on_a_terminal_ask_shows_no_control_sequences_from_the_agent() {
     assert_eq!(status.code(), Some(0), "{screen:?}");
     assert_eq!(stdout, ANSWER, "a pipe gets the answer exactly");
     assert!(screen.contains("Hmm]0;pwned ok"), "{screen:?}");
+    // The title writes the command's control characters out.
     assert!(
-        screen.contains("Punie asks to: Run `true[2Kls`"),
+        screen.contains("Punie asks to: Run `true<U+000D><U+001B>[2Kls`"),
         "{screen:?}"
     );
     for control in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
