@@ -1225,14 +1225,17 @@ async fn ask_in_a_long_turn(
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first: Value = serde_json::from_str(
-        &within("the answer to begin", lines.next_line())
-            .await
-            .unwrap()
-            .expect("a first update"),
-    )
-    .unwrap();
-    let session = first["sessionId"].as_str().unwrap().to_owned();
+    // The session's commands come first, maybe before the turn has begun.
+    let session = within("the answer to begin", async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("an update");
+            let update: Value = serde_json::from_str(&line).unwrap();
+            if update["update"]["sessionUpdate"] == "agent_message_chunk" {
+                return update["sessionId"].as_str().unwrap().to_owned();
+            }
+        }
+    })
+    .await;
     (child, lines, session)
 }
 
@@ -1299,6 +1302,284 @@ async fn continuing_a_session_busy_with_another_clients_turn_prints_none_of_it()
         stderr.contains("there is no session no-such-session; `punie sessions` lists them"),
         "{stderr}"
     );
+}
+
+/// What `Relay` holds back until it is told to let it through.
+#[derive(Clone, Copy, PartialEq)]
+enum Hold {
+    /// `ask`'s prompt, on its way to the server.
+    Prompt,
+    /// The server's answer to that prompt, on its way to `ask`; what the
+    /// server sends after it goes on meanwhile, as though sent before it.
+    Answer,
+}
+
+/// A WebSocket relay between `punie ask` and the server that passes every
+/// message on, but one: so that a test can have another client's turn fall
+/// just before `ask`'s prompt is taken, or just before its answer, as the
+/// server may send them when other clients are quick.
+struct Relay {
+    url: String,
+    /// Every message passed on to `ask`.
+    to_ask: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    /// Told once the message is held.
+    holding: Option<tokio::sync::oneshot::Receiver<()>>,
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Relay {
+    async fn start(server: &Server, hold: Hold) -> Self {
+        use futures::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::Message;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/acp", listener.local_addr().unwrap());
+        let upstream = support::RawClient::connect(&server.ws_url(), &server.token).await;
+        let (passed, to_ask) = tokio::sync::mpsc::unbounded_channel();
+        let (release, mut released) = tokio::sync::oneshot::channel::<()>();
+        let (held_it, holding) = tokio::sync::oneshot::channel::<()>();
+        let mut held_it = Some(held_it);
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let ask = tokio_tungstenite::accept_async(stream).await.unwrap();
+            let (mut to_server, mut from_server) = upstream.ws.split();
+            let (mut to_client, mut from_client) = ask.split();
+            let (mut prompt_id, mut held) = (None, None::<Message>);
+            let mut releasing = true;
+            loop {
+                tokio::select! {
+                    message = from_client.next() => {
+                        let Some(Ok(message)) = message else { break };
+                        if let Message::Text(text) = &message {
+                            let sent: Value = serde_json::from_str(text).unwrap();
+                            if sent["method"] == "session/prompt" {
+                                prompt_id = Some(sent["id"].clone());
+                                if hold == Hold::Prompt {
+                                    held = Some(message);
+                                    let _ = held_it.take().map(|told| told.send(()));
+                                    continue;
+                                }
+                            }
+                        }
+                        if message.is_close() || to_server.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                    message = from_server.next() => {
+                        let Some(Ok(message)) = message else { break };
+                        if let Message::Text(text) = &message {
+                            let answer: Value = serde_json::from_str(text).unwrap();
+                            if hold == Hold::Answer
+                                && prompt_id.is_some()
+                                && answer.get("id") == prompt_id.as_ref()
+                                && answer.get("method").is_none()
+                            {
+                                held = Some(message);
+                                let _ = held_it.take().map(|told| told.send(()));
+                                continue;
+                            }
+                            let _ = passed.send(answer);
+                        }
+                        if message.is_close() || to_client.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ = &mut released, if releasing => {
+                        releasing = false;
+                        let Some(message) = held.take() else { continue };
+                        let sent = match hold {
+                            Hold::Prompt => to_server.send(message).await,
+                            Hold::Answer => to_client.send(message).await,
+                        };
+                        if sent.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = to_client.close().await;
+            let _ = to_server.close().await;
+        });
+        Self {
+            url,
+            to_ask,
+            holding: Some(holding),
+            release: Some(release),
+        }
+    }
+
+    /// Wait until the message is held.
+    async fn holding(&mut self) {
+        within(
+            "the relay to hold its message",
+            self.holding.take().unwrap(),
+        )
+        .await
+        .expect("the relay holds the message");
+    }
+
+    /// Wait until a message passed on to `ask` carries `text`.
+    async fn passed_on(&mut self, text: &str) {
+        within(&format!("`{text}` on its way to ask"), async {
+            while let Some(message) = self.to_ask.recv().await {
+                if message.to_string().contains(text) {
+                    return;
+                }
+            }
+            panic!("the relay ended before `{text}` went by");
+        })
+        .await;
+    }
+
+    /// Let what is held go through.
+    fn release(&mut self) {
+        let _ = self.release.take().unwrap().send(());
+    }
+}
+
+/// A server on `script`, a session on it that another client has prompted
+/// once, that client, and the session's id.
+async fn a_session_another_client_prompts(script: Value) -> (Server, support::RawClient, String) {
+    let server = Server::scripted(script, &[]).await;
+    let mut other = server.initialized().await;
+    let session = other.new_session(&server.home.workspace()).await;
+    let answer = other.prompt(&session, "first").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    other.notifications.clear();
+    (server, other, session)
+}
+
+/// `punie ask <args>` through `relay`, started; its output comes with
+/// [`tokio::process::Child::wait_with_output`].
+fn ask_through(server: &Server, relay: &Relay, args: &[&str]) -> tokio::process::Child {
+    server
+        .home
+        .command()
+        .args(["ask", "--server", &relay.url])
+        .args(args)
+        .env("PUNIE_TOKEN", &server.token)
+        .current_dir(server.home.workspace())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Whether `messages` hold the end of a turn.
+fn a_turn_ended(messages: &[Value]) -> bool {
+    messages
+        .iter()
+        .any(|message| message["params"]["update"]["_meta"]["punie/turnEnded"].is_object())
+}
+
+/// Another client's whole turn, between `ask` attaching the session and its
+/// prompt being taken, is not part of `ask`'s answer: not its text, not its
+/// thoughts.
+#[tokio::test]
+async fn another_clients_turn_just_before_asks_prompt_is_not_its_answer() {
+    let (server, mut other, session) = a_session_another_client_prompts(json!([
+        [{"text": "First."}],
+        [{"thought": "Their thought."}, {"text": "Their answer."}],
+        [{"text": "My answer."}]
+    ]))
+    .await;
+    let mut relay = Relay::start(&server, Hold::Prompt).await;
+    let ask = ask_through(
+        &server,
+        &relay,
+        &["--session", &session, "--output", "json", "mine"],
+    );
+    relay.holding().await;
+    let answer = other.prompt(&session, "theirs").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    relay.passed_on("Their answer.").await;
+    relay.release();
+
+    let output = within("punie ask", ask.wait_with_output()).await.unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["text"], "My answer.", "{answer}");
+    assert!(!stderr.contains("Their"), "{stderr}");
+}
+
+/// The next turn of another client, starting as `ask`'s turn ends and
+/// reaching it before its answer, is not part of that answer.
+#[tokio::test]
+async fn another_clients_turn_just_after_asks_own_is_not_its_answer() {
+    let (server, mut other, session) = a_session_another_client_prompts(json!([
+        [{"text": "First."}],
+        [{"text": "My answer."}],
+        [{"thought": "Their thought."}, {"text": "Their answer."}]
+    ]))
+    .await;
+    let mut relay = Relay::start(&server, Hold::Answer).await;
+    let ask = ask_through(&server, &relay, &["--session", &session, "mine"]);
+    other.receive_until(a_turn_ended).await;
+    // The end reaches clients as the turn lets the session go: at once, or
+    // a moment later.
+    loop {
+        let answer = other.prompt(&session, "theirs").await;
+        if answer["result"]["stopReason"] == "end_turn" {
+            break;
+        }
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("already running a turn")),
+            "{answer}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    relay.passed_on("Their answer.").await;
+    relay.holding().await;
+    relay.release();
+
+    let output = within("punie ask", ask.wait_with_output()).await.unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(text(&output.stdout), "My answer.\n");
+    assert!(!stderr.contains("Their"), "{stderr}");
+}
+
+/// A prompt refused because another client's turn began after `ask` found
+/// the session idle shows none of that turn, and says why as `ask` does when
+/// it finds the session busy.
+#[tokio::test]
+async fn a_prompt_refused_for_another_clients_turn_shows_none_of_it() {
+    for format in ["text", "json"] {
+        let (server, mut other, session) = a_session_another_client_prompts(json!([
+            [{"text": "First."}],
+            [{"thought": "Their thought."}, {"text": "Their answer."}, {"pause_ms": 60_000}]
+        ]))
+        .await;
+        let mut relay = Relay::start(&server, Hold::Prompt).await;
+        let ask = ask_through(
+            &server,
+            &relay,
+            &["--session", &session, "--output", format, "mine"],
+        );
+        relay.holding().await;
+        other.start_prompt(&session, "theirs").await;
+        relay.passed_on("Their answer.").await;
+        relay.release();
+
+        let output = within("punie ask", ask.wait_with_output()).await.unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        let shown = match format {
+            "json" => serde_json::from_slice::<Value>(&output.stdout).unwrap()["text"].clone(),
+            _ => Value::from(text(&output.stdout)),
+        };
+        assert_eq!(shown, "", "--output {format}: none of the other turn");
+        assert!(!stderr.contains("Their"), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "session {session} is answering a prompt from another client"
+            )) && !stderr.contains("already running a turn"),
+            "{stderr}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -6,6 +6,11 @@
 //! from [`super::service`], confined to the workspace, and answers permission
 //! requests. What the agent does along the way (tool calls, thoughts, plans)
 //! goes to stderr, so stdout carries only the answer.
+//!
+//! The answer is this prompt's turn alone, even in a session other clients
+//! prompt too: the server shows them all every turn, but starts another
+//! client's with its prompt (which the prompter is not sent) and ends each
+//! with a marker, so the turns around this one are told apart.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Write as _};
@@ -87,11 +92,14 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
     let interrupt = Arc::new(Interrupt::default());
     // A kept session may be finishing another client's turn as it is
     // attached: only what follows the prompt is this answer.
-    let new_session = options.conversation == Conversation::New;
+    let showing = match options.conversation {
+        Conversation::New => Showing::Now,
+        Conversation::Resume(_) | Conversation::Continue => Showing::NotYet,
+    };
     let view = Arc::new(Mutex::new(View::new(
         options.output,
         interrupt.clone(),
-        new_session,
+        showing,
     )));
     // Found here, not as the server's refusal of a session worded for ACP.
     let workspace = match Workspace::new(&options.workspace).and_then(|workspace| {
@@ -422,7 +430,7 @@ async fn converse(
             {
                 let mut view = lock(view);
                 view.session_id = Some(session_id.to_string());
-                view.prompting = true;
+                view.showing = Showing::Now;
             }
             interrupt.turn_started(cx.clone(), session_id.clone());
             let response = cx
@@ -432,8 +440,21 @@ async fn converse(
                 ))
                 .block_task()
                 .await;
+            // The server sends a turn's updates before its answer, and they
+            // are handled in the order they came, the answer too: every
+            // update of this turn has been seen, and what follows is not it.
+            lock(view).showing = Showing::NoMore;
+            let response = response.map_err(|error| {
+                // The race `open_kept_session` looks for, lost after the check.
+                let refusal = crate::session::SessionBusy(session_id.clone()).to_string();
+                if error.code == ErrorCode::INVALID_REQUEST && error.message.ends_with(&refusal) {
+                    busy(&session_id)
+                } else {
+                    error
+                }
+            })?;
             Ok(Answer {
-                stop_reason: response?.stop_reason,
+                stop_reason: response.stop_reason,
             })
         })
         .await
@@ -557,13 +578,7 @@ async fn open_kept_session(
     let said = |key: &str| resumed.meta.as_ref().and_then(|meta| meta.get(key));
     let running = said(RUNNING_META).and_then(serde_json::Value::as_bool);
     if running == Some(true) {
-        return Err(Error::new(
-            ErrorCode::INVALID_REQUEST,
-            format!(
-                "session {session_id} is answering a prompt from another client; \
-                 ask again once it has finished, or cancel it there"
-            ),
-        ));
+        return Err(busy(&session_id));
     }
     let its_own = said(CWD_META)
         .and_then(serde_json::Value::as_str)
@@ -584,6 +599,35 @@ async fn open_kept_session(
     Ok((session_id, elsewhere))
 }
 
+/// Why a prompt is not sent, or was refused: the session is running another
+/// client's turn.
+fn busy(session_id: &SessionId) -> Error {
+    Error::new(
+        ErrorCode::INVALID_REQUEST,
+        format!(
+            "session {session_id} is answering a prompt from another client; \
+             ask again once it has finished, or cancel it there"
+        ),
+    )
+}
+
+/// Where the server marks a turn's end, in the `_meta` of the
+/// `session_info_update` every attached client gets (see the README, "When a
+/// turn ends").
+const TURN_ENDED_META: &str = "punie/turnEnded";
+
+/// Whether the session's updates are shown as this answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Showing {
+    /// The prompt is not sent yet: a kept session may still be finishing
+    /// another client's turn.
+    NotYet,
+    /// The prompt is sent (or the session is new), and not yet answered.
+    Now,
+    /// The prompt was answered or refused: what follows is not this answer.
+    NoMore,
+}
+
 /// What the person sees: the answer on stdout, the rest on stderr.
 struct View {
     format: OutputFormat,
@@ -592,9 +636,14 @@ struct View {
     /// The session the prompt went to, once it is open.
     session_id: Option<String>,
     /// What the session says is shown: in a new session from the start, in a
-    /// kept one once the prompt is sent (before, it may still be finishing
-    /// another client's turn).
-    prompting: bool,
+    /// kept one once the prompt is sent, until it is answered.
+    showing: Showing,
+    /// Another client of the session is having a turn: its updates are not
+    /// this answer. The server starts a turn by showing its prompt (a
+    /// `user_message_chunk`) to every client but the one that sent it, and
+    /// ends it with a `punie/turnEnded` marker to all; what comes outside
+    /// such a pair while the prompt is out is this prompt's turn.
+    others_turn: bool,
     /// Writing to stdout failed: nothing more is written, and the turn is
     /// cancelled.
     stdout_failed: Option<std::io::Error>,
@@ -620,7 +669,7 @@ struct ToolCallRecord {
 }
 
 impl View {
-    fn new(format: OutputFormat, interrupt: Arc<Interrupt>, prompting: bool) -> Self {
+    fn new(format: OutputFormat, interrupt: Arc<Interrupt>, showing: Showing) -> Self {
         // The spinner redraws itself with escapes too: NO_COLOR stops it as
         // well. An empty NO_COLOR counts as unset (no-color.org).
         let no_colour = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
@@ -635,7 +684,8 @@ impl View {
             colour,
             spinner,
             session_id: None,
-            prompting,
+            showing,
+            others_turn: false,
             stdout_failed: None,
             interrupt,
             one_screen: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
@@ -656,7 +706,7 @@ impl View {
     }
 
     fn show(&mut self, notification: SessionNotification) {
-        if !self.prompting {
+        if !self.is_this_answer(&notification.update) {
             return;
         }
         if self.format == OutputFormat::StreamJson {
@@ -712,6 +762,29 @@ impl View {
             SessionUpdate::Plan(plan) => self.show_plan(&plan),
             _ => {}
         }
+    }
+
+    /// Whether `update` is part of this answer, following the other clients'
+    /// turns as they start and end.
+    fn is_this_answer(&mut self, update: &SessionUpdate) -> bool {
+        match update {
+            SessionUpdate::UserMessageChunk(_) => {
+                self.others_turn = true;
+                return false;
+            }
+            SessionUpdate::SessionInfoUpdate(info)
+                if self.others_turn
+                    && info
+                        .meta
+                        .as_ref()
+                        .is_some_and(|meta| meta.contains_key(TURN_ENDED_META)) =>
+            {
+                self.others_turn = false;
+                return false;
+            }
+            _ => {}
+        }
+        self.showing == Showing::Now && !self.others_turn
     }
 
     fn tool_call(&mut self, id: &str) -> &mut ToolCallRecord {
