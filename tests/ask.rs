@@ -999,6 +999,84 @@ async fn ask_writes_no_ansi_escapes_when_stderr_is_not_a_terminal_or_no_color_is
     }
 }
 
+/// A model that thinks in pieces, answers, and thinks again.
+fn thinking_in_chunks() -> Value {
+    json!([[
+        {"thought": "The "}, {"thought": "user "}, {"thought": "wants "}, {"thought": "X."},
+        {"text": "Hel"}, {"text": "lo."},
+        {"thought": " More "}, {"thought": "thinking."},
+        {"text": " End."}
+    ]])
+}
+
+/// `text` without the terminal's styling (CSI sequences).
+fn unstyled(text: &str) -> String {
+    let mut plain = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+/// A thought streamed in chunks reads as one, as the answer does: on a line
+/// of its own, ended when something else comes — on stderr alone, or on the
+/// terminal stdout shares.
+#[tokio::test]
+async fn ask_shows_a_thought_streamed_in_chunks_as_one() {
+    let server = Server::scripted(thinking_in_chunks(), &[]).await;
+
+    let piped = ask(&server, &["go"]).await;
+    assert_eq!(piped.status.code(), Some(0), "{}", text(&piped.stderr));
+    assert_eq!(text(&piped.stdout), "Hello. End.\n");
+    assert_eq!(text(&piped.stderr), "The user wants X.\n More thinking.\n");
+
+    // Stderr on a terminal, dimmed chunk by chunk.
+    let (stdout, status, screen) = ask_on_a_terminal(&server, &["go"], |_| {}).await;
+    assert_eq!(status.code(), Some(0), "{screen:?}");
+    assert_eq!(stdout, "Hello. End.\n");
+    assert!(screen.contains("\u{1b}[2mThe "), "dimmed: {screen:?}");
+    assert!(
+        unstyled(&screen).ends_with("The user wants X.\r\n More thinking.\r\n"),
+        "{screen:?}"
+    );
+
+    // Stdout and stderr on one terminal: the thought and the answer take
+    // turns, each on lines of its own.
+    let template = server.home.command();
+    let mut command = tokio::process::Command::new("sh");
+    for (key, value) in template.as_std().get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    command
+        .args(["-c", "exec \"$0\" \"$@\" 2>&1", env!("CARGO_BIN_EXE_punie")])
+        .args(["ask", "go"])
+        .env("NO_COLOR", "1")
+        .current_dir(server.home.workspace())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let (mut terminal, mut child) = Terminal::spawn_writing_to_it(command);
+    let status = within("punie ask to exit", child.wait()).await.unwrap();
+    let screen = terminal.closed().await;
+    assert_eq!(status.code(), Some(0), "{screen:?}");
+    assert_eq!(
+        screen,
+        "The user wants X.\r\nHello.\r\n More thinking.\r\n End.\r\n"
+    );
+}
+
 /// What a model says, or a file it read, may carry a terminal's control
 /// sequences: on a terminal `ask` shows the text without them — so nothing
 /// retitles the window, clears the screen or rewrites the line that asks the

@@ -409,8 +409,13 @@ async fn converse(
         .on_receive_request(
             async move |request: RequestPermissionRequest, responder, cx| {
                 let permit = permit.clone();
-                // Its redraws would wipe the question off the terminal.
-                lock(&asker).stop_spinner();
+                // Its redraws would wipe the question off the terminal, and
+                // the question starts on a line of its own.
+                {
+                    let mut view = lock(&asker);
+                    view.stop_spinner();
+                    view.start_line();
+                }
                 // A person may take their time to answer.
                 cx.spawn(async move { responder.respond(permit.permission(request).await) })
             },
@@ -644,6 +649,12 @@ struct View {
     /// ends it with a `punie/turnEnded` marker to all; what comes outside
     /// such a pair while the prompt is out is this prompt's turn.
     others_turn: bool,
+    /// A thought is being shown on stderr: the next chunk of it continues it
+    /// there, and anything else shown first ends its line.
+    thinking: bool,
+    /// The line notes go on is unfinished: a thought's, or (when stdout and
+    /// stderr share one terminal) the answer's.
+    mid_line: bool,
     /// Writing to stdout failed: nothing more is written, and the turn is
     /// cancelled.
     stdout_failed: Option<std::io::Error>,
@@ -686,6 +697,8 @@ impl View {
             session_id: None,
             showing,
             others_turn: false,
+            thinking: false,
+            mid_line: false,
             stdout_failed: None,
             interrupt,
             one_screen: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
@@ -718,11 +731,15 @@ impl View {
                 if let ContentBlock::Text(text) = chunk.content {
                     self.stop_spinner();
                     if self.format == OutputFormat::Text {
+                        self.end_thought();
                         // A pipe or a file gets the answer exactly.
                         if self.stdout_terminal {
                             self.write_out(&terminal_safe(&text.text));
                         } else {
                             self.write_out(&text.text);
+                        }
+                        if self.one_screen && !text.text.is_empty() {
+                            self.mid_line = !text.text.ends_with('\n');
                         }
                     }
                     self.text.push_str(&text.text);
@@ -732,9 +749,7 @@ impl View {
                 if let (ContentBlock::Text(text), OutputFormat::Text) = (chunk.content, self.format)
                 {
                     self.stop_spinner();
-                    self.note(
-                        &self.styled(&terminal_safe(&text.text), anstyle::Style::new().dimmed()),
-                    );
+                    self.think(&terminal_safe(&text.text));
                 }
             }
             SessionUpdate::ToolCall(call) => {
@@ -831,15 +846,45 @@ impl View {
     }
 
     /// A line on stderr, on a line of its own even mid-answer when both
-    /// show on one terminal.
-    fn note(&self, line: &str) {
-        let mid_line = !self.text.is_empty() && !self.text.ends_with('\n');
-        let fresh_line = if mid_line && self.one_screen {
+    /// show on one terminal, or mid-thought.
+    fn note(&mut self, line: &str) {
+        self.start_line();
+        eprintln!("{line}");
+    }
+
+    /// Have what stderr shows next start a line: after a thought, or
+    /// mid-answer when both show on one terminal.
+    fn start_line(&mut self) {
+        self.thinking = false;
+        if std::mem::take(&mut self.mid_line) {
+            eprintln!();
+        }
+    }
+
+    /// A chunk of a thought, dimmed on stderr: consecutive chunks read as one
+    /// thought, as the answer's do.
+    fn think(&mut self, chunk: &str) {
+        if chunk.is_empty() {
+            return;
+        }
+        let fresh_line = if !self.thinking && self.mid_line {
             "\n"
         } else {
             ""
         };
-        eprintln!("{fresh_line}{line}");
+        let styled = self.styled(chunk, anstyle::Style::new().dimmed());
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(stderr, "{fresh_line}{styled}").and_then(|()| stderr.flush());
+        self.thinking = true;
+        self.mid_line = !chunk.ends_with('\n');
+    }
+
+    /// End the thought being shown, if its line is unfinished: something
+    /// else is shown next.
+    fn end_thought(&mut self) {
+        if self.thinking {
+            self.start_line();
+        }
     }
 
     fn styled(&self, text: &str, style: anstyle::Style) -> String {
@@ -853,6 +898,7 @@ impl View {
     /// The prompt was answered; `error` says why that is a failure, if it is.
     fn finish(&mut self, answer: &Answer, error: Option<&str>) {
         self.stop_spinner();
+        self.end_thought();
         let stop_reason = serde_json::to_value(answer.stop_reason).unwrap_or(Value::Null);
         match self.format {
             OutputFormat::Text => {
@@ -879,6 +925,7 @@ impl View {
     /// before it (the session, the text so far, the tool calls).
     fn fail(&mut self, message: &str) {
         self.stop_spinner();
+        self.end_thought();
         match self.format {
             OutputFormat::Text => self.end_line(),
             OutputFormat::Json | OutputFormat::StreamJson => {
@@ -889,9 +936,15 @@ impl View {
         eprintln!("punie: {}", terminal_safe(message));
     }
 
-    /// Ends a partial answer's last line, so the shell's prompt starts on its own.
+    /// Ends a partial answer's last line, so the shell's prompt starts on its
+    /// own: on a terminal it shares with the notes, unless one came after it.
     fn end_line(&mut self) {
-        if !self.text.is_empty() && !self.text.ends_with('\n') {
+        let unfinished = if self.one_screen {
+            std::mem::take(&mut self.mid_line)
+        } else {
+            !self.text.is_empty() && !self.text.ends_with('\n')
+        };
+        if unfinished {
             self.write_out("\n");
         }
     }
