@@ -314,6 +314,42 @@ async fn sessions_lists_every_session_newest_first() {
     assert_eq!(ids(&relative), [&other]);
 }
 
+/// Titles of wide (CJK), combining and zero-width characters take as many
+/// columns on a terminal as they show, and the table stays in line.
+#[tokio::test]
+async fn the_table_lines_up_titles_by_the_columns_they_take() {
+    use unicode_width::UnicodeWidthStr as _;
+    let server = Server::start().await;
+    let (workspace, _) = workspaces(&server.home);
+    let titles = [
+        "日本語のタイトル長い",
+        "e\u{301}\u{301}\u{301} combining",
+        "zero\u{200b}width\u{200d}",
+    ];
+    for title in titles {
+        new_session(&server, &workspace, title).await;
+    }
+    let output = punie(&server.home, &workspace, &["sessions"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let table = text(&output.stdout);
+    let cwd = workspace.to_str().expect("a UTF-8 path");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    let cwd_at = |line: &str, cwd: &str| {
+        let at = line
+            .rfind(cwd)
+            .unwrap_or_else(|| panic!("{cwd} in {line:?}"));
+        line[..at].width()
+    };
+    let header = cwd_at(lines[0], "CWD");
+    for line in &lines[1..] {
+        assert_eq!(cwd_at(line, cwd), header, "{table}");
+    }
+    for title in titles {
+        assert!(table.contains(title), "{table}");
+    }
+}
+
 /// However a client spells a directory, its sessions are listed together
 /// under one spelling, and a filter finds them by any spelling.
 #[tokio::test]

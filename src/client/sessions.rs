@@ -4,6 +4,7 @@
 //! The server owns every session; this only asks it, through the standard ACP
 //! methods (`session/list`, `session/delete`), and prints what it says.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use agent_client_protocol::v1::ConnectionTo;
@@ -14,6 +15,7 @@ use agent_client_protocol::v1::schema::{
 use agent_client_protocol::{Agent, Client, Error, ErrorCode};
 use anyhow::Context as _;
 use serde_json::{Value, json};
+use unicode_width::{UnicodeWidthChar as _, UnicodeWidthStr as _};
 
 use super::status::Outcome;
 use super::{Target, terminal_safe};
@@ -194,8 +196,14 @@ fn as_json(sessions: &[SessionInfo]) -> Value {
         .collect()
 }
 
+/// The most columns of a terminal a title takes in the table: as many as the
+/// server's longest title of narrow characters, so only wide ones are cut.
+const TITLE_COLUMNS: usize = 80;
+
 /// Aligned columns: id, last update, title, workspace. The workspace comes
-/// last because it is the longest and needs no padding.
+/// last because it is the longest and needs no padding. Columns are as wide
+/// as a terminal shows their text — a CJK character takes two columns, a
+/// combining or zero-width one none — not as many characters as they hold.
 fn table(sessions: &[SessionInfo]) -> String {
     let rows: Vec<[String; 4]> =
         std::iter::once(["ID", "UPDATED", "TITLE", "CWD"].map(String::from))
@@ -206,31 +214,52 @@ fn table(sessions: &[SessionInfo]) -> String {
                         .updated_at
                         .as_deref()
                         .map_or_else(|| "-".to_owned(), when),
-                    session
-                        .title
-                        .as_deref()
-                        .map_or_else(|| "-".to_owned(), one_line),
+                    session.title.as_deref().map_or_else(
+                        || "-".to_owned(),
+                        |title| cut(&one_line(title), TITLE_COLUMNS).into_owned(),
+                    ),
                     session.cwd.display().to_string(),
                 ]
             }))
             .collect();
     let width = |column: usize| {
         rows.iter()
-            .map(|row| row[column].chars().count())
+            .map(|row| row[column].width())
             .max()
             .unwrap_or(0)
     };
     let widths = [width(0), width(1), width(2)];
     let mut out = String::new();
     for [id, updated, title, cwd] in &rows {
-        out.push_str(&format!(
-            "{id:<w0$}  {updated:<w1$}  {title:<w2$}  {cwd}\n",
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-        ));
+        for (text, width) in [id, updated, title].into_iter().zip(widths) {
+            out.push_str(text);
+            out.extend(std::iter::repeat_n(' ', width - text.width() + 2));
+        }
+        out.push_str(cwd);
+        out.push('\n');
     }
     out
+}
+
+/// `text` in at most `columns` columns of a terminal: cut, and ended with
+/// `…`, when it takes more. What takes no column of its own (a combining
+/// mark) stays with the character before it.
+fn cut(text: &str, columns: usize) -> Cow<'_, str> {
+    if text.width() <= columns {
+        return text.into();
+    }
+    let room = columns.saturating_sub('…'.width().unwrap_or(1));
+    let mut kept = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        used += c.width().unwrap_or(0);
+        if used > room {
+            break;
+        }
+        kept.push(c);
+    }
+    kept.push('…');
+    kept.into()
 }
 
 /// A timestamp to the second: the server's milliseconds are noise in a table.
@@ -278,6 +307,40 @@ a1           2026-03-01T10:20:30Z  fix the build please  /src/app
 session-two  -                     -                     /src/other app
 "
         );
+    }
+
+    #[test]
+    fn wide_combining_and_zero_width_characters_keep_the_columns_in_line() {
+        let titles = [
+            "日本語のタイトル長い",
+            "e\u{301}\u{301}\u{301} combining",
+            "zero\u{200b}width\u{200d}",
+        ];
+        let sessions: Vec<SessionInfo> = titles
+            .iter()
+            .map(|title| session("id", Some(title), None, "/cwd"))
+            .collect();
+        let printed = table(&sessions);
+        let starts: Vec<usize> = printed
+            .lines()
+            .map(|line| line[..line.rfind("  ").unwrap() + 2].width())
+            .collect();
+        // "ID" and two spaces, "UPDATED" and two, twenty columns of title and two.
+        assert_eq!(starts, [35; 4], "{printed}");
+        for title in titles {
+            assert!(printed.contains(title), "{printed}");
+        }
+    }
+
+    #[test]
+    fn a_title_wider_than_its_column_is_cut_by_columns() {
+        let wide = "字".repeat(TITLE_COLUMNS);
+        let cut = cut(&wide, TITLE_COLUMNS);
+        assert_eq!(cut.width(), TITLE_COLUMNS - 1, "{cut}");
+        assert!(cut.ends_with("字…"), "{cut}");
+        // A combining mark stays with its letter.
+        assert_eq!(super::cut("abe\u{301}\u{301}cd", 4), "abe\u{301}\u{301}…");
+        assert_eq!(super::cut("abc", 3), "abc");
     }
 
     #[test]
