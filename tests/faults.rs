@@ -801,11 +801,19 @@ async fn a_full_disk_refuses_new_turns_clearly_and_once_freed_the_store_has_ever
         .wait_for_log("cannot write to the session store")
         .await;
     assert_listed_first(&mut client, &session).await;
+    let health = server.health().await;
+    assert!(
+        health["store"]
+            .as_str()
+            .is_some_and(|store| store.starts_with("cannot write to it:")),
+        "{health}"
+    );
 
     std::fs::remove_file(filler).expect("room again");
     server
         .wait_for_log("the session store is writable again")
         .await;
+    assert_eq!(server.health().await["store"], "ok");
     let mut loader = server.initialized().await;
     let replay = load(&mut loader, &session, &workspace).await;
     assert_eq!(

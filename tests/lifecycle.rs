@@ -88,6 +88,7 @@ async fn it_records_where_it_listens_and_forgets_it_on_a_clean_exit() {
     assert_eq!(health["connections"], 0);
     assert_eq!(health["sessions"], 0);
     assert!(health["uptimeSeconds"].as_f64().is_some());
+    assert_eq!(health["store"], "ok");
 
     server.signal(Signal::SIGINT);
     assert!(server.exit_status().await.success());
@@ -514,4 +515,21 @@ async fn a_connection_the_http_profile_client_ends_lets_its_sessions_go() {
             health["sessions"] == 0 && health["connections"] == 0
         })
         .await;
+}
+
+#[tokio::test]
+async fn a_database_deleted_under_the_server_is_reported_by_health() {
+    // `rm punie.db` to start over, with the server still running: it goes on
+    // writing to the file it opened, which nothing names any more.
+    let server = Server::start().await;
+    std::fs::remove_file(server.home.database()).unwrap();
+    let health = server.health().await;
+    assert_eq!(health["status"], "ok", "the server still serves: {health}");
+    let store = health["store"].as_str().unwrap_or_default();
+    assert!(
+        store.starts_with("the database file was deleted or replaced while the server ran")
+            && store
+                .ends_with("Stop the server to start over with a new store, or put the file back"),
+        "{health}"
+    );
 }

@@ -45,6 +45,10 @@ async fn status_describes_the_recorded_server() {
     );
     assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");
     assert!(stdout.contains("uptime"), "{stdout}");
+    assert!(
+        !stdout.contains("store"),
+        "a store that is fine goes unsaid: {stdout}"
+    );
 
     let output = punie(&server.home, &["status", "--json"]).await;
     assert_eq!(output.status.code(), Some(0));
@@ -62,6 +66,15 @@ async fn status_describes_the_recorded_server() {
         }
     }
     assert!(status.get("conversationsInMemory").is_some(), "{status}");
+
+    // A store in trouble is worth a line.
+    std::fs::remove_file(server.home.database()).unwrap();
+    let output = punie(&server.home, &["status"]).await;
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("  store        the database file was deleted or replaced"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]

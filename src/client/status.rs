@@ -98,8 +98,15 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<Outcome> {
         super::print_out(&format!("{value}\n"))?;
     } else {
         let uptime = Duration::from_secs(health.uptime_seconds.max(0.0) as u64);
+        // Only a store in trouble is worth a line.
+        let store = match health.more.get("store").and_then(|store| store.as_str()) {
+            Some(problem) if problem != "ok" => {
+                format!("  store        {}\n", crate::text::terminal_safe(problem))
+            }
+            _ => String::new(),
+        };
         super::print_out(&format!(
-            "Punie {} at {}\n  pid          {}\n  uptime       {}\n  connections  {}\n  sessions     {}\n",
+            "Punie {} at {}\n  pid          {}\n  uptime       {}\n  connections  {}\n  sessions     {}\n{store}",
             health.version,
             target.http_url,
             health.pid,

@@ -338,6 +338,7 @@ async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
         "connections": state.hub.connection_count(),
         "sessions": state.hub.sessions.len(),
         "conversationsInMemory": state.hub.sessions.conversations_in_memory(),
+        "store": state.hub.sessions.store_problem().unwrap_or_else(|| "ok".to_owned()),
         "uptimeSeconds": (state.started.elapsed().as_millis() as f64) / 1000.0,
     }))
 }

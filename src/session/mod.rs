@@ -1004,6 +1004,11 @@ impl SessionRegistry {
         }
     }
 
+    /// What is wrong with the session store, if anything.
+    pub fn store_problem(&self) -> Option<String> {
+        self.store.problem()
+    }
+
     /// Sessions in memory.
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -15,6 +15,14 @@ use std::path::{Path, PathBuf};
 /// database's mode.
 const SQLITE_SIDE_FILES: [&str; 2] = ["-wal", "-shm"];
 
+/// Which file `path` names now (device and inode), if any: a database
+/// deleted or replaced while the server has it open no longer matches the
+/// one it opened.
+pub(super) fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata(path).ok().map(|meta| (meta.dev(), meta.ino()))
+}
+
 /// Make the database's directory (0700) and the database itself (0600)
 /// private; ones found readable by others (made by hand, or by another
 /// program) are tightened, with a warning.

@@ -36,6 +36,12 @@ use writer::{Command, Shared, WriterConnection};
 /// Read connections, opened at start and shared by every read.
 const IDLE_READERS: usize = 4;
 
+/// What a database file deleted or replaced under the server means.
+pub(crate) const DISPLACED: &str = "the database file was deleted or replaced while the server \
+     ran: what the server writes goes to the file it opened, which nothing names any more, and is \
+     lost when the server stops. Stop the server to start over with a new store, or put the file \
+     back";
+
 /// How long a connection waits for a lock another holds (a checkpoint, say).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -203,6 +209,8 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
+    /// The file the store opened (see [`files::identity`]).
+    identity: Option<(u64, u64)>,
     /// Held until the store is closed: no second server opens it meanwhile.
     lock: Mutex<Option<files::StoreLock>>,
     /// Why the disk refused the writes the writer still holds; `None` while
@@ -287,6 +295,7 @@ impl Store {
             .name("punie-store".into())
             .spawn(move || writer::write_loop(&thread_shared))
             .map_err(|error| fail(&error))?;
+        let identity = files::identity(path);
         let checkpoint_path = path.to_owned();
         let checkpoint_shared = shared.clone();
         let checkpoint_thread = std::thread::Builder::new()
@@ -297,12 +306,14 @@ impl Store {
                     checkpointer,
                     &nudges,
                     &checkpoint_shared,
+                    identity,
                 );
             })
             .map_err(|error| fail(&error))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
+                identity,
                 lock: Mutex::new(Some(lock)),
                 refused,
                 shared,
@@ -332,6 +343,20 @@ impl Store {
                 ),
             )),
         }
+    }
+
+    /// What is wrong with the store, if anything, for `/health`: writes
+    /// the disk refuses, or a database file deleted or replaced under the
+    /// server.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(problem) = &*lock(&self.inner.refused) {
+            return Some(format!("cannot write to it: {problem}"));
+        }
+        let displaced = self
+            .inner
+            .identity
+            .is_some_and(|opened| files::identity(&self.inner.path) != Some(opened));
+        displaced.then(|| DISPLACED.to_owned())
     }
 
     pub fn create_session(&self, row: SessionRow) {

@@ -648,12 +648,19 @@ pub(super) fn checkpoint_loop(
     mut connection: Option<Connection>,
     nudges: &mpsc::Receiver<()>,
     shared: &Shared,
+    identity: Option<(u64, u64)>,
 ) {
+    let mut displaced = false;
     loop {
         let last = matches!(
             nudges.recv_timeout(CHECKPOINT_INTERVAL),
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
+        // Said once, loudly: nothing fails, and everything is being lost.
+        if !displaced && identity.is_some() && super::files::identity(path) != identity {
+            displaced = true;
+            tracing::error!(store = %path.display(), "{}", super::DISPLACED);
+        }
         // Opened only once the writer writes: opened before, it could join
         // the shared memory the readers mapped read-only, and keep that
         // mapping alive for the writer too.
