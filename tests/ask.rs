@@ -1358,6 +1358,24 @@ async fn a_turn_cancelled_by_someone_else_fails_saying_so() {
 }
 
 #[tokio::test]
+async fn a_turn_ended_by_a_delete_says_so() {
+    let server = Server::scripted(a_long_turn(), &[]).await;
+    let (mut child, _lines, session) = ask_in_a_long_turn(&server).await;
+    let mut other = server.initialized().await;
+    let deleted = other
+        .request("session/delete", json!({"sessionId": session}))
+        .await;
+    assert!(deleted.get("result").is_some(), "{deleted}");
+    let status = within("punie ask to exit", child.wait()).await.unwrap();
+    let stderr = stderr_of(&mut child).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("punie: the turn was cancelled elsewhere: the session was deleted"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn continuing_a_session_busy_with_another_clients_turn_prints_none_of_it() {
     let server = Server::scripted(a_long_turn(), &[]).await;
     let (_first, _lines, session) = ask_in_a_long_turn(&server).await;

@@ -412,8 +412,15 @@ async fn resume_session(
     session.use_mcp_servers(&request.mcp_servers);
     tracing::info!(connection = connection.id, session = %id, "session resumed");
     let (modes, config_options) = settings_of(connection, &session);
+    let running = session.is_running();
+    if !running {
+        // A turn that has just ended may still be delivering its last
+        // updates, queued before its end and after this client attached:
+        // they come before the answer that says no turn runs, not after it.
+        session.settled().await;
+    }
     let mut meta = workspace_meta(session.cwd());
-    meta.insert(RUNNING_META.to_owned(), session.is_running().into());
+    meta.insert(RUNNING_META.to_owned(), running.into());
     let answer = to_json(
         ResumeSessionResponse::new()
             .modes(modes)

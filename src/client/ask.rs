@@ -162,7 +162,11 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
                 view.finish(answer, None);
                 AskExit::Interrupted
             } else if answer.stop_reason == StopReason::Cancelled {
-                view.finish(answer, Some(CANCELLED_ELSEWHERE));
+                let why = match view.end_note.take() {
+                    Some(note) => format!("the turn was cancelled elsewhere: {note}"),
+                    None => CANCELLED_ELSEWHERE.to_owned(),
+                };
+                view.finish(answer, Some(&why));
                 AskExit::Failed
             } else {
                 view.finish(answer, None);
@@ -666,6 +670,8 @@ struct View {
     /// Stdout goes to a terminal, which must not act on the answer's text.
     stdout_terminal: bool,
     text: String,
+    /// Why the server says this turn ended, when it says.
+    end_note: Option<String>,
     tool_calls: BTreeMap<String, ToolCallRecord>,
     /// Order in which tool calls first appeared.
     tool_order: Vec<String>,
@@ -704,6 +710,7 @@ impl View {
             one_screen: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
             stdout_terminal: std::io::stdout().is_terminal(),
             text: String::new(),
+            end_note: None,
             tool_calls: BTreeMap::new(),
             tool_order: Vec::new(),
         }
@@ -775,6 +782,18 @@ impl View {
                 self.report_tool_call(&id);
             }
             SessionUpdate::Plan(plan) => self.show_plan(&plan),
+            SessionUpdate::SessionInfoUpdate(info) => {
+                // Why this turn ended, when it was not the model's doing.
+                let note = info
+                    .meta
+                    .as_ref()
+                    .and_then(|meta| meta.get(TURN_ENDED_META))
+                    .and_then(|ended| ended.get("note"))
+                    .and_then(Value::as_str);
+                if let Some(note) = note {
+                    self.end_note = Some(note.to_owned());
+                }
+            }
             _ => {}
         }
     }

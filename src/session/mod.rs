@@ -529,6 +529,12 @@ impl Session {
         }
     }
 
+    /// Once everything queued for the store so far is written, and what
+    /// waited on it (deliveries to clients) has run.
+    pub async fn settled(&self) {
+        self.store.flush().await;
+    }
+
     /// Whether a turn is running now.
     pub fn is_running(&self) -> bool {
         self.lock().running.is_some()
