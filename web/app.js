@@ -10,6 +10,7 @@ const INVALID_REQUEST = -32600;
 const INVALID_PARAMS = -32602;
 const RESOURCE_NOT_FOUND = -32002;
 import { Transcript } from './transcript.js';
+import { isolated, showText, visibleText } from './text.js';
 
 /** Biggest file the page attaches to a prompt. */
 const MAX_ATTACHMENT_BYTES = 8 * 1024 * 1024;
@@ -163,11 +164,15 @@ function timeAgo(iso) {
   return new Date(iso).toLocaleDateString();
 }
 
-/** Sessions grouped by project, most recently used first, in sidebar order. */
+/** Sessions grouped by project, most recently used first, in sidebar order.
+ * A session the page knows only part of (no directory yet) is left out. */
 function groupedSessions() {
   const groups = new Map();
-  const recent = (s) => Date.parse(s.updatedAt || '') || 0;
-  const sorted = [...state.sessions.values()].sort((a, b) => recent(b) - recent(a));
+  const recent = new Map();
+  for (const session of state.sessions.values()) {
+    if (session.cwd) recent.set(session, Date.parse(session.updatedAt || '') || 0);
+  }
+  const sorted = [...recent.keys()].sort((a, b) => recent.get(b) - recent.get(a));
   for (const session of sorted) {
     if (!groups.has(session.cwd)) groups.set(session.cwd, []);
     groups.get(session.cwd).push(session);
@@ -179,82 +184,152 @@ function sessionOrder() {
   return [...groupedSessions().values()].flat().map((s) => s.sessionId);
 }
 
-/** What the session list showed last: rebuilt only when that changes, as a
- * rebuild while a reply streams would swallow a click on the list. */
-let sessionsShown = '';
+/** The list's elements, kept from one drawing to the next and changed only
+ * where what they show changed: with thousands of sessions, building the
+ * list anew at each change of status took the page a fifth of a second, and
+ * a rebuild while a reply streams would swallow a click on the list. */
+const sidebar = {
+  /** cwd → { section, list } */
+  groups: new Map(),
+  /** session id → { item, button, title, badge, when, shown } */
+  rows: new Map(),
+  empty: null,
+  cwds: null,
+};
+
+function groupElements(cwd) {
+  let group = sidebar.groups.get(cwd);
+  if (group) return group;
+  const section = document.createElement('section');
+  section.className = 'session-group';
+  section.dataset.cwd = cwd;
+  const heading = document.createElement('h2');
+  heading.title = visibleText(cwd);
+  const name = isolated('span', 'group-name', basename(cwd));
+  const path = isolated('span', 'group-path', cwd);
+  heading.append(name, path);
+  const list = document.createElement('ul');
+  section.append(heading, list);
+  group = { section, list };
+  sidebar.groups.set(cwd, group);
+  return group;
+}
+
+function rowElements(id) {
+  let row = sidebar.rows.get(id);
+  if (row) return row;
+  const item = document.createElement('li');
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'session';
+  button.dataset.sessionId = id;
+  const title = document.createElement('span');
+  title.className = 'session-title';
+  const meta = document.createElement('span');
+  meta.className = 'session-meta';
+  const badge = document.createElement('span');
+  badge.className = 'status';
+  const when = document.createElement('span');
+  when.className = 'when';
+  meta.append(badge, when);
+  button.append(title, meta);
+  button.addEventListener('click', () => openSession(id));
+  item.append(button);
+  row = { item, button, title, badge, when, shown: {} };
+  sidebar.rows.set(id, row);
+  return row;
+}
+
+/** Show `session` in its row; only what changed is touched. `force`: the
+ * time since it was used is worked out again. */
+function updateRow(row, session, force) {
+  const shown = row.shown;
+  const title = session.title || 'Untitled session';
+  if (shown.title !== title) {
+    shown.title = title;
+    showText(row.title, title);
+  }
+  const status = statusOf(session.sessionId);
+  if (shown.status !== status) {
+    shown.status = status;
+    row.button.dataset.status = status;
+    row.badge.dataset.status = status;
+    row.badge.textContent = STATUS_TEXT[status] || status;
+  }
+  const current = session.sessionId === state.current;
+  if (shown.current !== current) {
+    shown.current = current;
+    if (current) row.button.setAttribute('aria-current', 'true');
+    else row.button.removeAttribute('aria-current');
+  }
+  if (force || shown.updatedAt !== session.updatedAt) {
+    shown.updatedAt = session.updatedAt;
+    const when = timeAgo(session.updatedAt);
+    if (row.when.textContent !== when) row.when.textContent = when;
+  }
+}
+
+/** Make `nodes` the children of `parent`, in order, moving only those out
+ * of place; the children left over are removed. */
+function arrange(parent, nodes) {
+  let next = parent.firstChild;
+  for (const node of nodes) {
+    if (node === next) next = next.nextSibling;
+    else parent.insertBefore(node, next);
+  }
+  while (next) {
+    const after = next.nextSibling;
+    next.remove();
+    next = after;
+  }
+}
 
 function renderSessions({ force = false } = {}) {
   const groups = groupedSessions();
-  const shown = JSON.stringify([
-    state.current,
-    [...groups.values()].flat().map((s) => [s.sessionId, s.cwd, s.title, s.updatedAt, statusOf(s.sessionId)]),
-  ]);
-  if (!force && shown === sessionsShown) return;
-  sessionsShown = shown;
-  ui.groups.replaceChildren();
-  if (groups.size === 0) {
-    const empty = document.createElement('p');
-    empty.className = 'sessions-empty';
-    empty.textContent = 'No sessions yet.';
-    ui.groups.append(empty);
-  }
+  const sections = [];
+  const listed = new Set();
   for (const [cwd, sessions] of groups) {
-    const group = document.createElement('section');
-    group.className = 'session-group';
-    group.dataset.cwd = cwd;
-    const heading = document.createElement('h2');
-    heading.textContent = basename(cwd);
-    heading.title = cwd;
-    const path = document.createElement('span');
-    path.className = 'group-path';
-    path.textContent = cwd;
-    heading.append(path);
-    const list = document.createElement('ul');
+    const group = groupElements(cwd);
+    const items = [];
     for (const session of sessions) {
-      const item = document.createElement('li');
-      const button = document.createElement('button');
-      button.type = 'button';
-      button.className = 'session';
-      button.dataset.sessionId = session.sessionId;
-      const status = statusOf(session.sessionId);
-      button.dataset.status = status;
-      if (session.sessionId === state.current) button.setAttribute('aria-current', 'true');
-      const title = document.createElement('span');
-      title.className = 'session-title';
-      title.textContent = session.title || 'Untitled session';
-      const meta = document.createElement('span');
-      meta.className = 'session-meta';
-      const badge = document.createElement('span');
-      badge.className = 'status';
-      badge.dataset.status = status;
-      badge.textContent = STATUS_TEXT[status] || status;
-      const when = document.createElement('span');
-      when.className = 'when';
-      when.textContent = timeAgo(session.updatedAt);
-      meta.append(badge, when);
-      button.append(title, meta);
-      button.addEventListener('click', () => openSession(session.sessionId));
-      item.append(button);
-      list.append(item);
+      const row = rowElements(session.sessionId);
+      updateRow(row, session, force);
+      items.push(row.item);
+      listed.add(session.sessionId);
     }
-    group.append(heading, list);
-    ui.groups.append(group);
+    arrange(group.list, items);
+    sections.push(group.section);
   }
-  ui.knownCwds.replaceChildren(
-    ...[...groups.keys()].map((cwd) => {
-      const option = document.createElement('option');
-      option.value = cwd;
-      return option;
-    }),
-  );
+  for (const cwd of sidebar.groups.keys()) if (!groups.has(cwd)) sidebar.groups.delete(cwd);
+  for (const id of sidebar.rows.keys()) if (!listed.has(id)) sidebar.rows.delete(id);
+  if (groups.size === 0) {
+    if (!sidebar.empty) {
+      sidebar.empty = document.createElement('p');
+      sidebar.empty.className = 'sessions-empty';
+      sidebar.empty.textContent = 'No sessions yet.';
+    }
+    sections.push(sidebar.empty);
+  }
+  arrange(ui.groups, sections);
+  const cwds = [...groups.keys()].join('\n');
+  if (cwds !== sidebar.cwds) {
+    sidebar.cwds = cwds;
+    ui.knownCwds.replaceChildren(
+      ...[...groups.keys()].map((cwd) => {
+        const option = document.createElement('option');
+        option.value = cwd;
+        return option;
+      }),
+    );
+  }
 }
 
 function renderHeader() {
   const session = state.sessions.get(state.current);
-  ui.sessionTitle.textContent = session ? session.title || 'Untitled session' : '';
-  ui.sessionCwd.textContent = session ? session.cwd : '';
+  showText(ui.sessionTitle, session ? session.title || 'Untitled session' : '');
+  showText(ui.sessionCwd, session?.cwd || '');
   const waiting = [...state.sessions.keys()].filter((id) => statusOf(id) === 'waiting_for_permission').length;
-  const title = session ? `${session.title || 'Untitled session'} — Punie` : 'Punie';
+  const title = session ? `${visibleText(session.title || 'Untitled session')} — Punie` : 'Punie';
   document.title = waiting ? `(${waiting}) ${title}` : title;
   const usage = state.transcripts.get(state.current)?.usage;
   ui.usage.hidden = !usage;
@@ -285,8 +360,10 @@ function showing() {
 function renderComposer() {
   const open = Boolean(state.current && state.transcripts.has(state.current));
   const running = open && statusOf(state.current) !== 'idle';
+  // A prompt sent before the history is on the page would show above it.
+  const loading = open && state.transcripts.get(state.current).loading;
   ui.composer.hidden = !showing();
-  ui.send.disabled = !state.connection || !open || running;
+  ui.send.disabled = !state.connection || !open || running || loading;
   ui.cancel.hidden = !running;
   ui.cancel.disabled = !state.connection;
   renderSetting(ui.sessionModel, 'model', open);
@@ -555,34 +632,52 @@ function remember(id) {
   if (location.hash !== hash) history.replaceState(null, '', hash || location.pathname);
 }
 
+/** Open session `id`: its history replays, then its live updates follow.
+ * A session not in the list (a link to one older than the list reads at
+ * start, say) is asked of the server all the same; while it answers, a
+ * session open before stays open, and if the server has no such session,
+ * the page says the link leads nowhere. */
 async function openSession(id) {
   // Sessions open through the connection; the page opens this one again once it is back.
   if (!state.connection) return;
-  switchTo(id);
   ui.body.classList.remove('sessions-open');
   if (state.transcripts.has(id)) {
+    switchTo(id);
     showTranscript(id);
     render();
     ui.prompt.focus();
     return;
   }
-  const session = state.sessions.get(id);
+  const listed = Boolean(state.sessions.get(id)?.cwd);
+  const keep = !listed && state.current !== id && state.transcripts.has(state.current);
+  if (!keep) switchTo(id);
   const transcript = newTranscript(id);
-  showTranscript(id);
-  render();
+  transcript.loading = true;
   transcript.node.classList.add('loading');
-  const load = state.connection.request('session/load', { sessionId: id, cwd: session?.cwd || '/', mcpServers: [] });
+  if (!keep) showTranscript(id);
+  render();
+  const cwd = state.sessions.get(id)?.cwd || '/';
+  const load = state.connection.request('session/load', { sessionId: id, cwd, mcpServers: [] });
   transcript.loaded = load.then(
     () => true,
     () => false,
   );
   try {
-    const { configOptions } = await load;
+    const { configOptions, _meta: meta } = await load;
     if (configOptions) state.settings.set(id, configOptions);
+    // Not in the list yet: it joins it, in its project.
+    if (!listed && typeof meta?.['punie/cwd'] === 'string') upsertSession({ sessionId: id, cwd: meta['punie/cwd'] });
   } catch (error) {
     state.transcripts.delete(id);
     if (state.current === id) showTranscript(null);
-    if (error instanceof RpcError && error.code === RESOURCE_NOT_FOUND) {
+    const missing =
+      error instanceof RpcError && (error.code === RESOURCE_NOT_FOUND || (!listed && error.code === INVALID_PARAMS));
+    if (missing && !listed) {
+      state.sessions.delete(id);
+      if (state.current === id) state.current = null;
+      remember(state.current);
+      showNotice(NOT_FOUND);
+    } else if (missing) {
       forgetSession(id, 'That session no longer exists: it was deleted.');
     } else {
       showNotice(`Cannot open the session: ${describe(error)}`);
@@ -590,8 +685,11 @@ async function openSession(id) {
     render();
     return;
   } finally {
+    transcript.loading = false;
     transcript.node.classList.remove('loading');
   }
+  // Unless the person went elsewhere meanwhile.
+  if (keep && wantedSession() === id) switchTo(id);
   if (state.current === id) {
     showTranscript(id);
     ui.prompt.focus();
@@ -674,7 +772,7 @@ function notifyOfQuestion(sessionId, request) {
   if (!notificationsOn() || (!document.hidden && state.current === sessionId)) return null;
   const session = state.sessions.get(sessionId);
   const notification = new Notification('Punie needs your answer', {
-    body: `${session?.title || 'Untitled session'}: ${request.toolCall?.title || 'a tool call'}`,
+    body: visibleText(`${session?.title || 'Untitled session'}: ${request.toolCall?.title || 'a tool call'}`),
     tag: `punie-question-${sessionId}`,
   });
   notification.onclick = () => {
@@ -715,7 +813,7 @@ async function send() {
   const id = state.current;
   const transcript = state.transcripts.get(id);
   const text = ui.prompt.value;
-  if (!transcript || !state.connection || statusOf(id) !== 'idle') return;
+  if (!transcript || transcript.loading || !state.connection || statusOf(id) !== 'idle') return;
   if (!text.trim() && state.attachments.length === 0) return;
   const prompt = [];
   if (text.trim()) prompt.push({ type: 'text', text });
@@ -1113,14 +1211,13 @@ async function start() {
   const wanted = wantedSession();
   const reopen = wanted || state.current || state.reopen;
   state.reopen = null;
-  if (reopen && state.sessions.has(reopen)) {
+  if (reopen && (state.sessions.has(reopen) || reopen === wanted)) {
     await openSession(reopen);
     return;
   }
   state.current = null;
   showTranscript(null);
   if (reopen) remember(null);
-  if (wanted && reopen === wanted) showNotice(NOT_FOUND);
   render();
 }
 
@@ -1163,12 +1260,7 @@ window.addEventListener('hashchange', () => {
   const wanted = wantedSession();
   // While the server is away, start() looks at the address once it is back.
   if (!wanted || wanted === state.current || !state.connection) return;
-  if (state.sessions.has(wanted)) {
-    openSession(wanted);
-  } else {
-    remember(state.current);
-    showNotice(NOT_FOUND);
-  }
+  openSession(wanted);
 });
 ui.fileInput.addEventListener('change', async () => {
   await attach([...ui.fileInput.files]);

@@ -3,6 +3,11 @@
 //
 // Lines are compared with their endings, so a change of line ending or of
 // the newline at the end of the file is a change like any other, and shown.
+// Characters that draw nothing or reorder the text around them are shown
+// marked, in the path and in the lines (text.js): an edit cannot hide what
+// it changes, as "Trojan Source" code does.
+
+import { isolated, visibleNodes } from './text.js';
 
 /** Edit cost the search for the shortest script of one region goes to
  * before it settles for the split that got furthest: a rewrite of a large
@@ -268,7 +273,8 @@ export function renderDiff(path, oldText, newText) {
   // Carriage returns are marked where the texts mix line endings: there a
   // line whose ending changed would otherwise look unchanged.
   const markReturns = script.some((l) => l.cr) && script.some((l) => l.eol && !l.cr);
-  header.textContent = `${path}${oldText == null ? ' (new file)' : ''}`;
+  header.append(isolated('span', 'diff-file', String(path ?? '')));
+  if (oldText == null) header.append(' (new file)');
   const counts = document.createElement('span');
   counts.className = 'diff-counts';
   counts.textContent = ` +${added} −${removed}`;
@@ -317,7 +323,7 @@ export function renderDiff(path, oldText, newText) {
       sign.textContent = line.op;
       const text = document.createElement('span');
       text.className = 'diff-text';
-      text.textContent = line.text;
+      text.append(...visibleNodes(line.text));
       if (line.cr && markReturns) {
         const mark = document.createElement('span');
         mark.className = 'diff-eol';

@@ -2,7 +2,7 @@
 // and everything through DOMPurify before it reaches the page. The model's
 // text is untrusted: it may quote a web page or a hostile file.
 
-import { Marked } from './vendor/marked.esm.js';
+import { Lexer, Marked } from './vendor/marked.esm.js';
 import DOMPurify from './vendor/purify.es.mjs';
 import hljs from './vendor/highlight/core.js';
 import bash from './vendor/highlight/languages/bash.js';
@@ -86,7 +86,12 @@ const PURIFY = {
 
 /** Markdown `text` as sanitised nodes, in a fragment. */
 export function renderMarkdown(text) {
-  const fragment = DOMPurify.sanitize(marked.parse(text), { ...PURIFY, RETURN_DOM_FRAGMENT: true });
+  return sanitised(marked.parse(text));
+}
+
+/** Marked's HTML as sanitised nodes, in a fragment. */
+function sanitised(html) {
+  const fragment = DOMPurify.sanitize(html, { ...PURIFY, RETURN_DOM_FRAGMENT: true });
   // A link that lost its target (`javascript:` and the like) would look
   // clickable and do nothing: it is shown as the text it was.
   for (const link of fragment.querySelectorAll('a:not([href])')) link.replaceWith(...link.childNodes);
@@ -99,4 +104,69 @@ export function renderMarkdown(text) {
     scroller.append(table);
   }
   return fragment;
+}
+
+/**
+ * Markdown that grows at its end, as a streamed reply does, drawn in `node`
+ * again and again. Drawing the whole of a long reply again at every chunk
+ * made the page stall for most of a second; here a block, once done, is
+ * drawn once, and each drawing reads and draws only the last few blocks
+ * again. A block is done when the lines received so far (whole lines: a
+ * line still arriving, `-` on its way to `- item`, may read as something
+ * else for now) hold two more blocks after it, since the one right after
+ * it may still join it (a paragraph `2.` that becomes the list's next
+ * item). Text with a link reference definition (`[1]: <address>`), which
+ * may link text drawn before it, is drawn whole each time.
+ */
+export class GrowingMarkdown {
+  constructor(node) {
+    this.node = node;
+    /** How much of the text (line endings made `\n`) is drawn for good. */
+    this.settled = 0;
+    /** The nodes of the blocks not done yet, drawn again next time. */
+    this.live = [];
+    /** Whether the text is drawn whole each time. */
+    this.whole = false;
+  }
+
+  /** Draw `text`: what the last drawing had, and maybe more after it. */
+  draw(text) {
+    const source = text.includes('\r') ? text.replace(/\r\n?/g, '\n') : text;
+    if (!this.whole) {
+      const lines = lex(source.slice(this.settled, source.lastIndexOf('\n') + 1));
+      const done = lines.links ? 0 : Math.max(0, blockBefore(lines, blockBefore(lines, lines.length)));
+      for (const node of this.live) node.remove();
+      this.live = [];
+      if (done > 0) {
+        const blocks = lines.slice(0, done);
+        this.node.append(sanitised(marked.parser(blocks)));
+        for (const block of blocks) this.settled += block.raw.length;
+      }
+      const rest = lex(source.slice(this.settled));
+      if (!lines.links && !rest.links) {
+        const fragment = sanitised(marked.parser(rest));
+        this.live = [...fragment.childNodes];
+        this.node.append(fragment);
+        return;
+      }
+      this.whole = true;
+    }
+    this.live = [];
+    this.node.replaceChildren(renderMarkdown(source));
+  }
+}
+
+/** The blocks of `text`; `links` is set when it defines any link references. */
+function lex(text) {
+  const tokens = new Lexer({ ...marked.defaults }).lex(text);
+  const blocks = [...tokens];
+  blocks.links = Object.keys(tokens.links).length > 0;
+  return blocks;
+}
+
+/** The index of the last block before `index` that is not blank space (0 at least). */
+function blockBefore(blocks, index) {
+  let at = index - 1;
+  while (at > 0 && blocks[at].type === 'space') at -= 1;
+  return at;
 }

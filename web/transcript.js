@@ -2,8 +2,9 @@
 // (replayed history, then live ones) become messages, thoughts, tool call
 // cards and permission questions. It owns its own DOM and nothing else.
 
-import { renderMarkdown } from './markdown.js';
+import { GrowingMarkdown } from './markdown.js';
 import { renderDiff } from './diff.js';
+import { isolated, titleParts, visibleNodes } from './text.js';
 
 const STATUS_LABELS = {
   pending: 'pending',
@@ -44,16 +45,18 @@ export function resourceName(uri) {
   }
 }
 
-/** `text` in `node`, its `code` spans as code: as text nodes, never as HTML. */
+/** A tool call's title in `node`, its `code` spans as code: as text
+ * nodes, never as HTML, and hidden characters marked. */
 function withCodeSpans(node, text) {
-  const parts = text.split(/`([^`]+)`/);
-  node.replaceChildren(...parts.map((part, i) => (i % 2 ? element('code', '', part) : document.createTextNode(part))));
+  node.replaceChildren(
+    ...titleParts(String(text)).flatMap((part) => (part.code ? [isolated('code', '', part.text)] : visibleNodes(part.text))),
+  );
 }
 
 /** A chip for an attached resource (or a link to one). */
 function resourceChip(block) {
   const uri = block.type === 'resource' ? block.resource?.uri : block.uri;
-  const chip = element('span', 'chip attachment', block.name || resourceName(uri || ''));
+  const chip = isolated('span', 'chip attachment', block.name || resourceName(uri || ''));
   chip.title = uri || '';
   return chip;
 }
@@ -79,6 +82,7 @@ class AgentMessage {
   constructor(parent) {
     this.text = '';
     this.node = element('div', 'message agent markdown');
+    this.markdown = new GrowingMarkdown(this.node);
     this.frame = 0;
     this.timer = 0;
     /** How long the last drawing took, and when it ended. */
@@ -90,9 +94,9 @@ class AgentMessage {
   append(text) {
     this.text += text;
     if (this.frame || this.timer) return;
-    // Each drawing renders the whole message again, and a long one (a big
-    // code block, highlighted) takes long: drawing waits a few times its
-    // cost, so that the page keeps most of its time for the person.
+    // Each drawing renders the message's last blocks again, and a long one
+    // (a big code block, highlighted) takes long: drawing waits a few times
+    // its cost, so that the page keeps most of its time for the person.
     const wait = this.drawn + DRAW_SPACING * this.cost - performance.now();
     if (wait > 0) {
       this.timer = setTimeout(() => {
@@ -115,7 +119,7 @@ class AgentMessage {
   }
 
   draw() {
-    this.node.replaceChildren(renderMarkdown(this.text));
+    this.markdown.draw(this.text);
   }
 }
 
@@ -154,9 +158,13 @@ class ToolCallCard {
       : this.elsewhere
         ? 'waiting for permission'
         : STATUS_LABELS[status] || status;
-    this.locations.textContent = (locations || [])
-      .map((l) => (l.line ? `${l.path}:${l.line}` : l.path))
-      .join('  ');
+    this.locations.replaceChildren(
+      ...(locations || []).flatMap((l, i) => [
+        ...(i > 0 ? ['  '] : []),
+        isolated('span', 'location', String(l.path ?? '')),
+        ...(l.line ? [`:${l.line}`] : []),
+      ]),
+    );
     this.locations.hidden = !this.locations.textContent;
     if (fields.content !== undefined && fields.content !== null) this.drawContent(content || []);
   }
@@ -210,13 +218,16 @@ class ToolCallCard {
       this.settle = (optionId, label) => {
         this.settle = null;
         this.waiting = false;
-        this.permission.replaceChildren(element('p', 'answered', label));
+        const answered = element('p', 'answered');
+        answered.append(...visibleNodes(label));
+        this.permission.replaceChildren(answered);
         this.permission.dataset.answer = optionId || 'none';
         this.update({});
         resolve(optionId);
       };
       for (const option of options) {
-        const button = element('button', `option ${option.kind}`, option.name);
+        const button = element('button', `option ${option.kind}`);
+        button.append(...visibleNodes(String(option.name ?? '')));
         button.type = 'button';
         button.dataset.optionId = option.optionId;
         button.addEventListener('click', () => this.settle?.(option.optionId, `You chose: ${option.name}`));
@@ -248,6 +259,8 @@ export class Transcript {
     this.turnsEnded = 0;
     /** Resolves once the history is on the page: true, or false if it never will be. */
     this.loaded = Promise.resolve(true);
+    /** Whether the history is still on its way. */
+    this.loading = false;
     this.onChange = () => {};
   }
 

@@ -44,6 +44,7 @@ pub static ASSETS: &[Asset] = assets![
     "transcript.js" => JS,
     "markdown.js" => JS,
     "diff.js" => JS,
+    "text.js" => JS,
     "vendor/marked.esm.js" => JS,
     "vendor/purify.es.mjs" => JS,
     "vendor/highlight/core.js" => JS,

@@ -1,10 +1,21 @@
 // A server with more sessions than the page reads at start: the newest
-// 2,000 are listed, and "Show older sessions" brings the rest.
+// 2,000 are listed, and "Show older sessions" brings the rest. A link to a
+// session older than those opens it all the same; a link to none says so.
+// Opening a session changes its row and leaves the others' be. A project
+// whose name is too long for the list ends in an ellipsis, in a wide window
+// and a narrow one.
 
 import { env, expect, scenario, signIn } from './lib.mjs';
 
 const link = env('PUNIE_LINK');
 const stored = Number(env('PUNIE_SESSIONS'));
+const oldest = env('PUNIE_OLDEST_SESSION');
+const longProject = env('PUNIE_LONG_PROJECT');
+
+/** Whether the session list scrolls sideways. */
+function sidebarScrollsSideways(page) {
+  return page.locator('#sidebar').evaluate((node) => node.scrollWidth > node.clientWidth);
+}
 
 await scenario('older', async (browser) => {
   const page = await browser.newPage();
@@ -15,8 +26,58 @@ await scenario('older', async (browser) => {
   expect((await listed.count()) === 2000, `the newest 2,000 sessions listed at start, got ${await listed.count()}`);
   await browser.shot(page, 'newest-listed');
 
+  // The long project name ends in an ellipsis; its heading names it whole.
+  const heading = page.locator(`.session-group[data-cwd="${longProject}"] h2`);
+  expect((await heading.getAttribute('title')) === longProject, 'the whole path in the heading\'s tooltip');
+  const name = await heading.locator('.group-name').evaluate((node) => ({
+    cut: node.scrollWidth > node.clientWidth,
+    ellipsis: getComputedStyle(node).textOverflow,
+  }));
+  expect(name.cut && name.ellipsis === 'ellipsis', `the long name cut with an ellipsis, got ${JSON.stringify(name)}`);
+  expect(!(await sidebarScrollsSideways(page)), 'the session list not to scroll sideways');
+
+  // Opening a session redraws its row, not the whole list.
+  const bystander = await listed.nth(5).elementHandle();
+  await listed.nth(1).click();
+  await page.locator('#session-groups button.session[aria-current="true"]').waitFor();
+  await page.locator('.transcript:not(.loading)').waitFor();
+  expect(await bystander.evaluate((node) => node.isConnected), 'the other rows kept as they were');
+
+  // A link to a session the list does not have yet opens it, and it joins the list.
+  expect((await page.locator(`.session[data-session-id="${oldest}"]`).count()) === 0, 'the oldest session not listed at start');
+  await page.evaluate((id) => (location.hash = `#session=${id}`), oldest);
+  await page.locator(`.transcript[data-session-id="${oldest}"]:not(.loading)`).waitFor();
+  await page.locator(`.session[aria-current="true"][data-session-id="${oldest}"]`).waitFor();
+  await page.locator('#composer').waitFor();
+  expect(await page.locator('#notice').isHidden(), 'no notice for a session that is there');
+  expect(new URL(page.url()).hash === `#session=${oldest}`, 'the address to name the session');
+  await browser.shot(page, 'oldest-open');
+
+  // A link to no session says so, and the open one stays open.
+  await page.evaluate(() => (location.hash = '#session=no-such-session'));
+  await page.locator('#notice', { hasText: 'The session in the address was not found' }).waitFor();
+  await page.waitForFunction((id) => location.hash === `#session=${id}`, oldest);
+  expect(
+    (await page.locator('.session[aria-current="true"]').getAttribute('data-session-id')) === oldest,
+    'the open session still open',
+  );
+
+  // A page opened at the link opens it too.
+  const other = await page.context().newPage();
+  await other.goto(new URL(`/#session=${oldest}`, page.url()).href);
+  await other.locator(`.transcript[data-session-id="${oldest}"]:not(.loading)`).waitFor();
+  expect(await other.locator('#notice').isHidden(), 'no notice in a page opened at the link');
+  await other.close();
+
   await older.click();
   await older.waitFor({ state: 'hidden' });
-  expect((await listed.count()) === stored, `all ${stored} sessions listed, got ${await listed.count()}`);
+  expect((await listed.count()) === stored, `all ${stored} sessions listed once, got ${await listed.count()}`);
   await browser.shot(page, 'all-listed');
+
+  // In a narrow window, the list opened over the conversation.
+  await page.setViewportSize({ width: 360, height: 700 });
+  await page.locator('#toggle-sessions').click();
+  await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().x >= 0);
+  expect(!(await sidebarScrollsSideways(page)), 'the session list not to scroll sideways in a narrow window');
+  await browser.shot(page, 'narrow');
 });

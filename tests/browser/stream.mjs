@@ -1,5 +1,5 @@
 // Start a session from the page and watch its reply stream in as rendered,
-// highlighted Markdown with the token usage; cancel a slow turn with Esc;
+// highlighted Markdown with the token usage, each block drawn once it is done; cancel a slow turn with Esc;
 // reload and find the session as it was; then the same in a narrow window,
 // where the session title keeps its room and wide tables scroll.
 
@@ -28,9 +28,14 @@ await scenario('stream', async (browser) => {
   await reply.locator('pre.code code.hljs .hljs-keyword').first().waitFor();
   expect(!(await reply.textContent()).includes('The last part'), 'the code highlighted before the reply is over');
   expect(await page.locator('#cancel').isVisible(), 'the turn still running while the code shows highlighted');
+  // Blocks followed by others are done: drawn once, not again with each chunk.
+  const heading = await reply.locator('h1').elementHandle();
 
   await reply.filter({ hasText: 'The last part.' }).waitFor();
   await turnOver(page);
+  expect(await heading.evaluate((node) => node.isConnected), 'the heading drawn once');
+  // Drawn block by block, the reply is drawn as it is when drawn whole.
+  const streamed = await reply.innerHTML();
   expect((await reply.locator('h1').textContent()) === 'Streaming', 'the heading rendered as Markdown');
   expect(await reply.locator('pre.code code.hljs .hljs-keyword').count() > 0, 'the Rust code highlighted');
   // Sanitised: HTML in the model's text stays text, script links lose their target.
@@ -73,6 +78,9 @@ await scenario('stream', async (browser) => {
   const users = await page.locator('.message.user .user-text').allTextContents();
   expect(JSON.stringify(users) === JSON.stringify(['Show me streaming', 'Count slowly']), `both prompts replayed, got ${JSON.stringify(users)}`);
   expect((await page.locator('.message.agent').nth(1).textContent()).startsWith('Counting: 1 2'), 'the cancelled reply replayed as far as it went');
+  await page.locator('.message.agent').first().filter({ hasText: 'The last part.' }).waitFor();
+  const replayed = await page.locator('.message.agent').first().innerHTML();
+  expect(replayed === streamed, `the reply as it was drawn while streaming, got ${replayed} after ${streamed}`);
   await page.locator('#usage-text').filter({ hasText: 'tokens' }).waitFor();
   await browser.shot(page, 'reloaded');
 
