@@ -1670,6 +1670,31 @@ async fn a_refused_prompt_and_its_reply_are_left_out_of_the_next_and_its_tool_ca
 }
 
 #[tokio::test]
+async fn a_refusal_as_too_long_after_the_reply_began_thinking_is_not_sent_again() {
+    // The thoughts have reached the clients: sent again, they would show twice.
+    let (provider, _server, mut client, session) = on_a_fake_model(
+        [
+            Reply::events(openai_text_reply(&["One."])),
+            Reply::events([
+                openai_delta(json!({"role": "assistant", "reasoning_content": "Let me see."})),
+                "event: error\ndata: {\"error\":{\"message\":\"Input does not fit in context length.\"}}\n\n"
+                    .to_owned(),
+            ]),
+        ],
+        &[],
+    )
+    .await;
+    client.prompt(&session, "first").await;
+    let answer = client.prompt(&session, "second").await;
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("Input does not fit in context length"),
+        "{answer}"
+    );
+    assert_eq!(provider.requests().len(), 2, "not asked again");
+}
+
+#[tokio::test]
 async fn a_prompt_too_long_on_its_own_ends_the_turn_saying_so() {
     let (provider, _server, mut client, session) = on_a_fake_model([context_exceeded()], &[]).await;
     let answer = client.prompt(&session, "a very long question").await;

@@ -388,6 +388,30 @@ async fn reasoning_of_either_spelling_becomes_thoughts() {
             thought("First, "),
             thought("then."),
             text("Answer."),
+            // Named `reasoning_content`, it is sent back with the reply.
+            ModelEvent::SendBack(json!({"reasoning_content": "First, then."})),
+            ModelEvent::Stop(Stop::Done)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn reasoning_named_only_reasoning_is_not_sent_back() {
+    // Groq and Cerebras stream `reasoning` and refuse `reasoning_content`
+    // in the messages they are sent.
+    let fake = FakeProvider::start([Reply::events([
+        openai_delta(json!({"role": "assistant", "reasoning": "Hm."})),
+        openai_delta(json!({"content": "Answer."})),
+        openai_finish("stop"),
+        openai_done(),
+    ])])
+    .await;
+    let events = answer(&*local_model(&fake, &settings()), ask("think")).await;
+    assert_eq!(
+        events,
+        [
+            thought("Hm."),
+            text("Answer."),
             ModelEvent::Stop(Stop::Done)
         ]
     );
@@ -410,6 +434,7 @@ async fn reasoning_sent_under_both_spellings_in_one_delta_is_one_thought() {
             thought("R1"),
             thought("R2"),
             text("Answer."),
+            ModelEvent::SendBack(json!({"reasoning_content": "R1R2"})),
             ModelEvent::Stop(Stop::Done)
         ]
     );
@@ -1538,7 +1563,7 @@ async fn anthropic_thinking_becomes_thoughts_and_a_signed_block_to_send_back() {
         [
             thought("Let me solve this "),
             thought("step by step."),
-            ModelEvent::ThinkingBlock(json!({"type": "thinking",
+            ModelEvent::SendBack(json!({"type": "thinking",
                 "thinking": "Let me solve this step by step.",
                 "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"})),
             text("42"),

@@ -516,7 +516,7 @@ impl EventDecoder {
 
     fn block_stopped(&mut self, index: usize, out: &mut Vec<ModelEvent>) {
         if let Some(thinking) = self.thinking.remove(&index) {
-            out.push(ModelEvent::ThinkingBlock(thinking.block()));
+            out.push(ModelEvent::SendBack(thinking.block()));
         }
         if let Some(tool_use) = self.tool_uses.remove(&index) {
             out.push(ModelEvent::ToolCall(tool_use.complete()));
@@ -702,8 +702,8 @@ mod tests {
             [
                 ModelEvent::Thought("Read ".to_owned()),
                 ModelEvent::Thought("it.".to_owned()),
-                ModelEvent::ThinkingBlock(thinking.clone()),
-                ModelEvent::ThinkingBlock(redacted.clone()),
+                ModelEvent::SendBack(thinking.clone()),
+                ModelEvent::SendBack(redacted.clone()),
             ]
         );
 
@@ -715,7 +715,6 @@ mod tests {
                 arguments: json!({"path": "a"}),
             }],
             reasoning: Reasoning {
-                text: "Read it.".to_owned(),
                 blocks: vec![thinking.clone(), redacted.clone()],
                 model: model.to_owned(),
             },

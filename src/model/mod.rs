@@ -54,16 +54,17 @@ pub enum Message {
     Picture(Picture),
 }
 
-/// The reasoning behind a reply, as the model server must be sent it back:
-/// DeepSeek and Kimi in thinking mode refuse a conversation whose replies
-/// that called tools lack their `reasoning_content`, and Anthropic's wire
-/// takes thinking blocks back only whole and signed.
+/// What a reply's reasoning leaves that the model server must be sent back
+/// with the reply, as it sent it. DeepSeek and Kimi in thinking mode refuse a
+/// conversation whose replies that called tools lack their
+/// `reasoning_content`; Anthropic's wire takes thinking blocks back only
+/// whole and signed. A server that streams reasoning under another name
+/// (`reasoning`: Groq, Cerebras, Ollama, OpenRouter) is sent nothing back:
+/// some of them refuse a field they do not know.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reasoning {
-    /// The reasoning's text, as the model streamed it.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub text: String,
-    /// Anthropic's `thinking` and `redacted_thinking` blocks, whole.
+    /// Anthropic's `thinking` and `redacted_thinking` blocks, whole; or one
+    /// `{"reasoning_content": …}` from an OpenAI-style server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocks: Vec<serde_json::Value>,
     /// The model that reasoned so (its spec): only it is sent this back. A
@@ -75,14 +76,39 @@ pub struct Reasoning {
 
 impl Reasoning {
     pub fn is_empty(&self) -> bool {
-        self.text.is_empty() && self.blocks.is_empty()
+        self.blocks.is_empty()
     }
 
     /// This reasoning, if `model` is to be sent it back.
     pub fn for_model(&self, model: &str) -> Option<&Self> {
         (!self.is_empty() && self.model == model).then_some(self)
     }
+
+    /// The `reasoning_content` an OpenAI-style server streamed, if it did.
+    pub fn content(&self) -> Option<&str> {
+        self.blocks
+            .iter()
+            .find_map(|block| block.get(REASONING_CONTENT)?.as_str())
+    }
+
+    /// What it costs in the context window, as estimated: the text of its
+    /// blocks.
+    pub fn text_len(&self) -> usize {
+        self.blocks
+            .iter()
+            .filter_map(|block| {
+                ["reasoning_content", "thinking", "data"]
+                    .iter()
+                    .find_map(|key| block.get(*key)?.as_str())
+            })
+            .map(str::len)
+            .sum()
+    }
 }
+
+/// The field DeepSeek, Kimi, llama.cpp and vLLM stream reasoning in, and
+/// take it back in.
+pub const REASONING_CONTENT: &str = "reasoning_content";
 
 /// A picture as the model is sent it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -258,9 +284,9 @@ pub enum ModelEvent {
     Text(String),
     /// A piece of the model's reasoning.
     Thought(String),
-    /// A thinking block of Anthropic's wire, whole once it has ended: it is
-    /// sent back with the reply, unchanged.
-    ThinkingBlock(serde_json::Value),
+    /// Something of the reply's reasoning the server must be sent back with
+    /// it, whole once it has ended (see [`Reasoning`]).
+    SendBack(serde_json::Value),
     /// A tool call, complete.
     ToolCall(ToolCall),
     /// Token usage so far for this call.

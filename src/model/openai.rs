@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::http::{self, Call, DecodeError, Decoder, Event, Peer};
 use super::{
     Message, Model, ModelError, ModelEvent, ModelRequest, ModelSettings, ModelStream, Picture,
-    Stop, ToolCall, ToolSpec, Usage,
+    REASONING_CONTENT, Reasoning, Stop, ToolCall, ToolSpec, Usage,
 };
 
 /// Where the OpenAI API lives unless `OPENAI_BASE_URL` says otherwise.
@@ -334,7 +334,8 @@ pub(crate) fn request_body(model: &str, id: &str, request: &ModelRequest, pictur
     let with_reasoning = request.sent().iter().any(|message| match message {
         Message::Assistant { reasoning, .. } => reasoning
             .for_model(id)
-            .is_some_and(|reasoning| !reasoning.text.is_empty()),
+            .and_then(Reasoning::content)
+            .is_some(),
         _ => false,
     });
     for message in crate::model::in_sending_order(request.sent()) {
@@ -403,12 +404,16 @@ fn message_json(message: &Message, reasoning_of: Option<&str>) -> Value {
                     "tool_calls": tool_calls.iter().map(tool_call_json).collect::<Vec<_>>(),
                 })
             };
-            // It goes back to the model it came from: DeepSeek and Kimi
-            // refuse a reply that called tools without it; llama.cpp and
-            // vLLM give it to the model's template; others ignore it.
+            // It goes back to the model it came from, as it came: DeepSeek
+            // and Kimi refuse a reply that called tools without it, and want
+            // it on every reply once one has it; llama.cpp and vLLM give it
+            // to the model's template.
             if let Some(model) = reasoning_of {
-                let text = reasoning.for_model(model).map_or("", |r| r.text.as_str());
-                message["reasoning_content"] = Value::from(text);
+                let text = reasoning
+                    .for_model(model)
+                    .and_then(Reasoning::content)
+                    .unwrap_or_default();
+                message[REASONING_CONTENT] = Value::from(text);
             }
             message
         }
@@ -542,6 +547,10 @@ struct ChunkDecoder {
     refused: bool,
     /// Text, reasoning or a piece of a tool call has arrived.
     started: bool,
+    /// The reasoning streamed, and whether the server named it
+    /// `reasoning_content`: then it is sent back (see [`Reasoning`]).
+    reasoning: String,
+    reasoning_content: bool,
 }
 
 impl ChunkDecoder {
@@ -553,6 +562,8 @@ impl ChunkDecoder {
             stop: None,
             refused: false,
             started: false,
+            reasoning: String::new(),
+            reasoning_content: false,
         }
     }
 
@@ -622,6 +633,12 @@ impl ChunkDecoder {
 
     fn end(&mut self, out: &mut Vec<ModelEvent>) {
         self.flush_tool_calls(out);
+        if self.reasoning_content && !self.reasoning.is_empty() {
+            let reasoning = std::mem::take(&mut self.reasoning);
+            out.push(ModelEvent::SendBack(
+                json!({ REASONING_CONTENT: reasoning }),
+            ));
+        }
         let stop = match self.stop.unwrap_or(Stop::Done) {
             Stop::Done if self.refused => Stop::Refusal,
             stop => stop,
@@ -631,6 +648,7 @@ impl ChunkDecoder {
 
     fn choice(&mut self, choice: Choice, out: &mut Vec<ModelEvent>) {
         let delta = choice.delta.unwrap_or_default();
+        self.reasoning_content |= delta.reasoning_content.is_some();
         // A server may send the same reasoning under both names in one
         // delta, for clients of either: it is one thought.
         let thought = [delta.reasoning_content, delta.reasoning]
@@ -639,6 +657,7 @@ impl ChunkDecoder {
             .find(|thought| !thought.is_empty());
         if let Some(thought) = thought {
             self.started = true;
+            self.reasoning.push_str(&thought);
             out.push(ModelEvent::Thought(thought));
         }
         if let Some(text) = delta.content.filter(|text| !text.is_empty()) {
@@ -722,7 +741,6 @@ impl Decoder for ChunkDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Reasoning;
 
     #[test]
     fn ollama_host_is_read_the_way_ollama_reads_it() {
@@ -852,8 +870,11 @@ mod tests {
             text: text.to_owned(),
             tool_calls: Vec::new(),
             reasoning: Reasoning {
-                text: reasoning.to_owned(),
-                blocks: Vec::new(),
+                blocks: if reasoning.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![json!({"reasoning_content": reasoning})]
+                },
                 model: model.to_owned(),
             },
         };

@@ -209,7 +209,7 @@ pub fn tokens(message: &Message) -> u64 {
                 reasoning,
             } => {
                 text_tokens(text)
-                    + text_tokens(&reasoning.text)
+                    + (reasoning.text_len() as u64).div_ceil(BYTES_PER_TOKEN)
                     + tool_calls
                         .iter()
                         .map(|call| {

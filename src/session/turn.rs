@@ -75,6 +75,8 @@ pub struct Turn {
 struct Round {
     text: String,
     tool_calls: Vec<Requested>,
+    /// The model has shown its reasoning: its reply has begun.
+    thought: bool,
     reasoning: Reasoning,
     stop: Stop,
     /// The turn was cancelled (or the client left) while the model spoke.
@@ -212,6 +214,7 @@ impl Turn {
                 mut reasoning,
                 stop,
                 cancelled,
+                ..
             } = round;
             if !reasoning.is_empty() {
                 reasoning.model = self.model.id().to_owned();
@@ -331,6 +334,7 @@ impl Turn {
             let mut round = Round {
                 text: String::new(),
                 tool_calls: Vec::new(),
+                thought: false,
                 reasoning: Reasoning::default(),
                 stop: Stop::Done,
                 cancelled: false,
@@ -347,7 +351,9 @@ impl Turn {
                 let update = match event {
                     None => break,
                     Some(Err(ModelError::TooLong(why)))
-                        if round.text.is_empty() && round.tool_calls.is_empty() =>
+                        if round.text.is_empty()
+                            && round.tool_calls.is_empty()
+                            && !round.thought =>
                     {
                         drop(stream);
                         self.send_less(client, &sent, why)?;
@@ -376,12 +382,12 @@ impl Turn {
                         )))
                     }
                     Some(Ok(ModelEvent::Thought(text))) => {
-                        round.reasoning.text.push_str(&text);
+                        round.thought = true;
                         SessionUpdate::AgentThoughtChunk(ContentChunk::new(ContentBlock::from(
                             text,
                         )))
                     }
-                    Some(Ok(ModelEvent::ThinkingBlock(block))) => {
+                    Some(Ok(ModelEvent::SendBack(block))) => {
                         round.reasoning.blocks.push(block);
                         continue;
                     }
