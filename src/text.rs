@@ -34,14 +34,33 @@ pub fn terminal_safe(text: &str) -> Cow<'_, str> {
 }
 
 /// Characters that show nothing, or change how the text around them is
-/// shown: the marks that reorder text, zero-width spaces and joiners, the
-/// byte-order mark, and control characters.
+/// shown: control characters, the marks that reorder text, and Unicode's
+/// invisible formatting characters (zero-width spaces and joiners, the soft
+/// hyphen, fillers, variation selectors, tags, the byte-order mark).
 fn hides_itself(c: char) -> bool {
     c.is_control()
         || reorders_text(c)
         || matches!(
             c,
-            '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{2028}' | '\u{2029}'
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200D}'
+                | '\u{2028}'..='\u{2029}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E007F}'
+                | '\u{E0100}'..='\u{E01EF}'
         )
 }
 
@@ -68,9 +87,16 @@ pub fn marks_shown(text: &str) -> Cow<'_, str> {
 /// a run of backticks longer than any inside it, and padded with a space
 /// where it begins or ends with one (CommonMark's rules).
 pub fn code_span(text: &str) -> String {
+    if text.is_empty() {
+        // No code span is empty; one of a space shows as near nothing.
+        return "` `".to_owned();
+    }
     let longest_run = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest_run + 1);
-    let pad = if text.starts_with('`') || text.ends_with('`') {
+    // A span that begins and ends with a space loses one of each when
+    // shown, unless it is all spaces: padded, it keeps its own.
+    let spaced = text.starts_with(' ') && text.ends_with(' ') && text.contains(|c| c != ' ');
+    let pad = if text.starts_with('`') || text.ends_with('`') || spaced {
         " "
     } else {
         ""
@@ -93,6 +119,10 @@ mod tests {
             marks_shown("a\u{200B}b\u{2067}c\u{1b}d"),
             "a<U+200B>b<U+2067>c<U+001B>d"
         );
+        assert_eq!(
+            marks_shown("notes\u{E0020}\u{E0065}\u{00AD}x\u{FE0F}"),
+            "notes<U+E0020><U+E0065><U+00AD>x<U+FE0F>"
+        );
     }
 
     #[test]
@@ -100,6 +130,9 @@ mod tests {
         assert_eq!(code_span("ls -la"), "`ls -la`");
         assert_eq!(code_span("echo `date`"), "`` echo `date` ``");
         assert_eq!(code_span("a `` b"), "```a `` b```");
+        assert_eq!(code_span(" TODO "), "`  TODO  `");
+        assert_eq!(code_span("  "), "`  `");
+        assert_eq!(code_span(""), "` `");
     }
 
     #[test]

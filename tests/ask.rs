@@ -1613,20 +1613,23 @@ async fn another_clients_turn_just_after_asks_own_is_not_its_answer() {
     let ask = ask_through(&server, &relay, &["--session", &session, "mine"]);
     other.receive_until(a_turn_ended).await;
     // The end reaches clients as the turn lets the session go: at once, or
-    // a moment later.
-    loop {
-        let answer = other.prompt(&session, "theirs").await;
-        if answer["result"]["stopReason"] == "end_turn" {
-            break;
+    // a moment later; asked until it is free, within the test's deadline.
+    within("the session to take another prompt", async {
+        loop {
+            let answer = other.prompt(&session, "theirs").await;
+            if answer["result"]["stopReason"] == "end_turn" {
+                break;
+            }
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .is_some_and(|message| message.contains("already running a turn")),
+                "{answer}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        assert!(
-            answer["error"]["message"]
-                .as_str()
-                .is_some_and(|message| message.contains("already running a turn")),
-            "{answer}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     relay.passed_on("Their answer.").await;
     relay.holding().await;
     relay.release();

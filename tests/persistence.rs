@@ -219,6 +219,17 @@ async fn a_workspace_reached_through_a_symlink_lists_the_same_sessions_under_eit
             filter.display()
         );
     }
+
+    // A link gone (or pointed elsewhere) still finds what was made through it.
+    std::fs::remove_file(&link).unwrap();
+    let listed = client.request("session/list", json!({"cwd": link})).await;
+    let found: Vec<&str> = listed["result"]["sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|session| session["sessionId"].as_str())
+        .collect();
+    assert_eq!(found, [through_link.as_str()], "{listed}");
 }
 
 #[tokio::test]

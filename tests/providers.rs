@@ -934,8 +934,7 @@ async fn an_error_for_a_path_the_server_does_not_serve_says_to_check_the_base_ur
     assert!(
         error.ends_with(&format!(
             "Unexpected endpoint or method. (POST /chat/completions) — POST {}/v1/chat/completions: \
-             check the base URL (the URL in `local:URL/MODEL`); OpenAI-style servers serve it \
-             under `/v1`",
+             check the base URL (the URL in `local:URL/MODEL`)",
             fake.url()
         )),
         "{error}"

@@ -555,10 +555,11 @@ fn not_streamed_error(peer: &Peer, content_type: &str, body: &str, url: &str) ->
         .as_deref()
         .map(|message| format!(": {message}"))
         .unwrap_or_default();
+    // Words for a path, not a model, that the server does not know.
     let wrong_path = message.is_some_and(|message| {
         mentions_any(
             &message.to_ascii_lowercase(),
-            &["endpoint", "route", "not found", "no such"],
+            &["endpoint", "route", "no such path", "unknown path"],
         )
     });
     let check = if wrong_path {
@@ -566,9 +567,7 @@ fn not_streamed_error(peer: &Peer, content_type: &str, body: &str, url: &str) ->
             .base_url_source
             .map(|source| format!(" ({source})"))
             .unwrap_or_default();
-        format!(
-            " — POST {url}: check the base URL{base}; OpenAI-style servers serve it under `/v1`"
-        )
+        format!(" — POST {url}: check the base URL{base}")
     } else {
         String::new()
     };

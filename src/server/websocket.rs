@@ -104,10 +104,17 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
     );
     let queuing = queue_frames(from_connection, queue, limits.outgoing_stall, &verdict);
     let writing = async {
-        let mut outgoing = write_frames(outgoing, queued, limits.ping_interval, &liveness).await;
-        let frame = match (verdict.why(), connection.await) {
-            (Some(why), _) => why.close_frame(),
-            (None, ended) => close_frame(hub.shutdown.is_cancelled(), ended),
+        // The queue stays open until the close frame is sent: closed
+        // earlier, it would fail the connection's next message, which
+        // should instead wait out the stall like any other.
+        let (mut outgoing, _queued) =
+            write_frames(outgoing, queued, limits.ping_interval, &liveness).await;
+        let ended = connection.await;
+        // Read once the connection has ended: a drop decided meanwhile (a
+        // message over the limit, say) is the one the close frame gives.
+        let frame = match verdict.why() {
+            Some(why) => why.close_frame(),
+            None => close_frame(hub.shutdown.is_cancelled(), ended),
         };
         close_socket(&mut outgoing, frame).await;
         let _ = close_sent.send(());
@@ -261,13 +268,16 @@ async fn queue_frames(
 
 /// Queued frames out to the client, with a ping every `ping_interval`, until
 /// the queue ends, a write fails, or the client is dropped. Hands the socket
-/// back for its close frame.
+/// back for its close frame, and the queue to be kept open until then.
 async fn write_frames(
     mut outgoing: SplitSink<WebSocket, Message>,
     mut queued: tokio::sync::mpsc::Receiver<Box<TransportFrame>>,
     ping_interval: Duration,
     liveness: &Liveness<'_>,
-) -> SplitSink<WebSocket, Message> {
+) -> (
+    SplitSink<WebSocket, Message>,
+    tokio::sync::mpsc::Receiver<Box<TransportFrame>>,
+) {
     let dropped = liveness.verdict;
     let mut pings =
         tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
@@ -314,7 +324,7 @@ async fn write_frames(
             break;
         }
     }
-    outgoing
+    (outgoing, queued)
 }
 
 /// Send the close frame. When the client closed first, the WebSocket has

@@ -478,8 +478,11 @@ impl Session {
     /// others only this.
     fn end_turn(self: &Arc<Self>, history: Conversation, outcome: &str, error: Option<String>) {
         let noted = self.lock().end_note.take();
+        // Only a cancelled turn was ended by another hand: a close that came
+        // as the model finished changed nothing.
         let note = match noted {
-            None if outcome == "cancelled" => self.turn_end_note(),
+            _ if outcome != "cancelled" => None,
+            None => self.turn_end_note(),
             noted => noted,
         };
         let ended = serde_json::json!({"stopReason": outcome, "note": note, "error": error});

@@ -18,9 +18,20 @@ const SQLITE_SIDE_FILES: [&str; 2] = ["-wal", "-shm"];
 /// Which file `path` names now (device and inode), if any: a database
 /// deleted or replaced while the server has it open no longer matches the
 /// one it opened.
-pub(super) fn identity(path: &Path) -> Option<(u64, u64)> {
+pub(super) fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
-    fs::metadata(path).ok().map(|meta| (meta.dev(), meta.ino()))
+    fs::metadata(path).map(|meta| (meta.dev(), meta.ino()))
+}
+
+/// Whether `path` still names the file whose identity was `opened`: `Ok`
+/// when it does, else what is wrong, worded for a person.
+pub(super) fn still_there(path: &Path, opened: (u64, u64)) -> Result<(), String> {
+    match identity(path) {
+        Ok(now) if now == opened => Ok(()),
+        Ok(_) => Err(super::DISPLACED.to_owned()),
+        Err(error) if error.kind() == ErrorKind::NotFound => Err(super::DISPLACED.to_owned()),
+        Err(error) => Err(format!("the database file cannot be checked: {error}")),
+    }
 }
 
 /// Make the database's directory (0700) and the database itself (0600)

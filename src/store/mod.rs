@@ -295,7 +295,7 @@ impl Store {
             .name("punie-store".into())
             .spawn(move || writer::write_loop(&thread_shared))
             .map_err(|error| fail(&error))?;
-        let identity = files::identity(path);
+        let identity = files::identity(path).ok();
         let checkpoint_path = path.to_owned();
         let checkpoint_shared = shared.clone();
         let checkpoint_thread = std::thread::Builder::new()
@@ -352,11 +352,8 @@ impl Store {
         if let Some(problem) = &*lock(&self.inner.refused) {
             return Some(format!("cannot write to it: {problem}"));
         }
-        let displaced = self
-            .inner
-            .identity
-            .is_some_and(|opened| files::identity(&self.inner.path) != Some(opened));
-        displaced.then(|| DISPLACED.to_owned())
+        let opened = self.inner.identity?;
+        files::still_there(&self.inner.path, opened).err()
     }
 
     pub fn create_session(&self, row: SessionRow) {
@@ -647,13 +644,22 @@ fn list_sessions(
     after: Option<ListPosition>,
     page: usize,
 ) -> rusqlite::Result<SessionRows> {
+    // A workspace is matched by where it leads now, or as it was written
+    // (its directory gone, or a symlink to it pointed elsewhere since). Two
+    // statements, so that SQLite searches the workspace indexes for the
+    // filtered one rather than walk every session.
+    let which = match cwd {
+        Some(_) => "real_cwd = ?1 OR cwd = ?5",
+        None => "?1 IS NULL AND ?5 IS NULL",
+    };
     let mut statement = connection.prepare_cached(&format!(
         "SELECT {SESSION_COLUMNS} FROM sessions
-         WHERE (?1 IS NULL OR real_cwd = ?1)
+         WHERE ({which})
            AND (?2 IS NULL OR updated_us < ?2 OR (updated_us = ?2 AND id > ?3))
          ORDER BY updated_us DESC, id ASC
          LIMIT ?4"
     ))?;
+    let written = cwd.map(|cwd| cwd.to_string_lossy().into_owned());
     let cwd = cwd.map(real_workspace);
     let (after_ms, after_id) = match after {
         Some(position) => (Some(position.updated_us), Some(position.id)),
@@ -661,7 +667,10 @@ fn list_sessions(
     };
     let limit = i64::try_from(page.saturating_add(1)).unwrap_or(i64::MAX);
     let mut rows: Vec<SessionRow> = statement
-        .query_map(params![cwd, after_ms, after_id, limit], session_row)?
+        .query_map(
+            params![cwd, after_ms, after_id, limit, written],
+            session_row,
+        )?
         .collect::<rusqlite::Result<_>>()?;
     let next = if rows.len() > page {
         rows.truncate(page);

@@ -47,31 +47,36 @@ const MIGRATIONS: &[M<'static>] = &[
 ];
 
 /// Sessions are listed by the real path of their workspace, symlinks
-/// resolved, so that every spelling of a directory (`~/link/project` and
-/// where it leads) finds the same sessions; `cwd` keeps the client's
-/// spelling, which the paths it is sent use. The sessions stored before are
-/// given theirs now.
+/// resolved, as well as by `cwd`, so that every spelling of a directory
+/// (`~/link/project` and where it leads) finds the same sessions; `cwd`
+/// keeps the client's spelling, which the paths it is sent use. The sessions
+/// stored before are given theirs now.
 fn real_workspaces_migration() -> M<'static> {
     M::up_with_hook(
-        "ALTER TABLE sessions ADD COLUMN real_cwd TEXT;
-         DROP INDEX sessions_by_cwd;
-         CREATE INDEX sessions_by_real_cwd ON sessions (real_cwd, updated_us DESC, id);",
+        "ALTER TABLE sessions ADD COLUMN real_cwd TEXT;",
         fill_real_workspaces,
     )
 }
 
+/// Each workspace is resolved once, however many sessions it has; the index
+/// is made once they are filled in.
 fn fill_real_workspaces(transaction: &Transaction) -> HookResult {
-    let sessions: Vec<(String, String)> = transaction
-        .prepare("SELECT id, cwd FROM sessions")?
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+    let workspaces: Vec<String> = transaction
+        .prepare("SELECT DISTINCT cwd FROM sessions")?
+        .query_map([], |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut update = transaction.prepare("UPDATE sessions SET real_cwd = ?2 WHERE id = ?1")?;
-    for (id, cwd) in sessions {
-        update.execute(params![
-            id,
-            super::real_workspace(std::path::Path::new(&cwd))
-        ])?;
+    tracing::info!(
+        workspaces = workspaces.len(),
+        "finding where the stored sessions' workspaces lead"
+    );
+    let mut update = transaction.prepare("UPDATE sessions SET real_cwd = ?2 WHERE cwd = ?1")?;
+    for cwd in workspaces {
+        let real = super::real_workspace(std::path::Path::new(&cwd));
+        update.execute(params![cwd, real])?;
     }
+    transaction.execute_batch(
+        "CREATE INDEX sessions_by_real_cwd ON sessions (real_cwd, updated_us DESC, id);",
+    )?;
     Ok(())
 }
 

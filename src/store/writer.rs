@@ -650,16 +650,19 @@ pub(super) fn checkpoint_loop(
     shared: &Shared,
     identity: Option<(u64, u64)>,
 ) {
-    let mut displaced = false;
+    let mut told = false;
     loop {
         let last = matches!(
             nudges.recv_timeout(CHECKPOINT_INTERVAL),
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
-        // Said once, loudly: nothing fails, and everything is being lost.
-        if !displaced && identity.is_some() && super::files::identity(path) != identity {
-            displaced = true;
-            tracing::error!(store = %path.display(), "{}", super::DISPLACED);
+        // Said once, loudly: nothing fails, and everything may be lost.
+        if !told
+            && let Some(opened) = identity
+            && let Err(problem) = super::files::still_there(path, opened)
+        {
+            told = true;
+            tracing::error!(store = %path.display(), "{problem}");
         }
         // Opened only once the writer writes: opened before, it could join
         // the shared memory the readers mapped read-only, and keep that
