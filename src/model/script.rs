@@ -184,7 +184,6 @@ impl Model for ScriptModel {
             return futures::stream::once(async move { Err(error) }).boxed();
         };
         async_stream::stream! {
-            let mut stopped = false;
             for (number, event) in events.into_iter().enumerate() {
                 match event {
                     ScriptEvent::Text(text) => yield Ok(ModelEvent::Text(text)),
@@ -198,12 +197,14 @@ impl Model for ScriptModel {
                         yield Ok(ModelEvent::Usage(Usage { input_tokens, output_tokens }));
                     }
                     ScriptEvent::Stop(stop) => {
-                        stopped = true;
+                        // The last event of a call, as from any provider:
+                        // what a script puts after it is not said.
                         yield Ok(ModelEvent::Stop(match stop {
                             ScriptStop::EndTurn => Stop::Done,
                             ScriptStop::MaxTokens => Stop::MaxTokens,
                             ScriptStop::Refusal => Stop::Refusal,
                         }));
+                        return;
                     }
                     ScriptEvent::PauseMs(millis) => tokio::time::sleep(Duration::from_millis(millis)).await,
                     ScriptEvent::Error(message) => {
@@ -212,9 +213,7 @@ impl Model for ScriptModel {
                     }
                 }
             }
-            if !stopped {
-                yield Ok(ModelEvent::Stop(Stop::Done));
-            }
+            yield Ok(ModelEvent::Stop(Stop::Done));
         }
         .boxed()
     }
@@ -260,7 +259,7 @@ mod tests {
     async fn each_call_plays_the_next_response() {
         let (_dir, model) = script(
             r#"[[{"text": "a"}, {"tool_call": {"name": "read_file", "arguments": {"path": "x"}}}],
-                [{"text": "b"}, {"stop": "max_tokens"}]]"#,
+                [{"text": "b"}, {"stop": "max_tokens"}, {"text": "never said"}]]"#,
         );
         let first = play(&model, vec![Message::user("go")]).await;
         assert!(matches!(&first[0], Ok(ModelEvent::Text(text)) if text == "a"));
@@ -270,6 +269,7 @@ mod tests {
         assert!(matches!(&first[2], Ok(ModelEvent::Stop(Stop::Done))));
         let second = play(&model, vec![Message::user("go"), Message::assistant("a")]).await;
         assert!(matches!(&second[1], Ok(ModelEvent::Stop(Stop::MaxTokens))));
+        assert_eq!(second.len(), 2, "the stop is the call's last event");
         let third = play(
             &model,
             vec![Message::assistant("a"), Message::assistant("b")],
