@@ -1004,7 +1004,9 @@ async fn cancel_kills_a_long_command_the_server_runs_itself() {
     let server = Server::scripted(
         json!([[call(
             "run_command",
-            json!({"command": "echo $$ > pid; exec sleep 30"})
+            // The pid is renamed into place whole: the cancel may come as
+            // soon as the file is there.
+            json!({"command": "echo $$ > pid.new && mv pid.new pid; exec sleep 30"})
         )]]),
         &[],
     )
