@@ -429,6 +429,36 @@ async fn an_initialize_without_a_usable_version_names_it_and_a_good_one_still_wo
 }
 
 #[tokio::test]
+async fn capabilities_that_cannot_be_read_are_named_in_the_answer_and_count_as_not_offered() {
+    let server = Server::start().await;
+    let mut client = server.raw().await;
+    let answer = client
+        .request(
+            "initialize",
+            json!({"protocolVersion": 1,
+                   "clientCapabilities": {"fs": {"readTextFile": "yes"}, "terminal": 1}}),
+        )
+        .await;
+    assert_eq!(answer["result"]["protocolVersion"], 1, "{answer}");
+    assert_eq!(
+        answer["result"]["_meta"]["punie/unreadCapabilities"],
+        "`clientCapabilities.fs.readTextFile` is \"yes\", not true or false; \
+         `clientCapabilities.terminal` is 1, not true or false: what cannot be read counts as \
+         not offered, and Punie does that work itself",
+        "{answer}"
+    );
+    let described = client.request("_punie/connection", json!({})).await;
+    assert_eq!(
+        described["result"]["clientCapabilities"]["terminal"], false,
+        "{described}"
+    );
+
+    let mut fine = server.raw().await;
+    let answer = fine.initialize().await;
+    assert!(answer["result"].get("_meta").is_none(), "{answer}");
+}
+
+#[tokio::test]
 async fn params_of_the_wrong_shape_are_named_in_plain_words() {
     let server = Server::start().await;
     let mut client = server.initialized().await;

@@ -176,21 +176,77 @@ fn cancel_by_request(connection: &Connection, params: Value) -> Result<Value, Er
 }
 
 fn initialize(connection: &Connection, params: Value) -> Result<Value, Error> {
+    let unreadable = unreadable_capabilities(&params);
     let request: InitializeRequest = parse_params("initialize", params)?;
     tracing::debug!(
         connection = connection.id,
         client = request.client_info.as_ref().map(|info| info.name.as_str()),
         "initialize"
     );
+    let mut response = InitializeResponse::new(ProtocolVersion::V1)
+        .agent_capabilities(agent_capabilities())
+        .agent_info(Implementation::new("punie", crate::VERSION).title("Punie".to_owned()));
+    if let Some(problem) = unreadable {
+        // ACP reads what it cannot as absent, so that newer clients still
+        // connect: the client is told, and the log says so, rather than
+        // finding its files and terminal unused without a word.
+        tracing::warn!(connection = connection.id, "{problem}");
+        let mut meta = Meta::new();
+        meta.insert(CAPABILITIES_META.to_owned(), problem.into());
+        response = response.meta(meta);
+    }
     connection.set_client(ClientDescription {
         capabilities: Arc::new(request.client_capabilities),
         info: request.client_info,
     });
-    to_json(
-        InitializeResponse::new(ProtocolVersion::V1)
-            .agent_capabilities(agent_capabilities())
-            .agent_info(Implementation::new("punie", crate::VERSION).title("Punie".to_owned())),
-    )
+    to_json(response)
+}
+
+/// Where `initialize`'s answer says which client capabilities could not be
+/// read: `_meta["punie/unreadCapabilities"]`.
+pub const CAPABILITIES_META: &str = "punie/unreadCapabilities";
+
+/// What of `clientCapabilities` Punie uses but cannot read, said so the
+/// client's author can fix it: the file system and terminal a client offers
+/// decide where tools run.
+fn unreadable_capabilities(params: &Value) -> Option<String> {
+    let capabilities = params.get("clientCapabilities")?;
+    let mut problems = Vec::new();
+    if !capabilities.is_object() {
+        problems.push(format!(
+            "`clientCapabilities` is {capabilities}, not an object"
+        ));
+    } else {
+        match capabilities.get("fs") {
+            None | Some(Value::Null) => {}
+            Some(fs) if !fs.is_object() => {
+                problems.push(format!("`clientCapabilities.fs` is {fs}, not an object"));
+            }
+            Some(fs) => {
+                for key in ["readTextFile", "writeTextFile"] {
+                    if let Some(value) = fs.get(key).filter(|value| !value.is_boolean()) {
+                        problems.push(format!(
+                            "`clientCapabilities.fs.{key}` is {value}, not true or false"
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(value) = capabilities
+            .get("terminal")
+            .filter(|value| !value.is_boolean() && !value.is_null())
+        {
+            problems.push(format!(
+                "`clientCapabilities.terminal` is {value}, not true or false"
+            ));
+        }
+    }
+    (!problems.is_empty()).then(|| {
+        format!(
+            "{}: what cannot be read counts as not offered, and Punie does that work itself",
+            problems.join("; ")
+        )
+    })
 }
 
 /// Only what Punie implements.
