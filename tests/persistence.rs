@@ -1636,8 +1636,9 @@ async fn a_refused_prompt_and_its_reply_are_left_out_of_the_next_and_its_tool_ca
             Reply::events(openai_text_reply(&["One."])),
             Reply::events(refused),
             Reply::events(openai_text_reply(&["Three."])),
+            Reply::events(openai_text_reply(&["Four."])),
         ],
-        &[],
+        &["--session-idle-timeout", "0.05"],
     )
     .await;
     let mut stop_reasons = Vec::new();
@@ -1646,6 +1647,15 @@ async fn a_refused_prompt_and_its_reply_are_left_out_of_the_next_and_its_tool_ca
         stop_reasons.push(answer["result"]["stopReason"].clone());
     }
     assert_eq!(stop_reasons, ["end_turn", "refusal", "end_turn"]);
+    // Read back from the store once the idle session has let it go, the
+    // conversation still leaves the refused turn out.
+    server
+        .health_until("the idle conversation to be dropped", |health| {
+            health["conversationsInMemory"] == 0
+        })
+        .await;
+    let answer = client.prompt(&session, "fourth prompt").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
     assert!(
         !server.home.workspace().join("refused.txt").exists(),
         "a refused reply's tool call is not run"
@@ -1661,10 +1671,14 @@ async fn a_refused_prompt_and_its_reply_are_left_out_of_the_next_and_its_tool_ca
     let requests = provider.requests();
     assert_eq!(
         requests.len(),
-        3,
+        4,
         "nothing more was asked in the refused turn"
     );
     assert_eq!(prompts_sent(&requests[2].body), ["first ", "third "]);
+    assert_eq!(
+        prompts_sent(&requests[3].body),
+        ["first ", "third ", "fourth"]
+    );
     assert!(
         !requests[2].body.to_string().contains("can't help"),
         "{}",

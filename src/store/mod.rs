@@ -492,18 +492,21 @@ impl Store {
         self.entries(session, None).await
     }
 
-    /// Only the entries of `session` that are messages of the conversation,
-    /// oldest first: what a prompt needs, without the updates clients were
-    /// sent, which are most of a history and of no use to the model.
+    /// The entries of `session` that make its conversation, oldest first:
+    /// its messages, and where each turn began and how it ended (a refused
+    /// turn's messages are left out of what the model is sent). What a
+    /// prompt needs, without the updates clients were sent, which are most
+    /// of a history and of no use to the model.
     pub async fn messages(&self, session: &str) -> Result<Vec<Entry>, StoreError> {
-        self.entries(session, Some(EntryKind::Message)).await
+        self.entries(session, Some(EntryKind::Update)).await
     }
 
-    /// The entries of `session`, oldest first: all, or those of one kind.
+    /// The entries of `session`, oldest first: all, or all but those of one
+    /// kind.
     async fn entries(
         &self,
         session: &str,
-        only: Option<EntryKind>,
+        without: Option<EntryKind>,
     ) -> Result<Vec<Entry>, StoreError> {
         let session = session.to_owned();
         let shared = self.inner.shared.clone();
@@ -513,16 +516,16 @@ impl Store {
             // they are read from the file too, under the same numbers, and
             // counted once.
             let held = if lock(&refused).is_some() {
-                shared.held_entries(&session, only)
+                shared.held_entries(&session, without)
             } else {
                 Vec::new()
             };
             let mut statement = connection.prepare_cached(
                 "SELECT seq, kind, body FROM entries \
-                 WHERE session_id = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY seq",
+                 WHERE session_id = ?1 AND (?2 IS NULL OR kind <> ?2) ORDER BY seq",
             )?;
-            let only = only.map(EntryKind::code);
-            let rows = statement.query_map(params![session, only], |row| {
+            let without = without.map(EntryKind::code);
+            let rows = statement.query_map(params![session, without], |row| {
                 Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get(2)?))
             })?;
             let mut entries = Vec::new();
@@ -910,6 +913,7 @@ mod tests {
         let store = Store::open(&dir.path().join("punie.db")).unwrap();
         store.create_session(row("a", "/w"));
         store.create_session(row("b", "/w"));
+        store.turn_started("a", 1);
         for n in 0..10 {
             store.append("a", EntryKind::Update, format!("update {n}"), None);
             store.append("a", EntryKind::Message, format!("message {n}"), None);
@@ -919,13 +923,14 @@ mod tests {
         store.flush().await;
         let messages = store.messages("a").await.unwrap();
         let bodies: Vec<&str> = messages.iter().map(|entry| entry.body.as_str()).collect();
-        let expected: Vec<String> = (0..10).map(|n| format!("message {n}")).collect();
+        // The turn's bounds come too: how a turn ended decides whether its
+        // messages are sent again (a refused one's are not).
+        let expected: Vec<String> = std::iter::once("1".to_owned())
+            .chain((0..10).map(|n| format!("message {n}")))
+            .chain(std::iter::once("{}".to_owned()))
+            .collect();
         assert_eq!(bodies, expected);
-        assert!(
-            messages
-                .iter()
-                .all(|entry| entry.kind == EntryKind::Message)
-        );
+        assert!(messages.iter().all(|entry| entry.kind != EntryKind::Update));
     }
 
     #[tokio::test]

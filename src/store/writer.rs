@@ -271,7 +271,7 @@ impl Shared {
     /// The entries of `session` (only those of kind `only`, if given) held
     /// from writes the disk refused, oldest first, numbered as they will be
     /// stored.
-    pub(super) fn held_entries(&self, session: &str, only: Option<EntryKind>) -> Vec<Entry> {
+    pub(super) fn held_entries(&self, session: &str, without: Option<EntryKind>) -> Vec<Entry> {
         let writer = lock(&self.writer);
         let held = &writer.held.commands;
         let Some(connection) = writer.connection.reader().filter(|_| !held.is_empty()) else {
@@ -280,7 +280,7 @@ impl Shared {
         match number_held(connection, held, &writer.gone) {
             Ok(numbered) => numbered
                 .filter(|entry| {
-                    entry.session == session && only.is_none_or(|kind| entry.kind == kind)
+                    entry.session == session && without.is_none_or(|kind| entry.kind != kind)
                 })
                 .map(|entry| Entry {
                     seq: entry.seq,
@@ -1385,8 +1385,9 @@ mod tests {
                 (4, EntryKind::Update, "held")
             ]
         );
-        let only = shared.held_entries("x", Some(EntryKind::Update));
-        assert_eq!(only.len(), 1);
+        let without_updates = shared.held_entries("x", Some(EntryKind::Update));
+        assert_eq!(without_updates.len(), 1);
+        assert_eq!(without_updates[0].kind, EntryKind::TurnStarted);
 
         let mut writer = lock(&shared.writer);
         let WriterConnection::Writing(connection) = &writer.connection else {
