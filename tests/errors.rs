@@ -456,6 +456,17 @@ async fn capabilities_that_cannot_be_read_are_named_in_the_answer_and_count_as_n
     let mut fine = server.raw().await;
     let answer = fine.initialize().await;
     assert!(answer["result"].get("_meta").is_none(), "{answer}");
+    // Null is as good as absent.
+    let answer = server
+        .raw()
+        .await
+        .request(
+            "initialize",
+            json!({"protocolVersion": 1,
+                   "clientCapabilities": {"fs": {"writeTextFile": null}, "terminal": null}}),
+        )
+        .await;
+    assert!(answer["result"].get("_meta").is_none(), "{answer}");
 }
 
 #[tokio::test]

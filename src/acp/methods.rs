@@ -210,7 +210,10 @@ pub const CAPABILITIES_META: &str = "punie/unreadCapabilities";
 /// client's author can fix it: the file system and terminal a client offers
 /// decide where tools run.
 fn unreadable_capabilities(params: &Value) -> Option<String> {
-    let capabilities = params.get("clientCapabilities")?;
+    // Null is as good as absent, anywhere: nothing offered.
+    let capabilities = params
+        .get("clientCapabilities")
+        .filter(|value| !value.is_null())?;
     let mut problems = Vec::new();
     if !capabilities.is_object() {
         problems.push(format!(
@@ -224,7 +227,10 @@ fn unreadable_capabilities(params: &Value) -> Option<String> {
             }
             Some(fs) => {
                 for key in ["readTextFile", "writeTextFile"] {
-                    if let Some(value) = fs.get(key).filter(|value| !value.is_boolean()) {
+                    if let Some(value) = fs
+                        .get(key)
+                        .filter(|value| !value.is_boolean() && !value.is_null())
+                    {
                         problems.push(format!(
                             "`clientCapabilities.fs.{key}` is {value}, not true or false"
                         ));
