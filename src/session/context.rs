@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::model::{Message, ToolSpec};
+use crate::model::{Message, Reasoning, ToolSpec};
 
 /// The part of the context window the input may fill, in hundredths; the
 /// rest is left for the reply and for the estimate's error.
@@ -38,16 +38,23 @@ const TOKENS_PER_PICTURE: u64 = 1_600;
 #[derive(Debug, Clone, Default)]
 pub struct Conversation {
     pub messages: Arc<Vec<Message>>,
+    /// What the messages cost, their reasoning aside.
     pub tokens: u64,
+    /// What their reasoning costs, for each model that reasoned: only that
+    /// model is sent it back.
+    pub reasoning: Vec<(String, u64)>,
 }
 
 impl Conversation {
     pub fn new(messages: Vec<Message>) -> Self {
-        let tokens = messages.iter().map(tokens).sum();
-        Self {
-            messages: Arc::new(messages),
-            tokens,
-        }
+        let mut conversation = Self {
+            messages: Arc::new(Vec::new()),
+            tokens: 0,
+            reasoning: Vec::new(),
+        };
+        conversation.count(&messages);
+        conversation.messages = Arc::new(messages);
+        conversation
     }
 
     /// Keep only the first `len` messages.
@@ -55,14 +62,46 @@ impl Conversation {
         if len < self.messages.len() {
             let messages = Arc::make_mut(&mut self.messages);
             messages.truncate(len);
-            self.tokens = messages.iter().map(tokens).sum();
+            let kept = self.messages.clone();
+            (self.tokens, self.reasoning) = (0, Vec::new());
+            self.count(&kept);
         }
     }
 
     /// Add `message`; the messages are copied only if another holds them.
     pub fn push(&mut self, message: Message) {
-        self.tokens += tokens(&message);
+        self.count(std::slice::from_ref(&message));
         Arc::make_mut(&mut self.messages).push(message);
+    }
+
+    /// What it costs sent to `model`: its messages, and the reasoning that
+    /// model is sent back.
+    pub fn tokens_for(&self, model: &str) -> u64 {
+        let reasoning = self
+            .reasoning
+            .iter()
+            .find(|(reasoned, _)| reasoned == model)
+            .map_or(0, |(_, tokens)| *tokens);
+        self.tokens + reasoning
+    }
+
+    fn count(&mut self, messages: &[Message]) {
+        for message in messages {
+            self.tokens += tokens(message);
+            if let Message::Assistant { reasoning, .. } = message
+                && !reasoning.is_empty()
+            {
+                let cost = reasoning_tokens(reasoning);
+                match self
+                    .reasoning
+                    .iter_mut()
+                    .find(|(model, _)| *model == reasoning.model)
+                {
+                    Some((_, tokens)) => *tokens += cost,
+                    None => self.reasoning.push((reasoning.model.clone(), cost)),
+                }
+            }
+        }
     }
 }
 
@@ -90,10 +129,10 @@ pub fn smaller_window(tokens: u64) -> u64 {
 /// beside the system prompt and tools (`fixed`): whole prompts with
 /// everything after them, never less than the newest prompt's. Costs
 /// nothing when it all fits; otherwise a walk back over what is sent.
-pub fn fit(conversation: &Conversation, fixed: u64, context_window: u64) -> Fitted {
+pub fn fit(conversation: &Conversation, fixed: u64, context_window: u64, model: &str) -> Fitted {
     let messages = conversation.messages.as_slice();
     let budget = context_window.saturating_mul(INPUT_SHARE) / 100;
-    let total = fixed.saturating_add(conversation.tokens);
+    let total = fixed.saturating_add(conversation.tokens_for(model));
     if total <= budget {
         return Fitted {
             messages_left_out: 0,
@@ -113,7 +152,7 @@ pub fn fit(conversation: &Conversation, fixed: u64, context_window: u64) -> Fitt
     let mut prompts_sent = 0;
     // Walk back from the newest message, a prompt (and all after it) at a time.
     for (at, message) in messages.iter().enumerate().rev() {
-        cost = cost.saturating_add(tokens(message));
+        cost = cost.saturating_add(tokens_sent_to(message, model));
         if !matches!(message, Message::User(_)) {
             continue;
         }
@@ -198,18 +237,31 @@ fn tool_tokens(tool: &ToolSpec) -> u64 {
     text_tokens(&tool.name) + text_tokens(&tool.description) + json_tokens(&tool.parameters)
 }
 
-/// What `message` costs, as estimated.
+/// What `message` costs sent to `model`, its reasoning included if that
+/// model is sent it back.
+fn tokens_sent_to(message: &Message, model: &str) -> u64 {
+    let reasoning = match message {
+        Message::Assistant { reasoning, .. } => {
+            reasoning.for_model(model).map_or(0, reasoning_tokens)
+        }
+        _ => 0,
+    };
+    tokens(message) + reasoning
+}
+
+fn reasoning_tokens(reasoning: &Reasoning) -> u64 {
+    (reasoning.text_len() as u64).div_ceil(BYTES_PER_TOKEN)
+}
+
+/// What `message` costs, as estimated, its reasoning aside.
 pub fn tokens(message: &Message) -> u64 {
     TOKENS_PER_MESSAGE
         + match message {
             Message::User(text) => text_tokens(text),
             Message::Assistant {
-                text,
-                tool_calls,
-                reasoning,
+                text, tool_calls, ..
             } => {
                 text_tokens(text)
-                    + (reasoning.text_len() as u64).div_ceil(BYTES_PER_TOKEN)
                     + tool_calls
                         .iter()
                         .map(|call| {
@@ -275,12 +327,9 @@ mod tests {
         tools: &[ToolSpec],
         context_window: u64,
     ) -> Fitted {
-        let conversation = Conversation {
-            messages: messages.clone(),
-            tokens: messages.iter().map(tokens).sum(),
-        };
+        let conversation = Conversation::new(messages.as_ref().clone());
         let fixed = text_tokens(system) + tools_tokens(tools);
-        super::fit(&conversation, fixed, context_window)
+        super::fit(&conversation, fixed, context_window, "test")
     }
 
     fn first_prompt<'a>(messages: &'a [Message], fitted: &Fitted) -> &'a str {
@@ -288,6 +337,34 @@ mod tests {
             Some(Message::User(text)) => text,
             other => panic!("the fitted conversation starts with a prompt, not {other:?}"),
         }
+    }
+
+    #[test]
+    fn reasoning_counts_only_for_the_model_that_is_sent_it_back() {
+        let reply = Message::Assistant {
+            text: "ok".to_owned(),
+            tool_calls: Vec::new(),
+            reasoning: Reasoning {
+                blocks: vec![json!({"reasoning_content": "x".repeat(30_000)})],
+                model: "local:deepseek".to_owned(),
+            },
+        };
+        let mut conversation = Conversation::new(vec![Message::user("a")]);
+        let before = conversation.tokens_for("local:deepseek");
+        conversation.push(reply);
+        conversation.push(Message::user("b"));
+        let for_it = super::fit(&conversation, 0, 1_000_000, "local:deepseek").tokens;
+        let for_another = super::fit(&conversation, 0, 1_000_000, "openai:gpt-5").tokens;
+        assert_eq!(for_it - for_another, 10_000, "30,000 bytes at three a token");
+        assert!(for_another < before + 100);
+        // Fitted to a window too small for it, the reasoning weighs only
+        // for its own model.
+        let small = super::fit(&conversation, 0, 8_000, "openai:gpt-5");
+        assert_eq!(small.prompts_left_out, 0);
+        let small = super::fit(&conversation, 0, 8_000, "local:deepseek");
+        assert_eq!(small.prompts_left_out, 1);
+        conversation.truncate(1);
+        assert_eq!(conversation.tokens_for("local:deepseek"), before);
     }
 
     #[test]

@@ -476,7 +476,12 @@ impl Turn {
     /// What the model is asked: as much of the conversation as fits its
     /// context window, newest first; and what that came to.
     fn request(&self, context_window: u64) -> (ModelRequest, Sent) {
-        let fitted = context::fit(&self.conversation, self.fixed_tokens, context_window);
+        let fitted = context::fit(
+            &self.conversation,
+            self.fixed_tokens,
+            context_window,
+            self.model.id(),
+        );
         let system = match fitted.prompts_left_out {
             0 => self.system.clone(),
             prompts => {
