@@ -72,15 +72,30 @@ pub fn marks_shown(text: &str) -> Cow<'_, str> {
     if !text.contains(hides_itself) {
         return text.into();
     }
+    let chars: Vec<char> = text.chars().collect();
     let mut shown = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if hides_itself(c) {
+    for (at, &c) in chars.iter().enumerate() {
+        if hides_itself(c) && !joins_its_neighbours(&chars, at) {
             shown.push_str(&format!("<U+{:04X}>", u32::from(c)));
         } else {
             shown.push(c);
         }
     }
     shown.into()
+}
+
+/// Whether the zero-width (non-)joiner at `at` joins two visible
+/// characters of a script that needs it — Persian and the Indic scripts
+/// between letters, emoji sequences — rather than hiding in ASCII text or
+/// beside a space.
+fn joins_its_neighbours(chars: &[char], at: usize) -> bool {
+    let joinable = |c: &char| !c.is_ascii() && !c.is_whitespace() && !hides_itself(*c);
+    matches!(chars[at], '\u{200C}' | '\u{200D}')
+        && at
+            .checked_sub(1)
+            .and_then(|before| chars.get(before))
+            .is_some_and(joinable)
+        && chars.get(at + 1).is_some_and(joinable)
 }
 
 /// `text` as one Markdown code span, whatever backticks it holds: fenced by
@@ -118,6 +133,13 @@ mod tests {
         assert_eq!(
             marks_shown("a\u{200B}b\u{2067}c\u{1b}d"),
             "a<U+200B>b<U+2067>c<U+001B>d"
+        );
+        // Joiners that join letters or emoji stay; one in ASCII text does not.
+        assert_eq!(marks_shown("می\u{200C}خواهم"), "می\u{200C}خواهم");
+        assert_eq!(marks_shown("👨\u{200D}💻"), "👨\u{200D}💻");
+        assert_eq!(
+            marks_shown("rm\u{200D}rf \u{200C}x"),
+            "rm<U+200D>rf <U+200C>x"
         );
         assert_eq!(
             marks_shown("notes\u{E0020}\u{E0065}\u{00AD}x\u{FE0F}"),

@@ -664,6 +664,11 @@ async function openSession(id) {
   );
   try {
     const { configOptions, _meta: meta } = await load;
+    // Deleted (or forgotten) while it loaded: nothing is left to show.
+    if (state.transcripts.get(id) !== transcript) {
+      render();
+      return;
+    }
     if (configOptions) state.settings.set(id, configOptions);
     // Not in the list yet: it joins it, in its project.
     if (!listed && typeof meta?.['punie/cwd'] === 'string') upsertSession({ sessionId: id, cwd: meta['punie/cwd'] });

@@ -17,6 +17,29 @@ function shownAsIs(char) {
   return char === '\t' || (char >= '\uFE00' && char <= '\uFE0F');
 }
 
+/** Whether the zero-width (non-)joiner at `index` of `text` joins two
+ * visible characters of a script that needs it — Persian and the Indic
+ * scripts between letters, emoji sequences — rather than hiding in ASCII
+ * text or beside a space: there it is shown as it is. */
+function joinsItsNeighbours(text, index, char) {
+  if (char !== '\u200C' && char !== '\u200D') return false;
+  return [pointBefore(text, index), pointAfter(text, index + 1)].every(
+    (point) => point !== '' && point.codePointAt(0) >= 0x80 && !/^[\s]$/u.test(point) && !HIDDEN_ONE.test(point),
+  );
+}
+
+const HIDDEN_ONE = /^[\p{Default_Ignorable_Code_Point}\p{Cc}\u2028\u2029]$/u;
+
+function pointBefore(text, index) {
+  if (index <= 0) return '';
+  const low = text.charCodeAt(index - 1);
+  return low >= 0xdc00 && low <= 0xdfff && index >= 2 ? text.slice(index - 2, index) : text[index - 1];
+}
+
+function pointAfter(text, index) {
+  return index < text.length ? String.fromCodePoint(text.codePointAt(index)) : '';
+}
+
 /** The names of the characters a spoofed name most often hides in. */
 const NAMES = {
   0x061c: 'ARABIC LETTER MARK',
@@ -62,7 +85,7 @@ export function visibleNodes(value) {
   const nodes = [];
   let from = 0;
   for (const match of text.matchAll(HIDDEN)) {
-    if (shownAsIs(match[0])) continue;
+    if (shownAsIs(match[0]) || joinsItsNeighbours(text, match.index, match[0])) continue;
     if (match.index > from) nodes.push(document.createTextNode(text.slice(from, match.index)));
     nodes.push(mark(match[0]));
     from = match.index + match[0].length;
@@ -74,7 +97,10 @@ export function visibleNodes(value) {
 /** `text` where only text goes (a notification, a tooltip): hidden
  * characters written out as ⟨U+202E⟩. */
 export function visibleText(text) {
-  return String(text ?? '').replace(HIDDEN, (char) => (shownAsIs(char) ? char : `⟨${codePoint(char)}⟩`));
+  const whole = String(text ?? '');
+  return whole.replace(HIDDEN, (char, index) =>
+    shownAsIs(char) || joinsItsNeighbours(whole, index, char) ? char : `⟨${codePoint(char)}⟩`,
+  );
 }
 
 /** An element showing the name `text`, laid out apart from what is beside it. */

@@ -68,7 +68,7 @@ await scenario('hidden', async (browser) => {
   await words.locator('.permission .options button').first().waitFor();
   expect((await words.locator('.hidden-char').count()) === 0, 'nothing marked in words of right-to-left scripts');
   expect(
-    (await words.locator('.tool-locations .location').textContent()).endsWith('/مرحبا-שלום.txt'),
+    (await words.locator('.tool-locations .location').textContent()).endsWith('/مرحبا-שלום-می\u200Cخواهم.txt'),
     'the right-to-left name as it is',
   );
   await words.locator('.diff-line.added .diff-text', { hasText: 'سلام עולם' }).waitFor();
