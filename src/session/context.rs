@@ -355,7 +355,11 @@ mod tests {
         conversation.push(Message::user("b"));
         let for_it = super::fit(&conversation, 0, 1_000_000, "local:deepseek").tokens;
         let for_another = super::fit(&conversation, 0, 1_000_000, "openai:gpt-5").tokens;
-        assert_eq!(for_it - for_another, 10_000, "30,000 bytes at three a token");
+        assert_eq!(
+            for_it - for_another,
+            10_000,
+            "30,000 bytes at three a token"
+        );
         assert!(for_another < before + 100);
         // Fitted to a window too small for it, the reasoning weighs only
         // for its own model.
