@@ -35,6 +35,7 @@ use serde_json::{Value, json};
 use super::service::{LocalService, Permissions};
 use super::{Target, sessions, terminal_safe};
 use crate::acp::{CWD_META, MODE_OPTION, MODEL_META, MODEL_OPTION, RUNNING_META};
+use crate::session::TURN_ENDED_META;
 use crate::tools::PermissionMode;
 use crate::workspace::Workspace;
 
@@ -619,11 +620,6 @@ fn busy(session_id: &SessionId) -> Error {
         ),
     )
 }
-
-/// Where the server marks a turn's end, in the `_meta` of the
-/// `session_info_update` every attached client gets (see the README, "When a
-/// turn ends").
-const TURN_ENDED_META: &str = "punie/turnEnded";
 
 /// Whether the session's updates are shown as this answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

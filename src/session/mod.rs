@@ -37,6 +37,7 @@ use crate::workspace::{Terminals, Workspace, WorkspaceError};
 use context::Conversation;
 
 pub use attachments::ClientHandle;
+pub use history::TURN_ENDED_META;
 pub use port::SessionPort;
 pub use turn::{Turn, TurnError};
 
@@ -390,12 +391,15 @@ impl Session {
     /// nor the person's.
     fn turn_end_note(&self) -> Option<String> {
         let noted = self.lock().end_note.clone();
-        noted.or_else(|| {
-            self.settings
-                .server_stopping
-                .is_cancelled()
-                .then(|| SERVER_STOPPED.to_owned())
-        })
+        noted.or_else(|| self.stopping_note())
+    }
+
+    /// The note of a turn the server's stop cancels.
+    fn stopping_note(&self) -> Option<String> {
+        self.settings
+            .server_stopping
+            .is_cancelled()
+            .then(|| SERVER_STOPPED.to_owned())
     }
 
     /// Store `update`, then send it to every attached connection but `except`.
@@ -480,11 +484,9 @@ impl Session {
         let noted = self.lock().end_note.take();
         // Only a cancelled turn was ended by another hand: a close that came
         // as the model finished changed nothing.
-        let note = match noted {
-            _ if outcome != "cancelled" => None,
-            None => self.turn_end_note(),
-            noted => noted,
-        };
+        let note = (outcome == "cancelled")
+            .then(|| noted.or_else(|| self.stopping_note()))
+            .flatten();
         let ended = serde_json::json!({"stopReason": outcome, "note": note, "error": error});
         let tell_everyone = history::turn_ended_update(&ended)
             .filter(|_| !self.settings.server_stopping.is_cancelled())
