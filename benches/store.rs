@@ -911,7 +911,7 @@ fn session_row(id: &str, cwd: &Path, number: i64) -> SessionRow {
 /// A store in this process, with its one session.
 async fn open_store(path: &Path, cwd: &Path) -> anyhow::Result<Store> {
     let store = Store::open(path)?;
-    store.create_session(session_row(SESSION, cwd, 1));
+    store.create_session(session_row(SESSION, cwd, 1), cwd);
     store.flush().await;
     Ok(store)
 }

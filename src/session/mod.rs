@@ -782,7 +782,7 @@ impl SessionRegistry {
             mode: None,
         };
         let session = self.revive(&row, model, Some(Vec::new()))?;
-        self.store.create_session(row);
+        self.store.create_session(row, session.workspace.root());
         session.attachments.attach(client, false);
         self.lock().insert(session.id.clone(), session.clone());
         let _ = self.watchers.send(session.status());

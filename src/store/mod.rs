@@ -356,8 +356,11 @@ impl Store {
         files::still_there(&self.inner.path, opened).err()
     }
 
-    pub fn create_session(&self, row: SessionRow) {
-        self.send(Command::CreateSession(row));
+    /// Record a new session; `real_cwd` is where its workspace really is,
+    /// symlinks resolved (its [`crate::workspace::Workspace::root`]).
+    pub fn create_session(&self, row: SessionRow, real_cwd: &Path) {
+        let real_cwd = real_cwd.to_string_lossy().into_owned();
+        self.send(Command::CreateSession { row, real_cwd });
     }
 
     /// Queue an entry; `then` runs once it is committed (see [`AfterWrite`]).
@@ -876,7 +879,7 @@ mod tests {
     async fn entries_are_kept_in_order_and_follow_ups_run_after_the_write() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("punie.db")).unwrap();
-        store.create_session(row("a", "/w"));
+        store.create_session(row("a", "/w"), Path::new("/w"));
         let (sent, delivered) = tokio::sync::oneshot::channel();
         for n in 0..100 {
             store.append("a", EntryKind::Update, n.to_string(), None);
@@ -911,8 +914,8 @@ mod tests {
     async fn a_conversation_is_read_without_the_updates_around_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("punie.db")).unwrap();
-        store.create_session(row("a", "/w"));
-        store.create_session(row("b", "/w"));
+        store.create_session(row("a", "/w"), Path::new("/w"));
+        store.create_session(row("b", "/w"), Path::new("/w"));
         store.turn_started("a", 1);
         for n in 0..10 {
             store.append("a", EntryKind::Update, format!("update {n}"), None);
@@ -937,8 +940,8 @@ mod tests {
     async fn a_deleted_session_is_gone_and_its_late_entries_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("punie.db")).unwrap();
-        store.create_session(row("a", "/w"));
-        store.create_session(row("b", "/x"));
+        store.create_session(row("a", "/w"), Path::new("/w"));
+        store.create_session(row("b", "/x"), Path::new("/x"));
         store.append("a", EntryKind::Update, "{}".into(), None);
         assert_eq!(store.delete("a").await, Ok(true));
         assert_eq!(store.delete("a").await, Ok(false));
@@ -959,7 +962,7 @@ mod tests {
     async fn a_streaming_session_gets_its_update_time_at_most_a_second_late() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("punie.db")).unwrap();
-        store.create_session(row("a", "/w"));
+        store.create_session(row("a", "/w"), Path::new("/w"));
         store.append("a", EntryKind::Update, "first".into(), None);
         let flushed = Instant::now();
         store.flush().await;
@@ -1024,7 +1027,7 @@ mod tests {
     async fn stored_session_a() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("punie.db")).unwrap();
-        store.create_session(row("a", "/w"));
+        store.create_session(row("a", "/w"), Path::new("/w"));
         store.flush().await;
         (dir, store)
     }
@@ -1206,7 +1209,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("punie.db");
         let store = Store::open(&path).unwrap();
-        store.create_session(row("a", "/w"));
+        store.create_session(row("a", "/w"), Path::new("/w"));
         store.turn_started("a", 1);
         store.close();
         let store = Store::open(&path).unwrap();

@@ -36,7 +36,9 @@ const MAX_BATCH_ELSEWHERE: usize = 16;
 const MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
 
 pub(super) enum Command {
-    CreateSession(SessionRow),
+    /// A new session, and the real path of its workspace (symlinks
+    /// resolved), by which `session/list` finds it.
+    CreateSession { row: SessionRow, real_cwd: String },
     Append {
         session: String,
         kind: EntryKind,
@@ -69,10 +71,7 @@ pub(super) enum Command {
     Barrier(tokio::sync::oneshot::Sender<()>),
     /// Runs, once everything queued before it is written, with the newest
     /// entry of the session (`None` if there is no such session).
-    AtNewest {
-        session: String,
-        then: AtNewest,
-    },
+    AtNewest { session: String, then: AtNewest },
 }
 
 /// The writer's connection.
@@ -902,7 +901,7 @@ fn write_command<'a>(
     command: &'a Command,
 ) -> rusqlite::Result<Option<(&'a str, i64, bool)>> {
     Ok(match command {
-        Command::CreateSession(row) => {
+        Command::CreateSession { row, real_cwd } => {
             transaction
                 .prepare_cached(
                     "INSERT OR IGNORE INTO sessions (id, cwd, title, model, created_us, updated_us, turns, running, real_cwd)
@@ -916,7 +915,7 @@ fn write_command<'a>(
                     row.created_us,
                     row.updated_us,
                     row.turns,
-                    super::real_workspace(&row.cwd)
+                    real_cwd
                 ])?;
             None
         }
@@ -1140,7 +1139,7 @@ fn finish_batch(
             }
             mut command @ (Command::Append { .. }
             | Command::TurnEnded { .. }
-            | Command::CreateSession(_)
+            | Command::CreateSession { .. }
             | Command::Set { .. }
             | Command::TurnStarted { .. }) => {
                 if let Some(then) = command.take_follow_up() {
@@ -1189,7 +1188,7 @@ fn newest_entry(
             }
             let created = held
                 .iter()
-                .any(|command| matches!(command, Command::CreateSession(row) if row.id == session));
+                .any(|command| matches!(command, Command::CreateSession { row, .. } if row.id == session));
             let held = number_held(connection, held, gone)?
                 .filter(|entry| entry.session == session)
                 .map(|entry| entry.seq)
