@@ -338,6 +338,7 @@ fn terminal_error(error: TerminalError) -> Error {
     match error {
         TerminalError::Workspace(error) => workspace_error(error),
         TerminalError::Unknown(_) => Error::new(ErrorCode::RESOURCE_NOT_FOUND, error.to_string()),
+        TerminalError::Cwd { .. } => Error::new(ErrorCode::INVALID_PARAMS, error.to_string()),
         TerminalError::Spawn { .. } | TerminalError::Pipe(_) => {
             Error::new(ErrorCode::INTERNAL_ERROR, error.to_string())
         }

@@ -20,7 +20,7 @@ use super::{
     ClientPort, MODEL_OUTPUT_LIMIT, Report, Stop, ToolContext, ToolOutcome, arguments, ask_client,
     for_the_model, text_content,
 };
-use crate::workspace::{ExitStatus, TerminalOutput};
+use crate::workspace::{ExitStatus, TerminalOutput, Terminals};
 
 /// How long a command may run when the model sets no timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -66,6 +66,9 @@ pub(super) async fn run<C: ClientPort>(
     let cwd = context
         .workspace
         .resolve(Path::new(args.cwd.as_deref().unwrap_or(".")))?;
+    // Before anyone is asked to allow a command that cannot start.
+    Terminals::check_cwd(context.workspace, &cwd)
+        .map_err(|error| Stop::Failed(error.to_string()))?;
     let timeout = match args.timeout_secs {
         None => DEFAULT_TIMEOUT,
         // It would stop every command before it could do anything.

@@ -494,6 +494,8 @@ fn arguments<T: DeserializeOwned>(tool: &str, arguments: &Value) -> Result<T, St
     if let Value::String(raw) = arguments {
         return Err(format!("the arguments of {tool} are not valid JSON: {raw}"));
     }
+    let mut arguments = arguments.clone();
+    whole_floats_as_integers(&mut arguments);
     serde_path_to_error::deserialize(arguments).map_err(|error| {
         let path = error.path().to_string();
         if path == "." {
@@ -505,6 +507,25 @@ fn arguments<T: DeserializeOwned>(tool: &str, arguments: &Value) -> Result<T, St
             )
         }
     })
+}
+
+/// Models write `30.0` for an integer now and then, and JSON Schema counts
+/// it as one: read every whole float as the integer it is.
+fn whole_floats_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|_| number.is_f64())
+                && float.fract() == 0.0
+                && float.abs() < 2f64.powi(53)
+            {
+                // Exact below 2^53, so the cast loses nothing.
+                *number = serde_json::Number::from(float as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_floats_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_floats_as_integers),
+        _ => {}
+    }
 }
 
 /// Reports one tool call's progress to the client.
@@ -665,6 +686,26 @@ mod tests {
         assert_eq!(counted(0, "step"), "0 steps");
         assert_eq!(counted(1, "step"), "1 step");
         assert_eq!(counted(2, "line"), "2 lines");
+    }
+
+    #[test]
+    fn a_whole_float_is_read_as_an_integer_and_a_fraction_is_refused() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Args {
+            line: u32,
+            nested: Vec<u64>,
+        }
+        let read = arguments::<Args>("read_file", &json!({"line": 30.0, "nested": [2.0, 3]}));
+        assert_eq!(
+            read,
+            Ok(Args {
+                line: 30,
+                nested: vec![2, 3]
+            })
+        );
+        let error =
+            arguments::<Args>("read_file", &json!({"line": 2.5, "nested": []})).unwrap_err();
+        assert!(error.contains("`line`"), "{error}");
     }
 
     #[test]

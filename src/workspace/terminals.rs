@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -72,6 +72,10 @@ pub enum TerminalError {
     },
     #[error("cannot make a pipe for a command's output: {0}")]
     Pipe(std::io::Error),
+    /// The directory to run in is missing or not a directory: said as such,
+    /// since the spawn's own error would blame the program.
+    #[error("cannot run in `{}`: {problem}", cwd.display())]
+    Cwd { cwd: PathBuf, problem: String },
 }
 
 /// The commands one client or session has running or finished.
@@ -120,6 +124,23 @@ impl Output {
 }
 
 impl Terminals {
+    /// Check that `cwd`, a real path inside `workspace`, is a directory a
+    /// command can run in.
+    pub fn check_cwd(workspace: &Workspace, cwd: &Path) -> Result<(), TerminalError> {
+        let problem = match std::fs::metadata(cwd) {
+            Ok(metadata) if metadata.is_dir() => return Ok(()),
+            Ok(_) => "it is not a directory".to_owned(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                "no such directory".to_owned()
+            }
+            Err(error) => error.to_string(),
+        };
+        Err(TerminalError::Cwd {
+            cwd: workspace.as_named(cwd),
+            problem,
+        })
+    }
+
     /// Start `command` with `args` in `cwd` (the workspace root when `None`).
     pub fn create(
         &self,
@@ -134,6 +155,7 @@ impl Terminals {
             Some(cwd) => workspace.resolve(cwd)?,
             None => workspace.root().to_owned(),
         };
+        Self::check_cwd(workspace, &cwd)?;
         // One pipe for stdout and stderr, as on a terminal: what the command
         // writes stays in the order it wrote it, whichever stream it used.
         let (output_pipe, writer) = std::io::pipe().map_err(TerminalError::Pipe)?;
@@ -428,10 +450,34 @@ async fn capture(mut stream: impl AsyncRead + Unpin, output: &Mutex<Output>) {
     }
 }
 
+/// The usual names of the signals a command is likely to die of.
+const SIGNAL_NAMES: [(Signal, &str); 14] = [
+    (Signal::HUP, "SIGHUP"),
+    (Signal::INT, "SIGINT"),
+    (Signal::QUIT, "SIGQUIT"),
+    (Signal::ILL, "SIGILL"),
+    (Signal::TRAP, "SIGTRAP"),
+    (Signal::ABORT, "SIGABRT"),
+    (Signal::BUS, "SIGBUS"),
+    (Signal::FPE, "SIGFPE"),
+    (Signal::KILL, "SIGKILL"),
+    (Signal::SEGV, "SIGSEGV"),
+    (Signal::PIPE, "SIGPIPE"),
+    (Signal::ALARM, "SIGALRM"),
+    (Signal::TERM, "SIGTERM"),
+    (Signal::XCPU, "SIGXCPU"),
+];
+
+/// A signal as people write it (`SIGKILL`), or its number when it has no
+/// usual name.
 fn signal_name(signal: i32) -> String {
-    rustix::process::Signal::from_named_raw(signal)
-        .map(|signal| format!("{signal:?}"))
-        .unwrap_or_else(|| signal.to_string())
+    SIGNAL_NAMES
+        .iter()
+        .find(|(known, _)| known.as_raw() == signal)
+        .map_or_else(
+            || format!("signal {signal}"),
+            |(_, name)| (*name).to_owned(),
+        )
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -507,7 +553,7 @@ mod tests {
         terminals.kill(&id).unwrap();
         let exit = terminals.wait(&id).await.unwrap();
         assert_eq!(exit.code, None);
-        assert!(exit.signal.is_some());
+        assert_eq!(exit.signal.as_deref(), Some("SIGKILL"));
     }
 
     #[tokio::test]
@@ -582,5 +628,24 @@ mod tests {
         let terminals = Terminals::default();
         let refused = terminals.create(&workspace, "true", &[], &[], Some(Path::new("/")), None);
         assert!(matches!(refused, Err(TerminalError::Workspace(_))));
+    }
+
+    #[test]
+    fn a_missing_cwd_or_a_file_as_cwd_is_blamed_and_not_the_program() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "").unwrap();
+        let workspace = Workspace::new(dir.path()).unwrap();
+        let terminals = Terminals::default();
+        for (cwd, problem) in [
+            ("nothere", "/nothere`: no such directory"),
+            ("notes.txt", "/notes.txt`: it is not a directory"),
+        ] {
+            let refused = terminals
+                .create(&workspace, "true", &[], &[], Some(Path::new(cwd)), None)
+                .unwrap_err()
+                .to_string();
+            assert!(refused.starts_with("cannot run in `"), "{refused}");
+            assert!(refused.ends_with(problem), "{refused}");
+        }
     }
 }
