@@ -491,6 +491,25 @@ async fn ask_serves_files_and_commands_from_its_own_workspace() {
 }
 
 #[tokio::test]
+async fn the_answer_goes_on_in_a_new_paragraph_after_a_tool_call() {
+    let server = Server::scripted(
+        json!([
+            [{"text": "Reading."}, {"tool_call": {"name": "read_file", "arguments": {"path": "notes.txt"}}}],
+            [{"text": "It says old."}]
+        ]),
+        &[],
+    )
+    .await;
+    std::fs::write(server.home.workspace().join("notes.txt"), "old\n").unwrap();
+    let output = ask(&server, &["read the notes"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "Reading.\n\nIt says old.\n");
+    let output = ask(&server, &["--output", "json", "read the notes"]).await;
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["text"], "Reading.\n\nIt says old.");
+}
+
+#[tokio::test]
 async fn ask_runs_the_agents_commands_in_a_terminal_of_its_own() {
     // Run by the server, a command's result is text; run through the
     // client's terminal, the tool call shows that terminal.

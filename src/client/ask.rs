@@ -666,6 +666,9 @@ struct View {
     /// Stdout goes to a terminal, which must not act on the answer's text.
     stdout_terminal: bool,
     text: String,
+    /// A tool call came after some of the answer: the answer goes on in a
+    /// paragraph of its own, not glued to the sentence before the call.
+    text_paused: bool,
     /// Why the server says this turn ended, when it says.
     end_note: Option<String>,
     tool_calls: BTreeMap<String, ToolCallRecord>,
@@ -706,6 +709,7 @@ impl View {
             one_screen: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
             stdout_terminal: std::io::stdout().is_terminal(),
             text: String::new(),
+            text_paused: false,
             end_note: None,
             tool_calls: BTreeMap::new(),
             tool_order: Vec::new(),
@@ -733,6 +737,9 @@ impl View {
             SessionUpdate::AgentMessageChunk(chunk) => {
                 if let ContentBlock::Text(text) = chunk.content {
                     self.stop_spinner();
+                    if !text.text.is_empty() && std::mem::take(&mut self.text_paused) {
+                        self.start_paragraph();
+                    }
                     if self.format == OutputFormat::Text {
                         self.end_thought();
                         // A pipe or a file gets the answer exactly.
@@ -756,6 +763,7 @@ impl View {
                 }
             }
             SessionUpdate::ToolCall(call) => {
+                self.text_paused = !self.text.is_empty();
                 let id = call.tool_call_id.to_string();
                 let record = self.tool_call(&id);
                 record.title = call.title;
@@ -815,6 +823,23 @@ impl View {
             _ => {}
         }
         self.showing == Showing::Now && !self.others_turn
+    }
+
+    /// Have the answer go on after a blank line. A terminal that showed a
+    /// tool call's line since has its line ended already.
+    fn start_paragraph(&mut self) {
+        let ending = self.text.chars().rev().take_while(|c| *c == '\n').take(2);
+        let needed = 2 - ending.count();
+        let separator = &"\n\n"[..needed];
+        self.text.push_str(separator);
+        if self.format == OutputFormat::Text {
+            let shown = if self.one_screen && !self.mid_line && !separator.is_empty() {
+                "\n"
+            } else {
+                separator
+            };
+            self.write_out(shown);
+        }
     }
 
     fn tool_call(&mut self, id: &str) -> &mut ToolCallRecord {
