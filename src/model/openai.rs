@@ -474,6 +474,9 @@ struct Chunk {
     usage: Option<WireUsage>,
     #[serde(default)]
     error: Option<Value>,
+    /// `error` on vLLM's flat error chunk (`{"object":"error","message":…}`).
+    #[serde(default)]
+    object: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -487,7 +490,7 @@ struct Choice {
 #[derive(Debug, Default, Deserialize)]
 struct Delta {
     #[serde(default)]
-    content: Option<String>,
+    content: Option<Content>,
     /// The reasoning of DeepSeek, llama.cpp and vLLM.
     #[serde(default)]
     reasoning_content: Option<String>,
@@ -497,7 +500,75 @@ struct Delta {
     #[serde(default)]
     refusal: Option<String>,
     #[serde(default)]
-    tool_calls: Option<Vec<ToolCallDelta>>,
+    tool_calls: Option<OneOrMany<ToolCallDelta>>,
+}
+
+/// A delta's `content`: text, or, from Mistral's reasoning models, a list of
+/// typed parts (`text`, and `thinking` holding parts of its own).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Value>),
+}
+
+/// What one piece of `content` adds to the reply.
+#[derive(Debug, PartialEq)]
+enum ContentPiece {
+    Text(String),
+    Thought(String),
+}
+
+impl Content {
+    /// The pieces in order; parts of a type Punie does not know, or without
+    /// text, add nothing.
+    fn pieces(self) -> Vec<ContentPiece> {
+        match self {
+            Self::Text(text) => vec![ContentPiece::Text(text)],
+            Self::Parts(parts) => parts.iter().filter_map(content_part).collect(),
+        }
+    }
+}
+
+fn content_part(part: &Value) -> Option<ContentPiece> {
+    match part.get("type")?.as_str()? {
+        "text" => Some(ContentPiece::Text(part.get("text")?.as_str()?.to_owned())),
+        "thinking" => Some(ContentPiece::Thought(thinking_text(part.get("thinking")?))),
+        _ => None,
+    }
+}
+
+/// The text of a `thinking` part: a list of text parts, or text itself.
+fn thinking_text(thinking: &Value) -> String {
+    match thinking {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter(|part| part.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|part| part.get("text")?.as_str())
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+/// A list, or the one item some servers send bare in its place.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    Many(Vec<T>),
+    One(T),
+}
+
+impl<T> IntoIterator for OneOrMany<T> {
+    type Item = T;
+    type IntoIter = std::vec::IntoIter<T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            Self::Many(items) => items.into_iter(),
+            Self::One(item) => vec![item].into_iter(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -514,8 +585,21 @@ struct ToolCallDelta {
 struct FunctionDelta {
     #[serde(default)]
     name: Option<String>,
+    /// A piece of the arguments' JSON text; llama.cpp's server (in some
+    /// versions) and TGI send the arguments whole, as a JSON object.
     #[serde(default)]
-    arguments: Option<String>,
+    arguments: Option<Value>,
+}
+
+impl FunctionDelta {
+    /// The piece of argument text this delta carries.
+    fn arguments_text(&self) -> Option<String> {
+        match self.arguments.as_ref()? {
+            Value::Null => None,
+            Value::String(text) => Some(text.clone()),
+            whole => Some(whole.to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -532,6 +616,26 @@ struct PartialCall {
     id: String,
     name: String,
     arguments: String,
+}
+
+impl PartialCall {
+    /// Whether a piece that names a function, with `id`, continues this
+    /// call rather than beginning the next. A call's name comes with its
+    /// first piece (some servers split it over a few, or repeat it), so a
+    /// name ends the call only when another id comes with it, or, without
+    /// ids to tell calls apart, once this call is whole: named, with
+    /// arguments that are a complete JSON object.
+    fn continues_with_name(&self, id: Option<&str>) -> bool {
+        match id {
+            Some(id) if !self.id.is_empty() => self.id == id,
+            _ => !self.is_whole(),
+        }
+    }
+
+    fn is_whole(&self) -> bool {
+        !self.name.is_empty()
+            && serde_json::from_str::<Value>(&self.arguments).is_ok_and(|value| value.is_object())
+    }
 }
 
 /// Chunks in, model events out. Text and reasoning pass straight through;
@@ -569,50 +673,61 @@ impl ChunkDecoder {
 
     /// Add a piece to the call it continues, or begin a new call. A piece
     /// continues the call at its `index` (the latest call, from a server that
-    /// omits `index`) unless it opens another: an id other than that call's
-    /// together with a function name. Some servers give every call index 0,
-    /// and only the id tells them apart; others change the id from piece to
-    /// piece of one call, but a call's name comes only with its first.
+    /// omits `index`) unless it names a function and
+    /// [`PartialCall::continues_with_name`] says it begins another: some
+    /// servers give every call index 0, or none, and others change the id
+    /// from piece to piece of one call. An empty id is no id.
     fn add_tool_call_piece(&mut self, piece: ToolCallDelta) {
         let id = piece.id.filter(|id| !id.is_empty());
-        let opens = piece
+        let name = piece
             .function
             .as_ref()
-            .and_then(|function| function.name.as_deref())
-            .is_some_and(|name| !name.is_empty());
+            .and_then(|function| function.name.clone())
+            .filter(|name| !name.is_empty());
+        let arguments = piece
+            .function
+            .as_ref()
+            .and_then(FunctionDelta::arguments_text);
         let current = match piece.index {
             Some(index) => self.slots.get(&index).copied(),
             None => self.calls.len().checked_sub(1),
         };
-        let continues = |at: usize| match &id {
-            Some(id) if opens => self.calls[at].id.is_empty() || self.calls[at].id == *id,
-            _ => true,
+        let continued = current.filter(|&at| {
+            name.is_none()
+                || self
+                    .calls
+                    .get(at)
+                    .is_some_and(|call| call.continues_with_name(id.as_deref()))
+        });
+        let at = match continued {
+            Some(at) => at,
+            None => self.begin_call(piece.index),
         };
-        let at = match current {
-            Some(at) if continues(at) => at,
-            _ => {
-                self.calls.push(PartialCall::default());
-                let at = self.calls.len() - 1;
-                if let Some(index) = piece.index {
-                    self.slots.insert(index, at);
-                }
-                at
-            }
+        let Some(call) = self.calls.get_mut(at) else {
+            return;
         };
-        let call = &mut self.calls[at];
         if let Some(id) = id
             && call.id.is_empty()
         {
             call.id = id;
         }
-        if let Some(function) = piece.function {
-            if let Some(name) = function.name.filter(|name| name != &call.name) {
-                call.name.push_str(&name);
-            }
-            if let Some(arguments) = function.arguments {
-                call.arguments.push_str(&arguments);
-            }
+        if let Some(name) = name.filter(|name| name != &call.name) {
+            call.name.push_str(&name);
         }
+        if let Some(arguments) = arguments {
+            call.arguments.push_str(&arguments);
+        }
+    }
+
+    /// Begin a new call, which the pieces at wire `index` continue from
+    /// now on; where it is in `calls`.
+    fn begin_call(&mut self, index: Option<usize>) -> usize {
+        let at = self.calls.len();
+        self.calls.push(PartialCall::default());
+        if let Some(index) = index {
+            self.slots.insert(index, at);
+        }
+        at
     }
 
     fn flush_tool_calls(&mut self, out: &mut Vec<ModelEvent>) {
@@ -648,21 +763,12 @@ impl ChunkDecoder {
 
     fn choice(&mut self, choice: Choice, out: &mut Vec<ModelEvent>) {
         let delta = choice.delta.unwrap_or_default();
-        self.reasoning_content |= delta.reasoning_content.is_some();
-        // A server may send the same reasoning under both names in one
-        // delta, for clients of either: it is one thought.
-        let thought = [delta.reasoning_content, delta.reasoning]
-            .into_iter()
-            .flatten()
-            .find(|thought| !thought.is_empty());
-        if let Some(thought) = thought {
-            self.started = true;
-            self.reasoning.push_str(&thought);
-            out.push(ModelEvent::Thought(thought));
-        }
-        if let Some(text) = delta.content.filter(|text| !text.is_empty()) {
-            self.started = true;
-            out.push(ModelEvent::Text(text));
+        self.reasoning(delta.reasoning_content, delta.reasoning, out);
+        for piece in delta.content.map(Content::pieces).into_iter().flatten() {
+            match piece {
+                ContentPiece::Text(text) => self.text(text, out),
+                ContentPiece::Thought(thought) => self.thought(thought, out),
+            }
         }
         if let Some(refusal) = delta.refusal.filter(|text| !text.is_empty()) {
             self.started = true;
@@ -678,6 +784,42 @@ impl ChunkDecoder {
         if let Some(reason) = choice.finish_reason.filter(|reason| !reason.is_empty()) {
             self.flush_tool_calls(out);
             self.stop = Some(stop_for(&reason));
+        }
+    }
+
+    /// A delta's reasoning. A server may send the same reasoning under both
+    /// names in one delta, for clients of either: it is one thought. Only
+    /// reasoning that came as `reasoning_content` goes back so named; an
+    /// empty `reasoning_content` beside `reasoning` says nothing of that.
+    fn reasoning(
+        &mut self,
+        reasoning_content: Option<String>,
+        reasoning: Option<String>,
+        out: &mut Vec<ModelEvent>,
+    ) {
+        let reasoning_content = reasoning_content.filter(|thought| !thought.is_empty());
+        self.reasoning_content |= reasoning_content.is_some();
+        let thought = [reasoning_content, reasoning]
+            .into_iter()
+            .flatten()
+            .find(|thought| !thought.is_empty());
+        if let Some(thought) = thought {
+            self.reasoning.push_str(&thought);
+            self.thought(thought, out);
+        }
+    }
+
+    fn thought(&mut self, thought: String, out: &mut Vec<ModelEvent>) {
+        if !thought.is_empty() {
+            self.started = true;
+            out.push(ModelEvent::Thought(thought));
+        }
+    }
+
+    fn text(&mut self, text: String, out: &mut Vec<ModelEvent>) {
+        if !text.is_empty() {
+            self.started = true;
+            out.push(ModelEvent::Text(text));
         }
     }
 }
@@ -708,6 +850,10 @@ impl Decoder for ChunkDecoder {
             return Err(http::reported_error(&self.peer, &value));
         }
         let chunk: Chunk = http::parse_data(&self.peer, event)?;
+        if chunk.object.as_deref() == Some("error") {
+            let value: Value = http::parse_data(&self.peer, event)?;
+            return Err(http::reported_error(&self.peer, &value));
+        }
         if let Some(error) = chunk.error {
             return Err(http::reported_error(&self.peer, &json!({ "error": error })));
         }
@@ -836,6 +982,192 @@ mod tests {
         assert_eq!(call.name, "read");
         assert_eq!(call.arguments, json!({"path": 1}));
         assert!(call.id.starts_with("call_"));
+    }
+
+    /// What the decoder makes of `chunks` before the first error, and that
+    /// error.
+    fn decode_until_error(chunks: &[&str]) -> (Vec<ModelEvent>, Option<DecodeError>) {
+        let mut decoder = ChunkDecoder::new(peer());
+        let mut out = Vec::new();
+        for data in chunks {
+            let event = Event {
+                data: (*data).to_owned(),
+                ..Event::default()
+            };
+            if let Err(error) = decoder.decode(&event, &mut out) {
+                return (out, Some(error));
+            }
+        }
+        (out, None)
+    }
+
+    fn read_file(path: &str) -> ModelEvent {
+        ModelEvent::ToolCall(ToolCall {
+            id: String::new(),
+            name: "read_file".to_owned(),
+            arguments: json!({ "path": path }),
+        })
+    }
+
+    /// `events` with every tool call's id blanked: ids Punie made up differ
+    /// from run to run.
+    fn without_made_up_ids(events: Vec<ModelEvent>) -> Vec<ModelEvent> {
+        events
+            .into_iter()
+            .map(|event| match event {
+                ModelEvent::ToolCall(call) if call.id.starts_with("call_") => {
+                    ModelEvent::ToolCall(ToolCall {
+                        id: String::new(),
+                        ..call
+                    })
+                }
+                other => other,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn content_sent_as_a_list_of_parts_becomes_thoughts_and_text() {
+        // Mistral's reasoning models (Magistral) stream so.
+        let events = decode_all(&[
+            r#"{"choices":[{"delta":{"role":"assistant","content":[{"type":"thinking","thinking":[{"type":"text","text":"hmm"}]}]}}]}"#,
+            r#"{"choices":[{"delta":{"content":[{"type":"thinking","thinking":[{"type":"text","text":", yes"}],"closed":true},{"type":"text","text":"Hi"}]}}]}"#,
+            r#"{"choices":[{"delta":{"content":[{"type":"reference","reference_ids":[1]},{"type":"text","text":" there"}]}}]}"#,
+            r#"{"choices":[{"delta":{"content":" again"},"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ]);
+        assert_eq!(
+            events,
+            [
+                ModelEvent::Thought("hmm".to_owned()),
+                ModelEvent::Thought(", yes".to_owned()),
+                ModelEvent::Text("Hi".to_owned()),
+                ModelEvent::Text(" there".to_owned()),
+                ModelEvent::Text(" again".to_owned()),
+                ModelEvent::Stop(Stop::Done),
+            ],
+            "thinking that came as content is not sent back"
+        );
+    }
+
+    #[test]
+    fn arguments_sent_as_an_object_and_a_lone_tool_call_are_read() {
+        // llama.cpp's server (ggml-org/llama.cpp#20198) and TGI.
+        let events = decode_all(&[
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","function":{"name":"read_file","arguments":{"path":"a.txt"}}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":{"index":1,"id":"c2","function":{"name":"read_file","arguments":"{\"path\":\"b.txt\"}"}}}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+            "[DONE]",
+        ]);
+        let call = |id: &str, path: &str| {
+            ModelEvent::ToolCall(ToolCall {
+                id: id.to_owned(),
+                name: "read_file".to_owned(),
+                arguments: json!({ "path": path }),
+            })
+        };
+        assert_eq!(
+            events,
+            [
+                call("c1", "a.txt"),
+                call("c2", "b.txt"),
+                ModelEvent::Stop(Stop::Done)
+            ]
+        );
+    }
+
+    #[test]
+    fn whole_tool_calls_without_index_or_id_are_told_apart() {
+        let no_index = decode_all(&[
+            r#"{"choices":[{"delta":{"tool_calls":[{"id":"","function":{"name":"read_file","arguments":"{\"path\":\"a.txt\"}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"id":"","function":{"name":"list_files","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+            "[DONE]",
+        ]);
+        let list_files = ModelEvent::ToolCall(ToolCall {
+            id: String::new(),
+            name: "list_files".to_owned(),
+            arguments: json!({}),
+        });
+        assert_eq!(
+            without_made_up_ids(no_index),
+            [read_file("a.txt"), list_files, ModelEvent::Stop(Stop::Done)]
+        );
+
+        let both_index_0 = decode_all(&[
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"name":"read_file","arguments":"{\"path\":"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"a.txt\"}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"name":"read_file","arguments":"{\"path\":\"b.txt\"}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+            "[DONE]",
+        ]);
+        assert_eq!(
+            without_made_up_ids(both_index_0),
+            [
+                read_file("a.txt"),
+                read_file("b.txt"),
+                ModelEvent::Stop(Stop::Done)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_name_split_over_pieces_is_one_call() {
+        let events = decode_all(&[
+            r#"{"choices":[{"delta":{"tool_calls":[{"function":{"name":"read_","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"function":{"name":"file","arguments":"{\"path\":"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"function":{"name":"read_file","arguments":"\"a.txt\"}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+            "[DONE]",
+        ]);
+        assert_eq!(
+            without_made_up_ids(events),
+            [read_file("a.txt"), ModelEvent::Stop(Stop::Done)]
+        );
+    }
+
+    #[test]
+    fn vllms_flat_error_chunk_ends_the_call_with_its_message() {
+        let (events, error) = decode_until_error(&[
+            r#"{"choices":[{"delta":{"content":"Partly"}}]}"#,
+            r#"{"object":"error","message":"Engine loop has died","type":"InternalServerError","code":500}"#,
+            "[DONE]",
+        ]);
+        assert_eq!(events, [ModelEvent::Text("Partly".to_owned())]);
+        let error = error.expect("the reported error");
+        assert_eq!(
+            error.error.to_string(),
+            "the model server reported an error: Engine loop has died (InternalServerError)"
+        );
+        assert!(error.transient, "a 500 may pass");
+
+        let (_, too_long) = decode_until_error(&[
+            r#"{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.","type":"BadRequestError","code":400}"#,
+        ]);
+        let too_long = too_long.expect("the reported error");
+        assert!(
+            matches!(too_long.error, ModelError::TooLong(_)),
+            "{:?}",
+            too_long.error
+        );
+        assert!(!too_long.transient);
+    }
+
+    #[test]
+    fn an_empty_reasoning_content_beside_reasoning_is_not_sent_back() {
+        let events = decode_all(&[
+            r#"{"choices":[{"delta":{"reasoning_content":"","reasoning":"Hmm."}}]}"#,
+            r#"{"choices":[{"delta":{"content":"Yes."},"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ]);
+        assert_eq!(
+            events,
+            [
+                ModelEvent::Thought("Hmm.".to_owned()),
+                ModelEvent::Text("Yes.".to_owned()),
+                ModelEvent::Stop(Stop::Done)
+            ]
+        );
     }
 
     #[test]
