@@ -505,6 +505,17 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 ))
                 .into());
             }
+            if let Some(reply) = args.max_output_tokens
+                && u64::from(reply) >= args.context_window
+            {
+                // Nothing of the conversation would fit beside the reply.
+                return Err(UsageError(format!(
+                    "--max-output-tokens ({reply}) must be less than --context-window ({}): the model's reply and what it is sent share the window (on the command line or under [serve] in {})",
+                    args.context_window,
+                    paths.settings_file().display()
+                ))
+                .into());
+            }
             let config = ServeConfig {
                 host: args.host,
                 port: args.port,

@@ -893,6 +893,7 @@ impl Agent {
         let settings = TurnSettings {
             max_rounds: DEFAULT_MAX_TOOL_ROUNDS,
             context_window: DEFAULT_CONTEXT_WINDOW,
+            reply_tokens: 0,
             tools: Arc::new(punie::tools::specs()),
             reattach_timeout: DEFAULT_REATTACH_TIMEOUT,
             idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,

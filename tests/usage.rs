@@ -57,6 +57,30 @@ async fn a_pong_timeout_not_longer_than_the_ping_interval_is_refused() {
 }
 
 #[tokio::test]
+async fn a_reply_limit_that_leaves_no_room_in_the_context_window_is_refused() {
+    let home = Home::new();
+    let output = punie(
+        &home,
+        &[
+            "serve",
+            "--port",
+            "0",
+            "--context-window",
+            "8000",
+            "--max-output-tokens",
+            "8000",
+        ],
+        &[],
+    )
+    .await;
+    assert_usage_error(
+        &output,
+        "--max-output-tokens (8000) must be less than --context-window (8000)",
+        "flags",
+    );
+}
+
+#[tokio::test]
 async fn a_log_filter_that_filters_nothing_sensible_is_refused() {
     let home = Home::new();
     let nowhere = format!("http://127.0.0.1:{}", support::unused_port());

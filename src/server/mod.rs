@@ -240,6 +240,7 @@ fn session_registry(
     let settings = TurnSettings {
         max_rounds: config.max_tool_rounds,
         context_window: config.context_window,
+        reply_tokens: config.model_settings.max_output_tokens.map_or(0, u64::from),
         tools: Arc::new(tools::specs()),
         reattach_timeout: config.reattach_timeout,
         idle_timeout: config.session_idle_timeout,

@@ -125,13 +125,21 @@ pub fn smaller_window(tokens: u64) -> u64 {
     (tokens / 2).saturating_mul(100) / INPUT_SHARE
 }
 
-/// The newest part of `conversation` that fits `context_window` tokens
-/// beside the system prompt and tools (`fixed`): whole prompts with
-/// everything after them, never less than the newest prompt's. Costs
-/// nothing when it all fits; otherwise a walk back over what is sent.
-pub fn fit(conversation: &Conversation, fixed: u64, context_window: u64, model: &str) -> Fitted {
+/// How much of `context_window` the input may fill: its usual share, and
+/// never what the model was told it may write (`reply_tokens`,
+/// `--max-output-tokens`) — a server that counts the two together refuses
+/// more, and the session would take that for a smaller window.
+pub fn input_budget(context_window: u64, reply_tokens: u64) -> u64 {
+    let share = context_window.saturating_mul(INPUT_SHARE) / 100;
+    share.min(context_window.saturating_sub(reply_tokens))
+}
+
+/// The newest part of `conversation` that fits `budget` tokens (see
+/// [`input_budget`]) beside the system prompt and tools (`fixed`): whole
+/// prompts with everything after them, never less than the newest prompt's.
+/// Costs nothing when it all fits; otherwise a walk back over what is sent.
+pub fn fit(conversation: &Conversation, fixed: u64, budget: u64, model: &str) -> Fitted {
     let messages = conversation.messages.as_slice();
-    let budget = context_window.saturating_mul(INPUT_SHARE) / 100;
     let total = fixed.saturating_add(conversation.tokens_for(model));
     if total <= budget {
         return Fitted {
@@ -329,7 +337,20 @@ mod tests {
     ) -> Fitted {
         let conversation = Conversation::new(messages.as_ref().clone());
         let fixed = text_tokens(system) + tools_tokens(tools);
-        super::fit(&conversation, fixed, context_window, "test")
+        super::fit(
+            &conversation,
+            fixed,
+            input_budget(context_window, 0),
+            "test",
+        )
+    }
+
+    #[test]
+    fn the_reply_the_model_may_write_is_kept_out_of_the_input_budget() {
+        assert_eq!(input_budget(200_000, 0), 150_000);
+        assert_eq!(input_budget(200_000, 8_192), 150_000);
+        assert_eq!(input_budget(200_000, 64_000), 136_000);
+        assert_eq!(input_budget(8_000, 9_000), 0);
     }
 
     fn first_prompt<'a>(messages: &'a [Message], fitted: &Fitted) -> &'a str {
@@ -353,8 +374,15 @@ mod tests {
         let before = conversation.tokens_for("local:deepseek");
         conversation.push(reply);
         conversation.push(Message::user("b"));
-        let for_it = super::fit(&conversation, 0, 1_000_000, "local:deepseek").tokens;
-        let for_another = super::fit(&conversation, 0, 1_000_000, "openai:gpt-5").tokens;
+        let for_it = super::fit(
+            &conversation,
+            0,
+            input_budget(1_000_000, 0),
+            "local:deepseek",
+        )
+        .tokens;
+        let for_another =
+            super::fit(&conversation, 0, input_budget(1_000_000, 0), "openai:gpt-5").tokens;
         assert_eq!(
             for_it - for_another,
             10_000,
@@ -363,9 +391,9 @@ mod tests {
         assert!(for_another < before + 100);
         // Fitted to a window too small for it, the reasoning weighs only
         // for its own model.
-        let small = super::fit(&conversation, 0, 8_000, "openai:gpt-5");
+        let small = super::fit(&conversation, 0, input_budget(8_000, 0), "openai:gpt-5");
         assert_eq!(small.prompts_left_out, 0);
-        let small = super::fit(&conversation, 0, 8_000, "local:deepseek");
+        let small = super::fit(&conversation, 0, input_budget(8_000, 0), "local:deepseek");
         assert_eq!(small.prompts_left_out, 1);
         conversation.truncate(1);
         assert_eq!(conversation.tokens_for("local:deepseek"), before);

@@ -59,6 +59,9 @@ pub struct TurnSettings {
     /// The model's context window in tokens: reported with token usage, and
     /// what of a long conversation the model is sent is fitted to it.
     pub context_window: u64,
+    /// Tokens of the window kept for the model's reply when it is told how
+    /// many it may write (`--max-output-tokens`); 0 when it is not.
+    pub reply_tokens: u64,
     /// The tools the model may call.
     pub tools: Arc<Vec<ToolSpec>>,
     /// How long a turn whose client has gone waits for another to attach

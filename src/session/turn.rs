@@ -476,10 +476,11 @@ impl Turn {
     /// What the model is asked: as much of the conversation as fits its
     /// context window, newest first; and what that came to.
     fn request(&self, context_window: u64) -> (ModelRequest, Sent) {
+        let reply_tokens = self.port.session.settings.reply_tokens;
         let fitted = context::fit(
             &self.conversation,
             self.fixed_tokens,
-            context_window,
+            context::input_budget(context_window, reply_tokens),
             self.model.id(),
         );
         let system = match fitted.prompts_left_out {
