@@ -75,7 +75,7 @@ pub fn marks_shown(text: &str) -> Cow<'_, str> {
     let chars: Vec<char> = text.chars().collect();
     let mut shown = String::with_capacity(text.len() + 8);
     for (at, &c) in chars.iter().enumerate() {
-        if hides_itself(c) && !joins_its_neighbours(&chars, at) {
+        if hides_itself(c) && !joins_its_neighbours(&chars, at) && !varies_its_base(&chars, at) {
             shown.push_str(&format!("<U+{:04X}>", u32::from(c)));
         } else {
             shown.push(c);
@@ -84,18 +84,37 @@ pub fn marks_shown(text: &str) -> Cow<'_, str> {
     shown.into()
 }
 
+/// A visible character that may take a joiner or a variation selector:
+/// one of a script or an emoji, not ASCII text or a space.
+fn visible_non_ascii(c: char) -> bool {
+    !c.is_ascii() && !c.is_whitespace() && !hides_itself(c)
+}
+
 /// Whether the zero-width (non-)joiner at `at` joins two visible
 /// characters of a script that needs it — Persian and the Indic scripts
-/// between letters, emoji sequences — rather than hiding in ASCII text or
-/// beside a space.
+/// between letters, emoji sequences (`🏳️‍🌈`, whose flag has its variation
+/// selector) — rather than hiding in ASCII text or beside a space.
 fn joins_its_neighbours(chars: &[char], at: usize) -> bool {
-    let joinable = |c: &char| !c.is_ascii() && !c.is_whitespace() && !hides_itself(*c);
+    let visible_before = at.checked_sub(1).is_some_and(|before| {
+        chars
+            .get(before)
+            .is_some_and(|c| visible_non_ascii(*c) || varies_its_base(chars, before))
+    });
     matches!(chars[at], '\u{200C}' | '\u{200D}')
-        && at
-            .checked_sub(1)
-            .and_then(|before| chars.get(before))
-            .is_some_and(joinable)
-        && chars.get(at + 1).is_some_and(joinable)
+        && visible_before
+        && chars.get(at + 1).copied().is_some_and(visible_non_ascii)
+}
+
+/// Whether the variation selector at `at` is the one that chooses how the
+/// visible character before it is drawn (`❤️`, `♂️`, a keycap `1️⃣`). Only
+/// one: a run of them after an emoji can carry hidden text.
+fn varies_its_base(chars: &[char], at: usize) -> bool {
+    let is_selector = |c: char| matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}');
+    let Some(base) = at.checked_sub(1).and_then(|before| chars.get(before)) else {
+        return false;
+    };
+    let keycap = matches!(base, '0'..='9' | '#' | '*') && chars.get(at + 1) == Some(&'\u{20E3}');
+    is_selector(chars[at]) && (visible_non_ascii(*base) || keycap)
 }
 
 /// `text` as one Markdown code span, whatever backticks it holds: fenced by
@@ -137,6 +156,18 @@ mod tests {
         // Joiners that join letters or emoji stay; one in ASCII text does not.
         assert_eq!(marks_shown("می\u{200C}خواهم"), "می\u{200C}خواهم");
         assert_eq!(marks_shown("👨\u{200D}💻"), "👨\u{200D}💻");
+        // An emoji's own variation selector stays, in a sequence too; a
+        // second one, or one after ASCII, is marked.
+        for emoji in [
+            "🏳\u{FE0F}\u{200D}🌈",
+            "🏃\u{200D}♂\u{FE0F}",
+            "1\u{FE0F}\u{20E3}",
+            "❤\u{FE0F}",
+        ] {
+            assert_eq!(marks_shown(emoji), emoji);
+        }
+        assert_eq!(marks_shown("😀\u{FE0F}\u{E0101}x"), "😀\u{FE0F}<U+E0101>x");
+        assert_eq!(marks_shown("a\u{FE0F}"), "a<U+FE0F>");
         assert_eq!(
             marks_shown("rm\u{200D}rf \u{200C}x"),
             "rm<U+200D>rf <U+200C>x"
