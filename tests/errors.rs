@@ -467,6 +467,24 @@ async fn capabilities_that_cannot_be_read_are_named_in_the_answer_and_count_as_n
         )
         .await;
     assert!(answer["result"].get("_meta").is_none(), "{answer}");
+    // A huge value is quoted back short.
+    let answer = server
+        .raw()
+        .await
+        .request(
+            "initialize",
+            json!({"protocolVersion": 1,
+                   "clientCapabilities": {"terminal": "x".repeat(1 << 20)}}),
+        )
+        .await;
+    let said = answer["result"]["_meta"]["punie/unreadCapabilities"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        said.starts_with("`clientCapabilities.terminal` is \"xxx"),
+        "{said}"
+    );
+    assert!(said.len() < 1000, "{} bytes", said.len());
 }
 
 #[tokio::test]

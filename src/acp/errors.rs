@@ -15,7 +15,7 @@ pub fn invalid_params(method: &str, problem: impl std::fmt::Display) -> Error {
 const QUOTED_BYTES: usize = 200;
 
 /// `text`, cut to [`QUOTED_BYTES`] and marked when cut.
-fn quoted(text: &str) -> std::borrow::Cow<'_, str> {
+pub(super) fn quoted(text: &str) -> std::borrow::Cow<'_, str> {
     excerpt(text, QUOTED_BYTES)
 }
 

@@ -206,6 +206,12 @@ fn initialize(connection: &Connection, params: Value) -> Result<Value, Error> {
 /// read: `_meta["punie/unreadCapabilities"]`.
 pub const CAPABILITIES_META: &str = "punie/unreadCapabilities";
 
+/// A value a client sent, as its JSON, cut short: quoted back in the
+/// answer and the log, it must not make either as large as it is.
+fn shown(value: &Value) -> String {
+    errors::quoted(&value.to_string()).into_owned()
+}
+
 /// What of `clientCapabilities` Punie uses but cannot read, said so the
 /// client's author can fix it: the file system and terminal a client offers
 /// decide where tools run.
@@ -217,13 +223,17 @@ fn unreadable_capabilities(params: &Value) -> Option<String> {
     let mut problems = Vec::new();
     if !capabilities.is_object() {
         problems.push(format!(
-            "`clientCapabilities` is {capabilities}, not an object"
+            "`clientCapabilities` is {}, not an object",
+            shown(capabilities)
         ));
     } else {
         match capabilities.get("fs") {
             None | Some(Value::Null) => {}
             Some(fs) if !fs.is_object() => {
-                problems.push(format!("`clientCapabilities.fs` is {fs}, not an object"));
+                problems.push(format!(
+                    "`clientCapabilities.fs` is {}, not an object",
+                    shown(fs)
+                ));
             }
             Some(fs) => {
                 for key in ["readTextFile", "writeTextFile"] {
@@ -232,7 +242,8 @@ fn unreadable_capabilities(params: &Value) -> Option<String> {
                         .filter(|value| !value.is_boolean() && !value.is_null())
                     {
                         problems.push(format!(
-                            "`clientCapabilities.fs.{key}` is {value}, not true or false"
+                            "`clientCapabilities.fs.{key}` is {}, not true or false",
+                            shown(value)
                         ));
                     }
                 }
@@ -243,7 +254,8 @@ fn unreadable_capabilities(params: &Value) -> Option<String> {
             .filter(|value| !value.is_boolean() && !value.is_null())
         {
             problems.push(format!(
-                "`clientCapabilities.terminal` is {value}, not true or false"
+                "`clientCapabilities.terminal` is {}, not true or false",
+                shown(value)
             ));
         }
     }
