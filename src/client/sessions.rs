@@ -208,17 +208,19 @@ fn table(sessions: &[SessionInfo]) -> String {
     let rows: Vec<[String; 4]> =
         std::iter::once(["ID", "UPDATED", "TITLE", "CWD"].map(String::from))
             .chain(sessions.iter().map(|session| {
+                // All as the server sent them: none may restyle the
+                // terminal or reorder the table.
                 [
-                    session.session_id.to_string(),
+                    one_line(&session.session_id.0),
                     session
                         .updated_at
                         .as_deref()
-                        .map_or_else(|| "-".to_owned(), when),
+                        .map_or_else(|| "-".to_owned(), |at| one_line(&when(at))),
                     session.title.as_deref().map_or_else(
                         || "-".to_owned(),
                         |title| cut(&one_line(title), TITLE_COLUMNS).into_owned(),
                     ),
-                    session.cwd.display().to_string(),
+                    one_line(&session.cwd.to_string_lossy()),
                 ]
             }))
             .collect();
@@ -346,6 +348,21 @@ session-two  -                     -                     /src/other app
     #[test]
     fn a_title_cannot_reorder_or_style_the_table() {
         assert_eq!(one_line("\u{202e}evil\u{1b}[2J\tend"), "evil[2J end");
+    }
+
+    #[test]
+    fn no_cell_can_reorder_or_style_the_table() {
+        let shown = table(&[session(
+            "id\u{1b}[31m",
+            Some("title"),
+            Some("when\u{202e}"),
+            "/w/\u{1b}]0;pwned\u{7}dir\u{202e}",
+        )]);
+        assert!(
+            !shown.contains(['\u{1b}', '\u{7}', '\u{202e}']),
+            "{shown:?}"
+        );
+        assert!(shown.contains("/w/]0;pwneddir"), "{shown:?}");
     }
 
     #[test]
