@@ -4,6 +4,7 @@
 //! cancelled. Run here, it ends when its own process exits, and what it left
 //! running in the background is stopped then; the model is told so.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -320,6 +321,7 @@ const LINE_SEARCH: usize = 4096;
 /// What a command printed, as the model is shown it: "output:" and the text,
 /// cut to fit with one mark that counts every byte missing.
 fn printed(output: &str, dropped: Dropped) -> String {
+    let output = &*as_plain_text(output);
     if dropped == Dropped::Nothing {
         if output.is_empty() {
             return "no output".to_owned();
@@ -346,9 +348,44 @@ fn printed(output: &str, dropped: Dropped) -> String {
     format!("output:\n{mark}\n{}", &output[start..])
 }
 
+/// What a command printed as a log shows it: without the escapes that
+/// colour it or move the cursor, and with each line as a terminal last drew
+/// it, what follows its last `\r` — a progress bar redrawn a thousand times
+/// is one line, not a thousand the model pays for.
+fn as_plain_text(output: &str) -> Cow<'_, str> {
+    if !output.contains(['\x1b', '\r']) {
+        return output.into();
+    }
+    let stripped = anstream::adapter::strip_str(output).to_string();
+    let mut plain = String::with_capacity(stripped.len());
+    for line in stripped.split_inclusive('\n') {
+        let (body, newline) = match line.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (line, ""),
+        };
+        // A line ending `\r\n` is no redraw.
+        let body = body.trim_end_matches('\r');
+        plain.push_str(body.rsplit('\r').next().unwrap_or(body));
+        plain.push_str(newline);
+    }
+    plain.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colours_and_redrawn_lines_reach_the_model_as_a_log_shows_them() {
+        let output = "\x1b[1;32mCompiling\x1b[0m punie\r\n\
+                      10%\r50%\r\x1b[K100%\n\
+                      done\r\n";
+        assert_eq!(
+            printed(output, Dropped::Nothing),
+            "output:\nCompiling punie\n100%\ndone\n"
+        );
+        assert_eq!(printed("plain\n", Dropped::Nothing), "output:\nplain\n");
+    }
 
     fn mark_and_tail(shown: &str) -> (&str, &str) {
         let rest = shown.strip_prefix("output:\n").unwrap();
