@@ -449,12 +449,50 @@ async fn openai_finish_reasons_become_stops() {
             openai_done(),
         ])
     };
-    let fake = FakeProvider::start([reply("length"), reply("content_filter"), reply("stop")]).await;
+    // TGI ends with `eos_token`; proxies may pass on Anthropic's words.
+    let reasons = [
+        ("length", Stop::MaxTokens),
+        ("content_filter", Stop::Refusal),
+        ("stop", Stop::Done),
+        ("eos_token", Stop::Done),
+        ("end_turn", Stop::Done),
+        ("function_call", Stop::Done),
+    ];
+    let fake = FakeProvider::start(reasons.map(|(reason, _)| reply(reason))).await;
     let model = local_model(&fake, &settings());
-    for expected in [Stop::MaxTokens, Stop::Refusal, Stop::Done] {
+    for (reason, expected) in reasons {
         let events = answer(&*model, ask("x")).await;
-        assert_eq!(events.last(), Some(&ModelEvent::Stop(expected)));
+        assert_eq!(events.last(), Some(&ModelEvent::Stop(expected)), "{reason}");
     }
+}
+
+#[tokio::test]
+async fn a_reply_the_server_cut_short_fails_naming_the_finish_reason_and_runs_no_tool() {
+    // vLLM's `abort` (a request it dropped), Mistral's `error`.
+    for reason in ["abort", "error"] {
+        let fake = FakeProvider::start([Reply::events([
+            openai_delta(json!({"role": "assistant", "content": "Let me "})),
+            openai_delta(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                               "function": {"name": "run", "arguments": "{\"comm"}}]})),
+            openai_finish(reason),
+            openai_done(),
+        ])])
+        .await;
+        let (events, error) = run(&*local_model(&fake, &one_retry()), ask("x")).await;
+        assert_eq!(events, [text("Let me ")], "{reason}: no tool call, no stop");
+        let error = error.expect("an error").to_string();
+        assert!(
+            error.contains(&format!("finish reason `{reason}`")) && error.contains("incomplete"),
+            "{error}"
+        );
+        assert_eq!(fake.requests().len(), 1, "{reason}: the answer had begun");
+    }
+}
+
+#[tokio::test]
+async fn a_reply_cut_short_before_its_first_token_is_retried() {
+    let first = Reply::events([openai_finish("abort"), openai_done()]);
+    the_retry_alone_is_heard(Wire::OpenAi, first).await;
 }
 
 #[tokio::test]
@@ -922,6 +960,126 @@ async fn a_reply_that_is_not_streamed_is_named_and_not_retried() {
     }
 }
 
+/// A `200 OK` of type `content_type` whose body is `body`.
+fn ok_with(content_type: &str, body: &str) -> Reply {
+    Reply::Status {
+        status: 200,
+        headers: vec![("content-type", content_type.to_owned())],
+        body: body.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_is_no_event_stream_is_named_quoted_and_not_retried() {
+    let whole_reply = r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+    let json_lines = "{\"model\":\"m\",\"message\":{\"content\":\"hi\"},\"done\":false}\n\u{1b}[31m{\"done\":true}\n";
+    for (content_type, body, quoted) in [
+        (
+            "text/plain; charset=utf-8",
+            whole_reply,
+            format!("text/plain beginning `{whole_reply}`"),
+        ),
+        (
+            "application/x-ndjson",
+            json_lines,
+            // The escape character is dropped, the line break is a space.
+            "application/x-ndjson beginning `{\"model\":\"m\",\"message\":{\"content\":\"hi\"},\"done\":false} [31m{\"done\":true}`".to_owned(),
+        ),
+    ] {
+        let fake = FakeProvider::start([
+            ok_with(content_type, body),
+            Reply::events(openai_text_reply(&["never"])),
+        ])
+        .await;
+        let error = error_of(&*local_model(&fake, &one_retry()), ask("x")).await;
+        assert_eq!(
+            error,
+            format!(
+                "the model server did not answer with server-sent events: it sent {quoted} — \
+                 check that {}/v1 is the model server's API (the URL in `local:URL/MODEL` sets it)",
+                fake.url()
+            )
+        );
+        assert_eq!(fake.requests().len(), 1, "{content_type}: not retried");
+    }
+}
+
+/// A server on 127.0.0.1 that answers every request with `response`, bytes
+/// as they are (the fake provider sends only text); how many it answered.
+async fn raw_server(response: Vec<u8>) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("its address");
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (response, count) = (response.clone(), count.clone());
+            tokio::spawn(async move {
+                // The whole request, so that closing sends no reset.
+                let mut request = Vec::new();
+                let mut buffer = [0; 4096];
+                while !is_whole_request(&request) {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => request.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = socket.write_all(&response).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (addr, answered)
+}
+
+/// Whether `request` holds its headers and the body they announce.
+fn is_whole_request(request: &[u8]) -> bool {
+    let Some(end) = request.windows(4).position(|window| window == b"\r\n\r\n") else {
+        return false;
+    };
+    let headers = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+    let length = headers
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|length| length.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    request.len() >= end + 4 + length
+}
+
+#[tokio::test]
+async fn a_compressed_body_never_asked_for_is_named_and_not_retried() {
+    // The start of a gzip stream: magic, method, flags, then deflated bytes.
+    let body: &[u8] =
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xab\x56\xca\x48\xcd\xc9\xc9\x57\xb2\x52\x00\x00";
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(body);
+    let (addr, answered) = raw_server(response).await;
+    let model = model_with(&format!("local:http://{addr}/v1/m"), &one_retry(), &[]);
+    let error = error_of(&*model, ask("x")).await;
+    assert_eq!(
+        error,
+        format!(
+            "the model server did not answer with server-sent events: it sent text/event-stream \
+             that is not text, compressed (gzip), which Punie does not ask for — check that \
+             http://{addr}/v1 is the model server's API (the URL in `local:URL/MODEL` sets it)"
+        )
+    );
+    assert_eq!(
+        answered.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "not retried"
+    );
+}
+
 #[tokio::test]
 async fn an_error_for_a_path_the_server_does_not_serve_says_to_check_the_base_url() {
     // LM Studio's answer to a base URL without its `/v1`.
@@ -1009,6 +1167,44 @@ async fn a_stream_that_stalls_fails_after_the_idle_timeout() {
         assert_eq!(events, [text("Thinking")], "{wire:?}");
         let error = gave_up_waiting(wire, error);
         assert!(error.contains("--model-idle-timeout"), "{wire:?}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_finished_reply_is_kept_when_the_server_then_goes_silent() {
+    // The stop reason has come; the stream's end never does.
+    let openai = vec![
+        openai_delta(json!({"role": "assistant", "content": "Reading."})),
+        openai_delta(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                           "function": {"name": "read_file",
+                                                        "arguments": "{\"path\":\"a.txt\"}"}}]}),
+        ),
+        openai_finish("tool_calls"),
+    ];
+    let mut anthropic = vec![anthropic_message_start(10)];
+    anthropic.extend(anthropic_text_block(0, &["Reading."]));
+    anthropic.extend(anthropic_tool_block(
+        1,
+        "call_1",
+        "read_file",
+        &["{\"path\":\"a.txt\"}"],
+    ));
+    anthropic.extend(anthropic_message_end("tool_use", 4).into_iter().take(1));
+    for (wire, events) in [(Wire::OpenAi, openai), (Wire::Anthropic, anthropic)] {
+        let mut parts: Vec<Part> = events.into_iter().map(Part::Send).collect();
+        parts.push(Part::Stall);
+        let fake = FakeProvider::start([Reply::Stream(parts)]).await;
+        let (events, error) = run(&*model_on(wire, &fake, &impatient()), ask("x")).await;
+        assert!(error.is_none(), "{wire:?}: {error:?}");
+        let read = tool_call("call_1", "read_file", json!({"path": "a.txt"}));
+        assert_eq!(events.first(), Some(&text("Reading.")), "{wire:?}");
+        assert!(events.contains(&read), "{wire:?}: {events:?}");
+        assert_eq!(
+            events.last(),
+            Some(&ModelEvent::Stop(Stop::Done)),
+            "{wire:?}"
+        );
     }
 }
 

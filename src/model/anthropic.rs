@@ -603,6 +603,10 @@ impl Decoder for EventDecoder {
         }
     }
 
+    fn finished(&self) -> bool {
+        self.stop.is_some()
+    }
+
     fn started(&self) -> bool {
         self.started
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 use sse_stream::{Sse, SseByteStream};
@@ -202,6 +202,11 @@ pub(crate) trait Decoder: Send + 'static {
     /// pending and the stop, or say why the reply is incomplete.
     fn finish(&mut self, out: &mut Vec<ModelEvent>) -> Result<(), DecodeError>;
 
+    /// Whether the model has said why it stopped (a finish or stop
+    /// reason): the reply is whole, and only usage and the stream's end
+    /// may follow.
+    fn finished(&self) -> bool;
+
     /// Whether the answer itself has begun: a piece of text, of a thought or
     /// of a tool call has arrived. Until then (a role, `message_start`,
     /// `ping`, usage) a failed attempt can be made again without the person
@@ -275,27 +280,17 @@ pub(crate) fn model_stream<D: Decoder>(
                     return;
                 }
             };
-            let bytes = idle_limited(response.bytes_stream(), settings.idle_timeout);
+            let mut reading = Reading::new(&response, &settings);
+            let bytes = reading.body_start.clone().kept(response.bytes_stream());
+            let bytes = idle_limited(bytes, settings.idle_timeout);
             let mut events = std::pin::pin!(SseByteStream::new(bytes));
             let mut decoder = new_decoder();
             // What this attempt decoded, held until the answer begins.
             let mut held = Vec::new();
             let failure = loop {
-                let (decoded, ended) = match events.next().await {
-                    None => (decoder.finish(&mut held), true),
-                    Some(Ok(block)) => match Event::from_block(block) {
-                        Some(event) => (decoder.decode(&event, &mut held), false),
-                        None => (Ok(()), false),
-                    },
-                    Some(Err(error)) => {
-                        let transient = matches!(
-                            transport(&error),
-                            Some(Transport::Http(error)) if is_dropped(error)
-                        );
-                        let error = stream_error(&peer, &error, settings.idle_timeout);
-                        (Err(DecodeError { error, transient }), false)
-                    }
-                };
+                let (decoded, ended) = reading
+                    .step(&mut events, &mut decoder, &mut held, &peer)
+                    .await;
                 let stopped = held.iter().any(|event| matches!(event, ModelEvent::Stop(_)));
                 if decoder.started() || stopped {
                     for model_event in held.drain(..) {
@@ -332,6 +327,196 @@ pub(crate) fn model_stream<D: Decoder>(
     .boxed()
 }
 
+/// How long a stream may go on once the model has said why it stopped,
+/// waiting for what may still follow (OpenAI's usage chunk, `[DONE]`,
+/// `message_stop`): some servers then send nothing and keep the connection
+/// open, and the reply that came is whole. Never more than half the idle
+/// timeout, so that the reply ends before the stream would be given up.
+pub const FINISH_GRACE: Duration = Duration::from_secs(3);
+
+/// How much of the start of a body is kept, to quote should it prove not to
+/// be an event stream.
+const BODY_SAMPLE: usize = 512;
+
+/// How much of that start an error quotes.
+const BODY_START_LIMIT: usize = 200;
+
+/// One attempt's reading of its event stream.
+struct Reading {
+    /// The response's `Content-Type` (its media type) and `Content-Encoding`.
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    body_start: BodyStart,
+    /// An SSE block (an event, or a field of one) has arrived.
+    saw_block: bool,
+    idle_timeout: Duration,
+    grace: Duration,
+}
+
+impl Reading {
+    fn new(response: &reqwest::Response, settings: &ModelSettings) -> Self {
+        let header = |name| {
+            let value = response.headers().get(name)?.to_str().ok()?;
+            let essence = value.split(';').next().unwrap_or_default().trim();
+            (!essence.is_empty()).then(|| essence.to_ascii_lowercase())
+        };
+        Self {
+            content_type: header(CONTENT_TYPE),
+            content_encoding: header(CONTENT_ENCODING),
+            body_start: BodyStart::default(),
+            saw_block: false,
+            idle_timeout: settings.idle_timeout,
+            grace: FINISH_GRACE.min(settings.idle_timeout / 2),
+        }
+    }
+
+    /// Read the next block of `events` into `decoder`, pushing what it makes
+    /// of it onto `held`: how that went, and whether the stream has ended.
+    /// Once the decoder has the reply's stop reason, a stream that goes
+    /// quiet for [`FINISH_GRACE`] has ended.
+    async fn step<S, D>(
+        &mut self,
+        events: &mut S,
+        decoder: &mut D,
+        held: &mut Vec<ModelEvent>,
+        peer: &Peer,
+    ) -> (Result<(), DecodeError>, bool)
+    where
+        S: futures::Stream<Item = Result<Sse, sse_stream::Error>> + Unpin,
+        D: Decoder,
+    {
+        let next = if decoder.finished() {
+            tokio::time::timeout(self.grace, events.next())
+                .await
+                .unwrap_or(None)
+        } else {
+            events.next().await
+        };
+        match next {
+            None => match self.not_an_event_stream(peer) {
+                Some(error) => (Err(error.into()), true),
+                None => (decoder.finish(held), true),
+            },
+            Some(Ok(block)) => {
+                self.saw_block = true;
+                match Event::from_block(block) {
+                    Some(event) => (decoder.decode(&event, held), false),
+                    None => (Ok(()), false),
+                }
+            }
+            Some(Err(error)) => {
+                let transient = matches!(
+                    transport(&error),
+                    Some(Transport::Http(error)) if is_dropped(error)
+                );
+                let error = stream_error(peer, &error, self.idle_timeout);
+                (Err(DecodeError { error, transient }), false)
+            }
+        }
+    }
+
+    /// The error for a body that ended without one SSE block and does not
+    /// begin as an event stream does: a whole JSON reply labelled
+    /// `text/plain`, JSON lines, a compressed body. Asking again would get
+    /// the same, so it is not retried.
+    fn not_an_event_stream(&self, peer: &Peer) -> Option<ModelError> {
+        let start = self.body_start.bytes();
+        if self.saw_block || looks_like_an_event_stream(&start) {
+            return None;
+        }
+        let what = self.content_type.as_deref().map_or_else(
+            || "a body without a content type".to_owned(),
+            |kind| shown(kind, 100),
+        );
+        let body = match body_text(&start) {
+            Some(text) => format!(" beginning `{}`", shown(text, BODY_START_LIMIT)),
+            None => " that is not text".to_owned(),
+        };
+        let encoding = self
+            .content_encoding
+            .as_deref()
+            .map(|encoding| {
+                format!(
+                    ", compressed ({}), which Punie does not ask for",
+                    shown(encoding, 100)
+                )
+            })
+            .unwrap_or_default();
+        let check = peer
+            .base_url_source
+            .map(|source| {
+                format!(
+                    " — check that {} is the model server's API ({source} sets it)",
+                    peer.base_url
+                )
+            })
+            .unwrap_or_default();
+        Some(ModelError::Provider(format!(
+            "{} did not answer with server-sent events: it sent {what}{body}{encoding}{check}",
+            peer.name
+        )))
+    }
+}
+
+/// The first [`BODY_SAMPLE`] bytes of a body, kept as they pass.
+#[derive(Debug, Clone, Default)]
+struct BodyStart(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl BodyStart {
+    /// `bytes`, their start kept here as they pass.
+    fn kept<B: AsRef<[u8]>, E>(
+        self,
+        bytes: impl futures::Stream<Item = Result<B, E>>,
+    ) -> impl futures::Stream<Item = Result<B, E>> {
+        bytes.inspect(move |chunk| {
+            if let Ok(chunk) = chunk {
+                self.keep(chunk.as_ref());
+            }
+        })
+    }
+
+    fn keep(&self, bytes: &[u8]) {
+        if let Ok(mut kept) = self.0.lock() {
+            let room = BODY_SAMPLE.saturating_sub(kept.len());
+            kept.extend(bytes.iter().take(room));
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        self.0.lock().map(|kept| kept.clone()).unwrap_or_default()
+    }
+}
+
+/// Whether a body that begins with `start` may be an event stream: nothing
+/// but line breaks, or a first line that is a comment or an SSE field.
+fn looks_like_an_event_stream(start: &[u8]) -> bool {
+    let start = start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(start);
+    let Some(line) = start
+        .split(|byte| matches!(byte, b'\n' | b'\r'))
+        .find(|line| !line.is_empty())
+    else {
+        return true;
+    };
+    line.starts_with(b":")
+        || ["data", "event", "id", "retry"].iter().any(|field| {
+            line.strip_prefix(field.as_bytes())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b":"))
+        })
+}
+
+/// `start` as text, if it is: UTF-8 (perhaps cut in the middle of a
+/// character at its end) without NULs.
+fn body_text(start: &[u8]) -> Option<&str> {
+    let text = match std::str::from_utf8(start) {
+        Ok(text) => text,
+        Err(error) if error.error_len().is_none() => {
+            std::str::from_utf8(start.get(..error.valid_up_to())?).ok()?
+        }
+        Err(_) => return None,
+    };
+    (!text.contains('\0')).then_some(text)
+}
+
 /// A call that fails before it starts, e.g. for want of an API key.
 pub(crate) fn failed(error: ModelError) -> ModelStream {
     futures::stream::iter([Err(error)]).boxed()
@@ -344,6 +529,22 @@ pub(crate) fn cut_short(peer: &Peer) -> DecodeError {
         error: ModelError::Provider(format!(
             "{} closed the stream before the reply was complete",
             peer.name
+        )),
+        transient: true,
+    }
+}
+
+/// The error for a reply the model server ended with a finish reason that
+/// does not say it is whole (`abort`, `error`): what came is incomplete, and
+/// the tools it asked for must not run. Before the answer has begun, another
+/// attempt may well succeed.
+pub(crate) fn stopped_early(peer: &Peer, finish_reason: &str) -> DecodeError {
+    DecodeError {
+        error: ModelError::Provider(format!(
+            "{} stopped the reply early (finish reason `{}`), so it is incomplete and no tool \
+             it asked for was run; its own log may say why — send the prompt again to retry",
+            peer.name,
+            shown(finish_reason, ERROR_BODY_LIMIT)
         )),
         transient: true,
     }
@@ -1239,6 +1440,39 @@ mod tests {
             join(&root, "v1/messages").as_str(),
             "https://api.anthropic.com/v1/messages"
         );
+    }
+
+    #[test]
+    fn a_body_is_told_for_an_event_stream_by_its_first_line() {
+        for stream in [
+            &b"data: {}\n\n"[..],
+            b"\xEF\xBB\xBFevent: ping\n",
+            b"\r\n: keep-alive\n\n",
+            b"retry: 10\n",
+            b"data",
+            b"",
+            b"\n\n",
+        ] {
+            assert!(looks_like_an_event_stream(stream), "{stream:?}");
+        }
+        for other in [
+            &b"{\"choices\":[]}"[..],
+            b"database: x\n",
+            b"<html>",
+            b"\x1f\x8b\x08\x00",
+        ] {
+            assert!(!looks_like_an_event_stream(other), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn only_text_is_quoted_from_a_body() {
+        assert_eq!(body_text(b"plain"), Some("plain"));
+        assert_eq!(body_text("caf\u{e9}".as_bytes()), Some("caf\u{e9}"));
+        // Cut in the middle of a character by the sample's end.
+        assert_eq!(body_text(&"caf\u{e9}".as_bytes()[..4]), Some("caf"));
+        assert_eq!(body_text(b"\x1f\x8b\x08\x00\xff\xfe"), None);
+        assert_eq!(body_text(b"a\0b"), None);
     }
 
     #[test]

@@ -761,7 +761,7 @@ impl ChunkDecoder {
         out.push(ModelEvent::Stop(stop));
     }
 
-    fn choice(&mut self, choice: Choice, out: &mut Vec<ModelEvent>) {
+    fn choice(&mut self, choice: Choice, out: &mut Vec<ModelEvent>) -> Result<(), DecodeError> {
         let delta = choice.delta.unwrap_or_default();
         self.reasoning(delta.reasoning_content, delta.reasoning, out);
         for piece in delta.content.map(Content::pieces).into_iter().flatten() {
@@ -782,9 +782,11 @@ impl ChunkDecoder {
         // Some servers (SGLang, once Ollama) send `""` on every chunk
         // until the real reason: that is no finish.
         if let Some(reason) = choice.finish_reason.filter(|reason| !reason.is_empty()) {
+            let stop = stop_for(&reason).ok_or_else(|| http::stopped_early(&self.peer, &reason))?;
             self.flush_tool_calls(out);
-            self.stop = Some(stop_for(&reason));
+            self.stop = Some(stop);
         }
+        Ok(())
     }
 
     /// A delta's reasoning. A server may send the same reasoning under both
@@ -824,11 +826,20 @@ impl ChunkDecoder {
     }
 }
 
-fn stop_for(finish_reason: &str) -> Stop {
-    match finish_reason {
-        "length" => Stop::MaxTokens,
-        "content_filter" => Stop::Refusal,
-        _ => Stop::Done,
+/// What a finish reason says of the reply, if it is one that says the reply
+/// is whole: OpenAI's own, and those of the servers that copy its wire (TGI's
+/// `eos_token`, Mistral's `model_length`, proxies' Anthropic words). Any
+/// other is read as the reply cut short: the reasons for that (vLLM's and
+/// SGLang's `abort`, Mistral's and OpenRouter's `error`, DeepSeek's
+/// `insufficient_system_resource`) are many and not listed anywhere, and a
+/// cut-short reply taken as whole would run half-written tool calls.
+fn stop_for(finish_reason: &str) -> Option<Stop> {
+    match finish_reason.to_ascii_lowercase().as_str() {
+        "stop" | "tool_calls" | "function_call" | "eos" | "eos_token" | "end_turn"
+        | "stop_sequence" | "tool_use" => Some(Stop::Done),
+        "length" | "max_tokens" | "model_length" => Some(Stop::MaxTokens),
+        "content_filter" | "refusal" => Some(Stop::Refusal),
+        _ => None,
     }
 }
 
@@ -858,7 +869,7 @@ impl Decoder for ChunkDecoder {
             return Err(http::reported_error(&self.peer, &json!({ "error": error })));
         }
         for choice in chunk.choices.into_iter().flatten() {
-            self.choice(choice, out);
+            self.choice(choice, out)?;
         }
         if let Some(usage) = chunk.usage {
             out.push(ModelEvent::Usage(Usage {
@@ -877,6 +888,10 @@ impl Decoder for ChunkDecoder {
         } else {
             Err(http::cut_short(&self.peer))
         }
+    }
+
+    fn finished(&self) -> bool {
+        self.stop.is_some()
     }
 
     fn started(&self) -> bool {
