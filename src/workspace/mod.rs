@@ -4,7 +4,11 @@
 //! Every path an agent names is resolved here before it is touched: relative
 //! paths are taken from the root, `..` is applied, and symlinks are followed —
 //! dangling ones too, since writing through one creates its target; whatever
-//! lands outside the root is refused with an error that says so.
+//! lands outside the root is refused with an error that says so. A path is
+//! taken as the kernel would take it, and refused where a person would have
+//! meant something else: one starting with `~` (no shell expanded it), one
+//! ending with `/` to be written as a file, or one that would create a name
+//! with a control character in it.
 //! Only regular files are read or written, and never in a way that could
 //! wait for ever (see `text`).
 //! Used by `punie ask` to serve `fs/*` and `terminal/*`, and by the server's
@@ -16,12 +20,13 @@ mod text;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::ErrorKind;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Component, Path, PathBuf};
 
 use tokio_util::sync::CancellationToken;
 
 pub use terminals::{ExitStatus, TerminalError, TerminalOutput, Terminals, die_with_this_process};
-pub use text::{End, Excerpt, NotAFile, ReadError, excerpt};
+pub use text::{BadByte, End, Excerpt, NotAFile, ReadError, excerpt};
 
 /// Symlinks one path may pass through: as many as Linux follows before it
 /// gives up with `ELOOP`, so a loop is refused rather than walked forever.
@@ -38,8 +43,8 @@ pub enum WorkspaceError {
     Outside { path: PathBuf, root: PathBuf },
     #[error("`{0}` does not exist")]
     NotFound(PathBuf),
-    #[error("`{0}` is not a text file (it is not valid UTF-8)")]
-    NotText(PathBuf),
+    #[error("{0}")]
+    NotText(NotUtf8),
     // A refusal (`NotAFile`) travels as an I/O error, and reads as a
     // sentence about the path.
     #[error("`{path}`{}", after_path(.source))]
@@ -47,6 +52,33 @@ pub enum WorkspaceError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// A file that is not UTF-8 text, and where it stops being.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{}` is not UTF-8 text: byte {} (0x{:02X}, on line {}) is not valid UTF-8; it is binary, or \
+     text in another encoding such as Latin-1",
+    .path.display(), .at.offset, .at.byte, .at.line
+)]
+pub struct NotUtf8 {
+    pub path: PathBuf,
+    pub at: BadByte,
+}
+
+/// A path refused for how it is written: a sentence about it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+impl Refused {
+    /// The I/O error that carries this refusal of `path`.
+    fn error(path: &Path, sentence: impl Into<String>) -> WorkspaceError {
+        io_error(
+            path,
+            std::io::Error::new(ErrorKind::InvalidInput, Self(sentence.into())),
+        )
+    }
 }
 
 /// The directory an agent may work in.
@@ -115,19 +147,60 @@ impl Workspace {
     }
 
     /// The real location of `path` (absolute, or relative to the root), if it
-    /// is inside the workspace. The path need not exist yet.
+    /// is inside the workspace. The path need not exist yet; if it ends with
+    /// `/`, whatever is there must be a directory, as the kernel has it.
     pub fn resolve(&self, path: &Path) -> Result<PathBuf, WorkspaceError> {
+        if path.as_os_str().as_bytes().starts_with(b"~") {
+            // A shell would have meant a home directory: taken as a name, it
+            // makes a directory `~` that a later `rm -rf ~` turns deadly.
+            return Err(Refused::error(
+                path,
+                "starts with `~`, which is not expanded to a home directory here: paths are \
+                 relative to the workspace root, or absolute inside it",
+            ));
+        }
         let outside = || WorkspaceError::Outside {
             path: path.to_owned(),
             root: self.root.clone(),
         };
         let joined = lexically_normal(&self.root.join(path)).ok_or_else(outside)?;
         let resolved = follow(&joined).map_err(|error| io_error(path, error))?;
-        if resolved.starts_with(&self.root) {
-            Ok(resolved)
-        } else {
-            Err(outside())
+        if !resolved.starts_with(&self.root) {
+            return Err(outside());
         }
+        // The trailing `/` went with the normalising; the kernel would
+        // have refused a file named so.
+        match std::fs::metadata(&resolved) {
+            Ok(metadata) if names_a_directory(path) && !metadata.is_dir() => {
+                Err(io_error(path, rustix::io::Errno::NOTDIR.into()))
+            }
+            _ => Ok(resolved),
+        }
+    }
+
+    /// The real location of `path`, as [`Self::resolve`], for a file to be
+    /// written there: refused when `path` names a directory, or would make
+    /// a name with a control character (a line break, say) in it.
+    pub fn resolve_to_write(&self, path: &Path) -> Result<PathBuf, WorkspaceError> {
+        if names_a_directory(path) {
+            return Err(Refused::error(
+                path,
+                "ends with `/`, so it names a directory, not a file to write; leave the `/` \
+                 out to write a file",
+            ));
+        }
+        let real = self.resolve(path)?;
+        if let Some(control) = control_character_of_new_names(&real) {
+            return Err(Refused::error(
+                path,
+                format!(
+                    "would create a name with a control character in it (U+{:04X}); nothing \
+                     was created",
+                    u32::from(control)
+                ),
+            ));
+        }
+        Ok(real)
     }
 
     /// The size of the regular file at `path`, or `None` when nothing is
@@ -201,7 +274,10 @@ impl Workspace {
             excerpt(reader, first, limit, budget, || stop.is_cancelled()).map_err(|error| {
                 match error {
                     ReadError::Io(error) => io_error(&shown, error),
-                    ReadError::NotText => WorkspaceError::NotText(shown.clone()),
+                    ReadError::NotText(at) => WorkspaceError::NotText(NotUtf8 {
+                        path: shown.clone(),
+                        at,
+                    }),
                     ReadError::Stopped => io_error(&shown, ErrorKind::Interrupted.into()),
                 }
             })
@@ -210,9 +286,29 @@ impl Workspace {
             .map_err(|error| io_error(path, std::io::Error::other(error)))?
     }
 
-    /// Replace the file at `path` with `content`, creating missing directories.
-    pub async fn write_text(&self, path: &Path, content: &str) -> Result<(), WorkspaceError> {
+    /// The first `most` bytes of the regular file at `path`.
+    pub async fn read_bytes(&self, path: &Path, most: u64) -> Result<Vec<u8>, WorkspaceError> {
         let real = self.resolve(path)?;
+        let shown = path.to_owned();
+        let read = tokio::task::spawn_blocking(move || {
+            let file = text::open_to_read(&real).map_err(|error| match error.kind() {
+                ErrorKind::NotFound => WorkspaceError::NotFound(shown.clone()),
+                _ => io_error(&shown, error),
+            })?;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, most), &mut bytes)
+                .map_err(|error| io_error(&shown, error))?;
+            Ok(bytes)
+        });
+        read.await
+            .map_err(|error| io_error(path, std::io::Error::other(error)))?
+    }
+
+    /// Replace the file at `path` with `content`, creating missing
+    /// directories. A write that fails leaves the file as it was, but for
+    /// one with other hard links, which is written in place.
+    pub async fn write_text(&self, path: &Path, content: &str) -> Result<(), WorkspaceError> {
+        let real = self.resolve_to_write(path)?;
         // Creating the missing directories would bring back a workspace
         // someone removed, as an empty one.
         if !self.root.is_dir() {
@@ -243,13 +339,29 @@ impl Workspace {
 
 /// What follows the path in the message of an I/O error about it.
 fn after_path(source: &std::io::Error) -> String {
-    match source
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<NotAFile>())
-    {
-        Some(refusal) => format!(" {refusal}"),
-        None => format!(": {source}"),
+    let inner = source.get_ref();
+    if let Some(refusal) = inner.and_then(|inner| inner.downcast_ref::<NotAFile>()) {
+        format!(" {refusal}")
+    } else if let Some(refusal) = inner.and_then(|inner| inner.downcast_ref::<Refused>()) {
+        format!(" {refusal}")
+    } else {
+        format!(": {source}")
     }
+}
+
+/// Whether `path`, as written, ends with `/`: a directory's name.
+fn names_a_directory(path: &Path) -> bool {
+    path.as_os_str().as_bytes().ends_with(b"/")
+}
+
+/// The first control character in the names `real` would add to the file
+/// system: those of its components not there yet.
+fn control_character_of_new_names(real: &Path) -> Option<char> {
+    real.ancestors()
+        .take_while(|missing| std::fs::symlink_metadata(missing).is_err())
+        .filter_map(Path::file_name)
+        .flat_map(|name| name.to_string_lossy().chars().collect::<Vec<_>>())
+        .find(|character| character.is_control())
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> WorkspaceError {
@@ -484,5 +596,112 @@ mod tests {
             workspace.read_text(Path::new("missing"), None, None).await,
             Err(WorkspaceError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_path_starting_with_a_tilde_is_refused_as_no_home_directory_is_meant_here() {
+        let (_dir, workspace) = workspace();
+        let refused = "`~/home.txt` starts with `~`, which is not expanded to a home directory \
+                       here: paths are relative to the workspace root, or absolute inside it";
+        let written = workspace.write_text(Path::new("~/home.txt"), "x").await;
+        assert_eq!(written.unwrap_err().to_string(), refused);
+        let read = workspace
+            .read_text(Path::new("~/home.txt"), None, None)
+            .await;
+        assert_eq!(read.unwrap_err().to_string(), refused);
+        assert!(!workspace.root().join("~").exists());
+    }
+
+    #[tokio::test]
+    async fn a_path_ending_with_a_slash_names_a_directory() {
+        let (_dir, workspace) = workspace();
+        let root = workspace.root().to_owned();
+        let written = workspace.write_text(Path::new("newdir/"), "x").await;
+        assert_eq!(
+            written.unwrap_err().to_string(),
+            "`newdir/` ends with `/`, so it names a directory, not a file to write; leave the \
+             `/` out to write a file"
+        );
+        assert!(!root.join("newdir").exists());
+        let read = workspace
+            .read_text(Path::new("src/main.rs/"), None, None)
+            .await;
+        assert_eq!(
+            read.unwrap_err().to_string(),
+            "`src/main.rs/`: Not a directory (os error 20)"
+        );
+        std::os::unix::fs::symlink("src/main.rs", root.join("link")).unwrap();
+        assert!(workspace.resolve(Path::new("link/")).is_err());
+        assert_eq!(
+            workspace.resolve(Path::new("src/")).unwrap(),
+            root.join("src")
+        );
+        assert!(matches!(
+            workspace.resolve(Path::new("../secret/")),
+            Err(WorkspaceError::Outside { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_name_with_a_control_character_is_not_created() {
+        let (_dir, workspace) = workspace();
+        let root = workspace.root().to_owned();
+        for (name, code) in [
+            ("new\nline.txt", "000A"),
+            ("dir\t/file.txt", "0009"),
+            ("bell\u{7}", "0007"),
+        ] {
+            let written = workspace.write_text(Path::new(name), "x").await;
+            assert_eq!(
+                written.unwrap_err().to_string(),
+                format!(
+                    "`{name}` would create a name with a control character in it (U+{code}); \
+                     nothing was created"
+                )
+            );
+        }
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1, "only src");
+        // One already there, made by someone else, can be written.
+        std::fs::write(root.join("old\nname"), "old").unwrap();
+        workspace
+            .write_text(Path::new("old\nname"), "new")
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("old\nname")).unwrap(),
+            "new"
+        );
+    }
+
+    /// A write through a symlink replaces the file it leads to: the link
+    /// stays a link.
+    #[tokio::test]
+    async fn a_write_through_a_symlink_replaces_its_target() {
+        let (_dir, workspace) = workspace();
+        let root = workspace.root().to_owned();
+        std::os::unix::fs::symlink("src/main.rs", root.join("link")).unwrap();
+        workspace
+            .write_text(Path::new("link"), "fn main() { run() }\n")
+            .await
+            .unwrap();
+        assert!(root.join("link").is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(root.join("src/main.rs")).unwrap(),
+            "fn main() { run() }\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_utf8_is_refused_saying_where_it_stops_being_text() {
+        let (_dir, workspace) = workspace();
+        std::fs::write(workspace.root().join("latin1.txt"), b"ok\ncaf\xe9\n").unwrap();
+        let read = workspace
+            .read_text(Path::new("latin1.txt"), None, None)
+            .await;
+        assert_eq!(
+            read.unwrap_err().to_string(),
+            "`latin1.txt` is not UTF-8 text: byte 6 (0xE9, on line 2) is not valid UTF-8; it is \
+             binary, or text in another encoding such as Latin-1"
+        );
     }
 }

@@ -8,11 +8,12 @@
 //! have taken the path in between. Reading goes one buffer at a time, only
 //! as far as the lines asked for and a byte budget allow, so a huge file
 //! costs no more than the part of it wanted, and a reader can be stopped
-//! between buffers.
+//! between buffers. A file is replaced by a new one written beside it, so a
+//! write that fails (a full disk) leaves it as it was.
 
 use std::fs::{File, FileType, Metadata};
 use std::io::{BufRead, ErrorKind, Write as _};
-use std::os::unix::fs::FileTypeExt as _;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
@@ -79,12 +80,87 @@ pub(super) fn open_to_read(path: &Path) -> std::io::Result<File> {
 }
 
 /// Replace the regular file at `path` (created if missing) with `content`.
+///
+/// The new content is written to a file beside it, which then takes its
+/// place: a write that fails part way (a full disk) leaves the file as it
+/// was. A file with other hard links is written in place, as replacing it
+/// would part it from its other names; so is one whose owner the new file
+/// could not be given.
 pub(super) fn write(path: &Path, content: &[u8]) -> std::io::Result<()> {
-    // Checked before opening too: opening a device may do something.
-    match std::fs::metadata(path).and_then(regular) {
-        Err(error) if error.kind() != ErrorKind::NotFound => return Err(error),
-        _ => {}
+    // Checked before anything is written: a directory or a device is refused.
+    let existing = match std::fs::metadata(path).and_then(regular) {
+        Ok(metadata) => Some(metadata),
+        Err(error) if error.kind() == ErrorKind::NotFound => None,
+        Err(error) => return Err(error),
+    };
+    match existing {
+        Some(metadata) if metadata.nlink() > 1 => write_in_place(path, content),
+        _ => replace(path, content, existing.as_ref()),
     }
+}
+
+/// Write `content` to a new file beside `path` and rename it over `path`,
+/// giving it the permissions and owner of the file it replaces, `existing`.
+fn replace(path: &Path, content: &[u8], existing: Option<&Metadata>) -> std::io::Result<()> {
+    let left_as_it_was = |error| LeftAsItWas::error(error, existing.is_some());
+    let directory = path.parent().unwrap_or(Path::new("/"));
+    let temporary = tempfile::Builder::new()
+        .prefix(".punie-")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(directory)
+        .map_err(|error| {
+            // Said by its kind: the temporary file's random name, which the
+            // error carries, tells nobody anything.
+            let kind = error.kind();
+            left_as_it_was(std::io::Error::new(
+                kind,
+                format!("no file could be created beside it to write to: {kind}"),
+            ))
+        })?;
+    if let Some(existing) = existing {
+        if !takes_owner(temporary.as_file(), existing) {
+            drop(temporary);
+            return write_in_place(path, content);
+        }
+        // Exactly the old bits, setuid ones too: set after the owner, since
+        // a change of owner clears them.
+        rustix::fs::fchmod(
+            temporary.as_file(),
+            Mode::from_raw_mode(existing.permissions().mode() & 0o7777),
+        )
+        .map_err(|errno| left_as_it_was(errno.into()))?;
+    }
+    let mut file = temporary.as_file();
+    file.write_all(content)
+        .and_then(|()| file.sync_all())
+        .map_err(left_as_it_was)?;
+    temporary
+        .persist(path)
+        .map_err(|error| left_as_it_was(error.error))?;
+    Ok(())
+}
+
+/// Whether `file` is owned as `existing` is, made so if need be: replacing a
+/// file must not take it from its owner or group.
+fn takes_owner(file: &File, existing: &Metadata) -> bool {
+    let Ok(new) = file.metadata() else {
+        return false;
+    };
+    if (new.uid(), new.gid()) == (existing.uid(), existing.gid()) {
+        return true;
+    }
+    rustix::fs::fchown(
+        file,
+        Some(rustix::fs::Uid::from_raw(existing.uid())),
+        Some(rustix::fs::Gid::from_raw(existing.gid())),
+    )
+    .is_ok()
+}
+
+/// Truncate the regular file at `path` and write `content` into it: the
+/// same file, under all its names, but one a failed write leaves cut short.
+fn write_in_place(path: &Path, content: &[u8]) -> std::io::Result<()> {
     let opened = rustix::fs::open(
         path,
         OFlags::WRONLY | OFlags::CREATE | flags(),
@@ -93,7 +169,7 @@ pub(super) fn write(path: &Path, content: &[u8]) -> std::io::Result<()> {
     let mut file = match opened {
         Ok(fd) => File::from(fd),
         Err(rustix::io::Errno::NXIO) => {
-            // A named pipe nobody reads, put there since the check above.
+            // A named pipe nobody reads, put there since it was checked.
             regular(std::fs::metadata(path)?)?;
             return Err(rustix::io::Errno::NXIO.into());
         }
@@ -102,7 +178,30 @@ pub(super) fn write(path: &Path, content: &[u8]) -> std::io::Result<()> {
     regular(file.metadata()?)?;
     // Truncated only once it is known to be a regular file.
     file.set_len(0)?;
-    file.write_all(content)
+    file.write_all(content).map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!(
+                "{error}; it was being written in place, as it has other hard links, so it may \
+                 now hold only part of the new text"
+            ),
+        )
+    })
+}
+
+/// A write that failed before it touched the file it was to replace.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}; {}", if *.existed { "the file is unchanged" } else { "no file was created" })]
+struct LeftAsItWas {
+    source: std::io::Error,
+    existed: bool,
+}
+
+impl LeftAsItWas {
+    /// The I/O error that says so, of the kind of `source`.
+    fn error(source: std::io::Error, existed: bool) -> std::io::Error {
+        std::io::Error::new(source.kind(), Self { source, existed })
+    }
 }
 
 /// Lines of a text, as far as a read of them went.
@@ -149,12 +248,49 @@ impl Excerpt {
     }
 }
 
+/// The first byte of a text that is not UTF-8, and where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadByte {
+    pub byte: u8,
+    /// Bytes before it, from the start of the file.
+    pub offset: u64,
+    /// The number (1-based) of its line.
+    pub line: usize,
+}
+
+impl BadByte {
+    /// Where `error` found the bytes it holds stop being UTF-8.
+    pub fn in_text(error: &std::string::FromUtf8Error) -> Self {
+        Self::at(error.as_bytes(), error.utf8_error().valid_up_to())
+    }
+
+    /// The byte at `valid`, after the UTF-8 text `bytes[..valid]`.
+    fn at(bytes: &[u8], valid: usize) -> Self {
+        let before = &bytes[..valid];
+        Self {
+            byte: bytes.get(valid).copied().unwrap_or_default(),
+            offset: valid as u64,
+            line: 1 + before.iter().filter(|&&byte| byte == b'\n').count(),
+        }
+    }
+
+    /// This byte, found in a text that was the part of a file from byte
+    /// `skipped`, line `first`, placed in the whole file.
+    fn numbered_from(self, skipped: u64, first: usize) -> Self {
+        Self {
+            offset: self.offset + skipped,
+            line: self.line + first - 1,
+            ..self
+        }
+    }
+}
+
 /// Why lines could not be read.
 #[derive(Debug)]
 pub enum ReadError {
     Io(std::io::Error),
-    /// What was read is not UTF-8.
-    NotText,
+    /// What was read is not UTF-8: this byte is the first that is not.
+    NotText(BadByte),
     /// `stopped` said so.
     Stopped,
 }
@@ -177,6 +313,8 @@ pub fn excerpt(
     let mut taken: Vec<u8> = Vec::new();
     // Where in `taken` the line being taken starts.
     let mut line_start = 0;
+    // Bytes of the lines before `first`, where `taken` starts.
+    let mut skipped: u64 = 0;
     let end = 'reading: loop {
         if stopped() {
             return Err(ReadError::Stopped);
@@ -211,6 +349,8 @@ pub fn excerpt(
                     break 'reading End::LongLine;
                 }
                 taken.extend_from_slice(piece);
+            } else {
+                skipped += piece.len() as u64;
             }
             used += piece.len();
             at_line_start = newline.is_some();
@@ -227,9 +367,15 @@ pub fn excerpt(
             let whole = error.utf8_error().valid_up_to();
             let mut bytes = error.into_bytes();
             bytes.truncate(whole);
-            String::from_utf8(bytes).map_err(|_| ReadError::NotText)?
+            String::from_utf8(bytes).map_err(|error| {
+                ReadError::NotText(BadByte::in_text(&error).numbered_from(skipped, first))
+            })?
         }
-        Err(_) => return Err(ReadError::NotText),
+        Err(error) => {
+            return Err(ReadError::NotText(
+                BadByte::in_text(&error).numbered_from(skipped, first),
+            ));
+        }
     };
     Ok(Excerpt { text, first, end })
 }
@@ -284,12 +430,19 @@ mod tests {
     }
 
     #[test]
-    fn what_is_not_utf8_is_not_text() {
-        let bytes: &[u8] = b"ok\n\xff\n";
-        assert!(matches!(
-            excerpt(bytes, 1, None, usize::MAX, || false),
-            Err(ReadError::NotText)
-        ));
+    fn what_is_not_utf8_is_not_text_and_the_first_bad_byte_is_placed_in_the_file() {
+        let bytes: &[u8] = b"ok\nfine\ncaf\xe9\n";
+        let first_bad = BadByte {
+            byte: 0xE9,
+            offset: 11,
+            line: 3,
+        };
+        for first in [1, 2, 3] {
+            match excerpt(bytes, first, None, usize::MAX, || false) {
+                Err(ReadError::NotText(at)) => assert_eq!(at, first_bad, "from line {first}"),
+                other => panic!("from line {first}: {other:?}"),
+            }
+        }
         let first_line = excerpt(bytes, 1, Some(1), usize::MAX, || false).unwrap();
         assert_eq!(first_line.text, "ok\n", "only what is read must be text");
     }
@@ -324,5 +477,133 @@ mod tests {
         }
         let error = open_to_read(dir.path()).unwrap_err();
         assert!(error.to_string().starts_with("is a directory"), "{error}");
+    }
+
+    /// The file's name for a process of this test binary to write into
+    /// under a file size limit.
+    const LIMITED_WRITE: &str = "PUNIE_TEST_LIMITED_WRITE";
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A write past the file size limit fails part way, with `EFBIG`, as one
+    /// on a full disk does with `ENOSPC`. A limit holds for a whole process,
+    /// so the write is done by this test run again in a process of its own,
+    /// under `ulimit -f`, with the signal that would kill it ignored.
+    #[test]
+    fn a_write_that_fails_part_way_leaves_the_file_as_it_was() {
+        if let Some(file) = std::env::var_os(LIMITED_WRITE) {
+            let error = write(Path::new(&file), &vec![b'n'; 900 * 1024]).unwrap_err();
+            println!("the write failed: {error}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.txt");
+        let old = vec![b'o'; 590 * 1024];
+        std::fs::write(&file, &old).unwrap();
+        // 600 blocks: of 512 bytes in a POSIX shell, 1024 in some others.
+        let limited = std::process::Command::new("sh")
+            .args(["-c", "trap '' XFSZ; ulimit -f 600; exec \"$0\" \"$@\""])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "workspace::text::tests::a_write_that_fails_part_way_leaves_the_file_as_it_was",
+                "--nocapture",
+            ])
+            .env(LIMITED_WRITE, &file)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&limited.stdout);
+        assert!(limited.status.success(), "{said}");
+        assert!(
+            said.contains("the write failed: File too large (os error 27); the file is unchanged"),
+            "{said}"
+        );
+        assert!(
+            std::fs::read(&file).unwrap() == old,
+            "the file is as it was"
+        );
+        assert_eq!(names_in(dir.path()), ["a.txt"], "nothing is left beside it");
+    }
+
+    #[test]
+    fn a_replaced_file_keeps_its_permissions_and_nothing_is_left_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("run.sh");
+        std::fs::write(&script, "old\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o750)).unwrap();
+        write(&script, b"new\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&script).unwrap(), "new\n");
+        let mode = std::fs::metadata(&script).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o750);
+        write(&dir.path().join("created.txt"), b"hello\n").unwrap();
+        assert_eq!(names_in(dir.path()), ["created.txt", "run.sh"]);
+    }
+
+    /// Replacing a file with other hard links would part it from them.
+    #[test]
+    fn a_file_with_other_hard_links_is_written_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.txt");
+        std::fs::write(&file, "old\n").unwrap();
+        std::fs::hard_link(&file, dir.path().join("b.txt")).unwrap();
+        let inode = std::fs::metadata(&file).unwrap().ino();
+        write(&file, b"new\n").unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().ino(), inode);
+        for name in ["a.txt", "b.txt"] {
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join(name)).unwrap(),
+                "new\n"
+            );
+        }
+    }
+
+    /// Only a privileged process can give a file to someone else: elsewhere
+    /// this test has nothing to set up.
+    #[test]
+    fn a_replaced_file_keeps_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.txt");
+        std::fs::write(&file, "old\n").unwrap();
+        if std::os::unix::fs::chown(&file, Some(4242), Some(4243)).is_err() {
+            return;
+        }
+        write(&file, b"new\n").unwrap();
+        let metadata = std::fs::metadata(&file).unwrap();
+        assert_eq!((metadata.uid(), metadata.gid()), (4242, 4243));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "new\n");
+    }
+
+    /// A directory that takes no new files leaves no room for the file to
+    /// write to; a privileged process is let in anyway, and this test has
+    /// nothing to show there.
+    #[test]
+    fn a_file_whose_directory_takes_no_new_files_is_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let locked = dir.path().join("locked");
+        std::fs::create_dir(&locked).unwrap();
+        let file = locked.join("a.txt");
+        std::fs::write(&file, "old\n").unwrap();
+        let set_mode = |mode| {
+            std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        set_mode(0o555);
+        let privileged = File::create_new(locked.join("probe")).is_ok();
+        let error = (!privileged).then(|| write(&file, b"new\n").unwrap_err());
+        set_mode(0o755);
+        let Some(error) = error else { return };
+        assert_eq!(
+            error.to_string(),
+            "no file could be created beside it to write to: permission denied; the file is \
+             unchanged"
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "old\n");
+        assert_eq!(names_in(&locked), ["a.txt"]);
     }
 }
