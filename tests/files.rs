@@ -527,3 +527,149 @@ async fn an_edit_through_the_client_reads_its_buffer_again_before_writing() {
         ]
     );
 }
+
+/// What a black-box probe of the file tools found, done through the
+/// server and through an editor that offers `fs/*`: a file whose lines end
+/// in `\r\n` edited with the `\n`s models write, text that occurs twice
+/// overlapping, an edit that changes nothing, paths a shell would have
+/// read otherwise, and files that are not UTF-8.
+#[tokio::test]
+async fn the_file_tools_take_crlf_files_odd_paths_and_files_that_are_not_utf8() {
+    for on_the_client in [false, true] {
+        let server = Server::scripted(
+            json!([
+                [call("edit_file", json!({"path": "crlf.txt", "old_text": "line one\nline two", "new_text": "line one\ntwo-a\ntwo-b"}))],
+                [call("edit_file", json!({"path": "braces.rs", "old_text": "}\n}\n", "new_text": "}\n"}))],
+                [call("edit_file", json!({"path": "braces.rs", "old_text": "    }", "new_text": "    }"}))],
+                [call("write_file", json!({"path": "~/home.txt", "content": "x"}))],
+                [call("write_file", json!({"path": "newdir/", "content": "x"}))],
+                [call("read_file", json!({"path": "braces.rs/"}))],
+                [call("write_file", json!({"path": "new\nline.txt", "content": "x"}))],
+                [call("write_file", json!({"path": "latin1.txt", "content": "café\n"}))],
+                [call("read_file", json!({"path": "also-latin1.txt"}))],
+                [call("edit_file", json!({"path": "also-latin1.txt", "old_text": "caf", "new_text": "CAF"}))],
+                [{"text": "Done."}]
+            ]),
+            &[],
+        )
+        .await;
+        let workspace = server.home.workspace();
+        std::fs::write(workspace.join("crlf.txt"), "line one\r\nline two\r\n").unwrap();
+        let braces = "    }\n}\n}\n";
+        std::fs::write(workspace.join("braces.rs"), braces).unwrap();
+        std::fs::write(workspace.join("latin1.txt"), b"caf\xe9\n").unwrap();
+        std::fs::write(workspace.join("also-latin1.txt"), b"caf\xe9\n").unwrap();
+        let ide = Ide::new(&workspace, on_the_client, on_the_client);
+        let (stops, received, session) = turns(&server, &ide, &["probe the tools"]).await;
+
+        let client = format!("client: {on_the_client}");
+        assert_eq!(stops, [StopReason::EndTurn], "{client}");
+        let calls = received.tool_calls(&session);
+        let statuses: Vec<&str> = calls
+            .iter()
+            .map(|call| call["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                "completed",
+                "failed",
+                "failed",
+                "failed",
+                "failed",
+                "failed",
+                "failed",
+                "completed",
+                "failed",
+                "failed"
+            ],
+            "{client}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(workspace.join("crlf.txt")).unwrap(),
+            "line one\r\ntwo-a\r\ntwo-b\r\n",
+            "{client}"
+        );
+        let failed = |index: usize| content_text(&calls[index]);
+        assert_eq!(
+            failed(1),
+            "braces.rs: old_text occurs 2 times, some overlapping; include more surrounding text \
+             to make it unique, or set replace_all",
+            "{client}"
+        );
+        assert_eq!(
+            failed(2),
+            "braces.rs: old_text and new_text are the same: the edit would change nothing; \
+             nothing was written",
+            "{client}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(workspace.join("braces.rs")).unwrap(),
+            braces
+        );
+        assert_eq!(
+            failed(3),
+            "`~/home.txt` starts with `~`, which is not expanded to a home directory here: paths \
+             are relative to the workspace root, or absolute inside it",
+            "{client}"
+        );
+        assert_eq!(
+            failed(4),
+            "`newdir/` ends with `/`, so it names a directory, not a file to write; leave the `/` \
+             out to write a file",
+            "{client}"
+        );
+        assert_eq!(
+            failed(5),
+            "`braces.rs/`: Not a directory (os error 20)",
+            "{client}"
+        );
+        assert_eq!(
+            failed(6),
+            "`new\nline.txt` would create a name with a control character in it (U+000A); \
+             nothing was created",
+            "{client}"
+        );
+        let mut names: Vec<String> = std::fs::read_dir(&workspace)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["also-latin1.txt", "braces.rs", "crlf.txt", "latin1.txt"],
+            "{client}: nothing was created, and nothing is left beside what was written"
+        );
+
+        // A file that is not text is replaced whole, its diff from a note.
+        assert_eq!(
+            std::fs::read_to_string(workspace.join("latin1.txt")).unwrap(),
+            "café\n",
+            "{client}"
+        );
+        let permissions = ide.permissions.lock().unwrap().clone();
+        assert_eq!(permissions.len(), 2, "{client}");
+        let asked = serde_json::to_value(&permissions[1]).unwrap();
+        assert_eq!(
+            asked["toolCall"]["content"][0]["oldText"],
+            "(5 bytes, not UTF-8 text: binary, or another encoding)",
+            "{client}: {asked}"
+        );
+        let not_utf8 = "`also-latin1.txt` is not UTF-8 text: byte 3 (0xE9, on line 1) is not \
+                        valid UTF-8; it is binary, or text in another encoding such as Latin-1";
+        assert_eq!(failed(8), not_utf8, "{client}");
+        assert_eq!(
+            failed(9),
+            format!(
+                "{not_utf8}. edit_file changes only UTF-8 text: editing other bytes as text \
+                 would corrupt them; nothing was written"
+            ),
+            "{client}"
+        );
+        assert_eq!(
+            std::fs::read(workspace.join("also-latin1.txt")).unwrap(),
+            b"caf\xe9\n",
+            "{client}"
+        );
+    }
+}

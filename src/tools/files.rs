@@ -7,6 +7,11 @@
 //! is shown at once; a change reads the whole file, so it takes files of at
 //! most [`MAX_CHANGED_FILE_BYTES`], and writes nothing if the file changed
 //! while the person was asked about it.
+//!
+//! Models write lines ending in `\n`: an edit of a file whose lines end in
+//! `\r\n` matches and writes them so. Only UTF-8 text is read or edited, as
+//! editing other bytes as text would corrupt them; `write_file` may replace
+//! such a file whole, as it needs its old content only for the diff.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +26,7 @@ use super::{
     ClientPort, MAX_CHANGED_FILE_BYTES, MODEL_OUTPUT_LIMIT, Report, Stop, ToolContext, ToolOutcome,
     arguments, ask_client, counted, text_content,
 };
-use crate::workspace::{self, End, Excerpt};
+use crate::workspace::{self, End, Excerpt, WorkspaceError};
 
 #[derive(Deserialize)]
 struct ReadArgs {
@@ -130,7 +135,14 @@ async fn read_through_client<C: ClientPort>(
         ReadTextFileRequest::new(context.session_id.clone(), context.workspace.as_named(path))
             .line(u32::try_from(first).ok().filter(|_| first > 1))
             .limit(asked_limit.and_then(|limit| u32::try_from(limit).ok()));
-    let text = ask_client(context, request).await?.content;
+    let text = match ask_client(context, request).await {
+        Ok(answer) => answer.content,
+        Err(Stop::Failed(problem)) => {
+            let not_text = not_text_on_disk(context, shown, first, limit).await;
+            return Err(not_text.unwrap_or(Stop::Failed(problem)));
+        }
+        Err(stop) => return Err(stop),
+    };
     let mut excerpt =
         workspace::excerpt(text.as_bytes(), 1, asked_limit, MODEL_OUTPUT_LIMIT, || {
             false
@@ -177,6 +189,27 @@ async fn read_through_client<C: ClientPort>(
     Ok(excerpt)
 }
 
+/// Why a client could not read lines `first` on of `shown`, when it is that
+/// they are not UTF-8 text on disk: said where, as a read from disk says it.
+async fn not_text_on_disk<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    shown: &str,
+    first: usize,
+    limit: Option<usize>,
+) -> Option<Stop> {
+    let read = context.workspace.read_lines(
+        Path::new(shown),
+        first,
+        limit,
+        MODEL_OUTPUT_LIMIT,
+        context.cancel.clone(),
+    );
+    match until_cancelled(context, read).await {
+        Ok(Err(not_text @ WorkspaceError::NotText(_))) => Some(not_text.into()),
+        _ => None,
+    }
+}
+
 fn past_the_end(path: &str, line: usize, lines: usize) -> Stop {
     Stop::Failed(format!(
         "{path} has {}; line {line} is past its end",
@@ -220,8 +253,15 @@ pub(super) async fn write<C: ClientPort>(
     arguments_json: &Value,
 ) -> Result<ToolOutcome, Stop> {
     let args: WriteArgs = arguments("write_file", arguments_json)?;
-    let path = context.workspace.resolve(Path::new(&args.path))?;
-    let old = current_text(context, "write_file", &args.path, &path).await?;
+    let path = context.workspace.resolve_to_write(Path::new(&args.path))?;
+    let old = current_file(context, "write_file", &args.path, &path).await?;
+    let replaced = match &old {
+        Found::NotText { bytes, .. } => format!(
+            ", replacing {} that were not UTF-8 text",
+            counted(bytes.len(), "byte")
+        ),
+        _ => String::new(),
+    };
     let bytes = args.content.len();
     let change = Change {
         tool: "write_file",
@@ -232,7 +272,7 @@ pub(super) async fn write<C: ClientPort>(
     };
     change.ask_and_write(context, report).await?;
     Ok(ToolOutcome::ok(format!(
-        "Wrote {bytes} bytes to {}.",
+        "Wrote {bytes} bytes to {}{replaced}.",
         args.path
     )))
 }
@@ -243,12 +283,21 @@ pub(super) async fn edit<C: ClientPort>(
     arguments_json: &Value,
 ) -> Result<ToolOutcome, Stop> {
     let args: EditArgs = arguments("edit_file", arguments_json)?;
-    let path = context.workspace.resolve(Path::new(&args.path))?;
-    let Some(old) = current_text(context, "edit_file", &args.path, &path).await? else {
-        return Err(Stop::Failed(format!(
-            "{} does not exist; use write_file to create it",
-            args.path
-        )));
+    let path = context.workspace.resolve_to_write(Path::new(&args.path))?;
+    let old = match current_file(context, "edit_file", &args.path, &path).await? {
+        Found::Text(text) => text,
+        Found::Missing => {
+            return Err(Stop::Failed(format!(
+                "{} does not exist; use write_file to create it",
+                args.path
+            )));
+        }
+        Found::NotText { why, .. } => {
+            return Err(Stop::Failed(format!(
+                "{why}. edit_file changes only UTF-8 text: editing other bytes as text would \
+                 corrupt them; nothing was written"
+            )));
+        }
     };
     let new = replaced(&old, &args.old_text, &args.new_text, args.replace_all)
         .map_err(|problem| Stop::Failed(format!("{}: {problem}", args.path)))?;
@@ -256,11 +305,39 @@ pub(super) async fn edit<C: ClientPort>(
         tool: "edit_file",
         shown: &args.path,
         path,
-        old: Some(old),
+        old: Found::Text(old),
         new,
     };
     change.ask_and_write(context, report).await?;
     Ok(ToolOutcome::ok(format!("Edited {}.", args.path)))
+}
+
+/// A file as a change finds it.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    Missing,
+    Text(String),
+    /// Bytes that are not UTF-8 text: a file `write_file` may replace
+    /// whole, but nothing can edit.
+    NotText {
+        bytes: Vec<u8>,
+        why: workspace::NotUtf8,
+    },
+}
+
+impl Found {
+    /// The old text of a diff from this file: a note for bytes that are
+    /// not text, which no diff could show.
+    fn diff_text(&self) -> Option<String> {
+        match self {
+            Self::Missing => None,
+            Self::Text(text) => Some(text.clone()),
+            Self::NotText { bytes, .. } => Some(format!(
+                "({}, not UTF-8 text: binary, or another encoding)",
+                counted(bytes.len(), "byte")
+            )),
+        }
+    }
 }
 
 /// A change a tool makes to a file.
@@ -269,8 +346,8 @@ struct Change<'a> {
     /// The path as the model gave it.
     shown: &'a str,
     path: PathBuf,
-    /// The text the change was worked out from; `None` for a new file.
-    old: Option<String>,
+    /// The file the change was worked out from.
+    old: Found,
     new: String,
 }
 
@@ -282,10 +359,10 @@ impl Change<'_> {
         context: &ToolContext<'_, C>,
         report: &Report<'_, C>,
     ) -> Result<(), Stop> {
-        self.fits_in_a_message()?;
+        let old_text = self.old.diff_text();
+        self.fits_in_a_message(old_text.as_deref())?;
         let diff = ToolCallContent::Diff(
-            Diff::new(context.workspace.as_named(&self.path), self.new.clone())
-                .old_text(self.old.clone()),
+            Diff::new(context.workspace.as_named(&self.path), self.new.clone()).old_text(old_text),
         );
         let title = report.title().to_owned();
         let asked = permission::ask(context, report, self.tool, &title, vec![diff.clone()])
@@ -294,7 +371,7 @@ impl Change<'_> {
         // The person approved a change to the text they were shown: whatever
         // they (or anyone) changed while they were asked is not overwritten.
         // Read through the same channel, which sees an editor's unsaved buffer.
-        if asked && current_text(context, self.tool, self.shown, &self.path).await? != self.old {
+        if asked && current_file(context, self.tool, self.shown, &self.path).await? != self.old {
             return Err(Stop::Failed(format!(
                 "{} changed while the user was asked; nothing was written: read it again",
                 self.shown
@@ -322,11 +399,11 @@ impl Change<'_> {
     }
 
     /// Whether the change can be shown: its new text is no larger than a
-    /// file the tools change, and its diff, old and new text as JSON, fits
-    /// in one message to a client. Text full of control characters grows
-    /// six-fold as JSON; a diff past a client's limit would end its
+    /// file the tools change, and its diff, `old_text` and new text as JSON,
+    /// fits in one message to a client. Text full of control characters
+    /// grows six-fold as JSON; a diff past a client's limit would end its
     /// connection.
-    fn fits_in_a_message(&self) -> Result<(), Stop> {
+    fn fits_in_a_message(&self, old_text: Option<&str>) -> Result<(), Stop> {
         let new_bytes = self.new.len() as u64;
         if new_bytes > MAX_CHANGED_FILE_BYTES {
             return Err(Stop::Failed(format!(
@@ -338,7 +415,7 @@ impl Change<'_> {
                 MAX_CHANGED_FILE_BYTES / (1024 * 1024)
             )));
         }
-        let as_json = json_len(&self.new) + self.old.as_deref().map_or(0, json_len);
+        let as_json = json_len(&self.new) + old_text.map_or(0, json_len);
         if as_json > MAX_DIFF_JSON_BYTES {
             return Err(Stop::Failed(format!(
                 "{}'s diff would be {} MiB as JSON (where a control character takes six \
@@ -375,17 +452,17 @@ fn json_len(text: &str) -> usize {
     counter.0
 }
 
-/// The whole current text of the file `shown` (the model's path, `path`
-/// resolved), through the client when it can read files, or `None` for a
-/// file not yet there. `tool` changes only files of at most
+/// The file `shown` (the model's path, `path` resolved) as it is now:
+/// read through the client when it can read files, or `None` for a file not
+/// yet there. `tool` changes only files of at most
 /// [`MAX_CHANGED_FILE_BYTES`], since it holds the whole text (twice, in the
 /// diff).
-async fn current_text<C: ClientPort>(
+async fn current_file<C: ClientPort>(
     context: &ToolContext<'_, C>,
     tool: &str,
     shown: &str,
     path: &Path,
-) -> Result<Option<String>, Stop> {
+) -> Result<Found, Stop> {
     let too_big = || {
         Stop::Failed(format!(
             "{shown} is larger than {} MiB, the most {tool} can change, since it reads the whole file",
@@ -393,53 +470,164 @@ async fn current_text<C: ClientPort>(
         ))
     };
     let Some(size) = context.workspace.file_size(Path::new(shown))? else {
-        return Ok(None);
+        return Ok(Found::Missing);
     };
     if size > MAX_CHANGED_FILE_BYTES {
         return Err(too_big());
     }
-    let text = if context.client.capabilities().fs.read_text_file {
+    let found = if context.client.capabilities().fs.read_text_file {
         let request =
             ReadTextFileRequest::new(context.session_id.clone(), context.workspace.as_named(path));
-        ask_client(context, request).await?.content
-    } else {
-        let read = context.workspace.read_lines(
-            Path::new(shown),
-            1,
-            None,
-            MAX_CHANGED_FILE_BYTES as usize,
-            context.cancel.clone(),
-        );
-        let excerpt = until_cancelled(context, read).await??;
-        match excerpt.end {
-            End::TextEnd { .. } => excerpt.text,
-            // It grew since its size was looked at.
-            _ => return Err(too_big()),
+        match ask_client(context, request).await {
+            Ok(answer) => Found::Text(answer.content),
+            // An editor may read a file in another encoding as text; when it
+            // cannot, what counts is why.
+            Err(Stop::Failed(problem)) => match on_disk(context, shown).await? {
+                not_text @ Found::NotText { .. } => not_text,
+                _ => return Err(Stop::Failed(problem)),
+            },
+            Err(stop) => return Err(stop),
         }
+    } else {
+        on_disk(context, shown).await?
     };
-    if text.len() as u64 > MAX_CHANGED_FILE_BYTES {
-        return Err(too_big());
+    match &found {
+        Found::Text(text) if text.len() as u64 > MAX_CHANGED_FILE_BYTES => Err(too_big()),
+        Found::NotText { bytes, .. } if bytes.len() as u64 > MAX_CHANGED_FILE_BYTES => {
+            Err(too_big())
+        }
+        _ => Ok(found),
     }
-    Ok(Some(text))
+}
+
+/// The file `shown` as it is on disk, as text if it is UTF-8; the read stops
+/// a byte past the most a tool changes.
+async fn on_disk<C: ClientPort>(context: &ToolContext<'_, C>, shown: &str) -> Result<Found, Stop> {
+    let read = context
+        .workspace
+        .read_bytes(Path::new(shown), MAX_CHANGED_FILE_BYTES + 1);
+    let bytes = until_cancelled(context, read).await??;
+    Ok(match String::from_utf8(bytes) {
+        Ok(text) => Found::Text(text),
+        Err(error) => Found::NotText {
+            why: workspace::NotUtf8 {
+                path: PathBuf::from(shown),
+                at: workspace::BadByte::in_text(&error),
+            },
+            bytes: error.into_bytes(),
+        },
+    })
 }
 
 /// `text` with `old` replaced by `new`: exactly one occurrence, or all of them
-/// when `all`.
+/// when `all`. Occurrences that overlap count apart: replacing the first of
+/// them is a guess.
+///
+/// Models write lines ending in `\n`; in a text whose lines end in `\r\n`,
+/// `old` not found as it is is looked for with its `\n`s read as `\r\n`,
+/// and `new` is written with `\r\n`, so the text keeps one line ending.
 fn replaced(text: &str, old: &str, new: &str, all: bool) -> Result<String, String> {
     if old.is_empty() {
         return Err("old_text is empty; give the exact text to replace".to_owned());
     }
-    match text.matches(old).count() {
-        0 => Err(
-            "old_text was not found; it must match the file exactly, including whitespace"
+    if old == new {
+        return Err(
+            "old_text and new_text are the same: the edit would change nothing; nothing was written"
                 .to_owned(),
-        ),
-        1 => Ok(text.replacen(old, new, 1)),
-        _ if all => Ok(text.replace(old, new)),
-        count => Err(format!(
-            "old_text occurs {count} times; include more surrounding text to make it unique, or set replace_all"
-        )),
+        );
     }
+    let crlf = ends_lines_with_crlf(text);
+    let new = if crlf { with_crlf(new) } else { new.to_owned() };
+    let old = if crlf && !text.contains(old) {
+        with_crlf(old)
+    } else {
+        old.to_owned()
+    };
+    let found = occurrences(text, &old);
+    let changed = match found {
+        Occurrences { count: 0, .. } => {
+            return Err(
+                "old_text was not found; it must match the file exactly, including whitespace"
+                    .to_owned(),
+            );
+        }
+        Occurrences { count: 1, .. } => text.replacen(&old, &new, 1),
+        Occurrences {
+            overlapping: false, ..
+        } if all => text.replace(&old, &new),
+        Occurrences { count, .. } if all => {
+            return Err(format!(
+                "old_text occurs {count} times, some overlapping, so which to replace is \
+                 ambiguous; include more surrounding text to make each occurrence distinct"
+            ));
+        }
+        Occurrences { count, overlapping } => {
+            let some_overlapping = if overlapping {
+                ", some overlapping"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "old_text occurs {count} times{some_overlapping}; include more surrounding text \
+                 to make it unique, or set replace_all"
+            ));
+        }
+    };
+    if changed == text {
+        return Err(
+            "the edit would change nothing (new_text is old_text with the file's line endings); \
+             nothing was written"
+                .to_owned(),
+        );
+    }
+    Ok(changed)
+}
+
+/// How often a text occurs in another, counting overlapping occurrences.
+#[derive(Debug, PartialEq, Eq)]
+struct Occurrences {
+    count: usize,
+    /// Whether one occurrence starts inside another.
+    overlapping: bool,
+}
+
+/// Every occurrence of `wanted` (not empty) in `text`, overlapping ones too.
+fn occurrences(text: &str, wanted: &str) -> Occurrences {
+    let step = wanted.chars().next().map_or(1, char::len_utf8);
+    let mut found = Occurrences {
+        count: 0,
+        overlapping: false,
+    };
+    let mut previous_end = 0;
+    let mut from = 0;
+    while let Some(at) = text[from..].find(wanted).map(|at| from + at) {
+        found.overlapping |= found.count > 0 && at < previous_end;
+        found.count += 1;
+        previous_end = at + wanted.len();
+        from = at + step;
+    }
+    found
+}
+
+/// Whether most of the lines of `text` end in `\r\n`.
+fn ends_lines_with_crlf(text: &str) -> bool {
+    let crlf = text.matches("\r\n").count();
+    let lf = text.matches('\n').count();
+    crlf > lf - crlf
+}
+
+/// `text` with each `\n` not after a `\r` written `\r\n`.
+fn with_crlf(text: &str) -> String {
+    let mut written = String::with_capacity(text.len());
+    let mut after_cr = false;
+    for character in text.chars() {
+        if character == '\n' && !after_cr {
+            written.push('\r');
+        }
+        written.push(character);
+        after_cr = character == '\r';
+    }
+    written
 }
 
 #[cfg(test)]
@@ -492,5 +680,73 @@ mod tests {
         );
         assert_eq!(replaced("b b", "b", "B", true).unwrap(), "B B");
         assert!(replaced("b", "", "B", false).is_err());
+    }
+
+    /// Models write `\n`: in a file whose lines end in `\r\n` an edit
+    /// still finds its text, and keeps the file to one line ending.
+    #[test]
+    fn an_edit_of_a_crlf_file_matches_and_writes_its_line_endings() {
+        let text = "line one\r\nline two\r\n";
+        assert_eq!(
+            replaced(text, "line one\nline two", "line one\ntwo-a\ntwo-b", false).unwrap(),
+            "line one\r\ntwo-a\r\ntwo-b\r\n"
+        );
+        assert_eq!(
+            replaced(text, "line two", "two-a\ntwo-b", false).unwrap(),
+            "line one\r\ntwo-a\r\ntwo-b\r\n",
+            "found as it is, the new text still takes the file's line endings"
+        );
+        assert_eq!(
+            replaced(text, "line one\r\n", "first\r\n", false).unwrap(),
+            "first\r\nline two\r\n"
+        );
+        assert_eq!(
+            replaced("a\nb\n", "a", "x\ny", false).unwrap(),
+            "x\ny\nb\n",
+            "a file of `\\n`s is left to them"
+        );
+        assert!(
+            replaced(text, "line one\r\n", "line one\n", false)
+                .unwrap_err()
+                .contains("would change nothing")
+        );
+    }
+
+    #[test]
+    fn overlapping_occurrences_are_ambiguous() {
+        let text = "    }\n}\n}\n";
+        assert_eq!(
+            replaced(text, "}\n}\n", "}\n", false).unwrap_err(),
+            "old_text occurs 2 times, some overlapping; include more surrounding text to make it \
+             unique, or set replace_all"
+        );
+        assert!(
+            replaced(text, "}\n}\n", "}\n", true)
+                .unwrap_err()
+                .contains("some overlapping, so which to replace is ambiguous")
+        );
+        assert_eq!(
+            occurrences("aaaa", "aa"),
+            Occurrences {
+                count: 3,
+                overlapping: true
+            }
+        );
+        assert_eq!(
+            occurrences("ab ab", "ab"),
+            Occurrences {
+                count: 2,
+                overlapping: false
+            }
+        );
+        assert_eq!(occurrences("éé", "é").count, 2);
+    }
+
+    #[test]
+    fn an_edit_that_changes_nothing_is_refused() {
+        assert_eq!(
+            replaced("a b c", "b", "b", false).unwrap_err(),
+            "old_text and new_text are the same: the edit would change nothing; nothing was written"
+        );
     }
 }
