@@ -85,7 +85,8 @@ pub(super) fn open_to_read(path: &Path) -> std::io::Result<File> {
 /// place: a write that fails part way (a full disk) leaves the file as it
 /// was. A file with other hard links is written in place, as replacing it
 /// would part it from its other names; so is one whose owner the new file
-/// could not be given.
+/// could not be given, and one in a directory where no file can be created
+/// (a file the user may write, in a directory they may not).
 pub(super) fn write(path: &Path, content: &[u8]) -> std::io::Result<()> {
     // Checked before anything is written: a directory or a device is refused.
     let existing = match std::fs::metadata(path).and_then(regular) {
@@ -94,7 +95,9 @@ pub(super) fn write(path: &Path, content: &[u8]) -> std::io::Result<()> {
         Err(error) => return Err(error),
     };
     match existing {
-        Some(metadata) if metadata.nlink() > 1 => write_in_place(path, content),
+        Some(metadata) if metadata.nlink() > 1 => {
+            write_in_place(path, content, "as it has other hard links")
+        }
         _ => replace(path, content, existing.as_ref()),
     }
 }
@@ -104,24 +107,30 @@ pub(super) fn write(path: &Path, content: &[u8]) -> std::io::Result<()> {
 fn replace(path: &Path, content: &[u8], existing: Option<&Metadata>) -> std::io::Result<()> {
     let left_as_it_was = |error| LeftAsItWas::error(error, existing.is_some());
     let directory = path.parent().unwrap_or(Path::new("/"));
-    let temporary = tempfile::Builder::new()
+    let created = tempfile::Builder::new()
         .prefix(".punie-")
         .suffix(".tmp")
         .permissions(std::fs::Permissions::from_mode(0o666))
-        .tempfile_in(directory)
-        .map_err(|error| {
-            // Said by its kind: the temporary file's random name, which the
-            // error carries, tells nobody anything.
-            let kind = error.kind();
-            left_as_it_was(std::io::Error::new(
-                kind,
-                format!("no file could be created beside it to write to: {kind}"),
-            ))
-        })?;
+        .tempfile_in(directory);
+    if let Err(error) = &created
+        && existing.is_some()
+        && error.kind() == ErrorKind::PermissionDenied
+    {
+        return write_in_place(path, content, "as no file can be created beside it");
+    }
+    let temporary = created.map_err(|error| {
+        // Said by its kind: the temporary file's random name, which the
+        // error carries, tells nobody anything.
+        let kind = error.kind();
+        left_as_it_was(std::io::Error::new(
+            kind,
+            format!("no file could be created beside it to write to: {kind}"),
+        ))
+    })?;
     if let Some(existing) = existing {
         if !takes_owner(temporary.as_file(), existing) {
             drop(temporary);
-            return write_in_place(path, content);
+            return write_in_place(path, content, "as a new file could not be given its owner");
         }
         // Exactly the old bits, setuid ones too: set after the owner, since
         // a change of owner clears them.
@@ -160,7 +169,8 @@ fn takes_owner(file: &File, existing: &Metadata) -> bool {
 
 /// Truncate the regular file at `path` and write `content` into it: the
 /// same file, under all its names, but one a failed write leaves cut short.
-fn write_in_place(path: &Path, content: &[u8]) -> std::io::Result<()> {
+/// `why` it is written so is said when the write fails.
+fn write_in_place(path: &Path, content: &[u8], why: &str) -> std::io::Result<()> {
     let opened = rustix::fs::open(
         path,
         OFlags::WRONLY | OFlags::CREATE | flags(),
@@ -182,8 +192,8 @@ fn write_in_place(path: &Path, content: &[u8]) -> std::io::Result<()> {
         std::io::Error::new(
             error.kind(),
             format!(
-                "{error}; it was being written in place, as it has other hard links, so it may \
-                 now hold only part of the new text"
+                "{error}; it was being written in place, {why}, so it may now hold only part \
+                 of the new text"
             ),
         )
     })
@@ -580,11 +590,11 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "new\n");
     }
 
-    /// A directory that takes no new files leaves no room for the file to
-    /// write to; a privileged process is let in anyway, and this test has
-    /// nothing to show there.
+    /// A file the user may write in a directory they may not add to is
+    /// written in place, as it was before files were replaced whole. (A
+    /// privileged process may add to it anyway, and replaces the file.)
     #[test]
-    fn a_file_whose_directory_takes_no_new_files_is_left_as_it_was() {
+    fn a_file_whose_directory_takes_no_new_files_is_written_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let locked = dir.path().join("locked");
         std::fs::create_dir(&locked).unwrap();
@@ -594,16 +604,10 @@ mod tests {
             std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(mode)).unwrap();
         };
         set_mode(0o555);
-        let privileged = File::create_new(locked.join("probe")).is_ok();
-        let error = (!privileged).then(|| write(&file, b"new\n").unwrap_err());
+        let written = write(&file, b"new\n");
         set_mode(0o755);
-        let Some(error) = error else { return };
-        assert_eq!(
-            error.to_string(),
-            "no file could be created beside it to write to: permission denied; the file is \
-             unchanged"
-        );
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "old\n");
+        written.unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "new\n");
         assert_eq!(names_in(&locked), ["a.txt"]);
     }
 }
