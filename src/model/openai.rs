@@ -655,6 +655,7 @@ struct ChunkDecoder {
     /// `reasoning_content`: then it is sent back (see [`Reasoning`]).
     reasoning: String,
     reasoning_content: bool,
+    think_block: ThinkBlock,
 }
 
 impl ChunkDecoder {
@@ -668,6 +669,7 @@ impl ChunkDecoder {
             started: false,
             reasoning: String::new(),
             reasoning_content: false,
+            think_block: ThinkBlock::default(),
         }
     }
 
@@ -747,6 +749,7 @@ impl ChunkDecoder {
     }
 
     fn end(&mut self, out: &mut Vec<ModelEvent>) {
+        self.think_block.end(out);
         self.flush_tool_calls(out);
         if self.reasoning_content && !self.reasoning.is_empty() {
             let reasoning = std::mem::take(&mut self.reasoning);
@@ -783,6 +786,7 @@ impl ChunkDecoder {
         // until the real reason: that is no finish.
         if let Some(reason) = choice.finish_reason.filter(|reason| !reason.is_empty()) {
             let stop = stop_for(&reason).ok_or_else(|| http::stopped_early(&self.peer, &reason))?;
+            self.think_block.end(out);
             self.flush_tool_calls(out);
             self.stop = Some(stop);
         }
@@ -821,9 +825,127 @@ impl ChunkDecoder {
     fn text(&mut self, text: String, out: &mut Vec<ModelEvent>) {
         if !text.is_empty() {
             self.started = true;
-            out.push(ModelEvent::Text(text));
+            self.think_block.read(&text, out);
         }
     }
+}
+
+/// What opens and closes the reasoning some models write into their text.
+const THINK_OPEN: &str = "<think>";
+const THINK_CLOSE: &str = "</think>";
+
+/// Where the reply's text stands with a `<think>…</think>` block at its very
+/// start: how Qwen3, DeepSeek-R1 and their kin reason when no reasoning
+/// parser splits it off (mlx_lm.server; vLLM and llama.cpp without one). The
+/// block becomes thoughts; `<think>` anywhere later is the answer's own text.
+/// Tags may arrive split over pieces, so what may be part of one is held.
+#[derive(Debug)]
+enum ThinkBlock {
+    /// Nothing yet tells whether a block opens: what came is held.
+    Undecided(String),
+    /// Inside the block. `held` may be the start of `</think>`; `begun`
+    /// says a thought has come (whitespace before the first is dropped).
+    Inside { held: String, begun: bool },
+    /// The block has closed; whitespace before the answer is dropped.
+    Closed,
+    /// The answer, passed on as it comes.
+    Answer,
+}
+
+impl Default for ThinkBlock {
+    fn default() -> Self {
+        Self::Undecided(String::new())
+    }
+}
+
+impl ThinkBlock {
+    fn read(&mut self, piece: &str, out: &mut Vec<ModelEvent>) {
+        match self {
+            Self::Undecided(held) => {
+                held.push_str(piece);
+                let start = held.trim_start();
+                if let Some(inside) = start.strip_prefix(THINK_OPEN) {
+                    let inside = inside.to_owned();
+                    *self = Self::Inside {
+                        held: String::new(),
+                        begun: false,
+                    };
+                    self.read(&inside, out);
+                } else if !THINK_OPEN.starts_with(start) {
+                    out.push(ModelEvent::Text(std::mem::take(held)));
+                    *self = Self::Answer;
+                }
+            }
+            Self::Inside { held, begun } => {
+                held.push_str(piece);
+                let text = std::mem::take(held);
+                match text.split_once(THINK_CLOSE) {
+                    Some((thought, answer)) => {
+                        think(out, thought, begun);
+                        let answer = answer.to_owned();
+                        *self = Self::Closed;
+                        self.read(&answer, out);
+                    }
+                    None => {
+                        let tail = start_of_close(&text);
+                        think(out, text.strip_suffix(tail).unwrap_or(&text), begun);
+                        *held = tail.to_owned();
+                    }
+                }
+            }
+            Self::Closed => {
+                let answer = piece.trim_start();
+                if !answer.is_empty() {
+                    out.push(ModelEvent::Text(answer.to_owned()));
+                    *self = Self::Answer;
+                }
+            }
+            Self::Answer => {
+                if !piece.is_empty() {
+                    out.push(ModelEvent::Text(piece.to_owned()));
+                }
+            }
+        }
+    }
+
+    /// The text has ended: what was held is what it seemed.
+    fn end(&mut self, out: &mut Vec<ModelEvent>) {
+        match self {
+            Self::Undecided(held) if !held.is_empty() => {
+                out.push(ModelEvent::Text(std::mem::take(held)));
+                *self = Self::Answer;
+            }
+            Self::Inside { held, begun } => {
+                let held = std::mem::take(held);
+                think(out, &held, begun);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A piece of a `<think>` block as a thought; whitespace before the first
+/// is none.
+fn think(out: &mut Vec<ModelEvent>, thought: &str, begun: &mut bool) {
+    let thought = if *begun {
+        thought
+    } else {
+        thought.trim_start()
+    };
+    if !thought.is_empty() {
+        *begun = true;
+        out.push(ModelEvent::Thought(thought.to_owned()));
+    }
+}
+
+/// The end of `text` that may be the start of `</think>`, cut by the
+/// piece's end.
+fn start_of_close(text: &str) -> &str {
+    (1..THINK_CLOSE.len())
+        .rev()
+        .filter_map(|length| THINK_CLOSE.get(..length))
+        .find(|start| text.ends_with(start))
+        .unwrap_or_default()
 }
 
 /// What a finish reason says of the reply, if it is one that says the reply
@@ -1180,6 +1302,98 @@ mod tests {
             [
                 ModelEvent::Thought("Hmm.".to_owned()),
                 ModelEvent::Text("Yes.".to_owned()),
+                ModelEvent::Stop(Stop::Done)
+            ]
+        );
+    }
+
+    /// The chunks that stream `pieces` of content, then finish.
+    fn content_chunks(pieces: &[&str]) -> Vec<String> {
+        let mut chunks: Vec<String> = pieces
+            .iter()
+            .map(|piece| json!({"choices": [{"delta": {"content": piece}}]}).to_string())
+            .collect();
+        chunks.push(r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#.to_owned());
+        chunks.push("[DONE]".to_owned());
+        chunks
+    }
+
+    fn decode_content(pieces: &[&str]) -> Vec<ModelEvent> {
+        let chunks = content_chunks(pieces);
+        let chunks: Vec<&str> = chunks.iter().map(String::as_str).collect();
+        decode_all(&chunks)
+    }
+
+    fn thought(text: &str) -> ModelEvent {
+        ModelEvent::Thought(text.to_owned())
+    }
+
+    fn text(text: &str) -> ModelEvent {
+        ModelEvent::Text(text.to_owned())
+    }
+
+    #[test]
+    fn a_think_block_at_the_start_of_the_text_becomes_thoughts() {
+        let events = decode_content(&["<think>\nLet me", " see.</think>\n\nHello", " there."]);
+        assert_eq!(
+            events,
+            [
+                thought("Let me"),
+                thought(" see."),
+                text("Hello"),
+                text(" there."),
+                ModelEvent::Stop(Stop::Done)
+            ]
+        );
+    }
+
+    #[test]
+    fn think_tags_split_over_pieces_are_still_found() {
+        let events = decode_content(&[
+            "\n<th", "ink>", "Hmm", ".</th", "in", "k>", "\n", "Yes, <b>",
+        ]);
+        assert_eq!(
+            events,
+            [
+                thought("Hmm"),
+                thought("."),
+                text("Yes, <b>"),
+                ModelEvent::Stop(Stop::Done)
+            ]
+        );
+        // Qwen3 with thinking turned off: an empty block.
+        let events = decode_content(&["<think>\n\n</think>\n\n", "Hi"]);
+        assert_eq!(events, [text("Hi"), ModelEvent::Stop(Stop::Done)]);
+    }
+
+    #[test]
+    fn think_tags_anywhere_but_the_start_are_text() {
+        let events = decode_content(&["Use <think>", " tags.</think>"]);
+        assert_eq!(
+            events,
+            [
+                text("Use <think>"),
+                text(" tags.</think>"),
+                ModelEvent::Stop(Stop::Done)
+            ]
+        );
+        let events = decode_content(&["<thi", "nking> is a tag"]);
+        assert_eq!(
+            events,
+            [text("<thinking> is a tag"), ModelEvent::Stop(Stop::Done)]
+        );
+        let events = decode_content(&["<"]);
+        assert_eq!(events, [text("<"), ModelEvent::Stop(Stop::Done)]);
+    }
+
+    #[test]
+    fn a_think_block_the_reply_never_closes_is_all_thoughts() {
+        let events = decode_content(&["<think>Still going</thi"]);
+        assert_eq!(
+            events,
+            [
+                thought("Still going"),
+                thought("</thi"),
                 ModelEvent::Stop(Stop::Done)
             ]
         );
