@@ -173,7 +173,7 @@ pub fn specs() -> Vec<ToolSpec> {
         spec(
             "edit_file",
             &format!(
-                "Replace `old_text` with `new_text` in a file of at most {} MiB. `old_text` must match exactly and, unless `replace_all` is true, exactly once. Asks the user first.",
+                "Replace `old_text` with `new_text` in a file of at most {} MiB. `old_text` must match exactly (in a file with CRLF line endings, its line breaks match CRLF and `new_text` is written with them) and, unless `replace_all` is true, exactly once. Asks the user first.",
                 MAX_CHANGED_FILE_BYTES / (1024 * 1024)
             ),
             json!({
