@@ -404,6 +404,14 @@ enum PartialThinking {
 }
 
 impl PartialThinking {
+    /// Whether it can go back: signed, or redacted.
+    fn is_whole(&self) -> bool {
+        match self {
+            Self::Thinking { signature, .. } => !signature.is_empty(),
+            Self::Redacted { .. } => true,
+        }
+    }
+
     /// The block as the wire takes it back.
     fn block(self) -> Value {
         match self {
@@ -544,6 +552,14 @@ impl EventDecoder {
     }
 
     fn end(&mut self, out: &mut Vec<ModelEvent>) {
+        // Blocks whose stop never came go back too, before the tool uses
+        // they led to; a thinking block without its signature would only
+        // be refused.
+        for (_, thinking) in std::mem::take(&mut self.thinking) {
+            if thinking.is_whole() {
+                out.push(ModelEvent::SendBack(thinking.block()));
+            }
+        }
         for (_, tool_use) in std::mem::take(&mut self.tool_uses) {
             out.push(ModelEvent::ToolCall(tool_use.complete()));
         }
@@ -683,6 +699,29 @@ mod tests {
             ],
         );
         assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn thinking_whose_block_stop_never_came_goes_back_if_signed() {
+        let mut decoder = decoder();
+        let mut out = decode(
+            &mut decoder,
+            &[
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"Hm.","signature":"EqQB"}}"#,
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"thinking","thinking":"Unsigned.","signature":""}}"#,
+                r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_1","name":"read","input":{}}}"#,
+            ],
+        );
+        out.clear();
+        decoder.end(&mut out);
+        assert_eq!(
+            out[0],
+            ModelEvent::SendBack(
+                json!({"type": "thinking", "thinking": "Hm.", "signature": "EqQB"})
+            )
+        );
+        assert!(matches!(out[1], ModelEvent::ToolCall(_)), "{out:?}");
+        assert_eq!(out.len(), 3, "{out:?}");
     }
 
     #[test]

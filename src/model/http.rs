@@ -1148,14 +1148,17 @@ pub(crate) fn reported_error(peer: &Peer, value: &Value) -> DecodeError {
     let message =
         json_error_message(value).unwrap_or_else(|| shown(&value.to_string(), MESSAGE_LIMIT));
     let text = format!("{} reported an error: {message}", peer.name);
-    let error = if says_too_long(&message) {
+    // Too long is never passing, whatever type the server gave it: sent
+    // again unchanged, it would only be refused again.
+    let too_long = says_too_long(&message);
+    let error = if too_long {
         ModelError::TooLong(text)
     } else {
         ModelError::Provider(text)
     };
     DecodeError {
         error,
-        transient: is_transient(value),
+        transient: !too_long && is_transient(value),
     }
 }
 
@@ -1358,6 +1361,20 @@ mod tests {
             matches!(unavailable, ModelError::Provider(_)),
             "{unavailable:?}"
         );
+    }
+
+    #[test]
+    fn a_conversation_too_long_reported_in_the_stream_is_not_sent_again_unchanged() {
+        let overflow = serde_json::json!({"error": {"type": "server_error", "code": 500,
+            "message": "This model's maximum context length is 4096 tokens."}});
+        let reported = reported_error(&peer(), &overflow);
+        assert!(
+            matches!(reported.error, ModelError::TooLong(_)),
+            "{reported:?}"
+        );
+        assert!(!reported.transient);
+        let busy = serde_json::json!({"error": {"type": "server_error", "message": "overloaded"}});
+        assert!(reported_error(&peer(), &busy).transient);
     }
 
     #[test]
