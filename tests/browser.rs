@@ -624,3 +624,105 @@ async fn sessions_past_the_first_two_thousand_are_listed_on_demand_and_open_by_l
     .passes()
     .await;
 }
+
+#[tokio::test]
+async fn the_composer_keeps_its_files_and_commands_clickable_while_another_session_streams() {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    // A reply long enough to work in another session while it streams.
+    let mut turn = Vec::new();
+    for n in 1..=400 {
+        turn.push(json!({"text": format!("chunk {n} ")}));
+        turn.push(json!({"pause_ms": 50}));
+    }
+    let mut server = Server::scripted(json!([turn]), &[]).await;
+    Scenario::start("composer", &mut server, &[])
+        .await
+        .passes()
+        .await;
+}
+
+#[tokio::test]
+async fn questions_in_sessions_the_page_has_not_opened_are_reached_and_counted_and_a_failed_turn_shows_in_the_list()
+ {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    let mut server = Server::start().await;
+    let scripts = server.home.dir.path().to_owned();
+    let write = |name: &str, script: serde_json::Value| {
+        let path = scripts.join(name);
+        std::fs::write(&path, script.to_string()).unwrap();
+        format!("script:{}", path.display())
+    };
+    let asks = write(
+        "asks.json",
+        json!([
+            [{"tool_call": {"name": "run_command", "arguments": {"command": "echo asked"}}}],
+            [{"text": "Done as allowed."}]
+        ]),
+    );
+    let fails = write(
+        "fails.json",
+        json!([[{"text": "Working on it. "}, {"error": "upstream 500: model overloaded"}]]),
+    );
+    let finishes = write(
+        "finishes.json",
+        json!([[{"pause_ms": 2000}, {"text": "All finished."}]]),
+    );
+    let mut scenario = Scenario::start(
+        "waiting",
+        &mut server,
+        &[
+            ("PUNIE_ASKS", asks.clone()),
+            ("PUNIE_FAILS", fails),
+            ("PUNIE_FINISHES", finishes),
+        ],
+    )
+    .await;
+
+    // An IDE's turn asks the IDE, which holds the question.
+    scenario.wait_for("ask in the IDE").await;
+    let mut ide = server.initialized().await;
+    let opened = ide
+        .request(
+            "session/new",
+            json!({"cwd": server.home.workspace(), "mcpServers": [], "_meta": {"punie/model": asks}}),
+        )
+        .await;
+    let session = opened["result"]["sessionId"].as_str().unwrap().to_owned();
+    let prompted = ide.start_prompt(&session, "Asked in the IDE").await;
+    let asked = ide.permission_request().await;
+    scenario.wait_for("saw the IDE's question").await;
+    ide.allow(&asked).await;
+    let answer = ide.response_to(prompted).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    scenario.passes().await;
+}
+
+#[tokio::test]
+async fn a_conversation_keeps_its_reading_place_and_a_big_diff_leaves_its_question_in_view() {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    // Paragraphs enough to read back in, then a write of 3,000 lines.
+    let mut turn = Vec::new();
+    for n in 1..=80 {
+        turn.push(json!({"text": format!("Paragraph {n} of the reply.\n\n")}));
+        turn.push(json!({"pause_ms": 60}));
+    }
+    let big: String = (1..=3000).map(|n| format!("line {n}\n")).collect();
+    turn.push(json!({"tool_call": {"name": "write_file", "arguments": {"path": "big.txt", "content": big}}}));
+    let script = json!([turn, [{"text": "Written."}]]);
+    let mut server = Server::scripted(script, &[]).await;
+    Scenario::start("reading", &mut server, &[])
+        .await
+        .passes()
+        .await;
+}
+
+#[tokio::test]
+async fn task_lists_show_their_boxes_and_code_blocks_copy_their_code_alone() {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    let text = "Plan:\n\n- [ ] write the test\n- [x] read the code\n\n```rust\nfn main() {\n    println!(\"hi\");\n}\n```\n\nDone.";
+    let mut server = Server::scripted(json!([[{"text": text}]]), &[]).await;
+    Scenario::start("markdown", &mut server, &[])
+        .await
+        .passes()
+        .await;
+}

@@ -32,6 +32,7 @@ const STATUS_TEXT = {
   running: 'running',
   waiting_for_permission: 'waiting for permission',
   idle: 'idle',
+  failed: 'last turn failed',
 };
 
 const $ = (selector) => document.querySelector(selector);
@@ -47,10 +48,14 @@ const ui = {
   notify: $('#notify'),
   sessionTitle: $('#session-title'),
   sessionCwd: $('#session-cwd'),
+  sessionCwdText: $('#session-cwd-text'),
   usage: $('#usage'),
   usageMeter: $('#usage-meter'),
   usageText: $('#usage-text'),
   toggleSessions: $('#toggle-sessions'),
+  waitingBadge: $('#waiting-badge'),
+  announcer: $('#announcer'),
+  newBelow: $('#new-below'),
   sidebar: $('#sidebar'),
   groups: $('#session-groups'),
   newSession: $('#new-session'),
@@ -75,6 +80,8 @@ const ui = {
   newSessionError: $('#new-session-error'),
   knownCwds: $('#known-cwds'),
   dropZone: $('#drop-zone'),
+  skipToPrompt: $('#skip-to-prompt'),
+  skipToConversation: $('#skip-to-conversation'),
 };
 
 const state = {
@@ -84,7 +91,10 @@ const state = {
   maxMessageBytes: null,
   /** The session/list cursor of the sessions not read yet, if any. */
   olderSessions: null,
-  /** Every session the page knows: id → { sessionId, cwd, title, status, updatedAt }. */
+  /** Every session the page knows: id → { sessionId, cwd, title, status,
+   * updatedAt }, and what the page saw of it: `failed` (its last turn
+   * ended in an error) and `unread` (a turn ended while another session
+   * was open). */
   sessions: new Map(),
   /** The settings (ACP config options) of each session this connection is
    * attached to: id → [{ id, name, currentValue, options, … }]. */
@@ -114,6 +124,13 @@ function showNotice(text, kind = 'action') {
   ui.noticeText.textContent = text;
   ui.notice.hidden = !text;
   noticeKind = text ? kind : null;
+}
+
+/** Say `text` to a screen reader, politely, once. */
+function announce(text) {
+  ui.announcer.textContent = '';
+  // A change of text is what is read: the same words again are read again.
+  requestAnimationFrame(() => (ui.announcer.textContent = text));
 }
 
 function setConnection(text, kind) {
@@ -147,6 +164,22 @@ function statusOf(id) {
   const status = state.sessions.get(id)?.status || 'idle';
   if (status === 'idle' && state.prompting.has(id)) return 'running';
   return status;
+}
+
+/** What a session's row shows: what it does, or, idle, that its last turn failed. */
+function rowStatus(id) {
+  const status = statusOf(id);
+  return status === 'idle' && state.sessions.get(id)?.failed ? 'failed' : status;
+}
+
+/** A turn of session `id` ended with `stopReason`: replayed from its
+ * history, or now, while the person may be looking at another session. */
+function noteTurnEnd(id, stopReason, { replayed = false } = {}) {
+  const session = state.sessions.get(id);
+  if (!session) return;
+  session.failed = stopReason === 'error';
+  if (!replayed && id !== state.current) session.unread = true;
+  scheduleRender();
 }
 
 function basename(path) {
@@ -191,7 +224,7 @@ function sessionOrder() {
 const sidebar = {
   /** cwd → { section, list } */
   groups: new Map(),
-  /** session id → { item, button, title, badge, when, shown } */
+  /** session id → { item, button, title, badge, badgeText, unread, when, shown } */
   rows: new Map(),
   empty: null,
   cwds: null,
@@ -229,13 +262,25 @@ function rowElements(id) {
   meta.className = 'session-meta';
   const badge = document.createElement('span');
   badge.className = 'status';
+  // The dot's colour says what the words say; a screen reader reads the words.
+  const dot = document.createElement('span');
+  dot.className = 'dot';
+  dot.setAttribute('aria-hidden', 'true');
+  dot.textContent = '●';
+  const badgeText = document.createElement('span');
+  badge.append(dot, badgeText);
+  const unread = document.createElement('span');
+  unread.className = 'unread';
+  unread.textContent = 'new';
+  unread.title = 'A turn ended here while you looked elsewhere';
+  unread.hidden = true;
   const when = document.createElement('span');
   when.className = 'when';
-  meta.append(badge, when);
+  meta.append(badge, unread, when);
   button.append(title, meta);
   button.addEventListener('click', () => openSession(id));
   item.append(button);
-  row = { item, button, title, badge, when, shown: {} };
+  row = { item, button, title, badge, badgeText, unread, when, shown: {} };
   sidebar.rows.set(id, row);
   return row;
 }
@@ -248,13 +293,21 @@ function updateRow(row, session, force) {
   if (shown.title !== title) {
     shown.title = title;
     showText(row.title, title);
+    // A title too long for the list ends in an ellipsis; the tooltip has it whole.
+    row.title.title = visibleText(title);
   }
-  const status = statusOf(session.sessionId);
+  const status = rowStatus(session.sessionId);
   if (shown.status !== status) {
     shown.status = status;
     row.button.dataset.status = status;
     row.badge.dataset.status = status;
-    row.badge.textContent = STATUS_TEXT[status] || status;
+    row.badgeText.textContent = STATUS_TEXT[status] || status;
+  }
+  const unread = Boolean(session.unread);
+  if (shown.unread !== unread) {
+    shown.unread = unread;
+    row.unread.hidden = !unread;
+    row.button.dataset.unread = String(unread);
   }
   const current = session.sessionId === state.current;
   if (shown.current !== current) {
@@ -327,10 +380,14 @@ function renderSessions({ force = false } = {}) {
 function renderHeader() {
   const session = state.sessions.get(state.current);
   showText(ui.sessionTitle, session ? session.title || 'Untitled session' : '');
-  showText(ui.sessionCwd, session?.cwd || '');
-  const waiting = [...state.sessions.keys()].filter((id) => statusOf(id) === 'waiting_for_permission').length;
+  showText(ui.sessionCwdText, session?.cwd || '');
+  // Either may be cut short in a narrow window: the tooltip has it whole.
+  ui.sessionTitle.title = session ? visibleText(session.title || 'Untitled session') : '';
+  ui.sessionCwd.title = visibleText(session?.cwd || '');
+  const waiting = [...state.sessions.keys()].filter((id) => statusOf(id) === 'waiting_for_permission');
   const title = session ? `${visibleText(session.title || 'Untitled session')} — Punie` : 'Punie';
-  document.title = waiting ? `(${waiting}) ${title}` : title;
+  document.title = waiting.length ? `(${waiting.length}) ${title}` : title;
+  renderWaitingBadge(waiting.filter((id) => id !== state.current).length);
   const usage = state.transcripts.get(state.current)?.usage;
   ui.usage.hidden = !usage;
   if (usage) {
@@ -342,6 +399,20 @@ function renderHeader() {
     ui.usageText.replaceChildren(`${tokens(usage.used)} / ${tokens(usage.size)}`, unit);
     ui.usage.title = `${usage.used} of ${usage.size} tokens of the context window used`;
   }
+}
+
+/** How many other sessions wait for an answer, on ☰: in a narrow window
+ * the list and Notify are out of sight, and nothing else would say so. */
+function renderWaitingBadge(count) {
+  const text = count ? String(count) : '';
+  if (ui.waitingBadge.textContent === text) return;
+  ui.waitingBadge.textContent = text;
+  ui.waitingBadge.hidden = !count;
+  const label = count
+    ? `Sessions: ${count} other ${count === 1 ? 'session waits' : 'sessions wait'} for your answer (Alt+W)`
+    : 'Sessions';
+  ui.toggleSessions.setAttribute('aria-label', label);
+  ui.toggleSessions.title = label;
 }
 
 function tokens(count) {
@@ -369,24 +440,47 @@ function renderComposer() {
   renderSetting(ui.sessionModel, 'model', open);
   renderSetting(ui.sessionMode, 'mode', open);
   renderCommandHints();
-  ui.attachments.replaceChildren(
-    ...state.attachments.map((attachment, index) => {
-      const chip = document.createElement('span');
-      chip.className = 'chip attachment pending';
-      chip.textContent = attachment.name;
-      const remove = document.createElement('button');
-      remove.type = 'button';
-      remove.className = 'remove';
-      remove.textContent = '×';
-      remove.setAttribute('aria-label', `Remove ${attachment.name}`);
-      remove.addEventListener('click', () => {
-        state.attachments.splice(index, 1);
-        renderComposer();
-      });
-      chip.append(remove);
-      return chip;
-    }),
-  );
+  renderAttachments();
+}
+
+/** The chip of each file waiting in the composer, made once: a chip drawn
+ * anew at every update of a streaming session (any session the page
+ * follows) would swallow a click on its × and drop the keyboard from it. */
+const chips = new WeakMap();
+
+function chipOf(attachment) {
+  let chip = chips.get(attachment);
+  if (chip) return chip;
+  chip = document.createElement('span');
+  chip.className = 'chip attachment pending';
+  chip.textContent = attachment.name;
+  chip.title = visibleText(attachment.name);
+  const remove = document.createElement('button');
+  remove.type = 'button';
+  remove.className = 'remove';
+  remove.textContent = '×';
+  remove.setAttribute('aria-label', `Remove ${attachment.name}`);
+  remove.addEventListener('click', () => removeAttachment(attachment));
+  chip.append(remove);
+  chips.set(attachment, chip);
+  return chip;
+}
+
+function renderAttachments() {
+  arrange(ui.attachments, state.attachments.map(chipOf));
+}
+
+/** Take `attachment` out of the next prompt; the keyboard, if it was on its
+ * ×, goes to the next file's, else to the prompt. */
+function removeAttachment(attachment) {
+  const at = state.attachments.indexOf(attachment);
+  if (at === -1) return;
+  const focused = chips.get(attachment)?.contains(document.activeElement);
+  state.attachments.splice(at, 1);
+  renderAttachments();
+  if (!focused) return;
+  const next = state.attachments[Math.min(at, state.attachments.length - 1)];
+  (next ? chipOf(next).querySelector('.remove') : ui.prompt).focus();
 }
 
 /** Show the open session's option `id` (a select config option) in `select`. */
@@ -423,9 +517,17 @@ function matchingCommands() {
   return (state.commands.get(state.current) || []).filter((command) => command.name.startsWith(typed[1]));
 }
 
+/** What the command list shows now, so that it is drawn again only when
+ * that changes: a list drawn anew at every update of a streaming session
+ * would swallow a click on it. */
+let shownHints = '';
+
 function renderCommandHints() {
   const matching = matchingCommands();
   ui.commandHints.hidden = matching.length === 0;
+  const hints = matching.map((command) => [command.name, command.description, command.input?.hint].join('\t')).join('\n');
+  if (hints === shownHints) return;
+  shownHints = hints;
   ui.commandHints.replaceChildren(
     ...matching.map((command, index) => {
       const hint = document.createElement('button');
@@ -471,6 +573,7 @@ function render() {
   const transcript = state.transcripts.get(state.current);
   transcript?.waitingElsewhere(state.sessions.get(state.current)?.status === 'waiting_for_permission' && !transcript.waitingForPermission);
   ui.welcome.hidden = showing();
+  renderNewBelow();
 }
 
 /** Make `id` the open session; the composer keeps each session's draft. */
@@ -484,6 +587,8 @@ function switchTo(id) {
     hintsDismissed = false;
   }
   state.current = id;
+  const session = state.sessions.get(id);
+  if (session) session.unread = false;
   remember(id);
   // What the page said about the last session is not about this one.
   if (noticeKind !== 'connection') showNotice('');
@@ -544,13 +649,44 @@ function forgetSavedDrafts() {
 
 // ---------------------------------------------------------------- opening
 
+/** The transcript on show. */
+let shownTranscript = null;
+
 function showTranscript(id) {
-  const transcript = state.transcripts.get(id);
+  const transcript = state.transcripts.get(id) || null;
+  keepPlace();
   ui.transcriptHost.replaceChildren(...(transcript ? [transcript.node] : []));
+  shownTranscript = transcript;
   growth.disconnect();
   growth.observe(ui.transcriptHost);
   if (transcript) growth.observe(transcript.node);
-  followNewest();
+  returnTo(transcript);
+}
+
+/** Note where the person is in the transcript on show, to bring them back
+ * there when it is shown again. */
+function keepPlace() {
+  const transcript = shownTranscript;
+  const host = ui.transcriptHost;
+  if (!transcript || host.firstElementChild !== transcript.node) return;
+  transcript.place = { top: host.scrollTop, following, height: host.scrollHeight, newBelow: newOutputBelow };
+}
+
+/** Show `transcript` as the person left it: at its newest output if they
+ * followed it (or never saw it), else where they were reading, saying so
+ * when something came below meanwhile. */
+function returnTo(transcript) {
+  const place = transcript?.place;
+  if (!place || place.following) {
+    followNewest();
+    return;
+  }
+  const host = ui.transcriptHost;
+  follow(false);
+  host.scrollTop = place.top;
+  scrolledTo = host.scrollTop;
+  grownTo = host.scrollHeight;
+  markNewBelow(place.newBelow || host.scrollHeight > place.height);
 }
 
 function newTranscript(id) {
@@ -561,6 +697,9 @@ function newTranscript(id) {
     }
     scheduleRender();
   };
+  // Replayed turns (the history loading) say how the last one ended, not
+  // that anything happened since the person last looked.
+  transcript.onTurnEnd = (stopReason) => noteTurnEnd(id, stopReason, { replayed: transcript.loading });
   state.transcripts.set(id, transcript);
   return transcript;
 }
@@ -595,6 +734,11 @@ let following = true;
 /** Where the page last scrolled the transcript to, so that the scroll event
  * it causes is not taken for the person's. */
 let scrolledTo = null;
+/** Whether output came below the view while the person read above it. */
+let newOutputBelow = false;
+/** How tall the transcript was when last measured: what grows is new, what
+ * only changes the view's size (the composer growing, say) is not. */
+let grownTo = 0;
 
 function scrollToNewest() {
   const host = ui.transcriptHost;
@@ -608,6 +752,22 @@ function follow(yes) {
   // something above it grows: right while the person reads back, but while
   // following it would scroll on its own, and look like the person did.
   ui.transcriptHost.classList.toggle('following', yes);
+  if (yes) markNewBelow(false);
+}
+
+function markNewBelow(yes) {
+  newOutputBelow = yes;
+  renderNewBelow();
+}
+
+/** The button that says output came below the view, and takes the person
+ * there: a question that waits says it is one. */
+function renderNewBelow() {
+  const show = newOutputBelow && !following && showing();
+  ui.newBelow.hidden = !show;
+  if (!show) return;
+  const text = shownTranscript?.waitingForPermission ? 'A question waits below ↓' : 'New output below ↓';
+  if (ui.newBelow.textContent !== text) ui.newBelow.textContent = text;
 }
 
 function followNewest() {
@@ -624,7 +784,17 @@ ui.transcriptHost.addEventListener('scroll', () => {
 
 // Runs after layout, before paint: whatever grew is measured already.
 const growth = new ResizeObserver(() => {
+  const host = ui.transcriptHost;
   if (following) scrollToNewest();
+  else if (host.scrollHeight > grownTo + 1) markNewBelow(true);
+  grownTo = host.scrollHeight;
+});
+
+ui.newBelow.addEventListener('click', () => {
+  followNewest();
+  // Asked for, the question takes the keyboard, as with Alt+W; else the
+  // prompt does, rather than the button that goes away.
+  if (!shownTranscript?.focusQuestion()) ui.prompt.focus({ preventScroll: true });
 });
 
 function remember(id) {
@@ -638,8 +808,11 @@ function remember(id) {
  * session open before stays open, and if the server has no such session,
  * the page says the link leads nowhere. */
 async function openSession(id) {
-  // Sessions open through the connection; the page opens this one again once it is back.
-  if (!state.connection) return;
+  // Sessions open through the connection; the notice goes once it is back.
+  if (!state.connection) {
+    showNotice('The page is not connected to the server, so it cannot open that session now. It reconnects by itself; try again then.', 'connection');
+    return;
+  }
   ui.body.classList.remove('sessions-open');
   if (state.transcripts.has(id)) {
     switchTo(id);
@@ -652,8 +825,7 @@ async function openSession(id) {
   const keep = !listed && state.current !== id && state.transcripts.has(state.current);
   if (!keep) switchTo(id);
   const transcript = newTranscript(id);
-  transcript.loading = true;
-  transcript.node.classList.add('loading');
+  transcript.setLoading(true);
   if (!keep) showTranscript(id);
   render();
   const cwd = state.sessions.get(id)?.cwd || '/';
@@ -690,8 +862,7 @@ async function openSession(id) {
     render();
     return;
   } finally {
-    transcript.loading = false;
-    transcript.node.classList.remove('loading');
+    transcript.setLoading(false);
   }
   // Unless the person went elsewhere meanwhile.
   if (keep && wantedSession() === id) switchTo(id);
@@ -713,7 +884,8 @@ function moveSession(step) {
 
 /** Put the keyboard on a question waiting for this page's answer: the open
  * session's, unless it has it already; else the next session's, in the
- * list's order, opening that session. */
+ * list's order, opening that session. A session the page has not opened
+ * (one from before a reload, say) counts as the list shows it waiting. */
 async function nextQuestion() {
   const here = state.transcripts.get(state.current);
   if (here?.waitingForPermission && !here.questionFocused) {
@@ -724,14 +896,39 @@ async function nextQuestion() {
   const at = order.indexOf(state.current);
   for (let step = 1; step <= order.length; step += 1) {
     const id = order[(at + step + order.length) % order.length];
-    if (state.transcripts.get(id)?.waitingForPermission) {
-      await openSession(id);
-      document.querySelector(`.session[data-session-id="${CSS.escape(id)}"]`)?.scrollIntoView({ block: 'nearest' });
-      state.transcripts.get(id)?.focusQuestion();
+    if (statusOf(id) === 'waiting_for_permission') {
+      await goToQuestion(id);
       return;
     }
   }
   showNotice('No session is waiting for your answer.');
+}
+
+/** How long the page waits, once it opened a session that waits for
+ * permission, for the server to put the question to it. The server asks
+ * the client that sent the prompt; once that one is gone (a tab reloaded),
+ * it asks the next client to attach, which the page just did. */
+const QUESTION_ARRIVES_MS = 3000;
+
+/** Open session `id`, which waits for permission, and put the keyboard on
+ * its question; or, when another client holds the question, show the call
+ * that waits and say where it is answered. */
+async function goToQuestion(id) {
+  const attachedBefore = state.transcripts.has(id);
+  await openSession(id);
+  if (state.current !== id) return;
+  document.querySelector(`.session[data-session-id="${CSS.escape(id)}"]`)?.scrollIntoView({ block: 'nearest' });
+  const transcript = state.transcripts.get(id);
+  if (!transcript) return;
+  // Attached already, the page would have been asked by now.
+  if (await transcript.questionSoon(attachedBefore ? 0 : QUESTION_ARRIVES_MS)) {
+    if (state.current === id) transcript.focusQuestion();
+    return;
+  }
+  if (state.current !== id || statusOf(id) !== 'waiting_for_permission') return;
+  render();
+  transcript.showWaitingElsewhere();
+  showNotice('This session waits for an answer in another client, the one that sent its prompt: only that client can answer it.');
 }
 
 // ---------------------------------------------------------------- notifications
@@ -818,8 +1015,13 @@ async function send() {
   const id = state.current;
   const transcript = state.transcripts.get(id);
   const text = ui.prompt.value;
-  if (!transcript || transcript.loading || !state.connection || statusOf(id) !== 'idle') return;
-  if (!text.trim() && state.attachments.length === 0) return;
+  if (!id || (!text.trim() && state.attachments.length === 0)) return;
+  const unable = cannotSend(id, transcript);
+  if (unable) {
+    // Send is off, but Ctrl+Enter is typed blind: the prompt stays, and why.
+    showNotice(unable);
+    return;
+  }
   const prompt = [];
   if (text.trim()) prompt.push({ type: 'text', text });
   for (const attachment of state.attachments) prompt.push(attachment.block);
@@ -855,11 +1057,23 @@ async function send() {
       showNotice(refusalInPlainWords(error));
     } else if (transcript.turnsEnded === ended) {
       transcript.note(describe(error));
+      noteTurnEnd(id, 'error');
     }
   } finally {
     state.prompting.delete(id);
     render();
   }
+}
+
+/** Why a prompt cannot go to session `id` now, or null when it can. */
+function cannotSend(id, transcript) {
+  if (!state.connection) return 'The page is not connected to the server: your prompt stays here until it is.';
+  if (!transcript || transcript.loading) return "The session's history is still loading: send your prompt once it is on the page.";
+  if (statusOf(id) === 'waiting_for_permission') {
+    return 'A turn is running in this session and waits for an answer: your prompt stays here until the turn ends (Esc cancels it).';
+  }
+  if (statusOf(id) !== 'idle') return 'A turn is running in this session: your prompt stays here until it ends (Esc cancels it).';
+  return null;
 }
 
 /** What to say instead of sending `params` as a session/prompt, when the
@@ -997,12 +1211,28 @@ function handleNotification(method, params) {
     const before = state.sessions.get(params.sessionId)?.status;
     const session = upsertSession(params);
     if (params.status !== before && params.status !== 'idle') session.updatedAt = new Date().toISOString();
+    noteStatusChange(session, before);
     scheduleRender();
   } else if (method === '$/cancel_request') {
     for (const transcript of state.transcripts.values()) {
       transcript.lapseQuestion(params?.requestId ?? params?.id, 'The agent no longer needs an answer.');
     }
     scheduleRender();
+  }
+}
+
+/** What a change of `session`'s status (from `before`) tells the person:
+ * a turn that began has not failed (yet); one that ended while they looked
+ * elsewhere is there to read, in any session the server runs, opened here
+ * or not; a question elsewhere is announced to a screen reader. */
+function noteStatusChange(session, before) {
+  const id = session.sessionId;
+  if (session.status === before) return;
+  if (session.status === 'running' && before !== 'waiting_for_permission') session.failed = false;
+  const elsewhere = id !== state.current;
+  if (session.status === 'idle' && before && elsewhere) session.unread = true;
+  if (session.status === 'waiting_for_permission' && (elsewhere || document.hidden)) {
+    announce(`${visibleText(session.title || 'Untitled session')} waits for your answer. Alt+W goes to it.`);
   }
 }
 
@@ -1260,6 +1490,18 @@ document.addEventListener('click', (event) => {
   ui.body.classList.remove('sessions-open');
 });
 ui.noticeClose.addEventListener('click', () => showNotice(''));
+// Skip links move the keyboard without a fragment in the address, which
+// names the open session.
+ui.skipToPrompt.addEventListener('click', (event) => {
+  event.preventDefault();
+  (ui.composer.hidden ? ui.newSession : ui.prompt).focus();
+});
+ui.skipToConversation.addEventListener('click', (event) => {
+  event.preventDefault();
+  const target = showing() ? ui.transcriptHost.firstElementChild : ui.welcome.hidden ? ui.main : ui.welcome;
+  target.tabIndex = -1;
+  target.focus({ preventScroll: true });
+});
 // A link to a session, pasted into the address or reached with Back.
 window.addEventListener('hashchange', () => {
   const wanted = wantedSession();
@@ -1294,6 +1536,8 @@ let dragDepth = 0;
 ui.main.addEventListener('dragenter', (event) => {
   if (!event.dataTransfer?.types.includes('Files')) return;
   dragDepth += 1;
+  // With no session open, there is no prompt for the files to go with.
+  ui.dropZone.textContent = state.current && showing() ? 'Drop files to attach them' : 'Open or start a session first, then drop files here';
   ui.body.classList.add('dragging');
 });
 ui.main.addEventListener('dragleave', () => {
@@ -1307,7 +1551,9 @@ ui.main.addEventListener('drop', (event) => {
   event.preventDefault();
   dragDepth = 0;
   ui.body.classList.remove('dragging');
-  if (state.current && event.dataTransfer?.files.length) attach([...event.dataTransfer.files]);
+  if (!event.dataTransfer?.files.length) return;
+  if (state.current && showing()) attach([...event.dataTransfer.files]);
+  else showNotice('Open a session, or start one, before attaching files: they go with its next prompt.');
 });
 
 // A screenshot pasted into the prompt goes with it, as a dropped file would;

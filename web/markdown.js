@@ -51,10 +51,19 @@ export function escapeHtml(text) {
 const marked = new Marked({
   gfm: true,
   renderer: {
+    // The language's label goes above the code, outside it: a selection of
+    // the whole block copies the code alone. (The Copy button joins the bar
+    // once sanitised: no button passes DOMPurify.)
     code({ text, lang }) {
       const language = (lang || '').trim().split(/\s+/)[0];
       const label = language ? `<span class="code-language">${escapeHtml(language)}</span>` : '';
-      return `<pre class="code">${label}<code class="hljs">${highlight(text, language)}</code></pre>`;
+      return `<div class="code-block"><div class="code-bar">${label}</div><pre class="code"><code class="hljs">${highlight(text, language)}</code></pre></div>`;
+    },
+    // A task list's boxes as the characters they look like: a checkbox
+    // would be a form control in the model's text, which the page forbids.
+    checkbox({ checked }) {
+      const [box, said] = checked ? ['☑', 'done'] : ['☐', 'not done'];
+      return `<span class="task-box" role="img" aria-label="${said}">${box}</span> `;
     },
     // HTML in the model's text is shown as text, never parsed: even an inert
     // parse of `<img onerror=…>` makes the browser try the handler (which the
@@ -103,7 +112,64 @@ function sanitised(html) {
     table.replaceWith(scroller);
     scroller.append(table);
   }
+  for (const bar of fragment.querySelectorAll('.code-block > .code-bar')) bar.append(copyButton(bar.nextElementSibling));
+  for (const item of fragment.querySelectorAll('li')) {
+    if (item.querySelector(':scope > .task-box, :scope > p:first-child > .task-box')) item.classList.add('task');
+  }
   return fragment;
+}
+
+/** How long a Copy button says it copied. */
+const COPIED_MS = 1500;
+
+/** A button that copies the code of `pre`, and says it did. */
+function copyButton(pre) {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'copy-code';
+  button.textContent = 'Copy';
+  button.setAttribute('aria-label', 'Copy the code');
+  button.addEventListener('click', async () => {
+    const copied = (await copyText(pre.textContent)) || copySelected(pre);
+    // Selected, the code is the person's to copy with the keyboard.
+    button.textContent = copied ? 'Copied' : 'Selected: press Ctrl+C';
+    setTimeout(() => (button.textContent = 'Copy'), COPIED_MS);
+  });
+  return button;
+}
+
+/** Put `text` on the clipboard; false when the browser will not (a page
+ * served over plain HTTP to another machine has no clipboard API). */
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Select the text of `node` and copy it the old way; false when that did
+ * not work either, the text left selected. */
+function copySelected(node) {
+  selectWhole(node);
+  let copied = false;
+  try {
+    copied = document.execCommand('copy');
+  } catch {
+    copied = false;
+  }
+  if (copied) getSelection().removeAllRanges();
+  return copied;
+}
+
+/** Select all of `node`'s text, for the person to copy themselves. */
+function selectWhole(node) {
+  const range = document.createRange();
+  range.selectNodeContents(node);
+  const selection = getSelection();
+  selection.removeAllRanges();
+  selection.addRange(range);
 }
 
 /**

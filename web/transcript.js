@@ -4,7 +4,7 @@
 
 import { GrowingMarkdown } from './markdown.js';
 import { renderDiff } from './diff.js';
-import { isolated, titleParts, visibleNodes } from './text.js';
+import { isolated, titleParts, visibleNodes, visibleText } from './text.js';
 
 const STATUS_LABELS = {
   pending: 'pending',
@@ -82,6 +82,9 @@ class AgentMessage {
   constructor(parent) {
     this.text = '';
     this.node = element('div', 'message agent markdown');
+    // A screen reader reads the message once it is whole, not chunk by chunk.
+    this.node.setAttribute('aria-busy', 'true');
+    this.finished = false;
     this.markdown = new GrowingMarkdown(this.node);
     this.frame = 0;
     this.timer = 0;
@@ -115,7 +118,14 @@ class AgentMessage {
       this.draw();
       this.drawn = performance.now();
       this.cost = this.drawn - start;
+      if (this.finished) this.node.removeAttribute('aria-busy');
     });
+  }
+
+  /** Nothing more comes: once its last chunk is drawn, the message is read out. */
+  finish() {
+    this.finished = true;
+    if (!this.frame && !this.timer) this.node.removeAttribute('aria-busy');
   }
 
   draw() {
@@ -230,6 +240,8 @@ class ToolCallCard {
         button.append(...visibleNodes(String(option.name ?? '')));
         button.type = 'button';
         button.dataset.optionId = option.optionId;
+        // Heard alone (tabbing from one to the next), a button says what it allows.
+        button.setAttribute('aria-label', `${visibleText(String(option.name ?? ''))}: ${this.title.textContent}`);
         button.addEventListener('click', () => this.settle?.(option.optionId, `You chose: ${option.name}`));
         buttons.append(button);
       }
@@ -247,6 +259,10 @@ export class Transcript {
     this.sessionId = sessionId;
     this.node = element('div', 'transcript');
     this.node.dataset.sessionId = sessionId;
+    // Read out as it grows, politely: a message once it is whole, a question
+    // as it comes. Each session's own, so that showing one reads none of it.
+    this.node.setAttribute('role', 'log');
+    this.node.setAttribute('aria-label', 'Conversation');
     this.empty = element('p', 'transcript-empty', 'Nothing here yet. Ask Punie something.');
     this.node.append(this.empty);
     this.cards = new Map();
@@ -261,11 +277,37 @@ export class Transcript {
     this.loaded = Promise.resolve(true);
     /** Whether the history is still on its way. */
     this.loading = false;
+    /** The block that is still streaming: an agent message or a thought. */
+    this.streaming = null;
+    /** Who waits for the next question: see questionSoon. */
+    this.questionWaiters = new Set();
+    /** Where the person left the conversation when another was shown. */
+    this.place = null;
     this.onChange = () => {};
+    /** `(stopReason)` at the end of every turn, replayed ones too. */
+    this.onTurnEnd = () => {};
+  }
+
+  /** The history is on its way (`true`), or on the page. A screen reader
+   * waits for all of it rather than read each replayed message. */
+  setLoading(yes) {
+    this.loading = yes;
+    this.node.classList.toggle('loading', yes);
+    if (yes) this.node.setAttribute('aria-busy', 'true');
+    else this.node.removeAttribute('aria-busy');
+  }
+
+  /** The block that was streaming is done: it is read out whole. */
+  endStreaming() {
+    const block = this.streaming;
+    this.streaming = null;
+    if (block?.message) block.message.finish();
+    else block?.node.removeAttribute('aria-busy');
   }
 
   /** Start a new block of the conversation. */
   push(node, kind) {
+    this.endStreaming();
     this.empty.remove();
     this.node.append(node);
     this.last = { kind, node };
@@ -316,9 +358,11 @@ export class Transcript {
         break;
       case 'agent_message_chunk':
         if (this.last?.kind !== 'agent') {
+          this.endStreaming();
           const message = new AgentMessage(this.node);
           this.empty.remove();
           this.last = { kind: 'agent', node: message.node, message };
+          this.streaming = this.last;
         }
         if (update.content?.type === 'text') this.last.message.append(update.content.text);
         break;
@@ -327,6 +371,8 @@ export class Transcript {
           const details = element('details', 'thought');
           details.append(element('summary', '', 'Thinking'), element('div', 'thought-text'));
           this.push(details, 'thought');
+          details.setAttribute('aria-busy', 'true');
+          this.streaming = this.last;
         }
         const text = this.last.node.querySelector('.thought-text');
         if (update.content?.type === 'text') text.textContent += update.content.text;
@@ -358,6 +404,7 @@ export class Transcript {
   card(id) {
     let card = this.cards.get(id);
     if (!card) {
+      this.endStreaming();
       this.empty.remove();
       card = new ToolCallCard(this.node, id);
       this.cards.set(id, card);
@@ -385,6 +432,7 @@ export class Transcript {
     const card = this.card(call.toolCallId || `permission-${requestId}`);
     card.update(call);
     this.questions.set(requestId, card);
+    for (const waiter of this.questionWaiters) waiter();
     this.onChange();
     const optionId = await card.ask(request.options || []);
     this.questions.delete(requestId);
@@ -394,6 +442,32 @@ export class Transcript {
 
   get waitingForPermission() {
     return this.questions.size > 0;
+  }
+
+  /** Resolves true once a question waits for this page's answer, or false
+   * if none came within `ms`. */
+  questionSoon(ms) {
+    if (this.waitingForPermission) return Promise.resolve(true);
+    if (ms <= 0) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const arrived = () => {
+        clearTimeout(timer);
+        this.questionWaiters.delete(arrived);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.questionWaiters.delete(arrived);
+        resolve(false);
+      }, ms);
+      this.questionWaiters.add(arrived);
+    });
+  }
+
+  /** Bring into view the call that waits for another client's answer. */
+  showWaitingElsewhere() {
+    const card = [...this.cards.values()].find((c) => c.elsewhere);
+    card?.node.scrollIntoView({ block: 'nearest' });
+    return Boolean(card);
   }
 
   /** Put the keyboard on the first option of the oldest open question, as
@@ -434,6 +508,8 @@ export class Transcript {
   /** A turn ended; `why` is the server's word for an error or a cut-short turn. */
   turnEnded(stopReason, why) {
     this.turnsEnded += 1;
+    this.endStreaming();
+    this.onTurnEnd(stopReason);
     this.lapseQuestions('The turn ended before an answer.');
     if (stopReason === 'error') {
       this.note(why || 'The turn failed.');

@@ -45,6 +45,8 @@ await scenario('attachments', async (browser) => {
 
   await prompt(page, 'Read these');
   await turnOver(page);
+  // Drawn a frame or so after it arrives.
+  await page.locator('.message.agent', { hasText: 'dropped on the page' }).waitFor();
   const reply = await page.locator('.message.agent').textContent();
   for (const part of ['Read these', 'file:///picked.md', 'chosen with the picker', 'file:///dropped.txt', 'dropped on the page']) {
     expect(reply.includes(part), `the model to get ${JSON.stringify(part)}, it said ${JSON.stringify(reply)}`);

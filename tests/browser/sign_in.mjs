@@ -81,6 +81,9 @@ await scenario('sign-in', async (browser) => {
   expect(!(await open.locator('#welcome').isVisible()), 'no welcome text over the session');
   expect((await open.locator('#prompt').inputValue()) === 'A follow-up, half written', 'the draft kept while the server is out of reach');
   await browser.shot(open, 'server-gone');
+  // A session clicked meanwhile cannot open; the page says why.
+  await open.locator(`.session[data-session-id="${id}"]`).click();
+  await open.locator('#notice-text', { hasText: 'not connected to the server' }).waitFor();
   signal('the server is out of reach');
   await open.locator('#sign-in').waitFor();
   await open.locator('#notice').waitFor({ state: 'hidden' });

@@ -44,12 +44,12 @@ await scenario('stream', async (browser) => {
   expect((await reply.locator('a', { hasText: 'a link' }).count()) === 0, 'a javascript: link shown as text, not as a link');
   expect((await reply.textContent()).includes('and a link.'), 'the text of the javascript: link kept');
   // Code without a language is plain text; a language's label sits above the code, not over it.
-  const plain = reply.locator('pre.code', { hasText: '<note>plain</note>' });
+  const plain = reply.locator('.code-block', { hasText: '<note>plain</note>' });
   expect((await plain.locator('[class*="hljs-"]').count()) === 0, 'code without a language not coloured by a guess');
   expect((await plain.locator('.code-language').count()) === 0, 'code without a language not labelled');
-  const rust = reply.locator('pre.code', { hasText: 'println' });
+  const rust = reply.locator('.code-block', { hasText: 'println' });
   const label = await rust.locator('.code-language').boundingBox();
-  const code = await rust.locator('code').boundingBox();
+  const code = await rust.locator('pre code').boundingBox();
   expect(label.y + label.height <= code.y, `the language label above the code, got ${JSON.stringify({ label, code })}`);
   expect(!(await page.title()).includes('owned'), 'nothing the model wrote ran');
   await page.locator('#usage-text').filter({ hasText: '1.2k / 128k tokens' }).waitFor();
