@@ -625,7 +625,7 @@ async fn reads_listings_and_searches_show_the_client_what_the_model_was_given() 
     let shown = content_text(&calls[3]);
     assert!(shown.len() < 40 * 1024, "{} bytes", shown.len());
     assert!(
-        shown.ends_with("[… line 1 is too long to show whole: this is its first 32768 bytes …]"),
+        shown.ends_with("[… line 1 is too long to show whole: this is its first 32768 bytes; `search` shows the text around a match anywhere in it …]"),
         "{}",
         &shown[shown.len() - 100..]
     );

@@ -229,7 +229,7 @@ fn shown_to_the_model(excerpt: Excerpt) -> String {
             next - 1
         ),
         End::LongLine => format!(
-            "{text}\n[… line {first} is too long to show whole: this is its first {} bytes …]",
+            "{text}\n[… line {first} is too long to show whole: this is its first {} bytes; `search` shows the text around a match anywhere in it …]",
             text.len()
         ),
     }
@@ -660,7 +660,7 @@ mod tests {
         let shown = shown_to_the_model(excerpt);
         assert!(
             shown.ends_with(
-                "\n[… line 1 is too long to show whole: this is its first 32768 bytes …]"
+                "\n[… line 1 is too long to show whole: this is its first 32768 bytes; `search` shows the text around a match anywhere in it …]"
             )
         );
     }

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use agent_client_protocol::v1::schema::ToolCallStatus;
 use globset::{GlobBuilder, GlobMatcher};
+use grep_matcher::Matcher as _;
 use grep_regex::{RegexMatcher, RegexMatcherBuilder};
 use grep_searcher::{BinaryDetection, Searcher, SearcherBuilder, Sink, SinkMatch};
 use ignore::Match;
@@ -46,6 +47,9 @@ const MAX_MATCHES: usize = 500;
 
 /// Longest matching line `search` shows in full.
 const MAX_LINE_CHARS: usize = 300;
+
+/// How much of a long line is shown before its match.
+const MATCH_LEAD_CHARS: usize = 100;
 
 /// Most memory the search of one file may hold: its longest line, or the
 /// whole file when the pattern reaches across lines.
@@ -514,6 +518,7 @@ impl Findings {
         let name = named(relative);
         let mut sink = FileSink {
             name: &name,
+            matcher,
             findings: self,
             binary: false,
         };
@@ -525,10 +530,12 @@ impl Findings {
         binary
     }
 
-    fn add(&mut self, name: &str, number: u64, line: &[u8]) {
+    /// A matching line; `at` is where in it the match begins, if it does.
+    fn add(&mut self, name: &str, number: u64, line: &[u8], at: Option<usize>) {
         self.total += 1;
         if self.lines.len() < MAX_MATCHES {
-            self.lines.push(format!("{name}:{number}: {}", shown(line)));
+            self.lines
+                .push(format!("{name}:{number}: {}", shown(line, at)));
         }
     }
 
@@ -574,6 +581,7 @@ fn files(count: usize) -> String {
 /// Takes the matches of one file's search.
 struct FileSink<'a> {
     name: &'a str,
+    matcher: &'a RegexMatcher,
     findings: &'a mut Findings,
     binary: bool,
 }
@@ -585,7 +593,12 @@ impl Sink for FileSink<'_> {
         // Every line of a match that reaches across lines, each numbered.
         let first = found.line_number().unwrap_or(1);
         for (number, line) in (first..).zip(found.lines()) {
-            self.findings.add(self.name, number, line);
+            // Sought only in a line too long to show whole.
+            let at = (line.len() > MAX_LINE_CHARS)
+                .then(|| self.matcher.find(line).ok().flatten())
+                .flatten()
+                .map(|found| found.start());
+            self.findings.add(self.name, number, line, at);
         }
         Ok(true)
     }
@@ -598,11 +611,23 @@ impl Sink for FileSink<'_> {
 
 /// A matching line as the model is shown it: bytes that are not UTF-8 as
 /// replacement characters rather than losing the line, control characters
-/// (a binary file's NULs) escaped, and a long line cut short.
-fn shown(line: &[u8]) -> String {
+/// (a binary file's NULs) escaped, and a long line cut short around where
+/// the match begins (`at`, a byte offset) — in a minified file, the match
+/// may be a megabyte in.
+fn shown(line: &[u8], at: Option<usize>) -> String {
     let text = String::from_utf8_lossy(line);
-    let mut chars = text.trim_end().chars();
+    let text = text.trim_end();
+    let match_char = at.map_or(0, |at| {
+        String::from_utf8_lossy(line.get(..at).unwrap_or(line))
+            .chars()
+            .count()
+    });
+    let skipped = match_char.saturating_sub(MATCH_LEAD_CHARS);
+    let mut chars = text.chars().skip(skipped);
     let mut shown = String::new();
+    if skipped > 0 {
+        shown.push('…');
+    }
     for c in chars.by_ref().take(MAX_LINE_CHARS) {
         if c.is_control() && c != '\t' {
             shown.extend(c.escape_default());
@@ -835,6 +860,24 @@ mod tests {
         assert!(listing.starts_with("caf\\xe9.txt ("), "{listing}");
         assert!(listing.contains("not UTF-8"), "{listing}");
         assert!(!listing.contains('\u{fffd}'), "{listing}");
+    }
+
+    #[test]
+    fn a_match_deep_in_a_long_line_is_shown_with_what_surrounds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let minified = format!("{}NEEDLE{}\n", "é".repeat(4000), "x".repeat(4000));
+        write(root, "app.min.js", &minified);
+        let found = search_files(root, root, &pattern("NEEDLE"), None);
+        let shown = found
+            .strip_prefix("app.min.js:1: …")
+            .unwrap_or_else(|| panic!("{found}"));
+        assert!(
+            shown.starts_with(&format!("{}NEEDLE", "é".repeat(MATCH_LEAD_CHARS))),
+            "{found}"
+        );
+        assert!(shown.ends_with("x…"), "{found}");
+        assert_eq!(shown.chars().count(), MAX_LINE_CHARS + 1);
     }
 
     #[test]
