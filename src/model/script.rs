@@ -22,7 +22,9 @@
 //! n-th time the model is called in a session it plays the n-th response,
 //! counting every response of earlier turns too, so one script can drive a
 //! whole conversation. A session that asks for more responses than the script
-//! has gets an error saying so.
+//! has gets an error saying so. Responses are counted by the replies the
+//! conversation holds, and a refused turn is dropped from it: the next prompt
+//! plays the refusal again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
