@@ -806,6 +806,44 @@ async fn a_command_whose_client_leaves_fails_at_once_and_its_terminal_is_asked_o
 }
 
 #[tokio::test]
+async fn a_client_resuming_mid_turn_is_first_told_of_the_tool_calls_still_unfinished() {
+    let write = json!({"tool_call": {"id": "write-1", "name": "write_file",
+                                     "arguments": {"path": "note.txt", "content": "hello"}}});
+    let server = Server::scripted(json!([[write], [{"text": "Done."}]]), &[]).await;
+    let workspace = server.home.workspace();
+    let mut editor = server.initialized().await;
+    let session = editor.new_session(&workspace).await;
+    editor.start_prompt(&session, "write a note").await;
+    editor.permission_request().await;
+
+    let mut other = server.initialized().await;
+    let answer = other.attach("session/resume", &session, &workspace).await;
+    assert_eq!(answer["result"]["_meta"]["punie/running"], true, "{answer}");
+    let calls = updates(&other.notifications, "tool_call");
+    assert_eq!(calls.len(), 1, "{:?}", other.notifications);
+    assert_eq!(calls[0]["toolCallId"], "write-1");
+    // Pending, which the wire leaves out as the default.
+    assert!(
+        matches!(
+            calls[0].get("status").and_then(Value::as_str),
+            None | Some("pending")
+        ),
+        "{}",
+        calls[0]
+    );
+    assert_eq!(calls[0]["kind"], "edit");
+    assert_eq!(calls[0]["rawInput"]["path"], "note.txt");
+
+    // The editor leaves; the question moves to the client that knows the call.
+    drop(editor);
+    answer_permissions_until(&mut other, &session, "Done.").await;
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("note.txt")).unwrap(),
+        "hello"
+    );
+}
+
+#[tokio::test]
 async fn a_request_is_not_rerouted_to_a_client_without_the_capability_it_needs() {
     let write = json!({"tool_call": {"name": "write_file",
                                      "arguments": {"path": "note.txt", "content": "hello"}}});

@@ -478,15 +478,21 @@ async fn resume_session(
     let request: ResumeSessionRequest = parse_params(METHOD, params)?;
     check_absolute(METHOD, &request.cwd)?;
     let id = request.session_id;
-    let (session, _) = connection
-        .attach_session(&id, cx, false)
+    // Held like a load's: the running turn's unfinished tool calls go
+    // first, then what the turn does next.
+    let (session, newest) = connection
+        .attach_session(&id, cx.clone(), true)
         .await
         .map_err(|error| errors::registry(METHOD, error))?;
     warn_of_other_cwd(&id, session.cwd(), &request.cwd);
     session.use_mcp_servers(&request.mcp_servers);
+    let running = session.is_running();
+    if running {
+        send_unfinished_tool_calls(connection, &session, newest, &cx).await;
+    }
+    session.replayed(connection.id);
     tracing::info!(connection = connection.id, session = %id, "session resumed");
     let (modes, config_options) = settings_of(connection, &session);
-    let running = session.is_running();
     if !running {
         // A turn that has just ended may still be delivering its last
         // updates, queued before its end and after this client attached:
@@ -502,6 +508,27 @@ async fn resume_session(
             .meta(meta),
     )?;
     Ok((answer, session))
+}
+
+/// Send a client resuming `session` mid-turn the turn's tool calls that
+/// have not finished, so that their updates, and a permission request
+/// about one, name a call it knows. Without them it still follows the turn.
+async fn send_unfinished_tool_calls(
+    connection: &Connection,
+    session: &Session,
+    newest: i64,
+    cx: &ConnectionTo<Client>,
+) {
+    match session.unfinished_tool_calls(newest).await {
+        Ok(calls) => {
+            for call in calls {
+                let _ = cx.send_notification(SessionNotification::new(session.id().clone(), call));
+            }
+        }
+        Err(error) => {
+            tracing::warn!(connection = connection.id, session = %session.id(), "cannot read the running turn's tool calls: {error}");
+        }
+    }
 }
 
 /// Whether a resumed session is running a turn as it is attached, for a

@@ -99,6 +99,26 @@ pub fn replay(entries: &[Entry], newest: i64) -> Vec<SessionUpdate> {
     replay.finish()
 }
 
+/// The tool calls of the turn running at entry `newest` that have not
+/// finished, each as it stands: what a client attaching without a replay
+/// needs to make sense of their next updates, and of a permission request
+/// about one.
+pub fn unfinished_tool_calls(entries: &[Entry], newest: i64) -> Vec<SessionUpdate> {
+    let upto = entries.partition_point(|entry| entry.seq <= newest);
+    let entries = &entries[..upto];
+    let turn_start = entries
+        .iter()
+        .rposition(|entry| entry.kind == EntryKind::TurnStarted)
+        .map_or(0, |at| at + 1);
+    replay(&entries[turn_start..], newest)
+        .into_iter()
+        .filter(|update| {
+            matches!(update, SessionUpdate::ToolCall(call)
+                if matches!(call.status, ToolCallStatus::Pending | ToolCallStatus::InProgress))
+        })
+        .collect()
+}
+
 /// The client terminals a tool call's update shows.
 pub(super) fn terminals_shown(update: &SessionUpdate) -> impl Iterator<Item = &TerminalId> {
     let content = match update {

@@ -385,6 +385,17 @@ impl Session {
         Ok(history::replay(&entries, newest))
     }
 
+    /// What a client resuming the session mid-turn is sent before its
+    /// answer: the running turn's unfinished tool calls, up to entry
+    /// `newest` (see [`history::unfinished_tool_calls`]).
+    pub async fn unfinished_tool_calls(
+        &self,
+        newest: i64,
+    ) -> Result<Vec<SessionUpdate>, StoreError> {
+        let entries = self.store.history(&self.id.0).await?;
+        Ok(history::unfinished_tool_calls(&entries, newest))
+    }
+
     /// Say why the running turn ends, for the history.
     fn note_turn_end(&self, note: String) {
         self.lock().end_note = Some(note);
