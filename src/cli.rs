@@ -598,8 +598,20 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 .map(outcome_code)
         }
         None => {
-            let target = locate(cli.server.as_deref(), &paths)?;
-            let drain = seconds(cli.drain_timeout, "--drain-timeout")?;
+            let set_up = locate(cli.server.as_deref(), &paths)
+                .and_then(|target| Ok((target, seconds(cli.drain_timeout, "--drain-timeout")?)));
+            let (target, drain) = match set_up {
+                Ok(set_up) => set_up,
+                Err(error) => {
+                    // The IDE that launched the bridge shows the reason too.
+                    let message = format!("{error:#}");
+                    single_threaded(|| async move {
+                        bridge::refuse(&message).await;
+                        Ok(())
+                    })?;
+                    return Err(error);
+                }
+            };
             let exit = single_threaded(|| async move { Ok(bridge::run(target, drain).await) })?;
             Ok(match exit {
                 BridgeExit::Done => exit::OK,

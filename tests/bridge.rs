@@ -189,6 +189,23 @@ async fn with_no_server_the_pending_request_is_answered_and_the_bridge_exits_1_w
 }
 
 #[tokio::test]
+async fn a_server_url_that_names_no_server_is_the_answer_to_the_ides_first_request() {
+    let home = Home::new();
+    let started = Instant::now();
+    let mut bridge = Bridge::spawn(&home, "ftp://127.0.0.1/acp", "any-token");
+    bridge.send(initialize_request(1)).await;
+    let answer = bridge.recv().await.expect("an answer to initialize");
+    let status = bridge.exit_status().await;
+    assert_eq!(status.code(), Some(2), "a usage error");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(answer["id"], 1);
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("ftp://127.0.0.1/acp"), "{answer}");
+    let stderr = bridge.stderr().await;
+    assert!(stderr.contains(message), "said on stderr too: {stderr}");
+}
+
+#[tokio::test]
 async fn a_server_that_never_answers_is_reported_within_a_second() {
     let home = Home::new();
     // It listens but never accepts: the kernel takes the connection, and

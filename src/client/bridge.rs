@@ -179,6 +179,21 @@ pub async fn run(target: Target, drain_timeout: Duration) -> BridgeExit {
     }
 }
 
+/// The bridge cannot run as set up (a server URL that names no server):
+/// answer any request the IDE sends in the first moment with `message`, so
+/// the IDE shows why rather than only that the agent exited. The caller
+/// says it on stderr.
+pub async fn refuse(message: &str) {
+    let (stdin_lines, mut from_stdin) = mpsc::channel::<String>(LINE_QUEUE);
+    let (to_stdout, stdout_lines) = mpsc::channel::<String>(LINE_QUEUE);
+    stdio::spawn_stdin_reader(stdin_lines);
+    let stdout_done = stdio::spawn_stdout_writer(stdout_lines);
+    let deadline = tokio::time::Instant::now() + UNREACHABLE_GRACE;
+    answer_until(message, deadline, &mut from_stdin, &to_stdout).await;
+    drop(to_stdout);
+    stdout_done.finish().await;
+}
+
 /// The server could not be reached: say so, and answer any request the IDE
 /// has sent, or sends before `deadline`, with the same message, so the IDE
 /// can show it.
@@ -190,10 +205,20 @@ async fn unreachable(
 ) {
     let message = error.to_string();
     tracing::error!("{message}");
+    answer_until(&message, deadline, from_stdin, to_stdout).await;
+}
+
+/// Answer every request that arrives before `deadline` with `message`.
+async fn answer_until(
+    message: &str,
+    deadline: tokio::time::Instant,
+    from_stdin: &mut mpsc::Receiver<String>,
+    to_stdout: &mpsc::Sender<String>,
+) {
     // A deadline already past still takes the lines waiting.
     while let Ok(Some(line)) = tokio::time::timeout_at(deadline, from_stdin.recv()).await {
         if let Ok(Kind::Request(id)) = classify(&line) {
-            let _ = to_stdout.send(error_response(&id, &message)).await;
+            let _ = to_stdout.send(error_response(&id, message)).await;
         }
     }
 }
