@@ -1171,7 +1171,7 @@ async fn a_stream_that_stalls_fails_after_the_idle_timeout() {
 }
 
 #[tokio::test]
-async fn a_finished_reply_is_kept_when_the_server_then_goes_silent() {
+async fn a_finished_reply_is_kept_when_the_server_then_goes_silent_or_breaks_off() {
     // The stop reason has come; the stream's end never does.
     let openai = vec![
         openai_delta(json!({"role": "assistant", "content": "Reading."})),
@@ -1191,9 +1191,17 @@ async fn a_finished_reply_is_kept_when_the_server_then_goes_silent() {
         &["{\"path\":\"a.txt\"}"],
     ));
     anthropic.extend(anthropic_message_end("tool_use", 4).into_iter().take(1));
-    for (wire, events) in [(Wire::OpenAi, openai), (Wire::Anthropic, anthropic)] {
+    // Or it breaks off then.
+    let cases = [
+        (Wire::OpenAi, openai.clone(), Part::Stall),
+        (Wire::Anthropic, anthropic.clone(), Part::Stall),
+        (Wire::OpenAi, openai, Part::Abort),
+        (Wire::Anthropic, anthropic, Part::Abort),
+    ];
+    for (wire, events, ending) in cases {
         let mut parts: Vec<Part> = events.into_iter().map(Part::Send).collect();
-        parts.push(Part::Stall);
+        parts.push(Part::Flush);
+        parts.push(ending);
         let fake = FakeProvider::start([Reply::Stream(parts)]).await;
         let (events, error) = run(&*model_on(wire, &fake, &impatient()), ask("x")).await;
         assert!(error.is_none(), "{wire:?}: {error:?}");

@@ -373,7 +373,7 @@ impl Reading {
     /// Read the next block of `events` into `decoder`, pushing what it makes
     /// of it onto `held`: how that went, and whether the stream has ended.
     /// Once the decoder has the reply's stop reason, a stream that goes
-    /// quiet for [`FINISH_GRACE`] has ended.
+    /// quiet for [`FINISH_GRACE`], or breaks, has ended.
     async fn step<S, D>(
         &mut self,
         events: &mut S,
@@ -403,6 +403,15 @@ impl Reading {
                     Some(event) => (decoder.decode(&event, held), false),
                     None => (Ok(()), false),
                 }
+            }
+            // The reply was whole: a connection lost before the stream's
+            // formal end (`[DONE]`, `message_stop`) takes nothing from it.
+            Some(Err(error)) if decoder.finished() => {
+                tracing::debug!(
+                    "{} dropped the stream after the reply's end: {error}",
+                    peer.name
+                );
+                (decoder.finish(held), true)
             }
             Some(Err(error)) => {
                 let transient = matches!(
