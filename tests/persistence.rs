@@ -844,6 +844,45 @@ async fn a_client_resuming_mid_turn_is_first_told_of_the_tool_calls_still_unfini
 }
 
 #[tokio::test]
+async fn a_new_session_and_a_changed_setting_are_on_disk_before_the_client_is_answered() {
+    let server = Server::start().await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let database = rusqlite::Connection::open(server.home.database()).unwrap();
+    let stored = |session: &str| -> Option<Option<String>> {
+        database
+            .query_row(
+                "SELECT mode FROM sessions WHERE id = ?1",
+                [session],
+                |row| row.get(0),
+            )
+            .ok()
+    };
+    // Each answer is raced against the store's writer; many, so that a
+    // writer behind its answers would be caught.
+    for round in 0..20 {
+        let session = client.new_session(&workspace).await;
+        assert!(
+            stored(&session).is_some(),
+            "round {round}: {session} not stored"
+        );
+        let mode = if round % 2 == 0 { "edit" } else { "read-only" };
+        let answer = client
+            .request(
+                "session/set_mode",
+                json!({"sessionId": session, "modeId": mode}),
+            )
+            .await;
+        assert!(answer.get("result").is_some(), "{answer}");
+        assert_eq!(
+            stored(&session),
+            Some(Some(mode.to_owned())),
+            "round {round}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_request_is_not_rerouted_to_a_client_without_the_capability_it_needs() {
     let write = json!({"tool_call": {"name": "write_file",
                                      "arguments": {"path": "note.txt", "content": "hello"}}});

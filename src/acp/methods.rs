@@ -90,8 +90,8 @@ async fn handle_request(
         "session/close" => close_session(connection, params),
         "session/delete" => delete_session(connection, params).await,
         "session/cancel" => cancel_by_request(connection, params),
-        "session/set_config_option" => set_config_option(connection, params),
-        "session/set_mode" => set_mode(connection, params),
+        "session/set_config_option" => set_config_option(connection, params).await,
+        "session/set_mode" => set_mode(connection, params).await,
         "_punie/connection" => describe_connection(connection),
         "_punie/info" => describe_server(connection),
         "_punie/models" => {
@@ -306,6 +306,8 @@ async fn new_session(
         .create_session(cwd, model, cx)
         .map_err(|error| errors::registry(METHOD, error))?;
     session.use_mcp_servers(&request.mcp_servers);
+    // A client given the id may rely on it: the session is on disk first.
+    session.settled().await;
     tracing::info!(connection = connection.id, session = %session.id(), cwd = %session.cwd().display(), "session created");
     let (modes, config_options) = settings_of(connection, &session);
     let answer = to_json(
@@ -331,7 +333,7 @@ fn settings_of(
 }
 
 /// `session/set_config_option`: pick the session's model or mode.
-fn set_config_option(connection: &Connection, params: Value) -> Result<Value, Error> {
+async fn set_config_option(connection: &Connection, params: Value) -> Result<Value, Error> {
     const METHOD: &str = "session/set_config_option";
     // Said here: serde would say only that no variant matched.
     let boolean = params.get("type").is_some_and(|kind| kind == "boolean");
@@ -380,11 +382,13 @@ fn set_config_option(connection: &Connection, params: Value) -> Result<Value, Er
         }
     };
     let options = tell_others_of_change(connection, &session, mode_changed);
+    // Answered once stored: a change the client was told of outlives a crash.
+    session.settled().await;
     to_json(SetSessionConfigOptionResponse::new(options))
 }
 
 /// `session/set_mode`: the older way to pick the session's mode.
-fn set_mode(connection: &Connection, params: Value) -> Result<Value, Error> {
+async fn set_mode(connection: &Connection, params: Value) -> Result<Value, Error> {
     const METHOD: &str = "session/set_mode";
     let request: SetSessionModeRequest = parse_params(METHOD, params)?;
     let session = connection.attached_session(METHOD, &request.session_id)?;
@@ -394,6 +398,7 @@ fn set_mode(connection: &Connection, params: Value) -> Result<Value, Error> {
         options::mode_named(METHOD, &request.mode_id.0)?,
     );
     tell_others_of_change(connection, &session, true);
+    session.settled().await;
     to_json(SetSessionModeResponse::new())
 }
 
