@@ -525,6 +525,16 @@ async fn a_session_another_client_drives_updates_live_in_the_page() {
     ide.allow(&asked).await;
     let answer = ide.response_to(prompted).await;
     assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    // Then a turn in a session the page never opens.
+    let opened = ide
+        .request(
+            "session/new",
+            json!({"cwd": server.home.workspace(), "mcpServers": []}),
+        )
+        .await;
+    let news = opened["result"]["sessionId"].as_str().unwrap().to_owned();
+    let told = ide.prompt(&news, "News from the IDE").await;
+    assert_eq!(told["result"]["stopReason"], "end_turn", "{told}");
     scenario.passes().await;
 }
 
@@ -694,6 +704,16 @@ async fn questions_in_sessions_the_page_has_not_opened_are_reached_and_counted_a
     ide.allow(&asked).await;
     let answer = ide.response_to(prompted).await;
     assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    // Then a turn in a session the page never opens.
+    let opened = ide
+        .request(
+            "session/new",
+            json!({"cwd": server.home.workspace(), "mcpServers": []}),
+        )
+        .await;
+    let news = opened["result"]["sessionId"].as_str().unwrap().to_owned();
+    let told = ide.prompt(&news, "News from the IDE").await;
+    assert_eq!(told["result"]["stopReason"], "end_turn", "{told}");
     scenario.passes().await;
 }
 

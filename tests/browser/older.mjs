@@ -3,7 +3,8 @@
 // session older than those opens it all the same; a link to none says so.
 // Opening a session changes its row and leaves the others' be. A project
 // whose name is too long for the list ends in an ellipsis, in a wide window
-// and a narrow one.
+// and a narrow one; in the header, its path keeps its end (the project's
+// name) in view.
 
 import { env, expect, scenario, signIn } from './lib.mjs';
 
@@ -80,4 +81,26 @@ await scenario('older', async (browser) => {
   await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().x >= 0);
   expect(!(await sidebarScrollsSideways(page)), 'the session list not to scroll sideways in a narrow window');
   await browser.shot(page, 'narrow');
+
+  // Its session open, the header keeps the end of the long path in view,
+  // the project's name, and cuts its start; the tooltips have them whole.
+  const row = page.locator(`.session-group[data-cwd="${longProject}"] .session`).first();
+  expect((await row.locator('.session-title').getAttribute('title')) === 'Untitled session', 'the title whole in its tooltip');
+  await row.click();
+  await page.locator('#composer').waitFor();
+  const path = await page.locator('#session-cwd').evaluate((node) => {
+    const box = node.getBoundingClientRect();
+    const text = node.querySelector('#session-cwd-text').firstChild;
+    const range = document.createRange();
+    range.setStart(text, text.length - 1);
+    range.setEnd(text, text.length);
+    const last = range.getBoundingClientRect();
+    range.setStart(text, 0);
+    range.setEnd(text, 1);
+    const first = range.getBoundingClientRect();
+    return { endShown: last.left >= box.left && last.right <= box.right + 0.5, startCut: first.right <= box.left, title: node.title };
+  });
+  expect(path.endShown && path.startCut, `the path's end in view and its start cut, got ${JSON.stringify(path)}`);
+  expect(path.title === longProject, `the whole path in the tooltip, got ${path.title}`);
+  await browser.shot(page, 'narrow-long-path');
 });

@@ -5,7 +5,7 @@
 // word on who can answer it. In a narrow window ☰ counts the other sessions
 // waiting for an answer. The list tells a turn that failed from one that
 // finished, and marks a session whose turn ended while the person looked
-// elsewhere until they open it.
+// elsewhere (opened in the page or not) until they open it.
 
 import { connected, env, expect, newSession, prompt, scenario, signal, signIn } from './lib.mjs';
 
@@ -82,6 +82,10 @@ await scenario('waiting', async (browser) => {
   await browser.shot(page, 'question-held-elsewhere');
   signal("saw the IDE's question");
   await row(page, ide).locator('.status[data-status="idle"]').waitFor();
+  // A session the page never opened, whose turn ends meanwhile: news.
+  const news = page.locator('.session[data-unread="true"]');
+  await news.locator('.unread').waitFor();
+  expect((await news.getAttribute('data-session-id')) !== ide, 'the session on show not marked as news');
 
   // A turn that fails, and one that finishes while the person looks elsewhere.
   await page.setViewportSize({ width: 1200, height: 800 });
