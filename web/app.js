@@ -130,7 +130,7 @@ function showNotice(text, kind = 'action') {
 function announce(text) {
   ui.announcer.textContent = '';
   // A change of text is what is read: the same words again are read again.
-  requestAnimationFrame(() => (ui.announcer.textContent = text));
+  setTimeout(() => (ui.announcer.textContent = text), 100);
 }
 
 function setConnection(text, kind) {

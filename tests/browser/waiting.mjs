@@ -74,6 +74,8 @@ await scenario('waiting', async (browser) => {
   const held = page.locator('.session[data-status="waiting_for_permission"]');
   await held.waitFor();
   const ide = await held.getAttribute('data-session-id');
+  // A screen reader hears of it, the list being out of sight.
+  await page.waitForFunction(() => document.querySelector('#announcer').textContent.includes('waits for your answer. Alt+W goes to it.'));
   await badge.filter({ hasText: '1' }).waitFor();
   await page.keyboard.press('Alt+KeyW');
   await page.waitForFunction((id) => new URLSearchParams(location.hash.slice(1)).get('session') === id, ide);
