@@ -883,6 +883,50 @@ async fn a_new_session_and_a_changed_setting_are_on_disk_before_the_client_is_an
 }
 
 #[tokio::test]
+async fn a_conversation_dropped_from_memory_the_moment_its_turn_ends_is_read_back_whole() {
+    // Each reply names its place in the script, which the model plays by
+    // the replies its conversation holds: one missing plays a reply again.
+    const TURNS: usize = 80;
+    // Room for the turns either client begins as the other ends the last.
+    let replies: Vec<Value> = (0..TURNS + 2)
+        .map(|number| json!([{"text": format!("R{number}.")}]))
+        .collect();
+    let server = Server::scripted(json!(replies), &["--session-idle-timeout", "0"]).await;
+    let workspace = server.home.workspace();
+    let mut first = server.initialized().await;
+    let session = first.new_session(&workspace).await;
+    let mut second = server.initialized().await;
+    second.attach("session/resume", &session, &workspace).await;
+    // Two clients prompting as fast as they are let: each next turn begins
+    // the moment the last ends, as its conversation is being dropped.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let prompting = |mut client: RawClient| {
+        let (session, answered) = (session.clone(), answered.clone());
+        tokio::spawn(async move {
+            while answered.load(std::sync::atomic::Ordering::SeqCst) < TURNS {
+                let answer = client.prompt(&session, "go on").await;
+                if answer["result"]["stopReason"] == "end_turn" {
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                } else {
+                    assert_eq!(answer["error"]["code"], -32600, "only busy: {answer}");
+                }
+            }
+        })
+    };
+    let (one, two) = (prompting(first), prompting(second));
+    let (one, two) = within("the turns", async { (one.await, two.await) }).await;
+    // A client's failed check fails the test.
+    one.expect("the first client's turns");
+    two.expect("the second client's turns");
+
+    let mut reader = server.initialized().await;
+    reader.attach("session/load", &session, &workspace).await;
+    let turns = answered.load(std::sync::atomic::Ordering::SeqCst);
+    let expected: String = (0..turns).map(|number| format!("R{number}.")).collect();
+    assert_eq!(reader.agent_text(&session), expected);
+}
+
+#[tokio::test]
 async fn a_request_is_not_rerouted_to_a_client_without_the_capability_it_needs() {
     let write = json!({"tool_call": {"name": "write_file",
                                      "arguments": {"path": "note.txt", "content": "hello"}}});

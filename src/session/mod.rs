@@ -214,15 +214,15 @@ impl Session {
         }
         // A turn the store cannot keep would be lost without anyone knowing.
         self.store.writable()?;
-        let history = self.conversation().await?;
+        self.claim_for_turn(prompter, &cancel)?;
+        let history = match self.conversation().await {
+            Ok(history) => history,
+            Err(error) => {
+                self.lock().running = None;
+                return Err(error.into());
+            }
+        };
         let mut state = self.lock();
-        if state.running.is_some() {
-            return Err(BeginError::Busy(SessionBusy(self.id.clone())));
-        }
-        state.running = Some(RunningTurn {
-            cancel: cancel.clone(),
-            prompter,
-        });
         // The turn holds the conversation until it ends, as its only holder,
         // so adding to it never copies it.
         state.history = None;
@@ -262,11 +262,34 @@ impl Session {
         ))
     }
 
-    /// The conversation, read back from the store if it was dropped.
+    /// Make the session the turn's, unless one is running: from here no
+    /// other prompt begins, nor reads the conversation, until it ends.
+    fn claim_for_turn(
+        &self,
+        prompter: ConnectionId,
+        cancel: &CancellationToken,
+    ) -> Result<(), SessionBusy> {
+        let mut state = self.lock();
+        if state.running.is_some() {
+            return Err(SessionBusy(self.id.clone()));
+        }
+        state.running = Some(RunningTurn {
+            cancel: cancel.clone(),
+            prompter,
+        });
+        Ok(())
+    }
+
+    /// The conversation, read back from the store if it was dropped; only
+    /// for the turn that has claimed the session, so that no read taken
+    /// while another turn ran, or before it was all written, is kept.
     async fn conversation(&self) -> Result<Conversation, StoreError> {
         if let Some(history) = self.lock().history.clone() {
             return Ok(history);
         }
+        // Dropped the moment a turn ended, its last messages may still be
+        // on their way to the disk.
+        self.store.flush().await;
         let entries = self.store.messages(&self.id.0).await?;
         let history = Conversation::new(history::conversation(&entries));
         let mut state = self.lock();
