@@ -536,13 +536,7 @@ fn replaced(text: &str, old: &str, new: &str, all: bool) -> Result<String, Strin
                 .to_owned(),
         );
     }
-    let crlf = ends_lines_with_crlf(text);
-    let new = if crlf { with_crlf(new) } else { new.to_owned() };
-    let old = if crlf && !text.contains(old) {
-        with_crlf(old)
-    } else {
-        old.to_owned()
-    };
+    let (old, new) = in_the_files_line_endings(text, old, new);
     let found = occurrences(text, &old);
     let changed = match found {
         Occurrences { count: 0, .. } => {
@@ -581,6 +575,22 @@ fn replaced(text: &str, old: &str, new: &str, all: bool) -> Result<String, Strin
         );
     }
     Ok(changed)
+}
+
+/// `old` and `new` as they are to be found and written in `text`. In a text
+/// whose lines end in `\r\n`, `old` is looked for with its `\n`s read as
+/// `\r\n` first — found as written, an `old` that begins with `\n` would
+/// leave the `\r` before it behind — and `new` is written the same way; an
+/// `old` found only as written (in a stretch of `\n` lines) keeps `new` as
+/// written.
+fn in_the_files_line_endings(text: &str, old: &str, new: &str) -> (String, String) {
+    if ends_lines_with_crlf(text) {
+        let old_crlf = with_crlf(old);
+        if old_crlf == old || text.contains(&old_crlf) {
+            return (old_crlf, with_crlf(new));
+        }
+    }
+    (old.to_owned(), new.to_owned())
 }
 
 /// How often a text occurs in another, counting overlapping occurrences.
@@ -709,6 +719,26 @@ mod tests {
             replaced(text, "line one\r\n", "line one\n", false)
                 .unwrap_err()
                 .contains("would change nothing")
+        );
+        // Text that begins with a line break takes the `\r` before it along.
+        let code = "fn a() {\r\n    x();\r\n}\r\n";
+        assert_eq!(
+            replaced(code, "\n    x();", "\n    y();", false).unwrap(),
+            "fn a() {\r\n    y();\r\n}\r\n"
+        );
+        assert_eq!(
+            replaced(code, "\n    x();", "", false).unwrap(),
+            "fn a() {\r\n}\r\n"
+        );
+        assert_eq!(
+            replaced(code, "\n", " ", true).unwrap(),
+            "fn a() {     x(); } "
+        );
+        // In a stretch of `\n` lines of a mostly `\r\n` file, `\n` stays.
+        let mixed = "a\r\nb\r\nc\r\nd\ne\n";
+        assert_eq!(
+            replaced(mixed, "d\ne", "d\nE", false).unwrap(),
+            "a\r\nb\r\nc\r\nd\nE\n"
         );
     }
 
