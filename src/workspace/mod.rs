@@ -306,7 +306,7 @@ impl Workspace {
 
     /// Replace the file at `path` with `content`, creating missing
     /// directories. A write that fails leaves the file as it was, but for
-    /// one with other hard links, which is written in place.
+    /// one written in place (see [`text::write`]).
     pub async fn write_text(&self, path: &Path, content: &str) -> Result<(), WorkspaceError> {
         let real = self.resolve_to_write(path)?;
         // Creating the missing directories would bring back a workspace

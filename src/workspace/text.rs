@@ -61,9 +61,11 @@ pub(super) fn regular(metadata: Metadata) -> std::io::Result<Metadata> {
 }
 
 /// Flags every open takes: never wait (on a pipe's other end, say), never
-/// become the process's terminal, never pass to a child.
+/// become the process's terminal, never pass to a child, and never follow
+/// a symlink — every path here was resolved inside the workspace already,
+/// so a link found there now was swapped in since, and may lead out.
 fn flags() -> OFlags {
-    OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC
+    OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC | OFlags::NOFOLLOW
 }
 
 /// The regular file at `path`, open for reading.
@@ -94,6 +96,11 @@ pub(super) fn write(path: &Path, content: &[u8]) -> std::io::Result<()> {
         Err(error) if error.kind() == ErrorKind::NotFound => None,
         Err(error) => return Err(error),
     };
+    if existing.is_some() {
+        // Replacing it needs only the directory's leave: a file the user
+        // made read-only is refused, as writing it in place would be.
+        rustix::fs::access(path, rustix::fs::Access::WRITE_OK)?;
+    }
     match existing {
         Some(metadata) if metadata.nlink() > 1 => {
             write_in_place(path, content, "as it has other hard links")
@@ -110,7 +117,13 @@ fn replace(path: &Path, content: &[u8], existing: Option<&Metadata>) -> std::io:
     let created = tempfile::Builder::new()
         .prefix(".punie-")
         .suffix(".tmp")
-        .permissions(std::fs::Permissions::from_mode(0o666))
+        // Private until it has the old file's mode: a new file as any,
+        // while the one it replaces may be private (`.env`).
+        .permissions(std::fs::Permissions::from_mode(if existing.is_some() {
+            0o600
+        } else {
+            0o666
+        }))
         .tempfile_in(directory);
     if let Err(error) = &created
         && existing.is_some()
@@ -590,11 +603,54 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "new\n");
     }
 
+    /// Run the test `name` of this binary as `nobody`, whose file modes
+    /// bind (root's do not): from a copy in a directory anyone may enter,
+    /// wherever this one was built. Whether it passed.
+    fn passes_as_nobody(name: &str) -> bool {
+        let scratch = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = scratch.path().join("tests");
+        std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&copy)
+            .args(["--exact", name, "--test-threads=1"])
+            .env("TMPDIR", "/tmp")
+            .status()
+            .expect("setpriv runs")
+            .success()
+    }
+
+    /// A file the user made read-only is refused, as writing it in place
+    /// would be, though its directory would let it be replaced.
+    #[test]
+    fn a_read_only_file_is_refused_and_left_as_it_was() {
+        if rustix::process::geteuid().is_root() {
+            assert!(passes_as_nobody(
+                "workspace::text::tests::a_read_only_file_is_refused_and_left_as_it_was"
+            ));
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.txt");
+        std::fs::write(&file, "old\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let error = write(&file, b"new\n").unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::PermissionDenied, "{error}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "old\n");
+        assert_eq!(names_in(dir.path()), ["a.txt"]);
+    }
+
     /// A file the user may write in a directory they may not add to is
-    /// written in place, as it was before files were replaced whole. (A
-    /// privileged process may add to it anyway, and replaces the file.)
+    /// written in place, as it was before files were replaced whole.
     #[test]
     fn a_file_whose_directory_takes_no_new_files_is_written_in_place() {
+        if rustix::process::geteuid().is_root() {
+            assert!(passes_as_nobody(
+                "workspace::text::tests::a_file_whose_directory_takes_no_new_files_is_written_in_place"
+            ));
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let locked = dir.path().join("locked");
         std::fs::create_dir(&locked).unwrap();
