@@ -261,6 +261,53 @@ async fn openai_text_streams_each_delta_as_it_arrives() {
 }
 
 #[tokio::test]
+async fn a_proxy_that_sends_a_finish_reason_on_every_chunk_is_read_to_the_streams_end() {
+    // Some gateways put `"stop"` on every chunk; older KoboldCpp `"null"`
+    // until the end. A pause past the finish grace is no end of the reply.
+    let chunk = |delta: Value, reason: &str| {
+        format!(
+            "data: {}\n\n",
+            json!({"choices": [{"index": 0, "delta": delta, "finish_reason": reason}]})
+        )
+    };
+    let parts = vec![
+        Part::Send(chunk(json!({"content": "<think>Hm"}), "stop")),
+        Part::Send(chunk(json!({"content": "m.</think>Rea"}), "null")),
+        Part::Send(chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                   "function": {"name": "read_file", "arguments": "{\"pa"}}]}),
+            "stop",
+        )),
+        Part::Flush,
+        // Longer than the grace a finished reply is given.
+        Part::Pause(Duration::from_millis(700)),
+        Part::Send(chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "th\":\"a\"}"}}]}),
+            "tool_calls",
+        )),
+        Part::Send("data: [DONE]\n\n".to_owned()),
+    ];
+    let fake = FakeProvider::start([Reply::Stream(parts)]).await;
+    // A finished reply gets half the idle timeout, 500 ms, to end.
+    let settings = ModelSettings {
+        idle_timeout: Duration::from_millis(1000),
+        ..settings()
+    };
+    let (events, error) = run(&*local_model(&fake, &settings), ask("x")).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        events,
+        [
+            ModelEvent::Thought("Hm".to_owned()),
+            ModelEvent::Thought("m.".to_owned()),
+            text("Rea"),
+            tool_call("call_1", "read_file", json!({"path": "a"})),
+            ModelEvent::Stop(Stop::Done)
+        ]
+    );
+}
+
+#[tokio::test]
 async fn openai_tool_call_arguments_split_mid_json_are_assembled() {
     let fake = FakeProvider::start([Reply::events([
         openai_delta(json!({"role": "assistant", "content": null, "tool_calls": [
@@ -278,11 +325,13 @@ async fn openai_tool_call_arguments_split_mid_json_are_assembled() {
     ])])
     .await;
     let events = answer(&*local_model(&fake, &settings()), ask("read it")).await;
+    // The calls go out at the stream's end, after the usage that follows
+    // the finish reason: more of them could have come.
     assert_eq!(
         events,
         [
-            tool_call("call_abc", "read_file", json!({"path": "src/main.rs"})),
             usage(30, 9),
+            tool_call("call_abc", "read_file", json!({"path": "src/main.rs"})),
             ModelEvent::Stop(Stop::Done),
         ]
     );

@@ -503,6 +503,27 @@ struct Delta {
     tool_calls: Option<OneOrMany<ToolCallDelta>>,
 }
 
+impl Delta {
+    /// Whether it adds to the reply: text, reasoning, a refusal or a piece
+    /// of a tool call.
+    fn says_something(&self) -> bool {
+        let text = |field: &Option<String>| field.as_deref().is_some_and(|text| !text.is_empty());
+        let content = match &self.content {
+            Some(Content::Text(text)) => !text.is_empty(),
+            Some(Content::Parts(parts)) => !parts.is_empty(),
+            None => false,
+        };
+        content
+            || text(&self.reasoning_content)
+            || text(&self.reasoning)
+            || text(&self.refusal)
+            || self.tool_calls.as_ref().is_some_and(|calls| match calls {
+                OneOrMany::Many(calls) => !calls.is_empty(),
+                OneOrMany::One(_) => true,
+            })
+    }
+}
+
 /// A delta's `content`: text, or, from Mistral's reasoning models, a list of
 /// typed parts (`text`, and `thinking` holding parts of its own).
 #[derive(Debug, Deserialize)]
@@ -656,6 +677,9 @@ struct ChunkDecoder {
     reasoning: String,
     reasoning_content: bool,
     think_block: ThinkBlock,
+    /// More of the reply came after a finish reason: this server (some
+    /// proxies) sends one on every chunk, so only the stream's end ends it.
+    finishes_early: bool,
 }
 
 impl ChunkDecoder {
@@ -670,6 +694,7 @@ impl ChunkDecoder {
             reasoning: String::new(),
             reasoning_content: false,
             think_block: ThinkBlock::default(),
+            finishes_early: false,
         }
     }
 
@@ -766,6 +791,9 @@ impl ChunkDecoder {
 
     fn choice(&mut self, choice: Choice, out: &mut Vec<ModelEvent>) -> Result<(), DecodeError> {
         let delta = choice.delta.unwrap_or_default();
+        if self.stop.is_some() && delta.says_something() {
+            self.finishes_early = true;
+        }
         self.reasoning(delta.reasoning_content, delta.reasoning, out);
         for piece in delta.content.map(Content::pieces).into_iter().flatten() {
             match piece {
@@ -783,11 +811,14 @@ impl ChunkDecoder {
             self.add_tool_call_piece(piece);
         }
         // Some servers (SGLang, once Ollama) send `""` on every chunk
-        // until the real reason: that is no finish.
-        if let Some(reason) = choice.finish_reason.filter(|reason| !reason.is_empty()) {
+        // until the real reason, older KoboldCpp the word `"null"`: that is
+        // no finish. What was held (tool calls, a think block) goes out at
+        // the stream's end, as more may come after a finish reason.
+        if let Some(reason) = choice
+            .finish_reason
+            .filter(|reason| !reason.is_empty() && reason != "null")
+        {
             let stop = stop_for(&reason).ok_or_else(|| http::stopped_early(&self.peer, &reason))?;
-            self.think_block.end(out);
-            self.flush_tool_calls(out);
             self.stop = Some(stop);
         }
         Ok(())
@@ -1013,7 +1044,7 @@ impl Decoder for ChunkDecoder {
     }
 
     fn finished(&self) -> bool {
-        self.stop.is_some()
+        self.stop.is_some() && !self.finishes_early
     }
 
     fn started(&self) -> bool {
