@@ -927,6 +927,52 @@ async fn a_conversation_dropped_from_memory_the_moment_its_turn_ends_is_read_bac
 }
 
 #[tokio::test]
+async fn a_connection_that_loads_its_session_again_mid_turn_gets_the_replay_then_the_rest_once() {
+    // A long first turn makes the replay take a while to read and send.
+    let first: Vec<Value> = (0..5000)
+        .map(|n| json!({"text": format!("h{n} ")}))
+        .collect();
+    let mut second = Vec::new();
+    for n in 0..100 {
+        second.push(json!({"text": format!("a{n} ")}));
+        second.push(json!({"pause_ms": 2}));
+    }
+    let server = Server::scripted(json!([first, second]), &[]).await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    client.prompt(&session, "first").await;
+
+    let prompt = client.start_prompt(&session, "second").await;
+    client
+        .receive_until(|seen| text_of(&updates(seen, "agent_message_chunk")).contains("a10 "))
+        .await;
+    let load_sent = client.notifications.len();
+    let load = client
+        .start_request(
+            "session/load",
+            json!({"sessionId": session, "cwd": workspace, "mcpServers": []}),
+        )
+        .await;
+    let answered = |seen: &[Value], id: u64| seen.iter().any(|m| m.get("id") == Some(&json!(id)));
+    client
+        .receive_until(|seen| answered(seen, prompt) && answered(seen, load))
+        .await;
+    // The replay begins with the history's first prompt; from there the
+    // client has the whole conversation, each chunk once, in order.
+    let after_load = &client.notifications[load_sent..];
+    let replay_start = after_load
+        .iter()
+        .position(|m| m["params"]["update"]["sessionUpdate"] == "user_message_chunk")
+        .expect("the replay");
+    let seen = text_of(&updates(&after_load[replay_start..], "agent_message_chunk"));
+    let first_turn: String = (0..5000).map(|n| format!("h{n} ")).collect();
+    let second_turn: String = (0..100).map(|n| format!("a{n} ")).collect();
+    assert!(seen.starts_with(&first_turn), "the first turn whole");
+    assert_eq!(&seen[first_turn.len()..], second_turn);
+}
+
+#[tokio::test]
 async fn a_request_is_not_rerouted_to_a_client_without_the_capability_it_needs() {
     let write = json!({"tool_call": {"name": "write_file",
                                      "arguments": {"path": "note.txt", "content": "hello"}}});

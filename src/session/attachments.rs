@@ -54,13 +54,18 @@ pub struct Attachments {
 
 impl Attachments {
     /// Attach `handle`; with `replaying`, its updates wait until
-    /// [`Self::replayed`]. False if it was attached already.
+    /// [`Self::replayed`]. False if it was attached already — then, with
+    /// `replaying`, its updates wait all the same: loaded again, it is sent
+    /// the history up to here, and what comes after follows it, once.
     pub fn attach(&self, handle: ClientHandle, replaying: bool) -> bool {
         let mut attached = self.lock();
-        if attached
-            .iter()
-            .any(|entry| entry.handle.connection == handle.connection)
+        if let Some(entry) = attached
+            .iter_mut()
+            .find(|entry| entry.handle.connection == handle.connection)
         {
+            if replaying && entry.backlog.is_none() {
+                entry.backlog = Some(Vec::new());
+            }
             return false;
         }
         attached.push(Attached {
