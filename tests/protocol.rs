@@ -10,8 +10,8 @@ use agent_client_protocol::UntypedMessage;
 use agent_client_protocol::schema::ProtocolVersion;
 use agent_client_protocol::v1::schema::{
     CancelNotification, ClientCapabilities, CloseSessionRequest, DeleteSessionRequest,
-    FileSystemCapabilities, InitializeRequest, ListSessionsRequest, PromptRequest, SessionId,
-    SessionUpdate, StopReason,
+    FileSystemCapabilities, InitializeRequest, ListSessionsRequest, LoadSessionRequest,
+    PromptRequest, SessionId, SessionUpdate, StopReason,
 };
 use serde_json::{Value, json};
 use support::sdk::{Received, client, first_update, initialize, new_session, prompt};
@@ -318,6 +318,25 @@ async fn list_shows_every_session_newest_first_close_detaches_and_delete_forgets
             .await
             .expect_err("a deleted session is gone");
         assert_eq!(again.code.value(), -32002);
+        assert!(again.message.contains("was deleted"), "{}", again.message);
+        let prompted = prompt(&cx, &second, "still there?")
+            .await
+            .expect_err("a deleted session takes no prompt");
+        assert_eq!(prompted.code.value(), -32002);
+        assert!(
+            prompted
+                .message
+                .contains("was deleted; start a new one with session/new"),
+            "{}",
+            prompted.message
+        );
+        let loaded = cx
+            .send_request(LoadSessionRequest::new(second.clone(), alpha.clone()))
+            .block_task()
+            .await
+            .expect_err("a deleted session does not load");
+        assert_eq!(loaded.code.value(), -32002);
+        assert!(loaded.message.contains("was deleted"), "{}", loaded.message);
         Ok(())
     })
     .await;

@@ -217,6 +217,7 @@ impl Connection {
     pub fn attached_session(&self, method: &str, id: &SessionId) -> Result<Arc<Session>, Error> {
         match self.hub.sessions.get(id) {
             Some(session) if session.is_attached(self.id) => Ok(session),
+            _ if self.hub.sessions.was_deleted(id) => Err(errors::deleted_session(method, id)),
             // Not in memory: stored or not, this connection must attach first.
             _ => Err(errors::not_attached(method, id)),
         }

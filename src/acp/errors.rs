@@ -66,12 +66,23 @@ pub fn not_attached(method: &str, session_id: &SessionId) -> Error {
     .data(json!({ "sessionId": session_id }))
 }
 
+/// `-32002`: the session was deleted.
+pub fn deleted_session(method: &str, session_id: &SessionId) -> Error {
+    let session_id = quoted(&session_id.0);
+    Error::new(
+        ErrorCode::RESOURCE_NOT_FOUND,
+        format!("{method}: session {session_id} was deleted; start a new one with session/new"),
+    )
+    .data(json!({ "sessionId": session_id }))
+}
+
 /// The error for a registry failure of `method`: the client's mistakes are
 /// `-32602` or `-32002`, the server's own `-32603`.
 pub fn registry(method: &str, error: crate::session::RegistryError) -> Error {
     use crate::session::RegistryError;
     match error {
         RegistryError::Unknown(id) => unknown_session(method, &id),
+        RegistryError::Deleted(id) => deleted_session(method, &id),
         RegistryError::InvalidCursor(_) | RegistryError::Workspace(_) | RegistryError::Model(_) => {
             invalid_params(method, error)
         }

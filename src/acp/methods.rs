@@ -462,6 +462,11 @@ async fn load_session(
         let _ = cx.send_notification(SessionNotification::new(id.clone(), update));
     }
     session.replayed(connection.id);
+    if connection.hub.sessions.was_deleted(&id) {
+        // Deleted as it loaded: the client must not take it for loaded.
+        connection.detach_session(&id);
+        return Err(errors::deleted_session(METHOD, &id));
+    }
     tracing::info!(connection = connection.id, session = %id, updates = replayed, "session loaded");
     let (modes, config_options) = settings_of(connection, &session);
     let answer = to_json(

@@ -18,7 +18,7 @@ pub mod instructions;
 mod port;
 mod turn;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -723,6 +723,8 @@ pub enum RegistryError {
     InvalidCursor(String),
     #[error("no session {0}; session/list shows the sessions there are")]
     Unknown(SessionId),
+    #[error("session {0} was deleted; start a new one with session/new")]
+    Deleted(SessionId),
     #[error(transparent)]
     Workspace(#[from] WorkspaceError),
     #[error("{0}")]
@@ -740,7 +742,13 @@ pub struct SessionRegistry {
     /// Makes a session's model from its stored spec.
     model_for: ModelFactory,
     watchers: tokio::sync::broadcast::Sender<SessionStatus>,
+    /// The sessions deleted lately, newest last: a client still holding one
+    /// is told it was deleted, not that it never was.
+    deleted: Arc<Mutex<VecDeque<SessionId>>>,
 }
+
+/// How many deleted sessions are remembered as such.
+const REMEMBERED_DELETIONS: usize = 1024;
 
 impl SessionRegistry {
     pub fn new(
@@ -756,6 +764,7 @@ impl SessionRegistry {
             default_model,
             model_for,
             watchers: tokio::sync::broadcast::Sender::new(STATUS_BACKLOG),
+            deleted: Arc::default(),
         }
     }
 
@@ -843,7 +852,7 @@ impl SessionRegistry {
                     .store
                     .session(&id.0)
                     .await?
-                    .ok_or_else(|| RegistryError::Unknown(id.clone()))?;
+                    .ok_or_else(|| self.unknown(id))?;
                 let model = self.model_choice(Some(&row.model)).unwrap_or_else(|error| {
                     tracing::warn!(
                         session = row.id,
@@ -878,7 +887,7 @@ impl SessionRegistry {
         );
         match answer.await {
             Ok(Some(attached)) => Ok(attached),
-            Ok(None) => Err(RegistryError::Unknown(id.clone())),
+            Ok(None) => Err(self.unknown(id)),
             Err(_) => Err(RegistryError::Store(StoreError::message(
                 self.store.path(),
                 "the store stopped".to_owned(),
@@ -1034,6 +1043,9 @@ impl SessionRegistry {
         if let Some(session) = self.lock().remove(id) {
             session.terminals.release_all();
         }
+        if deleted == Ok(true) {
+            self.remember_deleted(id);
+        }
         if let (Ok(true), Some((cwd, title))) = (&deleted, known) {
             let _ = self.watchers.send(SessionStatus {
                 session_id: id.clone(),
@@ -1044,11 +1056,39 @@ impl SessionRegistry {
         }
         match deleted {
             Ok(true) => Ok(()),
-            Ok(false) => Err(RegistryError::Unknown(id.clone())),
+            Ok(false) => Err(self.unknown(id)),
             Err(message) => Err(RegistryError::Store(StoreError::message(
                 self.store.path(),
                 message,
             ))),
+        }
+    }
+
+    fn remember_deleted(&self, id: &SessionId) {
+        let mut deleted = self
+            .deleted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if deleted.len() == REMEMBERED_DELETIONS {
+            deleted.pop_front();
+        }
+        deleted.push_back(id.clone());
+    }
+
+    /// Whether `id` was deleted while this server ran (lately).
+    pub fn was_deleted(&self, id: &SessionId) -> bool {
+        self.deleted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(id)
+    }
+
+    /// The error for a session `id` that is not there: deleted, or never was.
+    fn unknown(&self, id: &SessionId) -> RegistryError {
+        if self.was_deleted(id) {
+            RegistryError::Deleted(id.clone())
+        } else {
+            RegistryError::Unknown(id.clone())
         }
     }
 
