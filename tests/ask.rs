@@ -1410,6 +1410,15 @@ async fn continuing_a_session_busy_with_another_clients_turn_prints_none_of_it()
         )),
         "{stderr}"
     );
+    // The JSON result names the session it found busy.
+    let output = ask(
+        &server,
+        &["--session", &session, "--output", "json", "me too"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["sessionId"], session.as_str(), "{result}");
     let unknown = ask(&server, &["--session", "no-such-session", "hello"]).await;
     assert_eq!(unknown.status.code(), Some(1));
     let stderr = text(&unknown.stderr);

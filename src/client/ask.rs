@@ -175,6 +175,14 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
             }
         }
         Ok(Err(error)) => {
+            if view.session_id.is_none() {
+                view.session_id = error
+                    .data
+                    .as_ref()
+                    .and_then(|data| data.get("sessionId"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+            }
             view.fail(&super::describe(error));
             AskExit::Failed
         }
@@ -619,6 +627,8 @@ fn busy(session_id: &SessionId) -> Error {
              ask again once it has finished, or cancel it there"
         ),
     )
+    // For the JSON result: the session was found, if not prompted.
+    .data(json!({ "sessionId": session_id }))
 }
 
 /// Whether the session's updates are shown as this answer.
