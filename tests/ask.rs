@@ -1392,6 +1392,13 @@ async fn a_turn_ended_by_a_delete_says_so() {
         stderr.contains("punie: the turn was cancelled elsewhere: the session was deleted"),
         "{stderr}"
     );
+    let again = ask(&server, &["--session", &session, "still there?"]).await;
+    assert_eq!(again.status.code(), Some(1));
+    let stderr = text(&again.stderr);
+    assert!(
+        stderr.contains(&format!("session {session} was deleted")),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -587,7 +587,8 @@ async fn open_kept_session(
         .block_task()
         .await
         .map_err(|error| match error.code {
-            ErrorCode::RESOURCE_NOT_FOUND => Error::new(
+            // The server's words when it knows more: that it was deleted.
+            ErrorCode::RESOURCE_NOT_FOUND if !error.message.contains("was deleted") => Error::new(
                 ErrorCode::RESOURCE_NOT_FOUND,
                 format!("there is no session {session_id}; `punie sessions` lists them"),
             ),
