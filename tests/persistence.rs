@@ -1349,6 +1349,8 @@ async fn a_watcher_sees_every_sessions_status_change_on_the_server() {
     assert_eq!(now["result"]["sessions"][0]["sessionId"], session.as_str());
     assert_eq!(now["result"]["sessions"][0]["title"], "write a note");
     assert_eq!(now["result"]["sessions"][0]["status"], "idle");
+    // And how its last turn ended, for a list that tells failed ones apart.
+    assert_eq!(now["result"]["sessions"][0]["lastTurn"], "end_turn");
 }
 
 #[tokio::test]

@@ -1210,6 +1210,8 @@ function handleNotification(method, params) {
   } else if (method === '_punie/session_status') {
     const before = state.sessions.get(params.sessionId)?.status;
     const session = upsertSession(params);
+    // The server says how the last turn it ran ended, opened here or not.
+    if (params.status === 'idle' && params.lastTurn) session.failed = params.lastTurn === 'error';
     if (params.status !== before && params.status !== 'idle') session.updatedAt = new Date().toISOString();
     noteStatusChange(session, before);
     scheduleRender();

@@ -125,6 +125,9 @@ struct SessionState {
     end_note: Option<String>,
     last_active: Instant,
     activity: Activity,
+    /// How the last turn this server ran ended (`end_turn`, `cancelled`,
+    /// `error`…), for watchers: which sessions need a look.
+    last_turn: Option<String>,
     /// A window smaller than the configured one, learned from a model
     /// server that refused a longer conversation.
     learned_window: Option<u64>,
@@ -159,6 +162,10 @@ pub struct SessionStatus {
     pub cwd: PathBuf,
     pub title: Option<String>,
     pub status: Activity,
+    /// How its last turn ended, when this server ran one since it was
+    /// loaded: `end_turn`, `cancelled`, `error`…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_turn: Option<String>,
 }
 
 /// Status changes a slow watcher may fall behind by before it misses some.
@@ -540,6 +547,7 @@ impl Session {
         state.history = Some(history);
         state.turns += 1;
         state.last_active = Instant::now();
+        state.last_turn = Some(outcome.to_owned());
         state.running = None;
         drop(state);
         self.set_activity(Activity::Idle);
@@ -568,6 +576,7 @@ impl Session {
             cwd: self.cwd.clone(),
             title: state.title.clone(),
             status: state.activity,
+            last_turn: state.last_turn.clone(),
         }
     }
 
@@ -962,6 +971,7 @@ impl SessionRegistry {
                 end_note: None,
                 last_active: Instant::now(),
                 activity: Activity::Idle,
+                last_turn: None,
                 learned_window: None,
                 pictures_refused: false,
             }),
@@ -1052,6 +1062,7 @@ impl SessionRegistry {
                 cwd,
                 title,
                 status: Activity::Deleted,
+                last_turn: None,
             });
         }
         match deleted {
