@@ -1096,6 +1096,42 @@ async fn ask_shows_a_thought_streamed_in_chunks_as_one() {
     );
 }
 
+/// The person asked at a terminal sees what they allow: a change's diff.
+#[tokio::test]
+async fn a_permission_question_at_a_terminal_shows_the_change() {
+    let server = Server::scripted(
+        json!([
+            [{"tool_call": {"name": "edit_file",
+                            "arguments": {"path": "notes.txt", "old_text": "old", "new_text": "new"}}}],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    std::fs::write(
+        server.home.workspace().join("notes.txt"),
+        "first\nold notes\nlast\n",
+    )
+    .unwrap();
+    let (mut terminal, child) = start_ask_on_a_terminal(&server, &["tidy"], |command| {
+        command.env("NO_COLOR", "1");
+    });
+    terminal.wait_for("Choose (anything else rejects): ").await;
+    terminal.type_keys("1\n");
+    let (_, status, screen) = to_the_end(terminal, child).await;
+    assert_eq!(status.code(), Some(0), "{screen:?}");
+    assert!(
+        screen.contains(
+            "  @@ -1,3 +1,3 @@\r\n   first\r\n  -old notes\r\n  +new notes\r\n   last\r\n"
+        ),
+        "{screen:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(server.home.workspace().join("notes.txt")).unwrap(),
+        "first\nnew notes\nlast\n"
+    );
+}
+
 /// What a model says, or a file it read, may carry a terminal's control
 /// sequences: on a terminal `ask` shows the text without them — so nothing
 /// retitles the window, clears the screen or rewrites the line that asks the

@@ -10,6 +10,7 @@
 pub mod ask;
 pub mod attachments;
 pub mod bridge;
+pub mod preview;
 pub mod service;
 pub mod sessions;
 pub mod status;

@@ -16,7 +16,7 @@ use agent_client_protocol::v1::schema::{
 };
 use agent_client_protocol::{Error, ErrorCode};
 
-use super::terminal_safe;
+use super::{preview, terminal_safe};
 use crate::workspace::{ExitStatus, TerminalError, Terminals, Workspace, WorkspaceError};
 
 /// Who answers the agent's permission requests.
@@ -249,7 +249,9 @@ impl LocalService {
             }
             Permissions::Ask => {
                 let options = request.options.clone();
-                tokio::task::spawn_blocking(move || ask_at_terminal(&title, &options))
+                let preview =
+                    preview::lines(request.tool_call.fields.content.as_deref().unwrap_or(&[]));
+                tokio::task::spawn_blocking(move || ask_at_terminal(&title, &preview, &options))
                     .await
                     .ok()
                     .flatten()
@@ -275,9 +277,14 @@ fn first_of(
         .cloned()
 }
 
-/// Ask on the terminal (not stdin, which may carry the prompt). Anything but a
-/// listed choice rejects.
-fn ask_at_terminal(title: &str, options: &[PermissionOption]) -> Option<PermissionOption> {
+/// Ask on the terminal (not stdin, which may carry the prompt), showing
+/// `preview` (what is to be done) under the question. Anything but a listed
+/// choice rejects.
+fn ask_at_terminal(
+    title: &str,
+    preview: &[(preview::Kind, String)],
+    options: &[PermissionOption],
+) -> Option<PermissionOption> {
     let tty = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -285,6 +292,10 @@ fn ask_at_terminal(title: &str, options: &[PermissionOption]) -> Option<Permissi
         .ok()?;
     let mut out = tty.try_clone().ok()?;
     let _ = writeln!(out, "\nPunie asks to: {}", terminal_safe(title));
+    let colour = std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    for (kind, line) in preview {
+        let _ = writeln!(out, "  {}", styled(*kind, line, colour));
+    }
     for (number, option) in options.iter().enumerate() {
         let _ = writeln!(out, "  [{}] {}", number + 1, terminal_safe(&option.name));
     }
@@ -307,6 +318,23 @@ fn ask_at_terminal(title: &str, options: &[PermissionOption]) -> Option<Permissi
             ],
         )
     })
+}
+
+/// A preview line as the terminal shows it: removed lines red, added
+/// green, asides dimmed, unless colour is off.
+fn styled(kind: preview::Kind, line: &str, colour: bool) -> String {
+    use anstyle::{AnsiColor, Style};
+    let style = match kind {
+        preview::Kind::Plain => Style::new(),
+        preview::Kind::Removed => AnsiColor::Red.on_default(),
+        preview::Kind::Added => AnsiColor::Green.on_default(),
+        preview::Kind::Aside => Style::new().dimmed(),
+    };
+    if colour && style != Style::new() {
+        format!("{}{line}{}", style.render(), style.render_reset())
+    } else {
+        line.to_owned()
+    }
 }
 
 fn exit_status(exit: ExitStatus) -> TerminalExitStatus {
