@@ -10,7 +10,9 @@
 //! same launch keeps it running (or starts it again, if it failed), with
 //! another launch replaces it; a server no client names any more runs on
 //! until the session leaves memory. One that stops on its own, or whose
-//! connection fails, is started again for the next turn.
+//! connection fails, is started again for the next turn; one that could not
+//! start is tried again at later turns, less and less often
+//! ([`RETRY_AFTER`], doubling up to [`MOST_RETRY_WAIT`]).
 //!
 //! This module owns the servers' lifetimes; `connection` speaks MCP to one
 //! server through the official SDK (`rmcp`), and `tools` turns what servers
@@ -23,7 +25,7 @@ mod tools;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agent_client_protocol::v1::schema::McpServer;
 use sha2::{Digest as _, Sha256};
@@ -35,6 +37,12 @@ pub use tools::{McpResult, McpTool, McpTools};
 /// How long a server may take to start and list its tools.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long after a failed start a server is tried again, at the earliest;
+/// the wait doubles with each failure in a row, up to [`MOST_RETRY_WAIT`]:
+/// a server that is down is not waited for at every turn.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+const MOST_RETRY_WAIT: Duration = Duration::from_secs(300);
+
 /// Why an SSE server is not started.
 const SSE_REFUSED: &str =
     "it speaks the old SSE transport, which Punie does not; give its Streamable HTTP URL instead";
@@ -45,6 +53,8 @@ pub struct McpServers {
     cwd: PathBuf,
     /// How long one tool call may take.
     call_timeout: Duration,
+    /// How long after its first failed start a server is tried again.
+    retry_after: Duration,
     servers: Mutex<Vec<Arc<Server>>>,
 }
 
@@ -53,6 +63,9 @@ struct Server {
     name: String,
     launch: Launch,
     state: watch::Receiver<State>,
+    /// How many starts of it failed in a row before this one: the person
+    /// was told of the first, and is told when it is back.
+    failed_before: u32,
     /// Whether what went wrong with it has been told to a person already.
     told: AtomicBool,
     /// Starts the server; aborted if it is dropped before then.
@@ -79,13 +92,13 @@ enum Launch {
 enum State {
     Starting,
     Ready(Arc<Connected>),
-    Failed(Arc<str>),
+    Failed { why: Arc<str>, at: Instant },
 }
 
 impl Server {
     /// Starting, or started and still connected.
     fn usable(&self) -> bool {
-        !self.stopped() && !matches!(&*self.state.borrow(), State::Failed(_))
+        !self.stopped() && !matches!(&*self.state.borrow(), State::Failed { .. })
     }
 
     /// It had started, and its connection has ended or failed since; or its
@@ -94,9 +107,29 @@ impl Server {
         match &*self.state.borrow() {
             State::Ready(connected) => connected.stopped(),
             State::Starting => self.state.has_changed().is_err(),
-            State::Failed(_) => false,
+            State::Failed { .. } => false,
         }
     }
+
+    /// Its start failed, and long enough ago to try again: the wait after
+    /// `retry_after` doubles with every failure in a row. A refused server
+    /// (SSE) would fail the same way every time.
+    fn due_for_retry(&self, retry_after: Duration, now: Instant) -> bool {
+        if matches!(self.launch, Launch::Sse { .. }) {
+            return false;
+        }
+        match &*self.state.borrow() {
+            State::Failed { at, .. } => now >= *at + retry_wait(retry_after, self.failed_before),
+            _ => false,
+        }
+    }
+}
+
+/// How long to wait before trying a server again, after `failed_before`
+/// failures in a row and one more.
+fn retry_wait(retry_after: Duration, failed_before: u32) -> Duration {
+    let doubled = retry_after.saturating_mul(1 << failed_before.min(16));
+    doubled.min(MOST_RETRY_WAIT.max(retry_after))
 }
 
 impl Drop for Server {
@@ -133,6 +166,7 @@ impl McpServers {
         Self {
             cwd,
             call_timeout,
+            retry_after: RETRY_AFTER,
             servers: Mutex::default(),
         }
     }
@@ -177,13 +211,14 @@ impl McpServers {
         let server = if refused {
             refused_server(name, launch, SSE_REFUSED)
         } else {
-            self.start_in_background(name, launch)
+            self.start_in_background(name, launch, 0)
         };
         servers.push(server);
     }
 
-    /// A server whose start runs in a task of its own.
-    fn start_in_background(&self, name: String, launch: Launch) -> Arc<Server> {
+    /// A server whose start runs in a task of its own; `failed_before`
+    /// starts of it failed in a row before.
+    fn start_in_background(&self, name: String, launch: Launch, failed_before: u32) -> Arc<Server> {
         let (tell, state) = watch::channel(State::Starting);
         let cwd = self.cwd.clone();
         let (task_name, task_launch) = (name.clone(), launch.clone());
@@ -204,7 +239,10 @@ impl McpServers {
                 }
                 Err(why) => {
                     tracing::warn!(mcp = task_name, "MCP server could not start: {why}");
-                    State::Failed(why.into())
+                    State::Failed {
+                        why: why.into(),
+                        at: Instant::now(),
+                    }
                 }
             };
             let _ = tell.send(state);
@@ -214,20 +252,30 @@ impl McpServers {
             name,
             launch,
             state,
+            failed_before,
             told: AtomicBool::new(false),
             starting: Some(starting),
         })
     }
 
     /// Start again every server that stopped since it started (it crashed,
-    /// say), so that the turn about to begin has its tools.
+    /// say), and every one whose failed start is old enough to try again,
+    /// so that the turn about to begin has their tools.
     fn restart_stopped(&self) {
+        let now = Instant::now();
         let mut servers = self.lock();
         for server in servers.iter_mut() {
-            if server.stopped() {
+            let failed_before = if server.stopped() {
                 tracing::info!(mcp = server.name, "MCP server stopped; starting it again");
-                *server = self.start_in_background(server.name.clone(), server.launch.clone());
-            }
+                0
+            } else if server.due_for_retry(self.retry_after, now) {
+                tracing::info!(mcp = server.name, "trying the MCP server again");
+                server.failed_before + 1
+            } else {
+                continue;
+            };
+            let (name, launch) = (server.name.clone(), server.launch.clone());
+            *server = self.start_in_background(name, launch, failed_before);
         }
     }
 
@@ -252,19 +300,32 @@ impl McpServers {
         let mut tools = McpTools::default();
         let mut notes = Vec::new();
         for server in servers {
-            let note = match &*server.state.borrow() {
-                State::Ready(connected) => tools.add(&server.name, connected, self.call_timeout),
-                State::Failed(why) => Some(format!(
-                    "MCP server `{}` could not start: {why}",
-                    server.name
-                )),
-                State::Starting => None,
+            let said = match &*server.state.borrow() {
+                State::Ready(connected) => {
+                    let left_out = tools.add(&server.name, connected, self.call_timeout);
+                    let back = (server.failed_before > 0).then(|| {
+                        format!(
+                            "MCP server `{}` is back: its tools are offered again.",
+                            server.name
+                        )
+                    });
+                    back.into_iter().chain(left_out).collect()
+                }
+                // Told of the first failure in a row only.
+                State::Failed { why, .. } if server.failed_before == 0 => {
+                    vec![format!(
+                        "MCP server `{}` could not start: {why}{}",
+                        server.name,
+                        retried_note(&server.launch)
+                    )]
+                }
+                State::Failed { .. } | State::Starting => Vec::new(),
             };
-            if let Some(note) = note
-                && !server.told.swap(true, Ordering::Relaxed)
-            {
-                tracing::info!("told the person: {note}");
-                notes.push(note);
+            if !said.is_empty() && !server.told.swap(true, Ordering::Relaxed) {
+                for note in said {
+                    tracing::info!("told the person: {note}");
+                    notes.push(note);
+                }
             }
         }
         (tools, notes)
@@ -332,14 +393,27 @@ fn requested(server: &McpServer) -> Option<(String, Launch)> {
     })
 }
 
+/// What the person is told about a server that could not start, after why:
+/// that it is tried again, unless it never could start.
+fn retried_note(launch: &Launch) -> &'static str {
+    match launch {
+        Launch::Sse { .. } => "",
+        _ => " (it is tried again at later turns)",
+    }
+}
+
 /// A server that was refused before it could start: told once, like one
 /// that failed.
 fn refused_server(name: String, launch: Launch, why: &str) -> Arc<Server> {
-    let (_, state) = watch::channel(State::Failed(why.into()));
+    let (_, state) = watch::channel(State::Failed {
+        why: why.into(),
+        at: Instant::now(),
+    });
     Arc::new(Server {
         name,
         launch,
         state,
+        failed_before: 0,
         told: AtomicBool::new(false),
         starting: None,
     })
@@ -348,6 +422,87 @@ fn refused_server(name: String, launch: Launch, why: &str) -> Arc<Server> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    /// A fresh directory for one test.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("punie-mcp-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        dir
+    }
+
+    /// The test MCP server (tests/mcp/server.mjs, on Node) started through a
+    /// shell, once the file `ready` is in its working directory; until then
+    /// it fails to start.
+    fn ready_when_told() -> Launch {
+        let node = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|dir| dir.join("node"))
+            .find(|path| path.is_file())
+            .expect("node on the PATH");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/server.mjs");
+        Launch::Stdio {
+            command: PathBuf::from("/bin/sh"),
+            args: vec![
+                "-c".to_owned(),
+                r#"test -f ready && exec "$0" "$1"; echo not ready >&2; exit 1"#.to_owned(),
+                node.display().to_string(),
+                script.display().to_string(),
+            ],
+            env: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_could_not_start_is_tried_again_later_and_told_back() {
+        let workspace = scratch("retry");
+        let mut servers = McpServers::new(workspace.clone(), Duration::from_secs(10));
+        servers.retry_after = Duration::from_millis(500);
+        servers.start("flaky".to_owned(), ready_when_told());
+
+        let (tools, notes) = servers.tools().await;
+        assert!(tools.is_empty());
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("MCP server `flaky` could not start: "),
+            "{notes:?}"
+        );
+        assert!(
+            notes[0].ends_with("(it is tried again at later turns)"),
+            "{notes:?}"
+        );
+
+        std::fs::write(workspace.join("ready"), "").expect("a file");
+        let (tools, notes) = servers.tools().await;
+        assert!(
+            tools.is_empty() && notes.is_empty(),
+            "not tried again so soon"
+        );
+
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let (tools, notes) = servers.tools().await;
+        assert!(
+            tools.get("mcp__flaky__add").is_some(),
+            "tried again, it started"
+        );
+        assert_eq!(
+            notes,
+            ["MCP server `flaky` is back: its tools are offered again."]
+        );
+        let (_, notes) = servers.tools().await;
+        assert!(notes.is_empty(), "told once: {notes:?}");
+        let _ = std::fs::remove_dir_all(&workspace);
+    }
+
+    #[test]
+    fn a_failing_server_is_tried_less_and_less_often() {
+        let first = Duration::from_secs(30);
+        assert_eq!(retry_wait(first, 0), first);
+        assert_eq!(retry_wait(first, 1), Duration::from_secs(60));
+        assert_eq!(retry_wait(first, 3), Duration::from_secs(240));
+        assert_eq!(retry_wait(first, 4), MOST_RETRY_WAIT);
+        assert_eq!(retry_wait(first, 100), MOST_RETRY_WAIT);
+    }
 
     #[test]
     fn answers_are_kept_by_program_and_arguments_not_by_tokens() {
