@@ -72,6 +72,11 @@ const ui = {
   sessionModel: $('#session-model'),
   sessionMode: $('#session-mode'),
   dialog: $('#new-session-dialog'),
+  deleteSession: $('#delete-session'),
+  deleteDialog: $('#delete-dialog'),
+  deleteForm: $('#delete-form'),
+  deleteWhat: $('#delete-what'),
+  deleteError: $('#delete-error'),
   newSessionForm: $('#new-session-form'),
   newSessionCwd: $('#new-session-cwd'),
   newSessionModel: $('#new-session-model'),
@@ -384,6 +389,7 @@ function renderHeader() {
   // Either may be cut short in a narrow window: the tooltip has it whole.
   ui.sessionTitle.title = session ? visibleText(session.title || 'Untitled session') : '';
   ui.sessionCwd.title = visibleText(session?.cwd || '');
+  ui.deleteSession.hidden = !session;
   const waiting = [...state.sessions.keys()].filter((id) => statusOf(id) === 'waiting_for_permission');
   const title = session ? `${visibleText(session.title || 'Untitled session')} — Punie` : 'Punie';
   document.title = waiting.length ? `(${waiting.length}) ${title}` : title;
@@ -985,6 +991,26 @@ function notifyOfQuestion(sessionId, request) {
   return notification;
 }
 
+// ---------------------------------------------------------------- delete
+
+/** Ask whether to delete the open session: its history goes for good. */
+function openDeleteDialog() {
+  const session = state.sessions.get(state.current);
+  if (!session) return;
+  const running = statusOf(session.sessionId) !== 'idle';
+  ui.deleteWhat.textContent =
+    `“${visibleText(session.title || 'Untitled session')}” and its whole history are removed from the server` +
+    (running ? ', and its running turn is stopped.' : '.') + ' This cannot be undone.';
+  ui.deleteError.textContent = '';
+  ui.deleteDialog.dataset.sessionId = session.sessionId;
+  ui.deleteDialog.showModal();
+}
+
+async function deleteSession(id) {
+  await state.connection.request('session/delete', { sessionId: id });
+  forgetSession(id, 'The session was deleted.');
+}
+
 // ---------------------------------------------------------------- new session
 
 function openNewSessionDialog() {
@@ -1516,6 +1542,22 @@ ui.fileInput.addEventListener('change', async () => {
   ui.fileInput.value = '';
 });
 
+ui.deleteSession.addEventListener('click', openDeleteDialog);
+ui.deleteForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const id = ui.deleteDialog.dataset.sessionId;
+  if (event.submitter?.value !== 'delete' || !id) {
+    ui.deleteDialog.close();
+    return;
+  }
+  try {
+    await deleteSession(id);
+    ui.deleteDialog.close();
+  } catch (error) {
+    ui.deleteError.textContent = describe(error);
+  }
+});
+
 ui.newSessionForm.addEventListener('submit', async (event) => {
   event.preventDefault();
   if (event.submitter?.value === 'cancel') {
@@ -1592,7 +1634,7 @@ ui.sessionModel.addEventListener('change', () => changeSetting('model', ui.sessi
 ui.sessionMode.addEventListener('change', () => changeSetting('mode', ui.sessionMode.value));
 
 document.addEventListener('keydown', (event) => {
-  if (ui.dialog.open) return;
+  if (ui.dialog.open || ui.deleteDialog.open) return;
   if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
     event.preventDefault();
     send();

@@ -3,7 +3,7 @@
 // session, so a slow click on a × or on a command lands and the keyboard
 // stays where it was. A prompt that cannot go says why (a turn is running;
 // Esc cancels it), and files dropped with no session open are not silently
-// lost.
+// lost. A session is deleted from the page once the person confirms it.
 
 import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
 
@@ -56,7 +56,7 @@ await scenario('composer', async (browser) => {
   await page.locator('#prompt').fill('');
 
   // Another session, while the first one streams on.
-  await newSession(page, workspace);
+  const other = await newSession(page, workspace);
   const running = page.locator(`.session[data-session-id="${streaming}"] .status[data-status="running"]`);
   await running.waitFor();
   await page.locator('#file-input').setInputFiles(
@@ -104,4 +104,25 @@ await scenario('composer', async (browser) => {
   await page.keyboard.press('Escape');
   await page.locator('.turn-end.cancelled').waitFor();
   await turnOver(page);
+
+  // Deleting a session asks first; kept, it stays; deleted, it leaves the
+  // list and the page.
+  const streamingRow = page.locator(`.session[data-session-id="${streaming}"]`);
+  await page.locator('#delete-session').click();
+  await page.locator('#delete-dialog[open]').waitFor();
+  const what = await page.locator('#delete-what').textContent();
+  expect(what.includes('cannot be undone'), `the dialog to say what deleting does, got ${what}`);
+  await browser.shot(page, 'delete-asks');
+  await page.getByRole('button', { name: 'Keep it' }).click();
+  await page.locator('#delete-dialog[open]').waitFor({ state: 'detached' });
+  expect(await streamingRow.isVisible(), 'a kept session stays in the list');
+  await page.locator('#delete-session').click();
+  await page.locator('#confirm-delete').click();
+  await streamingRow.waitFor({ state: 'detached' });
+  await page.locator('#notice-text', { hasText: 'The session was deleted.' }).waitFor();
+  await page.locator('#welcome').waitFor();
+  // The server has forgotten it: a fresh page lists the other session only.
+  await page.reload();
+  await page.locator(`.session[data-session-id="${other}"]`).waitFor();
+  expect((await streamingRow.count()) === 0, 'the deleted session not listed again');
 });
