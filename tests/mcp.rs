@@ -298,6 +298,28 @@ async fn a_stdio_server_runs_in_the_workspace_with_its_environment_and_its_resul
 }
 
 #[tokio::test]
+async fn the_person_asked_about_an_mcp_call_is_shown_its_arguments() {
+    let (_server, mut client, session) = scene(
+        json!([[call("mcp__tools__add", json!({"a": 2, "b": 3}))], [{"text": "Five."}]]),
+        |_| json!([stdio("tools", &[], &[])]),
+    )
+    .await;
+
+    let prompt = client.start_prompt(&session, "add").await;
+    let asked = client.permission_request().await;
+    client.allow(&asked).await;
+    let answer = client.response_to(prompt).await;
+
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let content = &asked["params"]["toolCall"]["content"];
+    assert_eq!(content[0]["type"], "content", "{asked}");
+    assert_eq!(
+        content[0]["content"]["text"], "{\n  \"a\": 2,\n  \"b\": 3\n}",
+        "{asked}"
+    );
+}
+
+#[tokio::test]
 async fn a_tool_its_server_marks_read_only_is_called_without_asking() {
     let (_server, mut client, session) = scene(
         json!([[call("mcp__tools__peek", json!({}))], [{"text": "Done."}]]),
