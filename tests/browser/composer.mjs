@@ -5,7 +5,7 @@
 // Esc cancels it), and files dropped with no session open are not silently
 // lost. A session is deleted from the page once the person confirms it.
 
-import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
+import { TIMEOUT_MS, env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
 
 const link = env('PUNIE_LINK');
 const workspace = env('PUNIE_WORKSPACE');
@@ -25,6 +25,27 @@ function dropFile(page, name) {
   }, name);
 }
 
+/** Count the chunks of replies the page receives, as they arrive. */
+function countChunks(page) {
+  const received = { chunks: 0 };
+  page.on('websocket', (socket) =>
+    socket.on('framereceived', ({ payload }) => {
+      if (typeof payload === 'string' && payload.includes('"agent_message_chunk"')) received.chunks += 1;
+    }),
+  );
+  return received;
+}
+
+/** Wait until `count` more reply chunks have reached the page. */
+async function chunksArrive(received, count) {
+  const target = received.chunks + count;
+  const deadline = Date.now() + TIMEOUT_MS;
+  while (received.chunks < target) {
+    if (Date.now() > deadline) throw new Error(`${count} more chunks did not arrive within ${TIMEOUT_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 /** A press of the mouse as a person makes it: a moment between down and up. */
 async function slowClick(page, locator) {
   const box = await locator.boundingBox();
@@ -36,6 +57,7 @@ async function slowClick(page, locator) {
 
 await scenario('composer', async (browser) => {
   const page = await browser.newPage();
+  const received = countChunks(page);
   await signIn(page, link);
 
   // No session open: no prompt for a dropped file to go with, and the page says so.
@@ -67,8 +89,8 @@ await scenario('composer', async (browser) => {
   const first = await chips.first().elementHandle();
   await chips.first().getByRole('button').focus();
   const streamed = await page.locator('.message.agent').count();
-  // Long enough for many chunks of the other session's reply.
-  await page.waitForTimeout(700);
+  // Many chunks of the other session's reply, each a chance to redraw.
+  await chunksArrive(received, 10);
   expect(await running.isVisible(), 'the other session to be streaming still');
   expect(await first.evaluate((node) => node.isConnected), 'the chips not drawn again while another session streams');
   const focused = await page.evaluate(() => document.activeElement?.getAttribute('aria-label'));
@@ -91,7 +113,7 @@ await scenario('composer', async (browser) => {
   const review = page.locator('.command-hint[data-command="review"]');
   await review.waitFor();
   const hint = await review.elementHandle();
-  await page.waitForTimeout(700);
+  await chunksArrive(received, 10);
   expect(await running.isVisible(), 'the other session to be streaming still');
   expect(await hint.evaluate((node) => node.isConnected), 'the command list not drawn again while another session streams');
   await slowClick(page, review);
