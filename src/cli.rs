@@ -21,8 +21,8 @@ use crate::client::{SERVER_ENV, ServerUrl, Target};
 use crate::config::{
     self, ConnectionLimits, DEFAULT_CLIENT_REQUEST_TIMEOUT, DEFAULT_CONTEXT_WINDOW,
     DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TOOL_ROUNDS,
-    DEFAULT_MCP_CALL_TIMEOUT, DEFAULT_OUTGOING_QUEUE, DEFAULT_OUTGOING_STALL,
-    DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT, DEFAULT_REATTACH_TIMEOUT,
+    DEFAULT_MCP_CALL_TIMEOUT, DEFAULT_MCP_START_TIMEOUT, DEFAULT_OUTGOING_QUEUE,
+    DEFAULT_OUTGOING_STALL, DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT, DEFAULT_REATTACH_TIMEOUT,
     DEFAULT_SESSION_IDLE_TIMEOUT, MAX_MESSAGE_BYTES, Paths, ServeConfig,
 };
 use crate::model::{Model, ModelError, ModelSettings};
@@ -285,6 +285,11 @@ struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_MCP_CALL_TIMEOUT.as_secs_f64())]
     mcp_call_timeout: f64,
 
+    /// How long an MCP server may take to start and list its tools (a first
+    /// `npx -y` or `docker run` downloads it) before it is said not to start.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_MCP_START_TIMEOUT.as_secs_f64())]
+    mcp_start_timeout: f64,
+
     /// Largest message a client may send, in bytes; a bigger one closes its
     /// connection with 1009.
     #[arg(long, value_name = "BYTES", default_value_t = MAX_MESSAGE_BYTES)]
@@ -533,6 +538,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 reattach_timeout: seconds(args.reattach_timeout, "--reattach-timeout")?,
                 session_idle_timeout: seconds(args.session_idle_timeout, "--session-idle-timeout")?,
                 mcp_call_timeout: positive_seconds(args.mcp_call_timeout, "--mcp-call-timeout")?,
+                mcp_start_timeout: positive_seconds(args.mcp_start_timeout, "--mcp-start-timeout")?,
                 limits: ConnectionLimits {
                     max_message_bytes: at_least_one(args.max_message_bytes, "--max-message-bytes")?,
                     max_connections: at_least_one(args.max_connections, "--max-connections")?,
@@ -551,6 +557,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 paths,
             };
             let model = serve_model(&config)?;
+            crate::mcp::set_start_timeout(config.mcp_start_timeout);
             multi_threaded(server::serve(config, model))?;
             Ok(exit::OK)
         }

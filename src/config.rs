@@ -52,6 +52,10 @@ pub const DEFAULT_CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a tool of an MCP server may take, unless configured otherwise.
 pub const DEFAULT_MCP_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long an MCP server may take to start and list its tools, unless
+/// configured otherwise: a first `npx -y` or `docker run` downloads it.
+pub const DEFAULT_MCP_START_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How often the server pings each WebSocket, unless configured otherwise.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
 
@@ -122,6 +126,8 @@ pub struct ServeConfig {
     pub session_idle_timeout: Duration,
     /// How long a tool of an MCP server may take.
     pub mcp_call_timeout: Duration,
+    /// How long an MCP server may take to start.
+    pub mcp_start_timeout: Duration,
     /// What one connection may cost the server.
     pub limits: ConnectionLimits,
     /// Where the server keeps its files.

@@ -429,6 +429,31 @@ async fn a_server_that_cannot_start_is_named_once_and_the_turn_goes_on() {
 }
 
 #[tokio::test]
+async fn a_server_slower_to_start_than_mcp_start_timeout_is_said_not_to_start() {
+    let home = Home::new();
+    let model = home.script_model(json!([[{"text": "One."}]]));
+    let server = Server::start_in(home, &["--model", &model, "--mcp-start-timeout", "1"]).await;
+    let mut client = server.initialized().await;
+    let slow =
+        json!([{"name": "slow", "command": "/bin/sh", "args": ["-c", "sleep 30"], "env": []}]);
+    let session = session_with(&mut client, &server.home.workspace(), slow).await;
+
+    let began = std::time::Instant::now();
+    client.prompt(&session, "hello").await;
+
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    let said = client.agent_text(&session);
+    assert!(
+        said.starts_with("MCP server `slow` could not start: it did not start within 1 s"),
+        "{said}"
+    );
+}
+
+#[tokio::test]
 async fn an_sse_server_is_refused_with_a_word_to_the_person() {
     let (_server, mut client, session) = scene(json!([[{"text": "One."}]]), |_| {
         json!([{"type": "sse", "name": "old", "url": "http://127.0.0.1:9/sse?key=secret", "headers": []}])
@@ -577,6 +602,58 @@ async fn a_server_that_stopped_is_started_again_for_the_next_turn() {
     assert_eq!(calls[0]["content"][0]["content"]["text"], "2", "{calls:?}");
     let starts = std::fs::read_to_string(&started).unwrap();
     assert_eq!(starts.lines().count(), 2, "{starts}");
+}
+
+#[tokio::test]
+async fn a_call_to_a_stdio_server_that_crashed_fails_at_once_and_what_it_left_is_killed() {
+    let (server, mut client, session) = scene(
+        json!([[call("mcp__tools__crash", json!({}))], [{"text": "It crashed."}]]),
+        |workspace| json!([counted(&workspace.join("started.log"), &["--spawn-child"])]),
+    )
+    .await;
+    let started = server.home.workspace().join("started.log");
+    // The child shares the server's stdout: the connection stays open
+    // after the server is gone.
+    let child = pid_of(&line_in(&started, "child").await);
+
+    let (_, answer) = prompt_allowing(&mut client, &session, "crash").await;
+
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let calls = tool_calls(&client.notifications);
+    assert_eq!(
+        calls[0]["statuses"],
+        json!(["pending", "in_progress", "failed"])
+    );
+    let shown = calls[0]["content"][0]["content"]["text"].as_str().unwrap();
+    assert!(shown.contains("the server exited"), "{shown}");
+    ended(child).await;
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_list_its_changed_tools_keeps_its_old_ones_without_stalling_turns() {
+    let add = |a: u32| call("mcp__tools__add", json!({"a": a, "b": a}));
+    let (_server, mut client, session) = scene(
+        json!([
+            [call("mcp__tools__stall", json!({}))], [{"text": "Stalled."}],
+            [add(1)], [{"text": "Two."}],
+            [add(2)], [{"text": "Four."}]
+        ]),
+        |_| json!([stdio("tools", &[], &[])]),
+    )
+    .await;
+    prompt_allowing(&mut client, &session, "stall").await;
+
+    for (prompt, sum, most) in [("add", "2", 8), ("add again", "4", 2)] {
+        client.notifications.clear();
+        let began = std::time::Instant::now();
+        let (_, answer) = prompt_allowing(&mut client, &session, prompt).await;
+        let took = began.elapsed();
+
+        assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+        assert!(took < Duration::from_secs(most), "{prompt}: {took:?}");
+        let calls = tool_calls(&client.notifications);
+        assert_eq!(calls[0]["content"][0]["content"]["text"], sum, "{calls:?}");
+    }
 }
 
 #[tokio::test]

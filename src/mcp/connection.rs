@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use process_wrap::tokio::{CommandWrap, ProcessGroup};
 use rmcp::model::{
@@ -26,7 +26,7 @@ use rustix::fd::OwnedFd;
 use rustix::process::{Pid, Signal};
 use tokio::io::AsyncBufReadExt as _;
 
-use super::{Launch, START_TIMEOUT};
+use super::{Launch, RETRY_AFTER, retry_wait};
 
 /// Lines of a stdio server's stderr kept to explain why it failed, and the
 /// most of each line kept.
@@ -36,6 +36,13 @@ const STDERR_LINE_BYTES: usize = 200;
 /// How long to wait for a failed server's last words on stderr.
 const LAST_WORDS: Duration = Duration::from_secs(1);
 
+/// How often a call looks whether a stdio server's process has ended.
+const EXIT_CHECK: Duration = Duration::from_millis(100);
+
+/// How long a turn waits for a server to list its changed tools: not long,
+/// as the last list serves meanwhile.
+const LIST_AGAIN_WAIT: Duration = Duration::from_secs(3);
+
 /// A started server and the tools it offered.
 pub(super) struct Connected {
     /// Dropping it ends the connection.
@@ -44,6 +51,10 @@ pub(super) struct Connected {
     tools: Mutex<Arc<Vec<Tool>>>,
     /// Set by the server's `notifications/tools/list_changed`.
     tools_changed: Arc<AtomicBool>,
+    /// Listing its changed tools failed this many times in a row, the last
+    /// at that time: a server that does not answer is not waited for again
+    /// at every turn.
+    relist_failed: Mutex<Option<(u32, Instant)>>,
     /// A call failed in its transport, or an HTTP server left it unanswered:
     /// a new connection is made for the next turn. (An HTTP server that
     /// restarted forgets its sessions; rmcp makes a new one only when it
@@ -94,15 +105,17 @@ impl Connected {
             .clone()
     }
 
-    /// List the tools again if the server said they changed. If that fails,
-    /// or the turn waiting for it is cancelled, the last list stays and the
-    /// next turn tries again.
+    /// List the tools again if the server said they changed, waiting
+    /// [`LIST_AGAIN_WAIT`] at most. If that fails, or the turn waiting for
+    /// it is cancelled, the last list stays and a later turn tries again:
+    /// after a failure, not before a wait that grows with each.
     pub(super) async fn refresh_tools(&self, server: &str) {
-        if !self.tools_changed.swap(false, Ordering::Relaxed) {
+        if !self.tools_changed.load(Ordering::Relaxed) || self.relisting_waits() {
             return;
         }
+        self.tools_changed.store(false, Ordering::Relaxed);
         let again = ListAgain(&self.tools_changed);
-        match tokio::time::timeout(START_TIMEOUT, self.service.list_all_tools()).await {
+        let why = match tokio::time::timeout(LIST_AGAIN_WAIT, self.service.list_all_tools()).await {
             Ok(Ok(tools)) => {
                 std::mem::forget(again);
                 tracing::info!(
@@ -110,23 +123,35 @@ impl Connected {
                     tools = tools.len(),
                     "MCP server's tools changed"
                 );
+                *self.relist_failures() = None;
                 *self
                     .tools
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(tools);
+                return;
             }
-            Ok(Err(error)) => {
-                let error = self.scrub(&error.to_string());
-                tracing::warn!(
-                    mcp = server,
-                    "cannot list the MCP server's changed tools: {error}"
-                );
-            }
-            Err(_) => tracing::warn!(
-                mcp = server,
-                "the MCP server did not list its changed tools"
-            ),
-        }
+            Ok(Err(error)) => self.scrub(&error.to_string()),
+            Err(_) => format!("no answer within {} s", LIST_AGAIN_WAIT.as_secs()),
+        };
+        tracing::warn!(
+            mcp = server,
+            "cannot list the MCP server's changed tools: {why}; its last list is used"
+        );
+        let mut failed = self.relist_failures();
+        let count = failed.map_or(0, |(count, _)| count + 1);
+        *failed = Some((count, Instant::now()));
+    }
+
+    /// Whether listing the changed tools failed too lately to try again.
+    fn relisting_waits(&self) -> bool {
+        self.relist_failures()
+            .is_some_and(|(count, at)| at.elapsed() < retry_wait(RETRY_AFTER, count))
+    }
+
+    fn relist_failures(&self) -> std::sync::MutexGuard<'_, Option<(u32, Instant)>> {
+        self.relist_failed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Its connection has ended or failed, or its process has.
@@ -150,7 +175,17 @@ impl Connected {
         if self.stopped() {
             return Err(format!("its connection failed earlier; {AGAIN}"));
         }
-        let Ok(answer) = tokio::time::timeout(timeout, self.service.call_tool(params)).await else {
+        let calling = tokio::time::timeout(timeout, self.service.call_tool(params));
+        let answer = tokio::select! {
+            // An answer that came just before the server ended still counts.
+            biased;
+            answer = calling => answer,
+            () = self.process_ended() => {
+                self.broken.store(true, Ordering::Relaxed);
+                return Err(format!("the server exited; {AGAIN}"));
+            }
+        };
+        let Ok(answer) = answer else {
             // A stdio server that is slow is busy, not lost; an HTTP server
             // may have forgotten the session.
             if self.group.is_none() {
@@ -178,6 +213,20 @@ impl Connected {
         })
     }
 
+    /// Ends when a stdio server's process has ended, having killed what it
+    /// left in its group: a child holding its stdout would keep the
+    /// connection open, and calls waiting, until the call timeout. Never,
+    /// for an HTTP server or when it cannot be known.
+    async fn process_ended(&self) {
+        match &self.group {
+            Some(group) => {
+                group.leader_exit().await;
+                group.kill();
+            }
+            None => std::future::pending().await,
+        }
+    }
+
     /// `text` without the server's URL's query or credentials.
     fn scrub(&self, text: &str) -> String {
         scrubbed(self.url.as_deref(), text)
@@ -196,13 +245,9 @@ impl Drop for ListAgain<'_> {
 impl Drop for Group {
     /// The whole group goes at once: whatever the server started goes with
     /// it. (rmcp kills it too, from a task, when the connection's task ends:
-    /// that does not happen while the runtime stops.) Not once the leader has
-    /// ended: rmcp reaps it, and the id may then be another group's; what the
-    /// leader left behind runs on.
+    /// that does not happen while the runtime stops.)
     fn drop(&mut self) {
-        if self.leader_ended() == Some(false) {
-            let _ = rustix::process::kill_process_group(self.leader, Signal::KILL);
-        }
+        self.kill();
     }
 }
 
@@ -210,6 +255,25 @@ impl Group {
     fn new(leader: Pid) -> Self {
         let pidfd = rustix::process::pidfd_open(leader, rustix::process::PidfdFlags::empty()).ok();
         Self { leader, pidfd }
+    }
+
+    /// Kill the whole group, even once the leader has ended: while the
+    /// group has members, its id stays theirs and cannot be another's.
+    fn kill(&self) {
+        let _ = rustix::process::kill_process_group(self.leader, Signal::KILL);
+    }
+
+    /// Ends when the leader has ended; never, when that cannot be known.
+    /// Looked at now and then: registering the pidfd with the runtime would
+    /// take `unsafe`, and a call's wait is long next to the gap.
+    async fn leader_exit(&self) {
+        loop {
+            match self.leader_ended() {
+                Some(true) => return,
+                Some(false) => tokio::time::sleep(EXIT_CHECK).await,
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// Whether the leader has ended; `None` when that cannot be known.
@@ -254,6 +318,7 @@ pub(super) async fn connect(name: &str, launch: &Launch, cwd: &Path) -> Result<C
         service,
         tools: Mutex::new(Arc::new(tools)),
         tools_changed,
+        relist_failed: Mutex::new(None),
         broken: AtomicBool::new(false),
         group,
         url,

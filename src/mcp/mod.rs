@@ -5,7 +5,7 @@
 //!
 //! A session's servers live as long as the session is in memory: they start
 //! in the background when a client names them (a turn waits for them, within
-//! [`START_TIMEOUT`]), and stop when the session leaves memory or the server
+//! `--mcp-start-timeout`), and stop when the session leaves memory or the server
 //! stops. Servers are known by name: a client that names one again with the
 //! same launch keeps it running (or starts it again, if it failed), with
 //! another launch replaces it; a server no client names any more runs on
@@ -24,7 +24,7 @@ mod tools;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use agent_client_protocol::v1::schema::McpServer;
@@ -34,8 +34,18 @@ use tokio::sync::watch;
 use connection::Connected;
 pub use tools::{McpResult, McpTool, McpTools};
 
-/// How long a server may take to start and list its tools.
-pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to start and list its tools: set once, from
+/// the command line, for every session of the process.
+static START_TIMEOUT: OnceLock<Duration> = OnceLock::new();
+
+/// Let every server take `timeout` to start (`--mcp-start-timeout`).
+pub fn set_start_timeout(timeout: Duration) {
+    let _ = START_TIMEOUT.set(timeout);
+}
+
+fn start_timeout() -> Duration {
+    *START_TIMEOUT.get_or_init(|| crate::config::DEFAULT_MCP_START_TIMEOUT)
+}
 
 /// How long after a failed start a server is tried again, at the earliest;
 /// the wait doubles with each failure in a row, up to [`MOST_RETRY_WAIT`]:
@@ -127,7 +137,7 @@ impl Server {
 
 /// How long to wait before trying a server again, after `failed_before`
 /// failures in a row and one more.
-fn retry_wait(retry_after: Duration, failed_before: u32) -> Duration {
+pub(super) fn retry_wait(retry_after: Duration, failed_before: u32) -> Duration {
     let doubled = retry_after.saturating_mul(1 << failed_before.min(16));
     doubled.min(MOST_RETRY_WAIT.max(retry_after))
 }
@@ -224,11 +234,11 @@ impl McpServers {
         let (task_name, task_launch) = (name.clone(), launch.clone());
         let starting = tokio::spawn(async move {
             let connecting = connection::connect(&task_name, &task_launch, &cwd);
-            let outcome = match tokio::time::timeout(START_TIMEOUT, connecting).await {
+            let outcome = match tokio::time::timeout(start_timeout(), connecting).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(format!(
-                    "it did not start within {} s",
-                    START_TIMEOUT.as_secs()
+                    "it did not start within {} s (--mcp-start-timeout)",
+                    start_timeout().as_secs_f64()
                 )),
             };
             let state = match outcome {

@@ -3,6 +3,8 @@
 // (`--http`, on `--port N` or any free port). `--crash-on-start` makes it
 // fail before it speaks any protocol;
 // `--linger` keeps it running after stdin closes, until a signal stops it;
+// `--spawn-child` starts a child that shares its stdout and outlives it
+// (appending "child <pid>" to MCP_STARTED_FILE);
 // `--unknown-session-400` answers a session it does not know with 400 and
 // an error without an id, as some servers do after a restart.
 //
@@ -12,6 +14,7 @@
 //   MCP_REQUIRE_HEADER   "Name: value"; HTTP mode answers 401 to requests without it
 //   PUNIE_TEST_GREETING  echoed by the `whereami` tool
 
+import { spawn } from "node:child_process";
 import { appendFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { randomUUID } from "node:crypto";
@@ -107,6 +110,29 @@ function buildServer() {
   );
 
   server.registerTool(
+    "crash",
+    { title: "Crash", description: "Ends the server's process in the middle of the call, unanswered." },
+    async () => process.exit(1),
+  );
+
+  // After `stall`, the server says its tools changed and never again
+  // answers tools/list, as a server stuck on a backend does.
+  let stalled = false;
+  server.registerTool(
+    "stall",
+    { title: "Stall", description: "Says the tools changed, then leaves tools/list unanswered." },
+    async () => {
+      stalled = true;
+      server.sendToolListChanged();
+      return { content: [text("stalled")] };
+    },
+  );
+  const listTools = server.server._requestHandlers.get("tools/list");
+  server.server._requestHandlers.set("tools/list", (request, extra) =>
+    stalled ? new Promise(() => {}) : listTools(request, extra),
+  );
+
+  server.registerTool(
     "big",
     {
       title: "Big",
@@ -191,6 +217,12 @@ async function serveHttp() {
 async function serveStdio() {
   const file = process.env.MCP_STARTED_FILE;
   if (file) appendFileSync(file, `started ${process.pid}\n`);
+  if (args.includes("--spawn-child")) {
+    const child = spawn(process.execPath, ["-e", "setInterval(() => {}, 1 << 30)"], {
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+    if (file) appendFileSync(file, `child ${child.pid}\n`);
+  }
   if (args.includes("--linger")) {
     // Like servers that ignore the end of stdin: only a signal stops it.
     setInterval(() => {}, 1 << 30);
