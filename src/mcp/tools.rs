@@ -12,6 +12,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResult, ContentBlock, JsonObject, ResourceContents, Tool,
 };
 use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
 
 use super::Connected;
 use crate::model::{Picture, ToolSpec, is_base64, picture_type};
@@ -257,7 +258,7 @@ fn result(answer: CallToolResult) -> McpResult {
 /// an `allOf` requires stays required. `None` for a schema of anything else,
 /// which no provider takes.
 fn arguments_schema(input: &JsonObject) -> Option<Value> {
-    let mut schema = input.clone();
+    let mut schema = with_top_reference_resolved(input);
     if !takes_an_object(schema.get("type")) {
         return None;
     }
@@ -315,23 +316,48 @@ fn takes_an_object(kind: Option<&Value>) -> bool {
     }
 }
 
-/// `branch`, or the definition its local `$ref` (`#/$defs/…`,
-/// `#/definitions/…`) names in `root`.
-fn resolved<'a>(root: &'a JsonObject, branch: &'a Value) -> &'a Value {
-    let Some(reference) = branch.get("$ref").and_then(Value::as_str) else {
-        return branch;
+/// `input`, with the definition a top-level local `$ref` names merged in
+/// (what `input` says itself wins): providers read no `$ref` there, and the
+/// model would see no arguments.
+fn with_top_reference_resolved(input: &JsonObject) -> JsonObject {
+    let mut schema = input.clone();
+    let Some(definition) = input
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|reference| definition(input, reference))
+        .and_then(Value::as_object)
+    else {
+        return schema;
     };
-    ["$defs", "definitions"]
-        .iter()
-        .find_map(|defs| {
-            let name = reference.strip_prefix(&format!("#/{defs}/"))?;
-            root.get(*defs)?.get(name)
-        })
+    schema.remove("$ref");
+    for (key, value) in definition {
+        schema.entry(key.clone()).or_insert_with(|| value.clone());
+    }
+    schema
+}
+
+/// `branch`, or the definition its local `$ref` names in `root`.
+fn resolved<'a>(root: &'a JsonObject, branch: &'a Value) -> &'a Value {
+    branch
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|reference| definition(root, reference))
         .unwrap_or(branch)
 }
 
+/// The definition a local `reference` (`#/$defs/…`, `#/definitions/…`)
+/// names in `root`.
+fn definition<'a>(root: &'a JsonObject, reference: &str) -> Option<&'a Value> {
+    ["$defs", "definitions"].iter().find_map(|defs| {
+        let name = reference.strip_prefix(&format!("#/{defs}/"))?;
+        root.get(*defs)?.get(name)
+    })
+}
+
 /// `mcp__<server>__<tool>`, with every character providers refuse made `_`,
-/// and no longer than they accept.
+/// and no longer than they accept: a longer one is cut, and ends in a hash
+/// of the whole, so two tools whose names differ only past the cut keep
+/// names of their own, the same from one start to the next.
 fn exposed_name(server: &str, tool: &str) -> String {
     let tidy = |name: &str| -> String {
         name.chars()
@@ -344,9 +370,14 @@ fn exposed_name(server: &str, tool: &str) -> String {
             })
             .collect()
     };
-    let mut name = format!("{PREFIX}{}__{}", tidy(server), tidy(tool));
-    name.truncate(NAME_LIMIT);
-    name
+    let name = format!("{PREFIX}{}__{}", tidy(server), tidy(tool));
+    if name.len() <= NAME_LIMIT {
+        return name;
+    }
+    let hash = Sha256::digest(format!("{server}\0{tool}").as_bytes());
+    let suffix = format!("_{}", hex::encode(&hash[..4]));
+    // Only ASCII is left: any byte is a character boundary.
+    format!("{}{suffix}", &name[..NAME_LIMIT - suffix.len()])
 }
 
 #[cfg(test)]
@@ -363,6 +394,44 @@ mod tests {
         );
         let long = exposed_name(&"s".repeat(50), &"t".repeat(50));
         assert_eq!(long.len(), NAME_LIMIT);
+    }
+
+    #[test]
+    fn tools_whose_names_differ_past_the_cut_keep_names_of_their_own() {
+        let server = "atlassian-confluence-cloud-prod";
+        let one = exposed_name(server, "confluence_get_page_children_recursive");
+        let two = exposed_name(
+            server,
+            "confluence_get_page_children_recursive_with_attachments",
+        );
+        assert_ne!(one, two);
+        for name in [&one, &two] {
+            assert_eq!(name.len(), NAME_LIMIT, "{name}");
+            assert!(name.starts_with("mcp__atlassian-confluence-cloud-prod__confluence_"));
+        }
+        assert_eq!(
+            one,
+            exposed_name(server, "confluence_get_page_children_recursive")
+        );
+    }
+
+    #[test]
+    fn a_top_level_reference_gives_the_model_its_properties() {
+        let given = object(json!({
+            "$ref": "#/$defs/Args",
+            "$defs": {"Args": {
+                "type": "object",
+                "properties": {"repository": {"type": "string"}},
+                "required": ["repository"]
+            }}
+        }));
+        let schema = arguments_schema(&given).unwrap();
+        assert_eq!(
+            schema["properties"],
+            json!({"repository": {"type": "string"}})
+        );
+        assert_eq!(schema["required"], json!(["repository"]));
+        assert!(schema.get("$ref").is_none(), "{schema}");
     }
 
     fn object(value: Value) -> JsonObject {
