@@ -121,6 +121,14 @@ impl Server {
         }
     }
 
+    /// How many tools it would give the model, if there were room.
+    fn tools_wanted(&self) -> usize {
+        match &*self.state.borrow() {
+            State::Ready(connected) => tools::givable(connected),
+            _ => 0,
+        }
+    }
+
     /// Its start failed, and long enough ago to try again: the wait after
     /// `retry_after` doubles with every failure in a row. A refused server
     /// (SSE) would fail the same way every time.
@@ -309,10 +317,18 @@ impl McpServers {
     fn collect(&self, servers: &[Arc<Server>]) -> (McpTools, Vec<String>) {
         let mut tools = McpTools::default();
         let mut notes = Vec::new();
+        let mut shares = tools::fair_shares(
+            &servers
+                .iter()
+                .map(|server| server.tools_wanted())
+                .collect::<Vec<_>>(),
+        )
+        .into_iter();
         for server in servers {
+            let share = shares.next().unwrap_or(0);
             let said = match &*server.state.borrow() {
                 State::Ready(connected) => {
-                    let left_out = tools.add(&server.name, connected, self.call_timeout);
+                    let left_out = tools.add(&server.name, connected, self.call_timeout, share);
                     let back = (server.failed_before > 0).then(|| {
                         format!(
                             "MCP server `{}` is back: its tools are offered again.",

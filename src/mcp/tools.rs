@@ -24,7 +24,7 @@ pub const PREFIX: &str = "mcp__";
 const NAME_LIMIT: usize = 64;
 
 /// The most MCP tools the model is given, with Punie's own: OpenAI takes
-/// at most 128 in a request.
+/// at most 128 in a request. Shared among the servers ([`fair_shares`]).
 const MOST_TOOLS: usize = 100;
 
 /// Keywords at the top of an input schema that OpenAI or Anthropic refuse
@@ -94,43 +94,52 @@ impl McpTools {
         })
     }
 
-    /// Add the tools of `server`, as many as the model may be given;
-    /// what is left out, and why, if anything is.
+    /// Add the tools of `server`, `share` of them at most; what is left
+    /// out, and why, if anything is.
     pub(super) fn add(
         &mut self,
         server: &str,
         connected: &Arc<Connected>,
         call_timeout: Duration,
+        share: usize,
     ) -> Option<String> {
         let mut left_out = Vec::new();
+        let (mut given, mut no_room) = (0, 0);
         for tool in connected.tools().iter() {
             match self.admit(server, tool) {
-                Ok((name, schema)) => self.tools.push(McpTool {
-                    permission_key: format!("{name}#{}", connected.launch_key),
-                    name,
-                    server: server.to_owned(),
-                    tool: tool.name.to_string(),
-                    title: title_of(tool),
-                    read_only: tool
-                        .annotations
-                        .as_ref()
-                        .and_then(|notes| notes.read_only_hint)
-                        .unwrap_or(false),
-                    description: tool.description.as_deref().unwrap_or_default().to_owned(),
-                    schema,
-                    call_timeout,
-                    connected: connected.clone(),
-                }),
+                Ok(_) if given == share => no_room += 1,
+                Ok((name, schema)) => {
+                    given += 1;
+                    self.tools.push(McpTool {
+                        permission_key: format!("{name}#{}", connected.launch_key),
+                        name,
+                        server: server.to_owned(),
+                        tool: tool.name.to_string(),
+                        title: title_of(tool),
+                        read_only: tool
+                            .annotations
+                            .as_ref()
+                            .and_then(|notes| notes.read_only_hint)
+                            .unwrap_or(false),
+                        description: tool.description.as_deref().unwrap_or_default().to_owned(),
+                        schema,
+                        call_timeout,
+                        connected: connected.clone(),
+                    });
+                }
                 Err(why) => left_out.push(format!("`{}` ({why})", tool.name)),
             }
         }
-        if left_out.is_empty() {
-            return None;
+        let mut said = Vec::new();
+        if no_room > 0 {
+            said.push(format!(
+                "{no_room} of its tools are left out, as the model is given {MOST_TOOLS} MCP tools at most, shared among the servers"
+            ));
         }
-        Some(format!(
-            "MCP server `{server}`: the model is not given {}",
-            left_out.join(", ")
-        ))
+        if !left_out.is_empty() {
+            said.push(format!("the model is not given {}", left_out.join(", ")));
+        }
+        (!said.is_empty()).then(|| format!("MCP server `{server}`: {}.", said.join("; ")))
     }
 
     /// The name and schema `tool` of `server` is given under, or why it is
@@ -145,10 +154,39 @@ impl McpTools {
                 other.tool, other.server
             ));
         }
-        if self.tools.len() == MOST_TOOLS {
-            return Err(format!("past {MOST_TOOLS} MCP tools"));
-        }
         Ok((name, schema))
+    }
+}
+
+/// How many of its tools a server could give the model: those whose
+/// schema providers take.
+pub(super) fn givable(connected: &Connected) -> usize {
+    connected
+        .tools()
+        .iter()
+        .filter(|tool| arguments_schema(&tool.input_schema).is_some())
+        .count()
+}
+
+/// How many tools each server, wanting `wanted` of them, may give the
+/// model: [`MOST_TOOLS`] shared equally, what a server does not use going
+/// to the others. A server named first has no say over the rest.
+pub(super) fn fair_shares(wanted: &[usize]) -> Vec<usize> {
+    let mut shares = vec![0; wanted.len()];
+    let mut left = MOST_TOOLS;
+    loop {
+        let hungry: Vec<usize> = (0..wanted.len())
+            .filter(|&index| shares[index] < wanted[index])
+            .collect();
+        if hungry.is_empty() || left == 0 {
+            return shares;
+        }
+        let each = (left / hungry.len()).max(1);
+        for index in hungry {
+            let given = each.min(wanted[index] - shares[index]).min(left);
+            shares[index] += given;
+            left -= given;
+        }
     }
 }
 
@@ -394,6 +432,21 @@ mod tests {
         );
         let long = exposed_name(&"s".repeat(50), &"t".repeat(50));
         assert_eq!(long.len(), NAME_LIMIT);
+    }
+
+    #[test]
+    fn the_tools_the_model_is_given_are_shared_fairly_among_servers() {
+        assert_eq!(fair_shares(&[178, 5, 30]), [65, 5, 30]);
+        assert_eq!(fair_shares(&[178, 178]), [50, 50]);
+        assert_eq!(fair_shares(&[10, 20]), [10, 20]);
+        assert_eq!(fair_shares(&[0, 178]), [0, 100]);
+        assert_eq!(fair_shares(&[]), Vec::<usize>::new());
+        let three = fair_shares(&[178, 178, 178]);
+        assert_eq!(three.iter().sum::<usize>(), MOST_TOOLS);
+        assert!(
+            three.iter().all(|&share| share == 33 || share == 34),
+            "{three:?}"
+        );
     }
 
     #[test]
