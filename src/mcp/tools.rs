@@ -243,18 +243,7 @@ fn result(answer: CallToolResult) -> McpResult {
         match block {
             ContentBlock::Text(block) => text.push_str(&block.text),
             ContentBlock::Image(image) => {
-                let for_the_model =
-                    picture_type(&image.mime_type).is_some() && is_base64(&image.data);
-                let seen = if for_the_model {
-                    "shown to the user and, after the tool results, to you"
-                } else {
-                    "shown to the user"
-                };
-                let _ = write!(text, "[an image, {}, {seen}]", image.mime_type);
-                images.push(Picture {
-                    mime_type: image.mime_type,
-                    data: image.data,
-                });
+                add_image(&mut text, &mut images, image.mime_type, image.data)
             }
             ContentBlock::Audio(audio) => {
                 let _ = write!(text, "[audio, {}, not shown]", audio.mime_type);
@@ -264,6 +253,14 @@ fn result(answer: CallToolResult) -> McpResult {
                     uri, text: body, ..
                 } => {
                     let _ = write!(text, "[{uri}]\n{body}");
+                }
+                // A picture sent as a resource is shown as one.
+                ResourceContents::BlobResourceContents {
+                    mime_type: Some(mime_type),
+                    blob,
+                    ..
+                } if picture_type(&mime_type).is_some() => {
+                    add_image(&mut text, &mut images, mime_type, blob);
                 }
                 ResourceContents::BlobResourceContents { uri, .. } => {
                     let _ = write!(text, "[{uri}: binary content, not shown]");
@@ -286,6 +283,26 @@ fn result(answer: CallToolResult) -> McpResult {
         images,
         is_error: answer.is_error.unwrap_or(false),
     }
+}
+
+/// Say in `text` that the result holds an image, and keep it in `images`
+/// for the person (and, of a type models take, the model); one whose data
+/// is not valid base64 is said to be so, and goes to no one.
+fn add_image(text: &mut String, images: &mut Vec<Picture>, mime_type: String, data: String) {
+    if !is_base64(&data) {
+        let _ = write!(
+            text,
+            "[an image, {mime_type}, not shown: its data is not valid base64]"
+        );
+        return;
+    }
+    let seen = if picture_type(&mime_type).is_some() {
+        "shown to the user and, after the tool results, to you"
+    } else {
+        "shown to the user"
+    };
+    let _ = write!(text, "[an image, {mime_type}, {seen}]");
+    images.push(Picture { mime_type, data });
 }
 
 /// A tool's input schema as providers take it: an object's (a type that
@@ -446,6 +463,23 @@ mod tests {
         assert!(
             three.iter().all(|&share| share == 33 || share == 34),
             "{three:?}"
+        );
+    }
+
+    #[test]
+    fn pictures_sent_as_resources_are_pictures_and_broken_ones_go_to_no_one() {
+        let answer: CallToolResult = serde_json::from_value(json!({"content": [
+            {"type": "resource", "resource": {"uri": "file:///a.png", "mimeType": "image/png", "blob": "iVBORw0KGgo="}},
+            {"type": "image", "mimeType": "image/png", "data": "not base64!"}
+        ]}))
+        .unwrap();
+        let result = result(answer);
+        assert_eq!(result.images.len(), 1);
+        assert_eq!(result.images[0].mime_type, "image/png");
+        assert_eq!(
+            result.text,
+            "[an image, image/png, shown to the user and, after the tool results, to you]\n\
+             [an image, image/png, not shown: its data is not valid base64]"
         );
     }
 
