@@ -557,7 +557,6 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 paths,
             };
             let model = serve_model(&config)?;
-            crate::mcp::set_start_timeout(config.mcp_start_timeout);
             multi_threaded(server::serve(config, model))?;
             Ok(exit::OK)
         }

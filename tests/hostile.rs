@@ -32,7 +32,8 @@ use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 use punie::acp::{AcpConnection, AgentHub};
 use punie::config::{
     DEFAULT_CLIENT_REQUEST_TIMEOUT, DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_TOOL_ROUNDS,
-    DEFAULT_MCP_CALL_TIMEOUT, DEFAULT_REATTACH_TIMEOUT, DEFAULT_SESSION_IDLE_TIMEOUT,
+    DEFAULT_MCP_CALL_TIMEOUT, DEFAULT_MCP_START_TIMEOUT, DEFAULT_REATTACH_TIMEOUT,
+    DEFAULT_SESSION_IDLE_TIMEOUT,
 };
 use punie::model::{ModelCatalogue, ModelSettings};
 use punie::session::{ModelChoice, SessionRegistry, TurnSettings};
@@ -899,6 +900,7 @@ impl Agent {
             idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
             client_request_timeout: DEFAULT_CLIENT_REQUEST_TIMEOUT,
             mcp_call_timeout: DEFAULT_MCP_CALL_TIMEOUT,
+            mcp_start_timeout: DEFAULT_MCP_START_TIMEOUT,
             user_instructions: None,
             server_stopping: CancellationToken::new(),
         };

@@ -24,7 +24,7 @@ mod tools;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_client_protocol::v1::schema::McpServer;
@@ -34,17 +34,12 @@ use tokio::sync::watch;
 use connection::Connected;
 pub use tools::{McpResult, McpTool, McpTools};
 
-/// How long a server may take to start and list its tools: set once, from
-/// the command line, for every session of the process.
-static START_TIMEOUT: OnceLock<Duration> = OnceLock::new();
-
-/// Let every server take `timeout` to start (`--mcp-start-timeout`).
-pub fn set_start_timeout(timeout: Duration) {
-    let _ = START_TIMEOUT.set(timeout);
-}
-
-fn start_timeout() -> Duration {
-    *START_TIMEOUT.get_or_init(|| crate::config::DEFAULT_MCP_START_TIMEOUT)
+/// How long a server may take: to start and list its tools
+/// (`--mcp-start-timeout`), and to answer one call (`--mcp-call-timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct McpTimeouts {
+    pub start: Duration,
+    pub call: Duration,
 }
 
 /// How long after a failed start a server is tried again, at the earliest;
@@ -61,8 +56,7 @@ const SSE_REFUSED: &str =
 pub struct McpServers {
     /// Where stdio servers run: the session's workspace.
     cwd: PathBuf,
-    /// How long one tool call may take.
-    call_timeout: Duration,
+    timeouts: McpTimeouts,
     /// How long after its first failed start a server is tried again.
     retry_after: Duration,
     servers: Mutex<Vec<Arc<Server>>>,
@@ -180,10 +174,10 @@ impl Launch {
 }
 
 impl McpServers {
-    pub fn new(cwd: PathBuf, call_timeout: Duration) -> Self {
+    pub fn new(cwd: PathBuf, timeouts: McpTimeouts) -> Self {
         Self {
             cwd,
-            call_timeout,
+            timeouts,
             retry_after: RETRY_AFTER,
             servers: Mutex::default(),
         }
@@ -239,14 +233,15 @@ impl McpServers {
     fn start_in_background(&self, name: String, launch: Launch, failed_before: u32) -> Arc<Server> {
         let (tell, state) = watch::channel(State::Starting);
         let cwd = self.cwd.clone();
+        let start_timeout = self.timeouts.start;
         let (task_name, task_launch) = (name.clone(), launch.clone());
         let starting = tokio::spawn(async move {
             let connecting = connection::connect(&task_name, &task_launch, &cwd);
-            let outcome = match tokio::time::timeout(start_timeout(), connecting).await {
+            let outcome = match tokio::time::timeout(start_timeout, connecting).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(format!(
                     "it did not start within {} s (--mcp-start-timeout)",
-                    start_timeout().as_secs_f64()
+                    start_timeout.as_secs_f64()
                 )),
             };
             let state = match outcome {
@@ -328,7 +323,7 @@ impl McpServers {
             let share = shares.next().unwrap_or(0);
             let said = match &*server.state.borrow() {
                 State::Ready(connected) => {
-                    let left_out = tools.add(&server.name, connected, self.call_timeout, share);
+                    let left_out = tools.add(&server.name, connected, self.timeouts.call, share);
                     let back = (server.failed_before > 0).then(|| {
                         format!(
                             "MCP server `{}` is back: its tools are offered again.",
@@ -482,7 +477,13 @@ mod tests {
     #[tokio::test]
     async fn a_server_that_could_not_start_is_tried_again_later_and_told_back() {
         let workspace = scratch("retry");
-        let mut servers = McpServers::new(workspace.clone(), Duration::from_secs(10));
+        let mut servers = McpServers::new(
+            workspace.clone(),
+            McpTimeouts {
+                start: Duration::from_secs(10),
+                call: Duration::from_secs(10),
+            },
+        );
         servers.retry_after = Duration::from_millis(500);
         servers.start("flaky".to_owned(), ready_when_told());
 

@@ -246,6 +246,7 @@ fn session_registry(
         idle_timeout: config.session_idle_timeout,
         client_request_timeout: config.limits.client_request_timeout,
         mcp_call_timeout: config.mcp_call_timeout,
+        mcp_start_timeout: config.mcp_start_timeout,
         user_instructions: Some(config.paths.user_instructions_file()),
         server_stopping: shutdown.clone(),
     };

@@ -29,7 +29,7 @@ use agent_client_protocol::v1::schema::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::mcp::McpServers;
+use crate::mcp::{McpServers, McpTimeouts};
 use crate::model::{Message, Model, Picture, ToolSpec};
 use crate::store::{AfterWrite, EntryKind, ListPosition, SessionRow, Setting, Store, StoreError};
 use crate::tools::{LastingAnswers, PermissionMemory, PermissionMode};
@@ -74,6 +74,8 @@ pub struct TurnSettings {
     pub client_request_timeout: Duration,
     /// How long a tool of an MCP server may take.
     pub mcp_call_timeout: Duration,
+    /// How long an MCP server may take to start and list its tools.
+    pub mcp_start_timeout: Duration,
     /// The person's own instructions for every project, if they wrote any:
     /// see [`instructions`].
     pub user_instructions: Option<PathBuf>,
@@ -941,7 +943,11 @@ impl SessionRegistry {
             }
             Err(error) => return Err(error.into()),
         };
-        let mcp = McpServers::new(workspace.root().to_owned(), self.settings.mcp_call_timeout);
+        let timeouts = McpTimeouts {
+            start: self.settings.mcp_start_timeout,
+            call: self.settings.mcp_call_timeout,
+        };
+        let mcp = McpServers::new(workspace.root().to_owned(), timeouts);
         let system_prompt = system_prompt(workspace.named_root(), &self.settings.tools);
         let fixed_tokens =
             context::text_tokens(&system_prompt) + context::tools_tokens(&self.settings.tools);
