@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{AgentHub, errors, methods};
-use crate::session::{ClientHandle, ConnectionId, RegistryError, Session};
+use crate::session::{AttachPoint, ClientHandle, ConnectionId, RegistryError, Session};
 
 /// The agent side of one client connection, for any transport that carries
 /// ACP frames.
@@ -178,7 +178,7 @@ impl Connection {
         id: &SessionId,
         cx: ConnectionTo<Client>,
         replaying: bool,
-    ) -> Result<(Arc<Session>, i64), RegistryError> {
+    ) -> Result<(Arc<Session>, AttachPoint), RegistryError> {
         let attached = self
             .hub
             .sessions

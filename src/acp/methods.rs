@@ -436,13 +436,13 @@ async fn load_session(
     let request: LoadSessionRequest = parse_params(METHOD, params)?;
     check_absolute(METHOD, &request.cwd)?;
     let id = request.session_id;
-    let (session, newest) = connection
+    let (session, attached) = connection
         .attach_session(&id, cx.clone(), true)
         .await
         .map_err(|error| errors::registry(METHOD, error))?;
     warn_of_other_cwd(&id, session.cwd(), &request.cwd);
     session.use_mcp_servers(&request.mcp_servers);
-    let replay = match session.replay(newest).await {
+    let replay = match session.replay(attached.newest).await {
         Ok(replay) => replay,
         Err(error) => {
             // A client told the load failed must not go on receiving the
@@ -490,17 +490,17 @@ async fn resume_session(
     let id = request.session_id;
     // Held like a load's: the running turn's unfinished tool calls go
     // first, then what the turn does next.
-    let (session, newest) = connection
+    let (session, attached) = connection
         .attach_session(&id, cx.clone(), true)
         .await
         .map_err(|error| errors::registry(METHOD, error))?;
     warn_of_other_cwd(&id, session.cwd(), &request.cwd);
     session.use_mcp_servers(&request.mcp_servers);
-    let running = session.is_running();
-    if running {
-        send_unfinished_tool_calls(connection, &session, newest, &cx).await;
+    if attached.mid_turn {
+        send_unfinished_tool_calls(connection, &session, attached.newest, &cx).await;
     }
     session.replayed(connection.id);
+    let running = session.is_running();
     tracing::info!(connection = connection.id, session = %id, "session resumed");
     let (modes, config_options) = settings_of(connection, &session);
     if !running {

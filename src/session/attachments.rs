@@ -63,8 +63,11 @@ impl Attachments {
             .iter_mut()
             .find(|entry| entry.handle.connection == handle.connection)
         {
-            if replaying && entry.backlog.is_none() {
-                entry.backlog = Some(Vec::new());
+            if replaying {
+                entry.backlog.get_or_insert_with(Vec::new);
+                // Asked nothing until answered again: a question would come
+                // ahead of the replay of the call it is about.
+                entry.ready = false;
             }
             return false;
         }

@@ -223,14 +223,9 @@ impl Session {
         }
         // A turn the store cannot keep would be lost without anyone knowing.
         self.store.writable()?;
-        self.claim_for_turn(prompter, &cancel)?;
-        let history = match self.conversation().await {
-            Ok(history) => history,
-            Err(error) => {
-                self.lock().running = None;
-                return Err(error.into());
-            }
-        };
+        let claim = self.claim_for_turn(prompter, &cancel)?;
+        let history = self.conversation().await?;
+        claim.keep();
         let mut state = self.lock();
         // The turn holds the conversation until it ends, as its only holder,
         // so adding to it never copies it.
@@ -272,12 +267,15 @@ impl Session {
     }
 
     /// Make the session the turn's, unless one is running: from here no
-    /// other prompt begins, nor reads the conversation, until it ends.
+    /// other prompt begins, nor reads the conversation, until it ends. The
+    /// claim lapses unless [kept](Claim::keep): a prompt that fails, or
+    /// whose request is dropped, before its turn begins leaves the session
+    /// free.
     fn claim_for_turn(
         &self,
         prompter: ConnectionId,
         cancel: &CancellationToken,
-    ) -> Result<(), SessionBusy> {
+    ) -> Result<Claim<'_>, SessionBusy> {
         let mut state = self.lock();
         if state.running.is_some() {
             return Err(SessionBusy(self.id.clone()));
@@ -286,7 +284,7 @@ impl Session {
             cancel: cancel.clone(),
             prompter,
         });
-        Ok(())
+        Ok(Claim { session: self })
     }
 
     /// The conversation, read back from the store if it was dropped; only
@@ -619,6 +617,35 @@ impl Session {
     }
 }
 
+/// Where in a session's history a connection was attached.
+#[derive(Debug, Clone, Copy)]
+pub struct AttachPoint {
+    /// The newest entry stored then: a replay goes up to it, and every
+    /// later update is delivered.
+    pub newest: i64,
+    /// A turn was running then.
+    pub mid_turn: bool,
+}
+
+/// A session claimed for a turn that has not begun yet (see
+/// [`Session::claim_for_turn`]).
+struct Claim<'a> {
+    session: &'a Session,
+}
+
+impl Claim<'_> {
+    /// The turn has begun: it holds the session now, and ends it.
+    fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.session.lock().running = None;
+    }
+}
+
 /// A prompt to a session whose workspace directory was removed.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -855,7 +882,7 @@ impl SessionRegistry {
         id: &SessionId,
         client: ClientHandle,
         replaying: bool,
-    ) -> Result<(Arc<Session>, i64), RegistryError> {
+    ) -> Result<(Arc<Session>, AttachPoint), RegistryError> {
         let candidate = match self.get(id) {
             Some(session) => session,
             None => {
@@ -891,7 +918,10 @@ impl SessionRegistry {
                         .or_insert(candidate)
                         .clone();
                     session.attachments.attach(client, replaying);
-                    (session, newest)
+                    // Read here, on the store's writer: a turn's end is stored
+                    // before it is running no more, its start after it runs.
+                    let mid_turn = session.is_running();
+                    (session, AttachPoint { newest, mid_turn })
                 });
                 let _ = attached.send(attached_to);
             }),
@@ -1054,13 +1084,19 @@ impl SessionRegistry {
                 .flatten()
                 .map(|row| (row.cwd, row.title)),
         };
+        // Said to be deleted from now on: a load replaying it meanwhile
+        // fails rather than be answered as if it had loaded it.
+        let deleted_before = self.was_deleted(id);
+        if !deleted_before {
+            self.remember_deleted(id);
+        }
         let deleted = self.store.delete(&id.0).await;
+        if deleted != Ok(true) && !deleted_before {
+            self.forget_deleted(id);
+        }
         // After the delete is written, so an attach queued before it is undone too.
         if let Some(session) = self.lock().remove(id) {
             session.terminals.release_all();
-        }
-        if deleted == Ok(true) {
-            self.remember_deleted(id);
         }
         if let (Ok(true), Some((cwd, title))) = (&deleted, known) {
             let _ = self.watchers.send(SessionStatus {
@@ -1090,6 +1126,14 @@ impl SessionRegistry {
             deleted.pop_front();
         }
         deleted.push_back(id.clone());
+    }
+
+    /// A delete that did not happen: `id` is not said to be deleted.
+    fn forget_deleted(&self, id: &SessionId) {
+        self.deleted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|deleted| deleted != id);
     }
 
     /// Whether `id` was deleted while this server ran (lately).
