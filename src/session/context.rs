@@ -118,11 +118,13 @@ pub struct Fitted {
     pub tokens: u64,
 }
 
-/// A window in which half of what an estimate of `tokens` sent fits: what
-/// to try when a model server refused that much as too long. Halving finds
-/// a window that fits in a few tries, whatever the server's real one.
-pub fn smaller_window(tokens: u64) -> u64 {
-    (tokens / 2).saturating_mul(100) / INPUT_SHARE
+/// A window in which half of what an estimate of `tokens` sent fits, beside
+/// the `reply_tokens` kept for the reply (see [`input_budget`]): what to try
+/// when a model server refused that much as too long. Halving finds a window
+/// that fits in a few tries, whatever the server's real one.
+pub fn smaller_window(tokens: u64, reply_tokens: u64) -> u64 {
+    let half = tokens / 2;
+    (half.saturating_mul(100) / INPUT_SHARE).max(half.saturating_add(reply_tokens))
 }
 
 /// How much of `context_window` the input may fill: its usual share, and
@@ -486,9 +488,20 @@ mod tests {
         let messages = conversation(&[3_000, 3_000, 3_000, 3_000]);
         let refused = fit(&messages, "system", &[], 128_000);
         assert_eq!(refused.prompts_left_out, 0);
-        let fitted = fit(&messages, "system", &[], smaller_window(refused.tokens));
+        let fitted = fit(&messages, "system", &[], smaller_window(refused.tokens, 0));
         assert!(fitted.prompts_left_out > 0);
         assert!(fitted.tokens <= refused.tokens / 2);
+    }
+
+    #[test]
+    fn a_smaller_window_leaves_half_for_input_beside_the_reply_kept_free() {
+        // 32k window, 16k for the reply: 16k of input refused.
+        let window = smaller_window(16_000, 16_384);
+        assert_eq!(input_budget(window, 16_384), 8_000);
+        let window = smaller_window(136_000, 64_000);
+        assert_eq!(input_budget(window, 64_000), 68_000);
+        // Without a reply kept free, the usual share (to a token's rounding).
+        assert!((7_999..=8_000).contains(&input_budget(smaller_window(16_000, 0), 0)));
     }
 
     #[test]

@@ -437,7 +437,10 @@ impl Turn {
             ))));
         }
         let session = &self.port.session;
-        session.shrink_context_window(context::smaller_window(sent.tokens));
+        session.shrink_context_window(context::smaller_window(
+            sent.tokens,
+            session.settings.reply_tokens,
+        ));
         let notice = format!(
             "{why}; sent again without the conversation's oldest prompts (set --context-window \
              to the model's size to spare this round trip)"
