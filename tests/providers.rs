@@ -271,6 +271,10 @@ async fn a_proxy_that_sends_a_finish_reason_on_every_chunk_is_read_to_the_stream
         )
     };
     let parts = vec![
+        // Before anything of the reply: a long prefill follows.
+        Part::Send(chunk(json!({"role": "assistant"}), "stop")),
+        Part::Flush,
+        Part::Pause(Duration::from_millis(700)),
         Part::Send(chunk(json!({"content": "<think>Hm"}), "stop")),
         Part::Send(chunk(json!({"content": "m.</think>Rea"}), "null")),
         Part::Send(chunk(

@@ -677,9 +677,11 @@ struct ChunkDecoder {
     reasoning: String,
     reasoning_content: bool,
     think_block: ThinkBlock,
-    /// More of the reply came after a finish reason: this server (some
-    /// proxies) sends one on every chunk, so only the stream's end ends it.
-    finishes_early: bool,
+    /// The finish reason came as the reply's last word: after some of the
+    /// reply, on a chunk that added nothing, and nothing has come since.
+    /// Only then is a quiet or broken stream taken as the reply's end; some
+    /// gateways put a finish reason on every chunk.
+    finish_is_last: bool,
 }
 
 impl ChunkDecoder {
@@ -694,7 +696,7 @@ impl ChunkDecoder {
             reasoning: String::new(),
             reasoning_content: false,
             think_block: ThinkBlock::default(),
-            finishes_early: false,
+            finish_is_last: false,
         }
     }
 
@@ -791,8 +793,9 @@ impl ChunkDecoder {
 
     fn choice(&mut self, choice: Choice, out: &mut Vec<ModelEvent>) -> Result<(), DecodeError> {
         let delta = choice.delta.unwrap_or_default();
-        if self.stop.is_some() && delta.says_something() {
-            self.finishes_early = true;
+        let says_something = delta.says_something();
+        if says_something {
+            self.finish_is_last = false;
         }
         self.reasoning(delta.reasoning_content, delta.reasoning, out);
         for piece in delta.content.map(Content::pieces).into_iter().flatten() {
@@ -820,6 +823,7 @@ impl ChunkDecoder {
         {
             let stop = stop_for(&reason).ok_or_else(|| http::stopped_early(&self.peer, &reason))?;
             self.stop = Some(stop);
+            self.finish_is_last = self.started && !says_something;
         }
         Ok(())
     }
@@ -1044,7 +1048,7 @@ impl Decoder for ChunkDecoder {
     }
 
     fn finished(&self) -> bool {
-        self.stop.is_some() && !self.finishes_early
+        self.stop.is_some() && self.finish_is_last
     }
 
     fn started(&self) -> bool {
