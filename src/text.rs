@@ -106,15 +106,34 @@ fn joins_its_neighbours(chars: &[char], at: usize) -> bool {
 }
 
 /// Whether the variation selector at `at` is the one that chooses how the
-/// visible character before it is drawn (`❤️`, `♂️`, a keycap `1️⃣`). Only
-/// one: a run of them after an emoji can carry hidden text.
+/// visible character before it is drawn: text or emoji style (`❤️`, `♂️`,
+/// a keycap `1️⃣`), or a variant of a CJK ideograph. Only one, and only
+/// those: any selector after any letter could carry a hidden byte each.
 fn varies_its_base(chars: &[char], at: usize) -> bool {
-    let is_selector = |c: char| matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}');
-    let Some(base) = at.checked_sub(1).and_then(|before| chars.get(before)) else {
+    let Some(&base) = at.checked_sub(1).and_then(|before| chars.get(before)) else {
         return false;
     };
-    let keycap = matches!(base, '0'..='9' | '#' | '*') && chars.get(at + 1) == Some(&'\u{20E3}');
-    is_selector(chars[at]) && (visible_non_ascii(*base) || keycap)
+    match chars[at] {
+        '\u{FE0E}' | '\u{FE0F}' => {
+            let keycap =
+                matches!(base, '0'..='9' | '#' | '*') && chars.get(at + 1) == Some(&'\u{20E3}');
+            visible_non_ascii(base) || keycap
+        }
+        '\u{FE00}'..='\u{FE0D}' | '\u{E0100}'..='\u{E01EF}' => is_cjk_ideograph(base),
+        _ => false,
+    }
+}
+
+/// The CJK ideographs, which alone take the variation selectors that pick
+/// a glyph variant (and the compatibility ones, some standardized sequences).
+fn is_cjk_ideograph(c: char) -> bool {
+    matches!(
+        c,
+        '\u{3400}'..='\u{4DBF}'
+            | '\u{4E00}'..='\u{9FFF}'
+            | '\u{F900}'..='\u{FAFF}'
+            | '\u{20000}'..='\u{3134F}'
+    )
 }
 
 /// `text` as one Markdown code span, whatever backticks it holds: fenced by
@@ -168,6 +187,11 @@ mod tests {
         }
         assert_eq!(marks_shown("😀\u{FE0F}\u{E0101}x"), "😀\u{FE0F}<U+E0101>x");
         assert_eq!(marks_shown("a\u{FE0F}"), "a<U+FE0F>");
+        // A glyph variant of an ideograph stays; a selector after any other
+        // letter is marked.
+        assert_eq!(marks_shown("葛\u{E0100}"), "葛\u{E0100}");
+        assert_eq!(marks_shown("д\u{E0101}"), "д<U+E0101>");
+        assert_eq!(marks_shown("д\u{FE01}"), "д<U+FE01>");
         assert_eq!(
             marks_shown("rm\u{200D}rf \u{200C}x"),
             "rm<U+200D>rf <U+200C>x"

@@ -13,6 +13,10 @@ use super::terminal_safe;
 /// The most lines shown; a longer preview ends saying how many more there are.
 const MOST_LINES: usize = 40;
 
+/// The most characters of one line shown: a minified file's line would
+/// flood the terminal and push the question out of sight.
+const MOST_CHARACTERS: usize = 200;
+
 /// How long the diff of a large change may take before an approximate one
 /// is shown: the person is waiting.
 const DIFF_TIME: Duration = Duration::from_millis(200);
@@ -53,8 +57,16 @@ pub fn lines(content: &[ToolCallContent]) -> Vec<(Kind, String)> {
     }
     lines
         .into_iter()
-        .map(|(kind, line)| (kind, terminal_safe(&line).into_owned()))
+        .map(|(kind, line)| (kind, cut(&terminal_safe(&line))))
         .collect()
+}
+
+/// `line`, at most [`MOST_CHARACTERS`] of it, marked when cut.
+fn cut(line: &str) -> String {
+    match line.char_indices().nth(MOST_CHARACTERS) {
+        Some((end, _)) => format!("{}…", &line[..end]),
+        None => line.to_owned(),
+    }
 }
 
 /// A change as a unified diff's hunks: a new file is all additions.
@@ -118,5 +130,7 @@ mod tests {
         assert_eq!(shown.len(), MOST_LINES + 1);
         assert_eq!(shown[0].1, "line 0[2J");
         assert_eq!(shown[MOST_LINES].1, "… 60 more lines");
+        let minified = lines(&[ToolCallContent::Content(Content::new("é".repeat(5_000)))]);
+        assert_eq!(minified[0].1, format!("{}…", "é".repeat(MOST_CHARACTERS)));
     }
 }
