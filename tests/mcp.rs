@@ -432,6 +432,7 @@ async fn a_server_that_cannot_start_is_named_once_and_the_turn_goes_on() {
 async fn a_server_slower_to_start_than_mcp_start_timeout_is_said_not_to_start() {
     let home = Home::new();
     let model = home.script_model(json!([[{"text": "One."}]]));
+    // Sooner than a turn says it waits for its servers.
     let server = Server::start_in(home, &["--model", &model, "--mcp-start-timeout", "1"]).await;
     let mut client = server.initialized().await;
     let slow =
@@ -449,6 +450,28 @@ async fn a_server_slower_to_start_than_mcp_start_timeout_is_said_not_to_start() 
     let said = client.agent_text(&session);
     assert!(
         said.starts_with("MCP server `slow` could not start: it did not start within 1 s"),
+        "{said}"
+    );
+}
+
+#[tokio::test]
+async fn a_turn_waiting_for_a_slow_server_says_so_before_it_gives_up() {
+    let home = Home::new();
+    let model = home.script_model(json!([[{"text": "One."}]]));
+    let server = Server::start_in(home, &["--model", &model, "--mcp-start-timeout", "5"]).await;
+    let mut client = server.initialized().await;
+    let slow =
+        json!([{"name": "slow", "command": "/bin/sh", "args": ["-c", "sleep 30"], "env": []}]);
+    let session = session_with(&mut client, &server.home.workspace(), slow).await;
+
+    client.prompt(&session, "hello").await;
+
+    let said = client.agent_text(&session);
+    assert!(
+        said.starts_with(
+            "Waiting for this session's MCP servers to start (up to 5 s, --mcp-start-timeout)…\n\n\
+             MCP server `slow` could not start: it did not start within 5 s"
+        ),
         "{said}"
     );
 }

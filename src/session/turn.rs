@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use agent_client_protocol::v1::schema::{
     ContentBlock, ContentChunk, SessionId, SessionInfoUpdate, SessionUpdate, StopReason,
@@ -25,6 +26,9 @@ use crate::tools::{self, ClientPort, ToolContext, ToolOutcome};
 /// output limit.
 const CUT_OFF: &str = "not run: the reply was cut off at the output token limit, so its tool \
                        calls may be incomplete; the turn ended";
+
+/// How long a turn waits for its MCP servers before it says it is waiting.
+const MCP_WAIT_TOLD_AFTER: Duration = Duration::from_secs(3);
 
 /// What the model is told when MCP servers add tools.
 const MCP_NOTE: &str = " Tools whose names start with `mcp__` come from MCP servers the user connected; \
@@ -179,10 +183,26 @@ impl Turn {
     async fn converse(&mut self, client: &SessionPort) -> Result<StopReason, TurnError> {
         let session = self.port.session.clone();
         let cancel = self.cancel.clone();
+        let tools = session.mcp.tools();
+        tokio::pin!(tools);
         let (mcp, unavailable) = tokio::select! {
             biased;
             () = cancel.cancelled() => return Ok(StopReason::Cancelled),
-            found = session.mcp.tools() => found,
+            found = &mut tools => found,
+            () = tokio::time::sleep(MCP_WAIT_TOLD_AFTER) => {
+                // A first `npx -y` or `docker run` may take a while: the
+                // person is told why nothing happens yet.
+                client.notify(history::notice(format!(
+                    "Waiting for this session's MCP servers to start (up to {} s, \
+                     --mcp-start-timeout)…\n\n",
+                    session.settings.mcp_start_timeout.as_secs_f64()
+                )));
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return Ok(StopReason::Cancelled),
+                    found = &mut tools => found,
+                }
+            }
         };
         for why in unavailable {
             // For the person, who can fix it; the model just lacks the tools.
