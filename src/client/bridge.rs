@@ -145,11 +145,7 @@ fn answerable_id(id: &Value) -> Option<String> {
 
 /// Run the bridge until stdin closes or the server goes away.
 pub async fn run(target: Target, drain_timeout: Duration) -> BridgeExit {
-    let (stdin_lines, mut from_stdin) = mpsc::channel::<String>(LINE_QUEUE);
-    let (to_stdout, stdout_lines) = mpsc::channel::<String>(LINE_QUEUE);
-    stdio::spawn_stdin_reader(stdin_lines);
-    let stdout_done = stdio::spawn_stdout_writer(stdout_lines);
-
+    let (mut from_stdin, to_stdout, stdout_done) = start_stdio();
     let started = tokio::time::Instant::now();
     // A proxy passes on whatever its server sends, whatever the size.
     let exit = match target.connect_with(CONNECT_TIMEOUT, None).await {
@@ -179,15 +175,29 @@ pub async fn run(target: Target, drain_timeout: Duration) -> BridgeExit {
     }
 }
 
+/// Lines read from stdin, and lines for stdout, each through a bounded
+/// queue; the writer's handle tells when stdout has everything.
+fn start_stdio() -> (
+    mpsc::Receiver<String>,
+    mpsc::Sender<String>,
+    stdio::StdoutWriter,
+) {
+    let (stdin_lines, from_stdin) = mpsc::channel::<String>(LINE_QUEUE);
+    let (to_stdout, stdout_lines) = mpsc::channel::<String>(LINE_QUEUE);
+    stdio::spawn_stdin_reader(stdin_lines);
+    (
+        from_stdin,
+        to_stdout,
+        stdio::spawn_stdout_writer(stdout_lines),
+    )
+}
+
 /// The bridge cannot run as set up (a server URL that names no server):
 /// answer any request the IDE sends in the first moment with `message`, so
 /// the IDE shows why rather than only that the agent exited. The caller
 /// says it on stderr.
 pub async fn refuse(message: &str) {
-    let (stdin_lines, mut from_stdin) = mpsc::channel::<String>(LINE_QUEUE);
-    let (to_stdout, stdout_lines) = mpsc::channel::<String>(LINE_QUEUE);
-    stdio::spawn_stdin_reader(stdin_lines);
-    let stdout_done = stdio::spawn_stdout_writer(stdout_lines);
+    let (mut from_stdin, to_stdout, stdout_done) = start_stdio();
     let deadline = tokio::time::Instant::now() + UNREACHABLE_GRACE;
     answer_until(message, deadline, &mut from_stdin, &to_stdout).await;
     drop(to_stdout);
