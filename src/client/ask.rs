@@ -698,9 +698,8 @@ struct ToolCallRecord {
 impl View {
     fn new(format: OutputFormat, interrupt: Arc<Interrupt>, showing: Showing) -> Self {
         // The spinner redraws itself with escapes too: NO_COLOR stops it as
-        // well. An empty NO_COLOR counts as unset (no-color.org).
-        let no_colour = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
-        let colour = std::io::stderr().is_terminal() && !no_colour;
+        // well.
+        let colour = std::io::stderr().is_terminal() && super::colour_wanted();
         let spinner = (format == OutputFormat::Text && colour).then(|| {
             let spinner = indicatif::ProgressBar::new_spinner().with_message("waiting for Punie…");
             spinner.enable_steady_tick(Duration::from_millis(100));
@@ -939,11 +938,7 @@ impl View {
     }
 
     fn styled(&self, text: &str, style: anstyle::Style) -> String {
-        if self.colour {
-            format!("{}{text}{}", style.render(), style.render_reset())
-        } else {
-            text.to_owned()
-        }
+        super::painted(text, style, self.colour)
     }
 
     /// The prompt was answered; `error` says why that is a failure, if it is.

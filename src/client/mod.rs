@@ -37,6 +37,21 @@ use crate::config::{MAX_MESSAGE_BYTES, MESSAGE_LIMIT_HEADER, Paths};
 use crate::server::ServerRecord;
 pub(crate) use crate::text::terminal_safe;
 
+/// Whether colour may be used on a terminal: not when `NO_COLOR` is set to
+/// anything but the empty string (no-color.org).
+pub(crate) fn colour_wanted() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+}
+
+/// `text` drawn in `style` where `colour` allows it, else as it is.
+pub(crate) fn painted(text: &str, style: anstyle::Style, colour: bool) -> String {
+    if colour && style != anstyle::Style::new() {
+        format!("{}{text}{}", style.render(), style.render_reset())
+    } else {
+        text.to_owned()
+    }
+}
+
 /// Where clients look when nothing says otherwise.
 pub const DEFAULT_SERVER: &str = "ws://127.0.0.1:8000/acp";
 

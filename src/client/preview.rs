@@ -34,6 +34,19 @@ pub enum Kind {
     Aside,
 }
 
+impl Kind {
+    /// How a terminal draws it, colour allowing: removed lines red, added
+    /// green, asides dimmed.
+    pub fn style(self) -> anstyle::Style {
+        match self {
+            Self::Plain => anstyle::Style::new(),
+            Self::Removed => anstyle::AnsiColor::Red.on_default(),
+            Self::Added => anstyle::AnsiColor::Green.on_default(),
+            Self::Aside => anstyle::Style::new().dimmed(),
+        }
+    }
+}
+
 /// The lines to show for `content`, at most [`MOST_LINES`] and a last one
 /// saying what was left out; each safe for a terminal.
 pub fn lines(content: &[ToolCallContent]) -> Vec<(Kind, String)> {

@@ -16,7 +16,7 @@ use agent_client_protocol::v1::schema::{
 };
 use agent_client_protocol::{Error, ErrorCode};
 
-use super::{preview, terminal_safe};
+use super::{painted, preview, terminal_safe};
 use crate::workspace::{ExitStatus, TerminalError, Terminals, Workspace, WorkspaceError};
 
 /// Who answers the agent's permission requests.
@@ -292,9 +292,9 @@ fn ask_at_terminal(
         .ok()?;
     let mut out = tty.try_clone().ok()?;
     let _ = writeln!(out, "\nPunie asks to: {}", terminal_safe(title));
-    let colour = std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    let colour = super::colour_wanted();
     for (kind, line) in preview {
-        let _ = writeln!(out, "  {}", styled(*kind, line, colour));
+        let _ = writeln!(out, "  {}", painted(line, kind.style(), colour));
     }
     for (number, option) in options.iter().enumerate() {
         let _ = writeln!(out, "  [{}] {}", number + 1, terminal_safe(&option.name));
@@ -318,23 +318,6 @@ fn ask_at_terminal(
             ],
         )
     })
-}
-
-/// A preview line as the terminal shows it: removed lines red, added
-/// green, asides dimmed, unless colour is off.
-fn styled(kind: preview::Kind, line: &str, colour: bool) -> String {
-    use anstyle::{AnsiColor, Style};
-    let style = match kind {
-        preview::Kind::Plain => Style::new(),
-        preview::Kind::Removed => AnsiColor::Red.on_default(),
-        preview::Kind::Added => AnsiColor::Green.on_default(),
-        preview::Kind::Aside => Style::new().dimmed(),
-    };
-    if colour && style != Style::new() {
-        format!("{}{line}{}", style.render(), style.render_reset())
-    } else {
-        line.to_owned()
-    }
 }
 
 fn exit_status(exit: ExitStatus) -> TerminalExitStatus {
