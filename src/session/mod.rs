@@ -1086,12 +1086,9 @@ impl SessionRegistry {
         };
         // Said to be deleted from now on: a load replaying it meanwhile
         // fails rather than be answered as if it had loaded it.
-        let deleted_before = self.was_deleted(id);
-        if !deleted_before {
-            self.remember_deleted(id);
-        }
+        let marked_here = self.mark_deleted(id);
         let deleted = self.store.delete(&id.0).await;
-        if deleted != Ok(true) && !deleted_before {
+        if deleted != Ok(true) && marked_here {
             self.forget_deleted(id);
         }
         // After the delete is written, so an attach queued before it is undone too.
@@ -1117,31 +1114,34 @@ impl SessionRegistry {
         }
     }
 
-    fn remember_deleted(&self, id: &SessionId) {
-        let mut deleted = self
-            .deleted
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// Say `id` is deleted from now on; false if it was already.
+    fn mark_deleted(&self, id: &SessionId) -> bool {
+        let mut deleted = self.deleted();
+        if deleted.contains(id) {
+            return false;
+        }
         if deleted.len() == REMEMBERED_DELETIONS {
             deleted.pop_front();
         }
         deleted.push_back(id.clone());
+        true
     }
 
     /// A delete that did not happen: `id` is not said to be deleted.
     fn forget_deleted(&self, id: &SessionId) {
-        self.deleted
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .retain(|deleted| deleted != id);
+        self.deleted().retain(|deleted| deleted != id);
     }
 
     /// Whether `id` was deleted while this server ran (lately).
     pub fn was_deleted(&self, id: &SessionId) -> bool {
+        self.deleted().contains(id)
+    }
+
+    fn deleted(&self) -> MutexGuard<'_, VecDeque<SessionId>> {
+        // A panic while holding the lock leaves plain data behind, still usable.
         self.deleted
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(id)
     }
 
     /// The error for a session `id` that is not there: deleted, or never was.
