@@ -520,22 +520,30 @@ async fn a_session_another_client_drives_updates_live_in_the_page() {
         .await;
     assert!(resumed.get("result").is_some(), "{resumed}");
     let prompted = ide.start_prompt(&session, "third from the IDE").await;
+    ide_answers_then_brings_news(&mut ide, prompted, &mut scenario, &server.home.workspace()).await;
+    scenario.passes().await;
+}
+
+/// The IDE allows the question of its prompt `prompted` once the page has
+/// seen it, then runs a turn in a session the page never opens: news for
+/// the page's list.
+async fn ide_answers_then_brings_news(
+    ide: &mut support::RawClient,
+    prompted: u64,
+    scenario: &mut Scenario,
+    workspace: &Path,
+) {
     let asked = ide.permission_request().await;
     scenario.wait_for("saw the IDE's question").await;
     ide.allow(&asked).await;
     let answer = ide.response_to(prompted).await;
     assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
-    // Then a turn in a session the page never opens.
     let opened = ide
-        .request(
-            "session/new",
-            json!({"cwd": server.home.workspace(), "mcpServers": []}),
-        )
+        .request("session/new", json!({"cwd": workspace, "mcpServers": []}))
         .await;
     let news = opened["result"]["sessionId"].as_str().unwrap().to_owned();
     let told = ide.prompt(&news, "News from the IDE").await;
     assert_eq!(told["result"]["stopReason"], "end_turn", "{told}");
-    scenario.passes().await;
 }
 
 #[tokio::test]
@@ -699,21 +707,7 @@ async fn questions_in_sessions_the_page_has_not_opened_are_reached_and_counted_a
         .await;
     let session = opened["result"]["sessionId"].as_str().unwrap().to_owned();
     let prompted = ide.start_prompt(&session, "Asked in the IDE").await;
-    let asked = ide.permission_request().await;
-    scenario.wait_for("saw the IDE's question").await;
-    ide.allow(&asked).await;
-    let answer = ide.response_to(prompted).await;
-    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
-    // Then a turn in a session the page never opens.
-    let opened = ide
-        .request(
-            "session/new",
-            json!({"cwd": server.home.workspace(), "mcpServers": []}),
-        )
-        .await;
-    let news = opened["result"]["sessionId"].as_str().unwrap().to_owned();
-    let told = ide.prompt(&news, "News from the IDE").await;
-    assert_eq!(told["result"]["stopReason"], "end_turn", "{told}");
+    ide_answers_then_brings_news(&mut ide, prompted, &mut scenario, &server.home.workspace()).await;
     scenario.passes().await;
 }
 
