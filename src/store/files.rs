@@ -110,7 +110,7 @@ fn tighten(path: &Path) {
 /// kernel lets go of it when the process ends, however it ends.
 #[derive(Debug)]
 pub(super) struct StoreLock {
-    _file: Option<File>,
+    file: Option<File>,
 }
 
 /// Why the lock could not be taken.
@@ -150,7 +150,7 @@ impl StoreLock {
             Err(error) if cannot_write(&error) => match File::open(&lock_path) {
                 Ok(file) => file,
                 Err(error) if error.kind() == ErrorKind::NotFound => {
-                    return Ok(Self { _file: None });
+                    return Ok(Self { file: None });
                 }
                 Err(error) => return Err(io(error)),
             },
@@ -169,7 +169,19 @@ impl StoreLock {
         let _ = file
             .set_len(0)
             .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()));
-        Ok(Self { _file: Some(file) })
+        Ok(Self { file: Some(file) })
+    }
+}
+
+impl Drop for StoreLock {
+    /// Unlock before closing: a child process forked at this moment holds a
+    /// copy of the descriptor until it execs, and a flock lives as long as
+    /// any copy does. Unlocking lets go for every copy at once, so a store
+    /// closed is free to reopen at once.
+    fn drop(&mut self) {
+        if let Some(file) = &self.file {
+            let _ = file.unlock();
+        }
     }
 }
 
@@ -204,6 +216,18 @@ mod tests {
         );
         drop(held);
         StoreLock::take(&database).expect("free again once its holder let go");
+    }
+
+    #[test]
+    fn a_lock_let_go_is_free_though_a_forked_child_still_holds_its_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("punie.db");
+        let held = StoreLock::take(&database).unwrap();
+        // What a child forked by another thread has until it execs.
+        let childs_copy = held.file.as_ref().unwrap().try_clone().unwrap();
+        drop(held);
+        StoreLock::take(&database).expect("free once its holder let go");
+        drop(childs_copy);
     }
 
     #[test]
