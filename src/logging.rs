@@ -63,7 +63,7 @@ pub fn init(levels: Levels<'_>, log_file: Option<&Path>) -> anyhow::Result<()> {
     };
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(std::io::stderr().is_terminal() && crate::text::colour_wanted())
         .with_target(false);
     let file = log_file
         .map(|path| -> anyhow::Result<_> {

@@ -1,9 +1,16 @@
 //! Text from outside — a model's words, a file it read, a server's error —
 //! made fit to show a person: without the characters a terminal acts on or
-//! that change the order text reads in. It owns only that judgement; where
-//! the text is shown, and how it is cut, is its callers'.
+//! that change the order text reads in, and whether it may be coloured. It
+//! owns only that judgement; where the text is shown, and how it is cut, is
+//! its callers'.
 
 use std::borrow::Cow;
+
+/// Whether colour may be used on a terminal: not when `NO_COLOR` is set to
+/// anything but the empty string (no-color.org).
+pub fn colour_wanted() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+}
 
 /// Unicode's marks that change the order or direction text is shown in:
 /// with them, text can read as something other than what it is.

@@ -260,3 +260,28 @@ async fn an_empty_punie_server_names_no_server() {
     let output = punie(&home, &["status", "--server", ""], &[]).await;
     assert_usage_error(&output, "is not a URL", "--server ''");
 }
+
+#[tokio::test]
+async fn the_log_on_a_terminal_is_coloured_unless_no_color_has_a_value() {
+    // no-color.org: an empty NO_COLOR is as good as none.
+    for (no_color, coloured) in [(None, true), (Some(""), true), (Some("1"), false)] {
+        let home = Home::new();
+        let mut command = home.command();
+        command.args(["serve", "--port", "0"]);
+        if let Some(value) = no_color {
+            command.env("NO_COLOR", value);
+        }
+        let (mut terminal, mut child) = support::terminal::Terminal::spawn(command);
+        terminal.wait_for("ready in").await;
+        let screen = terminal.screen();
+        assert_eq!(
+            screen.contains('\u{1b}'),
+            coloured,
+            "NO_COLOR {no_color:?}: {screen:?}"
+        );
+        let pid = nix::unistd::Pid::from_raw(child.id().expect("running") as i32);
+        nix::sys::signal::kill(pid, Signal::SIGTERM).expect("the server takes a signal");
+        let status = within("the server to stop", child.wait()).await.unwrap();
+        assert_eq!(status.code(), Some(0), "{}", terminal.screen());
+    }
+}

@@ -35,13 +35,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::auth::AccessToken;
 use crate::config::{MAX_MESSAGE_BYTES, MESSAGE_LIMIT_HEADER, Paths};
 use crate::server::ServerRecord;
-pub(crate) use crate::text::terminal_safe;
-
-/// Whether colour may be used on a terminal: not when `NO_COLOR` is set to
-/// anything but the empty string (no-color.org).
-pub(crate) fn colour_wanted() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
-}
+pub(crate) use crate::text::{colour_wanted, terminal_safe};
 
 /// `text` drawn in `style` where `colour` allows it, else as it is.
 pub(crate) fn painted(text: &str, style: anstyle::Style, colour: bool) -> String {
