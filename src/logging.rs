@@ -2,6 +2,17 @@
 //! stdout — stdout belongs to ACP in the IDE bridge. Owns the choice of filter
 //! and destinations; what gets logged is up to each module.
 
+/// A line for the person on stderr, like `eprintln!`, but one that cannot
+/// be written — stderr closed, a full disk, a reader gone — is dropped
+/// rather than taking the process down: no message is worth a crash.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::io::IsTerminal as _;
 use std::path::Path;
 use std::sync::Mutex;
@@ -54,7 +65,7 @@ pub fn init(levels: Levels<'_>, log_file: Option<&Path>) -> anyhow::Result<()> {
         (None, Some(value), _) => match parse(&value, false) {
             Ok(filter) => filter,
             Err(error) => {
-                eprintln!("punie: ignoring RUST_LOG: {error}; logging at {DEFAULT_LEVEL}");
+                crate::say!("punie: ignoring RUST_LOG: {error}; logging at {DEFAULT_LEVEL}");
                 filter(DEFAULT_LEVEL)?
             }
         },

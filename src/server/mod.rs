@@ -208,13 +208,13 @@ pub async fn serve(config: ServeConfig, model: Arc<dyn model::Model>) -> anyhow:
 /// where it listens, whether other machines can reach it, and how a browser
 /// signs in.
 fn announce_ready(address: std::net::SocketAddr, host: std::net::IpAddr, sign_in_link: &str) {
-    eprintln!("punie listening on http://{address}");
+    crate::say!("punie listening on http://{address}");
     if !host.is_loopback() {
-        eprintln!(
+        crate::say!(
             "punie: warning: listening on {host} is reachable from other machines, and the token and the browser's cookie cross the network in the clear; put a TLS proxy in front (see the README)"
         );
     }
-    eprintln!(
+    crate::say!(
         "punie: sign in from a browser with {sign_in_link} (it works once, within {}; `punie open` makes another)",
         humantime::format_duration(web::LINK_LIFETIME)
     );
