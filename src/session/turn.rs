@@ -215,7 +215,11 @@ impl Turn {
                 client.notify(update);
             }
         }
-        let instructions = session.instructions.note().await;
+        let instructions = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(StopReason::Cancelled),
+            note = session.instructions.note() => note,
+        };
         self.fit_to_session(&session, &mcp, &instructions);
         let context = ToolContext {
             session_id: session.id(),
