@@ -85,7 +85,7 @@ impl ScriptModel {
     /// Load the script at `path`; a missing or malformed file is an error now,
     /// not at the first prompt.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|error| {
+        let text = read_script(path).map_err(|error| {
             ModelError::Setup(format!(
                 "cannot read the script {}: {error}",
                 path.display()
@@ -104,6 +104,40 @@ impl ScriptModel {
         })
     }
 }
+
+/// The text of the script at `path`. A client may name any path, and the
+/// script is read where its request is handled: so only a regular file is
+/// opened, without waiting (a named pipe would hold that request, and the
+/// thread under it, until someone wrote to it), and only up to
+/// [`MAX_SCRIPT_BYTES`] of it (`/dev/zero` would never end).
+fn read_script(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let refuse = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+    let not_a_file = || refuse("it is not a regular file".to_owned());
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_a_file());
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(not_a_file());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SCRIPT_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SCRIPT_BYTES {
+        return Err(refuse(format!(
+            "it is larger than {} MiB, the most a script may be",
+            MAX_SCRIPT_BYTES >> 20
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| refuse("it is not UTF-8 text".to_owned()))
+}
+
+/// The largest script read: far beyond any hand-written or recorded one.
+pub const MAX_SCRIPT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The responses of a script, or what is wrong with it and where. Read event
 /// by event rather than as one typed document, so that an error names the
@@ -336,6 +370,36 @@ mod tests {
         let error = ScriptModel::load(&path).unwrap_err();
         assert!(error.to_string().contains("not a model script"), "{error}");
         assert!(ScriptModel::load(&dir.path().join("missing.json")).is_err());
+    }
+
+    #[test]
+    fn only_a_regular_file_of_a_sensible_size_is_read_and_a_pipe_is_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipe = dir.path().join("pipe.json");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &pipe,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+            0,
+        )
+        .unwrap();
+        // Opening the pipe to read would wait for a writer that never comes.
+        for (path, why) in [
+            (pipe.as_path(), "not a regular file"),
+            (Path::new("/dev/zero"), "not a regular file"),
+            (dir.path(), "not a regular file"),
+        ] {
+            let error = ScriptModel::load(path).unwrap_err().to_string();
+            assert!(error.contains(why), "{}: {error}", path.display());
+        }
+        let huge = dir.path().join("huge.json");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(MAX_SCRIPT_BYTES + 1)
+            .unwrap();
+        let error = ScriptModel::load(&huge).unwrap_err().to_string();
+        assert!(error.contains("larger than 16 MiB"), "{error}");
     }
 
     #[test]
