@@ -374,7 +374,7 @@ pub fn main() -> ExitCode {
     let (cli, configured) = match parse_command_line() {
         Ok(parsed) => parsed,
         Err(error) => {
-            eprintln!("punie: {error:#}");
+            crate::say!("punie: {error:#}");
             return ExitCode::from(exit::USAGE);
         }
     };
@@ -384,13 +384,13 @@ pub fn main() -> ExitCode {
     };
     let log_file = cli.log_file.as_deref().or(configured.log_file.as_deref());
     if let Err(error) = logging::init(levels, log_file) {
-        eprintln!("punie: {error:#}");
+        crate::say!("punie: {error:#}");
         return ExitCode::from(exit::USAGE);
     }
     let code = match run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("punie: {error:#}");
+            crate::say!("punie: {error:#}");
             if error.is::<UsageError>() {
                 exit::USAGE
             } else {
@@ -710,7 +710,7 @@ fn init(args: InitArgs) -> anyhow::Result<u8> {
     let binary = editors::this_binary()?;
     if args.zed {
         crate::client::print_out(&format!("{:#}\n", editors::zed_entry(&binary)))?;
-        eprintln!(
+        crate::say!(
             "Merge this into Zed's settings.json (~/.config/zed/settings.json): when it already has \"agent_servers\", add the \"Punie\" entry to those."
         );
         return Ok(exit::OK);
@@ -721,20 +721,20 @@ fn init(args: InitArgs) -> anyhow::Result<u8> {
     };
     match editors::register_with_jetbrains(&path, &binary)? {
         editors::Change::Unchanged => {
-            eprintln!("Punie is already set up in {}.", path.display());
+            crate::say!("Punie is already set up in {}.", path.display());
         }
         editors::Change::Added => {
-            eprintln!("Added Punie ({}) to {}.", binary.display(), path.display());
+            crate::say!("Added Punie ({}) to {}.", binary.display(), path.display());
         }
         editors::Change::Updated => {
-            eprintln!(
+            crate::say!(
                 "Updated Punie's entry in {}: it runs {} now; its other settings are kept.",
                 path.display(),
                 binary.display()
             );
         }
         editors::Change::Replaced { backup } => {
-            eprintln!(
+            crate::say!(
                 "{} was not a JSON object with a map of agents; the old file is kept as {}. Wrote a corrected one with Punie ({}).",
                 path.display(),
                 backup.display(),

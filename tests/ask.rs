@@ -510,6 +510,26 @@ async fn the_answer_goes_on_in_a_new_paragraph_after_a_tool_call() {
 }
 
 #[tokio::test]
+async fn the_answer_goes_on_in_a_new_paragraph_after_a_plan() {
+    let server = Server::scripted(
+        json!([
+            [{"text": "final answer"}, {"tool_call": {"name": "update_plan", "arguments": {"entries": [
+                {"content": "Check it", "status": "completed"}
+            ]}}}],
+            [{"text": "end"}]
+        ]),
+        &[],
+    )
+    .await;
+    let output = ask(&server, &["plan it"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "final answer\n\nend\n");
+    let output = ask(&server, &["--output", "json", "plan it"]).await;
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["text"], "final answer\n\nend");
+}
+
+#[tokio::test]
 async fn ask_runs_the_agents_commands_in_a_terminal_of_its_own() {
     // Run by the server, a command's result is text; run through the
     // client's terminal, the tool call shows that terminal.

@@ -213,7 +213,7 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
 /// reading (`| head`), which knows why.
 fn stdout_lost(error: &std::io::Error, consequence: &str) {
     if error.kind() != std::io::ErrorKind::BrokenPipe {
-        eprintln!("punie: cannot write the answer to stdout ({error}){consequence}");
+        crate::say!("punie: cannot write the answer to stdout ({error}){consequence}");
     }
 }
 
@@ -281,7 +281,7 @@ impl Interrupt {
                 let fresh_line = if lock(&view).stop_spinner() { "" } else { "\n" };
                 match turn {
                     Some((connection, session)) => {
-                        eprintln!(
+                        crate::say!(
                             "{fresh_line}punie: cancelling (press Ctrl-C again to quit at once)"
                         );
                         let _ = connection.send_notification(CancelNotification::new(session));
@@ -333,7 +333,7 @@ const SIGTERM: i32 = rustix::process::Signal::TERM.as_raw();
 const SIGHUP: i32 = rustix::process::Signal::HUP.as_raw();
 
 fn quit_interrupted(fresh_line: &str) -> ! {
-    eprintln!("{fresh_line}punie: interrupted");
+    crate::say!("{fresh_line}punie: interrupted");
     std::process::exit(i32::from(crate::cli::exit::INTERRUPTED));
 }
 
@@ -677,8 +677,8 @@ struct View {
     /// Stdout goes to a terminal, which must not act on the answer's text.
     stdout_terminal: bool,
     text: String,
-    /// A tool call came after some of the answer: the answer goes on in a
-    /// paragraph of its own, not glued to the sentence before the call.
+    /// A tool call or a plan came after some of the answer: the answer goes
+    /// on in a paragraph of its own, not glued to the sentence before it.
     text_paused: bool,
     /// Why the server says this turn ended, when it says.
     end_note: Option<String>,
@@ -795,7 +795,12 @@ impl View {
                 }
                 self.report_tool_call(&id);
             }
-            SessionUpdate::Plan(plan) => self.show_plan(&plan),
+            SessionUpdate::Plan(plan) => {
+                // The model stopped to plan: what it says next is a new
+                // paragraph, as after a tool call.
+                self.text_paused = !self.text.is_empty();
+                self.show_plan(&plan);
+            }
             SessionUpdate::SessionInfoUpdate(info) => {
                 // Why this turn ended, when it was not the model's doing.
                 let note = info
@@ -899,7 +904,7 @@ impl View {
     /// show on one terminal, or mid-thought.
     fn note(&mut self, line: &str) {
         self.start_line();
-        eprintln!("{line}");
+        crate::say!("{line}");
     }
 
     /// Have what stderr shows next start a line: after a thought, or
@@ -907,7 +912,7 @@ impl View {
     fn start_line(&mut self) {
         self.thinking = false;
         if std::mem::take(&mut self.mid_line) {
-            eprintln!();
+            crate::say!();
         }
     }
 
@@ -950,7 +955,7 @@ impl View {
             OutputFormat::Text => {
                 self.end_line();
                 if answer.stop_reason != StopReason::EndTurn && error.is_none() {
-                    eprintln!(
+                    crate::say!(
                         "punie: the turn ended: {}",
                         stop_reason.as_str().unwrap_or("?")
                     );
@@ -962,7 +967,7 @@ impl View {
             }
         }
         if let Some(error) = error {
-            eprintln!("punie: {}", terminal_safe(error));
+            crate::say!("punie: {}", terminal_safe(error));
         }
     }
 
@@ -979,7 +984,7 @@ impl View {
                 self.write_out(&format!("{result}\n"));
             }
         }
-        eprintln!("punie: {}", terminal_safe(message));
+        crate::say!("punie: {}", terminal_safe(message));
     }
 
     /// Ends a partial answer's last line, so the shell's prompt starts on its

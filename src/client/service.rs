@@ -235,7 +235,7 @@ impl LocalService {
                 ],
             ),
             Permissions::RejectAll => {
-                eprintln!(
+                crate::say!(
                     "punie: rejected \"{}\": nobody is at a terminal to allow it (use --yes to allow)",
                     terminal_safe(&title)
                 );
