@@ -113,21 +113,34 @@ const MAX_BACKUPS: usize = 1000;
 
 /// Keep a file next to itself as `<name>.bak` — or `<name>.bak.1`, `.bak.2`…
 /// when earlier backups are there: an older backup is never overwritten.
+///
+/// The backup gets the file's mode: an entry's `env` often holds an API key,
+/// and a file kept private must not leave a copy others can read.
 fn back_up(path: &Path) -> anyhow::Result<PathBuf> {
-    let contents = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let read = |error| anyhow::Error::new(error).context(format!("cannot read {}", path.display()));
+    let mut original = fs::File::open(path).map_err(read)?;
+    let mode = original.metadata().map_err(read)?.permissions();
+    let mut contents = Vec::new();
+    original.read_to_end(&mut contents).map_err(read)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     for number in 0..MAX_BACKUPS {
         let backup = match number {
             0 => path.with_file_name(format!("{name}.bak")),
             n => path.with_file_name(format!("{name}.bak.{n}")),
         };
+        // Private from the start, so the contents are never readable by
+        // others even before the mode is copied.
         match fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&backup)
         {
             Ok(mut file) => {
-                file.write_all(&contents)
+                file.set_permissions(mode.clone())
+                    .and_then(|()| file.write_all(&contents))
                     .and_then(|()| file.sync_all())
                     .with_context(|| format!("cannot write {}", backup.display()))?;
                 return Ok(backup);

@@ -135,6 +135,23 @@ async fn an_unreadable_file_is_backed_up_and_reported_not_overwritten_silently()
 }
 
 #[tokio::test]
+async fn a_backup_is_as_private_as_the_file_it_keeps() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = Home::new();
+    for (name, mode) in [("private.json", 0o600), ("shared.json", 0o640)] {
+        let file = home.dir.path().join(name);
+        // Not a map of agents, so it is backed up; its `env` holds a key.
+        std::fs::write(&file, r#"{"agent_servers": [{"env": {"KEY": "sk-1"}}]}"#).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let output = punie(&home, &["init", "--output", file.to_str().unwrap()]).await;
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        let backup = home.dir.path().join(format!("{name}.bak"));
+        let kept = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
+        assert_eq!(kept, mode, "{name}.bak has the mode of {name}: {kept:o}");
+    }
+}
+
+#[tokio::test]
 async fn a_symlinked_file_stays_a_link_and_the_file_it_leads_to_gets_punie() {
     use std::os::unix::fs::{PermissionsExt as _, symlink};
     let home = Home::new();
