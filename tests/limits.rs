@@ -409,8 +409,25 @@ async fn both_doors_share_the_most_connections_and_a_held_connection_keeps_worki
     );
     assert_eq!(server.http_profile_initialize().await.status(), 503);
 
-    // The connection that holds it is still served.
+    // Nor does an `initialize` that names the held connection: the
+    // transport would open a new one for it all the same.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let reopened = http
+        .post(server.http_url("/acp"))
+        .bearer_auth(&server.token)
+        .header("Accept", "application/json, text/event-stream")
+        .header("Acp-Connection-Id", &id)
+        .json(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                      "params": {"protocolVersion": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reopened.status(), 503);
+    server
+        .health_until("one connection", |health| health["connections"] == 1)
+        .await;
+
+    // The connection that holds it is still served.
     let listed = http
         .post(server.http_url("/acp"))
         .bearer_auth(&server.token)

@@ -143,20 +143,22 @@ impl HttpProfile {
         let deadline = tokio::time::Instant::now() + self.limits.header_timeout;
         let request = request
             .map(|body| Body::new(http_body_util::Limited::new(due_by(body, deadline), limit)));
-        let request = match self.read_whole(request).await {
-            Ok(request) => request,
+        let (request, initialize) = match self.read_whole(request).await {
+            Ok(read) => read,
             Err(refusal) => return Ok(refusal),
         };
         match connection_id(request.headers()) {
-            None => self.open(request).await,
-            Some(id) => Ok(self.continue_connection(&id, request).await),
+            // The transport opens a new connection for every `initialize`,
+            // whatever connection it names: it takes a slot like any other.
+            Some(id) if !initialize => Ok(self.continue_connection(&id, request).await),
+            _ => self.open(request).await,
         }
     }
 
     /// `request` with its body read whole (the transport reads it whole
-    /// too), unless it is too big, too slow, or holds more JSON values than
-    /// a message may: the answer then.
-    async fn read_whole(&self, request: Request) -> Result<Request, Response> {
+    /// too), and whether it is an `initialize`; unless it is too big, too
+    /// slow, or holds more JSON values than a message may: the answer then.
+    async fn read_whole(&self, request: Request) -> Result<(Request, bool), Response> {
         let (parts, body) = request.into_parts();
         let bytes = match axum::body::to_bytes(body, usize::MAX).await {
             Ok(bytes) => bytes,
@@ -179,7 +181,8 @@ impl HttpProfile {
             let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": error});
             return Err((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
         }
-        Ok(Request::from_parts(parts, Body::from(bytes)))
+        let initialize = parts.method == Method::POST && is_initialize(&bytes);
+        Ok((Request::from_parts(parts, Body::from(bytes)), initialize))
     }
 
     /// A request that names no connection: an `initialize` that opens one
@@ -349,6 +352,17 @@ fn values_refusal(body: &[u8]) -> Option<agent_client_protocol::Error> {
 }
 
 /// The connection a request names, or a response to `initialize` opened.
+/// Whether `body` is an `initialize` request.
+fn is_initialize(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Named<'a> {
+        #[serde(borrow)]
+        method: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Named>(body)
+        .is_ok_and(|message| message.method.as_deref() == Some("initialize"))
+}
+
 fn connection_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get(CONNECTION_ID)
