@@ -91,10 +91,21 @@ pub fn init(levels: Levels<'_>, log_file: Option<&Path>) -> anyhow::Result<()> {
         .transpose()?;
     tracing_subscriber::registry()
         .with(filter)
+        .with(tracing_subscriber::filter::filter_fn(holds_no_secret))
         .with(stderr)
         .with(file)
         .try_init()
         .map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
+}
+
+/// Whether an event may be logged whatever the filter asks for: the
+/// WebSocket library traces a client's whole handshake, the access token in
+/// its `Authorization` header with it, and the token is never logged.
+fn holds_no_secret(metadata: &tracing::Metadata<'_>) -> bool {
+    let websocket = ["tungstenite", "tokio_tungstenite"]
+        .iter()
+        .any(|library| metadata.target().split("::").next() == Some(library));
+    !(websocket && *metadata.level() == tracing::Level::TRACE)
 }
 
 /// The filter a `--log-level` value means, or why it means none.

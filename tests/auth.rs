@@ -290,6 +290,33 @@ async fn the_token_never_appears_in_the_logs() {
     assert!(!log.contains(half), "part of the token is in the log");
 }
 
+#[tokio::test]
+async fn a_client_tracing_everything_leaves_the_token_out_of_its_log() {
+    let server = Server::start().await;
+    // As RUST_LOG, and as a filter naming the WebSocket library itself.
+    for (rust_log, flag) in [("trace", None), ("", Some("trace,tungstenite=trace"))] {
+        let level = flag.unwrap_or(rust_log);
+        let mut command = server.home.command();
+        command.arg("sessions").env("RUST_LOG", rust_log);
+        if let Some(flag) = flag {
+            command.args(["--log-level", flag]);
+        }
+        let output = within(
+            "punie sessions",
+            command.stdin(std::process::Stdio::null()).output(),
+        )
+        .await
+        .unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{log}");
+        assert!(log.contains("TRACE"), "--log-level {level} traces: {log}");
+        assert!(
+            !log.contains(&server.token),
+            "--log-level {level}: the token is in the log: {log}"
+        );
+    }
+}
+
 /// What the server answers `method` on `path` with the given headers: status,
 /// `WWW-Authenticate` and body.
 async fn http_answer(
