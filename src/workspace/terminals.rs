@@ -161,6 +161,7 @@ impl Terminals {
         let (output_pipe, writer) = std::io::pipe().map_err(TerminalError::Pipe)?;
         let mut child = tokio::process::Command::new(command);
         die_with_this_process(&mut child);
+        without_a_terminal(&mut child);
         let child = child
             .args(args)
             .envs(env.iter().map(|(name, value)| (name, value)))
@@ -168,7 +169,6 @@ impl Terminals {
             .stdin(Stdio::null())
             .stdout(writer.try_clone().map_err(TerminalError::Pipe)?)
             .stderr(writer)
-            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| TerminalError::Spawn {
@@ -310,6 +310,22 @@ pub fn die_with_this_process(command: &mut tokio::process::Command) {
     // (prctl, getppid), which are async-signal-safe, and allocates nothing.
     unsafe {
         command.pre_exec(move || die_with(parent));
+    }
+}
+
+/// Start `command` in a session of its own, with no controlling terminal:
+/// what it writes to `/dev/tty` would otherwise reach the person's terminal
+/// past every check on what is shown there (`punie ask` runs commands for
+/// the model), and what reads from it would wait, stopped, until its
+/// timeout. The session's one process group is the command's, so the group
+/// is still killed as one.
+fn without_a_terminal(command: &mut tokio::process::Command) {
+    // SAFETY: setsid is async-signal-safe and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::setsid()?;
+            Ok(())
+        });
     }
 }
 
@@ -528,6 +544,24 @@ mod tests {
         assert!(output.output.contains("oops"));
         terminals.release(&id).unwrap();
         assert!(terminals.output(&id).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_command_leads_a_session_of_its_own_with_no_terminal() {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = Workspace::new(dir.path()).unwrap();
+        let terminals = Terminals::default();
+        // The shell's pid, then its process group and session (fields 5
+        // and 6 of its stat), then whether it has a terminal to open.
+        let script = "echo $$ $(cut -d' ' -f5,6 /proc/$$/stat); \
+                      (: </dev/tty) 2>/dev/null && echo terminal || echo none";
+        let id = shell(&terminals, &workspace, script);
+        terminals.wait(&id).await.unwrap();
+        let output = terminals.output(&id).unwrap().output;
+        let mut lines = output.lines();
+        let ids: Vec<&str> = lines.next().unwrap().split(' ').collect();
+        assert_eq!(ids, [ids[0]; 3], "pid, group and session: {output}");
+        assert_eq!(lines.next(), Some("none"), "{output}");
     }
 
     #[tokio::test]
