@@ -2065,3 +2065,36 @@ async fn a_workspace_that_is_a_file_is_refused_here_saying_so() {
     );
     assert!(!stderr.contains("session/new"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_file_too_big_for_the_server_is_answered_with_an_error_at_once() {
+    // The server's own wait for the file would outlast the test's deadline:
+    // only an answer at once lets it finish.
+    let server = Server::scripted(
+        json!([
+            [{"tool_call": {"name": "read_file", "arguments": {"path": "big.txt"}}}],
+            [{"text": "Could not read it."}]
+        ]),
+        &["--max-message-bytes", "2000"],
+    )
+    .await;
+    std::fs::write(server.home.workspace().join("big.txt"), "x".repeat(3000)).unwrap();
+    let output = ask(&server, &["--output", "stream-json", "read big.txt"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let lines = json_lines(&output.stdout);
+    let last = lines.last().unwrap();
+    assert_eq!(last["toolCalls"][0]["status"], "failed", "{last}");
+    assert_eq!(last["text"], "Could not read it.");
+    let told = text(&output.stdout);
+    assert!(
+        told.contains("over the server's limit") && told.contains("--max-message-bytes"),
+        "the model is told why: {told}"
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("punie: an answer of 3.0 KiB to the server's request was not sent")
+            && stderr.contains("it was told so instead"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ERROR"), "no raw log line: {stderr}");
+}

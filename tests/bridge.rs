@@ -592,6 +592,61 @@ async fn a_line_larger_than_the_server_takes_is_answered_and_the_connection_stay
 }
 
 #[tokio::test]
+async fn an_answer_larger_than_the_server_takes_becomes_an_error_the_server_gets_at_once() {
+    // The server would wait for the answer past the test's deadline.
+    let server = Server::scripted(
+        json!([
+            [{"tool_call": {"name": "read_file", "arguments": {"path": "big.txt"}}}],
+            [{"text": "Could not read it."}]
+        ]),
+        &["--max-message-bytes", "2000"],
+    )
+    .await;
+    let mut bridge = Bridge::to(&server);
+    let reads = json!({"fs": {"readTextFile": true}});
+    bridge
+        .send(request(
+            1,
+            "initialize",
+            json!({"protocolVersion": 1, "clientCapabilities": reads}),
+        ))
+        .await;
+    bridge.response_to(1).await;
+    let new_session = json!({"cwd": server.home.workspace(), "mcpServers": []});
+    bridge.send(request(2, "session/new", new_session)).await;
+    let session = bridge.response_to(2).await["result"]["sessionId"].clone();
+    start_prompt(&mut bridge, &session, "read big.txt").await;
+    let asked = loop {
+        let message = bridge.recv().await.expect("the server's request");
+        if message["method"] == "fs/read_text_file" {
+            break message;
+        }
+    };
+    let content = "x".repeat(3000);
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"content": content}}))
+        .await;
+    let mut told = Vec::new();
+    let answer = loop {
+        let message = bridge.recv().await.expect("the prompt's answer");
+        if message["id"] == 3 && message.get("method").is_none() {
+            break message;
+        }
+        told.push(message);
+    };
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let told = serde_json::to_string(&told).unwrap();
+    assert!(
+        told.contains("over the server's limit") && told.contains("--max-message-bytes"),
+        "the model is told why: {told}"
+    );
+    bridge.close_stdin();
+    assert!(bridge.exit_status().await.success());
+    let stderr = bridge.stderr().await;
+    assert!(stderr.contains("it was told so instead"), "{stderr}");
+}
+
+#[tokio::test]
 async fn when_the_reader_of_stdout_goes_away_while_idle_the_bridge_exits_1_and_disconnects() {
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
     let server = Server::start().await;

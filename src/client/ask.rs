@@ -130,7 +130,13 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
     let outcome = match target.connect().await {
         Ok(connected) => {
             let limit = connected.server_limit;
-            let (channel, closed) = super::transport::sdk_channel(connected.socket, limit);
+            let reporter = view.clone();
+            let (channel, closed) =
+                super::transport::sdk_channel_reporting(connected.socket, limit, move |message| {
+                    let mut view = lock(&reporter);
+                    view.stop_spinner();
+                    view.note(&format!("punie: {}", terminal_safe(message)));
+                });
             let outcome = converse(
                 channel, &service, &view, &interrupt, &options, &workspace, limit,
             )

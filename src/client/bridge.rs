@@ -257,15 +257,21 @@ async fn proxy(
                     drain_deadline = Some(tokio::time::Instant::now() + drain_timeout);
                     continue;
                 };
-                if let Some(refusal) = super::transport::too_big(&line, limit) {
-                    tracing::error!("{}", refusal.message);
-                    if let Some(answer) = refusal.answer
-                        && to_stdout.send(answer).await.is_err()
-                    {
-                        return BridgeExit::StdoutLost;
+                let line = match super::transport::too_big(&line, limit) {
+                    Some(refusal) => {
+                        tracing::error!("{}", refusal.message);
+                        if let Some(answer) = refusal.answer
+                            && to_stdout.send(answer).await.is_err()
+                        {
+                            return BridgeExit::StdoutLost;
+                        }
+                        match refusal.instead {
+                            Some(instead) => instead,
+                            None => continue,
+                        }
                     }
-                    continue;
-                }
+                    None => line,
+                };
                 match classify(&line) {
                     Ok(Kind::Request(id)) => pending.insert(id),
                     Ok(_) => {}
