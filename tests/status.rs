@@ -339,3 +339,129 @@ async fn a_stdout_that_cannot_be_written_is_an_error_and_a_reader_gone_is_not() 
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
+
+/// A `server.json` in `home` naming `url` and `pid`.
+fn record(home: &Home, url: &str, pid: Value) {
+    std::fs::create_dir_all(home.state_dir()).unwrap();
+    let record = json!({
+        "url": url,
+        "pid": pid,
+        "version": env!("CARGO_PKG_VERSION"),
+        "startedAt": "2026-01-01T00:00:00Z",
+    });
+    std::fs::write(home.server_file(), record.to_string()).unwrap();
+}
+
+#[tokio::test]
+async fn a_record_with_a_pid_no_process_can_have_is_a_bad_record() {
+    let home = Home::new();
+    let url = format!("http://127.0.0.1:{}", support::unused_port());
+    for pid in [json!(4_294_967_295_u32), json!(2_147_483_648_u32), json!(0)] {
+        record(&home, &url, pid.clone());
+        let output = punie(&home, &["stop"]).await;
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "pid {pid}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{} is not a server record",
+                home.server_file().display()
+            )) && stderr.contains(&format!("it records pid {pid}, which no process can have")),
+            "pid {pid}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "pid {pid}: {stderr}");
+
+        // Named outright, the server is not the recorded one, and the record
+        // is no reason to signal anything.
+        let output = punie(&home, &["stop", "--server", &url]).await;
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "pid {pid}: {stderr}");
+        assert!(
+            stderr.contains("which no process can have; nothing to stop"),
+            "pid {pid}: {stderr}"
+        );
+    }
+}
+
+/// A `/health` at a port of its own, answering for `pid` as a Punie server.
+async fn health_for(pid: u32) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let body = json!({
+                "status": "ok", "version": env!("CARGO_PKG_VERSION"), "pid": pid,
+                "connections": 0, "sessions": 0, "uptimeSeconds": 1.0,
+            })
+            .to_string();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_exit_is_reported_once() {
+    let home = Home::new();
+    // A process that shrugs off SIGTERM, recorded as the server.
+    let mut stubborn = tokio::process::Command::new("sh")
+        .args(["-c", "trap '' TERM; echo ready; while :; do sleep 1; done"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    within(
+        "the stubborn process to be ready",
+        tokio::io::AsyncReadExt::read_to_string(
+            &mut tokio::io::AsyncReadExt::take(stubborn.stdout.take().unwrap(), 6),
+            &mut ready,
+        ),
+    )
+    .await
+    .unwrap();
+    let pid = stubborn.id().unwrap();
+    record(&home, &health_for(pid).await, json!(pid));
+
+    let output = punie(&home, &["stop"]).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!("punie: pid {pid} did not exit within 10s"),
+        "said once, without the timer's words"
+    );
+    assert!(stubborn.try_wait().unwrap().is_none(), "it is still there");
+}
+
+#[tokio::test]
+async fn status_with_a_stderr_that_cannot_be_written_still_exits_3() {
+    let home = Home::new();
+    let url = format!("http://127.0.0.1:{}", support::unused_port());
+    for args in [&["status"][..], &["status", "--json"][..], &["stop"][..]] {
+        // Not `output()`, which would make stderr a pipe.
+        let child = home
+            .command()
+            .args(args)
+            .args(["--server", &url])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(support::full_disk())
+            .spawn()
+            .unwrap();
+        let output = within("punie with stderr on a full disk", child.wait_with_output())
+            .await
+            .unwrap();
+        assert_eq!(output.status.code(), Some(3), "{args:?}");
+        if args.contains(&"--json") {
+            let status: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+            assert_eq!(status["running"], false);
+        }
+    }
+}

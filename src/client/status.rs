@@ -81,7 +81,7 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<Outcome> {
         Ok(health) => health,
         Err(error) => {
             let why = format!("{error:#}");
-            eprintln!(
+            crate::say!(
                 "punie: no Punie server at {} ({why}). Start one with `punie serve`.",
                 target.http_url
             );
@@ -134,18 +134,18 @@ pub async fn stop(target: &Target, paths: &Paths) -> anyhow::Result<Outcome> {
     let Some(record) = &target.record else {
         let file = paths.server_file();
         match ServerRecord::read(&file) {
-            Ok(Some(recorded)) => eprintln!(
+            Ok(Some(recorded)) => crate::say!(
                 "punie: {} is not the server recorded in {} (that is {}, pid {}); `punie stop` stops only the recorded server, so nothing was signalled.",
                 target.http_url,
                 file.display(),
                 recorded.url,
                 recorded.pid
             ),
-            Ok(None) => eprintln!(
+            Ok(None) => crate::say!(
                 "punie: no running server is recorded in {}; nothing to stop.",
                 file.display()
             ),
-            Err(error) => eprintln!("punie: {error:#}; nothing to stop."),
+            Err(error) => crate::say!("punie: {error:#}; nothing to stop."),
         }
         return Ok(Outcome::NoServer);
     };
@@ -153,7 +153,7 @@ pub async fn stop(target: &Target, paths: &Paths) -> anyhow::Result<Outcome> {
     let process = match pidfd(record.pid) {
         Ok(process) => process,
         Err(_) => {
-            eprintln!(
+            crate::say!(
                 "punie: the recorded server (pid {}) is not running.",
                 record.pid
             );
@@ -164,9 +164,10 @@ pub async fn stop(target: &Target, paths: &Paths) -> anyhow::Result<Outcome> {
     let health = match health(target).await {
         Ok(health) => health,
         Err(error) => {
-            eprintln!(
+            crate::say!(
                 "punie: the recorded server (pid {}) does not answer at {} ({error:#}); not signalling anything.",
-                record.pid, target.http_url
+                record.pid,
+                target.http_url
             );
             return Ok(Outcome::NoServer);
         }
@@ -180,12 +181,16 @@ pub async fn stop(target: &Target, paths: &Paths) -> anyhow::Result<Outcome> {
     );
     rustix::process::pidfd_send_signal(&process, rustix::process::Signal::TERM)
         .with_context(|| format!("cannot signal pid {}", record.pid))?;
+    // The elapsed timer's own words ("deadline has elapsed") add nothing.
     tokio::time::timeout(STOP_TIMEOUT, exited(process))
         .await
-        .with_context(|| format!("pid {} did not exit within {STOP_TIMEOUT:?}", record.pid))??;
-    eprintln!(
+        .map_err(|_| {
+            anyhow::anyhow!("pid {} did not exit within {STOP_TIMEOUT:?}", record.pid)
+        })??;
+    crate::say!(
         "punie: stopped the server at {} (pid {}).",
-        target.http_url, record.pid
+        target.http_url,
+        record.pid
     );
     Ok(Outcome::Done)
 }
@@ -193,13 +198,15 @@ pub async fn stop(target: &Target, paths: &Paths) -> anyhow::Result<Outcome> {
 /// A record whose process is gone only misleads clients; remove it.
 fn forget(record: &ServerRecord, paths: &Paths) {
     if record.remove(&paths.server_file()).is_ok() {
-        eprintln!("punie: removed its stale record.");
+        crate::say!("punie: removed its stale record.");
     }
 }
 
 fn pidfd(pid: u32) -> std::io::Result<OwnedFd> {
-    let pid = rustix::process::Pid::from_raw(pid as i32)
-        .ok_or_else(|| std::io::Error::other("pid 0 is not a process"))?;
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| std::io::Error::other(format!("pid {pid} is not a process")))?;
     Ok(rustix::process::pidfd_open(
         pid,
         rustix::process::PidfdFlags::empty(),

@@ -59,17 +59,30 @@ impl ServerRecord {
 
     /// The record at `path`, if there is one.
     pub fn read(path: &Path) -> anyhow::Result<Option<Self>> {
-        match fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
-                format!(
-                    "{} is not a server record; remove it (`punie serve` writes a new one), \
-                         or name the server with --server",
-                    path.display()
-                )
-            }),
-            Err(error) if error.kind() == ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+        let not_a_record = || {
+            format!(
+                "{} is not a server record; remove it (`punie serve` writes a new one), \
+                 or name the server with --server",
+                path.display()
+            )
+        };
+        let record: Self = match fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(not_a_record)?,
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read {}", path.display()));
+            }
+        };
+        // `punie stop` signals the pid: one no process can have is damage,
+        // not a server.
+        if record.pid == 0 || i32::try_from(record.pid).is_err() {
+            return Err(anyhow::anyhow!(
+                "it records pid {}, which no process can have",
+                record.pid
+            ))
+            .with_context(not_a_record);
         }
+        Ok(Some(record))
     }
 
     /// Remove the record at `path` if it is still this one: a newer server may
