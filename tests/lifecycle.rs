@@ -158,6 +158,29 @@ async fn a_port_in_use_is_a_one_line_error_naming_the_port() {
 }
 
 #[tokio::test]
+async fn a_record_that_cannot_be_written_is_one_line_naming_its_cause_once() {
+    let home = Home::new();
+    // A directory that is not empty cannot be renamed over.
+    std::fs::create_dir_all(home.server_file().join("inside")).unwrap();
+    let output = serve_that_gives_up(&home, &["--port", "0"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let error = stderr
+        .lines()
+        .find(|line| line.starts_with("punie: "))
+        .unwrap_or_default();
+    assert!(
+        error.starts_with(&format!(
+            "punie: cannot write {}",
+            home.server_file().display()
+        )),
+        "{stderr}"
+    );
+    let cause = std::io::Error::from_raw_os_error(21).to_string();
+    assert_eq!(error.matches(&cause).count(), 1, "{stderr}");
+}
+
+#[tokio::test]
 async fn a_second_server_on_the_same_store_is_refused_and_the_first_goes_on() {
     let first = Server::start().await;
     let record = std::fs::read_to_string(first.home.server_file()).unwrap();

@@ -46,13 +46,18 @@ impl ServerRecord {
         let mut file = tempfile::Builder::new()
             .prefix(".server.json")
             .permissions(fs::Permissions::from_mode(0o600))
-            .tempfile_in(dir)?;
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot write in {}", dir.display()))?;
         // No fsync: the record is rewritten at every start, and a reader
         // still sees the whole old file or the whole new one.
         let mut text = serde_json::to_vec_pretty(self)?;
         text.push(b'\n');
-        file.write_all(&text)?;
+        file.write_all(&text)
+            .with_context(|| format!("cannot write in {}", dir.display()))?;
+        // The persist error's message already ends with its cause, which it
+        // also gives as its source: the cause alone, so it is said once.
         file.persist(path)
+            .map_err(|error| error.error)
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
     }
