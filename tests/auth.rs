@@ -608,3 +608,53 @@ async fn a_server_on_loopback_gives_no_network_warning() {
         server.log()
     );
 }
+
+#[tokio::test]
+async fn the_sign_in_link_is_written_only_where_no_one_else_can_read_it() {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    for (mode, link_written) in [(0o600, true), (0o640, false), (0o644, false)] {
+        let home = Home::new();
+        let log = home.dir.path().join("punie.log");
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(mode)
+            .open(&log)
+            .unwrap();
+        // The umask may have taken bits away.
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .unwrap();
+        let mut child = home
+            .command()
+            .args(["serve", "--port", "0"])
+            .stdin(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        // Ready once it has recorded itself; then stopped, its log is whole.
+        within("server.json", async {
+            while !home.server_file().exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+        assert!(
+            within("the server to stop", child.wait())
+                .await
+                .unwrap()
+                .success()
+        );
+        let written = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            written.contains("sign in from a browser"),
+            "{mode:o}: {written}"
+        );
+        assert_eq!(
+            written.contains("/sign-in/"),
+            link_written,
+            "a log of mode {mode:o}: {written}"
+        );
+    }
+}

@@ -214,10 +214,36 @@ fn announce_ready(address: std::net::SocketAddr, host: std::net::IpAddr, sign_in
             "punie: warning: listening on {host} is reachable from other machines, and the token and the browser's cookie cross the network in the clear; put a TLS proxy in front (see the README)"
         );
     }
-    crate::say!(
-        "punie: sign in from a browser with {sign_in_link} (it works once, within {}; `punie open` makes another)",
-        humantime::format_duration(web::LINK_LIFETIME)
-    );
+    if only_this_user_reads_stderr() {
+        crate::say!(
+            "punie: sign in from a browser with {sign_in_link} (it works once, within {}; `punie open` makes another)",
+            humantime::format_duration(web::LINK_LIFETIME)
+        );
+    } else {
+        crate::say!(
+            "punie: sign in from a browser with `punie open`; no sign-in link is written here, where others may read it"
+        );
+    }
+}
+
+/// Whether what this process writes to stderr can be read only by its own
+/// user: a terminal or a pipe, or a file no one else may read. A sign-in
+/// link is as good as the token until it is used, and a log kept in a file
+/// others can read (`>punie.log 2>&1` under the usual umask) would hand it
+/// to them; the system's journal, behind a socket, is read by others too.
+fn only_this_user_reads_stderr() -> bool {
+    use rustix::fs::FileType;
+    let Ok(stat) = rustix::fs::fstat(std::io::stderr()) else {
+        return false;
+    };
+    match FileType::from_raw_mode(stat.st_mode) {
+        // What is written to a device is shown or dropped, not kept.
+        FileType::CharacterDevice => true,
+        FileType::RegularFile | FileType::Fifo => {
+            stat.st_uid == rustix::process::geteuid().as_raw() && stat.st_mode & 0o044 == 0
+        }
+        _ => false,
+    }
 }
 
 /// Wait for every connection to close (`drained`), within
