@@ -387,9 +387,16 @@ pub fn main() -> ExitCode {
         crate::say!("punie: {error:#}");
         return ExitCode::from(exit::USAGE);
     }
+    let ask_output = match &cli.command {
+        Some(Command::Ask(args)) => Some(args.output),
+        _ => None,
+    };
     let code = match run(cli) {
         Ok(code) => code,
         Err(error) => {
+            if let Some(output) = ask_output {
+                ask::fail_before_starting(output, &format!("{error:#}"));
+            }
             crate::say!("punie: {error:#}");
             if error.is::<UsageError>() {
                 exit::USAGE
@@ -686,7 +693,20 @@ fn ask_options(args: AskArgs) -> anyhow::Result<AskOptions> {
     }
     let workspace = match args.workspace {
         Some(workspace) => workspace,
-        None => std::env::current_dir()?,
+        None => std::env::current_dir().map_err(|error| {
+            // The directory a shell still stands in after it was removed.
+            if error.kind() == std::io::ErrorKind::NotFound {
+                anyhow::anyhow!(
+                    "the current directory is gone (it was removed); \
+                     cd to one that exists, or give the workspace with --workspace DIR"
+                )
+            } else {
+                anyhow::anyhow!(
+                    "cannot tell the current directory ({error}); \
+                     give the workspace with --workspace DIR"
+                )
+            }
+        })?,
     };
     let conversation = match (args.session, args.continue_) {
         (Some(id), _) => Conversation::Resume(id),

@@ -2098,3 +2098,143 @@ async fn a_file_too_big_for_the_server_is_answered_with_an_error_at_once() {
     );
     assert!(!stderr.contains("ERROR"), "no raw log line: {stderr}");
 }
+
+/// `punie ask <args>` run in `dir`, with nothing on stdin.
+async fn ask_in(server: &Server, dir: &std::path::Path, args: &[&str]) -> Output {
+    within(
+        "punie ask",
+        server
+            .home
+            .command()
+            .arg("ask")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("punie ask runs")
+}
+
+/// The object `--output json` prints on a failure, and its error.
+fn failure_object(output: &Output) -> (Value, String) {
+    let answer: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("one object on stdout: {:?}", text(&output.stdout)));
+    assert_eq!(answer["stopReason"], Value::Null, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default().to_owned();
+    (answer, error)
+}
+
+#[tokio::test]
+async fn a_workspace_whose_path_is_not_utf8_is_refused_saying_why() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let server = Server::start().await;
+    let dir = server
+        .home
+        .dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    std::fs::create_dir(&dir).unwrap();
+    let output = ask_in(&server, &dir, &["hi"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("is not UTF-8, which ACP cannot carry"),
+        "{stderr}"
+    );
+    let output = ask_in(&server, &dir, &["--output", "json", "hi"]).await;
+    let (_, error) = failure_object(&output);
+    assert!(error.contains("not UTF-8"), "{error}");
+    assert_eq!(server.health().await["sessions"], 0);
+}
+
+#[tokio::test]
+async fn every_failure_before_the_question_is_sent_prints_the_json_object_too() {
+    let server = Server::start().await;
+    let workspace = server.home.workspace();
+    let missing = ask_in(
+        &server,
+        &workspace,
+        &["--output", "json", "-a", "/nonexist", "hi"],
+    )
+    .await;
+    assert_eq!(missing.status.code(), Some(1));
+    let (answer, error) = failure_object(&missing);
+    assert!(error.contains("/nonexist"), "{error}");
+    assert_eq!(answer["sessionId"], Value::Null);
+
+    let mut command = server.home.command();
+    command
+        .args(["ask", "--output", "json"])
+        .current_dir(&workspace);
+    let not_text = run_with(&mut command, b"what is \xff?", Stdio::piped()).await;
+    assert_eq!(not_text.status.code(), Some(1));
+    let (_, error) = failure_object(&not_text);
+    assert!(error.contains("not UTF-8"), "{error}");
+}
+
+/// `punie ask <args>` in a directory removed after it was entered, as a
+/// shell still standing in it runs it.
+async fn ask_in_a_removed_directory(server: &Server, args: &[&str]) -> Output {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = server.home.dir.path().join("removed");
+    std::fs::create_dir(&dir).unwrap();
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    let mut command = server.home.command();
+    command
+        .arg("ask")
+        .args(args)
+        .current_dir(&dir)
+        .stdin(Stdio::null());
+    // SAFETY: rmdir is async-signal-safe, and `path` was made before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            if nix::libc::rmdir(path.as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    within("punie ask", command.output())
+        .await
+        .expect("punie ask runs")
+}
+
+#[tokio::test]
+async fn a_current_directory_that_was_removed_is_named_with_the_way_out() {
+    let server = Server::start().await;
+    let output = ask_in_a_removed_directory(&server, &["hi"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("the current directory is gone") && stderr.contains("--workspace"),
+        "{stderr}"
+    );
+    let output = ask_in_a_removed_directory(&server, &["--output", "json", "hi"]).await;
+    let (_, error) = failure_object(&output);
+    assert!(error.contains("the current directory is gone"), "{error}");
+}
+
+#[tokio::test]
+async fn a_kept_session_whose_workspace_was_removed_is_still_named() {
+    let server = Server::start().await;
+    let elsewhere = server.home.dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let first = ask_in(&server, &elsewhere, &["--output", "json", "one"]).await;
+    let id = serde_json::from_slice::<Value>(&first.stdout).unwrap()["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::remove_dir(&elsewhere).unwrap();
+    let workspace = server.home.workspace();
+    let output = ask_in(
+        &server,
+        &workspace,
+        &["--output", "json", "--session", &id, "two"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let (answer, error) = failure_object(&output);
+    assert_eq!(answer["sessionId"], id.as_str(), "{answer}");
+    assert!(error.contains("elsewhere"), "{error}");
+}

@@ -118,6 +118,16 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
             return AskExit::Failed;
         }
     };
+    // ACP carries paths as JSON strings: the request could not even be
+    // written, and the server would be blamed for it.
+    if workspace.root().to_str().is_none() {
+        lock(&view).fail(&format!(
+            "the workspace's path {} is not UTF-8, which ACP cannot carry; \
+             work in a directory whose path is UTF-8",
+            workspace.root().display()
+        ));
+        return AskExit::Failed;
+    }
     let permissions = Permissions::for_terminal(options.yes);
     let service = match options.conversation {
         Conversation::New => LocalService::new(workspace.clone(), permissions),
@@ -213,6 +223,18 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
         }
         None => exit,
     }
+}
+
+/// `ask` failed before it could start (its question or its files could not
+/// be read): in JSON output, the object every failure prints, so that a
+/// script reads one whatever happened. The caller says why on stderr.
+pub fn fail_before_starting(output: OutputFormat, message: &str) {
+    if output == OutputFormat::Text {
+        return;
+    }
+    let mut view = View::new(output, Arc::default(), Showing::NoMore);
+    let result = view.result(Value::Null, Some(message));
+    view.write_out(&format!("{result}\n"));
 }
 
 /// Say that stdout could not take the answer, unless its reader stopped
@@ -618,6 +640,8 @@ async fn open_kept_session(
                     cwd.display()
                 ),
             )
+            // For the JSON result: the session was found, if not prompted.
+            .data(json!({ "sessionId": session_id }))
         })?),
         None => None,
     };
