@@ -99,6 +99,46 @@ async fn it_records_where_it_listens_and_forgets_it_on_a_clean_exit() {
 }
 
 #[tokio::test]
+async fn a_second_server_recording_itself_where_a_live_one_is_recorded_is_refused() {
+    let server = Server::start().await;
+    let recorded = std::fs::read(server.home.server_file()).unwrap();
+    // Its own store, but the same place clients look for their server.
+    let output = within(
+        "a second punie serve",
+        server
+            .home
+            .command()
+            .args(["serve", "--port", "0"])
+            .env("XDG_DATA_HOME", server.home.dir.path().join("data2"))
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let pid = server.child.id().unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "another `punie serve` (pid {pid}, http://{})",
+            server.address
+        )) && stderr.contains("XDG_STATE_HOME"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(server.home.server_file()).unwrap(), recorded);
+
+    // A record left by a crash is no reason to refuse, though its pid now
+    // names a live process: nothing answers for it at its address.
+    let home = Home::new();
+    std::fs::create_dir_all(home.state_dir()).unwrap();
+    let stale = json!({"url": "http://127.0.0.1:9", "pid": pid, "version": "0",
+                       "startedAt": "2026-01-01T00:00:00Z"});
+    std::fs::write(home.server_file(), stale.to_string()).unwrap();
+    let second = Server::start_in(home, &[]).await;
+    assert_eq!(second.health().await["status"], "ok");
+}
+
+#[tokio::test]
 async fn health_counts_connections_and_sessions() {
     let server = Server::start().await;
     let mut first = server.initialized().await;

@@ -89,6 +89,61 @@ pub enum StartError {
         "port {port} on {host} is already in use — is Punie already running? See `punie status`"
     )]
     PortInUse { host: IpAddr, port: u16 },
+    #[error(
+        "another `punie serve` (pid {pid}, {url}) is recorded in {}, where clients look for their server; `punie stop` stops it, or give this one a directory of its own with another XDG_STATE_HOME",
+        record.display()
+    )]
+    AlreadyRecorded {
+        pid: u32,
+        url: String,
+        record: std::path::PathBuf,
+    },
+}
+
+/// How long starting waits for the `/health` of a server `server.json`
+/// names, to tell a live one from a record left by a crash.
+const RECORDED_SERVER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Refuse to start beside a live server recorded in `server.json`: taking
+/// over the record would leave it running where no client finds it, nor
+/// `punie stop` reaches it. A record whose process has gone, or is not
+/// that server, was left by a crash and is replaced.
+async fn refuse_if_another_is_recorded(server_file: &std::path::Path) -> anyhow::Result<()> {
+    let Ok(Some(recorded)) = ServerRecord::read(server_file) else {
+        return Ok(());
+    };
+    let alive = i32::try_from(recorded.pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
+    if !alive || recorded.pid == std::process::id() {
+        return Ok(());
+    }
+    let answered = async {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(RECORDED_SERVER_TIMEOUT)
+            .build()
+            .ok()?;
+        let health: serde_json::Value = client
+            .get(format!("{}/health", recorded.url))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        health["pid"].as_u64()
+    };
+    if answered.await == Some(u64::from(recorded.pid)) {
+        return Err(StartError::AlreadyRecorded {
+            pid: recorded.pid,
+            url: recorded.url,
+            record: server_file.to_owned(),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// What the routes share.
@@ -111,6 +166,7 @@ pub async fn serve(config: ServeConfig, model: Arc<dyn model::Model>) -> anyhow:
     let started_at = SystemTime::now();
     let started = Instant::now();
     raise_open_file_limit();
+    refuse_if_another_is_recorded(&config.paths.server_file()).await?;
     let listener = bind(config.host, config.port)?;
     let address = listener.local_addr()?;
     let token = AccessToken::load_or_create(&config.paths.token_file())?;

@@ -117,7 +117,7 @@ pub(super) struct StoreLock {
 #[derive(Debug, thiserror::Error)]
 pub(super) enum LockError {
     #[error(
-        "another `punie serve`{} is using it, and one store serves one server; `punie status` shows that server and `punie stop` stops it, or give this one a store of its own with another XDG_DATA_HOME",
+        "another `punie serve`{} is using it, and one store serves one server; `punie status` shows that server and `punie stop` stops it, or give this one a store and a record of its own with another XDG_DATA_HOME and XDG_STATE_HOME",
         holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
     )]
     Held { holder: Option<u32> },
