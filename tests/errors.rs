@@ -139,10 +139,19 @@ async fn an_invalid_request_with_a_readable_id_is_answered_with_that_id() {
     // An id no response could carry is answered with `null`, as JSON-RPC
     // says; so is a message with no method, which may be a broken answer to
     // one of the server's requests rather than a request of the client's.
+    let id_problem = "the id must be a string, null or an integer from -2^63 to 2^63 - 1";
     for (message, problem) in [
+        (json!({"id": 7.5, "method": "session/list"}), id_problem),
         (
-            json!({"id": 7.5, "method": "session/list"}),
-            "the id must be a string, an integer or null",
+            json!({"jsonrpc": "2.0", "id": 1u64 << 63, "method": "session/list"}),
+            id_problem,
+        ),
+        (
+            serde_json::from_str(
+                r#"{"jsonrpc": "2.0", "id": 18446744073709551616, "method": "session/list"}"#,
+            )
+            .unwrap(),
+            id_problem,
         ),
         (json!({"jsonrpc": "2.0", "id": 8}), "it has no `method`"),
     ] {

@@ -253,11 +253,12 @@ fn problem_of(message: Option<&Value>) -> &'static str {
             "batches (arrays of messages) are not supported: send one message per frame"
         }
         Some(Value::Object(message))
-            if message.get("id").is_some_and(|id| {
-                !(id.is_string() || id.is_i64() || id.is_u64() || id.is_null())
-            }) =>
+            if message
+                .get("id")
+                .is_some_and(|id| !(id.is_string() || id.is_i64() || id.is_null())) =>
         {
-            "the id must be a string, an integer or null"
+            // Larger integers are read as another kind of number.
+            "the id must be a string, null or an integer from -2^63 to 2^63 - 1"
         }
         Some(Value::Object(message)) if !message.contains_key("method") => {
             "it has no `method` (a request's) nor `result` or `error` (an answer's)"
