@@ -2238,3 +2238,37 @@ async fn a_kept_session_whose_workspace_was_removed_is_still_named() {
     assert_eq!(answer["sessionId"], id.as_str(), "{answer}");
     assert!(error.contains("elsewhere"), "{error}");
 }
+
+#[tokio::test]
+async fn a_question_the_server_withdraws_is_ended_and_said_to_be_withdrawn() {
+    let server = Server::scripted(
+        json!([[{"tool_call": {"name": "write_file", "arguments": {"path": "c1.txt", "content": "c\n"}}}]]),
+        &[],
+    )
+    .await;
+    let (mut terminal, child) = start_ask_on_a_terminal(&server, &["write it"], |_| {});
+    terminal.wait_for("Choose (anything else rejects): ").await;
+    let mut other = server.initialized().await;
+    let listed = other.request("session/list", json!({})).await;
+    let session = listed["result"]["sessions"][0]["sessionId"].clone();
+    let resumed = other
+        .request(
+            "session/resume",
+            json!({"sessionId": session, "cwd": server.home.workspace()}),
+        )
+        .await;
+    assert!(resumed.get("result").is_some(), "{resumed}");
+    other
+        .send(
+            json!({"jsonrpc": "2.0", "method": "session/cancel", "params": {"sessionId": session}}),
+        )
+        .await;
+
+    let (_, status, screen) = to_the_end(terminal, child).await;
+    assert_eq!(status.code(), Some(1), "{screen:?}");
+    assert!(
+        screen.contains("Choose (anything else rejects): \r\npunie: the question was withdrawn"),
+        "{screen:?}"
+    );
+    assert!(!server.home.workspace().join("c1.txt").exists());
+}

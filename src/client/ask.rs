@@ -151,6 +151,9 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
                 channel, &service, &view, &interrupt, &options, &workspace, limit,
             )
             .await;
+            // The turn, or the connection, is over: nobody waits for an
+            // answer to a question still asked.
+            service.withdraw_question(None);
             service.stop_all().await;
             // The close frame's moment to go out, so the server sees a clean
             // goodbye rather than a dropped socket.
@@ -381,7 +384,8 @@ async fn converse(
     server_limit: Option<usize>,
 ) -> Result<Answer, Error> {
     let (watcher, asker) = (view.clone(), view.clone());
-    let (read, write, create, output, wait, kill, release, permit) = (
+    let (withdrawer, read, write, create, output, wait, kill, release, permit) = (
+        service.clone(),
         service.clone(),
         service.clone(),
         service.clone(),
@@ -396,6 +400,16 @@ async fn converse(
         .name("punie-ask")
         .on_receive_notification(
             async move |notification: SessionNotification, _cx| {
+                // A tool call that ended needs no permission any more: the
+                // server stopped waiting (its turn was cancelled).
+                if let SessionUpdate::ToolCallUpdate(update) = &notification.update
+                    && matches!(
+                        update.fields.status,
+                        Some(ToolCallStatus::Completed | ToolCallStatus::Failed)
+                    )
+                {
+                    withdrawer.withdraw_question(Some(&update.tool_call_id.to_string()));
+                }
                 lock(&watcher).show(notification);
                 Ok(())
             },

@@ -53,6 +53,16 @@ pub struct LocalService {
     /// for each command to be gone.
     open_terminals: std::sync::Mutex<Vec<String>>,
     permissions: Permissions,
+    /// The permission question the terminal shows, until it is answered or
+    /// withdrawn.
+    question: Arc<std::sync::Mutex<Option<OpenQuestion>>>,
+}
+
+/// A permission question waiting on the terminal for its answer.
+struct OpenQuestion {
+    /// The tool call it asks about.
+    tool_call: String,
+    tty: std::fs::File,
 }
 
 impl LocalService {
@@ -72,6 +82,7 @@ impl LocalService {
             terminals: Terminals::default(),
             open_terminals: std::sync::Mutex::default(),
             permissions,
+            question: Arc::default(),
         })
     }
 
@@ -212,6 +223,25 @@ impl LocalService {
         self.release_all();
     }
 
+    /// The server no longer waits for the answer to the question on the
+    /// terminal, if one is asked (about `tool_call`, when given): its tool
+    /// call ended, or the turn did. Its line is ended and it is said to be
+    /// withdrawn, so that what is shown next does not follow `Choose`.
+    pub fn withdraw_question(&self, tool_call: Option<&str>) {
+        let mut question = lock(&self.question);
+        if question
+            .as_ref()
+            .is_some_and(|open| tool_call.is_none_or(|id| id == open.tool_call))
+            && let Some(mut open) = question.take()
+        {
+            let _ = writeln!(
+                open.tty,
+                "\npunie: the question was withdrawn: the server no longer waits for an answer"
+            );
+            let _ = open.tty.flush();
+        }
+    }
+
     fn open_terminals(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
         self.open_terminals
             .lock()
@@ -248,10 +278,16 @@ impl LocalService {
                 )
             }
             Permissions::Ask => {
-                let options = request.options.clone();
-                let preview =
-                    preview::lines(request.tool_call.fields.content.as_deref().unwrap_or(&[]));
-                tokio::task::spawn_blocking(move || ask_at_terminal(&title, &preview, &options))
+                let question = Question {
+                    title,
+                    preview: preview::lines(
+                        request.tool_call.fields.content.as_deref().unwrap_or(&[]),
+                    ),
+                    options: request.options.clone(),
+                    tool_call: request.tool_call.tool_call_id.to_string(),
+                };
+                let open = self.question.clone();
+                tokio::task::spawn_blocking(move || ask_at_terminal(&question, &open))
                     .await
                     .ok()
                     .flatten()
@@ -277,13 +313,21 @@ fn first_of(
         .cloned()
 }
 
-/// Ask on the terminal (not stdin, which may carry the prompt), showing
-/// `preview` (what is to be done) under the question. Anything but a listed
-/// choice rejects.
+/// What a permission question asks.
+struct Question {
+    title: String,
+    /// What is to be done, shown under the question.
+    preview: Vec<(preview::Kind, String)>,
+    options: Vec<PermissionOption>,
+    tool_call: String,
+}
+
+/// Ask on the terminal (not stdin, which may carry the prompt), keeping the
+/// question in `open` while it waits. Anything but a listed choice rejects;
+/// a question withdrawn meanwhile is answered cancelled.
 fn ask_at_terminal(
-    title: &str,
-    preview: &[(preview::Kind, String)],
-    options: &[PermissionOption],
+    question: &Question,
+    open: &std::sync::Mutex<Option<OpenQuestion>>,
 ) -> Option<PermissionOption> {
     let tty = std::fs::OpenOptions::new()
         .read(true)
@@ -291,18 +335,31 @@ fn ask_at_terminal(
         .open("/dev/tty")
         .ok()?;
     let mut out = tty.try_clone().ok()?;
-    let _ = writeln!(out, "\nPunie asks to: {}", terminal_safe(title));
-    let colour = super::colour_wanted();
-    for (kind, line) in preview {
-        let _ = writeln!(out, "  {}", painted(line, kind.style(), colour));
+    {
+        // Held while the question is written: a withdrawal waits for it to
+        // be whole, so that it ends the question's line.
+        let mut open = lock(open);
+        let _ = writeln!(out, "\nPunie asks to: {}", terminal_safe(&question.title));
+        let colour = super::colour_wanted();
+        for (kind, line) in &question.preview {
+            let _ = writeln!(out, "  {}", painted(line, kind.style(), colour));
+        }
+        for (number, option) in question.options.iter().enumerate() {
+            let _ = writeln!(out, "  [{}] {}", number + 1, terminal_safe(&option.name));
+        }
+        let _ = write!(out, "Choose (anything else rejects): ");
+        let _ = out.flush();
+        *open = Some(OpenQuestion {
+            tool_call: question.tool_call.clone(),
+            tty: out,
+        });
     }
-    for (number, option) in options.iter().enumerate() {
-        let _ = writeln!(out, "  [{}] {}", number + 1, terminal_safe(&option.name));
-    }
-    let _ = write!(out, "Choose (anything else rejects): ");
-    let _ = out.flush();
     let mut answer = String::new();
-    std::io::BufReader::new(tty).read_line(&mut answer).ok()?;
+    let read = std::io::BufReader::new(tty).read_line(&mut answer);
+    // Taken back unless it was withdrawn while the person typed.
+    lock(open).take()?;
+    read.ok()?;
+    let options = &question.options;
     let chosen = answer
         .trim()
         .parse::<usize>()
@@ -318,6 +375,12 @@ fn ask_at_terminal(
             ],
         )
     })
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn exit_status(exit: ExitStatus) -> TerminalExitStatus {
