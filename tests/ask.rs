@@ -13,19 +13,28 @@ use support::{
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 async fn ask(server: &Server, args: &[&str]) -> Output {
-    within(
-        "punie ask",
-        server
-            .home
-            .command()
-            .arg("ask")
-            .args(args)
-            .current_dir(server.home.workspace())
-            .stdin(Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("punie ask runs")
+    ask_in(server, &server.home.workspace(), args).await
+}
+
+/// `punie ask <args>` run in `dir`, with nothing on stdin and no terminal:
+/// nobody answers its questions, even when the tests run at one.
+async fn ask_in(server: &Server, dir: &std::path::Path, args: &[&str]) -> Output {
+    let mut command = server.home.command();
+    command
+        .arg("ask")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    within("punie ask", command.output())
+        .await
+        .expect("punie ask runs")
 }
 
 #[tokio::test]
@@ -2099,23 +2108,6 @@ async fn a_file_too_big_for_the_server_is_answered_with_an_error_at_once() {
     assert!(!stderr.contains("ERROR"), "no raw log line: {stderr}");
 }
 
-/// `punie ask <args>` run in `dir`, with nothing on stdin.
-async fn ask_in(server: &Server, dir: &std::path::Path, args: &[&str]) -> Output {
-    within(
-        "punie ask",
-        server
-            .home
-            .command()
-            .arg("ask")
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("punie ask runs")
-}
-
 /// The object `--output json` prints on a failure, and its error.
 fn failure_object(output: &Output) -> (Value, String) {
     let answer: Value = serde_json::from_slice(&output.stdout)
@@ -2271,4 +2263,35 @@ async fn a_question_the_server_withdraws_is_ended_and_said_to_be_withdrawn() {
         "{screen:?}"
     );
     assert!(!server.home.workspace().join("c1.txt").exists());
+}
+
+#[tokio::test]
+async fn with_only_stderr_redirected_the_question_is_still_asked_on_the_terminal() {
+    let server = Server::scripted(
+        json!([
+            [{"tool_call": {"name": "write_file", "arguments": {"path": "new.txt", "content": "written\n"}}}],
+            [{"text": "Finished."}]
+        ]),
+        &[],
+    )
+    .await;
+    let log = std::fs::File::create(server.home.dir.path().join("ask.log")).unwrap();
+    let mut command = server.home.command();
+    command
+        .args(["ask", "write it"])
+        .current_dir(server.home.workspace())
+        .stdin(Stdio::null())
+        .stderr(Stdio::from(log));
+    let (mut terminal, mut child) = Terminal::spawn_writing_to_it(command);
+    terminal.wait_for("Choose (anything else rejects): ").await;
+    let options = offered_options(&terminal.screen());
+    let (number, _) = options.iter().find(|(_, name)| name == "Allow").unwrap();
+    terminal.type_keys(&format!("{number}\n"));
+    let status = within("punie ask to exit", child.wait()).await.unwrap();
+    let screen = terminal.closed().await;
+    assert_eq!(status.code(), Some(0), "{screen:?}");
+    assert_eq!(
+        std::fs::read_to_string(server.home.workspace().join("new.txt")).unwrap(),
+        "written\n"
+    );
 }

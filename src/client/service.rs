@@ -3,7 +3,7 @@
 //! and `terminal`, so it must serve them; everything stays inside the
 //! workspace, and a path outside it is a clear error, never an access.
 
-use std::io::{BufRead as _, ErrorKind, IsTerminal as _, Write as _};
+use std::io::{BufRead as _, ErrorKind, Write as _};
 use std::sync::Arc;
 
 use agent_client_protocol::v1::schema::{
@@ -31,11 +31,17 @@ pub enum Permissions {
 }
 
 impl Permissions {
-    /// Ask when a person is at the terminal, else reject.
+    /// Ask when a person is at the terminal, else reject. The question goes
+    /// to `/dev/tty`, not stderr: with stderr sent to a file (`2>log`) the
+    /// person is there all the same.
     pub fn for_terminal(yes: bool) -> Self {
+        let tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty");
         if yes {
             Self::AllowAll
-        } else if std::io::stderr().is_terminal() && std::fs::File::open("/dev/tty").is_ok() {
+        } else if tty.is_ok() {
             Self::Ask
         } else {
             Self::RejectAll
