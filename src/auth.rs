@@ -52,15 +52,20 @@ impl fmt::Debug for AccessToken {
 
 impl AccessToken {
     /// The server's token: `PUNIE_TOKEN` if set, else the one stored in
-    /// `token_file`, else a fresh one stored there with mode 0600.
+    /// `token_file`, else a fresh one stored there with mode 0600. An empty
+    /// token file holds nothing to keep: a fresh token takes its place.
     pub fn load_or_create(token_file: &Path) -> anyhow::Result<Self> {
         if let Some(token) = Self::from_env()? {
             token.warn_if_weak(TOKEN_ENV);
             return Ok(token);
         }
-        if let Some(token) = Self::read_file(token_file)? {
-            token.warn_if_weak(&format!("the token in {}", token_file.display()));
-            return Ok(token);
+        match Self::read_file(token_file)? {
+            Stored::Token(token) => {
+                token.warn_if_weak(&format!("the token in {}", token_file.display()));
+                return Ok(token);
+            }
+            Stored::Empty => return Self::replace_empty(token_file),
+            Stored::Missing => {}
         }
         let created = Self::generate()?;
         match create_secret_file(token_file, created.as_str()) {
@@ -70,18 +75,57 @@ impl AccessToken {
             }
             // Another server created it first: use theirs.
             Err(error) if error.kind() == ErrorKind::AlreadyExists => {
-                Self::read_file(token_file)?.context("the token file appeared but is empty")
+                match Self::read_file(token_file)? {
+                    Stored::Token(token) => Ok(token),
+                    Stored::Empty => Self::replace_empty(token_file),
+                    Stored::Missing => anyhow::bail!(
+                        "the token file {} appeared and was removed at once; start the server again",
+                        token_file.display()
+                    ),
+                }
             }
             Err(error) => Err(error)
                 .with_context(|| format!("cannot write the token file {}", token_file.display())),
         }
     }
 
-    /// The token a client should send: `PUNIE_TOKEN` if set, else the stored one.
-    pub fn for_client(token_file: &Path) -> anyhow::Result<Option<Self>> {
-        match Self::from_env()? {
-            Some(token) => Ok(Some(token)),
-            None => Self::read_file(token_file),
+    /// Put a fresh token in place of the empty file at `token_file`. Under a
+    /// lock on that file, so that servers starting at once all use the one
+    /// token that ends up in it.
+    fn replace_empty(token_file: &Path) -> anyhow::Result<Self> {
+        let cannot = || {
+            format!(
+                "cannot replace the empty token file {}",
+                token_file.display()
+            )
+        };
+        let empty = fs::File::open(token_file).with_context(cannot)?;
+        rustix::fs::flock(&empty, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(std::io::Error::from)
+            .with_context(cannot)?;
+        // Another server may have put its token there while this one waited.
+        if let Stored::Token(token) = Self::read_file(token_file)? {
+            return Ok(token);
+        }
+        let created = Self::generate()?;
+        replace_secret_file(token_file, created.as_str()).with_context(cannot)?;
+        tracing::warn!(path = %token_file.display(), "the token file was empty; put a new access token in it");
+        Ok(created)
+    }
+
+    /// The token a client should send: `PUNIE_TOKEN` if set, else the stored
+    /// one; or why there is none, for the person to put right.
+    pub fn for_client(token_file: &Path) -> Result<Self, NoToken> {
+        match Self::from_env() {
+            Ok(Some(token)) => return Ok(token),
+            Ok(None) => {}
+            Err(error) => return Err(NoToken::InvalidEnv(format!("{error:#}"))),
+        }
+        match Self::read_file(token_file) {
+            Ok(Stored::Token(token)) => Ok(token),
+            Ok(Stored::Empty) => Err(NoToken::Empty),
+            Ok(Stored::Missing) => Err(NoToken::Missing),
+            Err(error) => Err(NoToken::Unreadable(format!("{error:#}"))),
         }
     }
 
@@ -95,6 +139,9 @@ impl AccessToken {
         self.0.as_bytes().ct_eq(presented).into()
     }
 
+    /// `PUNIE_TOKEN`. Set empty (by a launcher or an IDE setting every
+    /// variable it knows) it names no token, as unset does, like an empty
+    /// `PUNIE_SERVER`.
     fn from_env() -> anyhow::Result<Option<Self>> {
         let Some(value) = std::env::var_os(TOKEN_ENV) else {
             return Ok(None);
@@ -103,7 +150,9 @@ impl AccessToken {
             .into_string()
             .map_err(|_| anyhow::anyhow!("{TOKEN_ENV} is not valid UTF-8"))?;
         let value = value.trim();
-        anyhow::ensure!(!value.is_empty(), "{TOKEN_ENV} is set but empty");
+        if value.is_empty() {
+            return Ok(None);
+        }
         anyhow::ensure!(
             value.chars().all(|c| c.is_ascii_graphic()),
             "{TOKEN_ENV} may only contain printable ASCII characters without spaces"
@@ -122,10 +171,10 @@ impl AccessToken {
         }
     }
 
-    fn read_file(token_file: &Path) -> anyhow::Result<Option<Self>> {
+    fn read_file(token_file: &Path) -> anyhow::Result<Stored> {
         let text = match fs::read_to_string(token_file) {
             Ok(text) => text,
-            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(Stored::Missing),
             Err(error) => {
                 return Err(error).with_context(|| {
                     format!("cannot read the token file {}", token_file.display())
@@ -135,9 +184,9 @@ impl AccessToken {
         tighten_permissions(token_file)?;
         let token = text.trim();
         if token.is_empty() {
-            return Ok(None);
+            return Ok(Stored::Empty);
         }
-        Ok(Some(Self(token.into())))
+        Ok(Stored::Token(Self(token.into())))
     }
 
     fn generate() -> anyhow::Result<Self> {
@@ -146,6 +195,28 @@ impl AccessToken {
             .map_err(|error| anyhow::anyhow!("no randomness for a token: {error}"))?;
         Ok(Self(hex::encode(bytes).into()))
     }
+}
+
+/// What the token file holds.
+enum Stored {
+    Token(AccessToken),
+    /// Nothing but white space.
+    Empty,
+    Missing,
+}
+
+/// Why a client has no token to present. Only a server that asks for one
+/// makes that a problem: `punie status` and `punie stop` need none.
+#[derive(Debug, Clone)]
+pub enum NoToken {
+    /// Neither `PUNIE_TOKEN` nor the token file.
+    Missing,
+    /// The token file holds nothing.
+    Empty,
+    /// The token file cannot be read: why.
+    Unreadable(String),
+    /// `PUNIE_TOKEN` is set to something that is no token: why.
+    InvalidEnv(String),
 }
 
 /// Make sure only the owner can read the token file, or list the directory
@@ -193,6 +264,22 @@ fn create_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
     writeln!(file, "{contents}")?;
     file.as_file().sync_all()?;
     file.persist_noclobber(path).map_err(|error| error.error)?;
+    Ok(())
+}
+
+/// Replace `path` with a file holding `contents`, mode 0600, all at once: a
+/// reader sees the old file or the new one, never part of the token.
+fn replace_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("the token file has no parent directory"))?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".token")
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    writeln!(file, "{contents}")?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|error| error.error)?;
     Ok(())
 }
 

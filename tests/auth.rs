@@ -241,6 +241,39 @@ async fn a_token_file_readable_by_others_is_made_private() {
 }
 
 #[tokio::test]
+async fn an_empty_token_file_is_given_a_new_token() {
+    let home = Home::new();
+    std::fs::create_dir_all(home.state_dir()).unwrap();
+    std::fs::write(home.token_file(), "\n").unwrap();
+    std::fs::set_permissions(home.token_file(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let server = Server::start_in(home, &[]).await;
+    assert_eq!(server.token.len(), 64, "a fresh token: {:?}", server.token);
+    assert_eq!(
+        std::fs::metadata(server.home.token_file())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    RawClient::connect(&server.ws_url(), &server.token).await;
+}
+
+#[tokio::test]
+async fn an_empty_punie_token_is_no_token_and_the_stored_one_is_used() {
+    let first = Server::start().await;
+    let stored = first.token.clone();
+    let home = first.stop().await;
+    let mut command = home.command();
+    command
+        .args(["serve", "--port", "0"])
+        .env("PUNIE_TOKEN", "");
+    let server = Server::spawn(home, command).await;
+    assert_eq!(server.token, stored);
+    RawClient::connect(&server.ws_url(), &stored).await;
+}
+
+#[tokio::test]
 async fn punie_token_overrides_the_stored_token() {
     let stored = Server::start().await;
     let stored_token = stored.token.clone();

@@ -441,3 +441,62 @@ async fn punie_open_with_a_wrong_token_says_so() {
     );
     assert!(!opened.exists());
 }
+
+#[tokio::test]
+async fn punie_open_without_a_server_or_a_token_says_nothing_listens() {
+    let home = Home::new();
+    let (browser, opened) = recording_browser(&home);
+    let url = format!("http://127.0.0.1:{}", support::unused_port());
+    let output = punie_open(&home, browser.to_str().unwrap(), &["--server", &url]).await;
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("nothing is listening") && stderr.contains("punie serve"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("token"), "{stderr}");
+    assert!(!opened.exists());
+
+    // With a server there, the missing token is what is wrong, and said.
+    let server = Server::start().await;
+    let output = punie_open(
+        &home,
+        browser.to_str().unwrap(),
+        &["--server", &server.http_url("")],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("There is no token to present"),
+        "{stderr}"
+    );
+    assert!(!opened.exists());
+}
+
+#[tokio::test]
+async fn a_browser_command_is_split_as_a_shell_would_and_a_failed_one_is_not_opened() {
+    let server = Server::start().await;
+    let (browser, opened) = recording_browser(&server.home);
+    // Quoted words, `%s` quoted too: the script gets the link itself.
+    let quoted = format!("'{}' '%s'", browser.display());
+    let output = punie_open(&server.home, &quoted, &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let link = std::fs::read_to_string(&opened).unwrap().trim().to_owned();
+    assert!(
+        link.starts_with(&format!("http://{}/sign-in/", server.address)),
+        "{link}"
+    );
+    assert!(sign_in(&link).await.is_ok());
+
+    // A command that fails opened nothing: the next is tried, then the
+    // link is printed.
+    std::fs::remove_file(&opened).unwrap();
+    let output = punie_open(&server.home, "false %s:sh -c 'exit 3'", &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("Opened"), "{stderr}");
+    assert!(stderr.contains("cannot open a browser"), "{stderr}");
+    let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(sign_in(&printed).await.is_ok(), "{printed}");
+}

@@ -537,3 +537,35 @@ async fn delete_takes_no_listing_flags() {
     .await;
     assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
 }
+
+#[tokio::test]
+async fn an_empty_token_file_is_named_as_empty_with_its_fix() {
+    let server = Server::start().await;
+    std::fs::write(server.home.token_file(), "").unwrap();
+    let output = punie(&server.home, &server.home.workspace(), &["sessions"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{} is empty", server.home.token_file().display()))
+            && stderr.contains("punie serve")
+            && stderr.contains("PUNIE_TOKEN"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("does not exist"), "{stderr}");
+
+    // PUNIE_TOKEN set empty is no token either, not a mistake of its own.
+    let output = within(
+        "punie sessions",
+        server
+            .home
+            .command()
+            .arg("sessions")
+            .env("PUNIE_TOKEN", "")
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("is empty"), "{stderr}");
+}

@@ -465,3 +465,24 @@ async fn status_with_a_stderr_that_cannot_be_written_still_exits_3() {
         }
     }
 }
+
+#[tokio::test]
+async fn status_and_stop_need_no_token() {
+    let mut server = Server::start().await;
+    let output = punie_with(&server.home, &["status"], &[("PUNIE_TOKEN", "")]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let output = punie_with(&server.home, &["status"], &[("PUNIE_TOKEN", "not a token")]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+
+    // A token file that cannot be read, whoever runs this.
+    std::fs::remove_file(server.home.token_file()).unwrap();
+    std::fs::create_dir(server.home.token_file()).unwrap();
+    let output = punie(&server.home, &["status", "--json"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let status: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["running"], true);
+
+    let output = punie_with(&server.home, &["stop"], &[("PUNIE_TOKEN", "")]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(server.exit_status().await.success());
+}

@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::auth::AccessToken;
+use crate::auth::{AccessToken, NoToken};
 use crate::config::{MAX_MESSAGE_BYTES, MESSAGE_LIMIT_HEADER, Paths};
 use crate::server::ServerRecord;
 pub(crate) use crate::text::{colour_wanted, terminal_safe};
@@ -72,20 +72,20 @@ pub struct Target {
     pub acp_url: String,
     /// The server's base HTTP URL, e.g. `http://127.0.0.1:8000`.
     pub http_url: String,
-    pub token: Option<AccessToken>,
     /// What `server.json` says, when it records this server.
     pub record: Option<ServerRecord>,
-    /// Where the token is kept, for advice when the server refuses it.
+    /// Where the token is kept: read by the commands that present it
+    /// ([`Self::token`]), named in advice when the server refuses it.
     pub token_file: PathBuf,
 }
 
 impl Target {
     /// The server named by `--server`/`PUNIE_SERVER`, else the one recorded in
-    /// `server.json`, else [`DEFAULT_SERVER`]; the token from `PUNIE_TOKEN`,
-    /// else the token file.
+    /// `server.json`, else [`DEFAULT_SERVER`]. The token is not read here:
+    /// `status` and `stop` need none, and a missing or unreadable one is no
+    /// reason for them to fail.
     pub fn locate(server: Option<&ServerUrl>, paths: &Paths) -> anyhow::Result<Self> {
         let token_file = paths.token_file();
-        let token = AccessToken::for_client(&token_file)?;
         let (url, record) = match server {
             Some(url) => {
                 // Only `stop` needs the record then, and it reads it again to
@@ -113,10 +113,15 @@ impl Target {
         Ok(Self {
             acp_url: url.acp,
             http_url: url.http,
-            token,
             record,
             token_file,
         })
+    }
+
+    /// The token to present: `PUNIE_TOKEN`, else the token file's; or why
+    /// there is none.
+    pub fn token(&self) -> Result<AccessToken, NoToken> {
+        AccessToken::for_client(&self.token_file)
     }
 
     /// Open an authenticated WebSocket to the ACP endpoint.
@@ -132,6 +137,10 @@ impl Target {
         timeout: Duration,
         max_message_bytes: Option<usize>,
     ) -> Result<Connected, ConnectError> {
+        // Without a token the connection is still tried: whether a server
+        // answers at all is the first thing to tell, and one that asks for
+        // the token gets the reason there is none.
+        let token = self.token();
         let mut request = self
             .acp_url
             .as_str()
@@ -139,13 +148,18 @@ impl Target {
             .map_err(|error| {
                 ConnectError::new(
                     self,
+                    token.as_ref().err(),
                     format!("`{}` is not a WebSocket URL: {error}", self.acp_url),
                 )
             })?;
-        if let Some(token) = &self.token {
+        if let Ok(token) = &token {
             let value =
                 HeaderValue::from_str(&format!("Bearer {}", token.as_str())).map_err(|_| {
-                    ConnectError::new(self, "the access token is not a valid header value".into())
+                    ConnectError::new(
+                        self,
+                        None,
+                        "the access token is not a valid header value".into(),
+                    )
                 })?;
             request.headers_mut().insert("Authorization", value);
         }
@@ -158,10 +172,15 @@ impl Target {
             Ok(Err(error)) => Err(ConnectError {
                 // It answered, but refused: a server is there.
                 answered: matches!(error, tokio_tungstenite::tungstenite::Error::Http(_)),
-                ..ConnectError::new(self, describe_handshake_error(self, &error))
+                ..ConnectError::new(
+                    self,
+                    token.as_ref().err(),
+                    describe_handshake_error(token.is_ok(), &error),
+                )
             }),
             Err(_) => Err(ConnectError::new(
                 self,
+                token.as_ref().err(),
                 format!("no answer within {timeout:?}"),
             )),
         }
@@ -429,18 +448,41 @@ pub struct ConnectError {
 
 /// Whether the token presented came from the environment, not the file.
 fn token_from_env() -> bool {
-    std::env::var_os(crate::auth::TOKEN_ENV).is_some_and(|value| !value.is_empty())
+    std::env::var_os(crate::auth::TOKEN_ENV)
+        .is_some_and(|value| !value.to_string_lossy().trim().is_empty())
+}
+
+/// What to do when the server wants a token and there is none to present,
+/// for `why` there is none.
+pub fn no_token_fix(why: &NoToken, token_file: &std::path::Path) -> String {
+    let env = crate::auth::TOKEN_ENV;
+    let file = token_file.display();
+    match why {
+        NoToken::Missing => format!(
+            "There is no token to present: {file} does not exist. Start the server here with \
+             `punie serve` (it writes one), or set {env} to the server's token"
+        ),
+        NoToken::Empty => format!(
+            "There is no token to present: {file} is empty. `punie serve` puts a new token in \
+             an empty token file when it starts (`punie stop`, then `punie serve`, for the \
+             server here), or set {env} to the server's token"
+        ),
+        NoToken::Unreadable(error) => format!(
+            "There is no token to present: {error}. Make it readable by this user, or set {env} \
+             to the server's token"
+        ),
+        NoToken::InvalidEnv(error) => format!(
+            "There is no token to present: {error}. Set it to the server's token, or unset it \
+             to use the one in {file}"
+        ),
+    }
 }
 
 impl ConnectError {
-    fn new(target: &Target, reason: String) -> Self {
-        let fix = if reason.contains("401") && target.token.is_none() {
-            format!(
-                "There is no token to present: {} does not exist. Start the server here with \
-                 `punie serve` (it writes one), or set {} to the server's token",
-                target.token_file.display(),
-                crate::auth::TOKEN_ENV
-            )
+    /// `missing` says why no token was presented, when none was.
+    fn new(target: &Target, missing: Option<&NoToken>, reason: String) -> Self {
+        let fix = if let (true, Some(why)) = (reason.contains("401"), missing) {
+            no_token_fix(why, &target.token_file)
         } else if reason.contains("401") && token_from_env() {
             format!(
                 "{} is set, and the server does not take that token: set it to the server's \
@@ -468,13 +510,13 @@ impl ConnectError {
 }
 
 fn describe_handshake_error(
-    target: &Target,
+    presented_token: bool,
     error: &tokio_tungstenite::tungstenite::Error,
 ) -> String {
     use tokio_tungstenite::tungstenite::Error;
     match error {
         Error::Http(response) if response.status() == 401 => {
-            if target.token.is_some() {
+            if presented_token {
                 "it refused the access token (401)".to_owned()
             } else {
                 "it wants an access token and none was found (401)".to_owned()

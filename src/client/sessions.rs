@@ -35,8 +35,8 @@ pub async fn list(target: &Target, cwd: Option<&Path>, json: bool) -> anyhow::Re
         super::print_out(&format!("{}\n", as_json(&sessions)))?;
     } else if sessions.is_empty() {
         match &cwd {
-            Some(cwd) => eprintln!("punie: no sessions in {}.", cwd.display()),
-            None => eprintln!("punie: no sessions yet; `punie ask` starts one."),
+            Some(cwd) => crate::say!("punie: no sessions in {}.", cwd.display()),
+            None => crate::say!("punie: no sessions yet; `punie ask` starts one."),
         }
     } else {
         super::print_out(&table(&sessions))?;
@@ -64,7 +64,7 @@ pub async fn delete(target: &Target, id: &str) -> anyhow::Result<Outcome> {
     if deleted.is_none() {
         return Ok(Outcome::NoServer);
     }
-    eprintln!("punie: deleted session {id}.");
+    crate::say!("punie: deleted session {id}.");
     Ok(Outcome::Done)
 }
 
@@ -133,7 +133,7 @@ async fn with_server<T>(
         // A server that refused is an error, not an absent server.
         Err(error) if error.answered => Err(error.into()),
         Err(error) => {
-            eprintln!("punie: {error}");
+            crate::say!("punie: {error}");
             Ok(None)
         }
     }

@@ -5,6 +5,8 @@
 //! for the link) or `xdg-open`. When none of them works, the link is printed
 //! for the person to open. The token itself never leaves this process, and
 //! nothing but the link goes to the browser; it talks to no ACP endpoint.
+//! A token that is missing matters only to a server that answers: with none
+//! listening, `punie open` says so like every other client.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -45,15 +47,15 @@ pub async fn run(target: &Target, print: bool) -> anyhow::Result<Outcome> {
     let lifetime = humantime::format_duration(Duration::from_secs(link.expires_in_seconds));
     if print {
         crate::client::print_out(&format!("{}\n", link.url))?;
-        eprintln!("Open this link to sign in; it works once, within {lifetime}.");
+        crate::say!("Open this link to sign in; it works once, within {lifetime}.");
         return Ok(Outcome::Done);
     }
     match open_in_browser(&link.url).await {
         Ok(command) => {
-            eprintln!("Opened Punie in the browser ({command}).");
+            crate::say!("Opened Punie in the browser ({command}).");
         }
         Err(why) => {
-            eprintln!(
+            crate::say!(
                 "punie: cannot open a browser ({why}). Open this link to sign in; it works once, within {lifetime}:"
             );
             crate::client::print_out(&format!("{}\n", link.url))?;
@@ -64,21 +66,20 @@ pub async fn run(target: &Target, print: bool) -> anyhow::Result<Outcome> {
 
 /// Ask the server for a link; `None` when no server answers.
 async fn new_link(target: &Target) -> anyhow::Result<Option<Link>> {
-    let Some(token) = &target.token else {
-        anyhow::bail!(
-            "no access token: it is in {} once `punie serve` has run (or set PUNIE_TOKEN)",
-            target.token_file.display()
-        );
-    };
+    let token = target.token();
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(REQUEST_TIMEOUT)
         .build()?;
     let url = format!("{}/sign-in", target.http_url);
-    let response = match client.post(&url).bearer_auth(token.as_str()).send().await {
+    let mut request = client.post(&url);
+    if let Ok(token) = &token {
+        request = request.bearer_auth(token.as_str());
+    }
+    let response = match request.send().await {
         Ok(response) => response,
         Err(error) if error.is_connect() => {
-            eprintln!(
+            crate::say!(
                 "punie: no Punie server at {} (nothing is listening there). Start one with `punie serve`.",
                 target.http_url
             );
@@ -87,6 +88,13 @@ async fn new_link(target: &Target) -> anyhow::Result<Option<Link>> {
         Err(error) => return Err(error).context(format!("cannot ask {url} for a sign-in link")),
     };
     let status = response.status();
+    if let (reqwest::StatusCode::UNAUTHORIZED, Err(why)) = (status, &token) {
+        anyhow::bail!(
+            "the server at {} wants an access token (401). {}",
+            target.http_url,
+            crate::client::no_token_fix(why, &target.token_file)
+        );
+    }
     if status == reqwest::StatusCode::UNAUTHORIZED {
         anyhow::bail!(
             "the server at {} refused the access token (401). The token is in {} (or set PUNIE_TOKEN); `punie status` shows which server is running",
@@ -132,31 +140,63 @@ async fn open_in_browser(url: &str) -> Result<String, String> {
     Err(failures.join("; "))
 }
 
-/// Run one browser command through the shell, which finds it on `PATH` and
-/// splits its arguments; the link goes in as a positional parameter, never
-/// as shell text.
+/// Run one browser command. It is split into words as a shell would split
+/// it, quotes honoured, but run without one: the link is never shell text.
+/// The link replaces `%s` wherever it appears, or comes last when nothing
+/// says where.
 async fn run_browser(command: &str, url: &str) -> Result<(), String> {
-    let script = if command.contains("%s") {
-        command.replace("%s", "\"$1\"")
-    } else {
-        format!("{command} \"$1\"")
-    };
-    let mut child = tokio::process::Command::new("sh")
-        .args(["-c", &script, "punie-open", url])
+    let argv = browser_argv(command, url)?;
+    let (program, args) = argv.split_first().ok_or("it names no program")?;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|error| format!("cannot run sh: {error}"))?;
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => "not found".to_owned(),
+            _ => format!("cannot run it: {error}"),
+        })?;
     match tokio::time::timeout(BROWSER_START, child.wait()).await {
         Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => match status.code() {
-            Some(127) => Err("not found".to_owned()),
-            _ => Err(format!("it failed ({status})")),
-        },
+        Ok(Ok(status)) => Err(format!("it failed ({status})")),
         Ok(Err(error)) => Err(error.to_string()),
         // Still running: a browser that stays in the foreground. It keeps
         // running after this process exits.
         Err(_) => Ok(()),
+    }
+}
+
+/// The words of a browser `command`, the link in place of `%s` (or last).
+fn browser_argv(command: &str, url: &str) -> Result<Vec<String>, String> {
+    let mut words = shell_words::split(command)
+        .map_err(|error| format!("it cannot be split into words: {error}"))?;
+    if words.iter().any(|word| word.contains("%s")) {
+        for word in &mut words {
+            *word = word.replace("%s", url);
+        }
+    } else {
+        words.push(url.to_owned());
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_link_goes_where_percent_s_says_quoted_or_not() {
+        let url = "http://127.0.0.1:1/sign-in/x";
+        assert_eq!(
+            browser_argv("firefox --new-tab '%s'", url).unwrap(),
+            ["firefox", "--new-tab", url]
+        );
+        assert_eq!(
+            browser_argv("\"/opt/My Browser/run\" --url=%s", url).unwrap(),
+            ["/opt/My Browser/run", &format!("--url={url}")]
+        );
+        assert_eq!(browser_argv("w3m", url).unwrap(), ["w3m", url]);
+        assert!(browser_argv("open 'unclosed", url).is_err());
     }
 }
