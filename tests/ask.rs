@@ -1360,6 +1360,41 @@ async fn on_a_terminal_the_first_ctrl_c_cancels_and_a_second_quits_at_once() {
     agent.abort();
 }
 
+#[tokio::test]
+async fn after_ctrl_c_a_server_that_never_answers_the_cancel_is_not_waited_for() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/acp", listener.local_addr().unwrap());
+    let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel();
+    let agent = tokio::spawn(agent_that_ignores_cancel(listener, cancel_tx));
+    let home = Home::new();
+    let mut command = home.command();
+    command
+        .args(["ask", "--server", &url, "go on and on"])
+        .env("PUNIE_TOKEN", "t".repeat(64))
+        .current_dir(home.workspace());
+    let (mut terminal, mut child) = Terminal::spawn(command);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut shown = read_until(&mut stdout, "partial answer", "the answer to start").await;
+
+    terminal.ctrl_c();
+    within("session/cancel to reach the agent", cancel_rx)
+        .await
+        .expect("the agent received session/cancel");
+    let status = within("punie ask to give up on the cancel", child.wait())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    stdout.read_to_end(&mut shown).await.unwrap();
+    assert_eq!(
+        text(&shown),
+        "partial answer\n",
+        "what arrived, its line ended"
+    );
+    let screen = terminal.closed().await;
+    assert!(screen.contains("did not answer the cancel"), "{screen:?}");
+    agent.abort();
+}
+
 /// A script whose first turn starts an answer and then waits a minute: long
 /// enough for a test to act while it runs.
 fn a_long_turn() -> Value {

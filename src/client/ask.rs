@@ -271,7 +271,8 @@ struct Interrupt {
     turn: Mutex<Option<(ConnectionTo<Agent>, SessionId)>>,
 }
 
-/// How long, after SIGTERM or SIGHUP, the server has to answer the cancel.
+/// How long, after Ctrl-C, SIGTERM or SIGHUP, the server has to answer the
+/// cancel.
 const TERMINATE_GRACE: Duration = Duration::from_secs(2);
 
 impl Interrupt {
@@ -319,10 +320,27 @@ impl Interrupt {
                     }
                     None => quit_interrupted(fresh_line),
                 }
-                if next().await.is_some() {
-                    quit_interrupted("\n");
+                // A server that does not answer the cancel (stopped, hung)
+                // must not keep the person waiting: the turn's end, answering
+                // it, ends the process sooner (see [`run`]).
+                match tokio::time::timeout(TERMINATE_GRACE, next()).await {
+                    Ok(Some(_)) => quit_interrupted("\n"),
+                    Ok(None) => return,
+                    Err(_) => {}
                 }
-                return;
+                service.stop_all().await;
+                let mut view = lock(&view);
+                view.finish(
+                    &Answer {
+                        stop_reason: StopReason::Cancelled,
+                    },
+                    None,
+                );
+                view.note(&format!(
+                    "punie: the server did not answer the cancel within {} s; quitting",
+                    TERMINATE_GRACE.as_secs()
+                ));
+                std::process::exit(i32::from(crate::cli::exit::INTERRUPTED));
             }
             if let Some((connection, session)) = &turn {
                 let _ = connection.send_notification(CancelNotification::new(session.clone()));
