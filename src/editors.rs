@@ -34,10 +34,52 @@ pub fn jetbrains_file() -> anyhow::Result<PathBuf> {
     Ok(home.join(".jetbrains").join("acp.json"))
 }
 
-/// This binary's absolute path, as editors should launch it.
+/// This binary's absolute path, as editors should launch it: the path it
+/// was run by, when that leads to this very file. A link such as
+/// `~/bin/punie` → `/opt/punie-1.2/punie` then stays in the editor's entry
+/// and still works once an upgrade moves the link, where the versioned file
+/// it leads to today would be gone.
 pub fn this_binary() -> anyhow::Result<PathBuf> {
     let path = std::env::current_exe().context("cannot tell where this punie binary is")?;
-    Ok(fs::canonicalize(&path).unwrap_or(path))
+    let resolved = fs::canonicalize(&path).unwrap_or(path);
+    let invoked = std::env::args_os()
+        .next()
+        .and_then(|name| invoked_path(Path::new(&name)));
+    Ok(match invoked {
+        Some(invoked) if same_file(&invoked, &resolved) => invoked,
+        _ => resolved,
+    })
+}
+
+/// Where the program `name` (its `argv[0]`) was found, made absolute: a
+/// path when it holds a slash, else the first executable of that name on
+/// `PATH`, as the shell looks.
+fn invoked_path(name: &Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    if name.as_os_str().is_empty() {
+        return None;
+    }
+    if name.as_os_str().as_bytes().contains(&b'/') {
+        return std::path::absolute(name).ok();
+    }
+    let search = std::env::var_os("PATH")?;
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            fs::metadata(candidate)
+                .is_ok_and(|found| found.is_file() && found.permissions().mode() & 0o111 != 0)
+        })
+        .and_then(|found| std::path::absolute(found).ok())
+}
+
+/// Whether `a` and `b` lead to the same file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// Add or correct the Punie entry in the JetBrains file at `path`, keeping

@@ -14,8 +14,9 @@ async fn punie(home: &Home, args: &[&str]) -> Output {
         .expect("punie runs")
 }
 
+/// The path the tests run punie by, which `punie init` records.
 fn this_binary() -> String {
-    std::fs::canonicalize(env!("CARGO_BIN_EXE_punie"))
+    std::path::absolute(env!("CARGO_BIN_EXE_punie"))
         .unwrap()
         .to_string_lossy()
         .into_owned()
@@ -260,4 +261,63 @@ async fn init_zed_prints_a_custom_agent_server_entry() {
         !home.dir.path().join(".jetbrains").exists(),
         "--zed writes nothing"
     );
+}
+
+#[tokio::test]
+async fn init_records_the_link_it_was_run_by_not_the_versioned_file_behind_it() {
+    use std::os::unix::fs::symlink;
+    let home = Home::new();
+    // ~/bin/punie → the installed, versioned binary.
+    let bin = home.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let link = bin.join("punie");
+    symlink(env!("CARGO_BIN_EXE_punie"), &link).unwrap();
+    let file = home.dir.path().join("acp.json");
+    let recorded = |output: &Output| {
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        read_json(&file)["agent_servers"]["Punie"]["command"].clone()
+    };
+
+    // Run by its path.
+    let mut command = home.command();
+    command.arg0(&link);
+    let output = within(
+        "punie init",
+        command
+            .args(["init", "--output", file.to_str().unwrap()])
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(recorded(&output), json!(link));
+    std::fs::remove_file(&file).unwrap();
+
+    // Run by its name, found on PATH.
+    let mut command = home.command();
+    command.arg0("punie");
+    let output = within(
+        "punie init",
+        command
+            .env("PATH", &bin)
+            .args(["init", "--output", file.to_str().unwrap()])
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(recorded(&output), json!(link));
+    std::fs::remove_file(&file).unwrap();
+
+    // A name that leads to another program is not this one.
+    let mut command = home.command();
+    command.arg0("/bin/sh");
+    let output = within(
+        "punie init",
+        command
+            .args(["init", "--output", file.to_str().unwrap()])
+            .output(),
+    )
+    .await
+    .unwrap();
+    let real = std::fs::canonicalize(env!("CARGO_BIN_EXE_punie")).unwrap();
+    assert_eq!(recorded(&output), json!(real));
 }
