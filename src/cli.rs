@@ -385,6 +385,14 @@ pub fn main() -> ExitCode {
     let log_file = cli.log_file.as_deref().or(configured.log_file.as_deref());
     if let Err(error) = logging::init(levels, log_file) {
         crate::say!("punie: {error:#}");
+        if cli.command.is_none() {
+            // The IDE that launched the bridge shows the reason too.
+            let message = format!("{error:#}");
+            let _ = single_threaded(|| async move {
+                bridge::refuse(&message).await;
+                Ok(())
+            });
+        }
         return ExitCode::from(exit::USAGE);
     }
     let ask_output = match &cli.command {

@@ -206,6 +206,24 @@ async fn a_server_url_that_names_no_server_is_the_answer_to_the_ides_first_reque
 }
 
 #[tokio::test]
+async fn a_log_file_that_cannot_be_opened_is_the_answer_to_the_ides_first_request() {
+    let home = Home::new();
+    let log_file = home.dir.path().join("no-such-dir").join("bridge.log");
+    let mut bridge = Bridge::spawn_with(&home, "ws://127.0.0.1:9/acp", "any-token", |command| {
+        command.arg("--log-file").arg(&log_file);
+    });
+    bridge.send(initialize_request(1)).await;
+    let answer = bridge.recv().await.expect("an answer to initialize");
+    assert_eq!(bridge.exit_status().await.code(), Some(2), "a usage error");
+    assert_eq!(answer["id"], 1);
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("cannot open the log file") && message.contains("bridge.log"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
 async fn a_server_that_never_answers_is_reported_within_a_second() {
     let home = Home::new();
     // It listens but never accepts: the kernel takes the connection, and
