@@ -569,3 +569,17 @@ async fn an_empty_token_file_is_named_as_empty_with_its_fix() {
     let stderr = text(&output.stderr);
     assert!(stderr.contains("is empty"), "{stderr}");
 }
+
+#[tokio::test]
+async fn deleting_without_an_id_says_an_id_is_needed() {
+    let home = Home::new();
+    for id in ["", " "] {
+        let output = punie(&home, home.dir.path(), &["sessions", "delete", id]).await;
+        let stderr = text(&output.stderr);
+        assert_ne!(output.status.code(), Some(0), "{id:?}: {stderr}");
+        assert!(
+            stderr.contains("needs the id of a session") && !stderr.contains("there is no session"),
+            "{id:?}: {stderr}"
+        );
+    }
+}

@@ -46,6 +46,12 @@ pub async fn list(target: &Target, cwd: Option<&Path>, json: bool) -> anyhow::Re
 
 /// `punie sessions delete ID`: the server forgets the session, on disk too.
 pub async fn delete(target: &Target, id: &str) -> anyhow::Result<Outcome> {
+    // The server would answer that there is no session "", which reads as
+    // if the id had been given and lost.
+    anyhow::ensure!(
+        !id.trim().is_empty(),
+        "`punie sessions delete` needs the id of a session; `punie sessions` lists them"
+    );
     let deleted = with_server(target, async |cx, server| {
         require(server, "session/delete", |offered| offered.delete.is_some())?;
         cx.send_request(DeleteSessionRequest::new(id.to_owned()))
