@@ -353,7 +353,7 @@ async fn tool_cards_show_an_edits_diff_and_a_commands_output_and_cancel_stops_a_
     let edit = json!({"tool_call": {"name": "edit_file", "arguments":
         {"path": "list.txt", "old_text": "item", "new_text": "entry", "replace_all": true}}});
     let run = json!({"tool_call": {"name": "run_command", "arguments":
-        {"command": "printf '\\033[32mout one\\033[0m\\nout two\\n'; seq 100"}}});
+        {"command": "printf '\\033[32mout one\\033[0m\\nout two\\n'; seq 100; printf 'saved invoice\\342\\200\\256fdp.exe\\nafter\\n'"}}});
     let plan = json!({"tool_call": {"name": "update_plan", "arguments": {"entries": [
         {"content": "Edit the list", "status": "in_progress"},
         {"content": "Run the check", "status": "pending"}
@@ -733,7 +733,12 @@ async fn a_conversation_keeps_its_reading_place_and_a_big_diff_leaves_its_questi
 #[tokio::test]
 async fn task_lists_show_their_boxes_and_code_blocks_copy_their_code_alone() {
     let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
-    let text = "Plan:\n\n- [ ] write the test\n- [x] read the code\n\n```rust\nfn main() {\n    println!(\"hi\");\n}\n```\n\nDone.";
+    let code = "Plan:\n\n- [ ] write the test\n- [x] read the code\n\n```rust\nfn main() {\n    println!(\"hi\");\n}\n```\n\n";
+    // A word of 40,000 characters (a base64 blob), a footnote (which marked
+    // reads as a link to `note`), links of every kind and an override.
+    let blob = "aGVsbG8gd29ybGQ/".repeat(2500);
+    let rest = "A note[^1], [a page](docs/page.md), [the site](https://example.com/), [mail](mailto:a@example.com) and [above](#top).\n\nSaved as invoice\u{202E}fdp.exe for you.\n\n[^1]: note\n\nDone.";
+    let text = format!("{code}A blob: {blob}\n\n{rest}");
     let mut server = Server::scripted(json!([[{"text": text}]]), &[]).await;
     Scenario::start("markdown", &mut server, &[])
         .await

@@ -122,7 +122,8 @@ const state = {
 };
 
 /** What the notice is about: 'connection' while the server is out of reach,
- * else anything the person was told about what they did. */
+ * 'attachment' for a file left out of the next prompt, else anything the
+ * person was told about what they did. */
 let noticeKind = null;
 
 function showNotice(text, kind = 'action') {
@@ -434,6 +435,14 @@ function showing() {
   return Boolean(state.current && ui.transcriptHost.firstElementChild);
 }
 
+/** Open or put away the session list, in a narrow window a drawer (the
+ * stylesheet takes it out of the keyboard's and screen readers' reach
+ * while it is put away). */
+function showSessions(open) {
+  ui.body.classList.toggle('sessions-open', open);
+  ui.toggleSessions.setAttribute('aria-expanded', String(open));
+}
+
 function renderComposer() {
   const open = Boolean(state.current && state.transcripts.has(state.current));
   const running = open && statusOf(state.current) !== 'idle';
@@ -459,15 +468,15 @@ function chipOf(attachment) {
   if (chip) return chip;
   chip = document.createElement('span');
   chip.className = 'chip attachment pending';
-  chip.textContent = attachment.name;
+  // A long name ends in an ellipsis, the × still beside it: the tooltip has it whole.
   chip.title = visibleText(attachment.name);
   const remove = document.createElement('button');
   remove.type = 'button';
   remove.className = 'remove';
   remove.textContent = '×';
-  remove.setAttribute('aria-label', `Remove ${attachment.name}`);
+  remove.setAttribute('aria-label', `Remove ${visibleText(attachment.name)}`);
   remove.addEventListener('click', () => removeAttachment(attachment));
-  chip.append(remove);
+  chip.append(isolated('span', 'chip-name', attachment.name), remove);
   chips.set(attachment, chip);
   return chip;
 }
@@ -788,11 +797,24 @@ ui.transcriptHost.addEventListener('scroll', () => {
   follow(host.scrollHeight - host.scrollTop - host.clientHeight < NEAR_BOTTOM_PX);
 });
 
+/** Whether the transcript on show changed since it was last measured. A
+ * transcript that grows only because its lines wrap anew (the window made
+ * narrower) has nothing new below. */
+let contentChanged = false;
+const changes = new MutationObserver(() => {
+  if (contentChanged) return;
+  contentChanged = true;
+  // A change that moved nothing is not measured; once the frame that laid
+  // it out is over, it is old news.
+  requestAnimationFrame(() => requestAnimationFrame(() => (contentChanged = false)));
+});
+changes.observe(ui.transcriptHost, { childList: true, subtree: true, characterData: true });
+
 // Runs after layout, before paint: whatever grew is measured already.
 const growth = new ResizeObserver(() => {
   const host = ui.transcriptHost;
   if (following) scrollToNewest();
-  else if (host.scrollHeight > grownTo + 1) markNewBelow(true);
+  else if (contentChanged && host.scrollHeight > grownTo + 1) markNewBelow(true);
   grownTo = host.scrollHeight;
 });
 
@@ -819,7 +841,7 @@ async function openSession(id) {
     showNotice('The page is not connected to the server, so it cannot open that session now. It reconnects by itself; try again then.', 'connection');
     return;
   }
-  ui.body.classList.remove('sessions-open');
+  showSessions(false);
   if (state.transcripts.has(id)) {
     switchTo(id);
     showTranscript(id);
@@ -1059,8 +1081,9 @@ async function send() {
   const attachments = state.attachments;
   ui.prompt.value = '';
   state.attachments = [];
-  // What the page said about an earlier attempt (a file it could not
-  // attach, a prompt refused) is over once a prompt goes.
+  // What the page said about an earlier attempt (a prompt refused) is over
+  // once a prompt goes; a file it could not attach stays said, since the
+  // prompt went without it, until the person puts it away or attaches again.
   if (noticeKind === 'action') showNotice('');
   transcript.localPrompt(prompt);
   state.prompting.add(id);
@@ -1173,6 +1196,7 @@ function base64(bytes) {
 }
 
 async function attach(files) {
+  if (noticeKind === 'attachment') showNotice('');
   try {
     // Into the list of the session open now, even if another opens meanwhile.
     await readAttachments(files, state.attachments);
@@ -1185,11 +1209,11 @@ async function attach(files) {
 async function readAttachments(files, attachments) {
   for (const file of files) {
     if (file.size > MAX_ATTACHMENT_BYTES) {
-      showNotice(`${file.name} is larger than ${MAX_ATTACHMENT_BYTES / 1024 / 1024} MiB; it was not attached.`);
+      showNotice(`${visibleText(file.name)} is larger than ${MAX_ATTACHMENT_BYTES / 1024 / 1024} MiB; it was not attached.`, 'attachment');
       continue;
     }
     if (PICTURE_TYPES.includes(file.type) && file.size === 0) {
-      showNotice(`${file.name} is empty; it was not attached.`);
+      showNotice(`${visibleText(file.name)} is empty; it was not attached.`, 'attachment');
       continue;
     }
     const bytes = new Uint8Array(await file.arrayBuffer());
@@ -1510,12 +1534,12 @@ ui.olderSessions.addEventListener('click', async () => {
     ui.olderSessions.disabled = false;
   }
 });
-ui.toggleSessions.addEventListener('click', () => ui.body.classList.toggle('sessions-open'));
+ui.toggleSessions.addEventListener('click', () => showSessions(!ui.body.classList.contains('sessions-open')));
 // In a narrow window the list lies over the conversation: a click beside it puts it away.
 document.addEventListener('click', (event) => {
   if (!ui.body.classList.contains('sessions-open')) return;
   if (ui.sidebar.contains(event.target) || ui.toggleSessions.contains(event.target)) return;
-  ui.body.classList.remove('sessions-open');
+  showSessions(false);
 });
 ui.noticeClose.addEventListener('click', () => showNotice(''));
 // Skip links move the keyboard without a fragment in the address, which
@@ -1640,7 +1664,10 @@ document.addEventListener('keydown', (event) => {
     send();
   } else if (event.key === 'Escape') {
     if (ui.body.classList.contains('sessions-open')) {
-      ui.body.classList.remove('sessions-open');
+      const inside = ui.sidebar.contains(document.activeElement);
+      showSessions(false);
+      // Put away, the list can no longer hold the keyboard: it goes back to ☰.
+      if (inside) ui.toggleSessions.focus();
     } else if (!ui.commandHints.hidden) {
       hintsDismissed = true;
       renderCommandHints();

@@ -5,6 +5,7 @@
 import { Lexer, Marked } from './vendor/marked.esm.js';
 import DOMPurify from './vendor/purify.es.mjs';
 import hljs from './vendor/highlight/core.js';
+import { markSteering, writtenText } from './text.js';
 import bash from './vendor/highlight/languages/bash.js';
 import c from './vendor/highlight/languages/c.js';
 import cpp from './vendor/highlight/languages/cpp.js';
@@ -101,9 +102,19 @@ export function renderMarkdown(text) {
 /** Marked's HTML as sanitised nodes, in a fragment. */
 function sanitised(html) {
   const fragment = DOMPurify.sanitize(html, { ...PURIFY, RETURN_DOM_FRAGMENT: true });
+  // Only a link to the web, to mail or within the page leads anywhere: a
+  // relative address (marked makes `[^1]: note` a link to `note`) leads
+  // into the app itself.
+  for (const link of fragment.querySelectorAll('a[href]')) {
+    const href = link.getAttribute('href').trim();
+    if (!href.startsWith('#') && !/^(https?|mailto):/i.test(href)) link.removeAttribute('href');
+  }
   // A link that lost its target (`javascript:` and the like) would look
   // clickable and do nothing: it is shown as the text it was.
   for (const link of fragment.querySelectorAll('a:not([href])')) link.replaceWith(...link.childNodes);
+  // An override in the model's text (quoting a hostile file, say) would
+  // reverse what follows it, code included: shown as a mark instead.
+  markSteering(fragment);
   // A table wider than the message scrolls on its own, rather than breaking
   // its words apart to fit.
   for (const table of fragment.querySelectorAll('table')) {
@@ -130,7 +141,7 @@ function copyButton(pre) {
   button.textContent = 'Copy';
   button.setAttribute('aria-label', 'Copy the code');
   button.addEventListener('click', async () => {
-    const copied = (await copyText(pre.textContent)) || copySelected(pre);
+    const copied = (await copyText(writtenText(pre))) || copySelected(pre);
     // Selected, the code is the person's to copy with the keyboard.
     button.textContent = copied ? 'Copied' : 'Selected: press Ctrl+C';
     setTimeout(() => (button.textContent = 'Copy'), COPIED_MS);

@@ -76,6 +76,8 @@ function mark(char) {
   node.textContent = codePoint(char);
   const name = NAMES[char.codePointAt(0)];
   node.title = `${codePoint(char)}${name ? ` ${name}` : ''}: a character that is invisible, or that changes how the text around it reads`;
+  // What a copy of the text takes instead of the mark's words.
+  node.dataset.char = char;
   return node;
 }
 
@@ -92,6 +94,44 @@ export function visibleNodes(value) {
   }
   if (from < text.length || nodes.length === 0) nodes.push(document.createTextNode(text.slice(from)));
   return nodes;
+}
+
+/** The bidirectional controls whose effect runs on past them, to the end
+ * of the paragraph: embeddings, overrides and isolates. In a command's
+ * output or the model's prose, where line breaks, tabs and the marks of
+ * right-to-left writing are the text's own, only these are marked. */
+const STEERING = /[\u202A-\u202E\u2066-\u2069]/g;
+const STEERS = /[\u202A-\u202E\u2066-\u2069]/;
+
+/** `text` as nodes to append, its steering characters as marks. */
+export function steeringMarked(value) {
+  const text = String(value ?? '');
+  if (!STEERS.test(text)) return [document.createTextNode(text)];
+  const nodes = [];
+  let from = 0;
+  for (const match of text.matchAll(STEERING)) {
+    if (match.index > from) nodes.push(document.createTextNode(text.slice(from, match.index)));
+    nodes.push(mark(match[0]));
+    from = match.index + 1;
+  }
+  if (from < text.length) nodes.push(document.createTextNode(text.slice(from)));
+  return nodes;
+}
+
+/** Mark the steering characters of every text under `root`. */
+export function markSteering(root) {
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  const steering = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) if (STEERS.test(node.data)) steering.push(node);
+  for (const node of steering) node.replaceWith(...steeringMarked(node.data));
+}
+
+/** The text of `node` as it was written: each mark as the character it stands for. */
+export function writtenText(node) {
+  if (!node.querySelector('.hidden-char')) return node.textContent;
+  const copy = node.cloneNode(true);
+  for (const mark of copy.querySelectorAll('.hidden-char')) mark.replaceWith(mark.dataset.char || '');
+  return copy.textContent;
 }
 
 /** `text` where only text goes (a notification, a tooltip): hidden

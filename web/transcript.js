@@ -4,7 +4,7 @@
 
 import { GrowingMarkdown } from './markdown.js';
 import { renderDiff } from './diff.js';
-import { isolated, titleParts, visibleNodes, visibleText } from './text.js';
+import { isolated, steeringMarked, titleParts, visibleNodes, visibleText } from './text.js';
 
 const STATUS_LABELS = {
   pending: 'pending',
@@ -187,7 +187,11 @@ class ToolCallCard {
       } else if (item.type === 'terminal') {
         this.content.append(element('pre', 'output', `Output in terminal ${item.terminalId}`));
       } else if (item.type === 'content' && item.content?.type === 'text') {
-        if (item.content.text) this.content.append(element('pre', 'output', withoutEscapes(item.content.text)));
+        if (item.content.text) {
+          const output = element('pre', 'output');
+          output.append(...steeringMarked(withoutEscapes(item.content.text)));
+          this.content.append(output);
+        }
       } else if (item.type === 'content' && item.content?.type === 'image') {
         this.content.append(picture(item.content, 'tool-image', 'An image the tool returned'));
       } else if (item.type === 'content' && item.content) {

@@ -5,7 +5,10 @@
 // counts its pictures. A directory the server cannot use is refused. A new
 // session can have a model of its own. The keyboard and the address move
 // between sessions, each with its own draft; an address naming no session
-// says so. A notice about an earlier attempt goes once a prompt is sent.
+// says so. A file left out (too big, or an empty picture) stays said after
+// the prompt goes, until the notice is put away or a file is attached again.
+// A file's chip shows an override in its name marked, laid out apart from
+// the chips beside it, and a long name cut short with its × in reach.
 
 import { env, expect, newSession, prompt, scenario, signIn, turnOver } from './lib.mjs';
 
@@ -56,27 +59,58 @@ await scenario('attachments', async (browser) => {
   expect((await page.locator('#attachments .chip').count()) === 0, 'the composer emptied');
   await browser.shot(page, 'sent');
 
+  // Names that would pass for others, or push the row out of shape.
+  const spoofed = 'invoice\u202Efdp.exe';
+  const long = `${'a_file_with_a_long_name_'.repeat(12)}end.txt`;
+  await page.locator('#file-input').setInputFiles([
+    { name: spoofed, mimeType: 'text/plain', buffer: Buffer.from('x\n') },
+    { name: 'next.txt', mimeType: 'text/plain', buffer: Buffer.from('x\n') },
+    { name: long, mimeType: 'text/plain', buffer: Buffer.from('x\n') },
+  ]);
+  const pending = page.locator('#attachments .chip');
+  await pending.nth(2).waitFor();
+  const row = await page.evaluate(() => {
+    const chips = [...document.querySelectorAll('#attachments .chip')];
+    const box = (node) => node.getBoundingClientRect();
+    return {
+      texts: chips.map((chip) => chip.textContent),
+      labels: chips.map((chip) => chip.querySelector('.remove').getAttribute('aria-label')),
+      titles: chips.map((chip) => chip.title),
+      bidi: getComputedStyle(chips[0]).unicodeBidi,
+      // Each × after its own name, to the right, not reversed to its left.
+      inOrder: chips.slice(0, 2).every((chip) => box(chip.querySelector('.remove')).left >= box(chip.querySelector('.chip-name')).right - 1),
+      next: box(chips[1]).left >= box(chips[0]).right,
+    };
+  });
+  expect(row.texts[0] === 'invoiceU+202Efdp.exe×', `the override marked in the chip, got ${JSON.stringify(row.texts[0])}`);
+  expect(!row.labels.some((label) => /[\u202a-\u202e]/.test(label)), `no override in the × labels, got ${JSON.stringify(row.labels)}`);
+  expect(row.labels[0] === 'Remove invoice⟨U+202E⟩fdp.exe', `the × names the file, got ${JSON.stringify(row.labels[0])}`);
+  expect(row.bidi === 'isolate', `the chip laid out apart from the next, got ${row.bidi}`);
+  expect(row.inOrder && row.next, `the chips and their × in order, got ${JSON.stringify(row)}`);
+  const cut = await pending.nth(2).evaluate((chip) => {
+    const name = chip.querySelector('.chip-name');
+    const remove = chip.querySelector('.remove').getBoundingClientRect();
+    const box = chip.getBoundingClientRect();
+    const list = document.querySelector('#attachments');
+    return {
+      ellipsis: getComputedStyle(name).textOverflow === 'ellipsis' && name.scrollWidth > name.clientWidth,
+      removeInside: remove.width > 0 && remove.left >= box.left && remove.right <= box.right + 0.5,
+      fits: box.right <= list.getBoundingClientRect().right + 0.5 && list.scrollWidth <= list.clientWidth,
+    };
+  });
+  expect(cut.ellipsis && cut.removeInside && cut.fits, `a long name cut short, its × in the chip, got ${JSON.stringify(cut)}`);
+  expect((await pending.nth(2).getAttribute('title')) === long, 'the long name whole in the tooltip');
+  await browser.shot(page, 'names');
+  await pending.nth(2).getByRole('button', { name: `Remove ${long}` }).click();
+  await pending.nth(1).getByRole('button', { name: 'Remove next.txt' }).click();
+  await pending.first().getByRole('button').click();
+  await pending.first().waitFor({ state: 'detached' });
+
   // A file that is not text goes as a blob and a picture as an image; one
   // over the limit is refused with a notice, and nothing else is lost.
   const pixel = Buffer.from(
     'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==',
     'base64',
-  );
-  await page.locator('#file-input').setInputFiles([
-    { name: 'data.bin', mimeType: 'application/octet-stream', buffer: Buffer.from([0x00, 0xff, 0xfe, 0x01]) },
-    { name: 'pixel.png', mimeType: 'image/png', buffer: pixel },
-    { name: 'huge.txt', mimeType: 'text/plain', buffer: Buffer.alloc(8 * 1024 * 1024 + 1, 'a') },
-  ]);
-  await page.locator('#notice', { hasText: 'huge.txt is larger than 8 MiB; it was not attached.' }).waitFor();
-  await page.locator('#notice-close').click();
-  await page.locator('#notice').waitFor({ state: 'hidden' });
-  await page.locator('#file-input').setInputFiles({ name: 'empty.png', mimeType: 'image/png', buffer: Buffer.alloc(0) });
-  // Left up: sending the prompt puts it away.
-  await page.locator('#notice', { hasText: 'empty.png is empty; it was not attached.' }).waitFor();
-  const waiting = await page.locator('#attachments .chip').allTextContents();
-  expect(
-    waiting.length === 2 && waiting[0].includes('data.bin') && waiting[1].includes('pixel.png'),
-    `only the small files attached, got ${JSON.stringify(waiting)}`,
   );
   // A screenshot pasted into the prompt is attached too; pasted text is not,
   // even with a picture of it beside.
@@ -98,11 +132,32 @@ await scenario('attachments', async (browser) => {
   await page.locator('#attachments .chip', { hasText: /^pasted-\d{6}\.png/ }).waitFor();
   await page.locator('#attachments .chip', { hasText: 'pasted-' }).getByRole('button').click();
   await page.locator('#attachments .chip', { hasText: 'pasted-' }).waitFor({ state: 'detached' });
+  await page.locator('#file-input').setInputFiles({ name: 'empty.png', mimeType: 'image/png', buffer: Buffer.alloc(0) });
+  await page.locator('#notice', { hasText: 'empty.png is empty; it was not attached.' }).waitFor();
+  await page.locator('#file-input').setInputFiles([
+    { name: 'data.bin', mimeType: 'application/octet-stream', buffer: Buffer.from([0x00, 0xff, 0xfe, 0x01]) },
+    { name: 'pixel.png', mimeType: 'image/png', buffer: pixel },
+    { name: 'huge.txt', mimeType: 'text/plain', buffer: Buffer.alloc(8 * 1024 * 1024 + 1, 'a') },
+  ]);
+  // Attaching again put the last notice away; this one is left up.
+  await page.locator('#notice', { hasText: 'huge.txt is larger than 8 MiB; it was not attached.' }).waitFor();
+  const waiting = await page.locator('#attachments .chip').allTextContents();
+  expect(
+    waiting.length === 2 && waiting[0].includes('data.bin') && waiting[1].includes('pixel.png'),
+    `only the small files attached, got ${JSON.stringify(waiting)}`,
+  );
   await prompt(page, 'And these');
   await page.locator('.message.agent', { hasText: '[binary content of file:///data.bin]' }).waitFor();
   await page.locator('.message.agent', { hasText: 'You showed me 1 picture (image/png).' }).waitFor();
   await turnOver(page);
-  expect(!(await page.locator('#notice').isVisible()), 'the notice about the empty file gone once the prompt went');
+  // The prompt went without the file: the notice still says so.
+  await page.locator('#notice', { hasText: 'huge.txt is larger than 8 MiB' }).waitFor();
+  // A file attached again puts it away.
+  await page.locator('#file-input').setInputFiles({ name: 'again.txt', mimeType: 'text/plain', buffer: Buffer.from('x\n') });
+  await page.locator('#attachments .chip', { hasText: 'again.txt' }).waitFor();
+  expect(!(await page.locator('#notice').isVisible()), 'the notice gone once a file was attached again');
+  await page.locator('#attachments .chip', { hasText: 'again.txt' }).getByRole('button').click();
+  await page.locator('#attachments .chip').first().waitFor({ state: 'detached' });
   const shown = page.locator('.message.user img.prompt-image');
   await shown.waitFor();
   const width = await shown.evaluate((image) => image.complete && image.naturalWidth);

@@ -25,7 +25,12 @@ await scenario('reading', async (browser) => {
   expect(first === 'skip-to-prompt', `a skip link first, got ${first}`);
 
   const reading = await newSession(page, workspace);
-  await prompt(page, 'Write at length, then a big file');
+  // Long enough to take a line more in a narrower window.
+  await prompt(
+    page,
+    'Write at length, then a big file: take your time over every paragraph, say it all in full, leave nothing out, ' +
+      'and when the paragraphs are written, write the big file too, every line of it, so that there is plenty to read back in.',
+  );
   const reply = page.locator('.message.agent').first();
   await reply.filter({ hasText: 'Paragraph 5 ' }).waitFor();
   expect((await page.locator('.transcript').getAttribute('role')) === 'log', 'the conversation to be a log');
@@ -105,4 +110,17 @@ await scenario('reading', async (browser) => {
   await page.keyboard.press('Enter');
   expect((await page.evaluate(() => document.activeElement?.id)) === 'prompt', 'the keyboard on the prompt');
   expect(new URL(page.url()).hash === `#session=${reading}`, `the address to name the session still, got ${page.url()}`);
+
+  // Read back, in a window made narrower: the lines wrap anew and the
+  // conversation grows, yet nothing new came below.
+  await page.locator('#transcript-host').evaluate((host) => (host.scrollTop = 0));
+  await page.waitForFunction(() => !document.querySelector('#transcript-host').classList.contains('following'));
+  const before = await page.locator('#transcript-host').evaluate((host) => host.scrollHeight);
+  await page.setViewportSize({ width: 800, height: 800 });
+  await page.waitForFunction(() => innerWidth === 800);
+  // Two frames: the resize laid out and observed.
+  await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))));
+  const after = await page.locator('#transcript-host').evaluate((host) => host.scrollHeight);
+  expect(after > before, `the conversation taller once wrapped anew, got ${after} after ${before}`);
+  expect(!(await newBelow.isVisible()), 'no news below after a resize');
 });

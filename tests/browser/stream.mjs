@@ -92,6 +92,15 @@ await scenario('stream', async (browser) => {
   // Put away, it casts no shadow on the window's edge.
   const shadow = await page.locator('#sidebar').evaluate((node) => getComputedStyle(node).boxShadow);
   expect(shadow === 'none', `no shadow from the list put away, got ${shadow}`);
+  // Nor can the keyboard or a screen reader reach it, and ☰ says it is closed.
+  await page.waitForFunction(() => getComputedStyle(document.querySelector('#sidebar')).visibility === 'hidden');
+  const toggle = page.locator('#toggle-sessions');
+  expect((await toggle.getAttribute('aria-controls')) === 'sidebar', 'the sessions button to name the list it opens');
+  expect((await toggle.getAttribute('aria-expanded')) === 'false', 'the sessions button to say the list is closed');
+  await page.locator('#sign-out').focus();
+  await page.keyboard.press('Tab');
+  const reached = await page.evaluate(() => document.querySelector('#sidebar').contains(document.activeElement));
+  expect(!reached, 'the keyboard to pass the list put away');
   const title = await page.locator('#session-title').evaluate((node) => [node.scrollWidth, node.clientWidth]);
   expect(title[0] <= title[1], `the whole session title shown, got ${title[0]}px in ${title[1]}px`);
   // A table too wide for the window scrolls on its own.
@@ -105,9 +114,15 @@ await scenario('stream', async (browser) => {
   await browser.shot(page, 'narrow');
   await page.locator('#toggle-sessions').click();
   await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().x >= 0);
+  expect((await toggle.getAttribute('aria-expanded')) === 'true', 'the sessions button to say the list is open');
+  expect(
+    (await page.locator('#sidebar').evaluate((node) => getComputedStyle(node).visibility)) === 'visible',
+    'the list open to be seen',
+  );
   // A click beside the list puts it away.
   await page.mouse.click(380, 400);
   await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().right <= 1);
+  expect((await toggle.getAttribute('aria-expanded')) === 'false', 'the sessions button to say the list is closed again');
   await page.locator('#toggle-sessions').click();
   await page.waitForFunction(() => document.querySelector('#sidebar').getBoundingClientRect().x >= 0);
   await browser.shot(page, 'narrow-sessions');

@@ -1,5 +1,6 @@
 // Tool calls as cards: an edit shows its diff (removed, added and context
-// lines, each change in a hunk of its own), a command shows its output, and
+// lines, each change in a hunk of its own), a command shows its output (an
+// override in it marked, the output laid out apart from the card), and
 // each card's status follows its call; the model's plan is a checklist. The
 // view follows the turn past a tall output to its last line, and a reload
 // opens the session at its newest line. The Cancel button stops a running
@@ -54,6 +55,11 @@ await scenario('tools', async (browser) => {
   // The colour codes around "out one" are left out.
   expect(output.includes('out one\nout two\n1\n2\n'), `the card to show the command's output, got ${JSON.stringify(output)}`);
   expect(!output.includes('\u001b') && !output.includes('[32m'), `no terminal escapes in the card, got ${JSON.stringify(output)}`);
+  // An override in the output is marked, and reverses nothing after it.
+  expect(!/[\u202a-\u202e\u2066-\u2069]/.test(output), `no override in the card's output, got ${JSON.stringify(output)}`);
+  expect(output.includes('saved invoiceU+202Efdp.exe\nafter'), `the override marked in its place, got ${JSON.stringify(output)}`);
+  const isolated = await command.locator('.output').evaluate((node) => getComputedStyle(node).unicodeBidi);
+  expect(isolated === 'isolate', `the output laid out apart from the card, got ${isolated}`);
   // The page followed the turn past the tall output to its last words.
   await scrolledToNewest(page);
   await browser.shot(page, 'tools-done');

@@ -72,7 +72,8 @@ await scenario('waiting', async (browser) => {
   // A question an IDE holds: counted, reached, and said to be the IDE's to answer.
   signal('ask in the IDE');
   const held = page.locator('.session[data-status="waiting_for_permission"]');
-  await held.waitFor();
+  // The list is put away in the narrow window: its rows are there, unseen.
+  await held.waitFor({ state: 'attached' });
   const ide = await held.getAttribute('data-session-id');
   // A screen reader hears of it, the list being out of sight.
   await page.waitForFunction(() => document.querySelector('#announcer').textContent.includes('waits for your answer. Alt+W goes to it.'));
@@ -83,10 +84,10 @@ await scenario('waiting', async (browser) => {
   await page.locator(`.transcript[data-session-id="${ide}"] .permission .elsewhere`).waitFor();
   await browser.shot(page, 'question-held-elsewhere');
   signal("saw the IDE's question");
-  await row(page, ide).locator('.status[data-status="idle"]').waitFor();
+  await row(page, ide).locator('.status[data-status="idle"]').waitFor({ state: 'attached' });
   // A session the page never opened, whose turn ends meanwhile: news.
   const news = page.locator('.session[data-unread="true"]');
-  await news.locator('.unread').waitFor();
+  await news.locator('.unread').waitFor({ state: 'attached' });
   expect((await news.getAttribute('data-session-id')) !== ide, 'the session on show not marked as news');
 
   // A turn that fails, and one that finishes while the person looks elsewhere.
