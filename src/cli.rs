@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::parser::ValueSource;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::client::ask::{self, AskExit, AskOptions, Conversation, OutputFormat};
@@ -198,6 +197,7 @@ enum SessionsAction {
     /// Delete a session: the server forgets it, on disk too.
     Delete {
         /// The session's id, as `punie sessions` shows it.
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
         id: String,
     },
 }
@@ -228,7 +228,7 @@ struct ServeArgs {
     /// `Host` header (a reverse proxy's, e.g. punie.example.com); repeat for
     /// more. Loopback names always work, and with --host 0.0.0.0 so do IP
     /// addresses.
-    #[arg(long = "allowed-host", value_name = "NAME")]
+    #[arg(long = "allowed-host", value_name = "NAME", value_parser = parse_host_name)]
     allowed_hosts: Vec<String>,
 
     /// The model sessions use: test (offline, deterministic), openai:MODEL,
@@ -350,6 +350,24 @@ fn at_least_one(count: usize, flag: &str) -> Result<usize, UsageError> {
     Ok(count)
 }
 
+/// A name as a `Host` header carries it — `punie.example.com`, with a
+/// `:port` or not — rather than a URL, which no `Host` header would match.
+fn parse_host_name(value: &str) -> Result<String, String> {
+    let name = value.trim();
+    if name.is_empty() {
+        return Err("a host name is needed, e.g. punie.example.com".to_owned());
+    }
+    if name.contains("://")
+        || name.contains(['/', '?', '#', '@'])
+        || name.contains(char::is_whitespace)
+    {
+        return Err(format!(
+            "`{name}` is not a host name: give the name alone, as a Host header carries it (punie.example.com, or punie.example.com:8443)"
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
 /// `seconds` as a duration greater than zero, or a usage error naming `flag`.
 fn positive_seconds(value: f64, flag: &str) -> Result<Duration, UsageError> {
     let duration = seconds(value, flag)?;
@@ -427,19 +445,9 @@ struct ConfiguredLogging {
 /// The command line, with `punie serve`'s defaults taken from the settings
 /// file where it gives them. Help and usage errors exit here, as clap does.
 fn parse_command_line() -> anyhow::Result<(Cli, ConfiguredLogging)> {
+    forget_blank_variables(&Cli::command());
     let matches = Cli::command().get_matches();
-    let mut cli = Cli::from_arg_matches(&matches).map_err(|error| error.exit())?;
-    // `PUNIE_SERVER=` (a launcher or an IDE setting every variable it knows)
-    // names no server, as unset does; clap 4 passes an empty variable on as a
-    // value, and has no setting to ignore it.
-    if matches.value_source("server") == Some(ValueSource::EnvVariable)
-        && cli
-            .server
-            .as_deref()
-            .is_some_and(|url| url.trim().is_empty())
-    {
-        cli.server = None;
-    }
+    let cli = Cli::from_arg_matches(&matches).map_err(|error| error.exit())?;
     let mut logging = ConfiguredLogging::default();
     if !matches!(cli.command, Some(Command::Serve(_))) {
         return Ok((cli, logging));
@@ -508,6 +516,26 @@ fn parse_command_line() -> anyhow::Result<(Cli, ConfiguredLogging)> {
     Ok((cli, logging))
 }
 
+/// Unset every variable a flag of `command` reads that is set but blank:
+/// `PUNIE_MODEL=` (a launcher or an IDE setting every variable it knows)
+/// means no model, as unset does, where clap would pass the blank on as a
+/// value — and has no setting to ignore it.
+fn forget_blank_variables(command: &clap::Command) {
+    let arguments = command.get_arguments().chain(
+        command
+            .get_subcommands()
+            .flat_map(clap::Command::get_arguments),
+    );
+    for name in arguments.filter_map(clap::Arg::get_env) {
+        if std::env::var_os(name).is_some_and(|value| value.to_string_lossy().trim().is_empty()) {
+            // SAFETY: the command line is read before any thread starts
+            // (the runtime comes later), so nothing reads the environment
+            // at the same time.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<u8> {
     let paths = Paths::from_env()?;
     match cli.command {
@@ -543,7 +571,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 model: args.model,
                 offered_models: args.offered_models,
                 model_settings: ModelSettings {
-                    idle_timeout: seconds(args.model_idle_timeout, "--model-idle-timeout")?,
+                    idle_timeout: positive_seconds(
+                        args.model_idle_timeout,
+                        "--model-idle-timeout",
+                    )?,
                     retries: args.model_retries,
                     max_output_tokens: args.max_output_tokens,
                     ..ModelSettings::default()
@@ -612,7 +643,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })
             .map(outcome_code)
         }
-        Some(Command::Init(args)) => init(args),
+        Some(Command::Init(args)) => {
+            // `init` names no server, but a --server it cannot mean is as
+            // much a mistake here as for any other command.
+            server_url(cli.server.as_deref())?;
+            init(args)
+        }
         Some(Command::Open { print }) => {
             let target = locate(cli.server.as_deref(), &paths)?;
             single_threaded(|| async move { web::open::run(&target, print).await })
@@ -646,11 +682,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 /// URL that cannot name a server is a usage mistake, found here rather than
 /// as a server that does not answer.
 fn locate(server: Option<&str>, paths: &Paths) -> anyhow::Result<Target> {
-    let server = server
+    Target::locate(server_url(server)?.as_ref(), paths)
+}
+
+/// The server `--server` (or `PUNIE_SERVER`) names, if any, or the usage
+/// mistake it is.
+fn server_url(server: Option<&str>) -> Result<Option<ServerUrl>, UsageError> {
+    server
         .map(ServerUrl::parse)
         .transpose()
-        .map_err(|error| UsageError(format!("--server (or {SERVER_ENV}): {error:#}")))?;
-    Target::locate(server.as_ref(), paths)
+        .map_err(|error| UsageError(format!("--server (or {SERVER_ENV}): {error:#}")))
 }
 
 /// A usage mistake: exit status 2.

@@ -285,3 +285,42 @@ async fn the_log_on_a_terminal_is_coloured_unless_no_color_has_a_value() {
         assert_eq!(status.code(), Some(0), "{}", terminal.screen());
     }
 }
+
+#[tokio::test]
+async fn values_no_command_could_use_are_usage_errors() {
+    let home = Home::new();
+    for (args, expected) in [
+        (
+            &["serve", "--port", "0", "--model-idle-timeout", "0"][..],
+            "--model-idle-timeout must be more than 0 seconds",
+        ),
+        (
+            &["serve", "--port", "0", "--allowed-host", "http://x/"],
+            "is not a host name",
+        ),
+        (
+            &["serve", "--port", "0", "--allowed-host", " "],
+            "a host name is needed",
+        ),
+        (&["sessions", "delete", ""], "a value is required"),
+        (&["init", "--server", "ftp://x", "--zed"], "--server"),
+    ] {
+        let output = punie(&home, args, &[]).await;
+        assert_usage_error(&output, expected, &args.join(" "));
+    }
+}
+
+#[tokio::test]
+async fn a_blank_variable_is_as_good_as_none() {
+    let home = Home::new();
+    let mut command = home.command();
+    command
+        .args(["serve", "--port", "0"])
+        .env("PUNIE_MODEL", "")
+        .env("PUNIE_MAX_TOOL_ROUNDS", " ");
+    let server = Server::spawn(home, command).await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    let answer = client.prompt(&session, "hello").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+}
