@@ -224,7 +224,19 @@ async fn a_record_that_cannot_be_written_is_one_line_naming_its_cause_once() {
 async fn a_second_server_on_the_same_store_is_refused_and_the_first_goes_on() {
     let first = Server::start().await;
     let record = std::fs::read_to_string(first.home.server_file()).unwrap();
-    let output = serve_that_gives_up(&first.home, &["--port", "0"]).await;
+    // A record of its own, so that only the store stands in its way.
+    let output = within(
+        "punie serve to give up",
+        first
+            .home
+            .command()
+            .args(["serve", "--port", "0"])
+            .env("XDG_STATE_HOME", first.home.dir.path().join("state2"))
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
     let holder = format!("another `punie serve` (pid {}) is using it", first.pid());

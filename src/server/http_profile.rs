@@ -351,7 +351,6 @@ fn values_refusal(body: &[u8]) -> Option<agent_client_protocol::Error> {
         .and_then(crate::acp::too_many_values_refusal)
 }
 
-/// The connection a request names, or a response to `initialize` opened.
 /// Whether `body` is an `initialize` request.
 fn is_initialize(body: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
@@ -363,6 +362,7 @@ fn is_initialize(body: &[u8]) -> bool {
         .is_ok_and(|message| message.method.as_deref() == Some("initialize"))
 }
 
+/// The connection a request names, or a response to `initialize` opened.
 fn connection_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get(CONNECTION_ID)
