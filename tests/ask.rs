@@ -2330,3 +2330,45 @@ async fn with_only_stderr_redirected_the_question_is_still_asked_on_the_terminal
         "written\n"
     );
 }
+
+#[tokio::test]
+async fn a_job_in_the_background_of_a_terminal_rejects_rather_than_wait_on_it() {
+    let server = Server::scripted(
+        json!([
+            [{"tool_call": {"name": "write_file", "arguments": {"path": "new.txt", "content": "written\n"}}}],
+            [{"text": "Finished."}]
+        ]),
+        &[],
+    )
+    .await;
+    // `punie ask … &` from an interactive shell: job control puts it in a
+    // process group of its own, not the terminal's foreground one.
+    let punie = server.home.command();
+    let mut command = tokio::process::Command::new("sh");
+    for (name, value) in punie.as_std().get_envs() {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    command
+        .args([
+            "-c",
+            "set -m; \"$0\" ask 'write it' </dev/null & wait $!",
+            env!("CARGO_BIN_EXE_punie"),
+        ])
+        .current_dir(server.home.workspace());
+    let (mut terminal, mut child) = Terminal::spawn(command);
+    let status = within("punie ask to exit", child.wait()).await.unwrap();
+    let screen = terminal.closed().await;
+    assert_eq!(status.code(), Some(0), "{screen:?}");
+    assert!(
+        screen.contains("nobody"),
+        "the rejection is explained: {screen:?}"
+    );
+    assert!(
+        !screen.contains("Choose"),
+        "no question was asked: {screen:?}"
+    );
+    assert!(!server.home.workspace().join("new.txt").exists());
+}

@@ -35,18 +35,29 @@ impl Permissions {
     /// to `/dev/tty`, not stderr: with stderr sent to a file (`2>log`) the
     /// person is there all the same.
     pub fn for_terminal(yes: bool) -> Self {
-        let tty = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/tty");
         if yes {
             Self::AllowAll
-        } else if tty.is_ok() {
+        } else if in_the_terminals_foreground() {
             Self::Ask
         } else {
             Self::RejectAll
         }
     }
+}
+
+/// Whether this process has a terminal and is its foreground job. A job
+/// sent to the background (`punie ask … &`) has the terminal too, but the
+/// kernel would stop it at its first read of it, and the question would
+/// wait unseen.
+fn in_the_terminals_foreground() -> bool {
+    let Ok(tty) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+    else {
+        return false;
+    };
+    rustix::termios::tcgetpgrp(&tty).is_ok_and(|group| group == rustix::process::getpgrp())
 }
 
 /// The files, terminals and permissions one `punie ask` serves.
