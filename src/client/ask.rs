@@ -151,6 +151,9 @@ pub async fn run(target: Target, options: AskOptions) -> AskExit {
                 channel, &service, &view, &interrupt, &options, &workspace, limit,
             )
             .await;
+            interrupt
+                .over
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             // The turn, or the connection, is over: nobody waits for an
             // answer to a question still asked.
             service.withdraw_question(None);
@@ -269,6 +272,9 @@ struct Interrupt {
     /// The signal that arrived first, 0 before any did.
     signal: std::sync::atomic::AtomicI32,
     turn: Mutex<Option<(ConnectionTo<Agent>, SessionId)>>,
+    /// The conversation has ended (the turn answered, or the connection
+    /// gone): what is left is `run`'s to finish.
+    over: std::sync::atomic::AtomicBool,
 }
 
 /// How long, after Ctrl-C, SIGTERM or SIGHUP, the server has to answer the
@@ -326,6 +332,8 @@ impl Interrupt {
                 match tokio::time::timeout(TERMINATE_GRACE, next()).await {
                     Ok(Some(_)) => quit_interrupted("\n"),
                     Ok(None) => return,
+                    // The server answered; `run` is only tidying up.
+                    Err(_) if self.over.load(std::sync::atomic::Ordering::SeqCst) => return,
                     Err(_) => {}
                 }
                 service.stop_all().await;
