@@ -702,9 +702,14 @@ struct UsageError(String);
 fn ask_options(args: AskArgs) -> anyhow::Result<AskOptions> {
     use std::io::{IsTerminal as _, Read as _};
     let prompt = match args.prompt.as_deref() {
+        // `git diff | punie ask "review this"`: what is piped in goes with
+        // the question. A terminal, /dev/null or a socket pipes nothing in.
+        Some(prompt) if prompt != "-" && stdin_is_piped() => {
+            with_piped_text(prompt, &read_stdin("the text piped in")?)
+        }
         Some(prompt) if prompt != "-" => prompt.to_owned(),
-        Some(_) => read_stdin()?,
-        None if !std::io::stdin().is_terminal() => read_stdin()?,
+        Some(_) => read_stdin("the question on stdin")?,
+        None if !std::io::stdin().is_terminal() => read_stdin("the question on stdin")?,
         None => {
             return Err(UsageError(
                 "no question: give it as an argument (`punie ask \"…\"`) or on stdin".to_owned(),
@@ -712,22 +717,22 @@ fn ask_options(args: AskArgs) -> anyhow::Result<AskOptions> {
             .into());
         }
     };
-    fn read_stdin() -> anyhow::Result<String> {
+    fn read_stdin(what: &str) -> anyhow::Result<String> {
         let limit = crate::config::MAX_MESSAGE_BYTES as u64;
         let mut bytes = Vec::new();
         std::io::stdin()
             .take(limit + 1)
             .read_to_end(&mut bytes)
-            .context("cannot read the question from stdin")?;
+            .with_context(|| format!("cannot read {what} from stdin"))?;
         if bytes.len() as u64 > limit {
             anyhow::bail!(
-                "the question on stdin is longer than {} MiB, more than one message carries",
+                "{what} is longer than {} MiB, more than one message carries",
                 limit / 1024 / 1024
             );
         }
         let mut prompt = String::from_utf8(bytes).map_err(|error| {
             anyhow::anyhow!(
-                "the question on stdin is not UTF-8 text (byte {} is not); \
+                "{what} is not UTF-8 text (byte {} is not); \
                  send other files with --attach",
                 error.utf8_error().valid_up_to()
             )
@@ -773,6 +778,29 @@ fn ask_options(args: AskArgs) -> anyhow::Result<AskOptions> {
         model: args.model,
         mode: args.mode,
     })
+}
+
+/// Whether stdin is a pipe or a file someone gave `punie ask`, rather than
+/// a terminal, /dev/null or whatever a launcher left open.
+fn stdin_is_piped() -> bool {
+    use rustix::fs::FileType;
+    rustix::fs::fstat(std::io::stdin()).is_ok_and(|stat| {
+        matches!(
+            FileType::from_raw_mode(stat.st_mode),
+            FileType::Fifo | FileType::RegularFile
+        )
+    })
+}
+
+/// `question`, then `piped` fenced as a Markdown code block the text cannot
+/// end early; the question alone when nothing was piped in.
+fn with_piped_text(question: &str, piped: &str) -> String {
+    if piped.trim().is_empty() {
+        return question.to_owned();
+    }
+    let longest_run = piped.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest_run.max(2) + 1);
+    format!("{question}\n\n{fence}\n{piped}\n{fence}")
 }
 
 fn init(args: InitArgs) -> anyhow::Result<u8> {

@@ -306,6 +306,36 @@ async fn the_question_can_come_from_stdin() {
 }
 
 #[tokio::test]
+async fn text_piped_in_goes_with_the_question_fenced() {
+    let server = Server::start().await;
+    let piped = "line one\n```rust\nfn x() {}\n```\n";
+    let expected = "Turn 1. You said: \"review this\n\n````\nline one\n```rust\nfn x() {}\n```\n````\". That is the first thing you said.";
+    // By a pipe, and from a file.
+    let file = server.home.dir.path().join("piped.txt");
+    std::fs::write(&file, piped).unwrap();
+    for from_a_file in [false, true] {
+        let mut command = server.home.command();
+        command
+            .args(["ask", "--output", "json", "review this"])
+            .current_dir(server.home.workspace())
+            .stdout(Stdio::piped());
+        if from_a_file {
+            command.stdin(std::fs::File::open(&file).unwrap());
+        } else {
+            command.stdin(Stdio::piped());
+        }
+        let mut child = command.spawn().unwrap();
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(piped.as_bytes()).await.unwrap();
+        }
+        let output = within("punie ask", child.wait_with_output()).await.unwrap();
+        assert_eq!(output.status.code(), Some(0));
+        let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(answer["text"], expected, "from a file: {from_a_file}");
+    }
+}
+
+#[tokio::test]
 async fn exit_codes_say_what_went_wrong() {
     let home = Home::new();
     let nowhere = format!("ws://127.0.0.1:{}/acp", support::unused_port());
