@@ -197,7 +197,7 @@ enum SessionsAction {
     /// Delete a session: the server forgets it, on disk too.
     Delete {
         /// The session's id, as `punie sessions` shows it.
-        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        #[arg(value_parser = parse_session_id)]
         id: String,
     },
 }
@@ -348,6 +348,17 @@ fn at_least_one(count: usize, flag: &str) -> Result<usize, UsageError> {
         return Err(UsageError(format!("{flag} must be at least 1")));
     }
     Ok(count)
+}
+
+/// A session id, which is never blank.
+fn parse_session_id(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        return Err(
+            "`punie sessions delete` needs the id of a session; `punie sessions` lists them"
+                .to_owned(),
+        );
+    }
+    Ok(value.to_owned())
 }
 
 /// A name as a `Host` header carries it — `punie.example.com`, with a

@@ -302,7 +302,7 @@ async fn values_no_command_could_use_are_usage_errors() {
             &["serve", "--port", "0", "--allowed-host", " "],
             "a host name is needed",
         ),
-        (&["sessions", "delete", ""], "a value is required"),
+        (&["sessions", "delete", " "], "needs the id of a session"),
         (&["init", "--server", "ftp://x", "--zed"], "--server"),
     ] {
         let output = punie(&home, args, &[]).await;
