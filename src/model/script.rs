@@ -112,19 +112,8 @@ impl ScriptModel {
 /// [`MAX_SCRIPT_BYTES`] of it (`/dev/zero` would never end).
 fn read_script(path: &Path) -> std::io::Result<String> {
     use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let refuse = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
-    let not_a_file = || refuse("it is not a regular file".to_owned());
-    if !std::fs::metadata(path)?.is_file() {
-        return Err(not_a_file());
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(not_a_file());
-    }
+    let file = crate::workspace::open_named_file(path)?;
     let mut bytes = Vec::new();
     file.take(MAX_SCRIPT_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_SCRIPT_BYTES {
@@ -386,9 +375,9 @@ mod tests {
         .unwrap();
         // Opening the pipe to read would wait for a writer that never comes.
         for (path, why) in [
-            (pipe.as_path(), "not a regular file"),
-            (Path::new("/dev/zero"), "not a regular file"),
-            (dir.path(), "not a regular file"),
+            (pipe.as_path(), "is a named pipe, not a file"),
+            (Path::new("/dev/zero"), "is a character device, not a file"),
+            (dir.path(), "is a directory, not a file"),
         ] {
             let error = ScriptModel::load(path).unwrap_err().to_string();
             assert!(error.contains(why), "{}: {error}", path.display());

@@ -9,7 +9,7 @@
 //! workspace (a symlink) is not read.
 
 use std::io::Read as _;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -159,7 +159,9 @@ fn section(heading: &str, path: &Path, text: &str) -> String {
 /// The text of the file at `path`, cut at [`MAX_INSTRUCTIONS_BYTES`]; `None`
 /// when there is no such file, or nothing in it.
 fn read(path: &Path) -> Option<String> {
-    let file = match open_regular(path) {
+    // Never waiting: a named pipe put there would otherwise hold every
+    // turn of the session until something wrote to it.
+    let file = match crate::workspace::open_named_file(path) {
         Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
         Err(error) => {
@@ -194,31 +196,6 @@ fn read(path: &Path) -> Option<String> {
         ));
     }
     Some(text)
-}
-
-/// The regular file at `path`, opened without waiting: a named pipe put
-/// there would otherwise hold every turn of the session until something
-/// wrote to it. A symlink is followed (a person's own file is often one);
-/// the project's was resolved inside the workspace already.
-fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
-    let not_a_file = || {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "it is not a regular file (a named pipe or a device, say)",
-        )
-    };
-    if !std::fs::metadata(path)?.is_file() {
-        return Err(not_a_file());
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
-        .open(path)?;
-    // Something else may have taken the path since it was looked at.
-    if !file.metadata()?.is_file() {
-        return Err(not_a_file());
-    }
-    Ok(file)
 }
 
 #[cfg(test)]

@@ -70,13 +70,26 @@ fn flags() -> OFlags {
 
 /// The regular file at `path`, open for reading.
 pub(super) fn open_to_read(path: &Path) -> std::io::Result<File> {
+    open_regular(path, flags())
+}
+
+/// The regular file at `path`, open for reading without waiting, as
+/// [`open_to_read`] opens one, but following a symlink: for a file a person
+/// named outside any workspace (their own instructions, often a link; a
+/// model script).
+pub fn open_named_file(path: &Path) -> std::io::Result<File> {
+    open_regular(path, flags() - OFlags::NOFOLLOW)
+}
+
+fn open_regular(path: &Path, flags: OFlags) -> std::io::Result<File> {
     // Checked before opening too: opening a device may do something.
     regular(std::fs::metadata(path)?)?;
     let file = File::from(rustix::fs::open(
         path,
-        OFlags::RDONLY | flags(),
+        OFlags::RDONLY | flags,
         Mode::empty(),
     )?);
+    // Something else may have taken the path since it was looked at.
     regular(file.metadata()?)?;
     Ok(file)
 }
