@@ -252,35 +252,39 @@ fn make_dir_private(dir: &Path) -> std::io::Result<()> {
 /// Create `path` holding `contents`, mode 0600, all at once; fails with
 /// `AlreadyExists` rather than replacing an existing file.
 fn create_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("the token file has no parent directory"))?;
+    let dir = token_dir(path)?;
     create_private_dir(dir)?;
     make_dir_private(dir)?;
-    let mut file = tempfile::Builder::new()
-        .prefix(".token")
-        .permissions(fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)?;
-    writeln!(file, "{contents}")?;
-    file.as_file().sync_all()?;
-    file.persist_noclobber(path).map_err(|error| error.error)?;
+    secret_file_beside(path, contents)?
+        .persist_noclobber(path)
+        .map_err(|error| error.error)?;
     Ok(())
 }
 
 /// Replace `path` with a file holding `contents`, mode 0600, all at once: a
 /// reader sees the old file or the new one, never part of the token.
 fn replace_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("the token file has no parent directory"))?;
+    secret_file_beside(path, contents)?
+        .persist(path)
+        .map_err(|error| error.error)?;
+    Ok(())
+}
+
+/// A new file of mode 0600 in `path`'s directory holding `contents`, on
+/// the disk, to take `path`'s name.
+fn secret_file_beside(path: &Path, contents: &str) -> std::io::Result<tempfile::NamedTempFile> {
     let mut file = tempfile::Builder::new()
         .prefix(".token")
         .permissions(fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)?;
+        .tempfile_in(token_dir(path)?)?;
     writeln!(file, "{contents}")?;
     file.as_file().sync_all()?;
-    file.persist(path).map_err(|error| error.error)?;
-    Ok(())
+    Ok(file)
+}
+
+fn token_dir(path: &Path) -> std::io::Result<&Path> {
+    path.parent()
+        .ok_or_else(|| std::io::Error::other("the token file has no parent directory"))
 }
 
 /// Create a directory (and its parents) readable only by the owner.
