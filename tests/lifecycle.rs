@@ -467,6 +467,20 @@ impl HttpProfileClient {
         assert_eq!(request.send().await.unwrap().status(), 202);
     }
 
+    /// `body` POSTed on the connection as it is, valid or not.
+    async fn post_text(&self, body: &str) -> reqwest::Response {
+        self.http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .header("Accept", "application/json, text/event-stream")
+            .header("Content-Type", "application/json")
+            .header("Acp-Connection-Id", &self.connection_id)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `session/new` in `cwd`, its answer read from the connection's own
     /// event stream; the session's id.
     async fn new_session(&self, cwd: &std::path::Path) -> String {
@@ -574,6 +588,55 @@ async fn sigterm_ends_a_turn_running_over_the_http_profile_and_still_exits_promp
         "took {:?}",
         signalled.elapsed()
     );
+}
+
+#[tokio::test]
+async fn the_http_profile_answers_broken_messages_as_a_websocket_does() {
+    let server = Server::start().await;
+    let client = HttpProfileClient::initialize(&server).await;
+    let mut events = client.events(None).await;
+
+    // An invalid request whose id the client can match is answered with it.
+    let invalid = client
+        .post_text(r#"{"jsonrpc": "1.0", "id": 9, "method": "session/list"}"#)
+        .await;
+    assert_eq!(invalid.status(), 202);
+    let answer = next_message(&mut events).await.expect("an answer to 9");
+    assert_eq!(answer["id"], 9, "{answer}");
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("`jsonrpc` must be \"2.0\""), "{answer}");
+
+    // A body that is not JSON is refused at once, saying where it breaks.
+    let garbage = client.post_text("{\"jsonrpc\": \"2.0\", oops}").await;
+    assert_eq!(garbage.status(), 400);
+    let refusal: Value = garbage.json().await.expect("a JSON-RPC error");
+    assert_eq!(refusal["error"]["code"], -32700, "{refusal}");
+    let message = refusal["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("not valid JSON") && message.contains("column"),
+        "{refusal}"
+    );
+
+    // The connection goes on.
+    client
+        .post(
+            None,
+            json!({"jsonrpc": "2.0", "id": 10, "method": "session/list", "params": {}}),
+        )
+        .await;
+    let listed = next_message(&mut events).await.expect("an answer to 10");
+    assert_eq!(listed["id"], 10, "{listed}");
+    assert!(listed["result"]["sessions"].is_array(), "{listed}");
+
+    // Once it has ended, its id is refused saying what to do.
+    client.delete().await;
+    let ended = client
+        .post_text(r#"{"jsonrpc": "2.0", "id": 11, "method": "session/list"}"#)
+        .await;
+    assert_eq!(ended.status(), 404);
+    let why = ended.text().await.unwrap_or_default();
+    assert!(why.contains("POST `initialize`"), "{why}");
 }
 
 #[tokio::test]

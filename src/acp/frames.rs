@@ -1,7 +1,7 @@
 //! From the text of one message to the SDK frame a connection takes, before
 //! it means anything: the WebSocket loop's first step, kept here so that the
-//! fuzz tests take the same one. (The SDK's HTTP transport parses its POSTs
-//! itself, with its own bare parse errors.)
+//! fuzz tests take the same one. The SDK's HTTP transport parses its POSTs
+//! itself; [`amend_post`] gives the HTTP profile's clients the same answers.
 //!
 //! Four things are added to the SDK's parsing. Text of more than
 //! [`MAX_JSON_VALUES`] values is refused before any is built (parsed, a
@@ -15,7 +15,7 @@
 //! answers `-32600`. And an invalid message that must be answered with a
 //! `null` id still says what is wrong with it.
 
-use agent_client_protocol::{ErrorCode, RawJsonRpcId, TransportFrame};
+use agent_client_protocol::{ErrorCode, RawJsonRpcId, RawJsonRpcMessage, TransportFrame};
 use serde_json::{Map, Value, json};
 
 use super::errors::excerpt;
@@ -58,15 +58,34 @@ pub fn frame_from_text(text: &str) -> TransportFrame {
     }
 }
 
-/// The `-32600` refusal of `text` when it holds more than
-/// [`MAX_JSON_VALUES`] values, for a transport that parses it itself.
-pub fn too_many_values_refusal(text: &str) -> Option<agent_client_protocol::Error> {
-    matches!(count_values(text, MAX_JSON_VALUES), Err(Counted::TooMany)).then(|| {
-        agent_client_protocol::Error::new(
-            ErrorCode::INVALID_REQUEST,
-            format!("Invalid request: {TOO_MANY_VALUES}"),
-        )
-    })
+/// What becomes of a message that a transport parsing it itself (the SDK's
+/// HTTP transport) would answer with a bare error and a `null` id.
+#[derive(Debug)]
+pub enum Amended {
+    /// The transport's own parsing finds nothing wrong, or says as much as
+    /// [`frame_from_text`] would.
+    AsIs,
+    /// The message to hand the transport instead: the request that answers
+    /// an invalid request with its own id, saying what is wrong.
+    Replaced(String),
+    /// The answer to give at once: the text is not one JSON-RPC message,
+    /// and this says why.
+    Refused(agent_client_protocol::Error),
+}
+
+/// What [`frame_from_text`] makes of `text`, for a transport that parses
+/// messages itself.
+pub fn amend_post(text: &str) -> Amended {
+    match frame_from_text(text) {
+        TransportFrame::Malformed { error, .. } => Amended::Refused(error),
+        TransportFrame::Single(RawJsonRpcMessage::Request(request))
+            if &*request.method == INVALID_REQUEST_METHOD =>
+        {
+            serde_json::to_string(&RawJsonRpcMessage::Request(request))
+                .map_or(Amended::AsIs, Amended::Replaced)
+        }
+        _ => Amended::AsIs,
+    }
 }
 
 /// The `-32700` answer to `text`, which is not JSON for the reason `why`.

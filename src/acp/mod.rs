@@ -28,7 +28,7 @@ use crate::model::ModelCatalogue;
 use crate::session::{ConnectionId, SessionRegistry};
 
 pub use connection::AcpConnection;
-pub use frames::{frame_from_text, too_many_values_refusal};
+pub use frames::{Amended, amend_post, frame_from_text};
 pub use methods::{CWD_META, MODEL_META, RUNNING_META};
 pub use options::{MODE_OPTION, MODEL_OPTION};
 

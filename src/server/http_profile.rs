@@ -10,7 +10,11 @@
 //! so is one whose event stream the client has stopped reading for the
 //! outgoing stall. A POST body over the largest message is refused with 413,
 //! and one that has not all arrived within the header timeout is cut off: a
-//! client trickling a body would hold a slot for as long as it liked.
+//! client trickling a body would hold a slot for as long as it liked. A
+//! POST gets the answers a WebSocket's message would: an invalid request
+//! with an id is answered `-32600` with that id, saying what is wrong (the
+//! transport would answer with a `null` id), and a body that is not one
+//! JSON-RPC message gets a 400 whose JSON-RPC error says why.
 //!
 //! What the messages mean is [`crate::acp`]'s business, not this module's.
 
@@ -22,15 +26,16 @@ use std::time::Instant;
 
 use agent_client_protocol_http::{AcpHttpServer, ServerOptions};
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use futures::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
-use crate::acp::{AcpConnection, AgentHub};
+use crate::acp::{AcpConnection, AgentHub, Amended, amend_post};
 use crate::config::ConnectionLimits;
 
 /// The header that names a connection of the HTTP profile.
@@ -156,8 +161,8 @@ impl HttpProfile {
     }
 
     /// `request` with its body read whole (the transport reads it whole
-    /// too), and whether it is an `initialize`; unless it is too big, too
-    /// slow, or holds more JSON values than a message may: the answer then.
+    /// too) and amended, and whether it is an `initialize`; unless it is too
+    /// big, too slow, or not one JSON-RPC message: the answer then.
     async fn read_whole(&self, request: Request) -> Result<(Request, bool), Response> {
         let (parts, body) = request.into_parts();
         let bytes = match axum::body::to_bytes(body, usize::MAX).await {
@@ -174,15 +179,34 @@ impl HttpProfile {
                 });
             }
         };
-        let refusal =
-            super::parse_message(bytes.len(), bytes.clone(), |body| values_refusal(body)).await;
-        if let Some(error) = refusal.flatten() {
-            tracing::info!("refused an HTTP request: {}", error.message);
-            let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": error});
-            return Err((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
-        }
+        let mut parts = parts;
+        let bytes = match Self::amended(&parts, bytes).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::info!("refused an HTTP request: {}", error.message);
+                let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": error});
+                return Err((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
+            }
+        };
+        // The transport reads the body whole; a replaced one has its own length.
+        parts.headers.remove(header::CONTENT_LENGTH);
         let initialize = parts.method == Method::POST && is_initialize(&bytes);
         Ok((Request::from_parts(parts, Body::from(bytes)), initialize))
+    }
+
+    /// The body a POST hands the transport: the client's own, or, for one
+    /// that the transport would answer with a bare error and a `null` id,
+    /// what a WebSocket's message would have become; or the refusal to send.
+    async fn amended(parts: &Parts, bytes: Bytes) -> Result<Bytes, agent_client_protocol::Error> {
+        if parts.method != Method::POST {
+            return Ok(bytes);
+        }
+        let amended = super::parse_message(bytes.len(), bytes.clone(), amend_body).await;
+        match amended {
+            Some(Amended::Replaced(text)) => Ok(Bytes::from(text)),
+            Some(Amended::Refused(error)) => Err(error),
+            Some(Amended::AsIs) | None => Ok(bytes),
+        }
     }
 
     /// A request that names no connection: an `initialize` that opens one
@@ -212,6 +236,11 @@ impl HttpProfile {
         let response = self.forward(request).await;
         if method == Method::DELETE {
             self.lock().remove(id);
+        }
+        if response.status() == StatusCode::NOT_FOUND {
+            return no_such_connection();
+        }
+        if method == Method::DELETE {
             return response;
         }
         match streams {
@@ -343,12 +372,20 @@ fn over_the_limit(error: &axum::Error) -> bool {
     false
 }
 
-/// The refusal of a body of more JSON values than a message may hold; a
-/// body that is not UTF-8 is the transport's to refuse.
-fn values_refusal(body: &[u8]) -> Option<agent_client_protocol::Error> {
-    std::str::from_utf8(body)
-        .ok()
-        .and_then(crate::acp::too_many_values_refusal)
+/// The transport's bare 404 for a connection id it does not know, saying
+/// why that may be and what to do.
+fn no_such_connection() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "no such connection: the Acp-Connection-Id names one that ended (a connection that sends nothing and holds no event stream for --pong-timeout is ended) or never was; POST `initialize` to open another (its sessions stay stored)",
+    )
+        .into_response()
+}
+
+/// [`amend_post`] of a POST's body that is UTF-8 (one that is not is the
+/// transport's to refuse).
+fn amend_body(body: &Bytes) -> Amended {
+    std::str::from_utf8(body).map_or(Amended::AsIs, amend_post)
 }
 
 /// Whether `body` is an `initialize` request.
