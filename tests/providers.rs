@@ -1462,8 +1462,8 @@ async fn refused_keys_and_unknown_models_are_worded_for_a_person() {
     );
     assert_eq!(
         error_of(&*model, ask("x")).await,
-        "OpenAI refused the API key (401): Incorrect API key provided: sk-wrong. \
-         (invalid_request_error); check OPENAI_API_KEY"
+        "OpenAI refused the API key (401): Incorrect API key provided: [the key in \
+         OPENAI_API_KEY]. (invalid_request_error); check OPENAI_API_KEY"
     );
     assert_eq!(
         error_of(&*model, ask("x")).await,
@@ -1500,6 +1500,178 @@ async fn a_404_without_a_message_names_the_url_it_called() {
             fake.url()
         )
     );
+}
+
+#[tokio::test]
+async fn a_key_the_server_quotes_back_is_never_shown() {
+    let key = "sk-live-0123456789abcdef";
+    let quoting = |status: u16| {
+        Reply::status(
+            status,
+            json!({"error": {"message": format!("key {key} is revoked (Bearer {key})")}}),
+        )
+    };
+    let fake = FakeProvider::start([quoting(401), quoting(500), quoting(500)]).await;
+    let base = format!("{}/v1", fake.url());
+    let openai = model_with(
+        "openai:gpt-4.1",
+        &one_retry(),
+        &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", key)],
+    );
+    let refused = error_of(&*openai, ask("x")).await;
+    assert_eq!(
+        refused,
+        "OpenAI refused the API key (401): key [the key in OPENAI_API_KEY] is revoked (Bearer \
+         [the key in OPENAI_API_KEY]); check OPENAI_API_KEY"
+    );
+    // The last error after a retry too.
+    let failed = error_of(&*openai, ask("x")).await;
+    assert!(
+        failed.ends_with("[the key in OPENAI_API_KEY]) (after 1 retry)"),
+        "{failed}"
+    );
+    let fake = FakeProvider::start([quoting(401)]).await;
+    let anthropic = model_with(
+        "anthropic:claude-x",
+        &settings(),
+        &[
+            ("ANTHROPIC_BASE_URL", &fake.url()),
+            ("ANTHROPIC_API_KEY", key),
+        ],
+    );
+    let refused = error_of(&*anthropic, ask("x")).await;
+    assert!(
+        refused.contains("key [the key in ANTHROPIC_API_KEY] is revoked") && !refused.contains(key),
+        "{refused}"
+    );
+}
+
+/// A server on 127.0.0.1 that reads each request's headers, then answers
+/// `head` and body `piece` again and again, as long as it is read.
+async fn flooding_server(head: &'static str, piece: &'static [u8]) -> SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0; 4096];
+                while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => request.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                while socket.write_all(piece).await.is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_error_body_that_never_ends_is_quoted_from_its_start_at_once() {
+    let addr = flooding_server(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n",
+        b"too much ",
+    )
+    .await;
+    // Patient for longer than the test's deadline: only a read that stops
+    // early ends the call in time.
+    let patient = ModelSettings {
+        idle_timeout: DEADLINE * 3,
+        ..settings()
+    };
+    let model = model_with(&format!("local:http://{addr}/v1/m"), &patient, &[]);
+    let error = error_of(&*model, ask("x")).await;
+    assert!(
+        error.starts_with("the model server answered 400 Bad Request: too much too much")
+            && error.ends_with('…'),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_event_that_never_ends_is_given_up_before_it_fills_the_memory() {
+    let endless = format!(
+        "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}",
+        "a".repeat(33 * 1024 * 1024)
+    );
+    let fake = FakeProvider::start([Reply::Stream(vec![Part::Send(endless), Part::Stall])]).await;
+    // Patient for longer than the test's deadline: only the size ends it.
+    let patient = ModelSettings {
+        idle_timeout: DEADLINE * 3,
+        ..settings()
+    };
+    let error = error_of(&*local_model(&fake, &patient), ask("x")).await;
+    assert_eq!(
+        error,
+        "the model server sent an event of more than 32 MiB, more than any reply needs, so it \
+         was given up; its own log may say why"
+    );
+}
+
+#[tokio::test]
+async fn https_to_a_server_of_plain_http_says_to_write_http() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("its address");
+    // A plain HTTP server's answer to the bytes of a TLS greeting.
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut greeting = [0; 4096];
+            if socket.read(&mut greeting).await.is_ok() {
+                let _ = socket
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+                let _ = socket.shutdown().await;
+            }
+        }
+    });
+    let model = model_with(&format!("local:https://{addr}/v1/m"), &settings(), &[]);
+    let error = error_of(&*model, ask("x")).await;
+    assert!(
+        error.starts_with(&format!("no secure (TLS) connection with https://{addr} ("))
+            && error.ends_with(
+                ": if it serves plain HTTP, write http:// rather than https:// in the URL in \
+                 `local:URL/MODEL`"
+            ),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_url_that_takes_no_post_says_to_check_the_base_url_and_is_not_retried() {
+    for status in [405, 501] {
+        let fake = FakeProvider::start([
+            Reply::Status {
+                status,
+                headers: vec![("content-type", "text/html".to_owned())],
+                body: "<html><body>Unsupported method ('POST')</body></html>".to_owned(),
+            },
+            Reply::events(openai_text_reply(&["not asked"])),
+        ])
+        .await;
+        let error = error_of(&*local_model(&fake, &one_retry()), ask("x")).await;
+        assert!(
+            error.ends_with(&format!(
+                "to POST {}/v1/chat/completions: check the base URL (the URL in \
+                 `local:URL/MODEL`)",
+                fake.url()
+            )),
+            "{error}"
+        );
+        assert_eq!(fake.requests().len(), 1, "{status}: not retried");
+    }
 }
 
 #[tokio::test]

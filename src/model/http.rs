@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER,
+};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 use sse_stream::{Sse, SseByteStream};
@@ -252,6 +254,7 @@ pub(crate) fn model_stream<D: Decoder>(
     settings: ModelSettings,
     new_decoder: impl Fn() -> D + Send + 'static,
 ) -> ModelStream {
+    let key = SentKey::of(&call.headers, &peer);
     async_stream::stream! {
         let mut retries_done = 0;
         'attempts: loop {
@@ -265,7 +268,7 @@ pub(crate) fn model_stream<D: Decoder>(
                     {
                         call.body = without_pictures();
                         yield Ok(ModelEvent::PicturesRefused {
-                            why: failure.error.to_string(),
+                            why: key.hidden(failure.error).to_string(),
                             for_good: refusal == PictureRefusal::ModelReadsNone,
                         });
                         continue 'attempts;
@@ -276,13 +279,13 @@ pub(crate) fn model_stream<D: Decoder>(
                         retries_done += 1;
                         continue 'attempts;
                     }
-                    yield Err(after_retries(failure.error, retries_done));
+                    yield Err(key.hidden(after_retries(failure.error, retries_done)));
                     return;
                 }
             };
             let mut reading = Reading::new(&response, &settings);
             let bytes = reading.body_start.clone().kept(response.bytes_stream());
-            let bytes = idle_limited(bytes, settings.idle_timeout);
+            let bytes = size_limited(idle_limited(bytes, settings.idle_timeout));
             let mut events = std::pin::pin!(SseByteStream::new(bytes));
             let mut decoder = new_decoder();
             // What this attempt decoded, held until the answer begins.
@@ -320,7 +323,7 @@ pub(crate) fn model_stream<D: Decoder>(
             for model_event in held.drain(..) {
                 yield Ok(model_event);
             }
-            yield Err(after_retries(failure.error, retries_done));
+            yield Err(key.hidden(after_retries(failure.error, retries_done)));
             return;
         }
     }
@@ -612,6 +615,58 @@ impl Failure {
     }
 }
 
+/// The API key a call sends, kept out of what the model server says back:
+/// a proxy or a local server may quote the key it refused, and its words
+/// reach every client of the session and the log.
+struct SentKey {
+    key: Option<String>,
+    /// What stands in its place.
+    instead: String,
+}
+
+/// Keys shorter than this are not looked for: they would take pieces of
+/// ordinary words with them.
+const SHORTEST_KEY_HIDDEN: usize = 8;
+
+impl SentKey {
+    /// The key in `headers` (a bearer token, or Anthropic's `x-api-key`).
+    fn of(headers: &HeaderMap, peer: &Peer) -> Self {
+        let text = |name: &str| headers.get(name)?.to_str().ok();
+        let key = text(AUTHORIZATION.as_str())
+            .map(|value| value.strip_prefix("Bearer ").unwrap_or(value))
+            .or_else(|| text("x-api-key"))
+            .map(str::trim)
+            .filter(|key| key.len() >= SHORTEST_KEY_HIDDEN)
+            .map(str::to_owned);
+        let instead = peer.key_variable.map_or_else(
+            || "[the API key]".to_owned(),
+            |variable| format!("[the key in {variable}]"),
+        );
+        Self { key, instead }
+    }
+
+    /// `error` without the key in its words.
+    fn hidden(&self, error: ModelError) -> ModelError {
+        let Some(key) = self.key.as_deref() else {
+            return error;
+        };
+        let hide = |text: String| {
+            if text.contains(key) {
+                text.replace(key, &self.instead)
+            } else {
+                text
+            }
+        };
+        match error {
+            ModelError::UnknownModel(text) => ModelError::UnknownModel(hide(text)),
+            ModelError::Setup(text) => ModelError::Setup(hide(text)),
+            ModelError::Environment(text) => ModelError::Environment(hide(text)),
+            ModelError::Provider(text) => ModelError::Provider(hide(text)),
+            ModelError::TooLong(text) => ModelError::TooLong(hide(text)),
+        }
+    }
+}
+
 /// `error`, saying how often the request was retried, if it was.
 fn after_retries(error: ModelError, retries_done: u32) -> ModelError {
     match (error, retries_done) {
@@ -662,14 +717,11 @@ async fn open(
     let retry_after = retry_after(response.headers());
     let response_url = response.url().to_string();
     let response_url = response_url.as_str();
-    // The body is small; it may still never come, so the idle timeout holds.
-    let body = match tokio::time::timeout(idle_timeout, response.text()).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) | Err(_) => String::new(),
-    };
+    let body = answer_body(response, idle_timeout).await;
     // An account out of quota stays so however often it is asked.
+    // A server that does not implement the request will not the next time.
     let retryable = (status == StatusCode::TOO_MANY_REQUESTS && !says_out_of_quota(&body))
-        || status.is_server_error();
+        || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED);
     if status.is_success() {
         // A whole reply in one piece: asking again gets the same.
         let content_type = not_streamed.unwrap_or_default();
@@ -694,6 +746,37 @@ async fn open(
         }),
     }
 }
+
+/// The start of an answer that is not the event stream asked for, as text:
+/// at most [`ANSWER_BODY_LIMIT`] bytes of it. An error body is small; one
+/// that is not (a proxy's page, a server that never stops sending) would
+/// otherwise be held whole in memory. It may also never come, so the idle
+/// timeout holds.
+async fn answer_body(response: reqwest::Response, idle_timeout: Duration) -> String {
+    let mut body = Vec::new();
+    let mut chunks = std::pin::pin!(response.bytes_stream());
+    let read = async {
+        while let Some(Ok(chunk)) = chunks.next().await {
+            let room = ANSWER_BODY_LIMIT.saturating_sub(body.len());
+            body.extend_from_slice(chunk.get(..room).unwrap_or(&chunk));
+            if body.len() >= ANSWER_BODY_LIMIT {
+                break;
+            }
+        }
+    };
+    // What came before the time ran out is still worth quoting.
+    let _ = tokio::time::timeout(idle_timeout, read).await;
+    // A character cut by the limit is no sign of a binary body.
+    let whole = match std::str::from_utf8(&body) {
+        Err(error) if error.error_len().is_none() => error.valid_up_to(),
+        _ => body.len(),
+    };
+    String::from_utf8_lossy(body.get(..whole).unwrap_or_default()).into_owned()
+}
+
+/// The most of an answer that is not an event stream that is read: far more
+/// than any error a server words, far less than a page that floods.
+const ANSWER_BODY_LIMIT: usize = 64 * 1024;
 
 /// A redirect the call did not follow (see [`redirect_policy`]): the server
 /// has moved, and the base URL should say where to.
@@ -836,6 +919,54 @@ enum Transport {
     /// Nothing came for the idle timeout.
     #[error("nothing came for the idle timeout")]
     Idle,
+    /// One event grew past [`MAX_EVENT_BYTES`].
+    #[error("an event of more than {} MiB", MAX_EVENT_BYTES / (1024 * 1024))]
+    TooLarge,
+}
+
+/// The most bytes one server-sent event may hold. Far more than any piece
+/// of a reply (a tool call's whole arguments included); the event parser
+/// holds an event whole until it ends, so a server that never ends one
+/// would otherwise fill the memory.
+const MAX_EVENT_BYTES: usize = 32 * 1024 * 1024;
+
+/// `bytes`, ending with [`Transport::TooLarge`] once one event (what lies
+/// between two blank lines) has grown past [`MAX_EVENT_BYTES`].
+fn size_limited<B: AsRef<[u8]> + Send + 'static>(
+    bytes: impl futures::Stream<Item = Result<B, Transport>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<B, Transport>> + Send + 'static {
+    async_stream::stream! {
+        let mut bytes = std::pin::pin!(bytes);
+        let mut in_event = 0;
+        // The line so far is empty; the last byte was a CR (a CRLF is one
+        // line break).
+        let (mut line_empty, mut after_cr) = (true, false);
+        while let Some(chunk) = bytes.next().await {
+            if let Ok(chunk) = &chunk {
+                for &byte in chunk.as_ref() {
+                    match byte {
+                        b'\n' if after_cr => after_cr = false,
+                        b'\n' | b'\r' => {
+                            if line_empty {
+                                in_event = 0;
+                            }
+                            line_empty = true;
+                            after_cr = byte == b'\r';
+                        }
+                        _ => {
+                            in_event += 1;
+                            (line_empty, after_cr) = (false, false);
+                        }
+                    }
+                }
+                if in_event > MAX_EVENT_BYTES {
+                    yield Err(Transport::TooLarge);
+                    return;
+                }
+            }
+            yield chunk;
+        }
+    }
 }
 
 /// The [`Transport`] failure that ended an event stream, if that is what did.
@@ -951,6 +1082,22 @@ fn idle_error(peer: &Peer, idle_timeout: Duration) -> ModelError {
 fn request_error(peer: &Peer, error: &reqwest::Error) -> ModelError {
     let reason = root_cause(error);
     let message = match peer.not_running_hint {
+        // A server answered, but not in TLS: most often one that serves
+        // plain HTTP, given an https:// URL. It is running; the URL is wrong.
+        _ if tls_refused(error).is_some() => {
+            let plain = matches!(tls_refused(error), Some(rustls::Error::InvalidMessage(_)));
+            let fix = match (plain, peer.base_url_source) {
+                (true, Some(source)) => format!(
+                    ": if it serves plain HTTP, write http:// rather than https:// in {source}"
+                ),
+                (true, None) => ": if it serves plain HTTP, it needs http://".to_owned(),
+                (false, _) => String::new(),
+            };
+            format!(
+                "no secure (TLS) connection with {} ({reason}){fix}",
+                origin(&peer.base_url)
+            )
+        }
         Some(hint) if error.is_connect() => {
             if is_refused_or_reset(error) {
                 format!("no server at {} — {hint}", origin(&peer.base_url))
@@ -967,10 +1114,34 @@ fn request_error(peer: &Peer, error: &reqwest::Error) -> ModelError {
     ModelError::Provider(message)
 }
 
+/// The TLS error that ended a connection before any answer, if one did.
+fn tls_refused(error: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // An I/O error's `source` skips the error it wraps (here, another
+        // I/O error wrapping the TLS one).
+        source = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => error.source(),
+        };
+    }
+    None
+}
+
 /// An event stream that broke, or went silent, after it started.
 fn stream_error(peer: &Peer, error: &sse_stream::Error, idle_timeout: Duration) -> ModelError {
     let reason = match (transport(error), error) {
         (Some(Transport::Idle), _) => return idle_error(peer, idle_timeout),
+        (Some(too_large @ Transport::TooLarge), _) => {
+            return ModelError::Provider(format!(
+                "{} sent {too_large}, more than any reply needs, so it was given up; its own \
+                 log may say why",
+                peer.name
+            ));
+        }
         (Some(Transport::Http(error)), _) => root_cause(error),
         (None, sse_stream::Error::Utf8Parse(error)) => {
             format!("it sent text that is not UTF-8 ({error})")
@@ -1041,6 +1212,19 @@ fn status_error(peer: &Peer, url: &Url, status: StatusCode, body: &str) -> Model
                 "{what} — POST {url}: is the model name `{}` right?{extra} If it is, check \
                  the base URL{base}",
                 peer.model
+            )
+        }
+        // What answers so is no Chat Completions or Messages API: a web
+        // server, or a base URL that leads elsewhere.
+        StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
+            let base = peer
+                .base_url_source
+                .map(|source| format!(" ({source})"))
+                .unwrap_or_default();
+            format!(
+                "{} answered {}{said} to POST {url}: check the base URL{base}",
+                peer.name,
+                describe_status(status)
             )
         }
         _ => format!("{} answered {}{said}", peer.name, describe_status(status)),
