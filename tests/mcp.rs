@@ -785,6 +785,32 @@ async fn an_http_server_is_reached_with_the_headers_the_client_gave() {
 }
 
 #[tokio::test]
+async fn an_http_server_nothing_answers_at_is_said_to_refuse_the_connection() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|free| free.local_addr())
+        .expect("a free port")
+        .port();
+    let (_server, mut client, session) = scene(json!([[{"text": "One."}]]), |_| {
+        json!([{"type": "http", "name": "gone", "url": format!("http://127.0.0.1:{port}/mcp?key=secret"), "headers": []}])
+    })
+    .await;
+
+    client.prompt(&session, "hello").await;
+    let said = client.agent_text(&session);
+    assert!(
+        said.starts_with(&format!(
+            "MCP server `gone` could not start: could not connect to it at http://127.0.0.1:{port}/mcp"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("Connection refused"),
+        "the cause is named: {said}"
+    );
+    assert!(!said.contains("secret"), "{said}");
+}
+
+#[tokio::test]
 async fn an_http_server_that_went_away_is_connected_again_for_the_next_turn() {
     let (mut mcp, url) = http_server().await;
     let port: u16 = url

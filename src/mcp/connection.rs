@@ -18,7 +18,9 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, Tool,
 };
 use rmcp::service::{ClientInitializeError, NotificationContext, RunningService, ServiceError};
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransportConfig, StreamableHttpError,
+};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt as _};
 use rustix::event::{PollFd, PollFlags};
@@ -434,9 +436,35 @@ async fn log_stderr(
 fn initialize_error(error: ClientInitializeError) -> String {
     match error {
         ClientInitializeError::TransportError { error, context } => {
-            format!("{} while {context}", error.error)
+            format!("{} while {context}", cause_shown(&*error.error))
         }
         other => other.to_string(),
+    }
+}
+
+/// A transport's error as a person should read it. The HTTP transport
+/// wraps its client's error without giving it as the source, so the cause
+/// is looked for in the client's error itself.
+fn cause_shown(error: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
+    match error.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+        Some(StreamableHttpError::Client(client)) => with_first_cause(client),
+        _ => with_first_cause(error),
+    }
+}
+
+/// `error` and, when it has one, the cause at the bottom of its chain: an
+/// HTTP client's "error sending request" means nothing to a person until
+/// it is followed by "Connection refused".
+fn with_first_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(deeper) = cause.source() {
+        cause = deeper;
+    }
+    let (said, why) = (error.to_string(), cause.to_string());
+    if std::ptr::addr_eq(cause, error) || said.contains(&why) {
+        said
+    } else {
+        format!("{said}: {why}")
     }
 }
 
