@@ -7,7 +7,27 @@ use serde_json::json;
 
 /// `-32602`: the params of `method` are wrong, and `problem` says how.
 pub fn invalid_params(method: &str, problem: impl std::fmt::Display) -> Error {
-    Error::new(ErrorCode::INVALID_PARAMS, format!("{method}: {problem}"))
+    Error::new(
+        ErrorCode::INVALID_PARAMS,
+        fitted(format!("{method}: {problem}")),
+    )
+}
+
+/// Longest message an error carries. Most quote what the client sent (a
+/// cwd, a cursor, a mode, a model, serde's words about a value): a client
+/// sending megabytes there gets a short answer, not its input back.
+const MESSAGE_BYTES: usize = 1024;
+
+/// `message`, when longer than [`MESSAGE_BYTES`], cut in the middle, where
+/// the client's own input is: its start says what is wrong, its end what
+/// would do.
+fn fitted(message: String) -> String {
+    if message.len() <= MESSAGE_BYTES {
+        return message;
+    }
+    let head = message.floor_char_boundary(MESSAGE_BYTES / 2);
+    let tail = message.ceil_char_boundary(message.len() - MESSAGE_BYTES / 4);
+    format!("{}…{}", &message[..head], &message[tail..])
 }
 
 /// Longest piece of a client's own input (a method name, a session id)
@@ -30,7 +50,11 @@ pub(super) fn excerpt(text: &str, bytes: usize) -> std::borrow::Cow<'_, str> {
 /// `-32601`: Punie does not offer `method`.
 pub fn method_not_found(method: &str) -> Error {
     let method = quoted(method);
-    let message = if method.starts_with("session/") || method == "authenticate" {
+    let message = if CLIENT_METHODS.contains(&&*method) || method.starts_with("terminal/") {
+        format!(
+            "{method} is a method of the client, which the agent calls; a client does not send it to the agent"
+        )
+    } else if method.starts_with("session/") || method == "authenticate" {
         format!(
             "{method} is not supported by this Punie server; see agentCapabilities in the initialize response"
         )
@@ -39,6 +63,16 @@ pub fn method_not_found(method: &str) -> Error {
     };
     Error::new(ErrorCode::METHOD_NOT_FOUND, message).data(json!({ "method": method }))
 }
+
+/// The methods ACP has the agent call on the client (with every
+/// `terminal/` one): a client that sends one has the roles the wrong way
+/// round, which "not supported" would not tell it.
+const CLIENT_METHODS: &[&str] = &[
+    "session/update",
+    "session/request_permission",
+    "fs/read_text_file",
+    "fs/write_text_file",
+];
 
 /// `-32002`: no session with this id, in memory or stored.
 pub fn unknown_session(method: &str, session_id: &SessionId) -> Error {
@@ -92,12 +126,18 @@ pub fn registry(method: &str, error: crate::session::RegistryError) -> Error {
 
 /// `-32600`: the request is well formed but cannot be served in the session's current state.
 pub fn cannot_now(method: &str, why: impl std::fmt::Display) -> Error {
-    Error::new(ErrorCode::INVALID_REQUEST, format!("{method}: {why}"))
+    Error::new(
+        ErrorCode::INVALID_REQUEST,
+        fitted(format!("{method}: {why}")),
+    )
 }
 
 /// `-32603`: something failed on the server's side; `problem` says what.
 pub fn internal(method: &str, problem: impl std::fmt::Display) -> Error {
-    Error::new(ErrorCode::INTERNAL_ERROR, format!("{method}: {problem}"))
+    Error::new(
+        ErrorCode::INTERNAL_ERROR,
+        fitted(format!("{method}: {problem}")),
+    )
 }
 
 /// `-32600`: the client skipped `initialize`.
@@ -136,5 +176,32 @@ mod tests {
         assert!(error.message.len() < 500);
         assert!(error.data.is_some_and(|data| data.to_string().len() < 300));
         assert_eq!(quoted("session/new"), "session/new");
+    }
+
+    #[test]
+    fn a_message_quoting_huge_input_keeps_its_start_and_its_advice() {
+        let mode = "é".repeat(1_000_000);
+        let error = invalid_params(
+            "session/set_mode",
+            format!("there is no mode `{mode}`; the modes are `ask`, `edit`, `read-only`"),
+        );
+        assert!(
+            error.message.len() <= MESSAGE_BYTES + 4,
+            "{}",
+            error.message.len()
+        );
+        assert!(
+            error
+                .message
+                .starts_with("session/set_mode: there is no mode `éé")
+        );
+        assert!(
+            error
+                .message
+                .ends_with("éé`; the modes are `ask`, `edit`, `read-only`")
+        );
+        assert!(error.message.contains('…'));
+        let short = invalid_params("session/new", "missing field `cwd`");
+        assert_eq!(short.message, "session/new: missing field `cwd`");
     }
 }

@@ -817,6 +817,16 @@ fn parse_params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, E
             ));
         }
     };
+    // Told as such: "no session  on this server" reads as if an id had been
+    // given and lost.
+    if let Some(Value::String(id)) = params.get("sessionId")
+        && id.trim().is_empty()
+    {
+        return Err(errors::invalid_params(
+            method,
+            "`sessionId` is empty; give the id of a session (session/list shows the sessions there are)",
+        ));
+    }
     serde_path_to_error::deserialize(params).map_err(|error| {
         let path = error.path().to_string();
         let problem = in_plain_words(&error.into_inner().to_string());
