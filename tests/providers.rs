@@ -1503,6 +1503,24 @@ async fn a_404_without_a_message_names_the_url_it_called() {
 }
 
 #[tokio::test]
+async fn a_local_server_that_wants_a_key_never_given_says_which_variable_to_set() {
+    let unauthorized = || Reply::status(401, json!({"error": {"message": "Invalid API Key"}}));
+    let fake = FakeProvider::start([unauthorized(), unauthorized()]).await;
+    let spec = format!("local:{}/v1/m", fake.url());
+    let keyless = model_with(&spec, &settings(), &[]);
+    assert_eq!(
+        error_of(&*keyless, ask("x")).await,
+        "the model server wants an API key (401): Invalid API Key; set PUNIE_LOCAL_API_KEY to \
+         the key it was given"
+    );
+    let keyed = model_with(&spec, &settings(), &[("PUNIE_LOCAL_API_KEY", "wrong-key")]);
+    assert_eq!(
+        error_of(&*keyed, ask("x")).await,
+        "the model server refused the API key (401): Invalid API Key; check PUNIE_LOCAL_API_KEY"
+    );
+}
+
+#[tokio::test]
 async fn a_key_the_server_quotes_back_is_never_shown() {
     let key = "sk-live-0123456789abcdef";
     let quoting = |status: u16| {

@@ -740,7 +740,7 @@ async fn open(
         }
         _ => Err(Failure {
             pictures_refused: pictures_refused(status, &body),
-            error: status_error(peer, &call.url, status, &body),
+            error: status_error(peer, &call.url, status, &body, sends_a_key(&call.headers)),
             retryable,
             retry_after,
         }),
@@ -1152,7 +1152,13 @@ fn stream_error(peer: &Peer, error: &sse_stream::Error, idle_timeout: Duration) 
 }
 
 /// An HTTP answer other than success to a request to `url`.
-fn status_error(peer: &Peer, url: &Url, status: StatusCode, body: &str) -> ModelError {
+fn status_error(
+    peer: &Peer,
+    url: &Url,
+    status: StatusCode,
+    body: &str,
+    key_sent: bool,
+) -> ModelError {
     let code = status.as_u16();
     let message = error_message(body);
     let said = message
@@ -1160,12 +1166,21 @@ fn status_error(peer: &Peer, url: &Url, status: StatusCode, body: &str) -> Model
         .map(|m| format!(": {m}"))
         .unwrap_or_default();
     let text = match status {
-        StatusCode::UNAUTHORIZED => {
+        StatusCode::UNAUTHORIZED if key_sent => {
             let check = peer
                 .key_variable
                 .map(|variable| format!("; check {variable}"))
                 .unwrap_or_default();
             format!("{} refused the API key ({code}){said}{check}", peer.name)
+        }
+        // A local server started with a key of its own (llama.cpp's and
+        // vLLM's `--api-key`), asked without one.
+        StatusCode::UNAUTHORIZED => {
+            let set = peer
+                .key_variable
+                .map(|variable| format!("; set {variable} to the key it was given"))
+                .unwrap_or_default();
+            format!("{} wants an API key ({code}){said}{set}", peer.name)
         }
         // A good key may still be refused this model (one of an OpenAI
         // project without access to it, say): the server's words say why.
@@ -1232,7 +1247,30 @@ fn status_error(peer: &Peer, url: &Url, status: StatusCode, body: &str) -> Model
     if matches!(status.as_u16(), 400 | 413) && says_too_long(body) {
         return ModelError::TooLong(text);
     }
+    // A reply limit above what the model writes (Anthropic's wire always
+    // sends one, more than older models take), which no retry mends.
+    if status == StatusCode::BAD_REQUEST && says_output_limit(body) {
+        return ModelError::Provider(format!(
+            "{text} — set --max-output-tokens to what the model allows"
+        ));
+    }
     ModelError::Provider(text)
+}
+
+/// Whether an error body speaks of the limit on a reply's length: Anthropic's
+/// *max_tokens: 8192 > 4096, which is the maximum allowed number of output
+/// tokens*, OpenAI's *max_tokens is too large*.
+fn says_output_limit(body: &str) -> bool {
+    mentions_any(
+        &body.to_ascii_lowercase(),
+        &["max_tokens", "max_completion_tokens", "output tokens"],
+    )
+}
+
+/// Whether `headers` carry an API key (a bearer token, or Anthropic's
+/// `x-api-key`).
+fn sends_a_key(headers: &HeaderMap) -> bool {
+    headers.contains_key(AUTHORIZATION) || headers.contains_key("x-api-key")
 }
 
 /// Whether an error body says the conversation is longer than the model's
@@ -1467,7 +1505,8 @@ mod tests {
     #[test]
     fn status_errors_say_what_to_check() {
         let url = Url::parse("http://127.0.0.1:11434/v1/chat/completions").expect("a URL");
-        let error = |status: StatusCode, body: &str| status_error(&peer(), &url, status, body);
+        let error =
+            |status: StatusCode, body: &str| status_error(&peer(), &url, status, body, true);
         let unauthorized = error(StatusCode::UNAUTHORIZED, r#"{"error":"no"}"#);
         assert_eq!(
             unauthorized.to_string(),
@@ -1479,6 +1518,27 @@ mod tests {
             "model not found — POST http://127.0.0.1:11434/v1/chat/completions: is the model \
              name `qwen3` right? (`ollama pull qwen3` downloads it) If it is, check the base URL \
              (OLLAMA_HOST)"
+        );
+        let unasked = status_error(
+            &peer(),
+            &url,
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"Invalid API Key"}"#,
+            false,
+        );
+        assert_eq!(
+            unasked.to_string(),
+            "Ollama wants an API key (401): Invalid API Key"
+        );
+        let old_model = error(
+            StatusCode::BAD_REQUEST,
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: 8192 > 4096, which is the maximum allowed number of output tokens for claude-3-haiku-20240307"}}"#,
+        );
+        assert_eq!(
+            old_model.to_string(),
+            "Ollama answered 400 Bad Request: max_tokens: 8192 > 4096, which is the maximum \
+             allowed number of output tokens for claude-3-haiku-20240307 \
+             (invalid_request_error) — set --max-output-tokens to what the model allows"
         );
         let teapot = error(StatusCode::BAD_REQUEST, "");
         assert_eq!(teapot.to_string(), "Ollama answered 400 Bad Request");
@@ -1534,7 +1594,7 @@ mod tests {
             r#"{"type":"error","error":{"type":"invalid_request_error","message":"input length and `max_tokens` exceed context limit: 197626 + 8192 > 200000"}}"#,
         ];
         for body in too_long {
-            let error = status_error(&peer(), &url, StatusCode::BAD_REQUEST, body);
+            let error = status_error(&peer(), &url, StatusCode::BAD_REQUEST, body, true);
             assert!(matches!(error, ModelError::TooLong(_)), "{body}: {error:?}");
         }
         let other = status_error(
@@ -1542,6 +1602,7 @@ mod tests {
             &url,
             StatusCode::BAD_REQUEST,
             r#"{"error":"invalid tool schema"}"#,
+            true,
         );
         assert!(matches!(other, ModelError::Provider(_)), "{other:?}");
         let unavailable = status_error(
@@ -1549,6 +1610,7 @@ mod tests {
             &url,
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"error":"context size is being changed"}"#,
+            true,
         );
         assert!(
             matches!(unavailable, ModelError::Provider(_)),
