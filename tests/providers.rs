@@ -1270,6 +1270,46 @@ async fn a_finished_reply_is_kept_when_the_server_then_goes_silent_or_breaks_off
 }
 
 #[tokio::test]
+async fn events_that_add_nothing_after_the_stop_reason_do_not_hold_the_reply_open() {
+    // Pings and empty chunks for longer than the test's deadline, and never
+    // the stream's end: the reply ends once the grace after its stop reason
+    // is over, whatever keeps coming.
+    let mut openai = vec![openai_delta(
+        json!({"role": "assistant", "content": "Done."}),
+    )];
+    openai.push(openai_finish("stop"));
+    let mut anthropic = vec![anthropic_message_start(10)];
+    anthropic.extend(anthropic_text_block(0, &["Done."]));
+    anthropic.extend(anthropic_message_end("end_turn", 4).into_iter().take(1));
+    let nothing = |wire: Wire| match wire {
+        Wire::OpenAi => openai_delta(json!({})),
+        Wire::Anthropic => anthropic_event(json!({"type": "ping"})),
+    };
+    for (wire, events) in [(Wire::OpenAi, openai), (Wire::Anthropic, anthropic)] {
+        let mut parts: Vec<Part> = events.into_iter().map(Part::Send).collect();
+        for _ in 0..DEADLINE.as_millis() / 50 {
+            parts.push(Part::Pause(Duration::from_millis(100)));
+            parts.push(Part::Send(nothing(wire)));
+        }
+        parts.push(Part::Stall);
+        let fake = FakeProvider::start([Reply::Stream(parts)]).await;
+        // A grace of 1 s, ten times the pause between two pings.
+        let settings = ModelSettings {
+            idle_timeout: Duration::from_secs(2),
+            ..settings()
+        };
+        let (events, error) = run(&*model_on(wire, &fake, &settings), ask("x")).await;
+        assert!(error.is_none(), "{wire:?}: {error:?}");
+        assert_eq!(events.first(), Some(&text("Done.")), "{wire:?}");
+        assert_eq!(
+            events.last(),
+            Some(&ModelEvent::Stop(Stop::Done)),
+            "{wire:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn keep_alive_comments_hold_off_the_idle_timeout() {
     for wire in Wire::ALL {
         // A slow reasoning model: nothing but comments for three times the

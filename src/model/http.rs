@@ -354,6 +354,10 @@ struct Reading {
     saw_block: bool,
     idle_timeout: Duration,
     grace: Duration,
+    /// When the stream is taken to have ended, counted from the stop
+    /// reason: what comes after it (pings, empty chunks) does not put
+    /// that off.
+    ends_by: Option<tokio::time::Instant>,
 }
 
 impl Reading {
@@ -370,6 +374,7 @@ impl Reading {
             saw_block: false,
             idle_timeout: settings.idle_timeout,
             grace: FINISH_GRACE.min(settings.idle_timeout / 2),
+            ends_by: None,
         }
     }
 
@@ -389,10 +394,16 @@ impl Reading {
         D: Decoder,
     {
         let next = if decoder.finished() {
-            tokio::time::timeout(self.grace, events.next())
+            let grace = self.grace;
+            let ends_by = *self
+                .ends_by
+                .get_or_insert_with(|| tokio::time::Instant::now() + grace);
+            tokio::time::timeout_at(ends_by, events.next())
                 .await
                 .unwrap_or(None)
         } else {
+            // More of the reply came after all.
+            self.ends_by = None;
             events.next().await
         };
         match next {
