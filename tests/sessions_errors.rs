@@ -4,8 +4,10 @@
 
 mod support;
 
+use std::path::PathBuf;
+
 use serde_json::{Value, json};
-use support::{RawClient, Server};
+use support::{Home, RawClient, Server, updates};
 
 /// The code and message of a response, asserting it is an error.
 fn error(response: &Value) -> (i64, String) {
@@ -147,4 +149,163 @@ async fn a_method_the_agent_calls_on_the_client_is_said_to_be_the_clients() {
     assert_eq!(code, -32601);
     assert!(message.contains("not supported"), "{message}");
     still_usable(&mut client, &server).await;
+}
+
+/// How `messages` say their turns ended: the `punie/turnEnded` of each
+/// `session_info_update`.
+fn turn_endings(messages: &[Value]) -> Vec<Value> {
+    updates(messages, "session_info_update")
+        .into_iter()
+        .filter_map(|update| update["_meta"].get("punie/turnEnded").cloned())
+        .collect()
+}
+
+/// A small tmpfs mounted over a home's data directory for one test, which
+/// fills up. Mounting takes root: the tests run as root (as on CI) or
+/// through `sudo -n`.
+struct Disk {
+    dir: PathBuf,
+    /// The home it is in, removed once it is unmounted: while mounted, the
+    /// home's own cleanup cannot remove it.
+    home: PathBuf,
+}
+
+/// Run `command` as root, to its end; whether it succeeded.
+fn as_root(command: &[&str]) -> bool {
+    let mut run = if rustix::process::geteuid().is_root() {
+        std::process::Command::new(command[0])
+    } else {
+        let mut sudo = std::process::Command::new("sudo");
+        sudo.args(["-n", command[0]]);
+        sudo
+    };
+    run.args(&command[1..])
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+impl Disk {
+    fn mount(home: &Home, size: &str) -> Self {
+        let dir = home
+            .database()
+            .parent()
+            .expect("a data directory")
+            .to_owned();
+        std::fs::create_dir_all(&dir).expect("the mount point");
+        let options = format!(
+            "size={size},mode=0755,uid={},gid={}",
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw()
+        );
+        let dir_text = dir.to_str().expect("a UTF-8 temporary path");
+        assert!(
+            as_root(&["mount", "-t", "tmpfs", "-o", &options, "tmpfs", dir_text]),
+            "a tmpfs can be mounted on {dir_text} (it takes root, or sudo without a password)"
+        );
+        Self {
+            dir,
+            home: home.dir.path().to_owned(),
+        }
+    }
+
+    /// Write a file until the disk refuses: no room is left for anyone.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.dir.join("filler");
+        let mut file = std::fs::File::create(&path).expect("the filler file");
+        let block = vec![0_u8; 4096];
+        loop {
+            match file.write_all(&block) {
+                Ok(()) => {}
+                Err(error) if error.raw_os_error() == Some(nix::libc::ENOSPC) => return path,
+                Err(error) => panic!("filling the disk: {error}"),
+            }
+        }
+    }
+}
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        // Detached (lazy), so that a server still holding files does not keep it.
+        if let Some(dir) = self.dir.to_str()
+            && as_root(&["umount", "--lazy", dir])
+        {
+            let _ = std::fs::remove_dir_all(&self.home);
+        }
+    }
+}
+
+/// A delete the disk refuses is an error, and nothing else: every client
+/// stays attached and the turn runs on, not ended "because the session was
+/// deleted". Once the disk has room the delete goes through.
+#[tokio::test]
+async fn a_delete_the_disk_refuses_leaves_the_session_its_clients_and_its_turn() {
+    let home = Home::new();
+    let disk = Disk::mount(&home, "1m");
+    let server = Server::start_in(home, &[]).await;
+    let workspace = server.home.workspace();
+    let mut prompter = server.initialized().await;
+    let session = prompter.new_session(&workspace).await;
+    let mut watcher = server.initialized().await;
+    watcher.attach("session/resume", &session, &workspace).await;
+    let turn = prompter.start_prompt(&session, "count to 100000").await;
+    let filler = disk.fill();
+    server
+        .health_until("the store to meet the full disk", |health| {
+            health["store"] != "ok"
+        })
+        .await;
+
+    let refused = watcher
+        .request("session/delete", json!({"sessionId": session}))
+        .await;
+    let (code, message) = error(&refused);
+    assert_eq!(code, -32603, "{message}");
+    assert!(message.contains("the disk is full"), "{message}");
+    for client in [&mut watcher, &mut prompter] {
+        let still = client
+            .request(
+                "session/set_mode",
+                json!({"sessionId": session, "modeId": "edit"}),
+            )
+            .await;
+        assert_eq!(still["result"], json!({}), "still attached: {still}");
+    }
+    let listed = watcher.request("session/list", json!({})).await;
+    assert_eq!(
+        listed["result"]["sessions"][0]["sessionId"], session,
+        "{listed}"
+    );
+    // The turn ran on, and ends as the watcher asks, for that reason.
+    let cancelled = watcher
+        .request("session/cancel", json!({"sessionId": session}))
+        .await;
+    assert_eq!(cancelled["result"], Value::Null, "{cancelled}");
+    let answer = prompter.response_to(turn).await;
+    assert_eq!(answer["result"]["stopReason"], "cancelled", "{answer}");
+    let endings = turn_endings(&prompter.notifications);
+    assert!(
+        endings.iter().all(|ended| ended.get("note").is_none()),
+        "{endings:?}"
+    );
+
+    std::fs::remove_file(filler).expect("the filler can be removed");
+    server
+        .health_until("the store to be written again", |health| {
+            health["store"] == "ok"
+        })
+        .await;
+    let deleted = watcher
+        .request("session/delete", json!({"sessionId": session}))
+        .await;
+    assert_eq!(deleted["result"], json!({}), "{deleted}");
+    let gone = prompter
+        .request(
+            "session/set_mode",
+            json!({"sessionId": session, "modeId": "ask"}),
+        )
+        .await;
+    let (code, message) = error(&gone);
+    assert_eq!(code, -32002);
+    assert!(message.contains("was deleted"), "{message}");
 }

@@ -717,13 +717,14 @@ async fn delete_session(connection: &Connection, params: Value) -> Result<Value,
     const METHOD: &str = "session/delete";
     let request: DeleteSessionRequest = parse_params(METHOD, params)?;
     let id = request.session_id;
-    connection.detach_session(&id);
     connection
         .hub
         .sessions
         .delete(&id)
         .await
         .map_err(|error| errors::registry(METHOD, error))?;
+    // Only once it is deleted: a client whose delete failed is still attached.
+    connection.detach_session(&id);
     tracing::info!(connection = connection.id, session = %id, "session deleted");
     to_json(DeleteSessionResponse::new())
 }

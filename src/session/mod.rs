@@ -1067,12 +1067,6 @@ impl SessionRegistry {
     /// cancelled, and what it still writes is dropped.
     pub async fn delete(&self, id: &SessionId) -> Result<(), RegistryError> {
         let in_memory = self.get(id);
-        if let Some(session) = &in_memory
-            && session.is_running()
-        {
-            session.note_turn_end("the session was deleted".to_owned());
-            session.cancel_turn();
-        }
         // What watchers are told of it once it is gone: where it was.
         let known = match in_memory {
             Some(session) => Some((session.cwd.clone(), session.lock().title.clone())),
@@ -1088,11 +1082,20 @@ impl SessionRegistry {
         // fails rather than be answered as if it had loaded it.
         let marked_here = self.mark_deleted(id);
         let deleted = self.store.delete(&id.0).await;
-        if deleted != Ok(true) && marked_here {
-            self.forget_deleted(id);
-        }
-        // After the delete is written, so an attach queued before it is undone too.
-        if let Some(session) = self.lock().remove(id) {
+        if deleted != Ok(true) {
+            // A delete the store refused (a full disk) changes nothing: the
+            // session keeps its clients, and its turn runs on.
+            if marked_here {
+                self.forget_deleted(id);
+            }
+        } else if let Some(session) = self.lock().remove(id) {
+            // After the delete is written, so an attach queued before it is
+            // undone too, and a turn begun meanwhile is ended as well; what
+            // the turn still writes is dropped.
+            if session.is_running() {
+                session.note_turn_end("the session was deleted".to_owned());
+                session.cancel_turn();
+            }
             session.terminals.release_all();
         }
         if let (Ok(true), Some((cwd, title))) = (&deleted, known) {
