@@ -439,6 +439,23 @@ async fn allow_always_skips_the_second_prompt_and_reject_always_refuses_without_
         .map(|c| c["status"].clone())
         .collect();
     assert_eq!(statuses, ["completed", "completed", "failed", "failed"]);
+    // The model learns that the refusal lasts, and that the second was
+    // refused by it rather than by a person asked again.
+    let told: Vec<String> = received.tool_calls(&session)[2..]
+        .iter()
+        .map(|c| content_text(c).to_owned())
+        .collect();
+    assert!(
+        told[0].contains("every later call of this tool in this session"),
+        "{}",
+        told[0]
+    );
+    assert!(
+        told[1].contains("chose earlier to decline every call of this tool")
+            && told[1].contains("nobody was asked"),
+        "{}",
+        told[1]
+    );
 }
 
 #[tokio::test]

@@ -195,10 +195,14 @@ pub enum Decision {
     /// Go ahead; `asked` when the person answered a question just now
     /// rather than a mode or an "always" answer deciding: time passed, and
     /// what they were shown may have changed meanwhile.
-    Allowed {
-        asked: bool,
-    },
-    Rejected,
+    Allowed { asked: bool },
+    /// The person declined, this call only or (`lasting`) every call of
+    /// the tool for the rest of the session.
+    Rejected { lasting: bool },
+    /// A "reject always" the person gave earlier refused it: nobody was
+    /// asked. The model is told so, not that the person just declined, so
+    /// it stops trying the tool rather than ask again.
+    RejectedEarlier,
     /// The prompt was cancelled while waiting: the turn ends.
     Cancelled,
     /// Nobody decided: the client failed the request or answered with
@@ -217,7 +221,17 @@ impl Decision {
         match self {
             Self::Allowed { asked } => Ok(asked),
             Self::Cancelled => Err(Stop::Cancelled),
-            Self::Rejected => Err(Stop::Failed(format!("the user declined; {not_done}"))),
+            Self::Rejected { lasting: false } => {
+                Err(Stop::Failed(format!("the user declined; {not_done}")))
+            }
+            Self::Rejected { lasting: true } => Err(Stop::Failed(format!(
+                "the user declined, this call and every later call of this tool in this \
+                 session; {not_done}"
+            ))),
+            Self::RejectedEarlier => Err(Stop::Failed(format!(
+                "the user chose earlier to decline every call of this tool in this session, so \
+                 nobody was asked; {not_done}"
+            ))),
             Self::Unanswered(why) => Err(Stop::Failed(format!(
                 "permission could not be asked ({why}); {not_done}"
             ))),
@@ -259,7 +273,7 @@ pub(super) async fn ask<C: ClientPort>(
     // that lets edits through: it names this tool, the mode only a kind.
     match context.permissions.remembered(tool) {
         Some(true) => return Decision::Allowed { asked: false },
-        Some(false) => return Decision::Rejected,
+        Some(false) => return Decision::RejectedEarlier,
         None if mode == PermissionMode::Edit && EDITING_TOOLS.contains(&tool) => {
             return Decision::Allowed { asked: false };
         }
@@ -314,9 +328,9 @@ pub(super) async fn ask<C: ClientPort>(
         Some(PermissionOptionKind::AllowOnce) => Decision::Allowed { asked: true },
         Some(PermissionOptionKind::RejectAlways) => {
             context.permissions.remember(tool, false);
-            Decision::Rejected
+            Decision::Rejected { lasting: true }
         }
-        Some(_) => Decision::Rejected,
+        Some(_) => Decision::Rejected { lasting: false },
         None => {
             let why = format!("the client chose `{}`, which was not offered", chosen.0);
             tracing::warn!("{why}; nothing is done");
