@@ -64,6 +64,13 @@ pub(super) async fn run<C: ClientPort>(
     arguments_json: &Value,
 ) -> Result<ToolOutcome, Stop> {
     let args: CommandArgs = arguments("run_command", arguments_json)?;
+    // Nobody is asked to allow nothing.
+    if args.command.trim().is_empty() {
+        return Err(Stop::Failed(
+            "`command` is empty: give the command line to run, or the program to run with `args`"
+                .to_owned(),
+        ));
+    }
     let cwd = context
         .workspace
         .resolve(Path::new(args.cwd.as_deref().unwrap_or(".")))?;

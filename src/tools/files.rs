@@ -56,6 +56,7 @@ pub(super) async fn read<C: ClientPort>(
     arguments_json: &Value,
 ) -> Result<ToolOutcome, Stop> {
     let args: ReadArgs = arguments("read_file", arguments_json)?;
+    a_file_named(&args.path)?;
     if args.line == Some(0) {
         return Err(Stop::Failed(
             "`line` counts from 1: there is no line 0; give 1 to read from the start".to_owned(),
@@ -253,6 +254,7 @@ pub(super) async fn write<C: ClientPort>(
     arguments_json: &Value,
 ) -> Result<ToolOutcome, Stop> {
     let args: WriteArgs = arguments("write_file", arguments_json)?;
+    a_file_named(&args.path)?;
     let path = context.workspace.resolve_to_write(Path::new(&args.path))?;
     let old = current_file(context, "write_file", &args.path, &path).await?;
     let replaced = match &old {
@@ -272,7 +274,8 @@ pub(super) async fn write<C: ClientPort>(
     };
     change.ask_and_write(context, report).await?;
     Ok(ToolOutcome::ok(format!(
-        "Wrote {bytes} bytes to {}{replaced}.",
+        "Wrote {} to {}{replaced}.",
+        counted(bytes, "byte"),
         args.path
     )))
 }
@@ -283,6 +286,7 @@ pub(super) async fn edit<C: ClientPort>(
     arguments_json: &Value,
 ) -> Result<ToolOutcome, Stop> {
     let args: EditArgs = arguments("edit_file", arguments_json)?;
+    a_file_named(&args.path)?;
     let path = context.workspace.resolve_to_write(Path::new(&args.path))?;
     let old = match current_file(context, "edit_file", &args.path, &path).await? {
         Found::Text(text) => text,
@@ -299,7 +303,7 @@ pub(super) async fn edit<C: ClientPort>(
             )));
         }
     };
-    let new = replaced(&old, &args.old_text, &args.new_text, args.replace_all)
+    let (new, count) = replaced(&old, &args.old_text, &args.new_text, args.replace_all)
         .map_err(|problem| Stop::Failed(format!("{}: {problem}", args.path)))?;
     let change = Change {
         tool: "edit_file",
@@ -309,7 +313,26 @@ pub(super) async fn edit<C: ClientPort>(
         new,
     };
     change.ask_and_write(context, report).await?;
+    // With `replace_all` the model could not know how many there were.
+    if args.replace_all {
+        return Ok(ToolOutcome::ok(format!(
+            "Edited {}: replaced {}.",
+            args.path,
+            counted(count, "occurrence")
+        )));
+    }
     Ok(ToolOutcome::ok(format!("Edited {}.", args.path)))
+}
+
+/// Refuse an empty `path`, which would name the workspace itself and be
+/// refused as a directory the model never named.
+fn a_file_named(path: &str) -> Result<(), Stop> {
+    if path.is_empty() {
+        return Err(Stop::Failed(
+            "`path` is empty: give the file's path, relative to the workspace root".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// A file as a change finds it.
@@ -520,13 +543,13 @@ async fn on_disk<C: ClientPort>(context: &ToolContext<'_, C>, shown: &str) -> Re
 }
 
 /// `text` with `old` replaced by `new`: exactly one occurrence, or all of them
-/// when `all`. Occurrences that overlap count apart: replacing the first of
-/// them is a guess.
+/// when `all`; and how many were replaced. Occurrences that overlap count
+/// apart: replacing the first of them is a guess.
 ///
 /// Models write lines ending in `\n`; in a text whose lines end in `\r\n`,
 /// `old` not found as it is is looked for with its `\n`s read as `\r\n`,
 /// and `new` is written with `\r\n`, so the text keeps one line ending.
-fn replaced(text: &str, old: &str, new: &str, all: bool) -> Result<String, String> {
+fn replaced(text: &str, old: &str, new: &str, all: bool) -> Result<(String, usize), String> {
     if old.is_empty() {
         return Err("old_text is empty; give the exact text to replace".to_owned());
     }
@@ -545,10 +568,11 @@ fn replaced(text: &str, old: &str, new: &str, all: bool) -> Result<String, Strin
                     .to_owned(),
             );
         }
-        Occurrences { count: 1, .. } => text.replacen(&old, &new, 1),
+        Occurrences { count: 1, .. } => (text.replacen(&old, &new, 1), 1),
         Occurrences {
-            overlapping: false, ..
-        } if all => text.replace(&old, &new),
+            count,
+            overlapping: false,
+        } if all => (text.replace(&old, &new), count),
         Occurrences { count, .. } if all => {
             return Err(format!(
                 "old_text occurs {count} times, some overlapping, so which to replace is \
@@ -567,7 +591,7 @@ fn replaced(text: &str, old: &str, new: &str, all: bool) -> Result<String, Strin
             ));
         }
     };
-    if changed == text {
+    if changed.0 == text {
         return Err(
             "the edit would change nothing (new_text is old_text with the file's line endings); \
              nothing was written"
@@ -643,6 +667,23 @@ fn with_crlf(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text an edit leaves.
+    fn replaced(text: &str, old: &str, new: &str, all: bool) -> Result<String, String> {
+        super::replaced(text, old, new, all).map(|(text, _)| text)
+    }
+
+    #[test]
+    fn replacing_every_occurrence_counts_them() {
+        assert_eq!(
+            super::replaced("ab ab ab", "ab", "X", true),
+            Ok(("X X X".to_owned(), 3))
+        );
+        assert_eq!(
+            super::replaced("ab cd", "ab", "X", true),
+            Ok(("X cd".to_owned(), 1))
+        );
+    }
 
     #[test]
     fn a_read_cut_at_the_budget_says_which_lines_it_shows_and_how_to_read_on() {

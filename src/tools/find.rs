@@ -114,7 +114,13 @@ fn existing(workspace: &Workspace, path: Option<&str>) -> Result<PathBuf, Stop> 
     let path = Path::new(path.unwrap_or("."));
     let real = workspace.resolve(path)?;
     match std::fs::metadata(&real) {
-        Ok(_) => Ok(real),
+        Ok(metadata) if metadata.is_dir() => Ok(real),
+        // A named pipe or a device holds no lines to search, nor files to
+        // list: said as the file tools say it, not as "no matches".
+        Ok(_) => {
+            workspace.file_size(path)?;
+            Ok(real)
+        }
         Err(error) if error.kind() == ErrorKind::NotFound => {
             Err(WorkspaceError::NotFound(path.to_owned()).into())
         }
@@ -244,12 +250,18 @@ fn dot_matches_newline(flags: &ast::Flags) -> bool {
 
 /// A glob matched against paths relative to the workspace root, and to the
 /// directory searched; a glob without `/` also matches a file's name
-/// anywhere.
+/// anywhere. One that starts with `./` or `/` is anchored there, as a shell
+/// and `.gitignore` read it: `./*.rs` is the `.rs` files at the top, not
+/// a glob no path (`src/main.rs`, never `./src/main.rs`) could match.
 fn glob_matcher(glob: &str) -> Result<GlobMatcher, Stop> {
-    let pattern = if glob.contains('/') {
-        glob.to_owned()
-    } else {
-        format!("**/{glob}")
+    let anchored = glob
+        .strip_prefix("./")
+        .or_else(|| glob.strip_prefix('/'))
+        .map(|rest| rest.trim_start_matches("./"));
+    let pattern = match anchored {
+        Some(rest) => rest.to_owned(),
+        None if glob.contains('/') => glob.to_owned(),
+        None => format!("**/{glob}"),
     };
     GlobBuilder::new(&pattern)
         .literal_separator(true)
@@ -751,6 +763,10 @@ mod tests {
             "src/deep/lib.rs\nsrc/main.rs"
         );
         assert_eq!(list(dir.path(), Some("src/*.rs")), "src/main.rs");
+        assert_eq!(list(dir.path(), Some("./*.toml")), "Cargo.toml");
+        assert_eq!(list(dir.path(), Some("/*.toml")), "Cargo.toml");
+        assert_eq!(list(dir.path(), Some("./src/*.rs")), "src/main.rs");
+        assert_eq!(list(dir.path(), Some("./*.rs")), "no files");
     }
 
     #[test]
