@@ -883,6 +883,22 @@ async fn a_stream_that_ends_with_nothing_in_it_is_an_error_not_an_empty_reply() 
 }
 
 #[tokio::test]
+async fn an_anthropic_message_that_stops_with_nothing_in_it_is_an_error_not_an_empty_reply() {
+    let fake = FakeProvider::start([Reply::events([
+        anthropic_message_start(10),
+        anthropic_event(json!({"type": "ping"})),
+        anthropic_event(json!({"type": "message_stop"})),
+    ])])
+    .await;
+    let error = error_of(&*anthropic_model(&fake, &settings()), ask("x")).await;
+    assert_eq!(
+        error,
+        "Anthropic ended its stream without a reply or a finish reason; it may have sent an \
+         error in a form Punie cannot read — its own log says more"
+    );
+}
+
+#[tokio::test]
 async fn an_empty_finish_reason_on_every_chunk_finishes_nothing() {
     // SGLang's way: `""` until the real reason.
     let chunk = |delta: Value, reason: &str| {

@@ -601,6 +601,11 @@ impl Decoder for EventDecoder {
             WireEvent::ContentBlockDelta { index, delta } => self.block_delta(index, delta, out),
             WireEvent::ContentBlockStop { index } => self.block_stopped(index, out),
             WireEvent::MessageDelta { delta, usage } => self.message_changed(delta, usage, out),
+            // An empty reply that ended without saying why is a failure
+            // the server did not word, not an answer.
+            WireEvent::MessageStop if !self.started && self.stop.is_none() => {
+                return Err(http::ended_empty(&self.peer));
+            }
             WireEvent::MessageStop => self.end(out),
             WireEvent::Error { error } => {
                 return Err(http::reported_error(&self.peer, &json!({ "error": error })));
