@@ -309,3 +309,49 @@ async fn a_delete_the_disk_refuses_leaves_the_session_its_clients_and_its_turn()
     assert_eq!(code, -32002);
     assert!(message.contains("was deleted"), "{message}");
 }
+
+/// A model spec with spaces around it, as pasted, is that model: the menu
+/// shows it once, chosen, and a new session is given it.
+#[tokio::test]
+async fn a_model_spec_with_spaces_around_it_is_that_model() {
+    let server = Server::start().await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    let chosen = client
+        .request(
+            "session/set_config_option",
+            json!({"sessionId": session, "configId": "model", "value": " test "}),
+        )
+        .await;
+    let model = chosen["result"]["configOptions"]
+        .as_array()
+        .and_then(|options| options.iter().find(|option| option["id"] == "model"))
+        .unwrap_or_else(|| panic!("the model option: {chosen}"));
+    assert_eq!(model["currentValue"], "test", "{model}");
+    let values: Vec<&Value> = model["options"]
+        .as_array()
+        .expect("the models offered")
+        .iter()
+        .map(|offered| &offered["value"])
+        .collect();
+    assert_eq!(
+        values
+            .iter()
+            .filter(|value| value.as_str().is_some_and(|value| value.trim() == "test"))
+            .count(),
+        1,
+        "{values:?}"
+    );
+    let created = client
+        .request(
+            "session/new",
+            json!({"cwd": server.home.workspace(), "mcpServers": [],
+                   "_meta": {"punie/model": "test  "}}),
+        )
+        .await;
+    let model = created["result"]["configOptions"]
+        .as_array()
+        .and_then(|options| options.iter().find(|option| option["id"] == "model"))
+        .unwrap_or_else(|| panic!("the model option: {created}"));
+    assert_eq!(model["currentValue"], "test", "{model}");
+}

@@ -808,7 +808,9 @@ impl SessionRegistry {
 
     /// The model a new session asked for by `spec`, or the server's.
     pub fn model_choice(&self, spec: Option<&str>) -> Result<ModelChoice, RegistryError> {
-        match spec {
+        // Kept, and shown in the model menu, as it is meant: `test ` is
+        // `test`, not a second entry beside it.
+        match spec.map(str::trim) {
             None => Ok(self.default_model.clone()),
             Some(spec) if spec == self.default_model.spec => Ok(self.default_model.clone()),
             Some(spec) => (self.model_for)(spec)
