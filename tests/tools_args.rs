@@ -134,3 +134,44 @@ async fn empty_arguments_and_a_pipe_to_search_are_refused_saying_what_is_wrong()
         );
     }
 }
+
+/// An argument a tool does not take (`offset` for `line`, as another
+/// agent's read tool names it; `directory` for `cwd`) is refused naming the
+/// ones it does take — ignored, the read would start at the top and the
+/// command run at the root while the model believed otherwise — and a
+/// number out of range is said in words, not Rust's type names.
+#[tokio::test]
+async fn an_argument_the_tool_does_not_take_is_refused_not_ignored() {
+    let server = Server::scripted(
+        json!([
+            [
+                call("read_file", json!({"path": "notes.txt", "offset": 2})),
+                call("run_command", json!({"command": "touch ran", "directory": "src"})),
+                call("read_file", json!({"path": "notes.txt", "line": -1}))
+            ],
+            [{"text": "Refused."}]
+        ]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    std::fs::write(workspace.join("notes.txt"), "one\ntwo\n").unwrap();
+    let ide = Ide::new(&workspace, false, false);
+    let (stop, ended) = one_turn(&server, &ide).await;
+    assert_eq!(stop, StopReason::EndTurn);
+    let texts: Vec<&str> = ended.iter().map(|(_, text)| text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "invalid arguments for read_file: `offset`: unknown field `offset`, expected one of \
+             `path`, `line`, `limit`",
+            "invalid arguments for run_command: `directory`: unknown field `directory`, expected \
+             one of `command`, `args`, `cwd`, `timeout_secs`",
+            "invalid arguments for read_file: `line`: invalid value: integer `-1`, expected a \
+             whole number from 0 to 4294967295"
+        ]
+    );
+    assert!(ended.iter().all(|(status, _)| status == "failed"));
+    assert!(ide.requests().is_empty(), "{:?}", ide.requests());
+    assert!(!workspace.join("ran").exists());
+}

@@ -33,6 +33,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 const OUTPUT_LIMIT: u64 = 1024 * 1024;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CommandArgs {
     command: String,
     args: Option<Vec<String>>,

@@ -28,7 +28,11 @@ use super::{
 };
 use crate::workspace::{self, End, Excerpt, WorkspaceError};
 
+/// An argument the tool does not take is refused, not ignored: `offset`
+/// written for `line` would read from the top while the model believed
+/// otherwise.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ReadArgs {
     path: String,
     line: Option<u32>,
@@ -36,12 +40,14 @@ struct ReadArgs {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WriteArgs {
     path: String,
     content: String,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct EditArgs {
     path: String,
     old_text: String,

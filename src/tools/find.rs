@@ -59,12 +59,14 @@ const MAX_SEARCH_BUFFER: usize = 64 * 1024 * 1024;
 const MAX_UNREADABLE_NAMED: usize = 3;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListArgs {
     path: Option<String>,
     glob: Option<String>,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SearchArgs {
     pattern: String,
     path: Option<String>,

@@ -498,15 +498,24 @@ fn arguments<T: DeserializeOwned>(tool: &str, arguments: &Value) -> Result<T, St
     whole_floats_as_integers(&mut arguments);
     serde_path_to_error::deserialize(arguments).map_err(|error| {
         let path = error.path().to_string();
+        let problem = in_plain_words(&error.into_inner().to_string());
         if path == "." {
-            format!("invalid arguments for {tool}: {}", error.into_inner())
+            format!("invalid arguments for {tool}: {problem}")
         } else {
-            format!(
-                "invalid arguments for {tool}: `{path}`: {}",
-                error.into_inner()
-            )
+            format!("invalid arguments for {tool}: `{path}`: {problem}")
         }
     })
+}
+
+/// A deserializing error with Rust's names for numbers said as the model
+/// reads a JSON schema: "expected u32" tells it nothing of what to write.
+fn in_plain_words(problem: &str) -> String {
+    problem
+        .replace(
+            "expected u32",
+            &format!("expected a whole number from 0 to {}", u32::MAX),
+        )
+        .replace("expected u64", "expected a whole number, 0 or more")
 }
 
 /// Models write `30.0` for an integer now and then, and JSON Schema counts
@@ -719,5 +728,20 @@ mod tests {
         assert!(error.contains("`path`"), "{error}");
         let error = arguments::<Args>("read_file", &Value::String("{oops".into())).unwrap_err();
         assert!(error.contains("not valid JSON"), "{error}");
+    }
+
+    #[test]
+    fn a_number_out_of_range_is_explained_without_rust_names() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Args {
+            #[allow(dead_code)]
+            line: u32,
+        }
+        let error = arguments::<Args>("read_file", &json!({"line": -1})).unwrap_err();
+        assert_eq!(
+            error,
+            "invalid arguments for read_file: `line`: invalid value: integer `-1`, expected a \
+             whole number from 0 to 4294967295"
+        );
     }
 }
