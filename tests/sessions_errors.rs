@@ -355,3 +355,32 @@ async fn a_model_spec_with_spaces_around_it_is_that_model() {
         .unwrap_or_else(|| panic!("the model option: {created}"));
     assert_eq!(model["currentValue"], "test", "{model}");
 }
+
+/// A request sent without an id is a notification, which cannot be
+/// answered: it is not run, and the log says why for whoever wrote the
+/// client.
+#[tokio::test]
+async fn a_prompt_sent_as_a_notification_is_not_run_and_the_log_says_why() {
+    let mut server = Server::start().await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    client
+        .notify(
+            "session/prompt",
+            json!({"sessionId": session, "prompt": [{"type": "text", "text": "unseen"}]}),
+        )
+        .await;
+    server
+        .wait_for_log("ignored session/prompt: it came as a notification, without an id")
+        .await;
+    let listed = client.request("session/list", json!({})).await;
+    assert_eq!(
+        listed["result"]["sessions"][0]["sessionId"], session,
+        "{listed}"
+    );
+    assert!(
+        listed["result"]["sessions"][0].get("title").is_none(),
+        "no turn ran: {listed}"
+    );
+    still_usable(&mut client, &server).await;
+}

@@ -146,6 +146,13 @@ fn handle_notification(connection: &Connection, notification: UntypedMessage) {
         }
         // The SDK itself acts on request cancellation.
         "$/cancel_request" => {}
+        // Not run: it could not be answered, nor refused. Said where the
+        // person who wrote the client may look, since the client is told
+        // nothing.
+        _ if REQUESTS.contains(&method.as_str()) => tracing::info!(
+            connection = connection.id,
+            "ignored {method}: it came as a notification, without an id, and only a request (with an id) is run and answered"
+        ),
         _ => tracing::debug!(
             connection = connection.id,
             method,
@@ -153,6 +160,25 @@ fn handle_notification(connection: &Connection, notification: UntypedMessage) {
         ),
     }
 }
+
+/// The requests [`handle_request`] serves, but for `session/cancel`, which
+/// ACP makes a notification.
+const REQUESTS: &[&str] = &[
+    "initialize",
+    "session/new",
+    "session/load",
+    "session/resume",
+    "session/prompt",
+    "session/list",
+    "session/close",
+    "session/delete",
+    "session/set_config_option",
+    "session/set_mode",
+    "_punie/connection",
+    "_punie/info",
+    "_punie/models",
+    "_punie/watch",
+];
 
 /// `session/cancel`: the session's running turn, if any, ends `cancelled`.
 fn cancel_turn(connection: &Connection, params: Value) -> Result<(), Error> {
