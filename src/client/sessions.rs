@@ -178,11 +178,12 @@ async fn all(
     }
 }
 
-/// Sessions are kept under the real path of their workspace, as `punie ask`
-/// gives it; a directory that no longer exists is taken as written.
+/// `dir` made absolute, and otherwise as written: the server matches a
+/// workspace both by where it leads now and as written, so a symlink since
+/// pointed elsewhere still lists what was made through it, which its
+/// resolved path would not.
 fn absolute(dir: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::canonicalize(dir)
-        .or_else(|_| std::path::absolute(dir))
+    std::path::absolute(dir)
         .with_context(|| format!("--cwd `{}` cannot be made absolute", dir.display()))
 }
 
