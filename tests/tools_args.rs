@@ -7,7 +7,7 @@ mod support;
 use agent_client_protocol::v1::schema::StopReason;
 use serde_json::{Value, json};
 use support::sdk::{Ide, Received, new_session, prompt};
-use support::{Server, make_fifo, sdk_transport};
+use support::{Server, make_fifo, sdk_transport, within};
 
 fn call(name: &str, arguments: Value) -> Value {
     json!({"tool_call": {"name": name, "arguments": arguments}})
@@ -174,4 +174,47 @@ async fn an_argument_the_tool_does_not_take_is_refused_not_ignored() {
     assert!(ended.iter().all(|(status, _)| status == "failed"));
     assert!(ide.requests().is_empty(), "{:?}", ide.requests());
     assert!(!workspace.join("ran").exists());
+}
+
+/// A pattern of large counted repetitions takes seconds to compile (longer
+/// still in a debug build): a cancel meanwhile ends the turn at once, as it
+/// does while the search reads files, and the next prompt is served.
+#[tokio::test]
+async fn a_search_whose_pattern_is_slow_to_compile_is_cancelled_at_once() {
+    let server = Server::scripted(
+        json!([
+            [call("search", json!({"pattern": r"\w{2000}", "path": "notes.txt"}))],
+            [{"text": "Searched."}]
+        ]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    std::fs::write(workspace.join("notes.txt"), "words\n").unwrap();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    let id = client.start_prompt(&session, "search").await;
+    client
+        .receive_until(|seen| {
+            seen.iter().any(|message| {
+                message["params"]["update"]["status"] == "in_progress"
+                    && message["params"]["update"]["toolCallId"].is_string()
+            })
+        })
+        .await;
+    client
+        .notify("session/cancel", json!({"sessionId": session}))
+        .await;
+    let cancelled = std::time::Instant::now();
+    let answer = within("the cancelled prompt's answer", client.response_to(id)).await;
+    assert_eq!(answer["result"]["stopReason"], "cancelled", "{answer}");
+    // The search is given up on, not waited for: the next prompt is served
+    // at once.
+    let next = client.prompt(&session, "and now?").await;
+    assert_eq!(next["result"]["stopReason"], "end_turn", "{next}");
+    assert!(
+        cancelled.elapsed() < std::time::Duration::from_secs(2),
+        "the next prompt was answered {:?} after the cancel",
+        cancelled.elapsed()
+    );
 }

@@ -98,12 +98,14 @@ pub(super) async fn search<C: ClientPort>(
     let root = context.workspace.root().to_owned();
     let searched = existing(context.workspace, args.path.as_deref())?;
     report.progress(Vec::new());
-    let pattern = Pattern::new(&args.pattern)?;
     let glob = args.glob.as_deref().map(glob_matcher).transpose()?;
-    let found = blocking(context, move || {
-        search_files(&root, &searched, &pattern, glob.as_ref())
+    // Compiling a pattern of large counted repetitions (`\w{1000}`) takes
+    // seconds: off the async threads, and given up on by a cancel.
+    let found = blocking(context, move || -> Result<String, Stop> {
+        let pattern = Pattern::new(&args.pattern)?;
+        Ok(search_files(&root, &searched, &pattern, glob.as_ref()))
     })
-    .await?;
+    .await??;
     let found = for_the_model(&found);
     report.finish(ToolCallStatus::Completed, vec![text_content(&found)]);
     Ok(ToolOutcome::ok(found))
@@ -135,10 +137,10 @@ fn existing(workspace: &Workspace, path: Option<&str>) -> Result<PathBuf, Stop> 
 }
 
 /// Run filesystem work off the async threads, unless the turn is cancelled first.
-async fn blocking<C: ClientPort>(
+async fn blocking<C: ClientPort, T: Send + 'static>(
     context: &ToolContext<'_, C>,
-    work: impl FnOnce() -> String + Send + 'static,
-) -> Result<String, Stop> {
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Stop> {
     tokio::select! {
         biased;
         () = context.cancel.cancelled() => Err(Stop::Cancelled),
