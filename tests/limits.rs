@@ -6,6 +6,7 @@ mod support;
 
 use futures::StreamExt as _;
 use serde_json::{Value, json};
+use support::http_profile::{HttpProfileClient, next_message};
 use support::{Home, RawClient, Server, handshake_status, within};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -608,29 +609,23 @@ async fn an_http_profile_client_reading_one_event_stream_but_not_another_is_drop
 
 /// The HTTP profile's transport parses a POST itself: one of more JSON
 /// values than a message may hold is refused before it gets there, as on a
-/// WebSocket, and the connection goes on.
+/// WebSocket (answered with its id when it has one), and the connection
+/// goes on.
 #[tokio::test]
 async fn an_http_profile_message_of_too_many_values_is_refused_before_it_is_parsed() {
     let server = server_with(&[]).await;
-    let opened = server.http_profile_initialize().await;
-    let id = opened.headers()["acp-connection-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let post = |body: Value| {
-        http.post(server.http_url("/acp"))
-            .bearer_auth(&server.token)
-            .header("Acp-Connection-Id", &id)
-            .json(&body)
-            .send()
+    let client = HttpProfileClient::initialize(&server).await;
+    let mut events = client.events(None).await;
+    let too_many = |id: Value| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "session/list",
+               "params": {"padding": vec![0; 100_001]}})
+        .to_string()
     };
-    let refused = post(json!({"jsonrpc": "2.0", "id": 1, "method": "session/list",
-                              "params": {"padding": vec![0; 100_001]}}))
-    .await
-    .unwrap();
-    assert_eq!(refused.status(), 400);
-    let answer: Value = refused.json().await.unwrap();
+
+    let refused = client.post_text(&too_many(json!(1))).await;
+    assert_eq!(refused.status(), 202, "answered on the stream, with its id");
+    let answer = next_message(&mut events).await.expect("an answer to 1");
+    assert_eq!(answer["id"], 1, "{answer}");
     assert_eq!(answer["error"]["code"], -32600, "{answer}");
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(
@@ -638,11 +633,25 @@ async fn an_http_profile_message_of_too_many_values_is_refused_before_it_is_pars
         "{message}"
     );
 
-    let accepted = post(json!({"jsonrpc": "2.0", "id": 2, "method": "session/list",
-                               "params": {"padding": "0,".repeat(100_001)}}))
-    .await
-    .unwrap();
-    assert_eq!(accepted.status(), 202, "a long text is one value");
+    let anonymous = client.post_text(&too_many(Value::Null)).await;
+    assert_eq!(
+        anonymous.status(),
+        400,
+        "nothing on the stream could be matched"
+    );
+    let refusal: Value = anonymous.json().await.unwrap();
+    assert_eq!(refusal["error"]["code"], -32600, "{refusal}");
+
+    client
+        .post(
+            None,
+            json!({"jsonrpc": "2.0", "id": 2, "method": "session/list",
+                   "params": {"padding": "0,".repeat(100_001)}}),
+        )
+        .await;
+    let listed = next_message(&mut events).await.expect("an answer to 2");
+    assert_eq!(listed["id"], 2, "a long text is one value: {listed}");
+    assert!(listed["result"]["sessions"].is_array(), "{listed}");
 }
 
 #[tokio::test]

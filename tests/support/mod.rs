@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
 pub mod fake_provider;
+pub mod http_profile;
 pub mod mcp;
 pub mod sdk;
 pub mod terminal;
