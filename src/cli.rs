@@ -152,7 +152,7 @@ struct AskArgs {
     yes: bool,
 
     /// Go on with this session (see `punie sessions`) instead of starting one.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = parse_session_id)]
     session: Option<String>,
 
     /// Go on with the workspace's most recent session.
@@ -350,12 +350,12 @@ fn at_least_one(count: usize, flag: &str) -> Result<usize, UsageError> {
     Ok(count)
 }
 
-/// A session id, which is never blank.
+/// A session id, which is never blank: the server would answer that there
+/// is no session "", which reads as if the id had been given and lost.
 fn parse_session_id(value: &str) -> Result<String, String> {
     if value.trim().is_empty() {
         return Err(
-            "`punie sessions delete` needs the id of a session; `punie sessions` lists them"
-                .to_owned(),
+            "it is blank; it needs the id of a session, and `punie sessions` lists them".to_owned(),
         );
     }
     Ok(value.to_owned())

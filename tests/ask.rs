@@ -1526,7 +1526,9 @@ async fn a_turn_ended_by_a_delete_says_so() {
     assert_eq!(again.status.code(), Some(1));
     let stderr = text(&again.stderr);
     assert!(
-        stderr.contains(&format!("session {session} was deleted")),
+        stderr.contains(&format!(
+            "session {session} was deleted; drop --session to start a new one"
+        )),
         "{stderr}"
     );
 }

@@ -5,25 +5,7 @@ mod support;
 
 use futures::SinkExt as _;
 use serde_json::{Value, json};
-use support::{RawClient, Server};
-
-/// The error of a response, asserting there is one.
-fn error(response: &Value) -> (i64, String) {
-    let error = response
-        .get("error")
-        .unwrap_or_else(|| panic!("expected an error, got {response}"));
-    (
-        error["code"].as_i64().expect("an integer code"),
-        error["message"].as_str().expect("a message").to_owned(),
-    )
-}
-
-/// The connection still works: a fresh session can be prompted.
-async fn still_usable(client: &mut RawClient, server: &Server) {
-    let session = client.new_session(&server.home.workspace()).await;
-    let answer = client.prompt(&session, "ping").await;
-    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
-}
+use support::{Server, error, still_usable};
 
 #[tokio::test]
 async fn an_unparsable_frame_is_answered_with_a_parse_error_and_the_connection_stays() {

@@ -6,28 +6,14 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 
 use serde_json::{Value, json};
 use support::{Home, Server, json_lines, text, within};
 
-/// `punie <args>` in `home`, run from `dir`.
-async fn punie(home: &Home, dir: &Path, args: &[&str]) -> Output {
-    within(
-        &format!("punie {}", args.join(" ")),
-        home.command()
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("punie runs")
-}
-
 /// `punie <args>` from `dir`, which must succeed and print JSON.
 async fn json(server: &Server, dir: &Path, args: &[&str]) -> Value {
-    let output = punie(&server.home, dir, args).await;
+    let output = server.home.run_in(dir, args).await;
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -94,12 +80,10 @@ async fn ask_with_a_session_id_goes_on_with_that_conversation() {
         "Turn 2. You said: \"second question\". Before that you said: \"first question\"."
     );
 
-    let third = punie(
-        &server.home,
-        &workspace,
-        &["ask", "--session", &id, "third"],
-    )
-    .await;
+    let third = server
+        .home
+        .run_in(&workspace, &["ask", "--session", &id, "third"])
+        .await;
     assert_eq!(third.status.code(), Some(0), "{}", text(&third.stderr));
     assert_eq!(
         text(&third.stdout),
@@ -130,12 +114,13 @@ async fn a_session_goes_on_in_its_own_workspace_wherever_ask_runs() {
     assert_eq!(answer["stopReason"], "end_turn", "{answer}");
     assert_eq!(answer["toolCalls"][0]["status"], "completed", "{answer}");
 
-    let both = punie(
-        &server.home,
-        &elsewhere,
-        &["ask", "--session", &id, "--workspace", "/tmp", "x"],
-    )
-    .await;
+    let both = server
+        .home
+        .run_in(
+            &elsewhere,
+            &["ask", "--session", &id, "--workspace", "/tmp", "x"],
+        )
+        .await;
     assert_eq!(both.status.code(), Some(2), "{}", text(&both.stderr));
 }
 
@@ -147,12 +132,13 @@ async fn continue_goes_on_with_the_newest_session_of_the_workspace() {
     let newer = new_session(&server, &workspace, "newer").await;
     let other = new_session(&server, &elsewhere, "other workspace").await;
 
-    let output = punie(
-        &server.home,
-        &workspace,
-        &["ask", "--continue", "--output", "stream-json", "and then?"],
-    )
-    .await;
+    let output = server
+        .home
+        .run_in(
+            &workspace,
+            &["ask", "--continue", "--output", "stream-json", "and then?"],
+        )
+        .await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let lines = json_lines(&output.stdout);
     let result = lines.last().expect("a result line");
@@ -195,7 +181,10 @@ async fn continue_without_a_session_in_the_workspace_says_so() {
     let (workspace, elsewhere) = workspaces(&server.home);
     new_session(&server, &elsewhere, "not here").await;
 
-    let output = punie(&server.home, &workspace, &["ask", "--continue", "hello"]).await;
+    let output = server
+        .home
+        .run_in(&workspace, &["ask", "--continue", "hello"])
+        .await;
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
     let stderr = text(&output.stderr);
@@ -214,12 +203,13 @@ async fn continue_without_a_session_in_the_workspace_says_so() {
 async fn session_and_continue_cannot_be_combined() {
     let server = Server::start().await;
     let (workspace, _) = workspaces(&server.home);
-    let output = punie(
-        &server.home,
-        &workspace,
-        &["ask", "--session", "some-id", "--continue", "hello"],
-    )
-    .await;
+    let output = server
+        .home
+        .run_in(
+            &workspace,
+            &["ask", "--session", "some-id", "--continue", "hello"],
+        )
+        .await;
     assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
     assert!(
         text(&output.stderr).contains("--continue"),
@@ -233,24 +223,23 @@ async fn an_unknown_session_is_reported_saying_where_the_sessions_are_listed() {
     let server = Server::start().await;
     let (workspace, _) = workspaces(&server.home);
 
-    let output = punie(
-        &server.home,
-        &workspace,
-        &["ask", "--session", "no-such-session", "hello"],
-    )
-    .await;
+    let output = server
+        .home
+        .run_in(
+            &workspace,
+            &["ask", "--session", "no-such-session", "hello"],
+        )
+        .await;
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
     let stderr = text(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(stderr.contains("no-such-session"), "{stderr}");
 
-    let output = punie(
-        &server.home,
-        &workspace,
-        &["sessions", "delete", "no-such-session"],
-    )
-    .await;
+    let output = server
+        .home
+        .run_in(&workspace, &["sessions", "delete", "no-such-session"])
+        .await;
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
@@ -288,7 +277,7 @@ async fn sessions_lists_every_session_newest_first() {
         assert!(session["updatedAt"].is_string(), "{session}");
     }
 
-    let output = punie(&server.home, &workspace, &["sessions"]).await;
+    let output = server.home.run_in(&workspace, &["sessions"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let table = text(&output.stdout);
     let lines: Vec<&str> = table.lines().collect();
@@ -329,7 +318,7 @@ async fn the_table_lines_up_titles_by_the_columns_they_take() {
     for title in titles {
         new_session(&server, &workspace, title).await;
     }
-    let output = punie(&server.home, &workspace, &["sessions"]).await;
+    let output = server.home.run_in(&workspace, &["sessions"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let table = text(&output.stdout);
     let cwd = workspace.to_str().expect("a UTF-8 path");
@@ -426,7 +415,10 @@ async fn a_deleted_session_is_gone() {
     let mut watcher = server.initialized().await;
     watcher.request("_punie/watch", json!({})).await;
 
-    let output = punie(&server.home, &workspace, &["sessions", "delete", &doomed]).await;
+    let output = server
+        .home
+        .run_in(&workspace, &["sessions", "delete", &doomed])
+        .await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     // A client watching the server hears of it, though the session was
     // not in memory.
@@ -445,12 +437,10 @@ async fn a_deleted_session_is_gone() {
     assert!(stderr.contains(&doomed), "{stderr}");
 
     assert_eq!(ids(&listed(&server, &workspace, &[]).await), [&kept]);
-    let output = punie(
-        &server.home,
-        &workspace,
-        &["ask", "--session", &doomed, "hello"],
-    )
-    .await;
+    let output = server
+        .home
+        .run_in(&workspace, &["ask", "--session", &doomed, "hello"])
+        .await;
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
 
     // Gone from disk, not only from the lists: neither the database's free
@@ -493,7 +483,7 @@ async fn no_sessions_is_an_empty_list() {
     let server = Server::start().await;
     let (workspace, _) = workspaces(&server.home);
     assert!(listed(&server, &workspace, &[]).await.is_empty());
-    let output = punie(&server.home, &workspace, &["sessions"]).await;
+    let output = server.home.run_in(&workspace, &["sessions"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
 }
@@ -509,12 +499,9 @@ async fn with_no_server_the_exit_status_is_3() {
         &["ask", "--continue", "hello"],
         &["ask", "--session", "some-id", "hello"],
     ] {
-        let output = punie(
-            &home,
-            &home.workspace(),
-            &[args, &["--server", &nowhere]].concat(),
-        )
-        .await;
+        let output = home
+            .run_in(&home.workspace(), &[args, &["--server", &nowhere]].concat())
+            .await;
         assert_eq!(output.status.code(), Some(3), "punie {}", args.join(" "));
         assert!(output.stdout.is_empty(), "punie {}", args.join(" "));
         assert!(
@@ -529,12 +516,12 @@ async fn with_no_server_the_exit_status_is_3() {
 #[tokio::test]
 async fn delete_takes_no_listing_flags() {
     let home = Home::new();
-    let output = punie(
-        &home,
-        &home.workspace(),
-        &["sessions", "--json", "delete", "some-id"],
-    )
-    .await;
+    let output = home
+        .run_in(
+            &home.workspace(),
+            &["sessions", "--json", "delete", "some-id"],
+        )
+        .await;
     assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
 }
 
@@ -542,7 +529,10 @@ async fn delete_takes_no_listing_flags() {
 async fn an_empty_token_file_is_named_as_empty_with_its_fix() {
     let server = Server::start().await;
     std::fs::write(server.home.token_file(), "").unwrap();
-    let output = punie(&server.home, &server.home.workspace(), &["sessions"]).await;
+    let output = server
+        .home
+        .run_in(&server.home.workspace(), &["sessions"])
+        .await;
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     assert!(
@@ -574,7 +564,9 @@ async fn an_empty_token_file_is_named_as_empty_with_its_fix() {
 async fn deleting_without_an_id_says_an_id_is_needed() {
     let home = Home::new();
     for id in ["", " "] {
-        let output = punie(&home, home.dir.path(), &["sessions", "delete", id]).await;
+        let output = home
+            .run_in(home.dir.path(), &["sessions", "delete", id])
+            .await;
         let stderr = text(&output.stderr);
         assert_ne!(output.status.code(), Some(0), "{id:?}: {stderr}");
         assert!(

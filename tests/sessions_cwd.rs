@@ -3,35 +3,52 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Output, Stdio};
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use support::{Home, Server, text, within};
+use support::{Server, text};
 
-/// `punie <args>` run from `dir` against `home`'s server.
-async fn punie(home: &Home, dir: &Path, args: &[&str]) -> Output {
-    within(
-        &format!("punie {}", args.join(" ")),
-        home.command()
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("punie runs")
+/// Two directories in the server's home, `first` and `second`, and `link`
+/// to the first.
+struct Linked {
+    root: PathBuf,
+    first: PathBuf,
+    second: PathBuf,
+    link: PathBuf,
+}
+
+impl Linked {
+    fn new(server: &Server) -> Self {
+        let root = server.home.dir.path().to_owned();
+        let (first, second, link) = (root.join("first"), root.join("second"), root.join("link"));
+        std::fs::create_dir(&first).expect("a directory");
+        std::fs::create_dir(&second).expect("a directory");
+        std::os::unix::fs::symlink(&first, &link).expect("a symlink");
+        Self {
+            root,
+            first,
+            second,
+            link,
+        }
+    }
+
+    /// `link` now leads to `second`.
+    fn point_elsewhere(&self) {
+        std::fs::remove_file(&self.link).expect("the link can be removed");
+        std::os::unix::fs::symlink(&self.second, &self.link).expect("a symlink");
+    }
 }
 
 /// The ids `punie sessions --cwd DIR --json` prints.
 async fn listed_in(server: &Server, dir: &Path) -> Vec<String> {
     let dir = dir.to_str().expect("a UTF-8 temporary path");
-    let output = punie(
-        &server.home,
-        &server.home.workspace(),
-        &["sessions", "--cwd", dir, "--json"],
-    )
-    .await;
+    let output = server
+        .home
+        .run_in(
+            &server.home.workspace(),
+            &["sessions", "--cwd", dir, "--json"],
+        )
+        .await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let sessions: Value = serde_json::from_slice(&output.stdout).expect("it prints JSON");
     sessions
@@ -45,27 +62,52 @@ async fn listed_in(server: &Server, dir: &Path) -> Vec<String> {
 #[tokio::test]
 async fn a_link_pointed_elsewhere_still_lists_the_sessions_made_through_it() {
     let server = Server::start().await;
-    let root = server.home.dir.path().to_owned();
-    let (first, second, link) = (root.join("first"), root.join("second"), root.join("link"));
-    std::fs::create_dir(&first).expect("a directory");
-    std::fs::create_dir(&second).expect("a directory");
-    std::os::unix::fs::symlink(&first, &link).expect("a symlink");
+    let dirs = Linked::new(&server);
     let mut client = server.initialized().await;
-    let session = vec![client.new_session(&link).await];
-    assert_eq!(listed_in(&server, &link).await, session);
-    assert_eq!(listed_in(&server, &first).await, session);
+    let session = vec![client.new_session(&dirs.link).await];
+    assert_eq!(listed_in(&server, &dirs.link).await, session);
+    assert_eq!(listed_in(&server, &dirs.first).await, session);
 
-    std::fs::remove_file(&link).expect("the link can be removed");
-    std::os::unix::fs::symlink(&second, &link).expect("a symlink");
-    assert_eq!(listed_in(&server, &link).await, session, "as written");
-    assert!(listed_in(&server, &second).await.is_empty());
+    dirs.point_elsewhere();
+    assert_eq!(listed_in(&server, &dirs.link).await, session, "as written");
+    assert!(listed_in(&server, &dirs.second).await.is_empty());
 
     // Said empty under the name it was given, not where it leads.
-    let output = punie(&server.home, &root, &["sessions", "--cwd", "second"]).await;
+    let output = server
+        .home
+        .run_in(&dirs.root, &["sessions", "--cwd", "second"])
+        .await;
     assert_eq!(output.status.code(), Some(0));
     assert!(
-        text(&output.stderr).contains(&format!("no sessions in {}", second.display())),
+        text(&output.stderr).contains(&format!("no sessions in {}", dirs.second.display())),
         "{}",
         text(&output.stderr)
     );
+}
+
+#[tokio::test]
+async fn ask_continue_through_a_link_pointed_elsewhere_goes_on_with_what_was_made_through_it() {
+    let server = Server::start().await;
+    let dirs = Linked::new(&server);
+    let session = server.initialized().await.new_session(&dirs.link).await;
+
+    dirs.point_elsewhere();
+    let output = server
+        .home
+        .run_in(
+            &dirs.root,
+            &[
+                "ask",
+                "--continue",
+                "--workspace",
+                "link",
+                "--output",
+                "json",
+                "again",
+            ],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let answer: Value = serde_json::from_slice(&output.stdout).expect("it prints JSON");
+    assert_eq!(answer["sessionId"], session.as_str(), "{answer}");
 }

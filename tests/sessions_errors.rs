@@ -4,28 +4,9 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use serde_json::{Value, json};
-use support::{Home, RawClient, Server, updates};
-
-/// The code and message of a response, asserting it is an error.
-fn error(response: &Value) -> (i64, String) {
-    let error = response
-        .get("error")
-        .unwrap_or_else(|| panic!("expected an error, got {response}"));
-    (
-        error["code"].as_i64().expect("an integer code"),
-        error["message"].as_str().expect("a message").to_owned(),
-    )
-}
-
-/// The connection still works: a fresh session can be prompted.
-async fn still_usable(client: &mut RawClient, server: &Server) {
-    let session = client.new_session(&server.home.workspace()).await;
-    let answer = client.prompt(&session, "ping").await;
-    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
-}
+use support::disk::Disk;
+use support::{Home, Server, error, still_usable, updates};
 
 #[tokio::test]
 async fn a_blank_session_id_is_invalid_params_saying_it_is_empty() {
@@ -158,81 +139,6 @@ fn turn_endings(messages: &[Value]) -> Vec<Value> {
         .into_iter()
         .filter_map(|update| update["_meta"].get("punie/turnEnded").cloned())
         .collect()
-}
-
-/// A small tmpfs mounted over a home's data directory for one test, which
-/// fills up. Mounting takes root: the tests run as root (as on CI) or
-/// through `sudo -n`.
-struct Disk {
-    dir: PathBuf,
-    /// The home it is in, removed once it is unmounted: while mounted, the
-    /// home's own cleanup cannot remove it.
-    home: PathBuf,
-}
-
-/// Run `command` as root, to its end; whether it succeeded.
-fn as_root(command: &[&str]) -> bool {
-    let mut run = if rustix::process::geteuid().is_root() {
-        std::process::Command::new(command[0])
-    } else {
-        let mut sudo = std::process::Command::new("sudo");
-        sudo.args(["-n", command[0]]);
-        sudo
-    };
-    run.args(&command[1..])
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-impl Disk {
-    fn mount(home: &Home, size: &str) -> Self {
-        let dir = home
-            .database()
-            .parent()
-            .expect("a data directory")
-            .to_owned();
-        std::fs::create_dir_all(&dir).expect("the mount point");
-        let options = format!(
-            "size={size},mode=0755,uid={},gid={}",
-            rustix::process::geteuid().as_raw(),
-            rustix::process::getegid().as_raw()
-        );
-        let dir_text = dir.to_str().expect("a UTF-8 temporary path");
-        assert!(
-            as_root(&["mount", "-t", "tmpfs", "-o", &options, "tmpfs", dir_text]),
-            "a tmpfs can be mounted on {dir_text} (it takes root, or sudo without a password)"
-        );
-        Self {
-            dir,
-            home: home.dir.path().to_owned(),
-        }
-    }
-
-    /// Write a file until the disk refuses: no room is left for anyone.
-    fn fill(&self) -> PathBuf {
-        use std::io::Write as _;
-        let path = self.dir.join("filler");
-        let mut file = std::fs::File::create(&path).expect("the filler file");
-        let block = vec![0_u8; 4096];
-        loop {
-            match file.write_all(&block) {
-                Ok(()) => {}
-                Err(error) if error.raw_os_error() == Some(nix::libc::ENOSPC) => return path,
-                Err(error) => panic!("filling the disk: {error}"),
-            }
-        }
-    }
-}
-
-impl Drop for Disk {
-    fn drop(&mut self) {
-        // Detached (lazy), so that a server still holding files does not keep it.
-        if let Some(dir) = self.dir.to_str()
-            && as_root(&["umount", "--lazy", dir])
-        {
-            let _ = std::fs::remove_dir_all(&self.home);
-        }
-    }
 }
 
 /// A delete the disk refuses is an error, and nothing else: every client

@@ -303,6 +303,10 @@ async fn values_no_command_could_use_are_usage_errors() {
             "a host name is needed",
         ),
         (&["sessions", "delete", " "], "needs the id of a session"),
+        (
+            &["ask", "--session", "", "hi"],
+            "'--session <ID>': it is blank",
+        ),
         (&["init", "--server", "ftp://x", "--zed"], "--server"),
     ] {
         let output = punie(&home, args, &[]).await;

@@ -616,8 +616,14 @@ async fn open_session(
             let created = cx.send_request(request).block_task().await?;
             (created.session_id, None)
         }
-        Conversation::Resume(id) => open_kept_session(cx, server, Some(id), root).await?,
-        Conversation::Continue => open_kept_session(cx, server, None, root).await?,
+        Conversation::Resume(id) => open_kept_session(cx, server, Kept::Named(id), root).await?,
+        Conversation::Continue => {
+            // Looked up as written too: a link since pointed elsewhere still
+            // finds the sessions made through it, which its target would not.
+            let written =
+                std::path::absolute(&options.workspace).unwrap_or_else(|_| root.to_owned());
+            open_kept_session(cx, server, Kept::Newest(&written), root).await?
+        }
     };
     let kept = !matches!(options.conversation, Conversation::New);
     if let (true, Some(model)) = (kept, &options.model) {
@@ -629,22 +635,40 @@ async fn open_session(
     Ok((session_id, elsewhere))
 }
 
-/// A session kept from before, attached without its history: the one `id`
-/// names, or the newest in `root`.
+/// Which kept session `punie ask` goes on with.
+#[derive(Clone, Copy)]
+enum Kept<'a> {
+    /// The one `--session` names.
+    Named(&'a str),
+    /// The newest in this workspace (`--continue`).
+    Newest(&'a Path),
+}
+
+impl Kept<'_> {
+    /// The flag that chose the session, for a message saying to drop it.
+    fn flag(&self) -> &'static str {
+        match self {
+            Kept::Named(_) => "--session",
+            Kept::Newest(_) => "--continue",
+        }
+    }
+}
+
+/// A session kept from before, attached without its history, in `root`.
 async fn open_kept_session(
     cx: &ConnectionTo<Agent>,
     server: &InitializeResponse,
-    id: Option<&String>,
+    kept: Kept<'_>,
     root: &Path,
 ) -> Result<(SessionId, Option<Workspace>), Error> {
-    let session_id = match id {
-        Some(id) => SessionId::new(id.as_str()),
-        None => sessions::newest(cx, server, root).await?.ok_or_else(|| {
+    let session_id = match kept {
+        Kept::Named(id) => SessionId::new(id),
+        Kept::Newest(workspace) => sessions::newest(cx, server, workspace).await?.ok_or_else(|| {
             Error::new(
                 ErrorCode::RESOURCE_NOT_FOUND,
                 format!(
                     "there is no earlier session in {} to continue; drop --continue to start a new one",
-                    root.display()
+                    workspace.display()
                 ),
             )
         })?,
@@ -655,8 +679,16 @@ async fn open_kept_session(
         .block_task()
         .await
         .map_err(|error| match error.code {
-            // The server's words when it knows more: that it was deleted.
-            ErrorCode::RESOURCE_NOT_FOUND if !error.message.contains("was deleted") => Error::new(
+            // The server knows more than that it is not there: that it was
+            // deleted, said here in the words of this command.
+            ErrorCode::RESOURCE_NOT_FOUND if error.message.contains("was deleted") => Error::new(
+                ErrorCode::RESOURCE_NOT_FOUND,
+                format!(
+                    "session {session_id} was deleted; drop {} to start a new one",
+                    kept.flag()
+                ),
+            ),
+            ErrorCode::RESOURCE_NOT_FOUND => Error::new(
                 ErrorCode::RESOURCE_NOT_FOUND,
                 format!("there is no session {session_id}; `punie sessions` lists them"),
             ),

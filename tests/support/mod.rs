@@ -2,6 +2,7 @@
 //! temporary XDG directories, and clients that talk to it over real sockets.
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod disk;
 pub mod fake_provider;
 pub mod http_profile;
 pub mod mcp;
@@ -27,6 +28,25 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long any single wait in a test may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The code and message of a response, asserting it is an error.
+pub fn error(response: &Value) -> (i64, String) {
+    let error = response
+        .get("error")
+        .unwrap_or_else(|| panic!("expected an error, got {response}"));
+    (
+        error["code"].as_i64().expect("an integer code"),
+        error["message"].as_str().expect("a message").to_owned(),
+    )
+}
+
+/// The connection still works after whatever came before: a fresh session
+/// can be prompted.
+pub async fn still_usable(client: &mut RawClient, server: &Server) {
+    let session = client.new_session(&server.home.workspace()).await;
+    let answer = client.prompt(&session, "ping").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+}
 
 /// Output of a command, as text.
 pub fn text(bytes: &[u8]) -> String {
@@ -153,6 +173,20 @@ impl Home {
             .env("OLLAMA_HOST", "127.0.0.1:9")
             .kill_on_drop(true);
         command
+    }
+
+    /// `punie <args>` run to its end from `dir`, with nothing on stdin.
+    pub async fn run_in(&self, dir: &Path, args: &[&str]) -> std::process::Output {
+        within(
+            &format!("punie {}", args.join(" ")),
+            self.command()
+                .args(args)
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .output(),
+        )
+        .await
+        .expect("punie runs")
     }
 }
 
