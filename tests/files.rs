@@ -1,7 +1,7 @@
 //! The file tools on what is not a small ordinary file left alone: a named
 //! pipe, a file of a gigabyte, and a file the person changes while they are
-//! asked about changing it. Each is done by the server itself and through a
-//! client that offers `fs/*`.
+//! asked about changing it, each done by the server itself and through a
+//! client that offers `fs/*`; and a binary or UTF-16 file the server reads.
 
 mod support;
 
@@ -176,10 +176,11 @@ async fn a_change_too_large_to_show_is_refused_before_anyone_is_asked() {
 }
 
 /// A file of a gigabyte (sparse: it costs no disk) whose first lines are
-/// text and whose last line is a gigabyte of NULs.
+/// text, the fourth 40 KiB long, and whose last line is a gigabyte of NULs.
 fn gigabyte_file(workspace: &Path) -> std::path::PathBuf {
     let path = workspace.join("big.txt");
-    std::fs::write(&path, "one\ntwo\nthree\n").unwrap();
+    let long = "x".repeat(40 * 1024);
+    std::fs::write(&path, format!("one\ntwo\nthree\n{long}\n")).unwrap();
     std::fs::File::options()
         .write(true)
         .open(&path)
@@ -221,6 +222,10 @@ async fn a_huge_file_is_read_as_far_as_asked_and_refused_for_a_change() {
             json!([call(
                 "read_file",
                 json!({"path": "big.txt", "line": 4, "limit": 1})
+            )]),
+            json!([call(
+                "read_file",
+                json!({"path": "big.txt", "line": 5, "limit": 1})
             )]),
             json!([{"text": "Done."}]),
         ];
@@ -273,10 +278,20 @@ async fn a_huge_file_is_read_as_far_as_asked_and_refused_for_a_change() {
         let (status, long) = ended[5];
         assert_eq!(status, "completed", "{client}");
         let (line, mark) = long.split_once('\n').unwrap();
-        assert_eq!(line, "\0".repeat(32 * 1024), "{client}");
+        assert_eq!(line, "x".repeat(32 * 1024), "{client}");
         assert_eq!(
             mark,
             "[… line 4 is too long to show whole: this is its first 32768 bytes; `search` shows the text around a match anywhere in it …]",
+            "{client}"
+        );
+        // Its NULs are not text, and not shown as if they were.
+        assert_eq!(
+            ended[6],
+            (
+                "failed",
+                "`big.txt` is binary from line 5 on (1,073,741,824 bytes; line 5 holds NUL \
+                 bytes): read_file reads text only"
+            ),
             "{client}"
         );
         assert_eq!(std::fs::metadata(&big).unwrap().len(), 1 << 30, "{client}");
@@ -298,7 +313,12 @@ async fn a_cancel_stops_a_long_read() {
     )
     .await;
     let workspace = server.home.workspace();
-    std::fs::File::create(workspace.join("huge.txt"))
+    // Text first, so it is read as text; then 64 GiB of NULs, sparse.
+    let huge = workspace.join("huge.txt");
+    std::fs::write(&huge, "line\n".repeat(4000)).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&huge)
         .unwrap()
         .set_len(64 << 30)
         .unwrap();
@@ -673,4 +693,169 @@ async fn the_file_tools_take_crlf_files_odd_paths_and_files_that_are_not_utf8() 
             "{client}"
         );
     }
+}
+
+/// `text` in UTF-16, little-endian or big-endian, after `prefix`.
+fn utf16(prefix: &[u8], text: &str, big_endian: bool) -> Vec<u8> {
+    let mut bytes = prefix.to_vec();
+    for unit in text.encode_utf16() {
+        if big_endian {
+            bytes.extend_from_slice(&unit.to_be_bytes());
+        } else {
+            bytes.extend_from_slice(&unit.to_le_bytes());
+        }
+    }
+    bytes
+}
+
+/// Read by the server itself, a file that is not text — an image, a
+/// program, anything holding NUL bytes — is refused, however little of it
+/// is asked for, saying what it looks like and how big it is: its bytes as
+/// text are garbage to a model. UTF-16 text, as Windows tools write it, is
+/// shown decoded (a surrogate pair too), as far as it is asked for.
+#[tokio::test]
+async fn a_binary_file_is_refused_saying_what_it_is_and_utf16_text_is_decoded() {
+    let reads = [
+        json!({"path": "logo.png"}),
+        json!({"path": "tool", "line": 1, "limit": 1}),
+        json!({"path": "data.bin", "line": 2}),
+        json!({"path": "windows.txt", "line": 2}),
+        json!({"path": "mac.txt"}),
+        json!({"path": "no-mark.txt"}),
+        json!({"path": "long.txt"}),
+        json!({"path": "long.txt", "line": 15_000, "limit": 2}),
+        json!({"path": "broken.txt"}),
+    ];
+    let mut script: Vec<Value> = reads
+        .iter()
+        .map(|read| json!([call("read_file", read.clone())]))
+        .collect();
+    script.push(json!([{"text": "Done."}]));
+    let server = Server::scripted(Value::Array(script), &[]).await;
+    let workspace = server.home.workspace();
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10\0\0\0\x10\x08\x06\0\0\0".to_vec();
+    png.resize(1234, 0x5A);
+    std::fs::write(workspace.join("logo.png"), &png).unwrap();
+    // The start of a real program.
+    let mut program = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(env!("CARGO_BIN_EXE_punie")).unwrap(),
+            65_536,
+        ),
+        &mut program,
+    )
+    .unwrap();
+    std::fs::write(workspace.join("tool"), &program).unwrap();
+    std::fs::write(workspace.join("data.bin"), b"abc\ndef\0ghi\n").unwrap();
+    std::fs::write(
+        workspace.join("windows.txt"),
+        utf16(b"\xFF\xFE", "h\u{e9}llo\r\nw\u{f6}rld \u{1F980}\r\n", false),
+    )
+    .unwrap();
+    std::fs::write(
+        workspace.join("mac.txt"),
+        utf16(b"\xFE\xFF", "one\ntwo", true),
+    )
+    .unwrap();
+    std::fs::write(
+        workspace.join("no-mark.txt"),
+        utf16(b"", "plain text\nwithout a mark\n", false),
+    )
+    .unwrap();
+    let lines: String = (1..=20_000).map(|n| format!("line {n}\n")).collect();
+    std::fs::write(
+        workspace.join("long.txt"),
+        utf16(b"\xFF\xFE", &lines, false),
+    )
+    .unwrap();
+    let mut broken = utf16(b"\xFF\xFE", "ok\n", false);
+    broken.extend_from_slice(&0xD800u16.to_le_bytes());
+    broken.extend_from_slice(&utf16(b"", "x\n", false));
+    std::fs::write(workspace.join("broken.txt"), &broken).unwrap();
+    let ide = Ide::new(&workspace, false, false);
+    let (stops, received, session) = turns(&server, &ide, &["read them"]).await;
+
+    assert_eq!(stops, [StopReason::EndTurn]);
+    let calls = received.tool_calls(&session);
+    let ended = how_each_ended(&calls);
+    assert_eq!(ended.len(), reads.len(), "{ended:?}");
+    let note = |name: &str, form: &str| {
+        format!(
+            "[… {name} is UTF-16 ({form}) text, shown decoded: edit_file cannot change it, and \
+             write_file would write it as UTF-8 …]"
+        )
+    };
+    assert_eq!(
+        ended[..6],
+        [
+            (
+                "failed",
+                "`logo.png` is binary (1,234 bytes; it starts like a PNG image): read_file reads \
+                 text only"
+            ),
+            (
+                "failed",
+                "`tool` is binary (65,536 bytes; it starts like an ELF executable or library): \
+                 read_file reads text only"
+            ),
+            (
+                "failed",
+                "`data.bin` is binary (12 bytes; it holds NUL bytes): read_file reads text only"
+            ),
+            (
+                "completed",
+                format!(
+                    "w\u{f6}rld \u{1F980}\r\n{}",
+                    note("windows.txt", "little-endian")
+                )
+                .as_str()
+            ),
+            (
+                "completed",
+                format!("one\ntwo\n{}", note("mac.txt", "big-endian")).as_str()
+            ),
+            (
+                "completed",
+                format!(
+                    "plain text\nwithout a mark\n{}",
+                    note("no-mark.txt", "little-endian, without a byte-order mark")
+                )
+                .as_str()
+            ),
+        ]
+    );
+    // Decoded a chunk at a time, and only as far as asked for.
+    let (status, long) = ended[6];
+    assert_eq!(status, "completed");
+    let (shown, marks) = long.split_once("[… one read").unwrap();
+    assert!(shown.starts_with("line 1\nline 2\n"), "{shown}");
+    let next = shown.lines().count() + 1;
+    assert!(
+        marks.starts_with(&format!(
+            " shows at most 32 KiB: this is lines 1 to {}; read on from line {next} with `line` \
+             and `limit` …]\n",
+            next - 1
+        )),
+        "{marks}"
+    );
+    assert_eq!(
+        ended[7],
+        (
+            "completed",
+            format!(
+                "line 15000\nline 15001\n{}",
+                note("long.txt", "little-endian")
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        ended[8],
+        (
+            "failed",
+            "`broken.txt` starts as UTF-16 (little-endian) text but is not: byte 8 starts a lone \
+             surrogate (0xD800)"
+        )
+    );
 }

@@ -9,9 +9,12 @@
 //! while the person was asked about it.
 //!
 //! Models write lines ending in `\n`: an edit of a file whose lines end in
-//! `\r\n` matches and writes them so. Only UTF-8 text is read or edited, as
+//! `\r\n` matches and writes them so. Only UTF-8 text is edited, as
 //! editing other bytes as text would corrupt them; `write_file` may replace
-//! such a file whole, as it needs its old content only for the diff.
+//! such a file whole, as it needs its old content only for the diff. Read
+//! from disk, UTF-16 text is shown decoded and a binary file is refused,
+//! saying what it looks like (see `encoding`); an editor's answer is shown
+//! as it gives it.
 
 use std::path::{Path, PathBuf};
 
@@ -20,13 +23,15 @@ use agent_client_protocol::v1::schema::{
 };
 use serde::Deserialize;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
+use super::encoding::{self, Kind, Utf16};
 use super::permission;
 use super::{
     ClientPort, MAX_CHANGED_FILE_BYTES, MODEL_OUTPUT_LIMIT, Report, Stop, ToolContext, ToolOutcome,
     arguments, ask_client, counted, text_content,
 };
-use crate::workspace::{self, End, Excerpt, WorkspaceError};
+use crate::workspace::{self, End, Excerpt, ReadError, WorkspaceError};
 
 /// An argument the tool does not take is refused, not ignored: `offset`
 /// written for `line` would read from the top while the model believed
@@ -77,27 +82,143 @@ pub(super) async fn read<C: ClientPort>(
     let limit = args.limit.map(|limit| limit as usize);
     let path = context.workspace.resolve(Path::new(&args.path))?;
     report.progress(Vec::new());
-    let excerpt = if context.client.capabilities().fs.read_text_file {
-        read_through_client(context, &args.path, &path, first, limit).await?
+    let (excerpt, decoded) = if context.client.capabilities().fs.read_text_file {
+        let excerpt = read_through_client(context, &args.path, &path, first, limit).await?;
+        (excerpt, None)
     } else {
-        let read = context.workspace.read_lines(
-            Path::new(&args.path),
-            first,
-            limit,
-            MODEL_OUTPUT_LIMIT,
-            context.cancel.clone(),
-        );
-        let excerpt = until_cancelled(context, read).await??;
+        let (excerpt, decoded) = read_from_disk(context, &args.path, &path, first, limit).await?;
         match excerpt.end {
             End::TextEnd { lines } if first > 1 && first > lines => {
                 return Err(past_the_end(&args.path, first, lines));
             }
-            _ => excerpt,
+            _ => (excerpt, decoded),
         }
     };
-    let text = shown_to_the_model(excerpt);
+    let mut text = shown_to_the_model(excerpt);
+    if let Some(form) = decoded {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "[… {} is {} text, shown decoded: edit_file cannot change it, and write_file would \
+             write it as UTF-8 …]",
+            args.path,
+            form.named()
+        ));
+    }
     report.finish(ToolCallStatus::Completed, vec![text_content(&text)]);
     Ok(ToolOutcome::ok(text))
+}
+
+/// Lines `first` on (at most `limit` of them) of the file `shown`, `path`
+/// resolved, as it is on disk, and the form of UTF-16 they were decoded
+/// from if they were. A file that is not text is refused, saying what it
+/// looks like: a model shown an image's or a program's bytes as text reads
+/// garbage, and NULs that some providers refuse outright.
+async fn read_from_disk<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    shown: &str,
+    path: &Path,
+    first: usize,
+    limit: Option<usize>,
+) -> Result<(Excerpt, Option<Utf16>), Stop> {
+    let head = context
+        .workspace
+        .read_bytes(Path::new(shown), encoding::HEAD_BYTES);
+    let head = until_cancelled(context, head).await??;
+    let (excerpt, decoded) = match encoding::kind(&head) {
+        Kind::Binary(what) => {
+            let size = context
+                .workspace
+                .file_size(Path::new(shown))?
+                .unwrap_or(head.len() as u64);
+            return Err(Stop::Failed(format!(
+                "`{shown}` is binary ({}; {what}): read_file reads text only",
+                encoding::size(size)
+            )));
+        }
+        Kind::Utf16(form) => {
+            let read = read_utf16(shown, path, form, first, limit, context.cancel.clone());
+            (until_cancelled(context, read).await??, Some(form))
+        }
+        Kind::Text => {
+            let read = context.workspace.read_lines(
+                Path::new(shown),
+                first,
+                limit,
+                MODEL_OUTPUT_LIMIT,
+                context.cancel.clone(),
+            );
+            (until_cancelled(context, read).await??, None)
+        }
+    };
+    no_nul_in(context, shown, &excerpt)?;
+    Ok((excerpt, decoded))
+}
+
+/// Refuse `excerpt` of the file `shown` if it holds a NUL, which text never
+/// does: the file's first bytes looked like text, but it goes on as binary.
+fn no_nul_in<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    shown: &str,
+    excerpt: &Excerpt,
+) -> Result<(), Stop> {
+    let Some(at) = excerpt.text.find('\0') else {
+        return Ok(());
+    };
+    let line = excerpt.first + excerpt.text[..at].matches('\n').count();
+    let size = context.workspace.file_size(Path::new(shown))?.unwrap_or(0);
+    Err(Stop::Failed(format!(
+        "`{shown}` is binary from line {line} on ({}; line {line} holds NUL bytes): read_file \
+         reads text only",
+        encoding::size(size)
+    )))
+}
+
+/// Lines `first` on of the UTF-16 file `shown` (`path` resolved), decoded
+/// as far as they are read.
+async fn read_utf16(
+    shown: &str,
+    path: &Path,
+    form: Utf16,
+    first: usize,
+    limit: Option<usize>,
+    stop: CancellationToken,
+) -> Result<Excerpt, Stop> {
+    let shown = shown.to_owned();
+    let path = path.to_owned();
+    let read = tokio::task::spawn_blocking(move || {
+        let file = encoding::open(&path).map_err(|source| WorkspaceError::Io {
+            path: PathBuf::from(&shown),
+            source,
+        })?;
+        let text = encoding::Utf16Text::new(file, form);
+        workspace::excerpt(text, first, limit, MODEL_OUTPUT_LIMIT, || {
+            stop.is_cancelled()
+        })
+        .map_err(|error| match error {
+            ReadError::Io(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                Stop::Failed(format!(
+                    "`{shown}` starts as {} text but is not: {error}",
+                    form.named()
+                ))
+            }
+            ReadError::Io(source) => WorkspaceError::Io {
+                path: PathBuf::from(&shown),
+                source,
+            }
+            .into(),
+            ReadError::Stopped => Stop::Cancelled,
+            // Decoded text is UTF-8 whatever the file held.
+            ReadError::NotText(at) => Stop::Failed(format!(
+                "`{shown}` could not be decoded as {} (at byte {})",
+                form.named(),
+                at.offset
+            )),
+        })
+    });
+    read.await
+        .map_err(|error| Stop::Failed(format!("the read failed: {error}")))?
 }
 
 /// Lines `first` on (at most `limit` of them) of the file `shown`, `path`
@@ -132,6 +253,8 @@ async fn read_through_client<C: ClientPort>(
     };
     let disk_end = on_disk.as_ref().map(|excerpt| excerpt.end);
     if let Some(long_line) = on_disk.filter(|excerpt| excerpt.end == End::LongLine) {
+        // Shown from disk, so refused as a read from disk refuses it.
+        no_nul_in(context, shown, &long_line)?;
         return Ok(long_line);
     }
     let (asked_limit, capped) = match disk_end {

@@ -22,6 +22,7 @@
 //! through [`ClientPort`]; it holds no session state beyond what it is handed.
 
 mod command;
+mod encoding;
 mod files;
 mod find;
 mod mcp;
