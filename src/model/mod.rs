@@ -372,7 +372,7 @@ impl Default for ModelSettings {
 /// | `anthropic:MODEL` | `ANTHROPIC_BASE_URL`, else `https://api.anthropic.com` | `ANTHROPIC_API_KEY`, required |
 /// | `ollama:MODEL` | `OLLAMA_HOST`, else `http://127.0.0.1:11434`, plus `/v1` | `PUNIE_LOCAL_API_KEY`, if set |
 /// | `lmstudio:MODEL` | `http://127.0.0.1:1234/v1` | `PUNIE_LOCAL_API_KEY`, if set |
-/// | `local:URL/MODEL` | `URL` (everything up to `/v1`, else up to the last `/`) | `PUNIE_LOCAL_API_KEY`, if set |
+/// | `local:URL/MODEL` | `URL` (everything up to `/v1`, else up to the last `/`; one ending in `/` or `/v1` names no model) | `PUNIE_LOCAL_API_KEY`, if set |
 /// | `script:PATH` | none: replies scripted in a file | |
 ///
 /// A malformed spec is an error here; a missing key is not — it is the error

@@ -296,7 +296,9 @@ fn has_port(host_port: &str) -> bool {
 
 /// Split a `local:` URL into the server's base URL and the model name. The
 /// model is what follows `/v1/` (so names with slashes, such as
-/// `Qwen/Qwen3-8B`, work), or else the last path segment.
+/// `Qwen/Qwen3-8B`, work), or else the last path segment. A URL that ends
+/// in `/` or in `/v1` names no model: read as the last segment, `v1` would
+/// be sent as the model's name to a server one level up.
 pub fn split_local_url(text: &str) -> Result<(Url, String), ModelError> {
     let usage = || {
         ModelError::Setup(format!(
@@ -313,12 +315,29 @@ pub fn split_local_url(text: &str) -> Result<(Url, String), ModelError> {
         None => path.rsplit_once('/').ok_or_else(usage)?,
     };
     let model = model.trim_end_matches('/');
-    if model.is_empty() {
-        return Err(usage());
+    if model.is_empty() || (model == "v1" && !path.contains("/v1/")) {
+        return Err(no_model_named(text));
     }
     let mut base = url.clone();
     base.set_path(base_path);
     Ok((base, model.to_owned()))
+}
+
+/// The error for a `local:` URL with nothing after its base: the spec says
+/// where the server is, and the example shows where the model's name goes.
+fn no_model_named(text: &str) -> ModelError {
+    let base = text.trim().trim_end_matches('/');
+    let has_path = base
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest.contains('/'));
+    let example = if has_path {
+        format!("{base}/qwen3")
+    } else {
+        format!("{base}/v1/qwen3")
+    };
+    ModelError::Setup(format!(
+        "`local:{text}` names no model: a model name must follow the URL, e.g. local:{example}"
+    ))
 }
 
 /// The Chat Completions request for `request`; without `pictures`, each
@@ -1113,6 +1132,44 @@ mod tests {
         assert_eq!(split("http://localhost:8080/v1/"), None);
         assert_eq!(split("http://localhost:8080"), None);
         assert_eq!(split("localhost:8080/v1/m"), None);
+        assert_eq!(
+            split("http://localhost:8080/v1/v1"),
+            Some(("http://localhost:8080/v1".to_owned(), "v1".to_owned())),
+            "a model may be called v1 when the URL names it"
+        );
+    }
+
+    #[test]
+    fn a_local_url_without_a_model_is_refused_showing_where_the_name_goes() {
+        let refusal = |text: &str| match split_local_url(text) {
+            Ok((base, model)) => panic!("`{text}` was taken as {model} at {base}"),
+            Err(error) => error.to_string(),
+        };
+        for (text, example) in [
+            ("http://127.0.0.1:5001/v1", "http://127.0.0.1:5001/v1/qwen3"),
+            (
+                "http://127.0.0.1:5001/v1/",
+                "http://127.0.0.1:5001/v1/qwen3",
+            ),
+            (
+                "http://10.0.0.2:8000/openai/v1",
+                "http://10.0.0.2:8000/openai/v1/qwen3",
+            ),
+            ("http://localhost:8080/", "http://localhost:8080/v1/qwen3"),
+            ("http://localhost:8080", "http://localhost:8080/v1/qwen3"),
+            (
+                "http://localhost:8080/api/",
+                "http://localhost:8080/api/qwen3",
+            ),
+        ] {
+            assert_eq!(
+                refusal(text),
+                format!(
+                    "`local:{text}` names no model: a model name must follow the URL, \
+                     e.g. local:{example}"
+                )
+            );
+        }
     }
 
     fn peer() -> Arc<Peer> {
