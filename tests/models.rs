@@ -7,8 +7,9 @@ mod support;
 
 use std::process::Stdio;
 
-use serde_json::json;
-use support::{Home, Server, text, within};
+use serde_json::{Value, json};
+use support::fake_provider::{FakeProvider, Reply, Wire};
+use support::{Home, RawClient, Server, text, within};
 
 /// `punie serve --model SPEC`, run until it exits.
 async fn serve_with_model(home: &Home, spec: &str) -> std::process::Output {
@@ -83,4 +84,90 @@ async fn a_local_url_without_a_model_name_is_refused_saying_where_the_name_goes(
         "{}",
         client.agent_text(&session)
     );
+}
+
+/// A server in a new home whose model is `fake`, speaking `wire`.
+async fn server_speaking(wire: Wire, fake: &FakeProvider) -> Server {
+    let home = Home::new();
+    let (model, env) = wire.model_spec(fake);
+    let mut command = home.command();
+    command
+        .args(["serve", "--port", "0", "--model", &model])
+        .envs(env);
+    Server::spawn(home, command).await
+}
+
+/// The agent message chunks `client` has received, as (text, is a notice).
+fn agent_chunks(client: &RawClient) -> Vec<(String, bool)> {
+    client
+        .notifications
+        .iter()
+        .map(|message| &message["params"]["update"])
+        .filter(|update| update["sessionUpdate"] == "agent_message_chunk")
+        .map(|update| {
+            let text = update["content"]["text"].as_str().unwrap_or_default();
+            let notice = update["_meta"]["punie/notice"] == Value::Bool(true);
+            (text.to_owned(), notice)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_client_is_told_while_punie_waits_out_a_rate_limit_and_the_model_is_not() {
+    for wire in Wire::ALL {
+        let refusal = wire
+            .error_status(429, "rate_limit_error", "Rate limit reached")
+            .with_header("retry-after", "2");
+        let fake = FakeProvider::start([
+            refusal,
+            Reply::events(wire.text_reply(&["fine"])),
+            Reply::events(wire.text_reply(&["again"])),
+        ])
+        .await;
+        let server = server_speaking(wire, &fake).await;
+        let mut client = server.initialized().await;
+        let session = client.new_session(&server.home.workspace()).await;
+        let prompt = client.start_prompt(&session, "hello").await;
+
+        client
+            .receive_until(|received| {
+                received.iter().any(|message| {
+                    message["params"]["update"]["sessionUpdate"] == "agent_message_chunk"
+                })
+            })
+            .await;
+        let told = format!(
+            "{} is rate-limiting: it asks to wait 2 s before trying again, so Punie waits and \
+             then tries again (retry 1 of 3)\n\n",
+            wire.peer_name()
+        );
+        assert_eq!(agent_chunks(&client), [(told.clone(), true)], "{wire:?}");
+        assert_eq!(
+            fake.requests().len(),
+            1,
+            "{wire:?}: told while it waits, before trying again"
+        );
+
+        let answer = client.response_to(prompt).await;
+        assert_eq!(
+            answer["result"]["stopReason"], "end_turn",
+            "{wire:?}: {answer}"
+        );
+        assert_eq!(
+            agent_chunks(&client),
+            [(told, true), ("fine".to_owned(), false)],
+            "{wire:?}"
+        );
+
+        // The notice was for the person: the model's conversation holds
+        // only its own reply.
+        let answer = client.prompt(&session, "and?").await;
+        assert_eq!(
+            answer["result"]["stopReason"], "end_turn",
+            "{wire:?}: {answer}"
+        );
+        let requests = fake.requests();
+        let last = requests.last().expect("the second prompt's request");
+        assert_eq!(wire.assistant_texts(&last.body), ["fine"], "{wire:?}");
+    }
 }

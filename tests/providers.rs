@@ -618,20 +618,53 @@ async fn a_429_is_retried_when_retry_after_says_so() {
 }
 
 #[tokio::test]
-async fn a_429_is_retried_no_sooner_than_retry_after_asks() {
+async fn a_429_is_retried_no_sooner_than_retry_after_asks_and_the_wait_is_told_first() {
+    let settings = ModelSettings {
+        retries: 2,
+        ..settings()
+    };
     for wire in Wire::ALL {
-        // The backoff is a millisecond: only the header makes it wait longer.
-        let first = rate_limited(wire).with_header("retry-after", "1");
-        let fake = succeeds_on_the_retry(wire, first, &one_retry()).await;
-        let [first, second] = fake
-            .requests()
-            .try_into()
-            .expect("one attempt and one retry");
-        let waited = second.at.duration_since(first.at);
-        assert!(
-            waited >= Duration::from_secs(1),
-            "{wire:?}: retried after {waited:?}"
-        );
+        let cases = [
+            (rate_limited(wire), "is rate-limiting"),
+            (
+                wire.error_status(503, "api_error", "overloaded"),
+                "is unavailable (503 Service Unavailable)",
+            ),
+        ];
+        for (refusal, state) in cases {
+            // The backoff is a millisecond: only the header makes it wait longer.
+            let first = refusal.with_header("retry-after", "1");
+            let fake =
+                FakeProvider::start([first, Reply::events(wire.text_reply(&["fine"]))]).await;
+            let mut stream = model_on(wire, &fake, &settings).stream(ask("x"));
+            let told = within("the notice of the wait", stream.next()).await;
+            let words = format!(
+                "{} {state}: it asks to wait 1 s before trying again, so Punie waits and then \
+                 tries again (retry 1 of 2)",
+                wire.peer_name()
+            );
+            assert!(
+                matches!(&told, Some(Ok(ModelEvent::Waiting(said))) if *said == words),
+                "{wire:?}: {told:?}"
+            );
+            assert_eq!(
+                fake.requests().len(),
+                1,
+                "{wire:?}: told before the wait, not after it"
+            );
+            let (events, error) = collect(stream).await;
+            assert!(error.is_none(), "{wire:?}: {error:?}");
+            assert_eq!(events.first(), Some(&text("fine")), "{wire:?}");
+            let [first, second] = fake
+                .requests()
+                .try_into()
+                .expect("one attempt and one retry");
+            let waited = second.at.duration_since(first.at);
+            assert!(
+                waited >= Duration::from_secs(1),
+                "{wire:?}: retried after {waited:?}"
+            );
+        }
     }
 }
 

@@ -28,6 +28,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// the call at once, saying so, rather than waiting that long in silence.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
+/// The shortest wait a server asks for that the person is told of: a
+/// shorter one passes before anyone wonders why nothing happens.
+const WAIT_TOLD_FROM: Duration = Duration::from_secs(1);
+
 /// How much of an error body that is not JSON goes into an error message.
 const ERROR_BODY_LIMIT: usize = 300;
 
@@ -242,7 +246,9 @@ impl From<ModelError> for DecodeError {
 /// 429 or 5xx, a connection dropped, a stream that ends or reports an
 /// overloaded server before its first token. What such an attempt decoded
 /// (usage) is held back and dropped with it, so nothing is said twice; once
-/// the answer has begun, a failure ends the call.
+/// the answer has begun, a failure ends the call. A wait the server asked
+/// for that a person would notice is told ([`ModelEvent::Waiting`]) before
+/// it is waited out.
 ///
 /// A server that refuses a request holding pictures (many local models read
 /// only text) is asked once more with the pictures left out, and the person
@@ -274,8 +280,18 @@ pub(crate) fn model_stream<D: Decoder>(
                         continue 'attempts;
                     }
                     if failure.retryable && may_retry {
-                        tokio::time::sleep(retry_wait(&settings, retries_done, failure.retry_after))
-                            .await;
+                        let wait = retry_wait(&settings, retries_done, failure.retry_after);
+                        if let Some(state) = &failure.asked_to_wait
+                            && wait >= WAIT_TOLD_FROM
+                        {
+                            yield Ok(ModelEvent::Waiting(waiting_words(
+                                state,
+                                wait,
+                                retries_done + 1,
+                                settings.retries,
+                            )));
+                        }
+                        tokio::time::sleep(wait).await;
                         retries_done += 1;
                         continue 'attempts;
                     }
@@ -613,6 +629,9 @@ struct Failure {
     /// The wait the server asked for before the next attempt, never more
     /// than [`MAX_RETRY_WAIT`]: a longer one fails the call at once.
     retry_after: Option<Duration>,
+    /// What the server is doing that asked for that wait, e.g. `OpenAI is
+    /// rate-limiting`, for telling the person while Punie waits.
+    asked_to_wait: Option<String>,
 }
 
 impl Failure {
@@ -622,6 +641,7 @@ impl Failure {
             pictures_refused: None,
             retryable: false,
             retry_after: None,
+            asked_to_wait: None,
         }
     }
 }
@@ -712,6 +732,7 @@ async fn open(
                 pictures_refused: None,
                 retryable: is_dropped(&error),
                 retry_after: None,
+                asked_to_wait: None,
                 error: request_error(peer, &error),
             });
         }
@@ -754,6 +775,7 @@ async fn open(
             error: status_error(peer, &call.url, status, &body, sends_a_key(&call.headers)),
             retryable,
             retry_after,
+            asked_to_wait: retry_after.map(|_| waiting_state(peer, status)),
         }),
     }
 }
@@ -882,21 +904,37 @@ fn not_streamed_error(peer: &Peer, content_type: &str, body: &str, url: &str) ->
     ))
 }
 
+/// What a server that answered `status` with a `Retry-After` is doing:
+/// `OpenAI is rate-limiting`, `Anthropic is unavailable (503 Service
+/// Unavailable)`.
+fn waiting_state(peer: &Peer, status: StatusCode) -> String {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        format!("{} is rate-limiting", peer.name)
+    } else {
+        format!("{} is unavailable ({})", peer.name, describe_status(status))
+    }
+}
+
 /// A 429 or 5xx whose `Retry-After` asks for longer than Punie waits.
 fn wait_asked_error(peer: &Peer, status: StatusCode, wait: Duration, body: &str) -> ModelError {
-    let state = if status == StatusCode::TOO_MANY_REQUESTS {
-        "is rate-limiting".to_owned()
-    } else {
-        format!("is unavailable ({})", describe_status(status))
-    };
     let said = error_message(body)
         .map(|message| format!(": {message}"))
         .unwrap_or_default();
     ModelError::Provider(format!(
-        "{} {state}: it asks to wait {} s before trying again{said}",
-        peer.name,
+        "{}: it asks to wait {} s before trying again{said}",
+        waiting_state(peer, status),
         wait.as_secs_f64().ceil()
     ))
+}
+
+/// What the person is told while Punie waits `wait` as the server asked
+/// (`state` says why) before retry number `retry` of `retries`.
+fn waiting_words(state: &str, wait: Duration, retry: u32, retries: u32) -> String {
+    format!(
+        "{state}: it asks to wait {} s before trying again, so Punie waits and then tries \
+         again (retry {retry} of {retries})",
+        wait.as_secs_f64().ceil()
+    )
 }
 
 /// The wait before retry number `retries_done + 1`.

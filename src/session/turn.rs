@@ -429,6 +429,9 @@ impl Turn {
                             None => continue,
                         }
                     }
+                    // Each wait is told, however alike: the person sees why
+                    // nothing comes this time too.
+                    Some(Ok(ModelEvent::Waiting(words))) => history::notice(format!("{words}\n\n")),
                 };
                 if !client.notify(update) {
                     round.cancelled = true;
