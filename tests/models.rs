@@ -6,10 +6,12 @@
 mod support;
 
 use std::process::Stdio;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
-use support::fake_provider::{FakeProvider, Reply, Wire};
+use support::fake_provider::{FakeProvider, Part, Reply, Wire};
 use support::{Home, RawClient, Server, text, within};
+use tokio::sync::Notify;
 
 /// `punie serve --model SPEC`, run until it exits.
 async fn serve_with_model(home: &Home, spec: &str) -> std::process::Output {
@@ -169,5 +171,64 @@ async fn a_client_is_told_while_punie_waits_out_a_rate_limit_and_the_model_is_no
         let requests = fake.requests();
         let last = requests.last().expect("the second prompt's request");
         assert_eq!(wire.assistant_texts(&last.body), ["fine"], "{wire:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_reply_that_broke_off_says_it_is_kept_and_go_on_continues_from_it() {
+    for wire in Wire::ALL {
+        let crash = Arc::new(Notify::new());
+        let mut parts: Vec<Part> = wire
+            .text_opening("Half of it")
+            .into_iter()
+            .map(Part::Send)
+            .collect();
+        parts.extend([Part::Wait(crash.clone()), Part::Abort]);
+        let fake = FakeProvider::start([
+            Reply::Stream(parts),
+            Reply::events(wire.text_reply(&[" and the rest."])),
+        ])
+        .await;
+        let server = server_speaking(wire, &fake).await;
+        let mut client = server.initialized().await;
+        let session = client.new_session(&server.home.workspace()).await;
+        let prompt = client.start_prompt(&session, "tell me").await;
+        client
+            .receive_until(|received| {
+                received
+                    .iter()
+                    .any(|message| message["params"]["update"]["content"]["text"] == "Half of it")
+            })
+            .await;
+        crash.notify_one();
+
+        let answer = client.response_to(prompt).await;
+        let (code, message) = support::error(&answer);
+        assert_eq!(code, -32603, "{wire:?}: {answer}");
+        let broke = format!("the stream from {} broke", wire.peer_name());
+        assert!(message.contains(&broke), "{wire:?}: {message}");
+        assert!(
+            message.ends_with(
+                "; the part of the reply that arrived is kept: send \"go on\" for the model \
+                 to continue from there, or send the prompt again"
+            ),
+            "{wire:?}: {message}"
+        );
+        assert_eq!(fake.requests().len(), 1, "{wire:?}: not retried");
+
+        // What the error says holds: the model is sent what it had said.
+        let answer = client.prompt(&session, "go on").await;
+        assert_eq!(
+            answer["result"]["stopReason"], "end_turn",
+            "{wire:?}: {answer}"
+        );
+        let requests = fake.requests();
+        let last = requests.last().expect("the request after go on");
+        assert_eq!(wire.assistant_texts(&last.body), ["Half of it"], "{wire:?}");
+        assert_eq!(
+            client.agent_text(&session),
+            "Half of it and the rest.",
+            "{wire:?}"
+        );
     }
 }

@@ -753,8 +753,31 @@ async fn a_stream_that_breaks_after_its_first_token_is_not_retried() {
         let error = error.expect("the broken stream").to_string();
         let broke = format!("the stream from {} broke", wire.peer_name());
         assert!(error.starts_with(&broke), "{wire:?}: {error}");
+        assert!(error.ends_with(KEPT), "{wire:?}: {error}");
         assert_eq!(fake.requests().len(), 1, "{wire:?}");
     }
+}
+
+/// What a person is told after a reply broke off, once its text began.
+const KEPT: &str = "; the part of the reply that arrived is kept: send \"go on\" for the model \
+                    to continue from there, or send the prompt again";
+
+#[tokio::test]
+async fn a_reply_that_broke_off_before_any_text_says_to_send_the_prompt_again() {
+    // Only a thought came before the stream ended: no text is kept to go on from.
+    let opening = [
+        anthropic_message_start(10),
+        anthropic_event(json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "thinking", "thinking": "Hm"}})),
+    ];
+    let fake = FakeProvider::start([Reply::events(opening)]).await;
+    let (events, error) = run(&*anthropic_model(&fake, &one_retry()), ask("x")).await;
+    assert_eq!(events, [thought("Hm")]);
+    assert_eq!(
+        error.expect("the reply cut short").to_string(),
+        "Anthropic closed the stream before the reply was complete; none of the reply's text \
+         had arrived: send the prompt again to retry"
+    );
 }
 
 /// How a reply opens before its first token: a role, `message_start`, an
@@ -1413,7 +1436,7 @@ async fn a_reply_that_ends_before_it_is_complete_is_an_error() {
         assert_eq!(
             error.map(|error| error.to_string()),
             Some(format!(
-                "{} closed the stream before the reply was complete",
+                "{} closed the stream before the reply was complete{KEPT}",
                 wire.peer_name()
             ))
         );
@@ -2142,7 +2165,7 @@ async fn an_anthropic_error_event_ends_the_call_with_its_message() {
     assert_eq!(events, [text("Par")]);
     assert_eq!(
         error.expect("an error").to_string(),
-        "Anthropic reported an error: Overloaded (overloaded_error)"
+        format!("Anthropic reported an error: Overloaded (overloaded_error){KEPT}")
     );
 }
 

@@ -227,6 +227,9 @@ pub(crate) struct DecodeError {
     /// The server is busy or broke (overloaded, rate limited, an internal
     /// error, the stream cut short): another attempt may succeed.
     pub transient: bool,
+    /// The stream broke off (the connection, the server giving up): what
+    /// came of the reply stands, and the model can go on from it.
+    pub broke_off: bool,
 }
 
 impl From<ModelError> for DecodeError {
@@ -234,6 +237,7 @@ impl From<ModelError> for DecodeError {
         Self {
             error,
             transient: false,
+            broke_off: false,
         }
     }
 }
@@ -263,6 +267,9 @@ pub(crate) fn model_stream<D: Decoder>(
     let key = SentKey::of(&call.headers, &peer);
     async_stream::stream! {
         let mut retries_done = 0;
+        // Reply text reached the person: an attempt that fails after that
+        // is never made again, so this is the last attempt's.
+        let mut text_shown = false;
         'attempts: loop {
             let may_retry = retries_done < settings.retries;
             let response = match open(&client, &call, &peer, settings.idle_timeout).await {
@@ -314,6 +321,7 @@ pub(crate) fn model_stream<D: Decoder>(
                 if decoder.started() || stopped {
                     for model_event in held.drain(..) {
                         let stop = matches!(model_event, ModelEvent::Stop(_));
+                        text_shown |= matches!(model_event, ModelEvent::Text(_));
                         yield Ok(model_event);
                         if stop {
                             return;
@@ -337,13 +345,34 @@ pub(crate) fn model_stream<D: Decoder>(
                 continue 'attempts;
             }
             for model_event in held.drain(..) {
+                text_shown |= matches!(model_event, ModelEvent::Text(_));
                 yield Ok(model_event);
             }
-            yield Err(key.hidden(after_retries(failure.error, retries_done)));
+            let mut error = after_retries(failure.error, retries_done);
+            if failure.broke_off && decoder.started() {
+                error = with_what_to_do(error, text_shown);
+            }
+            yield Err(key.hidden(error));
             return;
         }
     }
     .boxed()
+}
+
+/// The error of a reply that broke off after it began, saying what the
+/// person can do: the text that came stays in the conversation (the turn
+/// keeps it), so the model can go on from it.
+fn with_what_to_do(error: ModelError, text_shown: bool) -> ModelError {
+    let ModelError::Provider(message) = error else {
+        return error;
+    };
+    let what_to_do = if text_shown {
+        "the part of the reply that arrived is kept: send \"go on\" for the model to continue \
+         from there, or send the prompt again"
+    } else {
+        "none of the reply's text had arrived: send the prompt again to retry"
+    };
+    ModelError::Provider(format!("{message}; {what_to_do}"))
 }
 
 /// How long a stream may go on once the model has said why it stopped,
@@ -449,7 +478,15 @@ impl Reading {
                     Some(Transport::Http(error)) if is_dropped(error)
                 );
                 let error = stream_error(peer, &error, self.idle_timeout);
-                (Err(DecodeError { error, transient }), false)
+                let broke_off = true;
+                (
+                    Err(DecodeError {
+                        error,
+                        transient,
+                        broke_off,
+                    }),
+                    false,
+                )
             }
         }
     }
@@ -570,6 +607,7 @@ pub(crate) fn cut_short(peer: &Peer) -> DecodeError {
             peer.name
         )),
         transient: true,
+        broke_off: true,
     }
 }
 
@@ -586,6 +624,8 @@ pub(crate) fn stopped_early(peer: &Peer, finish_reason: &str) -> DecodeError {
             shown(finish_reason, ERROR_BODY_LIMIT)
         )),
         transient: true,
+        // Its words already say what to do.
+        broke_off: false,
     }
 }
 
@@ -1436,9 +1476,13 @@ pub(crate) fn reported_error(peer: &Peer, value: &Value) -> DecodeError {
     } else {
         ModelError::Provider(text)
     };
+    // A server busy or failing mid-reply broke it off as a dropped
+    // connection would.
+    let transient = !too_long && is_transient(value);
     DecodeError {
         error,
-        transient: !too_long && is_transient(value),
+        transient,
+        broke_off: transient,
     }
 }
 
@@ -1453,6 +1497,7 @@ pub(crate) fn ended_empty(peer: &Peer) -> DecodeError {
             peer.name
         )),
         transient: false,
+        broke_off: false,
     }
 }
 
