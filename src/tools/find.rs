@@ -17,9 +17,12 @@
 //! byte) is skipped in a walk, and counted, but searched when named. It
 //! does not read files that usually hold secrets (`.env`, private keys,
 //! `.ssh/`…) unless it is pointed at one: what it finds goes to the model's
-//! provider.
+//! provider. A cancel stops a walk before its next entry and a search
+//! before its next buffer of a file, rather than letting them run on for a
+//! turn that has ended.
 
-use std::io::ErrorKind;
+use std::fs::File;
+use std::io::{ErrorKind, Read};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +36,7 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use regex_syntax::ast::{self, Ast};
 use serde::Deserialize;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use super::{
     ClientPort, Report, Stop, ToolContext, ToolOutcome, arguments, for_the_model, text_content,
@@ -83,7 +87,11 @@ pub(super) async fn list<C: ClientPort>(
     let dir = existing(context.workspace, args.path.as_deref())?;
     report.progress(Vec::new());
     let glob = args.glob.as_deref().map(glob_matcher).transpose()?;
-    let listing = blocking(context, move || list_files(&root, &dir, glob.as_ref())).await?;
+    let stop = context.cancel.clone();
+    let listing = blocking(context, move || {
+        list_files(&root, &dir, glob.as_ref(), &stop)
+    })
+    .await?;
     let listing = for_the_model(&listing);
     report.finish(ToolCallStatus::Completed, vec![text_content(&listing)]);
     Ok(ToolOutcome::ok(listing))
@@ -101,9 +109,16 @@ pub(super) async fn search<C: ClientPort>(
     let glob = args.glob.as_deref().map(glob_matcher).transpose()?;
     // Compiling a pattern of large counted repetitions (`\w{1000}`) takes
     // seconds: off the async threads, and given up on by a cancel.
+    let stop = context.cancel.clone();
     let found = blocking(context, move || -> Result<String, Stop> {
         let pattern = Pattern::new(&args.pattern)?;
-        Ok(search_files(&root, &searched, &pattern, glob.as_ref()))
+        Ok(search_files(
+            &root,
+            &searched,
+            &pattern,
+            glob.as_ref(),
+            &stop,
+        ))
     })
     .await??;
     let found = for_the_model(&found);
@@ -136,7 +151,9 @@ fn existing(workspace: &Workspace, path: Option<&str>) -> Result<PathBuf, Stop> 
     }
 }
 
-/// Run filesystem work off the async threads, unless the turn is cancelled first.
+/// Run filesystem work off the async threads, unless the turn is cancelled
+/// first. The turn goes on at once; the work itself is told to stop by the
+/// token it was given, which it checks between entries and buffers.
 async fn blocking<C: ClientPort, T: Send + 'static>(
     context: &ToolContext<'_, C>,
     work: impl FnOnce() -> T + Send + 'static,
@@ -363,8 +380,15 @@ struct Found {
 }
 
 /// The files and symlinks under `dir` that ignore files do not hide, hidden
-/// ones included but never what is inside `.git`.
-fn walk(root: &Path, dir: &Path, glob: Option<&GlobMatcher>) -> impl Iterator<Item = Found> {
+/// ones included but never what is inside `.git`; none once `stop` is
+/// cancelled, so a walk of a large tree ends with the turn that wanted it.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    glob: Option<&GlobMatcher>,
+    stop: &CancellationToken,
+) -> impl Iterator<Item = Found> {
+    let stop = stop.clone();
     let root = root.to_owned();
     let dir = dir.to_owned();
     let glob = glob.cloned();
@@ -386,6 +410,9 @@ fn walk(root: &Path, dir: &Path, glob: Option<&GlobMatcher>) -> impl Iterator<It
     builder
         .filter_entry(move |entry| entry.file_name() != ".git" && !ignored_by(&inherited, entry))
         .build()
+        // Asked of every entry, directories too: those an ignore file
+        // hides may be most of a tree.
+        .take_while(move |_| !stop.is_cancelled())
         .filter_map(Result::ok)
         .filter_map(move |entry| {
             let kind = entry.file_type()?;
@@ -425,10 +452,15 @@ fn named(path: &Path) -> String {
     }
 }
 
-fn list_files(root: &Path, dir: &Path, glob: Option<&GlobMatcher>) -> String {
+fn list_files(
+    root: &Path,
+    dir: &Path,
+    glob: Option<&GlobMatcher>,
+    stop: &CancellationToken,
+) -> String {
     let mut lines = Vec::new();
     let mut total = 0;
-    for found in walk(root, dir, glob) {
+    for found in walk(root, dir, glob, stop) {
         total += 1;
         if lines.len() < MAX_FILES {
             lines.push(listed(root, &found));
@@ -477,14 +509,19 @@ fn link_target(root: &Path, link: &Path) -> String {
     }
 }
 
-/// Search `searched`, a file or a directory inside the workspace `root`.
+/// Search `searched`, a file or a directory inside the workspace `root`,
+/// until `stop` is cancelled.
 fn search_files(
     root: &Path,
     searched: &Path,
     pattern: &Pattern,
     glob: Option<&GlobMatcher>,
+    stop: &CancellationToken,
 ) -> String {
-    let mut findings = Findings::default();
+    let mut findings = Findings {
+        stop: stop.clone(),
+        ..Findings::default()
+    };
     if searched.is_file() {
         // Named, so searched whatever it holds, as ripgrep searches a file
         // it is given: its NULs read as line ends, never shown.
@@ -493,7 +530,7 @@ fn search_files(
         findings.search(&mut searcher, &pattern.matcher, searched, relative);
     } else {
         let mut searcher = pattern.searcher(BinaryDetection::quit(b'\0'));
-        let files = walk(root, searched, glob)
+        let files = walk(root, searched, glob, stop)
             .filter(|found| !found.link && !holds_secrets(&found.relative));
         for found in files {
             if findings.search(
@@ -520,6 +557,8 @@ struct Findings {
     binary: usize,
     /// Each file that could not be read, with why.
     unreadable: Vec<String>,
+    /// Cancelled when the turn is: a file is read no further.
+    stop: CancellationToken,
 }
 
 impl Findings {
@@ -538,7 +577,10 @@ impl Findings {
             findings: self,
             binary: false,
         };
-        let searched = searcher.search_path(matcher, path, &mut sink);
+        let stop = sink.findings.stop.clone();
+        let searched = File::open(path).and_then(|file| {
+            searcher.search_reader(matcher, UntilStopped { file, stop }, &mut sink)
+        });
         let binary = sink.binary;
         if let Err(error) = searched {
             self.unreadable.push(format!("{name}: {error}"));
@@ -591,6 +633,23 @@ fn files(count: usize) -> String {
         "1 file".to_owned()
     } else {
         format!("{count} files")
+    }
+}
+
+/// A file searched, which fails to read once the turn is cancelled: a
+/// search stops within a buffer of the cancel, not at the end of a file of
+/// gigabytes.
+struct UntilStopped {
+    file: File,
+    stop: CancellationToken,
+}
+
+impl Read for UntilStopped {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        if self.stop.is_cancelled() {
+            return Err(std::io::Error::other("the turn was cancelled"));
+        }
+        self.file.read(buffer)
     }
 }
 
@@ -750,6 +809,40 @@ mod tests {
 
     fn pattern(text: &str) -> Pattern {
         Pattern::new(text).unwrap()
+    }
+
+    /// A search of a turn nobody cancels.
+    fn search_files(
+        root: &Path,
+        searched: &Path,
+        pattern: &Pattern,
+        glob: Option<&GlobMatcher>,
+    ) -> String {
+        super::search_files(root, searched, pattern, glob, &CancellationToken::new())
+    }
+
+    /// A listing of a turn nobody cancels.
+    fn list_files(root: &Path, dir: &Path, glob: Option<&GlobMatcher>) -> String {
+        super::list_files(root, dir, glob, &CancellationToken::new())
+    }
+
+    /// A cancel ends a walk where it is, and a search inside a file: what
+    /// they go on to find is nobody's any more.
+    #[test]
+    fn a_cancelled_walk_or_search_stops_where_it_is() {
+        let dir = tree();
+        let root = dir.path();
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
+        assert_eq!(super::list_files(root, root, None, &cancelled), "no files");
+        let found = super::search_files(root, root, &pattern("fn"), None, &cancelled);
+        assert_eq!(found, "no matches");
+        let main = root.join("src/main.rs");
+        let stopped = super::search_files(root, &main, &pattern("fn"), None, &cancelled);
+        assert_eq!(
+            stopped,
+            "no matches\n(could not search 1 file: src/main.rs: the turn was cancelled)"
+        );
     }
 
     fn list(dir: &Path, glob: Option<&str>) -> String {
