@@ -9,7 +9,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use support::fake_provider::{FakeProvider, Part, Reply, Wire};
+use support::fake_provider::{
+    FakeProvider, Part, Reply, Wire, anthropic_event, anthropic_message_end,
+    anthropic_message_start, anthropic_text_block, anthropic_text_reply,
+};
 use support::{Home, RawClient, Server, text, within};
 use tokio::sync::Notify;
 
@@ -231,4 +234,66 @@ async fn a_reply_that_broke_off_says_it_is_kept_and_go_on_continues_from_it() {
             "{wire:?}"
         );
     }
+}
+
+/// A thinking block at `index` streamed as Anthropic streams it: its text,
+/// then its signature, if it has one.
+fn anthropic_thinking_block(index: usize, thinking: &str, signature: Option<&str>) -> Vec<String> {
+    let mut events = vec![
+        anthropic_event(json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "thinking", "thinking": ""}})),
+        anthropic_event(json!({"type": "content_block_delta", "index": index,
+            "delta": {"type": "thinking_delta", "thinking": thinking}})),
+    ];
+    if let Some(signature) = signature {
+        events.push(anthropic_event(
+            json!({"type": "content_block_delta", "index": index,
+            "delta": {"type": "signature_delta", "signature": signature}}),
+        ));
+    }
+    events.push(anthropic_event(
+        json!({"type": "content_block_stop", "index": index}),
+    ));
+    events
+}
+
+#[tokio::test]
+async fn anthropic_thinking_goes_back_in_later_turns_only_with_its_signature() {
+    let signature = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds";
+    let mut first = vec![anthropic_message_start(10)];
+    first.extend(anthropic_thinking_block(
+        0,
+        "Signed thought.",
+        Some(signature),
+    ));
+    // As a proxy or an Anthropic-compatible server may stream it: no signature.
+    first.extend(anthropic_thinking_block(1, "Unsigned thought.", None));
+    first.extend(anthropic_text_block(2, &["42"]));
+    first.extend(anthropic_message_end("end_turn", 20));
+    let fake = FakeProvider::start([
+        Reply::events(first),
+        Reply::events(anthropic_text_reply(&["Still 42."])),
+    ])
+    .await;
+    let server = server_speaking(Wire::Anthropic, &fake).await;
+    let mut client = server.initialized().await;
+    let session = client.new_session(&server.home.workspace()).await;
+    for prompt in ["think", "and again?"] {
+        let answer = client.prompt(&session, prompt).await;
+        assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    }
+
+    let requests = fake.requests();
+    let [_, second] = requests.as_slice() else {
+        panic!("expected two requests, got {}", requests.len());
+    };
+    assert_eq!(
+        second.body["messages"][1],
+        json!({"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "Signed thought.", "signature": signature},
+            {"type": "text", "text": "42"},
+        ]}),
+        "{}",
+        second.body
+    );
 }

@@ -22,7 +22,7 @@ use fake_provider::{
 use futures::StreamExt as _;
 use punie::model::{
     Message, Model, ModelError, ModelEvent, ModelRequest, ModelSettings, ModelStream, OpenAiModel,
-    OpenAiServer, Picture, Stop, ToolCall, ToolSpec, Usage, from_spec_with_env,
+    OpenAiServer, Picture, Reasoning, Stop, ToolCall, ToolSpec, Usage, from_spec_with_env,
 };
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -2128,6 +2128,67 @@ async fn anthropic_thinking_becomes_thoughts_and_a_signed_block_to_send_back() {
             usage(10, 20),
             ModelEvent::Stop(Stop::Done),
         ]
+    );
+}
+
+#[tokio::test]
+async fn an_anthropic_thinking_block_that_ends_unsigned_is_shown_but_not_kept_to_send_back() {
+    let mut events = vec![
+        anthropic_message_start(10),
+        anthropic_event(json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "thinking", "thinking": ""}})),
+        anthropic_event(json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "No signature follows."}})),
+        anthropic_event(json!({"type": "content_block_stop", "index": 0})),
+    ];
+    events.extend(anthropic_text_block(1, &["42"]));
+    events.extend(anthropic_message_end("end_turn", 20));
+    let fake = FakeProvider::start([Reply::events(events)]).await;
+    let events = answer(&*anthropic_model(&fake, &settings()), ask("think")).await;
+    assert_eq!(
+        events,
+        [
+            thought("No signature follows."),
+            text("42"),
+            usage(10, 20),
+            ModelEvent::Stop(Stop::Done),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn anthropic_thinking_kept_without_its_signature_is_left_out_of_the_request() {
+    let signed = json!({"type": "thinking", "thinking": "Signed.", "signature": "EqQB"});
+    let redacted = json!({"type": "redacted_thinking", "data": "c2VjcmV0"});
+    // Kept by an earlier Punie, which sent unsigned blocks back.
+    let unsigned = json!({"type": "thinking", "thinking": "Unsigned.", "signature": ""});
+    let unsigned_without_field = json!({"type": "thinking", "thinking": "No field."});
+    let request = ModelRequest {
+        messages: Arc::new(vec![
+            Message::user("think"),
+            Message::Assistant {
+                text: "42".to_owned(),
+                tool_calls: Vec::new(),
+                reasoning: Reasoning {
+                    blocks: vec![
+                        unsigned,
+                        signed.clone(),
+                        unsigned_without_field,
+                        redacted.clone(),
+                    ],
+                    model: "anthropic:claude-fake".to_owned(),
+                },
+            },
+            Message::user("and again?"),
+        ]),
+        ..ask("x")
+    };
+    let fake = FakeProvider::start([Reply::events(anthropic_text_reply(&["ok"]))]).await;
+    answer(&*anthropic_model(&fake, &settings()), request).await;
+    let [sent] = fake.requests().try_into().expect("one request");
+    assert_eq!(
+        sent.body["messages"][1],
+        json!({"role": "assistant", "content": [signed, redacted, {"type": "text", "text": "42"}]})
     );
 }
 

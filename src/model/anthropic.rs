@@ -196,10 +196,14 @@ fn content_blocks(message: &Message, id: &str, pictures: bool) -> (&'static str,
             reasoning,
         } => {
             // Thinking first, as it came, then the text and the tool uses.
+            // A history may hold thinking kept before unsigned blocks were
+            // left out: the API refuses the whole request for one.
             let thinking = reasoning
                 .for_model(id)
                 .into_iter()
-                .flat_map(|reasoning| reasoning.blocks.iter().cloned());
+                .flat_map(|reasoning| reasoning.blocks.iter())
+                .filter(|block| goes_back(block))
+                .cloned();
             let tool_uses = tool_calls.iter().map(tool_use_block);
             (
                 "assistant",
@@ -229,6 +233,15 @@ fn content_blocks(message: &Message, id: &str, pictures: bool) -> (&'static str,
             text_block(&picture.left_out()).into_iter().collect(),
         ),
     }
+}
+
+/// Whether a kept thinking block can be sent back: the API takes a
+/// `thinking` block only with the signature it was streamed with.
+fn goes_back(block: &Value) -> bool {
+    block["type"] != "thinking"
+        || block["signature"]
+            .as_str()
+            .is_some_and(|signature| !signature.is_empty())
 }
 
 fn text_block(text: &str) -> Option<Value> {
@@ -523,7 +536,11 @@ impl EventDecoder {
     }
 
     fn block_stopped(&mut self, index: usize, out: &mut Vec<ModelEvent>) {
-        if let Some(thinking) = self.thinking.remove(&index) {
+        // A thinking block that ended unsigned (a proxy or a compatible
+        // server that leaves `signature_delta` out) would only be refused.
+        if let Some(thinking) = self.thinking.remove(&index)
+            && thinking.is_whole()
+        {
             out.push(ModelEvent::SendBack(thinking.block()));
         }
         if let Some(tool_use) = self.tool_uses.remove(&index) {
