@@ -1,7 +1,8 @@
 //! Slash commands: offered to every client that opens a session, right after
 //! the answer that opens it, and sent to the model as their instructions
 //! while clients see the prompt as it was typed. And shell commands the model
-//! runs: one that leaves a job in the background ends when its shell exits.
+//! runs: one that leaves a job in the background ends when its shell exits,
+//! and one given a timeout past the most runs with the most, the model told.
 
 mod support;
 
@@ -220,4 +221,51 @@ async fn in_the_terminal_ask_serves_a_command_ends_when_its_shell_exits() {
         )
     );
     ended(pid_in(&workspace.join("job.pid"))).await;
+}
+
+/// The schema says at most 3600 s: a model that asks for more has its
+/// command run with 3600, and is told so rather than left to believe it has
+/// the time it asked for. A timeout within it goes unremarked.
+#[tokio::test]
+async fn a_timeout_past_the_most_is_cut_to_it_and_the_model_told() {
+    let server = Server::scripted(
+        json!([
+            [{"tool_call": {"name": "run_command", "arguments": {"command": "echo hi", "timeout_secs": 7200}}}],
+            [{"tool_call": {"name": "run_command", "arguments": {"command": "echo hi", "timeout_secs": 3600}}}],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    let mut client = server.initialized().await;
+    let session = client.new_session(&workspace).await;
+    let prompt = client.start_prompt(&session, "run it").await;
+    for _ in 0..2 {
+        let asked = client.permission_request().await;
+        client.allow(&asked).await;
+    }
+    let answer = within("the turn to end", client.response_to(prompt)).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let told: Vec<(&str, &str)> = updates(&client.notifications, "tool_call_update")
+        .into_iter()
+        .filter(|update| update["status"] == "completed" || update["status"] == "failed")
+        .map(|update| {
+            (
+                update["status"].as_str().unwrap(),
+                update["content"][0]["content"]["text"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        told,
+        [
+            (
+                "completed",
+                "it ran with timeout_secs 3600, the most, not the 7200 asked for; exit code 0; \
+                 output:\nhi\n"
+            ),
+            ("completed", "exit code 0; output:\nhi\n"),
+        ]
+    );
 }

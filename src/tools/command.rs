@@ -1,6 +1,7 @@
 //! `run_command`: through the client's `terminal/*` when it offers them (the
 //! IDE shows the output live), else as a process Punie runs itself in the
-//! workspace. Either way bounded by a timeout, and stopped when the turn is
+//! workspace. Either way bounded by a timeout (one asked for past the most
+//! is cut to it, and the model told), and stopped when the turn is
 //! cancelled. Run here, it ends when its own process exits, and what it left
 //! running in the background is stopped then; the model is told so.
 
@@ -78,8 +79,12 @@ pub(super) async fn run<C: ClientPort>(
     // Before anyone is asked to allow a command that cannot start.
     Terminals::check_cwd(context.workspace, &cwd)
         .map_err(|error| Stop::Failed(error.to_string()))?;
-    let timeout = match args.timeout_secs {
-        None => DEFAULT_TIMEOUT,
+    // A timeout past the most is cut to it rather than refused: the command
+    // most often ends long before either, and refusing would cost the model
+    // a round trip; it is told, so a command stopped at the most is no
+    // surprise.
+    let (timeout, cut_from) = match args.timeout_secs {
+        None => (DEFAULT_TIMEOUT, None),
         // It would stop every command before it could do anything.
         Some(0) => {
             return Err(Stop::Failed(format!(
@@ -87,7 +92,8 @@ pub(super) async fn run<C: ClientPort>(
                 MAX_TIMEOUT.as_secs()
             )));
         }
-        Some(secs) => Duration::from_secs(secs).min(MAX_TIMEOUT),
+        Some(secs) if secs > MAX_TIMEOUT.as_secs() => (MAX_TIMEOUT, Some(secs)),
+        Some(secs) => (Duration::from_secs(secs), None),
     };
     let (program, argv) = match args.args {
         Some(argv) => (args.command, argv),
@@ -106,7 +112,13 @@ pub(super) async fn run<C: ClientPort>(
     };
     // The output goes along as text even beside the client's terminal: other
     // attached clients, and a later `session/load`, have no such terminal.
-    let result = describe(&ran, timeout);
+    let mut result = describe(&ran, timeout);
+    if let Some(asked) = cut_from {
+        result = format!(
+            "it ran with timeout_secs {}, the most, not the {asked} asked for; {result}",
+            MAX_TIMEOUT.as_secs()
+        );
+    }
     content.push(text_content(&result));
     report.finish(status_shown_for(&ran), content);
     Ok(ToolOutcome::ok(result))

@@ -221,7 +221,7 @@ pub fn specs() -> Vec<ToolSpec> {
                     "command": {"type": "string"},
                     "args": {"type": "array", "items": {"type": "string"}},
                     "cwd": {"type": "string", "description": "Directory to run in; the workspace root by default"},
-                    "timeout_secs": {"type": "integer", "minimum": 1, "maximum": command::MAX_TIMEOUT.as_secs(), "description": "Stop the command after this many seconds, from 1 to 3600 (default 120)"}
+                    "timeout_secs": {"type": "integer", "minimum": 1, "maximum": command::MAX_TIMEOUT.as_secs(), "description": "Stop the command after this many seconds, from 1 to 3600 (default 120); more is cut to 3600, and the result says so"}
                 },
                 "required": ["command"]
             }),
