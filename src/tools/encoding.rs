@@ -4,17 +4,12 @@
 //! executable, an archive, anything with NUL bytes — which no model can
 //! read as text and is refused, saying what it looks like.
 //!
-//! A UTF-16 file is opened here rather than through the workspace, which
-//! reads only UTF-8: from a path the workspace resolved, with the flags it
-//! opens files with (never waiting, never following a symlink swapped in
-//! since), and only a regular file. What an editor answers for a file
-//! (`fs/read_text_file`) is its own judgement, and not looked at here.
+//! A UTF-16 file is decoded here, as the workspace reads only UTF-8; it is
+//! opened by the workspace's own opener, from a path the workspace
+//! resolved. What an editor answers for a file (`fs/read_text_file`) is its
+//! own judgement, and not looked at here.
 
-use std::fs::File;
 use std::io::{BufRead, ErrorKind, Read};
-use std::path::Path;
-
-use rustix::fs::{Mode, OFlags};
 
 /// How much of a file's beginning tells what it is: as much as git looks at.
 pub(super) const HEAD_BYTES: u64 = 8 * 1024;
@@ -165,26 +160,6 @@ fn unit(pair: [u8; 2], big_endian: bool) -> u16 {
     } else {
         u16::from_le_bytes(pair)
     }
-}
-
-/// The regular file at `real` (a path the workspace resolved), open to
-/// read, as the workspace opens one.
-pub(super) fn open(real: &Path) -> std::io::Result<File> {
-    let not_a_file = || std::io::Error::new(ErrorKind::InvalidInput, "is not a regular file");
-    // Checked before opening too: opening a device may do something.
-    if !std::fs::symlink_metadata(real)?.is_file() {
-        return Err(not_a_file());
-    }
-    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let file = File::from(rustix::fs::open(
-        real,
-        flags | OFlags::NOFOLLOW,
-        Mode::empty(),
-    )?);
-    if !file.metadata()?.is_file() {
-        return Err(not_a_file());
-    }
-    Ok(file)
 }
 
 /// UTF-16 text read from `inner`, given as UTF-8 a chunk at a time, so

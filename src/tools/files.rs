@@ -188,7 +188,7 @@ async fn read_utf16(
     let shown = shown.to_owned();
     let path = path.to_owned();
     let read = tokio::task::spawn_blocking(move || {
-        let file = encoding::open(&path).map_err(|source| WorkspaceError::Io {
+        let file = workspace::open_to_read(&path).map_err(|source| WorkspaceError::Io {
             path: PathBuf::from(&shown),
             source,
         })?;

@@ -26,7 +26,9 @@ use std::path::{Component, Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 
 pub use terminals::{ExitStatus, TerminalError, TerminalOutput, Terminals, die_with_this_process};
-pub use text::{BadByte, End, Excerpt, NotAFile, ReadError, excerpt, open_named_file};
+pub use text::{
+    BadByte, End, Excerpt, NotAFile, ReadError, excerpt, open_named_file, open_to_read,
+};
 
 /// Symlinks one path may pass through: as many as Linux follows before it
 /// gives up with `ELOOP`, so a loop is refused rather than walked forever.

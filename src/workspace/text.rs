@@ -68,8 +68,9 @@ fn flags() -> OFlags {
     OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC | OFlags::NOFOLLOW
 }
 
-/// The regular file at `path`, open for reading.
-pub(super) fn open_to_read(path: &Path) -> std::io::Result<File> {
+/// The regular file at `path`, a path the workspace resolved, open for
+/// reading: for a reader other than the workspace's own (a decoder, say).
+pub fn open_to_read(path: &Path) -> std::io::Result<File> {
     open_regular(path, flags())
 }
 
