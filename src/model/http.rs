@@ -478,12 +478,11 @@ impl Reading {
                     Some(Transport::Http(error)) if is_dropped(error)
                 );
                 let error = stream_error(peer, &error, self.idle_timeout);
-                let broke_off = true;
                 (
                     Err(DecodeError {
                         error,
                         transient,
-                        broke_off,
+                        broke_off: true,
                     }),
                     false,
                 )
@@ -961,19 +960,26 @@ fn wait_asked_error(peer: &Peer, status: StatusCode, wait: Duration, body: &str)
         .map(|message| format!(": {message}"))
         .unwrap_or_default();
     ModelError::Provider(format!(
-        "{}: it asks to wait {} s before trying again{said}",
-        waiting_state(peer, status),
-        wait.as_secs_f64().ceil()
+        "{}{said}",
+        asks_to_wait(&waiting_state(peer, status), wait)
     ))
+}
+
+/// `state` and the wait the server asked for: `OpenAI is rate-limiting: it
+/// asks to wait 20 s before trying again`.
+fn asks_to_wait(state: &str, wait: Duration) -> String {
+    format!(
+        "{state}: it asks to wait {} s before trying again",
+        wait.as_secs_f64().ceil()
+    )
 }
 
 /// What the person is told while Punie waits `wait` as the server asked
 /// (`state` says why) before retry number `retry` of `retries`.
 fn waiting_words(state: &str, wait: Duration, retry: u32, retries: u32) -> String {
     format!(
-        "{state}: it asks to wait {} s before trying again, so Punie waits and then tries \
-         again (retry {retry} of {retries})",
-        wait.as_secs_f64().ceil()
+        "{}, so Punie waits and then tries again (retry {retry} of {retries})",
+        asks_to_wait(state, wait)
     )
 }
 
