@@ -422,17 +422,6 @@ struct ProviderFault {
     says: String,
 }
 
-/// A reply in `wire`'s format that streams `partial`, then goes on with `rest`.
-fn opening_then(wire: Wire, partial: &str, rest: Vec<Part>) -> Reply {
-    let mut parts: Vec<Part> = wire
-        .text_opening(partial)
-        .into_iter()
-        .map(Part::Send)
-        .collect();
-    parts.extend(rest);
-    Reply::Stream(parts)
-}
-
 /// A faulty reply ends only its own turn, promptly and with a clear error;
 /// what streamed before it reached the client, is stored, and is what the
 /// model is told it said; the next prompt works.
@@ -534,7 +523,7 @@ async fn a_model_server_that_stalls_mid_reply_ends_the_turn_after_the_idle_timeo
     for wire in Wire::ALL {
         a_provider_fault_ends_only_its_turn(ProviderFault {
             wire,
-            reply: opening_then(wire, "Thinking about it. ", vec![Part::Stall]),
+            reply: wire.opening_then("Thinking about it. ", vec![Part::Stall]),
             partial: "Thinking about it. ",
             release: None,
             says: format!("{} sent nothing for 500ms", wire.peer_name()),
@@ -550,8 +539,7 @@ async fn a_model_server_that_sends_malformed_events_ends_the_turn_with_a_clear_e
             wire,
             // A start, then lines that are no server-sent events, then data
             // that is not JSON.
-            reply: opening_then(
-                wire,
+            reply: wire.opening_then(
                 "Partial answer. ",
                 vec![
                     Part::Send("this is not an event\n: nor is this\n\n".to_owned()),
@@ -575,7 +563,7 @@ async fn a_model_server_that_ends_its_reply_early_ends_the_turn_with_a_clear_err
         a_provider_fault_ends_only_its_turn(ProviderFault {
             wire,
             // A start, then the response ends as if the reply were complete.
-            reply: opening_then(wire, "Cut short. ", Vec::new()),
+            reply: wire.opening_then("Cut short. ", Vec::new()),
             partial: "Cut short. ",
             release: None,
             says: format!(
@@ -594,11 +582,7 @@ async fn a_model_server_that_drops_the_connection_mid_reply_ends_the_turn_with_a
         a_provider_fault_ends_only_its_turn(ProviderFault {
             wire,
             // A start, then the connection drops mid-response.
-            reply: opening_then(
-                wire,
-                "Broken off. ",
-                vec![Part::Wait(crash.clone()), Part::Abort],
-            ),
+            reply: wire.opening_then("Broken off. ", vec![Part::Wait(crash.clone()), Part::Abort]),
             partial: "Broken off. ",
             release: Some(crash),
             says: format!("the stream from {} broke", wire.peer_name()),

@@ -181,14 +181,8 @@ async fn a_client_is_told_while_punie_waits_out_a_rate_limit_and_the_model_is_no
 async fn a_reply_that_broke_off_says_it_is_kept_and_go_on_continues_from_it() {
     for wire in Wire::ALL {
         let crash = Arc::new(Notify::new());
-        let mut parts: Vec<Part> = wire
-            .text_opening("Half of it")
-            .into_iter()
-            .map(Part::Send)
-            .collect();
-        parts.extend([Part::Wait(crash.clone()), Part::Abort]);
         let fake = FakeProvider::start([
-            Reply::Stream(parts),
+            wire.opening_then("Half of it", [Part::Wait(crash.clone()), Part::Abort]),
             Reply::events(wire.text_reply(&[" and the rest."])),
         ])
         .await;

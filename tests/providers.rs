@@ -730,14 +730,8 @@ async fn an_overloaded_anthropic_api_is_retried() {
 async fn a_stream_that_breaks_after_its_first_token_is_not_retried() {
     for wire in Wire::ALL {
         let crash = Arc::new(Notify::new());
-        let mut parts: Vec<Part> = wire
-            .text_opening("Half")
-            .into_iter()
-            .map(Part::Send)
-            .collect();
-        parts.extend([Part::Wait(crash.clone()), Part::Abort]);
         let fake = FakeProvider::start([
-            Reply::Stream(parts),
+            wire.opening_then("Half", [Part::Wait(crash.clone()), Part::Abort]),
             Reply::events(wire.text_reply(&["again"])),
         ])
         .await;

@@ -585,6 +585,18 @@ impl Wire {
         }
     }
 
+    /// A reply that streams `text` as [`Self::text_opening`] opens one,
+    /// then goes on with `rest`.
+    pub fn opening_then(self, text: &str, rest: impl IntoIterator<Item = Part>) -> Reply {
+        let mut parts: Vec<Part> = self
+            .text_opening(text)
+            .into_iter()
+            .map(Part::Send)
+            .collect();
+        parts.extend(rest);
+        Reply::Stream(parts)
+    }
+
     /// The events that open a reply and stream `text`, leaving it unfinished.
     pub fn text_opening(self, text: &str) -> Vec<String> {
         match self {
