@@ -680,8 +680,9 @@ async fn play_turn(turn: Turn, responder: Responder<Value>, hub: Arc<super::Agen
     let session = turn.session().clone();
     let cancel = turn.cancel_token();
     let request_cancelled = responder.cancellation();
-    let run = turn.run();
-    let mut run = std::pin::pin!(run);
+    // On the heap: the turn's state is large, and this task's future is
+    // moved whole when it is spawned.
+    let mut run = Box::pin(turn.run());
     let outcome = tokio::select! {
         outcome = &mut run => outcome,
         () = request_cancelled.cancelled() => {

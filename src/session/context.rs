@@ -12,6 +12,7 @@
 //! [`smaller_window`] says what to try next. The conversation itself is
 //! never changed: it stays whole in memory and in the store.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -34,7 +35,7 @@ const TOKENS_PER_PICTURE: u64 = 1_600;
 
 /// A conversation and what it costs in the context window, counted once
 /// and kept as it grows: fitting it to the window then costs nothing while
-/// it fits, however long it is.
+/// it fits, however long it is, and a turn begins without reading it all.
 #[derive(Debug, Clone, Default)]
 pub struct Conversation {
     pub messages: Arc<Vec<Message>>,
@@ -43,15 +44,16 @@ pub struct Conversation {
     /// What their reasoning costs, for each model that reasoned: only that
     /// model is sent it back.
     pub reasoning: Vec<(String, u64)>,
+    /// How many of the messages are prompts.
+    prompts: usize,
+    /// The provider's id of every tool call the model asked for. Shared
+    /// like the messages: copied only if another holds them.
+    call_ids: Arc<HashSet<String>>,
 }
 
 impl Conversation {
     pub fn new(messages: Vec<Message>) -> Self {
-        let mut conversation = Self {
-            messages: Arc::new(Vec::new()),
-            tokens: 0,
-            reasoning: Vec::new(),
-        };
+        let mut conversation = Self::default();
         conversation.count(&messages);
         conversation.messages = Arc::new(messages);
         conversation
@@ -63,7 +65,8 @@ impl Conversation {
             let messages = Arc::make_mut(&mut self.messages);
             messages.truncate(len);
             let kept = self.messages.clone();
-            (self.tokens, self.reasoning) = (0, Vec::new());
+            (self.tokens, self.reasoning, self.prompts) = (0, Vec::new(), 0);
+            self.call_ids = Arc::default();
             self.count(&kept);
         }
     }
@@ -85,9 +88,22 @@ impl Conversation {
         self.tokens + reasoning
     }
 
+    /// Whether the model asked for a tool call with this id before.
+    pub fn has_call_id(&self, id: &str) -> bool {
+        self.call_ids.contains(id)
+    }
+
     fn count(&mut self, messages: &[Message]) {
         for message in messages {
             self.tokens += tokens(message);
+            match message {
+                Message::User(_) => self.prompts += 1,
+                Message::Assistant { tool_calls, .. } if !tool_calls.is_empty() => {
+                    let ids = Arc::make_mut(&mut self.call_ids);
+                    ids.extend(tool_calls.iter().map(|call| call.id.clone()));
+                }
+                _ => {}
+            }
             if let Message::Assistant { reasoning, .. } = message
                 && !reasoning.is_empty()
             {
@@ -173,7 +189,8 @@ pub fn fit(conversation: &Conversation, fixed: u64, budget: u64, model: &str) ->
         prompts_sent += 1;
     }
     let (kept_from, kept_tokens) = kept;
-    let prompts_left_out = prompts_in(&messages[..kept_from]);
+    // Every prompt from `kept_from` on was counted on the way back.
+    let prompts_left_out = conversation.prompts - prompts_sent;
     if prompts_left_out == 0 {
         // Whatever comes before the first prompt goes too.
         return Fitted {
@@ -189,13 +206,6 @@ pub fn fit(conversation: &Conversation, fixed: u64, budget: u64, model: &str) ->
         can_send_less: prompts_sent > 1,
         tokens: kept_tokens,
     }
-}
-
-fn prompts_in(messages: &[Message]) -> usize {
-    messages
-        .iter()
-        .filter(|message| matches!(message, Message::User(_)))
-        .count()
 }
 
 /// What the system prompt says of prompts left out.
@@ -399,6 +409,33 @@ mod tests {
         assert_eq!(small.prompts_left_out, 1);
         conversation.truncate(1);
         assert_eq!(conversation.tokens_for("local:deepseek"), before);
+    }
+
+    #[test]
+    fn prompts_and_tool_calls_are_counted_as_the_conversation_grows_and_shrinks() {
+        let mut conversation = Conversation::new(exchange("first", 3_000));
+        for message in exchange("second", 3_000) {
+            conversation.push(message);
+        }
+        assert!(conversation.has_call_id("first-call"));
+        assert!(conversation.has_call_id("second-call"));
+        assert!(!conversation.has_call_id("third-call"));
+        // Room for the newest prompt alone: the first goes.
+        let fitted = super::fit(&conversation, 0, 1_200, "test");
+        assert_eq!(fitted.prompts_left_out, 1);
+        assert_eq!(fitted.messages_left_out, 4);
+
+        conversation.truncate(4);
+        assert!(conversation.has_call_id("first-call"));
+        assert!(!conversation.has_call_id("second-call"));
+        let fitted = super::fit(&conversation, 0, 1_200, "test");
+        assert_eq!(fitted.prompts_left_out, 0);
+        conversation.push(Message::user("again"));
+        let fitted = super::fit(&conversation, 0, 100, "test");
+        assert_eq!(
+            fitted.prompts_left_out, 1,
+            "the newest prompt is always sent"
+        );
     }
 
     #[test]

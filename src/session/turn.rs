@@ -54,8 +54,9 @@ pub struct Turn {
     number: usize,
     /// The conversation, growing as the turn goes on.
     conversation: Conversation,
-    /// The provider's id of every tool call in the conversation.
-    call_ids: HashSet<String>,
+    /// The provider's id of every tool call of this turn's model replies,
+    /// as they arrive: the conversation knows those before them.
+    call_ids_this_turn: HashSet<String>,
     new_title: Option<String>,
     /// What the model is told of itself and its tools: the session's, and
     /// the MCP tools of its servers once the turn has found them.
@@ -113,16 +114,6 @@ impl Turn {
         new_title: Option<String>,
         cancel: CancellationToken,
     ) -> Self {
-        let call_ids = conversation
-            .messages
-            .iter()
-            .filter_map(|message| match message {
-                Message::Assistant { tool_calls, .. } => Some(tool_calls),
-                _ => None,
-            })
-            .flatten()
-            .map(|call| call.id.clone())
-            .collect();
         let conversation_len = conversation.messages.len();
         let system = port.session.system_prompt.clone();
         let tools = port.session.settings.tools.clone();
@@ -135,7 +126,7 @@ impl Turn {
             model,
             number,
             conversation,
-            call_ids,
+            call_ids_this_turn: HashSet::new(),
             new_title,
             cancel,
             notices: HashSet::new(),
@@ -548,7 +539,9 @@ impl Turn {
     /// The id clients will know `call` by: the provider's, unless this
     /// session has used it already.
     fn client_id(&mut self, call: &ToolCall) -> ToolCallId {
-        if self.call_ids.insert(call.id.clone()) {
+        let used = self.conversation.has_call_id(&call.id)
+            || !self.call_ids_this_turn.insert(call.id.clone());
+        if !used {
             ToolCallId::new(call.id.clone())
         } else {
             ToolCallId::new(format!("{}-{}", call.id, uuid::Uuid::new_v4().simple()))
