@@ -682,8 +682,8 @@ async fn the_file_tools_take_crlf_files_odd_paths_and_files_that_are_not_utf8() 
         assert_eq!(
             failed(9),
             format!(
-                "{not_utf8}. edit_file changes only UTF-8 text: editing other bytes as text \
-                 would corrupt them; nothing was written"
+                "{not_utf8}. edit_file changes only UTF-8 and UTF-16 text: editing other bytes \
+                 as text would corrupt them; nothing was written"
             ),
             "{client}"
         );
@@ -691,6 +691,117 @@ async fn the_file_tools_take_crlf_files_odd_paths_and_files_that_are_not_utf8() 
             std::fs::read(workspace.join("also-latin1.txt")).unwrap(),
             b"caf\xe9\n",
             "{client}"
+        );
+    }
+}
+
+/// A UTF-16 file, as Windows tools write it, is edited and rewritten as
+/// UTF-16 of its own form — byte order, byte-order mark, line endings —
+/// by the server itself, also when the client offers `fs/*` but cannot
+/// read it; the person is shown its text decoded. One that only starts as
+/// UTF-16 is left alone, saying where it stops being so.
+#[tokio::test]
+async fn a_utf16_file_is_edited_and_written_back_in_its_own_form() {
+    for on_the_client in [false, true] {
+        let server = Server::scripted(
+            json!([
+                [call("read_file", json!({"path": "windows.txt"}))],
+                [call("edit_file", json!({"path": "windows.txt", "old_text": "second line\n", "new_text": "2nd line \u{2713}\n"}))],
+                [call("edit_file", json!({"path": "mac.txt", "old_text": "two", "new_text": "deux \u{1F980}"}))],
+                [call("write_file", json!({"path": "no-mark.txt", "content": "rewritten\n"}))],
+                [call("edit_file", json!({"path": "broken.txt", "old_text": "ok", "new_text": "OK"}))],
+                [{"text": "Done."}]
+            ]),
+            &[],
+        )
+        .await;
+        let workspace = server.home.workspace();
+        let windows = "first line\r\nsecond line\r\n";
+        std::fs::write(
+            workspace.join("windows.txt"),
+            utf16(b"\xFF\xFE", windows, false),
+        )
+        .unwrap();
+        std::fs::write(
+            workspace.join("mac.txt"),
+            utf16(b"\xFE\xFF", "one\ntwo\n", true),
+        )
+        .unwrap();
+        std::fs::write(
+            workspace.join("no-mark.txt"),
+            utf16(b"", "plain text\n", false),
+        )
+        .unwrap();
+        let mut broken = utf16(b"\xFF\xFE", "ok\n", false);
+        broken.extend_from_slice(&0xDC00u16.to_le_bytes());
+        std::fs::write(workspace.join("broken.txt"), &broken).unwrap();
+        let ide = Ide::new(&workspace, on_the_client, on_the_client);
+        let (stops, received, session) = turns(&server, &ide, &["edit them"]).await;
+
+        let client = format!("client: {on_the_client}");
+        assert_eq!(stops, [StopReason::EndTurn], "{client}");
+        let calls = received.tool_calls(&session);
+        let statuses: Vec<&str> = calls
+            .iter()
+            .map(|call| call["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            statuses,
+            ["completed", "completed", "completed", "completed", "failed"],
+            "{client}: {calls:?}"
+        );
+        assert_eq!(
+            content_text(&calls[0]),
+            format!(
+                "{windows}[… windows.txt is UTF-16 (little-endian) text, shown decoded: edit_file \
+                 and write_file keep it so …]"
+            ),
+            "{client}"
+        );
+        assert_eq!(
+            std::fs::read(workspace.join("windows.txt")).unwrap(),
+            utf16(b"\xFF\xFE", "first line\r\n2nd line \u{2713}\r\n", false),
+            "{client}"
+        );
+        assert_eq!(
+            std::fs::read(workspace.join("mac.txt")).unwrap(),
+            utf16(b"\xFE\xFF", "one\ndeux \u{1F980}\n", true),
+            "{client}"
+        );
+        assert_eq!(
+            std::fs::read(workspace.join("no-mark.txt")).unwrap(),
+            utf16(b"", "rewritten\n", false),
+            "{client}"
+        );
+        assert_eq!(
+            content_text(&calls[4]),
+            "`broken.txt` starts as UTF-16 (little-endian) text but is not: byte 8 starts a lone \
+             surrogate (0xDC00). edit_file changes only UTF-8 and UTF-16 text: editing other \
+             bytes as text would corrupt them; nothing was written",
+            "{client}"
+        );
+        assert_eq!(std::fs::read(workspace.join("broken.txt")).unwrap(), broken);
+        // The person was shown each change as text.
+        let permissions = ide.permissions.lock().unwrap().clone();
+        assert_eq!(permissions.len(), 3, "{client}");
+        let asked = serde_json::to_value(&permissions[0]).unwrap();
+        let diff = &asked["toolCall"]["content"][0];
+        assert_eq!(diff["oldText"], windows, "{client}: {asked}");
+        assert_eq!(
+            diff["newText"], "first line\r\n2nd line \u{2713}\r\n",
+            "{client}"
+        );
+        let asked = serde_json::to_value(&permissions[2]).unwrap();
+        assert_eq!(
+            asked["toolCall"]["content"][0]["oldText"], "plain text\n",
+            "{client}"
+        );
+        assert!(
+            !ide.requests()
+                .iter()
+                .any(|method| method == "fs/write_text_file"),
+            "{client}: an editor that cannot read UTF-16 is not asked to write it: {:?}",
+            ide.requests()
         );
     }
 }
@@ -712,150 +823,161 @@ fn utf16(prefix: &[u8], text: &str, big_endian: bool) -> Vec<u8> {
 /// program, anything holding NUL bytes — is refused, however little of it
 /// is asked for, saying what it looks like and how big it is: its bytes as
 /// text are garbage to a model. UTF-16 text, as Windows tools write it, is
-/// shown decoded (a surrogate pair too), as far as it is asked for.
+/// shown decoded (a surrogate pair too), as far as it is asked for. So it
+/// is when a client offers `fs/*`, but cannot read the file, or reads it as
+/// text holding NULs.
 #[tokio::test]
 async fn a_binary_file_is_refused_saying_what_it_is_and_utf16_text_is_decoded() {
-    let reads = [
-        json!({"path": "logo.png"}),
-        json!({"path": "tool", "line": 1, "limit": 1}),
-        json!({"path": "data.bin", "line": 2}),
-        json!({"path": "windows.txt", "line": 2}),
-        json!({"path": "mac.txt"}),
-        json!({"path": "no-mark.txt"}),
-        json!({"path": "long.txt"}),
-        json!({"path": "long.txt", "line": 15_000, "limit": 2}),
-        json!({"path": "broken.txt"}),
-    ];
-    let mut script: Vec<Value> = reads
-        .iter()
-        .map(|read| json!([call("read_file", read.clone())]))
-        .collect();
-    script.push(json!([{"text": "Done."}]));
-    let server = Server::scripted(Value::Array(script), &[]).await;
-    let workspace = server.home.workspace();
-    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10\0\0\0\x10\x08\x06\0\0\0".to_vec();
-    png.resize(1234, 0x5A);
-    std::fs::write(workspace.join("logo.png"), &png).unwrap();
-    // The start of a real program.
-    let mut program = Vec::new();
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(
-            std::fs::File::open(env!("CARGO_BIN_EXE_punie")).unwrap(),
-            65_536,
-        ),
-        &mut program,
-    )
-    .unwrap();
-    std::fs::write(workspace.join("tool"), &program).unwrap();
-    std::fs::write(workspace.join("data.bin"), b"abc\ndef\0ghi\n").unwrap();
-    std::fs::write(
-        workspace.join("windows.txt"),
-        utf16(b"\xFF\xFE", "h\u{e9}llo\r\nw\u{f6}rld \u{1F980}\r\n", false),
-    )
-    .unwrap();
-    std::fs::write(
-        workspace.join("mac.txt"),
-        utf16(b"\xFE\xFF", "one\ntwo", true),
-    )
-    .unwrap();
-    std::fs::write(
-        workspace.join("no-mark.txt"),
-        utf16(b"", "plain text\nwithout a mark\n", false),
-    )
-    .unwrap();
-    let lines: String = (1..=20_000).map(|n| format!("line {n}\n")).collect();
-    std::fs::write(
-        workspace.join("long.txt"),
-        utf16(b"\xFF\xFE", &lines, false),
-    )
-    .unwrap();
-    let mut broken = utf16(b"\xFF\xFE", "ok\n", false);
-    broken.extend_from_slice(&0xD800u16.to_le_bytes());
-    broken.extend_from_slice(&utf16(b"", "x\n", false));
-    std::fs::write(workspace.join("broken.txt"), &broken).unwrap();
-    let ide = Ide::new(&workspace, false, false);
-    let (stops, received, session) = turns(&server, &ide, &["read them"]).await;
+    for on_the_client in [false, true] {
+        let reads = [
+            json!({"path": "logo.png"}),
+            json!({"path": "tool", "line": 1, "limit": 1}),
+            json!({"path": "data.bin", "line": 2}),
+            json!({"path": "windows.txt", "line": 2}),
+            json!({"path": "mac.txt"}),
+            json!({"path": "no-mark.txt"}),
+            json!({"path": "long.txt"}),
+            json!({"path": "long.txt", "line": 15_000, "limit": 2}),
+            json!({"path": "broken.txt"}),
+            json!({"path": "mac.txt", "line": 5}),
+        ];
+        let mut script: Vec<Value> = reads
+            .iter()
+            .map(|read| json!([call("read_file", read.clone())]))
+            .collect();
+        script.push(json!([{"text": "Done."}]));
+        let server = Server::scripted(Value::Array(script), &[]).await;
+        let workspace = server.home.workspace();
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10\0\0\0\x10\x08\x06\0\0\0".to_vec();
+        png.resize(1234, 0x5A);
+        std::fs::write(workspace.join("logo.png"), &png).unwrap();
+        // The start of a real program.
+        let mut program = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(
+                std::fs::File::open(env!("CARGO_BIN_EXE_punie")).unwrap(),
+                65_536,
+            ),
+            &mut program,
+        )
+        .unwrap();
+        std::fs::write(workspace.join("tool"), &program).unwrap();
+        std::fs::write(workspace.join("data.bin"), b"abc\ndef\0ghi\n").unwrap();
+        std::fs::write(
+            workspace.join("windows.txt"),
+            utf16(b"\xFF\xFE", "h\u{e9}llo\r\nw\u{f6}rld \u{1F980}\r\n", false),
+        )
+        .unwrap();
+        std::fs::write(
+            workspace.join("mac.txt"),
+            utf16(b"\xFE\xFF", "one\ntwo", true),
+        )
+        .unwrap();
+        std::fs::write(
+            workspace.join("no-mark.txt"),
+            utf16(b"", "plain text\nwithout a mark\n", false),
+        )
+        .unwrap();
+        let lines: String = (1..=20_000).map(|n| format!("line {n}\n")).collect();
+        std::fs::write(
+            workspace.join("long.txt"),
+            utf16(b"\xFF\xFE", &lines, false),
+        )
+        .unwrap();
+        let mut broken = utf16(b"\xFF\xFE", "ok\n", false);
+        broken.extend_from_slice(&0xD800u16.to_le_bytes());
+        broken.extend_from_slice(&utf16(b"", "x\n", false));
+        std::fs::write(workspace.join("broken.txt"), &broken).unwrap();
+        let ide = Ide::new(&workspace, on_the_client, on_the_client);
+        let (stops, received, session) = turns(&server, &ide, &["read them"]).await;
 
-    assert_eq!(stops, [StopReason::EndTurn]);
-    let calls = received.tool_calls(&session);
-    let ended = how_each_ended(&calls);
-    assert_eq!(ended.len(), reads.len(), "{ended:?}");
-    let note = |name: &str, form: &str| {
-        format!(
-            "[… {name} is UTF-16 ({form}) text, shown decoded: edit_file cannot change it, and \
-             write_file would write it as UTF-8 …]"
-        )
-    };
-    assert_eq!(
-        ended[..6],
-        [
-            (
-                "failed",
-                "`logo.png` is binary (1,234 bytes; it starts like a PNG image): read_file reads \
-                 text only"
-            ),
-            (
-                "failed",
-                "`tool` is binary (65,536 bytes; it starts like an ELF executable or library): \
-                 read_file reads text only"
-            ),
-            (
-                "failed",
-                "`data.bin` is binary (12 bytes; it holds NUL bytes): read_file reads text only"
-            ),
-            (
-                "completed",
-                format!(
-                    "w\u{f6}rld \u{1F980}\r\n{}",
-                    note("windows.txt", "little-endian")
-                )
-                .as_str()
-            ),
-            (
-                "completed",
-                format!("one\ntwo\n{}", note("mac.txt", "big-endian")).as_str()
-            ),
-            (
-                "completed",
-                format!(
-                    "plain text\nwithout a mark\n{}",
-                    note("no-mark.txt", "little-endian, without a byte-order mark")
-                )
-                .as_str()
-            ),
-        ]
-    );
-    // Decoded a chunk at a time, and only as far as asked for.
-    let (status, long) = ended[6];
-    assert_eq!(status, "completed");
-    let (shown, marks) = long.split_once("[… one read").unwrap();
-    assert!(shown.starts_with("line 1\nline 2\n"), "{shown}");
-    let next = shown.lines().count() + 1;
-    assert!(
-        marks.starts_with(&format!(
-            " shows at most 32 KiB: this is lines 1 to {}; read on from line {next} with `line` \
-             and `limit` …]\n",
-            next - 1
-        )),
-        "{marks}"
-    );
-    assert_eq!(
-        ended[7],
-        (
-            "completed",
+        let client = format!("client: {on_the_client}");
+        assert_eq!(stops, [StopReason::EndTurn], "{client}");
+        let calls = received.tool_calls(&session);
+        let ended = how_each_ended(&calls);
+        assert_eq!(ended.len(), reads.len(), "{ended:?}");
+        let note = |name: &str, form: &str| {
             format!(
-                "line 15000\nline 15001\n{}",
-                note("long.txt", "little-endian")
+                "[… {name} is UTF-16 ({form}) text, shown decoded: edit_file and write_file keep it \
+                 so …]"
             )
-            .as_str()
-        )
-    );
-    assert_eq!(
-        ended[8],
-        (
-            "failed",
-            "`broken.txt` starts as UTF-16 (little-endian) text but is not: byte 8 starts a lone \
-             surrogate (0xD800)"
-        )
-    );
+        };
+        assert_eq!(
+            ended[..6],
+            [
+                (
+                    "failed",
+                    "`logo.png` is binary (1,234 bytes; it starts like a PNG image): read_file reads \
+                     text only"
+                ),
+                (
+                    "failed",
+                    "`tool` is binary (65,536 bytes; it starts like an ELF executable or library): \
+                     read_file reads text only"
+                ),
+                (
+                    "failed",
+                    "`data.bin` is binary (12 bytes; it holds NUL bytes): read_file reads text only"
+                ),
+                (
+                    "completed",
+                    format!(
+                        "w\u{f6}rld \u{1F980}\r\n{}",
+                        note("windows.txt", "little-endian")
+                    )
+                    .as_str()
+                ),
+                (
+                    "completed",
+                    format!("one\ntwo\n{}", note("mac.txt", "big-endian")).as_str()
+                ),
+                (
+                    "completed",
+                    format!(
+                        "plain text\nwithout a mark\n{}",
+                        note("no-mark.txt", "little-endian, without a byte-order mark")
+                    )
+                    .as_str()
+                ),
+            ]
+        );
+        // Decoded a chunk at a time, and only as far as asked for.
+        let (status, long) = ended[6];
+        assert_eq!(status, "completed");
+        let (shown, marks) = long.split_once("[… one read").unwrap();
+        assert!(shown.starts_with("line 1\nline 2\n"), "{shown}");
+        let next = shown.lines().count() + 1;
+        assert!(
+            marks.starts_with(&format!(
+                " shows at most 32 KiB: this is lines 1 to {}; read on from line {next} with `line` \
+                 and `limit` …]\n",
+                next - 1
+            )),
+            "{marks}"
+        );
+        assert_eq!(
+            ended[7],
+            (
+                "completed",
+                format!(
+                    "line 15000\nline 15001\n{}",
+                    note("long.txt", "little-endian")
+                )
+                .as_str()
+            )
+        );
+        assert_eq!(
+            ended[8],
+            (
+                "failed",
+                "`broken.txt` starts as UTF-16 (little-endian) text but is not: byte 8 starts a lone \
+                 surrogate (0xD800)"
+            )
+        );
+        assert_eq!(
+            ended[9],
+            ("failed", "mac.txt has 2 lines; line 5 is past its end"),
+            "{client}"
+        );
+    }
 }

@@ -295,6 +295,29 @@ impl<R: Read> BufRead for Utf16Text<R> {
     }
 }
 
+/// The whole of a UTF-16 file, `bytes`, as text; or why it is not UTF-16
+/// after all.
+pub(super) fn decode_utf16(bytes: &[u8], form: Utf16) -> Result<String, std::io::Error> {
+    let mut text = String::new();
+    Utf16Text::new(bytes, form).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// `text` written as `form` has it, its byte-order mark included.
+pub(super) fn encode_utf16(text: &str, form: Utf16) -> Vec<u8> {
+    let mark = form.bom.then_some(0xFEFF);
+    mark.into_iter()
+        .chain(text.encode_utf16())
+        .flat_map(|unit| {
+            if form.big_endian {
+                unit.to_be_bytes()
+            } else {
+                unit.to_le_bytes()
+            }
+        })
+        .collect()
+}
+
 /// The error that says a file is not the UTF-16 it started as, and why.
 fn not_utf16(why: String) -> std::io::Error {
     std::io::Error::new(ErrorKind::InvalidData, why)
@@ -322,15 +345,13 @@ mod tests {
     use super::*;
 
     fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
-        text.encode_utf16()
-            .flat_map(|unit| {
-                if big_endian {
-                    unit.to_be_bytes()
-                } else {
-                    unit.to_le_bytes()
-                }
-            })
-            .collect()
+        encode_utf16(
+            text,
+            Utf16 {
+                big_endian,
+                bom: false,
+            },
+        )
     }
 
     fn decoded(reader: impl Read, form: Utf16) -> std::io::Result<String> {
@@ -455,6 +476,30 @@ mod tests {
             error.to_string(),
             "byte 2 starts half a surrogate pair, cut off by the end of the file"
         );
+    }
+
+    #[test]
+    fn text_is_written_back_in_the_form_it_was_read() {
+        let text = "héllo, 世界 🦀\r\n";
+        for big_endian in [false, true] {
+            for bom in [false, true] {
+                let form = Utf16 { big_endian, bom };
+                let bytes = encode_utf16(text, form);
+                assert_eq!(
+                    bytes.len(),
+                    2 * text.encode_utf16().count() + 2 * usize::from(bom)
+                );
+                let mark: &[u8] = match (bom, big_endian) {
+                    (false, _) => &[],
+                    (true, false) => &[0xFF, 0xFE],
+                    (true, true) => &[0xFE, 0xFF],
+                };
+                assert!(bytes.starts_with(mark), "{form:?}: {bytes:?}");
+                assert_eq!(decode_utf16(&bytes, form).unwrap(), text, "{form:?}");
+            }
+        }
+        let lone = [0x00, 0xD8, b'a', 0];
+        assert!(decode_utf16(&lone, LE_MARKED).is_err());
     }
 
     #[test]

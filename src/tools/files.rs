@@ -9,12 +9,14 @@
 //! while the person was asked about it.
 //!
 //! Models write lines ending in `\n`: an edit of a file whose lines end in
-//! `\r\n` matches and writes them so. Only UTF-8 text is edited, as
-//! editing other bytes as text would corrupt them; `write_file` may replace
-//! such a file whole, as it needs its old content only for the diff. Read
-//! from disk, UTF-16 text is shown decoded and a binary file is refused,
-//! saying what it looks like (see `encoding`); an editor's answer is shown
-//! as it gives it.
+//! `\r\n` matches and writes them so. Read from disk, UTF-16 text is shown
+//! decoded, and a change to it is written back as UTF-16 of the same form
+//! (byte order and byte-order mark), by Punie, as an editor that could not
+//! read it would not write it so; a binary file is refused, saying what it
+//! looks like (see `encoding`). Other bytes that are not UTF-8 are never
+//! edited, as editing them as text would corrupt them; `write_file` may
+//! replace such a file whole, as it needs its old content only for the
+//! diff. An editor's answer is shown as it gives it.
 
 use std::path::{Path, PathBuf};
 
@@ -82,26 +84,28 @@ pub(super) async fn read<C: ClientPort>(
     let limit = args.limit.map(|limit| limit as usize);
     let path = context.workspace.resolve(Path::new(&args.path))?;
     report.progress(Vec::new());
-    let (excerpt, decoded) = if context.client.capabilities().fs.read_text_file {
-        let excerpt = read_through_client(context, &args.path, &path, first, limit).await?;
-        (excerpt, None)
+    let through_client = context.client.capabilities().fs.read_text_file;
+    let (excerpt, decoded) = if through_client {
+        read_through_client(context, &args.path, &path, first, limit).await?
     } else {
-        let (excerpt, decoded) = read_from_disk(context, &args.path, &path, first, limit).await?;
+        read_from_disk(context, &args.path, &path, first, limit).await?
+    };
+    // What the client read has been checked against its own end.
+    if !through_client || decoded.is_some() {
         match excerpt.end {
             End::TextEnd { lines } if first > 1 && first > lines => {
                 return Err(past_the_end(&args.path, first, lines));
             }
-            _ => (excerpt, decoded),
+            _ => {}
         }
-    };
+    }
     let mut text = shown_to_the_model(excerpt);
     if let Some(form) = decoded {
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }
         text.push_str(&format!(
-            "[… {} is {} text, shown decoded: edit_file cannot change it, and write_file would \
-             write it as UTF-8 …]",
+            "[… {} is {} text, shown decoded: edit_file and write_file keep it so …]",
             args.path,
             form.named()
         ));
@@ -222,7 +226,9 @@ async fn read_utf16(
 }
 
 /// Lines `first` on (at most `limit` of them) of the file `shown`, `path`
-/// resolved, as the client has it, unsaved changes included.
+/// resolved, as the client has it, unsaved changes included; or, when the
+/// client cannot read a file that is not UTF-8, as a read from disk finds
+/// it (with the form of UTF-16 it was decoded from, if it was).
 ///
 /// A client answers with every line asked for, so a large file would come
 /// whole (past what one message may carry) to show the model 32 KiB of it.
@@ -235,7 +241,7 @@ async fn read_through_client<C: ClientPort>(
     path: &Path,
     first: usize,
     limit: Option<usize>,
-) -> Result<Excerpt, Stop> {
+) -> Result<(Excerpt, Option<Utf16>), Stop> {
     // Checked first: a client asked for what is not a file might wait for ever.
     let size = context.workspace.file_size(Path::new(shown))?;
     let on_disk = match size {
@@ -247,7 +253,19 @@ async fn read_through_client<C: ClientPort>(
                 MODEL_OUTPUT_LIMIT,
                 context.cancel.clone(),
             );
-            Some(until_cancelled(context, read).await??)
+            match until_cancelled(context, read).await? {
+                Ok(excerpt) => Some(excerpt),
+                // An editor would read it no better.
+                Err(WorkspaceError::NotText(_)) => {
+                    if let Some(from_disk) =
+                        not_utf8_on_disk(context, shown, path, first, limit).await
+                    {
+                        return from_disk;
+                    }
+                    None
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
         _ => None,
     };
@@ -255,7 +273,7 @@ async fn read_through_client<C: ClientPort>(
     if let Some(long_line) = on_disk.filter(|excerpt| excerpt.end == End::LongLine) {
         // Shown from disk, so refused as a read from disk refuses it.
         no_nul_in(context, shown, &long_line)?;
-        return Ok(long_line);
+        return Ok((long_line, None));
     }
     let (asked_limit, capped) = match disk_end {
         Some(End::Budget { next }) => (Some(next - first), true),
@@ -265,13 +283,9 @@ async fn read_through_client<C: ClientPort>(
         ReadTextFileRequest::new(context.session_id.clone(), context.workspace.as_named(path))
             .line(u32::try_from(first).ok().filter(|_| first > 1))
             .limit(asked_limit.and_then(|limit| u32::try_from(limit).ok()));
-    let text = match ask_client(context, request).await {
-        Ok(answer) => answer.content,
-        Err(Stop::Failed(problem)) => {
-            let not_text = not_text_on_disk(context, shown, first, limit).await;
-            return Err(not_text.unwrap_or(Stop::Failed(problem)));
-        }
-        Err(stop) => return Err(stop),
+    let text = match client_text(context, request, shown, path, first, limit).await {
+        ClientRead::Text(text) => text,
+        ClientRead::FromDisk(read) => return read,
     };
     let mut excerpt =
         workspace::excerpt(text.as_bytes(), 1, asked_limit, MODEL_OUTPUT_LIMIT, || {
@@ -308,25 +322,71 @@ async fn read_through_client<C: ClientPort>(
                     context.session_id.clone(),
                     context.workspace.as_named(path),
                 );
-                let whole = ask_client(context, request).await?.content;
-                whole.split_inclusive('\n').count()
+                match client_text(context, request, shown, path, first, limit).await {
+                    ClientRead::Text(whole) => whole.split_inclusive('\n').count(),
+                    ClientRead::FromDisk(read) => return read,
+                }
             }
         };
         if first > lines {
             return Err(past_the_end(shown, first, lines));
         }
     }
-    Ok(excerpt)
+    Ok((excerpt, None))
 }
 
-/// Why a client could not read lines `first` on of `shown`, when it is that
-/// they are not UTF-8 text on disk: said where, as a read from disk says it.
-async fn not_text_on_disk<C: ClientPort>(
+/// What a client answered to a read of `shown`, or what takes its place.
+enum ClientRead {
+    Text(String),
+    /// Lines `first` on, as a read from disk finds them, or why it cannot.
+    FromDisk(Result<(Excerpt, Option<Utf16>), Stop>),
+}
+
+/// Ask the client for `request`'s text of `shown` (`path` resolved); when
+/// it cannot give it, or gives text holding NULs, which no text holds (it
+/// read UTF-16 or a binary file as if it were UTF-8), lines `first` on of
+/// the file as a read from disk finds them, if that says more.
+async fn client_text<C: ClientPort>(
     context: &ToolContext<'_, C>,
+    request: ReadTextFileRequest,
     shown: &str,
+    path: &Path,
     first: usize,
     limit: Option<usize>,
-) -> Option<Stop> {
+) -> ClientRead {
+    match ask_client(context, request).await {
+        Ok(answer) if !answer.content.contains('\0') => ClientRead::Text(answer.content),
+        Ok(answer) => match not_utf8_on_disk(context, shown, path, first, limit).await {
+            Some(from_disk) => ClientRead::FromDisk(from_disk),
+            None => ClientRead::Text(answer.content),
+        },
+        Err(Stop::Failed(problem)) => ClientRead::FromDisk(
+            not_utf8_on_disk(context, shown, path, first, limit)
+                .await
+                .unwrap_or(Err(Stop::Failed(problem))),
+        ),
+        Err(stop) => ClientRead::FromDisk(Err(stop)),
+    }
+}
+
+/// Lines `first` on of `shown` (`path` resolved), as a read from disk finds
+/// them, when a client could not read them and they are not UTF-8 text on
+/// disk: UTF-16 decoded, or why they are not text, said as a read from disk
+/// says it. `None` when the client's own reason stands.
+async fn not_utf8_on_disk<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    shown: &str,
+    path: &Path,
+    first: usize,
+    limit: Option<usize>,
+) -> Option<Result<(Excerpt, Option<Utf16>), Stop>> {
+    let head = context
+        .workspace
+        .read_bytes(Path::new(shown), encoding::HEAD_BYTES);
+    let head = until_cancelled(context, head).await.ok()?.ok()?;
+    if encoding::kind(&head) != Kind::Text {
+        return Some(read_from_disk(context, shown, path, first, limit).await);
+    }
     let read = context.workspace.read_lines(
         Path::new(shown),
         first,
@@ -335,7 +395,7 @@ async fn not_text_on_disk<C: ClientPort>(
         context.cancel.clone(),
     );
     match until_cancelled(context, read).await {
-        Ok(Err(not_text @ WorkspaceError::NotText(_))) => Some(not_text.into()),
+        Ok(Err(not_text @ WorkspaceError::NotText(_))) => Some(Err(not_text.into())),
         _ => None,
     }
 }
@@ -391,9 +451,9 @@ pub(super) async fn write<C: ClientPort>(
             ", replacing {} that were not UTF-8 text",
             counted(bytes.len(), "byte")
         ),
+        Found::Utf16 { form, .. } => format!(", as {} like the file it replaced", form.named()),
         _ => String::new(),
     };
-    let bytes = args.content.len();
     let change = Change {
         tool: "write_file",
         shown: &args.path,
@@ -401,6 +461,7 @@ pub(super) async fn write<C: ClientPort>(
         old,
         new: args.content,
     };
+    let bytes = change.written_len();
     change.ask_and_write(context, report).await?;
     Ok(ToolOutcome::ok(format!(
         "Wrote {} to {}{replaced}.",
@@ -417,8 +478,9 @@ pub(super) async fn edit<C: ClientPort>(
     let args: EditArgs = arguments("edit_file", arguments_json)?;
     a_file_named(&args.path)?;
     let path = context.workspace.resolve_to_write(Path::new(&args.path))?;
-    let old = match current_file(context, "edit_file", &args.path, &path).await? {
-        Found::Text(text) => text,
+    let old = current_file(context, "edit_file", &args.path, &path).await?;
+    let old_text = match &old {
+        Found::Text(text) | Found::Utf16 { text, .. } => text,
         Found::Missing => {
             return Err(Stop::Failed(format!(
                 "{} does not exist; use write_file to create it",
@@ -427,18 +489,18 @@ pub(super) async fn edit<C: ClientPort>(
         }
         Found::NotText { why, .. } => {
             return Err(Stop::Failed(format!(
-                "{why}. edit_file changes only UTF-8 text: editing other bytes as text would \
-                 corrupt them; nothing was written"
+                "{why}. edit_file changes only UTF-8 and UTF-16 text: editing other bytes as \
+                 text would corrupt them; nothing was written"
             )));
         }
     };
-    let (new, count) = replaced(&old, &args.old_text, &args.new_text, args.replace_all)
+    let (new, count) = replaced(old_text, &args.old_text, &args.new_text, args.replace_all)
         .map_err(|problem| Stop::Failed(format!("{}: {problem}", args.path)))?;
     let change = Change {
         tool: "edit_file",
         shown: &args.path,
         path,
-        old: Found::Text(old),
+        old,
         new,
     };
     change.ask_and_write(context, report).await?;
@@ -469,11 +531,17 @@ fn a_file_named(path: &str) -> Result<(), Stop> {
 enum Found {
     Missing,
     Text(String),
-    /// Bytes that are not UTF-8 text: a file `write_file` may replace
-    /// whole, but nothing can edit.
+    /// UTF-16 text on disk, decoded; changed, it is written back so.
+    Utf16 {
+        text: String,
+        form: Utf16,
+    },
+    /// Bytes that are not text: a file `write_file` may replace whole, but
+    /// nothing can edit.
     NotText {
         bytes: Vec<u8>,
-        why: workspace::NotUtf8,
+        /// A sentence saying where they stop being text.
+        why: String,
     },
 }
 
@@ -483,7 +551,7 @@ impl Found {
     fn diff_text(&self) -> Option<String> {
         match self {
             Self::Missing => None,
-            Self::Text(text) => Some(text.clone()),
+            Self::Text(text) | Self::Utf16 { text, .. } => Some(text.clone()),
             Self::NotText { bytes, .. } => Some(format!(
                 "({}, not UTF-8 text: binary, or another encoding)",
                 counted(bytes.len(), "byte")
@@ -504,6 +572,22 @@ struct Change<'a> {
 }
 
 impl Change<'_> {
+    /// The form of UTF-16 the new text is written in, if the file is UTF-16.
+    fn utf16(&self) -> Option<Utf16> {
+        match self.old {
+            Found::Utf16 { form, .. } => Some(form),
+            _ => None,
+        }
+    }
+
+    /// How many bytes the new text takes in the file.
+    fn written_len(&self) -> usize {
+        match self.utf16() {
+            Some(form) => 2 * (self.new.encode_utf16().count() + usize::from(form.bom)),
+            None => self.new.len(),
+        }
+    }
+
     /// Ask, then write `new` over `old`, reporting the diff. A rejection
     /// writes nothing and tells the model so.
     async fn ask_and_write<C: ClientPort>(
@@ -530,7 +614,15 @@ impl Change<'_> {
             )));
         }
         report.progress(Vec::new());
-        if context.client.capabilities().fs.write_text_file {
+        if let Some(form) = self.utf16() {
+            context
+                .workspace
+                .write_bytes(
+                    Path::new(self.shown),
+                    encoding::encode_utf16(&self.new, form),
+                )
+                .await?;
+        } else if context.client.capabilities().fs.write_text_file {
             ask_client(
                 context,
                 WriteTextFileRequest::new(
@@ -556,7 +648,7 @@ impl Change<'_> {
     /// grows six-fold as JSON; a diff past a client's limit would end its
     /// connection.
     fn fits_in_a_message(&self, old_text: Option<&str>) -> Result<(), Stop> {
-        let new_bytes = self.new.len() as u64;
+        let new_bytes = self.written_len() as u64;
         if new_bytes > MAX_CHANGED_FILE_BYTES {
             return Err(Stop::Failed(format!(
                 "{} would be {} MiB after this {}, more than the {} MiB a tool writes; nothing was \
@@ -631,11 +723,17 @@ async fn current_file<C: ClientPort>(
         let request =
             ReadTextFileRequest::new(context.session_id.clone(), context.workspace.as_named(path));
         match ask_client(context, request).await {
+            // No text holds NULs: the editor may have read UTF-16 as if it
+            // were UTF-8.
+            Ok(answer) if answer.content.contains('\0') => match on_disk(context, shown).await? {
+                found @ Found::Utf16 { .. } => found,
+                _ => Found::Text(answer.content),
+            },
             Ok(answer) => Found::Text(answer.content),
             // An editor may read a file in another encoding as text; when it
             // cannot, what counts is why.
             Err(Stop::Failed(problem)) => match on_disk(context, shown).await? {
-                not_text @ Found::NotText { .. } => not_text,
+                found @ (Found::NotText { .. } | Found::Utf16 { .. }) => found,
                 _ => return Err(Stop::Failed(problem)),
             },
             Err(stop) => return Err(stop),
@@ -652,20 +750,37 @@ async fn current_file<C: ClientPort>(
     }
 }
 
-/// The file `shown` as it is on disk, as text if it is UTF-8; the read stops
-/// a byte past the most a tool changes.
+/// The file `shown` as it is on disk, as text if it is UTF-8 or UTF-16; the
+/// read stops a byte past the most a tool changes.
 async fn on_disk<C: ClientPort>(context: &ToolContext<'_, C>, shown: &str) -> Result<Found, Stop> {
     let read = context
         .workspace
         .read_bytes(Path::new(shown), MAX_CHANGED_FILE_BYTES + 1);
     let bytes = until_cancelled(context, read).await??;
+    let head = &bytes[..bytes.len().min(encoding::HEAD_BYTES as usize)];
+    // One too large to change is refused by its size, not decoded.
+    if let Kind::Utf16(form) = encoding::kind(head)
+        && bytes.len() as u64 <= MAX_CHANGED_FILE_BYTES
+    {
+        return Ok(match encoding::decode_utf16(&bytes, form) {
+            Ok(text) => Found::Utf16 { text, form },
+            Err(error) => Found::NotText {
+                why: format!(
+                    "`{shown}` starts as {} text but is not: {error}",
+                    form.named()
+                ),
+                bytes,
+            },
+        });
+    }
     Ok(match String::from_utf8(bytes) {
         Ok(text) => Found::Text(text),
         Err(error) => Found::NotText {
             why: workspace::NotUtf8 {
                 path: PathBuf::from(shown),
                 at: workspace::BadByte::in_text(&error),
-            },
+            }
+            .to_string(),
             bytes: error.into_bytes(),
         },
     })

@@ -1122,6 +1122,31 @@ mod tests {
         );
     }
 
+    /// As ripgrep does: a byte-order mark says a file is UTF-16, and it is
+    /// searched decoded; without one, its NULs say binary.
+    #[test]
+    fn utf16_text_with_a_byte_order_mark_is_searched_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut le = vec![0xFF, 0xFE];
+        le.extend(
+            "one\nneedle two\n"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes),
+        );
+        write(root, "marked.txt", &le);
+        let bare: Vec<u8> = "bare needle\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        write(root, "bare.txt", &bare);
+        let needle = pattern("needle");
+        assert_eq!(
+            search_files(root, root, &needle, None),
+            "marked.txt:2: needle two\n(1 file skipped as binary; name one as `path` to search it)"
+        );
+    }
+
     #[test]
     fn binary_files_are_counted_when_skipped_and_searched_when_named() {
         let dir = tempfile::tempdir().unwrap();

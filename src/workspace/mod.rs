@@ -310,6 +310,11 @@ impl Workspace {
     /// directories. A write that fails leaves the file as it was, but for
     /// one written in place (see [`text::write`]).
     pub async fn write_text(&self, path: &Path, content: &str) -> Result<(), WorkspaceError> {
+        self.write_bytes(path, content.as_bytes().to_vec()).await
+    }
+
+    /// [`write_text`](Self::write_text) for text already encoded.
+    pub async fn write_bytes(&self, path: &Path, content: Vec<u8>) -> Result<(), WorkspaceError> {
         let real = self.resolve_to_write(path)?;
         // Creating the missing directories would bring back a workspace
         // someone removed, as an empty one.
@@ -330,8 +335,7 @@ impl Workspace {
                 .await
                 .map_err(|error| io_error(path, error))?;
         }
-        let content = content.to_owned();
-        tokio::task::spawn_blocking(move || text::write(&real, content.as_bytes()))
+        tokio::task::spawn_blocking(move || text::write(&real, &content))
             .await
             .map_err(std::io::Error::other)
             .and_then(|written| written)
