@@ -668,6 +668,67 @@ async fn a_429_is_retried_no_sooner_than_retry_after_asks_and_the_wait_is_told_f
     }
 }
 
+/// A wait of Punie's own backoff that a person would notice is told too,
+/// with what went wrong; a shorter one passes unsaid.
+#[tokio::test]
+async fn a_backoff_of_a_second_or_more_is_told_before_it_is_waited_out() {
+    for wire in Wire::ALL {
+        let peer = wire.peer_name();
+        let cases = [
+            (
+                wire.error_status(503, "api_error", "overloaded"),
+                format!("{peer} is unavailable (503 Service Unavailable)"),
+            ),
+            (
+                Reply::Reset,
+                format!("{peer} dropped the connection before answering"),
+            ),
+            (
+                Reply::events(opening_without_a_token(wire)),
+                format!("{peer} failed before its reply began"),
+            ),
+        ];
+        for (failure, what_went_wrong) in cases {
+            let settings = ModelSettings {
+                retries: 2,
+                retry_backoff: Duration::from_secs(1),
+                ..settings()
+            };
+            let fake =
+                FakeProvider::start([failure, Reply::events(wire.text_reply(&["fine"]))]).await;
+            let mut stream = model_on(wire, &fake, &settings).stream(ask("x"));
+            let told = within("the notice of the wait", stream.next()).await;
+            let words = format!("{what_went_wrong}, so Punie tries again in 1 s (retry 1 of 2)");
+            assert!(
+                matches!(&told, Some(Ok(ModelEvent::Waiting(said))) if *said == words),
+                "{wire:?}: {told:?}, not {words}"
+            );
+            assert_eq!(
+                fake.requests().len(),
+                1,
+                "{wire:?}: told before the wait, not after it"
+            );
+            let (events, error) = collect(stream).await;
+            assert!(error.is_none(), "{wire:?}: {error:?}");
+            assert_eq!(events.first(), Some(&text("fine")), "{wire:?}");
+        }
+        // Half a second is not told.
+        let settings = ModelSettings {
+            retries: 1,
+            retry_backoff: Duration::from_millis(500),
+            ..settings()
+        };
+        let fake = FakeProvider::start([
+            wire.error_status(503, "api_error", "overloaded"),
+            Reply::events(wire.text_reply(&["fine"])),
+        ])
+        .await;
+        let (events, error) = run(&*model_on(wire, &fake, &settings), ask("x")).await;
+        assert!(error.is_none(), "{wire:?}: {error:?}");
+        assert_eq!(events.first(), Some(&text("fine")), "{wire:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_retry_after_longer_than_punie_waits_fails_the_call_at_once() {
     for wire in Wire::ALL {

@@ -250,9 +250,10 @@ impl From<ModelError> for DecodeError {
 /// 429 or 5xx, a connection dropped, a stream that ends or reports an
 /// overloaded server before its first token. What such an attempt decoded
 /// (usage) is held back and dropped with it, so nothing is said twice; once
-/// the answer has begun, a failure ends the call. A wait the server asked
-/// for that a person would notice is told ([`ModelEvent::Waiting`]) before
-/// it is waited out.
+/// the answer has begun, a failure ends the call. A wait before another
+/// attempt that a person would notice — the one the server asked for, or
+/// Punie's own backoff — is told ([`ModelEvent::Waiting`]) before it is
+/// waited out, with what went wrong.
 ///
 /// A server that refuses a request holding pictures (many local models read
 /// only text) is asked once more with the pictures left out, and the person
@@ -288,15 +289,22 @@ pub(crate) fn model_stream<D: Decoder>(
                     }
                     if failure.retryable && may_retry {
                         let wait = retry_wait(&settings, retries_done, failure.retry_after);
-                        if let Some(state) = &failure.asked_to_wait
-                            && wait >= WAIT_TOLD_FROM
-                        {
-                            yield Ok(ModelEvent::Waiting(waiting_words(
-                                state,
-                                wait,
-                                retries_done + 1,
-                                settings.retries,
-                            )));
+                        if wait >= WAIT_TOLD_FROM {
+                            let words = match failure.retry_after {
+                                Some(_) => waiting_words(
+                                    &failure.what_went_wrong,
+                                    wait,
+                                    retries_done + 1,
+                                    settings.retries,
+                                ),
+                                None => backoff_words(
+                                    &failure.what_went_wrong,
+                                    wait,
+                                    retries_done + 1,
+                                    settings.retries,
+                                ),
+                            };
+                            yield Ok(ModelEvent::Waiting(words));
                         }
                         tokio::time::sleep(wait).await;
                         retries_done += 1;
@@ -340,7 +348,16 @@ pub(crate) fn model_stream<D: Decoder>(
                 }
             };
             if failure.transient && may_retry && !decoder.started() {
-                tokio::time::sleep(retry_wait(&settings, retries_done, None)).await;
+                let wait = retry_wait(&settings, retries_done, None);
+                if wait >= WAIT_TOLD_FROM {
+                    yield Ok(ModelEvent::Waiting(backoff_words(
+                        &format!("{} failed before its reply began", peer.name),
+                        wait,
+                        retries_done + 1,
+                        settings.retries,
+                    )));
+                }
+                tokio::time::sleep(wait).await;
                 retries_done += 1;
                 continue 'attempts;
             }
@@ -668,9 +685,9 @@ struct Failure {
     /// The wait the server asked for before the next attempt, never more
     /// than [`MAX_RETRY_WAIT`]: a longer one fails the call at once.
     retry_after: Option<Duration>,
-    /// What the server is doing that asked for that wait, e.g. `OpenAI is
-    /// rate-limiting`, for telling the person while Punie waits.
-    asked_to_wait: Option<String>,
+    /// What went wrong, in a few words for the person while Punie waits to
+    /// try again: `OpenAI is rate-limiting`.
+    what_went_wrong: String,
 }
 
 impl Failure {
@@ -680,7 +697,7 @@ impl Failure {
             pictures_refused: None,
             retryable: false,
             retry_after: None,
-            asked_to_wait: None,
+            what_went_wrong: String::new(),
         }
     }
 }
@@ -771,7 +788,7 @@ async fn open(
                 pictures_refused: None,
                 retryable: is_dropped(&error),
                 retry_after: None,
-                asked_to_wait: None,
+                what_went_wrong: format!("{} dropped the connection before answering", peer.name),
                 error: request_error(peer, &error),
             });
         }
@@ -814,7 +831,7 @@ async fn open(
             error: status_error(peer, &call.url, status, &body, sends_a_key(&call.headers)),
             retryable,
             retry_after,
-            asked_to_wait: retry_after.map(|_| waiting_state(peer, status)),
+            what_went_wrong: waiting_state(peer, status),
         }),
     }
 }
@@ -980,6 +997,15 @@ fn waiting_words(state: &str, wait: Duration, retry: u32, retries: u32) -> Strin
     format!(
         "{}, so Punie waits and then tries again (retry {retry} of {retries})",
         asks_to_wait(state, wait)
+    )
+}
+
+/// What the person is told while Punie waits `wait` of its own backoff
+/// after `what_went_wrong`, before retry number `retry` of `retries`.
+fn backoff_words(what_went_wrong: &str, wait: Duration, retry: u32, retries: u32) -> String {
+    format!(
+        "{what_went_wrong}, so Punie tries again in {} s (retry {retry} of {retries})",
+        wait.as_secs_f64().ceil()
     )
 }
 
