@@ -991,6 +991,49 @@ mod tests {
         assert!(updated_us(&store, "a").await > before);
     }
 
+    /// Committed once this resolves: the follow-up of a write queued after
+    /// everything before it.
+    fn follow_up() -> (Option<AfterWrite>, tokio::sync::oneshot::Receiver<()>) {
+        let (done, committed) = tokio::sync::oneshot::channel();
+        let then: AfterWrite = Box::new(move || {
+            let _ = done.send(());
+        });
+        (Some(then), committed)
+    }
+
+    #[tokio::test]
+    async fn a_turns_start_and_end_write_the_session_time_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("punie.db")).unwrap();
+        store.create_session(row("a", "/w"), Path::new("/w"));
+        store.append("a", EntryKind::Update, "before".into(), None);
+        store.flush().await;
+        let stamped = Instant::now();
+        let first = updated_us(&store, "a").await;
+
+        store.turn_started("a", 1);
+        let (then, committed) = follow_up();
+        store.append("a", EntryKind::Update, "reply".into(), then);
+        committed.await.unwrap();
+        let running = store.session("a").await.unwrap().unwrap();
+        assert!(running.running);
+        assert!(running.updated_us > first, "the start is stamped");
+        assert_eq!(store.interrupted().await.unwrap().len(), 1);
+
+        let (then, committed) = follow_up();
+        store.turn_ended("a", "end_turn".into(), then);
+        committed.await.unwrap();
+        let ended = store.session("a").await.unwrap().unwrap();
+        assert!(!ended.running);
+        assert_eq!(ended.turns, 1);
+        assert!(ended.updated_us > running.updated_us, "the end is stamped");
+        assert!(store.interrupted().await.unwrap().is_empty());
+        assert!(
+            stamped.elapsed() < STAMP_EVERY,
+            "written with the turn's start and end, not a second later"
+        );
+    }
+
     /// Which thread ran a follow-up, and in what order follow-ups ran.
     #[derive(Default)]
     struct FollowUps(Mutex<Vec<(String, Option<String>)>>);

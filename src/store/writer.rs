@@ -866,9 +866,9 @@ fn write_commands(
 ) -> rusqlite::Result<Written> {
     // Each session touched, its newest time, and whether that must be written
     // now. Times left for later come first, so a delete drops them too.
-    let mut touched: Vec<(&str, i64, bool)> = stamps
+    let mut touched: Vec<Touched> = stamps
         .pending()
-        .map(|(session, at_us)| (session, at_us, false))
+        .map(|(session, at_us)| Touched::new(session, at_us, false))
         .collect();
     let mut deletes = Vec::new();
     // Deleted earlier in this batch: `gone` learns of them only once the
@@ -883,10 +883,10 @@ fn write_commands(
         }
         if let Command::Delete { session, .. } = command {
             deletes.push(delete_session(transaction, session)?);
-            touched.retain(|(touched, ..)| touched != session);
+            touched.retain(|touched| touched.session != session);
             deleted_here.push(session);
-        } else if let Some((session, at_us, now)) = write_command(transaction, command)? {
-            touch(&mut touched, session, at_us, now);
+        } else if let Some(touch) = write_command(transaction, command)? {
+            touch.add_to(&mut touched);
         }
     }
     let stamped = stamp_sessions(transaction, touched, stamps, flush)?;
@@ -895,11 +895,11 @@ fn write_commands(
 
 /// Write one command other than a delete. Answers the session it touched,
 /// when, and whether its time must be written now (a turn's start and end
-/// show in `session/list` at once).
+/// show in `session/list` at once; they write it with the row they change).
 fn write_command<'a>(
     transaction: &Connection,
     command: &'a Command,
-) -> rusqlite::Result<Option<(&'a str, i64, bool)>> {
+) -> rusqlite::Result<Option<Touched<'a>>> {
     Ok(match command {
         Command::CreateSession { row, real_cwd } => {
             transaction
@@ -931,7 +931,7 @@ fn write_command<'a>(
                 kind.code(),
                 body
             ])?;
-            Some((session, *at_us, false))
+            Some(Touched::new(session, *at_us, false))
         }
         Command::Set {
             session,
@@ -954,9 +954,11 @@ fn write_command<'a>(
                 number.to_string()
             ])?;
             transaction
-                .prepare_cached("UPDATE sessions SET running = 1 WHERE id = ?1")?
-                .execute([session])?;
-            Some((session, *at_us, true))
+                .prepare_cached(
+                    "UPDATE sessions SET running = 1, updated_us = max(updated_us, ?2) WHERE id = ?1",
+                )?
+                .execute(params![session, at_us])?;
+            Some(Touched::written(session, *at_us))
         }
         Command::TurnEnded {
             session,
@@ -970,9 +972,12 @@ fn write_command<'a>(
                 body
             ])?;
             transaction
-                .prepare_cached("UPDATE sessions SET running = 0, turns = turns + 1 WHERE id = ?1")?
-                .execute([session])?;
-            Some((session, *at_us, true))
+                .prepare_cached(
+                    "UPDATE sessions SET running = 0, turns = turns + 1, \
+                     updated_us = max(updated_us, ?2) WHERE id = ?1",
+                )?
+                .execute(params![session, at_us])?;
+            Some(Touched::written(session, *at_us))
         }
         Command::Delete { .. } | Command::Barrier(_) | Command::AtNewest { .. } => None,
     })
@@ -993,14 +998,20 @@ fn delete_session(transaction: &Connection, session: &str) -> rusqlite::Result<b
 /// flush); the rest wait. Answers every session with whether it was written.
 fn stamp_sessions(
     transaction: &Connection,
-    touched: Vec<(&str, i64, bool)>,
+    touched: Vec<Touched>,
     stamps: &Stamps,
     flush: bool,
 ) -> rusqlite::Result<Vec<(String, i64, bool)>> {
     let mut stamped = Vec::with_capacity(touched.len());
-    for (session, at_us, now) in touched {
+    for Touched {
+        session,
+        latest_us: at_us,
+        now,
+        written_us,
+    } in touched
+    {
         let now = now || flush || stamps.due(session);
-        if now {
+        if now && written_us < at_us {
             transaction
                 .prepare_cached(
                     "UPDATE sessions SET updated_us = max(updated_us, ?2) WHERE id = ?1",
@@ -1016,13 +1027,45 @@ fn stamp_sessions(
 // `sessions` with every entry cost a paced update a fifth of its commit.
 const INSERT_ENTRY: &str = "INSERT INTO entries (session_id, kind, body) VALUES (?1, ?2, ?3)";
 
-fn touch<'a>(touched: &mut Vec<(&'a str, i64, bool)>, session: &'a str, at_us: i64, now: bool) {
-    match touched.iter_mut().find(|(id, ..)| *id == session) {
-        Some((_, latest, due)) => {
-            *latest = (*latest).max(at_us);
-            *due |= now;
+/// A session a transaction touched, and what its `updated_us` should be.
+struct Touched<'a> {
+    session: &'a str,
+    /// The time of its newest entry.
+    latest_us: i64,
+    /// Its time must be written with this transaction.
+    now: bool,
+    /// The newest time a statement of the transaction wrote already.
+    written_us: i64,
+}
+
+impl<'a> Touched<'a> {
+    fn new(session: &'a str, at_us: i64, now: bool) -> Self {
+        Self {
+            session,
+            latest_us: at_us,
+            now,
+            written_us: i64::MIN,
         }
-        None => touched.push((session, at_us, now)),
+    }
+
+    /// Touched by a statement that wrote its time, `at_us`, itself.
+    fn written(session: &'a str, at_us: i64) -> Self {
+        Self {
+            written_us: at_us,
+            ..Self::new(session, at_us, true)
+        }
+    }
+
+    /// Count this touch in `touched`, one entry per session.
+    fn add_to(self, touched: &mut Vec<Touched<'a>>) {
+        match touched.iter_mut().find(|seen| seen.session == self.session) {
+            Some(seen) => {
+                seen.latest_us = seen.latest_us.max(self.latest_us);
+                seen.now |= self.now;
+                seen.written_us = seen.written_us.max(self.written_us);
+            }
+            None => touched.push(self),
+        }
     }
 }
 
