@@ -60,6 +60,25 @@ async fn turns(
     (stops, received, session)
 }
 
+/// Prompt `text` in a new session, as a client that offers `fs/*` or not,
+/// and see the turn end: the client, the tool calls it saw, and which
+/// client it was, for messages.
+async fn one_turn(server: &Server, on_the_client: bool, text: &str) -> (Ide, Vec<Value>, String) {
+    let ide = Ide::new(&server.home.workspace(), on_the_client, on_the_client);
+    let (stops, received, session) = turns(server, &ide, &[text]).await;
+    let client = format!("client: {on_the_client}");
+    assert_eq!(stops, [StopReason::EndTurn], "{client}");
+    (ide, received.tool_calls(&session), client)
+}
+
+/// Each call's final status.
+fn statuses(calls: &[Value]) -> Vec<&str> {
+    calls
+        .iter()
+        .map(|call| call["status"].as_str().unwrap())
+        .collect()
+}
+
 /// Opening a named pipe waits for its other end: a tool that did would hold
 /// the turn, and the session, for ever. Every file tool refuses one at once
 /// (through a symlink too), saying what it is, nothing reaches the client,
@@ -232,12 +251,7 @@ async fn a_huge_file_is_read_as_far_as_asked_and_refused_for_a_change() {
         let server = Server::scripted(Value::Array(script), &[]).await;
         let workspace = server.home.workspace();
         let big = gigabyte_file(&workspace);
-        let ide = Ide::new(&workspace, on_the_client, on_the_client);
-        let (stops, received, session) = turns(&server, &ide, &["read the big file"]).await;
-
-        let client = format!("client: {on_the_client}");
-        assert_eq!(stops, [StopReason::EndTurn], "{client}");
-        let calls = received.tool_calls(&session);
+        let (ide, calls, client) = one_turn(&server, on_the_client, "read the big file").await;
         let ended = how_each_ended(&calls);
         assert_eq!(
             ended[..4],
@@ -580,18 +594,9 @@ async fn the_file_tools_take_crlf_files_odd_paths_and_files_that_are_not_utf8() 
         std::fs::write(workspace.join("braces.rs"), braces).unwrap();
         std::fs::write(workspace.join("latin1.txt"), b"caf\xe9\n").unwrap();
         std::fs::write(workspace.join("also-latin1.txt"), b"caf\xe9\n").unwrap();
-        let ide = Ide::new(&workspace, on_the_client, on_the_client);
-        let (stops, received, session) = turns(&server, &ide, &["probe the tools"]).await;
-
-        let client = format!("client: {on_the_client}");
-        assert_eq!(stops, [StopReason::EndTurn], "{client}");
-        let calls = received.tool_calls(&session);
-        let statuses: Vec<&str> = calls
-            .iter()
-            .map(|call| call["status"].as_str().unwrap())
-            .collect();
+        let (ide, calls, client) = one_turn(&server, on_the_client, "probe the tools").await;
         assert_eq!(
-            statuses,
+            statuses(&calls),
             [
                 "completed",
                 "failed",
@@ -735,18 +740,9 @@ async fn a_utf16_file_is_edited_and_written_back_in_its_own_form() {
         let mut broken = utf16(b"\xFF\xFE", "ok\n", false);
         broken.extend_from_slice(&0xDC00u16.to_le_bytes());
         std::fs::write(workspace.join("broken.txt"), &broken).unwrap();
-        let ide = Ide::new(&workspace, on_the_client, on_the_client);
-        let (stops, received, session) = turns(&server, &ide, &["edit them"]).await;
-
-        let client = format!("client: {on_the_client}");
-        assert_eq!(stops, [StopReason::EndTurn], "{client}");
-        let calls = received.tool_calls(&session);
-        let statuses: Vec<&str> = calls
-            .iter()
-            .map(|call| call["status"].as_str().unwrap())
-            .collect();
+        let (ide, calls, client) = one_turn(&server, on_the_client, "edit them").await;
         assert_eq!(
-            statuses,
+            statuses(&calls),
             ["completed", "completed", "completed", "completed", "failed"],
             "{client}: {calls:?}"
         );
@@ -888,12 +884,7 @@ async fn a_binary_file_is_refused_saying_what_it_is_and_utf16_text_is_decoded() 
         broken.extend_from_slice(&0xD800u16.to_le_bytes());
         broken.extend_from_slice(&utf16(b"", "x\n", false));
         std::fs::write(workspace.join("broken.txt"), &broken).unwrap();
-        let ide = Ide::new(&workspace, on_the_client, on_the_client);
-        let (stops, received, session) = turns(&server, &ide, &["read them"]).await;
-
-        let client = format!("client: {on_the_client}");
-        assert_eq!(stops, [StopReason::EndTurn], "{client}");
-        let calls = received.tool_calls(&session);
+        let (_, calls, client) = one_turn(&server, on_the_client, "read them").await;
         let ended = how_each_ended(&calls);
         assert_eq!(ended.len(), reads.len(), "{ended:?}");
         let note = |name: &str, form: &str| {

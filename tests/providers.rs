@@ -617,6 +617,33 @@ async fn a_429_is_retried_when_retry_after_says_so() {
     }
 }
 
+/// `first`, then a good reply: `words` are told of the wait before the
+/// retry is made, and the call succeeds on it. The provider, for what it
+/// was asked.
+async fn told_then_retried(
+    wire: Wire,
+    first: Reply,
+    settings: &ModelSettings,
+    words: &str,
+) -> FakeProvider {
+    let fake = FakeProvider::start([first, Reply::events(wire.text_reply(&["fine"]))]).await;
+    let mut stream = model_on(wire, &fake, settings).stream(ask("x"));
+    let told = within("the notice of the wait", stream.next()).await;
+    assert!(
+        matches!(&told, Some(Ok(ModelEvent::Waiting(said))) if said == words),
+        "{wire:?}: {told:?}, not {words}"
+    );
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "{wire:?}: told before the wait, not after it"
+    );
+    let (events, error) = collect(stream).await;
+    assert!(error.is_none(), "{wire:?}: {error:?}");
+    assert_eq!(events.first(), Some(&text("fine")), "{wire:?}");
+    fake
+}
+
 #[tokio::test]
 async fn a_429_is_retried_no_sooner_than_retry_after_asks_and_the_wait_is_told_first() {
     let settings = ModelSettings {
@@ -634,27 +661,12 @@ async fn a_429_is_retried_no_sooner_than_retry_after_asks_and_the_wait_is_told_f
         for (refusal, state) in cases {
             // The backoff is a millisecond: only the header makes it wait longer.
             let first = refusal.with_header("retry-after", "1");
-            let fake =
-                FakeProvider::start([first, Reply::events(wire.text_reply(&["fine"]))]).await;
-            let mut stream = model_on(wire, &fake, &settings).stream(ask("x"));
-            let told = within("the notice of the wait", stream.next()).await;
             let words = format!(
                 "{} {state}: it asks to wait 1 s before trying again, so Punie waits and then \
                  tries again (retry 1 of 2)",
                 wire.peer_name()
             );
-            assert!(
-                matches!(&told, Some(Ok(ModelEvent::Waiting(said))) if *said == words),
-                "{wire:?}: {told:?}"
-            );
-            assert_eq!(
-                fake.requests().len(),
-                1,
-                "{wire:?}: told before the wait, not after it"
-            );
-            let (events, error) = collect(stream).await;
-            assert!(error.is_none(), "{wire:?}: {error:?}");
-            assert_eq!(events.first(), Some(&text("fine")), "{wire:?}");
+            let fake = told_then_retried(wire, first, &settings, &words).await;
             let [first, second] = fake
                 .requests()
                 .try_into()
@@ -694,23 +706,8 @@ async fn a_backoff_of_a_second_or_more_is_told_before_it_is_waited_out() {
                 retry_backoff: Duration::from_secs(1),
                 ..settings()
             };
-            let fake =
-                FakeProvider::start([failure, Reply::events(wire.text_reply(&["fine"]))]).await;
-            let mut stream = model_on(wire, &fake, &settings).stream(ask("x"));
-            let told = within("the notice of the wait", stream.next()).await;
             let words = format!("{what_went_wrong}, so Punie tries again in 1 s (retry 1 of 2)");
-            assert!(
-                matches!(&told, Some(Ok(ModelEvent::Waiting(said))) if *said == words),
-                "{wire:?}: {told:?}, not {words}"
-            );
-            assert_eq!(
-                fake.requests().len(),
-                1,
-                "{wire:?}: told before the wait, not after it"
-            );
-            let (events, error) = collect(stream).await;
-            assert!(error.is_none(), "{wire:?}: {error:?}");
-            assert_eq!(events.first(), Some(&text("fine")), "{wire:?}");
+            told_then_retried(wire, failure, &settings, &words).await;
         }
         // Half a second is not told.
         let settings = ModelSettings {
