@@ -126,11 +126,31 @@ async fn read_from_disk<C: ClientPort>(
     first: usize,
     limit: Option<usize>,
 ) -> Result<(Excerpt, Option<Utf16>), Stop> {
-    let head = context
+    let head = until_cancelled(context, head_of(context, shown)).await??;
+    read_as_its_head_says(context, shown, path, first, limit, &head).await
+}
+
+/// The first bytes of the file `shown`, which tell what it is.
+async fn head_of<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    shown: &str,
+) -> Result<Vec<u8>, WorkspaceError> {
+    context
         .workspace
-        .read_bytes(Path::new(shown), encoding::HEAD_BYTES);
-    let head = until_cancelled(context, head).await??;
-    let (excerpt, decoded) = match encoding::kind(&head) {
+        .read_bytes(Path::new(shown), encoding::HEAD_BYTES)
+        .await
+}
+
+/// [`read_from_disk`], of a file that starts with `head`.
+async fn read_as_its_head_says<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    shown: &str,
+    path: &Path,
+    first: usize,
+    limit: Option<usize>,
+    head: &[u8],
+) -> Result<(Excerpt, Option<Utf16>), Stop> {
+    let (excerpt, decoded) = match encoding::kind(head) {
         Kind::Binary(what) => {
             let size = context
                 .workspace
@@ -145,19 +165,28 @@ async fn read_from_disk<C: ClientPort>(
             let read = read_utf16(shown, path, form, first, limit, context.cancel.clone());
             (until_cancelled(context, read).await??, Some(form))
         }
-        Kind::Text => {
-            let read = context.workspace.read_lines(
-                Path::new(shown),
-                first,
-                limit,
-                MODEL_OUTPUT_LIMIT,
-                context.cancel.clone(),
-            );
-            (until_cancelled(context, read).await??, None)
-        }
+        Kind::Text => (utf8_lines(context, shown, first, limit).await??, None),
     };
     no_nul_in(context, shown, &excerpt)?;
     Ok((excerpt, decoded))
+}
+
+/// Lines `first` on of the UTF-8 file `shown`, as much as the model is
+/// shown, read from disk unless the turn is cancelled first.
+async fn utf8_lines<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    shown: &str,
+    first: usize,
+    limit: Option<usize>,
+) -> Result<Result<Excerpt, WorkspaceError>, Stop> {
+    let read = context.workspace.read_lines(
+        Path::new(shown),
+        first,
+        limit,
+        MODEL_OUTPUT_LIMIT,
+        context.cancel.clone(),
+    );
+    until_cancelled(context, read).await
 }
 
 /// Refuse `excerpt` of the file `shown` if it holds a NUL, which text never
@@ -202,10 +231,7 @@ async fn read_utf16(
         })
         .map_err(|error| match error {
             ReadError::Io(error) if error.kind() == std::io::ErrorKind::InvalidData => {
-                Stop::Failed(format!(
-                    "`{shown}` starts as {} text but is not: {error}",
-                    form.named()
-                ))
+                Stop::Failed(not_utf16(&shown, form, &error))
             }
             ReadError::Io(source) => WorkspaceError::Io {
                 path: PathBuf::from(&shown),
@@ -223,6 +249,14 @@ async fn read_utf16(
     });
     read.await
         .map_err(|error| Stop::Failed(format!("the read failed: {error}")))?
+}
+
+/// Why the file `shown` is not the UTF-16 text it starts as.
+fn not_utf16(shown: &str, form: Utf16, error: &std::io::Error) -> String {
+    format!(
+        "`{shown}` starts as {} text but is not: {error}",
+        form.named()
+    )
 }
 
 /// Lines `first` on (at most `limit` of them) of the file `shown`, `path`
@@ -246,23 +280,12 @@ async fn read_through_client<C: ClientPort>(
     let size = context.workspace.file_size(Path::new(shown))?;
     let on_disk = match size {
         Some(size) if size > MODEL_OUTPUT_LIMIT as u64 => {
-            let read = context.workspace.read_lines(
-                Path::new(shown),
-                first,
-                limit,
-                MODEL_OUTPUT_LIMIT,
-                context.cancel.clone(),
-            );
-            match until_cancelled(context, read).await? {
+            match utf8_lines(context, shown, first, limit).await? {
                 Ok(excerpt) => Some(excerpt),
                 // An editor would read it no better.
-                Err(WorkspaceError::NotText(_)) => {
-                    if let Some(from_disk) =
-                        not_utf8_on_disk(context, shown, path, first, limit).await
-                    {
-                        return from_disk;
-                    }
-                    None
+                Err(not_text @ WorkspaceError::NotText(_)) => {
+                    let from_disk = not_text_by_its_head(context, shown, path, first, limit).await;
+                    return from_disk.unwrap_or(Err(not_text.into()));
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -380,24 +403,33 @@ async fn not_utf8_on_disk<C: ClientPort>(
     first: usize,
     limit: Option<usize>,
 ) -> Option<Result<(Excerpt, Option<Utf16>), Stop>> {
-    let head = context
-        .workspace
-        .read_bytes(Path::new(shown), encoding::HEAD_BYTES);
-    let head = until_cancelled(context, head).await.ok()?.ok()?;
-    if encoding::kind(&head) != Kind::Text {
-        return Some(read_from_disk(context, shown, path, first, limit).await);
+    if let Some(read) = not_text_by_its_head(context, shown, path, first, limit).await {
+        return Some(read);
     }
-    let read = context.workspace.read_lines(
-        Path::new(shown),
-        first,
-        limit,
-        MODEL_OUTPUT_LIMIT,
-        context.cancel.clone(),
-    );
-    match until_cancelled(context, read).await {
+    match utf8_lines(context, shown, first, limit).await {
         Ok(Err(not_text @ WorkspaceError::NotText(_))) => Some(Err(not_text.into())),
         _ => None,
     }
+}
+
+/// [`read_from_disk`] of `shown` (`path` resolved), when its first bytes
+/// say it is not UTF-8 text: UTF-16 decoded, or a binary file refused.
+/// `None` for one that starts as text, or cannot be read.
+async fn not_text_by_its_head<C: ClientPort>(
+    context: &ToolContext<'_, C>,
+    shown: &str,
+    path: &Path,
+    first: usize,
+    limit: Option<usize>,
+) -> Option<Result<(Excerpt, Option<Utf16>), Stop>> {
+    let head = until_cancelled(context, head_of(context, shown))
+        .await
+        .ok()?
+        .ok()?;
+    if encoding::kind(&head) == Kind::Text {
+        return None;
+    }
+    Some(read_as_its_head_says(context, shown, path, first, limit, &head).await)
 }
 
 fn past_the_end(path: &str, line: usize, lines: usize) -> Stop {
@@ -765,10 +797,7 @@ async fn on_disk<C: ClientPort>(context: &ToolContext<'_, C>, shown: &str) -> Re
         return Ok(match encoding::decode_utf16(&bytes, form) {
             Ok(text) => Found::Utf16 { text, form },
             Err(error) => Found::NotText {
-                why: format!(
-                    "`{shown}` starts as {} text but is not: {error}",
-                    form.named()
-                ),
+                why: not_utf16(shown, form, &error),
                 bytes,
             },
         });
