@@ -28,8 +28,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// the call at once, saying so, rather than waiting that long in silence.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
-/// The shortest wait a server asks for that the person is told of: a
-/// shorter one passes before anyone wonders why nothing happens.
+/// The shortest wait before a retry that the person is told of, asked for
+/// by the server or not: a shorter one passes before anyone wonders why
+/// nothing happens.
 const WAIT_TOLD_FROM: Duration = Duration::from_secs(1);
 
 /// How much of an error body that is not JSON goes into an error message.
@@ -289,21 +290,12 @@ pub(crate) fn model_stream<D: Decoder>(
                     }
                     if failure.retryable && may_retry {
                         let wait = retry_wait(&settings, retries_done, failure.retry_after);
-                        if wait >= WAIT_TOLD_FROM {
-                            let words = match failure.retry_after {
-                                Some(_) => waiting_words(
-                                    &failure.what_went_wrong,
-                                    wait,
-                                    retries_done + 1,
-                                    settings.retries,
-                                ),
-                                None => backoff_words(
-                                    &failure.what_went_wrong,
-                                    wait,
-                                    retries_done + 1,
-                                    settings.retries,
-                                ),
-                            };
+                        let retry = Retry {
+                            what_went_wrong: &failure.what_went_wrong,
+                            wait,
+                            asked: failure.retry_after.is_some(),
+                        };
+                        if let Some(words) = retry.notice(retries_done + 1, settings.retries) {
                             yield Ok(ModelEvent::Waiting(words));
                         }
                         tokio::time::sleep(wait).await;
@@ -349,13 +341,13 @@ pub(crate) fn model_stream<D: Decoder>(
             };
             if failure.transient && may_retry && !decoder.started() {
                 let wait = retry_wait(&settings, retries_done, None);
-                if wait >= WAIT_TOLD_FROM {
-                    yield Ok(ModelEvent::Waiting(backoff_words(
-                        &format!("{} failed before its reply began", peer.name),
-                        wait,
-                        retries_done + 1,
-                        settings.retries,
-                    )));
+                let retry = Retry {
+                    what_went_wrong: &format!("{} failed before its reply began", peer.name),
+                    wait,
+                    asked: false,
+                };
+                if let Some(words) = retry.notice(retries_done + 1, settings.retries) {
+                    yield Ok(ModelEvent::Waiting(words));
                 }
                 tokio::time::sleep(wait).await;
                 retries_done += 1;
@@ -960,8 +952,8 @@ fn not_streamed_error(peer: &Peer, content_type: &str, body: &str, url: &str) ->
     ))
 }
 
-/// What a server that answered `status` with a `Retry-After` is doing:
-/// `OpenAI is rate-limiting`, `Anthropic is unavailable (503 Service
+/// What a server that answered `status` (a 429 or 5xx) is doing: `OpenAI
+/// is rate-limiting`, `Anthropic is unavailable (503 Service
 /// Unavailable)`.
 fn waiting_state(peer: &Peer, status: StatusCode) -> String {
     if status == StatusCode::TOO_MANY_REQUESTS {
@@ -991,22 +983,37 @@ fn asks_to_wait(state: &str, wait: Duration) -> String {
     )
 }
 
-/// What the person is told while Punie waits `wait` as the server asked
-/// (`state` says why) before retry number `retry` of `retries`.
-fn waiting_words(state: &str, wait: Duration, retry: u32, retries: u32) -> String {
-    format!(
-        "{}, so Punie waits and then tries again (retry {retry} of {retries})",
-        asks_to_wait(state, wait)
-    )
+/// A wait before another attempt.
+struct Retry<'a> {
+    /// `OpenAI is rate-limiting`.
+    what_went_wrong: &'a str,
+    wait: Duration,
+    /// The server asked for the wait (`Retry-After`); else it is Punie's
+    /// own backoff.
+    asked: bool,
 }
 
-/// What the person is told while Punie waits `wait` of its own backoff
-/// after `what_went_wrong`, before retry number `retry` of `retries`.
-fn backoff_words(what_went_wrong: &str, wait: Duration, retry: u32, retries: u32) -> String {
-    format!(
-        "{what_went_wrong}, so Punie tries again in {} s (retry {retry} of {retries})",
-        wait.as_secs_f64().ceil()
-    )
+impl Retry<'_> {
+    /// What the person is told before the wait for retry number `retry`
+    /// of `retries`: nothing for a wait too short to wonder about.
+    fn notice(&self, retry: u32, retries: u32) -> Option<String> {
+        if self.wait < WAIT_TOLD_FROM {
+            return None;
+        }
+        let waits = if self.asked {
+            format!(
+                "{}, so Punie waits and then tries again",
+                asks_to_wait(self.what_went_wrong, self.wait)
+            )
+        } else {
+            format!(
+                "{}, so Punie tries again in {} s",
+                self.what_went_wrong,
+                self.wait.as_secs_f64().ceil()
+            )
+        };
+        Some(format!("{waits} (retry {retry} of {retries})"))
+    }
 }
 
 /// The wait before retry number `retries_done + 1`.

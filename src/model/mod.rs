@@ -298,10 +298,10 @@ pub enum ModelEvent {
     /// instead. `for_good`: it said the model reads no pictures at all, so
     /// later calls should set [`ModelRequest::without_pictures`].
     PicturesRefused { why: String, for_good: bool },
-    /// The model server asked for a wait before the call is made again (a
-    /// rate limit's `Retry-After`), and the call waits now: what to tell the
-    /// person, who would otherwise see nothing for as long as 30 s. Not
-    /// part of the reply.
+    /// The call waits before it is made again — as long as the model server
+    /// asked (a rate limit's `Retry-After`), or Punie's own backoff — and
+    /// waits now: what to tell the person, who would otherwise see nothing
+    /// for as long as 30 s. Not part of the reply.
     Waiting(String),
 }
 
