@@ -2150,24 +2150,34 @@ async fn anthropic_tool_use_input_split_mid_json_is_assembled_per_block() {
     );
 }
 
-#[tokio::test]
-async fn anthropic_thinking_becomes_thoughts_and_a_signed_block_to_send_back() {
+/// What an Anthropic model answers to a reply that thinks in a block of
+/// `deltas`, then says "42".
+async fn after_thinking(deltas: &[Value]) -> Vec<ModelEvent> {
     let mut events = vec![
         anthropic_message_start(10),
         anthropic_event(json!({"type": "content_block_start", "index": 0,
             "content_block": {"type": "thinking", "thinking": ""}})),
-        anthropic_event(json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "thinking_delta", "thinking": "Let me solve this "}})),
-        anthropic_event(json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "thinking_delta", "thinking": "step by step."}})),
-        anthropic_event(json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"}})),
-        anthropic_event(json!({"type": "content_block_stop", "index": 0})),
     ];
+    events.extend(deltas.iter().map(|delta| {
+        anthropic_event(json!({"type": "content_block_delta", "index": 0, "delta": delta}))
+    }));
+    events.push(anthropic_event(
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
     events.extend(anthropic_text_block(1, &["42"]));
     events.extend(anthropic_message_end("end_turn", 20));
     let fake = FakeProvider::start([Reply::events(events)]).await;
-    let events = answer(&*anthropic_model(&fake, &settings()), ask("think")).await;
+    answer(&*anthropic_model(&fake, &settings()), ask("think")).await
+}
+
+#[tokio::test]
+async fn anthropic_thinking_becomes_thoughts_and_a_signed_block_to_send_back() {
+    let events = after_thinking(&[
+        json!({"type": "thinking_delta", "thinking": "Let me solve this "}),
+        json!({"type": "thinking_delta", "thinking": "step by step."}),
+        json!({"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"}),
+    ])
+    .await;
     assert_eq!(
         events,
         [
@@ -2185,18 +2195,9 @@ async fn anthropic_thinking_becomes_thoughts_and_a_signed_block_to_send_back() {
 
 #[tokio::test]
 async fn an_anthropic_thinking_block_that_ends_unsigned_is_shown_but_not_kept_to_send_back() {
-    let mut events = vec![
-        anthropic_message_start(10),
-        anthropic_event(json!({"type": "content_block_start", "index": 0,
-            "content_block": {"type": "thinking", "thinking": ""}})),
-        anthropic_event(json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "thinking_delta", "thinking": "No signature follows."}})),
-        anthropic_event(json!({"type": "content_block_stop", "index": 0})),
-    ];
-    events.extend(anthropic_text_block(1, &["42"]));
-    events.extend(anthropic_message_end("end_turn", 20));
-    let fake = FakeProvider::start([Reply::events(events)]).await;
-    let events = answer(&*anthropic_model(&fake, &settings()), ask("think")).await;
+    let events =
+        after_thinking(&[json!({"type": "thinking_delta", "thinking": "No signature follows."})])
+            .await;
     assert_eq!(
         events,
         [

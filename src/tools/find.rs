@@ -773,6 +773,7 @@ fn holds_secrets(relative: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::encoding::{Utf16, encode_utf16};
     use super::*;
 
     fn tree() -> tempfile::TempDir {
@@ -1128,17 +1129,13 @@ mod tests {
     fn utf16_text_with_a_byte_order_mark_is_searched_decoded() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let mut le = vec![0xFF, 0xFE];
-        le.extend(
-            "one\nneedle two\n"
-                .encode_utf16()
-                .flat_map(u16::to_le_bytes),
-        );
-        write(root, "marked.txt", &le);
-        let bare: Vec<u8> = "bare needle\n"
-            .encode_utf16()
-            .flat_map(u16::to_le_bytes)
-            .collect();
+        let little_endian = |bom| Utf16 {
+            big_endian: false,
+            bom,
+        };
+        let marked = encode_utf16("one\nneedle two\n", little_endian(true));
+        write(root, "marked.txt", &marked);
+        let bare = encode_utf16("bare needle\n", little_endian(false));
         write(root, "bare.txt", &bare);
         let needle = pattern("needle");
         assert_eq!(
