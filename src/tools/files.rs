@@ -85,10 +85,16 @@ pub(super) async fn read<C: ClientPort>(
     let path = context.workspace.resolve(Path::new(&args.path))?;
     report.progress(Vec::new());
     let through_client = context.client.capabilities().fs.read_text_file;
+    let wanted = Wanted {
+        shown: &args.path,
+        path: &path,
+        first,
+        limit,
+    };
     let (excerpt, decoded) = if through_client {
-        read_through_client(context, &args.path, &path, first, limit).await?
+        read_through_client(context, wanted).await?
     } else {
-        read_from_disk(context, &args.path, &path, first, limit).await?
+        read_from_disk(context, wanted).await?
     };
     // What the client read has been checked against its own end.
     if !through_client || decoded.is_some() {
@@ -114,6 +120,17 @@ pub(super) async fn read<C: ClientPort>(
     Ok(ToolOutcome::ok(text))
 }
 
+/// Which lines of which file a read wants: `shown` as the model named it,
+/// `path` as the workspace resolved it, lines `first` on, at most `limit`
+/// of them.
+#[derive(Clone, Copy)]
+struct Wanted<'a> {
+    shown: &'a str,
+    path: &'a Path,
+    first: usize,
+    limit: Option<usize>,
+}
+
 /// Lines `first` on (at most `limit` of them) of the file `shown`, `path`
 /// resolved, as it is on disk, and the form of UTF-16 they were decoded
 /// from if they were. A file that is not text is refused, saying what it
@@ -121,13 +138,10 @@ pub(super) async fn read<C: ClientPort>(
 /// garbage, and NULs that some providers refuse outright.
 async fn read_from_disk<C: ClientPort>(
     context: &ToolContext<'_, C>,
-    shown: &str,
-    path: &Path,
-    first: usize,
-    limit: Option<usize>,
+    wanted: Wanted<'_>,
 ) -> Result<(Excerpt, Option<Utf16>), Stop> {
-    let head = until_cancelled(context, head_of(context, shown)).await??;
-    read_as_its_head_says(context, shown, path, first, limit, &head).await
+    let head = until_cancelled(context, head_of(context, wanted.shown)).await??;
+    read_as_its_head_says(context, wanted, &head).await
 }
 
 /// The first bytes of the file `shown`, which tell what it is.
@@ -144,12 +158,10 @@ async fn head_of<C: ClientPort>(
 /// [`read_from_disk`], of a file that starts with `head`.
 async fn read_as_its_head_says<C: ClientPort>(
     context: &ToolContext<'_, C>,
-    shown: &str,
-    path: &Path,
-    first: usize,
-    limit: Option<usize>,
+    wanted: Wanted<'_>,
     head: &[u8],
 ) -> Result<(Excerpt, Option<Utf16>), Stop> {
+    let Wanted { shown, .. } = wanted;
     let (excerpt, decoded) = match encoding::kind(head) {
         Kind::Binary(what) => {
             let size = context
@@ -162,10 +174,10 @@ async fn read_as_its_head_says<C: ClientPort>(
             )));
         }
         Kind::Utf16(form) => {
-            let read = read_utf16(shown, path, form, first, limit, context.cancel.clone());
+            let read = read_utf16(wanted, form, context.cancel.clone());
             (until_cancelled(context, read).await??, Some(form))
         }
-        Kind::Text => (utf8_lines(context, shown, first, limit).await??, None),
+        Kind::Text => (utf8_lines(context, wanted).await??, None),
     };
     no_nul_in(context, shown, &excerpt)?;
     Ok((excerpt, decoded))
@@ -175,10 +187,14 @@ async fn read_as_its_head_says<C: ClientPort>(
 /// shown, read from disk unless the turn is cancelled first.
 async fn utf8_lines<C: ClientPort>(
     context: &ToolContext<'_, C>,
-    shown: &str,
-    first: usize,
-    limit: Option<usize>,
+    wanted: Wanted<'_>,
 ) -> Result<Result<Excerpt, WorkspaceError>, Stop> {
+    let Wanted {
+        shown,
+        first,
+        limit,
+        ..
+    } = wanted;
     let read = context.workspace.read_lines(
         Path::new(shown),
         first,
@@ -211,13 +227,16 @@ fn no_nul_in<C: ClientPort>(
 /// Lines `first` on of the UTF-16 file `shown` (`path` resolved), decoded
 /// as far as they are read.
 async fn read_utf16(
-    shown: &str,
-    path: &Path,
+    wanted: Wanted<'_>,
     form: Utf16,
-    first: usize,
-    limit: Option<usize>,
     stop: CancellationToken,
 ) -> Result<Excerpt, Stop> {
+    let Wanted {
+        shown,
+        path,
+        first,
+        limit,
+    } = wanted;
     let shown = shown.to_owned();
     let path = path.to_owned();
     let read = tokio::task::spawn_blocking(move || {
@@ -271,20 +290,23 @@ fn not_utf16(shown: &str, form: Utf16, error: &std::io::Error) -> String {
 /// show whole is shown from disk.
 async fn read_through_client<C: ClientPort>(
     context: &ToolContext<'_, C>,
-    shown: &str,
-    path: &Path,
-    first: usize,
-    limit: Option<usize>,
+    wanted: Wanted<'_>,
 ) -> Result<(Excerpt, Option<Utf16>), Stop> {
+    let Wanted {
+        shown,
+        path,
+        first,
+        limit,
+    } = wanted;
     // Checked first: a client asked for what is not a file might wait for ever.
     let size = context.workspace.file_size(Path::new(shown))?;
     let on_disk = match size {
         Some(size) if size > MODEL_OUTPUT_LIMIT as u64 => {
-            match utf8_lines(context, shown, first, limit).await? {
+            match utf8_lines(context, wanted).await? {
                 Ok(excerpt) => Some(excerpt),
                 // An editor would read it no better.
                 Err(not_text @ WorkspaceError::NotText(_)) => {
-                    let from_disk = not_text_by_its_head(context, shown, path, first, limit).await;
+                    let from_disk = not_text_by_its_head(context, wanted).await;
                     return from_disk.unwrap_or(Err(not_text.into()));
                 }
                 Err(error) => return Err(error.into()),
@@ -306,7 +328,7 @@ async fn read_through_client<C: ClientPort>(
         ReadTextFileRequest::new(context.session_id.clone(), context.workspace.as_named(path))
             .line(u32::try_from(first).ok().filter(|_| first > 1))
             .limit(asked_limit.and_then(|limit| u32::try_from(limit).ok()));
-    let text = match client_text(context, request, shown, path, first, limit).await {
+    let text = match client_text(context, request, wanted).await {
         ClientRead::Text(text) => text,
         ClientRead::FromDisk(read) => return read,
     };
@@ -345,7 +367,7 @@ async fn read_through_client<C: ClientPort>(
                     context.session_id.clone(),
                     context.workspace.as_named(path),
                 );
-                match client_text(context, request, shown, path, first, limit).await {
+                match client_text(context, request, wanted).await {
                     ClientRead::Text(whole) => whole.split_inclusive('\n').count(),
                     ClientRead::FromDisk(read) => return read,
                 }
@@ -372,19 +394,16 @@ enum ClientRead {
 async fn client_text<C: ClientPort>(
     context: &ToolContext<'_, C>,
     request: ReadTextFileRequest,
-    shown: &str,
-    path: &Path,
-    first: usize,
-    limit: Option<usize>,
+    wanted: Wanted<'_>,
 ) -> ClientRead {
     match ask_client(context, request).await {
         Ok(answer) if !answer.content.contains('\0') => ClientRead::Text(answer.content),
-        Ok(answer) => match not_utf8_on_disk(context, shown, path, first, limit).await {
+        Ok(answer) => match not_utf8_on_disk(context, wanted).await {
             Some(from_disk) => ClientRead::FromDisk(from_disk),
             None => ClientRead::Text(answer.content),
         },
         Err(Stop::Failed(problem)) => ClientRead::FromDisk(
-            not_utf8_on_disk(context, shown, path, first, limit)
+            not_utf8_on_disk(context, wanted)
                 .await
                 .unwrap_or(Err(Stop::Failed(problem))),
         ),
@@ -398,15 +417,12 @@ async fn client_text<C: ClientPort>(
 /// says it. `None` when the client's own reason stands.
 async fn not_utf8_on_disk<C: ClientPort>(
     context: &ToolContext<'_, C>,
-    shown: &str,
-    path: &Path,
-    first: usize,
-    limit: Option<usize>,
+    wanted: Wanted<'_>,
 ) -> Option<Result<(Excerpt, Option<Utf16>), Stop>> {
-    if let Some(read) = not_text_by_its_head(context, shown, path, first, limit).await {
+    if let Some(read) = not_text_by_its_head(context, wanted).await {
         return Some(read);
     }
-    match utf8_lines(context, shown, first, limit).await {
+    match utf8_lines(context, wanted).await {
         Ok(Err(not_text @ WorkspaceError::NotText(_))) => Some(Err(not_text.into())),
         _ => None,
     }
@@ -417,19 +433,16 @@ async fn not_utf8_on_disk<C: ClientPort>(
 /// `None` for one that starts as text, or cannot be read.
 async fn not_text_by_its_head<C: ClientPort>(
     context: &ToolContext<'_, C>,
-    shown: &str,
-    path: &Path,
-    first: usize,
-    limit: Option<usize>,
+    wanted: Wanted<'_>,
 ) -> Option<Result<(Excerpt, Option<Utf16>), Stop>> {
-    let head = until_cancelled(context, head_of(context, shown))
+    let head = until_cancelled(context, head_of(context, wanted.shown))
         .await
         .ok()?
         .ok()?;
     if encoding::kind(&head) == Kind::Text {
         return None;
     }
-    Some(read_as_its_head_says(context, shown, path, first, limit, &head).await)
+    Some(read_as_its_head_says(context, wanted, &head).await)
 }
 
 fn past_the_end(path: &str, line: usize, lines: usize) -> Stop {
