@@ -112,6 +112,82 @@ async fn a_new_connection_loads_the_whole_history_and_continues_the_conversation
     );
 }
 
+/// The kinds of `session/update` a replay of the history is made of.
+const HISTORY: [&str; 7] = [
+    "user_message_chunk",
+    "agent_message_chunk",
+    "agent_thought_chunk",
+    "tool_call",
+    "tool_call_update",
+    "plan",
+    "session_info_update",
+];
+
+/// The updates among `messages` that carry history.
+fn history_in(messages: &[Value]) -> Vec<&Value> {
+    HISTORY
+        .iter()
+        .flat_map(|kind| updates(messages, kind))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_resumed_session_is_not_replayed_and_its_next_prompt_continues_the_conversation() {
+    let server = script_server(&[]).await;
+    let workspace = server.home.workspace();
+    let mut first = server.initialized().await;
+    let session = first.new_session(&workspace).await;
+    first_turn(&mut first, &session).await;
+    drop(first);
+
+    let mut resumer = server.initialized().await;
+    let answer = resumer.attach("session/resume", &session, &workspace).await;
+    assert_eq!(
+        answer["result"]["_meta"]["punie/running"], false,
+        "{answer}"
+    );
+    let answer_text = answer.to_string();
+    assert!(
+        !answer_text.contains("write a note") && !answer_text.contains("Let me write it."),
+        "the answer carries no history: {answer}"
+    );
+    assert!(
+        history_in(&resumer.notifications).is_empty(),
+        "nothing of the history came before the answer: {:?}",
+        resumer.notifications
+    );
+
+    // The same session loaded: what a replay would have shown the resumer.
+    let mut loader = server.initialized().await;
+    loader.attach("session/load", &session, &workspace).await;
+    for kind in [
+        "user_message_chunk",
+        "agent_message_chunk",
+        "tool_call",
+        "session_info_update",
+    ] {
+        assert!(
+            !updates(&loader.notifications, kind).is_empty(),
+            "a load replays {kind}: {:?}",
+            loader.notifications
+        );
+    }
+
+    let answer = resumer.prompt(&session, "and now?").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    assert_eq!(
+        resumer.agent_text(&session),
+        "Second turn.",
+        "only the new turn reached the resumer, and the script went on where \
+         the conversation was"
+    );
+    let seen = &resumer.notifications;
+    assert!(
+        updates(seen, "user_message_chunk").is_empty() && updates(seen, "tool_call").is_empty(),
+        "the first turn never reached the resumer: {seen:?}"
+    );
+}
+
 /// The refusal of a prompt to a session whose workspace was removed.
 fn assert_refused_for_the_missing_workspace(answer: &Value, workspace: &Path) {
     assert_eq!(answer["error"]["code"], -32600, "{answer}");
@@ -650,6 +726,22 @@ async fn a_turn_nobody_can_answer_ends_cancelled_and_the_history_says_why() {
     assert!(why.contains("no client was attached"), "{why}");
     assert!(why.contains("cancelled"), "{why}");
     assert!(!why.contains("declined"), "{why}");
+
+    // How the turn ended, as stored (the load's answer came after everything
+    // queued for the store before it) and as replayed: cancelled, and why.
+    let stored = turn_end(&server.home.database(), &session).expect("the turn's end is stored");
+    let replayed = turn_endings(&replay);
+    assert_eq!(replayed.len(), 1, "{replay:?}");
+    for ended in [&stored, &replayed[0]] {
+        assert_eq!(ended["stopReason"], "cancelled", "{ended}");
+        let note = ended["note"].as_str().unwrap_or_default();
+        assert!(
+            note.contains("no client was attached")
+                && note.contains("session/request_permission")
+                && note.contains("--reattach-timeout"),
+            "{ended}"
+        );
+    }
 
     // And what the model is told, as the conversation goes on.
     let answer = later.prompt(&session, "what happened?").await;
@@ -1458,6 +1550,48 @@ async fn the_models_plan_reaches_the_client_as_a_plan_and_replays_with_the_histo
         seen(&later.notifications),
         expected,
         "the plans replay in order"
+    );
+}
+
+#[tokio::test]
+async fn the_models_thoughts_replay_as_thoughts_to_a_client_that_loads_the_session() {
+    let server = Server::scripted(
+        json!([[{"thought": "The user "}, {"thought": "wants a greeting."}, {"text": "Hello."}]]),
+        &[],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    let mut first = server.initialized().await;
+    let session = first.new_session(&workspace).await;
+    let answer = first.prompt(&session, "greet me").await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    let thought = text_of(&updates(&first.notifications, "agent_thought_chunk"));
+    assert_eq!(thought, "The user wants a greeting.");
+    drop(first);
+
+    let mut later = server.initialized().await;
+    later.attach("session/load", &session, &workspace).await;
+    let replay = &later.notifications;
+    assert_eq!(
+        text_of(&updates(replay, "agent_thought_chunk")),
+        thought,
+        "{replay:?}"
+    );
+    assert_eq!(
+        later.agent_text(&session),
+        "Hello.",
+        "the thoughts are not replayed as the reply"
+    );
+    let said: Vec<&str> = replay
+        .iter()
+        .filter_map(|message| message["params"]["update"]["sessionUpdate"].as_str())
+        .filter(|kind| kind.starts_with("agent_"))
+        .collect();
+    let thought_at = said.iter().rposition(|kind| *kind == "agent_thought_chunk");
+    let reply_at = said.iter().position(|kind| *kind == "agent_message_chunk");
+    assert!(
+        matches!((thought_at, reply_at), (Some(thought), Some(reply)) if thought < reply),
+        "thought, then replied: {said:?}"
     );
 }
 
