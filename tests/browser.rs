@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use agent_client_protocol::v1::schema::ResumeSessionRequest;
 use serde_json::json;
-use support::Server;
 use support::sdk::{self, Received};
+use support::{Bridge, Server};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -352,8 +352,10 @@ async fn tool_cards_show_an_edits_diff_and_a_commands_output_and_cancel_stops_a_
     let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
     let edit = json!({"tool_call": {"name": "edit_file", "arguments":
         {"path": "list.txt", "old_text": "item", "new_text": "entry", "replace_all": true}}});
+    // The command first waits at a named pipe the test opens once the page
+    // has seen it running: long enough to look, and no longer.
     let run = json!({"tool_call": {"name": "run_command", "arguments":
-        {"command": "printf '\\033[32mout one\\033[0m\\nout two\\n'; seq 100; printf 'saved invoice\\342\\200\\256fdp.exe\\nafter\\n'"}}});
+        {"command": "cat gate >/dev/null; printf '\\033[32mout one\\033[0m\\nout two\\n'; seq 100; printf 'saved invoice\\342\\200\\256fdp.exe\\nafter\\n'"}}});
     let plan = json!({"tool_call": {"name": "update_plan", "arguments": {"entries": [
         {"content": "Edit the list", "status": "in_progress"},
         {"content": "Run the check", "status": "pending"}
@@ -367,10 +369,17 @@ async fn tool_cards_show_an_edits_diff_and_a_commands_output_and_cancel_stops_a_
     let mut server = Server::scripted(script, &[]).await;
     let list = server.home.workspace().join("list.txt");
     std::fs::write(&list, "first item\nb\nc\nd\ne\nf\ng\nh\ni\nj\nlast item\n").unwrap();
-    Scenario::start("tools", &mut server, &[])
-        .await
-        .passes()
-        .await;
+    let gate = server.home.workspace().join("gate");
+    support::make_fifo(&gate);
+    let mut scenario = Scenario::start("tools", &mut server, &[]).await;
+    scenario.wait_for("the command is running").await;
+    support::within(
+        "the command to open its gate",
+        tokio::fs::write(&gate, "open\n"),
+    )
+    .await
+    .unwrap();
+    scenario.passes().await;
     assert_eq!(
         std::fs::read_to_string(&list).unwrap(),
         "first entry\nb\nc\nd\ne\nf\ng\nh\ni\nj\nlast entry\n"
@@ -544,6 +553,98 @@ async fn ide_answers_then_brings_news(
     let news = opened["result"]["sessionId"].as_str().unwrap().to_owned();
     let told = ide.prompt(&news, "News from the IDE").await;
     assert_eq!(told["result"]["stopReason"], "end_turn", "{told}");
+}
+
+#[tokio::test]
+async fn a_session_an_ide_drives_through_the_bridge_shows_running_waiting_and_idle_live_in_the_page()
+ {
+    let _one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+    let script = json!([
+        [{"text": "Reading the notes first. "},
+         {"tool_call": {"name": "read_file", "arguments": {"path": "notes.txt"}}}],
+        [{"text": "Now writing them down. "},
+         {"tool_call": {"name": "write_file",
+            "arguments": {"path": "bridge.txt", "content": "through the bridge\n"}}}],
+        [{"text": "Written through the bridge."}]
+    ]);
+    let mut server = Server::scripted(script, &[]).await;
+    let workspace = server.home.workspace();
+    std::fs::write(workspace.join("notes.txt"), "The notes on disk.\n").unwrap();
+
+    // The IDE reads files itself (its buffers may be unsaved): the read it
+    // is asked for is a gate the test holds, keeping the turn running until
+    // the page has seen it run.
+    let mut ide = Bridge::to(&server);
+    ide.send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": 1,
+        "clientCapabilities": {"fs": {"readTextFile": true, "writeTextFile": false}, "terminal": false},
+        "clientInfo": {"name": "ide-through-the-bridge", "version": "0"}}}))
+        .await;
+    let initialized = ide.response_to(1).await;
+    assert!(initialized.get("result").is_some(), "{initialized}");
+    ide.send(json!({"jsonrpc": "2.0", "id": 2, "method": "session/new",
+        "params": {"cwd": workspace, "mcpServers": []}}))
+        .await;
+    let opened = ide.response_to(2).await;
+    let session = opened["result"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("session/new through the bridge: {opened}"))
+        .to_owned();
+
+    let mut scenario =
+        Scenario::start("bridge", &mut server, &[("PUNIE_SESSION", session.clone())]).await;
+    scenario.wait_for("watching").await;
+    let prompt = [json!({"type": "text", "text": "Look at the notes, then write them down"})];
+    ide.send(
+        json!({"jsonrpc": "2.0", "id": 3, "method": "session/prompt",
+        "params": {"sessionId": session, "prompt": prompt}}),
+    )
+    .await;
+
+    let read = request_through_the_bridge(&mut ide, "fs/read_text_file").await;
+    assert!(
+        read["params"]["path"]
+            .as_str()
+            .is_some_and(|path| path.ends_with("/notes.txt")),
+        "{read}"
+    );
+    scenario.wait_for("saw it running").await;
+    ide.send(json!({"jsonrpc": "2.0", "id": read["id"],
+        "result": {"content": "From the IDE's unsaved buffer.\n"}}))
+        .await;
+
+    let asked = request_through_the_bridge(&mut ide, "session/request_permission").await;
+    scenario.wait_for("saw the IDE's question").await;
+    assert!(
+        !workspace.join("bridge.txt").exists(),
+        "nothing written before the IDE answers"
+    );
+    ide.send(json!({"jsonrpc": "2.0", "id": asked["id"],
+        "result": {"outcome": {"outcome": "selected", "optionId": "allow_once"}}}))
+        .await;
+    let answer = ide.response_to(3).await;
+    assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+    scenario.passes().await;
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("bridge.txt")).expect("the allowed write happened"),
+        "through the bridge\n"
+    );
+    ide.close_stdin();
+    assert!(ide.exit_status().await.success());
+}
+
+/// Read what the server sends the IDE through `bridge` until it asks
+/// `method`; that request.
+async fn request_through_the_bridge(bridge: &mut Bridge, method: &str) -> serde_json::Value {
+    loop {
+        let message = bridge
+            .recv()
+            .await
+            .unwrap_or_else(|| panic!("the bridge's stdout ended before {method}"));
+        if message["method"] == method && message.get("id").is_some() {
+            return message;
+        }
+    }
 }
 
 #[tokio::test]

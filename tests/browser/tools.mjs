@@ -1,15 +1,26 @@
 // Tool calls as cards: an edit shows its diff (removed, added and context
 // lines, each change in a hunk of its own), a command shows its output (an
 // override in it marked, the output laid out apart from the card), and
-// each card's status follows its call; the model's plan is a checklist. The
-// view follows the turn past a tall output to its last line, and a reload
-// opens the session at its newest line. The Cancel button stops a running
-// turn, and the page says so once, then again after a reload.
+// each card's status follows its call as it changes (pending while its
+// question waits, running once allowed, then done); the model's plan is a
+// checklist. The view follows the turn past a tall output to its last
+// line, and a reload opens the session at its newest line. The Cancel
+// button stops a running turn, and the page says so once, then again after
+// a reload.
 
-import { env, expect, newSession, prompt, scenario, scrolledToNewest, signIn, turnOver } from './lib.mjs';
+import { env, expect, newSession, prompt, scenario, scrolledToNewest, signal, signIn, turnOver } from './lib.mjs';
 
 const link = env('PUNIE_LINK');
 const workspace = env('PUNIE_WORKSPACE');
+
+/** `card` shows `status` in its data and `label` in words. */
+async function expectStatus(card, status, label) {
+  const shown = await card.evaluate((node) => [node.dataset.status, node.querySelector('.tool-status').textContent]);
+  expect(
+    JSON.stringify(shown) === JSON.stringify([status, label]),
+    `the card ${status} and saying "${label}", got ${JSON.stringify(shown)}`,
+  );
+}
 
 await scenario('tools', async (browser) => {
   // Short enough that the cards fill the view before the command's output comes.
@@ -38,6 +49,7 @@ await scenario('tools', async (browser) => {
     lines.slice(0, 3).map((line) => [...line.querySelectorAll('.diff-number')].map((n) => n.textContent).join('|')),
   );
   expect(JSON.stringify(numbers) === JSON.stringify(['1|', '|1', '2|2']), `old and new line numbers, got ${JSON.stringify(numbers)}`);
+  await expectStatus(edit, 'pending', 'waiting for you');
   await browser.shot(page, 'edit-asked');
   await edit.locator('button[data-option-id="allow_once"]').click();
   await page.locator('.tool-call[data-status="completed"]').first().waitFor();
@@ -47,7 +59,18 @@ await scenario('tools', async (browser) => {
   await command.locator('.tool-title code', { hasText: 'seq 100' }).waitFor();
   const title = await command.locator('.tool-title').textContent();
   expect(!title.includes('`'), `no backticks in the title, got ${JSON.stringify(title)}`);
+  await command.locator('button[data-option-id="allow_once"]').waitFor();
+  await expectStatus(command, 'pending', 'waiting for you');
   await command.locator('button[data-option-id="allow_once"]').click();
+  // The command waits at a gate tests/browser.rs opens only when told the
+  // page has seen it running.
+  await command.locator('.tool-status', { hasText: 'running' }).waitFor();
+  await expectStatus(command, 'in_progress', 'running');
+  await command.locator('.answered', { hasText: 'You chose: Allow' }).waitFor();
+  expect((await command.locator('.output').count()) === 0, 'no output before the command has any');
+  await page.locator('.session[aria-current] .status[data-status="running"]').waitFor();
+  await browser.shot(page, 'command-running');
+  signal('the command is running');
   await page.locator('.message.agent', { hasText: 'Tidied.' }).waitFor();
   await turnOver(page);
   expect((await command.getAttribute('data-status')) === 'completed', 'the command to have completed');
