@@ -139,6 +139,74 @@ async fn health_needs_no_token_reveals_no_secret_and_still_refuses_pages_and_for
     assert_eq!(rebound.status(), 403);
 }
 
+/// For each `Host` value, whether the server takes it as its own name: the
+/// token's WebSocket upgrade at both doors (101, else 403) and `/health`
+/// (200, else 403), all through the server's one socket.
+async fn assert_host_names(server: &Server, hosts: &[(String, bool)]) {
+    let good = bearer(&server.token);
+    for (host, own) in hosts {
+        for path in ["/acp", "/ws"] {
+            let url = format!("ws://{}{path}", server.address);
+            assert_eq!(
+                handshake_status(&url, &[("Authorization", &good), ("Host", host)]).await,
+                if *own { 101 } else { 403 },
+                "{path} with Host: {host}"
+            );
+        }
+        let (status, _, body) =
+            http_answer(server, reqwest::Method::GET, "/health", &[("Host", host)]).await;
+        if *own {
+            assert_eq!(status, 200, "/health with Host: {host}: {body}");
+            assert!(body.contains("\"status\":\"ok\""), "{body}");
+        } else {
+            assert_eq!(status, 403, "/health with Host: {host}: {body}");
+        }
+    }
+}
+
+/// A port other than `port`.
+fn another_port(port: u16) -> u16 {
+    port.checked_add(1).unwrap_or(port - 1)
+}
+
+/// A browser or client on this machine may name the server `[::1]` though
+/// it listens on 127.0.0.1; the port must still be the server's.
+#[tokio::test]
+async fn the_ipv6_loopback_with_the_port_is_let_in_and_a_foreign_host_is_not() {
+    let server = Server::start().await;
+    let port = server.port();
+    assert_host_names(
+        &server,
+        &[
+            (format!("[::1]:{port}"), true),
+            (format!("[::1]:{}", another_port(port)), false),
+            ("[::1]".to_owned(), false),
+            (format!("[::2]:{port}"), false),
+            (format!("evil.example:{port}"), false),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_server_on_another_loopback_address_answers_to_that_address_with_its_port() {
+    let server = Server::start_in(Home::new(), &["--host", "127.0.0.2"]).await;
+    assert_eq!(server.address.ip().to_string(), "127.0.0.2");
+    let port = server.port();
+    assert_host_names(
+        &server,
+        &[
+            (format!("127.0.0.2:{port}"), true),
+            (format!("127.0.0.1:{port}"), true),
+            (format!("localhost:{port}"), true),
+            (format!("[::1]:{port}"), true),
+            (format!("127.0.0.2:{}", another_port(port)), false),
+            (format!("127.0.0.3:{port}"), false),
+        ],
+    )
+    .await;
+}
+
 /// The status line of the answer to `request`, sent as written.
 async fn answer_to_raw(server: &Server, request: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

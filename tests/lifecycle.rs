@@ -295,10 +295,25 @@ async fn punie_model_picks_the_model_and_the_flag_overrides_it() {
 
 #[tokio::test]
 async fn sigterm_with_a_hundred_clients_closes_each_with_1001_and_exits_0_within_a_second() {
+    stop_with_clients_and_a_running_turn(Signal::SIGTERM, 100).await;
+}
+
+/// Ctrl-C in the terminal that runs `punie serve` stops it as `punie stop` does.
+#[tokio::test]
+async fn sigint_with_clients_and_a_running_turn_cancels_the_turn_closes_each_with_1001_and_exits_0()
+{
+    stop_with_clients_and_a_running_turn(Signal::SIGINT, 3).await;
+}
+
+/// `signal` a server holding `idle` clients, each with a session, and one
+/// more client in the middle of a turn: the turn is answered `cancelled`,
+/// every client gets close 1001, and the server removes `server.json` and
+/// exits 0 within a second.
+async fn stop_with_clients_and_a_running_turn(signal: Signal, idle: usize) {
     let mut server = Server::start().await;
     let workspace = server.home.workspace();
     let mut clients = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..idle {
         let mut client = server.initialized().await;
         client.new_session(&workspace).await;
         clients.push(client);
@@ -311,26 +326,33 @@ async fn sigterm_with_a_hundred_clients_closes_each_with_1001_and_exits_0_within
     assert_eq!(first_chunk["method"], "session/update", "{first_chunk}");
 
     let signalled = Instant::now();
-    server.signal(Signal::SIGTERM);
+    server.signal(signal);
     let answer = busy.response_to(prompt).await;
     assert_eq!(
         answer["result"]["stopReason"], "cancelled",
-        "the running turn ends cancelled: {answer}"
+        "{signal}: the running turn ends cancelled: {answer}"
     );
     clients.push(busy);
     let closes = futures::future::join_all(clients.iter_mut().map(RawClient::close_frame)).await;
     for frame in closes {
         let frame = frame.expect("the close frame carries a code");
-        assert_eq!(frame.code, CloseCode::Away, "close code 1001: {frame:?}");
+        assert_eq!(
+            frame.code,
+            CloseCode::Away,
+            "{signal}: close code 1001: {frame:?}"
+        );
     }
     let status = server.exit_status().await;
     let took = signalled.elapsed();
-    assert!(status.success(), "exit 0, got {status:?}");
+    assert!(status.success(), "{signal}: exit 0, got {status:?}");
     assert!(
         took < Duration::from_secs(1),
-        "stopped within a second, took {took:?}"
+        "{signal}: stopped within a second, took {took:?}"
     );
-    assert!(!server.home.server_file().exists());
+    assert!(
+        !server.home.server_file().exists(),
+        "{signal}: server.json is removed"
+    );
 }
 
 #[tokio::test]

@@ -759,6 +759,37 @@ async fn the_settings_file_sets_a_limit_and_a_flag_overrides_it() {
     );
 }
 
+/// A client that sends nothing and reads nothing (so answers no ping) in
+/// `server` is dropped for silence once `pong_timeout` has passed, as the
+/// server's log says. Its close frame is not read: reading would answer the
+/// pings, and the server, expecting no answer from a silent client, may
+/// already have reset the socket.
+async fn a_silent_client_is_dropped_after(server: &mut Server, pong_timeout: &str) {
+    let _silent = server.initialized().await;
+    server
+        .wait_for_log(&format!(
+            "dropping a client: no pong or message for {pong_timeout}"
+        ))
+        .await;
+    server
+        .health_until("the connection to be gone", |health| {
+            health["connections"] == 0
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn the_settings_file_sets_the_pong_timeout_and_a_flag_overrides_it() {
+    // Left at 60 s, the timeout would outlast the test's deadline.
+    let settings = "[serve]\nping-interval = 0.05\npong-timeout = 0.3\n";
+    let mut server = Server::start_in(Home::with_settings(settings), &[]).await;
+    a_silent_client_is_dropped_after(&mut server, "300ms").await;
+
+    let mut server =
+        Server::start_in(Home::with_settings(settings), &["--pong-timeout", "0.4"]).await;
+    a_silent_client_is_dropped_after(&mut server, "400ms").await;
+}
+
 #[tokio::test]
 async fn a_wrong_settings_file_is_a_usage_error_that_names_the_file_and_the_setting() {
     for (settings, expected) in [
