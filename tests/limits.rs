@@ -242,24 +242,32 @@ async fn a_silent_client_is_dropped_and_its_session_stays() {
 
 #[tokio::test]
 async fn a_silent_client_is_dropped_even_while_a_write_to_it_is_stuck() {
-    // The queue is never full here (one large answer, then nothing), so only
-    // the silence can end this connection.
-    let mut server = server_with(&[
-        "--ping-interval",
-        "0.05",
-        "--pong-timeout",
-        "0.3",
-        "--outgoing-stall",
-        "3600",
-    ])
-    .await;
-    let workspace = server.home.workspace();
-    let mut author = server.initialized().await;
+    // A long history, written under the default pong timeout: sending its
+    // megabytes of prompt can take longer than the short one below, and a
+    // client is heard only once a whole message has arrived.
+    let writing = server_with(&[]).await;
+    let workspace = writing.home.workspace();
+    let mut author = writing.initialized().await;
     let session = author.new_session(&workspace).await;
     let long = "word ".repeat(400_000);
     let answer = author.prompt(&session, &long).await;
     assert_eq!(answer["result"]["stopReason"], "end_turn");
     drop(author);
+
+    // The queue is never full here (one large answer, then nothing), so only
+    // the silence can end this connection.
+    let mut server = Server::start_in(
+        writing.stop().await,
+        &[
+            "--ping-interval",
+            "0.05",
+            "--pong-timeout",
+            "0.3",
+            "--outgoing-stall",
+            "3600",
+        ],
+    )
+    .await;
 
     // Megabytes more than the socket buffers hold, then neither reading nor
     // sending: the server's write to it can never finish.
