@@ -6,6 +6,7 @@ use std::process::{Output, Stdio};
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
+use support::hand_written::HandWrittenAgent;
 use support::terminal::Terminal;
 use support::{
     Home, Server, full_disk, json_lines, make_fifo, reader_gone, run_with, stderr_of, text, within,
@@ -697,83 +698,59 @@ async fn ask_chooses_the_sessions_mode_and_model_and_says_when_it_cannot() {
 
 #[tokio::test]
 async fn ask_completes_a_tool_using_turn_against_a_model_server() {
-    use support::fake_provider::{
-        FakeProvider, Reply, openai_delta, openai_done, openai_finish, openai_text_reply,
-    };
+    use support::fake_provider::{FakeProvider, Reply, openai_text_reply, openai_tool_call_reply};
     let provider = FakeProvider::start([
-        Reply::events([
-            openai_delta(serde_json::json!({"tool_calls": [{"index": 0, "id": "call_run", "type": "function", "function": {"name": "run_command", "arguments": "{\"command\": \"echo from-the-terminal\"}"}}]})),
-            openai_finish("tool_calls"),
-            openai_done(),
-        ]),
+        Reply::events(openai_tool_call_reply(
+            "call_read",
+            "read_file",
+            json!({"path": "notes.txt"}),
+        )),
+        Reply::events(openai_tool_call_reply(
+            "call_edit",
+            "edit_file",
+            json!({"path": "notes.txt", "old_text": "old", "new_text": "new"}),
+        )),
+        Reply::events(openai_tool_call_reply(
+            "call_run",
+            "run_command",
+            json!({"command": "cat notes.txt; echo from-the-terminal"}),
+        )),
         Reply::events(openai_text_reply(&["It printed ", "from-the-terminal."])),
     ])
     .await;
     let model = format!("local:{}/v1/fake", provider.url());
     let server = Server::start_in(Home::new(), &["--model", &model]).await;
-    let output = ask(&server, &["--yes", "run it"]).await;
+    let notes = server.home.workspace().join("notes.txt");
+    std::fs::write(&notes, "old notes\n").unwrap();
+    let output = ask(&server, &["--yes", "tidy the notes, then run it"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert_eq!(text(&output.stdout), "It printed from-the-terminal.\n");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "new notes\n");
+    let stderr = text(&output.stderr);
+    for done in [
+        "✓ Read notes.txt",
+        "✓ Edit notes.txt",
+        "✓ Run `cat notes.txt; echo from-the-terminal`",
+    ] {
+        assert!(stderr.contains(done), "{done}: {stderr}");
+    }
+    // Each call's result is the last message of the next request.
+    let requests = provider.requests();
+    assert_eq!(requests.len(), 4);
+    let result = |request: usize, id: &str| {
+        let messages = requests[request].body["messages"].as_array().unwrap();
+        let last = messages.last().unwrap();
+        assert_eq!(last["role"], "tool", "{last}");
+        assert_eq!(last["tool_call_id"], id, "{last}");
+        last["content"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(result(1, "call_read"), "old notes\n");
+    assert_eq!(result(2, "call_edit"), "Edited notes.txt.");
+    let ran = result(3, "call_run");
     assert!(
-        text(&output.stderr).contains("✓ Run `echo from-the-terminal`"),
-        "{}",
-        text(&output.stderr)
+        ran.starts_with("exit code 0") && ran.contains("new notes\nfrom-the-terminal"),
+        "the command saw the edit: {ran}"
     );
-    let result = &provider.requests()[1].body["messages"][3];
-    assert_eq!(result["role"], "tool");
-    let content = result["content"].as_str().unwrap();
-    assert!(
-        content.starts_with("exit code 0") && content.contains("from-the-terminal"),
-        "{content}"
-    );
-}
-
-/// One ACP client connection to an agent written by hand, over a WebSocket:
-/// it answers `initialize` and `session/new` (session `s1`) itself.
-struct HandWrittenAgent {
-    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-    /// What the client said it can do, once it has said so.
-    client_capabilities: Value,
-}
-
-impl HandWrittenAgent {
-    async fn accept(listener: tokio::net::TcpListener) -> Self {
-        let (stream, _) = listener.accept().await.unwrap();
-        let ws = tokio_tungstenite::accept_async(stream).await.unwrap();
-        Self {
-            ws,
-            client_capabilities: Value::Null,
-        }
-    }
-
-    /// The next message past the handshake; `None` once the client has gone.
-    async fn next(&mut self) -> Option<Value> {
-        use futures::StreamExt as _;
-        use tokio_tungstenite::tungstenite::Message;
-        while let Some(Ok(message)) = self.ws.next().await {
-            let Message::Text(text) = message else {
-                continue;
-            };
-            let message: Value = serde_json::from_str(&text).unwrap();
-            let result = match message["method"].as_str() {
-                Some("initialize") => {
-                    self.client_capabilities = message["params"]["clientCapabilities"].clone();
-                    json!({"protocolVersion": 1, "agentCapabilities": {}, "authMethods": []})
-                }
-                Some("session/new") => json!({"sessionId": "s1"}),
-                _ => return Some(message),
-            };
-            self.send(json!({"jsonrpc": "2.0", "id": message["id"], "result": result}))
-                .await;
-        }
-        None
-    }
-
-    async fn send(&mut self, message: Value) {
-        use futures::SinkExt as _;
-        let text = tokio_tungstenite::tungstenite::Message::text(message.to_string());
-        self.ws.send(text).await.unwrap();
-    }
 }
 
 /// An agent that asks `punie ask` for files and a terminal outside the

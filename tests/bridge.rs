@@ -8,13 +8,17 @@ use std::time::{Duration, Instant};
 
 use agent_client_protocol::v1::schema::{CancelNotification, PromptRequest, StopReason};
 use agent_client_protocol::{AcpAgent, AcpAgentConfig};
+use futures::SinkExt as _;
 use nix::sys::signal::Signal;
 use serde_json::json;
+use support::hand_written::HandWrittenAgent;
+use support::relay::RecordingRelay;
 use support::sdk::{Received, client, first_update, initialize, new_session, prompt};
 use support::terminal::Terminal;
 use support::{
-    Bridge, Home, Server, full_disk, reader_gone, run_with, stderr_of, unused_port, within,
+    Bridge, Home, Server, full_disk, reader_gone, run_with, stderr_of, unused_port, updates, within,
 };
+use tokio_tungstenite::tungstenite::Message;
 
 fn initialize_request(id: u64) -> serde_json::Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {"protocolVersion": 1, "clientCapabilities": {}}})
@@ -46,7 +50,17 @@ fn bridge_agent(server: &Server) -> AcpAgent {
 /// Through `bridge`: `initialize` (request 1) and a session in the server's
 /// workspace (request 2); the session's id.
 async fn open_session(bridge: &mut Bridge, server: &Server) -> serde_json::Value {
-    bridge.send(initialize_request(1)).await;
+    open_session_offering(bridge, server, json!({})).await
+}
+
+/// [`open_session`], for an IDE offering `capabilities`.
+async fn open_session_offering(
+    bridge: &mut Bridge,
+    server: &Server,
+    capabilities: serde_json::Value,
+) -> serde_json::Value {
+    let initialize = json!({"protocolVersion": 1, "clientCapabilities": capabilities});
+    bridge.send(request(1, "initialize", initialize)).await;
     bridge.response_to(1).await;
     let new_session = json!({"cwd": server.home.workspace(), "mcpServers": []});
     bridge.send(request(2, "session/new", new_session)).await;
@@ -527,6 +541,200 @@ async fn agent_requests_and_the_ides_answers_pass_through_the_bridge() {
         std::fs::read_to_string(workspace.join("notes.txt")).unwrap(),
         "rewritten"
     );
+}
+
+/// The output of the IDE's terminal: nothing the server could make up.
+const IDE_OUTPUT: &str = "printed in the IDE's terminal\n";
+
+/// A hand-played IDE's answer to the agent's `request`.
+fn ide_answer(request: &serde_json::Value) -> serde_json::Value {
+    let result = match request["method"].as_str().unwrap_or_default() {
+        "session/request_permission" => {
+            json!({"outcome": {"outcome": "selected", "optionId": "allow_once"}})
+        }
+        "terminal/create" => json!({"terminalId": "ide-terminal-7"}),
+        "terminal/wait_for_exit" => json!({"exitCode": 0}),
+        // No exit status: the one in the tool's result can then only have
+        // come from the answer to terminal/wait_for_exit.
+        "terminal/output" => json!({"output": IDE_OUTPUT, "truncated": false}),
+        "terminal/release" => json!({}),
+        _ => panic!("the IDE was asked what it did not expect: {request}"),
+    };
+    json!({"jsonrpc": "2.0", "id": request["id"], "result": result})
+}
+
+/// The `terminal/*` requests among `lines`, as they were.
+fn terminal_requests(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|line| {
+            let message: serde_json::Value = serde_json::from_str(line).unwrap();
+            message.get("id").is_some()
+                && message["method"]
+                    .as_str()
+                    .is_some_and(|method| method.starts_with("terminal/"))
+        })
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn terminal_requests_and_the_ides_answers_pass_through_the_bridge_byte_for_byte() {
+    let server = Server::scripted(
+        json!([
+            [{"tool_call": {"name": "run_command", "arguments": {"command": "make test"}}}],
+            [{"text": "Done."}]
+        ]),
+        &[],
+    )
+    .await;
+    // Between the bridge and the server: what the server sent, and what
+    // reached it, exactly.
+    let relay = RecordingRelay::start(&server).await;
+    let mut bridge = Bridge::spawn(&server.home, &relay.url, "the-relay-takes-any");
+    let session = open_session_offering(&mut bridge, &server, json!({"terminal": true})).await;
+    start_prompt(&mut bridge, &session, "run the tests").await;
+
+    let (mut on_stdout, mut answers, mut told) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut answered, mut released) = (false, false);
+    // The release is not waited for, so it may come after the turn's answer.
+    while !(answered && released) {
+        let line = bridge.recv_line().await.expect("the turn goes on");
+        let message: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if message["id"] == 3 && message.get("method").is_none() {
+            assert_eq!(message["result"]["stopReason"], "end_turn", "{message}");
+            answered = true;
+        } else if message.get("id").is_some() {
+            released |= message["method"] == "terminal/release";
+            let answer = ide_answer(&message).to_string();
+            bridge.send_line(&answer).await;
+            answers.push(answer);
+        } else {
+            told.push(message);
+        }
+        on_stdout.push(line);
+    }
+    bridge.close_stdin();
+    assert_eq!(bridge.rest().await, Vec::<serde_json::Value>::new());
+    assert!(bridge.exit_status().await.success());
+    let recorded = relay.finished().await;
+
+    let asked = terminal_requests(&on_stdout);
+    let methods: Vec<String> = asked
+        .iter()
+        .map(|line| {
+            let message: serde_json::Value = serde_json::from_str(line).unwrap();
+            message["method"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "terminal/create",
+            "terminal/wait_for_exit",
+            "terminal/output",
+            "terminal/release"
+        ]
+    );
+    assert_eq!(
+        asked,
+        terminal_requests(&recorded.from_server),
+        "each terminal request reached the IDE exactly as the server sent it"
+    );
+    let answers_received: Vec<&String> = recorded
+        .to_server
+        .iter()
+        .filter(|frame| {
+            let message: serde_json::Value = serde_json::from_str(frame).unwrap();
+            message.get("method").is_none()
+        })
+        .collect();
+    assert_eq!(
+        answers_received,
+        answers.iter().collect::<Vec<_>>(),
+        "each of the IDE's answers reached the server exactly as written"
+    );
+
+    let finished = updates(&told, "tool_call_update")
+        .into_iter()
+        .rfind(|update| update.get("status").is_some())
+        .expect("the tool call's last status")
+        .clone();
+    assert_eq!(finished["status"], "completed", "{finished}");
+    assert_eq!(
+        finished["content"],
+        json!([
+            {"type": "terminal", "terminalId": "ide-terminal-7"},
+            {"type": "content", "content": {"type": "text", "text": format!("exit code 0; output:\n{IDE_OUTPUT}")}}
+        ]),
+        "the terminal the IDE made, its exit code and its output"
+    );
+}
+
+#[tokio::test]
+async fn at_the_end_of_stdin_the_bridge_closes_with_1000_after_the_last_answer_and_exits_0() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/acp", listener.local_addr().unwrap());
+    let home = Home::new();
+    let mut bridge = Bridge::spawn(&home, &url, "any-token");
+    // The IDE's last request and the end of its stdin, both before the
+    // server is there to answer.
+    bridge.send(initialize_request(1)).await;
+    bridge.close_stdin();
+    let mut server = HandWrittenAgent::accept(listener).await;
+    let asked = server.text().await;
+    assert_eq!(asked["method"], "initialize", "{asked}");
+
+    // The pong comes after anything the bridge sent before it: a close
+    // sent with the answer still owed would come first.
+    server
+        .ws
+        .send(Message::Ping("still there?".into()))
+        .await
+        .unwrap();
+    let before_the_answer = server.frame().await;
+    assert!(
+        matches!(before_the_answer, Some(Ok(Message::Pong(_)))),
+        "nothing but the pong while an answer is owed: {before_the_answer:?}"
+    );
+    let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": 1, "agentCapabilities": {}, "authMethods": []}});
+    server.send(answer.clone()).await;
+    let after_the_answer = server.frame().await;
+    let Some(Ok(Message::Close(Some(goodbye)))) = after_the_answer else {
+        panic!("a close frame, not a dropped socket: {after_the_answer:?}");
+    };
+    assert_eq!(
+        u16::from(goodbye.code),
+        1000,
+        "a normal closure: {goodbye:?}"
+    );
+    // Reading on sends the close's answer, which ends the bridge's wait for it.
+    while let Some(Ok(_)) = server.frame().await {}
+
+    assert_eq!(
+        bridge.recv_line().await.as_deref(),
+        Some(answer.to_string().as_str()),
+        "the answer reached stdout"
+    );
+    assert_eq!(bridge.recv_line().await, None, "and nothing else did");
+    assert_eq!(bridge.exit_status().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn with_no_server_named_and_no_token_given_the_bridge_finds_both_in_the_xdg_state_directory()
+{
+    let server = Server::start().await;
+    let mut bridge = Bridge::from_home(&server.home);
+    bridge.send(initialize_request(1)).await;
+    let answer = bridge.response_to(1).await;
+    assert_eq!(answer["result"]["agentInfo"]["name"], "punie", "{answer}");
+    assert_eq!(
+        server.health().await["connections"],
+        1,
+        "the bridge is connected to the server its home records"
+    );
+    bridge.close_stdin();
+    assert!(bridge.exit_status().await.success());
 }
 
 #[tokio::test]

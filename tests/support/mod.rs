@@ -4,8 +4,10 @@
 
 pub mod disk;
 pub mod fake_provider;
+pub mod hand_written;
 pub mod http_profile;
 pub mod mcp;
+pub mod relay;
 pub mod sdk;
 pub mod terminal;
 
@@ -703,9 +705,20 @@ impl Bridge {
     ) -> Self {
         let mut command = home.command();
         adjust(&mut command);
+        command.args(["--server", url]).env("PUNIE_TOKEN", token);
+        Self::run(command)
+    }
+
+    /// The bridge as an IDE set up with nothing but the environment runs it:
+    /// no `--server`, no `PUNIE_TOKEN`, only `home`'s XDG directories, where
+    /// it finds the server's record and token.
+    pub fn from_home(home: &Home) -> Self {
+        Self::run(home.command())
+    }
+
+    /// `command` (`punie` with no command) started, its stdio piped.
+    fn run(mut command: Command) -> Self {
         let mut child = command
-            .args(["--server", url])
-            .env("PUNIE_TOKEN", token)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -743,11 +756,17 @@ impl Bridge {
         self.stdin = None;
     }
 
+    /// The next stdout line exactly as written, without its newline; `None`
+    /// at end of output.
+    pub async fn recv_line(&mut self) -> Option<String> {
+        within("a line on the bridge's stdout", self.stdout.next_line())
+            .await
+            .expect("stdout is readable")
+    }
+
     /// The next stdout line, parsed; `None` at end of output.
     pub async fn recv(&mut self) -> Option<Value> {
-        let line = within("a line on the bridge's stdout", self.stdout.next_line())
-            .await
-            .expect("stdout is readable")?;
+        let line = self.recv_line().await?;
         Some(
             serde_json::from_str(&line)
                 .unwrap_or_else(|_| panic!("stdout carries only JSON, got {line:?}")),
