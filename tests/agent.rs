@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use agent_client_protocol::v1::ConnectionTo;
 use agent_client_protocol::v1::schema::{
-    CancelNotification, LoadSessionRequest, PromptRequest, PromptResponse, SessionId, StopReason,
+    CancelNotification, ListSessionsRequest, LoadSessionRequest, PromptRequest, PromptResponse,
+    SessionId, StopReason,
 };
 use agent_client_protocol::{Agent, Error, SentRequest, V1};
 use serde_json::{Value, json};
@@ -27,20 +28,66 @@ fn write_notes(server: &Server, text: &str) -> std::path::PathBuf {
 }
 
 /// Cancel `session`, whose prompt is `running`: it must answer `cancelled`
-/// within 100 ms.
+/// within 100 ms. Returns how many of the session's updates `received` held
+/// when the answer came.
 async fn cancelled_promptly(
     cx: &ConnectionTo<Agent>,
+    received: &Received,
     session: &SessionId,
     running: SentRequest<PromptResponse, V1>,
-) -> Result<(), Error> {
+) -> Result<usize, Error> {
+    let (tell, answered) = tokio::sync::oneshot::channel();
+    let (counted, id) = (received.clone(), session.clone());
+    // Counted inside the SDK's dispatch, which takes in nothing that came
+    // after the answer until this returns; a count taken once the answer
+    // is awaited could already hold an update that followed it.
+    running.on_receiving_result(move |answer| {
+        let _ = tell.send((answer, updates_of(&counted, &id).len()));
+        std::future::ready(Ok(()))
+    })?;
     let cancelled_at = Instant::now();
     cx.send_notification(CancelNotification::new(session.clone()))?;
-    let answer = running.block_task().await?;
+    let (answer, seen) = support::within("the cancelled prompt's answer", answered)
+        .await
+        .expect("the prompt is answered");
     let took = cancelled_at.elapsed();
-    assert_eq!(answer.stop_reason, StopReason::Cancelled);
+    assert_eq!(answer?.stop_reason, StopReason::Cancelled);
     assert!(
         took < Duration::from_millis(100),
         "answered cancelled in {took:?}"
+    );
+    Ok(seen)
+}
+
+/// Every update `received` holds for `session`, oldest first.
+fn updates_of(received: &Received, session: &SessionId) -> Vec<Value> {
+    received
+        .updates
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|n| &n.session_id == session)
+        .map(|n| serde_json::to_value(&n.update).unwrap())
+        .collect()
+}
+
+/// Nothing more of `session`'s cancelled turn reaches the client, which had
+/// `seen` of its updates with the answer: a request sent now on the same
+/// connection is answered with none arrived before it.
+async fn nothing_follows_the_cancel(
+    cx: &ConnectionTo<Agent>,
+    received: &Received,
+    session: &SessionId,
+    seen: usize,
+) -> Result<(), Error> {
+    cx.send_request(ListSessionsRequest::new())
+        .block_task()
+        .await?;
+    let updates = updates_of(received, session);
+    let after = &updates[seen..];
+    assert!(
+        after.is_empty(),
+        "updates after the cancelled answer: {after:#?}"
     );
     Ok(())
 }
@@ -978,7 +1025,8 @@ async fn a_cancel_while_the_client_reads_a_terminal_still_releases_it() {
 /// Prompt for `command` in the client's terminal; once the client has been
 /// asked `method`, cancel, and answer `method` only after the prompt has
 /// answered `cancelled` (within 100 ms). The terminal the client created is
-/// still killed, then released.
+/// still killed, then released, and nothing of the turn reaches the client
+/// after its answer.
 async fn cancel_while_the_client_holds(command: &str, method: &'static str) {
     let server = &Server::scripted(
         json!([[call("run_command", json!({"command": command}))]]),
@@ -988,7 +1036,8 @@ async fn cancel_while_the_client_holds(command: &str, method: &'static str) {
     let ide = &Ide::new(&server.home.workspace(), true, true);
     let bell = ide.hold(method);
     let workspace = server.home.workspace();
-    ide.run(sdk_transport(server), Received::default(), async |cx| {
+    let received = &Received::default();
+    ide.run(sdk_transport(server), received.clone(), async |cx| {
         ide.initialize(&cx).await?;
         let session = new_session(&cx, &workspace).await?;
         let running = cx.send_request(PromptRequest::new(session.clone(), vec!["go".into()]));
@@ -996,13 +1045,13 @@ async fn cancel_while_the_client_holds(command: &str, method: &'static str) {
             requests.iter().any(|m| m == method)
         })
         .await;
-        cancelled_promptly(&cx, &session, running).await?;
+        let seen = cancelled_promptly(&cx, received, &session, running).await?;
         bell.notify_one();
         ide.until_requests("the terminal to be released", |requests| {
             requests.iter().any(|m| m == "terminal/release")
         })
         .await;
-        Ok(())
+        nothing_follows_the_cancel(&cx, received, &session, seen).await
     })
     .await;
     let terminals = ide.terminals.lock().unwrap().clone();
@@ -1073,7 +1122,8 @@ async fn a_command_that_times_out_is_stopped_with_what_it_has_started() {
 }
 
 /// Prompt, wait until the turn is visibly under way, cancel, and check the
-/// prompt answers `cancelled` within 100 ms.
+/// prompt answers `cancelled` within 100 ms and nothing of the turn reaches
+/// the client after that answer.
 async fn cancel_mid_turn(server: &Server, ide: &Ide) {
     let received = Received::default();
     let workspace = server.home.workspace();
@@ -1103,8 +1153,16 @@ async fn cancel_mid_turn(server: &Server, ide: &Ide) {
             }
         })
         .await;
-        cancelled_promptly(&cx, &session, running).await?;
-        Ok(())
+        let seen = cancelled_promptly(&cx, &received, &session, running).await?;
+        // The client's terminal is killed and released after the answer:
+        // what the turn does on the way must not reach the client either.
+        if ide.requests().iter().any(|m| m == "terminal/create") {
+            ide.until_requests("the terminal to be released", |requests| {
+                requests.iter().any(|m| m == "terminal/release")
+            })
+            .await;
+        }
+        nothing_follows_the_cancel(&cx, &received, &session, seen).await
     })
     .await;
 }
@@ -1139,13 +1197,8 @@ mod against_a_provider {
         received: &Received,
         session: &agent_client_protocol::v1::schema::SessionId,
     ) -> Vec<(u64, u64)> {
-        received
-            .updates
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|n| &n.session_id == session)
-            .map(|n| serde_json::to_value(&n.update).unwrap())
+        updates_of(received, session)
+            .into_iter()
             .filter(|u| u["sessionUpdate"] == "usage_update")
             .map(|u| (u["used"].as_u64().unwrap(), u["size"].as_u64().unwrap()))
             .collect()
@@ -1475,6 +1528,65 @@ mod against_a_provider {
         let ide = Ide::new(&server.home.workspace(), true, true);
         cancel_mid_turn(&server, &ide).await;
         support::within("the provider's stream to be closed", dropped.notified()).await;
+    }
+
+    #[tokio::test]
+    async fn what_the_provider_streams_after_a_cancel_never_reaches_the_client() {
+        let go_on = std::sync::Arc::new(tokio::sync::Notify::new());
+        let provider = FakeProvider::start([
+            Reply::Stream(vec![
+                Part::Send(openai_delta(
+                    json!({"role": "assistant", "content": "Thinking "}),
+                )),
+                Part::Wait(go_on.clone()),
+                Part::Send(openai_delta(json!({"content": "too late"}))),
+                Part::Send(openai_finish("stop")),
+                Part::Send(openai_usage(50, 10)),
+                Part::Send(openai_done()),
+            ]),
+            Reply::events(openai_text_reply(&["Next."])),
+        ])
+        .await;
+        let server = server_on(&provider).await;
+        let workspace = server.home.workspace();
+        let ide = Ide::new(&workspace, true, true);
+        let received = Received::default();
+        let session = ide
+            .run(sdk_transport(&server), received.clone(), async |cx| {
+                ide.initialize(&cx).await?;
+                let session = new_session(&cx, &workspace).await?;
+                let running =
+                    cx.send_request(PromptRequest::new(session.clone(), vec!["think".into()]));
+                support::within("the reply to begin", async {
+                    loop {
+                        let arrived = received.arrived.notified();
+                        if received.agent_text(&session).0 == "Thinking " {
+                            break;
+                        }
+                        arrived.await;
+                    }
+                })
+                .await;
+                let seen = cancelled_promptly(&cx, &received, &session, running).await?;
+                // Had the turn kept reading, the rest of the reply now reaches it.
+                go_on.notify_one();
+                nothing_follows_the_cancel(&cx, &received, &session, seen).await?;
+                assert_eq!(prompt(&cx, &session, "go on").await?, StopReason::EndTurn);
+                Ok(session)
+            })
+            .await;
+        assert_eq!(
+            received.agent_text(&session).0,
+            "Thinking Next.",
+            "after the cancelled answer, only the next turn's text"
+        );
+        let window = punie::config::DEFAULT_CONTEXT_WINDOW;
+        assert_eq!(
+            usage_updates(&received, &session),
+            [(15, window)],
+            "only the next turn's usage"
+        );
+        assert_eq!(provider.requests().len(), 2);
     }
 
     #[tokio::test]

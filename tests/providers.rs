@@ -1594,6 +1594,42 @@ async fn lm_studio_is_named_when_its_server_is_down_or_lacks_the_model() {
     );
 }
 
+/// `lmstudio:` reads no base URL: LM Studio's own address, which no other
+/// provider's variable moves, is the only one it calls.
+#[tokio::test]
+async fn lm_studio_is_called_at_its_default_address_whatever_else_is_set() {
+    // Held by the test, the port is known to have nothing else behind it: a
+    // running LM Studio would make the answers below its own.
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:1234").await {
+        Ok(listener) => listener,
+        Err(error) => panic!("this test needs LM Studio's port, 127.0.0.1:1234, free: {error}"),
+    };
+    let elsewhere = closed_port().await.to_string();
+    let base = format!("http://{elsewhere}/v1");
+    let vars = [
+        ("OPENAI_BASE_URL", base.as_str()),
+        ("ANTHROPIC_BASE_URL", base.as_str()),
+        ("OLLAMA_HOST", elsewhere.as_str()),
+        ("PUNIE_LOCAL_API_KEY", "lm-key"),
+    ];
+    let lm_studio = || model_with("lmstudio:qwen3", &settings(), &vars);
+    let fake = FakeProvider::on(listener, [Reply::events(openai_text_reply(&["Hi."]))]);
+    assert_eq!(
+        answer(&*lm_studio(), ask("x")).await,
+        [text("Hi."), usage(10, 5), ModelEvent::Stop(Stop::Done)]
+    );
+    let [request] = fake.requests().try_into().expect("one request");
+    assert_eq!(request.path, "/v1/chat/completions");
+    assert_eq!(request.headers["host"], "127.0.0.1:1234");
+    assert_eq!(request.headers["authorization"], "Bearer lm-key");
+    assert_eq!(request.body["model"], "qwen3");
+    drop(fake);
+    assert_eq!(
+        error_of(&*lm_studio(), ask("x")).await,
+        "no server at http://127.0.0.1:1234 — is LM Studio's server running?"
+    );
+}
+
 #[tokio::test]
 async fn a_missing_openai_key_says_how_to_fix_it() {
     let model = model_with("openai:gpt-4.1", &settings(), &[]);

@@ -135,6 +135,16 @@ impl FakeProvider {
     /// Serve `replies`, one per request, in order; requests beyond them get
     /// a 500 saying the fake has no reply left.
     pub async fn start(replies: impl IntoIterator<Item = Reply>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port for the fake provider");
+        Self::on(listener, replies)
+    }
+
+    /// [`Self::start`] on a listener the test bound: for a server Punie
+    /// looks for at a fixed address, which the test must hold first.
+    #[allow(dead_code)] // Only tests/providers.rs has a use for it.
+    pub fn on(listener: TcpListener, replies: impl IntoIterator<Item = Reply>) -> Self {
         let shared = Arc::new(Shared {
             replies: Mutex::new(replies.into_iter().collect()),
             requests: Mutex::new(Vec::new()),
@@ -143,9 +153,6 @@ impl FakeProvider {
             .fallback(answer)
             .with_state(shared.clone())
             .into_make_service_with_connect_info::<Connection>();
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port for the fake provider");
         let addr = listener.local_addr().expect("the fake provider's address");
         let server = tokio::spawn(async move {
             let _ = axum::serve(Droppable(listener), app).await;
