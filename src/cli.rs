@@ -20,9 +20,9 @@ use crate::client::{SERVER_ENV, ServerUrl, Target};
 use crate::config::{
     self, ConnectionLimits, DEFAULT_CLIENT_REQUEST_TIMEOUT, DEFAULT_CONTEXT_WINDOW,
     DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TOOL_ROUNDS,
-    DEFAULT_MCP_CALL_TIMEOUT, DEFAULT_MCP_START_TIMEOUT, DEFAULT_OUTGOING_QUEUE,
-    DEFAULT_OUTGOING_STALL, DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT, DEFAULT_REATTACH_TIMEOUT,
-    DEFAULT_SESSION_IDLE_TIMEOUT, MAX_MESSAGE_BYTES, Paths, ServeConfig,
+    DEFAULT_MCP_CALL_TIMEOUT, DEFAULT_MCP_START_TIMEOUT, DEFAULT_OUTGOING_BYTES,
+    DEFAULT_OUTGOING_QUEUE, DEFAULT_OUTGOING_STALL, DEFAULT_PING_INTERVAL, DEFAULT_PONG_TIMEOUT,
+    DEFAULT_REATTACH_TIMEOUT, DEFAULT_SESSION_IDLE_TIMEOUT, MAX_MESSAGE_BYTES, Paths, ServeConfig,
 };
 use crate::model::{Model, ModelError, ModelSettings};
 use crate::tools::PermissionMode;
@@ -307,6 +307,11 @@ struct ServeArgs {
     /// reading) before it is disconnected.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_OUTGOING_STALL.as_secs_f64())]
     outgoing_stall: f64,
+
+    /// Most bytes of messages that may wait for one client behind its full
+    /// queue; past it, the client is disconnected at once.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_OUTGOING_BYTES)]
+    outgoing_bytes: usize,
 
     /// How long a client may take to answer a file or terminal request
     /// before the model is told it did not.
@@ -603,6 +608,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     // 0 would end every connection, or every request to a
                     // client, at once.
                     outgoing_stall: positive_seconds(args.outgoing_stall, "--outgoing-stall")?,
+                    outgoing_bytes: at_least_one(args.outgoing_bytes, "--outgoing-bytes")?,
                     client_request_timeout: positive_seconds(
                         args.client_request_timeout,
                         "--client-request-timeout",

@@ -41,6 +41,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Most messages waiting to be written to one client, unless configured otherwise.
 pub const DEFAULT_OUTGOING_QUEUE: usize = 4096;
 
+/// Most bytes of messages that may wait for one client behind its full
+/// outgoing queue, unless configured otherwise: a client further behind is
+/// disconnected at once, whatever the stall.
+pub const DEFAULT_OUTGOING_BYTES: usize = 256 * 1024 * 1024;
+
 /// How long a client may stay behind with its outgoing queue full before it
 /// is disconnected, unless configured otherwise.
 pub const DEFAULT_OUTGOING_STALL: Duration = Duration::from_secs(10);
@@ -146,6 +151,8 @@ pub struct ConnectionLimits {
     /// How long a client may stay behind with that queue full before it is
     /// disconnected.
     pub outgoing_stall: Duration,
+    /// Most bytes that may wait for a client behind that queue.
+    pub outgoing_bytes: usize,
     /// How long a client may take to answer `fs/*` and `terminal/*`.
     pub client_request_timeout: Duration,
     /// How often each WebSocket is pinged.
@@ -164,6 +171,7 @@ impl Default for ConnectionLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             outgoing_queue: DEFAULT_OUTGOING_QUEUE,
             outgoing_stall: DEFAULT_OUTGOING_STALL,
+            outgoing_bytes: DEFAULT_OUTGOING_BYTES,
             client_request_timeout: DEFAULT_CLIENT_REQUEST_TIMEOUT,
             ping_interval: DEFAULT_PING_INTERVAL,
             pong_timeout: DEFAULT_PONG_TIMEOUT,

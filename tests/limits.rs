@@ -194,6 +194,112 @@ async fn a_client_that_stops_reading_is_disconnected_and_slows_nobody() {
     still_serves(&server).await;
 }
 
+/// The server's resident memory, from `/proc/<pid>/status`.
+fn resident_bytes(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+        .expect("the server's /proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse().ok())
+        .unwrap_or_else(|| panic!("a VmRSS line: {status}"));
+    kib * 1024
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_session_it_shares_is_dropped_once_too_far_behind_and_costs_no_more()
+ {
+    // Each turn streams many small chunks: the conversation the session
+    // keeps grows by little more than their text, while every frame made
+    // for a client is a couple of hundred bytes on the wire, and more as a
+    // message in memory. Many turns, each small: the reader falls behind
+    // within a turn, and what waits for it then (one turn at most) must not
+    // look like what the stalled client misses over all the turns.
+    const TURNS: usize = 24;
+    const CHUNKS: usize = 5_000;
+    let chunk = |turn: usize, index: usize| format!("{turn}.{index} ");
+    let script: Vec<Vec<Value>> = (0..TURNS)
+        .map(|turn| {
+            (0..CHUNKS)
+                .map(|index| json!({"text": chunk(turn, index)}))
+                .collect()
+        })
+        .collect();
+    // Neither the stall nor the silence ends the stalled client within the
+    // test: only the bytes waiting for it do.
+    let mut server = Server::scripted(
+        json!(script),
+        &[
+            "--outgoing-queue",
+            "4",
+            "--outgoing-stall",
+            "3600",
+            "--pong-timeout",
+            "3600",
+            "--outgoing-bytes",
+            "2000000",
+        ],
+    )
+    .await;
+    let workspace = server.home.workspace();
+    let mut reader = server.initialized().await;
+    let session = reader.new_session(&workspace).await;
+    let mut stalled = server.initialized().await;
+    stalled.attach("session/resume", &session, &workspace).await;
+    // From here on `stalled` reads nothing.
+
+    let mut sent_to_stalled = 0;
+    let mut sent_after_first = 0;
+    let mut resident_after_first = 0;
+    for turn in 0..TURNS {
+        reader.notifications.clear();
+        let answer = reader.prompt(&session, "go on").await;
+        assert_eq!(answer["result"]["stopReason"], "end_turn", "{answer}");
+        let expected: String = (0..CHUNKS).map(|index| chunk(turn, index)).collect();
+        // Not assert_eq!: a mismatch would print megabytes.
+        assert!(
+            reader.agent_text(&session) == expected,
+            "turn {turn} reached the reading client whole"
+        );
+        // Every update the reader got was made for the stalled client too.
+        let sent: u64 = reader
+            .notifications
+            .iter()
+            .map(|update| update.to_string().len() as u64)
+            .sum();
+        sent_to_stalled += sent;
+        if turn == 0 {
+            resident_after_first = resident_bytes(&server);
+        } else {
+            sent_after_first += sent;
+        }
+    }
+    let resident_after_last = resident_bytes(&server);
+
+    // Its socket is full, so it may never read the close frame: the
+    // server's own word, and its count of connections, say it was dropped.
+    server
+        .wait_for_log("the client stopped reading: over 2000000 bytes waited for it")
+        .await;
+    server
+        .health_until("the stalled client to be gone", |health| {
+            health["connections"] == 1
+        })
+        .await;
+    drop(stalled);
+    // Holding what it missed, even as the bytes sent, would take all of
+    // `sent_after_first`; serving the reader alone grows the server by a
+    // few megabytes at most.
+    let growth = resident_after_last.saturating_sub(resident_after_first);
+    assert!(
+        growth < sent_after_first / 2,
+        "the server grew by {growth} bytes (from {resident_after_first} to \
+         {resident_after_last}) while {sent_after_first} bytes made for the stalled client \
+         after the first turn went unread ({sent_to_stalled} in all)"
+    );
+}
+
 #[tokio::test]
 async fn a_client_that_reads_only_now_and_then_is_disconnected() {
     // It takes a message every 50 ms, well within the stall of 0.5 s, but
@@ -736,6 +842,7 @@ async fn each_limit_has_its_documented_default() {
             ("--max-connections", "4096"),
             ("--outgoing-queue", "4096"),
             ("--outgoing-stall", "10"),
+            ("--outgoing-bytes", "268435456"),
             ("--client-request-timeout", "60"),
             ("--ping-interval", "20"),
             ("--pong-timeout", "60"),

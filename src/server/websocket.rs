@@ -6,9 +6,11 @@
 //! connection failed, 1009 when the client sent a message over the limit,
 //! 1007 when it sent a text frame that is not UTF-8,
 //! 1008 when the client stopped reading or went silent (no pong). A client
-//! that falls behind costs at most what is made for it while its bounded
-//! queue stays full, and never slows anyone else. The socket knows nothing
-//! of what the messages mean.
+//! that falls behind never slows anyone else, and costs at most its bounded
+//! queue and a bounded number of bytes behind it: each message is written
+//! out as text as soon as the connection makes it, so what waits is counted
+//! in the bytes the client would read. The socket knows nothing of what the
+//! messages mean.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +19,7 @@ use agent_client_protocol::{Channel, ConnectTo as _, TransportFrame};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures::stream::{SplitSink, SplitStream};
-use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
+use futures::{SinkExt as _, StreamExt as _};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -42,6 +44,8 @@ enum Dropped {
     Protocol(String),
     /// The client stopped reading; its queue stayed full.
     NotReading { stall: Duration },
+    /// More than this many bytes waited for the client behind its full queue.
+    FarBehind { most_bytes: usize },
     /// Nothing arrived, not even a pong, for this long.
     Silent { timeout: Duration },
 }
@@ -61,6 +65,10 @@ impl Dropped {
             Self::NotReading { stall } => (
                 close_code::POLICY,
                 format!("the client stopped reading for {stall:?}"),
+            ),
+            Self::FarBehind { most_bytes } => (
+                close_code::POLICY,
+                format!("the client stopped reading: over {most_bytes} bytes waited for it"),
             ),
             Self::Silent { timeout } => (
                 close_code::POLICY,
@@ -90,11 +98,11 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
         pong_timeout: limits.pong_timeout,
         verdict: &verdict,
     };
-    // The frames are boxed because the channel allocates its slots 32 at a
-    // time and keeps spare blocks once a burst has needed them: with the
-    // frames themselves in the slots (128 bytes each), every connection's
-    // queue grew by 4 KiB blocks over its first turns.
-    let (queue, queued) = tokio::sync::mpsc::channel::<Box<TransportFrame>>(limits.outgoing_queue);
+    // The messages are boxed because the channel allocates its slots 32 at
+    // a time and keeps spare blocks once a burst has needed them: with
+    // larger values in the slots, every connection's queue grew by a few KiB
+    // over its first turns.
+    let (queue, queued) = tokio::sync::mpsc::channel::<Box<Message>>(limits.outgoing_queue);
     let reading = read_frames(
         incoming,
         to_connection,
@@ -102,7 +110,8 @@ pub(super) async fn serve(socket: WebSocket, hub: Arc<AgentHub>, limits: &Connec
         limits.max_message_bytes,
         &liveness,
     );
-    let queuing = queue_frames(from_connection, queue, limits.outgoing_stall, &verdict);
+    let behind = Behind::new(limits.outgoing_stall, limits.outgoing_bytes);
+    let queuing = queue_frames(from_connection, queue, behind, &verdict);
     let writing = async {
         // The queue stays open until the close frame is sent: closed
         // earlier, it would fail the connection's next message, which
@@ -223,46 +232,158 @@ async fn read_frames(
     }
 }
 
-/// The connection's frames into the client's bounded queue. A client that
-/// stays behind with the queue full for `stall` is dropped. Dropping `queue`
-/// at the end lets the writer finish.
+/// The connection's frames, as text, into the client's bounded queue. A
+/// client that stays behind with the queue full for the stall, or with more
+/// bytes waiting behind it than allowed, is dropped. Dropping `queue` at the
+/// end lets the writer finish.
 async fn queue_frames(
     mut from_connection: UnboundedReceiver<TransportFrame>,
-    queue: tokio::sync::mpsc::Sender<Box<TransportFrame>>,
-    stall: Duration,
+    queue: tokio::sync::mpsc::Sender<Box<Message>>,
+    mut behind: Behind,
     verdict: &Verdict,
 ) {
-    // When the client fell behind: the queue was found full, and the
-    // messages made for it since have kept coming faster than it took them.
-    // Room made now and then does not count: a client reading a message now
-    // and then would stay behind for ever, with what the server makes for it
-    // piling up before the queue.
-    let mut full_since = None;
+    // Frames are taken from the connection as fast as it makes them, also
+    // while the queue is full: left in the connection's own channel, which
+    // has no bound, they would cost several times their size there.
+    let mut open = true;
     loop {
-        let frame = match from_connection.next().now_or_never() {
-            Some(frame) => frame,
-            None => {
-                full_since = None;
-                from_connection.next().await
+        if behind.is_empty() {
+            // Not behind: the queue has room, and only the next frame counts.
+            if !open {
+                return;
             }
+            let Some(frame) = from_connection.next().await else {
+                return;
+            };
+            if let Err(why) = behind.queue_or_keep(&queue, frame) {
+                verdict.drop_client(why);
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            frame = from_connection.next(), if open => match frame {
+                Some(frame) => {
+                    if let Err(why) = behind.queue_or_keep(&queue, frame) {
+                        verdict.drop_client(why);
+                        return;
+                    }
+                }
+                None => open = false,
+            },
+            room = queue.reserve() => match room {
+                Ok(room) => behind.hand_over(room, &queue),
+                // The writer is gone; the connection is told by the reader.
+                Err(_) => return,
+            },
+            () = behind.stalled() => {
+                verdict.drop_client(Dropped::NotReading { stall: behind.stall });
+                return;
+            }
+            () = verdict.given() => return,
+        }
+    }
+}
+
+/// What waits for a client behind its full queue, and since when.
+struct Behind {
+    waiting: std::collections::VecDeque<Box<Message>>,
+    bytes: usize,
+    most_bytes: usize,
+    stall: Duration,
+    /// When the client fell behind: the queue was found full, and the
+    /// messages made for it since have kept coming faster than it took
+    /// them. Room made now and then does not count: a client reading a
+    /// message now and then would stay behind for ever.
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Behind {
+    fn new(stall: Duration, most_bytes: usize) -> Self {
+        Self {
+            waiting: std::collections::VecDeque::new(),
+            bytes: 0,
+            most_bytes,
+            stall,
+            deadline: Box::pin(tokio::time::sleep(stall)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Queue `frame` as text, or keep it behind the others waiting; an
+    /// error when that is more than the client may be behind.
+    fn queue_or_keep(
+        &mut self,
+        queue: &tokio::sync::mpsc::Sender<Box<Message>>,
+        frame: TransportFrame,
+    ) -> Result<(), Dropped> {
+        let Some(message) = frame_message(frame) else {
+            return Ok(());
         };
-        let Some(frame) = frame else { break };
-        match queue.try_send(Box::new(frame)) {
-            Ok(()) => {}
-            // The writer is gone; the connection is told by the reader.
-            Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(frame)) => {
-                let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
-                match tokio::time::timeout_at(since + stall, queue.send(frame)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break,
-                    Err(_) => {
-                        verdict.drop_client(Dropped::NotReading { stall });
-                        break;
+        let message = Box::new(message);
+        let message = if self.is_empty() {
+            match queue.try_send(message) {
+                // A closed queue: the writer is gone, and the reader tells
+                // the connection.
+                Ok(()) | Err(TrySendError::Closed(_)) => return Ok(()),
+                Err(TrySendError::Full(message)) => {
+                    let deadline = tokio::time::Instant::now() + self.stall;
+                    self.deadline.as_mut().reset(deadline);
+                    message
+                }
+            }
+        } else {
+            message
+        };
+        self.bytes += message_bytes(&message);
+        self.waiting.push_back(message);
+        if self.bytes > self.most_bytes {
+            return Err(Dropped::FarBehind {
+                most_bytes: self.most_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Move what waits into the queue, as far as there is room.
+    fn hand_over(
+        &mut self,
+        room: tokio::sync::mpsc::Permit<'_, Box<Message>>,
+        queue: &tokio::sync::mpsc::Sender<Box<Message>>,
+    ) {
+        let mut room = Some(room);
+        while let Some(message) = self.waiting.pop_front() {
+            self.bytes -= message_bytes(&message);
+            match room.take() {
+                Some(room) => room.send(message),
+                None => {
+                    if let Err(TrySendError::Full(message) | TrySendError::Closed(message)) =
+                        queue.try_send(message)
+                    {
+                        self.bytes += message_bytes(&message);
+                        self.waiting.push_front(message);
+                        return;
                     }
                 }
             }
         }
+    }
+
+    /// Completes once the client has been behind for the whole stall.
+    async fn stalled(&mut self) {
+        self.deadline.as_mut().await;
+    }
+}
+
+/// The bytes the client would read of `message`.
+fn message_bytes(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
+        Message::Close(_) => 0,
     }
 }
 
@@ -271,12 +392,12 @@ async fn queue_frames(
 /// back for its close frame, and the queue to be kept open until then.
 async fn write_frames(
     mut outgoing: SplitSink<WebSocket, Message>,
-    mut queued: tokio::sync::mpsc::Receiver<Box<TransportFrame>>,
+    mut queued: tokio::sync::mpsc::Receiver<Box<Message>>,
     ping_interval: Duration,
     liveness: &Liveness<'_>,
 ) -> (
     SplitSink<WebSocket, Message>,
-    tokio::sync::mpsc::Receiver<Box<TransportFrame>>,
+    tokio::sync::mpsc::Receiver<Box<Message>>,
 ) {
     let dropped = liveness.verdict;
     let mut pings =
@@ -345,14 +466,12 @@ async fn close_socket(outgoing: &mut SplitSink<WebSocket, Message>, frame: Close
 /// socket failed.
 async fn write_burst(
     outgoing: &mut SplitSink<WebSocket, Message>,
-    first: Box<TransportFrame>,
-    queued: &mut tokio::sync::mpsc::Receiver<Box<TransportFrame>>,
+    first: Box<Message>,
+    queued: &mut tokio::sync::mpsc::Receiver<Box<Message>>,
 ) -> bool {
     let mut next = Some(first);
-    while let Some(frame) = next {
-        if let Some(message) = frame_message(*frame)
-            && outgoing.feed(message).await.is_err()
-        {
+    while let Some(message) = next {
+        if outgoing.feed(*message).await.is_err() {
             return false;
         }
         next = queued.try_recv().ok();
