@@ -439,6 +439,32 @@ struct Head {
     id: Option<u64>,
     method: Option<String>,
     error: Option<Value>,
+    params: Option<ParamsHead>,
+}
+
+#[derive(Deserialize)]
+struct ParamsHead {
+    update: Option<UpdateHead>,
+}
+
+#[derive(Deserialize)]
+struct UpdateHead {
+    #[serde(rename = "sessionUpdate")]
+    kind: String,
+}
+
+impl Head {
+    /// A `session/update` of the session's history. The slash commands a
+    /// new session offers follow its creation, and may arrive while its
+    /// first turn runs; they are not part of the turn.
+    fn is_history(&self) -> bool {
+        self.method.as_deref() == Some("session/update")
+            && self
+                .params
+                .as_ref()
+                .and_then(|params| params.update.as_ref())
+                .is_none_or(|update| update.kind != "available_commands_update")
+    }
 }
 
 /// Frames a client read while waiting for one response.
@@ -520,12 +546,16 @@ impl Client {
                 let mut frame: Value = serde_json::from_str(&text)?;
                 return Ok((frame["result"].take(), received));
             }
-            if head.method.as_deref() == Some("session/update") {
+            if head.is_history() {
                 received.updates += 1;
                 if keep {
                     received.kept.push(text);
                 }
-            } else if head.method.is_some() {
+            } else if head
+                .method
+                .as_deref()
+                .is_some_and(|method| method != "session/update")
+            {
                 bail!(
                     "the server sent a request this client does not expect while {method} ran: {}",
                     shorten(&text)
