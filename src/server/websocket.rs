@@ -247,55 +247,52 @@ async fn queue_frames(
     // has no bound, they would cost several times their size there.
     let mut open = true;
     loop {
-        if behind.is_empty() {
+        let frame = if behind.is_empty() {
             // Not behind: the queue has room, and only the next frame counts.
             if !open {
                 return;
             }
-            let Some(frame) = from_connection.next().await else {
-                return;
-            };
-            if let Err(why) = behind.queue_or_keep(&queue, frame) {
-                verdict.drop_client(why);
-                return;
-            }
-            continue;
-        }
-        tokio::select! {
-            frame = from_connection.next(), if open => match frame {
-                Some(frame) => {
-                    if let Err(why) = behind.queue_or_keep(&queue, frame) {
-                        verdict.drop_client(why);
-                        return;
+            from_connection.next().await
+        } else {
+            tokio::select! {
+                frame = from_connection.next(), if open => frame,
+                room = queue.reserve() => {
+                    match room {
+                        Ok(room) => behind.hand_over(room, &queue),
+                        // The writer is gone; the connection is told by the reader.
+                        Err(_) => return,
                     }
+                    continue;
                 }
-                None => open = false,
-            },
-            room = queue.reserve() => match room {
-                Ok(room) => behind.hand_over(room, &queue),
-                // The writer is gone; the connection is told by the reader.
-                Err(_) => return,
-            },
-            () = behind.stalled() => {
-                verdict.drop_client(Dropped::NotReading { stall: behind.stall });
-                return;
+                () = tokio::time::sleep_until(behind.deadline) => {
+                    verdict.drop_client(Dropped::NotReading { stall: behind.stall });
+                    return;
+                }
+                () = verdict.given() => return,
             }
-            () = verdict.given() => return,
+        };
+        let Some(frame) = frame else {
+            open = false;
+            continue;
+        };
+        if let Err(why) = behind.queue_or_keep(&queue, frame) {
+            verdict.drop_client(why);
+            return;
         }
     }
 }
 
-/// What waits for a client behind its full queue, and since when.
+/// What waits for a client behind its full queue, and until when it may.
 struct Behind {
     waiting: std::collections::VecDeque<Box<Message>>,
     bytes: usize,
     most_bytes: usize,
     stall: Duration,
-    /// When the client fell behind: the queue was found full, and the
-    /// messages made for it since have kept coming faster than it took
-    /// them. Room made now and then does not count: a client reading a
-    /// message now and then would stay behind for ever.
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The stall from when the client fell behind: the queue was found
+    /// full, and the messages made for it since have kept coming faster
+    /// than it took them. Room made now and then does not count: a client
+    /// reading a message now and then would stay behind for ever.
+    deadline: tokio::time::Instant,
 }
 
 impl Behind {
@@ -305,7 +302,7 @@ impl Behind {
             bytes: 0,
             most_bytes,
             stall,
-            deadline: Box::pin(tokio::time::sleep(stall)),
+            deadline: tokio::time::Instant::now(),
         }
     }
 
@@ -330,8 +327,7 @@ impl Behind {
                 // the connection.
                 Ok(()) | Err(TrySendError::Closed(_)) => return Ok(()),
                 Err(TrySendError::Full(message)) => {
-                    let deadline = tokio::time::Instant::now() + self.stall;
-                    self.deadline.as_mut().reset(deadline);
+                    self.deadline = tokio::time::Instant::now() + self.stall;
                     message
                 }
             }
@@ -354,27 +350,20 @@ impl Behind {
         room: tokio::sync::mpsc::Permit<'_, Box<Message>>,
         queue: &tokio::sync::mpsc::Sender<Box<Message>>,
     ) {
-        let mut room = Some(room);
+        if let Some(first) = self.waiting.pop_front() {
+            self.bytes -= message_bytes(&first);
+            room.send(first);
+        }
         while let Some(message) = self.waiting.pop_front() {
-            self.bytes -= message_bytes(&message);
-            match room.take() {
-                Some(room) => room.send(message),
-                None => {
-                    if let Err(TrySendError::Full(message) | TrySendError::Closed(message)) =
-                        queue.try_send(message)
-                    {
-                        self.bytes += message_bytes(&message);
-                        self.waiting.push_front(message);
-                        return;
-                    }
+            let size = message_bytes(&message);
+            match queue.try_send(message) {
+                Ok(()) => self.bytes -= size,
+                Err(TrySendError::Full(message) | TrySendError::Closed(message)) => {
+                    self.waiting.push_front(message);
+                    return;
                 }
             }
         }
-    }
-
-    /// Completes once the client has been behind for the whole stall.
-    async fn stalled(&mut self) {
-        self.deadline.as_mut().await;
     }
 }
 
